@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Set up a Terrarium checkout: Debian packages, .venv, the project installed
+# editable with its test extras. Idempotent; silent and quick when there is
+# nothing to do. Prints one line per step that did something.
+#
+#   scripts/setup.sh          # everything needed to run and test
+#   scripts/setup.sh --vm     # also qemu-system-x86 and cpio (cgroup v2 VM tier)
+#   TERRARIUM_VM=1 scripts/setup.sh    # same as --vm
+#   TERRARIUM_PYTHON=/path/to/python3.12 scripts/setup.sh   # pick the interpreter
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+want_vm=${TERRARIUM_VM:-0}
+for arg in "$@"; do
+    case "$arg" in
+        --vm) want_vm=1 ;;
+        -h|--help) sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "setup: unknown argument: $arg" >&2; exit 2 ;;
+    esac
+done
+
+say() { echo "setup: $*"; }
+die() { echo "setup: error: $*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root to run: $*"
+    fi
+}
+
+# --- Debian packages ---------------------------------------------------------
+packages=(busybox-static chromium runc crun redis-server util-linux procps
+          iproute2 umoci skopeo)
+if [ "$want_vm" = 1 ]; then
+    packages+=(qemu-system-x86 cpio)
+fi
+
+apt_updated=0
+apt_install() {
+    # apt_install PKG... : install only the ones not yet installed.
+    local missing=() p
+    for p in "$@"; do
+        if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" != "install ok installed" ]; then
+            missing+=("$p")
+        fi
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    command -v apt-get >/dev/null 2>&1 || die "missing packages (${missing[*]}) and no apt-get; install them by hand"
+    if [ "$apt_updated" = 0 ]; then
+        say "apt-get update"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        apt_updated=1
+    fi
+    say "installing Debian packages: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+apt_install "${packages[@]}"
+
+# --- Python interpreter ------------------------------------------------------
+# A Python >= 3.11 that can make a venv (has ensurepip). Order: $TERRARIUM_PYTHON,
+# then python3.N / python3 on PATH (pyenv shims skipped: they are slow and may
+# point anywhere), then pyenv's installed versions, newest first.
+py_ok() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
+py_venv_ok() { "$1" -c 'import ensurepip, venv' 2>/dev/null; }
+
+find_python() {
+    local cands=() c name dir
+    if [ -n "${TERRARIUM_PYTHON:-}" ]; then
+        py_ok "$TERRARIUM_PYTHON" || die "TERRARIUM_PYTHON=$TERRARIUM_PYTHON is not Python >= 3.11"
+        cands+=("$TERRARIUM_PYTHON")
+    fi
+    for name in python3.14 python3.13 python3.12 python3.11 python3; do
+        while IFS= read -r c; do
+            case "$c" in */shims/*) continue ;; esac
+            cands+=("$c")
+        done < <(type -aP "$name" 2>/dev/null || true)
+    done
+    dir=${PYENV_ROOT:-$HOME/.pyenv}/versions
+    if [ -d "$dir" ]; then
+        while IFS= read -r c; do
+            c=${c%/}; [ -x "$c/bin/python3" ] && cands+=("$c/bin/python3")
+        done < <(printf '%s\n' "$dir"/*/ | sort -rV)
+    fi
+    # First choice: one that can make a venv as it is.
+    for c in "${cands[@]}"; do
+        if py_ok "$c" && py_venv_ok "$c"; then echo "$c"; return 0; fi
+    done
+    # Debian's python3 without python3-venv: install it, then take that one.
+    for c in "${cands[@]}"; do
+        if py_ok "$c"; then
+            local ver
+            ver=$("$c" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+            apt_install "python$ver-venv" >&2
+            py_venv_ok "$c" && { echo "$c"; return 0; }
+        fi
+    done
+    return 1
+}
+
+# --- .venv -------------------------------------------------------------------
+venv=.venv
+if [ -x "$venv/bin/python" ] && ! py_ok "$venv/bin/python"; then
+    say "$venv is broken or older than Python 3.11; recreating it"
+    rm -rf "$venv"
+fi
+if [ ! -x "$venv/bin/python" ]; then
+    py=$(find_python) || die "no Python >= 3.11 found (set TERRARIUM_PYTHON, or apt-get install python3 python3-venv)"
+    say "creating $venv with $py ($("$py" -c 'import platform; print(platform.python_version())'))"
+    rm -rf "$venv"
+    "$py" -m venv "$venv"
+fi
+
+# --- the project, editable, with test extras ----------------------------------
+# Reinstalled only when pyproject.toml changed since the last good install.
+stamp=$venv/.terrarium-stamp
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+have=$(cat "$stamp" 2>/dev/null || true)
+if [ "$want" != "$have" ]; then
+    say "pip install -e '.[test]' (pyproject.toml changed or first install)"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+    echo "$want" > "$stamp"
+fi
+# Playwright: the pip package only. Never `playwright install` (no download);
+# the browser tests drive Debian's /usr/bin/chromium.

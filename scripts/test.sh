@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Run Terrarium's tests: setup, then pytest (arguments passed through), then
+# the cgroup v2 VM tier (tests/vm/run_vm_tier.sh) when it exists.
+# Output is also written to test-output/.
+#
+#   scripts/test.sh                      # everything
+#   scripts/test.sh tests/runtime -k oom # a subset (VM tier skipped)
+#   TERRARIUM_VM_TIER=0 scripts/test.sh  # skip the VM tier; =1 forces it
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+
+vm_tier=tests/vm/run_vm_tier.sh
+# The VM tier runs on a full run (no pytest arguments) unless told otherwise.
+run_vm=${TERRARIUM_VM_TIER:-}
+if [ -z "$run_vm" ]; then
+    if [ "$#" -eq 0 ]; then run_vm=1; else run_vm=0; fi
+fi
+[ -x "$vm_tier" ] || run_vm=0
+
+setup_args=()
+[ "$run_vm" = 1 ] && setup_args+=(--vm)
+scripts/setup.sh "${setup_args[@]}" || { echo "test: setup failed" >&2; exit 1; }
+
+out=test-output
+mkdir -p "$out"
+
+.venv/bin/python -m pytest --junitxml="$out/junit.xml" "$@" 2>&1 | tee "$out/pytest.log"
+rc=${PIPESTATUS[0]}
+if [ "$rc" -eq 5 ]; then
+    echo "test: FAILED: pytest collected no tests (exit 5); a test run must run tests" | tee -a "$out/pytest.log" >&2
+    rc=1
+fi
+
+if [ "$run_vm" = 1 ]; then
+    echo "test: running the cgroup v2 VM tier ($vm_tier)"
+    "$vm_tier" 2>&1 | tee "$out/vm-tier.log"
+    vm_rc=${PIPESTATUS[0]}
+    summary=$(grep -Ei '[0-9]+ (passed|failed)' "$out/vm-tier.log" | tail -n 1 || true)
+    echo "test: VM tier: ${summary:-no passed/failed line} (exit $vm_rc)"
+    if [ "$vm_rc" -ne 0 ]; then
+        echo "test: FAILED: VM tier exited $vm_rc" >&2
+        [ "$rc" -eq 0 ] && rc=1
+    fi
+elif [ -e "$vm_tier" ]; then
+    echo "test: VM tier skipped (subset run or TERRARIUM_VM_TIER=0; TERRARIUM_VM_TIER=1 forces it)"
+fi
+
+exit "$rc"
