@@ -1,0 +1,343 @@
+"""The cgroup driver protocol, the host layout, and what both drivers share.
+
+A driver manages the cgroups ``<parent>/<name>`` of one host, where
+``parent`` is relative to the ROOT of every hierarchy (never to the
+caller's own cgroup: ours sits inside a ``process_api`` cgroup that is not
+ours).  v1 spreads one container over several hierarchies (memory, cpu,
+pids, ...); v2 has one directory.  The shared verbs below work on "the
+directories of a cgroup", so each driver only says where those are and how
+its knobs are spelled.
+
+All kernel I/O goes through an ``FS`` object: the real one wraps OSError
+into KernelError (errno kept, path in the message); tests hand the v2 driver
+a fake one that behaves like cgroupfs on a temp directory.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal as _signal
+import time
+from dataclasses import dataclass, field
+
+from ..errors import InvalidArgument, KernelError, NotFound
+from ..model import Limits
+from . import parse
+
+CFS_PERIOD_US = 100_000
+MIN_QUOTA_US = 1_000        # the kernel refuses a smaller cfs quota / cpu.max
+
+
+# --- file system edge
+
+class FS:
+    """cgroupfs I/O.  Every OSError leaves as KernelError naming the path."""
+
+    def read(self, path: str) -> str:
+        try:
+            with open(path, "rb", buffering=0) as f:
+                return f.read().decode()
+        except OSError as e:
+            raise KernelError(e.errno or errno.EIO, f"read {path}") from None
+
+    def write(self, path: str, value: str) -> None:
+        # No O_CREAT: a missing knob is an error (controller not enabled),
+        # never a new plain file.  One write() per value, as the kernel wants.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise KernelError(e.errno or errno.EIO, f"write {path}") from None
+        try:
+            os.write(fd, value.encode())
+        except OSError as e:
+            raise KernelError(e.errno or errno.EIO, f"write {value!r} to {path}") from None
+        finally:
+            os.close(fd)
+
+    def mkdir(self, path: str) -> bool:
+        """Create one directory; False if it was already there."""
+        try:
+            os.mkdir(path, 0o755)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as e:
+            raise KernelError(e.errno or errno.EIO, f"mkdir {path}") from None
+
+    def rmdir(self, path: str) -> None:
+        try:
+            os.rmdir(path)
+        except OSError as e:
+            raise KernelError(e.errno or errno.EIO, f"rmdir {path}") from None
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def isdir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return os.listdir(path)
+        except OSError as e:
+            raise KernelError(e.errno or errno.EIO, f"list {path}") from None
+
+
+# --- layout
+
+@dataclass(frozen=True)
+class Layout:
+    """How the host mounts cgroups.
+
+    kind: "v2" (one cgroup2 tree with controllers), "v1" (only per-controller
+    hierarchies) or "hybrid" (v1 controllers plus a cgroup2 mount, usually
+    empty, as systemd's hybrid mode does).  v1 and hybrid use the v1 driver.
+    v1: controller -> mount point ("cpu" and "cpuacct" may share one).
+    v2: the cgroup2 mount point, if any; v2_controllers: what its root offers.
+    """
+    kind: str
+    v1: dict = field(default_factory=dict)
+    v2: str | None = None
+    v2_controllers: tuple = ()
+
+
+def layout_from_mounts(mounts, v2_controllers: tuple = ()) -> Layout:
+    """Decide the layout from parsed mountinfo entries (parse.mountinfo)."""
+    v1: dict[str, str] = {}
+    v1_root: dict[str, str] = {}
+    v2 = None
+    for m in mounts:
+        if m.fstype == "cgroup2":
+            if v2 is None:
+                v2 = m.mount_point
+        elif m.fstype == "cgroup":
+            for c in parse.v1_controllers_of(m.super_options):
+                # A hierarchy may be mounted twice (bind mounts, containers):
+                # prefer the mount that shows the hierarchy's root.
+                if c not in v1 or (v1_root[c] != "/" and m.root == "/"):
+                    v1[c], v1_root[c] = m.mount_point, m.root
+    if v1:
+        kind = "hybrid" if v2 else "v1"
+    elif v2:
+        kind = "v2"
+    else:
+        raise NotFound("no cgroup file system is mounted (checked mountinfo)")
+    return Layout(kind, v1, v2, tuple(v2_controllers) if v2 else ())
+
+
+# --- limits -> kernel values (pure)
+
+def check_limits(limits: Limits) -> None:
+    """Refuse limits the kernel would half-apply.  Nothing is written first."""
+    mem, swap = limits.memory, limits.memory_swap
+    if mem is not None and (not isinstance(mem, int) or mem <= 0):
+        raise InvalidArgument(f"memory limit must be a positive byte count, not {mem!r}")
+    if swap is not None and swap != -1:
+        if mem is None:
+            raise InvalidArgument("memory_swap needs a memory limit")
+        if not isinstance(swap, int) or swap < mem:
+            raise InvalidArgument(
+                f"memory_swap ({swap!r}) must be -1 or at least memory ({mem})")
+    if limits.cpus is not None:
+        if not limits.cpus > 0 or cpu_quota_us(limits.cpus) < MIN_QUOTA_US:
+            raise InvalidArgument(f"cpus must be at least 0.01, not {limits.cpus!r}")
+    if limits.pids is not None and (not isinstance(limits.pids, int) or limits.pids < 1):
+        raise InvalidArgument(f"pids limit must be a positive count, not {limits.pids!r}")
+
+
+def cpu_quota_us(cpus: float) -> int:
+    return int(round(cpus * CFS_PERIOD_US))
+
+
+def swap_bytes(limits: Limits) -> int | None:
+    """Swap allowed on top of memory: 0 = none, None = unlimited.
+
+    Docker's rule: memory_swap is memory + swap; left unset with a memory
+    limit it means no swap at all; -1 is unlimited; no memory limit means
+    no swap limit either.
+    """
+    if limits.memory is None or limits.memory_swap == -1:
+        return None
+    if limits.memory_swap is None:
+        return 0
+    return limits.memory_swap - limits.memory
+
+
+# --- the driver protocol
+
+class CgroupDriver:
+    """One container = one cgroup ``<parent>/<name>`` in every hierarchy used.
+
+    Subclasses define ``kind``, ``_roots()`` (controller -> hierarchy mount
+    point), ``create``, ``update``, ``freeze``, ``thaw``, ``is_frozen``,
+    ``oom_kills`` and ``sample``.
+    """
+    kind = ""
+
+    def __init__(self, parent: str = "terrarium", fs: FS | None = None):
+        self.parent = _check_parent(parent)
+        self.fs = fs or FS()
+
+    # -- where things are
+
+    def _roots(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def paths(self, name: str) -> dict[str, str]:
+        """controller -> absolute directory of the cgroup (for display)."""
+        rel = os.path.join(self.parent, _check_name(name))
+        return {c: os.path.join(root, rel) for c, root in self._roots().items()}
+
+    def parent_paths(self) -> dict[str, str]:
+        return {c: os.path.join(root, self.parent) for c, root in self._roots().items()}
+
+    def _dirs(self, name: str) -> list[str]:
+        """The distinct directories of a cgroup (co-mounted controllers share one)."""
+        return _unique(self.paths(name).values())
+
+    def _existing_dirs(self, name: str) -> list[str]:
+        dirs = [d for d in self._dirs(name) if self.fs.isdir(d)]
+        if not dirs:
+            raise NotFound(f"cgroup '{self.parent}/{name}' not found")
+        return dirs
+
+    def exists(self, name: str) -> bool:
+        return any(self.fs.isdir(d) for d in self._dirs(name))
+
+    def files(self, name: str) -> dict[str, list[str]]:
+        """directory -> the kernel files in it, sorted (for the teaching views)."""
+        return {d: sorted(f for f in self.fs.listdir(d) if not self.fs.isdir(os.path.join(d, f)))
+                for d in self._existing_dirs(name)}
+
+    # -- shared verbs
+
+    def create(self, name: str, limits: Limits) -> dict[str, str]:
+        raise NotImplementedError
+
+    def update(self, name: str, limits: Limits) -> None:
+        raise NotImplementedError
+
+    def attach(self, name: str, pid: int) -> None:
+        """Move ``pid`` (0 = the calling process) into the cgroup, in every hierarchy."""
+        if not isinstance(pid, int) or pid < 0:
+            raise InvalidArgument(f"bad pid {pid!r}")
+        for d in self._existing_dirs(name):
+            self.fs.write(os.path.join(d, "cgroup.procs"), str(pid))
+
+    def procs(self, name: str) -> list[int]:
+        """Pids in the cgroup, deduplicated across hierarchies, sorted."""
+        seen: set[int] = set()
+        for d in self._existing_dirs(name):
+            seen.update(parse.pids(self.fs.read(os.path.join(d, "cgroup.procs"))))
+        return sorted(seen)
+
+    def kill_all(self, name: str, sig: int = _signal.SIGKILL) -> int:
+        """Send ``sig`` to every process in the cgroup; returns how many were signalled."""
+        return self._signal_each(name, sig)
+
+    def _signal_each(self, name: str, sig: int) -> int:
+        n = 0
+        for pid in self.procs(name):
+            try:
+                os.kill(pid, sig)
+                n += 1
+            except ProcessLookupError:
+                pass            # exited between the read and the kill
+            except OSError as e:
+                raise KernelError(e.errno or errno.EIO, f"kill({pid}, {sig})") from None
+        return n
+
+    def remove(self, name: str, timeout: float = 2.0) -> None:
+        """rmdir the cgroup everywhere; EBUSY is retried while its processes exit.
+
+        A missing cgroup is fine.  The parent is left alone (remove_parent).
+        """
+        deadline = time.monotonic() + timeout
+        failure = None
+        for d in self._dirs(name):
+            try:
+                self._rmdir_retry(d, deadline)
+            except KernelError as e:
+                failure = failure or e
+        if failure:
+            raise failure
+
+    def remove_parent(self) -> bool:
+        """rmdir the parent if it holds no cgroup; True if it is gone everywhere."""
+        gone = True
+        for d in _unique(self.parent_paths().values()):
+            try:
+                self.fs.rmdir(d)
+            except KernelError as e:
+                if e.code == errno.ENOENT:
+                    continue
+                if e.code in (errno.EBUSY, errno.ENOTEMPTY):
+                    gone = False
+                    continue
+                raise
+        return gone
+
+    def _rmdir_retry(self, path: str, deadline: float) -> None:
+        delay = 0.001
+        while True:
+            try:
+                self.fs.rmdir(path)
+                return
+            except KernelError as e:
+                if e.code == errno.ENOENT:
+                    return
+                if e.code != errno.EBUSY or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _mkdirs(self, root: str, name: str) -> list[str]:
+        """mkdir <root>/<parent>/<name> one level at a time; returns what was created."""
+        made = []
+        path = root
+        for part in self.parent.split("/") + [name]:
+            path = os.path.join(path, part)
+            if self.fs.mkdir(path):
+                made.append(path)
+        return made
+
+    def _undo(self, made: list[str]) -> None:
+        """Best-effort rollback of a failed create: newest directory first."""
+        for path in reversed(made):
+            try:
+                self.fs.rmdir(path)
+            except KernelError:
+                pass
+
+    def _read_opt(self, path: str) -> str | None:
+        try:
+            return self.fs.read(path)
+        except KernelError as e:
+            if e.code == errno.ENOENT:
+                return None
+            raise
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} parent={self.parent!r} roots={self._roots()!r}>"
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not name or "/" in name or name in (".", "..") \
+            or "\0" in name:
+        raise InvalidArgument(f"bad cgroup name {name!r}")
+    return name
+
+
+def _check_parent(parent: str) -> str:
+    parts = [p for p in str(parent).split("/") if p]
+    if not parts or any(p in (".", "..") or "\0" in p for p in parts):
+        raise InvalidArgument(f"bad cgroup parent {parent!r}")
+    return "/".join(parts)
+
+
+def _unique(items) -> list:
+    out = []
+    for x in items:
+        if x not in out:
+            out.append(x)
+    return out

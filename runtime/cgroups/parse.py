@@ -1,0 +1,185 @@
+"""Pure parsers for cgroup and procfs text: str in, value out, no I/O.
+
+Each function takes the text of one kernel file exactly as read and returns
+plain values, so the drivers stay thin and every quirk is tested from a
+string (tests/runtime/test_cgroup_parse.py).
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+
+# The v1 "unlimited" is PAGE_COUNTER_MAX pages in bytes, rounded down to a
+# page: 9223372036854771712 on 64-bit with 4k pages.  Anything this large is
+# no limit at all; treat it as None rather than show an exabyte.
+UNLIMITED_V1 = 1 << 62
+
+# Controllers a v1 "cgroup" mount can carry in its super options
+# (include/linux/cgroup_subsys.h).  Everything else there is a flag
+# (rw, xattr, noprefix, clone_children) or a key=value (name=systemd).
+V1_CONTROLLERS = frozenset((
+    "cpuset", "cpu", "cpuacct", "io", "blkio", "memory", "devices", "freezer",
+    "net_cls", "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc",
+    "debug",
+))
+
+Mount = namedtuple("Mount", "mount_point root fstype source super_options")
+
+
+# --- /proc/self/mountinfo
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        c = field[i]
+        digits = field[i + 1:i + 4]
+        if c == "\\" and len(digits) == 3 and all(d in "01234567" for d in digits):
+            out.append(chr(int(digits, 8)))
+            i += 4
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def mountinfo(text: str) -> list[Mount]:
+    """Every mount of /proc/<pid>/mountinfo, in order.
+
+    Format (proc(5)): ``id parent maj:min root mount_point mount_opts
+    [optional fields...] - fstype source super_opts``; the optional fields
+    end at a lone "-".
+    """
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 10 or "-" not in fields[6:]:
+            continue
+        sep = fields.index("-", 6)
+        fstype, source = fields[sep + 1], fields[sep + 2]
+        opts = fields[sep + 3] if len(fields) > sep + 3 else ""
+        mounts.append(Mount(_unescape(fields[4]), _unescape(fields[3]), fstype,
+                            _unescape(source), tuple(opts.split(","))))
+    return mounts
+
+
+def v1_controllers_of(super_options) -> tuple[str, ...]:
+    """Controllers bound to a v1 mount, from super options like ("rw", "cpu", "cpuacct")."""
+    return tuple(o for o in super_options if o in V1_CONTROLLERS)
+
+
+# --- /proc/<pid>/cgroup
+
+def proc_cgroup(text: str) -> dict[str, str]:
+    """``4:memory:/a/b`` lines -> {"memory": "/a/b"}; the v2 line ``0::/x`` is key ""."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, ctrls, path = parts
+        for c in (ctrls.split(",") if ctrls else [""]):
+            out[c] = path
+    return out
+
+
+# --- single values
+
+def integer(text: str) -> int:
+    return int(text.strip())
+
+
+def limit_v1(text: str) -> int | None:
+    """memory.limit_in_bytes and friends: a byte count, None when unlimited."""
+    v = int(text.strip())
+    return None if v < 0 or v >= UNLIMITED_V1 else v
+
+
+def max_or_int(text: str) -> int | None:
+    """v2 memory.max, memory.swap.max, pids.max (v1 too): "max" -> None."""
+    t = text.strip()
+    return None if t == "max" else int(t)
+
+
+def cpu_max(text: str) -> tuple[int | None, int]:
+    """v2 cpu.max ``"50000 100000"`` -> (quota_us, period_us); quota None for "max"."""
+    quota, _, period = text.strip().partition(" ")
+    return (None if quota == "max" else int(quota)), int(period or 100000)
+
+
+def quota_v1(text: str) -> int | None:
+    """v1 cpu.cfs_quota_us: -1 -> None."""
+    v = int(text.strip())
+    return None if v < 0 else v
+
+
+def freezer_state(text: str) -> str:
+    """v1 freezer.state: THAWED, FREEZING or FROZEN."""
+    return text.strip()
+
+
+def controllers(text: str) -> tuple[str, ...]:
+    """v2 cgroup.controllers / cgroup.subtree_control: ``"cpu io memory"``."""
+    return tuple(text.split())
+
+
+def pids(text: str) -> list[int]:
+    """cgroup.procs: one pid a line, possibly repeated (v1 lists per thread group)."""
+    return [int(x) for x in text.split()]
+
+
+# --- key/value files
+
+def flat_keyed(text: str) -> dict[str, int]:
+    """``key value`` lines: memory.stat, cpu.stat, memory.events, memory.oom_control."""
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        value = value.strip()
+        if key and value:
+            try:
+                out[key] = int(value)
+            except ValueError:
+                pass
+    return out
+
+
+def nested_keyed(text: str) -> dict[str, dict[str, int]]:
+    """v2 io.stat: ``8:0 rbytes=1 wbytes=2 ...`` -> {"8:0": {"rbytes": 1, ...}}."""
+    out: dict[str, dict[str, int]] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        row = out.setdefault(fields[0], {})
+        for f in fields[1:]:
+            k, _, v = f.partition("=")
+            try:
+                row[k] = int(v)
+            except ValueError:
+                pass
+    return out
+
+
+def io_stat_bytes(text: str) -> tuple[int, int]:
+    """v2 io.stat -> (read bytes, write bytes) summed over devices."""
+    rows = nested_keyed(text).values()
+    return (sum(r.get("rbytes", 0) for r in rows), sum(r.get("wbytes", 0) for r in rows))
+
+
+def blkio_bytes(text: str) -> tuple[int, int]:
+    """v1 blkio.throttle.io_service_bytes[_recursive] -> (read, write) summed over devices.
+
+    Lines are ``8:0 Read 4096`` ... ``8:0 Total 8192`` and a last ``Total N``.
+    """
+    read = write = 0
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) != 3:
+            continue
+        if fields[1] == "Read":
+            read += int(fields[2])
+        elif fields[1] == "Write":
+            write += int(fields[2])
+    return read, write
