@@ -75,7 +75,8 @@ class Container:
     started_at: float | None = None
     finished_at: float | None = None
     exit_code: int | None = None
-    oom_killed: bool = False
+    oom_killed: bool = False                # the container's init died of an OOM kill
+    oom_kills: int = 0                      # OOM kills in its cgroup during the last run
     error: str | None = None                # why the last start failed, if it did
     cgroup: str | None = None               # "<parent>/<id>", relative to each hierarchy
     namespaces: dict = field(default_factory=dict)   # {"pid": inode, ...} while running

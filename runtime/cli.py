@@ -1,0 +1,322 @@
+"""`terrarium`: Docker-like verbs over runtime.Runtime.
+
+Errors are one line on stderr and a non-zero exit, never a traceback:
+125 when the runtime refused (like Docker's daemon errors), 126/127 when the
+command could not be started, otherwise the container's own exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict
+
+from .errors import ExecFailed, TerrariumError
+from .model import Limits
+
+
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--memory", help="memory limit, e.g. 64m or 1g")
+    p.add_argument("--memory-swap", help="memory+swap limit (-1: unlimited swap); default: no swap")
+    p.add_argument("--cpus", help="CPU limit in cores, e.g. 0.5")
+    p.add_argument("--pids", "--pids-limit", dest="pids", help="the most processes at once")
+
+
+def _add_create(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name")
+    p.add_argument("-e", "--env", action="append", default=[], help="KEY=VALUE (repeatable)")
+    p.add_argument("--hostname")
+    p.add_argument("-w", "--workdir")
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    _add_limits(p)
+    p.add_argument("image")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="terrarium", description="Run and inspect containers.")
+    parser.add_argument("--root", help="state directory (default: $TERRARIUM_ROOT or /var/lib/terrarium)")
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("run", help="create and start a container")
+    p.add_argument("-d", "--detach", action="store_true")
+    _add_create(p)
+    _add_create(sub.add_parser("create", help="create a container"))
+    p = sub.add_parser("start", help="start containers")
+    p.add_argument("-a", "--attach", action="store_true", help="follow the output and return its exit code")
+    p.add_argument("containers", nargs="+")
+    for verb in ("stop", "restart"):
+        p = sub.add_parser(verb, help=f"{verb} containers")
+        p.add_argument("-t", "--time", type=float, default=10.0, help="seconds before SIGKILL")
+        p.add_argument("containers", nargs="+")
+    p = sub.add_parser("kill", help="send a signal (default SIGKILL)")
+    p.add_argument("-s", "--signal", default="KILL")
+    p.add_argument("containers", nargs="+")
+    for verb in ("pause", "unpause"):
+        sub.add_parser(verb, help=f"{verb} containers").add_argument("containers", nargs="+")
+    p = sub.add_parser("rm", help="remove containers")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("containers", nargs="+")
+    p = sub.add_parser("ps", help="list containers")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p = sub.add_parser("logs", help="show a container's output")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("--tail", type=int)
+    p.add_argument("container")
+    p = sub.add_parser("exec", help="run a command in a running container")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("-w", "--workdir")
+    p.add_argument("container")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p = sub.add_parser("inspect", help="show containers as JSON")
+    p.add_argument("containers", nargs="+")
+    p = sub.add_parser("update", help="change the limits of containers")
+    _add_limits(p)
+    p.add_argument("containers", nargs="+")
+    p = sub.add_parser("wait", help="wait for containers to stop; print their exit codes")
+    p.add_argument("containers", nargs="+")
+    sub.add_parser("images", help="list images (builds the built-in ones if missing)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code = _dispatch(args)
+    except ExecFailed as e:
+        print(f"terrarium: {e}", file=sys.stderr)
+        code = e.exit_code
+    except TerrariumError as e:
+        print(f"terrarium: error: {e}", file=sys.stderr)
+        code = 125 if args.verb in ("run", "create", "start") else 1
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:
+        code = 0
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+def _dispatch(args) -> int:
+    from .containers import Runtime
+    rt = Runtime(args.root)
+    return _VERBS[args.verb](rt, args)
+
+
+# ------------------------------------------------------------------- verbs
+
+def _spec(args, auto_remove: bool):
+    from .spec import make_limits, make_spec
+    limits = make_limits(args.memory, args.memory_swap, args.cpus, args.pids)
+    return make_spec(image=args.image, name=args.name, cmd=args.cmd, env=args.env,
+                     hostname=args.hostname, workdir=args.workdir, limits=limits,
+                     auto_remove=auto_remove)
+
+
+def _run(rt, args) -> int:
+    # Foreground --rm is done here, after the exit code is read (as Docker's client did).
+    spec = _spec(args, auto_remove=args.rm and args.detach)
+    c = rt.create(spec)
+    try:
+        c = rt.start(c.id)
+    except ExecFailed:
+        if args.rm:
+            rt.remove(c.id, force=True)
+        raise
+    if args.detach:
+        print(c.id)
+        return 0
+    try:
+        return _attach(rt, c)
+    finally:
+        if args.rm:
+            rt.remove(c.id, force=True)
+
+
+def _attach(rt, c) -> int:
+    """Print the output as it comes; pass Ctrl-C on as SIGINT (twice: SIGKILL)."""
+    interrupts = 0
+
+    def forward(signum, _frame):
+        nonlocal interrupts
+        interrupts += 1
+        try:
+            rt.kill(c.id, signal.SIGKILL if interrupts > 1 else signum)
+        except TerrariumError:
+            pass
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        out = sys.stdout.buffer
+        for chunk in rt.follow_logs(c.id):
+            out.write(chunk)
+            out.flush()
+        end = rt.wait(c.id)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if end.oom_killed:
+        print(f"terrarium: container {end.name!r} was OOM-killed (memory limit "
+              f"{_size(end.limits.memory)})", file=sys.stderr)
+    return end.exit_code if end.exit_code is not None else 255
+
+
+def _create(rt, args) -> int:
+    print(rt.create(_spec(args, auto_remove=args.rm)).id)
+    return 0
+
+
+def _start(rt, args) -> int:
+    code = 0
+    for ref in args.containers:
+        c = rt.start(ref)
+        if args.attach:
+            code = _attach(rt, c)
+        else:
+            print(ref)
+    return code
+
+
+def _each(action):
+    def verb(rt, args) -> int:
+        failed = 0
+        for ref in args.containers:
+            try:
+                action(rt, args, ref)
+                print(ref)
+            except TerrariumError as e:
+                print(f"terrarium: error: {e}", file=sys.stderr)
+                failed = 1
+        return failed
+    return verb
+
+
+def _ps(rt, args) -> int:
+    rows = rt.list(all=args.all)
+    if args.quiet:
+        for c in rows:
+            print(c.id[:12])
+        return 0
+    table = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
+    now = time.time()
+    for c in rows:
+        cmd = " ".join(c.cmd)
+        table.append((c.id[:12], c.image, f'"{cmd[:20]}…"' if len(cmd) > 20 else f'"{cmd}"',
+                      f"{_ago(now - c.created_at)} ago", status_text(c, now), c.name))
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        print("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def status_text(c, now: float | None = None) -> str:
+    now = now or time.time()
+    if c.status in ("running", "paused"):
+        text = f"Up {_ago(now - (c.started_at or now))}"
+        return text + " (Paused)" if c.status == "paused" else text
+    if c.status == "exited":
+        text = f"Exited ({c.exit_code if c.exit_code is not None else '?'}) {_ago(now - (c.finished_at or now))} ago"
+        return text + " (OOM killed)" if c.oom_killed else text
+    return "Created"
+
+
+def _logs(rt, args) -> int:
+    out = sys.stdout.buffer
+    if args.follow:
+        data = rt.logs(args.container, tail=args.tail)
+        out.write(data)
+        out.flush()
+        for chunk in rt.follow_logs(args.container, from_start=False):
+            out.write(chunk)
+            out.flush()
+    else:
+        out.write(rt.logs(args.container, tail=args.tail))
+    return 0
+
+
+def _exec(rt, args) -> int:
+    return rt.exec(args.container, args.cmd, env=args.env, tty=args.tty, workdir=args.workdir)
+
+
+def _inspect(rt, args) -> int:
+    print(json.dumps([asdict(rt.inspect(ref)) for ref in args.containers], indent=2))
+    return 0
+
+
+def _update(rt, args) -> int:
+    from .spec import make_limits
+    change = make_limits(args.memory, args.memory_swap, args.cpus, args.pids)
+    failed = 0
+    for ref in args.containers:
+        try:
+            old = rt.inspect(ref).limits
+            memory = change.memory if args.memory else old.memory
+            swap = change.memory_swap if args.memory_swap else (old.memory_swap if not args.memory else None)
+            new = Limits(memory=memory, memory_swap=swap,
+                         cpus=change.cpus if args.cpus else old.cpus,
+                         pids=change.pids if args.pids else old.pids)
+            rt.update(ref, new)
+            print(ref)
+        except TerrariumError as e:
+            print(f"terrarium: error: {e}", file=sys.stderr)
+            failed = 1
+    return failed
+
+
+def _wait(rt, args) -> int:
+    for ref in args.containers:
+        print(rt.wait(ref).exit_code)
+    return 0
+
+
+def _images(rt, args) -> int:
+    rt.images.ensure_builtin()
+    table = [("IMAGE", "LAYERS", "SIZE", "CMD")]
+    for image in rt.images.list():
+        size = sum(layer.size for layer in image.layers)
+        table.append((image.name, str(len(image.layers)), _size(size), " ".join(image.config.cmd)))
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        print("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def _ago(seconds: float) -> str:
+    s = int(max(seconds, 0))
+    if s < 60:
+        return f"{s} second{'s' if s != 1 else ''}"
+    if s < 3600:
+        return f"{s // 60} minute{'s' if s >= 120 else ''}"
+    if s < 86400:
+        return f"{s // 3600} hour{'s' if s >= 7200 else ''}"
+    return f"{s // 86400} days"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "unlimited"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
+_VERBS = {
+    "run": _run, "create": _create, "start": _start,
+    "stop": _each(lambda rt, a, ref: rt.stop(ref, a.time)),
+    "restart": _each(lambda rt, a, ref: rt.restart(ref, a.time)),
+    "kill": _each(lambda rt, a, ref: rt.kill(ref, a.signal)),
+    "pause": _each(lambda rt, a, ref: rt.pause(ref)),
+    "unpause": _each(lambda rt, a, ref: rt.resume(ref)),
+    "rm": _each(lambda rt, a, ref: rt.remove(ref, force=a.force)),
+    "ps": _ps, "logs": _logs, "exec": _exec, "inspect": _inspect, "update": _update,
+    "wait": _wait, "images": _images,
+}

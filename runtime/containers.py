@@ -1,0 +1,645 @@
+"""Container lifecycle: create, start, stop, kill, restart, pause, resume,
+update, remove, list, inspect, logs, wait, exec.
+
+State lives on disk under ROOT/containers/<id>/:
+    config.json   what was asked for (written here, under the container's lock)
+    run.json      the current run: init pid, shim pid, generation (written by the shim)
+    exit.json     how the run ended (written by the shim when init exits)
+    upper/ work/  the container's own overlay layer and overlayfs's work dir
+    rootfs/       where the overlay is mounted — inside the container's mount
+                  namespace only, so the host's mount table never holds it
+    container.log stdout and stderr
+ROOT/names/<name> is a symlink to the id: creating it is how a name is taken.
+
+The status is derived, never stored: no run.json → created; an exit.json of
+the current generation → exited; a live shim → running (or paused).  So a
+crash anywhere leaves a state that reads true, and a server restart loses
+nothing.  Every verb that changes a container holds its flock, so concurrent
+calls on one container are serialised; creating and removing also hold the
+names lock.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+
+from . import linux
+from .errors import Conflict, ExecFailed, InvalidArgument, KernelError, NotFound, TerrariumError
+from .fsutil import locked, read_json, write_json
+from .model import Container, Limits, Spec
+from .spec import make_spec
+
+DEFAULT_ROOT = "/var/lib/terrarium"
+DEFAULT_STOP_TIMEOUT = 10.0
+_ID_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def default_root() -> str:
+    return os.environ.get("TERRARIUM_ROOT") or DEFAULT_ROOT
+
+
+class Runtime:
+    """The runtime over one state root.  Cheap to make; holds no process."""
+
+    def __init__(self, root: str | None = None, cgroup_parent: str | None = None):
+        self.root = os.path.abspath(root or default_root())
+        self.cgroup_parent = cgroup_parent or os.environ.get("TERRARIUM_CGROUP_PARENT") or "terrarium"
+        self.containers_dir = os.path.join(self.root, "containers")
+        self.names_dir = os.path.join(self.root, "names")
+        self.run_dir = os.path.join(self.root, "run")
+        for d in (self.containers_dir, self.names_dir, self.run_dir):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        self._images = None
+        self._cgroups = None
+
+    # ------------------------------------------------------------ helpers
+    @property
+    def images(self):
+        if self._images is None:
+            from .images import ImageStore
+            self._images = ImageStore(self.root)
+        return self._images
+
+    @property
+    def cgroups(self):
+        if self._cgroups is None:
+            from . import cgroups
+            self._cgroups = cgroups.driver(parent=self.cgroup_parent)
+        return self._cgroups
+
+    def _image(self, name: str):
+        try:
+            return self.images.get(name)
+        except NotFound:
+            self.images.ensure_builtin()     # busybox and lab are built on first use
+            return self.images.get(name)
+
+    def _dir(self, cid: str) -> str:
+        return os.path.join(self.containers_dir, cid)
+
+    def resolve(self, ref: str) -> str:
+        """A name, a full id or a unique id prefix → the id."""
+        if not isinstance(ref, str) or not ref or "/" in ref or ref.startswith("."):
+            raise NotFound(f"container {ref!r} not found")
+        try:
+            return os.readlink(os.path.join(self.names_dir, ref))
+        except OSError:
+            pass
+        if _ID_RE.match(ref) and os.path.exists(os.path.join(self._dir(ref), "config.json")):
+            return ref
+        if len(ref) >= 3 and re.fullmatch(r"[0-9a-f]+", ref):
+            hits = [d for d in os.listdir(self.containers_dir) if d.startswith(ref)]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise InvalidArgument(f"container id prefix {ref!r} is ambiguous: {len(hits)} match")
+        raise NotFound(f"container {ref!r} not found")
+
+    def _config(self, cid: str) -> dict:
+        config = read_json(os.path.join(self._dir(cid), "config.json"))
+        if config is None:
+            raise NotFound(f"container {cid[:12]!r} not found")
+        return config
+
+    def _lock(self, cid: str):
+        return locked(os.path.join(self._dir(cid), "lock"))
+
+    def _locked_config(self, ref: str):
+        """Resolve ref, take its lock; yields (id, config).  Re-checks after the wait:
+        the container may have been removed while we queued for it."""
+        cid = self.resolve(ref)
+        return _LockedConfig(self, cid, ref)
+
+    # ------------------------------------------------------------- create
+    def create(self, spec: Spec) -> Container:
+        if not isinstance(spec, Spec):
+            raise InvalidArgument("create() takes a runtime.Spec")
+        image = self._image(spec.image)
+        cid = secrets.token_hex(32)
+        name = spec.name or _random_name(cid)
+        cmd = tuple(spec.cmd) or tuple(image.config.cmd)
+        if not cmd:
+            raise InvalidArgument(f"no command given and image {spec.image!r} has none")
+        hostname = spec.hostname or name     # sethostname takes any name up to 64 bytes
+        env = _merge_env(image.config.env, spec.env, hostname)
+        cdir = self._dir(cid)
+        config = {
+            "id": cid, "name": name, "image": image.name, "cmd": list(cmd), "env": list(env),
+            "hostname": hostname, "workdir": spec.workdir or image.config.workdir or "/",
+            "limits": asdict(spec.limits), "created_at": time.time(),
+            "layers": [layer.digest.split(":", 1)[-1] for layer in image.layers],
+            "auto_remove": spec.auto_remove, "generation": 0, "paused": False,
+        }
+        with locked(os.path.join(self.containers_dir, ".lock")):
+            if os.path.lexists(os.path.join(self.names_dir, name)):
+                raise Conflict(f"container name {name!r} is already in use")
+            os.makedirs(cdir, mode=0o700)
+            for sub in ("upper", "work", "rootfs"):
+                os.mkdir(os.path.join(cdir, sub), 0o755)
+            open(os.path.join(cdir, "container.log"), "ab").close()
+            write_json(os.path.join(cdir, "config.json"), config)
+            os.symlink(cid, os.path.join(self.names_dir, name))
+        return self.inspect(cid)
+
+    def run(self, spec: Spec) -> Container:
+        """create + start; a failed start leaves the created container (like Docker)
+        unless it was asked to remove itself."""
+        c = self.create(spec)
+        try:
+            return self.start(c.id)
+        except ExecFailed:
+            if spec.auto_remove:
+                self.remove(c.id, force=True)
+            raise
+
+    # -------------------------------------------------------------- start
+    def start(self, ref: str) -> Container:
+        with self._locked_config(ref) as (cid, config):
+            state = self._state(cid, config)
+            if state.status in ("running", "paused"):
+                return state
+            config["generation"] += 1
+            config["paused"] = False
+            write_json(os.path.join(self._dir(cid), "config.json"), config)
+            reply = self._request_start(cid, config)
+        if not reply.get("ok"):
+            raise ExecFailed(f"container {config['name']!r} failed to start: {reply.get('error')}",
+                             reply.get("exit_code", 125))
+        return self.inspect(cid)
+
+    def _start_request(self, cid: str, config: dict) -> dict:
+        layers_dir = os.path.join(self.root, "layers")
+        cdir = self._dir(cid)
+        return {
+            "op": "start", "id": cid, "dir": cdir, "generation": config["generation"],
+            "containers_dir": self.containers_dir, "names_dir": self.names_dir,
+            "cgroup_parent": self.cgroup_parent, "limits": config["limits"],
+            "layers_dir": layers_dir,
+            "lower": [f"{d}/fs" for d in reversed(config["layers"])],
+            "upper": f"{cdir}/upper", "work": f"{cdir}/work", "rootfs": f"{cdir}/rootfs",
+            "hostname": config["hostname"], "argv": config["cmd"], "env": config["env"],
+            "workdir": config["workdir"], "log": f"{cdir}/container.log",
+            "auto_remove": config["auto_remove"],
+        }
+
+    def _request_start(self, cid: str, config: dict) -> dict:
+        for layer in config["layers"]:
+            if not os.path.isdir(os.path.join(self.root, "layers", layer, "fs")):
+                raise NotFound(f"layer sha256:{layer[:12]} of container {config['name']!r} is missing")
+        return forkserver_call(self.run_dir, self._start_request(cid, config))
+
+    # ---------------------------------------------------------- stop/kill
+    def stop(self, ref: str, timeout: float = DEFAULT_STOP_TIMEOUT) -> Container:
+        """SIGTERM, then SIGKILL after timeout seconds.  A no-op on a stopped container."""
+        if timeout < 0:
+            raise InvalidArgument(f"invalid stop timeout {timeout}: must be 0 or more")
+        with self._locked_config(ref) as (cid, config):
+            state = self._state(cid, config)
+            if state.status in ("running", "paused"):
+                self._stop_locked(cid, config, state, timeout)
+            return self._finish_locked(cid, config)
+
+    def _stop_locked(self, cid: str, config: dict, state: Container, timeout: float) -> None:
+        pidfd = _pidfd(state.shim_pid)
+        try:
+            # PID 1 of a namespace never gets a signal it has no handler for
+            # (the kernel drops it, even from the host): if init does not catch
+            # SIGTERM, waiting the timeout out would only delay the SIGKILL.
+            if timeout > 0 and _catches(state.pid, signal.SIGTERM):
+                _signal(state.pid, signal.SIGTERM)
+                if config.get("paused"):
+                    self._cgroup_op(self.cgroups.thaw, cid)
+                if _wait_fd(pidfd, timeout):
+                    return
+            _signal(state.pid, signal.SIGKILL)
+            self._cgroup_op(self.cgroups.kill_all, cid, signal.SIGKILL)
+            if config.get("paused"):
+                self._cgroup_op(self.cgroups.thaw, cid)
+            if not _wait_fd(pidfd, 10.0):
+                raise KernelError(errno.ETIMEDOUT, f"container {config['name']!r} did not exit after SIGKILL")
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
+    def _cgroup_op(self, op, cid: str, *args) -> None:
+        """A cgroup operation on a container that may be exiting: once its init is
+        gone the shim removes the cgroup, and "no such file" then means done."""
+        try:
+            op(cid, *args)
+        except NotFound:
+            pass
+        except KernelError as e:
+            if e.code != errno.ENOENT:
+                raise
+
+    def _finish_locked(self, cid: str, config: dict) -> Container:
+        """After a run has ended under our lock: clear flags, honour --rm."""
+        if config.get("paused"):
+            config["paused"] = False
+            write_json(os.path.join(self._dir(cid), "config.json"), config)
+        state = self._state(cid, config)
+        if state.status == "exited" and config.get("auto_remove"):
+            self._remove_locked(cid, config)
+        return state
+
+    def kill(self, ref: str, sig: int | str = signal.SIGKILL) -> Container:
+        sig = parse_signal(sig)
+        with self._locked_config(ref) as (cid, config):
+            state = self._state(cid, config)
+            if state.status not in ("running", "paused"):
+                raise Conflict(f"container {config['name']!r} is not running")
+            if sig == signal.SIGKILL:
+                self._stop_locked(cid, config, state, timeout=0)
+                return self._finish_locked(cid, config)
+            _signal(state.pid, sig)
+        return self.inspect(cid)
+
+    def restart(self, ref: str, timeout: float = DEFAULT_STOP_TIMEOUT) -> Container:
+        c = self.stop(ref, timeout)
+        return self.start(c.id)
+
+    # --------------------------------------------------------- pause/resume
+    def pause(self, ref: str) -> Container:
+        with self._locked_config(ref) as (cid, config):
+            state = self._state(cid, config)
+            if state.status == "paused":
+                return state
+            if state.status != "running":
+                raise Conflict(f"container {config['name']!r} is not running")
+            self.cgroups.freeze(cid)
+            config["paused"] = True
+            write_json(os.path.join(self._dir(cid), "config.json"), config)
+            return self._state(cid, config)
+
+    def resume(self, ref: str) -> Container:
+        with self._locked_config(ref) as (cid, config):
+            state = self._state(cid, config)
+            if state.status != "paused":
+                raise Conflict(f"container {config['name']!r} is not paused")
+            self.cgroups.thaw(cid)
+            config["paused"] = False
+            write_json(os.path.join(self._dir(cid), "config.json"), config)
+            return self._state(cid, config)
+
+    unpause = resume
+
+    # -------------------------------------------------------------- update
+    def update(self, ref: str, limits: Limits) -> Container:
+        """Replace the limits; applied at once to a running container."""
+        if not isinstance(limits, Limits):
+            raise InvalidArgument("update() takes a runtime.Limits")
+        with self._locked_config(ref) as (cid, config):
+            state = self._state(cid, config)
+            if state.status in ("running", "paused"):
+                try:
+                    self.cgroups.update(cid, limits)
+                except KernelError as e:
+                    if e.code == errno.EBUSY:
+                        raise Conflict(f"cannot lower the memory limit of {config['name']!r} below "
+                                       "what it uses now") from None
+                    raise
+            config["limits"] = asdict(limits)
+            write_json(os.path.join(self._dir(cid), "config.json"), config)
+            return self._state(cid, config)
+
+    # -------------------------------------------------------------- remove
+    def remove(self, ref: str, force: bool = False) -> None:
+        with self._locked_config(ref) as (cid, config):
+            state = self._state(cid, config)
+            if state.status in ("running", "paused"):
+                if not force:
+                    raise Conflict(f"container {config['name']!r} is {state.status}: "
+                                   "stop it first or remove it with force")
+                self._stop_locked(cid, config, state, timeout=0)
+            self._remove_locked(cid, config)
+
+    def _remove_locked(self, cid: str, config: dict) -> None:
+        with locked(os.path.join(self.containers_dir, ".lock")):
+            link = os.path.join(self.names_dir, config["name"])
+            try:
+                if os.readlink(link) == cid:
+                    os.unlink(link)
+            except OSError:
+                pass
+            # config.json goes first: whoever queued on the lock sees "not found"
+            os.unlink(os.path.join(self._dir(cid), "config.json"))
+        self.cgroups.remove(cid)
+        shutil.rmtree(self._dir(cid), ignore_errors=True)
+
+    # -------------------------------------------------------- list/inspect
+    def inspect(self, ref: str) -> Container:
+        cid = self.resolve(ref)
+        return self._state(cid, self._config(cid))
+
+    def list(self, all: bool = True) -> list[Container]:  # noqa: A002 - docker's word
+        out = []
+        for cid in os.listdir(self.containers_dir):
+            if not _ID_RE.match(cid):
+                continue
+            config = read_json(os.path.join(self._dir(cid), "config.json"))
+            if config is None:
+                continue
+            c = self._state(cid, config)
+            if all or c.status in ("running", "paused"):
+                out.append(c)
+        out.sort(key=lambda c: c.created_at, reverse=True)
+        return out
+
+    def _state(self, cid: str, config: dict) -> Container:
+        cdir = self._dir(cid)
+        run = read_json(os.path.join(cdir, "run.json")) or {}
+        ended = read_json(os.path.join(cdir, "exit.json")) or {}
+        gen = config.get("generation", 0)
+        status, pid, shim_pid, namespaces = "created", None, None, {}
+        exit_code = finished_at = error = None
+        oom, oom_kills = False, 0
+        if ended.get("generation") == gen and gen > 0:
+            status = "exited"
+            exit_code, oom = ended.get("exit_code"), bool(ended.get("oom_killed"))
+            oom_kills = ended.get("oom_kills", 0)
+            finished_at, error = ended.get("finished_at"), ended.get("error")
+        elif run.get("generation") == gen and gen > 0:
+            init_alive = linux.process_start_time(run["pid"]) == run.get("pid_start")
+            # init may be gone while its shim is still recording the exit: not done yet
+            if init_alive or linux.process_start_time(run.get("shim_pid") or 0) == run.get("shim_start"):
+                status = "paused" if config.get("paused") else "running"
+                pid, shim_pid = run["pid"], run.get("shim_pid")
+                namespaces = linux.namespace_inodes(pid) if init_alive else {}
+            else:
+                # neither exit record nor live init: the shim was killed; read it as exited
+                status, error = "exited", "the shim died; exit status unknown"
+        elif gen > 0:
+            # a start was asked for but never got as far as run.json
+            status, error = "exited", "start did not complete"
+        limits = Limits(**config["limits"])
+        return Container(
+            id=cid, name=config["name"], image=config["image"], cmd=tuple(config["cmd"]),
+            env=tuple(config["env"]), hostname=config["hostname"], workdir=config["workdir"],
+            limits=limits, status=status, created_at=config["created_at"],
+            layers=tuple(os.path.join(self.root, "layers", d, "fs") for d in config["layers"]),
+            pid=pid, shim_pid=shim_pid,
+            started_at=run.get("started_at") if run.get("generation") == gen else None,
+            finished_at=finished_at, exit_code=exit_code, oom_killed=oom, oom_kills=oom_kills, error=error,
+            cgroup=f"{self.cgroup_parent}/{cid}", namespaces=namespaces,
+            rootfs=f"{cdir}/rootfs", upperdir=f"{cdir}/upper", workdir_overlay=f"{cdir}/work",
+            log_path=f"{cdir}/container.log", auto_remove=bool(config.get("auto_remove")),
+            restart_count=max(gen - 1, 0),
+        )
+
+    # ------------------------------------------------------------ wait/logs
+    def wait(self, ref: str, timeout: float | None = None) -> Container:
+        """Block until the container is not running; returns its state."""
+        c = self.inspect(ref)
+        if c.status not in ("running", "paused"):
+            return c
+        pidfd = _pidfd(c.shim_pid)
+        if pidfd is not None:
+            try:
+                if not _wait_fd(pidfd, timeout):
+                    raise TimeoutError(f"container {c.name!r} still running after {timeout}s")
+            finally:
+                os.close(pidfd)
+        try:
+            os.waitpid(c.shim_pid, os.WNOHANG)     # ours only when the CLI forked it
+        except (ChildProcessError, TypeError):
+            pass
+        return self.inspect(c.id)
+
+    def logs(self, ref: str, tail: int | None = None) -> bytes:
+        c = self.inspect(ref)
+        with open(c.log_path, "rb") as f:
+            data = f.read()
+        if tail is not None:
+            lines = data.splitlines(keepends=True)
+            data = b"".join(lines[-tail:]) if tail > 0 else b""
+        return data
+
+    def follow_logs(self, ref: str, from_start: bool = True, poll: float = 0.1):
+        """Yield log chunks as they are written until the container stops."""
+        c = self.inspect(ref)
+        with open(c.log_path, "rb") as f:
+            if not from_start:
+                f.seek(0, os.SEEK_END)
+            while True:
+                chunk = f.read(65536)
+                if chunk:
+                    yield chunk
+                    continue
+                state = self.inspect(c.id)
+                if state.status not in ("running", "paused"):
+                    rest = f.read()
+                    if rest:
+                        yield rest
+                    return
+                time.sleep(poll)
+
+    # ------------------------------------------------------------------ exec
+    def exec(self, ref: str, argv: list[str], *, env=(), tty: bool = False, workdir: str | None = None) -> int:
+        """Run argv inside a running container; returns its exit code.
+
+        The process joins the container's cgroup and namespaces, gets its
+        root, capabilities and no_new_privs.  Forks: call it from a process
+        without threads (the CLI), never from the web server."""
+        from .execute import exec_in
+        c = self.inspect(ref)
+        if c.status != "running":
+            raise Conflict(f"container {c.name!r} is {c.status}, not running")
+        if not argv:
+            raise InvalidArgument("exec needs a command")
+        env = _merge_env(c.env, make_spec(image="x", env=env).env, c.hostname)
+        return exec_in(self, c, list(argv), list(env), tty=tty, workdir=workdir or c.workdir)
+
+    # ------------------------------------------------------------- teardown
+    def shutdown_forkserver(self) -> None:
+        """Stop this root's fork server (tests; running shims are not affected)."""
+        stop_forkserver(self.run_dir)
+
+
+class _LockedConfig:
+    def __init__(self, rt: Runtime, cid: str, ref: str):
+        self.rt, self.cid, self.ref = rt, cid, ref
+        self._cm = None
+
+    def __enter__(self):
+        self._cm = self.rt._lock(self.cid)
+        try:
+            self._cm.__enter__()
+        except FileNotFoundError:
+            raise NotFound(f"container {self.ref!r} not found") from None
+        config = read_json(os.path.join(self.rt._dir(self.cid), "config.json"))
+        if config is None:
+            self._cm.__exit__(None, None, None)
+            raise NotFound(f"container {self.ref!r} not found")
+        return self.cid, config
+
+    def __exit__(self, *exc):
+        return self._cm.__exit__(*exc)
+
+
+# ------------------------------------------------------------- fork server
+
+def _project_dir() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def ensure_forkserver(run_dir: str) -> None:
+    """Start run_dir's fork server unless one answers.  Safe from threads:
+    the server is a fresh interpreter (spawned, never forked from us)."""
+    path = os.path.join(run_dir, "forkserver.sock")
+    with locked(os.path.join(run_dir, "forkserver.lock")):
+        try:
+            _connect(path).close()
+            return
+        except OSError:
+            pass
+        code = (f"import sys; sys.path.insert(0, {_project_dir()!r}); "
+                "import runtime.shim as s; s.main(sys.argv)")
+        log = open(os.path.join(run_dir, "forkserver.log"), "ab")
+        try:
+            proc = subprocess.run([sys.executable, "-I", "-S", "-c", code, run_dir],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=log, close_fds=True, timeout=30)
+        finally:
+            log.close()
+        if proc.returncode != 0:
+            raise TerrariumError(f"the fork server did not start; see {run_dir}/forkserver.log")
+
+
+def _connect(path: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        s.connect(path)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def forkserver_call(run_dir: str, request: dict) -> dict:
+    import json
+    path = os.path.join(run_dir, "forkserver.sock")
+    try:
+        s = _connect(path)
+    except OSError:
+        ensure_forkserver(run_dir)
+        s = _connect(path)
+    with s:
+        s.sendall(json.dumps(request).encode() + b"\n")
+        buf = b""
+        while chunk := s.recv(65536):
+            buf += chunk
+            if buf.endswith(b"\n"):
+                break
+    if not buf:
+        raise TerrariumError("the fork server closed the connection without an answer")
+    return json.loads(buf)
+
+
+def stop_forkserver(run_dir: str) -> None:
+    try:
+        with open(os.path.join(run_dir, "forkserver.pid")) as f:
+            pid = int(f.read())
+    except (OSError, ValueError):
+        return
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            if f.read().strip() != "terrarium-fork":
+                return                      # not ours any more: a recycled pid
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        return
+    fd = _pidfd(pid)
+    if fd is not None:
+        _wait_fd(fd, 5.0)
+        os.close(fd)
+    for name in ("forkserver.pid", "forkserver.sock"):
+        try:
+            os.unlink(os.path.join(run_dir, name))
+        except OSError:
+            pass
+
+
+# ----------------------------------------------------------------- helpers
+
+def _pidfd(pid: int | None) -> int | None:
+    if not pid:
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _wait_fd(fd: int | None, timeout: float | None) -> bool:
+    """True once the process behind pidfd fd has exited (or fd is None)."""
+    if fd is None:
+        return True
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(None if timeout is None else int(timeout * 1000)))
+
+
+def _signal(pid: int | None, sig: int) -> None:
+    if pid:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _catches(pid: int | None, sig: int) -> bool:
+    """Whether pid has a handler for sig (SigCgt in /proc/<pid>/status)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
+    except (OSError, ValueError):
+        pass
+    return True
+
+
+def parse_signal(sig) -> int:
+    if isinstance(sig, int) and not isinstance(sig, bool):
+        value = sig
+    else:
+        text = str(sig).strip().upper()
+        if text.isdigit():
+            value = int(text)
+        else:
+            try:
+                value = signal.Signals[text if text.startswith("SIG") else "SIG" + text].value
+            except KeyError:
+                raise InvalidArgument(f"invalid signal {sig!r}") from None
+    if not 0 < value < signal.NSIG:
+        raise InvalidArgument(f"invalid signal {sig!r}")
+    return value
+
+
+def _merge_env(base, extra, hostname: str) -> tuple[str, ...]:
+    env: dict[str, str] = {}
+    for item in (*base, f"HOSTNAME={hostname}", *extra):
+        k, _, v = item.partition("=")
+        env[k] = v
+    env.setdefault("HOME", "/root")
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    return tuple(f"{k}={v}" for k, v in env.items())
+
+
+_ADJ = ("brave", "calm", "eager", "fond", "keen", "merry", "quiet", "swift", "tidy", "wise")
+_NOUN = ("ant", "bee", "fern", "moss", "newt", "snail", "toad", "wren", "yew", "vole")
+
+
+def _random_name(cid: str) -> str:
+    n = int(cid[:8], 16)
+    return f"{_ADJ[n % 10]}_{_NOUN[(n // 10) % 10]}_{cid[:6]}"

@@ -1,0 +1,45 @@
+"""Small file helpers shared by the runtime and its shims: atomic JSON and locks."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from contextlib import contextmanager
+
+
+def write_json(path: str, obj) -> None:
+    """Write obj as JSON so that readers see the old file or the new one, never half."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, separators=(",", ":"))
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
+def read_json(path: str, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+    except ValueError:
+        # a file written by hand or cut short by a full disk: treat as missing
+        return default
+
+
+@contextmanager
+def locked(path: str, blocking: bool = True):
+    """An exclusive flock on path (created if missing), held for the block.
+
+    Yields True when held; with blocking=False yields False if someone else holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)

@@ -1,0 +1,380 @@
+"""The content-addressed layer store and the image records on top of it.
+
+    <root>/layers/<64hex>/fs/         unpacked tree: an overlay lowerdir
+    <root>/layers/<64hex>/meta.json   digest, size, files, created_by, created
+    <root>/images/<name>.json         name, layer digests bottom-first, config, created, history
+    <root>/tmp/                       work in progress, same filesystem
+
+A layer's digest is the sha256 of its *uncompressed* tar (an OCI diff_id).
+A layer is unpacked into tmp/<random>/fs and its meta written there; only
+then is tmp/<random> renamed to layers/<hex>, so a layer directory that
+exists is complete.  Image records are written to tmp and renamed too.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+from ..errors import Conflict, InvalidArgument, NotFound
+from ..model import Image, ImageConfig, Layer
+
+_HEX = re.compile(r"[0-9a-f]{64}")
+_REPO = r"[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_NAME = re.compile(rf"({_REPO})(?::({_TAG}))?")
+_STALE_TMP = 3600.0        # seconds before gc() removes leftovers in tmp/
+
+
+def normalize_name(name: str) -> str:
+    """'busybox:latest' -> 'busybox'; other tags kept.  InvalidArgument if malformed."""
+    m = _NAME.fullmatch(name or "")
+    if not m or len(name) > 255:
+        raise InvalidArgument(f"invalid image name {name!r}: use lowercase letters, digits, "
+                              "'.', '_', '-' and '/', with an optional ':tag'")
+    repo, tag = m.group(1), m.group(2)
+    return repo if tag in (None, "latest") else f"{repo}:{tag}"
+
+
+def digest_hex(digest: str) -> str:
+    """'sha256:<hex>' (or bare hex) -> '<hex>'.  InvalidArgument otherwise."""
+    hexpart = digest[7:] if digest.startswith("sha256:") else digest
+    if not _HEX.fullmatch(hexpart):
+        raise InvalidArgument(f"invalid layer digest {digest!r}: expected sha256:<64 hex digits>")
+    return hexpart
+
+
+class ImageStore:
+    """Layers and images under one root directory (the runtime root)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.layers_dir = self.root / "layers"
+        self.images_dir = self.root / "images"
+        self.tmp_dir = self.root / "tmp"
+
+    # --- layers ----------------------------------------------------------
+
+    def layer(self, digest: str) -> Layer:
+        """The stored layer with this digest; NotFound if it is not complete on disk."""
+        hexpart = digest_hex(digest)
+        d = self.layers_dir / hexpart
+        try:
+            meta = json.loads((d / "meta.json").read_text())
+        except FileNotFoundError:
+            raise NotFound(f"layer 'sha256:{hexpart}' not found") from None
+        return Layer(digest=f"sha256:{hexpart}", size=meta["size"], files=meta["files"],
+                     created_by=meta.get("created_by", ""), path=str(d / "fs"))
+
+    def layers(self) -> list[Layer]:
+        """Every stored layer, by digest."""
+        try:
+            names = sorted(os.listdir(self.layers_dir))
+        except FileNotFoundError:
+            return []
+        out = []
+        for n in names:
+            if _HEX.fullmatch(n):
+                try:
+                    out.append(self.layer(n))
+                except NotFound:
+                    pass
+        return out
+
+    def has_layer(self, digest: str) -> bool:
+        return (self.layers_dir / digest_hex(digest) / "meta.json").exists()
+
+    def add_layer_from_tar(self, src, created_by: str = "", *, expect_digest: str | None = None,
+                           _before_commit=None) -> Layer:
+        """Unpack a layer tar (path or binary file object, plain or gzip) into the store.
+
+        The digest is the sha256 of the uncompressed tar.  An existing layer
+        with that digest is reused.  With `expect_digest` (an OCI diff_id)
+        an already stored layer is returned without reading `src`, and a
+        different digest is refused.  On any failure nothing is left behind.
+        """
+        if expect_digest is not None and self.has_layer(expect_digest):
+            return self.layer(expect_digest)
+        if isinstance(src, (str, os.PathLike)):
+            with open(src, "rb") as f:
+                return self.add_layer_from_tar(f, created_by, expect_digest=expect_digest,
+                                               _before_commit=_before_commit)
+        import shutil
+        import tempfile
+        from . import tarsafe
+
+        self._make_dirs()
+        work = tempfile.mkdtemp(prefix="layer-", dir=self.tmp_dir)
+        try:
+            fs = os.path.join(work, "fs")
+            os.mkdir(fs, 0o755)
+            os.chmod(work, 0o755)
+            reader = _HashReader(_uncompressed(src))
+            try:
+                size, files = tarsafe.unpack(reader, fs)
+                reader.drain()            # the digest covers the padding after the end marker
+            except (EOFError, *_gzip_errors()) as e:
+                raise InvalidArgument(f"layer tar is truncated or corrupt: {e}") from None
+            digest = "sha256:" + reader.hexdigest()
+            if expect_digest is not None and digest != expect_digest:
+                raise InvalidArgument(f"layer digest mismatch: expected {expect_digest}, "
+                                      f"the tar is {digest}")
+            if _before_commit is not None:
+                _before_commit()
+            meta = {"digest": digest, "size": size, "files": files,
+                    "created_by": created_by, "created": time.time()}
+            _write_json(os.path.join(work, "meta.json"), meta)
+            final = self.layers_dir / digest[7:]
+            if final.exists():
+                return self.layer(digest)
+            try:
+                os.rename(work, final)
+            except OSError:               # lost a race with the same layer: theirs is complete
+                if not (final / "meta.json").exists():
+                    raise
+                return self.layer(digest)
+            return self.layer(digest)
+        finally:
+            if os.path.exists(work):
+                shutil.rmtree(work, ignore_errors=True)
+
+    def remove_layer(self, digest: str) -> None:
+        """Remove one layer directory: renamed away first, so it vanishes at once."""
+        import shutil
+        import tempfile
+        hexpart = digest_hex(digest)
+        self._make_dirs()
+        grave = tempfile.mkdtemp(prefix="gc-", dir=self.tmp_dir)
+        try:
+            os.rename(self.layers_dir / hexpart, os.path.join(grave, hexpart))
+        except FileNotFoundError:
+            pass
+        shutil.rmtree(grave, ignore_errors=True)
+
+    # --- images ----------------------------------------------------------
+
+    def _image_path(self, name: str) -> Path:
+        return self.images_dir / f"{name}.json"
+
+    def get(self, name: str) -> Image:
+        """The image called `name` ("busybox" and "busybox:latest" are one)."""
+        try:
+            key = normalize_name(name)
+        except InvalidArgument:
+            raise NotFound(f"image {name!r} not found") from None
+        try:
+            rec = json.loads(self._image_path(key).read_text())
+        except FileNotFoundError:
+            raise NotFound(f"image {name!r} not found") from None
+        return self._image(rec)
+
+    def _image(self, rec: dict) -> Image:
+        layers = []
+        for d in rec["layers"]:
+            try:
+                layers.append(self.layer(d))
+            except NotFound:
+                raise NotFound(f"layer {d!r} of image {rec['name']!r} not found") from None
+        c = rec.get("config", {})
+        config = ImageConfig(cmd=tuple(c.get("cmd", ())), env=tuple(c.get("env", ())),
+                             workdir=c.get("workdir", "/") or "/")
+        return Image(name=rec["name"], layers=tuple(layers), config=config,
+                     created=rec.get("created", 0.0), history=tuple(rec.get("history", ())))
+
+    def list(self) -> list[Image]:
+        """Every image, by name."""
+        out = []
+        for dirpath, _dirs, files in os.walk(self.images_dir):
+            for f in files:
+                if not f.endswith(".json"):
+                    continue
+                try:
+                    rec = json.loads(Path(dirpath, f).read_text())
+                    out.append(self._image(rec))
+                except (FileNotFoundError, NotFound, ValueError, KeyError):
+                    continue              # removed meanwhile, or broken: get() will say which
+        return sorted(out, key=lambda i: i.name)
+
+    def add_image(self, name: str, layers: list[str], config: ImageConfig | None = None,
+                  history: list[str] | tuple[str, ...] = (), created: float | None = None) -> Image:
+        """Record (or replace) the image `name` made of stored layers, bottom first."""
+        key = normalize_name(name)
+        digests = []
+        for d in layers:
+            digests.append(f"sha256:{digest_hex(d)}")
+            self.layer(d)                 # NotFound if missing
+        history = list(history)
+        if history and len(history) != len(digests):
+            raise InvalidArgument(f"image {key!r}: {len(history)} history entries for "
+                                  f"{len(digests)} layers")
+        if not history:
+            history = [self.layer(d).created_by for d in digests]
+        config = config or ImageConfig()
+        rec = {"name": key, "layers": digests,
+               "config": {"cmd": list(config.cmd), "env": list(config.env),
+                          "workdir": config.workdir},
+               "created": time.time() if created is None else created,
+               "history": history}
+        self._make_dirs()
+        path = self._image_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(path, rec, self.tmp_dir)
+        return self._image(rec)
+
+    def remove_image(self, name: str, in_use: set[str] | frozenset[str] | tuple = ()) -> None:
+        """Remove an image record; Conflict if a container uses it.  Layers stay until gc()."""
+        image = self.get(name)
+        used = set()
+        for n in in_use:
+            try:
+                used.add(normalize_name(n))
+            except InvalidArgument:
+                pass
+        if image.name in used:
+            raise Conflict(f"image {image.name!r} is in use by a container")
+        try:
+            os.unlink(self._image_path(image.name))
+        except FileNotFoundError:
+            raise NotFound(f"image {name!r} not found") from None
+
+    def gc(self, used_layers: set[str] | frozenset[str] | tuple = ()) -> list[str]:
+        """Remove layers no image uses and not in `used_layers` (digests); return their digests.
+
+        Also removes leftovers older than an hour in tmp/ (a killed unpack).
+        """
+        keep = {f"sha256:{digest_hex(d)}" for d in used_layers}
+        for dirpath, _dirs, files in os.walk(self.images_dir):
+            for f in files:
+                if f.endswith(".json"):
+                    try:
+                        keep.update(json.loads(Path(dirpath, f).read_text())["layers"])
+                    except (FileNotFoundError, ValueError, KeyError):
+                        continue
+        removed = []
+        for layer in self.layers():
+            if layer.digest not in keep:
+                self.remove_layer(layer.digest)
+                removed.append(layer.digest)
+        self._clean_tmp()
+        return removed
+
+    def _clean_tmp(self) -> None:
+        import shutil
+        now = time.time()
+        try:
+            entries = list(os.scandir(self.tmp_dir))
+        except FileNotFoundError:
+            return
+        for e in entries:
+            try:
+                if now - e.stat(follow_symlinks=False).st_mtime < _STALE_TMP:
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    shutil.rmtree(e.path, ignore_errors=True)
+                else:
+                    os.unlink(e.path)
+            except FileNotFoundError:
+                pass
+
+    def ensure_builtin(self) -> None:
+        """Build the built-in images (busybox, lab) if missing; a few stats when present."""
+        from . import builtin
+        builtin.ensure(self)
+
+    def _make_dirs(self) -> None:
+        for d in (self.layers_dir, self.images_dir, self.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+# --- helpers ----------------------------------------------------------------
+
+class _HashReader:
+    """Passes reads through and hashes them: the digest of what tarfile consumed."""
+
+    def __init__(self, f):
+        import hashlib
+        self._f = f
+        self._h = hashlib.sha256()
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._h.update(data)
+        self.count += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+class _Prefixed:
+    """A reader that first returns `head`, already read from `f` to sniff it."""
+
+    def __init__(self, head: bytes, f):
+        self._head = head
+        self._f = f
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            if n is None or n < 0:
+                data, self._head = self._head + self._f.read(), b""
+                return data
+            data, self._head = self._head[:n], self._head[n:]
+            if len(data) < n:
+                data += self._f.read(n - len(data))
+            return data
+        return self._f.read(n)
+
+
+def _uncompressed(f):
+    """`f` itself for a plain tar, a decompressing reader for gzip (by magic)."""
+    head = b""
+    while len(head) < 4:
+        chunk = f.read(4 - len(head))
+        if not chunk:
+            break
+        head += chunk
+    f = _Prefixed(head, f)
+    if head[:2] == b"\x1f\x8b":
+        import gzip
+        return gzip.GzipFile(fileobj=f, mode="rb")
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        raise InvalidArgument("zstd-compressed layers are not supported; use gzip or plain tar")
+    return f
+
+
+def _gzip_errors() -> tuple[type[Exception], ...]:
+    import gzip
+    import zlib
+    return (gzip.BadGzipFile, zlib.error)
+
+
+def _write_json(path, obj) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
+def _write_json_atomic(path: Path, obj, tmp_dir: Path) -> None:
+    import tempfile
+    fd, tmp = tempfile.mkstemp(prefix="image-", suffix=".json", dir=tmp_dir)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

@@ -1,0 +1,356 @@
+"""Layer tars <-> directory trees, safely.
+
+`unpack` turns one OCI/Docker layer tar into an overlay lower directory. It
+is its own member loop, not `tarfile.extractall`: every member is checked
+before anything is written, and nothing is ever written *through* a symlink
+or outside the destination.  Refused:
+
+- absolute names and `..` components (hardlink targets too);
+- a member whose parent directory is a symlink (`a -> /` then `a/etc/x`);
+- relative symlinks that point above the layer root, resolved from the
+  link's own directory (absolute targets are fine: they are read inside the
+  container's root, as Docker allows);
+- hardlinks to anything not already in this layer;
+- device files, except the 0/0 character device overlay uses as a whiteout;
+- names longer than PATH_MAX, or a component longer than NAME_MAX.
+
+OCI whiteouts become overlay ones: `.wh.NAME` a 0/0 character device
+`NAME`, `.wh..wh..opq` the xattr `trusted.overlay.opaque=y` on its directory.
+Modes, owners, mtimes, symlinks and hardlinks are kept.
+
+`pack` goes the other way (overlay whiteouts back to OCI spelling) and is
+deterministic: entries sorted by path components, owners numeric, no
+user/group names, integer mtimes.  A tree unpacked from a tar that was
+written the same way packs back to the very same bytes, hence same digest.
+
+The caller owns `dest`: on any error it removes the whole directory.
+"""
+from __future__ import annotations
+
+import os
+import stat
+
+from ..errors import InvalidArgument, KernelError
+
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+PATH_MAX = 4096
+NAME_MAX = 255
+_CHUNK = 1 << 20
+
+
+def sort_key(path: str) -> tuple[str, ...]:
+    """Order of entries in every tar we write: a depth-first walk, names sorted."""
+    return tuple(path.split("/"))
+
+
+# --- unpack -----------------------------------------------------------------
+
+def unpack(stream, dest: str) -> tuple[int, int]:
+    """Unpack the uncompressed tar read from `stream` into the empty dir `dest`.
+
+    Returns (bytes of file content, entries).  Reads the tar in streaming
+    mode, so `stream` need only have read(); it is not read past the tar's
+    end-of-archive marker.  Raises InvalidArgument naming the member on a
+    refused or corrupt tar; `dest` is then in an undefined state.
+    """
+    import tarfile
+
+    u = _Unpacker(dest)
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tf:
+            for member in tf:
+                u.member(tf, member)
+    except (tarfile.TarError, EOFError) as e:
+        raise InvalidArgument(f"layer tar is truncated or corrupt: {e}") from None
+    u.finish()
+    return u.size, u.files
+
+
+def clean_name(name: str, what: str = "member") -> str:
+    """'./usr//bin/' -> 'usr/bin'; '' for the root.  Refuses '/x' and '..'."""
+    if name.startswith("/"):
+        raise InvalidArgument(f"layer tar {what} {name!r} is an absolute path")
+    if len(name.encode("utf-8", "surrogateescape")) > PATH_MAX:
+        raise InvalidArgument(f"layer tar {what} {name[:64]!r}... is longer than {PATH_MAX} bytes")
+    parts = []
+    for p in name.split("/"):
+        if p in ("", "."):
+            continue
+        if p == "..":
+            raise InvalidArgument(f"layer tar {what} {name!r} has a '..' component")
+        if len(p.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise InvalidArgument(f"layer tar {what} {name!r} has a name longer than {NAME_MAX} bytes")
+        if "\0" in p:
+            raise InvalidArgument(f"layer tar {what} {name!r} contains a NUL byte")
+        parts.append(p)
+    return "/".join(parts)
+
+
+class _Unpacker:
+    def __init__(self, dest: str):
+        self.dest = dest
+        self.size = 0
+        self.files = 0
+        self.dirs: dict[str, tuple[int, int]] = {}   # rel dir -> (mode, mtime), set at the end
+        self.checked = {""}                            # rel dirs known to be real dirs
+
+    # One member, checked first, then written.
+    def member(self, tf, m) -> None:
+        rel = clean_name(m.name)
+        if not rel:                       # "./": the layer root itself; overlay ignores it
+            return
+        base = rel.rsplit("/", 1)[-1]
+        parent = rel.rpartition("/")[0]
+        if base == OPAQUE:
+            self._parent_dir(parent, m.name)
+            path = self._abs(parent)
+            _setxattr(path, OPAQUE_XATTR, b"y")
+            self.files += 1
+            return
+        if base.startswith(WHITEOUT + WHITEOUT):  # aufs bookkeeping (.wh..wh.plnk): skip, as Docker does
+            return
+        if base.startswith(WHITEOUT):
+            target = (parent + "/" if parent else "") + base[len(WHITEOUT):]
+            if base[len(WHITEOUT):] in ("", ".", ".."):
+                raise InvalidArgument(f"layer tar member {m.name!r} is a whiteout of no valid name")
+            self._parent_dir(parent, m.name)
+            self._make_room(target, m.name, is_dir=False)
+            _mknod_whiteout(self._abs(target))
+            self._attrs(target, m, link=False)
+            self.files += 1
+            return
+
+        self._check_type(m)
+        self._parent_dir(parent, m.name)
+        path = self._abs(rel)
+        if m.isdir():
+            if not self._make_room(rel, m.name, is_dir=True):
+                os.mkdir(path, 0o700)
+            self.checked.add(rel)
+            self._chown(path, m)
+            self.dirs[rel] = (m.mode & 0o7777, int(m.mtime))
+        elif m.issym():
+            self._check_symlink(rel, m)
+            self._make_room(rel, m.name, is_dir=False)
+            os.symlink(m.linkname, path)
+            self._attrs(rel, m, link=True)
+        elif m.islnk():
+            src = self._check_hardlink(m)
+            self._make_room(rel, m.name, is_dir=False)
+            os.link(self._abs(src), path, follow_symlinks=False)
+        elif m.isreg():
+            self._make_room(rel, m.name, is_dir=False)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                src = tf.extractfile(m)
+                while chunk := src.read(_CHUNK):
+                    out.write(chunk)
+            self.size += m.size
+            self._attrs(rel, m, link=False)
+        elif m.ischr():                   # 0/0 only, checked above: already an overlay whiteout
+            self._make_room(rel, m.name, is_dir=False)
+            _mknod_whiteout(path)
+            self._attrs(rel, m, link=False)
+        elif m.isfifo():
+            self._make_room(rel, m.name, is_dir=False)
+            os.mkfifo(path, 0o600)
+            self._attrs(rel, m, link=False)
+        self.files += 1
+
+    def finish(self) -> None:
+        """Directory modes and mtimes last, deepest first: children change mtimes."""
+        for rel in sorted(self.dirs, key=sort_key, reverse=True):
+            mode, mtime = self.dirs[rel]
+            path = self._abs(rel)
+            os.chmod(path, mode)
+            os.utime(path, ns=(mtime * 10**9, mtime * 10**9), follow_symlinks=False)
+
+    # --- checks
+    def _check_type(self, m) -> None:
+        if m.isblk():
+            raise InvalidArgument(f"layer tar member {m.name!r} is a block device")
+        if m.ischr() and (m.devmajor, m.devminor) != (0, 0):
+            raise InvalidArgument(f"layer tar member {m.name!r} is a character device "
+                                  f"{m.devmajor}:{m.devminor} (only 0:0 whiteouts are allowed)")
+        if not (m.isdir() or m.issym() or m.islnk() or m.isreg() or m.ischr() or m.isfifo()):
+            kind = m.type.decode("latin-1", "replace") if isinstance(m.type, bytes) else m.type
+            raise InvalidArgument(f"layer tar member {m.name!r} has unsupported type {kind!r}")
+
+    def _check_symlink(self, rel: str, m) -> None:
+        target = m.linkname
+        if not target:
+            raise InvalidArgument(f"layer tar member {m.name!r} is a symlink with an empty target")
+        if "\0" in target or len(target.encode("utf-8", "surrogateescape")) > PATH_MAX:
+            raise InvalidArgument(f"layer tar member {m.name!r} has an invalid symlink target")
+        if target.startswith("/"):
+            return                        # read inside the container's root
+        import posixpath
+        where = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
+        if where == ".." or where.startswith("../"):
+            raise InvalidArgument(f"layer tar member {m.name!r} is a symlink to {target!r}, "
+                                  "outside the layer")
+
+    def _check_hardlink(self, m) -> str:
+        if m.linkname.startswith("/"):
+            raise InvalidArgument(f"layer tar member {m.name!r} is a hardlink to {m.linkname!r}, "
+                                  "outside the layer")
+        try:
+            src = clean_name(m.linkname, "hardlink target")
+        except InvalidArgument as e:
+            raise InvalidArgument(f"layer tar member {m.name!r}: {e}") from None
+        if not src:
+            raise InvalidArgument(f"layer tar member {m.name!r} is a hardlink to the layer root")
+        self._parent_dir(src.rpartition("/")[0], m.name, create=False)
+        try:
+            st = os.lstat(self._abs(src))
+        except FileNotFoundError:
+            raise InvalidArgument(f"layer tar member {m.name!r} is a hardlink to {m.linkname!r}, "
+                                  "which is not in the layer") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise InvalidArgument(f"layer tar member {m.name!r} is a hardlink to a directory")
+        return src
+
+    def _parent_dir(self, parent: str, name: str, create: bool = True) -> None:
+        """Make sure `parent` is a real directory inside dest, never a symlink."""
+        if parent in self.checked:
+            return
+        so_far = ""
+        for part in parent.split("/"):
+            so_far = f"{so_far}/{part}" if so_far else part
+            if so_far in self.checked:
+                continue
+            path = self._abs(so_far)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                if not create:
+                    raise InvalidArgument(f"layer tar member {name!r} refers to {so_far!r}, "
+                                          "which is not in the layer") from None
+                os.mkdir(path, 0o755)     # implied directory, as tar does
+            else:
+                if stat.S_ISLNK(st.st_mode):
+                    raise InvalidArgument(f"layer tar member {name!r} goes through the symlink "
+                                          f"{so_far!r}")
+                if not stat.S_ISDIR(st.st_mode):
+                    raise InvalidArgument(f"layer tar member {name!r} goes through {so_far!r}, "
+                                          "which is not a directory")
+            self.checked.add(so_far)
+
+    def _make_room(self, rel: str, name: str, is_dir: bool) -> bool:
+        """A later member replaces an earlier one, as with tar.  True if `rel`
+        is already a directory and a directory is wanted (kept, merged)."""
+        path = self._abs(rel)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            if is_dir:
+                return True
+            import shutil
+            shutil.rmtree(path)
+            prefix = rel + "/"
+            self.checked = {d for d in self.checked if d != rel and not d.startswith(prefix)}
+            self.dirs = {d: v for d, v in self.dirs.items() if d != rel and not d.startswith(prefix)}
+        else:
+            os.unlink(path)
+        return False
+
+    # --- writing
+    def _abs(self, rel: str) -> str:
+        return os.path.join(self.dest, rel) if rel else self.dest
+
+    def _chown(self, path: str, m) -> None:
+        if os.geteuid() == 0:
+            os.chown(path, m.uid, m.gid, follow_symlinks=False)
+
+    def _attrs(self, rel: str, m, link: bool) -> None:
+        path = self._abs(rel)
+        self._chown(path, m)            # before chmod: chown clears setuid bits
+        if not link:
+            os.chmod(path, m.mode & 0o7777)
+        mt = int(m.mtime) * 10**9
+        os.utime(path, ns=(mt, mt), follow_symlinks=False)
+
+
+def _mknod_whiteout(path: str) -> None:
+    try:
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+    except PermissionError as e:
+        raise KernelError(e.errno, f"mknod whiteout {path} (needs root)") from None
+
+
+def _setxattr(path: str, name: str, value: bytes) -> None:
+    try:
+        os.setxattr(path, name, value, follow_symlinks=False)
+    except OSError as e:
+        raise KernelError(e.errno, f"setxattr {name} on {path} (needs root)") from None
+
+
+# --- pack -------------------------------------------------------------------
+
+def tarinfo(name: str, kind: str, *, mode: int, mtime: int = 0, uid: int = 0, gid: int = 0,
+            size: int = 0, linkname: str = ""):
+    """One deterministic header. kind: dir|file|symlink|hardlink|fifo."""
+    import tarfile
+    ti = tarfile.TarInfo(name)
+    ti.type = {"dir": tarfile.DIRTYPE, "file": tarfile.REGTYPE, "symlink": tarfile.SYMTYPE,
+               "hardlink": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE}[kind]
+    ti.mode = mode & 0o7777
+    ti.mtime = int(mtime)
+    ti.uid, ti.gid = uid, gid
+    ti.uname = ti.gname = ""
+    ti.size = size if kind == "file" else 0
+    ti.linkname = linkname
+    return ti
+
+
+def open_writer(out):
+    """A tarfile writer with the settings every tar of ours uses."""
+    import tarfile
+    return tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
+
+
+def pack(src: str, out) -> None:
+    """Write the tree `src` (an overlay layer dir) as an OCI layer tar to `out`."""
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(src):
+        rel_dir = os.path.relpath(dirpath, src)
+        rel_dir = "" if rel_dir == "." else rel_dir
+        for n in dirnames + filenames:
+            entries.append(f"{rel_dir}/{n}" if rel_dir else n)
+    entries.sort(key=sort_key)
+    seen_inodes: dict[tuple[int, int], str] = {}
+    with open_writer(out) as tf:
+        for rel in entries:
+            path = os.path.join(src, rel)
+            st = os.lstat(path)
+            kw = dict(mode=stat.S_IMODE(st.st_mode), mtime=int(st.st_mtime), uid=st.st_uid, gid=st.st_gid)
+            m = st.st_mode
+            if stat.S_ISDIR(m):
+                tf.addfile(tarinfo(rel, "dir", **kw))
+                try:
+                    opaque = os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+                except OSError:
+                    opaque = False
+                if opaque:
+                    tf.addfile(tarinfo(f"{rel}/{OPAQUE}", "file", **kw))
+            elif stat.S_ISLNK(m):
+                tf.addfile(tarinfo(rel, "symlink", linkname=os.readlink(path), **kw))
+            elif stat.S_ISCHR(m) and st.st_rdev == 0:
+                head, _, base = rel.rpartition("/")
+                tf.addfile(tarinfo(f"{head}/{WHITEOUT}{base}" if head else WHITEOUT + base, "file", **kw))
+            elif stat.S_ISREG(m):
+                key = (st.st_dev, st.st_ino)
+                if st.st_nlink > 1 and key in seen_inodes:
+                    tf.addfile(tarinfo(rel, "hardlink", linkname=seen_inodes[key], **kw))
+                    continue
+                seen_inodes[key] = rel
+                with open(path, "rb") as f:
+                    tf.addfile(tarinfo(rel, "file", size=st.st_size, **kw), f)
+            elif stat.S_ISFIFO(m):
+                tf.addfile(tarinfo(rel, "fifo", **kw))
+            else:
+                raise InvalidArgument(f"cannot pack {path}: not a file, directory, symlink or whiteout")

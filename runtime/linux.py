@@ -1,0 +1,228 @@
+"""Thin wrappers over the Linux system calls Python does not expose (3.11).
+
+One place for ctypes: each wrapper raises KernelError with the errno and
+what was being done, so a failure reads "mount overlay on /x: Invalid argument
+[EINVAL]" instead of a bare OSError.  Nothing here has policy.
+"""
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import socket
+import struct
+
+from .errors import KernelError
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.syscall.restype = ctypes.c_long
+
+# namespaces (linux/sched.h)
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# mount flags (linux/mount.h)
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_STRICTATIME = 1 << 24
+MNT_DETACH = 2
+
+# prctl (linux/prctl.h)
+PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# x86-64 syscall numbers
+_SYS_capset = 126
+_SYS_pivot_root = 155
+_SYS_close_range = 436
+CLOSE_RANGE_CLOEXEC = 4
+
+# capabilities (linux/capability.h)
+CAPS = {
+    "CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3, "FSETID": 4,
+    "KILL": 5, "SETGID": 6, "SETUID": 7, "SETPCAP": 8, "LINUX_IMMUTABLE": 9,
+    "NET_BIND_SERVICE": 10, "NET_BROADCAST": 11, "NET_ADMIN": 12, "NET_RAW": 13,
+    "IPC_LOCK": 14, "IPC_OWNER": 15, "SYS_MODULE": 16, "SYS_RAWIO": 17,
+    "SYS_CHROOT": 18, "SYS_PTRACE": 19, "SYS_PACCT": 20, "SYS_ADMIN": 21,
+    "SYS_BOOT": 22, "SYS_NICE": 23, "SYS_RESOURCE": 24, "SYS_TIME": 25,
+    "SYS_TTY_CONFIG": 26, "MKNOD": 27, "LEASE": 28, "AUDIT_WRITE": 29,
+    "AUDIT_CONTROL": 30, "SETFCAP": 31, "MAC_OVERRIDE": 32, "MAC_ADMIN": 33,
+    "SYSLOG": 34, "WAKE_ALARM": 35, "BLOCK_SUSPEND": 36, "AUDIT_READ": 37,
+    "PERFMON": 38, "BPF": 39, "CHECKPOINT_RESTORE": 40,
+}
+# Docker's default set (moby oci/caps/defaults.go): these 14 and no others.
+DEFAULT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW",
+                "SETGID", "SETUID", "SETFCAP", "SETPCAP", "NET_BIND_SERVICE",
+                "SYS_CHROOT", "KILL", "AUDIT_WRITE")
+
+
+def caps_mask(names=DEFAULT_CAPS) -> int:
+    mask = 0
+    for name in names:
+        mask |= 1 << CAPS[name]
+    return mask
+
+
+def _fail(what: str):
+    raise KernelError(ctypes.get_errno(), what)
+
+
+def _b(s) -> bytes | None:
+    if s is None:
+        return None
+    return s if isinstance(s, bytes) else os.fsencode(s)
+
+
+def unshare(flags: int) -> None:
+    if _libc.unshare(flags) != 0:
+        _fail(f"unshare({flags:#x})")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    if _libc.setns(fd, nstype) != 0:
+        _fail(f"setns({nstype:#x})")
+
+
+def mount(source, target, fstype=None, flags: int = 0, data=None) -> None:
+    if _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
+        _fail(f"mount {fstype or source} on {target}")
+
+
+def umount2(target, flags: int = 0) -> None:
+    if _libc.umount2(_b(target), flags) != 0:
+        _fail(f"umount {target}")
+
+
+def pivot_root(new_root, put_old) -> None:
+    if _libc.syscall(_SYS_pivot_root, _b(new_root), _b(put_old)) != 0:
+        _fail(f"pivot_root {new_root}")
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    if _libc.sethostname(raw, len(raw)) != 0:
+        _fail(f"sethostname {name}")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    rc = _libc.prctl(option, arg2, arg3, arg4, arg5)
+    if rc < 0:
+        _fail(f"prctl({option})")
+    return rc
+
+
+def set_name(name: str) -> None:
+    """The process's comm (15 bytes), as `ps -o comm` and /proc/<pid>/comm show it."""
+    buf = ctypes.create_string_buffer(name.encode()[:15])
+    if _libc.prctl(PR_SET_NAME, ctypes.cast(buf, ctypes.c_void_p).value or 0, 0, 0, 0) < 0:
+        _fail("prctl(PR_SET_NAME)")
+
+
+def set_no_new_privs() -> None:
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def cap_last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        return max(CAPS.values())
+
+
+def limit_capabilities(keep_mask: int) -> None:
+    """Drop every capability outside keep_mask from the bounding, ambient,
+    effective, permitted and inheritable sets.  After exec, root's sets are
+    the bounding set, so the process holds exactly keep_mask."""
+    for cap in range(cap_last_cap() + 1):
+        if not keep_mask & (1 << cap):
+            if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+                _fail(f"drop capability {cap}")
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = struct.pack("Ii", 0x20080522, 0)   # _LINUX_CAPABILITY_VERSION_3, this thread
+    lo, hi = keep_mask & 0xFFFFFFFF, keep_mask >> 32
+    data = struct.pack("IIIIII", lo, lo, lo, hi, hi, hi)   # effective, permitted, inheritable x2
+    hbuf = ctypes.create_string_buffer(header, len(header))
+    dbuf = ctypes.create_string_buffer(data, len(data))
+    if _libc.syscall(_SYS_capset, hbuf, dbuf) != 0:
+        _fail("capset")
+
+
+def close_fds_on_exec(first: int = 3) -> None:
+    """Mark every descriptor >= first close-on-exec (close_range, Linux 5.11+)."""
+    if _libc.syscall(_SYS_close_range, ctypes.c_uint(first), ctypes.c_uint(0xFFFFFFFF),
+                     ctypes.c_uint(CLOSE_RANGE_CLOEXEC)) == 0:
+        return
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        if fd >= first:
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+            except OSError:
+                pass
+
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+
+
+def loopback_up() -> None:
+    """`ip link set lo up` in the current network namespace, by ioctl: no netlink import."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, _SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (clock ticks since boot): with the pid it
+    names one process for its whole life, so a recycled pid is not mistaken
+    for ours.  None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # comm may contain spaces and ')' — split after the last ')'
+    rest = data[data.rindex(b")") + 2:].split()
+    if rest[0] == b"Z":     # a zombie has finished; only its parent's wait is missing
+        return None
+    return int(rest[19])
+
+
+NAMESPACES = ("ipc", "mnt", "net", "pid", "uts", "cgroup", "user")
+
+
+def namespace_inodes(pid: int) -> dict[str, int]:
+    out = {}
+    for ns in NAMESPACES:
+        try:
+            out[ns] = os.stat(f"/proc/{pid}/ns/{ns}").st_ino
+        except OSError:
+            pass
+    return out

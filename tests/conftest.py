@@ -1,0 +1,187 @@
+"""Fixtures for every test tier, and the session-wide check that a test run
+leaves the host as it found it: no cgroup, mount, network namespace, veth or
+process of ours.
+
+Every run gets its own state root (a temp dir) and its own cgroup parent
+(`terrarium-test-<hex>`), exported as TERRARIUM_ROOT / TERRARIUM_CGROUP_PARENT
+so subprocesses (the CLI, Daphne) use them too.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLI = os.path.join(os.path.dirname(sys.executable), "terrarium")
+
+_SESSION_ROOT = tempfile.mkdtemp(prefix="terrarium-test-")
+_CGROUP_PARENT = f"terrarium-test-{secrets.token_hex(4)}"
+os.environ["TERRARIUM_ROOT"] = _SESSION_ROOT
+os.environ["TERRARIUM_CGROUP_PARENT"] = _CGROUP_PARENT
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+needs_root = pytest.mark.skipif(not is_root(), reason="needs root (namespaces, cgroups, mounts)")
+
+
+# ------------------------------------------------------------- host snapshot
+
+def _our_cgroup_dirs() -> set[str]:
+    out = set()
+    base = "/sys/fs/cgroup"
+    try:
+        hierarchies = [os.path.join(base, h) for h in os.listdir(base)]
+    except OSError:
+        return out
+    hierarchies.append(base)
+    for h in hierarchies:
+        try:
+            for name in os.listdir(h):
+                if "terrarium" in name and os.path.isdir(os.path.join(h, name)):
+                    out.add(os.path.join(h, name))
+        except OSError:
+            pass
+    return out
+
+
+def _our_mounts() -> set[str]:
+    out = set()
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            if "terrarium" in line:
+                out.add(line.split()[4])
+    return out
+
+
+def _netns() -> set[str]:
+    try:
+        return set(os.listdir("/run/netns"))
+    except OSError:
+        return set()
+
+
+def _veths() -> set[str]:
+    try:
+        out = subprocess.run(["ip", "-o", "link", "show", "type", "veth"], capture_output=True,
+                             text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
+
+
+def _our_processes() -> set[tuple[int, str]]:
+    """Shims and fork servers (by comm), and anything in a cgroup of ours."""
+    out = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+            with open(f"/proc/{pid}/cgroup") as f:
+                cg = f.read()
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == "Z":
+            continue        # exited; holds only a pid until its parent (here PID 1) reaps it
+        if comm in ("terrarium-shim", "terrarium-fork") or "/terrarium" in cg:
+            out.add((int(pid), comm))
+    return out
+
+
+def host_snapshot() -> dict[str, set]:
+    return {"cgroups": _our_cgroup_dirs(), "mounts": _our_mounts(), "netns": _netns(),
+            "veths": _veths(), "processes": _our_processes()}
+
+
+def leaks(before: dict[str, set], after: dict[str, set]) -> dict[str, set]:
+    return {k: after[k] - before[k] for k in after if after[k] - before[k]}
+
+
+# ------------------------------------------------------------------ session
+
+@pytest.fixture(scope="session", autouse=True)
+def host_left_as_found():
+    """Fails the run (an error at the last teardown) if anything of ours is left."""
+    before = host_snapshot()
+    yield
+    _cleanup_session()
+    found = leaks(before, host_snapshot())
+    shutil.rmtree(_SESSION_ROOT, ignore_errors=True)
+    if found:
+        pytest.fail(f"the test run left these on the host: {found}", pytrace=False)
+
+
+def _cleanup_session() -> None:
+    """Remove what the tests' runtime root still holds, then its cgroup parent."""
+    if not is_root():
+        return
+    from runtime import Runtime
+    rt = Runtime(_SESSION_ROOT, _CGROUP_PARENT)
+    for c in rt.list(all=True):
+        try:
+            rt.remove(c.id, force=True)
+        except Exception as e:  # noqa: BLE001 - report, and let the leak check decide
+            print(f"cleanup: could not remove {c.name}: {e}", file=sys.stderr)
+    rt.shutdown_forkserver()
+    try:
+        rt.cgroups.remove_parent()
+    except Exception as e:  # noqa: BLE001
+        print(f"cleanup: cgroup parent: {e}", file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def session_root() -> str:
+    return _SESSION_ROOT
+
+
+@pytest.fixture(scope="session")
+def cgroup_parent() -> str:
+    return _CGROUP_PARENT
+
+
+@pytest.fixture(scope="session")
+def rt(session_root, cgroup_parent):
+    """The runtime over the session's root, with the built-in images ready."""
+    if not is_root():
+        pytest.skip("needs root")
+    from runtime import Runtime
+    runtime = Runtime(session_root, cgroup_parent)
+    runtime.images.ensure_builtin()
+    return runtime
+
+
+@pytest.fixture
+def name(request) -> str:
+    """A container name unique to this test."""
+    base = request.node.name.replace("[", "-").replace("]", "").replace("/", "-")[:40]
+    return f"{base.strip('-_.') or 't'}-{secrets.token_hex(3)}"
+
+
+@pytest.fixture
+def cleanup(rt):
+    """Names/ids registered here are force-removed after the test."""
+    refs: list[str] = []
+    yield refs
+    for ref in refs:
+        try:
+            rt.remove(ref, force=True)
+        except Exception:  # noqa: BLE001 - already gone is fine
+            pass
+
+
+def cli(*args, check=False, timeout=60, input=None) -> subprocess.CompletedProcess:
+    """Run the `terrarium` console script as a fresh process."""
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout,
+                          check=check, input=input, env=os.environ.copy())
