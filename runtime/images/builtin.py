@@ -100,7 +100,8 @@ LAB_FILES = {"usr/local/bin/memhog": MEMHOG, "usr/local/bin/cpuburn": CPUBURN,
 
 def ensure(store, busybox: str = BUSYBOX) -> None:
     """Build whichever built-in image is missing; two stats when both exist."""
-    missing = [n for n in ("busybox", "lab") if not store._image_path(n).exists()]
+    import os
+    missing = [n for n in ("busybox", "lab") if not os.path.exists(store._image_path(n))]
     if missing:
         build(store, busybox, only=missing)
 

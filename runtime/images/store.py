@@ -16,7 +16,6 @@ import json
 import os
 import re
 import time
-from pathlib import Path
 
 from ..errors import Conflict, InvalidArgument, NotFound
 from ..model import Image, ImageConfig, Layer
@@ -50,23 +49,23 @@ class ImageStore:
     """Layers and images under one root directory (the runtime root)."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-        self.layers_dir = self.root / "layers"
-        self.images_dir = self.root / "images"
-        self.tmp_dir = self.root / "tmp"
+        self.root = os.fspath(root)          # str paths: pathlib costs ~7 ms to import
+        self.layers_dir = os.path.join(self.root, "layers")
+        self.images_dir = os.path.join(self.root, "images")
+        self.tmp_dir = os.path.join(self.root, "tmp")
 
     # --- layers ----------------------------------------------------------
 
     def layer(self, digest: str) -> Layer:
         """The stored layer with this digest; NotFound if it is not complete on disk."""
         hexpart = digest_hex(digest)
-        d = self.layers_dir / hexpart
+        d = os.path.join(self.layers_dir, hexpart)
         try:
-            meta = json.loads((d / "meta.json").read_text())
+            meta = _read_json(os.path.join(d, "meta.json"))
         except FileNotFoundError:
             raise NotFound(f"layer 'sha256:{hexpart}' not found") from None
         return Layer(digest=f"sha256:{hexpart}", size=meta["size"], files=meta["files"],
-                     created_by=meta.get("created_by", ""), path=str(d / "fs"))
+                     created_by=meta.get("created_by", ""), path=os.path.join(d, "fs"))
 
     def layers(self) -> list[Layer]:
         """Every stored layer, by digest."""
@@ -84,7 +83,7 @@ class ImageStore:
         return out
 
     def has_layer(self, digest: str) -> bool:
-        return (self.layers_dir / digest_hex(digest) / "meta.json").exists()
+        return os.path.exists(os.path.join(self.layers_dir, digest_hex(digest), "meta.json"))
 
     def add_layer_from_tar(self, src, created_by: str = "", *, expect_digest: str | None = None,
                            _before_commit=None) -> Layer:
@@ -126,13 +125,13 @@ class ImageStore:
             meta = {"digest": digest, "size": size, "files": files,
                     "created_by": created_by, "created": time.time()}
             _write_json(os.path.join(work, "meta.json"), meta)
-            final = self.layers_dir / digest[7:]
-            if final.exists():
+            final = os.path.join(self.layers_dir, digest[7:])
+            if os.path.exists(final):
                 return self.layer(digest)
             try:
                 os.rename(work, final)
             except OSError:               # lost a race with the same layer: theirs is complete
-                if not (final / "meta.json").exists():
+                if not os.path.exists(os.path.join(final, "meta.json")):
                     raise
                 return self.layer(digest)
             return self.layer(digest)
@@ -148,15 +147,15 @@ class ImageStore:
         self._make_dirs()
         grave = tempfile.mkdtemp(prefix="gc-", dir=self.tmp_dir)
         try:
-            os.rename(self.layers_dir / hexpart, os.path.join(grave, hexpart))
+            os.rename(os.path.join(self.layers_dir, hexpart), os.path.join(grave, hexpart))
         except FileNotFoundError:
             pass
         shutil.rmtree(grave, ignore_errors=True)
 
     # --- images ----------------------------------------------------------
 
-    def _image_path(self, name: str) -> Path:
-        return self.images_dir / f"{name}.json"
+    def _image_path(self, name: str) -> str:
+        return os.path.join(self.images_dir, f"{name}.json")
 
     def get(self, name: str) -> Image:
         """The image called `name` ("busybox" and "busybox:latest" are one)."""
@@ -165,7 +164,7 @@ class ImageStore:
         except InvalidArgument:
             raise NotFound(f"image {name!r} not found") from None
         try:
-            rec = json.loads(self._image_path(key).read_text())
+            rec = _read_json(self._image_path(key))
         except FileNotFoundError:
             raise NotFound(f"image {name!r} not found") from None
         return self._image(rec)
@@ -191,7 +190,7 @@ class ImageStore:
                 if not f.endswith(".json"):
                     continue
                 try:
-                    rec = json.loads(Path(dirpath, f).read_text())
+                    rec = _read_json(os.path.join(dirpath, f))
                     out.append(self._image(rec))
                 except (FileNotFoundError, NotFound, ValueError, KeyError):
                     continue              # removed meanwhile, or broken: get() will say which
@@ -219,7 +218,7 @@ class ImageStore:
                "history": history}
         self._make_dirs()
         path = self._image_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         _write_json_atomic(path, rec, self.tmp_dir)
         return self._image(rec)
 
@@ -249,7 +248,7 @@ class ImageStore:
             for f in files:
                 if f.endswith(".json"):
                     try:
-                        keep.update(json.loads(Path(dirpath, f).read_text())["layers"])
+                        keep.update(_read_json(os.path.join(dirpath, f))["layers"])
                     except (FileNotFoundError, ValueError, KeyError):
                         continue
         removed = []
@@ -285,7 +284,7 @@ class ImageStore:
 
     def _make_dirs(self) -> None:
         for d in (self.layers_dir, self.images_dir, self.tmp_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            os.makedirs(d, exist_ok=True)
 
 
 # --- helpers ----------------------------------------------------------------
@@ -355,13 +354,18 @@ def _gzip_errors() -> tuple[type[Exception], ...]:
     return (gzip.BadGzipFile, zlib.error)
 
 
+def _read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
 def _write_json(path, obj) -> None:
     with open(path, "w") as f:
         json.dump(obj, f, indent=1, sort_keys=True)
         f.write("\n")
 
 
-def _write_json_atomic(path: Path, obj, tmp_dir: Path) -> None:
+def _write_json_atomic(path: str, obj, tmp_dir: str) -> None:
     import tempfile
     fd, tmp = tempfile.mkstemp(prefix="image-", suffix=".json", dir=tmp_dir)
     try:

@@ -1,0 +1,288 @@
+"""Importing docker-archive and OCI layouts, and exporting OCI layouts.
+
+The OCI side is checked against real peers from Debian: layouts built by
+`umoci` are imported, and `save` output is read back by `skopeo inspect`
+and `umoci stat`.  Docker archives are built here by hand, in both the
+classic (`<id>/layer.tar`) and the Docker 25 (`blobs/sha256/<hex>`) shapes.
+"""
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+
+import pytest
+
+from runtime.errors import InvalidArgument, NotFound
+from runtime.images import ImageStore, importers
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod whiteouts)")
+needs_umoci = pytest.mark.skipif(not shutil.which("umoci"), reason="apt-get install umoci")
+needs_skopeo = pytest.mark.skipif(not shutil.which("skopeo"), reason="apt-get install skopeo")
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def layer_tar(*files) -> bytes:
+    """files: (name, bytes) regular files, or (name, None) for an OCI whiteout name."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in files:
+            ti = tarfile.TarInfo(name)
+            ti.mode, ti.mtime, ti.size = 0o644, 1_600_000_000, len(data or b"")
+            tf.addfile(ti, io.BytesIO(data or b""))
+    return buf.getvalue()
+
+
+def add_bytes(tf, name, data):
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mode = len(data), 0o644
+    tf.addfile(ti, io.BytesIO(data))
+
+
+def docker_archive(path, layers, *, tags=("app:1",), modern=False, gzip_layers=(),
+                   diff_ids=None, config_extra=None, corrupt_config=False):
+    """Write a `docker save`-style tar; returns the config dict."""
+    diff_ids = diff_ids or [sha(l) for l in layers]
+    config = {"architecture": "amd64", "os": "linux", "created": "2024-05-06T07:08:09.123456789Z",
+              "config": {"Entrypoint": ["/bin/echo"], "Cmd": ["hello"], "Env": ["A=1"],
+                         "WorkingDir": "/srv"},
+              "rootfs": {"type": "layers", "diff_ids": diff_ids},
+              "history": [{"created_by": "ADD base"}, {"created_by": "ENV A=1", "empty_layer": True},
+                          {"created_by": "RUN rm x"}][: len(layers) + 1]}
+    config.update(config_extra or {})
+    cfg = json.dumps(config).encode()
+    cfg_hex = hashlib.sha256(cfg).hexdigest()
+    if corrupt_config:
+        cfg = cfg.replace(b"hello", b"HELLO")
+    with tarfile.open(path, "w") as tf:
+        paths = []
+        for i, data in enumerate(layers):
+            blob = gzip.compress(data, mtime=0) if i in gzip_layers else data
+            p = f"blobs/sha256/{hashlib.sha256(blob).hexdigest()}" if modern else f"{i:064x}/layer.tar"
+            add_bytes(tf, p, blob)
+            paths.append(p)
+        cfg_path = f"blobs/sha256/{cfg_hex}" if modern else f"{cfg_hex}.json"
+        add_bytes(tf, cfg_path, cfg)
+        add_bytes(tf, "manifest.json", json.dumps(
+            [{"Config": cfg_path, "RepoTags": list(tags), "Layers": paths}]).encode())
+    return config
+
+
+@pytest.fixture
+def store(tmp_path):
+    return ImageStore(tmp_path / "root")
+
+
+def assert_empty(store):
+    for d in (store.layers_dir, store.images_dir, store.tmp_dir):
+        assert not os.path.exists(d) or os.listdir(d) == [], d
+
+
+# --- docker save archives ---------------------------------------------------
+
+@root_only
+@pytest.mark.parametrize("modern", [False, True])
+def test_docker_archive_import(store, tmp_path, modern):
+    base = layer_tar(("x", b"xx"), ("etc/conf", b"c"))
+    top = layer_tar((".wh.x", None), ("etc/new", b"n"))
+    docker_archive(tmp_path / "a.tar", [base, top], tags=("app:1", "app:latest"),
+                   modern=modern, gzip_layers={1})
+    images = importers.load(store, tmp_path / "a.tar")
+    assert [i.name for i in images] == ["app:1", "app"]
+    img = store.get("app:1")
+    assert [l.digest for l in img.layers] == [sha(base), sha(top)]
+    assert img.config.cmd == ("/bin/echo", "hello")
+    assert img.config.workdir == "/srv"
+    assert "A=1" in img.config.env and any(e.startswith("PATH=") for e in img.config.env)
+    assert img.history == ("ADD base", "RUN rm x")
+    assert img.layers[1].created_by == "RUN rm x"
+    assert int(img.created) == 1714979289
+    wo = os.lstat(os.path.join(img.layers[1].path, "x"))
+    assert stat.S_ISCHR(wo.st_mode) and wo.st_rdev == 0
+
+
+def test_docker_archive_diff_id_mismatch_leaves_nothing(store, tmp_path):
+    good, bad = layer_tar(("a", b"1")), layer_tar(("b", b"2"))
+    docker_archive(tmp_path / "a.tar", [good, bad], diff_ids=[sha(good), "sha256:" + "1" * 64])
+    with pytest.raises(InvalidArgument, match=r"blob 0{63}1/layer.tar.*mismatch"):
+        importers.load(store, tmp_path / "a.tar")
+    assert_empty(store)
+
+
+def test_docker_archive_modern_blob_mismatch_leaves_nothing(store, tmp_path):
+    good = layer_tar(("a", b"1"))
+    docker_archive(tmp_path / "a.tar", [good], modern=True)
+    # rewrite the archive with the layer blob's content changed but its name kept
+    with tarfile.open(tmp_path / "a.tar") as src, tarfile.open(tmp_path / "b.tar", "w") as dst:
+        for m in src:
+            data = src.extractfile(m).read()
+            if data == good:
+                data = layer_tar(("a", b"2"))
+                m.size = len(data)
+                bad_name = m.name
+            dst.addfile(m, io.BytesIO(data))
+    with pytest.raises(InvalidArgument, match=f"blob {bad_name} does not match"):
+        importers.load(store, tmp_path / "b.tar")
+    assert_empty(store)
+
+
+def test_docker_archive_config_mismatch(store, tmp_path):
+    docker_archive(tmp_path / "a.tar", [layer_tar(("a", b"1"))], corrupt_config=True)
+    with pytest.raises(InvalidArgument, match=r"blob [0-9a-f]{64}\.json does not match"):
+        importers.load(store, tmp_path / "a.tar")
+    assert_empty(store)
+
+
+def test_hostile_layer_in_archive_is_refused(store, tmp_path):
+    docker_archive(tmp_path / "a.tar", [layer_tar(("ok", b"1")), layer_tar(("../escape", b"2"))])
+    with pytest.raises(InvalidArgument, match=r"\.\./escape"):
+        importers.load(store, tmp_path / "a.tar")
+    assert_empty(store)
+    assert not (tmp_path / "escape").exists()
+
+
+def test_not_an_archive(store, tmp_path):
+    (tmp_path / "x.tar").write_bytes(layer_tar(("hello", b"1")))
+    with pytest.raises(InvalidArgument, match="neither a docker save archive"):
+        importers.load(store, tmp_path / "x.tar")
+    with pytest.raises(NotFound):
+        importers.load(store, tmp_path / "missing.tar")
+
+
+# --- OCI layouts from umoci -------------------------------------------------
+
+@pytest.fixture
+def umoci_layout(tmp_path):
+    """A layout with tag 't': layer 1 adds a and d/b, layer 2 deletes a (whiteout)."""
+    if not shutil.which("umoci"):
+        pytest.skip("apt-get install umoci")
+    lay, bundle = tmp_path / "layout", tmp_path / "bundle"
+
+    def umoci(*args):
+        subprocess.run(["umoci", *args], check=True, capture_output=True)
+
+    umoci("init", "--layout", str(lay))
+    umoci("new", "--image", f"{lay}:t")
+    umoci("unpack", "--image", f"{lay}:t", str(bundle))
+    (bundle / "rootfs/a").write_text("a\n")
+    (bundle / "rootfs/d").mkdir()
+    (bundle / "rootfs/d/b").write_text("b\n")
+    umoci("repack", "--image", f"{lay}:t", str(bundle))
+    shutil.rmtree(bundle)     # repacking the same bundle twice does not stack a second layer
+    umoci("unpack", "--image", f"{lay}:t", str(bundle))
+    (bundle / "rootfs/a").unlink()
+    umoci("repack", "--image", f"{lay}:t", str(bundle))
+    umoci("config", "--image", f"{lay}:t", "--config.entrypoint=/bin/echo", "--config.cmd=hi",
+          "--config.workingdir=/d", "--config.env=FOO=1")
+    shutil.rmtree(bundle)
+    return lay
+
+
+@root_only
+@needs_umoci
+@pytest.mark.parametrize("as_tar", [False, True])
+def test_oci_layout_from_umoci(store, tmp_path, umoci_layout, as_tar):
+    src = umoci_layout
+    if as_tar:
+        src = tmp_path / "layout.tar"
+        with tarfile.open(src, "w") as tf:
+            tf.add(umoci_layout, arcname=".")
+    [img] = importers.load(store, src)
+    assert img.name == "t"
+    assert len(img.layers) == 2
+    lower, upper = (l.path for l in img.layers)
+    assert open(os.path.join(lower, "a")).read() == "a\n"
+    assert open(os.path.join(lower, "d/b")).read() == "b\n"
+    wo = os.lstat(os.path.join(upper, "a"))
+    assert stat.S_ISCHR(wo.st_mode) and wo.st_rdev == 0
+    assert img.config.cmd == ("/bin/echo", "hi") and img.config.workdir == "/d"
+    assert "FOO=1" in img.config.env
+    assert img.history == ("umoci repack", "umoci repack")
+    # a second load reuses the layers
+    assert importers.load(store, src, name="again")[0].layers == img.layers
+
+
+@needs_umoci
+def test_oci_blob_mismatch_names_the_blob_and_leaves_nothing(store, umoci_layout):
+    index = json.loads((umoci_layout / "index.json").read_text())
+    manifest = json.loads((umoci_layout / "blobs/sha256" / index["manifests"][0]["digest"][7:]).read_text())
+    victim = umoci_layout / "blobs/sha256" / manifest["layers"][1]["digest"][7:]
+    data = bytearray(victim.read_bytes())
+    data[-12] ^= 0xFF                      # inside the gzip trailer: still the same size
+    victim.write_bytes(bytes(data))
+    with pytest.raises(InvalidArgument, match=f"blob blobs/sha256/{victim.name} does not match"):
+        importers.load(store, umoci_layout)
+    assert_empty(store)
+
+
+# --- export -----------------------------------------------------------------
+
+@pytest.fixture
+def built(tmp_path):
+    if not os.path.exists("/bin/busybox"):
+        pytest.skip("apt-get install busybox-static")
+    s = ImageStore(tmp_path / "root")
+    s.ensure_builtin()
+    return s
+
+
+@root_only
+def test_save_round_trips_with_the_same_digests(built, tmp_path):
+    out = tmp_path / "lab.tar"
+    manifest_digest = importers.save(built, "lab", out)
+    again = importers.save(built, "lab", tmp_path / "lab2.tar")
+    assert manifest_digest == again and out.read_bytes() == (tmp_path / "lab2.tar").read_bytes()
+    other = ImageStore(tmp_path / "other")
+    [img] = importers.load(other, out)
+    lab = built.get("lab")
+    assert img.name == "lab"
+    assert [l.digest for l in img.layers] == [l.digest for l in lab.layers]
+    assert img.config == lab.config and img.history == lab.history
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".save-")] == []
+
+
+@root_only
+@needs_skopeo
+def test_skopeo_accepts_saved_archive(built, tmp_path):
+    out = tmp_path / "busybox.tar"
+    importers.save(built, "busybox", out)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    res = subprocess.run(["skopeo", "inspect", f"oci-archive:{out}"], capture_output=True,
+                         text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["Layers"] == [built.get("busybox").layers[0].digest]
+    assert info["Os"] == "linux"
+
+
+@root_only
+@needs_umoci
+def test_umoci_accepts_saved_layout(built, tmp_path):
+    out = tmp_path / "lab.tar"
+    importers.save(built, "lab", out)
+    lay = tmp_path / "lay"
+    with tarfile.open(out) as tf:
+        tf.extractall(lay, filter="data")
+    res = subprocess.run(["umoci", "stat", "--json", "--image", f"{lay}:latest"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    history = json.loads(res.stdout)["history"]
+    assert [h["created_by"] for h in history] == list(built.get("lab").history)
+    bundle = tmp_path / "bundle"
+    subprocess.run(["umoci", "unpack", "--image", f"{lay}:latest", str(bundle)],
+                   check=True, capture_output=True)
+    assert os.readlink(bundle / "rootfs/bin/sh") == "/bin/busybox"
+    assert os.access(bundle / "rootfs/usr/local/bin/memhog", os.X_OK)
+
+
+def test_save_unknown_image(store, tmp_path):
+    with pytest.raises(NotFound, match="image 'nope' not found"):
+        importers.save(store, "nope", tmp_path / "x.tar")
+    assert not (tmp_path / "x.tar").exists()

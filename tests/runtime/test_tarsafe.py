@@ -1,0 +1,193 @@
+"""Safe unpacking of layer tars into the store: refusals leave nothing behind.
+
+Every hostile tar is fed through ImageStore.add_layer_from_tar, and the test
+checks both the InvalidArgument (naming the member) and that layers/ and
+tmp/ are empty afterwards.  A sentinel directory next to the store checks
+that nothing was written outside it either.
+"""
+import io
+import os
+import stat
+import tarfile
+
+import pytest
+
+from runtime.errors import InvalidArgument
+from runtime.images import ImageStore
+from runtime.images import tarsafe
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod, chown, trusted.* xattrs)")
+
+
+def make_tar(*entries) -> bytes:
+    """entries: (name, kind, extra) with kind file|dir|symlink|hardlink|chr|blk|fifo."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, kind, *extra in entries:
+            ti = tarfile.TarInfo(name)
+            ti.mtime = 1_600_000_000
+            ti.mode = 0o644
+            data = None
+            if kind == "file":
+                data = extra[0] if extra else b"hello\n"
+                ti.size = len(data)
+            elif kind == "dir":
+                ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+            elif kind == "symlink":
+                ti.type, ti.linkname = tarfile.SYMTYPE, extra[0]
+            elif kind == "hardlink":
+                ti.type, ti.linkname = tarfile.LNKTYPE, extra[0]
+            elif kind in ("chr", "blk"):
+                ti.type = tarfile.CHRTYPE if kind == "chr" else tarfile.BLKTYPE
+                ti.devmajor, ti.devminor = extra[0] if extra else (8, 0)
+            elif kind == "fifo":
+                ti.type = tarfile.FIFOTYPE
+            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def store(tmp_path):
+    return ImageStore(tmp_path / "root")
+
+
+def assert_clean(store):
+    assert os.listdir(store.layers_dir) == []
+    assert os.listdir(store.tmp_dir) == []
+    assert store.layers() == []
+
+
+@pytest.mark.parametrize("entries, culprit", [
+    ([("../x", "file")], "../x"),
+    ([("a/../../x", "file")], "a/../../x"),
+    ([("SENTINEL/x", "file")], "/x"),                                # absolute
+    ([("etc", "dir"), ("etc/passwd", "file"), ("evil", "hardlink", "../../etc/passwd")], "evil"),
+    ([("evil", "hardlink", "SENTINEL/target")], "evil"),
+    ([("evil", "hardlink", "not-here")], "evil"),
+    ([("a", "symlink", ".."), ("a/x", "file")], "'a'"),
+    ([("d", "dir"), ("d/up", "symlink", "../../..")], "d/up"),
+    # an absolute link is fine, writing through it is not (SENTINEL: a dir outside the store,
+    # so that a regression writes there and not into the host's /etc)
+    ([("a", "symlink", "SENTINEL"), ("a/x", "file")], "a/x"),
+    ([("a", "symlink", "b"), ("b", "dir"), ("a/x", "file")], "a/x"),
+    ([("d", "dir"), ("d/.wh..", "file")], "d/.wh.."),
+    ([("d", "dir"), ("d/.wh...", "file")], "d/.wh..."),
+    ([("sda", "blk", (8, 0))], "sda"),
+    ([("mem", "chr", (1, 1))], "mem"),
+    ([("x" * 300, "file")], "x" * 64),
+    ([("/".join(["d" * 200] * 25), "file")], "d" * 64),
+])
+def test_hostile_tars_are_refused_and_leave_nothing(store, tmp_path, entries, culprit):
+    sentinel = tmp_path / "outside"
+    sentinel.mkdir()
+    (sentinel / "target").write_text("t")
+    fix = lambda x: x.replace("SENTINEL", str(sentinel)) if isinstance(x, str) else x
+    entries = [(fix(n), k, *map(fix, extra)) for n, k, *extra in entries]
+    with pytest.raises(InvalidArgument) as e:
+        store.add_layer_from_tar(io.BytesIO(make_tar(("ok", "file"), *entries)))
+    assert culprit in str(e.value)
+    assert_clean(store)
+    assert os.listdir(sentinel) == ["target"] and os.stat(sentinel / "target").st_nlink == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_truncated_tar_leaves_no_layer(store):
+    data = make_tar(("big", "file", os.urandom(200_000)), ("after", "file"))
+    with pytest.raises(InvalidArgument, match="truncated or corrupt"):
+        store.add_layer_from_tar(io.BytesIO(data[:100_000]))
+    assert_clean(store)
+
+
+def test_truncated_gzip_leaves_no_layer(store):
+    import gzip
+    data = gzip.compress(make_tar(("big", "file", os.urandom(200_000))))
+    with pytest.raises(InvalidArgument, match="truncated or corrupt"):
+        store.add_layer_from_tar(io.BytesIO(data[: len(data) // 2]))
+    assert_clean(store)
+
+
+def test_garbage_is_refused(store):
+    with pytest.raises(InvalidArgument):
+        store.add_layer_from_tar(io.BytesIO(b"this is not a tar file at all" * 40))
+    assert_clean(store)
+
+
+def test_interrupted_unpack_leaves_no_layer(store):
+    class Boom:
+        def __init__(self, data):
+            self.f, self.n = io.BytesIO(data), 0
+
+        def read(self, n=-1):
+            self.n += 1
+            if self.n > 3:
+                raise KeyboardInterrupt
+            return self.f.read(min(n, 10240) if n and n > 0 else 10240)
+
+    with pytest.raises(KeyboardInterrupt):
+        store.add_layer_from_tar(Boom(make_tar(*[(f"f{i}", "file", b"x" * 4000) for i in range(50)])))
+    assert_clean(store)
+
+
+@root_only
+def test_metadata_links_and_whiteouts_are_kept(store):
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as tf:
+        def add(name, type_, mode, data=b"", **kw):
+            ti = tarfile.TarInfo(name)
+            ti.type, ti.mode, ti.mtime, ti.size = type_, mode, 1_500_000_000, len(data)
+            for k, v in kw.items():
+                setattr(ti, k, v)
+            tf.addfile(ti, io.BytesIO(data))
+        add("./etc/", tarfile.DIRTYPE, 0o750, uid=0, gid=4)
+        add("./etc/shadow", tarfile.REGTYPE, 0o4640, b"secret\n", uid=1000, gid=1001)
+        add("./etc/hard", tarfile.LNKTYPE, 0o4640, linkname="etc/shadow", uid=1000, gid=1001)
+        add("./etc/link", tarfile.SYMTYPE, 0o777, linkname="../bin/sh", uid=7, gid=8)
+        add("./abs", tarfile.SYMTYPE, 0o777, linkname="/proc/self/root")
+        add("./etc/.wh.gone", tarfile.REGTYPE, 0o600)
+        add("./var/cache/", tarfile.DIRTYPE, 0o755)
+        add("./var/cache/.wh..wh..opq", tarfile.REGTYPE, 0o600)
+        add("./pipe", tarfile.FIFOTYPE, 0o600)
+        add("./wo", tarfile.CHRTYPE, 0o600, devmajor=0, devminor=0)
+    layer = store.add_layer_from_tar(io.BytesIO(tar.getvalue()), created_by="test")
+    fs = layer.path
+    st = os.lstat(f"{fs}/etc/shadow")
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime) == (0o4640, 1000, 1001, 1_500_000_000)
+    assert os.lstat(f"{fs}/etc/hard").st_ino == st.st_ino
+    st = os.lstat(f"{fs}/etc")
+    assert (stat.S_IMODE(st.st_mode), st.st_gid, st.st_mtime) == (0o750, 4, 1_500_000_000)
+    assert os.readlink(f"{fs}/etc/link") == "../bin/sh"
+    assert os.lstat(f"{fs}/etc/link")[stat.ST_UID] == 7
+    assert os.readlink(f"{fs}/abs") == "/proc/self/root"
+    wo = os.lstat(f"{fs}/etc/gone")
+    assert stat.S_ISCHR(wo.st_mode) and wo.st_rdev == 0
+    assert not os.path.lexists(f"{fs}/etc/.wh.gone")
+    assert os.getxattr(f"{fs}/var/cache", "trusted.overlay.opaque") == b"y"
+    assert not os.path.lexists(f"{fs}/var/cache/.wh..wh..opq")
+    assert stat.S_ISFIFO(os.lstat(f"{fs}/pipe").st_mode)
+    assert stat.S_ISCHR(os.lstat(f"{fs}/wo").st_mode)
+    assert layer.size == len(b"secret\n") and layer.files == 10
+    assert store.layer(layer.digest).created_by == "test"
+
+
+def test_later_member_replaces_earlier(store):
+    layer = store.add_layer_from_tar(io.BytesIO(make_tar(
+        ("a", "symlink", "/etc"), ("a", "dir"), ("a/x", "file", b"1"),
+        ("f", "file", b"old"), ("f", "file", b"new"))))
+    assert os.path.isdir(f"{layer.path}/a") and not os.path.islink(f"{layer.path}/a")
+    with open(f"{layer.path}/f", "rb") as f:
+        assert f.read() == b"new"
+
+
+@root_only
+def test_pack_round_trips_a_deterministic_tar(store, tmp_path):
+    original = make_tar(("d", "dir"), ("d/a", "file", b"a"), ("d/b", "hardlink", "d/a"),
+                        ("d/s", "symlink", "a"), ("d/.wh.gone", "file", b""))
+    layer = store.add_layer_from_tar(io.BytesIO(original))
+    out = io.BytesIO()
+    tarsafe.pack(layer.path, out)
+    again = store.add_layer_from_tar(io.BytesIO(out.getvalue()))
+    names = tarfile.open(fileobj=io.BytesIO(out.getvalue())).getnames()
+    assert names == ["d", "d/a", "d/b", "d/.wh.gone", "d/s"]      # sorted by the name on disk
+    out2 = io.BytesIO()
+    tarsafe.pack(again.path, out2)
+    assert out2.getvalue() == out.getvalue()      # stable after one round
