@@ -23,12 +23,9 @@ from __future__ import annotations
 import errno
 import os
 import re
-import secrets
 import select
-import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -125,7 +122,7 @@ class Runtime:
         if not isinstance(spec, Spec):
             raise InvalidArgument("create() takes a runtime.Spec")
         image = self._image(spec.image)
-        cid = secrets.token_hex(32)
+        cid = os.urandom(32).hex()
         name = spec.name or _random_name(cid)
         cmd = tuple(spec.cmd) or tuple(image.config.cmd)
         if not cmd:
@@ -147,7 +144,7 @@ class Runtime:
             for sub in ("upper", "work", "rootfs"):
                 os.mkdir(os.path.join(cdir, sub), 0o755)
             open(os.path.join(cdir, "container.log"), "ab").close()
-            write_json(os.path.join(cdir, "config.json"), config)
+            write_json(os.path.join(cdir, "config.json"), config, durable=True)
             os.symlink(cid, os.path.join(self.names_dir, name))
         return self.inspect(cid)
 
@@ -334,6 +331,7 @@ class Runtime:
             # config.json goes first: whoever queued on the lock sees "not found"
             os.unlink(os.path.join(self._dir(cid), "config.json"))
         self.cgroups.remove(cid)
+        import shutil
         shutil.rmtree(self._dir(cid), ignore_errors=True)
 
     # -------------------------------------------------------- list/inspect
@@ -425,23 +423,27 @@ class Runtime:
         return data
 
     def follow_logs(self, ref: str, from_start: bool = True, poll: float = 0.1):
-        """Yield log chunks as they are written until the container stops."""
+        """Yield log chunks as they are written until the container stops.
+
+        Waits on a pidfd of the shim, so the end is seen the moment it exits."""
         c = self.inspect(ref)
-        with open(c.log_path, "rb") as f:
-            if not from_start:
-                f.seek(0, os.SEEK_END)
-            while True:
-                chunk = f.read(65536)
-                if chunk:
-                    yield chunk
-                    continue
-                state = self.inspect(c.id)
-                if state.status not in ("running", "paused"):
-                    rest = f.read()
-                    if rest:
-                        yield rest
-                    return
-                time.sleep(poll)
+        pidfd = _pidfd(c.shim_pid) if c.status in ("running", "paused") else None
+        try:
+            with open(c.log_path, "rb") as f:
+                if not from_start:
+                    f.seek(0, os.SEEK_END)
+                while True:
+                    chunk = f.read(65536)
+                    if chunk:
+                        yield chunk
+                        continue
+                    if pidfd is None or _wait_fd(pidfd, poll):
+                        if rest := f.read():
+                            yield rest
+                        return
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
 
     # ------------------------------------------------------------------ exec
     def exec(self, ref: str, argv: list[str], *, env=(), tty: bool = False, workdir: str | None = None) -> int:
@@ -502,6 +504,7 @@ def ensure_forkserver(run_dir: str) -> None:
             return
         except OSError:
             pass
+        import subprocess
         code = (f"import sys; sys.path.insert(0, {_project_dir()!r}); "
                 "import runtime.shim as s; s.main(sys.argv)")
         log = open(os.path.join(run_dir, "forkserver.log"), "ab")

@@ -7,13 +7,18 @@ import os
 from contextlib import contextmanager
 
 
-def write_json(path: str, obj) -> None:
-    """Write obj as JSON so that readers see the old file or the new one, never half."""
+def write_json(path: str, obj, durable: bool = False) -> None:
+    """Write obj as JSON so that readers see the old file or the new one, never half.
+
+    The rename alone is atomic for every reader; fsync (durable=True) only adds
+    survival of a power cut, which running containers do not survive anyway,
+    and costs a millisecond or more on the start path."""
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(obj, f, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.rename(tmp, path)
 
 

@@ -373,6 +373,10 @@ def _handle(conn: socket.socket) -> None:
     if req.get("op") == "ping":
         _reply(conn, {"ok": True, "pid": os.getpid()})
         return
+    try:
+        _cgroups(req["cgroup_parent"])      # made once here, inherited by every shim
+    except Exception:  # noqa: BLE001 - the shim will report it to the caller
+        pass
     pid = os.fork()
     if pid == 0:
         run_shim(req, conn)

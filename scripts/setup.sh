@@ -120,11 +120,11 @@ fi
 # --- the project, editable, with test extras ----------------------------------
 # Reinstalled only when pyproject.toml changed since the last good install.
 stamp=$venv/.terrarium-stamp
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml "$0" | sha256sum | cut -d' ' -f1)   # the install line below counts too
 have=$(cat "$stamp" 2>/dev/null || true)
 if [ "$want" != "$have" ]; then
     say "pip install -e '.[test]' (pyproject.toml changed or first install)"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
     echo "$want" > "$stamp"
 fi
 # Playwright: the pip package only. Never `playwright install` (no download);
