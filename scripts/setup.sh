@@ -124,7 +124,7 @@ want=$(cat pyproject.toml "$0" | sha256sum | cut -d' ' -f1)   # the install line
 have=$(cat "$stamp" 2>/dev/null || true)
 if [ "$want" != "$have" ]; then
     say "pip install -e '.[test]' (pyproject.toml changed or first install)"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat 2>&1 | grep -vE 'Warning|^ *(!!|*+|$)|compat|transitional|strict|lenient|development_mode|mode = ' || true
     echo "$want" > "$stamp"
 fi
 # Playwright: the pip package only. Never `playwright install` (no download);
