@@ -33,7 +33,7 @@ def exec_in(rt, c, argv: list[str], env: list[str], *, tty: bool, workdir: str) 
         raise KernelError(e.errno, f"join container {c.name!r}") from None
     master = slave = None
     if tty:
-        master, slave = os.openpty()
+        master, slave = container_pty(c.pid)
     err_r, err_w = os.pipe()
     pid = os.fork()
     if pid == 0:                                     # middle: joins, forks the real one
@@ -76,6 +76,25 @@ def exec_in(rt, c, argv: list[str], env: list[str], *, tty: bool, workdir: str) 
         code_s, _, message = error.decode(errors="replace").partition(":")
         raise ExecFailed(message, int(code_s))
     return 128 - code if code < 0 else code
+
+
+_TIOCGPTN = 0x80045430
+_TIOCSPTLCK = 0x40045431
+
+
+def container_pty(pid: int) -> tuple[int, int]:
+    """A pty pair from the container's own devpts instance (as Docker does), so
+    `tty` inside names /dev/pts/N and the terminal is the container's."""
+    import struct
+    master = os.open(f"/proc/{pid}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))          # unlockpt
+        n = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, b"\0" * 4))[0]
+        slave = os.open(f"/proc/{pid}/root/dev/pts/{n}", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        os.close(master)
+        raise KernelError(e.errno, "allocate a terminal in the container") from None
+    return master, slave
 
 
 def _become(argv, env, workdir, slave, err_w: int) -> None:
