@@ -1,0 +1,427 @@
+"""Processes and namespaces, read from procfs: the container's process tree,
+the host's process tree (pstree) and the host's namespaces (lsns).
+
+    from runtime import procs
+    tree = procs.container_tree(rt.cgroups.procs(c.id))      # [ProcessNode(init, ...)]
+    tree[0].info.ns_pid, tree[0].info.pid                    # 1, 48213
+    procs.namespaces(owners=procs.namespace_owners({c.id: c.namespaces}))
+
+Every function takes the procfs root (``proc``) so tests can point it at a
+fake tree.  Results are frozen dataclasses; each figure in a ProcessInfo
+names in ``sources`` the file and the raw line (or the stat field) it came
+from, for the dashboard to show.  The parsers (``parse_*``) are pure and
+tested from strings.
+
+A process may exit at any moment between listing it and reading it: readers
+return None for it (or skip it) instead of failing.  Only other kernel errors
+raise, as KernelError with the errno.
+
+Costs measured on the 2-core test machine (~105 processes, loaded): one
+process (stat + status + cmdline) ≈ 60-80 µs, half of it open/read/close;
+container_tree of 3 processes ≈ 200-350 µs; ``namespaces()`` over the host
+≈ 4.5-15 ms, about 850 readlinks.  ``readlink`` of /proc/<pid>/ns/<type>
+("net:[4026531833]") was 1.5-2x cheaper than ``os.stat(...).st_ino`` of the
+same link (stat has to resolve the link into nsfs), gives the same inode, and
+works on a fake tree made of plain symlinks.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from .errors import InvalidArgument, KernelError
+
+PROC = "/proc"
+
+# The types lsns lists; *_for_children links are the same namespaces again.
+NS_TYPES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
+
+# comm (prctl PR_SET_NAME) of Terrarium's own processes, see runtime/shim.py.
+# comm is chosen by the process itself: good for marking a view, not for trust.
+ROLES = {"terrarium-shim": "shim", "terrarium-fork": "forkserver"}
+
+PF_KTHREAD = 0x00200000          # include/linux/sched.h, stat field 9 (flags)
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_STATUS_KEYS = ("State", "PPid", "Uid", "NSpid", "Threads", "VmRSS")
+_GONE = (errno.ENOENT, errno.ESRCH)  # the process exited (ESRCH: mid-exit reads)
+
+
+# --- results ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StatFields:
+    """The fields of /proc/<pid>/stat we use (proc(5) numbering in comments)."""
+    pid: int            # 1
+    comm: str           # 2, raw: may hold spaces and ')'
+    state: str          # 3
+    ppid: int           # 4
+    flags: int          # 9
+    utime: int          # 14, clock ticks
+    stime: int          # 15
+    threads: int        # 20
+    start_ticks: int    # 22, ticks after boot
+    rss_pages: int      # 24
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int                      # in the namespace of the proc mount (the host's for /proc)
+    ppid: int
+    ns_pids: tuple[int, ...]      # NSpid: outermost first, innermost (the container's) last
+    uid: int                      # effective uid, as ps's USER
+    user: str | None              # from the caller's uid -> name map, if given
+    state: str                    # R S D Z T ...
+    comm: str
+    cmdline: tuple[str, ...]      # () for kernel threads and zombies
+    rss: int                      # bytes
+    cpu_ticks: int                # utime + stime, clock ticks
+    start_ticks: int              # start time, ticks after boot
+    threads: int
+    kthread: bool
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def ns_pid(self) -> int:
+        """The pid as the process itself sees it (innermost PID namespace)."""
+        return self.ns_pids[-1]
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """(pid, start_ticks): tells a reused pid from the process that had it."""
+        return (self.pid, self.start_ticks)
+
+
+@dataclass(frozen=True)
+class ProcessNode:
+    info: ProcessInfo
+    children: tuple[ProcessNode, ...] = ()
+
+    @property
+    def pid(self) -> int:
+        return self.info.pid
+
+
+@dataclass(frozen=True)
+class NamespaceInfo:
+    type: str                     # one of NS_TYPES
+    inode: int
+    nprocs: int
+    pid: int                      # lowest pid in it
+    command: str                  # of that pid: cmdline, or [comm] for kernel threads
+    container: str | None = None  # from the caller's inode -> container id map
+
+
+# --- pure parsers -----------------------------------------------------------
+
+def parse_stat(text: str) -> StatFields:
+    """/proc/<pid>/stat.  comm is cut at the *last* ')' since it may contain any
+    byte but NUL (fs/proc/array.c: do_task_stat prints it unescaped)."""
+    try:
+        lpar, rpar = text.index("("), text.rindex(")")
+        rest = text[rpar + 2:].split()          # rest[0] is field 3
+        f = lambda n: int(rest[n - 3])          # noqa: E731 - proc(5) field numbers
+        return StatFields(pid=int(text[:lpar]), comm=text[lpar + 1:rpar], state=rest[0],
+                          ppid=f(4), flags=f(9), utime=f(14), stime=f(15), threads=f(20),
+                          start_ticks=f(22), rss_pages=f(24))
+    except (ValueError, IndexError):
+        raise InvalidArgument(f"not a /proc/<pid>/stat line: {text[:80]!r}") from None
+
+
+def parse_status(text: str, keys: Iterable[str] | None = None) -> dict[str, str]:
+    """/proc/<pid>/status -> {key: raw line}, e.g. {"NSpid": "NSpid:\\t123\\t1"}.
+    With ``keys``, only those (absent ones left out): finding six keys in the
+    ~57 lines is 3x cheaper than splitting them all."""
+    out = {}
+    if keys is None:
+        for line in text.splitlines():
+            key, sep, _ = line.partition(":")
+            if sep:
+                out[key] = line
+        return out
+    for key in keys:
+        head = key + ":"
+        if text.startswith(head):
+            i = 0
+        else:
+            i = text.find("\n" + head) + 1
+            if not i:
+                continue
+        j = text.find("\n", i)
+        out[key] = text[i:] if j < 0 else text[i:j]
+    return out
+
+
+def status_value(line: str) -> str:
+    """"VmRSS:\\t    1712 kB" -> "1712 kB"."""
+    return line.partition(":")[2].strip()
+
+
+def parse_nspid(line: str) -> tuple[int, ...]:
+    """"NSpid:\\t4711\\t1" -> (4711, 1)."""
+    return tuple(int(v) for v in status_value(line).split())
+
+
+def parse_uid(line: str) -> int:
+    """"Uid:\\treal\\teffective\\tsaved\\tfs" -> the effective uid (ps's USER)."""
+    return int(status_value(line).split()[1])
+
+
+def parse_kb(line: str) -> int:
+    """"VmRSS:\\t    1712 kB" -> bytes."""
+    value, _, unit = status_value(line).partition(" ")
+    if unit.strip() != "kB":
+        raise InvalidArgument(f"expected a kB value: {line!r}")
+    return int(value) * 1024
+
+
+def parse_cmdline(raw: bytes) -> tuple[str, ...]:
+    """NUL-separated argv; empty for kernel threads and zombies.  A process that
+    rewrote its argv (setproctitle) may have one long string without NULs."""
+    if not raw:
+        return ()
+    return tuple(a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0"))
+
+
+def parse_ns_link(target: str) -> tuple[str, int]:
+    """readlink of /proc/<pid>/ns/<type>: "net:[4026531833]" -> ("net", 4026531833)."""
+    kind, sep, rest = target.partition(":[")
+    if not sep or not rest.endswith("]"):
+        raise InvalidArgument(f"not a namespace link: {target!r}")
+    return kind, int(rest[:-1])
+
+
+def parse_passwd(text: str) -> dict[int, str]:
+    """/etc/passwd -> {uid: name}, for ProcessInfo.user.  Read it once per
+    container and keep it; per process it would cost more than the process."""
+    out: dict[int, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":")
+        if len(parts) >= 3 and parts[2].isdigit():
+            out.setdefault(int(parts[2]), parts[0])
+    return out
+
+
+def cpu_share(prev_ticks: int, now_ticks: int, seconds: float, clk_tck: int | None = None) -> float:
+    """CPU used between two samples as a share of one core (1.0 = one core busy).
+
+    Pair samples by ProcessInfo.key: a pid reused by a new process starts from
+    fewer ticks; a negative delta is treated as no use rather than a wrong figure.
+    """
+    if seconds <= 0:
+        raise InvalidArgument(f"interval must be positive, got {seconds} s")
+    tck = clk_tck or os.sysconf("SC_CLK_TCK")
+    return max(now_ticks - prev_ticks, 0) / tck / seconds
+
+
+# --- reading one process ------------------------------------------------------
+
+def _read(path: str) -> bytes:
+    """One file from procfs.  These files are generated in full for one read
+    (seq_file single_open; cmdline loops over pages), so one large read is
+    enough unless it came back full."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, 65536)
+        if len(data) < 65536:
+            return data
+        chunks = [data]
+        while data:
+            data = os.read(fd, 65536)
+            chunks.append(data)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_process(pid: int, proc: str = PROC, users: Mapping[int, str] | None = None) -> ProcessInfo | None:
+    """One process, or None if it has exited (or its pid is not a process)."""
+    base = f"{proc}/{pid}"
+    try:
+        stat_raw = _read(f"{base}/stat")
+        status_raw = _read(f"{base}/status")
+        cmd_raw = _read(f"{base}/cmdline")
+    except OSError as e:
+        if e.errno in _GONE:
+            return None
+        raise KernelError(e.errno or errno.EIO, f"read {base}") from None
+    st = parse_stat(stat_raw.decode("utf-8", "replace"))
+    status = parse_status(status_raw.decode("utf-8", "replace"), _STATUS_KEYS)
+
+    sf = f"{base}/stat"
+    s = lambda key: f"{base}/status: {status[key]}"  # noqa: E731
+    sources = {"pid": f"{sf}: field 1 pid={st.pid}", "comm": f"{sf}: field 2 comm=({st.comm})",
+               "cmdline": f"{base}/cmdline: {cmd_raw[:200]!r}",
+               "cpu_ticks": f"{sf}: field 14 utime={st.utime}, field 15 stime={st.stime}",
+               "start_ticks": f"{sf}: field 22 starttime={st.start_ticks}"}
+
+    ns_pids = (st.pid,)
+    if "NSpid" in status:                       # since Linux 4.1
+        ns_pids = parse_nspid(status["NSpid"])
+        sources["ns_pid"] = s("NSpid")
+    uid = parse_uid(status["Uid"]) if "Uid" in status else -1
+    for key, name in (("ppid", "PPid"), ("uid", "Uid"), ("state", "State"), ("threads", "Threads")):
+        if name in status:
+            sources[key] = s(name)
+    sources.setdefault("ppid", f"{sf}: field 4 ppid={st.ppid}")
+    sources.setdefault("state", f"{sf}: field 3 state={st.state}")
+    sources.setdefault("threads", f"{sf}: field 20 num_threads={st.threads}")
+    if "VmRSS" in status:                        # absent for kernel threads and zombies
+        rss = parse_kb(status["VmRSS"])
+        sources["rss"] = s("VmRSS")
+    else:
+        rss = st.rss_pages * _PAGE
+        sources["rss"] = f"{sf}: field 24 rss={st.rss_pages} pages"
+
+    return ProcessInfo(
+        pid=st.pid, ppid=st.ppid, ns_pids=ns_pids, uid=uid,
+        user=users.get(uid) if users is not None else None,
+        state=st.state, comm=st.comm, cmdline=parse_cmdline(cmd_raw), rss=rss,
+        cpu_ticks=st.utime + st.stime, start_ticks=st.start_ticks, threads=st.threads,
+        kthread=bool(st.flags & PF_KTHREAD), sources=sources)
+
+
+def list_pids(proc: str = PROC) -> list[int]:
+    """Every process (thread group) visible in the proc mount, sorted."""
+    with os.scandir(proc) as it:
+        return sorted(int(e.name) for e in it if e.name.isdigit())
+
+
+# --- trees --------------------------------------------------------------------
+
+def build_forest(infos: Iterable[ProcessInfo]) -> list[ProcessNode]:
+    """Parent -> children by ppid among the given processes; children and roots
+    sorted by pid.  A process whose parent is not among them is a root.
+
+    Built bottom-up without recursion (a container can nest thousands deep).
+    Snapshots taken while pids are reused can in theory link into a cycle:
+    the lowest pid of such a cycle is cut loose as a root.
+    """
+    by_pid = {i.pid: i for i in infos}
+    kids: dict[int, list[int]] = {}
+    roots = []
+    for pid in sorted(by_pid):
+        ppid = by_pid[pid].ppid
+        if ppid in by_pid and ppid != pid:
+            kids.setdefault(ppid, []).append(pid)
+        else:
+            roots.append(pid)
+
+    order = _preorder(roots, kids)
+    leftover = sorted(set(by_pid) - set(order))
+    while leftover:                              # a cycle: cut it at its lowest pid
+        cut = leftover[0]
+        kids[by_pid[cut].ppid].remove(cut)
+        roots.append(cut)
+        order += _preorder([cut], kids)
+        leftover = sorted(set(by_pid) - set(order))
+
+    nodes: dict[int, ProcessNode] = {}
+    for pid in reversed(order):                 # children before their parents
+        nodes[pid] = ProcessNode(by_pid[pid], tuple(nodes[k] for k in kids.get(pid, ())))
+    return [nodes[r] for r in sorted(roots)]
+
+
+def _preorder(roots: list[int], kids: Mapping[int, list[int]]) -> list[int]:
+    out, stack = [], list(reversed(roots))
+    while stack:
+        pid = stack.pop()
+        out.append(pid)
+        stack.extend(reversed(kids.get(pid, ())))
+    return out
+
+
+def container_tree(pids: Iterable[int], proc: str = PROC,
+                   users: Mapping[int, str] | None = None) -> list[ProcessNode]:
+    """The tree of a container's processes, from its cgroup.procs (host pids).
+    The container's init is normally the single root.  Processes that exit
+    meanwhile are left out."""
+    return build_forest(i for i in (read_process(p, proc, users) for p in pids) if i is not None)
+
+
+def host_tree(proc: str = PROC, users: Mapping[int, str] | None = None) -> list[ProcessNode]:
+    """Every process in the proc mount's PID namespace (pstree -p): normally
+    one root, PID 1, plus kthreadd (PID 2, parent 0) and its kernel threads."""
+    return container_tree(list_pids(proc), proc, users)
+
+
+def walk(forest: Iterable[ProcessNode]) -> Iterator[tuple[int, ProcessNode]]:
+    """(depth, node) in display order, without recursion."""
+    stack = [(0, n) for n in reversed(list(forest))]
+    while stack:
+        depth, node = stack.pop()
+        yield depth, node
+        stack.extend((depth + 1, c) for c in reversed(node.children))
+
+
+def role(info: ProcessInfo) -> str | None:
+    """"shim" or "forkserver" for Terrarium's own processes, else None."""
+    return ROLES.get(info.comm)
+
+
+def terrarium_roles(forest: Iterable[ProcessNode]) -> dict[int, str]:
+    """{pid: "shim" | "forkserver"} for the marked processes of a tree."""
+    return {n.pid: r for _, n in walk(forest) if (r := role(n.info))}
+
+
+# --- namespaces ---------------------------------------------------------------
+
+def namespaces(proc: str = PROC, owners: Mapping[int, str] | None = None) -> list[NamespaceInfo]:
+    """Every namespace with a process in it, like lsns: by (type, inode), with
+    how many processes are in it and its lowest pid.  Namespaces kept alive only
+    by a bind mount or an open descriptor (lsns finds some of those) are not
+    listed.  Zombies have no namespaces any more and are not counted; without
+    root, other users' processes are skipped (EACCES), as lsns does."""
+    found: dict[tuple[str, int], list[int]] = {}       # -> [nprocs, lowest pid]
+    for pid in list_pids(proc):
+        base = f"{proc}/{pid}/ns/"
+        for t in NS_TYPES:
+            try:
+                target = os.readlink(base + t)
+            except OSError as e:
+                if e.errno in (errno.EACCES, errno.EPERM, errno.ESRCH):
+                    break                # not ours to see, or exiting: skip the process
+                continue                 # ENOENT: exited, a zombie, or no such type here
+            k = parse_ns_link(target)
+            entry = found.get(k)
+            if entry is None:
+                found[k] = [1, pid]      # pids ascend: the first one is the lowest
+            else:
+                entry[0] += 1
+    owners = owners or {}
+    commands = {pid: _command(pid, proc) for _, pid in found.values()}
+    return [NamespaceInfo(type=t, inode=ino, nprocs=n, pid=pid, command=commands[pid],
+                          container=owners.get(ino))
+            for (t, ino), (n, pid) in sorted(found.items())]
+
+
+def _command(pid: int, proc: str = PROC) -> str:
+    """cmdline joined by spaces, or [comm] as ps shows kernel threads; "" if gone."""
+    try:
+        argv = parse_cmdline(_read(f"{proc}/{pid}/cmdline"))
+        if argv:
+            return " ".join(argv)
+        return "[" + _read(f"{proc}/{pid}/comm").decode("utf-8", "replace").rstrip("\n") + "]"
+    except OSError:
+        return ""
+
+
+def namespace_owners(containers: Mapping[str, Mapping[str, int]], proc: str = PROC) -> dict[int, str]:
+    """{inode: container id} from {container id: Container.namespaces}.
+
+    A container shares the host's namespaces it did not unshare (Terrarium
+    keeps the host's user and cgroup namespaces): those inodes, found as PID
+    1's and the caller's own, are left out so the host's namespaces are not
+    marked as a container's.  (PID 1's links can be unreadable even to root
+    when PID 1 is not dumpable, as on the test machine; lsns skips it too.)
+    """
+    host = set()
+    for who in ("1", "self"):
+        for t in NS_TYPES:
+            try:
+                host.add(parse_ns_link(os.readlink(f"{proc}/{who}/ns/{t}"))[1])
+            except OSError:
+                pass
+    return {ino: cid for cid, ns in containers.items() for ino in ns.values() if ino not in host}
