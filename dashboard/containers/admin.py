@@ -1,0 +1,60 @@
+from django.contrib import admin
+
+from .models import AuditEntry, Container, Image, ImageLayer, Layer, OomEvent
+
+
+@admin.register(Container)
+class ContainerAdmin(admin.ModelAdmin):
+    list_display = ("name", "short_id", "image", "status", "exit_code", "oom_killed", "pid",
+                    "memory_limit", "cpus_limit", "pids_limit", "created_at", "started_at")
+    list_filter = ("status", "oom_killed", "image")
+    search_fields = ("name", "id", "image", "hostname")
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in Container._meta.fields]   # the runtime is the truth
+
+    def has_add_permission(self, request):
+        return False
+
+
+class ImageLayerInline(admin.TabularInline):
+    model = ImageLayer
+    extra = 0
+    readonly_fields = ("position", "layer")
+
+
+@admin.register(Image)
+class ImageAdmin(admin.ModelAdmin):
+    list_display = ("name", "created", "workdir")
+    search_fields = ("name",)
+    inlines = [ImageLayerInline]
+
+
+@admin.register(Layer)
+class LayerAdmin(admin.ModelAdmin):
+    list_display = ("digest", "size", "files", "created_by")
+    search_fields = ("digest", "created_by")
+    list_filter = ("images",)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    list_display = ("at", "username", "action", "container_name", "result", "message")
+    list_filter = ("result", "action", "at")
+    search_fields = ("username", "container_name", "container_id", "message")
+    date_hierarchy = "at"
+    readonly_fields = ("at", "user", "username", "action", "container_id", "container_name",
+                       "result", "message", "details")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(OomEvent)
+class OomEventAdmin(admin.ModelAdmin):
+    list_display = ("at", "container_name", "killed_pid", "killed_command", "memory_usage", "memory_limit")
+    list_filter = ("at",)
+    search_fields = ("container_name", "container_id", "killed_command")
+    date_hierarchy = "at"

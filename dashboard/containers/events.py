@@ -1,0 +1,54 @@
+"""The event contract of the `containers` group, defined once.
+
+    {"type": "container.changed", "container": {...container_payload...}}
+    {"type": "container.removed", "container": {"id": ..., "name": ...}}
+
+Producers (services, the reconciler) publish; consumers only forward.
+"""
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+GROUP = "containers"
+CHANGED = "container.changed"
+REMOVED = "container.removed"
+
+
+def container_payload(row) -> dict:
+    """The public, JSON-safe view of one mirror row."""
+    return {
+        "id": row.id,
+        "name": row.name,
+        "image": row.image,
+        "status": row.status,
+        "exit_code": row.exit_code,
+        "oom_killed": row.oom_killed,
+        "pid": row.pid,
+        "started_at": row.started_at.isoformat() if row.started_at else None,
+        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+        "memory_limit": row.memory_limit,
+        "cpus_limit": row.cpus_limit,
+        "pids_limit": row.pids_limit,
+    }
+
+
+def changed_event(row) -> dict:
+    return {"type": CHANGED, "container": container_payload(row)}
+
+
+def removed_event(container_id: str, name: str) -> dict:
+    return {"type": REMOVED, "container": {"id": container_id, "name": name}}
+
+
+async def apublish(events) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for event in events:
+        await layer.group_send(GROUP, event)
+
+
+def publish(events) -> None:
+    """From sync code (views, services, management commands)."""
+    events = list(events)
+    if events:
+        async_to_sync(apublish)(events)

@@ -1,0 +1,78 @@
+"""Forms: the person's text → validated values (runtime.spec does the checking)."""
+import shlex
+
+from django import forms
+
+from runtime import InvalidArgument
+from runtime.spec import check_env, check_hostname, check_name, parse_cpus, parse_memory, parse_pids
+
+
+def _runtime_check(fn, value):
+    try:
+        return fn(value)
+    except InvalidArgument as e:
+        raise forms.ValidationError(str(e)) from None
+
+
+class LimitsForm(forms.Form):
+    memory = forms.CharField(required=False, max_length=32, label="Memory limit",
+                             widget=forms.TextInput(attrs={"placeholder": "e.g. 64m, 1g"}))
+    cpus = forms.CharField(required=False, max_length=16, label="CPUs",
+                           widget=forms.TextInput(attrs={"placeholder": "e.g. 0.5"}))
+    pids = forms.CharField(required=False, max_length=16, label="Pids limit",
+                           widget=forms.TextInput(attrs={"placeholder": "e.g. 64"}))
+
+    def clean_memory(self):
+        v = self.cleaned_data["memory"].strip()
+        return _runtime_check(parse_memory, v) if v else None
+
+    def clean_cpus(self):
+        v = self.cleaned_data["cpus"].strip()
+        return _runtime_check(parse_cpus, v) if v else None
+
+    def clean_pids(self):
+        v = self.cleaned_data["pids"].strip()
+        return _runtime_check(parse_pids, v) if v else None
+
+
+class ContainerCreateForm(LimitsForm):
+    field_order = ["image", "name", "command", "env", "hostname", "memory", "cpus", "pids", "start"]
+
+    image = forms.ChoiceField(choices=())
+    name = forms.CharField(required=False, max_length=128,
+                           widget=forms.TextInput(attrs={"placeholder": "generated when empty"}))
+    command = forms.CharField(required=False, max_length=4096,
+                              help_text="Split into words like a shell does; never run through a shell. "
+                                        "Empty: the image's command.",
+                              widget=forms.TextInput(attrs={"placeholder": "sleep 300",
+                                                            "class": "mono"}))
+    env = forms.CharField(required=False, label="Environment",
+                          help_text="One KEY=VALUE per line.",
+                          widget=forms.Textarea(attrs={"rows": 3, "class": "mono",
+                                                       "placeholder": "GREETING=hello"}))
+    hostname = forms.CharField(required=False, max_length=255,
+                               widget=forms.TextInput(attrs={"placeholder": "the container's name"}))
+    start = forms.BooleanField(required=False, initial=True, label="Start now")
+
+    def __init__(self, *args, image_choices=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["image"].choices = list(image_choices)
+
+    def clean_name(self):
+        v = self.cleaned_data["name"].strip()
+        return _runtime_check(check_name, v) if v else ""
+
+    def clean_command(self):
+        v = self.cleaned_data["command"]
+        try:
+            return shlex.split(v)
+        except ValueError as e:
+            raise forms.ValidationError(f"cannot split the command: {e}") from None
+
+    def clean_env(self):
+        lines = [ln.strip() for ln in self.cleaned_data["env"].splitlines() if ln.strip()]
+        return list(_runtime_check(check_env, lines))
+
+    def clean_hostname(self):
+        v = self.cleaned_data["hostname"].strip()
+        return _runtime_check(check_hostname, v) if v else ""

@@ -1,0 +1,134 @@
+"""What the dashboard stores.  Container/Image/Layer mirror the runtime (the
+runtime is the truth; the reconciler keeps these rows in step); AuditEntry
+and OomEvent are the dashboard's own history."""
+from django.conf import settings
+from django.db import models
+
+
+class Container(models.Model):
+    STATUS_CHOICES = [(s, s) for s in ("created", "running", "paused", "exited")]
+
+    id = models.CharField(primary_key=True, max_length=64)
+    name = models.CharField(max_length=128, unique=True)
+    image = models.CharField(max_length=128, db_index=True)
+    cmd = models.JSONField(default=list)
+    env = models.JSONField(default=list)
+    hostname = models.CharField(max_length=255, blank=True)
+    workdir = models.CharField(max_length=1024, blank=True)
+    status = models.CharField(max_length=16, choices=STATUS_CHOICES, db_index=True)
+    memory_limit = models.BigIntegerField(null=True, blank=True, help_text="bytes")
+    memory_swap_limit = models.BigIntegerField(null=True, blank=True, help_text="bytes, memory + swap")
+    cpus_limit = models.FloatField(null=True, blank=True)
+    pids_limit = models.IntegerField(null=True, blank=True)
+    pid = models.IntegerField(null=True, blank=True)
+    shim_pid = models.IntegerField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    oom_killed = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    cgroup = models.CharField(max_length=512, blank=True)
+    namespaces = models.JSONField(default=dict, blank=True)
+    layers = models.JSONField(default=list, blank=True)
+    rootfs = models.CharField(max_length=1024, blank=True)
+    upperdir = models.CharField(max_length=1024, blank=True)
+    log_path = models.CharField(max_length=1024, blank=True)
+    restart_count = models.IntegerField(default=0)
+    synced_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [
+            ("operate_container",
+             "Can create, start, stop, kill, restart, pause, resume, remove and change limits of containers"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ("running", "paused")
+
+
+class Layer(models.Model):
+    digest = models.CharField(max_length=80, unique=True)
+    size = models.BigIntegerField(help_text="bytes of file content, unpacked")
+    files = models.IntegerField(help_text="entries in the layer")
+    created_by = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["digest"]
+
+    def __str__(self):
+        return self.digest[:19]
+
+
+class Image(models.Model):
+    name = models.CharField(max_length=128, unique=True)
+    created = models.DateTimeField(null=True, blank=True)
+    cmd = models.JSONField(default=list)
+    env = models.JSONField(default=list)
+    workdir = models.CharField(max_length=1024, default="/")
+    layers = models.ManyToManyField(Layer, through="ImageLayer", related_name="images")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class ImageLayer(models.Model):
+    image = models.ForeignKey(Image, on_delete=models.CASCADE)
+    layer = models.ForeignKey(Layer, on_delete=models.CASCADE)
+    position = models.PositiveIntegerField(help_text="0 = bottom")
+
+    class Meta:
+        ordering = ["image", "position"]
+        constraints = [models.UniqueConstraint(fields=["image", "position"], name="image_layer_position")]
+
+
+class AuditEntry(models.Model):
+    RESULT_CHOICES = [("ok", "ok"), ("error", "error"), ("denied", "denied")]
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    username = models.CharField(max_length=150, help_text="kept when the user is deleted")
+    action = models.CharField(max_length=32, db_index=True)
+    container_id = models.CharField(max_length=64, blank=True, db_index=True)
+    container_name = models.CharField(max_length=128, blank=True)
+    result = models.CharField(max_length=8, choices=RESULT_CHOICES)
+    message = models.TextField(blank=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self):
+        return f"{self.username} {self.action} {self.container_name or self.container_id[:12]}: {self.result}"
+
+
+class OomEvent(models.Model):
+    """An OOM kill seen by the runtime's watcher (filled in by a later issue)."""
+
+    at = models.DateTimeField(db_index=True)
+    container_id = models.CharField(max_length=64, blank=True, db_index=True)
+    container_name = models.CharField(max_length=128, blank=True)
+    killed_pid = models.IntegerField(null=True, blank=True)
+    killed_command = models.CharField(max_length=256, blank=True)
+    memory_usage = models.BigIntegerField(null=True, blank=True, help_text="bytes at the time")
+    memory_limit = models.BigIntegerField(null=True, blank=True)
+    raw = models.TextField(blank=True, help_text="the kernel's log line")
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self):
+        return f"OOM {self.container_name or self.container_id[:12]} pid {self.killed_pid}"

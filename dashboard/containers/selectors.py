@@ -1,0 +1,81 @@
+"""Every read the dashboard makes."""
+from __future__ import annotations
+
+from django.db.models import Count, Prefetch, Q
+
+from runtime import TerrariumError
+
+from .models import AuditEntry, Container, Image, ImageLayer
+from .roles import CAN_OPERATE
+
+# What each state allows; the runtime has the last word (Conflict otherwise).
+STATE_ACTIONS = {
+    "created": ("start", "remove"),
+    "running": ("stop", "restart", "pause", "kill"),
+    "paused": ("resume", "stop", "kill"),
+    "exited": ("start", "remove"),
+}
+
+
+def container_list() -> list[Container]:
+    return list(Container.objects.all())
+
+
+def container_get(*, container_id: str) -> Container | None:
+    return Container.objects.filter(id=container_id).first()
+
+
+def container_actions(*, container: Container, user) -> tuple[str, ...]:
+    """The buttons this user may press for this container now."""
+    if not user.has_perm(CAN_OPERATE):
+        return ()
+    return STATE_ACTIONS.get(container.status, ())
+
+
+def container_logs(*, container_id: str, lines: int = 50) -> str:
+    """The last lines of the container's log, or a note saying why there are none."""
+    from .runtime_client import get_runtime
+    try:
+        return get_runtime().logs(container_id, tail=lines).decode("utf-8", "replace")
+    except (TerrariumError, OSError) as e:
+        return f"(no log: {e})"
+
+
+def container_layers(*, container: Container) -> list[dict]:
+    """The container's lower layers bottom first, with the image layer's metadata
+    where the store knows it, then its writable upper dir."""
+    image = Image.objects.filter(name=container.image).first()
+    known = list(ImageLayer.objects.filter(image=image).select_related("layer")) if image else []
+    out = []
+    for i, path in enumerate(container.layers):
+        meta = known[i].layer if i < len(known) else None
+        out.append({"position": i, "path": path, "layer": meta})
+    return out
+
+
+def image_list() -> list[Image]:
+    layers = Prefetch("imagelayer_set", queryset=ImageLayer.objects.select_related("layer"))
+    images = list(Image.objects.prefetch_related(layers))
+    users = {}
+    for c in Container.objects.only("id", "name", "image", "status"):
+        users.setdefault(c.image, []).append(c)
+    for img in images:
+        img.containers = users.get(img.name, [])
+        img.total_size = sum(il.layer.size for il in img.imagelayer_set.all())
+    return images
+
+
+def image_choices() -> list[tuple[str, str]]:
+    return [(i.name, i.name) for i in Image.objects.all()]
+
+
+def audit_list(*, query: str = "", limit: int = 500) -> list[AuditEntry]:
+    qs = AuditEntry.objects.all()
+    if query:
+        qs = qs.filter(Q(username__icontains=query) | Q(container_name__icontains=query)
+                       | Q(container_id__startswith=query) | Q(action__iexact=query))
+    return list(qs[:limit])
+
+
+def container_counts() -> dict:
+    return dict(Container.objects.values_list("status").annotate(n=Count("id")))

@@ -1,0 +1,220 @@
+"""Every write the dashboard makes: runtime calls, mirror rows, audit, events.
+
+Each action function calls the runtime, records an AuditEntry with the result,
+brings the mirror row in step and publishes on the `containers` group.  Runtime
+errors come back as ServiceError with the runtime's own message, which views
+show to the person.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+
+from django.db import transaction
+
+from runtime import Container as RtContainer
+from runtime import Limits, NotFound, TerrariumError
+from runtime.spec import make_spec
+
+from . import events
+from .models import AuditEntry, Container, Image, ImageLayer, Layer
+from .runtime_client import get_runtime
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """An action failed; str(e) is a message for the person."""
+
+
+# ------------------------------------------------------------------ mirror
+def _ts(t: float | None):
+    return dt.datetime.fromtimestamp(t, tz=dt.timezone.utc) if t else None
+
+
+def _row_fields(c: RtContainer) -> dict:
+    return {
+        "name": c.name, "image": c.image, "cmd": list(c.cmd), "env": list(c.env),
+        "hostname": c.hostname, "workdir": c.workdir, "status": c.status,
+        "memory_limit": c.limits.memory, "memory_swap_limit": c.limits.memory_swap,
+        "cpus_limit": c.limits.cpus, "pids_limit": c.limits.pids,
+        "pid": c.pid, "shim_pid": c.shim_pid, "created_at": _ts(c.created_at),
+        "started_at": _ts(c.started_at), "finished_at": _ts(c.finished_at),
+        "exit_code": c.exit_code, "oom_killed": bool(c.oom_killed), "error": c.error or "",
+        "cgroup": c.cgroup or "", "namespaces": dict(c.namespaces), "layers": list(c.layers),
+        "rootfs": c.rootfs, "upperdir": c.upperdir, "log_path": c.log_path,
+        "restart_count": c.restart_count,
+    }
+
+
+def _upsert(c: RtContainer, existing: Container | None) -> Container | None:
+    """Write the row if it differs; returns the row when something changed."""
+    fields = _row_fields(c)
+    if existing is not None and all(getattr(existing, k) == v for k, v in fields.items()):
+        return None
+    # A name may pass from a removed container to a new one between two polls.
+    Container.objects.filter(name=c.name).exclude(id=c.id).delete()
+    row, _ = Container.objects.update_or_create(id=c.id, defaults=fields)
+    return row
+
+
+def container_sync(*, container: RtContainer) -> list[dict]:
+    """Bring one row in step with a runtime state; returns the events to publish."""
+    with transaction.atomic():
+        row = _upsert(container, Container.objects.filter(id=container.id).first())
+    return [events.changed_event(row)] if row else []
+
+
+def container_refresh(*, container_id: str) -> Container | None:
+    """Bring one row in step with the runtime (publishing any change); None if it is gone."""
+    try:
+        state = get_runtime().inspect(container_id)
+    except NotFound:
+        row = Container.objects.filter(id=container_id).first()
+        if row:
+            row.delete()
+            events.publish([events.removed_event(container_id, row.name)])
+        return None
+    events.publish(container_sync(container=state))
+    return Container.objects.filter(id=container_id).first()
+
+
+def containers_reconcile() -> list[dict]:
+    """The runtime is the truth: upsert every container it knows, drop the rest.
+
+    Returns the events describing what changed (the caller publishes them)."""
+    states = get_runtime().list(all=True)
+    out = []
+    with transaction.atomic():
+        rows = {r.id: r for r in Container.objects.all()}
+        for c in states:
+            row = _upsert(c, rows.pop(c.id, None))
+            if row:
+                out.append(events.changed_event(row))
+        for gone in rows.values():
+            out.append(events.removed_event(gone.id, gone.name))
+        Container.objects.filter(id__in=list(rows)).delete()
+    return out
+
+
+def containers_refresh() -> None:
+    """Reconcile and publish (page loads, management commands)."""
+    events.publish(containers_reconcile())
+
+
+def images_sync() -> None:
+    """Mirror the image store (building the built-in images when it is empty)."""
+    store = get_runtime().images
+    images = store.list()
+    if not images:
+        store.ensure_builtin()
+        images = store.list()
+    with transaction.atomic():
+        for img in images:
+            row, _ = Image.objects.update_or_create(name=img.name, defaults={
+                "created": _ts(img.created), "cmd": list(img.config.cmd),
+                "env": list(img.config.env), "workdir": img.config.workdir,
+            })
+            ImageLayer.objects.filter(image=row).delete()
+            for pos, layer in enumerate(img.layers):
+                lrow, _ = Layer.objects.update_or_create(digest=layer.digest, defaults={
+                    "size": layer.size, "files": layer.files, "created_by": layer.created_by})
+                ImageLayer.objects.create(image=row, layer=lrow, position=pos)
+        Image.objects.exclude(name__in=[i.name for i in images]).delete()
+        Layer.objects.filter(images__isnull=True).delete()
+
+
+# ----------------------------------------------------------------- actions
+def _audit(user, action: str, *, container_id: str = "", container_name: str = "",
+           result: str, message: str = "", details: dict | None = None) -> AuditEntry:
+    return AuditEntry.objects.create(
+        user=user if getattr(user, "pk", None) else None,
+        username=getattr(user, "username", "") or "(system)",
+        action=action, container_id=container_id, container_name=container_name,
+        result=result, message=message, details=details or {})
+
+
+def _act(user, action: str, container_id: str, call, details: dict | None = None) -> RtContainer | None:
+    """Run one runtime call on a container: audit, mirror, publish."""
+    row = Container.objects.filter(id=container_id).first()
+    name = row.name if row else container_id[:12]
+    try:
+        result = call(get_runtime(), container_id)
+    except TerrariumError as e:
+        _audit(user, action, container_id=container_id, container_name=name,
+               result="error", message=str(e), details=details)
+        containers_refresh()
+        raise ServiceError(str(e)) from e
+    _audit(user, action, container_id=container_id, container_name=name, result="ok", details=details)
+    if isinstance(result, RtContainer):
+        events.publish(container_sync(container=result))
+    else:
+        containers_refresh()
+    return result
+
+
+def container_create(*, user, image: str, name: str = "", cmd=(), env=(), hostname: str = "",
+                     memory: int | None = None, cpus: float | None = None, pids: int | None = None,
+                     start: bool = False) -> RtContainer:
+    """Create (and optionally start) a container from validated form data."""
+    details = {"image": image, "cmd": list(cmd), "memory": memory, "cpus": cpus, "pids": pids,
+               "start": start}
+    rt = get_runtime()
+    try:
+        spec = make_spec(image=image, name=name or None, cmd=tuple(cmd), env=tuple(env),
+                         hostname=hostname or None,
+                         limits=Limits(memory=memory, cpus=cpus, pids=pids))
+        created = rt.create(spec)
+    except TerrariumError as e:
+        _audit(user, "create", container_name=name, result="error", message=str(e), details=details)
+        raise ServiceError(str(e)) from e
+    _audit(user, "create", container_id=created.id, container_name=created.name, result="ok",
+           details=details)
+    events.publish(container_sync(container=created))
+    if start:
+        return container_start(user=user, container_id=created.id)
+    return created
+
+
+def container_start(*, user, container_id: str) -> RtContainer:
+    return _act(user, "start", container_id, lambda rt, cid: rt.start(cid))
+
+
+def container_stop(*, user, container_id: str, timeout: float = 10.0) -> RtContainer:
+    return _act(user, "stop", container_id, lambda rt, cid: rt.stop(cid, timeout=timeout))
+
+
+def container_kill(*, user, container_id: str, sig: int = signal.SIGKILL) -> RtContainer:
+    return _act(user, "kill", container_id, lambda rt, cid: rt.kill(cid, sig))
+
+
+def container_restart(*, user, container_id: str, timeout: float = 10.0) -> RtContainer:
+    return _act(user, "restart", container_id, lambda rt, cid: rt.restart(cid, timeout=timeout))
+
+
+def container_pause(*, user, container_id: str) -> RtContainer:
+    return _act(user, "pause", container_id, lambda rt, cid: rt.pause(cid))
+
+
+def container_resume(*, user, container_id: str) -> RtContainer:
+    return _act(user, "resume", container_id, lambda rt, cid: rt.resume(cid))
+
+
+def container_remove(*, user, container_id: str) -> None:
+    _act(user, "remove", container_id, lambda rt, cid: rt.remove(cid))
+
+
+def container_update_limits(*, user, container_id: str, memory: int | None = None,
+                            cpus: float | None = None, pids: int | None = None) -> RtContainer:
+    """Replace the limits (None = unlimited)."""
+    limits = Limits(memory=memory, cpus=cpus, pids=pids)
+    return _act(user, "update", container_id, lambda rt, cid: rt.update(cid, limits),
+                details={"memory": memory, "cpus": cpus, "pids": pids})
+
+
+ACTIONS = {
+    "start": container_start, "stop": container_stop, "kill": container_kill,
+    "restart": container_restart, "pause": container_pause, "resume": container_resume,
+    "remove": container_remove,
+}

@@ -1,0 +1,177 @@
+"""Thin views: check permission, call a selector or a service, render."""
+from functools import wraps
+
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.http import Http404, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from runtime import TerrariumError
+
+from . import selectors, services
+from .forms import ContainerCreateForm, LimitsForm
+from .roles import CAN_AUDIT, CAN_OPERATE, CAN_VIEW
+
+can_view = permission_required(CAN_VIEW, raise_exception=True)
+can_operate = permission_required(CAN_OPERATE, raise_exception=True)
+can_audit = permission_required(CAN_AUDIT, raise_exception=True)
+
+
+def _refreshed(view):
+    """Reconcile with the runtime before the page is drawn; report, never 500."""
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            services.containers_refresh()
+        except (TerrariumError, OSError) as e:
+            messages.error(request, f"Could not read the runtime's state: {e}")
+        return view(request, *args, **kwargs)
+    return wrapper
+
+
+def _container_or_404(container_id, refresh=False):
+    if refresh:
+        container = services.container_refresh(container_id=container_id)
+    else:
+        container = selectors.container_get(container_id=container_id)
+    if container is None:
+        raise Http404(f"container {container_id[:12]} not found")
+    return container
+
+
+def _back(request, default):
+    nxt = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(nxt, allowed_hosts={request.get_host()},
+                                       require_https=request.is_secure()):
+        return redirect(nxt)
+    return redirect(default)
+
+
+def _wants_json(request) -> bool:
+    return request.headers.get("X-Requested-With") == "fetch"
+
+
+# ------------------------------------------------------------------ pages
+@require_GET
+@can_view
+@_refreshed
+def container_list(request):
+    rows = [(c, selectors.container_actions(container=c, user=request.user))
+            for c in selectors.container_list()]
+    return render(request, "containers/list.html", {"rows": rows,
+                                                    "counts": selectors.container_counts()})
+
+
+@require_GET
+@can_view
+def container_row(request, container_id):
+    """One list row, for the live list to swap in."""
+    c = _container_or_404(container_id, refresh=True)
+    return render(request, "containers/_row.html",
+                  {"c": c, "actions": selectors.container_actions(container=c, user=request.user)})
+
+
+@require_GET
+@can_view
+@_refreshed
+def container_detail(request, container_id):
+    c = _container_or_404(container_id)
+    return render(request, "containers/detail.html", {
+        "c": c, "actions": selectors.container_actions(container=c, user=request.user),
+        "layers": selectors.container_layers(container=c),
+        "logs": selectors.container_logs(container_id=c.id),
+        "limits_form": LimitsForm(initial={
+            "memory": f"{c.memory_limit // (1 << 20)}m" if c.memory_limit else "",
+            "cpus": c.cpus_limit or "", "pids": c.pids_limit or ""}),
+    })
+
+
+@require_GET
+@can_view
+def container_head(request, container_id):
+    """The detail page's state and buttons, for live updates."""
+    c = _container_or_404(container_id, refresh=True)
+    return render(request, "containers/_head.html",
+                  {"c": c, "actions": selectors.container_actions(container=c, user=request.user)})
+
+
+@require_http_methods(["GET", "POST"])
+@can_operate
+def container_create(request):
+    try:
+        services.images_sync()
+    except TerrariumError as e:
+        messages.error(request, f"Could not read the image store: {e}")
+    form = ContainerCreateForm(request.POST or None, image_choices=selectors.image_choices())
+    if request.method == "POST" and form.is_valid():
+        d = form.cleaned_data
+        try:
+            c = services.container_create(
+                user=request.user, image=d["image"], name=d["name"], cmd=d["command"], env=d["env"],
+                hostname=d["hostname"], memory=d["memory"], cpus=d["cpus"], pids=d["pids"],
+                start=d["start"])
+        except services.ServiceError as e:
+            form.add_error(None, str(e))
+        else:
+            messages.success(request, f"Container {c.name} {'started' if d['start'] else 'created'}.")
+            return redirect("containers:detail", container_id=c.id)
+    return render(request, "containers/create.html", {"form": form})
+
+
+@require_POST
+@can_operate
+def container_action(request, container_id, action):
+    """start/stop/kill/restart/pause/resume/remove; JSON for fetch(), else redirect."""
+    service = services.ACTIONS.get(action)
+    if service is None:
+        raise Http404(f"no action {action!r}")
+    try:
+        service(user=request.user, container_id=container_id)
+    except services.ServiceError as e:
+        ok, text = False, f"{action.capitalize()} failed: {e}"
+    else:
+        ok, text = True, f"{action.capitalize()}: done."
+    if _wants_json(request):
+        return JsonResponse({"ok": ok, "message": text}, status=200 if ok else 409)
+    (messages.success if ok else messages.error)(request, text)
+    default = reverse("containers:list") if action == "remove" and ok else \
+        reverse("containers:detail", args=[container_id])
+    return _back(request, default)
+
+
+@require_POST
+@can_operate
+def container_limits(request, container_id):
+    form = LimitsForm(request.POST)
+    if not form.is_valid():
+        for field, errs in form.errors.items():
+            messages.error(request, f"{form.fields[field].label}: {' '.join(errs)}")
+    else:
+        try:
+            services.container_update_limits(user=request.user, container_id=container_id,
+                                             **form.cleaned_data)
+            messages.success(request, "Limits updated.")
+        except services.ServiceError as e:
+            messages.error(request, f"Update failed: {e}")
+    return redirect("containers:detail", container_id=container_id)
+
+
+@require_GET
+@can_view
+def image_list(request):
+    try:
+        services.images_sync()
+        services.containers_refresh()
+    except TerrariumError as e:
+        messages.error(request, f"Could not read the image store: {e}")
+    return render(request, "containers/images.html", {"images": selectors.image_list()})
+
+
+@require_GET
+@can_audit
+def audit_list(request):
+    q = request.GET.get("q", "").strip()
+    return render(request, "containers/audit.html", {"entries": selectors.audit_list(query=q), "q": q})

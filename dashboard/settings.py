@@ -1,0 +1,140 @@
+"""Settings of the Terrarium dashboard, with embedded defaults.
+
+Everything works without configuration: SQLite in the repository, the
+in-memory channel layer, one Daphne process on 127.0.0.1.  Environment:
+
+    TERRARIUM_DB            SQLite file (default <repo>/db.sqlite3)
+    TERRARIUM_REDIS_URL     use the Redis channel layer (several workers)
+    TERRARIUM_DEBUG=1       Django's debug mode
+    DJANGO_SECRET_KEY       secret key (default: generated once into <repo>/.secret_key, 0600)
+    TERRARIUM_ALLOWED_HOSTS comma-separated (default 127.0.0.1,localhost)
+    TERRARIUM_SETTINGS=production   the hardening of dashboard/production.py
+"""
+import os
+import secrets
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [h.strip() for h in os.environ.get(name, default).split(",") if h.strip()]
+
+
+def _secret_key() -> str:
+    """DJANGO_SECRET_KEY, else a key generated once into .secret_key (mode 0600)."""
+    key = os.environ.get("DJANGO_SECRET_KEY")
+    if key:
+        return key
+    path = Path(os.environ.get("TERRARIUM_SECRET_KEY_FILE", BASE_DIR / ".secret_key"))
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        key = secrets.token_urlsafe(64)
+        f.write(key + "\n")
+    return key
+
+
+SECRET_KEY = _secret_key()
+DEBUG = os.environ.get("TERRARIUM_DEBUG") == "1"
+ALLOWED_HOSTS = _env_list("TERRARIUM_ALLOWED_HOSTS", "127.0.0.1,localhost")
+CSRF_TRUSTED_ORIGINS = _env_list("TERRARIUM_CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "dashboard.containers",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "dashboard.urls"
+ASGI_APPLICATION = "dashboard.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "dashboard.containers.context_processors.roles",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("TERRARIUM_DB") or BASE_DIR / "db.sqlite3",
+        # The reconciler thread and request threads both write: wait, don't fail.
+        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+    }
+}
+
+if os.environ.get("TERRARIUM_REDIS_URL"):
+    CHANNEL_LAYERS = {"default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [os.environ["TERRARIUM_REDIS_URL"]]},
+    }}
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "containers:list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+
+# The reconciler: seconds between polls of the runtime (0 disables it, for tests).
+TERRARIUM_RECONCILE_INTERVAL = float(os.environ.get("TERRARIUM_RECONCILE_INTERVAL", "1.0"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"dashboard": {"handlers": ["console"], "level": "INFO"}},
+}
+
+if os.environ.get("TERRARIUM_SETTINGS") == "production":
+    from .production import *  # noqa: E402,F401,F403

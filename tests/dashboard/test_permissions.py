@@ -1,0 +1,111 @@
+"""Every route × anonymous / viewer / operator / administrator."""
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from dashboard.containers.models import AuditEntry
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def cid(idle_container):
+    return idle_container.id
+
+
+def _clients(viewer_client, operator_client, admin_client_role):
+    return {"anonymous": Client(), "viewer": viewer_client, "operator": operator_client,
+            "administrator": admin_client_role}
+
+
+# (name, url kwargs needing the container, expected status for anon/viewer/operator/admin)
+PAGES = [
+    ("containers:list", False, (302, 200, 200, 200)),
+    ("containers:detail", True, (302, 200, 200, 200)),
+    ("containers:row", True, (302, 200, 200, 200)),
+    ("containers:head", True, (302, 200, 200, 200)),
+    ("containers:images", False, (302, 200, 200, 200)),
+    ("containers:create", False, (302, 403, 200, 200)),
+    ("containers:audit", False, (302, 403, 403, 200)),
+]
+ROLES = ("anonymous", "viewer", "operator", "administrator")
+
+
+@pytest.mark.parametrize("route,needs_id,expected", PAGES, ids=[p[0] for p in PAGES])
+def test_get_pages(route, needs_id, expected, cid, viewer_client, operator_client, admin_client_role):
+    url = reverse(route, args=[cid] if needs_id else [])
+    clients = _clients(viewer_client, operator_client, admin_client_role)
+    got = tuple(clients[r].get(url).status_code for r in ROLES)
+    assert got == expected
+    assert clients["anonymous"].get(url)["Location"].startswith(reverse("login"))
+
+
+@pytest.mark.parametrize("action", ["start", "stop", "kill", "restart", "pause", "resume", "remove"])
+def test_actions_are_post_only_and_operator_only(action, cid, rt, viewer_client, operator_client,
+                                                 admin_client_role):
+    url = reverse("containers:action", args=[cid, action])
+    clients = _clients(viewer_client, operator_client, admin_client_role)
+    # GET does nothing, whoever asks (anonymous is sent to log in first)
+    assert [clients[r].get(url).status_code for r in ROLES] == [302, 405, 405, 405]
+    assert clients["anonymous"].post(url).status_code == 302
+    assert clients["viewer"].post(url).status_code == 403
+    assert rt.inspect(cid).status == "created"       # nothing happened so far
+    assert not AuditEntry.objects.exists()
+    r = clients["operator"].post(url, HTTP_X_REQUESTED_WITH="fetch")
+    assert r.status_code in (200, 409) and "message" in r.json()   # the runtime decides, never a 500
+    assert AuditEntry.objects.get().action == action
+
+
+def test_limits_and_create_post_permissions(cid, rt, viewer_client, operator_client, admin_client_role):
+    limits = reverse("containers:limits", args=[cid])
+    create = reverse("containers:create")
+    clients = _clients(viewer_client, operator_client, admin_client_role)
+    assert clients["viewer"].post(limits, {"memory": "64m"}).status_code == 403
+    assert clients["viewer"].post(create, {"image": "busybox"}).status_code == 403
+    assert clients["anonymous"].post(limits, {"memory": "64m"}).status_code == 302
+    assert clients["operator"].get(limits).status_code == 405
+    assert clients["operator"].post(limits, {"memory": "64m", "cpus": "", "pids": ""}).status_code == 302
+    assert rt.inspect(cid).limits.memory == 64 << 20
+
+
+def test_csrf_is_enforced(operator, cid, rt):
+    c = Client(enforce_csrf_checks=True)
+    c.force_login(operator)
+    r = c.post(reverse("containers:action", args=[cid, "start"]))
+    assert r.status_code == 403
+    assert rt.inspect(cid).status == "created"
+
+
+def test_admin_site_only_for_administrators(viewer_client, operator_client, admin_client_role):
+    assert viewer_client.get("/admin/").status_code == 302       # to the admin login
+    assert operator_client.get("/admin/").status_code == 302
+    assert admin_client_role.get("/admin/").status_code == 200
+    for model in ("container", "image", "layer", "auditentry", "oomevent"):
+        assert admin_client_role.get(f"/admin/containers/{model}/").status_code == 200, model
+
+
+def test_runtime_error_is_a_message_not_a_500(cid, operator_client):
+    r = operator_client.post(reverse("containers:action", args=[cid, "pause"]), follow=True)
+    assert r.status_code == 200
+    assert any("Pause failed" in str(m) for m in r.context["messages"])
+
+
+def test_bad_create_shows_field_error_and_creates_nothing(operator_client, rt, made):
+    before = len(rt.list())
+    r = operator_client.post(reverse("containers:create"),
+                             {"image": "busybox", "name": "x1", "command": "sleep 300", "memory": "lots"})
+    assert r.status_code == 200
+    assert "invalid memory limit" in r.content.decode()
+    assert len(rt.list()) == before and not AuditEntry.objects.exists()
+
+
+def test_create_and_start_through_the_form(operator_client, rt, made, name):
+    r = operator_client.post(reverse("containers:create"),
+                             {"image": "busybox", "name": name, "command": "sleep 300", "memory": "32m",
+                              "start": "on"})
+    assert r.status_code == 302
+    c = rt.inspect(name)
+    assert c.status == "running" and c.limits.memory == 32 << 20 and c.cmd == ("sleep", "300")
+    assert r["Location"] == reverse("containers:detail", args=[c.id])
+    page = operator_client.get(r["Location"]).content.decode()
+    assert str(c.pid) in page and str(c.namespaces["pid"]) in page

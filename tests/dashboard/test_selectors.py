@@ -1,0 +1,62 @@
+import datetime as dt
+
+import pytest
+
+from dashboard.containers import selectors, services
+from dashboard.containers.models import AuditEntry, Container
+
+pytestmark = pytest.mark.django_db
+
+
+def _row(status, **kw):
+    return Container.objects.create(id=kw.pop("id", "a" * 64), name=kw.pop("name", "c1"), image="busybox",
+                                    status=status, created_at=dt.datetime.now(dt.timezone.utc), **kw)
+
+
+@pytest.mark.parametrize("status,expected", [
+    ("created", ("start", "remove")),
+    ("running", ("stop", "restart", "pause", "kill")),
+    ("paused", ("resume", "stop", "kill")),
+    ("exited", ("start", "remove")),
+])
+def test_actions_follow_state_for_operators(operator, status, expected):
+    assert selectors.container_actions(container=_row(status), user=operator) == expected
+
+
+def test_viewers_get_no_actions(viewer):
+    assert selectors.container_actions(container=_row("running"), user=viewer) == ()
+
+
+def test_list_counts_and_get():
+    _row("running", id="a" * 64, name="one")
+    _row("exited", id="b" * 64, name="two", exit_code=137, oom_killed=True)
+    assert {c.name for c in selectors.container_list()} == {"one", "two"}
+    assert selectors.container_counts() == {"running": 1, "exited": 1}
+    assert selectors.container_get(container_id="b" * 64).oom_killed
+    assert selectors.container_get(container_id="c" * 64) is None
+
+
+def test_audit_list_search(operator):
+    AuditEntry.objects.create(user=operator, username="otto", action="stop", container_name="web", result="ok")
+    AuditEntry.objects.create(username="ada", action="start", container_name="db", result="error")
+    assert [e.username for e in selectors.audit_list(query="web")] == ["otto"]
+    assert [e.action for e in selectors.audit_list(query="start")] == ["start"]
+    assert len(selectors.audit_list()) == 2
+
+
+def test_image_list_knows_containers_using_each_image(rt, idle_container):
+    services.images_sync()
+    services.containers_reconcile()
+    images = {i.name: i for i in selectors.image_list()}
+    assert [c.id for c in images["busybox"].containers] == [idle_container.id]
+    assert images["busybox"].total_size > 0
+    assert images["lab"].containers == []
+
+
+def test_container_logs_and_layers(rt, idle_container):
+    services.images_sync()
+    services.containers_reconcile()
+    row = Container.objects.get(id=idle_container.id)
+    layers = selectors.container_layers(container=row)
+    assert len(layers) == 1 and layers[0]["layer"].digest.startswith("sha256:")
+    assert isinstance(selectors.container_logs(container_id=row.id), str)

@@ -1,0 +1,95 @@
+"""services.py against the real runtime (temp root, test cgroup parent)."""
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from dashboard.containers import events, services
+from dashboard.containers.models import AuditEntry, Container, Image, Layer
+from runtime import Spec
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def group_inbox():
+    """A channel in the `containers` group; returns a function draining its events."""
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(events.GROUP, channel)
+
+    def drain():
+        out = []
+        while _pending(layer, channel):
+            out.append(async_to_sync(layer.receive)(channel))
+        return out
+    yield drain
+    async_to_sync(layer.group_discard)(events.GROUP, channel)
+
+
+def _pending(layer, channel) -> bool:
+    queue = layer.channels.get(channel)
+    return bool(queue and not queue.empty())
+
+
+def test_create_start_stop_audits_mirrors_and_publishes(rt, made, operator, name, group_inbox):
+    c = services.container_create(user=operator, image="busybox", name=name, cmd=["sleep", "300"],
+                                  memory=32 << 20, start=True)
+    assert c.status == "running" and c.limits.memory == 32 << 20
+    row = Container.objects.get(id=c.id)
+    assert row.status == "running" and row.memory_limit == 32 << 20 and row.pid == c.pid
+    assert row.namespaces.get("pid")
+    got = group_inbox()
+    assert got and all(e["type"] == events.CHANGED for e in got)
+    assert got[-1]["container"]["status"] == "running"
+
+    stopped = services.container_stop(user=operator, container_id=c.id, timeout=5)
+    assert stopped.status == "exited"
+    assert Container.objects.get(id=c.id).status == "exited"
+    assert group_inbox()[-1]["container"] == events.container_payload(Container.objects.get(id=c.id))
+    actions = list(AuditEntry.objects.order_by("id").values_list("action", "result", "username"))
+    assert actions == [("create", "ok", "otto"), ("start", "ok", "otto"), ("stop", "ok", "otto")]
+
+    services.container_remove(user=operator, container_id=c.id)
+    assert not Container.objects.filter(id=c.id).exists()
+
+
+def test_runtime_errors_become_service_errors_and_are_audited(rt, made, operator, name):
+    with pytest.raises(services.ServiceError, match="nope"):
+        services.container_create(user=operator, image="nope", name=name)
+    assert not Container.objects.exists()
+    c = services.container_create(user=operator, image="busybox", name=name, cmd=["true"])
+    with pytest.raises(services.ServiceError, match="not running|created"):
+        services.container_pause(user=operator, container_id=c.id)
+    err = AuditEntry.objects.filter(result="error").order_by("id")
+    assert [e.action for e in err] == ["create", "pause"]
+    assert "nope" in err[0].message
+
+
+def test_reconcile_adopts_outside_containers_and_drops_removed_ones(rt, made, name, group_inbox):
+    outside = rt.create(Spec(image="busybox", name=name, cmd=("sleep", "1")))   # as the CLI would
+    changes = services.containers_reconcile()
+    assert [e["container"]["id"] for e in changes if e["type"] == events.CHANGED] == [outside.id]
+    assert Container.objects.get(id=outside.id).status == "created"
+    assert services.containers_reconcile() == []          # nothing changed: nothing published
+    rt.remove(outside.id)
+    changes = services.containers_reconcile()
+    assert changes == [events.removed_event(outside.id, name)]
+    assert not Container.objects.filter(id=outside.id).exists()
+
+
+def test_update_limits(rt, made, operator, name):
+    c = services.container_create(user=operator, image="busybox", name=name, cmd=["true"])
+    services.container_update_limits(user=operator, container_id=c.id, memory=64 << 20, pids=10)
+    row = Container.objects.get(id=c.id)
+    assert (row.memory_limit, row.pids_limit, row.cpus_limit) == (64 << 20, 10, None)
+
+
+def test_images_sync_mirrors_the_store(rt):
+    services.images_sync()
+    names = set(Image.objects.values_list("name", flat=True))
+    assert {"busybox", "lab"} <= names
+    lab = Image.objects.get(name="lab")
+    assert lab.layers.count() == 2
+    assert Layer.objects.filter(digest__startswith="sha256:").count() >= 2
+    services.images_sync()       # idempotent
+    assert Image.objects.get(name="lab").layers.count() == 2
