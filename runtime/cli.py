@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 
 from .errors import ExecFailed, TerrariumError
@@ -83,7 +84,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("wait", help="wait for containers to stop; print their exit codes")
     p.add_argument("containers", nargs="+")
     sub.add_parser("images", help="list images (builds the built-in ones if missing)")
+    _add_image_verbs(sub)
     return parser
+
+
+def _add_image_verbs(sub) -> None:
+    """load, save, commit, rmi, diff, image-gc: images and layers."""
+    p = sub.add_parser("load", help="import images from a docker save archive or an OCI layout")
+    p.add_argument("-i", "--input", required=True, metavar="FILE", help="tar, tar.gz or layout directory")
+    p.add_argument("--name", help="name for the image (the archive must hold only one)")
+    p = sub.add_parser("save", help="write an image as an OCI layout tar")
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("image")
+    p = sub.add_parser("commit", help="make a container's writable layer a new image")
+    p.add_argument("-m", "--message", default="")
+    p.add_argument("--no-pause", dest="pause", action="store_false",
+                   help="do not pause a running container while its layer is packed")
+    p.add_argument("container")
+    p.add_argument("image")
+    p = sub.add_parser("rmi", help="remove images (their layers stay until image-gc)")
+    p.add_argument("-f", "--force", action="store_true", help="remove even if a container uses it")
+    p.add_argument("images", nargs="+")
+    p = sub.add_parser("diff", help="files added (A), changed (C) and deleted (D) in a container")
+    p.add_argument("container")
+    sub.add_parser("image-gc", help="remove layers no image and no container uses")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,6 +333,71 @@ def _size(n: int | None) -> str:
     return str(n)
 
 
+# --------------------------------------------------------- images and layers
+
+@contextmanager
+def _file_errors(what: str):
+    """OSError from a file the person named -> one TerrariumError line."""
+    try:
+        yield
+    except TerrariumError:
+        raise
+    except OSError as e:
+        raise TerrariumError(f"{what}: {e.strerror or e}") from None
+
+
+def _load(rt, args) -> int:
+    from .images import importers
+    try:
+        with _file_errors(args.input):
+            images = importers.load(rt.images, args.input, name=args.name)
+    except TerrariumError as e:
+        lines = str(e).splitlines()            # tarfile explains itself over several lines
+        if len(lines) > 1:
+            raise TerrariumError(lines[0].rstrip(": ") + " (not a tar or layout it can read)") from None
+        raise
+    for image in images:
+        print(f"Loaded image: {image.name}")
+    return 0
+
+
+def _save(rt, args) -> int:
+    from .images import importers
+    with _file_errors(args.output):
+        importers.save(rt.images, args.image, args.output)
+    return 0
+
+
+def _commit(rt, args) -> int:
+    image = rt.commit(args.container, args.image, message=args.message, pause=args.pause)
+    print(f"{image.name} {image.layers[-1].digest}")
+    return 0
+
+
+def _rmi(rt, args) -> int:
+    failed = 0
+    for name in args.images:
+        try:
+            rt.remove_image(name, force=args.force)
+            print(f"Untagged: {name}")
+        except TerrariumError as e:
+            print(f"terrarium: error: {e}", file=sys.stderr)
+            failed = 1
+    return failed
+
+
+def _diff(rt, args) -> int:
+    for ch in rt.diff(args.container):
+        print(f"{ch.kind} {ch.path}")
+    return 0
+
+
+def _image_gc(rt, args) -> int:
+    for digest in rt.image_gc():
+        print(f"Deleted: {digest}")
+    return 0
+
+
 _VERBS = {
     "run": _run, "create": _create, "start": _start,
     "stop": _each(lambda rt, a, ref: rt.stop(ref, a.time)),
@@ -319,4 +408,6 @@ _VERBS = {
     "rm": _each(lambda rt, a, ref: rt.remove(ref, force=a.force)),
     "ps": _ps, "logs": _logs, "exec": _exec, "inspect": _inspect, "update": _update,
     "wait": _wait, "images": _images,
+    "load": _load, "save": _save, "commit": _commit, "rmi": _rmi, "diff": _diff,
+    "image-gc": _image_gc,
 }

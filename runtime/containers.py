@@ -466,6 +466,137 @@ class Runtime:
         """Stop this root's fork server (tests; running shims are not affected)."""
         stop_forkserver(self.run_dir)
 
+    # --- layers: diff and commit
+    # The writable layer seen against the image (runtime.overlay), turned into
+    # an image layer, and the removal of images and layers nobody uses.  Image
+    # writes and gc hold ROOT/images.lock, so a gc never sees a committed
+    # layer before its image record.
+
+    def diff(self, ref: str, implicit: bool = True):
+        """The container's changes against its image: [overlay.Change], sorted by path."""
+        from . import overlay
+        c = self.inspect(ref)
+        return overlay.diff(c.upperdir, c.layers, implicit=implicit)
+
+    def layer_of(self, ref: str, path: str):
+        """overlay.Origin of `path` in the container's view: "upper", a layer index, or None."""
+        from . import overlay
+        c = self.inspect(ref)
+        return overlay.layer_of(path, c.upperdir, c.layers)
+
+    def mount_info(self, ref: str) -> dict:
+        """The overlay mount as the container's /proc/<pid>/mountinfo reports it."""
+        from . import overlay
+        c = self.inspect(ref)
+        if c.status not in ("running", "paused") or not c.pid:
+            raise Conflict(f"container {c.name!r} is {c.status}: its overlay is mounted only "
+                           "while it runs")
+        return overlay.mount_info(c.pid, lower_base=os.path.join(self.root, "layers"))
+
+    def upper_size(self, ref: str):
+        """overlay.UpperSize (bytes, files) of the container's writable layer."""
+        from . import overlay
+        return overlay.upper_size(self.inspect(ref).upperdir)
+
+    def commit(self, ref: str, image_name: str, message: str = "", pause: bool = True):
+        """Make the container's writable layer the top layer of a new image `image_name`.
+
+        A running container is paused while its layer is packed (as Docker
+        does), so the layer is one moment of it; then resumed.  Whiteouts
+        and opaque directories are written in OCI form (.wh.NAME, .wh..wh..opq).
+        """
+        import tempfile
+        from .images import normalize_name, tarsafe
+        from .model import ImageConfig
+        key = normalize_name(image_name)
+        cid = self.resolve(ref)
+        config = self._config(cid)
+        store = self.images
+        store._make_dirs()
+        created_by = f"terrarium commit {config['name']}" + (f": {message}" if message else "")
+        with locked(os.path.join(self.root, "images.lock")), \
+                tempfile.TemporaryFile(dir=store.tmp_dir) as tmp:
+            c = self._state(cid, config)
+            paused_here = pause and c.status == "running"
+            if paused_here:
+                self.pause(cid)
+            try:
+                tarsafe.pack(c.upperdir, tmp)
+            except OSError as e:
+                if isinstance(e, TerrariumError):
+                    raise
+                raise KernelError(e.errno or errno.EIO,
+                                  f"pack the writable layer of {c.name!r}") from None
+            finally:
+                if paused_here:
+                    self._resume_after_commit(cid)
+            tmp.seek(0)
+            layer = store.add_layer_from_tar(tmp, created_by)
+            digests = [f"sha256:{d}" for d in config["layers"]]
+            env = tuple(v for v in c.env if not v.startswith("HOSTNAME="))
+            return store.add_image(key, digests + [layer.digest],
+                                   ImageConfig(cmd=c.cmd, env=env, workdir=c.workdir),
+                                   history=[*self._history_of(config), created_by])
+
+    def _resume_after_commit(self, cid: str) -> None:
+        try:
+            self.resume(cid)
+        except (Conflict, NotFound):
+            pass                               # stopped or removed meanwhile: nothing to resume
+
+    def _history_of(self, config: dict) -> list[str]:
+        """How each layer of a container's image was made, bottom first."""
+        digests = [f"sha256:{d}" for d in config["layers"]]
+        try:
+            image = self.images.get(config["image"])
+            if [layer.digest for layer in image.layers] == digests and image.history:
+                return list(image.history)
+        except NotFound:
+            pass
+        return [self.images.layer(d).created_by for d in digests]
+
+    def image_users(self, name: str) -> list[Container]:
+        """Containers that use image `name`: made from that name, or running its very
+        layers when no other image name has them (removing it would orphan them)."""
+        image = self.images.get(name)
+        digests = tuple(layer.digest[7:] for layer in image.layers)
+        others = {tuple(layer.digest[7:] for layer in i.layers)
+                  for i in self.images.list() if i.name != image.name}
+        users = []
+        for c in self.list(all=True):
+            mine = tuple(os.path.basename(os.path.dirname(p)) for p in c.layers)
+            if c.image == image.name or (mine == digests and digests not in others):
+                users.append(c)
+        return users
+
+    def remove_image(self, name: str, force: bool = False) -> None:
+        """Remove an image record; Conflict if a container uses it (unless force).
+
+        Its layers stay until image_gc(), and a layer a container uses is
+        never removed, so even a forced removal leaves every container whole.
+        """
+        with locked(os.path.join(self.root, "images.lock")):
+            image = self.images.get(name)
+            if not force:
+                users = self.image_users(image.name)
+                if users:
+                    names = ", ".join(repr(c.name) for c in users[:3])
+                    more = f" and {len(users) - 3} more" if len(users) > 3 else ""
+                    raise Conflict(f"image {image.name!r} is in use by container {names}{more}: "
+                                   "remove the container first, or use force")
+            self.images.remove_image(image.name)
+
+    def image_gc(self) -> list[str]:
+        """Remove the layers no image and no container uses; returns their digests."""
+        with locked(os.path.join(self.root, "images.lock")):
+            used = set()
+            for cid in os.listdir(self.containers_dir):
+                if _ID_RE.match(cid):
+                    config = read_json(os.path.join(self._dir(cid), "config.json"))
+                    if config is not None:
+                        used.update(config["layers"])
+            return self.images.gc(used)
+
 
 class _LockedConfig:
     def __init__(self, rt: Runtime, cid: str, ref: str):
