@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Run Terrarium's benchmarks (`make bench`).  As root.
+#
+#   bench/run_all.sh                 # every benchmark, default sizes
+#   bench/run_all.sh --n 10 --k 5    # arguments go to start_latency.py
+#
+# Installs the peers it compares against (runc, crun) and busybox-static
+# with apt-get only when they are missing; sets up .venv only when it is
+# missing.  Results: the printed report and bench/results/*.json.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bench: run as root (containers need it)" >&2
+    exit 1
+fi
+
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+
+missing=()
+have runc || missing+=(runc)
+have crun || missing+=(crun)
+[ -x /bin/busybox ] || missing+=(busybox-static)
+have unshare || missing+=(util-linux)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "bench: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q "${missing[@]}" >/dev/null \
+        || { apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null; }
+fi
+
+if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/terrarium ]; then
+    echo "bench: no .venv yet, running scripts/setup.sh"
+    scripts/setup.sh
+fi
+
+mkdir -p bench/results
+.venv/bin/python bench/start_latency.py "$@"
