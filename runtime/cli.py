@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
+from .model import to_dict
 
 from .errors import ExecFailed, TerrariumError
 from .model import Limits
@@ -37,38 +37,62 @@ def _add_create(p: argparse.ArgumentParser) -> None:
     p.add_argument("cmd", nargs=argparse.REMAINDER)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="terrarium", description="Run and inspect containers.")
-    parser.add_argument("--root", help="state directory (default: $TERRARIUM_ROOT or /var/lib/terrarium)")
-    sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
-    sub.required = True
-
+def _p_run(sub):
     p = sub.add_parser("run", help="create and start a container")
     p.add_argument("-d", "--detach", action="store_true")
     _add_create(p)
+
+
+def _p_create(sub):
     _add_create(sub.add_parser("create", help="create a container"))
+
+
+def _p_start(sub):
     p = sub.add_parser("start", help="start containers")
     p.add_argument("-a", "--attach", action="store_true", help="follow the output and return its exit code")
     p.add_argument("containers", nargs="+")
-    for verb in ("stop", "restart"):
+
+
+def _p_stop_like(verb):
+    def add(sub):
         p = sub.add_parser(verb, help=f"{verb} containers")
         p.add_argument("-t", "--time", type=float, default=10.0, help="seconds before SIGKILL")
         p.add_argument("containers", nargs="+")
+    return add
+
+
+def _p_kill(sub):
     p = sub.add_parser("kill", help="send a signal (default SIGKILL)")
     p.add_argument("-s", "--signal", default="KILL")
     p.add_argument("containers", nargs="+")
-    for verb in ("pause", "unpause"):
-        sub.add_parser(verb, help=f"{verb} containers").add_argument("containers", nargs="+")
+
+
+def _p_many(verb, text):
+    def add(sub):
+        sub.add_parser(verb, help=text).add_argument("containers", nargs="+")
+    return add
+
+
+def _p_rm(sub):
     p = sub.add_parser("rm", help="remove containers")
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("containers", nargs="+")
+
+
+def _p_ps(sub):
     p = sub.add_parser("ps", help="list containers")
     p.add_argument("-a", "--all", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
+
+
+def _p_logs(sub):
     p = sub.add_parser("logs", help="show a container's output")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("--tail", type=int)
     p.add_argument("container")
+
+
+def _p_exec(sub):
     p = sub.add_parser("exec", help="run a command in a running container")
     p.add_argument("-i", "--interactive", action="store_true")
     p.add_argument("-t", "--tty", action="store_true")
@@ -76,42 +100,97 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-w", "--workdir")
     p.add_argument("container")
     p.add_argument("cmd", nargs=argparse.REMAINDER)
-    p = sub.add_parser("inspect", help="show containers as JSON")
-    p.add_argument("containers", nargs="+")
+
+
+def _p_update(sub):
     p = sub.add_parser("update", help="change the limits of containers")
     _add_limits(p)
     p.add_argument("containers", nargs="+")
-    p = sub.add_parser("wait", help="wait for containers to stop; print their exit codes")
-    p.add_argument("containers", nargs="+")
+
+
+def _p_images(sub):
     sub.add_parser("images", help="list images (builds the built-in ones if missing)")
-    _add_image_verbs(sub)
-    return parser
 
 
-def _add_image_verbs(sub) -> None:
-    """load, save, commit, rmi, diff, image-gc: images and layers."""
+def _p_load(sub):
     p = sub.add_parser("load", help="import images from a docker save archive or an OCI layout")
     p.add_argument("-i", "--input", required=True, metavar="FILE", help="tar, tar.gz or layout directory")
     p.add_argument("--name", help="name for the image (the archive must hold only one)")
+
+
+def _p_save(sub):
     p = sub.add_parser("save", help="write an image as an OCI layout tar")
     p.add_argument("-o", "--output", required=True, metavar="FILE")
     p.add_argument("image")
+
+
+def _p_commit(sub):
     p = sub.add_parser("commit", help="make a container's writable layer a new image")
     p.add_argument("-m", "--message", default="")
     p.add_argument("--no-pause", dest="pause", action="store_false",
                    help="do not pause a running container while its layer is packed")
     p.add_argument("container")
     p.add_argument("image")
+
+
+def _p_rmi(sub):
     p = sub.add_parser("rmi", help="remove images (their layers stay until image-gc)")
     p.add_argument("-f", "--force", action="store_true", help="remove even if a container uses it")
     p.add_argument("images", nargs="+")
+
+
+def _p_diff(sub):
     p = sub.add_parser("diff", help="files added (A), changed (C) and deleted (D) in a container")
     p.add_argument("container")
+
+
+def _p_image_gc(sub):
     sub.add_parser("image-gc", help="remove layers no image and no container uses")
 
 
+# verb -> adds its subparser.  Only the verb asked for is built: argparse
+# takes about a millisecond per subparser, which a CLI start can't spare.
+_PARSERS = {
+    "run": _p_run, "create": _p_create, "start": _p_start,
+    "stop": _p_stop_like("stop"), "restart": _p_stop_like("restart"), "kill": _p_kill,
+    "pause": _p_many("pause", "pause containers"), "unpause": _p_many("unpause", "unpause containers"),
+    "rm": _p_rm, "ps": _p_ps, "logs": _p_logs, "exec": _p_exec,
+    "inspect": _p_many("inspect", "show containers as JSON"), "update": _p_update,
+    "wait": _p_many("wait", "wait for containers to stop; print their exit codes"),
+    "images": _p_images, "load": _p_load, "save": _p_save, "commit": _p_commit,
+    "rmi": _p_rmi, "diff": _p_diff, "image-gc": _p_image_gc,
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="terrarium", description="Run and inspect containers.")
+    parser.add_argument("--root", help="state directory (default: $TERRARIUM_ROOT or /var/lib/terrarium)")
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
+    sub.required = True
+    for verb, add in _PARSERS.items():
+        if only is None or verb == only:
+            add(sub)
+    return parser
+
+
+def _verb_of(argv: list[str]) -> str | None:
+    """The verb in argv, if it is one we know (skipping --root DIR)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--root":
+            i += 2
+            continue
+        if arg.startswith("--root="):
+            i += 1
+            continue
+        return arg if arg in _PARSERS else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    raw = sys.argv[1:] if argv is None else argv
+    args = build_parser(only=_verb_of(raw)).parse_args(raw)
     try:
         code = _dispatch(args)
     except ExecFailed as e:
@@ -270,7 +349,7 @@ def _exec(rt, args) -> int:
 
 
 def _inspect(rt, args) -> int:
-    print(json.dumps([asdict(rt.inspect(ref)) for ref in args.containers], indent=2))
+    print(json.dumps([to_dict(rt.inspect(ref)) for ref in args.containers], indent=2))
     return 0
 
 

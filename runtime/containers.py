@@ -28,7 +28,6 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import asdict
 
 from . import linux
 from .errors import Conflict, ExecFailed, InvalidArgument, KernelError, NotFound, TerrariumError
@@ -133,7 +132,7 @@ class Runtime:
         config = {
             "id": cid, "name": name, "image": image.name, "cmd": list(cmd), "env": list(env),
             "hostname": hostname, "workdir": spec.workdir or image.config.workdir or "/",
-            "limits": asdict(spec.limits), "created_at": time.time(),
+            "limits": spec.limits._asdict(), "created_at": time.time(),
             "layers": [layer.digest.split(":", 1)[-1] for layer in image.layers],
             "auto_remove": spec.auto_remove, "generation": 0, "paused": False,
         }
@@ -305,7 +304,7 @@ class Runtime:
                         raise Conflict(f"cannot lower the memory limit of {config['name']!r} below "
                                        "what it uses now") from None
                     raise
-            config["limits"] = asdict(limits)
+            config["limits"] = limits._asdict()
             write_json(os.path.join(self._dir(cid), "config.json"), config)
             return self._state(cid, config)
 

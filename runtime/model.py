@@ -1,88 +1,90 @@
-"""Frozen value types the runtime hands out.  No behaviour, no I/O."""
+"""Frozen value types the runtime hands out.  No behaviour, no I/O.
+
+They are named tuples rather than dataclasses on purpose: every `terrarium`
+command imports this module, and `dataclasses` pulls in `inspect`, `ast` and
+`dis` and generates code per class — about 35 ms of a CLI start that is
+meant to compete with runc (bench/start_latency.py).  Named tuples are just
+as frozen, hashable and comparable; `to_dict()` turns one into JSON-ready data.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import namedtuple
+from types import MappingProxyType
+
+_EMPTY = MappingProxyType({})
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(namedtuple("Limits", "memory memory_swap cpus pids", defaults=(None, None, None, None))):
     """Resource limits of one container; None means unlimited.
 
-    memory_swap follows Docker: the total of memory + swap.  None with a
-    memory limit means "no swap at all" (swap max = 0), so the memory limit
-    really holds on hosts with swap; -1 means unlimited swap.
+    memory        bytes
+    memory_swap   bytes of memory + swap, as Docker counts it.  None with a
+                  memory limit means "no swap at all" (swap max = 0), so the
+                  memory limit really holds on hosts with swap; -1 = unlimited.
+    cpus          fraction of cores, e.g. 0.5
+    pids          the most processes at once
     """
-    memory: int | None = None        # bytes
-    memory_swap: int | None = None   # bytes (memory + swap), -1 = unlimited
-    cpus: float | None = None        # fraction of cores, e.g. 0.5
-    pids: int | None = None
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class ImageConfig:
-    cmd: tuple[str, ...] = ("sh",)
-    env: tuple[str, ...] = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
-    workdir: str = "/"
+class ImageConfig(namedtuple("ImageConfig", "cmd env workdir", defaults=(
+        ("sh",), ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",), "/"))):
+    """What an image runs by default: argv, KEY=VALUE env, working directory."""
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Layer:
-    digest: str            # "sha256:<64 hex>" of the layer's uncompressed tar
-    size: int              # bytes of file content, unpacked
-    files: int             # entries (files, dirs, links) in the layer
-    created_by: str = ""   # the instruction or source that made it
-    path: str = ""         # the unpacked directory on disk (lowerdir entry)
+class Layer(namedtuple("Layer", "digest size files created_by path", defaults=("", ""))):
+    """One unpacked layer: digest "sha256:<hex>" of its uncompressed tar, bytes of
+    content, entries, the instruction or source that made it, its directory."""
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Image:
-    name: str                       # "busybox" (tag "latest" implied)
-    layers: tuple[Layer, ...]       # bottom first
-    config: ImageConfig
-    created: float = 0.0            # unix time
-    history: tuple[str, ...] = ()   # how each layer was made, bottom first
+class Image(namedtuple("Image", "name layers config created history", defaults=(0.0, ()))):
+    """name ("busybox"), layers bottom first, ImageConfig, unix time, how each
+    layer was made (bottom first)."""
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Spec:
-    """What `create` needs.  Validated by runtime.spec.make_spec()."""
-    image: str
-    name: str | None = None
-    cmd: tuple[str, ...] = ()       # empty: the image's cmd
-    env: tuple[str, ...] = ()       # "K=V", added to the image's env
-    hostname: str | None = None     # default: the container name
-    workdir: str | None = None      # default: the image's workdir
-    limits: Limits = field(default_factory=Limits)
-    auto_remove: bool = False
+class Spec(namedtuple("Spec", "image name cmd env hostname workdir limits auto_remove",
+                      defaults=(None, (), (), None, None, Limits(), False))):
+    """What `create` needs; runtime.spec.make_spec() builds a checked one.
+
+    cmd empty: the image's cmd.  env: "K=V" added to the image's.  hostname
+    None: the container's name.  workdir None: the image's."""
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Container:
-    """What inspect/list report.  status: created|running|paused|exited."""
-    id: str
-    name: str
-    image: str
-    cmd: tuple[str, ...]
-    env: tuple[str, ...]
-    hostname: str
-    workdir: str
-    limits: Limits
-    status: str
-    created_at: float
-    layers: tuple[str, ...] = ()            # lower layer dirs, bottom first
-    pid: int | None = None                  # host pid of the container's init
-    shim_pid: int | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    exit_code: int | None = None
-    oom_killed: bool = False                # the container's init died of an OOM kill
-    oom_kills: int = 0                      # OOM kills in its cgroup during the last run
-    error: str | None = None                # why the last start failed, if it did
-    cgroup: str | None = None               # "<parent>/<id>", relative to each hierarchy
-    namespaces: dict = field(default_factory=dict)   # {"pid": inode, ...} while running
-    rootfs: str = ""                        # merged dir (mounted only inside the container)
-    upperdir: str = ""
-    workdir_overlay: str = ""
-    log_path: str = ""
-    auto_remove: bool = False
-    restart_count: int = 0
+_CONTAINER_FIELDS = (
+    "id name image cmd env hostname workdir limits status created_at "
+    "layers pid shim_pid started_at finished_at exit_code oom_killed oom_kills error "
+    "cgroup namespaces rootfs upperdir workdir_overlay log_path auto_remove restart_count"
+)
+
+
+class Container(namedtuple("Container", _CONTAINER_FIELDS, defaults=(
+        (), None, None, None, None, None, False, 0, None,
+        None, _EMPTY, "", "", "", "", False, 0))):
+    """What inspect and list report.
+
+    status        created | running | paused | exited
+    layers        lower layer directories, bottom first
+    pid           host pid of the container's init, while it runs
+    oom_killed    the container's init died of an OOM kill
+    oom_kills     OOM kills in its cgroup during the last run (children too)
+    error         why the last start failed, if it did
+    cgroup        "<parent>/<id>", relative to each hierarchy's root
+    namespaces    {"pid": inode, ...} while running
+    rootfs        the merged directory (mounted only inside the container)
+    """
+    __slots__ = ()
+
+
+def to_dict(value):
+    """A record (recursively) as plain dicts, lists and scalars, for JSON."""
+    if hasattr(value, "_asdict"):
+        return {k: to_dict(v) for k, v in value._asdict().items()}
+    if isinstance(value, (list, tuple)):
+        return [to_dict(v) for v in value]
+    if isinstance(value, (dict, MappingProxyType)):
+        return {k: to_dict(v) for k, v in value.items()}
+    return value
