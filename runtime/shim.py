@@ -347,11 +347,20 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
         except OSError:
             continue
         _handle(conn)
+    # Going idle: first make new clients start a new server (no socket file),
+    # then answer whoever connected before the unlink, so no request is lost.
     try:
-        if os.path.samestat(os.stat(path), os.fstat(server.fileno())) or True:
-            os.unlink(path)
+        os.unlink(path)
     except OSError:
         pass
+    server.setblocking(False)
+    while True:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            break
+        conn.setblocking(True)
+        _handle(conn)
     os._exit(0)
 
 
