@@ -52,6 +52,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "dashboard.containers",
+    "dashboard.live",
+    "dashboard.oom",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,35 @@
+"""The event contract of the `container.<id>` groups, defined once.
+
+    {"type": "container.sample", "id": ..., "point": {...metrics.point...},
+     "sources": {point key: kernel file}}
+    {"type": "container.procs", "id": ..., "tree": [{pid, ns_pid, ..., children}]}
+    {"type": "container.gone", "id": ..., "error": "..."}     # no cgroup to sample
+    {"type": "container.history", "id": ..., "points": [...], "sources": {...},
+     "tree": [...] | None}                                    # to one socket, on connect
+
+The sampler publishes; consumers only forward.
+"""
+SAMPLE = "container.sample"
+PROCS = "container.procs"
+GONE = "container.gone"
+HISTORY = "container.history"
+
+
+def group(container_id: str) -> str:
+    return f"container.{container_id}"
+
+
+def sample_event(container_id: str, point: dict, sources: dict) -> dict:
+    return {"type": SAMPLE, "id": container_id, "point": point, "sources": sources}
+
+
+def procs_event(container_id: str, tree: list) -> dict:
+    return {"type": PROCS, "id": container_id, "tree": tree}
+
+
+def gone_event(container_id: str, error: str) -> dict:
+    return {"type": GONE, "id": container_id, "error": error}
+
+
+def history_event(container_id: str, points: list, sources: dict, tree: list | None) -> dict:
+    return {"type": HISTORY, "id": container_id, "points": points, "sources": sources, "tree": tree}

@@ -1,0 +1,128 @@
+"""Pure arithmetic of the live feed: raw cgroup counters and process snapshots
+in, the figures a graph shows out.  No I/O here; tested from numbers.
+
+A raw sample is the dict ``Runtime.cgroups.sample(id)`` returns (v1 and v2
+give the same keys); a *point* is one tick of one container as the browser
+plots it.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Point key -> the raw key whose ``sources`` entry names its file.
+POINT_SOURCES = {
+    "mem": "memory_usage", "ws": "memory_usage", "mem_limit": "memory_limit",
+    "cache": "memory_cache", "inactive_file": "memory_inactive_file", "swap": "memory_swap",
+    "failcnt": "memory_failcnt", "oom_kills": "oom_kills", "cpu": "cpu_usage_ns",
+    "cpu_limit": "cpu_quota_us", "throttled": "cpu_nr_throttled",
+    "throttled_s": "cpu_throttled_ns", "pids": "pids_current", "pids_max": "pids_max",
+    "io_r": "io_read_bytes", "io_w": "io_write_bytes",
+}
+
+
+def working_set(usage: int | None, inactive_file: int | None) -> int | None:
+    """usage - inactive file cache, as kubelet and cAdvisor count it: the memory
+    the kernel could not simply drop.  Never negative (the two files are read
+    at slightly different moments)."""
+    if usage is None:
+        return None
+    return max(usage - (inactive_file or 0), 0)
+
+
+def cpu_share(prev_ns: int | None, now_ns: int | None, seconds: float) -> float | None:
+    """CPU used between two cumulative readings (ns) as a share of one core
+    (1.0 = one core busy).  None without a previous reading; a counter that went
+    backwards (the cgroup was recreated) counts as no use."""
+    if prev_ns is None or now_ns is None or seconds <= 0:
+        return None
+    return max(now_ns - prev_ns, 0) / 1e9 / seconds
+
+
+def rate(prev: int | None, now: int | None, seconds: float) -> float | None:
+    """Per-second rate of a cumulative counter; None without two readings."""
+    if prev is None or now is None or seconds <= 0:
+        return None
+    return max(now - prev, 0) / seconds
+
+
+def delta(prev: int | None, now: int | None) -> int | None:
+    if prev is None or now is None:
+        return None
+    return max(now - prev, 0)
+
+
+def cpu_limit(quota_us: int | None, period_us: int | None) -> float | None:
+    """The CFS quota in cores (0.5 = half a core); None when unlimited."""
+    if not quota_us or not period_us or quota_us < 0:
+        return None
+    return quota_us / period_us
+
+
+def point(prev: Mapping | None, raw: Mapping, seconds: float, t: float) -> dict:
+    """One graph point from this tick's raw sample and the previous one
+    (``seconds`` apart).  Rates and shares are None on the first tick."""
+    p = prev or {}
+    ns = raw.get("cpu_throttled_ns")
+    prev_ns = p.get("cpu_throttled_ns")
+    return {
+        "t": round(t, 3),
+        "mem": raw.get("memory_usage"),
+        "ws": working_set(raw.get("memory_usage"), raw.get("memory_inactive_file")),
+        "mem_limit": raw.get("memory_limit"),
+        "cache": raw.get("memory_cache"),
+        "inactive_file": raw.get("memory_inactive_file"),
+        "swap": raw.get("memory_swap"),
+        "failcnt": raw.get("memory_failcnt"),
+        "oom_kills": raw.get("oom_kills"),
+        "cpu": _round(cpu_share(p.get("cpu_usage_ns"), raw.get("cpu_usage_ns"), seconds)),
+        "cpu_limit": cpu_limit(raw.get("cpu_quota_us"), raw.get("cpu_period_us")),
+        "throttled": delta(p.get("cpu_nr_throttled"), raw.get("cpu_nr_throttled")),
+        "throttled_s": _round(None if prev_ns is None or ns is None else max(ns - prev_ns, 0) / 1e9),
+        "pids": raw.get("pids_current"),
+        "pids_max": raw.get("pids_max"),
+        "io_r": _round(rate(p.get("io_read_bytes"), raw.get("io_read_bytes"), seconds)),
+        "io_w": _round(rate(p.get("io_write_bytes"), raw.get("io_write_bytes"), seconds)),
+    }
+
+
+def point_sources(raw: Mapping) -> dict[str, str]:
+    """{point key: "file [key]"} from the raw sample's ``sources``."""
+    src = raw.get("sources") or {}
+    out = {k: src[r] for k, r in POINT_SOURCES.items() if r in src}
+    if "memory_usage" in src and "memory_inactive_file" in src:
+        out["ws"] = f"{src['memory_usage']} - {src['memory_inactive_file']}"
+    return out
+
+
+def _round(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+# --- process trees ------------------------------------------------------------
+
+def tree_payload(forest: Iterable, prev_ticks: Mapping[tuple[int, int], int], seconds: float
+                 ) -> tuple[list[dict], dict[tuple[int, int], int]]:
+    """JSON-safe nested nodes from runtime.procs ProcessNodes, with each
+    process's CPU share since the last tick (paired by (pid, start time), so a
+    reused pid starts afresh); and this tick's ticks for the next call."""
+    now_ticks: dict[tuple[int, int], int] = {}
+    out: list[dict] = []
+    stack = [(node, out) for node in reversed(list(forest))]
+    while stack:                                   # iterative: trees can be deep
+        node, siblings = stack.pop()
+        i = node.info
+        now_ticks[i.key] = i.cpu_ticks
+        before = prev_ticks.get(i.key)
+        cpu = None
+        if before is not None and seconds > 0:
+            cpu = round(max(i.cpu_ticks - before, 0) / CLK_TCK / seconds, 4)
+        entry = {"pid": i.pid, "ns_pid": i.ns_pid, "ppid": i.ppid, "uid": i.uid,
+                 "user": i.user, "state": i.state, "comm": i.comm,
+                 "cmdline": " ".join(i.cmdline) or f"[{i.comm}]", "rss": i.rss, "cpu": cpu,
+                 "threads": i.threads, "sources": dict(i.sources), "children": []}
+        siblings.append(entry)
+        stack.extend((c, entry["children"]) for c in reversed(node.children))
+    return out, now_ticks
