@@ -54,7 +54,16 @@ class AuditEntryAdmin(admin.ModelAdmin):
 
 @admin.register(OomEvent)
 class OomEventAdmin(admin.ModelAdmin):
-    list_display = ("at", "container_name", "killed_pid", "killed_command", "memory_usage", "memory_limit")
-    list_filter = ("at",)
-    search_fields = ("container_name", "container_id", "killed_command")
+    list_display = ("at", "scope", "container_name", "killed_pid", "killed_command", "is_init",
+                    "usage_kb", "limit_kb", "detected_by")
+    list_filter = ("scope", "is_global", "is_init", "detected_by", "at")
+    search_fields = ("container_name", "container_key", "killed_command", "oom_memcg")
     date_hierarchy = "at"
+    readonly_fields = [f.name for f in OomEvent._meta.fields]   # the kernel's record
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+

@@ -116,19 +116,46 @@ class AuditEntry(models.Model):
 
 
 class OomEvent(models.Model):
-    """An OOM kill seen by the runtime's watcher (filled in by a later issue)."""
+    """One OOM kill, as the dashboard's watcher (dashboard/oom) saw it.
 
-    at = models.DateTimeField(db_index=True)
-    container_id = models.CharField(max_length=64, blank=True, db_index=True)
+    Sizes in kB as the kernel logs them.  ``container`` is set while the mirror
+    row exists; ``container_key``/``container_name`` keep who it was after removal.
+    """
+    SCOPE_CONTAINER, SCOPE_HOST = "container", "host"
+    SCOPE_CHOICES = [(SCOPE_CONTAINER, "container"), (SCOPE_HOST, "host")]
+    DETECTED_CHOICES = [(d, d) for d in ("kmsg", "counter", "kmsg+counter", "counters-at-start")]
+
+    at = models.DateTimeField(db_index=True, help_text="wall clock when the watcher saw it")
+    kernel_usec = models.BigIntegerField(null=True, blank=True,
+                                         help_text="kmsg timestamp of the kill (µs since boot)")
+    container = models.ForeignKey(Container, null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="oom_events")
+    container_key = models.CharField(max_length=64, blank=True, db_index=True,
+                                     help_text="the runtime's container id, kept after removal")
     container_name = models.CharField(max_length=128, blank=True)
-    killed_pid = models.IntegerField(null=True, blank=True)
+    scope = models.CharField(max_length=16, choices=SCOPE_CHOICES, db_index=True,
+                             default=SCOPE_CONTAINER)
+    is_global = models.BooleanField(default=False, help_text="host-wide OOM, no cgroup to blame")
+    is_init = models.BooleanField(default=False, help_text="the victim was the container's init")
+    killed_pid = models.IntegerField(null=True, blank=True, help_text="host pid")
     killed_command = models.CharField(max_length=256, blank=True)
-    memory_usage = models.BigIntegerField(null=True, blank=True, help_text="bytes at the time")
-    memory_limit = models.BigIntegerField(null=True, blank=True)
-    raw = models.TextField(blank=True, help_text="the kernel's log line")
+    oom_memcg = models.CharField(max_length=512, blank=True, help_text="cgroup whose limit was hit")
+    task_memcg = models.CharField(max_length=512, blank=True)
+    constraint = models.CharField(max_length=32, blank=True)
+    limit_kb = models.BigIntegerField(null=True, blank=True)
+    usage_kb = models.BigIntegerField(null=True, blank=True)
+    failcnt = models.BigIntegerField(null=True, blank=True)
+    anon_rss_kb = models.BigIntegerField(null=True, blank=True)
+    file_rss_kb = models.BigIntegerField(null=True, blank=True)
+    total_vm_kb = models.BigIntegerField(null=True, blank=True)
+    counters = models.JSONField(default=dict, blank=True, help_text="oom counters when seen")
+    detected_by = models.CharField(max_length=24, choices=DETECTED_CHOICES, default="kmsg")
+    raw = models.TextField(blank=True, help_text="the kernel's lines, as logged")
 
     class Meta:
-        ordering = ["-at"]
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["kernel_usec", "killed_pid"])]
 
     def __str__(self):
-        return f"OOM {self.container_name or self.container_id[:12]} pid {self.killed_pid}"
+        who = self.container_name or self.container_key[:12] or "host"
+        return f"OOM {who} pid {self.killed_pid} ({self.killed_command})"

@@ -1,0 +1,43 @@
+"""The event contract of OOM kills on the `events` group, defined once.
+
+    {"type": "oom.killed", "event": {...oom_payload...}}
+
+The watcher publishes; consumers only forward.
+"""
+from django.urls import reverse
+
+GROUP = "events"
+KILLED = "oom.killed"
+
+
+def oom_payload(ev) -> dict:
+    """The public, JSON-safe view of one OomEvent row."""
+    return {
+        "id": ev.pk,
+        "url": reverse("oom:detail", args=[ev.pk]),
+        "at": ev.at.isoformat(),
+        "kernel_usec": ev.kernel_usec,
+        "scope": ev.scope,
+        "container_id": ev.container_key or None,
+        "container_name": ev.container_name,
+        "killed_pid": ev.killed_pid,
+        "killed_command": ev.killed_command,
+        "is_init": ev.is_init,
+        "is_global": ev.is_global,
+        "limit_kb": ev.limit_kb,
+        "usage_kb": ev.usage_kb,
+        "detected_by": ev.detected_by,
+    }
+
+
+def killed_event(ev) -> dict:
+    return {"type": KILLED, "event": oom_payload(ev)}
+
+
+async def apublish(events) -> None:
+    from channels.layers import get_channel_layer
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for event in events:
+        await layer.group_send(GROUP, event)

@@ -1,0 +1,66 @@
+"""Every read of the OOM app: the history, and what the watcher should watch."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+
+from django.db.models import Q
+from django.utils import timezone
+
+from dashboard.containers.models import OomEvent
+from dashboard.containers.runtime_client import get_runtime
+
+SINCE_CHOICES = {"1h": dt.timedelta(hours=1), "24h": dt.timedelta(days=1),
+                 "7d": dt.timedelta(days=7), "": None}
+
+
+@dataclass(frozen=True)
+class WatchTarget:
+    """A running container whose OOM counters the watcher follows."""
+    container_id: str
+    name: str
+    pid: int | None                    # host pid of its init
+    memory_dir: str                    # its memory cgroup directory
+
+
+@dataclass(frozen=True)
+class WatchScope:
+    parent: str                        # the runtime's cgroup parent ("terrarium")
+    memory_root: str                   # the memory hierarchy's mount point
+    targets: dict                      # container id -> WatchTarget
+
+
+def oom_watch_scope() -> WatchScope:
+    """Our cgroup parent, the memory hierarchy root, and the running containers."""
+    rt = get_runtime()
+    parent = rt.cgroup_parent.strip("/")
+    parent_dir = rt.cgroups.parent_paths()["memory"]
+    memory_root = parent_dir[: -len(parent)].rstrip("/") or "/"
+    targets = {}
+    for c in rt.list(all=True):
+        if c.status in ("running", "paused"):
+            targets[c.id] = WatchTarget(c.id, c.name, c.pid, os.path.join(parent_dir, c.id))
+    return WatchScope(parent, memory_root, targets)
+
+
+def oom_event_list(*, container: str = "", scope: str = "", since: str = "",
+                   limit: int = 500) -> list[OomEvent]:
+    """History, newest first; ``container`` matches a name or an id prefix."""
+    qs = OomEvent.objects.all()
+    if container:
+        qs = qs.filter(Q(container_name=container) | Q(container_key__startswith=container))
+    if scope in (OomEvent.SCOPE_CONTAINER, OomEvent.SCOPE_HOST):
+        qs = qs.filter(scope=scope)
+    if SINCE_CHOICES.get(since):
+        qs = qs.filter(at__gte=timezone.now() - SINCE_CHOICES[since])
+    return list(qs[:limit])
+
+
+def oom_event_get(*, event_id: int) -> OomEvent | None:
+    return OomEvent.objects.filter(pk=event_id).first()
+
+
+def oom_container_names() -> list[str]:
+    return sorted(set(OomEvent.objects.exclude(container_name="")
+                      .values_list("container_name", flat=True)))

@@ -1,0 +1,218 @@
+"""ONE OOM watcher per process: the kernel log and the cgroup counters → OomEvent
+rows → `oom.killed` on the `events` group.
+
+Daphne runs no ASGI lifespan events, so the first consumer of `ws/events/`
+starts it (ensure_started), like the containers reconciler; `manage.py
+oom_watch` runs the same watcher on its own (for the Redis channel layer).
+
+Everything that waits on the kernel is non-blocking on the event loop:
+/dev/kmsg and the counters' epoll descriptor are registered with
+loop.add_reader, and both are read only when ready.  The ORM and rt.list()
+run in worker threads.  Counters are read on the loop, at the moment of
+detection, because a container's cgroup is removed as soon as it exits.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from runtime import TerrariumError
+from runtime.oom import CgroupOomWatch, KmsgReader, OomAssembler, read_counts
+
+from . import events, mapping, selectors, services
+
+log = logging.getLogger(__name__)
+_task: asyncio.Task | None = None
+_watcher: "OomWatcher | None" = None
+
+
+def ensure_started() -> asyncio.Task | None:
+    """Start the watcher on the running loop unless it already runs there."""
+    global _task, _watcher
+    if not getattr(settings, "TERRARIUM_OOM_WATCH", True):
+        return None
+    loop = asyncio.get_running_loop()
+    if _task is None or _task.done() or _task.get_loop() is not loop:
+        _watcher = OomWatcher()
+        _task = loop.create_task(_watcher.run(), name="terrarium-oom-watcher")
+    return _task
+
+
+def current() -> "OomWatcher | None":
+    return _watcher
+
+
+async def stop() -> None:
+    """Cancel the watcher (tests)."""
+    global _task, _watcher
+    task, _task, _watcher = _task, None, None
+    if task and not task.done():
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+
+_record = database_sync_to_async(services.oom_record, thread_sensitive=False)
+_confirm = database_sync_to_async(services.oom_confirm, thread_sensitive=False)
+_catch_up = database_sync_to_async(services.oom_catch_up, thread_sensitive=False)
+_scope = database_sync_to_async(selectors.oom_watch_scope, thread_sensitive=False)
+
+
+class OomWatcher:
+    """Follows /dev/kmsg and the OOM counters of Terrarium's running containers."""
+
+    def __init__(self, *, kmsg_path: str = "/dev/kmsg", refresh: float = 0.5,
+                 window: float = 0.25):
+        self.kmsg_path = kmsg_path
+        self.refresh = refresh
+        self.correlator = mapping.Correlator(window=window)
+        self.assembler = OomAssembler()
+        self.scope: selectors.WatchScope | None = None
+        self.kmsg: KmsgReader | None = None
+        self.counters = CgroupOomWatch(settle=0.25)
+        self.ready = asyncio.Event()          # set once readers are attached (tests wait on it)
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------- lifecycle
+    async def run(self) -> None:
+        self._loop = loop = asyncio.get_running_loop()
+        try:
+            self.kmsg = KmsgReader(self.kmsg_path)          # at the end: only new records
+            loop.add_reader(self.kmsg.fileno(), self._on_kmsg)
+        except TerrariumError as e:
+            log.warning("kernel log not readable (%s): OOM kills seen from cgroup counters only", e)
+        loop.add_reader(self.counters.fileno(), self._on_counters)
+        drain = loop.create_task(self._drain(), name="terrarium-oom-save")
+        try:
+            self.scope = await _scope()
+            self._sync_watches()
+            await events.apublish([events.killed_event(e) for e in await _catch_up()])
+            self.ready.set()
+            while True:
+                await asyncio.sleep(self.refresh)
+                try:
+                    self.scope = await _scope()
+                    self._sync_watches()
+                except TerrariumError as e:
+                    log.warning("OOM watcher could not list containers: %s", e)
+        finally:
+            drain.cancel()
+            if self.kmsg is not None:
+                loop.remove_reader(self.kmsg.fileno())
+                self.kmsg.close()
+            loop.remove_reader(self.counters.fileno())
+            self.counters.close()
+            if self._timer:
+                self._timer.cancel()
+
+    def _sync_watches(self) -> None:
+        """Watch the counters of running containers; drop the rest."""
+        wanted = self.scope.targets
+        for key in self.counters.keys():
+            if key not in wanted:
+                self.counters.remove(key)
+        for cid, t in wanted.items():
+            if cid not in self.counters.keys():
+                try:
+                    self.counters.add(t.memory_dir, cid)
+                except TerrariumError as e:   # it exited between the list and now
+                    log.debug("no OOM watch on %s: %s", cid[:12], e)
+
+    # ------------------------------------------------------- kernel readers
+    def _on_kmsg(self) -> None:
+        """/dev/kmsg is readable: assemble reports, hand them to the correlator."""
+        try:
+            records = self.kmsg.read_available()
+        except TerrariumError as e:
+            log.error("reading the kernel log failed, following counters only: %s", e)
+            self._loop.remove_reader(self.kmsg.fileno())
+            return
+        now = self._loop.time()
+        for rec in records:
+            report = self.assembler.feed(rec)
+            if report is None:
+                continue
+            parent = self.scope.parent if self.scope else ""
+            who = mapping.attribute(report, parent)
+            for action in self.correlator.on_report(who.container_id, report, now):
+                self._queue.put_nowait((action, who, self._counts_now(who)))
+        self._arm()
+
+    def _on_counters(self) -> None:
+        """A watched cgroup's eventfd/inotify woke: compare counters."""
+        now = self._loop.time()
+        for ev in self.counters.read_events():
+            if ev.gone:
+                continue
+            for action in self.correlator.on_counter(ev.key, ev.new_kills, ev.counts, now):
+                self._queue.put_nowait((action, None, None))
+        hint = self.counters.timeout_hint()
+        if hint is not None:
+            self._loop.call_later(hint, self._on_counters)
+        self._arm()
+
+    def _counts_now(self, who: mapping.Attribution):
+        """The cgroup's counters at the moment its report completed (None if gone)."""
+        if who.memcg is None or self.scope is None:
+            return None
+        try:
+            return read_counts(os.path.join(self.scope.memory_root, who.memcg.lstrip("/")))
+        except TerrariumError:
+            return None
+
+    def _arm(self) -> None:
+        """Wake for the correlator's next deadline (a counter kill whose report is late)."""
+        deadline = self.correlator.next_deadline()
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        for action in self.correlator.expire(self._loop.time()):
+            self._queue.put_nowait((action, None, None))
+        self._arm()
+
+    # ---------------------------------------------------------------- saving
+    async def _drain(self) -> None:
+        """Save and publish actions one at a time, in the order they were decided."""
+        while True:
+            action, who, counts_now = await self._queue.get()
+            try:
+                ev = await self._save(action, who, counts_now)
+                if ev is not None:
+                    await events.apublish([events.killed_event(ev)])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not record OOM kill %s", action)
+
+    async def _save(self, action: mapping.Action, who, counts_now):
+        target = self.scope.targets.get(action.key) if (self.scope and action.key) else None
+        if action.kind == mapping.CONFIRM:
+            await _confirm(container_id=action.key, token=action.token, counts=action.counts)
+            return None              # already published when the kmsg report came
+        if action.kind == mapping.NEW:
+            return await _record(
+                scope=who.scope, container_id=who.container_id, report=action.report,
+                counts=action.counts or counts_now,
+                detected_by="kmsg+counter" if action.counts else "kmsg",
+                init_pid=target.pid if target else None, name=target.name if target else "",
+                memcg=who.memcg)
+        memcg = None
+        if self.scope and action.key:
+            memcg = f"/{self.scope.parent}/{action.key}"
+        return await _record(
+            scope=mapping.SCOPE_CONTAINER, container_id=action.key, report=None,
+            counts=action.counts, detected_by="counter", name=target.name if target else "",
+            memcg=memcg)

@@ -1,0 +1,60 @@
+// Terrarium OOM toasts: every page listens on ws/events/ and shows each kill.
+// No build step, no dependencies.
+(function () {
+  "use strict";
+  var box = document.getElementById("oom-toasts");
+  if (!box || !window.WebSocket) return;
+
+  function kb(v) { return v == null ? "?" : (v >= 1024 ? (v / 1024).toFixed(1) + " MB" : v + " kB"); }
+
+  function show(ev) {
+    var a = document.createElement("a");
+    a.className = "oom-toast";
+    a.href = ev.url;
+    a.setAttribute("role", "alert");
+    var where = ev.scope === "host" ? "host" : (ev.container_name || (ev.container_id || "").slice(0, 12));
+    var who = ev.killed_pid ? ev.killed_command + " (pid " + ev.killed_pid + ")" : "a process";
+    var title = document.createElement("strong");
+    title.textContent = "OOM kill in " + where;
+    var body = document.createElement("span");
+    body.textContent = who + " killed" + (ev.is_init ? " — the container died" : "") +
+      "; limit " + kb(ev.limit_kb);
+    a.appendChild(title); a.appendChild(body);
+    box.appendChild(a);
+    setTimeout(function () { a.classList.add("fade"); }, 12000);
+    setTimeout(function () { a.remove(); }, 12600);
+    var rows = document.querySelector("#oom-events tbody");
+    if (rows && !document.querySelector('#oom-events [data-oom-id="' + ev.id + '"]')) {
+      var tr = document.createElement("tr");
+      tr.dataset.oomId = ev.id;
+      var cells = [ev.at.replace("T", " ").slice(0, 19), where, who, ev.is_init ? "yes — the container died" : "no",
+                   (ev.usage_kb || "?") + " / " + (ev.limit_kb || "?") + " kB", ev.detected_by];
+      cells.forEach(function (t, i) {
+        var td = document.createElement("td");
+        if (i === 0) { var l = document.createElement("a"); l.href = ev.url; l.textContent = t; td.appendChild(l); }
+        else td.textContent = t;
+        tr.appendChild(td);
+      });
+      var empty = rows.querySelector(".empty");
+      if (empty) empty.parentNode.remove();
+      rows.insertBefore(tr, rows.firstChild);
+    }
+  }
+
+  var delay = 1000;
+  function connect() {
+    var ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/events/");
+    ws.onopen = function () { delay = 1000; document.body.dataset.oomSocket = "open"; };
+    ws.onmessage = function (m) {
+      var data = JSON.parse(m.data);
+      if (data.type === "oom.killed") show(data.event);
+    };
+    ws.onclose = function (e) {
+      document.body.dataset.oomSocket = "closed";
+      if (e.code === 4401 || e.code === 4403) return;
+      setTimeout(connect, delay);
+      delay = Math.min(delay * 2, 30000);
+    };
+  }
+  connect();
+})();

@@ -1,0 +1,97 @@
+"""The watcher on the real kernel: a container with a 20 MB limit allocates
+100 MB; the OomEvent lands in the DB with the right container, process and
+command, its counters agree with memory.oom_control, and `oom.killed` is
+published on the `events` group."""
+import asyncio
+import os
+
+import pytest
+from channels.layers import get_channel_layer
+
+from dashboard.containers.models import OomEvent
+from dashboard.oom import events, services
+from dashboard.oom.watcher import OomWatcher
+from runtime import Limits, Spec
+from runtime.oom import read_counts
+from tests.conftest import needs_root
+
+pytestmark = [needs_root, pytest.mark.root, pytest.mark.django_db(transaction=True),
+              pytest.mark.skipif(not os.access("/dev/kmsg", os.R_OK), reason="/dev/kmsg not readable")]
+
+HOG = "head -c 100m /dev/zero | tail"
+
+
+async def _watch_until_event(rt, spec, *, wait_known=False, timeout=20):
+    """Start a watcher, run the container, return (container, first oom.killed event)."""
+    w = OomWatcher(refresh=0.1)
+    task = asyncio.create_task(w.run())
+    layer = get_channel_layer()
+    ch = await layer.new_channel()
+    await layer.group_add(events.GROUP, ch)
+    try:
+        await asyncio.wait_for(w.ready.wait(), 15)
+        c = await asyncio.to_thread(rt.run, spec)
+        if wait_known:                       # let the watcher see the init pid first
+            while c.id not in w.scope.targets:
+                await asyncio.sleep(0.05)
+        msg = await asyncio.wait_for(layer.receive(ch), timeout)
+        await asyncio.sleep(0.3)             # let a counter confirmation land
+        return c, msg
+    finally:
+        await layer.group_discard(events.GROUP, ch)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_child_killed_container_lives_on(rt, name, cleanup):
+    cleanup.append(name)
+    spec = Spec(image="busybox", name=name, cmd=("sh", "-c", f"{HOG}; sleep 30"),
+                limits=Limits(memory=20 << 20))
+    c, msg = asyncio.run(_watch_until_event(rt, spec))
+    assert msg["type"] == "oom.killed"
+    ev = OomEvent.objects.get(pk=msg["event"]["id"])
+    assert (ev.scope, ev.container_key, ev.container_name) == ("container", c.id, name)
+    assert ev.container_id == c.id                       # the FK to the mirror row
+    assert ev.killed_command == "tail" and ev.killed_pid and ev.killed_pid != c.pid
+    assert not ev.is_init and not ev.is_global
+    assert ev.limit_kb == 20480 and ev.usage_kb and ev.usage_kb <= 20480
+    assert "Killed process %d (tail)" % ev.killed_pid in ev.raw
+    assert ev.detected_by in ("kmsg", "kmsg+counter")
+    # the container is still running: its own counter is there to compare
+    assert rt.inspect(c.id).status == "running"
+    kernel = read_counts(rt.cgroups.paths(c.id)["memory"])
+    assert ev.counters["oom_kill"] == kernel.oom_kill == 1
+    assert OomEvent.objects.filter(container_key=c.id).count() == 1     # deduped
+    assert msg["event"]["killed_command"] == "tail" and msg["event"]["limit_kb"] == 20480
+
+
+def test_init_killed_container_dies(rt, name, cleanup):
+    cleanup.append(name)
+    # tail buffers /dev/zero's one endless line; `exec` makes it the container's init
+    spec = Spec(image="busybox", name=name, cmd=("sh", "-c", "sleep 0.5; exec tail /dev/zero"),
+                limits=Limits(memory=20 << 20))
+    c, msg = asyncio.run(_watch_until_event(rt, spec, wait_known=True))
+    ev = OomEvent.objects.get(pk=msg["event"]["id"])
+    assert (ev.container_key, ev.killed_pid, ev.killed_command) == (c.id, c.pid, "tail")
+    assert ev.is_init and msg["event"]["is_init"]
+    for _ in range(50):
+        state = rt.inspect(c.id)
+        if state.status == "exited":
+            break
+        asyncio.run(asyncio.sleep(0.1))
+    assert (state.exit_code, state.oom_killed) == (137, True)
+    assert ev.counters["oom_kill"] == state.oom_kills == 1   # the shim read memory.oom_control
+
+
+def test_kills_while_the_dashboard_was_down_are_caught_up(rt, name, cleanup):
+    cleanup.append(name)
+    c = rt.run(Spec(image="busybox", name=name, cmd=("sh", "-c", f"{HOG}; sleep 30"),
+                    limits=Limits(memory=20 << 20)))
+    memory = rt.cgroups.paths(c.id)["memory"]
+    for _ in range(100):
+        if read_counts(memory).oom_kill:
+            break
+        asyncio.run(asyncio.sleep(0.05))
+    (ev,) = [e for e in services.oom_catch_up() if e.container_key == c.id]
+    assert (ev.detected_by, ev.counters["oom_kill"], ev.killed_pid) == ("counters-at-start", 1, None)
+    assert not [e for e in services.oom_catch_up() if e.container_key == c.id]   # once only
