@@ -37,3 +37,4 @@ fi
 
 mkdir -p bench/results
 .venv/bin/python bench/start_latency.py "$@"
+.venv/bin/python bench/layers_bench.py

@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "dashboard.containers",
     "dashboard.live",
     "dashboard.oom",
+    "dashboard.layers",
 ]
 
 MIDDLEWARE = [

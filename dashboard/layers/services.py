@@ -1,0 +1,126 @@
+"""Every write about images and layers: import, export, commit, remove, gc.
+
+Like dashboard/containers/services.py: call the runtime, write an AuditEntry
+with the result, bring the image mirror in step; runtime errors come back as
+ServiceError with the runtime's own message."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from runtime import TerrariumError
+from runtime.images import importers
+
+from dashboard.containers import services as container_services
+from dashboard.containers.models import Container
+from dashboard.containers.runtime_client import get_runtime
+from dashboard.containers.services import ServiceError, _audit
+
+__all__ = ["ServiceError", "image_import", "image_export", "container_commit", "image_remove",
+           "images_gc"]
+
+
+def _first_line(e: Exception) -> str:
+    """tarfile explains itself over several lines; the person needs the first."""
+    lines = str(e).splitlines() or [type(e).__name__]
+    return lines[0].rstrip(": ") + (" (not a tar or layout it can read)" if len(lines) > 1 else "")
+
+
+def _sync() -> None:
+    try:
+        container_services.images_sync()
+    except TerrariumError:
+        pass                                 # the page says so when it reads the store
+
+
+def image_import(*, user, upload, name: str = "") -> list:
+    """Load a docker-archive or OCI layout tar (maybe gzip) from an uploaded file.
+
+    The upload is streamed to a temp file (Django's own when it made one);
+    importers.load checks every digest and removes what it added on failure.
+    """
+    details = {"file": getattr(upload, "name", ""), "size": getattr(upload, "size", None),
+               "name": name}
+    tmp = path = None
+    try:
+        path = getattr(upload, "temporary_file_path", None)
+        if path is not None:
+            path = path()
+        else:
+            fd, tmp = tempfile.mkstemp(prefix="terrarium-upload-", suffix=".tar")
+            with os.fdopen(fd, "wb") as f:
+                for chunk in upload.chunks():
+                    f.write(chunk)
+            path = tmp
+        images = importers.load(get_runtime().images, path, name=name or None)
+    except (TerrariumError, OSError) as e:
+        msg = _first_line(e)
+        if path:                             # name the person's file, not our temp copy
+            msg = msg.replace(path, repr(details["file"] or "the upload"))
+        _audit(user, "image-import", result="error", message=msg, details=details)
+        raise ServiceError(msg) from e
+    finally:
+        if tmp is not None:
+            os.unlink(tmp)
+    details["images"] = [i.name for i in images]
+    _audit(user, "image-import", result="ok", details=details)
+    _sync()
+    return images
+
+
+def image_export(*, user, name: str):
+    """The image as an OCI layout tar: an open, already unlinked temp file (rewound)."""
+    work = tempfile.mkdtemp(prefix="terrarium-export-")
+    try:
+        out = os.path.join(work, "image.tar")
+        digest = importers.save(get_runtime().images, name, out)
+        f = open(out, "rb")
+    except (TerrariumError, OSError) as e:
+        _audit(user, "image-export", result="error", message=str(e), details={"image": name})
+        raise ServiceError(str(e)) from e
+    finally:
+        shutil.rmtree(work, ignore_errors=True)     # the open file lives on until closed
+    _audit(user, "image-export", result="ok", details={"image": name, "manifest": digest})
+    return f
+
+
+def container_commit(*, user, container_id: str, image_name: str, message: str = ""):
+    """The container's writable layer as the new top layer of image `image_name`."""
+    row = Container.objects.filter(id=container_id).first()
+    cname = row.name if row else container_id[:12]
+    details = {"image": image_name, "message": message}
+    try:
+        image = get_runtime().commit(container_id, image_name, message=message)
+    except (TerrariumError, OSError) as e:
+        _audit(user, "commit", container_id=container_id, container_name=cname, result="error",
+               message=str(e), details=details)
+        raise ServiceError(str(e)) from e
+    details["layer"] = image.layers[-1].digest
+    _audit(user, "commit", container_id=container_id, container_name=cname, result="ok",
+           details=details)
+    _sync()
+    return image
+
+
+def image_remove(*, user, name: str) -> None:
+    """Remove an image record; refused (ServiceError) while a container uses it."""
+    try:
+        get_runtime().remove_image(name)
+    except TerrariumError as e:
+        _audit(user, "image-remove", result="error", message=str(e), details={"image": name})
+        raise ServiceError(str(e)) from e
+    _audit(user, "image-remove", result="ok", details={"image": name})
+    _sync()
+
+
+def images_gc(*, user) -> list[str]:
+    """Remove the layers no image and no container uses; returns their digests."""
+    try:
+        removed = get_runtime().image_gc()
+    except (TerrariumError, OSError) as e:
+        _audit(user, "image-gc", result="error", message=str(e))
+        raise ServiceError(str(e)) from e
+    _audit(user, "image-gc", result="ok", details={"removed": removed})
+    _sync()
+    return removed
