@@ -17,6 +17,8 @@ import tempfile
 
 import pytest
 
+pytest_plugins = ["tests.fixtures_web"]
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI = os.path.join(os.path.dirname(sys.executable), "terrarium")
 

@@ -7,7 +7,6 @@ import tarfile
 
 import pytest
 
-from tests.browser.conftest import browser, login, made, server, shots  # noqa: F401
 from tests.conftest import CLI
 from tests.dashboard.conftest import (_fresh_runtime_handle, administrator, idle_container,  # noqa: F401
                                       operator, operator_client, viewer, viewer_client)

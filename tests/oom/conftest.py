@@ -1,3 +1,2 @@
 """OOM tests reuse the dashboard's users and the browser tier's Daphne + Chromium."""
-from tests.browser.conftest import browser, login, server, shots  # noqa: F401
 from tests.dashboard.conftest import _fresh_runtime_handle, viewer  # noqa: F401

@@ -1,4 +1,6 @@
-"""A real Daphne server on a free loopback port, users in each role, and Chromium.
+"""Web fixtures for every browser test (registered once in tests/conftest.py, so a
+run starts one Daphne however many folders use it): a real Daphne server on a
+free loopback port, users in each role, and Chromium.
 
 The server gets a temp SQLite DB (migrated) and the session's runtime root and
 cgroup parent (from tests/conftest.py, through the environment)."""
@@ -80,8 +82,11 @@ def server(rt, tmp_path_factory):
     log.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Module scope: Playwright's sync API keeps an event loop running in this
+    # thread while it is open, which breaks asyncio.run() and a second
+    # sync_playwright() in later modules.
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
