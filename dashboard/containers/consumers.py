@@ -1,4 +1,9 @@
-"""Websocket consumers: check the user, join the group, forward events."""
+"""Websocket consumers: check the user, join a group, forward its events.
+
+ViewerSocket is that pattern once; each socket of the dashboard names its
+group and what to start when someone joins, and lists the event types it
+forwards.
+"""
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -9,8 +14,8 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 
 
-class ContainersConsumer(AsyncJsonWebsocketConsumer):
-    """Live list: every `containers` group event, as JSON."""
+class ViewerSocket(AsyncJsonWebsocketConsumer):
+    """A one-way socket for anyone allowed to view.  (Origin is checked in asgi.py.)"""
 
     # ------------------------------------------------------ socket handlers
     async def connect(self):
@@ -20,19 +25,32 @@ class ContainersConsumer(AsyncJsonWebsocketConsumer):
             return await self._refuse(CLOSE_UNAUTHENTICATED)
         if not await database_sync_to_async(user.has_perm)(CAN_VIEW):
             return await self._refuse(CLOSE_FORBIDDEN)
-        await self.channel_layer.group_add(events.GROUP, self.channel_name)
+        self.group = self.group_name()
+        await self.channel_layer.group_add(self.group, self.channel_name)
         self.joined = True
         await self.accept()
-        reconciler.ensure_started()
+        await self.on_join()
 
     async def disconnect(self, code):
         """Leave the group."""
         if getattr(self, "joined", False):
-            await self.channel_layer.group_discard(events.GROUP, self.channel_name)
+            self.joined = False
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.on_leave()
 
     async def receive_json(self, content, **kwargs):
         """The socket is one-way; client messages are refused politely."""
         await self.send_json({"error": "read-only"})
+
+    # ----------------------------------------------------------------- hooks
+    def group_name(self) -> str:
+        raise NotImplementedError
+
+    async def on_join(self):
+        """After accept: start producers, send the first state."""
+
+    async def on_leave(self):
+        """After leaving the group."""
 
     # --------------------------------------------------------------- helpers
     async def _refuse(self, code: int):
@@ -40,11 +58,19 @@ class ContainersConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         await self.close(code=code)
 
-    # -------------------------------------------------- group event handlers
-    async def container_changed(self, event):
-        """container.changed → the browser."""
+    async def forward(self, event):
+        """A group event → the browser, as is (it carries its "type")."""
         await self.send_json(event)
 
-    async def container_removed(self, event):
-        """container.removed → the browser."""
-        await self.send_json(event)
+
+class ContainersConsumer(ViewerSocket):
+    """Live list: every `containers` group event, as JSON."""
+
+    def group_name(self) -> str:
+        return events.GROUP
+
+    async def on_join(self):
+        reconciler.ensure_started()
+
+    container_changed = ViewerSocket.forward
+    container_removed = ViewerSocket.forward
