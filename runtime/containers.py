@@ -143,7 +143,7 @@ class Runtime:
             for sub in ("upper", "work", "rootfs"):
                 os.mkdir(os.path.join(cdir, sub), 0o755)
             open(os.path.join(cdir, "container.log"), "ab").close()
-            write_json(os.path.join(cdir, "config.json"), config, durable=True)
+            write_json(os.path.join(cdir, "config.json"), config)
             os.symlink(cid, os.path.join(self.names_dir, name))
         return self.inspect(cid)
 
@@ -229,13 +229,14 @@ class Runtime:
 
     def _cgroup_op(self, op, cid: str, *args) -> None:
         """A cgroup operation on a container that may be exiting: once its init is
-        gone the shim removes the cgroup, and "no such file" then means done."""
+        gone the shim removes the cgroup, and a missing cgroup (ENOENT) or one
+        being removed (its files answer ENODEV) then means done."""
         try:
             op(cid, *args)
         except NotFound:
             pass
         except KernelError as e:
-            if e.code != errno.ENOENT:
+            if e.code not in (errno.ENOENT, errno.ENODEV):
                 raise
 
     def _finish_locked(self, cid: str, config: dict) -> Container:

@@ -63,15 +63,15 @@ def _cgroups(parent: str):
 
 # --------------------------------------------------------------------- init
 
-def container_init(req: dict, err_w: int, log_fd: int, stdin_fd: int) -> None:
+def container_init(req: dict, err_w: int, in_cgroup_r: int, log_fd: int, stdin_fd: int) -> None:
     """Become the container.  Runs as PID 1 of the new PID namespace; never returns.
 
     Any failure is written to err_w as "<exit code>:<message>" for the shim."""
     try:
         for sig in RESET_SIGNALS:            # exec keeps SIG_IGN: give the command defaults
             signal.signal(sig, signal.SIG_DFL)
-        # 1. cgroup: limits apply before the command allocates anything
-        _cgroups(req["cgroup_parent"]).attach(req["id"], 0)
+        # 1. cgroup: the shim makes it and moves us in while we build the root
+        #    below (two cores, two jobs); we wait for that at step 7, before exec.
         # 2. the namespaces besides PID (which the shim made for us)
         linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWNET)
         # 3. hostname, in the new UTS namespace
@@ -89,7 +89,10 @@ def container_init(req: dict, err_w: int, log_fd: int, stdin_fd: int) -> None:
         os.chdir("/")
         _mask_paths()
         linux.loopback_up()
-        # 7. the command, with Docker's 14 capabilities and no way to gain more
+        # 7. in our cgroup (limits hold before the command allocates anything),
+        #    the command, with Docker's 14 capabilities and no way to gain more
+        if os.read(in_cgroup_r, 1) != b"1":
+            raise TerrariumError("the container's cgroup could not be set up")
         workdir = req["workdir"]
         os.makedirs(workdir, exist_ok=True)
         os.chdir(workdir)
@@ -225,21 +228,34 @@ def _supervise(req: dict, reply: socket.socket) -> int:
     log_fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
     stdin_fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
     from .model import Limits
-    drv.create(cid, Limits(**req["limits"]))
-    err_r, err_w = os.pipe()                       # both close-on-exec
+    err_r, err_w = os.pipe()                       # init → shim: why it failed (EOF: exec'd)
+    in_cgroup_r, in_cgroup_w = os.pipe()           # shim → init: you are in your cgroup
     linux.unshare(linux.CLONE_NEWPID)               # our next child is PID 1 there
     pid = os.fork()
     if pid == 0:
         os.close(err_r)
-        container_init(req, err_w, log_fd, stdin_fd)
+        os.close(in_cgroup_w)
+        container_init(req, err_w, in_cgroup_r, log_fd, stdin_fd)
     os.close(err_w)
+    os.close(in_cgroup_r)
+    cgroup_error = None
+    try:
+        drv.create(cid, Limits(**req["limits"]))
+        drv.attach(cid, pid)
+        os.write(in_cgroup_w, b"1")
+    except TerrariumError as e:
+        cgroup_error = str(e)                      # init sees EOF and gives up
+    finally:
+        os.close(in_cgroup_w)
     started_at = time.time()
     error = b""
     while chunk := os.read(err_r, 4096):            # EOF: exec succeeded
         error += chunk
     os.close(err_r)
-    if error:
+    if error or cgroup_error:
         code_s, _, message = error.decode(errors="replace").partition(":")
+        if cgroup_error:
+            code_s, message = "125", cgroup_error
         os.waitpid(pid, 0)
         drv.remove(cid)
         os.write(log_fd, f"terrarium: {message}\n".encode())
@@ -329,6 +345,7 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
     with open(os.path.join(run_dir, "forkserver.pid"), "w") as f:
         f.write(str(os.getpid()))
     from . import cgroups, model  # noqa: F401 - load before forking, so shims share it
+    linux.cap_last_cap()            # cached for every container's init
     gc.collect()
     gc.freeze()                     # keep refcount churn off the shared pages
     if ready_fd is not None:

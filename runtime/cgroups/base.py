@@ -18,7 +18,8 @@ import errno
 import os
 import signal as _signal
 import time
-from dataclasses import dataclass, field
+from collections import namedtuple
+from types import MappingProxyType
 
 from ..errors import InvalidArgument, KernelError, NotFound
 from ..model import Limits
@@ -85,9 +86,9 @@ class FS:
 
 # --- layout
 
-@dataclass(frozen=True)
-class Layout:
-    """How the host mounts cgroups.
+class Layout(namedtuple("Layout", "kind v1 v2 v2_controllers", defaults=(MappingProxyType({}), None, ()))):
+    """How the host mounts cgroups (a named tuple, like runtime.model's records:
+    every CLI command imports this, and dataclasses cost it ~15 ms).
 
     kind: "v2" (one cgroup2 tree with controllers), "v1" (only per-controller
     hierarchies) or "hybrid" (v1 controllers plus a cgroup2 mount, usually
@@ -95,10 +96,7 @@ class Layout:
     v1: controller -> mount point ("cpu" and "cpuacct" may share one).
     v2: the cgroup2 mount point, if any; v2_controllers: what its root offers.
     """
-    kind: str
-    v1: dict = field(default_factory=dict)
-    v2: str | None = None
-    v2_controllers: tuple = ()
+    __slots__ = ()
 
 
 def layout_from_mounts(mounts, v2_controllers: tuple = ()) -> Layout:
