@@ -4,10 +4,18 @@ Like dashboard/containers/selectors.py, this is the only place dashboard/live
 touches the runtime, so it can later move behind the root agent's socket."""
 from __future__ import annotations
 
+import threading
+import time
+from dataclasses import dataclass
+
 from runtime import TerrariumError
+from runtime import cgroups as _cgroups
 from runtime import procs as _procs
+from runtime.cgroups import tree as _cgtree
 
 from dashboard.containers.runtime_client import get_runtime
+
+from . import metrics as _metrics
 
 
 class NotSampled(Exception):
@@ -31,18 +39,133 @@ def container_process_forest(*, container_id: str) -> list:
     return _procs.container_tree(pids)
 
 
-def host_namespaces() -> list:
-    """Every namespace on the host (lsns), with Terrarium's containers marked."""
-    rt = get_runtime()
-    owned = {c.id: c.namespaces for c in rt.list(all=True) if c.namespaces}
-    names = {c.id: c.name for c in rt.list(all=True)}
-    rows = _procs.namespaces(owners=_procs.namespace_owners(owned))
-    return [(ns, names.get(ns.container)) for ns in rows]
+# --- host pages (namespaces, cgroups) ------------------------------------------
+# Read at most once a second per process however many pages poll (each poll
+# gets the same snapshot), so viewers cost a render, not a /proc walk.
+
+HOST_TTL = 1.0
+_host_cache: dict[str, tuple[float, object]] = {}
+_host_lock = threading.Lock()
+_cpu_prev: dict[tuple[str, str], tuple[float, int]] = {}    # (hierarchy, path) -> (mono, ns)
 
 
-def host_process_tree() -> tuple[list, dict[int, str], dict[int, str]]:
-    """The host's PID namespace tree; {pid: shim|forkserver}; {init pid: container name}."""
+def _cached(key: str, read):
+    with _host_lock:
+        hit = _host_cache.get(key)
+        now = time.monotonic()
+        if hit is None or now - hit[0] >= HOST_TTL:
+            hit = (now, read())
+            _host_cache[key] = hit
+        return hit[1]
+
+
+def _containers() -> list:
+    return get_runtime().list(all=True)
+
+
+@dataclass(frozen=True)
+class NamespaceRow:
+    ns: object                         # runtime.procs.NamespaceInfo
+    container_name: str | None
+    source: str                        # "/proc/<pid>/ns/<type> -> <type>:[<inode>]"
+
+
+@dataclass(frozen=True)
+class ProcessRow:
+    depth: int
+    info: object                       # runtime.procs.ProcessInfo
+    role: str | None                   # shim | forkserver
+    container: tuple[str, str] | None  # (id, name) when it is a container's init
+
+
+def host_namespace_rows() -> list[NamespaceRow]:
+    """Every namespace (lsns), each with its container's name and its source link."""
+    def read():
+        cs = _containers()
+        owned = {c.id: c.namespaces for c in cs if c.namespaces}
+        names = {c.id: c.name for c in cs}
+        rows = _procs.namespaces(owners=_procs.namespace_owners(owned))
+        return [NamespaceRow(ns, names.get(ns.container),
+                             f"/proc/{ns.pid}/ns/{ns.type} -> {ns.type}:[{ns.inode}]") for ns in rows]
+    return _cached("namespaces", read)
+
+
+def host_process_rows() -> list[ProcessRow]:
+    """The host PID namespace as pstree -p rows, Terrarium's processes marked."""
+    def read():
+        forest = _procs.host_tree()
+        roles = _procs.terrarium_roles(forest)
+        inits = {c.pid: (c.id, c.name) for c in _containers()
+                 if c.pid and c.status in ("running", "paused")}
+        return [ProcessRow(d, n.info, roles.get(n.pid), inits.get(n.pid))
+                for d, n in _procs.walk(forest)]
+    return _cached("ptree", read)
+
+
+@dataclass(frozen=True)
+class CgroupRow:
+    hierarchy: str
+    node: object                       # runtime.cgroups.tree.CgroupNode
+    cpu: float | None                  # share of one core since the previous read
+    container: tuple[str, str] | None  # (id, name) of a Terrarium container
+    terrarium: bool                    # Terrarium's own parent cgroup
+
+    @property
+    def name(self) -> str:
+        return self.node.path.rsplit("/", 1)[-1] or "/"
+
+    @property
+    def cpu_pct(self) -> str:
+        return "" if self.cpu is None else f"{self.cpu * 100:.1f} %"
+
+
+def host_cgroup_rows() -> list[tuple[str, str, list[CgroupRow]]]:
+    """[(hierarchy, mount, rows)]: every cgroup of memory/cpuacct/pids (v1) or the
+    v2 tree, CPU share from cumulative usage between two reads, containers marked."""
+    return _cached("cgroups", _read_cgroups)
+
+
+def _read_cgroups():
     rt = get_runtime()
-    forest = _procs.host_tree()
-    inits = {c.pid: c.name for c in rt.list(all=True) if c.pid and c.status in ("running", "paused")}
-    return forest, _procs.terrarium_roles(forest), inits
+    by_path = {"/" + c.cgroup: (c.id, c.name) for c in _containers() if c.cgroup}
+    parent = "/" + rt.cgroup_parent
+    now = time.monotonic()
+    out = []
+    for h in _cgtree.walk(_cgroups.detect()):
+        rows = []
+        for n in h.nodes:
+            cpu = None
+            if n.cpu_usage_ns is not None:
+                prev = _cpu_prev.get((h.name, n.path))
+                if prev is not None:
+                    cpu = _metrics.cpu_share(prev[1], n.cpu_usage_ns, now - prev[0])
+                _cpu_prev[(h.name, n.path)] = (now, n.cpu_usage_ns)
+            rows.append(CgroupRow(h.name, n, None if cpu is None else round(cpu, 4),
+                                  by_path.get(n.path), n.path == parent))
+        out.append((h.name, h.mount, rows))
+    return out
+
+
+def reset_host_cache() -> None:
+    """Forget snapshots and CPU baselines (tests)."""
+    with _host_lock:
+        _host_cache.clear()
+        _cpu_prev.clear()
+
+
+# --- down-sampled history ------------------------------------------------------
+
+def container_history(*, container_id: str, hours: float = 24) -> dict:
+    """The DB's per-minute rows of one container as uPlot columns (epoch s)."""
+    from datetime import datetime, timedelta, timezone
+
+    from .models import MinutePoint
+    since = datetime.now(timezone.utc) - timedelta(hours=hours)
+    rows = MinutePoint.objects.filter(container_id=container_id, minute__gte=since).order_by("minute")
+    keys = ("mem_avg", "mem_max", "mem_limit", "cpu_avg", "pids_max", "io_r", "io_w")
+    out: dict = {"t": [], **{k: [] for k in keys}}
+    for r in rows.values("minute", *keys):
+        out["t"].append(int(r["minute"].timestamp()))
+        for k in keys:
+            out[k].append(r[k])
+    return out

@@ -1,0 +1,191 @@
+"""Down-sampled history: the sampler's per-tick points folded into one row per
+container per minute, kept 24 hours in the database (live.MinutePoint).
+
+The sampler calls ``record(container_id, point)`` for every point it takes
+(from its worker thread, never the event loop).  A minute is written once the
+first point of a later minute arrives; rows older than ``KEEP`` are pruned at
+most once a minute.  The folding (``downsample``, ``Recorder``, ``merge``) is
+pure and tested from numbers; ``save`` and ``prune`` are the only DB writes.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+from datetime import datetime, timezone
+
+log = logging.getLogger(__name__)
+
+MINUTE = 60
+KEEP = 24 * 3600            # seconds of history kept in the database
+
+
+@dataclass(frozen=True)
+class Minute:
+    """One container's aggregate over one minute (``minute``: its start, epoch s)."""
+    container_id: str
+    minute: int
+    samples: int
+    mem_avg: int | None
+    mem_max: int | None
+    mem_limit: int | None
+    cpu_avg: float | None
+    pids_max: int | None
+    io_r: float | None
+    io_w: float | None
+
+
+# --- pure folding --------------------------------------------------------------
+
+def minute_of(t: float) -> int:
+    """The start of t's minute (epoch seconds)."""
+    return int(t // MINUTE) * MINUTE
+
+
+def _avg(values: list) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _max(values: list):
+    vals = [v for v in values if v is not None]
+    return max(vals) if vals else None
+
+
+def aggregate(container_id: str, minute: int, points: list[Mapping]) -> Minute:
+    """Fold the points of one minute (metrics.point dicts).  Figures missing in
+    every point stay None; rates and shares are averaged over the ticks that have one."""
+    col = lambda k: [p.get(k) for p in points]  # noqa: E731
+    mem_avg = _avg(col("mem"))
+    cpu, io_r, io_w = _avg(col("cpu")), _avg(col("io_r")), _avg(col("io_w"))
+    limits = [v for v in col("mem_limit") if v is not None]
+    return Minute(container_id, minute, len(points),
+                  None if mem_avg is None else round(mem_avg), _max(col("mem")),
+                  limits[-1] if limits else None,
+                  None if cpu is None else round(cpu, 4), _max(col("pids")),
+                  None if io_r is None else round(io_r, 1), None if io_w is None else round(io_w, 1))
+
+
+def downsample(container_id: str, points: Iterable[Mapping]) -> list[Minute]:
+    """Points (any order) -> one Minute per minute that has any, oldest first."""
+    by_minute: dict[int, list] = {}
+    for p in points:
+        by_minute.setdefault(minute_of(p["t"]), []).append(p)
+    return [aggregate(container_id, m, sorted(ps, key=lambda p: p["t"]))
+            for m, ps in sorted(by_minute.items())]
+
+
+def merge(a: Minute, b: Minute) -> Minute:
+    """Two aggregates of the same container and minute (say, before and after a
+    sampler restart) as one: averages weighted by samples, maxima of maxima."""
+    n = a.samples + b.samples
+
+    def wavg(x, y, digits):
+        if x is None or y is None:
+            return x if y is None else y
+        return round((x * a.samples + y * b.samples) / n, digits)
+    mem_avg = wavg(a.mem_avg, b.mem_avg, 0)
+    return replace(a, samples=n, mem_avg=None if mem_avg is None else int(mem_avg),
+                   mem_max=_max([a.mem_max, b.mem_max]), mem_limit=b.mem_limit
+                   if b.mem_limit is not None else a.mem_limit,
+                   cpu_avg=wavg(a.cpu_avg, b.cpu_avg, 4), pids_max=_max([a.pids_max, b.pids_max]),
+                   io_r=wavg(a.io_r, b.io_r, 1), io_w=wavg(a.io_w, b.io_w, 1))
+
+
+class Recorder:
+    """Per-container points of the minute in progress.  ``add`` returns the
+    minutes it completed; ``flush_before`` the minutes of containers no longer
+    sampled.  No I/O."""
+
+    def __init__(self):
+        self.pending: dict[str, tuple[int, list]] = {}
+
+    def add(self, container_id: str, point: Mapping) -> list[Minute]:
+        m = minute_of(point["t"])
+        cur = self.pending.get(container_id)
+        done = []
+        if cur is not None and cur[0] != m:
+            done.append(aggregate(container_id, cur[0], cur[1]))
+            cur = None
+        if cur is None:
+            cur = self.pending[container_id] = (m, [])
+        cur[1].append(point)
+        return done
+
+    def flush_before(self, minute: int) -> list[Minute]:
+        """Complete every pending minute that started before ``minute``."""
+        done = []
+        for cid, (m, pts) in list(self.pending.items()):
+            if m < minute:
+                done.append(aggregate(cid, m, pts))
+                del self.pending[cid]
+        return done
+
+
+# --- the sampler's hook, and the DB --------------------------------------------
+
+_recorder = Recorder()
+_lock = threading.Lock()
+_last_prune = 0.0
+
+
+def record(container_id: str, point: Mapping) -> None:
+    """The sampler's hook, once per point (blocking: call it from a thread).
+    History must never stop the live feed: a failure is logged, not raised."""
+    global _last_prune
+    if point.get("t") is None:
+        return
+    with _lock:
+        done = _recorder.add(container_id, point)
+        done += _recorder.flush_before(minute_of(point["t"]))   # containers no longer sampled
+        prune_due = time.time() - _last_prune >= MINUTE
+        if prune_due:
+            _last_prune = time.time()
+    if not done and not prune_due:
+        return
+    try:
+        save(done)
+        if prune_due:
+            prune(now=point["t"])
+    except Exception:                        # noqa: BLE001 - keep sampling, say why
+        log.exception("could not write the down-sampled history of %s", container_id)
+
+
+def reset() -> None:
+    """Forget pending minutes (tests)."""
+    global _recorder, _last_prune
+    with _lock:
+        _recorder, _last_prune = Recorder(), 0.0
+
+
+def _when(epoch: int) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+_VALUE_FIELDS = [f.name for f in fields(Minute) if f.name not in ("container_id", "minute")]
+
+
+def save(minutes: Iterable[Minute]) -> None:
+    """Write minutes; one already stored for the same container and minute is merged."""
+    from django.db import transaction
+
+    from .models import MinutePoint
+    for m in minutes:
+        with transaction.atomic():
+            row = MinutePoint.objects.select_for_update().filter(
+                container_id=m.container_id, minute=_when(m.minute)).first()
+            if row is not None:
+                old = Minute(m.container_id, m.minute, **{k: getattr(row, k) for k in _VALUE_FIELDS})
+                m = merge(old, m)
+            MinutePoint.objects.update_or_create(
+                container_id=m.container_id, minute=_when(m.minute),
+                defaults={k: getattr(m, k) for k in _VALUE_FIELDS})
+
+
+def prune(*, now: float | None = None) -> int:
+    """Delete rows older than KEEP; → how many."""
+    from .models import MinutePoint
+    cutoff = _when(minute_of((now or time.time()) - KEEP))
+    return MinutePoint.objects.filter(minute__lt=cutoff).delete()[0]
