@@ -1,8 +1,9 @@
 """The event contract of the `container.<id>` groups, defined once.
 
-    {"type": "container.sample", "id": ..., "point": {...metrics.point...},
-     "sources": {point key: kernel file}}
+    {"type": "container.sample", "id": ..., "point": {...metrics.point..., "seq": n},
+     "sources": {point key: kernel file}}          # sources: only when they changed
     {"type": "container.procs", "id": ..., "tree": [{pid, ns_pid, ..., children}]}
+                                                   # when the tree changed
     {"type": "container.gone", "id": ..., "error": "..."}     # no cgroup to sample
     {"type": "container.history", "id": ..., "points": [...], "sources": {...},
      "tree": [...] | None}                                    # to one socket, on connect
@@ -19,8 +20,11 @@ def group(container_id: str) -> str:
     return f"container.{container_id}"
 
 
-def sample_event(container_id: str, point: dict, sources: dict) -> dict:
-    return {"type": SAMPLE, "id": container_id, "point": point, "sources": sources}
+def sample_event(container_id: str, point: dict, sources: dict | None) -> dict:
+    ev = {"type": SAMPLE, "id": container_id, "point": point}
+    if sources is not None:
+        ev["sources"] = sources
+    return ev
 
 
 def procs_event(container_id: str, tree: list) -> dict:

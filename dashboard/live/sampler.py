@@ -1,20 +1,43 @@
-"""ONE sampler per process: samples the containers someone watches, once per
+"""ONE sampler per host: samples the containers someone watches, once per
 tick, and publishes to their `container.<id>` groups.  Viewers cost a send,
 not a sample.
 
-With the in-memory channel layer it runs inside the Daphne process: the first
-subscriber starts it on the running loop, the last one to leave stops it.
-Blocking reads (cgroup files, /proc through runtime.procs) run in a worker
-thread, never on the event loop.  The last ``TERRARIUM_LIVE_HISTORY`` seconds
-(default 15 min) per container stay in memory, so a reload or a new tab gets
-the recent past on connect.
+Where it runs (setting TERRARIUM_SAMPLER):
+
+- "internal" (default, the in-memory channel layer): inside the Daphne
+  process; the first subscriber starts it on the running loop, the last one
+  to leave stops it.
+- "external" (the Redis channel layer, several Daphne workers): `manage.py
+  sampler` runs it as its own process.  Consumers do not sample; they send
+  ``sampler.subscribe`` / ``sampler.unsubscribe`` to the ``sampler`` channel
+  on behalf of their viewer, renewing the subscription every lease/3 seconds
+  (a lease: a Daphne that dies without unsubscribing stops costing samples
+  after TERRARIUM_SAMPLER_LEASE seconds, default 15).  The sampler answers a
+  new subscription with the history, sent to the consumer's own channel.
+
+Blocking reads run in a worker thread, never on the event loop.  They go
+through runtime.stats (kept-open descriptors re-read with pread, unchanged
+process sets and processes skipped), or, with TERRARIUM_SAMPLER_READER=
+"selectors", through dashboard.live.selectors (open+read every time: the
+reference path, and the seam tests replace).
+
+Each event is published as ``{"type", "id", "json"}``: the event is encoded to
+JSON once per tick, whatever the number of viewers, and consumers forward the
+text as is.  Every sample carries ``seq``, the sampler's count of samples of
+that container (the same figure on every worker's socket: one sample, many
+viewers).  The tree (``container.procs``) is published when it changed.
+
+The last ``TERRARIUM_LIVE_HISTORY`` seconds (default 15 min) per container
+stay in memory, so a reload or a new tab gets the recent past on connect.
 
 Settings: TERRARIUM_LIVE_TICK (seconds, default 1.0), TERRARIUM_LIVE_HISTORY
-(seconds, default 900).
+(seconds, default 900), TERRARIUM_SAMPLER, TERRARIUM_SAMPLER_LEASE,
+TERRARIUM_SAMPLER_READER.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
@@ -27,6 +50,10 @@ from . import events, metrics, selectors
 
 log = logging.getLogger(__name__)
 
+SAMPLER_CHANNEL = "sampler"          # where consumers ask the external sampler
+SUBSCRIBE = "sampler.subscribe"
+UNSUBSCRIBE = "sampler.unsubscribe"
+
 
 def tick_seconds() -> float:
     return float(getattr(settings, "TERRARIUM_LIVE_TICK", 1.0))
@@ -34,6 +61,69 @@ def tick_seconds() -> float:
 
 def history_seconds() -> float:
     return float(getattr(settings, "TERRARIUM_LIVE_HISTORY", 900.0))
+
+
+def external() -> bool:
+    """True when `manage.py sampler` samples and consumers only ask it."""
+    return getattr(settings, "TERRARIUM_SAMPLER", "internal") == "external"
+
+
+def lease_seconds() -> float:
+    return float(getattr(settings, "TERRARIUM_SAMPLER_LEASE", 15.0))
+
+
+def wire(ev: dict) -> dict:
+    """A group message carrying the event as JSON text, encoded once."""
+    return {"type": ev["type"], "id": ev["id"], "json": json.dumps(ev, separators=(",", ":"))}
+
+
+class SelectorsReader:
+    """Reads through dashboard.live.selectors: open+read every file every tick."""
+
+    def read(self, cid: str) -> tuple[dict, list]:
+        raw = selectors.container_raw_sample(container_id=cid)
+        return raw, selectors.container_process_forest(container_id=cid)
+
+    def forget(self, cid: str) -> None:
+        pass
+
+
+class StatsReader:
+    """Reads through runtime.stats: kept-open descriptors, unchanged work skipped."""
+
+    def __init__(self):
+        self._reader = None
+
+    def read(self, cid: str) -> tuple[dict, list]:
+        from runtime import TerrariumError
+        try:
+            if self._reader is None:
+                from runtime.stats import StatsReader as _R
+                from dashboard.containers.runtime_client import get_runtime
+                self._reader = _R(get_runtime().cgroups)
+            return self._reader.read(cid)
+        except (TerrariumError, OSError) as e:
+            raise selectors.NotSampled(str(e)) from None
+
+    def forget(self, cid: str) -> None:
+        if self._reader is not None:
+            self._reader.forget(cid)
+
+
+def _history_hook():
+    """dashboard.live.history.record (one call per point, in the sampler's
+    thread), if that module is there."""
+    try:
+        from . import history
+    except ImportError:
+        return None
+    return getattr(history, "record", None)
+
+
+def make_reader():
+    if getattr(settings, "TERRARIUM_SAMPLER_READER", "stats") == "selectors":
+        return SelectorsReader()
+    return StatsReader()
 
 
 @dataclass
@@ -45,18 +135,27 @@ class _Watched:
     prev_raw: dict | None = None
     prev_mono: float | None = None
     prev_ticks: dict = field(default_factory=dict)
+    seq: int = 0                          # samples taken of this container
+    forest: list | None = None            # the forest the tree was made from
+    raw_sources: dict | None = None       # the raw ``sources`` the point sources came from
 
 
 class Sampler:
     """Subscriptions (reference-counted per container), history and the tick loop."""
 
-    def __init__(self, *, tick: float | None = None, keep: float | None = None):
+    def __init__(self, *, tick: float | None = None, keep: float | None = None, reader=None,
+                 record=None):
         self.tick = tick or tick_seconds()
         self.keep = keep or history_seconds()
+        self.reader = reader or make_reader()
         self.subscribers: dict[str, int] = {}
+        self.leases: dict[str, dict[str, float]] = {}   # external: container -> {channel: expiry}
         self.state: dict[str, _Watched] = {}
         self.samples_taken = 0               # raw samples read, for tests and bench/
+        self.ticks = 0
         self._task: asyncio.Task | None = None
+        self._serving = False
+        self.record = _history_hook() if record is None else (record or None)
 
     # ------------------------------------------------------- subscriptions
     async def subscribe(self, container_id: str) -> dict:
@@ -72,7 +171,7 @@ class Sampler:
             self.subscribers[container_id] = n
         else:
             self.subscribers.pop(container_id, None)
-        if not self.subscribers:
+        if not self.subscribers and not self._serving:
             await self.stop()
 
     def history(self, container_id: str) -> dict:
@@ -102,12 +201,69 @@ class Sampler:
             except asyncio.CancelledError:
                 pass
 
+    # ------------------------------------------------ external (own process)
+    async def handle(self, msg: dict) -> None:
+        """A ``sampler.subscribe`` / ``sampler.unsubscribe`` from a consumer:
+        {"type", "container": id, "reply": consumer channel}.  A new lease is
+        answered with the history on the reply channel; a renewal is not."""
+        cid, reply = msg.get("container"), msg.get("reply")
+        if not isinstance(cid, str) or not isinstance(reply, str):
+            return
+        leases = self.leases.setdefault(cid, {})
+        if msg.get("type") == SUBSCRIBE:
+            new = reply not in leases
+            leases[reply] = time.monotonic() + float(msg.get("lease") or lease_seconds())
+            self.subscribers[cid] = len(leases)
+            if new:
+                await get_channel_layer().send(reply, wire(self.history(cid)))
+        elif msg.get("type") == UNSUBSCRIBE:
+            leases.pop(reply, None)
+            self._count(cid)
+
+    def _count(self, cid: str) -> None:
+        n = len(self.leases.get(cid) or ())
+        if n:
+            self.subscribers[cid] = n
+        else:
+            self.subscribers.pop(cid, None)
+            self.leases.pop(cid, None)
+
+    def expire_leases(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        for cid in list(self.leases):
+            leases = self.leases[cid]
+            for ch in [c for c, t in leases.items() if t < now]:
+                del leases[ch]
+            self._count(cid)
+
+    async def serve(self, *, ready=None) -> None:
+        """Run as `manage.py sampler` does: take subscriptions from the
+        ``sampler`` channel and tick for as long as the process lives."""
+        self._serving = True
+        layer = get_channel_layer()
+        loop_task = asyncio.get_running_loop().create_task(self._run(), name="terrarium-sampler")
+        self._task = loop_task
+        if ready is not None:
+            ready()
+        try:
+            while True:
+                msg = await layer.receive(SAMPLER_CHANNEL)
+                try:
+                    await self.handle(msg)
+                except Exception:                      # noqa: BLE001 - one bad message
+                    log.exception("sampler: bad message %r", msg)
+        finally:
+            self._serving = False
+            loop_task.cancel()
+
     # ----------------------------------------------------------- the loop
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
-        while self.subscribers:
+        while self.subscribers or self._serving:
             try:
+                if self.leases:
+                    self.expire_leases()
                 await self.tick_once()
             except Exception:                      # noqa: BLE001 - keep the feed alive, say why
                 log.exception("sampler tick failed")
@@ -120,49 +276,71 @@ class Sampler:
     async def tick_once(self) -> list[dict]:
         """Sample every watched container once (in a thread) and publish."""
         ids = list(self.subscribers)
-        if not ids:
+        now = time.time()
+        gone = []
+        for cid in [c for c in self.state if c not in self.subscribers]:
+            if not self._prune(self.state[cid], now):
+                del self.state[cid]               # nobody watched it for the whole window
+                gone.append(cid)
+        if not ids and not gone:
             return []
         for cid in ids:
             self.state.setdefault(cid, _Watched(points=deque(maxlen=self._maxlen())))
-        out = await asyncio.to_thread(self._collect, ids)
+        out = await asyncio.to_thread(self._collect, ids, gone)
         layer = get_channel_layer()
-        now = time.time()
-        for cid, evs in out:
+        self.ticks += 1
+        for cid, evs, msgs in out:
             w = self.state[cid]
-            for ev in evs:
+            for ev in evs:                        # history is touched on the loop only
                 if ev["type"] == events.SAMPLE:
                     w.points.append(ev["point"])
-                    w.sources = ev["sources"]
-                elif ev["type"] == events.PROCS:
-                    w.tree = ev["tree"]
-                if layer is not None:
-                    await layer.group_send(events.group(cid), ev)
-        for cid in [c for c, w in self.state.items() if c not in self.subscribers]:
-            if not self._prune(self.state[cid], now):
-                del self.state[cid]               # nobody watched it for the whole window
-        return [ev for _, evs in out for ev in evs]
+            if layer is not None:
+                for msg in msgs:
+                    await layer.group_send(events.group(cid), msg)
+        return [ev for _, evs, _ in out for ev in evs]
 
     # ----------------------------------------------- blocking part (thread)
-    def _collect(self, ids: list[str]) -> list[tuple[str, list[dict]]]:
-        return [(cid, self._sample_one(cid)) for cid in ids]
+    def _collect(self, ids: list[str], gone: list[str] = ()) -> list[tuple[str, list[dict], list[dict]]]:
+        """Read, compute and encode (all off the event loop).  → (id, events, wire messages)."""
+        for cid in gone:
+            self.reader.forget(cid)
+        out = []
+        for cid in ids:
+            evs = self._sample_one(cid)
+            out.append((cid, evs, [wire(ev) for ev in evs]))
+            if self.record is not None and evs[0]["type"] == events.SAMPLE:
+                self.record(cid, evs[0]["point"])      # the down-sampled DB history
+        return out
 
     def _sample_one(self, cid: str) -> list[dict]:
         w = self.state[cid]
         try:
-            raw = selectors.container_raw_sample(container_id=cid)
+            raw, forest = self.reader.read(cid)
             self.samples_taken += 1
-            forest = selectors.container_process_forest(container_id=cid)
         except selectors.NotSampled as e:
-            w.prev_raw = w.prev_mono = None
+            w.prev_raw = w.prev_mono = w.forest = None
             w.prev_ticks = {}
             return [events.gone_event(cid, str(e))]
         mono, wall = time.monotonic(), time.time()
         seconds = mono - w.prev_mono if w.prev_mono is not None else 0.0
         pt = metrics.point(w.prev_raw if seconds > 0 else None, raw, seconds, wall)
-        tree, w.prev_ticks = metrics.tree_payload(forest, w.prev_ticks, seconds)
+        w.seq += 1
+        pt["seq"] = w.seq
+        src = raw.get("sources")
+        changed = src is not w.raw_sources or not w.sources
+        if changed:                            # runtime.stats shares one sources dict
+            w.sources, w.raw_sources = metrics.point_sources(raw), src
         w.prev_raw, w.prev_mono = raw, mono
-        return [events.sample_event(cid, pt, metrics.point_sources(raw)),
-                events.procs_event(cid, tree)]
+        out = [events.sample_event(cid, pt, w.sources if changed else None)]
+        # The tree: unchanged processes (the same forest object from runtime.stats)
+        # used no CPU since last tick; once their shares read 0 the payload is
+        # the same as last tick's and is not sent again.
+        if forest is w.forest and w.tree is not None and _idle(w.tree):
+            return out
+        tree, w.prev_ticks = metrics.tree_payload(forest, w.prev_ticks, seconds)
+        w.forest, w.tree = forest, tree
+        out.append(events.procs_event(cid, tree))
+        return out
 
     # -------------------------------------------------------------- helpers
     def _maxlen(self) -> int:
@@ -173,6 +351,17 @@ class Sampler:
         while w.points and w.points[0]["t"] < now - self.keep:
             w.points.popleft()
         return bool(w.points)
+
+
+def _idle(tree: list) -> bool:
+    """Every process in the payload shows a CPU share of 0 (not None)."""
+    stack = list(tree)
+    while stack:
+        n = stack.pop()
+        if n["cpu"] != 0:
+            return False
+        stack.extend(n["children"])
+    return True
 
 
 _sampler: Sampler | None = None

@@ -38,6 +38,7 @@ class FakeKernel:
 def kernel(monkeypatch, settings):
     settings.TERRARIUM_RECONCILE_INTERVAL = 0
     settings.TERRARIUM_LIVE_TICK = 0.05
+    settings.TERRARIUM_SAMPLER_READER = "selectors"   # FakeKernel stands in for the selectors
     sampler_mod.reset_sampler()
     k = FakeKernel()
     monkeypatch.setattr(selectors, "container_raw_sample", k.sample)

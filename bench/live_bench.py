@@ -1,0 +1,228 @@
+"""The live feed's fan-out and delay, from one run.
+
+    sudo .venv/bin/python bench/live_bench.py [TICKS]
+
+1. Viewers: sampler CPU per tick for one container watched by 1 viewer and
+   by 100 viewers (in-memory channel layer, viewers as direct group
+   subscriptions drained outside the timing).  "Sampler CPU" is the process
+   CPU of ``Sampler.tick_once``: the read in the worker thread plus the
+   publishing on the loop, fan-out included.  Target: 100 viewers < 1.5x 1.
+2. Delay: from a sample (``point.t``, taken right after the read) to its
+   arrival at a real websocket client (the `websockets` library) through
+   Daphne, in the single-process setup (in-memory layer, sampler in Daphne)
+   and, if redis-server is installed, in the scale-out one (Redis layer, two
+   Daphne workers, `manage.py sampler`).  p50 and p99 in ms.
+
+Containers run under a throwaway root and cgroup parent; every process is
+started here and stopped by its pid.
+"""
+import asyncio
+import http.cookiejar
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+os.environ.pop("TERRARIUM_REDIS_URL", None)
+root = tempfile.mkdtemp(prefix="terrarium-bench-")
+os.environ["TERRARIUM_ROOT"] = root
+os.environ["TERRARIUM_CGROUP_PARENT"] = f"terrarium-bench-{secrets.token_hex(3)}"
+
+import django  # noqa: E402
+django.setup()
+
+from channels.layers import get_channel_layer  # noqa: E402
+
+from common import percentile  # noqa: E402
+from dashboard.containers.runtime_client import get_runtime  # noqa: E402
+from dashboard.live import events  # noqa: E402
+from dashboard.live.sampler import Sampler  # noqa: E402
+from runtime import Spec  # noqa: E402
+
+BIN = os.path.dirname(sys.executable)
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+# ------------------------------------------------------------------ viewers
+
+async def _viewers(cid: str, n: int, ticks: int, sampler: Sampler) -> float:
+    layer = get_channel_layer()
+    group = events.group(cid)
+    chans = [await layer.new_channel() for _ in range(n)]
+    for ch in chans:
+        await layer.group_add(group, ch)
+    sampler.subscribers = {cid: n}
+    cpu = 0.0
+    try:
+        for _ in range(ticks):
+            c0 = time.process_time()
+            await sampler.tick_once()
+            cpu += time.process_time() - c0
+            for ch in chans:                          # the viewers read (not timed)
+                while not layer.channels[ch].empty():
+                    layer.channels[ch].get_nowait()
+    finally:
+        for ch in chans:
+            await layer.group_discard(group, ch)
+            layer.channels.pop(ch, None)
+    return cpu / ticks
+
+
+def viewers(cid: str, ticks: int) -> dict:
+    async def run():
+        s = Sampler(tick=1.0, record=False)
+        await _viewers(cid, 1, 5, s)                 # warm up
+        res = {1: [], 100: []}
+        for _ in range(5):                            # alternate rounds: noise hits both
+            for n in (1, 100):
+                res[n].append(await _viewers(cid, n, ticks // 5, s))
+        return {n: sorted(v)[len(v) // 2] * 1e6 for n, v in res.items()}
+    return asyncio.run(run())
+
+
+# -------------------------------------------------------------------- delay
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port, proc, what, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start")
+            time.sleep(0.05)
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _login(port, username, password) -> str:
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    base = f"http://127.0.0.1:{port}"
+    page = opener.open(base + "/login/", timeout=10).read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    data = urllib.parse.urlencode({"username": username, "password": password,
+                                   "csrfmiddlewaretoken": token}).encode()
+    opener.open(urllib.request.Request(base + "/login/", data=data), timeout=10).read()
+    return "; ".join(f"{c.name}={c.value}" for c in jar)
+
+
+async def _delays(port, cookie, cid, n) -> list[float]:
+    import websockets
+    out = []
+    async with websockets.connect(f"ws://127.0.0.1:{port}/ws/containers/{cid}/live/",
+                                  additional_headers={"Cookie": cookie},
+                                  origin=f"http://127.0.0.1:{port}") as ws:
+        while len(out) < n:
+            text = await asyncio.wait_for(ws.recv(), timeout=10)
+            now = time.time()
+            ev = json.loads(text)
+            if ev["type"] == "container.sample":
+                out.append((now - ev["point"]["t"]) * 1e3)
+    return out
+
+
+def delay(cid: str, samples: int, tick: float, scaleout: bool) -> dict:
+    tmp = tempfile.mkdtemp(prefix="terrarium-bench-web-")
+    procs = []
+    env = dict(os.environ, TERRARIUM_DB=os.path.join(tmp, "db.sqlite3"),
+               DJANGO_SECRET_KEY=secrets.token_urlsafe(50), TERRARIUM_DEBUG="0",
+               TERRARIUM_LIVE_TICK=str(tick), PYTHONUNBUFFERED="1")
+
+    def spawn(argv, name):
+        p = subprocess.Popen(argv, cwd=REPO, env=env, stdout=open(os.path.join(tmp, name + ".log"), "wb"),
+                             stderr=subprocess.STDOUT)
+        procs.append(p)
+        return p
+    try:
+        if scaleout:
+            rport = _free_port()
+            _wait_port(rport, spawn([REDIS, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                                     "--appendonly", "no", "--dir", tmp], "redis"), "redis")
+            env.update(TERRARIUM_REDIS_URL=f"redis://127.0.0.1:{rport}/0", TERRARIUM_SAMPLER="external")
+        manage = [sys.executable, os.path.join(REPO, "manage.py")]
+        subprocess.run(manage + ["migrate", "--noinput"], env=env, cwd=REPO, check=True, capture_output=True)
+        pw = f"pw-{secrets.token_hex(8)}"
+        subprocess.run(manage + ["terrarium_user", "bench", "--role", "viewer", "--password", pw],
+                       env=env, cwd=REPO, check=True, capture_output=True)
+        if scaleout:
+            spawn(manage + ["sampler"], "sampler")
+        ports = []
+        for i in range(2 if scaleout else 1):
+            port = _free_port()
+            _wait_port(port, spawn([os.path.join(BIN, "daphne"), "-b", "127.0.0.1", "-p", str(port),
+                                    "dashboard.asgi:application"], f"daphne{i}"), "daphne")
+            ports.append(port)
+        time.sleep(0.5)
+
+        async def run():
+            rs = await asyncio.gather(*(_delays(p, _login(p, "bench", pw), cid, samples) for p in ports))
+            return [x for r in rs for x in r[1:]]          # the first may predate the socket
+        ds = asyncio.run(run())
+        return {"p50": percentile(ds, 50), "p99": percentile(ds, 99), "n": len(ds)}
+    finally:
+        for p in reversed(procs):
+            _stop(p)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(ticks: int = 200) -> dict:
+    rt = get_runtime()
+    rt.images.ensure_builtin()
+    cid = None
+    try:
+        cid = rt.run(Spec(image="lab", name="bench-live",
+                          cmd=("sh", "-c", "sleep 100 & sleep 100 & wait"))).id
+        time.sleep(0.3)
+        v = viewers(cid, ticks)
+        print("viewers of one container (in-memory layer; sampler CPU per tick: read + publish + fan-out):")
+        print(f"  1 viewer     {v[1]:7.0f} µs")
+        print(f"  100 viewers  {v[100]:7.0f} µs   = {v[100] / v[1]:.2f}x  (target < 1.5x)")
+        out = {"viewers_us": v, "delay_ms": {}}
+        setups = [("in-memory, sampler in Daphne", False)]
+        if os.path.exists(REDIS):
+            setups.append(("Redis, 2 Daphne + manage.py sampler", True))
+        print("delay from a sample to a websocket client (real Daphne, `websockets` client, tick 0.1 s):")
+        for label, scaleout in setups:
+            d = delay(cid, 100, 0.1, scaleout)
+            out["delay_ms"][label] = d
+            print(f"  {label:38s} p50 {d['p50']:6.2f} ms   p99 {d['p99']:6.2f} ms   ({d['n']} samples)")
+        return out
+    finally:
+        if cid:
+            rt.remove(cid, force=True)
+        rt.shutdown_forkserver()
+        rt.cgroups.remove_parent()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main(*(int(a) for a in sys.argv[1:2]))
