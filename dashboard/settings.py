@@ -102,7 +102,8 @@ if os.environ.get("TERRARIUM_REDIS_URL"):
         "CONFIG": {"hosts": [os.environ["TERRARIUM_REDIS_URL"]]},
     }}
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # channels' in-memory layer with a cheaper group_send (dashboard/live/layers.py)
+    CHANNEL_LAYERS = {"default": {"BACKEND": "dashboard.live.layers.InMemoryChannelLayer"}}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -131,6 +132,10 @@ X_FRAME_OPTIONS = "DENY"
 
 # The reconciler: seconds between polls of the runtime (0 disables it, for tests).
 TERRARIUM_RECONCILE_INTERVAL = float(os.environ.get("TERRARIUM_RECONCILE_INTERVAL", "1.0"))
+# The live feed's sampler (dashboard/live/sampler.py): "internal" runs it in the
+# Daphne process; "external" leaves it to `manage.py sampler` (Redis layer).
+TERRARIUM_SAMPLER = os.environ.get("TERRARIUM_SAMPLER", "internal")
+TERRARIUM_LIVE_TICK = float(os.environ.get("TERRARIUM_LIVE_TICK", "1.0"))
 
 LOGGING = {
     "version": 1,

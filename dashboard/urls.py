@@ -10,6 +10,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("", include("dashboard.oom.urls")),
+    path("", include("dashboard.live.urls")),
     path("", include("dashboard.layers.urls")),
     path("", include("dashboard.containers.urls")),
 ]
