@@ -6,10 +6,25 @@ the `oom.killed` message reaching a websocket client, over N kills.
 Runs the dashboard's OomWatcher in this process on the in-memory channel
 layer, with a temp SQLite DB and a temp runtime root, and a real
 WebsocketCommunicator on ws/events/ (logged in).  Each kill: a busybox
-container with a 20 MB limit runs `head -c 100m /dev/zero | tail; sleep 30`.
+container with a 20 MB limit runs `sleep 0.5; head -c 100m /dev/zero | tail; sleep 30`
+(the half second lets the watcher's scope refresh add the container's
+counter watch first, as it would have for any container that does not die
+in its first moments).
 The kill's time is the kmsg timestamp of its "Killed process" record,
 corrected by kmsg_clock_offset() to CLOCK_MONOTONIC (writes a few debug
 lines to the kernel log).  Target: p99 < 100 ms.
+
+Only the `oom.killed` message about the container just started counts (other
+kills on the host, near-OOM warnings and late counter confirmations are
+skipped), so one stray event cannot shift every later pairing.
+
+The kernel prints an OOM report's header and `oom-kill:` line under a
+ratelimit (mm/oom_kill.c `oom_rs`: 10 reports per 5 s); past it, a kill is
+logged as the lone "Memory cgroup out of memory: Killed process" line.  A run
+of 20 kills in ~4 s hits that from the 11th kill on: those reports name no
+cgroup, and the watcher used to file them as host kills and record the
+container's counter rise separately as "counter" ("counter only").  It now
+attributes them (mapping.attribute_bare); "bare reports" below counts them.
 """
 from __future__ import annotations
 
@@ -35,6 +50,21 @@ settings.TERRARIUM_OOM_WATCH = False          # the bench runs its own watcher
 from bench.common import percentile  # noqa: E402
 
 
+def _remove(rt, cid, tries=5):
+    """rm -f, retried: reading cgroup.procs can fail ENODEV while the shim's
+    own cleanup removes the cgroup of an exited container."""
+    import time
+
+    from runtime import TerrariumError
+    for i in range(tries):
+        try:
+            return rt.remove(cid, force=True)
+        except TerrariumError:
+            if i == tries - 1:
+                raise
+            time.sleep(0.1)
+
+
 def main(n: int) -> int:
     import shutil
 
@@ -45,6 +75,7 @@ def main(n: int) -> int:
     from django.test import Client
 
     from dashboard.asgi import application
+    from dashboard.containers.models import OomEvent
     from dashboard.containers.runtime_client import get_runtime
     from dashboard.oom.watcher import OomWatcher
     from runtime import Limits, Spec
@@ -60,7 +91,7 @@ def main(n: int) -> int:
     rt = get_runtime()
     rt.images.ensure_builtin()
     offset = kmsg_clock_offset()
-    delays, seen_by = [], {}
+    delays, seen_by, bare, missed = [], {}, [0], []
 
     async def run():
         w = OomWatcher(refresh=0.2)
@@ -72,16 +103,35 @@ def main(n: int) -> int:
             for i in range(n):
                 c = await asyncio.to_thread(rt.run, Spec(
                     image="busybox", name=f"oom-bench-{i}", limits=Limits(memory=20 << 20),
-                    cmd=("sh", "-c", "head -c 100m /dev/zero | tail; sleep 30")))
-                msg = await comm.receive_json_from(timeout=20)
-                if os.environ.get("BENCH_DEBUG"):
-                    print(i, c.id[:8], {k: msg["event"][k] for k in ("container_id", "killed_pid", "kernel_usec", "detected_by")})
-                got = monotonic_usec()
+                    cmd=("sh", "-c", "sleep 0.5; head -c 100m /dev/zero | tail; sleep 30")))
+                deadline = asyncio.get_running_loop().time() + 10
+                msg = None
+                while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                    try:
+                        msg = await comm.receive_json_from(timeout=left)
+                    except asyncio.TimeoutError:
+                        msg = None
+                        break
+                    got = monotonic_usec()
+                    if msg["type"] == "oom.killed" and msg["event"]["container_id"] == c.id:
+                        break
+                    if os.environ.get("BENCH_DEBUG"):
+                        print("  skipped", msg["type"], (msg.get("event") or {}).get("container_id"))
+                if msg is None or msg["type"] != "oom.killed" or msg["event"]["container_id"] != c.id:
+                    missed.append(c.id)
+                    print(f"  kill {i}: no event for {c.id[:12]} within 10 s")
+                    await asyncio.to_thread(_remove, rt, c.id)
+                    continue
                 ev = msg["event"]
+                if os.environ.get("BENCH_DEBUG"):
+                    print(i, c.id[:8], {k: ev[k] for k in ("killed_pid", "kernel_usec", "detected_by")})
                 if ev["kernel_usec"] is not None:
                     delays.append((got - (ev["kernel_usec"] - offset)) / 1000)
                 seen_by[ev["detected_by"]] = seen_by.get(ev["detected_by"], 0) + 1
-                await asyncio.to_thread(rt.remove, c.id, force=True)
+                raw = await database_sync_to_async(
+                    lambda pk=ev["id"]: OomEvent.objects.get(pk=pk).raw)()
+                bare[0] += "oom-kill:" not in raw
+                await asyncio.to_thread(_remove, rt, c.id)
         finally:
             await comm.disconnect()
             task.cancel()
@@ -92,15 +142,16 @@ def main(n: int) -> int:
         asyncio.run(run())
     finally:
         for c in rt.list(all=True):
-            rt.remove(c.id, force=True)
+            _remove(rt, c.id)
         rt.shutdown_forkserver()
         rt.cgroups.remove_parent()
         shutil.rmtree(TMP, ignore_errors=True)
     print(f"OOM kill -> websocket message, {len(delays)} kills (kmsg clock offset {offset / 1000:.2f} ms)")
     print(f"  p50 {percentile(delays, 50):.2f} ms   p99 {percentile(delays, 99):.2f} ms   "
           f"max {max(delays):.2f} ms   (target p99 < 100 ms)")
-    print(f"  detected by: {seen_by}")
-    return 0 if percentile(delays, 99) < 100 else 1
+    print(f"  missed: {len(missed)}")
+    print(f"  detected by: {seen_by}; bare reports (kernel ratelimit, no cgroup lines): {bare[0]}")
+    return 0 if percentile(delays, 99) < 100 and not missed else 1
 
 
 if __name__ == "__main__":

@@ -711,6 +711,10 @@ class CgroupOomWatch:
 
     # -- events
 
+    def pending(self) -> list[Hashable]:
+        """Keys woken (an OOM started) whose ``oom_kill`` has not risen yet."""
+        return [w.key for w in self._watches.values() if w.pending_since is not None]
+
     def timeout_hint(self) -> float | None:
         """Seconds until read_events() should run again although nothing woke, or None."""
         pending = any(w.pending_since is not None for w in self._watches.values())

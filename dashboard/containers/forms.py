@@ -35,6 +35,17 @@ class LimitsForm(forms.Form):
         return _runtime_check(parse_pids, v) if v else None
 
 
+# One-click templates for the create form (templates/containers/create.html).
+# "OOM lab": the seed's demo, a 10 MB limit and a command that allocates 15 MB
+# (`tail` buffers /dev/zero's one endless line; busybox spells the size 15m).
+FORM_TEMPLATES = {
+    "oom-lab": {"label": "OOM lab", "image": "busybox", "memory": "10m",
+                "command": "sh -c 'head -c 15m /dev/zero | tail'",
+                "help": "10 MB limit, allocates 15 MB: the kernel OOM-kills tail "
+                        "(or, with swap allowed, swaps). Watch the OOM kills page."},
+}
+
+
 class ContainerCreateForm(LimitsForm):
     field_order = ["image", "name", "command", "env", "hostname", "memory", "cpus", "pids", "start"]
 
@@ -57,6 +68,7 @@ class ContainerCreateForm(LimitsForm):
     def __init__(self, *args, image_choices=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["image"].choices = list(image_choices)
+        self.templates = FORM_TEMPLATES
 
     def clean_name(self):
         v = self.cleaned_data["name"].strip()

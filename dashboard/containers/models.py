@@ -151,6 +151,15 @@ class OomEvent(models.Model):
     counters = models.JSONField(default=dict, blank=True, help_text="oom counters when seen")
     detected_by = models.CharField(max_length=24, choices=DETECTED_CHOICES, default="kmsg")
     raw = models.TextField(blank=True, help_text="the kernel's lines, as logged")
+    # The OOM card (dashboard/oom/memrecord.py): the memory record around the kill.
+    memory_window = models.JSONField(default=dict, blank=True,
+                                     help_text="{kill_t, limit, points: [[t, usage, ws]]} ±60/10 s")
+    before = models.JSONField(default=dict, blank=True,
+                              help_text="usage, working set, limit, counters just before the kill")
+    procs_before = models.JSONField(default=dict, blank=True,
+                                    help_text="{t, tree}: the process tree just before, victim marked")
+    victim_ns_pid = models.IntegerField(null=True, blank=True,
+                                        help_text="the victim's pid inside the container")
 
     class Meta:
         ordering = ["-at", "-id"]

@@ -5,7 +5,7 @@ from . import events, watcher
 
 
 class EventsConsumer(ViewerSocket):
-    """Forwards `oom.killed` to the browser; starts the OOM watcher."""
+    """Forwards `oom.killed` and `oom.warning` to the browser; starts the OOM watcher."""
 
     def group_name(self) -> str:
         return events.GROUP
@@ -14,3 +14,4 @@ class EventsConsumer(ViewerSocket):
         watcher.ensure_started()
 
     oom_killed = ViewerSocket.forward
+    oom_warning = ViewerSocket.forward

@@ -1,6 +1,7 @@
 """The event contract of OOM kills on the `events` group, defined once.
 
     {"type": "oom.killed", "event": {...oom_payload...}}
+    {"type": "oom.warning", "warning": {...warning_payload...}}   (before a kill)
 
 The watcher publishes; consumers only forward.
 """
@@ -8,6 +9,7 @@ from django.urls import reverse
 
 GROUP = "events"
 KILLED = "oom.killed"
+WARNING = "oom.warning"
 
 
 def oom_payload(ev) -> dict:
@@ -32,6 +34,20 @@ def oom_payload(ev) -> dict:
 
 def killed_event(ev) -> dict:
     return {"type": KILLED, "event": oom_payload(ev)}
+
+
+def warning_payload(w: dict) -> dict:
+    """A near-OOM warning from memrecord.PressureTracker (+ container_id, container_name)."""
+    return {
+        "container_id": w["container_id"], "container_name": w.get("container_name", ""),
+        "url": reverse("containers:detail", args=[w["container_id"]]),
+        "reason": w["reason"], "text": w["text"], "usage": w["usage"], "limit": w["limit"],
+        "percent": w["percent"], "t": w["t"],
+    }
+
+
+def warning_event(w: dict) -> dict:
+    return {"type": WARNING, "warning": warning_payload(w)}
 
 
 async def apublish(events) -> None:

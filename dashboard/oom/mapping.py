@@ -45,6 +45,48 @@ def attribute(report: OomReport, parent: str) -> Attribution:
     return Attribution(SCOPE_CONTAINER if cid else SCOPE_HOST, cid, memcg)
 
 
+def is_bare(report: OomReport) -> bool:
+    """A memcg kill whose report names no cgroup.
+
+    mm/oom_kill.c prints the report's header and its ``oom-kill:`` line under a
+    ratelimit (``oom_rs``: DEFAULT_RATELIMIT_BURST = 10 reports per
+    DEFAULT_RATELIMIT_INTERVAL = 5 s); the "Memory cgroup out of memory:
+    Killed process N" line is printed always.  The 11th kill within 5 s
+    therefore arrives as that one line.
+    """
+    return not report.is_global and not report.oom_memcg and not report.task_memcg
+
+
+def memcg_from_proc_cgroup(text: str) -> str | None:
+    """The memory cgroup path in a /proc/<pid>/cgroup (v1 ``N:memory:/x``, else v2 ``0::/x``)."""
+    v2 = None
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if "memory" in parts[1].split(","):
+            return parts[2]
+        if parts[0] == "0" and parts[1] == "":
+            v2 = parts[2]
+    return v2
+
+
+def attribute_bare(report: OomReport, parent: str, *, proc_memcg: str | None = None,
+                   tree_owner: str | None = None, waiting=()) -> Attribution:
+    """Whom a bare report (is_bare) blames, from what else is known, in order:
+    the victim's /proc/<pid>/cgroup if it was still there, the container whose
+    recent process tree held the pid, the one container with a counter kill
+    waiting for its report.  Else the host, with no cgroup."""
+    cid = container_id_for_memcg(proc_memcg, parent) if proc_memcg else None
+    if cid is None and tree_owner is not None:
+        cid = tree_owner
+    if cid is None and len(waiting) == 1:
+        cid = waiting[0]
+    if cid is None:
+        return Attribution(SCOPE_HOST, None, proc_memcg)
+    return Attribution(SCOPE_CONTAINER, cid, f"/{parent.strip('/')}/{cid}")
+
+
 # --------------------------------------------------------------------- dedupe
 # What the correlator asks the watcher to do.
 NEW = "new"                   # record a kill seen in the kernel log (maybe with counters)
@@ -115,6 +157,13 @@ class Correlator:
             else:
                 k.counters.append(_Pending(now, counts))
         return out
+
+    def waiting(self, now: float | None = None, within: float = 0.1) -> list[Hashable]:
+        """Keys with a counter kill waiting for its kernel-log report (with ``now``:
+        only those seen in the last ``within`` s — the report follows its counter
+        by ~4 ms, so an older one is another kill's)."""
+        return [key for key, k in self._keys.items()
+                if k.counters and (now is None or now - k.counters[-1].since <= within)]
 
     def expire(self, now: float) -> list[Action]:
         """Counter kills whose report is overdue; forgets stale credits."""

@@ -43,10 +43,15 @@ def _mirror_row(container_id: str) -> Container | None:
 
 def oom_record(*, scope: str, container_id: str | None, report: OomReport | None,
                counts: OomCounts | None, detected_by: str, init_pid: int | None = None,
-               name: str = "", memcg: str | None = None) -> OomEvent:
-    """Save one kill.  ``init_pid``: the container's init as the watcher last saw it."""
+               name: str = "", memcg: str | None = None, card: dict | None = None) -> OomEvent:
+    """Save one kill.  ``init_pid``: the container's init as the watcher last saw it.
+    ``card``: memrecord.MemRecorder.card() — the memory record and tree before it."""
     row = _mirror_row(container_id) if container_id else None
+    card = card or {}
+    before = card.get("before") or {}
     limit_kb = report.limit_kb if report else None
+    if limit_kb is None and before.get("limit"):
+        limit_kb = before["limit"] // 1024
     if limit_kb is None and row is not None and row.memory_limit:
         limit_kb = row.memory_limit // 1024
     fields = dict(
@@ -55,16 +60,38 @@ def oom_record(*, scope: str, container_id: str | None, report: OomReport | None
         container_name=(row.name if row else name) or "", counters=_counts_dict(counts),
         detected_by=detected_by, limit_kb=limit_kb,
         oom_memcg=memcg or (report.oom_memcg if report else "") or "",
+        memory_window=card.get("memory_window") or {}, before=before,
+        procs_before=card.get("procs_before") or {}, victim_ns_pid=card.get("victim_ns_pid"),
     )
+    if before.get("usage") is not None:
+        fields["usage_kb"] = before["usage"] // 1024        # replaced by the kernel's figure below
     if report is not None:
         fields.update(
             kernel_usec=report.usec, is_global=report.is_global, killed_pid=report.pid,
             killed_command=report.comm, is_init=init_pid is not None and report.pid == init_pid,
             task_memcg=report.task_memcg or "", constraint=report.constraint or "",
-            usage_kb=report.usage_kb, failcnt=report.failcnt, anon_rss_kb=report.anon_rss_kb,
+            usage_kb=report.usage_kb if report.usage_kb is not None else fields.get("usage_kb"),
+            failcnt=report.failcnt, anon_rss_kb=report.anon_rss_kb,
             file_rss_kb=report.file_rss_kb, total_vm_kb=report.total_vm_kb,
             raw="\n".join(report.lines))
     return OomEvent.objects.create(**fields)
+
+
+def oom_card_update(*, event_id: int, card: dict) -> None:
+    """The seconds after the kill are in: store the whole window (and the tree
+    and victim if the first save had none)."""
+    ev = OomEvent.objects.filter(pk=event_id).first()
+    if ev is None:
+        return
+    ev.memory_window = card["memory_window"]
+    fields = ["memory_window"]
+    if not ev.procs_before and card.get("procs_before"):
+        ev.procs_before, ev.victim_ns_pid = card["procs_before"], card.get("victim_ns_pid")
+        fields += ["procs_before", "victim_ns_pid"]
+    if not ev.before and card.get("before"):
+        ev.before = card["before"]
+        fields.append("before")
+    ev.save(update_fields=fields)
 
 
 def oom_confirm(*, container_id: str, token: tuple, counts: OomCounts | None) -> OomEvent | None:

@@ -16,14 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 
 from runtime import TerrariumError
-from runtime.oom import CgroupOomWatch, KmsgReader, OomAssembler, read_counts
+from runtime.oom import CgroupOomWatch, KmsgReader, OomAssembler, monotonic_usec, read_counts
 
-from . import events, mapping, selectors, services
+from . import events, mapping, memrecord, selectors, services
 
 log = logging.getLogger(__name__)
 _task: asyncio.Task | None = None
@@ -62,6 +63,16 @@ _record = database_sync_to_async(services.oom_record, thread_sensitive=False)
 _confirm = database_sync_to_async(services.oom_confirm, thread_sensitive=False)
 _catch_up = database_sync_to_async(services.oom_catch_up, thread_sensitive=False)
 _scope = database_sync_to_async(selectors.oom_watch_scope, thread_sensitive=False)
+_card = database_sync_to_async(services.oom_card_update, thread_sensitive=False)
+
+
+def _setting(name: str, default: float) -> float:
+    return float(getattr(settings, name, os.environ.get(name, default)))
+
+
+def pressure_rule() -> memrecord.PressureRule:
+    return memrecord.PressureRule(percent=_setting("TERRARIUM_OOM_WARN_PERCENT", 90),
+                                  consecutive=int(_setting("TERRARIUM_OOM_WARN_SAMPLES", 3)))
 
 
 class OomWatcher:
@@ -80,6 +91,9 @@ class OomWatcher:
         self._queue: asyncio.Queue = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.recorder: memrecord.MemRecorder | None = None
+        self.sample_interval = _setting("TERRARIUM_OOM_SAMPLE", 0.5)
+        self._snapped: dict = {}              # container id -> loop time of the last OOM-start tree
 
     # ------------------------------------------------------------- lifecycle
     async def run(self) -> None:
@@ -91,9 +105,15 @@ class OomWatcher:
             log.warning("kernel log not readable (%s): OOM kills seen from cgroup counters only", e)
         loop.add_reader(self.counters.fileno(), self._on_counters)
         drain = loop.create_task(self._drain(), name="terrarium-oom-save")
+        record = None
         try:
             self.scope = await _scope()
             self._sync_watches()
+            if self.sample_interval > 0:
+                from dashboard.containers.runtime_client import get_runtime
+                self.recorder = memrecord.MemRecorder(get_runtime(), interval=self.sample_interval,
+                                                      rule=pressure_rule())
+                record = loop.create_task(self._record(), name="terrarium-oom-record")
             await events.apublish([events.killed_event(e) for e in await _catch_up()])
             self.ready.set()
             while True:
@@ -105,6 +125,8 @@ class OomWatcher:
                     log.warning("OOM watcher could not list containers: %s", e)
         finally:
             drain.cancel()
+            if record is not None:
+                record.cancel()
             if self.kmsg is not None:
                 loop.remove_reader(self.kmsg.fileno())
                 self.kmsg.close()
@@ -112,6 +134,32 @@ class OomWatcher:
             self.counters.close()
             if self._timer:
                 self._timer.cancel()
+
+    async def _record(self) -> None:
+        """The memory record: sample limited containers, publish near-OOM warnings."""
+        next_at = self._loop.time()
+        while True:
+            if self.scope is not None and self.scope.targets:
+                try:
+                    warnings = await asyncio.to_thread(self.recorder.tick, dict(self.scope.targets))
+                    await events.apublish([events.warning_event(w) for w in warnings])
+                except asyncio.CancelledError:
+                    raise
+                except Exception:                      # noqa: BLE001 - keep recording
+                    log.exception("OOM memory record tick failed")
+            next_at = max(next_at + self.sample_interval, self._loop.time())
+            await asyncio.sleep(next_at - self._loop.time())
+
+    def _snapshot(self, keys) -> None:
+        """An OOM started (eventfd) in these containers: keep their trees now,
+        while the victim is most likely still there."""
+        if self.recorder is None:
+            return
+        now = self._loop.time()
+        for key in keys:
+            if now - self._snapped.get(key, -1.0) > 0.5:
+                self._snapped[key] = now
+                self.recorder.snapshot_tree(key)
 
     def _sync_watches(self) -> None:
         """Watch the counters of running containers; drop the rest."""
@@ -142,6 +190,11 @@ class OomWatcher:
                 continue
             parent = self.scope.parent if self.scope else ""
             who = mapping.attribute(report, parent)
+            if mapping.is_bare(report):              # ratelimited report: no cgroup lines
+                who = mapping.attribute_bare(
+                    report, parent, proc_memcg=self._proc_memcg(report.pid),
+                    tree_owner=self.recorder.owner_of(report.pid) if self.recorder else None,
+                    waiting=self.correlator.waiting(now))
             for action in self.correlator.on_report(who.container_id, report, now):
                 self._queue.put_nowait((action, who, self._counts_now(who)))
         self._arm()
@@ -149,7 +202,9 @@ class OomWatcher:
     def _on_counters(self) -> None:
         """A watched cgroup's eventfd/inotify woke: compare counters."""
         now = self._loop.time()
-        for ev in self.counters.read_events():
+        evs = self.counters.read_events()
+        self._snapshot([ev.key for ev in evs if ev.new_kills] + self.counters.pending())
+        for ev in evs:
             if ev.gone:
                 continue
             for action in self.correlator.on_counter(ev.key, ev.new_kills, ev.counts, now):
@@ -158,6 +213,14 @@ class OomWatcher:
         if hint is not None:
             self._loop.call_later(hint, self._on_counters)
         self._arm()
+
+    @staticmethod
+    def _proc_memcg(pid: int) -> str | None:
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                return mapping.memcg_from_proc_cgroup(f.read())
+        except OSError:
+            return None
 
     def _counts_now(self, who: mapping.Attribution):
         """The cgroup's counters at the moment its report completed (None if gone)."""
@@ -192,10 +255,30 @@ class OomWatcher:
                 ev = await self._save(action, who, counts_now)
                 if ev is not None:
                     await events.apublish([events.killed_event(ev)])
+                    if ev.container_key and self.recorder is not None:
+                        self._loop.call_later(memrecord.AFTER_S, self._finish_card, ev.pk,
+                                              ev.container_key, ev.at.timestamp(), ev.killed_pid)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("could not record OOM kill %s", action)
+
+    def _card_now(self, cid, report):
+        """The card's record at the kill (the window after it is added later)."""
+        if self.recorder is None or not cid:
+            return None
+        if report is not None:
+            kill_t = time.time() - max(0, monotonic_usec() - report.usec) / 1e6
+        else:
+            kill_t = time.time()
+        return self.recorder.card(cid, kill_t, report.pid if report else None)
+
+    def _finish_card(self, event_id, cid, kill_t, pid) -> None:
+        card = self.recorder.card(cid, kill_t, pid) if self.recorder else None
+        if card and card["memory_window"]["points"]:
+            task = self._loop.create_task(_card(event_id=event_id, card=card))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception() is None
+                                   or log.warning("OOM card update failed: %s", t.exception()))
 
     async def _save(self, action: mapping.Action, who, counts_now):
         target = self.scope.targets.get(action.key) if (self.scope and action.key) else None
@@ -208,11 +291,11 @@ class OomWatcher:
                 counts=action.counts or counts_now,
                 detected_by="kmsg+counter" if action.counts else "kmsg",
                 init_pid=target.pid if target else None, name=target.name if target else "",
-                memcg=who.memcg)
+                memcg=who.memcg, card=self._card_now(who.container_id, action.report))
         memcg = None
         if self.scope and action.key:
             memcg = f"/{self.scope.parent}/{action.key}"
         return await _record(
             scope=mapping.SCOPE_CONTAINER, container_id=action.key, report=None,
             counts=action.counts, detected_by="counter", name=target.name if target else "",
-            memcg=memcg)
+            memcg=memcg, card=self._card_now(action.key, None))

@@ -41,6 +41,50 @@
     }
   }
 
+  // Near-OOM warnings (oom.warning): an amber toast, and a badge on the
+  // container's row (list) or header (detail), kept for a minute.
+  var warned = {};
+  function badge() {
+    var now = Date.now();
+    Object.keys(warned).forEach(function (id) {
+      var w = warned[id];
+      if (now - w.at > 60000) { delete warned[id]; }
+      var sel = '#container-rows tr[data-container-id="' + id + '"] .name, #detail-head[data-container-id="' + id + '"] h1';
+      document.querySelectorAll(sel).forEach(function (el) {
+        var b = el.parentNode.querySelector(".oom-warn-badge");
+        if (!warned[id]) { if (b) b.remove(); return; }
+        if (!b) {
+          b = document.createElement("span");
+          b.className = "oom-warn-badge";
+          el.insertAdjacentElement("afterend", b);
+        }
+        b.textContent = "near OOM " + Math.round(w.w.percent) + "%";
+        b.title = w.w.text;
+      });
+    });
+  }
+  setInterval(badge, 1000);
+
+  function warn(w) {
+    var key = w.container_id + ":" + w.reason;
+    warned[w.container_id] = { at: Date.now(), w: w };
+    badge();
+    if (box.querySelector('[data-warn="' + key + '"]')) return;
+    var a = document.createElement("a");
+    a.className = "oom-toast oom-warn";
+    a.href = w.url;
+    a.dataset.warn = key;
+    a.setAttribute("role", "status");
+    var title = document.createElement("strong");
+    title.textContent = "Near OOM: " + (w.container_name || w.container_id.slice(0, 12));
+    var body = document.createElement("span");
+    body.textContent = w.text + " — " + kb(Math.round(w.usage / 1024)) + " of " + kb(Math.round(w.limit / 1024));
+    a.appendChild(title); a.appendChild(body);
+    box.appendChild(a);
+    setTimeout(function () { a.classList.add("fade"); }, 10000);
+    setTimeout(function () { a.remove(); }, 10600);
+  }
+
   var delay = 1000;
   function connect() {
     var ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/events/");
@@ -48,6 +92,7 @@
     ws.onmessage = function (m) {
       var data = JSON.parse(m.data);
       if (data.type === "oom.killed") show(data.event);
+      else if (data.type === "oom.warning") warn(data.warning);
     };
     ws.onclose = function (e) {
       document.body.dataset.oomSocket = "closed";

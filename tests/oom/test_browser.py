@@ -1,5 +1,7 @@
 """Chromium: a page is open, a container is OOM-killed through the CLI, the
-toast appears on it, and the OOM page lists the kill and shows its card."""
+toast appears on it, the OOM page lists the kill, and its card shows the memory
+graph with the kill marker and the process tree with the victim marked.
+And the create form's "OOM lab" template fills the form in one click."""
 import os
 
 import pytest
@@ -16,12 +18,13 @@ def removed(name):
     cli("rm", "-f", name)
 
 
-def test_oom_kill_toast_and_events_page(login, server, rt, name, removed, shots):
+def test_oom_kill_toast_events_page_and_card(login, server, rt, name, removed, shots):
     page = login("viewer")
     page.wait_for_function("document.body.dataset.oomSocket === 'open'")
     page.wait_for_timeout(700)        # the watcher attaches its readers right after the first socket
-    r = cli("run", "-d", "--name", name, "--memory", "20m", "busybox",
-            "sh", "-c", "head -c 100m /dev/zero | tail")
+    # memhog grows 4 MB every 0.3 s: the memory record samples it (every 0.5 s)
+    # and keeps its tree before the 20 MB limit kills memhog's `tail`.
+    r = cli("run", "-d", "--name", name, "--memory", "20m", "lab", "memhog", "4", "8", "0.3")
     assert r.returncode == 0, r.stderr
     toast = page.locator(".oom-toast").filter(has_text=name)
     expect(toast).to_be_visible(timeout=15_000)
@@ -32,7 +35,27 @@ def test_oom_kill_toast_and_events_page(login, server, rt, name, removed, shots)
     card = page.locator("#oom-card")
     expect(card).to_contain_text(name)
     expect(card.locator(".oom-victim")).to_contain_text("tail, host pid")
+    expect(card.locator(".oom-victim")).to_contain_text("inside the container")
     expect(card).to_contain_text("Killed process")
+    # the graph, drawn by uPlot, with the kill marker
+    expect(page.locator("#oom-graph canvas")).to_be_visible()
+    expect(page.locator("#oom-graph")).to_have_attribute("data-marker", "drawn")
+    expect(page.locator("#oom-graph .oom-kill-marker")).to_be_visible()
+    # the tree just before, the victim marked
+    victim = page.locator("#oom-tree tr.oom-victim-proc")
+    expect(victim).to_have_count(1)
+    expect(victim).to_contain_text("tail")
+    expect(victim).to_contain_text("← killed")
     page.screenshot(path=os.path.join(shots, "oom-card.png"), full_page=True)
     page.click("text=OOM kills")
     expect(page.locator("#oom-events")).to_contain_text(name)
+
+
+def test_oom_lab_template_fills_the_create_form(login, server):
+    page = login("operator")
+    page.goto(server + "/containers/new/")
+    page.click("#form-templates [data-template=oom-lab]")
+    expect(page.locator("#id_image")).to_have_value("busybox")
+    expect(page.locator("#id_memory")).to_have_value("10m")
+    expect(page.locator("#id_command")).to_have_value("sh -c 'head -c 15m /dev/zero | tail'")
+    expect(page.locator("#form-template-help")).to_contain_text("10 MB limit")

@@ -90,3 +90,50 @@ def test_pages_list_filter_and_show_the_card(viewer):
     card = c.get(f"/oom/{ev.pk}/").content.decode()
     assert "host pid 4242" in card and "20480 kB" in card and 'id="oom-card"' in card
     assert Client().get("/oom/").status_code == 302           # login required
+
+
+def test_oom_warning_event_arrives(viewer):
+    headers = _headers(viewer)
+    payload = events.warning_event({"container_id": "cd" * 32, "container_name": "hog",
+                                    "reason": "near-limit", "text": "memory at 95% of the limit",
+                                    "usage": 19 << 20, "limit": 20 << 20, "percent": 95.0, "t": 1.0})
+
+    async def run():
+        comm = WebsocketCommunicator(application, URL, headers=headers)
+        assert (await comm.connect())[0]
+        await get_channel_layer().group_send(events.GROUP, payload)
+        got = await comm.receive_json_from(timeout=2)
+        assert got["type"] == "oom.warning" and got["warning"]["reason"] == "near-limit"
+        assert got["warning"]["url"] == f"/containers/{'cd' * 32}/"
+        await comm.disconnect()
+    async_to_sync(run)()
+
+
+def test_card_renders_graph_data_and_marked_tree(viewer):
+    ev = _event()
+    ev.memory_window = {"kill_t": 100.0, "limit": 20 << 20,
+                        "points": [[99.0, 18 << 20, 17 << 20], [99.5, 20 << 20, 19 << 20]]}
+    ev.before = {"t": 99.5, "usage": 20 << 20, "ws": 19 << 20, "limit": 20 << 20, "failcnt": 0}
+    ev.procs_before = {"t": 99.6, "tree": [{"pid": 10, "ns_pid": 1, "comm": "sh", "cmdline": "sh -c x",
+                                            "rss": 1 << 20, "children": [
+        {"pid": 4242, "ns_pid": 3, "comm": "tail", "cmdline": "tail", "rss": 19 << 20,
+         "victim": True, "children": []}]}]}
+    ev.victim_ns_pid = 3
+    ev.save()
+    c = Client()
+    c.force_login(viewer)
+    card = c.get(f"/oom/{ev.pk}/").content.decode()
+    assert 'id="oom-graph-data"' in card and "oom/card.js" in card
+    assert "pid 3 inside the container" in card and "← killed" in card
+    assert "working set 19 MiB" in card and "Taken -600 ms" not in card
+
+
+def test_list_shows_swap_notes(viewer, monkeypatch):
+    from dashboard.oom import views
+    monkeypatch.setattr(views, "swap_notes", lambda: [{
+        "container_name": "lab1", "limit": 10 << 20, "peak_usage": 10 << 20, "swap_now": 5 << 20,
+        "swap_peak": 6 << 20, "swap_limit": 20 << 20, "host_swap_total": 1 << 30, "t": 1.0}])
+    c = Client()
+    c.force_login(viewer)
+    body = c.get("/oom/").content.decode()
+    assert "the kernel swapped instead" in body and "6 MiB" in body

@@ -1,0 +1,331 @@
+"""A short rolling memory record of the running containers that have a memory
+limit: what the OOM card shows around a kill, and what the near-OOM warning
+watches.
+
+The OOM watcher owns one ``MemRecorder``.  Every ``interval`` seconds
+(TERRARIUM_OOM_SAMPLE, default 0.5) it reads each limited container's memory
+counters through the runtime (``rt.cgroups.sample``, ~0.4 ms) into a ring of
+the last ``keep`` seconds; every ``tree_every``-th sample, and at once when
+the OOM counter's eventfd fires (the start of an OOM, before the kill), it
+also keeps the container's process tree.  When a kill is recorded, the ~60 s
+before it go into the event row, and ~10 s later the seconds after it.
+
+The dashboard's live sampler (dashboard/live) samples only containers someone
+is looking at; OOM kills happen while nobody looks, so the record is our own.
+
+Pure parts (no I/O, tested directly): ``point_from_sample``, ``tree_json``,
+``PressureTracker`` (the warning rule) and ``swap_verdict``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from runtime import TerrariumError
+from runtime.procs import container_tree
+
+log = logging.getLogger(__name__)
+
+BEFORE_S = 60.0               # graph window stored before the kill
+AFTER_S = 10.0                # ... and after it
+
+
+# ------------------------------------------------------------------- pure parts
+def point_from_sample(raw: dict, t: float) -> dict | None:
+    """One ring point from ``rt.cgroups.sample()`` (v1 or v2); None without a limit.
+
+    ``ws`` is the working set as cAdvisor/Docker count it: usage minus
+    inactive file pages (what the kernel can drop without swap).
+    """
+    limit = raw.get("memory_limit")
+    usage = raw.get("memory_usage")
+    if not limit or usage is None:
+        return None
+    ev = raw.get("memory_events") or {}
+    inactive = raw.get("memory_inactive_file") or 0
+    swap = raw.get("memory_swap")
+    if swap is None and raw.get("memsw_usage") is not None:
+        swap = max(raw["memsw_usage"] - usage, 0)
+    return {
+        "t": round(t, 3), "usage": usage, "limit": limit, "ws": max(usage - inactive, 0),
+        "max_usage": raw.get("memory_max_usage"),
+        "failcnt": raw.get("memory_failcnt"), "memsw_failcnt": raw.get("memsw_failcnt"),
+        "swap": swap, "memsw_usage": raw.get("memsw_usage"), "memsw_limit": raw.get("memsw_limit"),
+        "swap_limit": raw.get("memory_swap_limit"),
+        "under_oom": bool(ev.get("under_oom", 0)), "oom_kill": ev.get("oom_kill", 0),
+        "high": ev.get("high"), "max": ev.get("max"),
+    }
+
+
+def tree_json(forest, victim_pid: int | None = None) -> list[dict]:
+    """runtime.procs ProcessNodes → nested JSON nodes; the victim gets ``victim: True``."""
+    out: list[dict] = []
+    stack = [(n, out) for n in reversed(list(forest))]
+    while stack:
+        node, siblings = stack.pop()
+        i = node.info
+        entry = {"pid": i.pid, "ns_pid": i.ns_pid, "comm": i.comm,
+                 "cmdline": " ".join(i.cmdline) or f"[{i.comm}]", "rss": i.rss,
+                 "state": i.state, "children": []}
+        if victim_pid is not None and i.pid == victim_pid:
+            entry["victim"] = True
+        siblings.append(entry)
+        stack.extend((c, entry["children"]) for c in reversed(node.children))
+    return out
+
+
+def walk_json(tree: list[dict]):
+    """(depth, node) of a JSON tree in display order."""
+    stack = [(0, n) for n in reversed(tree or [])]
+    while stack:
+        depth, n = stack.pop()
+        yield depth, n
+        stack.extend((depth + 1, c) for c in reversed(n.get("children", [])))
+
+
+def mark_victim(tree: list[dict], pid: int | None) -> tuple[list[dict], dict | None]:
+    """A copy of a JSON tree with the node of ``pid`` marked; → (tree, that node or None)."""
+    import copy
+    tree = copy.deepcopy(tree or [])
+    found = None
+    for _, n in walk_json(tree):
+        n.pop("victim", None)
+        if pid is not None and n["pid"] == pid:
+            n["victim"] = True
+            found = n
+    return tree, found
+
+
+@dataclass
+class PressureRule:
+    """When to warn before a kill.
+
+    ``percent``: usage at or above this share of the limit for ``consecutive``
+    samples in a row (TERRARIUM_OOM_WARN_PERCENT, default 90;
+    TERRARIUM_OOM_WARN_SAMPLES, default 3).  Also, at once: v1 ``under_oom``
+    (an OOM in progress), and any rise of ``failcnt`` / ``memsw failcnt`` or of
+    v2 ``memory.events`` ``high`` / ``max``.  A reason fires again only after
+    ``quiet`` seconds (near-limit: after usage went back under the threshold).
+    """
+    percent: float = 90.0
+    consecutive: int = 3
+    quiet: float = 15.0
+
+
+@dataclass
+class _Pressure:
+    above: int = 0
+    armed: bool = True
+    prev: dict | None = None
+    last_fired: dict = field(default_factory=dict)
+
+
+class PressureTracker:
+    """Feed points per container; → the warnings to publish now.  Pure."""
+
+    def __init__(self, rule: PressureRule | None = None):
+        self.rule = rule or PressureRule()
+        self._state: dict[str, _Pressure] = {}
+
+    def forget(self, key: str) -> None:
+        self._state.pop(key, None)
+
+    def feed(self, key: str, p: dict) -> list[dict]:
+        r, s = self.rule, self._state.setdefault(key, _Pressure())
+        out = []
+        pct = 100.0 * p["usage"] / p["limit"] if p["limit"] else 0.0
+        if pct >= r.percent:
+            s.above += 1
+            if s.above >= r.consecutive and s.armed:
+                s.armed = False
+                out.append(self._warning("near-limit", p, pct,
+                                         f"memory at {pct:.0f}% of the limit for {s.above} samples"))
+        else:
+            s.above, s.armed = 0, True
+        prev = s.prev
+        if p.get("under_oom") and not (prev and prev.get("under_oom")):
+            out.append(self._warning("under-oom", p, pct, "the kernel is in an OOM for this cgroup"))
+        if prev is not None:
+            for k, what in (("failcnt", "failcnt"), ("memsw_failcnt", "memory+swap failcnt"),
+                            ("max", "memory.events max"), ("high", "memory.events high")):
+                a, b = prev.get(k), p.get(k)
+                if a is not None and b is not None and b > a:
+                    out.append(self._warning(f"{k}-rising", p, pct, f"{what} rose {a} → {b}"))
+        s.prev = p
+        now = p["t"]
+        fired = []
+        for w in out:
+            if w["reason"] != "near-limit" and now - s.last_fired.get(w["reason"], -1e18) < r.quiet:
+                continue
+            s.last_fired[w["reason"]] = now
+            fired.append(w)
+        return fired
+
+    @staticmethod
+    def _warning(reason, p, pct, text) -> dict:
+        return {"reason": reason, "text": text, "usage": p["usage"], "limit": p["limit"],
+                "percent": round(pct, 1), "t": p["t"]}
+
+
+def swap_verdict(points: list[dict], *, host_swap_total: int | None = None) -> dict | None:
+    """Did this container reach its memory limit and get swapped instead of killed?
+
+    From a container's ring of points (oldest first): the limit was reached
+    (peak usage within one page-ish of the limit, or failcnt > 0), the OOM
+    counter did not move, and swap in use rose above zero.  → a dict with the
+    figures to show (bytes), or None when that is not what happened.  On a host
+    with no swap (``host_swap_total`` 0) the kernel cannot swap: None.
+    """
+    pts = [p for p in points or [] if p.get("limit")]
+    if not pts or host_swap_total == 0:
+        return None
+    limit = pts[-1]["limit"]
+    peak = max(max(p["usage"], p.get("max_usage") or 0) for p in pts)
+    reached = peak >= limit - 64 * 1024 or any((p.get("failcnt") or 0) > 0 for p in pts)
+    kills = (pts[-1].get("oom_kill") or 0) - (pts[0].get("oom_kill") or 0)
+    swaps = [p.get("swap") or 0 for p in pts]
+    if not reached or kills > 0 or max(swaps) <= 0:
+        return None
+    return {"limit": limit, "peak_usage": peak, "swap_now": swaps[-1], "swap_peak": max(swaps),
+            "swap_limit": pts[-1].get("swap_limit") or (
+                (pts[-1]["memsw_limit"] - limit) if pts[-1].get("memsw_limit") else None),
+            "host_swap_total": host_swap_total, "t": pts[-1]["t"]}
+
+
+def host_swap_total(meminfo: str = "/proc/meminfo") -> int | None:
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("SwapTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+# --------------------------------------------------------------------- recorder
+@dataclass
+class _Ring:
+    points: deque
+    trees: deque                      # (t, JSON tree)
+    name: str = ""
+    n: int = 0
+    last_seen: float = 0.0
+
+
+class MemRecorder:
+    """The rings of every limited running container (thread-safe: sampled in a
+    worker thread, read on the loop)."""
+
+    def __init__(self, rt, *, interval: float = 0.5, keep: float = 75.0, tree_every: int = 2,
+                 rule: PressureRule | None = None):
+        self.rt = rt
+        self.interval = interval
+        self.keep = keep
+        self.tree_every = max(1, tree_every)
+        self.pressure = PressureTracker(rule)
+        self.swap_total = host_swap_total()
+        self.verdicts: dict[str, dict] = {}          # container id → swap_verdict()
+        self._rings: dict[str, _Ring] = {}
+        self._lock = threading.Lock()
+
+    # -- sampling (worker thread)
+    def tick(self, targets: dict) -> list[dict]:
+        """Sample every target once; → warnings (each with container_id and name)."""
+        now = time.time()
+        warnings = []
+        for cid, t in list(targets.items()):
+            try:
+                raw = self.rt.cgroups.sample(cid)
+            except TerrariumError:
+                continue
+            p = point_from_sample(raw, time.time())
+            if p is None:
+                continue
+            with self._lock:
+                ring = self._rings.get(cid)
+                if ring is None:
+                    ring = self._rings[cid] = _Ring(deque(maxlen=int(self.keep / self.interval) + 20),
+                                                    deque(maxlen=int(self.keep / self.interval) + 20))
+                ring.name, ring.last_seen = t.name, now
+                ring.points.append(p)
+                ring.n += 1
+                want_tree = ring.n == 1 or ring.n % self.tree_every == 0
+            if want_tree:
+                self.snapshot_tree(cid)
+            for w in self.pressure.feed(cid, p):
+                warnings.append(dict(w, container_id=cid, container_name=t.name))
+            v = swap_verdict(list(ring.points), host_swap_total=self.swap_total)
+            if v is not None:
+                self.verdicts[cid] = dict(v, container_name=t.name)
+        with self._lock:                             # forget containers gone for a whole window
+            for cid in [c for c, r in self._rings.items() if now - r.last_seen > self.keep]:
+                del self._rings[cid]
+                self.pressure.forget(cid)
+        return warnings
+
+    def snapshot_tree(self, cid: str) -> list[dict] | None:
+        """Keep the container's process tree now (a few /proc reads: ~1 ms)."""
+        try:
+            tree = tree_json(container_tree(self.rt.cgroups.procs(cid)))
+        except (TerrariumError, OSError):
+            return None
+        with self._lock:
+            ring = self._rings.get(cid)
+            if ring is not None and tree:
+                ring.trees.append((round(time.time(), 3), tree))
+        return tree
+
+    # -- reading
+    def tracked(self) -> list[str]:
+        with self._lock:
+            return list(self._rings)
+
+    def points(self, cid: str, t0: float = float("-inf"), t1: float = float("inf")) -> list[dict]:
+        with self._lock:
+            ring = self._rings.get(cid)
+            return [p for p in ring.points if t0 <= p["t"] <= t1] if ring else []
+
+    def tree_before(self, cid: str, t: float, victim_pid: int | None = None):
+        """The last tree kept at or before ``t`` (+50 ms of slack) that holds the
+        victim, else the last one before ``t``; → (t, tree) or (None, None)."""
+        with self._lock:
+            ring = self._rings.get(cid)
+            trees = [x for x in ring.trees if x[0] <= t + 0.05] if ring else []
+        if victim_pid is not None:
+            for ts, tree in reversed(trees):
+                if any(n["pid"] == victim_pid for _, n in walk_json(tree)):
+                    return ts, tree
+        return trees[-1] if trees else (None, None)
+
+    def owner_of(self, pid: int) -> str | None:
+        """The container whose most recent tree holds ``pid`` (a bare kmsg report)."""
+        with self._lock:
+            rings = list(self._rings.items())
+        for cid, ring in rings:
+            for _, tree in reversed(list(ring.trees)[-3:]):
+                if any(n["pid"] == pid for _, n in walk_json(tree)):
+                    return cid
+        return None
+
+    def card(self, cid: str, kill_t: float, victim_pid: int | None) -> dict:
+        """What the OOM card stores at the kill: the window before, the figures
+        just before, the tree just before with the victim marked."""
+        pts = self.points(cid, kill_t - BEFORE_S, kill_t + AFTER_S)
+        before = [p for p in pts if p["t"] <= kill_t + 0.05]
+        last = before[-1] if before else None
+        tree_t, tree = self.tree_before(cid, kill_t, victim_pid)
+        tree, victim = mark_victim(tree or [], victim_pid)
+        return {
+            "memory_window": {"kill_t": kill_t, "limit": last["limit"] if last else
+                              (pts[0]["limit"] if pts else None),
+                              "points": [[p["t"], p["usage"], p["ws"]] for p in pts]},
+            "before": ({k: last[k] for k in ("t", "usage", "ws", "limit", "failcnt", "memsw_failcnt",
+                                              "swap", "under_oom", "oom_kill", "high", "max")}
+                       if last else {}),
+            "procs_before": {"t": tree_t, "tree": tree} if tree else {},
+            "victim_ns_pid": victim["ns_pid"] if victim else None,
+        }
