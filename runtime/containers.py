@@ -25,11 +25,11 @@ import os
 import re
 import select
 import signal
-import socket
+import _socket   # the C module: socket.py's enum wrappers cost every CLI call ~5 ms
 import sys
 import time
 
-from . import linux
+from . import pidinfo
 from .errors import Conflict, ExecFailed, InvalidArgument, KernelError, NotFound, TerrariumError
 from .fsutil import locked, read_json, write_json
 from .model import Container, Limits, Spec
@@ -367,12 +367,12 @@ class Runtime:
             oom_kills = ended.get("oom_kills", 0)
             finished_at, error = ended.get("finished_at"), ended.get("error")
         elif run.get("generation") == gen and gen > 0:
-            init_alive = linux.process_start_time(run["pid"]) == run.get("pid_start")
+            init_alive = pidinfo.process_start_time(run["pid"]) == run.get("pid_start")
             # init may be gone while its shim is still recording the exit: not done yet
-            if init_alive or linux.process_start_time(run.get("shim_pid") or 0) == run.get("shim_start"):
+            if init_alive or pidinfo.process_start_time(run.get("shim_pid") or 0) == run.get("shim_start"):
                 status = "paused" if config.get("paused") else "running"
                 pid, shim_pid = run["pid"], run.get("shim_pid")
-                namespaces = linux.namespace_inodes(pid) if init_alive else {}
+                namespaces = pidinfo.namespace_inodes(pid) if init_alive else {}
             else:
                 # neither exit record nor live init: the shim was killed; read it as exited
                 status, error = "exited", "the shim died; exit status unknown"
@@ -649,8 +649,8 @@ def ensure_forkserver(run_dir: str) -> None:
             raise TerrariumError(f"the fork server did not start; see {run_dir}/forkserver.log")
 
 
-def _connect(path: str) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+def _connect(path: str) -> _socket.socket:
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         s.connect(path)
     except OSError:
@@ -667,13 +667,15 @@ def forkserver_call(run_dir: str, request: dict) -> dict:
     except OSError:
         ensure_forkserver(run_dir)
         s = _connect(path)
-    with s:
+    try:
         s.sendall(json.dumps(request).encode() + b"\n")
         buf = b""
         while chunk := s.recv(65536):
             buf += chunk
             if buf.endswith(b"\n"):
                 break
+    finally:
+        s.close()
     if not buf:
         raise TerrariumError("the fork server closed the connection without an answer")
     return json.loads(buf)

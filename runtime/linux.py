@@ -206,32 +206,3 @@ def loopback_up() -> None:
         req = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s, _SIOCGIFFLAGS, req))[1]
         fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
-
-
-def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (clock ticks since boot): with the pid it
-    names one process for its whole life, so a recycled pid is not mistaken
-    for ours.  None when the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # comm may contain spaces and ')' — split after the last ')'
-    rest = data[data.rindex(b")") + 2:].split()
-    if rest[0] == b"Z":     # a zombie has finished; only its parent's wait is missing
-        return None
-    return int(rest[19])
-
-
-NAMESPACES = ("ipc", "mnt", "net", "pid", "uts", "cgroup", "user")
-
-
-def namespace_inodes(pid: int) -> dict[str, int]:
-    out = {}
-    for ns in NAMESPACES:
-        try:
-            out[ns] = os.stat(f"/proc/{pid}/ns/{ns}").st_ino
-        except OSError:
-            pass
-    return out

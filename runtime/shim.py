@@ -31,7 +31,7 @@ import socket
 import sys
 import time
 
-from . import linux
+from . import linux, pidinfo
 from .errors import KernelError, TerrariumError
 from .fsutil import read_json, write_json
 
@@ -265,9 +265,9 @@ def _supervise(req: dict, reply: socket.socket) -> int:
         _reply(reply, {"ok": False, "error": message, "exit_code": int(code_s)})
         return 0
     write_json(f"{cdir}/run.json", {"generation": req["generation"], "pid": pid,
-                                    "pid_start": linux.process_start_time(pid),
+                                    "pid_start": pidinfo.process_start_time(pid),
                                     "shim_pid": os.getpid(),
-                                    "shim_start": linux.process_start_time(os.getpid()),
+                                    "shim_start": pidinfo.process_start_time(os.getpid()),
                                     "started_at": started_at})
     _reply(reply, {"ok": True, "pid": pid, "shim_pid": os.getpid()})
     reply = None
