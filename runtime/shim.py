@@ -37,6 +37,7 @@ from .fsutil import read_json, write_json
 
 SOCKET = "forkserver.sock"
 IDLE_EXIT_SECONDS = 60.0
+SPARE_AFTER_SECONDS = 0.0     # make the next spare as soon as no request is waiting
 
 # Paths Docker hides or makes read-only (moby oci/defaults.go), kept in step.
 MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
@@ -63,33 +64,41 @@ def _cgroups(parent: str):
 
 # --------------------------------------------------------------------- init
 
-def container_init(req: dict, err_w: int, in_cgroup_r: int, log_fd: int, stdin_fd: int) -> None:
-    """Become the container.  Runs as PID 1 of the new PID namespace; never returns.
+def container_init(err_w: int, go_r: int, in_cgroup_r: int, stdin_fd: int) -> None:
+    """Become a container.  Runs as PID 1 of a new PID namespace; never returns.
 
-    Any failure is written to err_w as "<exit code>:<message>" for the shim."""
+    It is made ahead of need (see Spare): the namespaces come first, then it
+    waits on go_r to learn which container it is.  Any failure is written to
+    err_w as "<exit code>:<message>" for the shim; EOF on go_r with no request
+    means the spare was not needed, and it leaves quietly."""
     try:
         for sig in RESET_SIGNALS:            # exec keeps SIG_IGN: give the command defaults
             signal.signal(sig, signal.SIG_DFL)
-        # 1. cgroup: the shim makes it and moves us in while we build the root
-        #    below (two cores, two jobs); we wait for that at step 7, before exec.
-        # 2. the namespaces besides PID (which the shim made for us)
+        # 1. the namespaces besides PID (which the shim made for us), and no
+        #    mount event may leak back to the host
         linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWNET)
+        linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+        linux.loopback_up()
+        # -- ready: which container are we?
+        req = _read_request(go_r)
+        if req is None:
+            os._exit(0)
+        log_fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        # 2. cgroup: the shim makes it and moves us in while we build the root
+        #    below (two cores, two jobs); we wait for that at step 6, before exec.
         # 3. hostname, in the new UTS namespace
         linux.sethostname(req["hostname"])
-        # 4. no mount event may leak back to the host
-        linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-        # 5. the union filesystem: image layers below, the container's own layer on top
+        # 4. the union filesystem: image layers below, the container's own layer on top
         rootfs = req["rootfs"]
         _mount_overlay(req)
         _mount_system(rootfs)
-        # 6. make it the root; the old one is detached and gone from view
+        # 5. make it the root; the old one is detached and gone from view
         os.chdir(rootfs)
         linux.pivot_root(".", ".")
         linux.umount2(".", linux.MNT_DETACH)
         os.chdir("/")
         _mask_paths()
-        linux.loopback_up()
-        # 7. in our cgroup (limits hold before the command allocates anything),
+        # 6. in our cgroup (limits hold before the command allocates anything),
         #    the command, with Docker's 14 capabilities and no way to gain more
         if os.read(in_cgroup_r, 1) != b"1":
             raise TerrariumError("the container's cgroup could not be set up")
@@ -109,6 +118,14 @@ def container_init(req: dict, err_w: int, in_cgroup_r: int, log_fd: int, stdin_f
             os.write(err_w, f"{code}:{e}".encode()[:4000])
         finally:
             os._exit(code if 0 < code < 256 else 1)
+
+
+def _read_request(fd: int) -> dict | None:
+    data = b""
+    while chunk := os.read(fd, 65536):
+        data += chunk
+    os.close(fd)
+    return json.loads(data) if data else None
 
 
 def _mount_overlay(req: dict) -> None:
@@ -196,20 +213,55 @@ def exec_command(argv: list[str], env: list[str]) -> None:
 
 # --------------------------------------------------------------------- shim
 
-def run_shim(req: dict, reply: socket.socket) -> None:
-    """Supervise one container until its init exits.  Runs in a forked child; never returns."""
+class _Prepared:
+    """What a spare shim made ahead of need: its container's init, waiting."""
+    def __init__(self, pid: int, err_r: int, go_w: int, in_cgroup_w: int):
+        self.pid, self.err_r, self.go_w, self.in_cgroup_w = pid, err_r, go_w, in_cgroup_w
+
+
+def run_spare(channel: socket.socket) -> None:
+    """A shim made ahead of need.  Runs in a child of the fork server; never returns.
+
+    It forks its init into a new PID namespace at once (init makes the other
+    namespaces and waits), then waits on channel for a start request with the caller's connection.  EOF on channel
+    (the server stopped, or discarded us) ends both."""
     status = 1
+    reply = None
     try:
         os.setsid()
         linux.set_name("terrarium-shim")
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_IGN)    # stop goes to init; the shim must record it
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        status = _supervise(req, reply)
+        prepared = _prepare()
+        msg, fds, _, _ = socket.recv_fds(channel, 1 << 20, 1)
+        channel.close()
+        if not msg or not fds:
+            os.close(prepared.go_w)               # init reads EOF and leaves
+            os.waitpid(prepared.pid, 0)
+            os._exit(0)
+        reply = socket.socket(fileno=fds[0])
+        status = _supervise(json.loads(msg), reply, prepared)
     except BaseException as e:  # noqa: BLE001 - the caller must hear about it
         _reply(reply, {"ok": False, "error": str(e) or type(e).__name__, "exit_code": 125})
     finally:
         os._exit(status)
+
+
+def _prepare() -> _Prepared:
+    stdin_fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    err_r, err_w = os.pipe()                       # init → shim: why it failed (EOF: exec'd)
+    go_r, go_w = os.pipe()                         # shim → init: the container to become
+    in_cgroup_r, in_cgroup_w = os.pipe()           # shim → init: you are in your cgroup
+    linux.unshare(linux.CLONE_NEWPID)               # our next child is PID 1 there
+    pid = os.fork()
+    if pid == 0:
+        for fd in (err_r, go_w, in_cgroup_w):
+            os.close(fd)
+        container_init(err_w, go_r, in_cgroup_r, stdin_fd)
+    for fd in (err_w, go_r, in_cgroup_r, stdin_fd):
+        os.close(fd)
+    return _Prepared(pid, err_r, go_w, in_cgroup_w)
 
 
 def _reply(sock: socket.socket | None, msg: dict) -> None:
@@ -222,43 +274,34 @@ def _reply(sock: socket.socket | None, msg: dict) -> None:
         pass        # the caller went away; the state files still tell
 
 
-def _supervise(req: dict, reply: socket.socket) -> int:
-    cid, cdir = req["id"], req["dir"]
+def _supervise(req: dict, reply: socket.socket, prepared: _Prepared) -> int:
+    cid, cdir, pid = req["id"], req["dir"], prepared.pid
     drv = _cgroups(req["cgroup_parent"])
-    log_fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-    stdin_fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
     from .model import Limits
-    err_r, err_w = os.pipe()                       # init → shim: why it failed (EOF: exec'd)
-    in_cgroup_r, in_cgroup_w = os.pipe()           # shim → init: you are in your cgroup
-    linux.unshare(linux.CLONE_NEWPID)               # our next child is PID 1 there
-    pid = os.fork()
-    if pid == 0:
-        os.close(err_r)
-        os.close(in_cgroup_w)
-        container_init(req, err_w, in_cgroup_r, log_fd, stdin_fd)
-    os.close(err_w)
-    os.close(in_cgroup_r)
+    os.write(prepared.go_w, json.dumps(req).encode())
+    os.close(prepared.go_w)
     cgroup_error = None
     try:
         drv.create(cid, Limits(**req["limits"]))
         drv.attach(cid, pid)
-        os.write(in_cgroup_w, b"1")
+        os.write(prepared.in_cgroup_w, b"1")
     except TerrariumError as e:
         cgroup_error = str(e)                      # init sees EOF and gives up
     finally:
-        os.close(in_cgroup_w)
+        os.close(prepared.in_cgroup_w)
     started_at = time.time()
     error = b""
-    while chunk := os.read(err_r, 4096):            # EOF: exec succeeded
+    while chunk := os.read(prepared.err_r, 4096):   # EOF: exec succeeded
         error += chunk
-    os.close(err_r)
+    os.close(prepared.err_r)
     if error or cgroup_error:
         code_s, _, message = error.decode(errors="replace").partition(":")
         if cgroup_error:
             code_s, message = "125", cgroup_error
         os.waitpid(pid, 0)
         drv.remove(cid)
-        os.write(log_fd, f"terrarium: {message}\n".encode())
+        with open(req["log"], "ab") as log:
+            log.write(f"terrarium: {message}\n".encode())
         write_json(f"{cdir}/exit.json", {"generation": req["generation"], "exit_code": int(code_s),
                                          "oom_killed": False, "finished_at": time.time(),
                                          "error": message})
@@ -318,16 +361,57 @@ def _auto_remove(req: dict) -> None:
 
 # --------------------------------------------------------------- fork server
 
-def _has_children() -> bool:
+class Spare:
+    """The server's handle on a spare shim: its pid and the channel to it."""
+
+    def __init__(self, listening: socket.socket):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            listening.close()
+            ours.close()
+            run_spare(theirs)
+        theirs.close()
+        self.pid, self.channel = pid, ours
+
+    def hand_over(self, request: bytes, conn: socket.socket) -> bool:
+        """Give the spare a request and the caller's connection; False if it is gone."""
+        try:
+            socket.send_fds(self.channel, [request], [conn.fileno()])
+            return True
+        except OSError:
+            return False
+        finally:
+            self.channel.close()
+
+    def discard(self, wait: float = 1.0) -> None:
+        """Close the channel: the spare and its waiting init leave by themselves."""
+        self.channel.close()
+        try:
+            fd = os.pidfd_open(self.pid)
+        except OSError:
+            return
+        try:
+            select.select([fd], [], [], wait)
+        finally:
+            os.close(fd)
+
+
+def _children(but: int | None = None) -> set[int] | None:
     try:
         with open(f"/proc/self/task/{os.getpid()}/children") as f:
-            return bool(f.read().strip())
+            return {int(p) for p in f.read().split()} - {but}
     except OSError:
-        return True     # cannot tell: stay
+        return None     # cannot tell
 
 
 def serve(run_dir: str, ready_fd: int | None = None) -> None:
-    """Accept start requests on run_dir/forkserver.sock until idle with no shims."""
+    """Accept start requests on run_dir/forkserver.sock until idle with no shims.
+
+    One spare shim is kept ready (a zygote: its init already has fresh
+    namespaces and waits to learn which container it is), so a start costs
+    no fork and no unshare on the caller's time.  The next spare is made when
+    the server is idle, not while a start is still using the CPUs."""
     path = os.path.join(run_dir, SOCKET)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -342,6 +426,7 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # shims are reaped by the kernel
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     with open(os.path.join(run_dir, "forkserver.pid"), "w") as f:
         f.write(str(os.getpid()))
     from . import cgroups, model  # noqa: F401 - load before forking, so shims share it
@@ -351,37 +436,51 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
     if ready_fd is not None:
         os.write(ready_fd, b"ok")
         os.close(ready_fd)
-    idle_since = time.monotonic()
-    while True:
-        ready, _, _ = select.select([server], [], [], 5.0)
-        if not ready:
-            if time.monotonic() - idle_since > IDLE_EXIT_SECONDS and not _has_children():
-                break
-            continue
-        idle_since = time.monotonic()
-        try:
-            conn, _ = server.accept()
-        except OSError:
-            continue
-        _handle(conn)
-    # Going idle: first make new clients start a new server (no socket file),
-    # then answer whoever connected before the unlink, so no request is lost.
+    spare = None
     try:
-        os.unlink(path)
-    except OSError:
-        pass
-    server.setblocking(False)
-    while True:
+        idle_since = time.monotonic()
+        while True:
+            ready, _, _ = select.select([server], [], [], 5.0 if spare else SPARE_AFTER_SECONDS)
+            if not ready:
+                if spare is None:
+                    spare = Spare(server)
+                    continue
+                children = _children(but=spare.pid)
+                if time.monotonic() - idle_since > IDLE_EXIT_SECONDS and children == set():
+                    break
+                continue
+            idle_since = time.monotonic()
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            spare = _handle(conn, server, spare)
+        # Going idle: first make new clients start a new server (no socket file),
+        # then answer whoever connected before the unlink, so no request is lost.
         try:
-            conn, _ = server.accept()
+            os.unlink(path)
         except OSError:
-            break
-        conn.setblocking(True)
-        _handle(conn)
+            pass
+        server.setblocking(False)
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                break
+            conn.setblocking(True)
+            spare = _handle(conn, server, spare)
+    finally:
+        if spare is not None:
+            spare.discard()
     os._exit(0)
 
 
-def _handle(conn: socket.socket) -> None:
+def _exit_on_signal(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _handle(conn: socket.socket, server: socket.socket, spare: Spare | None) -> Spare | None:
+    """Answer one connection; returns the spare still unused (None once used)."""
     try:
         conn.settimeout(5.0)
         buf = b""
@@ -389,24 +488,29 @@ def _handle(conn: socket.socket) -> None:
             chunk = conn.recv(65536)
             if not chunk:
                 conn.close()
-                return
+                return spare
             buf += chunk
         req = json.loads(buf)
     except (OSError, ValueError):
         conn.close()
-        return
+        return spare
     conn.settimeout(None)
     if req.get("op") == "ping":
         _reply(conn, {"ok": True, "pid": os.getpid()})
-        return
+        return spare
     try:
         _cgroups(req["cgroup_parent"])      # made once here, inherited by every shim
     except Exception:  # noqa: BLE001 - the shim will report it to the caller
         pass
-    pid = os.fork()
-    if pid == 0:
-        run_shim(req, conn)
+    for _ in range(2):                      # a spare that died meanwhile: one more, fresh
+        if spare is None:
+            spare = Spare(server)
+        handed = spare.hand_over(buf, conn)
+        spare = None
+        if handed:
+            break
     conn.close()
+    return None
 
 
 def main(argv: list[str]) -> None:

@@ -81,8 +81,11 @@ def _veths() -> set[str]:
 
 
 def _our_processes() -> set[tuple[int, str]]:
-    """Shims and fork servers (by comm), and anything in a cgroup of ours."""
+    """Fork servers and shims serving this run's root (they carry its run dir
+    on their command line), and anything in this run's cgroups.  Other runs
+    on the same machine (another checkout's tests, a benchmark) are not ours."""
     out = set()
+    root = _SESSION_ROOT.encode()
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -93,11 +96,13 @@ def _our_processes() -> set[tuple[int, str]]:
                 cg = f.read()
             with open(f"/proc/{pid}/stat") as f:
                 state = f.read().rsplit(")", 1)[1].split()[0]
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
         except OSError:
             continue
         if state == "Z":
             continue        # exited; holds only a pid until its parent (here PID 1) reaps it
-        if comm in ("terrarium-shim", "terrarium-fork") or "/terrarium" in cg:
+        if (comm in ("terrarium-shim", "terrarium-fork") and root in cmdline) or _CGROUP_PARENT in cg:
             out.add((int(pid), comm))
     return out
 
