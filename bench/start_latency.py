@@ -316,6 +316,28 @@ class Bench:
         self.latency_seconds = time.monotonic() - t_start
         return {k: v for k, v in samples.items() if k in names}
 
+    def burst(self):
+        """Each of api, crun and runc N times back to back, after the rounds.
+
+        Interleaving spreads noise over every row, but it also makes every
+        run follow a different program (another runtime's cgroup and netns
+        teardown still in the kernel's work queues, caches of something
+        else).  Back to back is each runtime in its own steady state; the
+        report shows both, so neither condition flatters one side."""
+        out = {}
+        for name in ("api", "crun", "runc"):
+            if name in self.disabled:
+                continue
+            fn = self.contenders()[name]
+            self._once(name, fn)                       # settle after the previous one
+            ms = []
+            for _ in range(self.args.n):
+                r = self._once(name, fn)
+                if r is not None:
+                    ms.append(r["ms"])
+            out[name] = summary(ms)
+        return out
+
     # ------------------------------------------------------------ importtime
     def importtime(self):
         """One `python -X importtime terrarium run --rm ...`: which imports a real CLI run pays."""
@@ -579,6 +601,21 @@ def print_report(b: Bench, res: dict, imp: dict, mem: dict | None, machine: dict
               + ("met" if mem["per_container_kb"] <= 1.5 * 1024 * 1.1 else "NOT met"))
 
 
+def print_bursts(bursts: dict) -> None:
+    if not bursts:
+        return
+    crun = bursts.get("crun", {}).get("median")
+    runc = bursts.get("runc", {}).get("median")
+    print("\nBack to back (each N times in a row, after the rounds above)")
+    print(f"{'path':34} {'median':>8} {'p90':>8} {'÷crun':>7} {'÷runc':>7}   (ms)")
+    for name in ("api", "crun", "runc"):
+        s = bursts.get(name)
+        if not s or s.get("median") is None:
+            continue
+        print(f"{LABELS[name]:34} {_f(s['median']):>8} {_f(s['p90']):>8} "
+              f"{_f(s['median'] / crun if crun else None, 2):>7} {_f(s['median'] / runc if runc else None, 2):>7}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=30, help="measured iterations per contender (default 30)")
@@ -601,13 +638,14 @@ def main(argv=None) -> int:
     b = Bench(args)
     t0 = time.monotonic()
     machine = machine_info(b.runc, b.crun)
-    res, imp, mem, cleanup = {}, {}, None, None
+    res, imp, mem, cleanup, bursts = {}, {}, None, None, {}
     finished = False
     try:
         b.setup()
         print(f"start_latency: {args.n} rounds of {len(b.contenders()) - len(b.disabled)} contenders "
               f"(+{args.warmup} warm-up), then {args.k} idle containers ...", flush=True)
         samples = b.latency()
+        bursts = b.burst()
         imp = b.importtime()
         mem = b.memory()
         res = build_results(b, samples)
@@ -620,6 +658,7 @@ def main(argv=None) -> int:
     with open("/proc/loadavg") as f:
         machine["loadavg_at_end"] = f.read().split()[:3]
     print_report(b, res, imp, mem, machine)
+    print_bursts(bursts)
     for name, why in b.disabled.items():
         print(f"  skipped {name}: {why}")
     for name, errs in b.errors.items():
@@ -632,7 +671,7 @@ def main(argv=None) -> int:
            "pyc_written": getattr(b, "precompiled", None),
            "env_PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE"),
            "latency_seconds": getattr(b, "latency_seconds", None),
-           "results": res, "importtime": imp, "memory": mem, "cleanup": cleanup,
+           "results": res, "back_to_back": bursts, "importtime": imp, "memory": mem, "cleanup": cleanup,
            "disabled": b.disabled, "errors": b.errors,
            "targets": {"api_over_crun": res.get("api", {}).get("ratio_to_crun"),
                        "cli_rm_over_runc": res.get("cli-rm", {}).get("ratio_to_runc"),
