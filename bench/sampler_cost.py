@@ -1,20 +1,29 @@
 """Sampler cost per container per tick, with its process tree (µs).
 
-    sudo .venv/bin/python bench/sampler_cost.py [N_CONTAINERS] [TICKS]
+    sudo .venv/bin/python bench/sampler_cost.py [N_CONTAINERS] [TICKS] [N_BUSY]
 
-Starts N `lab` containers running `sh -c 'sleep 100 & sleep 100 & wait'`
-(3 processes each) under a throwaway root and cgroup parent, and times the
-sampler's blocking part -- read the cgroup files and the process tree,
-compute the point and the tree payload, encode the events to JSON -- over
-TICKS ticks, then removes them.  Two readers are timed, rounds alternating:
+Times the sampler's blocking part -- read the cgroup files and the process
+tree, compute the point and the tree payload, encode the events to JSON --
+in thread CPU, under a throwaway root and cgroup parent:
 
-- stats:     runtime.stats (kept-open descriptors re-read with pread,
-             unchanged process sets and processes skipped) -- the default;
-- selectors: driver.sample() + procs.container_tree() (open+read every file).
+1. idle: N `lab` containers running `sh -c 'sleep 100 & sleep 100 & wait'`
+   (3 processes each), TICKS ticks back to back, rounds alternating between
+   - stats:      runtime.stats, the default reader (kept-open descriptors
+                 re-read with pread; an idle container -- CPU time, memory
+                 usage and task count unchanged -- costs 4 preads, its
+                 processes and the other files are re-read every 5th tick);
+   - every file: the same reader told to re-read everything every tick
+                 (slow_every=1): what a container costs whose figures all move;
+   - selectors:  driver.sample() + procs.container_tree() (open+read every
+                 file every tick), the reference path;
+   plus the parts of the stats path on their own.
+2. busy: N_BUSY containers that use CPU and fork a process every 0.3 s
+   (`while :; do sleep 0.3; done`), sampled at real 0.25 s ticks: every tick
+   is active, the process set changes on most.
 
-Plus the parts of the stats path on their own.  Target (issue 4): below
-100 µs per container per tick (200 containers at 1 Hz < 2 % of one core).
-Set TERRARIUM_BENCH_JSON=path to also write the figures as JSON.
+Target (issue 4): below 100 µs per container per tick with its tree, so 200
+containers at 1 Hz cost < 2 % of one core.  Set TERRARIUM_BENCH_JSON=path to
+also write the figures as JSON.
 """
 import json
 import os
@@ -36,8 +45,13 @@ django.setup()
 from collections import deque  # noqa: E402
 
 from dashboard.containers.runtime_client import get_runtime  # noqa: E402
-from dashboard.live.sampler import Sampler, SelectorsReader, StatsReader, _Watched  # noqa: E402
+from dashboard.live import metrics  # noqa: E402
+from dashboard.live.sampler import Sampler, SelectorsReader, StatsReader, _Watched, wire  # noqa: E402
 from runtime import Spec  # noqa: E402
+from runtime import stats as rstats  # noqa: E402
+
+IDLE = ("sh", "-c", "sleep 100 & sleep 100 & wait")
+BUSY = ("sh", "-c", "sleep 100 & while :; do sleep 0.3; done")
 
 
 def _sampler(reader, ids):
@@ -48,18 +62,34 @@ def _sampler(reader, ids):
     return s
 
 
-def _time(fn, ticks):
-    t0, c0 = time.perf_counter(), time.thread_time()
+def _stats_reader(slow_every=5):
+    r = StatsReader()
+    r._reader = rstats.StatsReader(get_runtime().cgroups, slow_every=slow_every)
+    return r
+
+
+def _time(fn, ticks, pause=0.0):
+    cpu = 0.0
     for _ in range(ticks):
+        c0 = time.thread_time()
         fn()
-    return (time.perf_counter() - t0) / ticks, (time.thread_time() - c0) / ticks
+        cpu += time.thread_time() - c0
+        if pause:
+            time.sleep(pause)
+    return cpu / ticks
 
 
-def start(rt, n):
-    ids = []
-    for i in range(n):
-        ids.append(rt.run(Spec(image="lab", name=f"bench-{i}",
-                               cmd=("sh", "-c", "sleep 100 & sleep 100 & wait"))).id)
+def _preads(reader):
+    """preads so far of every container in a runtime.stats reader."""
+    n = 0
+    for c in reader._reader.containers.values():
+        t = c.table.reads
+        n += c.cgroup.reads + t["stat"] + 2 * t["status"]
+    return n
+
+
+def start(rt, n, cmd, prefix):
+    ids = [rt.run(Spec(image="lab", name=f"{prefix}-{i}", cmd=cmd)).id for i in range(n)]
     time.sleep(0.5)
     return ids
 
@@ -72,44 +102,76 @@ def stop(rt, ids):
     shutil.rmtree(root, ignore_errors=True)
 
 
-def measure(ids, ticks):
+def measure_idle(ids, ticks):
     n = len(ids)
-    fast, slow = _sampler(StatsReader(), ids), _sampler(SelectorsReader(), ids)
-    res = {"stats": [], "selectors": []}
+    readers = {"stats": _stats_reader(), "every file": _stats_reader(slow_every=1),
+               "selectors": SelectorsReader()}
+    samplers = {k: _sampler(r, ids) for k, r in readers.items()}
+    res = {k: [] for k in samplers}
+    pre = {k: (_preads(readers[k]) if k != "selectors" else 0) for k in samplers}
     rounds = 5
-    for _ in range(rounds):                           # alternate: noise hits both alike
-        res["stats"].append(_time(lambda: fast._collect(ids), ticks // rounds)[1])
-        res["selectors"].append(_time(lambda: slow._collect(ids), ticks // rounds)[1])
+    for _ in range(rounds):                           # alternate: noise hits all alike
+        for k, s in samplers.items():
+            res[k].append(_time(lambda: s._collect(ids), ticks // rounds))
     per = {k: sorted(v)[len(v) // 2] / n * 1e6 for k, v in res.items()}
-    # the parts of the stats path
-    r = fast.reader._reader
+    preads = {k: (_preads(readers[k]) - pre[k]) / (n * (ticks // rounds) * rounds)
+              for k in ("stats", "every file")}
+    # the parts of the default path
+    r = readers["stats"]._reader
     cs = [r.containers[c] for c in ids]
+    s = samplers["stats"]
+    raws = [c.cgroup.sample() for c in cs]
+    pts = [metrics.point(raw, raw, 1.0, time.time()) for raw in raws]
     parts = {
-        "cgroup files (pread + parse)": _time(lambda: [c.cgroup.sample() for c in cs], ticks)[1],
-        "cgroup.procs + process stat": _time(lambda: [c.table.forest(c.cgroup.procs_bytes()) for c in cs], ticks)[1],
-        "pread syscalls alone": _time(lambda: [f.read() for c in cs for _, f, _ in c.cgroup.files if f], ticks)[1],
+        "cgroup files": _time(lambda: [c.cgroup.sample() for c in cs], ticks),
+        "cgroup files + processes": _time(lambda: [c.read() for c in cs], ticks),
+        "point": _time(lambda: [metrics.point(raw, raw, 1.0, 0.0) for raw in raws], ticks),
+        "JSON encoding": _time(lambda: [wire({"type": "container.sample", "id": c, "point": p})
+                                        for c, p in zip(ids, pts)], ticks),
+        "one pread (memory.usage_in_bytes)": _time(
+            lambda: [c.cgroup.knobs["memory_usage"].file.read() for c in cs], ticks),
     }
     parts = {k: v / n * 1e6 for k, v in parts.items()}
-    return per, parts
+    s.reader.forget  # noqa: B018 - samplers and their descriptors go with the process
+    return per, preads, parts
 
 
-def main(n: int = 50, ticks: int = 100) -> dict:
+def measure_busy(ids, ticks, pause=0.25):
+    reader = _stats_reader()
+    s = _sampler(reader, ids)
+    before = _preads(reader)
+    cpu = _time(lambda: s._collect(ids), ticks, pause)
+    return cpu / len(ids) * 1e6, (_preads(reader) - before) / (len(ids) * ticks)
+
+
+def main(n: int = 50, ticks: int = 100, n_busy: int = 10) -> dict:
     rt = get_runtime()
     rt.images.ensure_builtin()
     ids = []
     try:
-        ids = start(rt, n)
-        per, parts = measure(ids, ticks)
+        ids = start(rt, n, IDLE, "bench")
+        per, preads, parts = measure_idle(ids, ticks)
+        busy_ids = start(rt, n_busy, BUSY, "busy") if n_busy else []
+        ids += busy_ids
+        busy, busy_preads = measure_busy(busy_ids, 40) if busy_ids else (None, None)
     finally:
         stop(rt, ids)
-    print(f"sampler cost ({n} containers x 3 processes, {ticks} ticks, thread CPU; target < 100 µs):")
-    print(f"  stats reader (default)     {per['stats']:7.0f} µs per container per tick"
-          f"   -> 200 containers at 1 Hz = {per['stats'] * 200 / 1e4:.1f} % of one core")
-    print(f"  selectors (open+read)      {per['selectors']:7.0f} µs per container per tick"
-          f"   ({per['selectors'] / per['stats']:.1f}x)")
+    print(f"sampler cost per container per tick, with its process tree (thread CPU; target < 100 µs)")
+    print(f"idle: {n} containers x 3 processes, {ticks} ticks")
+    print(f"  stats reader (default)     {per['stats']:7.0f} µs  {preads['stats']:5.1f} preads"
+          f"   -> 200 containers at 1 Hz = {per['stats'] * 200 / 1e4:.2f} % of one core")
+    print(f"  every file every tick      {per['every file']:7.0f} µs  {preads['every file']:5.1f} preads"
+          f"   -> 200 containers at 1 Hz = {per['every file'] * 200 / 1e4:.2f} % of one core")
+    print(f"  selectors (open+read)      {per['selectors']:7.0f} µs"
+          f"   ({per['selectors'] / per['stats']:.1f}x the default)")
     for k, v in parts.items():
-        print(f"    {k:28s} {v:6.0f} µs")
-    out = {"n": n, "ticks": ticks, "us_per_container": per, "parts_us": parts}
+        print(f"    {k:36s} {v:6.1f} µs")
+    if busy is not None:
+        print(f"busy: {n_busy} containers forking every 0.3 s, 40 ticks 0.25 s apart")
+        print(f"  stats reader (default)     {busy:7.0f} µs  {busy_preads:5.1f} preads"
+              f"   -> 200 such containers at 1 Hz = {busy * 200 / 1e4:.2f} % of one core")
+    out = {"n": n, "ticks": ticks, "us_per_container": per, "preads_per_container": preads,
+           "parts_us": parts, "busy": {"n": n_busy, "us_per_container": busy, "preads": busy_preads}}
     if os.environ.get("TERRARIUM_BENCH_JSON"):
         with open(os.environ["TERRARIUM_BENCH_JSON"], "w") as f:
             json.dump(out, f, indent=1)
@@ -117,4 +179,4 @@ def main(n: int = 50, ticks: int = 100) -> dict:
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:3]))
+    main(*(int(a) for a in sys.argv[1:4]))

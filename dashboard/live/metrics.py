@@ -63,28 +63,39 @@ def cpu_limit(quota_us: int | None, period_us: int | None) -> float | None:
 
 def point(prev: Mapping | None, raw: Mapping, seconds: float, t: float) -> dict:
     """One graph point from this tick's raw sample and the previous one
-    (``seconds`` apart).  Rates and shares are None on the first tick."""
-    p = prev or {}
-    ns = raw.get("cpu_throttled_ns")
-    prev_ns = p.get("cpu_throttled_ns")
+    (``seconds`` apart).  Rates and shares are None on the first tick.
+    (The same arithmetic as working_set, cpu_share, rate, delta and cpu_limit,
+    inlined: it runs once per container per tick.)"""
+    g = raw.get
+    usage, inactive = g("memory_usage"), g("memory_inactive_file")
+    ws = None if usage is None else max(usage - (inactive or 0), 0)
+    quota, period = g("cpu_quota_us"), g("cpu_period_us")
+    cpu = thr = thr_s = io_r = io_w = None
+    if prev:
+        pg = prev.get
+        ok = seconds > 0
+        a, b = pg("cpu_usage_ns"), g("cpu_usage_ns")
+        if ok and a is not None and b is not None:
+            cpu = round(max(b - a, 0) / 1e9 / seconds, 4)
+        a, b = pg("cpu_nr_throttled"), g("cpu_nr_throttled")
+        if a is not None and b is not None:
+            thr = max(b - a, 0)
+        a, b = pg("cpu_throttled_ns"), g("cpu_throttled_ns")
+        if a is not None and b is not None:
+            thr_s = round(max(b - a, 0) / 1e9, 4)
+        a, b = pg("io_read_bytes"), g("io_read_bytes")
+        if ok and a is not None and b is not None:
+            io_r = round(max(b - a, 0) / seconds, 4)
+        a, b = pg("io_write_bytes"), g("io_write_bytes")
+        if ok and a is not None and b is not None:
+            io_w = round(max(b - a, 0) / seconds, 4)
     return {
-        "t": round(t, 3),
-        "mem": raw.get("memory_usage"),
-        "ws": working_set(raw.get("memory_usage"), raw.get("memory_inactive_file")),
-        "mem_limit": raw.get("memory_limit"),
-        "cache": raw.get("memory_cache"),
-        "inactive_file": raw.get("memory_inactive_file"),
-        "swap": raw.get("memory_swap"),
-        "failcnt": raw.get("memory_failcnt"),
-        "oom_kills": raw.get("oom_kills"),
-        "cpu": _round(cpu_share(p.get("cpu_usage_ns"), raw.get("cpu_usage_ns"), seconds)),
-        "cpu_limit": cpu_limit(raw.get("cpu_quota_us"), raw.get("cpu_period_us")),
-        "throttled": delta(p.get("cpu_nr_throttled"), raw.get("cpu_nr_throttled")),
-        "throttled_s": _round(None if prev_ns is None or ns is None else max(ns - prev_ns, 0) / 1e9),
-        "pids": raw.get("pids_current"),
-        "pids_max": raw.get("pids_max"),
-        "io_r": _round(rate(p.get("io_read_bytes"), raw.get("io_read_bytes"), seconds)),
-        "io_w": _round(rate(p.get("io_write_bytes"), raw.get("io_write_bytes"), seconds)),
+        "t": round(t, 3), "mem": usage, "ws": ws, "mem_limit": g("memory_limit"),
+        "cache": g("memory_cache"), "inactive_file": inactive, "swap": g("memory_swap"),
+        "failcnt": g("memory_failcnt"), "oom_kills": g("oom_kills"), "cpu": cpu,
+        "cpu_limit": quota / period if quota and period and quota > 0 else None,
+        "throttled": thr, "throttled_s": thr_s, "pids": g("pids_current"),
+        "pids_max": g("pids_max"), "io_r": io_r, "io_w": io_w,
     }
 
 

@@ -29,6 +29,9 @@ viewers).  The tree (``container.procs``) is published when it changed.
 
 The last ``TERRARIUM_LIVE_HISTORY`` seconds (default 15 min) per container
 stay in memory, so a reload or a new tab gets the recent past on connect.
+The down-sampled DB history (dashboard.live.history) gets every point of a
+watched container, and, once a minute while the loop runs, one cgroup read
+of every running container nobody watches (``history.minute_pass``).
 
 Settings: TERRARIUM_LIVE_TICK (seconds, default 1.0), TERRARIUM_LIVE_HISTORY
 (seconds, default 900), TERRARIUM_SAMPLER, TERRARIUM_SAMPLER_LEASE,
@@ -72,17 +75,21 @@ def lease_seconds() -> float:
     return float(getattr(settings, "TERRARIUM_SAMPLER_LEASE", 15.0))
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode    # made once: json.dumps with
+                                                           # separators builds one per call
+
+
 def wire(ev: dict) -> dict:
     """A group message carrying the event as JSON text, encoded once."""
-    return {"type": ev["type"], "id": ev["id"], "json": json.dumps(ev, separators=(",", ":"))}
+    return {"type": ev["type"], "id": ev["id"], "json": _encode(ev)}
 
 
 class SelectorsReader:
     """Reads through dashboard.live.selectors: open+read every file every tick."""
 
-    def read(self, cid: str) -> tuple[dict, list]:
+    def read(self, cid: str, tree: bool = True) -> tuple[dict, list | None]:
         raw = selectors.container_raw_sample(container_id=cid)
-        return raw, selectors.container_process_forest(container_id=cid)
+        return raw, selectors.container_process_forest(container_id=cid) if tree else None
 
     def forget(self, cid: str) -> None:
         pass
@@ -93,16 +100,18 @@ class StatsReader:
 
     def __init__(self):
         self._reader = None
+        self._errors: tuple = (OSError,)
 
-    def read(self, cid: str) -> tuple[dict, list]:
-        from runtime import TerrariumError
+    def read(self, cid: str, tree: bool = True) -> tuple[dict, list | None]:
         try:
             if self._reader is None:
+                from runtime import TerrariumError
                 from runtime.stats import StatsReader as _R
                 from dashboard.containers.runtime_client import get_runtime
+                self._errors = (TerrariumError, OSError)
                 self._reader = _R(get_runtime().cgroups)
-            return self._reader.read(cid)
-        except (TerrariumError, OSError) as e:
+            return self._reader.read(cid, tree)
+        except self._errors as e:
             raise selectors.NotSampled(str(e)) from None
 
     def forget(self, cid: str) -> None:
@@ -110,14 +119,14 @@ class StatsReader:
             self._reader.forget(cid)
 
 
-def _history_hook():
+def _history_hook(name: str = "record"):
     """dashboard.live.history.record (one call per point, in the sampler's
-    thread), if that module is there."""
+    thread) or .minute_pass (once a minute), if that module is there."""
     try:
         from . import history
     except ImportError:
         return None
-    return getattr(history, "record", None)
+    return getattr(history, name, None)
 
 
 def make_reader():
@@ -138,13 +147,14 @@ class _Watched:
     seq: int = 0                          # samples taken of this container
     forest: list | None = None            # the forest the tree was made from
     raw_sources: dict | None = None       # the raw ``sources`` the point sources came from
+    idle: bool = False                    # every process in ``tree`` shows a CPU share of 0
 
 
 class Sampler:
     """Subscriptions (reference-counted per container), history and the tick loop."""
 
     def __init__(self, *, tick: float | None = None, keep: float | None = None, reader=None,
-                 record=None):
+                 record=None, minute_pass=None):
         self.tick = tick or tick_seconds()
         self.keep = keep or history_seconds()
         self.reader = reader or make_reader()
@@ -156,6 +166,13 @@ class Sampler:
         self._task: asyncio.Task | None = None
         self._serving = False
         self.record = _history_hook() if record is None else (record or None)
+        # once a minute, the containers nobody watches (history.minute_pass(skip=watched));
+        # off with record=False unless given
+        if minute_pass is None:
+            minute_pass = _history_hook("minute_pass") if record is None else None
+        self.minute_pass = minute_pass or None
+        self.passes = 0                       # minute passes run, for tests
+        self._pass_at: float | None = None    # loop time of the next one
 
     # ------------------------------------------------------- subscriptions
     async def subscribe(self, container_id: str) -> dict:
@@ -265,6 +282,8 @@ class Sampler:
                 if self.leases:
                     self.expire_leases()
                 await self.tick_once()
+                if self.minute_pass is not None and (self._pass_at is None or loop.time() >= self._pass_at):
+                    await self.run_minute_pass()
             except Exception:                      # noqa: BLE001 - keep the feed alive, say why
                 log.exception("sampler tick failed")
             next_at += self.tick
@@ -272,6 +291,15 @@ class Sampler:
             if delay < 0:                          # fell behind: skip, don't burst
                 next_at, delay = loop.time(), 0
             await asyncio.sleep(delay)
+
+    async def run_minute_pass(self) -> None:
+        """The history's pass over the containers nobody watches (in a
+        thread); the next one is due just after the next minute turns."""
+        loop = asyncio.get_running_loop()
+        now = time.time()
+        self._pass_at = loop.time() + (now // 60 * 60 + 60 + 1 - now)
+        self.passes += 1
+        await asyncio.to_thread(self.minute_pass, set(self.subscribers))
 
     async def tick_once(self) -> list[dict]:
         """Sample every watched container once (in a thread) and publish."""
@@ -319,7 +347,7 @@ class Sampler:
             self.samples_taken += 1
         except selectors.NotSampled as e:
             w.prev_raw = w.prev_mono = w.forest = None
-            w.prev_ticks = {}
+            w.prev_ticks, w.idle = {}, False
             return [events.gone_event(cid, str(e))]
         mono, wall = time.monotonic(), time.time()
         seconds = mono - w.prev_mono if w.prev_mono is not None else 0.0
@@ -335,10 +363,10 @@ class Sampler:
         # The tree: unchanged processes (the same forest object from runtime.stats)
         # used no CPU since last tick; once their shares read 0 the payload is
         # the same as last tick's and is not sent again.
-        if forest is w.forest and w.tree is not None and _idle(w.tree):
+        if forest is w.forest and w.idle:
             return out
         tree, w.prev_ticks = metrics.tree_payload(forest, w.prev_ticks, seconds)
-        w.forest, w.tree = forest, tree
+        w.forest, w.tree, w.idle = forest, tree, _idle(tree)
         out.append(events.procs_event(cid, tree))
         return out
 

@@ -1,0 +1,291 @@
+"""runtime.stats, the sampler's kept-open reader, on its own:
+
+- v1 against the real files of a real container on this kernel: the values
+  agree with the v1 driver's sample() and with the files read directly;
+- v2 on the fake cgroup2 tree of test_cgroups_v2 (FakeCgroup2, which follows
+  the kernel's rules): memory.current, memory.stat, memory.events, cpu.stat,
+  pids and io.stat parsed right, and what is re-read when;
+- the bytes parsers from strings.
+
+The skipping rules (docs in runtime/stats.py): an idle tick -- memory usage,
+CPU time and task count unchanged -- reads 4 files; memory.stat, failcnt,
+events and cpu.stat follow on active ticks; limits every ``slow_every`` ticks.
+"""
+import os
+import subprocess
+import time
+
+import pytest
+
+from runtime import Spec, stats
+from runtime.cgroups import detect, driver
+from runtime.errors import NotFound
+from runtime.model import Limits
+from tests.conftest import CLI, is_root
+from tests.runtime.test_cgroups_v2 import MEMORY_STAT, FakeCgroup2
+
+try:
+    LAYOUT = detect()
+except Exception:       # noqa: BLE001 - no cgroups at all: the v1 tests skip
+    LAYOUT = None
+
+needs_v1 = pytest.mark.skipif(not is_root() or LAYOUT is None or LAYOUT.kind == "v2"
+                              or "memory" not in LAYOUT.v1, reason="needs root and cgroup v1")
+
+
+def _fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+# --- parsers --------------------------------------------------------------------
+
+def test_picker_reads_keys_anywhere_and_only_whole_keys():
+    pick = stats._picker(("anon", "file", "inactive_file"))
+    assert pick(MEMORY_STAT.encode()) == (4423680, 2162688, 1622016)      # "anon" is line 1
+    assert pick(b"file_mapped 5\nanon 1\n") == (1, None, None)             # not a prefix match
+    assert pick(b"") == (None, None, None)
+    assert pick(b"anon 7") == (7, None, None)                               # no final newline
+    v1 = stats._picker(stats._V1_MEMSTAT)
+    text = b"cache 1\nrss 2\ntotal_cache 10\ntotal_rss 20\ntotal_rss_huge 99\ntotal_inactive_file 5\n"
+    assert v1(text) == (10, 20, 5, None)                                    # no total_swap: no swap accounting
+
+
+# --- v2, on the fake tree ---------------------------------------------------------
+
+@pytest.fixture
+def fake(tmp_path):
+    root = tmp_path / "cgroup2"
+    root.mkdir()
+    return FakeCgroup2(root)
+
+
+@pytest.fixture
+def cg(fake):
+    return driver("terrarium", root_override=fake.root, fs=fake)
+
+
+def _fill(fake):
+    fake.set("terrarium/abc/memory.current", "6615040\n")
+    fake.set("terrarium/abc/memory.swap.current", "4096\n")
+    fake.set("terrarium/abc/memory.events", "low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\noom_group_kill 0\n")
+    fake.set("terrarium/abc/cpu.stat", "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n"
+             "nice_usec 0\nnr_periods 40\nnr_throttled 7\nthrottled_usec 2500\nnr_bursts 0\nburst_usec 0\n")
+    fake.set("terrarium/abc/pids.current", "3\n")
+    fake.set("terrarium/abc/io.stat", "8:0 rbytes=1048576 wbytes=8192 rios=3 wios=2 dbytes=0 dios=0\n"
+             "8:16 rbytes=4096 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n")
+
+
+def test_v2_values_are_parsed_as_the_driver_parses_them(cg, fake):
+    cg.create("abc", Limits(memory=64 << 20, cpus=0.5, pids=100))
+    _fill(fake)
+    r = stats.StatsReader(cg)
+    raw, forest = r.read("abc")
+    assert raw == cg.sample("abc")                       # every key, value and source
+    assert forest == []                                  # the fake's cgroup.procs is empty
+    assert raw["memory_usage"] == 6615040 and raw["memory_limit"] == 64 << 20
+    assert (raw["memory_cache"], raw["memory_rss"], raw["memory_inactive_file"]) == \
+        (2162688, 4423680, 1622016)
+    assert raw["memory_swap"] == 4096 and raw["memory_swap_limit"] == 0
+    assert raw["memory_events"]["max"] == 9 and raw["oom_kills"] == 1 and raw["memory_failcnt"] is None
+    assert raw["cpu_usage_ns"] == 1_500_000
+    assert (raw["cpu_nr_periods"], raw["cpu_nr_throttled"], raw["cpu_throttled_ns"]) == (40, 7, 2_500_000)
+    assert (raw["cpu_quota_us"], raw["cpu_period_us"]) == (50000, 100000)
+    assert (raw["pids_current"], raw["pids_max"]) == (3, 100)
+    assert (raw["io_read_bytes"], raw["io_write_bytes"]) == (1048576 + 4096, 8192)
+    assert raw["sources"]["cpu_usage_ns"] == "cpu.stat usage_usec"
+    assert raw["sources"]["memory_inactive_file"] == "memory.stat inactive_file"
+    assert raw["sources"]["io_read_bytes"] == "io.stat rbytes"
+    r.close()
+
+
+def test_v2_unlimited_and_missing_files_read_as_the_driver_reads_them(cg, fake):
+    cg.create("abc", Limits())
+    os.unlink(os.path.join(fake.root, "terrarium/abc/memory.swap.current"))   # no swap accounting
+    r = stats.StatsReader(cg)
+    raw, _ = r.read("abc")
+    assert raw == cg.sample("abc")
+    assert raw["memory_limit"] is None and raw["pids_max"] is None and raw["memory_swap"] is None
+    assert (raw["cpu_quota_us"], raw["cpu_period_us"]) == (None, 100000)
+    assert (raw["io_read_bytes"], raw["io_write_bytes"]) == (0, 0)             # an empty io.stat
+    r.close()
+
+
+def test_v2_what_is_reread_when(cg, fake):
+    cg.create("abc", Limits(memory=64 << 20))
+    _fill(fake)
+    r = stats.StatsReader(cg, slow_every=5)
+    r.read("abc")                                        # tick 0: a slow tick, everything read
+    files = r.containers["abc"].cgroup
+    # idle: nothing moved -- memory.current, cpu.stat, pids.current and io.stat only
+    n = files.reads
+    raw, _ = r.read("abc")
+    assert files.reads - n == 4 and not files.active
+    # memory.stat moves while memory.current stands still (LRU aging from outside):
+    # carried over until the next slow tick
+    fake.set("terrarium/abc/memory.stat", MEMORY_STAT.replace("inactive_file 1622016", "inactive_file 4096"))
+    assert r.read("abc")[0]["memory_inactive_file"] == 1622016
+    # the container charges memory: an active tick reads memory.stat and memory.events too
+    fake.set("terrarium/abc/memory.current", "7000000\n")
+    fake.set("terrarium/abc/memory.events", "low 0\nhigh 0\nmax 10\noom 2\noom_kill 2\noom_group_kill 0\n")
+    raw = r.read("abc")[0]
+    assert files.active and raw["memory_usage"] == 7000000
+    assert raw["memory_inactive_file"] == 4096 and raw["oom_kills"] == 2
+    # a limit changed while it runs shows on the next slow tick (tick 5)
+    cg.update("abc", Limits(memory=96 << 20, cpus=1.5))
+    seen = [r.read("abc")[0] for _ in range(2)]          # ticks 4 and 5
+    assert seen[0]["memory_limit"] == 64 << 20 and seen[1]["memory_limit"] == 96 << 20
+    assert (seen[1]["cpu_quota_us"], seen[1]["cpu_period_us"]) == (150000, 100000)
+    assert seen[1] == cg.sample("abc")
+    r.close()
+
+
+def test_v2_reads_the_processes_of_cgroup_procs(cg, fake):
+    cg.create("abc", Limits())
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        fake.set("terrarium/abc/cgroup.procs", f"{child.pid}\n")
+        fake.set("terrarium/abc/pids.current", "1\n")
+        r = stats.StatsReader(cg)
+        _, forest = r.read("abc")
+        assert [n.info.pid for n in forest] == [child.pid]
+        assert forest[0].info.cmdline == ("sleep", "30") and forest[0].info.ppid == os.getpid()
+        # idle tick: the same forest, no /proc file read
+        t = r.containers["abc"].table
+        n = dict(t.reads)
+        assert r.read("abc")[1] is forest and t.reads == n
+        # with tree=False no process is read at all
+        assert r.read("abc", tree=False)[1] is None
+        # it exits (and is reaped): the task count drops, the forest empties
+        child.kill()
+        child.wait()
+        fake.set("terrarium/abc/cgroup.procs", "")
+        fake.set("terrarium/abc/pids.current", "0\n")
+        assert r.read("abc")[1] == []
+        r.close()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_v2_forget_closes_every_descriptor_and_a_missing_cgroup_is_not_found(cg, fake):
+    # (a removed cgroup's kept-open files fail with ENODEV on the real kernel,
+    # which a temp dir cannot play: the v1 test below removes a real one)
+    cg.create("abc", Limits())
+    fds = _fds()
+    r = stats.StatsReader(cg)
+    r.read("abc")
+    assert _fds() > fds
+    r.forget("abc")
+    assert r.containers == {} and _fds() == fds
+    cg.remove("abc")
+    with pytest.raises(NotFound):
+        r.read("abc")
+    assert r.containers == {} and _fds() == fds
+
+
+# --- v1, on this kernel's real files ------------------------------------------------
+
+def _file(paths, controller, knob):
+    with open(os.path.join(paths[controller], knob)) as f:
+        return f.read()
+
+
+def _stat(text, key):
+    for line in text.splitlines():
+        k, _, v = line.partition(" ")
+        if k == key:
+            return int(v)
+    return None
+
+
+@needs_v1
+@pytest.mark.root
+def test_v1_values_agree_with_the_driver_and_the_files(rt, cleanup, name):
+    c = rt.run(Spec(image="lab", name=name, cmd=("memhog", "4", "2", "0.1"),
+                    limits=Limits(memory=64 << 20, cpus=0.5, pids=50)))
+    cleanup.append(c.id)
+    time.sleep(0.8)                                      # memhog holds its 8 MB now
+    cg = rt.cgroups
+    paths = cg.paths(c.id)
+    fds = _fds()
+    r = stats.StatsReader(cg)
+    # an idle container's figures hold still; a page-cache flush or a per-CPU
+    # charge drain can move them between two reads, so allow a retry or two
+    for _ in range(5):
+        raw, _ = r.read(c.id)
+        ref = cg.sample(c.id)
+        again, _ = r.read(c.id)
+        if raw == ref == again:
+            break
+        time.sleep(0.2)
+    assert set(raw) == set(ref)
+    assert raw == ref, {k: (raw[k], ref[k]) for k in raw if raw[k] != ref[k]}
+    # and what the files say, read here directly
+    mem = _file(paths, "memory", "memory.stat")
+    assert raw["memory_usage"] == int(_file(paths, "memory", "memory.usage_in_bytes"))
+    assert raw["memory_usage"] >= 8 << 20                # memhog's 2 x 4 MB
+    assert raw["memory_limit"] == int(_file(paths, "memory", "memory.limit_in_bytes")) == 64 << 20
+    assert raw["memory_cache"] == _stat(mem, "total_cache")
+    assert raw["memory_rss"] == _stat(mem, "total_rss") and raw["memory_rss"] >= 8 << 20
+    assert raw["memory_inactive_file"] == _stat(mem, "total_inactive_file")
+    assert raw["memory_swap"] == _stat(mem, "total_swap")
+    assert raw["memory_failcnt"] == int(_file(paths, "memory", "memory.failcnt"))
+    assert raw["oom_kills"] == _stat(_file(paths, "memory", "memory.oom_control"), "oom_kill")
+    assert raw["cpu_usage_ns"] == int(_file(paths, "cpuacct", "cpuacct.usage")) > 0
+    assert raw["cpu_nr_periods"] == _stat(_file(paths, "cpu", "cpu.stat"), "nr_periods")
+    assert (raw["cpu_quota_us"], raw["cpu_period_us"]) == (50000, 100000)
+    assert raw["pids_current"] == int(_file(paths, "pids", "pids.current")) >= 3
+    assert raw["pids_max"] == 50
+    assert raw["sources"]["memory_usage"] == "memory.usage_in_bytes"
+    assert raw["sources"]["memory_inactive_file"] == "memory.stat total_inactive_file"
+    assert raw["sources"]["cpu_usage_ns"] == "cpuacct.usage"
+    # removed while kept open (ENODEV from kernfs): NotFound, and its descriptors closed
+    rt.remove(c.id, force=True)
+    with pytest.raises(NotFound):
+        r.read(c.id)
+    assert r.containers == {} and _fds() == fds
+
+
+@needs_v1
+@pytest.mark.root
+def test_v1_idle_ticks_read_four_files_and_activity_reads_the_rest(rt, cleanup, name):
+    c = rt.run(Spec(image="lab", name=name, cmd=("sh", "-c", "sleep 100 & sleep 100 & wait")))
+    cleanup.append(c.id)
+    deadline = time.monotonic() + 5
+    while len(rt.cgroups.procs(c.id)) != 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    r = stats.StatsReader(rt.cgroups, slow_every=1000)   # no slow tick in this test
+    _, forest = r.read(c.id)
+    cs = r.containers[c.id]
+    quiet = 0
+    for _ in range(10):                                  # idle: most ticks read 4 files, no process
+        n, st = cs.cgroup.reads, cs.table.reads["stat"]
+        raw, f = r.read(c.id)
+        if not cs.cgroup.active:
+            quiet += 1
+            assert cs.cgroup.reads - n == 4 and cs.table.reads["stat"] == st and f is forest
+        forest = f
+        time.sleep(0.05)
+    assert quiet >= 5
+    # a process started in it (through the CLI) is in the next tick's forest
+    p = subprocess.Popen([CLI, "exec", name, "sleep", "30"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 10
+        while len(rt.cgroups.procs(c.id)) != 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        _, f = r.read(c.id)
+        assert ("sleep", "30") in [n.info.cmdline for n in _walk(f)]
+    finally:
+        p.kill()                                         # our own child, by its pid
+        p.wait()
+    r.close()
+
+
+def _walk(forest):
+    stack = list(forest)
+    while stack:
+        n = stack.pop()
+        yield n
+        stack.extend(n.children)
