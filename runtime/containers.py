@@ -164,6 +164,7 @@ class Runtime:
             state = self._state(cid, config)
             if state.status in ("running", "paused"):
                 return state
+            self._settle(cid)
             config["generation"] += 1
             config["paused"] = False
             write_json(os.path.join(self._dir(cid), "config.json"), config)
@@ -320,7 +321,22 @@ class Runtime:
                 self._stop_locked(cid, config, state, timeout=0)
             self._remove_locked(cid, config)
 
+    def _settle(self, cid: str, timeout: float = 10.0) -> None:
+        """Wait until the shim of the last run has finished its cleanup (it records
+        the exit first and removes the cgroup after), so a new run or a removal
+        never overlaps it."""
+        run = read_json(os.path.join(self._dir(cid), "run.json")) or {}
+        shim = run.get("shim_pid")
+        if shim and pidinfo.process_start_time(shim) == run.get("shim_start"):
+            fd = _pidfd(shim)
+            if fd is not None:
+                try:
+                    _wait_fd(fd, timeout)
+                finally:
+                    os.close(fd)
+
     def _remove_locked(self, cid: str, config: dict) -> None:
+        self._settle(cid)
         with locked(os.path.join(self.containers_dir, ".lock")):
             link = os.path.join(self.names_dir, config["name"])
             try:
@@ -396,22 +412,31 @@ class Runtime:
 
     # ------------------------------------------------------------ wait/logs
     def wait(self, ref: str, timeout: float | None = None) -> Container:
-        """Block until the container is not running; returns its state."""
+        """Block until the container has stopped and its exit is recorded; returns
+        its state.  (Like `docker wait`, not until its cgroup is cleaned up: the
+        shim does that after recording, and start/remove wait for it.)"""
         c = self.inspect(ref)
         if c.status not in ("running", "paused"):
             return c
-        pidfd = _pidfd(c.shim_pid)
-        if pidfd is not None:
-            try:
-                if not _wait_fd(pidfd, timeout):
-                    raise TimeoutError(f"container {c.name!r} still running after {timeout}s")
-            finally:
-                os.close(pidfd)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        init_fd, shim_fd = _pidfd(c.pid), _pidfd(c.shim_pid)
         try:
-            os.waitpid(c.shim_pid, os.WNOHANG)     # ours only when the CLI forked it
-        except (ChildProcessError, TypeError):
-            pass
-        return self.inspect(c.id)
+            if not _wait_fd(init_fd, timeout):
+                raise TimeoutError(f"container {c.name!r} still running after {timeout}s")
+            # init is gone; its shim records the exit within a millisecond or two
+            while True:
+                c = self.inspect(c.id)
+                if c.status not in ("running", "paused"):
+                    return c
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"container {c.name!r} still running after {timeout}s")
+                if _wait_fd(shim_fd, 0.001 if left is None else min(0.001, left)) and shim_fd is not None:
+                    return self.inspect(c.id)
+        finally:
+            for fd in (init_fd, shim_fd):
+                if fd is not None:
+                    os.close(fd)
 
     def logs(self, ref: str, tail: int | None = None) -> bytes:
         c = self.inspect(ref)

@@ -214,12 +214,14 @@ def exec_command(argv: list[str], env: list[str]) -> None:
 # --------------------------------------------------------------------- shim
 
 class _Prepared:
-    """What a spare shim made ahead of need: its container's init, waiting."""
+    """What a spare shim made ahead of need: its container's init, waiting, and
+    (when it could) a cgroup under a temporary name with that init in it."""
     def __init__(self, pid: int, err_r: int, go_w: int, in_cgroup_w: int):
         self.pid, self.err_r, self.go_w, self.in_cgroup_w = pid, err_r, go_w, in_cgroup_w
+        self.parent = self.cgroup = None
 
 
-def run_spare(channel: socket.socket) -> None:
+def run_spare(channel: socket.socket, cgroup_parent: str | None) -> None:
     """A shim made ahead of need.  Runs in a child of the fork server; never returns.
 
     It forks its init into a new PID namespace at once (init makes the other
@@ -233,12 +235,14 @@ def run_spare(channel: socket.socket) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_IGN)    # stop goes to init; the shim must record it
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        prepared = _prepare()
+        prepared = _prepare(cgroup_parent)
         msg, fds, _, _ = socket.recv_fds(channel, 1 << 20, 1)
         channel.close()
         if not msg or not fds:
             os.close(prepared.go_w)               # init reads EOF and leaves
             os.waitpid(prepared.pid, 0)
+            if prepared.cgroup:
+                _cgroups(prepared.parent).remove(prepared.cgroup)
             os._exit(0)
         reply = socket.socket(fileno=fds[0])
         status = _supervise(json.loads(msg), reply, prepared)
@@ -248,7 +252,7 @@ def run_spare(channel: socket.socket) -> None:
         os._exit(status)
 
 
-def _prepare() -> _Prepared:
+def _prepare(cgroup_parent: str | None) -> _Prepared:
     stdin_fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
     err_r, err_w = os.pipe()                       # init → shim: why it failed (EOF: exec'd)
     go_r, go_w = os.pipe()                         # shim → init: the container to become
@@ -261,7 +265,32 @@ def _prepare() -> _Prepared:
         container_init(err_w, go_r, in_cgroup_r, stdin_fd)
     for fd in (err_w, go_r, in_cgroup_r, stdin_fd):
         os.close(fd)
-    return _Prepared(pid, err_r, go_w, in_cgroup_w)
+    prepared = _Prepared(pid, err_r, go_w, in_cgroup_w)
+    if cgroup_parent:
+        # Moving a process into a v1 cgroup takes cgroup_threadgroup_rwsem for
+        # writing, which waits out a whole RCU grace period (~13 ms measured
+        # here) unless another move happened just before: so do it now, ahead
+        # of need, and rename the cgroup to the container's id on request.
+        drv, name = _cgroups(cgroup_parent), f"spare-{os.getpid()}"
+        try:
+            drv.create(name, _no_limits())
+            drv.attach(name, pid)
+            prepared.parent, prepared.cgroup = cgroup_parent, name
+        except TerrariumError:
+            _quietly(drv.remove, name)
+    return prepared
+
+
+def _no_limits():
+    from .model import Limits
+    return Limits()
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except TerrariumError:
+        pass
 
 
 def _reply(sock: socket.socket | None, msg: dict) -> None:
@@ -282,8 +311,7 @@ def _supervise(req: dict, reply: socket.socket, prepared: _Prepared) -> int:
     os.close(prepared.go_w)
     cgroup_error = None
     try:
-        drv.create(cid, Limits(**req["limits"]))
-        drv.attach(cid, pid)
+        _place_in_cgroup(drv, req, prepared, Limits(**req["limits"]))
         os.write(prepared.in_cgroup_w, b"1")
     except TerrariumError as e:
         cgroup_error = str(e)                      # init sees EOF and gives up
@@ -329,14 +357,32 @@ def _supervise(req: dict, reply: socket.socket, prepared: _Prepared) -> int:
     # The oom_kill counter rises before the exit is visible (FACTS.md): no race.
     kills = drv.oom_kills(cid)
     oom = code == 137 and kills > 0                # init itself died of it
-    finished_at = time.time()
-    drv.remove(cid)                                 # waits while the namespace's rest exits
+    # The exit first (what `wait` waits for), then the cleanup: removing a v1
+    # cgroup can take milliseconds, and start/remove wait for this shim anyway.
     write_json(f"{cdir}/exit.json", {"generation": req["generation"], "exit_code": code,
                                      "oom_killed": oom, "oom_kills": kills,
-                                     "finished_at": finished_at})
+                                     "finished_at": time.time()})
+    drv.remove(cid)                                 # waits while the namespace's rest exits
     if req.get("auto_remove"):
         _auto_remove(req)
     return 0
+
+
+def _place_in_cgroup(drv, req: dict, prepared: _Prepared, limits) -> None:
+    """Give init its container's cgroup: the spare's, renamed, when there is
+    one under the same parent; otherwise a new one it is moved into."""
+    cid = req["id"]
+    if prepared.cgroup and prepared.parent == req["cgroup_parent"]:
+        try:
+            drv.rename(prepared.cgroup, cid)
+            drv.update(cid, limits)
+            return
+        except TerrariumError:
+            pass                                   # e.g. a kernel that will not rename
+    drv.create(cid, limits)
+    drv.attach(cid, prepared.pid)
+    if prepared.cgroup:
+        _quietly(_cgroups(prepared.parent).remove, prepared.cgroup)
 
 
 def _auto_remove(req: dict) -> None:
@@ -364,13 +410,13 @@ def _auto_remove(req: dict) -> None:
 class Spare:
     """The server's handle on a spare shim: its pid and the channel to it."""
 
-    def __init__(self, listening: socket.socket):
+    def __init__(self, listening: socket.socket, cgroup_parent: str | None):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             listening.close()
             ours.close()
-            run_spare(theirs)
+            run_spare(theirs, cgroup_parent)
         theirs.close()
         self.pid, self.channel = pid, ours
 
@@ -443,7 +489,7 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
             ready, _, _ = select.select([server], [], [], 5.0 if spare else SPARE_AFTER_SECONDS)
             if not ready:
                 if spare is None:
-                    spare = Spare(server)
+                    spare = Spare(server, _last_parent)
                     continue
                 children = _children(but=spare.pid)
                 if time.monotonic() - idle_since > IDLE_EXIT_SECONDS and children == set():
@@ -475,6 +521,9 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
     os._exit(0)
 
 
+_last_parent: str | None = None      # the cgroup parent the next spare prepares under
+
+
 def _exit_on_signal(signum, frame):
     raise SystemExit(128 + signum)
 
@@ -498,13 +547,15 @@ def _handle(conn: socket.socket, server: socket.socket, spare: Spare | None) -> 
     if req.get("op") == "ping":
         _reply(conn, {"ok": True, "pid": os.getpid()})
         return spare
+    global _last_parent
     try:
         _cgroups(req["cgroup_parent"])      # made once here, inherited by every shim
+        _last_parent = req["cgroup_parent"]
     except Exception:  # noqa: BLE001 - the shim will report it to the caller
         pass
     for _ in range(2):                      # a spare that died meanwhile: one more, fresh
         if spare is None:
-            spare = Spare(server)
+            spare = Spare(server, _last_parent)
         handed = spare.hand_over(buf, conn)
         spare = None
         if handed:

@@ -65,6 +65,12 @@ class FS:
         except OSError as e:
             raise KernelError(e.errno or errno.EIO, f"mkdir {path}") from None
 
+    def rename(self, old: str, new: str) -> None:
+        try:
+            os.rename(old, new)
+        except OSError as e:
+            raise KernelError(e.errno or errno.EIO, f"rename {old} to {new}") from None
+
     def rmdir(self, path: str) -> None:
         try:
             os.rmdir(path)
@@ -221,6 +227,25 @@ class CgroupDriver:
             raise InvalidArgument(f"bad pid {pid!r}")
         for d in self._existing_dirs(name):
             self.fs.write(os.path.join(d, "cgroup.procs"), str(pid))
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename the cgroup in every hierarchy, or in none: processes stay in it.
+
+        Lets a cgroup be made and filled ahead of need under a temporary name
+        (see runtime/shim.py: moving a process in can wait a whole RCU grace
+        period on v1).  cgroup v1 renames within a parent; where the kernel
+        refuses (KernelError), nothing is left half renamed."""
+        self._existing_dirs(old)
+        done = []
+        try:
+            for d, n in zip(self._dirs(old), self._dirs(new)):
+                if self.fs.isdir(d):
+                    self.fs.rename(d, n)
+                    done.append((d, n))
+        except KernelError:
+            for d, n in reversed(done):
+                self.fs.rename(n, d)
+            raise
 
     def procs(self, name: str) -> list[int]:
         """Pids in the cgroup, deduplicated across hierarchies, sorted."""
