@@ -17,7 +17,7 @@ from runtime import Container as RtContainer
 from runtime import Limits, NotFound, TerrariumError
 from runtime.spec import make_spec
 
-from . import events
+from . import events, signals
 from .models import AuditEntry, Container, Image, ImageLayer, Layer
 from .runtime_client import get_runtime
 
@@ -95,6 +95,7 @@ def containers_reconcile() -> list[dict]:
         for gone in rows.values():
             out.append(events.removed_event(gone.id, gone.name))
         Container.objects.filter(id__in=list(rows)).delete()
+    signals.reconciled.send(sender=containers_reconcile, containers=states)
     return out
 
 

@@ -269,3 +269,25 @@ def prune(*, now: float | None = None) -> int:
     from .models import MinutePoint
     cutoff = _when(minute_of((now or time.time()) - KEEP))
     return MinutePoint.objects.filter(minute__lt=cutoff).delete()[0]
+
+
+_kept_at = 0.0
+
+
+def keep_history_between_viewers(sender, **kwargs) -> None:
+    """Receiver of containers.signals.reconciled: while this process's sampler
+    is stopped (nobody watches anything) run the minute pass here, at most once
+    a minute, so the 24 h history has no holes.  With an external sampler
+    (`manage.py sampler`) that process keeps the history instead."""
+    global _kept_at
+    from django.conf import settings
+
+    from .sampler import get_sampler
+    if getattr(settings, "TERRARIUM_SAMPLER", "internal") == "external" or get_sampler().running:
+        return
+    now = time.time()
+    with _lock:
+        if now - _kept_at < 60:
+            return
+        _kept_at = now
+    minute_pass(now=now)
