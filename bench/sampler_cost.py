@@ -156,7 +156,7 @@ def main(n: int = 50, ticks: int = 100, n_busy: int = 10) -> dict:
         busy, busy_preads = measure_busy(busy_ids, 40) if busy_ids else (None, None)
     finally:
         stop(rt, ids)
-    print(f"sampler cost per container per tick, with its process tree (thread CPU; target < 100 µs)")
+    print("sampler cost per container per tick, with its process tree (thread CPU; target < 100 µs)")
     print(f"idle: {n} containers x 3 processes, {ticks} ticks")
     print(f"  stats reader (default)     {per['stats']:7.0f} µs  {preads['stats']:5.1f} preads"
           f"   -> 200 containers at 1 Hz = {per['stats'] * 200 / 1e4:.2f} % of one core")

@@ -428,11 +428,9 @@ class Runtime:
                 c = self.inspect(c.id)
                 if c.status not in ("running", "paused"):
                     return c
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
+                if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"container {c.name!r} still running after {timeout}s")
-                if _wait_fd(shim_fd, 0.001 if left is None else min(0.001, left)) and shim_fd is not None:
-                    return self.inspect(c.id)
+                _wait_fd(shim_fd, 0.001)        # returns early if the shim has ended
         finally:
             for fd in (init_fd, shim_fd):
                 if fd is not None:

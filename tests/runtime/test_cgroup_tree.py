@@ -2,7 +2,6 @@
 real hierarchy of this host (read-only)."""
 import os
 
-import pytest
 
 from runtime.cgroups import Layout, detect, tree
 

@@ -172,16 +172,6 @@ def knob(fake, rel):
         return fh.read().strip()
 
 
-@pytest.fixture
-def fake(tmp_path):
-    root = tmp_path / "cgroup2"
-    root.mkdir()
-    return FakeCgroup2(root)
-
-
-@pytest.fixture
-def cg(fake):
-    return driver("terrarium", root_override=fake.root, fs=fake)
 
 
 # --- create and limits

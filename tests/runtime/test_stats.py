@@ -18,11 +18,11 @@ import time
 import pytest
 
 from runtime import Spec, stats
-from runtime.cgroups import detect, driver
+from runtime.cgroups import detect
 from runtime.errors import NotFound
 from runtime.model import Limits
 from tests.conftest import CLI, is_root
-from tests.runtime.test_cgroups_v2 import MEMORY_STAT, FakeCgroup2
+from tests.runtime.test_cgroups_v2 import MEMORY_STAT
 
 try:
     LAYOUT = detect()
@@ -52,16 +52,6 @@ def test_picker_reads_keys_anywhere_and_only_whole_keys():
 
 # --- v2, on the fake tree ---------------------------------------------------------
 
-@pytest.fixture
-def fake(tmp_path):
-    root = tmp_path / "cgroup2"
-    root.mkdir()
-    return FakeCgroup2(root)
-
-
-@pytest.fixture
-def cg(fake):
-    return driver("terrarium", root_override=fake.root, fs=fake)
 
 
 def _fill(fake):
