@@ -266,7 +266,7 @@ def _prepare(cgroup_parent: str | None) -> _Prepared:
     for fd in (err_w, go_r, in_cgroup_r, stdin_fd):
         os.close(fd)
     prepared = _Prepared(pid, err_r, go_w, in_cgroup_w)
-    if cgroup_parent:
+    if cgroup_parent and _cgroups(cgroup_parent).can_rename:
         # Moving a process into a v1 cgroup takes cgroup_threadgroup_rwsem for
         # writing, which waits out a whole RCU grace period (~13 ms measured
         # here) unless another move happened just before: so do it now, ahead

@@ -228,6 +228,8 @@ class CgroupDriver:
         for d in self._existing_dirs(name):
             self.fs.write(os.path.join(d, "cgroup.procs"), str(pid))
 
+    can_rename = False      # whether rename() below can work on this kind of hierarchy
+
     def rename(self, old: str, new: str) -> None:
         """Rename the cgroup in every hierarchy, or in none: processes stay in it.
 

@@ -34,6 +34,7 @@ _INF = float("inf")
 class V1Driver(CgroupDriver):
     """Drives the v1 hierarchies given as {controller: mount point}."""
     kind = "v1"
+    can_rename = True
 
     def __init__(self, mounts: dict[str, str], parent: str = "terrarium", fs=None):
         super().__init__(parent, fs)

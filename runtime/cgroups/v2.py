@@ -25,6 +25,8 @@ WANTED = ("memory", "cpu", "pids", "io")
 class V2Driver(CgroupDriver):
     """Drives the cgroup2 tree mounted at ``root``."""
     kind = "v2"
+    # cgroup2 refuses rename(2) of a cgroup (EPERM; kernel 6.1 in the VM tier)
+    can_rename = False
 
     def __init__(self, root: str, parent: str = "terrarium", fs=None):
         super().__init__(parent, fs)
