@@ -93,6 +93,19 @@ def test_minimal_dev_and_loopback(rt, name, cleanup):
     assert out.split()[-1] == "lo"      # the only interface: a fresh network namespace
 
 
+def test_device_nodes_made_inside_cannot_be_opened(rt, name, cleanup):
+    # c 1:3 is /dev/null: harmless, and allowed by cgroup v1's devices rules,
+    # so only the nodev mounts can refuse it (on v2 they are the only guard).
+    script = ("mknod /tmp/mine c 1 3 && echo made; echo x > /tmp/mine && echo wrote-tmp; "
+              "mknod /dev/mine c 1 3 && echo x > /dev/mine && echo wrote-dev; "
+              "echo x > /dev/null && echo null-ok; head -c 4 /dev/zero | wc -c")
+    c, out = run_fg(rt, name, ["sh", "-c", script], cleanup)
+    lines = out.split()
+    assert "made" in lines                       # mknod itself is allowed, as in Docker
+    assert "wrote-tmp" not in lines and "wrote-dev" not in lines
+    assert "null-ok" in lines and lines[-1] == "4"
+
+
 def test_namespaces_differ_from_the_host(rt, name, cleanup):
     cleanup.append(name)
     c = rt.run(Spec(image="busybox", name=name, cmd=("sleep", "30")))

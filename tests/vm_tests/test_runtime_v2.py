@@ -220,6 +220,21 @@ def test_oom_kill_gives_137_and_oom_flag(rt):
     assert not os.path.exists(cg)
 
 
+def test_device_nodes_made_inside_cannot_be_opened(rt):
+    """cgroup v2 has no devices controller: the nodev mounts are the only guard
+    against a container opening a device node it made with CAP_MKNOD."""
+    r, runtime = rt
+    script = ("mknod /tmp/mine c 1 3 && echo made; echo x > /tmp/mine && echo wrote-tmp; "
+              "mknod /dev/mine c 1 3 && echo x > /dev/mine && echo wrote-dev; "
+              "echo x > /dev/null && echo null-ok")
+    c = r.run(runtime.Spec(image="busybox", name="mknod", cmd=("sh", "-c", script)))
+    c = r.wait("mknod", timeout=60)
+    out = r.logs("mknod").decode().split()
+    assert "made" in out and "null-ok" in out, out
+    assert "wrote-tmp" not in out and "wrote-dev" not in out, out
+    r.remove("mknod")
+
+
 def test_update_changes_limits_live(rt):
     r, runtime = rt
     c = r.run(runtime.Spec(image="busybox", name="upd", cmd=("sleep", "300"),
