@@ -377,12 +377,7 @@ class Runtime:
         status, pid, shim_pid, namespaces = "created", None, None, {}
         exit_code = finished_at = error = None
         oom, oom_kills = False, 0
-        if ended.get("generation") == gen and gen > 0:
-            status = "exited"
-            exit_code, oom = ended.get("exit_code"), bool(ended.get("oom_killed"))
-            oom_kills = ended.get("oom_kills", 0)
-            finished_at, error = ended.get("finished_at"), ended.get("error")
-        elif run.get("generation") == gen and gen > 0:
+        if run.get("generation") == gen and gen > 0 and ended.get("generation") != gen:
             init_alive = pidinfo.process_start_time(run["pid"]) == run.get("pid_start")
             # init may be gone while its shim is still recording the exit: not done yet
             if init_alive or pidinfo.process_start_time(run.get("shim_pid") or 0) == run.get("shim_start"):
@@ -390,11 +385,22 @@ class Runtime:
                 pid, shim_pid = run["pid"], run.get("shim_pid")
                 namespaces = pidinfo.namespace_inodes(pid) if init_alive else {}
             else:
-                # neither exit record nor live init: the shim was killed; read it as exited
-                status, error = "exited", "the shim died; exit status unknown"
-        elif gen > 0:
-            # a start was asked for but never got as far as run.json
-            status, error = "exited", "start did not complete"
+                # A shim records the exit before it ends, so if it has ended since
+                # we looked, the record is there now; if not, the shim was killed.
+                ended = read_json(os.path.join(cdir, "exit.json")) or {}
+                if ended.get("generation") != gen:
+                    status, error = "exited", "the shim died; exit status unknown"
+        if ended.get("generation") == gen and gen > 0:
+            status = "exited"
+            exit_code, oom = ended.get("exit_code"), bool(ended.get("oom_killed"))
+            oom_kills = ended.get("oom_kills", 0)
+            finished_at, error = ended.get("finished_at"), ended.get("error")
+        elif gen > 0 and run.get("generation") != gen:
+            # asked to start, no run record yet: a start still under way (it holds
+            # the lock) reads as created; one that died on the way says so
+            with locked(os.path.join(cdir, "lock"), blocking=False) as free:
+                if free:
+                    error = "the last start did not complete"
         limits = Limits(**config["limits"])
         return Container(
             id=cid, name=config["name"], image=config["image"], cmd=tuple(config["cmd"]),
