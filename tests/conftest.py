@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -186,6 +187,25 @@ def cleanup(rt):
             rt.remove(ref, force=True)
         except Exception:  # noqa: BLE001 - already gone is fine
             pass
+
+
+def wait_settled(rt, cid: str, n: int, comm: str = "sleep", timeout: float = 5.0) -> list[int]:
+    """Until the container has n processes and all but its init have exec'd
+    `comm` (a child forked but not yet exec'd still shows its parent's name,
+    which makes process-tree comparisons racy).  Returns the pids."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = rt.cgroups.procs(cid)
+        names = []
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    names.append(f.read().strip())
+            except OSError:
+                names.append(None)
+        if len(pids) == n and names.count(comm) == n - 1 or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.02)
 
 
 def cli(*args, check=False, timeout=60, input=None) -> subprocess.CompletedProcess:

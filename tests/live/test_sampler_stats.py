@@ -3,13 +3,12 @@ real container: the same raw sample as the driver's sample(), the same tree
 as procs.container_tree(); unchanged work skipped; descriptors closed."""
 import os
 import subprocess
-import time
 
 import pytest
 
 from runtime import Spec, procs, stats
 from runtime.errors import NotFound
-from tests.conftest import CLI
+from tests.conftest import CLI, wait_settled
 
 pytestmark = pytest.mark.root
 
@@ -21,16 +20,10 @@ def _fds():
     return len(os.listdir("/proc/self/fd"))
 
 
-def _wait_procs(rt, cid, n):
-    deadline = time.monotonic() + 5
-    while len(rt.cgroups.procs(cid)) != n and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
 def test_fast_reader_matches_the_reference_reads(rt, cleanup, name):
     c = rt.run(Spec(image="lab", name=name, cmd=("sh", "-c", "sleep 100 & sleep 100 & wait")))
     cleanup.append(c.id)
-    _wait_procs(rt, c.id, 3)
+    wait_settled(rt, c.id, 3)
     fds = _fds()
     r = stats.StatsReader(rt.cgroups)
     raw, forest = r.read(c.id)
@@ -57,7 +50,7 @@ def test_fast_reader_matches_the_reference_reads(rt, cleanup, name):
     execp = subprocess.Popen([CLI, "exec", name, "sleep", "30"], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, env=os.environ.copy())
     try:
-        _wait_procs(rt, c.id, 4)
+        wait_settled(rt, c.id, 4)
         _, forest3 = r.read(c.id)
         assert forest3 is not forest
         assert ("sleep", "30") in [n.info.cmdline for _, n in procs.walk(forest3)]

@@ -21,7 +21,7 @@ from runtime import Spec, stats
 from runtime.cgroups import detect
 from runtime.errors import NotFound
 from runtime.model import Limits
-from tests.conftest import CLI, is_root
+from tests.conftest import CLI, is_root, wait_settled
 from tests.runtime.test_cgroups_v2 import MEMORY_STAT
 
 try:
@@ -242,9 +242,7 @@ def test_v1_values_agree_with_the_driver_and_the_files(rt, cleanup, name):
 def test_v1_idle_ticks_read_four_files_and_activity_reads_the_rest(rt, cleanup, name):
     c = rt.run(Spec(image="lab", name=name, cmd=("sh", "-c", "sleep 100 & sleep 100 & wait")))
     cleanup.append(c.id)
-    deadline = time.monotonic() + 5
-    while len(rt.cgroups.procs(c.id)) != 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_settled(rt, c.id, 3)
     r = stats.StatsReader(rt.cgroups, slow_every=1000)   # no slow tick in this test
     _, forest = r.read(c.id)
     cs = r.containers[c.id]
