@@ -19,7 +19,9 @@ def _open_detail(page, name):
     row = page.locator(f'tr[data-name="{name}"]')
     expect(row.locator("[data-state]")).to_have_text("running", timeout=15_000)
     row.locator("a.name").click()
-    page.wait_for_function("document.getElementById('graphs').dataset.live === 'on'")
+    page.wait_for_url("**/containers/*/")
+    # null-safe: until the new document is in, there is no #graphs to ask
+    page.wait_for_function("(document.getElementById('graphs') || {dataset: {}}).dataset.live === 'on'")
 
 
 def _mem(page):
@@ -75,7 +77,7 @@ def test_memory_steps_new_process_and_history(login, server, rt, made, name, sho
         # a reload shows the history at once, before the next tick
         seen = len(_mem(page))
         page.reload()
-        page.wait_for_function(f"+document.getElementById('graphs').dataset.history >= {seen - 1}",
+        page.wait_for_function(f"+((document.getElementById('graphs') || {{dataset: {{}}}}).dataset.history || -1) >= {seen - 1}",
                                timeout=5_000)
     finally:
         execp.send_signal(signal.SIGTERM)
