@@ -39,12 +39,17 @@ def removed_event(container_id: str, name: str) -> dict:
     return {"type": REMOVED, "container": {"id": container_id, "name": name}}
 
 
-async def apublish(events) -> None:
+async def agroup_send(group: str, events) -> None:
+    """Send typed events to a group (any app's); a no-op without a channel layer."""
     layer = get_channel_layer()
     if layer is None:
         return
     for event in events:
-        await layer.group_send(GROUP, event)
+        await layer.group_send(group, event)
+
+
+async def apublish(events) -> None:
+    await agroup_send(GROUP, events)
 
 
 def publish(events) -> None:

@@ -51,9 +51,5 @@ def warning_event(w: dict) -> dict:
 
 
 async def apublish(events) -> None:
-    from channels.layers import get_channel_layer
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    for event in events:
-        await layer.group_send(GROUP, event)
+    from dashboard.containers.events import agroup_send
+    await agroup_send(GROUP, events)

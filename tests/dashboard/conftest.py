@@ -62,16 +62,6 @@ def admin_client_role(administrator):
 
 
 @pytest.fixture
-def made(rt):
-    """Ids of containers a test made (directly or through the dashboard): force-removed after."""
-    before = {c.id for c in rt.list(all=True)}
-    yield
-    for c in rt.list(all=True):
-        if c.id not in before:
-            rt.remove(c.id, force=True)
-
-
-@pytest.fixture
 def idle_container(rt, made, name):
     """A created (never started) container: cheap, and enough for the pages."""
     from runtime import Spec
