@@ -337,16 +337,21 @@ def test_oom_kills_from_memory_events(cg, fake):
     assert cg.oom_kills("abc") == 2
 
 
+def fill_sample_files(fake, name="abc"):
+    """The counters a busy v2 cgroup shows, as the kernel writes them (shared with test_stats)."""
+    fake.set(f"terrarium/{name}/memory.current", "6615040\n")
+    fake.set(f"terrarium/{name}/memory.swap.current", "4096\n")
+    fake.set(f"terrarium/{name}/memory.events", "low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\noom_group_kill 0\n")
+    fake.set(f"terrarium/{name}/cpu.stat", "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n"
+             "nice_usec 0\nnr_periods 40\nnr_throttled 7\nthrottled_usec 2500\nnr_bursts 0\nburst_usec 0\n")
+    fake.set(f"terrarium/{name}/pids.current", "3\n")
+    fake.set(f"terrarium/{name}/io.stat", "8:0 rbytes=1048576 wbytes=8192 rios=3 wios=2 dbytes=0 dios=0\n"
+             "8:16 rbytes=4096 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n")
+
+
 def test_sample_reads_raw_numbers_with_sources(cg, fake):
     cg.create("abc", Limits(memory=64 << 20, cpus=0.5, pids=100))
-    fake.set("terrarium/abc/memory.current", "6615040\n")
-    fake.set("terrarium/abc/memory.swap.current", "4096\n")
-    fake.set("terrarium/abc/memory.events", "low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\noom_group_kill 0\n")
-    fake.set("terrarium/abc/cpu.stat", "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n"
-             "nice_usec 0\nnr_periods 40\nnr_throttled 7\nthrottled_usec 2500\nnr_bursts 0\nburst_usec 0\n")
-    fake.set("terrarium/abc/pids.current", "3\n")
-    fake.set("terrarium/abc/io.stat", "8:0 rbytes=1048576 wbytes=8192 rios=3 wios=2 dbytes=0 dios=0\n"
-             "8:16 rbytes=4096 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n")
+    fill_sample_files(fake)
     s = cg.sample("abc")
     assert s["memory_usage"] == 6615040
     assert s["memory_limit"] == 64 << 20

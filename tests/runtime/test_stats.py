@@ -22,7 +22,7 @@ from runtime.cgroups import detect
 from runtime.errors import NotFound
 from runtime.model import Limits
 from tests.conftest import CLI, is_root, wait_settled
-from tests.runtime.test_cgroups_v2 import MEMORY_STAT
+from tests.runtime.test_cgroups_v2 import MEMORY_STAT, fill_sample_files
 
 try:
     LAYOUT = detect()
@@ -54,20 +54,9 @@ def test_picker_reads_keys_anywhere_and_only_whole_keys():
 
 
 
-def _fill(fake):
-    fake.set("terrarium/abc/memory.current", "6615040\n")
-    fake.set("terrarium/abc/memory.swap.current", "4096\n")
-    fake.set("terrarium/abc/memory.events", "low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\noom_group_kill 0\n")
-    fake.set("terrarium/abc/cpu.stat", "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n"
-             "nice_usec 0\nnr_periods 40\nnr_throttled 7\nthrottled_usec 2500\nnr_bursts 0\nburst_usec 0\n")
-    fake.set("terrarium/abc/pids.current", "3\n")
-    fake.set("terrarium/abc/io.stat", "8:0 rbytes=1048576 wbytes=8192 rios=3 wios=2 dbytes=0 dios=0\n"
-             "8:16 rbytes=4096 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n")
-
-
 def test_v2_values_are_parsed_as_the_driver_parses_them(cg, fake):
     cg.create("abc", Limits(memory=64 << 20, cpus=0.5, pids=100))
-    _fill(fake)
+    fill_sample_files(fake)
     r = stats.StatsReader(cg)
     raw, forest = r.read("abc")
     assert raw == cg.sample("abc")                       # every key, value and source
@@ -102,7 +91,7 @@ def test_v2_unlimited_and_missing_files_read_as_the_driver_reads_them(cg, fake):
 
 def test_v2_what_is_reread_when(cg, fake):
     cg.create("abc", Limits(memory=64 << 20))
-    _fill(fake)
+    fill_sample_files(fake)
     r = stats.StatsReader(cg, slow_every=5)
     r.read("abc")                                        # tick 0: a slow tick, everything read
     files = r.containers["abc"].cgroup
