@@ -219,7 +219,7 @@ def main(ticks: int = 200) -> dict:
     finally:
         if cid:
             rt.remove(cid, force=True)
-        rt.shutdown_forkserver()
+        rt.shutdown_servers()
         rt.cgroups.remove_parent()
         shutil.rmtree(root, ignore_errors=True)
 

@@ -143,7 +143,7 @@ def main(n: int) -> int:
     finally:
         for c in rt.list(all=True):
             _remove(rt, c.id)
-        rt.shutdown_forkserver()
+        rt.shutdown_servers()
         rt.cgroups.remove_parent()
         shutil.rmtree(TMP, ignore_errors=True)
     print(f"OOM kill -> websocket message, {len(delays)} kills (kmsg clock offset {offset / 1000:.2f} ms)")

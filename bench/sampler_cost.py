@@ -97,7 +97,7 @@ def start(rt, n, cmd, prefix):
 def stop(rt, ids):
     for cid in ids:
         rt.remove(cid, force=True)
-    rt.shutdown_forkserver()
+    rt.shutdown_servers()
     rt.cgroups.remove_parent()
     shutil.rmtree(root, ignore_errors=True)
 

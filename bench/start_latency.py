@@ -263,11 +263,11 @@ class Bench:
         self.seen_pids.add(pid)
 
     def _stop_servers(self, report):
-        """The fork server(s) of our root: rt.shutdown_forkserver(), then, for
+        """The fork server(s) of our root: rt.shutdown_servers(), then, for
         any pid we noted that still serves our run dir, SIGTERM and wait."""
         self._note_server()
         try:
-            self.rt.shutdown_forkserver()
+            self.rt.shutdown_servers()
         except Exception as e:  # noqa: BLE001
             report["problems"].append(f"stopping the fork server: {e}")
         for pid in self.server_pids:

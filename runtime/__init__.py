@@ -10,20 +10,24 @@ A container is namespaces + cgroups + a union filesystem; each verb below is
 a short walk over those three.  Every error is a runtime.errors.TerrariumError
 whose message names what it is about.
 """
-from .errors import (Conflict, ExecFailed, InvalidArgument, KernelError,
-                     NotFound, TerrariumError)
-from .model import Container, Image, ImageConfig, Layer, Limits, Spec
-
 __all__ = [
     "Runtime", "Container", "Image", "ImageConfig", "Layer", "Limits", "Spec",
     "TerrariumError", "InvalidArgument", "NotFound", "Conflict", "KernelError",
     "ExecFailed",
 ]
 
+_HOME = {"Runtime": "containers",
+         "Container": "model", "Image": "model", "ImageConfig": "model", "Layer": "model",
+         "Limits": "model", "Spec": "model",
+         "TerrariumError": "errors", "InvalidArgument": "errors", "NotFound": "errors",
+         "Conflict": "errors", "KernelError": "errors", "ExecFailed": "errors"}
+
 
 def __getattr__(name):
-    # Lazy so that `import runtime.shim` in the fork server stays small.
-    if name == "Runtime":
-        from .containers import Runtime
-        return Runtime
-    raise AttributeError(name)
+    # Lazy, so that `import runtime.shim` in the fork server and the
+    # `terrarium` command (runtime.client) load only what they use.
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'runtime' has no attribute {name!r}")
+    module = __import__(f"{__name__}.{home}", fromlist=[name])
+    return getattr(module, name)

@@ -491,8 +491,13 @@ class Runtime:
         return exec_in(self, c, list(argv), list(env), tty=tty, workdir=workdir or c.workdir)
 
     # ------------------------------------------------------------- teardown
-    def shutdown_forkserver(self) -> None:
-        """Stop this root's fork server (tests; running shims are not affected)."""
+    def shutdown_servers(self) -> None:
+        """Stop this root's fork server and CLI server (tests, benchmarks).
+
+        Running containers and their shims are not affected; both servers
+        start again on the next call that needs them."""
+        from .cliserver import stop_server
+        stop_server(self.run_dir)
         stop_forkserver(self.run_dir)
 
     # --- layers: diff and commit

@@ -82,9 +82,10 @@ def _veths() -> set[str]:
 
 
 def _our_processes() -> set[tuple[int, str]]:
-    """Fork servers and shims serving this run's root (they carry its run dir
-    on their command line), and anything in this run's cgroups.  Other runs
-    on the same machine (another checkout's tests, a benchmark) are not ours."""
+    """Fork servers, shims, CLI servers and their workers serving this run's
+    root (they carry its run dir on their command line), and anything in this
+    run's cgroups.  Other runs on the same machine (another checkout's tests,
+    a benchmark) are not ours."""
     out = set()
     root = _SESSION_ROOT.encode()
     for pid in os.listdir("/proc"):
@@ -103,7 +104,8 @@ def _our_processes() -> set[tuple[int, str]]:
             continue
         if state == "Z":
             continue        # exited; holds only a pid until its parent (here PID 1) reaps it
-        if (comm in ("terrarium-shim", "terrarium-fork") and root in cmdline) or _CGROUP_PARENT in cg:
+        # terrarium-fork/-shim/-cli, and "terrarium": a CLI server's worker
+        if (comm.startswith("terrarium") and root in cmdline) or _CGROUP_PARENT in cg:
             out.add((int(pid), comm))
     return out
 
@@ -142,7 +144,7 @@ def _cleanup_session() -> None:
             rt.remove(c.id, force=True)
         except Exception as e:  # noqa: BLE001 - report, and let the leak check decide
             print(f"cleanup: could not remove {c.name}: {e}", file=sys.stderr)
-    rt.shutdown_forkserver()
+    rt.shutdown_servers()
     try:
         rt.cgroups.remove_parent()
     except Exception as e:  # noqa: BLE001

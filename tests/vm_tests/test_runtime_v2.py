@@ -151,7 +151,7 @@ def rt():
     yield r, runtime
     for c in r.list(all=True):
         r.remove(c.id, force=True)
-    r.shutdown_forkserver()
+    r.shutdown_servers()
     r.cgroups.remove_parent()
     left = {e for e in os.listdir(CGROUP) if os.path.isdir(os.path.join(CGROUP, e))}
     assert left == cgroup_children, f"left behind in {CGROUP}: {sorted(left - cgroup_children)}"

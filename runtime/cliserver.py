@@ -1,0 +1,420 @@
+"""The CLI server: a warm `runtime.cli` that fresh `terrarium` commands borrow.
+
+One per state root, on ROOT/run/cli.sock, started by the first command that
+finds none (runtime.client) and gone after a minute without one.  It is a
+fresh `python -I -S` (stdlib only, like the fork server) that has imported
+everything a command needs and keeps one *worker* forked ahead of need:
+
+    client ──connect──▶ worker (a fork of the server, blocked in accept)
+           ──argv, env, umask, fds 0-2 and cwd (SCM_RIGHTS)──▶
+           ◀──"pid N"──   worker becomes the command: dup2, fchdir, environ,
+                          then runtime.cli.main(argv), output straight to the
+                          client's own stdout/stderr
+           ◀──"exit N"──  client exits N
+
+The server only forks: when its worker reports "busy" it makes the next one
+(as soon as the busy one ends, or after SPARE_DELAY, so that the fork does
+not compete with the command for the CPUs).  Signals reach the worker from
+the client (pidfd_send_signal).  The worker dies with its client, as the
+command it stands for would: the connection is set O_ASYNC, and SIGIO's
+default action ends the worker when the client hangs up.
+
+A server whose code changed on disk since it started answers "stale" and
+exits; the client then runs the command itself, and the next one starts a
+fresh server.
+"""
+from __future__ import annotations
+
+import fcntl
+import gc
+import io
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+
+from . import linux
+from .client import PROTOCOL, SOCKET
+
+IDLE_EXIT_SECONDS = 60.0    # a server with no command for this long leaves
+SPARE_DELAY = 0.05          # seconds after a worker turns busy before the next fork
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+# ------------------------------------------------------------------ control
+
+def ensure_server(run_dir: str) -> None:
+    """Start run_dir's CLI server unless one answers (holding run_dir/cli.lock)."""
+    from .fsutil import locked
+    os.makedirs(run_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(run_dir, SOCKET)
+    with locked(os.path.join(run_dir, "cli.lock")):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            probe.connect(path)
+            return
+        except OSError:
+            pass
+        finally:
+            probe.close()
+        import subprocess
+        project = os.path.dirname(_PACKAGE_DIR)
+        code = (f"import sys; sys.path.insert(0, {project!r}); "
+                "import runtime.cliserver as s; s.main(sys.argv)")
+        with open(os.path.join(run_dir, "cli.log"), "ab") as log:
+            proc = subprocess.run([sys.executable, "-I", "-S", "-c", code, run_dir],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=log, close_fds=True, timeout=30)
+        if proc.returncode != 0:
+            raise OSError(f"the CLI server did not start; see {run_dir}/cli.log")
+
+
+def stop_server(run_dir: str, wait: float = 5.0) -> None:
+    """Stop run_dir's CLI server and its spare worker (busy workers finish)."""
+    try:
+        with open(os.path.join(run_dir, "cli.pid")) as f:
+            pid = int(f.read())
+        with open(f"/proc/{pid}/comm") as f:
+            if f.read().strip() != "terrarium-cli":
+                return                          # not ours any more: a recycled pid
+        fd = os.pidfd_open(pid)
+    except (OSError, ValueError):
+        return
+    try:
+        signal.pidfd_send_signal(fd, signal.SIGTERM)
+        select.select([fd], [], [], wait)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def main(argv: list[str]) -> None:
+    """`python -I -S -c ... RUN_DIR`: daemonise, then serve."""
+    run_dir = argv[1]
+    r, w = os.pipe()
+    if os.fork() != 0:                          # the starter waits for "ok", then leaves
+        os.close(w)
+        ok = os.read(r, 2)
+        os._exit(0 if ok == b"ok" else 1)
+    os.close(r)
+    os.setsid()
+    os.chdir("/")
+    null = os.open("/dev/null", os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    serve(run_dir, ready_fd=w)
+
+
+# ------------------------------------------------------------------- server
+
+def serve(run_dir: str, ready_fd: int | None = None) -> None:
+    path = os.path.join(run_dir, SOCKET)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    old = os.umask(0o077)
+    listener.bind(path)
+    os.umask(old)
+    listener.listen(64)
+    listener.setblocking(False)
+    linux.set_name("terrarium-cli")
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    _warm(run_dir)
+    signature = code_signature()
+    with open(os.path.join(run_dir, "cli.pid"), "w") as f:
+        f.write(str(os.getpid()))
+    gc.collect()
+    gc.freeze()                                 # workers share these pages untouched by GC
+    if ready_fd is not None:
+        os.write(ready_fd, b"ok")
+        os.close(ready_fd)
+
+    idle_exit = _idle_exit_seconds()
+    spare: _Worker | None = None
+    busy: dict[int, int] = {}                   # pid -> pidfd of workers running a command
+    spare_due = 0.0                             # monotonic time to fork the next spare
+    idle_since = time.monotonic()
+    try:
+        while True:
+            now = time.monotonic()
+            if spare is None and now >= spare_due:
+                spare = _Worker(listener, signature)
+            waits = list(busy.values()) + ([spare.report] if spare else [])
+            if spare is None:
+                timeout = max(0.0, spare_due - now)
+            else:
+                timeout = max(0.05, idle_since + idle_exit - now) if not busy else None
+            ready, _, _ = select.select(waits, [], [], timeout)
+            for pid, fd in list(busy.items()):
+                if fd in ready:
+                    os.close(fd)
+                    del busy[pid]
+                    _reap(pid)
+                    spare_due = 0.0             # the CPUs are free again
+                    idle_since = time.monotonic()
+            if spare is not None and spare.report in ready:
+                word = spare.read_report()
+                if word == b"busy":
+                    busy[spare.pid] = spare.pidfd()
+                    spare_due = time.monotonic() + SPARE_DELAY
+                    idle_since = time.monotonic()
+                    spare.close()
+                    spare = None
+                else:                           # b"stale", or it died: start over
+                    spare.close()
+                    _reap(spare.pid)
+                    spare = None
+                    if word == b"stale":
+                        break
+                    spare_due = time.monotonic() + 0.5      # no tight loop of failing forks
+            if (spare is not None and not busy
+                    and time.monotonic() - idle_since > idle_exit):
+                break
+    finally:
+        # New clients start a new server from here on.  A client already
+        # queued sees the connection close unanswered and runs the command
+        # itself; a command a worker has taken runs to its end.
+        for name in (path, os.path.join(run_dir, "cli.pid")):
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
+        if spare is not None:
+            spare.dismiss()
+        for pid, fd in busy.items():
+            os.close(fd)
+    os._exit(0)
+
+
+def _idle_exit_seconds() -> float:
+    """IDLE_EXIT_SECONDS, or $TERRARIUM_CLI_IDLE_EXIT (the tests' short wait)."""
+    try:
+        return max(0.1, float(os.environ["TERRARIUM_CLI_IDLE_EXIT"]))
+    except (KeyError, ValueError):
+        return IDLE_EXIT_SECONDS
+
+
+def _exit_on_signal(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _warm(run_dir: str) -> None:
+    """Import what commands use and walk the common paths once, so that every
+    worker starts with it loaded (the imports are most of a cold CLI's time)."""
+    import argparse  # noqa: F401
+    import json  # noqa: F401
+    import shutil  # noqa: F401
+    import subprocess  # noqa: F401
+    import tarfile  # noqa: F401
+    from . import cgroups, cli, containers, overlay, spec  # noqa: F401
+    from .images import store  # noqa: F401
+    cli.build_parser()
+    root = os.path.dirname(os.path.abspath(run_dir))
+    saved = os.dup(1)
+    null = os.open("/dev/null", os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        for argv in (["--root", root, "ps", "-a"], ["--root", root, "images"]):
+            try:
+                cli.main(argv)
+            except (Exception, SystemExit):  # noqa: BLE001 - warming only
+                pass
+        sys.stdout.flush()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
+
+
+def code_signature() -> tuple:
+    """What a server's code was loaded from: every runtime/*.py's mtime and size."""
+    sig = []
+    for dirpath, dirnames, filenames in os.walk(_PACKAGE_DIR):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        for name in filenames:
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(dirpath, name))
+                sig.append((dirpath, name, st.st_mtime_ns, st.st_size))
+    sig.sort()
+    return tuple(sig)
+
+
+class _Worker:
+    """The server's handle on its spare worker: pid and a pipe it reports on."""
+
+    def __init__(self, listener: socket.socket, signature: tuple):
+        report_r, report_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(report_r)
+            try:
+                _work(listener, report_w, signature)
+            finally:
+                os._exit(1)
+        os.close(report_w)
+        self.pid, self.report = pid, report_r
+
+    def read_report(self) -> bytes:
+        try:
+            return os.read(self.report, 16)
+        except OSError:
+            return b""
+
+    def pidfd(self) -> int:
+        return os.pidfd_open(self.pid)
+
+    def close(self) -> None:
+        os.close(self.report)
+
+    def dismiss(self) -> None:
+        """Tell the spare to leave unless it has just taken a command.
+
+        SIGUSR1 ends a worker still waiting in select; one that has accepted
+        ignores it, reports "busy" and is left to finish its command."""
+        try:
+            os.kill(self.pid, signal.SIGUSR1)
+        except OSError:
+            pass
+        if self.read_report() == b"":
+            _reap(self.pid)
+        self.close()
+
+
+# ------------------------------------------------------------------- worker
+
+def _work(listener: socket.socket, report: int, signature: tuple) -> None:
+    """A spare worker: take one connection, become that command, exit."""
+    signal.signal(signal.SIGUSR1, _leave_if_idle)
+    signal.signal(signal.SIGTERM, _leave_if_idle)
+    while True:
+        select.select([listener], [], [])
+        try:
+            conn, _ = listener.accept()
+            break
+        except (BlockingIOError, InterruptedError):
+            continue                           # someone else's, or a signal
+    # From here on the client's command is ours: a dismissal no longer ends it
+    # (a signal in between ends us before "pid": the client runs it itself).
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    listener.close()
+    conn.setblocking(True)
+    stale = code_signature() != signature
+    os.write(report, b"stale" if stale else b"busy")
+    os.close(report)
+    pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                        struct.calcsize("3i")))
+    if stale or uid != os.getuid():
+        _send(conn, b"stale")
+        os._exit(0)
+    msg, fds = _receive(conn)
+    if msg is None:
+        _send(conn, b"stale")
+        os._exit(0)
+    argv = _become(msg, fds)
+    _send(conn, b"pid %d" % os.getpid())
+    fcntl.fcntl(conn.fileno(), fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(conn.fileno(), fcntl.F_SETFL, fcntl.fcntl(conn.fileno(), fcntl.F_GETFL) | os.O_ASYNC)
+    code = _run_cli(argv)
+    _send(conn, b"exit %d" % code)
+    os._exit(0)
+
+
+def _leave_if_idle(signum, frame):
+    os._exit(0)
+
+
+def _receive(conn: socket.socket) -> tuple[bytes | None, list[int]]:
+    fd_size = struct.calcsize("i")
+    msg, ancdata, _flags, _addr = conn.recvmsg(1 << 20, socket.CMSG_SPACE(8 * fd_size))
+    fds: list[int] = []
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(data) - len(data) % fd_size
+            fds.extend(struct.unpack(f"{usable // fd_size}i", data[:usable]))
+    if not msg.startswith(PROTOCOL + b"\0") or len(fds) != 4:
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    return msg, fds
+
+
+def _become(msg: bytes, fds: list[int]) -> list[str]:
+    """Take on the client's stdio, working directory, umask and environment."""
+    fields = msg.split(b"\0")
+    umask, argc = int(fields[1]), int(fields[2])
+    argv = [os.fsdecode(a) for a in fields[3:3 + argc]]
+    env = fields[3 + argc:]
+    for target, fd in enumerate(fds[:3]):
+        os.dup2(fd, target)
+    os.fchdir(fds[3])
+    for fd in fds:
+        if fd > 2:
+            os.close(fd)
+    os.umask(umask)
+    os.environb.clear()
+    for item in env:
+        key, sep, value = item.partition(b"=")
+        if sep and key:
+            os.environb[key] = value
+    enc, errors = sys.stdout.encoding, sys.stdout.errors
+    sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),
+                                 encoding=enc, errors=errors)
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
+                                  encoding=enc, errors=errors, line_buffering=os.isatty(1))
+    sys.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
+                                  encoding=enc, errors="backslashreplace", line_buffering=True)
+    sys.argv = ["terrarium", *argv]
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # as in a fresh interpreter
+    for sig in (signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    linux.set_name("terrarium")
+    return argv
+
+
+def _run_cli(argv: list[str]) -> int:
+    from .cli import main as cli_main
+    try:
+        code = cli_main(argv)
+    except SystemExit as e:                    # argparse: usage errors, --help
+        if e.code is None or isinstance(e.code, int):
+            code = e.code or 0
+        else:
+            print(e.code, file=sys.stderr)
+            code = 1
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:  # noqa: BLE001 - as a crashing command would: a traceback, 1
+        import traceback
+        traceback.print_exc()
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    return code
+
+
+def _send(conn: socket.socket, data: bytes) -> None:
+    try:
+        conn.send(data)
+    except OSError:
+        pass
