@@ -402,7 +402,7 @@ def save(store: ImageStore, name: str, path: str | os.PathLike) -> str:
                 for n, data in files.items():
                     tf.addfile(tarsafe.tarinfo(n, "file", mode=0o644, mtime=mtime, size=len(data)),
                                io.BytesIO(data))
-            os.chmod(partial, 0o644)
+            os.chmod(partial, 0o666 & ~_umask())     # as open() would have made it
             os.replace(partial, path)
         except BaseException:
             if os.path.exists(partial):
@@ -411,3 +411,16 @@ def save(store: ImageStore, name: str, path: str | os.PathLike) -> str:
         return mdesc["digest"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (os.umask would, for
+    a moment, in every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
