@@ -137,8 +137,25 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 
 
 def set_name(name: str) -> None:
-    """The process's comm (15 bytes), as `ps -o comm` and /proc/<pid>/comm show it."""
-    buf = ctypes.create_string_buffer(name.encode()[:15])
+    """The process's comm (15 bytes), as `ps -o comm` and /proc/<pid>/comm show it.
+
+    Written to /proc/thread-self/comm (what PR_SET_NAME sets, without ctypes:
+    a shim calls this right after fork, and ctypes' Python layer would copy
+    a few hundred kB of the fork server's pages); prctl where /proc is absent."""
+    raw = name.encode()[:15]
+    try:
+        fd = os.open("/proc/thread-self/comm", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            if os.write(fd, raw) == len(raw):
+                return
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    buf = ctypes.create_string_buffer(raw)
     if _libc.prctl(PR_SET_NAME, ctypes.cast(buf, ctypes.c_void_p).value or 0, 0, 0, 0) < 0:
         _fail("prctl(PR_SET_NAME)")
 

@@ -28,12 +28,15 @@ import os
 import select
 import signal
 import socket
+import _signal
+import _socket
+import array
 import sys
 import time
 
 from . import linux, pidinfo
 from .errors import KernelError, TerrariumError
-from .fsutil import read_json, write_json
+from .fsutil import read_json
 
 SOCKET = "forkserver.sock"
 IDLE_EXIT_SECONDS = 60.0
@@ -227,6 +230,12 @@ class _Prepared:
         self.parent = self.cgroup = None
 
 
+# The same as signal.signal() on these, without its enum conversions: Python
+# code a shim would run (and so copy the server's pages for) on every fork.
+_SHIM_IGNORED = tuple(int(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE))
+_SIGCHLD = int(signal.SIGCHLD)
+
+
 def run_spare(channel: socket.socket, cgroup_parent: str | None) -> None:
     """A shim made ahead of need.  Runs in a child of the fork server; never returns.
 
@@ -238,11 +247,12 @@ def run_spare(channel: socket.socket, cgroup_parent: str | None) -> None:
     try:
         os.setsid()
         linux.set_name("terrarium-shim")
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_IGN)    # stop goes to init; the shim must record it
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for sig in _SHIM_IGNORED:                 # stop goes to init; the shim must record it
+            _signal.signal(sig, _signal.SIG_IGN)
+        _signal.signal(_SIGCHLD, _signal.SIG_DFL)
         prepared = _prepare(cgroup_parent)
-        msg, fds, _, _ = socket.recv_fds(channel, 1 << 20, 1)
+        msg, ancdata, _, _ = channel.recvmsg(1 << 20, _FD_CMSG_LEN)
+        fds = _received_fds(ancdata)
         channel.close()
         if not msg or not fds:
             os.close(prepared.go_w)               # init reads EOF and leaves
@@ -250,12 +260,35 @@ def run_spare(channel: socket.socket, cgroup_parent: str | None) -> None:
             if prepared.cgroup:
                 _cgroups(prepared.parent).remove(prepared.cgroup)
             os._exit(0)
-        reply = socket.socket(fileno=fds[0])
-        status = _supervise(json.loads(msg), reply, prepared)
+        reply = _socket.socket(fileno=fds[0])
+        status = _supervise(json.loads(msg), msg, reply, prepared)
     except BaseException as e:  # noqa: BLE001 - the caller must hear about it
         _reply(reply, {"ok": False, "error": str(e) or type(e).__name__, "exit_code": 125})
     finally:
         os._exit(status)
+
+
+# Sockets below are _socket's own (socket.socket's Python layer and
+# socket.recv_fds/send_fds are the same calls with more Python around them):
+# every Python line a shim runs, or the server runs between two forks, copies
+# pages the shims would otherwise share with the server.
+_SOL_SOCKET, _SCM_RIGHTS = socket.SOL_SOCKET, socket.SCM_RIGHTS
+_FD_CMSG_LEN = socket.CMSG_LEN(array.array("i").itemsize)      # room for one fd, as recv_fds(.., 1)
+
+
+def _received_fds(ancdata) -> list[int]:
+    """The descriptors in recvmsg()'s ancillary data, as socket.recv_fds returns them."""
+    fds = array.array("i")
+    for level, kind, data in ancdata:
+        if level == _SOL_SOCKET and kind == _SCM_RIGHTS:
+            fds.frombytes(data[:len(data) - (len(data) % fds.itemsize)])
+    return list(fds)
+
+
+def _accept(server: socket.socket) -> _socket.socket:
+    """server.accept()'s connection, blocking, without the Python wrapper."""
+    fd, _ = server._accept()
+    return _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)
 
 
 def _prepare(cgroup_parent: str | None) -> _Prepared:
@@ -309,11 +342,13 @@ def _reply(sock: socket.socket | None, msg: dict) -> None:
         pass        # the caller went away; the state files still tell
 
 
-def _supervise(req: dict, reply: socket.socket, prepared: _Prepared) -> int:
+def _supervise(req: dict, raw: bytes, reply: socket.socket, prepared: _Prepared) -> int:
+    """req is the start request, raw the JSON it was read from: init gets raw
+    as it came (the same request, without encoding it again here)."""
     cid, cdir, pid = req["id"], req["dir"], prepared.pid
     drv = _cgroups(req["cgroup_parent"])
     from .model import Limits
-    os.write(prepared.go_w, json.dumps(req).encode())
+    os.write(prepared.go_w, raw)
     os.close(prepared.go_w)
     cgroup_error = None
     try:
@@ -336,12 +371,12 @@ def _supervise(req: dict, reply: socket.socket, prepared: _Prepared) -> int:
         drv.remove(cid)
         with open(req["log"], "ab") as log:
             log.write(f"terrarium: {message}\n".encode())
-        write_json(f"{cdir}/exit.json", {"generation": req["generation"], "exit_code": int(code_s),
+        _write_json(f"{cdir}/exit.json", {"generation": req["generation"], "exit_code": int(code_s),
                                          "oom_killed": False, "finished_at": time.time(),
                                          "error": message})
         _reply(reply, {"ok": False, "error": message, "exit_code": int(code_s)})
         return 0
-    write_json(f"{cdir}/run.json", {"generation": req["generation"], "pid": pid,
+    _write_json(f"{cdir}/run.json", {"generation": req["generation"], "pid": pid,
                                     "pid_start": pidinfo.process_start_time(pid),
                                     "shim_pid": os.getpid(),
                                     "shim_start": pidinfo.process_start_time(os.getpid()),
@@ -365,13 +400,31 @@ def _supervise(req: dict, reply: socket.socket, prepared: _Prepared) -> int:
     oom = code == 137 and kills > 0                # init itself died of it
     # The exit first (what `wait` waits for), then the cleanup: removing a v1
     # cgroup can take milliseconds, and start/remove wait for this shim anyway.
-    write_json(f"{cdir}/exit.json", {"generation": req["generation"], "exit_code": code,
+    _write_json(f"{cdir}/exit.json", {"generation": req["generation"], "exit_code": code,
                                      "oom_killed": oom, "oom_kills": kills,
                                      "finished_at": time.time()})
     drv.remove(cid)                                 # waits while the namespace's rest exits
     if req.get("auto_remove"):
         _auto_remove(req)
     return 0
+
+
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))     # made once, in the server
+
+
+def _write_json(path: str, obj) -> None:
+    """fsutil.write_json(path, obj): the same bytes, written to a temporary
+    file and renamed over path, with os calls only (no text file object, no
+    new encoder: Python a shim would otherwise run on its way to idle)."""
+    data = _COMPACT_JSON.encode(obj).encode()
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
 
 
 def _place_in_cgroup(drv, req: dict, prepared: _Prepared, limits) -> None:
@@ -417,7 +470,7 @@ class Spare:
     """The server's handle on a spare shim: its pid and the channel to it."""
 
     def __init__(self, listening: socket.socket, cgroup_parent: str | None):
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             listening.close()
@@ -429,7 +482,7 @@ class Spare:
     def hand_over(self, request: bytes, conn: socket.socket) -> bool:
         """Give the spare a request and the caller's connection; False if it is gone."""
         try:
-            socket.send_fds(self.channel, [request], [conn.fileno()])
+            self.channel.sendmsg([request], [(_SOL_SOCKET, _SCM_RIGHTS, array.array("i", [conn.fileno()]))])
             return True
         except OSError:
             return False
@@ -503,7 +556,7 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
                 continue
             idle_since = time.monotonic()
             try:
-                conn, _ = server.accept()
+                conn = _accept(server)
             except OSError:
                 continue
             spare = _handle(conn, server, spare)
@@ -516,7 +569,7 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
         server.setblocking(False)
         while True:
             try:
-                conn, _ = server.accept()
+                conn = _accept(server)
             except OSError:
                 break
             conn.setblocking(True)
