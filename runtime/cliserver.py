@@ -224,7 +224,7 @@ def _warm(run_dir: str) -> None:
     import tarfile  # noqa: F401
     from . import cgroups, cli, containers, overlay, spec  # noqa: F401
     from .images import store  # noqa: F401
-    cli.build_parser()
+    cli.warm_parsers()
     root = os.path.dirname(os.path.abspath(run_dir))
     saved = os.dup(1)
     null = os.open("/dev/null", os.O_WRONLY)
@@ -302,6 +302,10 @@ def _work(listener: socket.socket, report: int, signature: tuple) -> None:
     """A spare worker: take one connection, become that command, exit."""
     signal.signal(signal.SIGUSR1, _leave_if_idle)
     signal.signal(signal.SIGTERM, _leave_if_idle)
+    # Copy the server's pages now rather than fault by fault during the
+    # command (25.8 vs 31.5 ms for a `run --rm`, measured): a worker then
+    # holds ~13 MB of its own, less than the fresh interpreter it replaces.
+    linux.populate_private_memory()
     while True:
         select.select([listener], [], [])
         try:

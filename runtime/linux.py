@@ -21,6 +21,7 @@ _libc.unshare.argtypes = [ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.syscall.restype = ctypes.c_long
 
 # namespaces (linux/sched.h)
@@ -127,6 +128,28 @@ def sethostname(name: str) -> None:
     raw = name.encode()
     if _libc.sethostname(raw, len(raw)) != 0:
         _fail(f"sethostname {name}")
+
+
+MADV_POPULATE_WRITE = 23     # Linux 5.14
+
+
+def populate_private_memory() -> int:
+    """Fault in, writable, every private writable mapping of this process.
+
+    After fork that copies now, ahead of need, the pages a child would
+    otherwise copy one fault at a time while it works (a CLI server's spare
+    worker: ~5 ms of a command).  Returns the bytes asked for; kernels
+    without MADV_POPULATE_WRITE refuse it and nothing happens."""
+    total = 0
+    with open("/proc/self/maps") as f:
+        for line in f:
+            fields = line.split()
+            if fields[1] != "rw-p" or (len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]")):
+                continue
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            if _libc.madvise(lo, hi - lo, MADV_POPULATE_WRITE) == 0:
+                total += hi - lo
+    return total
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:

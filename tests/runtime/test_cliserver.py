@@ -207,3 +207,33 @@ def test_an_idle_server_leaves_and_local_mode_starts_none(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and server_pid(root) is None
     assert not os.path.exists(os.path.join(root, "run", "cli.sock"))
+
+
+def _private_kb() -> int:
+    with open("/proc/self/smaps_rollup") as f:
+        return sum(int(line.split()[1]) for line in f
+                   if line.startswith(("Private_Clean:", "Private_Dirty:")))
+
+
+def test_a_spare_worker_copies_its_pages_ahead_of_need():
+    """linux.populate_private_memory() in a fresh fork: what was shared with
+    the parent becomes the child's own (the copies a command would otherwise
+    fault in one by one)."""
+    from runtime import linux
+    ballast = bytearray(8 << 20)                    # 8 MB the child shares after fork
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            before = _private_kb()
+            asked = linux.populate_private_memory()
+            os.write(w, f"{before} {_private_kb()} {asked}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    before, after, asked = (int(x) for x in os.read(r, 100).split())
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert asked >= len(ballast)
+    assert after - before >= 8 << 10, (before, after)    # kB: at least the ballast
+    del ballast
