@@ -10,8 +10,10 @@ exit, N times, round-robin (the order rotates every round) so that the noise
 of a shared machine hits all of them alike; warm-up rounds are not counted.
 
   api        rt.run(spec) + rt.wait() in this process, fork server running
-  cli-rm     `terrarium run --rm busybox /bin/true`, a fresh process
+  cli-rm     `terrarium run --rm busybox /bin/true`, a fresh process (a thin
+             client: the CLI server's pre-forked worker does the work)
   cli        `terrarium run busybox /bin/true` (removed afterwards, untimed)
+  cli-local  `run --rm` with TERRARIUM_CLI_LOCAL=1: all of it in the fresh process
   runc       `runc run` of an OCI bundle on the image's layer directory
   crun       `crun run`, same bundle, in a private mount namespace without the
              cgroup2 mount (crun refuses hybrid cgroups); timed in there
@@ -20,13 +22,14 @@ of a shared machine hits all of them alike; warm-up rounds are not counted.
 
 and, to see where the time goes: the API call split into create / start /
 wait, a fork-server ping, `python -I -S -c pass`, the venv's `python -c
-pass`, and `python -c "import runtime.cli"`.  Then K detached `sleep 600`
+pass`, `python -c "import runtime.client"`, and the client's remote half
+(connect, hand over, exit code) timed from this process.  Then K detached `sleep 600`
 containers are started and the private memory (USS) of their shims and of
 the fork server is read.
 
 Prints a report and writes bench/results/start_latency.json.  Everything it
 makes (state root, bundles, cgroups under /terrarium-bench-<hex>..., the
-fork server, containers) is removed at the end, also on Ctrl-C or SIGTERM.
+fork server, the CLI server, containers) is removed at the end, also on Ctrl-C or SIGTERM.
 """
 from __future__ import annotations
 
@@ -56,30 +59,19 @@ LABELS = {
     "api": "(a) API  rt.run + rt.wait",
     "cli-rm": "(b) CLI  terrarium run --rm",
     "cli": "(b) CLI  terrarium run",
+    "cli-local": "(b) CLI  run --rm, no server",
     "runc": "(c) runc run",
     "crun": "(d) crun run",
     "unshare": "(e) unshare(1) 5 ns + chroot",
     "bare-py": "(e) Python fork+unshare+chroot",
     "api-split": "API split: create/start/wait",
-    "cli-phases": "run --rm via python -c, with timers",
+    "cli-remote": "client's remote half, in-process",
     "ping": "fork-server ping (3 per round)",
     "py-IS": "python -I -S -c pass",
     "py-venv": "venv python -c pass",
-    "py-import-cli": "venv python -c 'import runtime.cli'",
+    "py-import-client": "venv python -c 'import runtime.client'",
 }
-CLI_PHASES = """\
-import time
-t0 = time.perf_counter()
-import sys
-from runtime.cli import main
-t1 = time.perf_counter()
-rc = main(["run", "--rm", "busybox", "/bin/true"])
-t2 = time.perf_counter()
-import json
-sys.stderr.write("BENCH " + json.dumps({"import_ms": (t1 - t0) * 1e3, "main_ms": (t2 - t1) * 1e3}) + "\\n")
-sys.exit(rc)
-"""
-MAIN_ROWS = ("api", "cli-rm", "cli", "runc", "crun", "unshare", "bare-py")
+MAIN_ROWS = ("api", "cli-rm", "cli", "cli-local", "runc", "crun", "unshare", "bare-py")
 
 
 class Bench:
@@ -194,6 +186,10 @@ class Bench:
         return run_timed([self.terrarium, "run", "--rm", "busybox", "/bin/true"], env=self.env,
                          cwd=self.tmp)
 
+    def c_cli_local(self):
+        return run_timed([self.terrarium, "run", "--rm", "busybox", "/bin/true"],
+                         env=dict(self.env, TERRARIUM_CLI_LOCAL="1"), cwd=self.tmp)
+
     def c_cli(self):
         before = set(os.listdir(self.rt.containers_dir))
         r = run_timed([self.terrarium, "run", "busybox", "/bin/true"], env=self.env, cwd=self.tmp)
@@ -228,15 +224,36 @@ class Bench:
                 return {"ms": ms[-1], "rc": 1, "stderr": json.dumps(reply)}
         return {"ms": ms[0], "more": ms[1:], "rc": 0, "stderr": ""}
 
-    def c_cli_phases(self):
-        """`terrarium run --rm` as `python -c` with timers around its two halves."""
-        r = run_timed([self.cli_python, "-c", CLI_PHASES], env=self.env, cwd=self.tmp)
-        for line in r["stderr"].splitlines():
-            if line.startswith("BENCH "):
-                r.update(json.loads(line[6:]))
-        if "main_ms" not in r and r["rc"] == 0:
-            r["rc"] = -1
-        return r
+    def c_cli_remote(self):
+        """What a `run --rm` client waits for after its interpreter started:
+        connect to the CLI server, hand over the command, get the exit code.
+        The client's own functions, called from this process with its
+        environment switched to the bench's (stdio: /dev/null)."""
+        from runtime import client
+        saved_env, saved_fds = dict(os.environ), [os.dup(fd) for fd in (0, 1, 2)]
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.environ.clear()
+            os.environ.update(self.env)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            t0 = now()
+            sock = client._connect(self.rt.run_dir)
+            try:
+                rc = client._remote(sock, ["run", "--rm", "busybox", "/bin/true"])
+            finally:
+                sock.close()
+            ms = (now() - t0) * 1e3
+        except Exception as e:  # noqa: BLE001 - e.g. the server not started yet
+            return {"ms": None, "rc": 1, "stderr": f"{type(e).__name__}: {e}"}
+        finally:
+            for fd, saved in zip((0, 1, 2), saved_fds):
+                os.dup2(saved, fd)
+                os.close(saved)
+            os.close(null)
+            os.environ.clear()
+            os.environ.update(saved_env)
+        return {"ms": ms, "rc": rc, "stderr": ""}
 
     def c_py_IS(self):
         return run_timed([self.cli_python, "-I", "-S", "-c", "pass"], cwd=self.tmp)
@@ -244,32 +261,49 @@ class Bench:
     def c_py_venv(self):
         return run_timed([self.cli_python, "-c", "pass"], cwd=self.tmp)
 
-    def c_py_import_cli(self):
-        return run_timed([self.cli_python, "-c", "import runtime.cli"], cwd=self.tmp)
+    def c_py_import_client(self):
+        return run_timed([self.cli_python, "-c", "import runtime.client"], cwd=self.tmp)
 
     def contenders(self):
-        return {"api": self.c_api, "cli-rm": self.c_cli_rm, "cli": self.c_cli, "runc": self.c_runc,
-                "crun": self.c_crun, "unshare": self.c_unshare, "bare-py": self.c_bare_py,
-                "api-split": self.c_api_split, "cli-phases": self.c_cli_phases, "ping": self.c_ping, "py-IS": self.c_py_IS,
-                "py-venv": self.c_py_venv, "py-import-cli": self.c_py_import_cli}
+        return {"api": self.c_api, "cli-rm": self.c_cli_rm, "cli": self.c_cli,
+                "cli-local": self.c_cli_local, "runc": self.c_runc, "crun": self.c_crun,
+                "unshare": self.c_unshare, "bare-py": self.c_bare_py, "api-split": self.c_api_split,
+                "cli-remote": self.c_cli_remote, "ping": self.c_ping, "py-IS": self.c_py_IS,
+                "py-venv": self.c_py_venv, "py-import-client": self.c_py_import_client}
 
     def _note_server(self):
-        try:
-            with open(os.path.join(self.rt.run_dir, "forkserver.pid")) as f:
-                pid = int(f.read())
-        except (OSError, ValueError, AttributeError):
-            return
-        self.server_pids.add(pid)
-        self.seen_pids.add(pid)
+        for name in ("forkserver.pid", "cli.pid"):
+            try:
+                with open(os.path.join(self.rt.run_dir, name)) as f:
+                    pid = int(f.read())
+            except (OSError, ValueError, AttributeError):
+                continue
+            self.server_pids.add(pid)
+            self.seen_pids.add(pid)
+
+    def _serving_our_root(self) -> set[int]:
+        """Processes named terrarium* whose command line holds our temp dir:
+        servers, shims and CLI workers of this bench's root."""
+        out = set()
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if self.tmp.encode() in f.read():
+                        out.add(int(pid))
+            except OSError:
+                pass
+        return out
 
     def _stop_servers(self, report):
-        """The fork server(s) of our root: rt.shutdown_servers(), then, for
+        """The fork and CLI servers of our root: rt.shutdown_servers(), then, for
         any pid we noted that still serves our run dir, SIGTERM and wait."""
         self._note_server()
         try:
             self.rt.shutdown_servers()
         except Exception as e:  # noqa: BLE001
-            report["problems"].append(f"stopping the fork server: {e}")
+            report["problems"].append(f"stopping the servers: {e}")
         for pid in self.server_pids:
             deadline = time.monotonic() + 5
             while alive(pid) and time.monotonic() < deadline:
@@ -340,7 +374,8 @@ class Bench:
 
     # ------------------------------------------------------------ importtime
     def importtime(self):
-        """One `python -X importtime terrarium run --rm ...`: which imports a real CLI run pays."""
+        """One `python -X importtime terrarium run --rm ...`: which imports a real CLI run pays
+        (the client's: the worker's are loaded in the CLI server already)."""
         if not self.terrarium:
             return {}
         p = subprocess.run([self.cli_python, "-X", "importtime", self.terrarium, "run", "--rm",
@@ -446,7 +481,8 @@ class Bench:
                 report["problems"].append(f"cgroups still present: {left}")
         if getattr(self, "rootfs_before", None):
             report["rootfs_unchanged"] = tree_fingerprint(self.rootfs) == self.rootfs_before
-        live = [p for p in self.seen_pids if alive(p) and comm(p).startswith("terrarium")]
+        live = [p for p in self.seen_pids | self._serving_our_root()
+                if alive(p) and comm(p).startswith("terrarium")]
         if live:
             report["problems"].append(f"processes still alive: {live}")
         with open("/proc/self/mountinfo") as f:
@@ -505,10 +541,6 @@ def build_results(b: Bench, samples: dict) -> dict:
         if name == "api-split":
             for part in ("create", "start", "wait"):
                 res[name][part] = summary([r[f"{part}_ms"] for r in rs])
-        if name == "cli-phases":
-            res[name]["import"] = summary([r["import_ms"] for r in rs])
-            res[name]["main"] = summary([r["main_ms"] for r in rs])
-            res[name]["outside"] = summary([r["ms"] - r["import_ms"] - r["main_ms"] for r in rs])
     for name in res:
         med = res[name]["summary"].get("median")
         for peer in ("crun", "runc"):
@@ -548,25 +580,24 @@ def print_report(b: Bench, res: dict, imp: dict, mem: dict | None, machine: dict
         if name in res:
             print(f"  floor, {LABELS[name][4:].strip()}: {_f(res[name]['summary']['median'])}")
 
-    print("\nWhere the CLI path's time goes (medians, ms; fresh processes)")
-    m = {k: res[k]["summary"]["median"] for k in ("py-IS", "py-venv", "py-import-cli", "cli-rm", "cli", "api")
+    print("\nWhere the CLI path's time goes (medians, ms)")
+    m = {k: res[k]["summary"]["median"]
+         for k in ("py-IS", "py-venv", "py-import-client", "cli-remote", "cli-rm", "cli-local", "api")
          if k in res}
     if "py-IS" in m:
         print(f"  python -I -S -c pass                 {_f(m['py-IS']):>7}")
     if "py-venv" in m:
         print(f"  venv python -c pass (site, .pth)     {_f(m['py-venv']):>7}"
               + (f"   (+{_f(m['py-venv'] - m['py-IS'])} for site)" if "py-IS" in m else ""))
-    if "py-import-cli" in m and "py-venv" in m:
-        print(f"  + import runtime.cli                 {_f(m['py-import-cli'] - m['py-venv']):>7}")
-    if "cli-rm" in m and "py-import-cli" in m:
-        rest = m["cli-rm"] - m["py-import-cli"]
-        print(f"  + the rest of `run --rm`             {_f(rest):>7}"
-              + (f"   (the API path alone: {_f(m['api'])})" if "api" in m else ""))
-    if "cli-phases" in res:
-        cp = res["cli-phases"]
-        print(f"  timed inside one `run --rm` process: interpreter start+site+exit "
-              f"{_f(cp['outside']['median'])}, import runtime.cli {_f(cp['import']['median'])}, "
-              f"main() {_f(cp['main']['median'])} (total {_f(cp['summary']['median'])})")
+    if "py-import-client" in m and "py-venv" in m:
+        print(f"  + import runtime.client              {_f(m['py-import-client'] - m['py-venv']):>7}")
+    if "cli-remote" in m:
+        print(f"  client's remote half, in-process     {_f(m['cli-remote']):>7}"
+              f"   (connect, hand over, the worker's run --rm, exit code"
+              + (f"; the API path alone: {_f(m['api'])})" if "api" in m else ")"))
+    if "cli-rm" in m:
+        print(f"  a whole `run --rm` command           {_f(m['cli-rm']):>7}"
+              + (f"   (without the server: {_f(m['cli-local'])})" if "cli-local" in m else ""))
     if imp:
         print(f"  -X importtime of one `run --rm`: {_f(imp['total_ms'])} ms of imports"
               f" ({_f(imp['runtime_pkg_ms'])} under runtime.*); biggest: "
