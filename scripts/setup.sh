@@ -118,12 +118,13 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 
 # --- the project, editable, with test extras ----------------------------------
-# Reinstalled only when pyproject.toml changed since the last good install.
+# Reinstalled only when pyproject.toml or bin/terrarium (copied into .venv/bin
+# at install, even when editable) changed since the last good install.
 stamp=$venv/.terrarium-stamp
-want=$(cat pyproject.toml "$0" | sha256sum | cut -d" " -f1)   # the install line below counts too
+want=$(cat pyproject.toml bin/terrarium "$0" | sha256sum | cut -d" " -f1)   # the install line below counts too
 have=$(cat "$stamp" 2>/dev/null || true)
 if [ "$want" != "$have" ]; then
-    say "pip install -e '.[test]' (pyproject.toml changed or first install)"
+    say "pip install -e '.[test]' (pyproject.toml or bin/terrarium changed, or first install)"
     # compat mode: a plain path in a .pth file, no import-hook finder (~20 ms less
     # interpreter start for every `terrarium` command). setuptools warns about it.
     log=$(mktemp)
