@@ -40,7 +40,8 @@ from .fsutil import read_json
 
 SOCKET = "forkserver.sock"
 IDLE_EXIT_SECONDS = 60.0
-SPARE_AFTER_SECONDS = 0.0     # make the next spare as soon as no request is waiting
+SPARES = 2                    # spare shims kept ready (one is made at once when none is left)
+REFILL_QUIET_SECONDS = 0.03   # the second only after this long without a request (see serve)
 
 # Paths Docker hides or makes read-only (moby oci/defaults.go), kept in step.
 MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
@@ -502,10 +503,10 @@ class Spare:
             os.close(fd)
 
 
-def _children(but: int | None = None) -> set[int] | None:
+def _children(but: set[int]) -> set[int] | None:
     try:
         with open(f"/proc/self/task/{os.getpid()}/children") as f:
-            return {int(p) for p in f.read().split()} - {but}
+            return {int(p) for p in f.read().split()} - but
     except OSError:
         return None     # cannot tell
 
@@ -513,10 +514,19 @@ def _children(but: int | None = None) -> set[int] | None:
 def serve(run_dir: str, ready_fd: int | None = None) -> None:
     """Accept start requests on run_dir/forkserver.sock until idle with no shims.
 
-    One spare shim is kept ready (a zygote: its init already has fresh
-    namespaces and waits to learn which container it is), so a start costs
-    no fork and no unshare on the caller's time.  The next spare is made when
-    the server is idle, not while a start is still using the CPUs."""
+    Spare shims are kept ready (zygotes: each one's init already has fresh
+    namespaces and its own cgroup, and waits to learn which container it
+    is), so a start costs no fork, no unshare and no cgroup move on the
+    caller's time.
+
+    When to make them matters as much.  Moving a spare's init into its v1
+    cgroup holds cgroup_mutex for a whole RCU grace period (10-25 ms here),
+    and every cgroup rmdir, mkdir or rename on the host waits for it: made
+    right after a start, the next spare's move stalled the cleanup of a
+    container that had just exited (`run --rm` of /bin/true: 26 -> 16 ms
+    without the stall, measured).  So when one of SPARES is left after a
+    start, the replacement waits for REFILL_QUIET_SECONDS without requests;
+    only when none is left is one made at once (back-to-back starts)."""
     path = os.path.join(run_dir, SOCKET)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -541,25 +551,28 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
     if ready_fd is not None:
         os.write(ready_fd, b"ok")
         os.close(ready_fd)
-    spare = None
+    spares: list[Spare] = []
     try:
-        idle_since = time.monotonic()
+        idle_since = last_request = time.monotonic()
         while True:
-            ready, _, _ = select.select([server], [], [], 5.0 if spare else SPARE_AFTER_SECONDS)
+            now = time.monotonic()
+            quiet_at = last_request + REFILL_QUIET_SECONDS
+            if len(spares) < SPARES and (not spares or now >= quiet_at):
+                spares.append(Spare(server, _last_parent))
+                continue
+            timeout = 5.0 if len(spares) == SPARES else quiet_at - now
+            ready, _, _ = select.select([server], [], [], timeout)
             if not ready:
-                if spare is None:
-                    spare = Spare(server, _last_parent)
-                    continue
-                children = _children(but=spare.pid)
+                children = _children(but={sp.pid for sp in spares})
                 if time.monotonic() - idle_since > IDLE_EXIT_SECONDS and children == set():
                     break
                 continue
-            idle_since = time.monotonic()
+            idle_since = last_request = time.monotonic()
             try:
                 conn = _accept(server)
             except OSError:
                 continue
-            spare = _handle(conn, server, spare)
+            _handle(conn, server, spares)
         # Going idle: first make new clients start a new server (no socket file),
         # then answer whoever connected before the unlink, so no request is lost.
         try:
@@ -573,10 +586,10 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
             except OSError:
                 break
             conn.setblocking(True)
-            spare = _handle(conn, server, spare)
+            _handle(conn, server, spares)
     finally:
-        if spare is not None:
-            spare.discard()
+        for sp in spares:
+            sp.discard()
     os._exit(0)
 
 
@@ -587,8 +600,8 @@ def _exit_on_signal(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def _handle(conn: socket.socket, server: socket.socket, spare: Spare | None) -> Spare | None:
-    """Answer one connection; returns the spare still unused (None once used)."""
+def _handle(conn: socket.socket, server: socket.socket, spares: list[Spare]) -> None:
+    """Answer one connection; a start takes the oldest spare from spares."""
     try:
         conn.settimeout(5.0)
         buf = b""
@@ -596,31 +609,27 @@ def _handle(conn: socket.socket, server: socket.socket, spare: Spare | None) -> 
             chunk = conn.recv(65536)
             if not chunk:
                 conn.close()
-                return spare
+                return
             buf += chunk
         req = json.loads(buf)
     except (OSError, ValueError):
         conn.close()
-        return spare
+        return
     conn.settimeout(None)
     if req.get("op") == "ping":
         _reply(conn, {"ok": True, "pid": os.getpid()})
-        return spare
+        return
     global _last_parent
     try:
         _cgroups(req["cgroup_parent"])      # made once here, inherited by every shim
         _last_parent = req["cgroup_parent"]
     except Exception:  # noqa: BLE001 - the shim will report it to the caller
         pass
-    for _ in range(2):                      # a spare that died meanwhile: one more, fresh
-        if spare is None:
-            spare = Spare(server, _last_parent)
-        handed = spare.hand_over(buf, conn)
-        spare = None
-        if handed:
+    for _ in range(SPARES + 1):             # spares that died meanwhile: the next, or a fresh one
+        spare = spares.pop(0) if spares else Spare(server, _last_parent)
+        if spare.hand_over(buf, conn):
             break
     conn.close()
-    return None
 
 
 def main(argv: list[str]) -> None:
