@@ -38,9 +38,12 @@ PROC = "/proc"
 # The types lsns lists; *_for_children links are the same namespaces again.
 NS_TYPES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 
-# comm (prctl PR_SET_NAME) of Terrarium's own processes, see runtime/shim.py.
+# comm (prctl PR_SET_NAME) of Terrarium's own processes, see runtime/shim.py
+# and runtime/cliserver.py (a worker running a command is plain "terrarium",
+# as is the command the person started).
 # comm is chosen by the process itself: good for marking a view, not for trust.
-ROLES = {"terrarium-shim": "shim", "terrarium-fork": "forkserver"}
+ROLES = {"terrarium-shim": "shim", "terrarium-fork": "forkserver",
+         "terrarium-cli": "cliserver", "terrarium": "cli"}
 
 PF_KTHREAD = 0x00200000          # include/linux/sched.h, stat field 9 (flags)
 

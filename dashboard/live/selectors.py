@@ -74,7 +74,7 @@ class NamespaceRow:
 class ProcessRow:
     depth: int
     info: object                       # runtime.procs.ProcessInfo
-    role: str | None                   # shim | forkserver
+    role: str | None                   # shim | forkserver | cliserver | cli (runtime.procs.ROLES)
     container: tuple[str, str] | None  # (id, name) when it is a container's init
 
 

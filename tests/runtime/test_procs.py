@@ -124,8 +124,9 @@ def test_forest_deep_chain_and_cycle():
 
 def test_terrarium_roles():
     forest = build_forest([info(1, 0, "init"), info(50, 1, "terrarium-fork"),
-                           info(60, 50, "terrarium-shim"), info(61, 60, "sh")])
-    assert terrarium_roles(forest) == {50: "forkserver", 60: "shim"}
+                           info(60, 50, "terrarium-shim"), info(61, 60, "sh"),
+                           info(70, 1, "terrarium-cli"), info(71, 70, "terrarium")])
+    assert terrarium_roles(forest) == {50: "forkserver", 60: "shim", 70: "cliserver", 71: "cli"}
     assert role(info(3, 1, "terrarium-shimx")) is None
 
 
