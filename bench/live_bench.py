@@ -17,20 +17,13 @@ Containers run under a throwaway root and cgroup parent; every process is
 started here and stopped by its pid.
 """
 import asyncio
-import http.cookiejar
 import json
 import os
-import re
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -51,9 +44,7 @@ from dashboard.containers.runtime_client import get_runtime  # noqa: E402
 from dashboard.live import events  # noqa: E402
 from dashboard.live.sampler import Sampler  # noqa: E402
 from runtime import Spec  # noqa: E402
-
-BIN = os.path.dirname(sys.executable)
-REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+from tests.webstack import REDIS, WebStack, login_cookie  # noqa: E402
 
 
 # ------------------------------------------------------------------ viewers
@@ -95,46 +86,6 @@ def viewers(cid: str, ticks: int) -> dict:
 
 # -------------------------------------------------------------------- delay
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port, proc, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not start")
-            time.sleep(0.05)
-
-
-def _stop(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _login(port, username, password) -> str:
-    jar = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    base = f"http://127.0.0.1:{port}"
-    page = opener.open(base + "/login/", timeout=10).read().decode()
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-    data = urllib.parse.urlencode({"username": username, "password": password,
-                                   "csrfmiddlewaretoken": token}).encode()
-    opener.open(urllib.request.Request(base + "/login/", data=data), timeout=10).read()
-    return "; ".join(f"{c.name}={c.value}" for c in jar)
-
-
 async def _delays(port, cookie, cid, n) -> list[float]:
     import websockets
     out = []
@@ -152,45 +103,18 @@ async def _delays(port, cookie, cid, n) -> list[float]:
 
 def delay(cid: str, samples: int, tick: float, scaleout: bool) -> dict:
     tmp = tempfile.mkdtemp(prefix="terrarium-bench-web-")
-    procs = []
-    env = dict(os.environ, TERRARIUM_DB=os.path.join(tmp, "db.sqlite3"),
-               DJANGO_SECRET_KEY=secrets.token_urlsafe(50), TERRARIUM_DEBUG="0",
-               TERRARIUM_LIVE_TICK=str(tick), PYTHONUNBUFFERED="1")
-
-    def spawn(argv, name):
-        p = subprocess.Popen(argv, cwd=REPO, env=env, stdout=open(os.path.join(tmp, name + ".log"), "wb"),
-                             stderr=subprocess.STDOUT)
-        procs.append(p)
-        return p
     try:
-        if scaleout:
-            rport = _free_port()
-            _wait_port(rport, spawn([REDIS, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-                                     "--appendonly", "no", "--dir", tmp], "redis"), "redis")
-            env.update(TERRARIUM_REDIS_URL=f"redis://127.0.0.1:{rport}/0", TERRARIUM_SAMPLER="external")
-        manage = [sys.executable, os.path.join(REPO, "manage.py")]
-        subprocess.run(manage + ["migrate", "--noinput"], env=env, cwd=REPO, check=True, capture_output=True)
-        pw = f"pw-{secrets.token_hex(8)}"
-        subprocess.run(manage + ["terrarium_user", "bench", "--role", "viewer", "--password", pw],
-                       env=env, cwd=REPO, check=True, capture_output=True)
-        if scaleout:
-            spawn(manage + ["sampler"], "sampler")
-        ports = []
-        for i in range(2 if scaleout else 1):
-            port = _free_port()
-            _wait_port(port, spawn([os.path.join(BIN, "daphne"), "-b", "127.0.0.1", "-p", str(port),
-                                    "dashboard.asgi:application"], f"daphne{i}"), "daphne")
-            ports.append(port)
-        time.sleep(0.5)
+        with WebStack(tmp, daphnes=2 if scaleout else 1, redis=scaleout,
+                      users=(("bench", "viewer"),), env={"TERRARIUM_LIVE_TICK": str(tick)}) as web:
+            user, pw = web.users["viewer"]
 
-        async def run():
-            rs = await asyncio.gather(*(_delays(p, _login(p, "bench", pw), cid, samples) for p in ports))
-            return [x for r in rs for x in r[1:]]          # the first may predate the socket
-        ds = asyncio.run(run())
+            async def run():
+                rs = await asyncio.gather(*(_delays(p, login_cookie(p, user, pw), cid, samples)
+                                            for p in web.ports))
+                return [x for r in rs for x in r[1:]]          # the first may predate the socket
+            ds = asyncio.run(run())
         return {"p50": percentile(ds, 50), "p99": percentile(ds, 99), "n": len(ds)}
     finally:
-        for p in reversed(procs):
-            _stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -7,34 +7,15 @@ cgroup parent (from tests/conftest.py, through the environment)."""
 from __future__ import annotations
 
 import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
 from tests.conftest import REPO
+from tests.webstack import WebStack
 
-BIN = os.path.dirname(sys.executable)
 SHOTS = os.path.join(REPO, "test-output", "screenshots")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _manage(env, *args) -> str:
-    r = subprocess.run([sys.executable, os.path.join(REPO, "manage.py"), *args], env=env, cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    return r.stdout
 
 
 @pytest.fixture(scope="session")
@@ -42,44 +23,18 @@ def server(rt, tmp_path_factory):
     """Base URL of a Daphne subprocess; its users and passwords in .users."""
     if not os.path.exists("/usr/bin/chromium"):
         pytest.skip("Debian's chromium is not installed")
-    tmp = tmp_path_factory.mktemp("daphne")
-    env = dict(os.environ, TERRARIUM_DB=str(tmp / "db.sqlite3"),
-               DJANGO_SECRET_KEY=secrets.token_urlsafe(50), TERRARIUM_DEBUG="0",
-               DJANGO_SETTINGS_MODULE="dashboard.settings", PYTHONUNBUFFERED="1")
-    _manage(env, "migrate", "--noinput")
-    users = {}
-    for username, role in (("ada", "administrator"), ("otto", "operator"), ("vera", "viewer")):
-        users[role] = (username, f"pw-{secrets.token_hex(8)}")
-        _manage(env, "terrarium_user", username, "--role", role, "--password", users[role][1])
-    port = _free_port()
-    log = open(tmp / "daphne.log", "wb")
-    proc = subprocess.Popen([os.path.join(BIN, "daphne"), "-b", "127.0.0.1", "-p", str(port),
-                             "dashboard.asgi:application"], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"daphne did not start: {(tmp / 'daphne.log').read_text()}")
-            time.sleep(0.1)
+    web = WebStack(tmp_path_factory.mktemp("daphne"),
+                   users=(("ada", "administrator"), ("otto", "operator"), ("vera", "viewer")))
+    web.start()
 
     class Server(str):
         pass
-    s = Server(base)
-    s.users, s.env, s.log_path = users, env, tmp / "daphne.log"
-    yield s
-    proc.send_signal(signal.SIGTERM)
+    s = Server(web.urls[0])
+    s.users, s.env, s.log_path = web.users, web.env, web.log_path("daphne0")
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+        yield s
+    finally:
+        web.stop()
 
 
 @pytest.fixture(scope="module")

@@ -8,119 +8,27 @@ Every process here is started by this module and stopped by its pid."""
 from __future__ import annotations
 
 import asyncio
-import http.cookiejar
 import json
 import os
-import re
-import secrets
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.parse
-import urllib.request
 
 import pytest
 
-from tests.conftest import REPO
-from tests.fixtures_web import BIN, _free_port, _manage
+from tests.webstack import REDIS, WebStack, login_cookie
 
 websockets = pytest.importorskip("websockets")
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 TICK = 0.3
-
-
-def _wait_port(port: int, proc: subprocess.Popen, what: str, log_path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not start: {open(log_path, errors='replace').read()[-3000:]}")
-            time.sleep(0.05)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
 def cluster(rt, tmp_path_factory):
     if not os.path.exists(REDIS):
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    tmp = tmp_path_factory.mktemp("scaleout")
-    procs: list[subprocess.Popen] = []
-    logs = []
-
-    def spawn(argv, name, env=None):
-        log = open(tmp / f"{name}.log", "wb")
-        logs.append(log)
-        p = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        procs.append(p)
-        return p
-
-    try:
-        rport = _free_port()
-        redis = spawn([REDIS, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-                       "--appendonly", "no", "--dir", str(tmp), "--protected-mode", "yes"], "redis")
-        _wait_port(rport, redis, "redis-server", tmp / "redis.log")
-        env = dict(os.environ, TERRARIUM_DB=str(tmp / "db.sqlite3"),
-                   DJANGO_SECRET_KEY=secrets.token_urlsafe(50), TERRARIUM_DEBUG="0",
-                   DJANGO_SETTINGS_MODULE="dashboard.settings", PYTHONUNBUFFERED="1",
-                   TERRARIUM_REDIS_URL=f"redis://127.0.0.1:{rport}/0", TERRARIUM_SAMPLER="external",
-                   TERRARIUM_LIVE_TICK=str(TICK))
-        _manage(env, "migrate", "--noinput")
-        password = f"pw-{secrets.token_hex(8)}"
-        _manage(env, "terrarium_user", "vera", "--role", "viewer", "--password", password)
-        sampler = spawn([sys.executable, os.path.join(REPO, "manage.py"), "sampler"], "sampler", env)
-        ports = []
-        for i in range(2):
-            port = _free_port()
-            p = spawn([os.path.join(BIN, "daphne"), "-b", "127.0.0.1", "-p", str(port),
-                       "dashboard.asgi:application"], f"daphne{i}", env)
-            ports.append((port, p))
-        for i, (port, p) in enumerate(ports):
-            _wait_port(port, p, f"daphne {i}", tmp / f"daphne{i}.log")
-        deadline = time.monotonic() + 20
-        while b"ready" not in (tmp / "sampler.log").read_bytes():
-            assert sampler.poll() is None and time.monotonic() < deadline, \
-                (tmp / "sampler.log").read_text(errors="replace")
-            time.sleep(0.05)
-        yield {"ports": [p for p, _ in ports], "user": ("vera", password), "tmp": tmp,
-               "sampler": sampler}
-    finally:
-        for p in reversed(procs):
-            _stop(p)
-        for log in logs:
-            log.close()
-
-
-def _login(port: int, username: str, password: str) -> str:
-    """Log in by the form (CSRF token and all); → the session cookie header."""
-    jar = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    base = f"http://127.0.0.1:{port}"
-    page = opener.open(base + "/login/", timeout=10).read().decode()
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-    data = urllib.parse.urlencode({"username": username, "password": password,
-                                   "csrfmiddlewaretoken": token}).encode()
-    opener.open(urllib.request.Request(base + "/login/", data=data, headers={"Referer": base + "/login/"}),
-                timeout=10).read()
-    cookies = {c.name: c.value for c in jar}
-    assert "sessionid" in cookies, "login failed"
-    return "; ".join(f"{k}={v}" for k, v in cookies.items())
+    with WebStack(tmp_path_factory.mktemp("scaleout"), daphnes=2, redis=True,
+                  env={"TERRARIUM_LIVE_TICK": str(TICK)}) as web:
+        yield {"ports": web.ports, "user": web.users["viewer"], "tmp": web.tmp, "sampler": web.sampler}
 
 
 async def _watch(port, cookie, cid, n_samples):
@@ -147,7 +55,7 @@ def test_two_workers_share_one_sampler(cluster, rt, cleanup, name):
     c = rt.run(Spec(image="lab", name=name, cmd=("sh", "-c", "sleep 100 & sleep 100 & wait")))
     cleanup.append(c.id)
     (p0, p1), (user, pw) = cluster["ports"], cluster["user"]
-    cookies = [_login(p0, user, pw), _login(p1, user, pw)]
+    cookies = [login_cookie(p0, user, pw), login_cookie(p1, user, pw)]
 
     async def both():
         return await asyncio.gather(_watch(p0, cookies[0], c.id, 8), _watch(p1, cookies[1], c.id, 8))

@@ -1,0 +1,178 @@
+"""The dashboard for real, on loopback, for tests and benchmarks.
+
+A migrated SQLite database in a temp dir, users in given roles, N Daphne
+processes, and with `redis=True` Debian's redis-server, the Redis channel
+layer and one `manage.py sampler`.  Every process is started here and
+stopped here, by its pid.  No pytest in here: bench/live_bench.py uses it too.
+
+    with WebStack(tmp, daphnes=2, redis=True) as web:
+        cookie = login_cookie(web.ports[0], *web.users["viewer"])
+"""
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def manage(env: dict, *args: str) -> str:
+    """`manage.py ARGS` under env; its stdout.  RuntimeError with stderr if it fails."""
+    r = subprocess.run([sys.executable, os.path.join(REPO, "manage.py"), *args], env=env, cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed: {r.stderr[-3000:]}")
+    return r.stdout
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str, log_path: str, timeout: float = 30) -> None:
+    """Until something accepts on 127.0.0.1:port; RuntimeError (with the log) if proc dies first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                with open(log_path, errors="replace") as f:
+                    raise RuntimeError(f"{what} did not start: {f.read()[-3000:]}") from None
+            time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL after timeout; reaped either way."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def login_cookie(port: int, username: str, password: str) -> str:
+    """Log in through the form (CSRF token and all); the Cookie header for later requests."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    base = f"http://127.0.0.1:{port}"
+    page = opener.open(base + "/login/", timeout=10).read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    data = urllib.parse.urlencode({"username": username, "password": password,
+                                   "csrfmiddlewaretoken": token}).encode()
+    opener.open(urllib.request.Request(base + "/login/", data=data, headers={"Referer": base + "/login/"}),
+                timeout=10).read()
+    cookies = {c.name: c.value for c in jar}
+    if "sessionid" not in cookies:
+        raise RuntimeError(f"login as {username!r} failed")
+    return "; ".join(f"{k}={v}" for k, v in cookies.items())
+
+
+class WebStack:
+    """See the module's docstring.  users: (username, role) pairs; each gets a
+    fresh password, in .users[role] = (username, password)."""
+
+    def __init__(self, tmp: str, *, daphnes: int = 1, redis: bool = False,
+                 users=(("vera", "viewer"),), env: dict | None = None):
+        self.tmp = str(tmp)
+        self.n_daphnes, self.redis = daphnes, redis
+        self.wanted_users = tuple(users)
+        self.env = dict(os.environ, TERRARIUM_DB=os.path.join(self.tmp, "db.sqlite3"),
+                        DJANGO_SECRET_KEY=secrets.token_urlsafe(50), TERRARIUM_DEBUG="0",
+                        DJANGO_SETTINGS_MODULE="dashboard.settings", PYTHONUNBUFFERED="1",
+                        **(env or {}))
+        self.users: dict[str, tuple[str, str]] = {}
+        self.ports: list[int] = []
+        self.procs: list[subprocess.Popen] = []
+        self.sampler: subprocess.Popen | None = None
+        self._logs = []
+
+    def log_path(self, name: str) -> str:
+        return os.path.join(self.tmp, f"{name}.log")
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{p}" for p in self.ports]
+
+    def _spawn(self, argv: list[str], name: str) -> subprocess.Popen:
+        log = open(self.log_path(name), "wb")
+        self._logs.append(log)
+        proc = subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def start(self) -> "WebStack":
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        if self.redis:
+            rport = free_port()
+            redis = self._spawn([REDIS, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", self.tmp, "--protected-mode", "yes"],
+                                "redis")
+            wait_port(rport, redis, "redis-server", self.log_path("redis"))
+            self.env.update(TERRARIUM_REDIS_URL=f"redis://127.0.0.1:{rport}/0",
+                            TERRARIUM_SAMPLER="external")
+        manage(self.env, "migrate", "--noinput")
+        for username, role in self.wanted_users:
+            self.users[role] = (username, f"pw-{secrets.token_hex(8)}")
+            manage(self.env, "terrarium_user", username, "--role", role, "--password", self.users[role][1])
+        if self.redis:
+            self.sampler = self._spawn([sys.executable, os.path.join(REPO, "manage.py"), "sampler"],
+                                       "sampler")
+        daphnes = []
+        for i in range(self.n_daphnes):
+            port = free_port()
+            daphnes.append((port, self._spawn([os.path.join(BIN, "daphne"), "-b", "127.0.0.1", "-p",
+                                               str(port), "dashboard.asgi:application"], f"daphne{i}")))
+        for i, (port, proc) in enumerate(daphnes):
+            wait_port(port, proc, f"daphne {i}", self.log_path(f"daphne{i}"))
+            self.ports.append(port)
+        if self.sampler is not None:
+            self._wait_sampler_ready()
+
+    def _wait_sampler_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            with open(self.log_path("sampler"), "rb") as f:
+                log = f.read()
+            if b"ready" in log:
+                return
+            if self.sampler.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the sampler did not start: {log[-3000:].decode(errors='replace')}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            stop(proc)
+        for log in self._logs:
+            log.close()
+        self.procs, self._logs = [], []
+
+    def __enter__(self) -> "WebStack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
