@@ -9,10 +9,13 @@ in-memory channel layer, one Daphne process on 127.0.0.1.  Environment:
     DJANGO_SECRET_KEY       secret key (default: generated once into <repo>/.secret_key, 0600)
     TERRARIUM_ALLOWED_HOSTS comma-separated (default 127.0.0.1,localhost)
     TERRARIUM_SETTINGS=production   the hardening of dashboard/production.py
+    TERRARIUM_MAX_UPLOAD    the largest upload (image import) accepted, e.g. 8g (default)
 """
 import os
 import secrets
 from pathlib import Path
+
+from runtime.spec import parse_size
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -61,6 +64,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "dashboard.uploads.UploadLimitMiddleware",        # before CSRF, which parses uploads
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
@@ -136,6 +140,10 @@ TERRARIUM_RECONCILE_INTERVAL = float(os.environ.get("TERRARIUM_RECONCILE_INTERVA
 # Daphne process; "external" leaves it to `manage.py sampler` (Redis layer).
 TERRARIUM_SAMPLER = os.environ.get("TERRARIUM_SAMPLER", "internal")
 TERRARIUM_LIVE_TICK = float(os.environ.get("TERRARIUM_LIVE_TICK", "1.0"))
+# Uploads (dashboard/uploads.py): the largest body accepted, and the disk space
+# an accepted upload must still leave free where it is copied to.
+TERRARIUM_MAX_UPLOAD_BYTES = parse_size(os.environ.get("TERRARIUM_MAX_UPLOAD", "8g"), "TERRARIUM_MAX_UPLOAD")
+TERRARIUM_UPLOAD_SPARE_BYTES = 256 << 20
 
 LOGGING = {
     "version": 1,

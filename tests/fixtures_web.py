@@ -14,6 +14,7 @@ from tests.conftest import REPO
 from tests.webstack import WebStack
 
 SHOTS = os.path.join(REPO, "test-output", "screenshots")
+UPLOAD_LIMIT = "24m"                 # the browser tests' server refuses bigger uploads
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 
@@ -24,7 +25,8 @@ def server(rt, tmp_path_factory):
     if not os.path.exists("/usr/bin/chromium"):
         pytest.skip("Debian's chromium is not installed")
     web = WebStack(tmp_path_factory.mktemp("daphne"),
-                   users=(("ada", "administrator"), ("otto", "operator"), ("vera", "viewer")))
+                   users=(("ada", "administrator"), ("otto", "operator"), ("vera", "viewer")),
+                   env={"TERRARIUM_MAX_UPLOAD": UPLOAD_LIMIT})
     web.start()
 
     class Server(str):

@@ -46,3 +46,20 @@ def test_upload_form_shows_progress_and_imports(rt, server, login, busybox_tar):
             rt.remove_image("browser/busybox:up", force=True)
         except Exception:  # noqa: BLE001 - not imported
             pass
+
+
+def test_upload_over_the_limit_is_refused_with_a_sentence(rt, server, login, tmp_path):
+    """The server of the browser tests takes uploads up to 24m (tests/fixtures_web.py)."""
+    big = tmp_path / "too-big.tar"
+    with open(big, "wb") as f:
+        f.truncate(25 << 20)
+    before = {i.name for i in rt.images.list()}
+    page = login("operator")
+    page.goto(f"{server}/images/")
+    page.set_input_files("#import-file", str(big))
+    page.click("#import-form button")
+    page.wait_for_function("document.getElementById('import-status').textContent.includes('largest')")
+    status = page.locator("#import-status").inner_text()
+    assert "the largest this dashboard accepts is 24.0" in status, status
+    assert "failed" in page.locator("#import-progress").get_attribute("class")
+    assert {i.name for i in rt.images.list()} == before
