@@ -230,11 +230,10 @@ def _warm(run_dir: str) -> None:
     null = os.open("/dev/null", os.O_WRONLY)
     try:
         os.dup2(null, 1)
-        for argv in (["--root", root, "ps", "-a"], ["--root", root, "images"]):
-            try:
-                cli.main(argv)
-            except (Exception, SystemExit):  # noqa: BLE001 - warming only
-                pass
+        try:
+            cli.main(["--root", root, "ps", "-a"])   # read-only (`images` would build the built-ins)
+        except (Exception, SystemExit):  # noqa: BLE001 - warming only
+            pass
         sys.stdout.flush()
     finally:
         os.dup2(saved, 1)
