@@ -136,6 +136,15 @@ def _audit(user, action: str, *, container_id: str = "", container_name: str = "
         result=result, message=message, details=details or {})
 
 
+def audit_denied(*, user, action: str, container_id: str = "") -> AuditEntry:
+    """A refused attempt (the user's role does not allow it), for the audit log."""
+    container_id = container_id[:64]              # from the URL: any length
+    row = Container.objects.filter(id=container_id).first() if container_id else None
+    return _audit(user, action[:32], container_id=container_id,
+                  container_name=row.name if row else container_id[:12], result="denied",
+                  message="not allowed for this role")
+
+
 def _act(user, action: str, container_id: str, call, details: dict | None = None) -> RtContainer | None:
     """Run one runtime call on a container: audit, mirror, publish."""
     row = Container.objects.filter(id=container_id).first()

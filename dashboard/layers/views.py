@@ -5,7 +5,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard.containers.views import _wants_json, can_operate, can_view
+from dashboard.containers.views import _wants_json, can_view, operates
 
 from . import selectors, services
 
@@ -55,7 +55,7 @@ def container_origin(request, container_id):
 
 
 @require_POST
-@can_operate
+@operates("commit")
 def container_commit(request, container_id):
     image_name = request.POST.get("image", "").strip()
     here = reverse("layers:container", args=[container_id])
@@ -95,7 +95,7 @@ def image_export(request, name):
 
 
 @require_POST
-@can_operate
+@operates("image-import")
 def image_import(request):
     upload = request.FILES.get("archive")
     images = reverse("containers:images")
@@ -111,7 +111,7 @@ def image_import(request):
 
 
 @require_POST
-@can_operate
+@operates("image-remove")
 def image_remove(request, name):
     try:
         services.image_remove(user=request.user, name=name)
@@ -122,7 +122,7 @@ def image_remove(request, name):
 
 
 @require_POST
-@can_operate
+@operates("image-gc")
 def images_gc(request):
     try:
         removed = services.images_gc(user=request.user)

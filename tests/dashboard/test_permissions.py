@@ -48,12 +48,15 @@ def test_actions_are_post_only_and_operator_only(action, cid, rt, viewer_client,
     # GET does nothing, whoever asks (anonymous is sent to log in first)
     assert [clients[r].get(url).status_code for r in ROLES] == [302, 405, 405, 405]
     assert clients["anonymous"].post(url).status_code == 302
+    assert not AuditEntry.objects.exists()           # not logged in: nobody to name
     assert clients["viewer"].post(url).status_code == 403
     assert rt.inspect(cid).status == "created"       # nothing happened so far
-    assert not AuditEntry.objects.exists()
+    denied = AuditEntry.objects.get()                # but the attempt is on record
+    assert (denied.username, denied.action, denied.result, denied.container_id) == \
+        ("vera", action, "denied", cid)
     r = clients["operator"].post(url, HTTP_X_REQUESTED_WITH="fetch")
     assert r.status_code in (200, 409) and "message" in r.json()   # the runtime decides, never a 500
-    assert AuditEntry.objects.get().action == action
+    assert AuditEntry.objects.exclude(result="denied").get().action == action
 
 
 def test_limits_and_create_post_permissions(cid, rt, viewer_client, operator_client, admin_client_role):
@@ -62,6 +65,9 @@ def test_limits_and_create_post_permissions(cid, rt, viewer_client, operator_cli
     clients = _clients(viewer_client, operator_client, admin_client_role)
     assert clients["viewer"].post(limits, {"memory": "64m"}).status_code == 403
     assert clients["viewer"].post(create, {"image": "busybox"}).status_code == 403
+    assert clients["viewer"].get(create).status_code == 403      # looking is not an attempt
+    assert sorted(AuditEntry.objects.filter(result="denied").values_list("action", flat=True)) == \
+        ["create", "update"]
     assert clients["anonymous"].post(limits, {"memory": "64m"}).status_code == 302
     assert clients["operator"].get(limits).status_code == 405
     assert clients["operator"].post(limits, {"memory": "64m", "cpus": "", "pids": ""}).status_code == 302

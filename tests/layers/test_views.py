@@ -43,6 +43,10 @@ def test_viewer_cannot_post(idle_container, viewer_client):
         assert viewer_client.post(url, {"image": "x"}).status_code == 403, url
         assert Client().post(url).status_code == 302, url
         assert viewer_client.get(url).status_code in (403, 405), url
+    denied = AuditEntry.objects.filter(result="denied")
+    assert sorted(denied.values_list("action", flat=True)) == \
+        ["commit", "image-gc", "image-import", "image-remove"]
+    assert denied.get(action="commit").container_id == idle_container.id
 
 
 def test_layer_page_shows_the_stack(rt, idle_container, viewer_client):
