@@ -36,60 +36,35 @@ import struct
 import sys
 import time
 
-from . import linux
+from . import daemons, linux
 from .client import PROTOCOL, SOCKET
 
 IDLE_EXIT_SECONDS = 60.0    # a server with no command for this long leaves
 SPARE_DELAY = 0.05          # seconds after a worker turns busy before the next fork
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))     # for code_signature()
 
 
 # ------------------------------------------------------------------ control
 
 def ensure_server(run_dir: str) -> None:
-    """Start run_dir's CLI server unless one answers (holding run_dir/cli.lock)."""
-    from .fsutil import locked
-    os.makedirs(run_dir, mode=0o700, exist_ok=True)
+    """Start run_dir's CLI server unless one answers (runtime/daemons.py)."""
     path = os.path.join(run_dir, SOCKET)
-    with locked(os.path.join(run_dir, "cli.lock")):
+
+    def answers() -> bool:
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             probe.connect(path)
-            return
+            return True
         except OSError:
-            pass
+            return False
         finally:
             probe.close()
-        import subprocess
-        project = os.path.dirname(_PACKAGE_DIR)
-        code = (f"import sys; sys.path.insert(0, {project!r}); "
-                "import runtime.cliserver as s; s.main(sys.argv)")
-        with open(os.path.join(run_dir, "cli.log"), "ab") as log:
-            proc = subprocess.run([sys.executable, "-I", "-S", "-c", code, run_dir],
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=log, close_fds=True, timeout=30)
-        if proc.returncode != 0:
-            raise OSError(f"the CLI server did not start; see {run_dir}/cli.log")
+    daemons.start(run_dir, name="cli", module="cliserver", answers=answers)
 
 
-def stop_server(run_dir: str, wait: float = 5.0) -> None:
+def stop_server(run_dir: str) -> None:
     """Stop run_dir's CLI server and its spare worker (busy workers finish)."""
-    try:
-        with open(os.path.join(run_dir, "cli.pid")) as f:
-            pid = int(f.read())
-        with open(f"/proc/{pid}/comm") as f:
-            if f.read().strip() != "terrarium-cli":
-                return                          # not ours any more: a recycled pid
-        fd = os.pidfd_open(pid)
-    except (OSError, ValueError):
-        return
-    try:
-        signal.pidfd_send_signal(fd, signal.SIGTERM)
-        select.select([fd], [], [], wait)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    daemons.stop(run_dir, name="cli", comm="terrarium-cli")
 
 
 def main(argv: list[str]) -> None:

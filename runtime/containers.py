@@ -29,7 +29,7 @@ import _socket   # the C module: socket.py's enum wrappers cost every CLI call ~
 import sys
 import time
 
-from . import pidinfo
+from . import daemons, pidinfo
 from .errors import Conflict, ExecFailed, InvalidArgument, KernelError, NotFound, TerrariumError
 from .fsutil import locked, read_json, write_json
 from .model import Container, Limits, Spec
@@ -655,32 +655,20 @@ class _LockedConfig:
 
 # ------------------------------------------------------------- fork server
 
-def _project_dir() -> str:
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def ensure_forkserver(run_dir: str) -> None:
-    """Start run_dir's fork server unless one answers.  Safe from threads:
-    the server is a fresh interpreter (spawned, never forked from us)."""
+    """Start run_dir's fork server unless one answers (runtime/daemons.py)."""
     path = os.path.join(run_dir, "forkserver.sock")
-    with locked(os.path.join(run_dir, "forkserver.lock")):
+
+    def answers() -> bool:
         try:
             _connect(path).close()
-            return
+            return True
         except OSError:
-            pass
-        import subprocess
-        code = (f"import sys; sys.path.insert(0, {_project_dir()!r}); "
-                "import runtime.shim as s; s.main(sys.argv)")
-        log = open(os.path.join(run_dir, "forkserver.log"), "ab")
-        try:
-            proc = subprocess.run([sys.executable, "-I", "-S", "-c", code, run_dir],
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=log, close_fds=True, timeout=30)
-        finally:
-            log.close()
-        if proc.returncode != 0:
-            raise TerrariumError(f"the fork server did not start; see {run_dir}/forkserver.log")
+            return False
+    try:
+        daemons.start(run_dir, name="forkserver", module="shim", answers=answers)
+    except OSError as e:
+        raise TerrariumError(str(e)) from None
 
 
 def _connect(path: str) -> _socket.socket:
@@ -716,23 +704,8 @@ def forkserver_call(run_dir: str, request: dict) -> dict:
 
 
 def stop_forkserver(run_dir: str) -> None:
-    try:
-        with open(os.path.join(run_dir, "forkserver.pid")) as f:
-            pid = int(f.read())
-    except (OSError, ValueError):
-        return
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            if f.read().strip() != "terrarium-fork":
-                return                      # not ours any more: a recycled pid
-        os.kill(pid, signal.SIGTERM)
-    except OSError:
-        return
-    fd = _pidfd(pid)
-    if fd is not None:
-        _wait_fd(fd, 5.0)
-        os.close(fd)
-    for name in ("forkserver.pid", "forkserver.sock"):
+    daemons.stop(run_dir, name="forkserver", comm="terrarium-fork")
+    for name in ("forkserver.pid", "forkserver.sock"):     # it leaves them on SIGTERM
         try:
             os.unlink(os.path.join(run_dir, name))
         except OSError:

@@ -1,0 +1,59 @@
+"""Starting and stopping a state root's two helper servers: the fork server
+(runtime/shim.py) and the CLI server (runtime/cliserver.py).
+
+Each is a fresh `python -I -S` (stdlib only, spawned, never forked from the
+caller, so starting one is safe from a threaded process) that daemonises,
+records its pid in RUN_DIR/<name>.pid, names itself (comm) and answers on a
+socket in RUN_DIR.  Its stderr goes to RUN_DIR/<name>.log.
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+
+from .fsutil import locked
+
+_PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def start(run_dir: str, *, name: str, module: str, answers) -> None:
+    """Start `runtime.<module>`'s server for run_dir unless answers() says one
+    already does (True), holding RUN_DIR/<name>.lock so that only one starts.
+
+    Returns once the new server says it is ready; OSError if it did not start."""
+    os.makedirs(run_dir, mode=0o700, exist_ok=True)
+    with locked(os.path.join(run_dir, f"{name}.lock")):
+        if answers():
+            return
+        import subprocess
+        code = (f"import sys; sys.path.insert(0, {_PROJECT!r}); "
+                f"import runtime.{module} as s; s.main(sys.argv)")
+        with open(os.path.join(run_dir, f"{name}.log"), "ab") as log:
+            proc = subprocess.run([sys.executable, "-I", "-S", "-c", code, run_dir],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=log, close_fds=True, timeout=30)
+        if proc.returncode != 0:
+            raise OSError(f"the {name} server did not start; see {run_dir}/{name}.log")
+
+
+def stop(run_dir: str, *, name: str, comm: str, timeout: float = 5.0) -> None:
+    """SIGTERM the server recorded in RUN_DIR/<name>.pid, if that pid still
+    is one (its comm), and wait up to timeout for it to end."""
+    try:
+        with open(os.path.join(run_dir, f"{name}.pid")) as f:
+            pid = int(f.read())
+        with open(f"/proc/{pid}/comm") as f:
+            if f.read().strip() != comm:
+                return                          # not ours any more: a recycled pid
+        fd = os.pidfd_open(pid)
+    except (OSError, ValueError):
+        return
+    try:
+        signal.pidfd_send_signal(fd, signal.SIGTERM)
+        select.select([fd], [], [], timeout)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
