@@ -68,21 +68,8 @@ def stop_server(run_dir: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """`python -I -S -c ... RUN_DIR`: daemonise, then serve."""
-    run_dir = argv[1]
-    r, w = os.pipe()
-    if os.fork() != 0:                          # the starter waits for "ok", then leaves
-        os.close(w)
-        ok = os.read(r, 2)
-        os._exit(0 if ok == b"ok" else 1)
-    os.close(r)
-    os.setsid()
-    os.chdir("/")
-    null = os.open("/dev/null", os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
-    os.close(null)
-    serve(run_dir, ready_fd=w)
+    """`python -I -S -c ... RUN_DIR` (daemons.start): daemonise, then serve."""
+    serve(argv[1], ready_fd=daemons.detach())
 
 
 # ------------------------------------------------------------------- server

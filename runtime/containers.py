@@ -26,7 +26,6 @@ import re
 import select
 import signal
 import _socket   # the C module: socket.py's enum wrappers cost every CLI call ~5 ms
-import sys
 import time
 
 from . import daemons, pidinfo

@@ -57,3 +57,24 @@ def stop(run_dir: str, *, name: str, comm: str, timeout: float = 5.0) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def detach() -> int:
+    """Called first by a server that start() spawned: fork; the starter side
+    exits 0 when the server writes b"ok" to the returned fd (1 if it never
+    does), which is what start() waits for.  The server side leaves the
+    starter's session and working directory, and stdin/stdout for /dev/null
+    (stderr stays the log)."""
+    r, w = os.pipe()
+    if os.fork() != 0:
+        os.close(w)
+        ok = os.read(r, 2)
+        os._exit(0 if ok == b"ok" else 1)
+    os.close(r)
+    os.setsid()
+    os.chdir("/")
+    null = os.open("/dev/null", os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    return w

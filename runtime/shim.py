@@ -31,10 +31,9 @@ import socket
 import _signal
 import _socket
 import array
-import sys
 import time
 
-from . import linux, pidinfo
+from . import daemons, linux, pidinfo
 from .errors import KernelError, TerrariumError
 from .fsutil import read_json
 
@@ -633,22 +632,6 @@ def _handle(conn: socket.socket, server: socket.socket, spares: list[Spare]) -> 
 
 
 def main(argv: list[str]) -> None:
-    """`python -I -S -c ... forkserver RUN_DIR`: daemonise, then serve."""
-    run_dir = argv[1]
-    r, w = os.pipe()
-    if os.fork() != 0:                 # the starter reaps this parent at once
-        os.close(w)
-        ok = os.read(r, 2)
-        os._exit(0 if ok == b"ok" else 1)
-    os.close(r)
-    os.setsid()
-    os.chdir("/")
-    null = os.open("/dev/null", os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
-    os.close(null)
-    serve(run_dir, ready_fd=w)
+    """`python -I -S -c ... RUN_DIR` (daemons.start): daemonise, then serve."""
+    serve(argv[1], ready_fd=daemons.detach())
 
-
-if __name__ == "__main__":  # pragma: no cover - started by client.ensure_server()
-    main(sys.argv[1:])
