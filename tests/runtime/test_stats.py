@@ -249,9 +249,7 @@ def test_v1_idle_ticks_read_four_files_and_activity_reads_the_rest(rt, cleanup, 
     p = subprocess.Popen([CLI, "exec", name, "sleep", "30"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, env=os.environ.copy())
     try:
-        deadline = time.monotonic() + 10
-        while len(rt.cgroups.procs(c.id)) != 4 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_settled(rt, c.id, 4, timeout=10)            # in the cgroup *and* exec'd: not yet python
         _, f = r.read(c.id)
         assert ("sleep", "30") in [n.info.cmdline for n in _walk(f)]
     finally:
