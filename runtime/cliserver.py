@@ -76,15 +76,7 @@ def main(argv: list[str]) -> None:
 
 def serve(run_dir: str, ready_fd: int | None = None) -> None:
     path = os.path.join(run_dir, SOCKET)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    old = os.umask(0o077)
-    listener.bind(path)
-    os.umask(old)
-    listener.listen(64)
+    listener = daemons.listen(path, socket.SOCK_SEQPACKET)
     listener.setblocking(False)
     linux.set_name("terrarium-cli")
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):

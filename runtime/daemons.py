@@ -1,5 +1,6 @@
-"""Starting and stopping a state root's two helper servers: the fork server
-(runtime/shim.py) and the CLI server (runtime/cliserver.py).
+"""Starting and stopping a state root's two helper servers, the fork server
+(runtime/shim.py) and the CLI server (runtime/cliserver.py), and the first
+steps both take (detach, listen).
 
 Each is a fresh `python -I -S` (stdlib only, spawned, never forked from the
 caller, so starting one is safe from a threaded process) that daemonises,
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import sys
 
 from .fsutil import locked
@@ -57,6 +59,23 @@ def stop(run_dir: str, *, name: str, comm: str, timeout: float = 5.0) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def listen(path: str, kind: int) -> socket.socket:
+    """A server's listening Unix socket at path (a stale file from a server
+    that died is replaced), reachable by this user only."""
+    sock = socket.socket(socket.AF_UNIX, kind)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    old = os.umask(0o077)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    sock.listen(64)
+    return sock
 
 
 def detach() -> int:

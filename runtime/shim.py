@@ -527,15 +527,7 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
     start, the replacement waits for REFILL_QUIET_SECONDS without requests;
     only when none is left is one made at once (back-to-back starts)."""
     path = os.path.join(run_dir, SOCKET)
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    old = os.umask(0o077)
-    server.bind(path)
-    os.umask(old)
-    server.listen(64)
+    server = daemons.listen(path, socket.SOCK_STREAM)
     linux.set_name("terrarium-fork")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # shims are reaped by the kernel
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
