@@ -21,6 +21,7 @@ from runtime import Spec, stats
 from runtime.cgroups import detect
 from runtime.errors import NotFound
 from runtime.model import Limits
+from runtime.procs import walk
 from tests.conftest import CLI, is_root, wait_settled
 from tests.runtime.test_cgroups_v2 import MEMORY_STAT, fill_sample_files
 
@@ -251,16 +252,9 @@ def test_v1_idle_ticks_read_four_files_and_activity_reads_the_rest(rt, cleanup, 
     try:
         wait_settled(rt, c.id, 4, timeout=10)            # in the cgroup *and* exec'd: not yet python
         _, f = r.read(c.id)
-        assert ("sleep", "30") in [n.info.cmdline for n in _walk(f)]
+        assert ("sleep", "30") in [n.info.cmdline for _, n in walk(f)]
     finally:
         p.kill()                                         # our own child, by its pid
         p.wait()
     r.close()
 
-
-def _walk(forest):
-    stack = list(forest)
-    while stack:
-        n = stack.pop()
-        yield n
-        stack.extend(n.children)

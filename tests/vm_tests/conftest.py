@@ -6,6 +6,7 @@ machine's cgroup tree changed if it failed half-way, so on any other host
 skipped.  TERRARIUM_VM_TIER=1 is set by the tier's guest command.
 """
 import os
+from contextlib import contextmanager
 
 import pytest
 
@@ -39,3 +40,27 @@ def cgroup_tree_unchanged():
     yield
     after = cgroup_children()
     assert after == before, f"left behind in {CGROUP}: {sorted(after - before)}"
+
+
+@pytest.fixture(scope="module")
+def module_runtime():
+    """_module_runtime, for a module's own `rt` fixture: `with module_runtime("vm-x") as r`."""
+    return _module_runtime
+
+
+@contextmanager
+def _module_runtime(name: str):
+    """A Runtime of its own (root TERRARIUM_ROOT/<name>, cgroup parent
+    t<name>-<pid>) for one test module; afterwards its containers, servers
+    and cgroup parent are gone, and /sys/fs/cgroup is as it was."""
+    from runtime.containers import Runtime
+    before = cgroup_children()
+    root = os.path.join(os.environ.get("TERRARIUM_ROOT", "/tmp/terrarium"), name)
+    r = Runtime(root, cgroup_parent=f"t{name}-{os.getpid()}")
+    yield r
+    for c in r.list(all=True):
+        r.remove(c.id, force=True)
+    r.shutdown_servers()
+    r.cgroups.remove_parent()
+    left = cgroup_children()
+    assert left == before, f"left behind in {CGROUP}: {sorted(left - before)}"

@@ -141,20 +141,11 @@ def test_driver_counts_an_oom_kill(drv):
 # ---------------------------------------------------------- whole containers
 
 @pytest.fixture(scope="module")
-def rt():
+def rt(module_runtime):
     runtime = _need("runtime", "Spec", "Limits")
     _need("runtime.containers", "Runtime")
-    cgroup_children = {e for e in os.listdir(CGROUP) if os.path.isdir(os.path.join(CGROUP, e))}
-    root = os.path.join(os.environ.get("TERRARIUM_ROOT", "/tmp/terrarium"), "vm-rt")
-    parent = f"tvm-rt-{os.getpid()}"
-    r = runtime.Runtime(root, cgroup_parent=parent)
-    yield r, runtime
-    for c in r.list(all=True):
-        r.remove(c.id, force=True)
-    r.shutdown_servers()
-    r.cgroups.remove_parent()
-    left = {e for e in os.listdir(CGROUP) if os.path.isdir(os.path.join(CGROUP, e))}
-    assert left == cgroup_children, f"left behind in {CGROUP}: {sorted(left - cgroup_children)}"
+    with module_runtime("vm-rt") as r:
+        yield r, runtime
 
 
 def _cg(c):

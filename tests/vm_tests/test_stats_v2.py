@@ -24,41 +24,27 @@ HOLD_AND_BURN = ("sh", "-c", "(head -c 20m /dev/zero; sleep 300) | tail -c 20m >
 
 
 @pytest.fixture(scope="module")
-def rt():
+def rt(module_runtime):
     try:
         import runtime
         from runtime import stats  # noqa: F401
-        from runtime.containers import Runtime
+        from runtime.containers import Runtime  # noqa: F401
     except ImportError as e:
         pytest.skip(f"no runtime.stats yet: {e}")
-    before = {e for e in os.listdir(CGROUP) if os.path.isdir(os.path.join(CGROUP, e))}
-    root = os.path.join(os.environ.get("TERRARIUM_ROOT", "/tmp/terrarium"), "vm-stats")
-    r = Runtime(root, cgroup_parent=f"tvm-stats-{os.getpid()}")
-    yield r, runtime
-    for c in r.list(all=True):
-        r.remove(c.id, force=True)
-    r.shutdown_servers()
-    r.cgroups.remove_parent()
-    left = {e for e in os.listdir(CGROUP) if os.path.isdir(os.path.join(CGROUP, e))}
-    assert left == before, f"left behind in {CGROUP}: {sorted(left - before)}"
+    with module_runtime("vm-stats") as r:
+        yield r, runtime
 
 
 def _fds():
     return len(os.listdir("/proc/self/fd"))
 
 
-def _walk(forest):
-    stack = list(forest)
-    while stack:
-        n = stack.pop()
-        yield n
-        stack.extend(n.children)
-
 
 def test_stats_reader_on_a_real_v2_container(rt):
     r, runtime = rt
     from runtime import stats
     from runtime.errors import NotFound
+    from runtime.procs import walk
     c = r.run(runtime.Spec(image="busybox", name="stats", cmd=HOLD_AND_BURN,
                            limits=runtime.Limits(memory=128 * MB, cpus=0.5, pids=32)))
     fds = _fds()
@@ -96,7 +82,7 @@ def test_stats_reader_on_a_real_v2_container(rt):
 
     # pids: the count matches the processes (and threads) found; init is pid 1 inside
     for _ in range(20):                                  # head may be exiting: tick until still
-        procs = list(_walk(forest))
+        procs = [n for _, n in walk(forest)]
         if raw["pids_current"] == sum(n.info.threads for n in procs):
             break
         time.sleep(0.25)
