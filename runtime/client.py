@@ -165,10 +165,9 @@ def _remote(sock, argv):
 
 
 def _recv(sock):
-    while True:
-        try:
-            return sock.recv(64)
-        except InterruptedError:                # PEP 475 retries; kept for clarity
-            continue
-        except OSError:
-            return b""
+    """One message from the server; b"" when it went away.  (A forwarded
+    signal interrupts recv; Python runs the handler and resumes, PEP 475.)"""
+    try:
+        return sock.recv(64)
+    except OSError:
+        return b""
