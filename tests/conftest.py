@@ -38,6 +38,13 @@ needs_root = pytest.mark.skipif(not is_root(), reason="needs root (namespaces, c
 
 # ------------------------------------------------------------- host snapshot
 
+def _not_another_runs(name: str) -> bool:
+    """Another test run's root or cgroup parent (a second checkout testing at
+    the same time) is not ours; anything else named terrarium is."""
+    return not (name.startswith("terrarium-test-") and _CGROUP_PARENT not in name
+                and _SESSION_ROOT not in name)
+
+
 def _our_cgroup_dirs() -> set[str]:
     out = set()
     base = "/sys/fs/cgroup"
@@ -49,7 +56,8 @@ def _our_cgroup_dirs() -> set[str]:
     for h in hierarchies:
         try:
             for name in os.listdir(h):
-                if "terrarium" in name and os.path.isdir(os.path.join(h, name)):
+                if ("terrarium" in name and _not_another_runs(name)
+                        and os.path.isdir(os.path.join(h, name))):
                     out.add(os.path.join(h, name))
         except OSError:
             pass
@@ -61,7 +69,10 @@ def _our_mounts() -> set[str]:
     with open("/proc/self/mountinfo") as f:
         for line in f:
             if "terrarium" in line:
-                out.add(line.split()[4])
+                point = line.split()[4]
+                if _not_another_runs(os.path.basename(point)) and (
+                        "terrarium-test-" not in point or _SESSION_ROOT in point):
+                    out.add(point)
     return out
 
 
