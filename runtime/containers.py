@@ -740,15 +740,8 @@ def _signal(pid: int | None, sig: int) -> None:
 
 
 def _catches(pid: int | None, sig: int) -> bool:
-    """Whether pid has a handler for sig (SigCgt in /proc/<pid>/status)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("SigCgt:"):
-                    return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
-    except (OSError, ValueError):
-        pass
-    return True
+    """Whether pid has a handler for sig (SigCgt); True when that cannot be read."""
+    return pid is None or pidinfo.catches_signal(pid, sig) is not False
 
 
 def parse_signal(sig) -> int:

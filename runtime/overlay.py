@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .errors import InvalidArgument, KernelError, NotFound
+from .pidinfo import parse_mountinfo
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 
@@ -273,45 +274,29 @@ def mount_info(pid: int, lower_base: str | None = None, proc: str = "/proc") -> 
     """
     try:
         with open(f"{proc}/{pid}/mountinfo") as f:
-            lines = f.read().splitlines()
+            text = f.read()
     except (FileNotFoundError, ProcessLookupError):
         raise NotFound(f"process {pid} not found (no {proc}/{pid}/mountinfo)") from None
     except PermissionError as e:
         raise KernelError(e.errno, f"read {proc}/{pid}/mountinfo") from None
     root = None
-    for line in lines:
-        m = parse_mountinfo_line(line)
-        if m and m["mount_point"] == "/":
+    for m in parse_mountinfo(text):
+        if m.mount_point == "/":
             root = m                              # the last one is on top
-    if root is None or root["fstype"] != "overlay":
+    if root is None or root.fstype != "overlay":
         raise NotFound(f"process {pid} has no overlay mounted at / "
-                       f"(found {root['fstype'] if root else 'nothing'})")
-    opts = parse_super_options(root["super_options"])
+                       f"(found {root.fstype if root else 'nothing'})")
+    opts = parse_super_options(root.super_options)
     raw_lower = opts.pop("lowerdir", "")
     lower = []
     for d in _split_lowerdir(raw_lower):
         if not os.path.isabs(d) and lower_base:
             d = os.path.normpath(os.path.join(lower_base, d))
         lower.append(d)
-    return {"mount_id": root["mount_id"], "source": root["source"], "fstype": root["fstype"],
-            "mount_options": root["mount_options"], "lowerdir": lower,
+    return {"mount_id": root.mount_id, "source": root.source, "fstype": root.fstype,
+            "mount_options": root.mount_options, "lowerdir": lower,
             "lowerdir_raw": raw_lower, "upperdir": opts.pop("upperdir", ""),
-            "workdir": opts.pop("workdir", ""), "options": opts, "line": root["line"]}
-
-
-def parse_mountinfo_line(line: str) -> dict | None:
-    """One line of mountinfo (proc(5)); fields are octal-escaped (\\040 for a space)."""
-    fields = line.split()
-    try:
-        sep = fields.index("-", 6)
-    except ValueError:
-        return None
-    if len(fields) < sep + 4:
-        return None
-    return {"mount_id": int(fields[0]), "parent_id": int(fields[1]), "root": _unescape(fields[3]),
-            "mount_point": _unescape(fields[4]), "mount_options": fields[5],
-            "fstype": fields[sep + 1], "source": _unescape(fields[sep + 2]),
-            "super_options": fields[sep + 3], "line": line}
+            "workdir": opts.pop("workdir", ""), "options": opts, "line": root.line}
 
 
 def parse_super_options(text: str) -> dict[str, str]:
@@ -335,6 +320,9 @@ def _split_lowerdir(value: str) -> list[str]:
 
 
 def _unescape(s: str) -> str:
+    """An overlay option value as mountinfo shows it: the kernel's octal
+    escapes (\\ooo, see pidinfo.unescape_octal) and overlay's own backslash
+    before ',' and ':' inside a path, undone in one pass."""
     if "\\" not in s:
         return s
     out, i = [], 0

@@ -9,8 +9,8 @@ the host's process tree (pstree) and the host's namespaces (lsns).
 Every function takes the procfs root (``proc``) so tests can point it at a
 fake tree.  Results are frozen dataclasses; each figure in a ProcessInfo
 names in ``sources`` the file and the raw line (or the stat field) it came
-from, for the dashboard to show.  The parsers (``parse_*``) are pure and
-tested from strings.
+from, for the dashboard to show.  The parsers of the /proc/<pid> files are
+pidinfo.py's (one per file); the two here read cmdline and /etc/passwd.
 
 A process may exit at any moment between listing it and reading it: readers
 return None for it (or skip it) instead of failing.  Only other kernel errors
@@ -32,11 +32,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from .errors import InvalidArgument, KernelError
+from .pidinfo import (NS_TYPES, StatFields, parse_kb, parse_ns_link, parse_nspid,  # noqa: F401 - procs' API too
+                      parse_stat, parse_status, parse_uid, status_value)
 
 PROC = "/proc"
-
-# The types lsns lists; *_for_children links are the same namespaces again.
-NS_TYPES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 
 # comm (prctl PR_SET_NAME) of Terrarium's own processes, see runtime/shim.py
 # and runtime/cliserver.py (a worker running a command is plain "terrarium",
@@ -53,21 +52,6 @@ _GONE = (errno.ENOENT, errno.ESRCH)  # the process exited (ESRCH: mid-exit reads
 
 
 # --- results ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class StatFields:
-    """The fields of /proc/<pid>/stat we use (proc(5) numbering in comments)."""
-    pid: int            # 1
-    comm: str           # 2, raw: may hold spaces and ')'
-    state: str          # 3
-    ppid: int           # 4
-    flags: int          # 9
-    utime: int          # 14, clock ticks
-    stime: int          # 15
-    threads: int        # 20
-    start_ticks: int    # 22, ticks after boot
-    rss_pages: int      # 24
-
 
 @dataclass(frozen=True)
 class ProcessInfo:
@@ -119,81 +103,12 @@ class NamespaceInfo:
 
 # --- pure parsers -----------------------------------------------------------
 
-def parse_stat(text: str) -> StatFields:
-    """/proc/<pid>/stat.  comm is cut at the *last* ')' since it may contain any
-    byte but NUL (fs/proc/array.c: do_task_stat prints it unescaped)."""
-    try:
-        lpar, rpar = text.index("("), text.rindex(")")
-        rest = text[rpar + 2:].split()          # rest[0] is field 3
-        f = lambda n: int(rest[n - 3])          # noqa: E731 - proc(5) field numbers
-        return StatFields(pid=int(text[:lpar]), comm=text[lpar + 1:rpar], state=rest[0],
-                          ppid=f(4), flags=f(9), utime=f(14), stime=f(15), threads=f(20),
-                          start_ticks=f(22), rss_pages=f(24))
-    except (ValueError, IndexError):
-        raise InvalidArgument(f"not a /proc/<pid>/stat line: {text[:80]!r}") from None
-
-
-def parse_status(text: str, keys: Iterable[str] | None = None) -> dict[str, str]:
-    """/proc/<pid>/status -> {key: raw line}, e.g. {"NSpid": "NSpid:\\t123\\t1"}.
-    With ``keys``, only those (absent ones left out): finding six keys in the
-    ~57 lines is 3x cheaper than splitting them all."""
-    out = {}
-    if keys is None:
-        for line in text.splitlines():
-            key, sep, _ = line.partition(":")
-            if sep:
-                out[key] = line
-        return out
-    for key in keys:
-        head = key + ":"
-        if text.startswith(head):
-            i = 0
-        else:
-            i = text.find("\n" + head) + 1
-            if not i:
-                continue
-        j = text.find("\n", i)
-        out[key] = text[i:] if j < 0 else text[i:j]
-    return out
-
-
-def status_value(line: str) -> str:
-    """"VmRSS:\\t    1712 kB" -> "1712 kB"."""
-    return line.partition(":")[2].strip()
-
-
-def parse_nspid(line: str) -> tuple[int, ...]:
-    """"NSpid:\\t4711\\t1" -> (4711, 1)."""
-    return tuple(int(v) for v in status_value(line).split())
-
-
-def parse_uid(line: str) -> int:
-    """"Uid:\\treal\\teffective\\tsaved\\tfs" -> the effective uid (ps's USER)."""
-    return int(status_value(line).split()[1])
-
-
-def parse_kb(line: str) -> int:
-    """"VmRSS:\\t    1712 kB" -> bytes."""
-    value, _, unit = status_value(line).partition(" ")
-    if unit.strip() != "kB":
-        raise InvalidArgument(f"expected a kB value: {line!r}")
-    return int(value) * 1024
-
-
 def parse_cmdline(raw: bytes) -> tuple[str, ...]:
     """NUL-separated argv; empty for kernel threads and zombies.  A process that
     rewrote its argv (setproctitle) may have one long string without NULs."""
     if not raw:
         return ()
     return tuple(a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0"))
-
-
-def parse_ns_link(target: str) -> tuple[str, int]:
-    """readlink of /proc/<pid>/ns/<type>: "net:[4026531833]" -> ("net", 4026531833)."""
-    kind, sep, rest = target.partition(":[")
-    if not sep or not rest.endswith("]"):
-        raise InvalidArgument(f"not a namespace link: {target!r}")
-    return kind, int(rest[:-1])
 
 
 def parse_passwd(text: str) -> dict[int, str]:

@@ -57,20 +57,6 @@ def is_bare(report: OomReport) -> bool:
     return not report.is_global and not report.oom_memcg and not report.task_memcg
 
 
-def memcg_from_proc_cgroup(text: str) -> str | None:
-    """The memory cgroup path in a /proc/<pid>/cgroup (v1 ``N:memory:/x``, else v2 ``0::/x``)."""
-    v2 = None
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        if "memory" in parts[1].split(","):
-            return parts[2]
-        if parts[0] == "0" and parts[1] == "":
-            v2 = parts[2]
-    return v2
-
-
 def attribute_bare(report: OomReport, parent: str, *, proc_memcg: str | None = None,
                    tree_owner: str | None = None, waiting=()) -> Attribution:
     """Whom a bare report (is_bare) blames, from what else is known, in order:

@@ -23,6 +23,7 @@ from django.conf import settings
 
 from runtime import TerrariumError
 from runtime.oom import CgroupOomWatch, KmsgReader, OomAssembler, monotonic_usec, read_counts
+from runtime.pidinfo import memory_cgroup_of
 
 from . import events, mapping, memrecord, selectors, services
 
@@ -192,7 +193,7 @@ class OomWatcher:
             who = mapping.attribute(report, parent)
             if mapping.is_bare(report):              # ratelimited report: no cgroup lines
                 who = mapping.attribute_bare(
-                    report, parent, proc_memcg=self._proc_memcg(report.pid),
+                    report, parent, proc_memcg=memory_cgroup_of(report.pid),
                     tree_owner=self.recorder.owner_of(report.pid) if self.recorder else None,
                     waiting=self.correlator.waiting(now))
             for action in self.correlator.on_report(who.container_id, report, now):
@@ -213,14 +214,6 @@ class OomWatcher:
         if hint is not None:
             self._loop.call_later(hint, self._on_counters)
         self._arm()
-
-    @staticmethod
-    def _proc_memcg(pid: int) -> str | None:
-        try:
-            with open(f"/proc/{pid}/cgroup") as f:
-                return mapping.memcg_from_proc_cgroup(f.read())
-        except OSError:
-            return None
 
     def _counts_now(self, who: mapping.Attribution):
         """The cgroup's counters at the moment its report completed (None if gone)."""

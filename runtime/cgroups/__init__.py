@@ -16,6 +16,7 @@ from .base import FS, CgroupDriver, Layout, layout_from_mounts
 from .v1 import V1Driver
 from .v2 import V2Driver
 from . import parse
+from ..pidinfo import parse_mountinfo
 
 __all__ = ["detect", "driver", "Layout", "CgroupDriver", "V1Driver", "V2Driver", "FS"]
 
@@ -33,7 +34,7 @@ def detect(mountinfo: str = "/proc/self/mountinfo", *, text: str | None = None,
     fs = fs or FS()
     if text is None:
         text = fs.read(mountinfo)
-    mounts = parse.mountinfo(text)
+    mounts = parse_mountinfo(text)
     v2_controllers: tuple = ()
     for m in mounts:
         if m.fstype == "cgroup2":

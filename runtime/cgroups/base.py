@@ -106,7 +106,7 @@ class Layout(namedtuple("Layout", "kind v1 v2 v2_controllers", defaults=(Mapping
 
 
 def layout_from_mounts(mounts, v2_controllers: tuple = ()) -> Layout:
-    """Decide the layout from parsed mountinfo entries (parse.mountinfo)."""
+    """Decide the layout from parsed mountinfo entries (pidinfo.parse_mountinfo)."""
     v1: dict[str, str] = {}
     v1_root: dict[str, str] = {}
     v2 = None

@@ -1,4 +1,4 @@
-"""Pure parsers for cgroup and procfs text: str in, value out, no I/O.
+"""Pure parsers for cgroup files' text: str in, value out, no I/O.
 
 Each function takes the text of one kernel file exactly as read and returns
 plain values, so the drivers stay thin and every quirk is tested from a
@@ -6,7 +6,6 @@ string (tests/runtime/test_cgroup_parse.py).
 """
 from __future__ import annotations
 
-from collections import namedtuple
 
 # The v1 "unlimited" is PAGE_COUNTER_MAX pages in bytes, rounded down to a
 # page: 9223372036854771712 on 64-bit with 4k pages.  Anything this large is
@@ -22,66 +21,10 @@ V1_CONTROLLERS = frozenset((
     "debug",
 ))
 
-Mount = namedtuple("Mount", "mount_point root fstype source super_options")
-
-
-# --- /proc/self/mountinfo
-
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        c = field[i]
-        digits = field[i + 1:i + 4]
-        if c == "\\" and len(digits) == 3 and all(d in "01234567" for d in digits):
-            out.append(chr(int(digits, 8)))
-            i += 4
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
-
-
-def mountinfo(text: str) -> list[Mount]:
-    """Every mount of /proc/<pid>/mountinfo, in order.
-
-    Format (proc(5)): ``id parent maj:min root mount_point mount_opts
-    [optional fields...] - fstype source super_opts``; the optional fields
-    end at a lone "-".
-    """
-    mounts = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 10 or "-" not in fields[6:]:
-            continue
-        sep = fields.index("-", 6)
-        fstype, source = fields[sep + 1], fields[sep + 2]
-        opts = fields[sep + 3] if len(fields) > sep + 3 else ""
-        mounts.append(Mount(_unescape(fields[4]), _unescape(fields[3]), fstype,
-                            _unescape(source), tuple(opts.split(","))))
-    return mounts
-
-
-def v1_controllers_of(super_options) -> tuple[str, ...]:
-    """Controllers bound to a v1 mount, from super options like ("rw", "cpu", "cpuacct")."""
-    return tuple(o for o in super_options if o in V1_CONTROLLERS)
-
-
-# --- /proc/<pid>/cgroup
-
-def proc_cgroup(text: str) -> dict[str, str]:
-    """``4:memory:/a/b`` lines -> {"memory": "/a/b"}; the v2 line ``0::/x`` is key ""."""
-    out = {}
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, ctrls, path = parts
-        for c in (ctrls.split(",") if ctrls else [""]):
-            out[c] = path
-    return out
+def v1_controllers_of(super_options: str) -> tuple[str, ...]:
+    """Controllers bound to a v1 mount, from its super options ("rw,cpu,cpuacct");
+    mountinfo itself is parsed by pidinfo.parse_mountinfo."""
+    return tuple(o for o in super_options.split(",") if o in V1_CONTROLLERS)
 
 
 # --- single values

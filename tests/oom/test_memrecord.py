@@ -89,12 +89,6 @@ def test_attribute_bare(proc, owner, waiting, expected):
     assert who.scope == ("container" if expected else "host")
 
 
-def test_memcg_from_proc_cgroup():
-    v1 = "12:pids:/terrarium/abc\n7:memory:/terrarium/abc\n0::/\n"
-    assert mapping.memcg_from_proc_cgroup(v1) == "/terrarium/abc"
-    assert mapping.memcg_from_proc_cgroup("0::/terrarium/def\n") == "/terrarium/def"
-
-
 def test_correlator_lists_keys_waiting_for_a_report():
     c = mapping.Correlator(window=0.25)
     c.on_counter("a", 1, None, now=1.0)

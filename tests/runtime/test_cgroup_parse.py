@@ -5,6 +5,7 @@ from runtime.cgroups import parse
 from runtime.cgroups.base import check_limits, cpu_quota_us, layout_from_mounts, swap_bytes
 from runtime.errors import InvalidArgument, NotFound
 from runtime.model import Limits
+from runtime.pidinfo import parse_mountinfo
 
 HYBRID = """\
 22 1 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
@@ -17,38 +18,10 @@ HYBRID = """\
 """
 
 
-def test_mountinfo_fields_and_optional_fields():
-    mounts = parse.mountinfo(HYBRID)
-    assert len(mounts) == 7
-    mem = mounts[4]
-    assert mem.mount_point == "/sys/fs/cgroup/memory"
-    assert mem.root == "/"
-    assert mem.fstype == "cgroup"
-    assert mem.super_options == ("rw", "memory")
-    assert mounts[6].fstype == "cgroup2" and mounts[6].super_options == ("rw", "nsdelegate")
-
-
-def test_mountinfo_unescapes_octal_and_skips_garbage():
-    text = ("50 31 0:40 /sub\\040dir /mnt/my\\040cg rw - cgroup cgroup rw,pids\n"
-            "not a mountinfo line\n")
-    [m] = parse.mountinfo(text)
-    assert m.mount_point == "/mnt/my cg"
-    assert m.root == "/sub dir"
-
-
 def test_v1_controllers_of_ignores_flags_and_names():
-    assert parse.v1_controllers_of(("rw", "cpu", "cpuacct")) == ("cpu", "cpuacct")
-    assert parse.v1_controllers_of(("rw", "xattr", "name=systemd")) == ()
-    assert parse.v1_controllers_of(("rw", "noprefix", "release_agent=/x", "cpuset")) == ("cpuset",)
-
-
-def test_proc_cgroup():
-    text = "9:name=systemd:/\n2:cpu,cpuacct:/terrarium/abc\n4:memory:/process_api/95a3\n0::/\n"
-    got = parse.proc_cgroup(text)
-    assert got["cpu"] == got["cpuacct"] == "/terrarium/abc"
-    assert got["memory"] == "/process_api/95a3"
-    assert got["name=systemd"] == "/"
-    assert got[""] == "/"
+    assert parse.v1_controllers_of("rw,cpu,cpuacct") == ("cpu", "cpuacct")
+    assert parse.v1_controllers_of("rw,xattr,name=systemd") == ()
+    assert parse.v1_controllers_of("rw,noprefix,release_agent=/x,cpuset") == ("cpuset",)
 
 
 @pytest.mark.parametrize("text,value", [
@@ -133,10 +106,10 @@ def test_check_limits_accepts_and_quota():
 
 
 def test_layout_from_mounts_hybrid_and_none():
-    layout = layout_from_mounts(parse.mountinfo(HYBRID))
+    layout = layout_from_mounts(parse_mountinfo(HYBRID))
     assert layout.kind == "hybrid"
     assert layout.v1 == {"cpu": "/sys/fs/cgroup/cpu", "cpuacct": "/sys/fs/cgroup/cpuacct",
                          "memory": "/sys/fs/cgroup/memory"}
     assert layout.v2 == "/sys/fs/cgroup/unified"
     with pytest.raises(NotFound):
-        layout_from_mounts(parse.mountinfo(HYBRID.splitlines()[0]))
+        layout_from_mounts(parse_mountinfo(HYBRID.splitlines()[0]))

@@ -18,6 +18,7 @@ import pytest
 from runtime.cgroups import FS, V1Driver, detect, driver, parse
 from runtime.errors import KernelError
 from runtime.model import Limits
+from runtime.pidinfo import parse_cgroup, parse_mountinfo
 
 pytestmark = pytest.mark.root
 
@@ -54,7 +55,7 @@ class RecordingFS(FS):
 
 def own_cgroups():
     with open("/proc/self/cgroup") as f:
-        return parse.proc_cgroup(f.read())
+        return parse_cgroup(f.read())
 
 
 @pytest.fixture
@@ -120,7 +121,7 @@ def test_attach_moves_only_the_child(cg):
     p = spawn(cg, "sleep", "30")
     cg.attach("c1", p.pid)
     with open(f"/proc/{p.pid}/cgroup") as f:
-        where = parse.proc_cgroup(f.read())
+        where = parse_cgroup(f.read())
     for c in cg.mounts:
         assert where[c] == f"/{cg.parent}/c1", c
     assert cg.procs("c1") == [p.pid]
@@ -136,7 +137,7 @@ def test_attach_zero_means_the_calling_process(cg):
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 0, out.stderr
-    assert parse.proc_cgroup(out.stdout)["memory"] == f"/{cg.parent}/c1"
+    assert parse_cgroup(out.stdout)["memory"] == f"/{cg.parent}/c1"
     assert cg.procs("c1") == []         # it exited
 
 
@@ -263,7 +264,7 @@ def test_sample_shows_cpu_throttling(cg):
 def test_host_layout_is_parsed_not_hard_coded():
     assert isinstance(driver("unused", layout=LAYOUT), V1Driver)
     with open("/proc/self/mountinfo") as f:
-        v1_mounts = [m for m in parse.mountinfo(f.read()) if m.fstype == "cgroup"]
+        v1_mounts = [m for m in parse_mountinfo(f.read()) if m.fstype == "cgroup"]
     for m in v1_mounts:
         for c in parse.v1_controllers_of(m.super_options):
             assert LAYOUT.v1[c] == m.mount_point

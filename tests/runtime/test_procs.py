@@ -18,57 +18,12 @@ import pytest
 
 from runtime import Spec
 from runtime.errors import InvalidArgument
-from runtime.procs import (NS_TYPES, PF_KTHREAD, ProcessInfo, build_forest, container_tree,
+from runtime.procs import (NS_TYPES, ProcessInfo, build_forest, container_tree,
                            cpu_share, host_tree, list_pids, namespace_owners, namespaces,
-                           parse_cmdline, parse_kb, parse_ns_link, parse_nspid, parse_passwd,
-                           parse_stat, parse_status, parse_uid, read_process, role,
-                           terrarium_roles, walk)
+                           parse_cmdline, parse_passwd, read_process, role, terrarium_roles, walk)
+from tests.fakeproc import FakeProc
 
 # --- pure parsers -------------------------------------------------------------
-
-
-def stat_line(pid, comm, state="S", ppid=1, flags=0x400000, utime=7, stime=3, threads=1,
-              start=5000, rss=100):
-    """A /proc/<pid>/stat line with the given fields at their proc(5) positions."""
-    f = ["0"] * 52
-    f[0], f[1], f[2], f[3], f[8] = str(pid), f"({comm})", state, str(ppid), str(flags)
-    f[13], f[14], f[19], f[21], f[23] = str(utime), str(stime), str(threads), str(start), str(rss)
-    return " ".join(f) + "\n"
-
-
-def test_stat_fields_by_proc5_numbers():
-    st = parse_stat(stat_line(42, "sleep", state="R", ppid=7, utime=11, stime=4, threads=3,
-                              start=9999, rss=321))
-    assert (st.pid, st.comm, st.state, st.ppid) == (42, "sleep", "R", 7)
-    assert (st.utime, st.stime, st.threads, st.start_ticks, st.rss_pages) == (11, 4, 3, 9999, 321)
-
-
-def test_stat_comm_with_spaces_and_parens():
-    # comm may hold any byte but NUL: cut at the last ')', not the first.
-    st = parse_stat(stat_line(5, "a b) (c) Z 9"))
-    assert st.comm == "a b) (c) Z 9"
-    assert (st.state, st.ppid) == ("S", 1)
-
-
-@pytest.mark.parametrize("text", ["", "12 sleep S 1", "12 (x) S notanint 1"])
-def test_stat_rejects_garbage(text):
-    with pytest.raises(InvalidArgument):
-        parse_stat(text)
-
-
-def test_status_lines_and_values():
-    status = parse_status("Name:\tsh\nUid:\t1000\t1001\t1000\t1000\nNSpid:\t4711\t812\t1\n"
-                          "VmRSS:\t    1712 kB\n")
-    assert status["NSpid"] == "NSpid:\t4711\t812\t1"
-    assert parse_nspid(status["NSpid"]) == (4711, 812, 1)
-    assert parse_uid(status["Uid"]) == 1001              # effective, as ps's USER
-    assert parse_kb(status["VmRSS"]) == 1712 * 1024
-    with pytest.raises(InvalidArgument):
-        parse_kb("Threads:\t4")
-    text = "Name:\tsh\nUid:\t0\t0\t0\t0\nNSpid:\t4711\t1"        # last line without newline
-    assert parse_status(text, ("Name", "NSpid", "VmRSS", "Uid")) == {
-        "Name": "Name:\tsh", "NSpid": "NSpid:\t4711\t1", "Uid": "Uid:\t0\t0\t0\t0"}
-    assert parse_status(text, ("Name", "NSpid", "Uid")) == parse_status(text)
 
 
 def test_cmdline():
@@ -78,11 +33,7 @@ def test_cmdline():
     assert parse_cmdline(b"a\0\0b\0") == ("a", "", "b")   # an empty argument stays
 
 
-def test_ns_link_and_passwd():
-    assert parse_ns_link("pid_for_children:[4026532181]") == ("pid_for_children", 4026532181)
-    assert parse_ns_link("net:[4026531833]") == ("net", 4026531833)
-    with pytest.raises(InvalidArgument):
-        parse_ns_link("/dev/null")
+def test_passwd():
     assert parse_passwd("root:x:0:0:root:/root:/bin/sh\n# comment\nwww:x:33:33::/:/bin/false\n"
                         "dup:x:33:33::/:/bin/false\n") == {0: "root", 33: "www"}
 
@@ -131,34 +82,6 @@ def test_terrarium_roles():
 
 
 # --- a fake /proc ---------------------------------------------------------------
-
-class FakeProc:
-    def __init__(self, root):
-        self.root = str(root)
-
-    def add(self, pid, comm, ppid=1, cmdline=b"", nspid=None, uid=0, vmrss_kb=None,
-            kthread=False, state="S", ns=None, utime=7, stime=3):
-        d = os.path.join(self.root, str(pid))
-        os.makedirs(os.path.join(d, "ns"), exist_ok=True)
-        flags = 0x400000 | (PF_KTHREAD if kthread else 0)
-        self._write(d, "stat", stat_line(pid, comm, state=state, ppid=ppid, flags=flags,
-                                         utime=utime, stime=stime, rss=0 if kthread else 50))
-        status = (f"Name:\t{comm}\nState:\t{state} (sleeping)\nPPid:\t{ppid}\n"
-                  f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}\nNSpid:\t" + "\t".join(map(str, nspid or [pid]))
-                  + "\nThreads:\t1\n")
-        if vmrss_kb is not None:
-            status += f"VmRSS:\t{vmrss_kb:8d} kB\n"
-        self._write(d, "status", status)
-        self._write(d, "cmdline", cmdline)
-        self._write(d, "comm", comm + "\n")
-        for t, ino in (ns or {}).items():
-            os.symlink(f"{t}:[{ino}]", os.path.join(d, "ns", t))
-
-    @staticmethod
-    def _write(d, name, data):
-        with open(os.path.join(d, name), "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-
 
 HOST_NS = {t: 4026531830 + i for i, t in enumerate(NS_TYPES)}
 BOX_NS = dict(HOST_NS, ipc=4026532200, mnt=4026532201, net=4026532202, pid=4026532203,
