@@ -363,7 +363,8 @@ def _logs(rt, args) -> int:
 
 
 def _exec(rt, args) -> int:
-    return rt.exec(args.container, args.cmd, env=args.env, tty=args.tty, workdir=args.workdir)
+    return rt.exec(args.container, args.cmd, env=args.env, tty=args.tty,
+                   interactive=args.interactive, workdir=args.workdir)
 
 
 def _inspect(rt, args) -> int:

@@ -474,12 +474,16 @@ class Runtime:
                 os.close(pidfd)
 
     # ------------------------------------------------------------------ exec
-    def exec(self, ref: str, argv: list[str], *, env=(), tty: bool = False, workdir: str | None = None) -> int:
+    def exec(self, ref: str, argv: list[str], *, env=(), tty: bool = False, interactive: bool = False,
+             workdir: str | None = None) -> int:
         """Run argv inside a running container; returns its exit code.
 
         The process joins the container's cgroup and namespaces, gets its
-        root, capabilities and no_new_privs.  Forks: call it from a process
-        without threads (the CLI), never from the web server."""
+        root, capabilities and no_new_privs, and never the caller's terminal
+        or descriptors: pipes the caller relays (stdin only if interactive),
+        or with tty a terminal made inside the container (runtime.execute).
+        Forks: call it from a process without threads (the CLI), never from
+        the web server."""
         from .execute import exec_in
         c = self.inspect(ref)
         if c.status != "running":
@@ -487,7 +491,10 @@ class Runtime:
         if not argv:
             raise InvalidArgument("exec needs a command")
         env = _merge_env(c.env, make_spec(image="x", env=env).env, c.hostname)
-        return exec_in(self, c, list(argv), list(env), tty=tty, workdir=workdir or c.workdir)
+        run = read_json(os.path.join(self._dir(c.id), "run.json")) or {}
+        pid_start = run.get("pid_start") if run.get("pid") == c.pid else None
+        return exec_in(self, c, list(argv), list(env), pid_start=pid_start, tty=tty,
+                       interactive=interactive, workdir=workdir or c.workdir)
 
     # ------------------------------------------------------------- teardown
     def shutdown_servers(self) -> None:

@@ -1,156 +1,451 @@
-"""`exec`: start one more process inside a running container.
+"""`exec`: start one more process inside a running container, as Docker does.
 
-The new process joins what the container's init has — its cgroup, its IPC,
-UTS, network, PID and mount namespaces (setns to the mount namespace also
-sets the root) — then takes the same capabilities and no_new_privs, and
-execs.  Joining a PID namespace only applies to children, hence the second
-fork.  Uses fork: call it from a process without threads (the CLI).
+Three processes take part, and only the last one is ever in the container:
+
+- the caller (the `terrarium` command) keeps its terminal and descriptors to
+  itself.  It gives the process pipes for stdin/stdout/stderr (stdin only
+  with -i) and copies between them and its own, or, with -t, a terminal the
+  process made inside the container; it forwards signals and returns the
+  exit code.
+- the joiner, forked from the caller: leaves the caller's session, puts the
+  pipes on 0-2 and closes everything else, joins the container's cgroup,
+  then all its namespaces at once through a pidfd of the init (setns(2) with
+  a pidfd, Linux 5.8).  Joining a PID namespace applies to children only, so
+  it forks the process, sends the caller a pidfd of it, waits and exits
+  with its code.
+- the process: a session of its own (no controlling terminal, so neither
+  TIOCSTI nor /dev/tty reaches the caller's), the container's capabilities;
+  with -t it opens the container's /dev/pts/ptmx itself, after the drop,
+  and passes the master to the caller; no_new_privs; exec.
+
+Nothing opens a path in the container before joining it (a container's PID 1
+that chroots could make /proc/<pid>/root lead anywhere on the host), the
+init's pid is checked against its recorded start time after the pidfd is
+open (pid reuse), and both forks are not dumpable until exec: container
+root, which lacks CAP_SYS_PTRACE, can neither trace the process nor open its
+/proc/<pid>/fd, exe or mem while it is still the host's Python.
+
+Uses fork: call it from a process without threads (the CLI).
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
-import select
+import selectors
 import signal
-import sys
+import socket
+import stat
+import struct
 import termios
 
-from . import linux
-from .errors import ExecFailed, KernelError
+from . import linux, pidinfo
+from .errors import Conflict, ExecFailed
 from .shim import RESET_SIGNALS, exec_command
 
-JOIN_ORDER = ("ipc", "uts", "net", "pid", "mnt")    # mnt last: it changes our root
+# What the init has: the namespaces it made (init is in the container's PID
+# namespace; it shares the host's cgroup and user namespaces).  One setns()
+# with a pidfd joins them together, mount last, as the kernel orders them.
+JOIN_FLAGS = (linux.CLONE_NEWIPC | linux.CLONE_NEWUTS | linux.CLONE_NEWNET
+              | linux.CLONE_NEWPID | linux.CLONE_NEWNS)
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+_TIOCSPTLCK = 0x40045431
+_TIOCGPTPEER = 0x5441          # open the pty's other side by the master, not by a path (4.13)
+_PTMX_RDEV = os.makedev(5, 2)
 
 
-def exec_in(rt, c, argv: list[str], env: list[str], *, tty: bool, workdir: str) -> int:
-    ns_fds = []
+def exec_in(rt, c, argv: list[str], env: list[str], *, pid_start: int | None,
+            tty: bool = False, interactive: bool = False, workdir: str = "/") -> int:
+    """Run argv in container c, whose init is c.pid started at pid_start
+    (clock ticks, as recorded at start); returns its exit code."""
+    init = _open_init(c, pid_start)
+    ctl = ctl_child = pipes = None
     try:
-        for ns in JOIN_ORDER:
-            ns_fds.append(os.open(f"/proc/{c.pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC))
-    except OSError as e:
-        for fd in ns_fds:
-            os.close(fd)
-        raise KernelError(e.errno, f"join container {c.name!r}") from None
-    master = slave = None
+        ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pipes = _Pipes(tty, interactive)
+        return _start(rt, c, init, ctl, ctl_child, pipes, argv, env,
+                      tty=tty, interactive=interactive, workdir=workdir)
+    finally:
+        for sock in (ctl, ctl_child):
+            if sock is not None:
+                sock.close()
+        if pipes is not None:
+            pipes.close()
+        os.close(init)
+
+
+def _start(rt, c, init, ctl, ctl_child, pipes, argv, env, *, tty, interactive, workdir) -> int:
+    size = _window_size() if tty else None
+    relay = _Relay(tty, interactive)
+    old = {sig: signal.signal(sig, relay.forward) for sig in FORWARDED}
     if tty:
-        master, slave = container_pty(c.pid)
-    err_r, err_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:                                     # middle: joins, forks the real one
-        os.close(err_r)
+        old[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, relay.resize)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _join(rt, c, init, ctl_child.fileno(), pipes.child, argv, env, workdir, size)
+        joiner = os.pidfd_open(pid)
         try:
-            rt.cgroups.attach(c.id, 0)
-            for fd in ns_fds:
-                linux.setns(fd, 0)
-            child = os.fork()
-            if child == 0:
-                _become(argv, env, workdir, slave, err_w)
-            os.close(err_w)
-            while True:
-                try:
-                    _, status = os.waitpid(child, 0)
-                    break
-                except InterruptedError:
-                    continue
-            code = os.waitstatus_to_exitcode(status)
-            os._exit(128 - code if code < 0 else code)
-        except BaseException as e:  # noqa: BLE001
-            os.write(err_w, f"126:{e}".encode())
-            os._exit(126)
-    for fd in ns_fds:
+            ctl_child.close()
+            pipes.close_child()
+            error = _handshake(ctl, relay)
+            if error is None:
+                relay.run(pipes, joiner)
+            code = _reap(pid)
+        finally:
+            os.close(joiner)
+            relay.close()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if error is not None:
+        raise ExecFailed(*error)
+    return code
+
+
+def _open_init(c, pid_start: int | None) -> int:
+    """A pidfd of the container's init, refused unless the pid still names it."""
+    try:
+        fd = os.pidfd_open(c.pid)
+    except ProcessLookupError:
+        raise Conflict(f"container {c.name!r} is not running: its init (pid {c.pid}) has exited") from None
+    # Checked after the open: if /proc/<pid> is the init now, the pidfd is too.
+    now = pidinfo.process_start_time(c.pid)
+    if pid_start is None or now != pid_start:
         os.close(fd)
-    os.close(err_w)
-    if slave is not None:
-        os.close(slave)
-    error = b""
-    while chunk := os.read(err_r, 4096):
-        error += chunk
-    os.close(err_r)
-    if master is not None and not error:
-        _proxy(master)
-    if master is not None:
-        os.close(master)
+        raise Conflict(f"container {c.name!r} is not running: pid {c.pid} is no longer its init "
+                       f"(started at tick {now}, the init at tick {pid_start})")
+    return fd
+
+
+def _window_size() -> bytes | None:
+    for fd in (0, 1):
+        try:
+            return fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
+        except OSError:
+            pass
+    return None
+
+
+def _reap(pid: int) -> int:
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
-    if error:
-        code_s, _, message = error.decode(errors="replace").partition(":")
-        raise ExecFailed(message, int(code_s))
     return 128 - code if code < 0 else code
 
 
-_TIOCGPTN = 0x80045430
-_TIOCSPTLCK = 0x40045431
+# ----------------------------------------------------------------- joiner
 
-
-def container_pty(pid: int) -> tuple[int, int]:
-    """A pty pair from the container's own devpts instance (as Docker does), so
-    `tty` inside names /dev/pts/N and the terminal is the container's."""
-    import struct
-    master = os.open(f"/proc/{pid}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+def _join(rt, c, init: int, ctl: int, stdio: tuple[int, int, int], argv, env, workdir, size) -> None:
+    """In the fork: join the container and fork the process.  Never returns."""
     try:
-        fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))          # unlockpt
-        n = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, b"\0" * 4))[0]
-        slave = os.open(f"/proc/{pid}/root/dev/pts/{n}", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as e:
-        os.close(master)
-        raise KernelError(e.errno, "allocate a terminal in the container") from None
-    return master, slave
+        for sig in FORWARDED:               # the caller forwards them; this one only waits
+            signal.signal(sig, signal.SIG_IGN)
+        linux.set_dumpable(False)           # inherited by the fork below, until its exec
+        os.setsid()
+        for target, fd in enumerate(stdio):
+            os.dup2(fd, target)
+        _close_all_but(0, 1, 2, init, ctl)
+        rt.cgroups.attach(c.id, 0)          # while the host's /sys is still ours
+        linux.setns(init, JOIN_FLAGS)
+        os.close(init)
+        child = os.fork()
+        if child == 0:
+            _become(argv, env, workdir, ctl, size)
+        pidfd = os.pidfd_open(child)
+        _send_fd(ctl, b"pid", pidfd)
+        os.close(pidfd)
+        os.close(ctl)
+        os._exit(_reap(child))
+    except BaseException as e:  # noqa: BLE001 - the caller reports it
+        _report(ctl, 126, f"join container {c.name!r}: {e}")
+        os._exit(126)
 
 
-def _become(argv, env, workdir, slave, err_w: int) -> None:
+def _close_all_but(*keep: int) -> None:
+    low = 0
+    for fd in sorted(keep) + [2 ** 31 - 1]:
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+
+
+def _report(ctl: int, code: int, message: str) -> None:
+    try:
+        os.write(ctl, f"err {code} {message}".encode(errors="replace")[:4000])
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------- process
+
+def _become(argv, env, workdir, ctl: int, size) -> None:
+    """The process, in the container's namespaces and cgroup: exec argv.  Never returns."""
     try:
         for sig in RESET_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
+        os.setsid()                          # no controlling terminal, none of the caller's
         os.chdir(workdir)
-        if slave is not None:
-            os.setsid()
-            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-            for fd in (0, 1, 2):
-                os.dup2(slave, fd)
-        linux.close_fds_on_exec(3)
+        linux.close_fds_on_exec(3)           # ctl too: EOF on it tells the caller exec worked
         linux.limit_capabilities(linux.caps_mask())
+        if size is not None:
+            _take_terminal(ctl, size)        # as the container's root, in its /dev
         linux.set_no_new_privs()
         exec_command(argv, env)
     except BaseException as e:  # noqa: BLE001
         code = getattr(e, "exit_code", 126)
-        try:
-            os.write(err_w, f"{code}:{e}".encode())      # close-on-exec: EOF means exec worked
-        finally:
-            os._exit(code)
+        _report(ctl, code, str(e))
+        os._exit(code)
 
 
-def _proxy(master: int) -> None:
-    """Copy between our terminal and the pty until the process closes it."""
-    stdin = sys.stdin.fileno()
-    old = None
-    if os.isatty(stdin):
-        import tty as _tty
-        old = termios.tcgetattr(stdin)
-        try:
-            winsz = fcntl.ioctl(stdin, termios.TIOCGWINSZ, b"\0" * 8)
-            fcntl.ioctl(master, termios.TIOCSWINSZ, winsz)
-        except OSError:
-            pass
-        _tty.setraw(stdin)
-    fds = [master, stdin]
+def _take_terminal(ctl: int, size: bytes | None) -> None:
+    """A pty of the container's own devpts, as Docker does (`tty` names
+    /dev/pts/N inside): the master goes to the caller, the other side
+    becomes our controlling terminal and 0-2."""
+    master = os.open("/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    st = os.fstat(master)
+    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != _PTMX_RDEV:
+        raise ExecFailed("the container's /dev/pts/ptmx is not a terminal multiplexer", 126)
+    fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))                # unlockpt
+    peer = fcntl.ioctl(master, _TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    if size is not None:
+        fcntl.ioctl(peer, termios.TIOCSWINSZ, size)
+    _send_fd(ctl, b"pty", master)
+    os.close(master)
+    fcntl.ioctl(peer, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(peer, fd)
+    os.close(peer)
+
+
+# ----------------------------------------------------------------- caller
+
+class _Pipes:
+    """The process's stdin/stdout/stderr: pipes whose other ends the caller
+    keeps (not blocking, so one stalled stream never holds another).  With -t
+    only the joiner has them: the process takes the pty."""
+
+    def __init__(self, tty: bool, interactive: bool):
+        stdin_r, self.stdin = os.pipe()
+        self.stdout, out_w = os.pipe()
+        self.stderr, err_w = os.pipe()
+        self.child = (stdin_r, out_w, err_w)
+        if tty or not interactive:
+            self.close_stdin()               # an empty stdin: reads end at once
+        if tty:
+            os.close(self.stdout)
+            os.close(self.stderr)
+            self.stdout = self.stderr = None
+        for fd in (self.stdin, self.stdout, self.stderr):
+            if fd is not None:
+                os.set_blocking(fd, False)
+
+    def close_stdin(self) -> None:
+        if self.stdin is not None:
+            os.close(self.stdin)
+            self.stdin = None
+
+    def close_child(self) -> None:
+        for fd in self.child:
+            os.close(fd)
+        self.child = ()
+
+    def close(self) -> None:
+        self.close_child()
+        self.close_stdin()
+        for fd in (self.stdout, self.stderr):
+            if fd is not None:
+                os.close(fd)
+        self.stdout = self.stderr = None
+
+
+def _send_fd(ctl: int, tag: bytes, fd: int) -> None:
+    sock = socket.socket(fileno=ctl)
     try:
-        while True:
-            ready, _, _ = select.select(fds, [], [])
-            if master in ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:          # EIO: the other side has closed
-                    break
-                if not data:
-                    break
-                os.write(sys.stdout.fileno(), data)
-            if stdin in ready:
-                data = os.read(stdin, 65536)
-                if not data:
-                    fds.remove(stdin)
-                    os.write(master, b"\x04")
-                else:
-                    os.write(master, data)
+        socket.send_fds(sock, [tag], [fd])
     finally:
-        if old is not None:
-            termios.tcsetattr(stdin, termios.TCSADRAIN, old)
+        sock.detach()                        # ctl stays open: it is closed by exec or _exit
+
+
+def _handshake(ctl: socket.socket, relay: "_Relay"):
+    """Read the joiner's and the process's messages until exec (EOF): the
+    process's pidfd, the pty master with -t.  Returns (message, code) on failure."""
+    while True:
+        data, fds, _flags, _addr = socket.recv_fds(ctl, 4096, 2)
+        if not data and not fds:
+            return None
+        if data == b"pid" and len(fds) == 1:
+            relay.set_process(fds[0])
+        elif data == b"pty" and len(fds) == 1:
+            relay.set_master(fds[0])
+        else:
+            for fd in fds:
+                os.close(fd)
+            _, code, message = data.decode(errors="replace").split(" ", 2)
+            return message, int(code)
+
+
+class _Relay:
+    """Copies between the caller's stdio and the process's pipes or pty until
+    the process exits; forwards signals and window size changes."""
+
+    def __init__(self, tty: bool, interactive: bool):
+        self.tty, self.interactive = tty, interactive
+        self.process = self.master = None
+        self.pending: list[int] = []
+        self.saved_mode = None
+
+    # signal handlers: they run in the main thread, and a poll they
+    # interrupt resumes after them (PEP 475)
+    def forward(self, signum, _frame) -> None:
+        if self.process is None:
+            self.pending.append(signum)
+            return
+        try:
+            signal.pidfd_send_signal(self.process, signum)
+        except ProcessLookupError:
+            pass
+
+    def resize(self, _signum, _frame) -> None:
+        size = _window_size()
+        if self.master is not None and size is not None:
+            try:
+                fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
+            except OSError:
+                pass
+
+    def set_process(self, pidfd: int) -> None:
+        self.process = pidfd
+        for signum in self.pending:
+            self.forward(signum, None)
+        self.pending = []
+
+    def set_master(self, fd: int) -> None:
+        self.master = fd
+        os.set_blocking(fd, False)
+
+    def close(self) -> None:
+        if self.saved_mode is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, self.saved_mode)
+            self.saved_mode = None
+        for fd in (self.process, self.master):
+            if fd is not None:
+                os.close(fd)
+        self.process = self.master = None
+
+    def run(self, pipes: _Pipes, joiner: int) -> None:
+        """Until the joiner (which waits for the process) exits; then what the
+        process wrote before it exited, and no more: a background child that
+        keeps the pipes open does not keep exec waiting."""
+        # poll: epoll refuses a regular file as stdin; select() fails on fds >= 1024
+        sel = selectors.PollSelector()
+        if self.master is not None:
+            outputs = {self.master: 1}
+            feed = _Feed(self.master, b"\x04", None) if self.interactive else None
+        else:
+            outputs = {pipes.stdout: 1, pipes.stderr: 2}
+            feed = _Feed(pipes.stdin, b"", pipes.close_stdin) if pipes.stdin is not None else None
+        for fd in outputs:
+            sel.register(fd, selectors.EVENT_READ)
+        sel.register(joiner, selectors.EVENT_READ)
+        if feed is not None and self.tty and os.isatty(0):
+            import tty as _tty
+            self.saved_mode = termios.tcgetattr(0)
+            _tty.setraw(0)
+        watched = _watch(sel, feed, None)
+        try:
+            while True:
+                for key, _ in sel.select():
+                    fd = key.fd
+                    if fd == joiner:
+                        for src, dst in outputs.items():
+                            while _copy(src, dst):
+                                pass
+                        return
+                    if fd in outputs:
+                        if _copy(fd, outputs[fd]) == 0:
+                            sel.unregister(fd)
+                    elif fd == watched == 0:
+                        feed.read()
+                    elif fd == watched:
+                        feed.write()
+                    watched = _watch(sel, feed, watched)
+        finally:
+            sel.close()
+
+
+def _watch(sel, feed, watched: int | None) -> int | None:
+    """Watch our stdin while the feed is empty, its target while it is not."""
+    want = None
+    if feed is not None and feed.target is not None:
+        want = feed.target if feed.buf else None if feed.done else 0
+    if want != watched:
+        if watched is not None:
+            sel.unregister(watched)
+        if want is not None:
+            sel.register(want, selectors.EVENT_WRITE if want else selectors.EVENT_READ)
+    return want
+
+
+class _Feed:
+    """Our stdin into the process.  Reads only once the last read is written:
+    a process that does not read its stdin cannot make us stop copying its
+    output.  At our EOF a pipe is closed, a terminal gets its EOF character."""
+
+    def __init__(self, target: int, eof: bytes, close_target):
+        self.target, self.eof, self.close_target = target, eof, close_target
+        self.buf = b""
+        self.done = False
+
+    def read(self) -> None:
+        try:
+            data = os.read(0, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.done, data = True, self.eof
+        self.buf = data
+        self.write()
+
+    def write(self) -> None:
+        try:
+            while self.buf:
+                self.buf = self.buf[os.write(self.target, self.buf):]
+        except BlockingIOError:
+            return
+        except OSError:                       # the process closed its stdin
+            self.buf, self.done = b"", True
+        if self.done and not self.buf:
+            if self.close_target is not None:
+                self.close_target()
+            self.target = None
+
+
+def _copy(src: int, dst: int) -> int | None:
+    """One read from src written to dst: bytes copied, 0 at EOF, None if none was ready."""
+    try:
+        data = os.read(src, 65536)
+    except BlockingIOError:
+        return None
+    except OSError as e:
+        if e.errno == errno.EIO:              # a pty whose other side is all closed
+            return 0
+        raise
+    _write_all(dst, data)
+    return len(data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:               # our stdout was left non-blocking by someone
+            sel = selectors.PollSelector()
+            sel.register(fd, selectors.EVENT_WRITE)
+            sel.select()
+            sel.close()
+        except BrokenPipeError:               # nobody reads our output any more: drop it
+            return

@@ -109,6 +109,15 @@ def setns(fd: int, nstype: int = 0) -> None:
         _fail(f"setns({nstype:#x})")
 
 
+PR_SET_DUMPABLE = 4
+
+
+def set_dumpable(on: bool) -> None:
+    """Not dumpable: /proc/<pid>/ files are root's and ptrace needs
+    CAP_SYS_PTRACE.  Kept across fork; exec sets it again."""
+    prctl(PR_SET_DUMPABLE, int(on))
+
+
 def mount(source, target, fstype=None, flags: int = 0, data=None) -> None:
     if _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
         _fail(f"mount {fstype or source} on {target}")

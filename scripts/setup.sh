@@ -34,8 +34,9 @@ as_root() {
 }
 
 # --- Debian packages ---------------------------------------------------------
+# gcc, libc6-dev: the exec tests build a static TIOCSTI probe to run in a container
 packages=(busybox-static chromium runc crun redis-server util-linux procps
-          iproute2 umoci skopeo)
+          iproute2 umoci skopeo gcc libc6-dev)
 if [ "$want_vm" = 1 ]; then
     packages+=(qemu-system-x86 cpio)
 fi
