@@ -84,12 +84,14 @@ def _start(rt, c, init, ctl, ctl_child, pipes, argv, env, *, tty, interactive, w
     try:
         pid = os.fork()
         if pid == 0:
-            _join(rt, c, init, ctl_child.fileno(), pipes.child, argv, env, workdir, size)
+            _join(rt, c, init, ctl_child.fileno(), pipes.child, argv, env, workdir, tty, size)
         joiner = os.pidfd_open(pid)
         try:
             ctl_child.close()
             pipes.close_child()
             error = _handshake(ctl, relay)
+            if error is None and tty and relay.master is None:
+                error = ("the process made no terminal", 126)
             if error is None:
                 relay.run(pipes, joiner)
             code = _reap(pid)
@@ -136,7 +138,7 @@ def _reap(pid: int) -> int:
 
 # ----------------------------------------------------------------- joiner
 
-def _join(rt, c, init: int, ctl: int, stdio: tuple[int, int, int], argv, env, workdir, size) -> None:
+def _join(rt, c, init: int, ctl: int, stdio: tuple[int, int, int], argv, env, workdir, tty, size) -> None:
     """In the fork: join the container and fork the process.  Never returns."""
     try:
         for sig in FORWARDED:               # the caller forwards them; this one only waits
@@ -151,7 +153,7 @@ def _join(rt, c, init: int, ctl: int, stdio: tuple[int, int, int], argv, env, wo
         os.close(init)
         child = os.fork()
         if child == 0:
-            _become(argv, env, workdir, ctl, size)
+            _become(argv, env, workdir, ctl, tty, size)
         pidfd = os.pidfd_open(child)
         _send_fd(ctl, b"pid", pidfd)
         os.close(pidfd)
@@ -179,7 +181,7 @@ def _report(ctl: int, code: int, message: str) -> None:
 
 # ---------------------------------------------------------------- process
 
-def _become(argv, env, workdir, ctl: int, size) -> None:
+def _become(argv, env, workdir, ctl: int, tty: bool, size: bytes | None) -> None:
     """The process, in the container's namespaces and cgroup: exec argv.  Never returns."""
     try:
         for sig in RESET_SIGNALS:
@@ -188,7 +190,7 @@ def _become(argv, env, workdir, ctl: int, size) -> None:
         os.chdir(workdir)
         linux.close_fds_on_exec(3)           # ctl too: EOF on it tells the caller exec worked
         linux.limit_capabilities(linux.caps_mask())
-        if size is not None:
+        if tty:
             _take_terminal(ctl, size)        # as the container's root, in its /dev
         linux.set_no_new_privs()
         exec_command(argv, env)

@@ -70,14 +70,13 @@ class PtyShell:
     def wait(self) -> int:
         _, status = os.waitpid(self.pid, 0)
         os.close(self.fd)
+        self.pid = None
         return os.waitstatus_to_exitcode(status)
 
     def kill(self) -> None:
-        try:
+        if self.pid is not None:
             os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.wait()
+            self.wait()
 
 
 @pytest.fixture
@@ -100,6 +99,22 @@ def wait_for_file(path: str, timeout: float = 20.0) -> str:
         time.sleep(0.02)
     with open(path) as f:
         return f.read()
+
+
+def wait_for_process(rt, ref: str, cmdline: bytes, timeout: float = 20.0) -> int:
+    """The pid of the container's process running cmdline (NUL-separated, as in /proc)."""
+    cid = rt.inspect(ref).id
+    deadline = time.monotonic() + timeout
+    while True:
+        for pid in rt.cgroups.procs(cid):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f.read() == cmdline:
+                        return pid
+            except OSError:
+                pass
+        assert time.monotonic() < deadline, f"no {cmdline!r} in {ref}"
+        time.sleep(0.02)
 
 
 # ------------------------------------------------- no terminal without -t
@@ -136,3 +151,174 @@ def _sid_pid(out: str) -> tuple[int, int]:
     line = next(x for x in out.splitlines() if x.startswith("sid="))
     sid, pid = (int(f.split("=")[1]) for f in line.split())
     return sid, pid
+
+
+def test_the_process_has_pipes_its_own_session_and_no_terminal(running, shell):
+    sh = shell()
+    sh.read_until(b"HOSTSHELL$ ")
+    sh.send(f"{CLI} exec {running} sh -c 'tty; for n in 0 1 2; do readlink /proc/$$/fd/$n; done; "
+            f"ls /proc/$$/fd; cut -d\" \" -f1,6,7 /proc/$$/stat'; echo exec-rc=$?\n".encode())
+    out = sh.read_until(b"exec-rc=0").replace(b"\r", b"").decode()
+    lines = out.split("exec-rc=$?\n")[1].split("exec-rc=0")[0].splitlines()
+    assert lines[0] == "not a tty"
+    assert [x.split(":")[0] for x in lines[1:4]] == ["pipe", "pipe", "pipe"]
+    assert lines[4:7] == ["0", "1", "2"]                  # nothing else of the caller's
+    pid, session, tty_nr = lines[7].split()
+    assert (session, tty_nr) == (pid, "0")
+
+
+# ------------------------------------------------------------------ stdin
+
+def test_exec_i_passes_stdin(running):
+    r = run_cli("exec", "-i", running, "cat", input=b"hello\n")
+    assert (r.returncode, r.stdout) == (0, b"hello\n")
+
+
+def test_exec_without_i_gives_an_empty_stdin(running):
+    r = run_cli("exec", running, "sh", "-c", "cat; echo end", input=b"the caller's data\n")
+    assert (r.returncode, r.stdout) == (0, b"end\n")
+
+
+def test_exec_i_copies_both_ways_at_once(running):
+    """3 MB in while 6 MB come out: neither side waits for the other."""
+    data = os.urandom(3 << 20)
+    r = run_cli("exec", "-i", running, "sh", "-c", "tee /dev/stderr", input=data)
+    assert r.returncode == 0
+    assert (r.stdout == data, r.stderr == data) == (True, True)
+
+
+def test_stdout_stderr_and_exit_code_are_kept_apart(running):
+    r = run_cli("exec", running, "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (r.returncode, r.stdout, r.stderr) == (3, b"out\n", b"err\n")
+
+
+def test_a_background_child_does_not_keep_exec_waiting(running):
+    r = run_cli("exec", running, "sh", "-c", "sleep 600 & echo started")
+    assert (r.returncode, r.stdout) == (0, b"started\n")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_to_the_command_reach_the_process(running, sig):
+    p = subprocess.Popen([CLI, "exec", running, "sh", "-c",
+                          "trap 'echo got-$0; exit 7' TERM INT; echo ready; "
+                          "while :; do sleep 0.05; done"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stdout.readline() == b"ready\n"
+        p.send_signal(sig)
+        out, _ = p.communicate(timeout=20)
+    finally:
+        p.kill()
+        p.wait()
+    assert (p.returncode, out) == (7, b"got-sh\n")
+
+
+def test_the_relay_works_with_descriptors_above_1024(running):
+    """select() cannot watch them; every descriptor of the relay is above 1100 here."""
+    code = ("import os, resource, sys\n"
+            "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))\n"
+            "held = [os.open('/dev/null', os.O_RDONLY) for _ in range(1100)]\n"
+            "from runtime.cli import main\n"
+            f"sys.exit(main(['exec', '-i', {running!r}, 'sh', '-c', 'cat; exit 4']))\n")
+    r = subprocess.run([sys.executable, "-c", code], input=b"through high fds\n",
+                       capture_output=True, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (4, b"through high fds\n", b"")
+
+
+# ------------------------------------------------------------------ -t
+
+def test_exec_it_is_interactive_with_the_callers_window_size(rt, running, shell):
+    sh = shell([CLI, "exec", "-it", running, "sh"], rows=33, cols=111)
+    # busybox ash asks the terminal where the cursor is (ESC[6n): answer as a terminal would
+    sh.read_until(b"\x1b[6n")
+    sh.send(b"\x1b[1;1R")
+    sh.send(b"tty; stty size; echo mark-$((6*7))\n")
+    out = sh.read_until(b"mark-42").replace(b"\r", b"")
+    assert b"\n/dev/pts/0\n33 111\n" in out             # the container's devpts, our size
+    sh.send(b"sleep 601\n")
+    wait_for_process(rt, running, b"sleep\x00601\x00")
+    sh.send(b"\x03")                          # Ctrl-C: the container's terminal interrupts sleep
+    sh.read_until(b"^C\r\n/ # \x1b[6n")
+    sh.send(b"\x1b[1;1R")
+    sh.send(b"echo after-$((1+1))\n")
+    sh.read_until(b"after-2\r\n")
+    sh.send(b"exit 3\n")
+    assert sh.wait() == 3
+
+
+def test_exec_t_opens_nothing_outside_the_container(rt, name, cleanup, tmp_path):
+    """The container's PID 1 chroots into a tree whose /dev is an absolute
+    symlink to a host directory holding a FIFO where /dev/pts/ptmx would be;
+    a reader waits on the FIFO on the host."""
+    evil = tmp_path / "evil-dev"
+    (evil / "pts").mkdir(parents=True)
+    fifo = evil / "pts" / "ptmx"
+    os.mkfifo(fifo)
+    got = []
+
+    def reader():
+        fd = os.open(fifo, os.O_RDONLY)                  # blocks until a writer opens
+        got.append(os.read(fd, 100))
+        os.close(fd)
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        cleanup.append(name)
+        r = cli("run", "-d", "--name", name, "busybox", "sh", "-c",
+                f"mkdir -p /evil/bin && cp /bin/busybox /evil/bin/ && ln -s {evil} /evil/dev && "
+                "exec chroot /evil /bin/busybox sleep 600")
+        assert r.returncode == 0, r.stderr
+        pid = rt.inspect(name).pid
+        deadline = time.monotonic() + 20
+        while os.readlink(f"/proc/{pid}/root") != "/evil":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        r = run_cli("exec", "-t", name, "sh", "-c", "tty; ls -d /evil")
+    finally:
+        try:                                             # ENXIO: no reader left, it was opened
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            os.write(fd, b"nobody else")
+            os.close(fd)
+        except OSError as e:
+            assert e.errno == errno.ENXIO
+        t.join(timeout=20)
+    assert got == [b"nobody else"]                       # the first to open it was us
+    # and exec worked, in the container's root (where /evil is) and its devpts
+    assert (r.returncode, r.stdout) == (0, b"/dev/pts/0\r\n/evil\r\n")
+
+
+# -------------------------------------------------------------- pid reuse
+
+def test_a_pid_that_no_longer_names_the_init_is_refused(rt, running, tmp_path):
+    """The recorded init pid now names a host process: exec must not join it."""
+    c = rt.inspect(running)
+    recorded = read_json(os.path.join(rt.containers_dir, c.id, "run.json"))["pid_start"]
+    host = subprocess.Popen(["sleep", "600"])
+    marker = tmp_path / "ran-on-the-host"
+    try:
+        stale = c._replace(pid=host.pid)
+        with pytest.raises(Conflict, match=rf"pid {host.pid} is no longer its init \(started at tick "
+                                           rf"\d+, the init at tick {recorded}\)"):
+            execute.exec_in(rt, stale, ["/bin/sh", "-c", f"touch {marker}"], [], pid_start=recorded)
+    finally:
+        host.kill()
+        host.wait()
+    assert not marker.exists()
+
+
+def test_the_cli_says_so_when_the_init_is_not_the_recorded_one(rt, running):
+    c = rt.inspect(running)
+    path = os.path.join(rt.containers_dir, c.id, "run.json")
+    run = read_json(path)
+    with open(path, "w") as f:                    # as if the init had died and its pid come back
+        import json
+        json.dump({**run, "pid_start": run["pid_start"] - 1}, f)
+    try:
+        r = cli("exec", running, "true")
+    finally:
+        with open(path, "w") as f:
+            json.dump(run, f)
+    # inspect already sees a different process: the container reads as not running
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "not running" in r.stderr
