@@ -12,8 +12,9 @@ process forked from a server that has all of that loaded already: the same
 It runs the command in this process instead (`runtime.cli.main`, as before
 the server existed) when:
 - TERRARIUM_CLI_LOCAL=1 is set;
-- the verb is `exec` (a terminal needs its window-size signals and to be the
-  foreground process; exec is not on any hot path);
+- the verb is `exec`: it relays the process's pipes or terminal itself, as
+  the foreground process of the caller's terminal, with its window-size
+  signals (exec is not on any hot path);
 - the server can't be started, or goes away or turns out stale before it
   took the request.
 After the server has taken a request, its answer is final: nothing runs twice.

@@ -187,7 +187,10 @@ def _become(argv, env, workdir, ctl: int, tty: bool, size: bytes | None) -> None
         for sig in RESET_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         os.setsid()                          # no controlling terminal, none of the caller's
-        os.chdir(workdir)
+        try:
+            os.chdir(workdir)
+        except OSError as e:
+            raise ExecFailed(f"exec: chdir to the working directory {workdir!r}: {e.strerror}", 126) from None
         linux.close_fds_on_exec(3)           # ctl too: EOF on it tells the caller exec worked
         linux.limit_capabilities(linux.caps_mask())
         if tty:

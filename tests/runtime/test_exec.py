@@ -192,6 +192,12 @@ def test_stdout_stderr_and_exit_code_are_kept_apart(running):
     assert (r.returncode, r.stdout, r.stderr) == (3, b"out\n", b"err\n")
 
 
+def test_a_missing_workdir_is_one_line_and_126(running):
+    r = run_cli("exec", "-w", "/nonexistent", running, "true")
+    assert (r.returncode, r.stderr) == (126, b"terrarium: exec: chdir to the working directory "
+                                             b"'/nonexistent': No such file or directory\n")
+
+
 def test_a_background_child_does_not_keep_exec_waiting(running):
     r = run_cli("exec", running, "sh", "-c", "sleep 600 & echo started")
     assert (r.returncode, r.stdout) == (0, b"started\n")
