@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         code = e.exit_code
     except TerrariumError as e:
         print(f"terrarium: error: {e}", file=sys.stderr)
-        code = 125 if args.verb in ("run", "create", "start") else 1
+        code = 125 if args.verb in ("run", "create", "start", "exec") else 1
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:

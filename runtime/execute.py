@@ -59,6 +59,7 @@ def exec_in(rt, c, argv: list[str], env: list[str], *, pid_start: int | None,
             tty: bool = False, interactive: bool = False, workdir: str = "/") -> int:
     """Run argv in container c, whose init is c.pid started at pid_start
     (clock ticks, as recorded at start); returns its exit code."""
+    _fill_stdio()
     init = _open_init(c, pid_start)
     ctl = ctl_child = pipes = None
     try:
@@ -106,6 +107,17 @@ def _start(rt, c, init, ctl, ctl_child, pipes, argv, env, *, tty, interactive, w
     return code
 
 
+def _fill_stdio() -> None:
+    """A closed 0, 1 or 2 becomes /dev/null, as a shell would give: else the
+    next descriptor we open would take its number and the joiner's dup2 onto
+    0-2 would replace it."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)       # the lowest free number: fd
+
+
 def _open_init(c, pid_start: int | None) -> int:
     """A pidfd of the container's init, refused unless the pid still names it."""
     try:
@@ -114,8 +126,10 @@ def _open_init(c, pid_start: int | None) -> int:
         raise Conflict(f"container {c.name!r} is not running: its init (pid {c.pid}) has exited") from None
     # Checked after the open: if /proc/<pid> is the init now, the pidfd is too.
     now = pidinfo.process_start_time(c.pid)
-    if pid_start is None or now != pid_start:
+    if now is None or now != pid_start:
         os.close(fd)
+        if now is None:
+            raise Conflict(f"container {c.name!r} is not running: its init (pid {c.pid}) has exited")
         raise Conflict(f"container {c.name!r} is not running: pid {c.pid} is no longer its init "
                        f"(started at tick {now}, the init at tick {pid_start})")
     return fd
@@ -452,5 +466,5 @@ def _write_all(fd: int, data: bytes) -> None:
             sel.register(fd, selectors.EVENT_WRITE)
             sel.select()
             sel.close()
-        except BrokenPipeError:               # nobody reads our output any more: drop it
-            return
+        except OSError:                       # nobody reads our output any more (EPIPE),
+            return                            # or it is closed or hung up: drop it

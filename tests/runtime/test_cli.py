@@ -90,7 +90,7 @@ def test_exec_into_a_stopped_container_is_refused(rt, name, cleanup):
     cleanup.append(name)
     assert cli("create", "--name", name, "busybox", "true").returncode == 0
     r = cli("exec", name, "true")
-    assert r.returncode == 1 and "is created, not running" in r.stderr
+    assert r.returncode == 125 and "is created, not running" in r.stderr
 
 
 def test_exec_it_gives_a_terminal(rt, running):
