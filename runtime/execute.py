@@ -364,46 +364,51 @@ class _Relay:
         else:
             outputs = {pipes.stdout: 1, pipes.stderr: 2}
             feed = _Feed(pipes.stdin, b"", pipes.close_stdin) if pipes.stdin is not None else None
-        for fd in outputs:
-            sel.register(fd, selectors.EVENT_READ)
-        sel.register(joiner, selectors.EVENT_READ)
         if feed is not None and self.tty and os.isatty(0):
             import tty as _tty
             self.saved_mode = termios.tcgetattr(0)
-            _tty.setraw(0)
-        watched = _watch(sel, feed, None)
+            _tty.setraw(0, termios.TCSANOW)       # not TCSAFLUSH: keep what was typed ahead
+        open_outputs = set(outputs)
         try:
             while True:
-                for key, _ in sel.select():
+                _watch(sel, joiner, open_outputs, feed)
+                for key, events in sel.select():
                     fd = key.fd
                     if fd == joiner:
                         for src, dst in outputs.items():
                             while _copy(src, dst):
                                 pass
                         return
-                    if fd in outputs:
+                    if fd in open_outputs and events & selectors.EVENT_READ:
                         if _copy(fd, outputs[fd]) == 0:
-                            sel.unregister(fd)
-                    elif fd == watched == 0:
-                        feed.read()
-                    elif fd == watched:
+                            open_outputs.discard(fd)
+                    if feed is not None and fd == feed.target and events & selectors.EVENT_WRITE:
                         feed.write()
-                    watched = _watch(sel, feed, watched)
+                    elif feed is not None and fd == 0:
+                        feed.read()
         finally:
             sel.close()
 
 
-def _watch(sel, feed, watched: int | None) -> int | None:
-    """Watch our stdin while the feed is empty, its target while it is not."""
-    want = None
+def _watch(sel, joiner: int, outputs: set[int], feed) -> None:
+    """Set what poll watches: the joiner's exit, the outputs not at EOF, and
+    our stdin while the feed is empty, or its target while it is not."""
+    want = dict.fromkeys(outputs, selectors.EVENT_READ)
+    want[joiner] = selectors.EVENT_READ
     if feed is not None and feed.target is not None:
-        want = feed.target if feed.buf else None if feed.done else 0
-    if want != watched:
-        if watched is not None:
-            sel.unregister(watched)
-        if want is not None:
-            sel.register(want, selectors.EVENT_WRITE if want else selectors.EVENT_READ)
-    return want
+        if feed.buf:
+            want[feed.target] = want.get(feed.target, 0) | selectors.EVENT_WRITE
+        elif not feed.done:
+            want[0] = selectors.EVENT_READ
+    current = {key.fd: key.events for key in sel.get_map().values()}
+    for fd, events in current.items():
+        if fd not in want:
+            sel.unregister(fd)
+        elif want[fd] != events:
+            sel.modify(fd, want[fd])
+    for fd, events in want.items():
+        if fd not in current:
+            sel.register(fd, events)
 
 
 class _Feed:

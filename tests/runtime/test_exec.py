@@ -260,6 +260,30 @@ def test_exec_it_is_interactive_with_the_callers_window_size(rt, running, shell)
     assert sh.wait() == 3
 
 
+def test_exec_it_keeps_input_typed_ahead_of_a_process_not_yet_reading(running):
+    """100 kB typed at once: more than the container's pty takes before the
+    process reads (the relay waits for room), and typed before the relay
+    made our terminal raw (which must not flush it)."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(CLI, [CLI, "exec", "-it", running, "sh", "-c", "stty -echo; sleep 1; wc -c; exit 9"])
+    data, out = (b"x" * 99 + b"\n") * 1000 + b"\x04", b""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        readable, writable, _ = select.select([fd], [fd] if data else [], [], 0.2)
+        if readable:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:                                # EIO: the command has exited
+                break
+            out += chunk
+        if writable:
+            data = data[os.write(fd, data[:4096]):]
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert (os.waitstatus_to_exitcode(status), out[-8:]) == (9, b"100000\r\n")
+
+
 def test_exec_t_opens_nothing_outside_the_container(rt, name, cleanup, tmp_path):
     """The container's PID 1 chroots into a tree whose /dev is an absolute
     symlink to a host directory holding a FIFO where /dev/pts/ptmx would be;
