@@ -249,6 +249,9 @@ def test_exec_it_is_interactive_with_the_callers_window_size(rt, running, shell)
     sh.send(b"tty; stty size; echo mark-$((6*7))\n")
     out = sh.read_until(b"mark-42").replace(b"\r", b"")
     assert b"\n/dev/pts/0\n33 111\n" in out             # the container's devpts, our size
+    fcntl.ioctl(sh.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))   # SIGWINCH to us
+    sh.send(b"stty size\n")
+    sh.read_until(b"40 120\r\n")
     sh.send(b"sleep 601\n")
     wait_for_process(rt, running, b"sleep\x00601\x00")
     sh.send(b"\x03")                          # Ctrl-C: the container's terminal interrupts sleep
