@@ -32,7 +32,7 @@ from . import daemons, pidinfo
 from .errors import Conflict, ExecFailed, InvalidArgument, KernelError, NotFound, TerrariumError
 from .fsutil import locked, read_json, write_json
 from .model import Container, Limits, Spec
-from .spec import make_spec
+from .spec import check_limits, check_spec, make_spec
 
 DEFAULT_ROOT = "/var/lib/terrarium"
 DEFAULT_STOP_TIMEOUT = 10.0
@@ -84,7 +84,7 @@ class Runtime:
 
     def resolve(self, ref: str) -> str:
         """A name, a full id or a unique id prefix → the id."""
-        if not isinstance(ref, str) or not ref or "/" in ref or ref.startswith("."):
+        if not isinstance(ref, str) or not ref or "/" in ref or "\0" in ref or ref.startswith("."):
             raise NotFound(f"container {ref!r} not found")
         try:
             return os.readlink(os.path.join(self.names_dir, ref))
@@ -119,6 +119,7 @@ class Runtime:
     def create(self, spec: Spec) -> Container:
         if not isinstance(spec, Spec):
             raise InvalidArgument("create() takes a runtime.Spec")
+        spec = check_spec(spec)                # a Spec made by hand meets make_spec's checks
         image = self._image(spec.image)
         cid = os.urandom(32).hex()
         name = spec.name or _random_name(cid)
@@ -295,6 +296,7 @@ class Runtime:
         """Replace the limits; applied at once to a running container."""
         if not isinstance(limits, Limits):
             raise InvalidArgument("update() takes a runtime.Limits")
+        limits = check_limits(limits)
         with self._locked_config(ref) as (cid, config):
             state = self._state(cid, config)
             if state.status in ("running", "paused"):

@@ -6,45 +6,79 @@ kernel or the disk, so the CLI and the dashboard's forms share it.
 """
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 
 from .errors import InvalidArgument
 from .model import Limits, Spec
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
-HOSTNAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
-ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+# Patterns are used with fullmatch (`$` also matches before a final newline)
+# and re.ASCII (`\d` and `\s` would take any Unicode digit or space: '٦٤m').
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}", re.ASCII)
+HOSTNAME_RE = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*",
+                         re.ASCII)
+ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+_SIZE_RE = re.compile(r"[ \t]*([0-9]+)(?:\.([0-9]+))?[ \t]*([bkmgt]?)(?:i?b)?[ \t]*",
+                      re.ASCII | re.IGNORECASE)
+_CPUS_RE = re.compile(r"[ \t]*([0-9]{1,10})?(?:\.([0-9]{1,9}))?[ \t]*", re.ASCII)
+_PIDS_RE = re.compile(r"[ \t]*\+?([0-9]{1,30})[ \t]*", re.ASCII)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 MIN_MEMORY = 6 << 20   # Docker's floor too: below this the container cannot even start
+# The kernel keeps a memory limit as a signed 64-bit count of bytes (v1 and v2
+# page counters); memparse() wraps silently above 2^64, so 2^64+4096 became a
+# 4 KiB limit.  Anything from 2^63 up is refused.  Above the host's RAM is
+# accepted, as Docker and podman do: swap can back it, and it is harmless.
+MAX_BYTES = (1 << 63) - 1
+# pids.max takes at most PID_MAX_LIMIT (kernel/cgroup/pids.c: "limit >= PIDS_MAX").
+MAX_PIDS = 1 << 22
+MAX_PATH = 4096
+
+
+def _show(value, limit: int = 80) -> str:
+    """The value as the message shows it: ASCII escapes (homoglyphs, bidi
+    controls and NUL stand out), cut short when long."""
+    text = ascii(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidArgument(
-            f"invalid container name {name!r}: use 1-64 letters, digits, '_', '.' or '-', "
+            f"invalid container name {_show(name)}: use 1-64 ASCII letters, digits, '_', '.' or '-', "
             "starting with a letter or digit")
     return name
 
 
 def check_hostname(hostname: str) -> str:
-    if len(hostname) > 64 or not HOSTNAME_RE.match(hostname):
-        raise InvalidArgument(f"invalid hostname {hostname!r}")
+    if not isinstance(hostname, str) or len(hostname) > 64 or not HOSTNAME_RE.fullmatch(hostname):
+        raise InvalidArgument(f"invalid hostname {_show(hostname)}: use at most 64 ASCII letters, "
+                              "digits, '-' and '.'")
     return hostname
 
 
 def parse_size(text, what: str = "size") -> int:
-    """'64m' -> 67108864.  Accepts b, k, m, g, t (optionally 'kb'/'mib'), or bytes."""
+    """'64m' -> 67108864.  Accepts b, k, m, g, t (optionally 'kb'/'mib'), or bytes.
+
+    Exact integer arithmetic (a float round-trip made a 32-digit value
+    1.0000000000000000536e32); fractions of a byte are dropped."""
     if isinstance(text, int) and not isinstance(text, bool):
         value = text
     else:
-        m = _SIZE_RE.match(str(text))
+        m = _SIZE_RE.fullmatch(text) if isinstance(text, str) else None
         if not m:
-            raise InvalidArgument(f"invalid {what} {text!r}: use a number with an optional unit b, k, m or g (e.g. 64m)")
-        value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+            raise InvalidArgument(f"invalid {what} {_show(text)}: use a number with an optional "
+                                  "unit b, k, m, g or t (e.g. 64m)")
+        whole, frac, unit = m.group(1).lstrip("0"), (m.group(2) or "")[:20], _UNITS[m.group(3).lower()]
+        if len(whole) > 20:               # int() of thousands of digits is slow, then refused
+            value = MAX_BYTES + 1
+        else:
+            value = int(whole or "0") * unit + int(frac or "0") * unit // 10 ** len(frac)
     if value <= 0:
-        raise InvalidArgument(f"invalid {what} {text!r}: must be positive")
+        raise InvalidArgument(f"invalid {what} {_show(text)}: must be positive")
+    if value > MAX_BYTES:
+        raise InvalidArgument(f"invalid {what} {_show(text)}: the most the kernel can hold is "
+                              f"{MAX_BYTES} bytes (2^63-1)")
     return value
 
 
@@ -55,51 +89,76 @@ def parse_memory(text) -> int:
     return value
 
 
-def parse_cpus(text) -> float:
-    try:
+def host_cpus() -> int:
+    """CPUs online on this host (what Docker's daemon counts)."""
+    return os.cpu_count() or 1
+
+
+def parse_cpus(text, available: int | None = None) -> float:
+    """'0.5' -> 0.5; between 0.01 and the host's CPU count, as Docker has it."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
         value = float(text)
-    except (TypeError, ValueError):
-        raise InvalidArgument(f"invalid cpus {text!r}: use a number of cores such as 0.5") from None
-    if not value > 0 or value != value or value > 1024:
-        raise InvalidArgument(f"invalid cpus {text!r}: must be more than 0")
-    if value < 0.01:
-        raise InvalidArgument(f"invalid cpus {text!r}: the minimum is 0.01")
+    else:
+        m = _CPUS_RE.fullmatch(text) if isinstance(text, str) else None
+        if not m or not (m.group(1) or m.group(2)):
+            raise InvalidArgument(f"invalid cpus {_show(text)}: use a number of cores such as 0.5")
+        value = float(f"{m.group(1) or 0}.{m.group(2) or 0}")
+    if not value > 0:                      # also NaN
+        raise InvalidArgument(f"invalid cpus {_show(text)}: must be more than 0")
+    n = host_cpus() if available is None else available
+    if value < 0.01 or value > n:
+        raise InvalidArgument(f"invalid cpus {_show(text)}: the range is from 0.01 to {n}.00, "
+                              f"as there are only {n} CPUs available")
     return value
 
 
 def parse_pids(text) -> int:
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise InvalidArgument(f"invalid pids limit {text!r}: use a whole number") from None
-    if value < 1:
-        raise InvalidArgument(f"invalid pids limit {text!r}: must be at least 1")
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        m = _PIDS_RE.fullmatch(text) if isinstance(text, str) else None
+        if not m:
+            raise InvalidArgument(f"invalid pids limit {_show(text)}: use a whole number")
+        value = int(m.group(1))
+    if value < 1 or value > MAX_PIDS:
+        raise InvalidArgument(f"invalid pids limit {_show(text)}: must be from 1 to {MAX_PIDS}")
     return value
 
 
 def check_env(items) -> tuple[str, ...]:
+    if isinstance(items, (str, bytes)):
+        raise InvalidArgument("environment: give a list of KEY=VALUE strings")
     out = []
     for item in items:
-        key, sep, _ = str(item).partition("=")
-        if not sep or not ENV_KEY_RE.match(key):
-            raise InvalidArgument(f"invalid environment variable {item!r}: use KEY=VALUE")
+        if not isinstance(item, str):
+            raise InvalidArgument(f"invalid environment variable {_show(item)}: use KEY=VALUE")
+        key, sep, _ = item.partition("=")
+        if not sep or not ENV_KEY_RE.fullmatch(key):
+            raise InvalidArgument(f"invalid environment variable {_show(key)}: use KEY=VALUE, "
+                                  "KEY of ASCII letters, digits and '_'")
         if "\0" in item:
             raise InvalidArgument(f"invalid environment variable {key!r}: contains a NUL byte")
-        out.append(str(item))
+        out.append(item)
     return tuple(out)
 
 
 def check_workdir(path: str) -> str:
     """An absolute path that stays inside the container's root once normalised."""
-    if not path.startswith("/"):
-        raise InvalidArgument(f"invalid working directory {path!r}: must be absolute")
-    if "\0" in path or any(part == ".." for part in path.split("/")):
-        raise InvalidArgument(f"invalid working directory {path!r}: '..' is not allowed")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise InvalidArgument(f"invalid working directory {_show(path)}: must be absolute")
+    if "\0" in path:
+        raise InvalidArgument(f"invalid working directory {_show(path)}: contains a NUL byte")
+    if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH:
+        raise InvalidArgument(f"invalid working directory {_show(path)}: longer than {MAX_PATH} bytes")
+    if any(part == ".." for part in path.split("/")):
+        raise InvalidArgument(f"invalid working directory {_show(path)}: '..' is not allowed")
     return posixpath.normpath(path)
 
 
 def check_cmd(cmd) -> tuple[str, ...]:
-    cmd = tuple(str(a) for a in cmd)
+    if isinstance(cmd, (str, bytes)):
+        raise InvalidArgument("invalid command: give a list of arguments, not one string")
+    cmd = tuple(a if isinstance(a, str) else str(a) for a in cmd)
     if any("\0" in a for a in cmd):
         raise InvalidArgument("invalid command: an argument contains a NUL byte")
     if cmd and not cmd[0]:
@@ -124,10 +183,32 @@ def make_limits(memory=None, memory_swap=None, cpus=None, pids=None) -> Limits:
                   pids=None if pids in blank else parse_pids(pids))
 
 
+def check_limits(limits: Limits) -> Limits:
+    """Limits built by hand (the API) checked as the parsers check typed ones."""
+    if not isinstance(limits, Limits):
+        raise InvalidArgument("limits: give a runtime.Limits")
+    swap = limits.memory_swap
+    if swap is not None and swap != -1:
+        swap = parse_size(swap, "memory+swap limit")
+    return Limits(memory=None if limits.memory is None else parse_memory(limits.memory),
+                  memory_swap=swap,
+                  cpus=None if limits.cpus is None else parse_cpus(limits.cpus),
+                  pids=None if limits.pids is None else parse_pids(limits.pids))
+
+
+def check_spec(spec: Spec) -> Spec:
+    """A Spec built by hand (the API) checked as make_spec checks typed input."""
+    return make_spec(image=spec.image, name=spec.name, cmd=spec.cmd, env=spec.env,
+                     hostname=spec.hostname, workdir=spec.workdir,
+                     limits=check_limits(spec.limits), auto_remove=spec.auto_remove)
+
+
 def make_spec(*, image: str, name: str | None = None, cmd=(), env=(), hostname: str | None = None,
               workdir: str | None = None, limits: Limits | None = None, auto_remove: bool = False) -> Spec:
     if not image or not isinstance(image, str):
         raise InvalidArgument("an image is required")
+    if "\0" in image:
+        raise InvalidArgument(f"invalid image name {_show(image)}: contains a NUL byte")
     return Spec(
         image=image,
         name=None if not name else check_name(name),
