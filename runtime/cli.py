@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -16,6 +17,21 @@ from .model import to_dict
 
 from .errors import ExecFailed, TerrariumError
 from .model import Limits
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with Docker's answer to a usage mistake: one line, exit 125."""
+
+    def error(self, message):
+        self.exit(125, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _seconds(text: str) -> float:
+    """A timeout as typed: ASCII digits, finite, not negative (float() takes 'nan' and '٦')."""
+    import re
+    if not re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,9})?", text, re.ASCII):
+        raise argparse.ArgumentTypeError(f"invalid seconds {ascii(text)[:40]}: use a number such as 10")
+    return float(text)
 
 
 def _add_limits(p: argparse.ArgumentParser) -> None:
@@ -55,7 +71,7 @@ def _p_start(sub):
 def _p_stop_like(verb):
     def add(sub):
         p = sub.add_parser(verb, help=f"{verb} containers")
-        p.add_argument("-t", "--time", type=float, default=10.0, help="seconds before SIGKILL")
+        p.add_argument("-t", "--time", type=_seconds, default=10.0, help="seconds before SIGKILL")
         p.add_argument("containers", nargs="+")
     return add
 
@@ -181,7 +197,7 @@ def warm_parsers() -> None:
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="terrarium", description="Run and inspect containers.")
+    parser = _Parser(prog="terrarium", description="Run and inspect containers.")
     parser.add_argument("--root", help="state directory (default: $TERRARIUM_ROOT or /var/lib/terrarium)")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
     sub.required = True
@@ -207,23 +223,46 @@ def _verb_of(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every way it can end is an exit code and at most one
+    line on stderr: 125 refused, 126/127 not runnable, 2 bad usage (argparse)."""
     raw = sys.argv[1:] if argv is None else argv
-    args = parser_for(_verb_of(raw)).parse_args(raw)
     try:
+        args = parser_for(_verb_of(raw)).parse_args(raw)
         code = _dispatch(args)
     except ExecFailed as e:
-        print(f"terrarium: {e}", file=sys.stderr)
+        _say(str(e))
         code = e.exit_code
     except TerrariumError as e:
-        print(f"terrarium: error: {e}", file=sys.stderr)
-        code = 125 if args.verb in ("run", "create", "start", "exec") else 1
+        _say(f"error: {e}")
+        code = 125
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:
         code = 0
+    except SystemExit:
+        raise                                  # argparse: usage, --help
+    except Exception as e:  # noqa: BLE001 - a bug: one line, the traceback on request
+        _say(f"internal error: {type(e).__name__}: {e}")
+        if os.environ.get("TERRARIUM_DEBUG") == "1":
+            import traceback
+            traceback.print_exc()
+        code = 125
     if argv is None:
         sys.exit(code)
     return code
+
+
+def _say(message: str) -> None:
+    """One line on stderr, however many lines the message came with (tarfile
+    explains itself over several)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    text = lines[0].rstrip(":") if lines else message
+    if len(lines) > 1:
+        text += " (" + "; ".join(lines[1:])[:200] + ")"
+    try:
+        print(f"terrarium: {text}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass                                   # stderr gone: the exit code still tells
 
 
 def _dispatch(args) -> int:
@@ -313,8 +352,8 @@ def _each(action):
                 action(rt, args, ref)
                 print(ref)
             except TerrariumError as e:
-                print(f"terrarium: error: {e}", file=sys.stderr)
-                failed = 1
+                _say(f"error: {e}")
+                failed = 125
         return failed
     return verb
 
@@ -387,8 +426,8 @@ def _update(rt, args) -> int:
             rt.update(ref, new)
             print(ref)
         except TerrariumError as e:
-            print(f"terrarium: error: {e}", file=sys.stderr)
-            failed = 1
+            _say(f"error: {e}")
+            failed = 125
     return failed
 
 
@@ -446,14 +485,8 @@ def _file_errors(what: str):
 
 def _load(rt, args) -> int:
     from .images import importers
-    try:
-        with _file_errors(args.input):
-            images = importers.load(rt.images, args.input, name=args.name)
-    except TerrariumError as e:
-        lines = str(e).splitlines()            # tarfile explains itself over several lines
-        if len(lines) > 1:
-            raise TerrariumError(lines[0].rstrip(": ") + " (not a tar or layout it can read)") from None
-        raise
+    with _file_errors(args.input):
+        images = importers.load(rt.images, args.input, name=args.name)
     for image in images:
         print(f"Loaded image: {image.name}")
     return 0
@@ -479,8 +512,8 @@ def _rmi(rt, args) -> int:
             rt.remove_image(name, force=args.force)
             print(f"Untagged: {name}")
         except TerrariumError as e:
-            print(f"terrarium: error: {e}", file=sys.stderr)
-            failed = 1
+            _say(f"error: {e}")
+            failed = 125
     return failed
 
 

@@ -132,3 +132,28 @@ def test_errors_on_unknown_container(rt):
     for verb in ("stop", "start", "rm", "logs", "inspect", "pause", "kill"):
         r = cli(verb, "no-such-container")
         assert r.returncode != 0 and "not found" in r.stderr and "Traceback" not in r.stderr, verb
+
+
+def test_errors_exit_125_on_one_line(rt):
+    for args in (["stop", "no-such-container"], ["exec", "no-such-container", "true"],
+                 ["load", "-i", "/no/such/archive.tar"], ["rmi", "no-such-image"],
+                 ["run", "--no-such-flag", "busybox"], ["stop", "-t", "nan", "x"]):
+        r = cli(*args)
+        assert r.returncode == 125, (args, r.returncode, r.stderr)
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_an_unexpected_exception_is_one_line_unless_debugging(rt, monkeypatch, capsys):
+    from runtime import cli as cli_module
+
+    def broken(_rt, _args):
+        raise RuntimeError("a bug\nwith a second line")
+    monkeypatch.setitem(cli_module._VERBS, "ps", broken)
+    monkeypatch.delenv("TERRARIUM_DEBUG", raising=False)
+    assert cli_module.main(["ps"]) == 125
+    err = capsys.readouterr().err
+    assert err == "terrarium: internal error: RuntimeError: a bug (with a second line)\n"
+    monkeypatch.setenv("TERRARIUM_DEBUG", "1")
+    assert cli_module.main(["ps"]) == 125
+    err = capsys.readouterr().err
+    assert err.startswith("terrarium: internal error: RuntimeError") and "Traceback" in err

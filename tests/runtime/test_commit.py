@@ -181,12 +181,12 @@ def test_umoci_image_loads_runs_and_hides_the_deleted_file(rt, name, cleanup, tm
 
 def test_load_errors_are_one_line(tmp_path):
     res = cli("load", "-i", str(tmp_path / "missing.tar"))
-    assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
+    assert res.returncode == 125 and res.stderr.count("\n") == 1, res.stderr
     assert res.stderr.startswith("terrarium: error:")
     junk = tmp_path / "junk.tar"
     junk.write_bytes(b"not a tar at all" * 100)
     res = cli("load", "-i", str(junk))
-    assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
+    assert res.returncode == 125 and res.stderr.count("\n") == 1, res.stderr
     assert "Traceback" not in res.stderr
 
 
@@ -199,7 +199,7 @@ def test_rmi_refuses_an_image_in_use(rt, committed, cleanup):
     cleanup.append(user)
     rt.create(Spec(image=image_name, name=user, cmd=("true",)))
     res = cli("rmi", image_name)
-    assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
+    assert res.returncode == 125 and res.stderr.count("\n") == 1, res.stderr
     assert "in use" in res.stderr and user in res.stderr
     with pytest.raises(Conflict):
         rt.remove_image(image_name)

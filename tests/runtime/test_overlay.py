@@ -254,4 +254,4 @@ def test_diff_cli(rt, name, cleanup):
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == ["C /etc", "D /etc/hosts", "C /etc/passwd", "A /new"]
     res = cli("diff", "no-such-container")
-    assert res.returncode == 1 and res.stderr.count("\n") == 1 and "not found" in res.stderr
+    assert res.returncode == 125 and res.stderr.count("\n") == 1 and "not found" in res.stderr
