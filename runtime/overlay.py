@@ -203,6 +203,8 @@ def layer_of(path: str, upperdir: str, lowerdirs) -> Origin:
     non-directory ends the merge of the layers below it, and so does an
     opaque directory (after itself).  Symlinks are not followed.
     """
+    if "\0" in path:
+        raise InvalidArgument(f"path {ascii(path)[:80]} contains a NUL byte")
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise InvalidArgument(f"path {path!r} has a '..' component")

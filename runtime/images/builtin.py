@@ -103,7 +103,10 @@ def ensure(store, busybox: str = BUSYBOX) -> None:
     import os
     missing = [n for n in ("busybox", "lab") if not os.path.exists(store._image_path(n))]
     if missing:
-        build(store, busybox, only=missing)
+        with store.lock():                # a gc must not take the base layer before its image
+            missing = [n for n in missing if not os.path.exists(store._image_path(n))]
+            if missing:
+                build(store, busybox, only=missing)
 
 
 def build(store, busybox: str = BUSYBOX, only=("busybox", "lab")) -> None:

@@ -33,29 +33,68 @@ _MT_LAYER = "application/vnd.oci.image.layer.v1.tar"
 _MAX_JSON = 16 << 20
 
 
-def load(store: ImageStore, path: str | os.PathLike, name: str | None = None) -> list[Image]:
-    """Import every image in the archive or layout at `path`; `name` renames a single one."""
-    src = _open_source(os.fspath(path))
-    try:
-        if src.exists("manifest.json"):
-            plans = _docker_plans(src)
-        elif src.exists("index.json") and src.exists("oci-layout"):
-            plans = _oci_plans(src)
-        else:
-            raise InvalidArgument(f"{path} is neither a docker save archive (manifest.json) "
-                                  "nor an OCI image layout (oci-layout, index.json)")
-        if name is not None:
-            if len(plans) != 1:
-                raise InvalidArgument(f"{path} holds {len(plans)} images; a name fits only one")
-            plans[0]["names"] = [name]
-        for p in plans:
-            p["names"] = [normalize_name(n) for n in p["names"]]
-        return _apply(store, src, plans)
-    finally:
-        src.close()
+def load(store: ImageStore, path: str | os.PathLike, name: str | None = None, *,
+         budget=None) -> list[Image]:
+    """Import every image in the archive or layout at `path`; `name` renames a single one.
+
+    Holds the store's lock (as commit and gc do) from the first unpack to
+    the last record, so a gc never sees a layer before its image, and the
+    rollback of a failed load removes only layers this load put in place.
+    `budget` (tarsafe.Budget): by default the environment's limits and the
+    free space under the root."""
+    from . import tarsafe
+    path = os.fspath(path)
+    if "\0" in path:
+        raise InvalidArgument(f"invalid path {ascii(path)[:80]}: contains a NUL byte")
+    store._make_dirs()
+    with store.lock():
+        store.sweep_tmp()                     # what a killed import left behind
+        budget = budget or tarsafe.Budget(store.root)
+        src = _open_source(path, store, budget)
+        try:
+            if src.exists("manifest.json"):
+                plans = _docker_plans(src)
+            elif src.exists("index.json") and src.exists("oci-layout"):
+                plans = _oci_plans(src)
+            else:
+                raise InvalidArgument(f"{path} is neither a docker save archive (manifest.json) "
+                                      "nor an OCI image layout (oci-layout, index.json)")
+            if name is not None:
+                if len(plans) != 1:
+                    raise InvalidArgument(f"{path} holds {len(plans)} images; a name fits only one")
+                plans[0]["names"] = [name]
+            for p in plans:
+                p["names"] = list(dict.fromkeys(normalize_name(n) for n in p["names"]))
+            return _apply(store, src, plans, budget)
+        except _CORRUPT as e:                 # a member cut short while read
+            raise InvalidArgument(f"{path} is truncated or corrupt: {_one_line(e)}") from None
+        finally:
+            src.close()
 
 
 # --- sources: a directory or a tar ------------------------------------------
+
+def _one_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0].rstrip(":") if lines else type(e).__name__
+
+
+def _corrupt_errors() -> tuple[type[BaseException], ...]:
+    import lzma
+    import tarfile
+    import zlib
+    return (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
+
+
+_CORRUPT = _corrupt_errors()
+
+
+def _rel(value, what: str) -> str:
+    """A member path named by the archive's JSON: a string, no NUL, short."""
+    if not isinstance(value, str) or not value or "\0" in value or len(value) > 4096:
+        raise InvalidArgument(f"{what} is not a valid path: {ascii(value)[:80]}")
+    return value
+
 
 class _DirSource:
     def __init__(self, path: str):
@@ -81,18 +120,36 @@ class _DirSource:
 
 
 class _TarSource:
-    def __init__(self, path: str):
+    """A tar, plain or compressed.  A compressed one is decompressed once, to
+    an unnamed file in the store's tmp/ (gone with this process, even on
+    SIGKILL): reading members of a gzip stream out of order would decompress
+    it again from the start for each layer."""
+
+    def __init__(self, path: str, store: ImageStore, budget):
         import tarfile
+        self.path = path
+        self.tf = None
+        self.plain = None
         try:
-            self.tf = tarfile.open(path, "r:*")
+            with open(path, "rb") as f:
+                head = f.read(6)
+                f.seek(0)
+                if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
+                    self.plain = _decompressed(f, head, store, budget, path)
+            self.tf = tarfile.open(path if self.plain is None else None, "r:",
+                                   fileobj=self.plain)
             self.members = {}
             for m in self.tf:
-                key = _tar_key(m.name)
+                budget.entry(_tar_key(m.name), f"{path}: member {m.name[:64]!r}")
                 if m.isreg():
-                    self.members[key] = m
-        except (tarfile.TarError, EOFError, OSError) as e:
-            raise InvalidArgument(f"cannot read {path}: {e}") from None
-        self.path = path
+                    self.members[_tar_key(m.name)] = m
+        except _CORRUPT as e:
+            self.close()
+            raise InvalidArgument(f"cannot read {path}: not a tar archive (plain, gzip, bzip2 "
+                                  f"or xz), or it is truncated: {_one_line(e)}") from None
+        except BaseException:
+            self.close()
+            raise
 
     def exists(self, rel: str) -> bool:
         return _tar_key(rel) in self.members
@@ -104,18 +161,66 @@ class _TarSource:
         return self.tf.extractfile(m)
 
     def close(self) -> None:
-        self.tf.close()
+        if self.tf is not None:
+            self.tf.close()
+        if self.plain is not None:
+            self.plain.close()
+
+
+def _decompressed(f, head: bytes, store: ImageStore, budget, path: str):
+    """The outer archive decompressed into an unnamed temp file, within `budget`."""
+    import bz2
+    import gzip
+    import lzma
+    import tempfile
+    from .store import _Counter
+    raw = _Counter(f)
+    if head[:2] == b"\x1f\x8b":
+        stream = gzip.GzipFile(fileobj=raw, mode="rb")
+    elif head[:3] == b"BZh":
+        stream = bz2.BZ2File(raw, "rb")
+    else:
+        stream = lzma.LZMAFile(raw, "rb")
+    out = tempfile.TemporaryFile(dir=store.tmp_dir)   # O_TMPFILE: no name to leave behind
+    counted = _Counted()
+    budget.watch(raw, counted)
+    try:
+        with stream:
+            while chunk := stream.read(1 << 20):
+                counted.count += len(chunk)
+                budget.check_ratio(path)
+                budget.charge(len(chunk), path)
+                out.write(chunk)
+        out.seek(0)
+    except OSError as e:
+        out.close()
+        if isinstance(e, gzip.BadGzipFile):
+            raise InvalidArgument(f"cannot read {path}: not a valid gzip file: {e}") from None
+        import errno
+        from ..errors import KernelError
+        if e.errno in (errno.ENOSPC, errno.EDQUOT) and not isinstance(e, KernelError):
+            raise KernelError(e.errno, f"decompress {path} under {store.root}") from None
+        raise
+    except BaseException:
+        out.close()
+        raise
+    budget.streams.remove((raw, counted))    # its bytes stay charged: on disk until the load ends
+    return out
+
+
+class _Counted:
+    count = 0
 
 
 def _tar_key(name: str) -> str:
     return "/".join(p for p in name.split("/") if p not in ("", "."))
 
 
-def _open_source(path: str):
+def _open_source(path: str, store: ImageStore, budget):
     if os.path.isdir(path):
         return _DirSource(path)
     if os.path.isfile(path):
-        return _TarSource(path)
+        return _TarSource(path, store, budget)
     raise NotFound(f"{path} not found")
 
 
@@ -145,6 +250,47 @@ def _json(src, rel: str, digest: str | None = None):
         return json.loads(data)
     except ValueError as e:
         raise InvalidArgument(f"{rel} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidArgument(f"{rel} is not valid JSON: nested too deeply") from None
+
+
+# --- JSON shapes: what each document must be, said in one sentence ----------
+
+def _obj(value, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{what} is not a JSON object (got {_kind(value)})")
+    return value
+
+
+def _field(doc: dict, key: str, kind, what: str, default=None):
+    """doc[key] of JSON type `kind` (str, list, dict, int); `default` when absent or null."""
+    value = doc.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or isinstance(value, bool):
+        names = {str: "a string", list: "a list", dict: "an object", int: "a number"}
+        raise InvalidArgument(f"{what}: {key!r} is not {names[kind]} (got {_kind(value)})")
+    return value
+
+
+def _strings(doc: dict, key: str, what: str) -> list[str]:
+    items = _field(doc, key, list, what, [])
+    if not all(isinstance(i, str) for i in items):
+        raise InvalidArgument(f"{what}: {key!r} is not a list of strings")
+    return items
+
+
+def _kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number",
+            bool: "a boolean", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _digest(desc: dict, what: str) -> str:
+    digest = _field(desc, "digest", str, what)
+    if digest is None:
+        raise InvalidArgument(f"{what} has no 'digest'")
+    _blob_path(digest)                    # sha256:<64 hex> or InvalidArgument
+    return digest
 
 
 def _check_blob(src, rel: str, digest: str, size: int | None = None) -> None:
@@ -170,67 +316,90 @@ _CONFIG_RE = re.compile(r"(?:\./)?([0-9a-f]{64})\.json")
 
 def _docker_plans(src) -> list[dict]:
     manifest = _json(src, "manifest.json")
-    if not isinstance(manifest, list):
+    if not isinstance(manifest, list) or not manifest:
         raise InvalidArgument("manifest.json is not a list of images")
     plans = []
-    for entry in manifest:
-        cfg_path = entry.get("Config", "")
+    for i, entry in enumerate(manifest):
+        what = f"manifest.json entry {i}"
+        entry = _obj(entry, what)
+        cfg_path = _field(entry, "Config", str, what, "")
         m = _BLOB_RE.fullmatch(cfg_path) or _CONFIG_RE.fullmatch(cfg_path)
         if not m:
-            raise InvalidArgument(f"manifest.json names config {cfg_path!r}, not a sha256 blob")
+            raise InvalidArgument(f"manifest.json names config {ascii(cfg_path)[:80]}, not a sha256 blob")
         cfg_digest = "sha256:" + m.group(1)
-        config = _json(src, cfg_path, cfg_digest)
+        config = _obj(_json(src, cfg_path, cfg_digest), f"config {cfg_path}")
         layers = []
-        for rel in entry.get("Layers") or []:
+        for rel in _strings(entry, "Layers", what):
+            _rel(rel, f"{what}: a layer")
             bm = _BLOB_RE.fullmatch(rel)
             layers.append({"path": rel, "blob_digest": "sha256:" + bm.group(1) if bm else None,
                            "size": None})
-        names = entry.get("RepoTags") or [m.group(1)[:12]]
+        names = _strings(entry, "RepoTags", what) or [m.group(1)[:12]]
         plans.append(_plan(names, config, layers, cfg_path))
     return plans
 
 
 # --- OCI image layouts ------------------------------------------------------
 
+_MAX_INDEX_DEPTH = 4       # index -> index -> manifest is the deepest seen in practice
+
+
 def _oci_plans(src) -> list[dict]:
-    layout = _json(src, "oci-layout")
-    if not str(layout.get("imageLayoutVersion", "")).startswith("1."):
-        raise InvalidArgument(f"unsupported OCI layout version {layout.get('imageLayoutVersion')!r}")
-    index = _json(src, "index.json")
+    layout = _obj(_json(src, "oci-layout"), "oci-layout")
+    version = layout.get("imageLayoutVersion")
+    if not isinstance(version, str) or not version.startswith("1."):
+        raise InvalidArgument(f"unsupported OCI layout version {ascii(version)[:40]}")
+    index = _obj(_json(src, "index.json"), "index.json")
     plans = []
-    for desc in index.get("manifests") or []:
-        ann = desc.get("annotations") or {}
-        names = [ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name")
-                 or desc["digest"].partition(":")[2][:12]]
-        manifest = _manifest(src, desc)
-        cfg = manifest["config"]
-        cfg_path = _blob_path(cfg["digest"])
-        config = _json(src, cfg_path, cfg["digest"])
+    for i, desc in enumerate(_field(index, "manifests", list, "index.json", [])):
+        what = f"index.json manifest {i}"
+        desc = _obj(desc, what)
+        digest = _digest(desc, what)
+        ann = _field(desc, "annotations", dict, what, {})
+        name = ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name")
+        if name is not None and not isinstance(name, str):
+            raise InvalidArgument(f"{what}: the image name annotation is not a string")
+        names = [name or digest.partition(":")[2][:12]]
+        manifest = _manifest(src, desc, what)
+        cfg = _obj(manifest.get("config"), f"manifest {digest}: 'config'")
+        cfg_digest = _digest(cfg, f"manifest {digest}: 'config'")
+        cfg_path = _blob_path(cfg_digest)
+        config = _obj(_json(src, cfg_path, cfg_digest), f"config {cfg_path}")
         layers = []
-        for ld in manifest.get("layers") or []:
-            if "zstd" in ld.get("mediaType", ""):
-                raise InvalidArgument(f"layer {ld['digest']} is zstd-compressed; not supported")
-            if ld.get("urls") and not src.exists(_blob_path(ld["digest"])):
-                raise InvalidArgument(f"layer {ld['digest']} is a foreign layer not in the layout")
-            layers.append({"path": _blob_path(ld["digest"]), "blob_digest": ld["digest"],
-                           "size": ld.get("size")})
+        for j, ld in enumerate(_field(manifest, "layers", list, f"manifest {digest}", [])):
+            lwhat = f"manifest {digest}: layer {j}"
+            ld = _obj(ld, lwhat)
+            ldigest = _digest(ld, lwhat)
+            if "zstd" in _field(ld, "mediaType", str, lwhat, ""):
+                raise InvalidArgument(f"layer {ldigest} is zstd-compressed; not supported")
+            if _field(ld, "urls", list, lwhat) and not src.exists(_blob_path(ldigest)):
+                raise InvalidArgument(f"layer {ldigest} is a foreign layer not in the layout")
+            size = _field(ld, "size", int, lwhat)
+            layers.append({"path": _blob_path(ldigest), "blob_digest": ldigest, "size": size})
         plans.append(_plan([_short_name(n) for n in names], config, layers, cfg_path))
     if not plans:
         raise InvalidArgument("index.json lists no images")
     return plans
 
 
-def _manifest(src, desc: dict) -> dict:
+def _manifest(src, desc: dict, what: str, depth: int = 0) -> dict:
     """The image manifest `desc` points at; an index picks this machine's platform."""
-    doc = _json(src, _blob_path(desc["digest"]), desc["digest"])
+    digest = _digest(desc, what)
+    if depth >= _MAX_INDEX_DEPTH:
+        raise InvalidArgument(f"{what}: image indexes nest more than {_MAX_INDEX_DEPTH} deep")
+    doc = _obj(_json(src, _blob_path(digest), digest), f"blob {digest}")
     if desc.get("mediaType") in _MT_INDEX or doc.get("mediaType") in _MT_INDEX:
-        options = doc.get("manifests") or []
+        options = _field(doc, "manifests", list, f"image index {digest}", [])
         if not options:
-            raise InvalidArgument(f"image index {desc['digest']} is empty")
+            raise InvalidArgument(f"image index {digest} is empty")
+        options = [_obj(d, f"image index {digest}: an entry") for d in options]
         arch = _arch()
-        chosen = next((d for d in options if (d.get("platform") or {}).get("architecture") == arch
-                       and (d.get("platform") or {}).get("os", "linux") == "linux"), options[0])
-        return _manifest(src, chosen)
+
+        def platform(d):
+            return _field(d, "platform", dict, f"image index {digest}: an entry", {})
+        chosen = next((d for d in options if platform(d).get("architecture") == arch
+                       and platform(d).get("os", "linux") == "linux"), options[0])
+        return _manifest(src, chosen, f"image index {digest}", depth + 1)
     return doc
 
 
@@ -244,29 +413,48 @@ def _short_name(name: str) -> str:
 # --- the common part --------------------------------------------------------
 
 def _plan(names: list[str], config: dict, layers: list[dict], cfg_path: str) -> dict:
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    what = f"config {cfg_path}"
+    diff_ids = _strings(_field(config, "rootfs", dict, what, {}), "diff_ids", f"{what}: 'rootfs'")
     if len(diff_ids) != len(layers):
         raise InvalidArgument(f"config {cfg_path} lists {len(diff_ids)} diff_ids for "
                               f"{len(layers)} layers")
     for layer, diff_id in zip(layers, diff_ids):
         digest_hex(diff_id)
+        if not diff_id.startswith("sha256:"):
+            raise InvalidArgument(f"{what}: diff_id {diff_id!r} is not sha256:<hex>")
         layer["diff_id"] = diff_id
-    made = [h.get("created_by", "") for h in config.get("history") or [] if not h.get("empty_layer")]
+    made = []
+    for h in _field(config, "history", list, what, []):
+        h = _obj(h, f"{what}: a history entry")
+        if not h.get("empty_layer"):
+            made.append(_field(h, "created_by", str, f"{what}: a history entry", ""))
     if len(made) != len(layers):
         made = [""] * len(layers)
     for layer, how in zip(layers, made):
         layer["created_by"] = how
-    c = config.get("config") or {}
-    env = tuple(c.get("Env") or ())
+    c = _field(config, "config", dict, what, {})
+    cwhat = f"{what}: 'config'"
+    env = tuple(_strings(c, "Env", cwhat))
+    if any("\0" in e for e in env):
+        raise InvalidArgument(f"{cwhat}: an Env entry contains a NUL byte")
     if not any(e.startswith("PATH=") for e in env):
         env = (_DEFAULT_PATH,) + env      # what Docker adds when an image sets none
-    image_config = ImageConfig(cmd=tuple(c.get("Entrypoint") or ()) + tuple(c.get("Cmd") or ()),
-                               env=env, workdir=c.get("WorkingDir") or "/")
+    cmd = tuple(_strings(c, "Entrypoint", cwhat)) + tuple(_strings(c, "Cmd", cwhat))
+    if any("\0" in a for a in cmd):
+        raise InvalidArgument(f"{cwhat}: the command contains a NUL byte")
+    workdir = _field(c, "WorkingDir", str, cwhat, "") or "/"
+    if "\0" in workdir:
+        raise InvalidArgument(f"{cwhat}: WorkingDir contains a NUL byte")
+    if not all(isinstance(n, str) for n in names):
+        raise InvalidArgument(f"{what}: an image name is not a string")
+    image_config = ImageConfig(cmd=cmd, env=env, workdir=workdir)
     return {"names": names, "layers": layers, "config": image_config,
             "created": _parse_time(config.get("created")), "history": made}
 
 
-def _apply(store: ImageStore, src, plans: list[dict]) -> list[Image]:
+def _apply(store: ImageStore, src, plans: list[dict], budget) -> list[Image]:
+    """Check every blob, unpack the missing layers, write all records; called
+    with the store locked.  On failure, removes the layers it put in place."""
     for p in plans:                       # every blob checked before anything is unpacked
         for layer in p["layers"]:
             if layer["blob_digest"] and not store.has_layer(layer["diff_id"]):
@@ -279,16 +467,15 @@ def _apply(store: ImageStore, src, plans: list[dict]) -> list[Image]:
                     continue
                 try:
                     with src.open(layer["path"]) as f:
-                        store.add_layer_from_tar(f, layer["created_by"], expect_digest=layer["diff_id"])
+                        _, created = store.import_layer(f, layer["created_by"],
+                                                        expect_digest=layer["diff_id"], budget=budget)
                 except InvalidArgument as e:
                     raise InvalidArgument(f"blob {layer['path']}: {e}") from None
-                added.append(layer["diff_id"])
-        images = []
-        for p in plans:
-            digests = [layer["diff_id"] for layer in p["layers"]]
-            for n in p["names"]:
-                images.append(store.add_image(n, digests, p["config"], p["history"], p["created"]))
-        return images
+                if created:
+                    added.append(layer["diff_id"])
+        return store.add_images([(n, [layer["diff_id"] for layer in p["layers"]], p["config"],
+                                  p["history"], p["created"])
+                                 for p in plans for n in p["names"]])
     except BaseException:
         for d in added:
             store.remove_layer(d)
@@ -303,7 +490,7 @@ def _parse_time(value) -> float:
     s = re.sub(r"(\.\d{6})\d+", r"\1", str(value)).replace("Z", "+00:00")
     try:
         return datetime.fromisoformat(s).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         return 0.0
 
 

@@ -12,19 +12,23 @@ exists is complete.  Image records are written to tmp and renamed too.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import re
 import time
+from contextlib import contextmanager
 
-from ..errors import Conflict, InvalidArgument, NotFound
+from ..errors import Conflict, InvalidArgument, KernelError, NotFound
 from ..model import Image, ImageConfig, Layer
 
 _HEX = re.compile(r"[0-9a-f]{64}")
 _REPO = r"[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*"
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _NAME = re.compile(rf"({_REPO})(?::({_TAG}))?")
-_STALE_TMP = 3600.0        # seconds before gc() removes leftovers in tmp/
+_STALE_TMP = 3600.0        # seconds before gc() removes other leftovers in tmp/
+_SWEPT = ("layer-", "gc-", "image-", "outer-")   # tmp/ entries flocked by their maker
 
 
 def normalize_name(name: str) -> str:
@@ -86,71 +90,142 @@ class ImageStore:
         return os.path.exists(os.path.join(self.layers_dir, digest_hex(digest), "meta.json"))
 
     def add_layer_from_tar(self, src, created_by: str = "", *, expect_digest: str | None = None,
-                           _before_commit=None) -> Layer:
+                           budget=None, _before_commit=None) -> Layer:
         """Unpack a layer tar (path or binary file object, plain or gzip) into the store.
 
         The digest is the sha256 of the uncompressed tar.  An existing layer
         with that digest is reused.  With `expect_digest` (an OCI diff_id)
         an already stored layer is returned without reading `src`, and a
         different digest is refused.  On any failure nothing is left behind.
+        `budget` (tarsafe.Budget) bounds what it may unpack; by default the
+        environment's limits and the free space under the root.
         """
+        return self.import_layer(src, created_by, expect_digest=expect_digest, budget=budget,
+                                 _before_commit=_before_commit)[0]
+
+    def import_layer(self, src, created_by: str = "", *, expect_digest: str | None = None,
+                     budget=None, _before_commit=None) -> tuple[Layer, bool]:
+        """add_layer_from_tar, and whether this call put the layer in place
+        (True) or found it already there (False): a rollback removes only the first."""
         if expect_digest is not None and self.has_layer(expect_digest):
-            return self.layer(expect_digest)
+            return self.layer(expect_digest), False
         if isinstance(src, (str, os.PathLike)):
             with open(src, "rb") as f:
-                return self.add_layer_from_tar(f, created_by, expect_digest=expect_digest,
-                                               _before_commit=_before_commit)
-        import shutil
-        import tempfile
+                return self.import_layer(f, created_by, expect_digest=expect_digest, budget=budget,
+                                         _before_commit=_before_commit)
         from . import tarsafe
 
         self._make_dirs()
-        work = tempfile.mkdtemp(prefix="layer-", dir=self.tmp_dir)
+        if budget is None:
+            budget = tarsafe.Budget(self.root)
+        with self._work_dir("layer-") as work:
+            try:
+                return self._unpack_into(work, src, created_by, expect_digest, budget, _before_commit)
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT) and not isinstance(e, KernelError):
+                    raise KernelError(e.errno, f"unpack a layer under {self.root}") from None
+                raise
+
+    def _unpack_into(self, work, src, created_by, expect_digest, budget, _before_commit):
+        from . import tarsafe
+        fs = os.path.join(work, "fs")
+        os.mkdir(fs, 0o755)
+        os.chmod(work, 0o755)
+        raw = _Counter(src)
+        reader = _HashReader(_uncompressed(raw))
+        budget.watch(raw, reader)
         try:
-            fs = os.path.join(work, "fs")
-            os.mkdir(fs, 0o755)
-            os.chmod(work, 0o755)
-            reader = _HashReader(_uncompressed(src))
-            try:
-                size, files = tarsafe.unpack(reader, fs)
-                reader.drain()            # the digest covers the padding after the end marker
-            except (EOFError, *_gzip_errors()) as e:
-                raise InvalidArgument(f"layer tar is truncated or corrupt: {e}") from None
-            digest = "sha256:" + reader.hexdigest()
-            if expect_digest is not None and digest != expect_digest:
-                raise InvalidArgument(f"layer digest mismatch: expected {expect_digest}, "
-                                      f"the tar is {digest}")
-            if _before_commit is not None:
-                _before_commit()
-            meta = {"digest": digest, "size": size, "files": files,
-                    "created_by": created_by, "created": time.time()}
-            _write_json(os.path.join(work, "meta.json"), meta)
-            final = os.path.join(self.layers_dir, digest[7:])
-            if os.path.exists(final):
-                return self.layer(digest)
-            try:
-                os.rename(work, final)
-            except OSError:               # lost a race with the same layer: theirs is complete
-                if not os.path.exists(os.path.join(final, "meta.json")):
-                    raise
-                return self.layer(digest)
-            return self.layer(digest)
+            size, files = tarsafe.unpack(reader, fs, budget)
+            reader.drain(budget)          # the digest covers the padding after the end marker
+        except (EOFError, *_gzip_errors()) as e:
+            raise InvalidArgument(f"layer tar is truncated or corrupt: {e}") from None
+        digest = "sha256:" + reader.hexdigest()
+        if expect_digest is not None and digest != expect_digest:
+            raise InvalidArgument(f"layer digest mismatch: expected {expect_digest}, "
+                                  f"the tar is {digest}")
+        if _before_commit is not None:
+            _before_commit()
+        meta = {"digest": digest, "size": size, "files": files,
+                "created_by": created_by, "created": time.time()}
+        _write_json(os.path.join(work, "meta.json"), meta)
+        final = os.path.join(self.layers_dir, digest[7:])
+        if os.path.exists(final):
+            return self.layer(digest), False
+        try:
+            os.rename(work, final)
+        except OSError:                   # lost a race with the same layer: theirs is complete
+            if not os.path.exists(os.path.join(final, "meta.json")):
+                raise
+            return self.layer(digest), False
+        return self.layer(digest), True
+
+    @contextmanager
+    def _work_dir(self, prefix: str):
+        """A fresh directory in tmp/, flocked while this process works in it, so
+        sweep_tmp() can tell a live import's from a killed one's; removed after."""
+        import shutil
+        import tempfile
+        work = tempfile.mkdtemp(prefix=prefix, dir=self.tmp_dir)
+        fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield work
         finally:
             if os.path.exists(work):
                 shutil.rmtree(work, ignore_errors=True)
+            os.close(fd)
+
+    def lock(self):
+        """ROOT/images.lock, the one Runtime.commit, remove_image and image_gc
+        take: held across an import's unpack and record writes.  (flock: a
+        second lock() in the same process waits for the first.)"""
+        from ..fsutil import locked
+        os.makedirs(self.root, exist_ok=True)
+        return locked(os.path.join(self.root, "images.lock"))
+
+    def sweep_tmp(self) -> list[str]:
+        """Remove what a killed import, commit or gc left in tmp/; returns the names.
+
+        Each such work dir or file is flocked by its maker while it lives,
+        so one we can lock is an orphan.  Call with lock() held."""
+        import shutil
+        try:
+            entries = list(os.scandir(self.tmp_dir))
+        except FileNotFoundError:
+            return []
+        removed = []
+        for e in entries:
+            if not e.name.startswith(_SWEPT):
+                continue
+            try:
+                fd = os.open(e.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue                  # its maker is alive
+                if e.is_dir(follow_symlinks=False):
+                    shutil.rmtree(e.path)
+                else:
+                    os.unlink(e.path)
+                removed.append(e.name)
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(fd)
+        return removed
 
     def remove_layer(self, digest: str) -> None:
         """Remove one layer directory: renamed away first, so it vanishes at once."""
-        import shutil
-        import tempfile
         hexpart = digest_hex(digest)
         self._make_dirs()
-        grave = tempfile.mkdtemp(prefix="gc-", dir=self.tmp_dir)
-        try:
-            os.rename(os.path.join(self.layers_dir, hexpart), os.path.join(grave, hexpart))
-        except FileNotFoundError:
-            pass
-        shutil.rmtree(grave, ignore_errors=True)
+        with self._work_dir("gc-") as grave:
+            try:
+                os.rename(os.path.join(self.layers_dir, hexpart), os.path.join(grave, hexpart))
+            except FileNotFoundError:
+                pass
 
     # --- images ----------------------------------------------------------
 
@@ -199,6 +274,55 @@ class ImageStore:
     def add_image(self, name: str, layers: list[str], config: ImageConfig | None = None,
                   history: list[str] | tuple[str, ...] = (), created: float | None = None) -> Image:
         """Record (or replace) the image `name` made of stored layers, bottom first."""
+        return self.add_images([(name, layers, config, history, created)])[0]
+
+    def add_images(self, records) -> list[Image]:
+        """Record several images, all or none: (name, layers, config, history,
+        created) each.  Every record is checked and written to tmp/ first,
+        then all are renamed in; if a rename fails, the records renamed so
+        far are put back as they were (replaced ones restored)."""
+        recs = [self._record(*r) for r in records]
+        self._make_dirs()
+        staged = []                               # (tmp file, final path, flock fd)
+        done = []                                 # (final path, backup of the old record or None)
+        try:
+            for rec in recs:
+                path = self._image_path(rec["name"])
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                staged.append((*_stage_json(rec, self.tmp_dir), path))
+            for tmp, _fd, path in staged:
+                backup = None
+                if os.path.exists(path):
+                    backup = f"{tmp}.old"
+                    os.link(path, backup)
+                done.append((path, backup))
+                os.replace(tmp, path)
+            for _path, backup in done:
+                if backup:
+                    os.unlink(backup)
+            done = []
+        except BaseException:
+            for path, backup in reversed(done):
+                try:
+                    if backup:
+                        os.replace(backup, path)
+                    else:
+                        os.unlink(path)
+                except FileNotFoundError:
+                    pass
+            raise
+        finally:
+            for tmp, fd, _path in staged:
+                for leftover in (tmp, f"{tmp}.old"):
+                    try:
+                        os.unlink(leftover)
+                    except FileNotFoundError:
+                        pass
+                os.close(fd)
+        return [self._image(rec) for rec in recs]
+
+    def _record(self, name: str, layers, config=None, history=(), created=None) -> dict:
+        """The JSON record of one image, checked: name, stored layers, history."""
         key = normalize_name(name)
         digests = []
         for d in layers:
@@ -211,16 +335,11 @@ class ImageStore:
         if not history:
             history = [self.layer(d).created_by for d in digests]
         config = config or ImageConfig()
-        rec = {"name": key, "layers": digests,
-               "config": {"cmd": list(config.cmd), "env": list(config.env),
-                          "workdir": config.workdir},
-               "created": time.time() if created is None else created,
-               "history": history}
-        self._make_dirs()
-        path = self._image_path(key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        _write_json_atomic(path, rec, self.tmp_dir)
-        return self._image(rec)
+        return {"name": key, "layers": digests,
+                "config": {"cmd": list(config.cmd), "env": list(config.env),
+                           "workdir": config.workdir},
+                "created": time.time() if created is None else created,
+                "history": history}
 
     def remove_image(self, name: str, in_use: set[str] | frozenset[str] | tuple = ()) -> None:
         """Remove an image record; Conflict if a container uses it.  Layers stay until gc()."""
@@ -256,10 +375,12 @@ class ImageStore:
             if layer.digest not in keep:
                 self.remove_layer(layer.digest)
                 removed.append(layer.digest)
+        self.sweep_tmp()
         self._clean_tmp()
         return removed
 
     def _clean_tmp(self) -> None:
+        """Anything else in tmp/ (an export's work dir) once an hour old."""
         import shutil
         now = time.time()
         try:
@@ -267,6 +388,8 @@ class ImageStore:
         except FileNotFoundError:
             return
         for e in entries:
+            if e.name.startswith(_SWEPT):
+                continue                  # sweep_tmp's: never while their maker lives
             try:
                 if now - e.stat(follow_symlinks=False).st_mtime < _STALE_TMP:
                     continue
@@ -304,12 +427,26 @@ class _HashReader:
         self.count += len(data)
         return data
 
-    def drain(self) -> None:
+    def drain(self, budget=None) -> None:
         while self.read(1 << 20):
-            pass
+            if budget is not None:
+                budget.check_ratio("data after the layer tar's end")
 
     def hexdigest(self) -> str:
         return self._h.hexdigest()
+
+
+class _Counter:
+    """Passes reads through and counts them: the compressed side of a ratio."""
+
+    def __init__(self, f):
+        self._f = f
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self.count += len(data)
+        return data
 
 
 class _Prefixed:
@@ -365,20 +502,21 @@ def _write_json(path, obj) -> None:
         f.write("\n")
 
 
-def _write_json_atomic(path: str, obj, tmp_dir: str) -> None:
+def _stage_json(obj, tmp_dir: str) -> tuple[str, int]:
+    """obj written and fsynced to a new file in tmp_dir, flocked (see
+    ImageStore.sweep_tmp); returns (path, the fd holding the lock)."""
     import tempfile
     fd, tmp = tempfile.mkstemp(prefix="image-", suffix=".json", dir=tmp_dir)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        data = json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n"
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+        os.fchmod(fd, 0o644)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        os.unlink(tmp)
+        os.close(fd)
         raise
+    return tmp, fd

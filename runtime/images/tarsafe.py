@@ -27,6 +27,7 @@ The caller owns `dest`: on any error it removes the whole directory.
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -47,17 +48,106 @@ def sort_key(path: str) -> tuple[str, ...]:
 
 # --- unpack -----------------------------------------------------------------
 
-def unpack(stream, dest: str) -> tuple[int, int]:
+# --- budget -----------------------------------------------------------------
+
+class Budget:
+    """What one import may cost: unpacked bytes, entries, directory depth and
+    decompression ratio, each with a default and an environment override,
+    the first two also capped by the free space and inodes of the state root
+    (statvfs at the start).  Shared by every layer of one import.
+
+    A gzip of zeros expands about 1000:1, so a 1 GB upload could ask for a
+    terabyte; the ratio check stops such a stream early (once 64 MiB are out),
+    the byte and space checks stop it in any case."""
+
+    DEFAULTS = {"TERRARIUM_UNPACK_MAX_BYTES": "64g", "TERRARIUM_UNPACK_MAX_ENTRIES": "1000000",
+                "TERRARIUM_UNPACK_MAX_RATIO": "200", "TERRARIUM_UNPACK_MAX_DEPTH": "256"}
+    RATIO_AFTER = 64 << 20
+    BLOCK = 4096
+
+    def __init__(self, root: str, *, max_bytes=None, max_entries=None, max_ratio=None,
+                 max_depth=None, environ=None):
+        from ..spec import parse_size
+        env = os.environ if environ is None else environ
+
+        def setting(name, given, parse):
+            if given is not None:
+                return given
+            text = env.get(name) or self.DEFAULTS[name]
+            try:
+                return parse(text)
+            except (ValueError, InvalidArgument):
+                raise InvalidArgument(f"{name}={ascii(text)} is not a valid number") from None
+        self.max_bytes = setting("TERRARIUM_UNPACK_MAX_BYTES", max_bytes, lambda t: parse_size(t, "size"))
+        self.max_entries = setting("TERRARIUM_UNPACK_MAX_ENTRIES", max_entries, _count)
+        self.max_ratio = setting("TERRARIUM_UNPACK_MAX_RATIO", max_ratio, _count)
+        self.max_depth = setting("TERRARIUM_UNPACK_MAX_DEPTH", max_depth, _count)
+        self.root = root
+        st = os.statvfs(root)
+        # Leave a little for everything else on that filesystem: 5%, at most 256 MiB.
+        reserve = min(256 << 20, st.f_blocks * st.f_frsize // 20)
+        self.free_bytes = max(0, st.f_bavail * st.f_frsize - reserve)
+        self.free_inodes = st.f_favail if st.f_files else None   # tmpfs/btrfs may report 0: no limit
+        self.bytes = 0
+        self.entries = 0
+        self.streams: list = []               # (compressed counter, uncompressed counter)
+
+    def watch(self, compressed, uncompressed) -> None:
+        """Check the ratio of these two byte counters (objects with .count) as data flows."""
+        self.streams.append((compressed, uncompressed))
+
+    def charge(self, nbytes: int, what: str) -> None:
+        """Space that stays on disk: content rounded up to a block."""
+        self.bytes += -(-nbytes // self.BLOCK) * self.BLOCK
+        if self.bytes > self.max_bytes:
+            raise InvalidArgument(f"{what}: the import unpacks to more than {self.max_bytes} bytes "
+                                  "(TERRARIUM_UNPACK_MAX_BYTES)")
+        if self.bytes > self.free_bytes:
+            raise KernelError(errno.ENOSPC, f"{what}: the import needs more than the "
+                                            f"{self.free_bytes} bytes free under {self.root}")
+
+    def entry(self, rel: str, what: str) -> None:
+        self.entries += 1
+        if self.entries > self.max_entries:
+            raise InvalidArgument(f"{what}: the import has more than {self.max_entries} entries "
+                                  "(TERRARIUM_UNPACK_MAX_ENTRIES)")
+        if self.free_inodes is not None and self.entries > self.free_inodes:
+            raise KernelError(errno.ENOSPC, f"{what}: the import needs more than the "
+                                            f"{self.free_inodes} inodes free under {self.root}")
+        if rel.count("/") + 1 > self.max_depth:
+            raise InvalidArgument(f"{what}: {rel[:64]!r}... is more than {self.max_depth} directories "
+                                  "deep (TERRARIUM_UNPACK_MAX_DEPTH)")
+        self.check_ratio(what)
+
+    def check_ratio(self, what: str) -> None:
+        for packed, unpacked in self.streams:
+            out = unpacked.count
+            if out > self.RATIO_AFTER and out > self.max_ratio * max(packed.count, 1):
+                raise InvalidArgument(f"{what}: expands more than {self.max_ratio}:1 when "
+                                      "decompressed (TERRARIUM_UNPACK_MAX_RATIO); refusing a "
+                                      "likely decompression bomb")
+
+
+def _count(text: str) -> int:
+    if not text.isascii() or not text.strip().isdigit():
+        raise ValueError(text)
+    return int(text)
+
+
+# --- unpack -----------------------------------------------------------------
+
+def unpack(stream, dest: str, budget: Budget | None = None) -> tuple[int, int]:
     """Unpack the uncompressed tar read from `stream` into the empty dir `dest`.
 
     Returns (bytes of file content, entries).  Reads the tar in streaming
     mode, so `stream` need only have read(); it is not read past the tar's
     end-of-archive marker.  Raises InvalidArgument naming the member on a
-    refused or corrupt tar; `dest` is then in an undefined state.
+    refused or corrupt tar, or when `budget` runs out; `dest` is then in an
+    undefined state.
     """
     import tarfile
 
-    u = _Unpacker(dest)
+    u = _Unpacker(dest, budget)
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tf:
             for member in tf:
@@ -89,8 +179,9 @@ def clean_name(name: str, what: str = "member") -> str:
 
 
 class _Unpacker:
-    def __init__(self, dest: str):
+    def __init__(self, dest: str, budget: Budget | None = None):
         self.dest = dest
+        self.budget = budget
         self.size = 0
         self.files = 0
         self.dirs: dict[str, tuple[int, int]] = {}   # rel dir -> (mode, mtime), set at the end
@@ -101,6 +192,11 @@ class _Unpacker:
         rel = clean_name(m.name)
         if not rel:                       # "./": the layer root itself; overlay ignores it
             return
+        if self.budget is not None:
+            what = f"layer tar member {m.name[:64]!r}"
+            self.budget.entry(rel, what)
+            if m.isreg() or m.isdir():
+                self.budget.charge(m.size if m.isreg() else Budget.BLOCK, what)
         base = rel.rsplit("/", 1)[-1]
         parent = rel.rpartition("/")[0]
         if base == OPAQUE:
@@ -147,6 +243,8 @@ class _Unpacker:
                 src = tf.extractfile(m)
                 while chunk := src.read(_CHUNK):
                     out.write(chunk)
+                    if self.budget is not None:
+                        self.budget.check_ratio(f"layer tar member {m.name[:64]!r}")
             self.size += m.size
             self._attrs(rel, m, link=False)
         elif m.ischr():                   # 0/0 only, checked above: already an overlay whiteout

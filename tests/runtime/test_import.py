@@ -286,3 +286,132 @@ def test_save_unknown_image(store, tmp_path):
     with pytest.raises(NotFound, match="image 'nope' not found"):
         importers.save(store, "nope", tmp_path / "x.tar")
     assert not (tmp_path / "x.tar").exists()
+
+
+# --- lock, rollback, killed imports, full disks ------------------------------------
+
+_PAUSING_IMPORT = """
+import sys, time
+from runtime.images import ImageStore, importers, tarsafe
+member = tarsafe._Unpacker.member
+seen = []
+def pausing(self, tf, m):
+    member(self, tf, m)
+    seen.append(m.name)
+    if len(seen) == 3:
+        print("unpacking", flush=True)
+        time.sleep(600)
+tarsafe._Unpacker.member = pausing
+importers.load(ImageStore(sys.argv[1]), sys.argv[2])
+"""
+
+
+def many_files_layer(tag: bytes) -> bytes:
+    return layer_tar(*[(f"d/f{i}", tag * 1000) for i in range(20)])
+
+
+def entries(store) -> dict[str, list]:
+    return {d: sorted(os.listdir(d)) if os.path.exists(d) else []
+            for d in (store.layers_dir, store.images_dir, store.tmp_dir)}
+
+
+def test_import_holds_the_lock_and_a_killed_one_leaves_nothing(store, tmp_path):
+    import signal
+    import sys
+    from runtime.fsutil import locked
+    killed, good = many_files_layer(b"k"), many_files_layer(b"g")
+    docker_archive(tmp_path / "killed.tar", [killed], tags=("killed:1",))
+    (tmp_path / "killed.tar.gz").write_bytes(gzip.compress((tmp_path / "killed.tar").read_bytes()))
+    docker_archive(tmp_path / "good.tar", [good], tags=("good:1",))
+    p = subprocess.Popen([sys.executable, "-c", _PAUSING_IMPORT, store.root,
+                          str(tmp_path / "killed.tar.gz")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "unpacking\n"
+        with locked(os.path.join(store.root, "images.lock"), blocking=False) as free:
+            assert free is False                     # held across the unpack
+        assert [n for n in os.listdir(store.tmp_dir) if n.startswith("layer-")]
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    importers.load(store, tmp_path / "good.tar")
+    assert entries(store) == {store.layers_dir: [sha(good)[7:]], store.images_dir: ["good:1.json"],
+                              store.tmp_dir: []}
+
+
+def test_gc_sweeps_what_a_killed_import_left(store, tmp_path):
+    import signal
+    import sys
+    docker_archive(tmp_path / "a.tar", [many_files_layer(b"a")])
+    p = subprocess.Popen([sys.executable, "-c", _PAUSING_IMPORT, store.root, str(tmp_path / "a.tar")],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "unpacking\n"
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    assert os.listdir(store.tmp_dir)
+    with store.lock():
+        store.gc()
+    assert_empty(store)
+
+
+def test_rollback_keeps_a_layer_someone_else_put_in_place(store, tmp_path):
+    """A layer that appeared while this import unpacked it is theirs: import_layer says
+    it did not create it, so a failed load does not remove it."""
+    data = layer_tar(("same", b"1"))
+    other = ImageStore(store.root)
+    layer, created = store.import_layer(io.BytesIO(data), _before_commit=lambda: other.add_layer_from_tar(
+        io.BytesIO(data)))
+    assert created is False and store.has_layer(layer.digest)
+    assert store.import_layer(io.BytesIO(layer_tar(("new", b"2"))))[1] is True
+
+
+def test_records_are_all_or_none(store, monkeypatch):
+    layer = store.add_layer_from_tar(io.BytesIO(layer_tar(("a", b"1"))))
+    store.add_image("keep", [layer.digest], history=["old"])
+    real = os.replace
+    calls = []
+
+    def failing_second(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+    monkeypatch.setattr(os, "replace", failing_second)
+    with pytest.raises(OSError):
+        store.add_images([("keep", [layer.digest], None, ["new"], None),
+                          ("other", [layer.digest], None, ["new"], None)])
+    monkeypatch.setattr(os, "replace", real)
+    assert store.get("keep").history == ("old",)
+    with pytest.raises(NotFound):
+        store.get("other")
+    assert os.listdir(store.tmp_dir) == []
+
+
+@root_only
+@pytest.mark.parametrize("budgeted", [True, False])
+def test_a_full_disk_fails_with_one_sentence_and_leaves_nothing(tmp_path, budgeted):
+    """16 MiB tmpfs as the state root, a 32 MiB layer: refused before writing
+    (the budget's free-space check), or by the kernel's ENOSPC when the check is
+    out of date (someone else filled the disk meanwhile)."""
+    from runtime.errors import KernelError
+    from runtime.images import tarsafe
+    big = layer_tar(("zeros", bytes(32 << 20)))
+    docker_archive(tmp_path / "big.tar", [big], gzip_layers={0})
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "terrarium-test-full",
+                    str(mnt)], check=True)
+    try:
+        store = ImageStore(str(mnt / "root"))
+        store._make_dirs()
+        budget = tarsafe.Budget(store.root)
+        if not budgeted:
+            budget.free_bytes = 1 << 50
+        with pytest.raises(KernelError) as e:
+            importers.load(store, tmp_path / "big.tar", budget=budget)
+        assert e.value.code == 28 and "\n" not in str(e.value)
+        assert ("bytes free under" if budgeted else "No space left on device") in str(e.value)
+        assert_empty(store)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

@@ -191,3 +191,40 @@ def test_pack_round_trips_a_deterministic_tar(store, tmp_path):
     out2 = io.BytesIO()
     tarsafe.pack(again.path, out2)
     assert out2.getvalue() == out.getvalue()      # stable after one round
+
+
+# --- budget -------------------------------------------------------------------
+
+def test_a_decompression_bomb_is_stopped_by_the_ratio(store):
+    import gzip
+    bomb = gzip.compress(make_tar(("zeros", "file", bytes(80 << 20))), compresslevel=9, mtime=0)
+    store._make_dirs()
+    budget = tarsafe.Budget(store.root, environ={})
+    with pytest.raises(InvalidArgument, match=r"expands more than 200:1 .*TERRARIUM_UNPACK_MAX_RATIO"):
+        store.add_layer_from_tar(io.BytesIO(bomb), budget=budget)
+    assert_clean(store)
+
+
+@pytest.mark.parametrize("limit, entries, message", [
+    ({"max_entries": 5}, [(f"f{i}", "file", b"x") for i in range(10)], "more than 5 entries"),
+    ({"max_depth": 3}, [("a/b/c/d/deep", "file", b"x")], "more than 3 directories deep"),
+    ({"max_bytes": 8192}, [("big", "file", os.urandom(100_000))], "more than 8192 bytes"),
+])
+def test_budget_limits_refuse_and_leave_nothing(store, limit, entries, message):
+    store._make_dirs()
+    with pytest.raises(InvalidArgument, match=message):
+        store.add_layer_from_tar(io.BytesIO(make_tar(*entries)),
+                                 budget=tarsafe.Budget(store.root, **limit))
+    assert_clean(store)
+
+
+def test_budget_defaults_and_environment(tmp_path):
+    b = tarsafe.Budget(str(tmp_path), environ={})
+    assert (b.max_bytes, b.max_entries, b.max_ratio, b.max_depth) == (64 << 30, 1_000_000, 200, 256)
+    b = tarsafe.Budget(str(tmp_path), environ={"TERRARIUM_UNPACK_MAX_BYTES": "1m",
+                                               "TERRARIUM_UNPACK_MAX_ENTRIES": "7"})
+    assert (b.max_bytes, b.max_entries) == (1 << 20, 7)
+    st = os.statvfs(tmp_path)
+    assert 0 < b.free_bytes <= st.f_bavail * st.f_frsize
+    with pytest.raises(InvalidArgument, match="TERRARIUM_UNPACK_MAX_DEPTH='\\\\u0666'"):
+        tarsafe.Budget(str(tmp_path), environ={"TERRARIUM_UNPACK_MAX_DEPTH": "\u0666"})
