@@ -5,6 +5,7 @@ with the result, bring the image mirror in step; runtime errors come back as
 ServiceError with the runtime's own message."""
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -16,6 +17,8 @@ from dashboard.containers import services as container_services
 from dashboard.containers.models import Container
 from dashboard.containers.runtime_client import get_runtime
 from dashboard.containers.services import ServiceError, _audit
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ServiceError", "image_import", "image_export", "container_commit", "image_remove",
            "images_gc"]
@@ -54,8 +57,11 @@ def image_import(*, user, upload, name: str = "") -> list:
                     f.write(chunk)
             path = tmp
         images = importers.load(get_runtime().images, path, name=name or None)
-    except (TerrariumError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - a bug in the importer: the person and the audit still learn of it
         msg = _first_line(e)
+        if not isinstance(e, (TerrariumError, OSError)):
+            log.exception("image import of %r failed", details["file"])
+            msg = f"internal error: {type(e).__name__}: {msg}"
         if path:                             # name the person's file, not our temp copy
             msg = msg.replace(path, repr(details["file"] or "the upload"))
         _audit(user, "image-import", result="error", message=msg, details=details)

@@ -48,6 +48,8 @@ def container_origin(request, container_id):
     path = request.GET.get("path", "").strip()
     if not path.startswith("/"):
         return JsonResponse({"error": "give an absolute path, like /etc/passwd"}, status=400)
+    if "\0" in path:
+        return JsonResponse({"error": "the path contains a NUL byte"}, status=400)
     try:
         return JsonResponse(selectors.container_path_origin(container_id=container_id, path=path))
     except selectors.LayerError as e:

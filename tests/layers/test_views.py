@@ -8,6 +8,8 @@ from django.urls import reverse
 
 from dashboard.containers.models import AuditEntry
 
+from tests.runtime.test_fuzz_input import named_cases
+
 from .conftest import store_leftovers
 
 pytestmark = pytest.mark.django_db
@@ -169,6 +171,33 @@ def test_upload_bad_archive_is_refused_and_leaves_nothing(rt, fresh_tar, operato
     assert {i.name for i in rt.images.list()} == images_before
     assert not rt.images.has_layer(digest)
     assert AuditEntry.objects.filter(action="image-import", result="error").exists()
+
+
+_MALFORMED = dict(named_cases())
+
+
+@pytest.mark.parametrize("case", sorted(_MALFORMED))
+def test_upload_malformed_archive_is_a_message_and_an_audit_row(rt, operator_client, case):
+    before = store_leftovers(rt)
+    images_before = {i.name for i in rt.images.list()}
+    audits = AuditEntry.objects.filter(action="image-import", result="error").count()
+    upload = io.BytesIO(_MALFORMED[case])
+    upload.name = "malformed.tar"
+    r = operator_client.post(reverse("layers:image_import"), {"archive": upload}, **JSON)
+    assert r.status_code == 400, r.content
+    msg = r.json()["message"]
+    assert msg.startswith("Import refused:") and "\n" not in msg and "internal error" not in msg, msg
+    assert "/tmp/" not in msg, msg
+    entry = AuditEntry.objects.filter(action="image-import", result="error").order_by("-id").first()
+    assert AuditEntry.objects.filter(action="image-import", result="error").count() == audits + 1
+    assert entry.message and entry.message in msg
+    assert store_leftovers(rt) == before
+    assert {i.name for i in rt.images.list()} == images_before
+
+
+def test_origin_path_with_nul_is_400(idle_container, viewer_client):
+    r = viewer_client.get(reverse("layers:origin", args=[idle_container.id]) + "?path=/a%00b")
+    assert r.status_code == 400 and "NUL" in r.json()["error"]
 
 
 # ------------------------------------------------------------ export, commit, remove, gc
