@@ -33,9 +33,9 @@ _SWEPT = ("layer-", "gc-", "image-", "outer-")   # tmp/ entries flocked by their
 
 def normalize_name(name: str) -> str:
     """'busybox:latest' -> 'busybox'; other tags kept.  InvalidArgument if malformed."""
-    m = _NAME.fullmatch(name or "")
+    m = _NAME.fullmatch(name) if isinstance(name, str) else None
     if not m or len(name) > 255:
-        raise InvalidArgument(f"invalid image name {name!r}: use lowercase letters, digits, "
+        raise InvalidArgument(f"invalid image name {ascii(name)[:140]}: use lowercase ASCII letters, digits, "
                               "'.', '_', '-' and '/', with an optional ':tag'")
     repo, tag = m.group(1), m.group(2)
     return repo if tag in (None, "latest") else f"{repo}:{tag}"
