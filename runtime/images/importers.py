@@ -194,12 +194,13 @@ def _decompressed(f, head: bytes, store: ImageStore, budget, path: str):
         out.seek(0)
     except OSError as e:
         out.close()
-        if isinstance(e, gzip.BadGzipFile):
-            raise InvalidArgument(f"cannot read {path}: not a valid gzip file: {e}") from None
         import errno
         from ..errors import KernelError
         if e.errno in (errno.ENOSPC, errno.EDQUOT) and not isinstance(e, KernelError):
             raise KernelError(e.errno, f"decompress {path} under {store.root}") from None
+        if e.errno is None:               # BadGzipFile, bz2's "Invalid data stream": the data
+            raise InvalidArgument(f"cannot read {path}: it is not valid compressed data: "
+                                  f"{_one_line(e)}") from None
         raise
     except BaseException:
         out.close()

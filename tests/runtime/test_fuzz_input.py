@@ -208,6 +208,8 @@ def named_cases() -> list[tuple[str, bytes]]:
         ("not a tar", os.urandom(3000)),
         ("empty file", b""),
         ("truncated gzip", gzip.compress(tar_of(oci_files()), mtime=0)[:300]),
+        ("bzip2 garbage", b"BZh9" + os.urandom(500)),
+        ("truncated xz", lzma.compress(tar_of(docker_files()))[:400]),
     ]
 
 
