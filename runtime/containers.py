@@ -492,11 +492,12 @@ class Runtime:
             raise Conflict(f"container {c.name!r} is {c.status}, not running")
         if not argv:
             raise InvalidArgument("exec needs a command")
-        env = _merge_env(c.env, make_spec(image="x", env=env).env, c.hostname)
+        asked = make_spec(image="x", cmd=argv, env=env, workdir=workdir)   # NUL, bad keys, '..'
+        env = _merge_env(c.env, asked.env, c.hostname)
         run = read_json(os.path.join(self._dir(c.id), "run.json")) or {}
         pid_start = run.get("pid_start") if run.get("pid") == c.pid else None
-        return exec_in(self, c, list(argv), list(env), pid_start=pid_start, tty=tty,
-                       interactive=interactive, workdir=workdir or c.workdir)
+        return exec_in(self, c, list(asked.cmd), list(env), pid_start=pid_start, tty=tty,
+                       interactive=interactive, workdir=asked.workdir or c.workdir)
 
     # ------------------------------------------------------------- teardown
     def shutdown_servers(self) -> None:

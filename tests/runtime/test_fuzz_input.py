@@ -414,3 +414,13 @@ def test_malformed_archives_through_the_cli(rt, tmp_path):
         r = cli("load", "-i", str(path))
         assert one_clear_line(r), (case, r.returncode, r.stderr)
         assert snapshot(rt.images) == before, case
+
+
+def test_exec_checks_its_arguments(rt, name, cleanup):
+    cleanup.append(name)
+    rt.run(Spec(image="busybox", name=name, cmd=("sleep", "300")))
+    for kw in ({"argv": ["sh", "a\0b"]}, {"argv": ["true"], "env": ["A=\0"]},
+               {"argv": ["true"], "env": ["K\u0435Y=1"]}, {"argv": ["true"], "workdir": "/a\0b"},
+               {"argv": ["true"], "workdir": "relative"}):
+        with pytest.raises(InvalidArgument):
+            rt.exec(name, kw.pop("argv"), **kw)
