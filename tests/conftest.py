@@ -9,6 +9,7 @@ so subprocesses (the CLI, Daphne) use them too.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -186,7 +187,7 @@ def rt(session_root, cgroup_parent):
 @pytest.fixture
 def name(request) -> str:
     """A container name unique to this test."""
-    base = request.node.name.replace("[", "-").replace("]", "").replace("/", "-")[:40]
+    base = re.sub(r"[^a-zA-Z0-9_.-]", "-", request.node.name.replace("]", ""))[:40]
     return f"{base.strip('-_.') or 't'}-{secrets.token_hex(3)}"
 
 
