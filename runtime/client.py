@@ -39,6 +39,20 @@ class _Declined(Exception):
 
 
 def main(argv=None):
+    """Exit with the command's code; never a traceback (TERRARIUM_DEBUG=1 shows one)."""
+    try:
+        _main(argv)
+    except KeyboardInterrupt:                   # Ctrl-C before the server took the request
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - one line, as runtime.cli.main does
+        sys.stderr.write(f"terrarium: internal error: {type(e).__name__}: {e}\n")
+        if os.environ.get("TERRARIUM_DEBUG") == "1":
+            import traceback
+            traceback.print_exc()
+        sys.exit(125)
+
+
+def _main(argv):
     argv = sys.argv[1:] if argv is None else list(argv)
     if os.environ.get("TERRARIUM_CLI_LOCAL") == "1" or _verb(argv) in (None, "exec"):
         return _local(argv)

@@ -157,3 +157,23 @@ def test_an_unexpected_exception_is_one_line_unless_debugging(rt, monkeypatch, c
     assert cli_module.main(["ps"]) == 125
     err = capsys.readouterr().err
     assert err.startswith("terrarium: internal error: RuntimeError") and "Traceback" in err
+
+
+def test_the_client_never_shows_a_traceback(monkeypatch, capsys):
+    from runtime import client
+
+    def broken(_argv):
+        raise ValueError("garbage from the server")
+    monkeypatch.setattr(client, "_main", broken)
+    monkeypatch.delenv("TERRARIUM_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as e:
+        client.main(["ps"])
+    assert e.value.code == 125
+    assert capsys.readouterr().err == "terrarium: internal error: ValueError: garbage from the server\n"
+
+    def interrupted(_argv):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(client, "_main", interrupted)
+    with pytest.raises(SystemExit) as e:
+        client.main(["ps"])
+    assert e.value.code == 130 and capsys.readouterr().err == ""
