@@ -30,7 +30,10 @@ _MT_INDEX = ("application/vnd.oci.image.index.v1+json",
 _MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 _MT_CONFIG = "application/vnd.oci.image.config.v1+json"
 _MT_LAYER = "application/vnd.oci.image.layer.v1.tar"
-_MAX_JSON = 16 << 20
+_MAX_JSON = 16 << 20          # one document
+_MAX_JSON_TOTAL = 64 << 20    # all documents of one load: 1000 entries naming one 16 MiB config
+_MAX_IMAGES = 1000            # entries of manifest.json or index.json
+_MAX_LAYERS = 500             # layers of one image
 
 
 def load(store: ImageStore, path: str | os.PathLike, name: str | None = None, *,
@@ -97,6 +100,8 @@ def _rel(value, what: str) -> str:
 
 
 class _DirSource:
+    json_bytes = 0
+
     def __init__(self, path: str):
         self.path = path
 
@@ -124,6 +129,8 @@ class _TarSource:
     an unnamed file in the store's tmp/ (gone with this process, even on
     SIGKILL): reading members of a gzip stream out of order would decompress
     it again from the start for each layer."""
+
+    json_bytes = 0
 
     def __init__(self, path: str, store: ImageStore, budget):
         import tarfile
@@ -242,6 +249,9 @@ def _json(src, rel: str, digest: str | None = None):
         data = f.read(_MAX_JSON + 1)
     if len(data) > _MAX_JSON:
         raise InvalidArgument(f"{rel} is larger than {_MAX_JSON} bytes")
+    src.json_bytes += len(data)               # would be parsed again for each entry naming it
+    if src.json_bytes > _MAX_JSON_TOTAL:
+        raise InvalidArgument(f"the archive's JSON documents add up to more than {_MAX_JSON_TOTAL} bytes")
     if digest is not None:
         import hashlib
         got = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -279,6 +289,12 @@ def _strings(doc: dict, key: str, what: str) -> list[str]:
     if not all(isinstance(i, str) for i in items):
         raise InvalidArgument(f"{what}: {key!r} is not a list of strings")
     return items
+
+
+def _limited(layers: list, what: str) -> list:
+    if len(layers) > _MAX_LAYERS:
+        raise InvalidArgument(f"{what} has {len(layers)} layers; at most {_MAX_LAYERS} are supported")
+    return layers
 
 
 def _kind(value) -> str:
@@ -319,6 +335,9 @@ def _docker_plans(src) -> list[dict]:
     manifest = _json(src, "manifest.json")
     if not isinstance(manifest, list) or not manifest:
         raise InvalidArgument("manifest.json is not a list of images")
+    if len(manifest) > _MAX_IMAGES:
+        raise InvalidArgument(f"manifest.json lists {len(manifest)} images; at most {_MAX_IMAGES} "
+                              "are taken at once")
     plans = []
     for i, entry in enumerate(manifest):
         what = f"manifest.json entry {i}"
@@ -330,7 +349,7 @@ def _docker_plans(src) -> list[dict]:
         cfg_digest = "sha256:" + m.group(1)
         config = _obj(_json(src, cfg_path, cfg_digest), f"config {cfg_path}")
         layers = []
-        for rel in _strings(entry, "Layers", what):
+        for rel in _limited(_strings(entry, "Layers", what), what):
             _rel(rel, f"{what}: a layer")
             bm = _BLOB_RE.fullmatch(rel)
             layers.append({"path": rel, "blob_digest": "sha256:" + bm.group(1) if bm else None,
@@ -352,7 +371,11 @@ def _oci_plans(src) -> list[dict]:
         raise InvalidArgument(f"unsupported OCI layout version {ascii(version)[:40]}")
     index = _obj(_json(src, "index.json"), "index.json")
     plans = []
-    for i, desc in enumerate(_field(index, "manifests", list, "index.json", [])):
+    descs = _field(index, "manifests", list, "index.json", [])
+    if len(descs) > _MAX_IMAGES:
+        raise InvalidArgument(f"index.json lists {len(descs)} images; at most {_MAX_IMAGES} "
+                              "are taken at once")
+    for i, desc in enumerate(descs):
         what = f"index.json manifest {i}"
         desc = _obj(desc, what)
         digest = _digest(desc, what)
@@ -367,7 +390,8 @@ def _oci_plans(src) -> list[dict]:
         cfg_path = _blob_path(cfg_digest)
         config = _obj(_json(src, cfg_path, cfg_digest), f"config {cfg_path}")
         layers = []
-        for j, ld in enumerate(_field(manifest, "layers", list, f"manifest {digest}", [])):
+        for j, ld in enumerate(_limited(_field(manifest, "layers", list, f"manifest {digest}", []),
+                                        f"manifest {digest}")):
             lwhat = f"manifest {digest}: layer {j}"
             ld = _obj(ld, lwhat)
             ldigest = _digest(ld, lwhat)

@@ -424,3 +424,25 @@ def test_exec_checks_its_arguments(rt, name, cleanup):
                {"argv": ["true"], "workdir": "relative"}):
         with pytest.raises(InvalidArgument):
             rt.exec(name, kw.pop("argv"), **kw)
+
+
+@pytest.mark.parametrize("what", ["images", "layers", "json"])
+def test_archives_that_ask_for_too_much_are_refused(tmp_path, what):
+    store = ImageStore(tmp_path / "root")
+    files = docker_files()
+    entry = json.loads(files["manifest.json"])[0]
+    if what == "images":
+        manifest = [entry] * 1001
+    elif what == "layers":
+        manifest = [{**entry, "Layers": entry["Layers"] * 251}]
+    else:                                       # 900 entries naming one 100 KB config
+        cfg = dumps({**config_doc(), "padding": "x" * 100_000})
+        files[f"{hashlib.sha256(cfg).hexdigest()}.json"] = cfg
+        manifest = [{**entry, "Config": f"{hashlib.sha256(cfg).hexdigest()}.json"}] * 900
+    files["manifest.json"] = dumps(manifest)
+    (tmp_path / "a.tar").write_bytes(tar_of(files))
+    message = {"images": "1001 images; at most 1000", "layers": "502 layers; at most 500",
+               "json": "add up to more than"}[what]
+    with pytest.raises(InvalidArgument, match=message):
+        importers.load(store, tmp_path / "a.tar")
+    assert os.listdir(store.layers_dir) == [] and os.listdir(store.images_dir) == []
