@@ -2,7 +2,8 @@
 
 Every function raises InvalidArgument with the offending value in the
 message, and returns a clean value otherwise.  Nothing here touches the
-kernel or the disk, so the CLI and the dashboard's forms share it.
+kernel or the disk (apart from counting the host's CPUs), so the CLI and
+the dashboard's forms share it.
 """
 from __future__ import annotations
 
@@ -25,12 +26,13 @@ _CPUS_RE = re.compile(r"[ \t]*([0-9]{1,10})?(?:\.([0-9]{1,9}))?[ \t]*", re.ASCII
 _PIDS_RE = re.compile(r"[ \t]*\+?([0-9]{1,30})[ \t]*", re.ASCII)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 MIN_MEMORY = 6 << 20   # Docker's floor too: below this the container cannot even start
-# The kernel keeps a memory limit as a signed 64-bit count of bytes (v1 and v2
-# page counters); memparse() wraps silently above 2^64, so 2^64+4096 became a
-# 4 KiB limit.  Anything from 2^63 up is refused.  Above the host's RAM is
-# accepted, as Docker and podman do: swap can back it, and it is harmless.
+# The kernel keeps a memory limit in a page counter that holds at most 2^63-1
+# bytes; memparse() wraps silently above 2^64.  Measured on v1 here:
+# 2^63 reads back as 9223372036854771712 (unlimited), 2^64+4096 as 4096.
+# Anything from 2^63 up is refused.  Above the host's RAM is accepted, as
+# Docker and podman do ("-m can be larger than physical RAM" with swap).
 MAX_BYTES = (1 << 63) - 1
-# pids.max takes at most PID_MAX_LIMIT (kernel/cgroup/pids.c: "limit >= PIDS_MAX").
+# pids.max takes at most PID_MAX_LIMIT, 4194304; one more is EINVAL.
 MAX_PIDS = 1 << 22
 MAX_PATH = 4096
 
