@@ -47,6 +47,8 @@ def _add_create(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hostname")
     p.add_argument("-w", "--workdir")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
+                   help="seccomp=unconfined, seccomp=PROFILE.json (Docker's format) (repeatable)")
     _add_limits(p)
     p.add_argument("image")
     p.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -276,9 +278,13 @@ def _dispatch(args) -> int:
 def _spec(args, auto_remove: bool):
     from .spec import make_limits, make_spec
     limits = make_limits(args.memory, args.memory_swap, args.cpus, args.pids)
+    seccomp = None
+    if args.security_opt:
+        from .seccomp import setting_from_options
+        seccomp = setting_from_options(args.security_opt)
     return make_spec(image=args.image, name=args.name, cmd=args.cmd, env=args.env,
                      hostname=args.hostname, workdir=args.workdir, limits=limits,
-                     auto_remove=auto_remove)
+                     auto_remove=auto_remove, seccomp=seccomp)
 
 
 def _run(rt, args) -> int:

@@ -28,7 +28,7 @@ import signal
 import _socket   # the C module: socket.py's enum wrappers cost every CLI call ~5 ms
 import time
 
-from . import daemons, pidinfo
+from . import daemons, pidinfo, seccomp
 from .errors import Conflict, ExecFailed, InvalidArgument, KernelError, NotFound, TerrariumError
 from .fsutil import locked, read_json, write_json
 from .model import Container, Limits, Spec
@@ -135,6 +135,7 @@ class Runtime:
             "limits": spec.limits._asdict(), "created_at": time.time(),
             "layers": [layer.digest.split(":", 1)[-1] for layer in image.layers],
             "auto_remove": spec.auto_remove, "generation": 0, "paused": False,
+            "seccomp": spec.seccomp or {"mode": "default"},
         }
         with locked(os.path.join(self.containers_dir, ".lock")):
             if os.path.lexists(os.path.join(self.names_dir, name)):
@@ -187,6 +188,7 @@ class Runtime:
             "hostname": config["hostname"], "argv": config["cmd"], "env": config["env"],
             "workdir": config["workdir"], "log": f"{cdir}/container.log",
             "auto_remove": config["auto_remove"],
+            "seccomp": seccomp.program_path(self.root, config.get("seccomp")),
         }
 
     def _request_start(self, cid: str, config: dict) -> dict:
@@ -414,7 +416,7 @@ class Runtime:
             cgroup=f"{self.cgroup_parent}/{cid}", namespaces=namespaces,
             rootfs=f"{cdir}/rootfs", upperdir=f"{cdir}/upper", workdir_overlay=f"{cdir}/work",
             log_path=f"{cdir}/container.log", auto_remove=bool(config.get("auto_remove")),
-            restart_count=max(gen - 1, 0),
+            restart_count=max(gen - 1, 0), seccomp=seccomp.mode_of(config.get("seccomp")),
         )
 
     # ------------------------------------------------------------ wait/logs
@@ -496,8 +498,9 @@ class Runtime:
         env = _merge_env(c.env, asked.env, c.hostname)
         run = read_json(os.path.join(self._dir(c.id), "run.json")) or {}
         pid_start = run.get("pid_start") if run.get("pid") == c.pid else None
+        program = seccomp.read_program(seccomp.program_path(self.root, self._config(c.id).get("seccomp")))
         return exec_in(self, c, list(asked.cmd), list(env), pid_start=pid_start, tty=tty,
-                       interactive=interactive, workdir=asked.workdir or c.workdir)
+                       interactive=interactive, workdir=asked.workdir or c.workdir, seccomp=program)
 
     # ------------------------------------------------------------- teardown
     def shutdown_servers(self) -> None:

@@ -56,9 +56,11 @@ _PTMX_RDEV = os.makedev(5, 2)
 
 
 def exec_in(rt, c, argv: list[str], env: list[str], *, pid_start: int | None,
-            tty: bool = False, interactive: bool = False, workdir: str = "/") -> int:
+            tty: bool = False, interactive: bool = False, workdir: str = "/",
+            seccomp: bytes | None = None) -> int:
     """Run argv in container c, whose init is c.pid started at pid_start
-    (clock ticks, as recorded at start); returns its exit code."""
+    (clock ticks, as recorded at start); returns its exit code.  seccomp:
+    the container's filter program (runtime.seccomp), loaded last."""
     _fill_stdio()
     init = _open_init(c, pid_start)
     ctl = ctl_child = pipes = None
@@ -66,7 +68,7 @@ def exec_in(rt, c, argv: list[str], env: list[str], *, pid_start: int | None,
         ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pipes = _Pipes(tty, interactive)
         return _start(rt, c, init, ctl, ctl_child, pipes, argv, env,
-                      tty=tty, interactive=interactive, workdir=workdir)
+                      tty=tty, interactive=interactive, workdir=workdir, seccomp=seccomp)
     finally:
         for sock in (ctl, ctl_child):
             if sock is not None:
@@ -76,7 +78,8 @@ def exec_in(rt, c, argv: list[str], env: list[str], *, pid_start: int | None,
         os.close(init)
 
 
-def _start(rt, c, init, ctl, ctl_child, pipes, argv, env, *, tty, interactive, workdir) -> int:
+def _start(rt, c, init, ctl, ctl_child, pipes, argv, env, *, tty, interactive, workdir,
+           seccomp=None) -> int:
     size = _window_size() if tty else None
     relay = _Relay(tty, interactive)
     old = {sig: signal.signal(sig, relay.forward) for sig in FORWARDED}
@@ -85,7 +88,7 @@ def _start(rt, c, init, ctl, ctl_child, pipes, argv, env, *, tty, interactive, w
     try:
         pid = os.fork()
         if pid == 0:
-            _join(rt, c, init, ctl_child.fileno(), pipes.child, argv, env, workdir, tty, size)
+            _join(rt, c, init, ctl_child.fileno(), pipes.child, argv, env, workdir, tty, size, seccomp)
         joiner = os.pidfd_open(pid)
         try:
             ctl_child.close()
@@ -152,7 +155,8 @@ def _reap(pid: int) -> int:
 
 # ----------------------------------------------------------------- joiner
 
-def _join(rt, c, init: int, ctl: int, stdio: tuple[int, int, int], argv, env, workdir, tty, size) -> None:
+def _join(rt, c, init: int, ctl: int, stdio: tuple[int, int, int], argv, env, workdir, tty, size,
+          seccomp=None) -> None:
     """In the fork: join the container and fork the process.  Never returns."""
     try:
         for sig in FORWARDED:               # the caller forwards them; this one only waits
@@ -167,7 +171,7 @@ def _join(rt, c, init: int, ctl: int, stdio: tuple[int, int, int], argv, env, wo
         os.close(init)
         child = os.fork()
         if child == 0:
-            _become(argv, env, workdir, ctl, tty, size)
+            _become(argv, env, workdir, ctl, tty, size, seccomp)
         pidfd = os.pidfd_open(child)
         _send_fd(ctl, b"pid", pidfd)
         os.close(pidfd)
@@ -195,7 +199,7 @@ def _report(ctl: int, code: int, message: str) -> None:
 
 # ---------------------------------------------------------------- process
 
-def _become(argv, env, workdir, ctl: int, tty: bool, size: bytes | None) -> None:
+def _become(argv, env, workdir, ctl: int, tty: bool, size: bytes | None, seccomp=None) -> None:
     """The process, in the container's namespaces and cgroup: exec argv.  Never returns."""
     try:
         for sig in RESET_SIGNALS:
@@ -210,6 +214,7 @@ def _become(argv, env, workdir, ctl: int, tty: bool, size: bytes | None) -> None
         if tty:
             _take_terminal(ctl, size)        # as the container's root, in its /dev
         linux.set_no_new_privs()
+        linux.seccomp_filter(seccomp)        # the container's filter, last, as init does
         exec_command(argv, env)
     except BaseException as e:  # noqa: BLE001
         code = getattr(e, "exit_code", 126)

@@ -7,6 +7,7 @@ what was being done, so a failure reads "mount overlay on /x: Invalid argument
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
 import socket
@@ -50,6 +51,8 @@ MNT_DETACH = 2
 # prctl (linux/prctl.h)
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
@@ -215,8 +218,12 @@ def cap_last_cap() -> int:
 
 def limit_capabilities(keep_mask: int) -> None:
     """Drop every capability outside keep_mask from the bounding, ambient,
-    effective, permitted and inheritable sets.  After exec, root's sets are
-    the bounding set, so the process holds exactly keep_mask."""
+    effective and permitted sets, and empty the inheritable set.  After exec,
+    root's sets are the bounding set, so the process holds exactly keep_mask.
+
+    Inheritable stays empty (Docker >= 20.10.14): with keep_mask there, a
+    non-root user in the container would gain those capabilities by exec'ing
+    a file with inheritable file capabilities (CVE-2022-24769)."""
     for cap in range(cap_last_cap() + 1):
         if not keep_mask & (1 << cap):
             if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
@@ -224,11 +231,26 @@ def limit_capabilities(keep_mask: int) -> None:
     _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     header = struct.pack("Ii", 0x20080522, 0)   # _LINUX_CAPABILITY_VERSION_3, this thread
     lo, hi = keep_mask & 0xFFFFFFFF, keep_mask >> 32
-    data = struct.pack("IIIIII", lo, lo, lo, hi, hi, hi)   # effective, permitted, inheritable x2
+    data = struct.pack("IIIIII", lo, lo, 0, hi, hi, 0)     # effective, permitted, inheritable x2
     hbuf = ctypes.create_string_buffer(header, len(header))
     dbuf = ctypes.create_string_buffer(data, len(data))
     if _libc.syscall(_SYS_capset, hbuf, dbuf) != 0:
         _fail("capset")
+
+
+def seccomp_filter(program: bytes | None) -> None:
+    """Load a classic BPF program (struct sock_filter[], as libseccomp exports
+    it) as this thread's seccomp filter; None: nothing.  Needs no_new_privs
+    (or CAP_SYS_ADMIN) first; lasts across execve and is inherited by children."""
+    if program is None:
+        return
+    if not program or len(program) % 8 or len(program) // 8 > 4096:
+        raise KernelError(errno.EINVAL, f"load seccomp filter: {len(program)} bytes is not a BPF program")
+    buf = ctypes.create_string_buffer(program, len(program))
+    # struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+    fprog = ctypes.create_string_buffer(struct.pack("@HP", len(program) // 8, ctypes.addressof(buf)))
+    if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0) != 0:
+        _fail("load seccomp filter")
 
 
 def close_fds_on_exec(first: int = 3) -> None:

@@ -45,25 +45,26 @@ class Image(namedtuple("Image", "name layers config created history", defaults=(
     __slots__ = ()
 
 
-class Spec(namedtuple("Spec", "image name cmd env hostname workdir limits auto_remove",
-                      defaults=(None, (), (), None, None, Limits(), False))):
+class Spec(namedtuple("Spec", "image name cmd env hostname workdir limits auto_remove seccomp",
+                      defaults=(None, (), (), None, None, Limits(), False, None))):
     """What `create` needs; runtime.spec.make_spec() builds a checked one.
 
     cmd empty: the image's cmd.  env: "K=V" added to the image's.  hostname
-    None: the container's name.  workdir None: the image's."""
+    None: the container's name.  workdir None: the image's.  seccomp None:
+    the default profile; else a setting of runtime.seccomp ({"mode": ...})."""
     __slots__ = ()
 
 
 _CONTAINER_FIELDS = (
     "id name image cmd env hostname workdir limits status created_at "
     "layers pid shim_pid started_at finished_at exit_code oom_killed oom_kills error "
-    "cgroup namespaces rootfs upperdir workdir_overlay log_path auto_remove restart_count"
+    "cgroup namespaces rootfs upperdir workdir_overlay log_path auto_remove restart_count seccomp"
 )
 
 
 class Container(namedtuple("Container", _CONTAINER_FIELDS, defaults=(
         (), None, None, None, None, None, False, 0, None,
-        None, _EMPTY, "", "", "", "", False, 0))):
+        None, _EMPTY, "", "", "", "", False, 0, "default"))):
     """What inspect and list report.
 
     status        created | running | paused | exited
@@ -75,6 +76,7 @@ class Container(namedtuple("Container", _CONTAINER_FIELDS, defaults=(
     cgroup        "<parent>/<id>", relative to each hierarchy's root
     namespaces    {"pid": inode, ...} while running
     rootfs        the merged directory (mounted only inside the container)
+    seccomp       "default", "unconfined" or "custom" (a profile given at create)
     """
     __slots__ = ()
 

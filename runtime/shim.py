@@ -15,7 +15,7 @@ shim         one per running container, forked by the server, its own session.
              removes the cgroup.  It outlives whoever asked for the start.
 init         PID 1 of the container: join the cgroup, new namespaces, hostname,
              private mounts, overlay root, pivot_root, /proc, /dev, masks,
-             capabilities, exec.  See container_init() — the order is the lesson.
+             capabilities, seccomp, exec.  See container_init() — the order is the lesson.
 
 Nothing here imports outside the standard library and runtime's own small
 modules: the server starts in ~20 ms and forks in well under one.
@@ -86,6 +86,7 @@ def container_init(err_w: int, go_r: int, in_cgroup_r: int, stdin_fd: int) -> No
         if req is None:
             os._exit(0)
         log_fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        seccomp = _read_file(req.get("seccomp"))   # a host path: read before pivot_root
         # 2. cgroup: the shim makes it and moves us in while we build the root
         #    below (two cores, two jobs); we wait for that at step 6, before exec.
         # 3. hostname, in the new UTS namespace
@@ -113,6 +114,9 @@ def container_init(err_w: int, go_r: int, in_cgroup_r: int, stdin_fd: int) -> No
         linux.close_fds_on_exec(3)
         linux.limit_capabilities(linux.caps_mask())
         linux.set_no_new_privs()
+        # 7. the seccomp filter, last: from here on only the syscalls the
+        #    profile allows (execve among them), for the command and its children
+        linux.seccomp_filter(seccomp)
         exec_command(req["argv"], req["env"])
     except BaseException as e:  # noqa: BLE001 - report anything, then die
         code = getattr(e, "exit_code", 1) if isinstance(e, TerrariumError) else 1
@@ -128,6 +132,19 @@ def _read_request(fd: int) -> dict | None:
         data += chunk
     os.close(fd)
     return json.loads(data) if data else None
+
+
+def _read_file(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = b""
+        while chunk := os.read(fd, 65536):
+            data += chunk
+        return data
+    finally:
+        os.close(fd)
 
 
 def _mount_overlay(req: dict) -> None:

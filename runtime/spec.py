@@ -200,17 +200,22 @@ def check_limits(limits: Limits) -> Limits:
 
 def check_spec(spec: Spec) -> Spec:
     """A Spec built by hand (the API) checked as make_spec checks typed input."""
-    return make_spec(image=spec.image, name=spec.name, cmd=spec.cmd, env=spec.env,
-                     hostname=spec.hostname, workdir=spec.workdir,
-                     limits=check_limits(spec.limits), auto_remove=spec.auto_remove)
+    checked = make_spec(image=spec.image, name=spec.name, cmd=spec.cmd, env=spec.env,
+                        hostname=spec.hostname, workdir=spec.workdir,
+                        limits=check_limits(spec.limits), auto_remove=spec.auto_remove)
+    return checked._replace(seccomp=spec.seccomp)     # Runtime.create checks it
 
 
 def make_spec(*, image: str, name: str | None = None, cmd=(), env=(), hostname: str | None = None,
-              workdir: str | None = None, limits: Limits | None = None, auto_remove: bool = False) -> Spec:
+              workdir: str | None = None, limits: Limits | None = None, auto_remove: bool = False,
+              seccomp: dict | None = None) -> Spec:
     if not image or not isinstance(image, str):
         raise InvalidArgument("an image is required")
     if "\0" in image:
         raise InvalidArgument(f"invalid image name {_show(image)}: contains a NUL byte")
+    if seccomp is not None:
+        from .seccomp import check_setting
+        seccomp = check_setting(seccomp)
     return Spec(
         image=image,
         name=None if not name else check_name(name),
@@ -220,4 +225,5 @@ def make_spec(*, image: str, name: str | None = None, cmd=(), env=(), hostname: 
         workdir=None if not workdir else check_workdir(workdir),
         limits=limits or Limits(),
         auto_remove=bool(auto_remove),
+        seccomp=seccomp,
     )

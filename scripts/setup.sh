@@ -36,7 +36,7 @@ as_root() {
 # --- Debian packages ---------------------------------------------------------
 # gcc, libc6-dev: the exec tests build a static TIOCSTI probe to run in a container
 packages=(busybox-static chromium runc crun redis-server util-linux procps
-          iproute2 umoci skopeo gcc libc6-dev)
+          iproute2 umoci skopeo gcc libc6-dev libseccomp2)
 if [ "$want_vm" = 1 ]; then
     packages+=(qemu-system-x86 cpio)
 fi

@@ -1,0 +1,370 @@
+"""Seccomp profiles: Docker's JSON format in, a classic BPF program out.
+
+A container's setting is one of
+    {"mode": "default"}                      seccomp_default.json, beside this file
+    {"mode": "unconfined"}                   no filter
+    {"mode": "custom", "profile": {...}}     a profile the person gave, kept whole
+and lives in its config.json (a custom profile is copied in, as Docker does:
+the file may change or vanish after `create`).
+
+libseccomp (through pyseccomp) compiles a profile, on the caller's side, once
+per distinct profile: the program is cached as ROOT/seccomp/<sha256>.bpf
+(root only) and the start request names that file.  The container's init,
+a `python -I -S` fork with no third-party packages and a start to keep
+cheap, only reads it and loads it with prctl (linux.seccomp_filter), last,
+after no_new_privs, right before execve.
+
+The default profile is Docker's (moby profiles/seccomp) with its
+capability-conditional parts resolved for the 14 capabilities every container
+here has (linux.DEFAULT_CAPS): no mount, bpf, perf_event_open, keyctl,
+io_uring, userfaultfd, ...; clone and unshare only without namespace flags;
+clone3 answers ENOSYS so that libc falls back to clone, whose flags the
+filter can see; personality only for the few values Docker allows; socket for
+every family but AF_VSOCK.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+from .errors import InvalidArgument, TerrariumError
+
+DEFAULT_PROFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seccomp_default.json")
+MODES = ("default", "unconfined", "custom")
+# Part of every cache key: change it when compile() changes what it emits.
+COMPILER_VERSION = "1"
+
+_ACTIONS = ("SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP",
+            "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
+_OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
+        "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
+# Docker's names (Go's GOARCH) for includes/excludes "arches", by machine.
+_GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "i686": "386", "armv7l": "arm",
+           "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
+
+
+class ProfileError(InvalidArgument):
+    """A profile libseccomp or Docker's format does not accept."""
+
+
+# ------------------------------------------------------------- the setting
+
+def setting_from_options(options, cwd: str | None = None) -> dict:
+    """--security-opt values -> the container's seccomp setting.
+
+    Accepts seccomp=unconfined, seccomp=default, seccomp=PATH (Docker's JSON
+    format, read and checked now) and no-new-privileges[=true] (always on)."""
+    setting = {"mode": "default"}
+    for opt in options or ():
+        opt = str(opt)
+        key, sep, value = opt.partition("=")
+        if not sep:
+            key, sep, value = opt.partition(":")         # Docker's old spelling
+        key = key.strip()
+        if key == "no-new-privileges" and value.strip().lower() in ("", "true", "1"):
+            continue
+        if key != "seccomp" or not value:
+            raise InvalidArgument(f"unsupported security option {opt!r}: use seccomp=unconfined, "
+                                  "seccomp=PROFILE.json or no-new-privileges")
+        if value in ("unconfined", "default"):
+            setting = {"mode": value}
+        else:
+            path = value if cwd is None else os.path.join(cwd, value)
+            setting = {"mode": "custom", "profile": read_profile(path, shown=value)}
+    return setting
+
+
+def check_setting(setting) -> dict:
+    """A stored or passed-in setting, checked (a custom profile is compiled once)."""
+    if setting is None:
+        return {"mode": "default"}
+    if not isinstance(setting, dict) or setting.get("mode") not in MODES:
+        raise InvalidArgument(f"invalid seccomp setting {setting!r}: mode must be one of "
+                              + ", ".join(MODES))
+    if setting["mode"] != "custom":
+        return {"mode": setting["mode"]}
+    profile = setting.get("profile")
+    check_profile(profile, "the seccomp profile")
+    return {"mode": "custom", "profile": profile}
+
+
+def mode_of(setting) -> str:
+    """"default", "unconfined" or "custom"; containers made before seccomp existed
+    read as "default" (they get the filter on their next start)."""
+    return (setting or {}).get("mode", "default")
+
+
+def read_profile(path: str, shown: str | None = None) -> dict:
+    """Read and check a profile file; one sentence on any problem."""
+    shown = shown or path
+    try:
+        with open(path, "rb") as f:
+            raw = f.read((1 << 20) + 1)
+    except OSError as e:
+        raise ProfileError(f"cannot read seccomp profile {shown!r}: {e.strerror}") from None
+    if len(raw) > 1 << 20:
+        raise ProfileError(f"seccomp profile {shown!r} is larger than 1 MiB")
+    try:
+        profile = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ProfileError(f"seccomp profile {shown!r} is not valid JSON: {e}") from None
+    _rules(profile, f"seccomp profile {shown!r}")     # make_spec compiles it (check_setting)
+    return profile
+
+
+def check_profile(profile, what: str = "the seccomp profile") -> None:
+    """Compile it (the cheapest complete check: libseccomp has the last word)."""
+    _rules(profile, what)
+    compile_profile(profile, what)
+
+
+# ------------------------------------------------------------ the program
+
+def program_path(root: str, setting) -> str | None:
+    """The cached BPF file for a container's setting (made if missing); None
+    when unconfined.  Runs in the caller (CLI server, dashboard), never in init."""
+    mode = mode_of(setting)
+    if mode == "unconfined":
+        return None
+    if mode == "default":
+        with open(DEFAULT_PROFILE, "rb") as f:
+            text = f.read()
+        profile = None
+    else:
+        profile = setting["profile"]
+        text = json.dumps(profile, sort_keys=True, separators=(",", ":")).encode()
+    import hashlib
+    key = hashlib.sha256(b"\0".join([COMPILER_VERSION.encode(), os.uname().release.encode(),
+                                     text])).hexdigest()
+    cache = os.path.join(root, "seccomp")
+    path = os.path.join(cache, f"{key}.bpf")
+    if os.path.exists(path):
+        return path
+    if profile is None:
+        profile = json.loads(text)
+    program = compile_profile(profile, "the default seccomp profile" if mode == "default"
+                              else "the container's seccomp profile")
+    os.makedirs(cache, mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, program)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    return path
+
+
+def read_program(path: str | None) -> bytes | None:
+    """The program program_path() cached (for exec, which loads it itself)."""
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def compile_profile(profile, what: str = "the seccomp profile") -> bytes:
+    """The profile as a classic BPF program (struct sock_filter[]), by libseccomp."""
+    default, default_errno, arches, rules = _rules(profile, what)
+    sc = _libseccomp()
+    default_action = _action(sc, default, default_errno)
+    try:
+        filt = sc.SyscallFilter(default_action)
+        # A binary tree over syscall numbers rather than a linear list: every
+        # syscall of the container runs this program.
+        filt.set_attr(sc.Attr.CTL_OPTIMIZE, 2)
+        native = sc.system_arch()
+        for arch in arches:
+            value = getattr(sc.Arch, arch[len("SCMP_ARCH_"):])
+            if value != native and not filt.exist_arch(value):
+                filt.add_arch(value)
+    except OSError as e:
+        raise ProfileError(f"{what}: libseccomp refused its architectures: {e.strerror}") from None
+    for i, (names, action, errno_ret, args) in enumerate(rules):
+        act = _action(sc, action, errno_ret)
+        if act == default_action:
+            continue              # libseccomp refuses a rule that changes nothing
+        # Docker (runc) semantics: conditions on distinct arguments are ANDed in
+        # one rule; several on the same argument become one rule each (ORed).
+        indexes = [a[0] for a in args]
+        groups = [args] if len(set(indexes)) == len(indexes) else [[a] for a in args]
+        for name in names:
+            if sc.resolve_syscall(sc.Arch.NATIVE, name) == -1:
+                continue          # unknown to this libseccomp: skipped, as runc does
+            for group in groups:
+                try:
+                    filt.add_rule(act, name, *(sc.Arg(ix, op, a, b) for ix, op, a, b in group))
+                except OSError as e:
+                    raise ProfileError(f"{what}: syscalls[{i}] ({name}): libseccomp refused the "
+                                       f"rule: {e.strerror}") from None
+    import tempfile
+    with tempfile.TemporaryFile() as out:
+        try:
+            filt.export_bpf(out)
+        except OSError as e:
+            raise ProfileError(f"{what}: libseccomp could not build the program: {e.strerror}") from None
+        out.seek(0)
+        return out.read()
+
+
+def _libseccomp():
+    try:
+        import pyseccomp
+    except ImportError:
+        # The CLI server runs as `python -I -S` (daemons.py): no site, so not
+        # the venv's site-packages either (and sys.prefix is the base
+        # interpreter's: site sets the venv's).  Look there, for this one
+        # module, only on a cache miss.
+        import sys
+        import sysconfig
+        venv = os.path.dirname(os.path.dirname(sys.executable))
+        if os.path.exists(os.path.join(venv, "pyvenv.cfg")):
+            purelib = sysconfig.get_path("purelib", scheme="venv", vars={"base": venv, "platbase": venv})
+            if purelib not in sys.path:
+                sys.path.append(purelib)
+    try:
+        import pyseccomp
+    except (ImportError, OSError):        # OSError: the package without libseccomp2
+        raise TerrariumError("compiling a seccomp profile needs the pyseccomp package and "
+                             "Debian's libseccomp2 (scripts/setup.sh installs both); or use "
+                             "--security-opt seccomp=unconfined") from None
+    return pyseccomp
+
+
+def _action(sc, name: str, errno_ret: int | None) -> int:
+    if name == "SCMP_ACT_ERRNO":
+        return sc.ERRNO(errno.EPERM if errno_ret is None else errno_ret)
+    if name == "SCMP_ACT_TRACE":
+        return sc.TRACE(errno.EPERM if errno_ret is None else errno_ret)
+    return {"SCMP_ACT_KILL": sc.KILL, "SCMP_ACT_KILL_THREAD": sc.KILL_THREAD,
+            "SCMP_ACT_KILL_PROCESS": sc.KILL_PROCESS, "SCMP_ACT_TRAP": sc.TRAP,
+            "SCMP_ACT_ALLOW": sc.ALLOW, "SCMP_ACT_LOG": sc.LOG}[name]
+
+
+# --------------------------------------------------------- Docker's format
+
+def _rules(profile, what: str):
+    """(default action, its errno, architectures, [(names, action, errno, args)]),
+    with Docker's includes/excludes resolved for this host and our capabilities."""
+    if not isinstance(profile, dict):
+        raise ProfileError(f"{what} must be a JSON object")
+    if profile.get("listenerPath") or profile.get("flags"):
+        raise ProfileError(f"{what}: listenerPath and flags are not supported")
+    default = profile.get("defaultAction")
+    _check_action(default, f"{what}: defaultAction")
+    default_errno = _errno(profile.get("defaultErrnoRet"), default, f"{what}: defaultErrnoRet")
+    arches = _arches(profile, what)
+    syscalls = profile.get("syscalls") or []
+    if not isinstance(syscalls, list):
+        raise ProfileError(f"{what}: syscalls must be a list")
+    rules = []
+    for i, rule in enumerate(syscalls):
+        where = f"{what}: syscalls[{i}]"
+        if not isinstance(rule, dict):
+            raise ProfileError(f"{where} must be an object")
+        names = rule.get("names")
+        if names is None and "name" in rule:
+            names = [rule["name"]]
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            raise ProfileError(f"{where}: names must be a non-empty list of syscall names")
+        action = rule.get("action")
+        _check_action(action, f"{where}.action")
+        errno_ret = _errno(rule.get("errnoRet"), action, f"{where}.errnoRet")
+        args = [_arg(a, f"{where}.args[{j}]") for j, a in enumerate(rule.get("args") or [])]
+        if len(args) > 6:
+            raise ProfileError(f"{where}: a syscall has at most 6 arguments to compare")
+        if _applies(rule, where):
+            rules.append((names, action, errno_ret, args))
+    return default, default_errno, arches, rules
+
+
+def _check_action(action, where: str) -> None:
+    if action == "SCMP_ACT_NOTIFY":
+        raise ProfileError(f"{where}: SCMP_ACT_NOTIFY is not supported")
+    if action not in _ACTIONS:
+        raise ProfileError(f"{where} {action!r} is not one of " + ", ".join(_ACTIONS))
+
+
+def _errno(value, action: str, where: str) -> int | None:
+    if value is None:
+        return None
+    if action not in ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE"):
+        raise ProfileError(f"{where} is only allowed with SCMP_ACT_ERRNO or SCMP_ACT_TRACE")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 0xFFFF:
+        raise ProfileError(f"{where} {value!r} must be a whole number from 0 to 65535")
+    return value
+
+
+def _arg(a, where: str) -> tuple[int, int, int, int]:
+    if not isinstance(a, dict):
+        raise ProfileError(f"{where} must be an object")
+    index, op = a.get("index"), a.get("op")
+    value, value_two = a.get("value", 0), a.get("valueTwo", 0)
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= 5:
+        raise ProfileError(f"{where}.index {index!r} must be 0 to 5")
+    if op not in _OPS:
+        raise ProfileError(f"{where}.op {op!r} is not one of " + ", ".join(_OPS))
+    for v, name in ((value, "value"), (value_two, "valueTwo")):
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 64:
+            raise ProfileError(f"{where}.{name} {v!r} must be a whole number from 0 to 2^64-1")
+    return index, _OPS[op], value, value_two
+
+
+def _arches(profile: dict, what: str) -> list[str]:
+    """Docker's archMap: the entry of this machine, with its sub-architectures;
+    or the plain architectures list; or just this machine's."""
+    sc = _libseccomp()
+    native = {v: k for k, v in vars(sc.Arch).items() if isinstance(v, int) and k != "NATIVE"}
+    this = "SCMP_ARCH_" + native.get(sc.system_arch(), "NATIVE")
+    known = {f"SCMP_ARCH_{k}" for k in native.values()}
+    names = []
+    for entry in profile.get("archMap") or []:
+        if not isinstance(entry, dict):
+            raise ProfileError(f"{what}: archMap entries must be objects")
+        if entry.get("architecture") == this:
+            names = [this, *(entry.get("subArchitectures") or [])]
+    if not names:
+        names = list(profile.get("architectures") or []) or [this]
+    for name in names:
+        if name not in known:
+            raise ProfileError(f"{what}: unknown architecture {name!r}")
+    return names
+
+
+def _applies(rule: dict, where: str) -> bool:
+    """Docker's includes/excludes: caps (ours are fixed), arches, minKernel."""
+    from .linux import DEFAULT_CAPS
+    import platform
+    caps = {f"CAP_{c}" for c in DEFAULT_CAPS}
+    arch = _GOARCH.get(platform.machine(), platform.machine())
+    for key, want in (("includes", True), ("excludes", False)):
+        cond = rule.get(key) or {}
+        if not isinstance(cond, dict):
+            raise ProfileError(f"{where}.{key} must be an object")
+        checks = []
+        if cond.get("caps"):
+            hits = [c in caps for c in cond["caps"]]
+            checks.append(all(hits) if want else any(hits))
+        if cond.get("arches"):
+            checks.append(arch in cond["arches"])
+        if cond.get("minKernel"):
+            checks.append(_kernel_at_least(str(cond["minKernel"]), where))
+        if want and not all(checks):
+            return False
+        if not want and any(checks):
+            return False
+    return True
+
+
+def _kernel_at_least(version: str, where: str) -> bool:
+    def parts(text: str) -> tuple[int, ...]:
+        out = []
+        for p in text.split("-")[0].split(".")[:2]:
+            digits = "".join(ch for ch in p if ch.isdigit())
+            out.append(int(digits) if digits else 0)
+        return tuple(out)
+    if not version.replace(".", "").isdigit():
+        raise ProfileError(f"{where}: minKernel {version!r} is not a version like 4.8")
+    return parts(os.uname().release) >= parts(version)
