@@ -47,7 +47,8 @@ FORM_TEMPLATES = {
 
 
 class ContainerCreateForm(LimitsForm):
-    field_order = ["image", "name", "command", "env", "hostname", "memory", "cpus", "pids", "start"]
+    field_order = ["image", "name", "command", "env", "hostname", "memory", "cpus", "pids", "seccomp",
+                   "start"]
 
     image = forms.ChoiceField(choices=())
     name = forms.CharField(required=False, max_length=128,
@@ -63,6 +64,11 @@ class ContainerCreateForm(LimitsForm):
                                                        "placeholder": "GREETING=hello"}))
     hostname = forms.CharField(required=False, max_length=255,
                                widget=forms.TextInput(attrs={"placeholder": "the container's name"}))
+    seccomp = forms.ChoiceField(
+        choices=[("default", "default (Docker's profile)"), ("unconfined", "unconfined (no filter)")],
+        initial="default", required=False, label="Seccomp",
+        help_text="Which system calls the container may make. Unconfined lets it create user "
+                  "namespaces, use io_uring and the host's keyring.")
     start = forms.BooleanField(required=False, initial=True, label="Start now")
 
     def __init__(self, *args, image_choices=(), **kwargs):
@@ -84,6 +90,9 @@ class ContainerCreateForm(LimitsForm):
     def clean_env(self):
         lines = [ln.strip() for ln in self.cleaned_data["env"].splitlines() if ln.strip()]
         return list(_runtime_check(check_env, lines))
+
+    def clean_seccomp(self):
+        return self.cleaned_data["seccomp"] or "default"
 
     def clean_hostname(self):
         v = self.cleaned_data["hostname"].strip()

@@ -41,6 +41,15 @@ def container_logs(*, container_id: str, lines: int = 50) -> str:
         return f"(no log: {e})"
 
 
+def container_seccomp(*, container_id: str) -> str:
+    """The container's seccomp mode as inspect reports it: default, unconfined or custom."""
+    from .runtime_client import get_runtime
+    try:
+        return get_runtime().inspect(container_id).seccomp
+    except TerrariumError as e:
+        return f"unknown ({e})"
+
+
 def container_layers(*, container: Container) -> list[dict]:
     """The container's lower layers bottom first, with the image layer's metadata
     where the store knows it, then its writable upper dir."""

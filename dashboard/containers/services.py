@@ -166,15 +166,17 @@ def _act(user, action: str, container_id: str, call, details: dict | None = None
 
 def container_create(*, user, image: str, name: str = "", cmd=(), env=(), hostname: str = "",
                      memory: int | None = None, cpus: float | None = None, pids: int | None = None,
-                     start: bool = False) -> RtContainer:
-    """Create (and optionally start) a container from validated form data."""
+                     seccomp: str = "default", start: bool = False) -> RtContainer:
+    """Create (and optionally start) a container from validated form data.
+    seccomp: "default" or "unconfined" (custom profiles are the CLI's)."""
     details = {"image": image, "cmd": list(cmd), "memory": memory, "cpus": cpus, "pids": pids,
-               "start": start}
+               "seccomp": seccomp, "start": start}
     rt = get_runtime()
     try:
         spec = make_spec(image=image, name=name or None, cmd=tuple(cmd), env=tuple(env),
                          hostname=hostname or None,
-                         limits=Limits(memory=memory, cpus=cpus, pids=pids))
+                         limits=Limits(memory=memory, cpus=cpus, pids=pids),
+                         seccomp={"mode": seccomp})
         created = rt.create(spec)
     except TerrariumError as e:
         _audit(user, "create", container_name=name, result="error", message=str(e), details=details)

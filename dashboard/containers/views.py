@@ -100,6 +100,7 @@ def container_detail(request, container_id):
         "c": c, "actions": selectors.container_actions(container=c, user=request.user),
         "layers": selectors.container_layers(container=c),
         "logs": selectors.container_logs(container_id=c.id),
+        "seccomp": selectors.container_seccomp(container_id=c.id),
         "limits_form": LimitsForm(initial={
             "memory": f"{c.memory_limit // (1 << 20)}m" if c.memory_limit else "",
             "cpus": c.cpus_limit or "", "pids": c.pids_limit or ""}),
@@ -129,7 +130,7 @@ def container_create(request):
             c = services.container_create(
                 user=request.user, image=d["image"], name=d["name"], cmd=d["command"], env=d["env"],
                 hostname=d["hostname"], memory=d["memory"], cpus=d["cpus"], pids=d["pids"],
-                start=d["start"])
+                seccomp=d["seccomp"], start=d["start"])
         except services.ServiceError as e:
             form.add_error(None, str(e))
         else:

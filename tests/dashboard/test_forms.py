@@ -48,3 +48,12 @@ def test_limits_form():
     assert f.is_valid()
     assert f.cleaned_data == {"memory": 1 << 30, "cpus": None, "pids": 10}
     assert not LimitsForm({"memory": "64x", "cpus": "", "pids": ""}).is_valid()
+
+
+def test_seccomp_choice_defaults_and_refuses_anything_else():
+    f = form()
+    assert f.is_valid() and f.cleaned_data["seccomp"] == "default"
+    f = form(seccomp="unconfined")
+    assert f.is_valid() and f.cleaned_data["seccomp"] == "unconfined"
+    f = form(seccomp="/etc/profile.json")        # custom profiles are the CLI's
+    assert not f.is_valid() and set(f.errors) == {"seccomp"}

@@ -115,3 +115,14 @@ def test_create_and_start_through_the_form(operator_client, rt, made, name):
     assert r["Location"] == reverse("containers:detail", args=[c.id])
     page = operator_client.get(r["Location"]).content.decode()
     assert str(c.pid) in page and str(c.namespaces["pid"]) in page
+
+
+def test_create_unconfined_through_the_form_and_detail_shows_the_mode(operator_client, rt, made, name):
+    r = operator_client.post(reverse("containers:create"),
+                             {"image": "busybox", "name": name, "command": "sleep 300",
+                              "seccomp": "unconfined"})
+    assert r.status_code == 302
+    c = rt.inspect(name)
+    assert (c.status, c.seccomp) == ("created", "unconfined")
+    page = operator_client.get(r["Location"]).content.decode()
+    assert '<dd class="mono" id="seccomp-mode">unconfined</dd>' in page
