@@ -10,6 +10,8 @@ exit, N times, round-robin (the order rotates every round) so that the noise
 of a shared machine hits all of them alike; warm-up rounds are not counted.
 
   api        rt.run(spec) + rt.wait() in this process, fork server running
+             (the default seccomp profile, as every container has)
+  api-unconfined   the same with --security-opt seccomp=unconfined
   cli-rm     `terrarium run --rm busybox /bin/true`, a fresh process (a thin
              client: the CLI server's pre-forked worker does the work)
   cli        `terrarium run busybox /bin/true` (removed afterwards, untimed)
@@ -17,6 +19,8 @@ of a shared machine hits all of them alike; warm-up rounds are not counted.
   runc       `runc run` of an OCI bundle on the image's layer directory
   crun       `crun run`, same bundle, in a private mount namespace without the
              cgroup2 mount (crun refuses hybrid cgroups); timed in there
+  crun-seccomp  the same with our default seccomp profile in the bundle's
+             config.json (as Docker would give crun its own)
   unshare    `unshare --fork --pid --mount --uts --ipc --net chroot ROOTFS /bin/true`
   bare-py    the same fork + unshare(5 namespaces) + chroot + exec from Python
 
@@ -57,11 +61,13 @@ from common import (NamespacedTimer, alive, bare_python, cgroup_dirs, children, 
 
 LABELS = {
     "api": "(a) API  rt.run + rt.wait",
+    "api-unconfined": "(a) API  seccomp=unconfined",
     "cli-rm": "(b) CLI  terrarium run --rm",
     "cli": "(b) CLI  terrarium run",
     "cli-local": "(b) CLI  run --rm, no server",
     "runc": "(c) runc run",
     "crun": "(d) crun run",
+    "crun-seccomp": "(d) crun run + seccomp profile",
     "unshare": "(e) unshare(1) 5 ns + chroot",
     "bare-py": "(e) Python fork+unshare+chroot",
     "api-split": "API split: create/start/wait",
@@ -71,7 +77,8 @@ LABELS = {
     "py-venv": "venv python -c pass",
     "py-import-client": "venv python -c 'import runtime.client'",
 }
-MAIN_ROWS = ("api", "cli-rm", "cli", "cli-local", "runc", "crun", "unshare", "bare-py")
+MAIN_ROWS = ("api", "api-unconfined", "cli-rm", "cli", "cli-local", "runc", "crun", "crun-seccomp",
+             "unshare", "bare-py")
 
 
 class Bench:
@@ -119,9 +126,11 @@ class Bench:
         from runtime.model import Spec
         self.Spec = Spec
         self.true_spec = Spec(image="busybox", cmd=("/bin/true",))
+        self.unconfined_spec = Spec(image="busybox", cmd=("/bin/true",),
+                                    seccomp={"mode": "unconfined"})
         if self.runc or self.crun:
             self.base_config = self._oci_config()
-        for name, exe in (("runc", self.runc), ("crun", self.crun)):
+        for name, exe in (("runc", self.runc), ("crun", self.crun), ("crun-seccomp", self.crun)):
             if not exe:
                 self.disabled[name] = f"{name} is not installed (bench/run_all.sh installs it)"
                 continue
@@ -150,6 +159,8 @@ class Bench:
         cid = f"tb-{self.hex}-{runtime}-{self.counter}"
         config = dict(self.base_config)
         config["linux"] = dict(config["linux"], cgroupsPath=f"{self.oci_parent}/{cid}")
+        if runtime == "crun-seccomp":
+            config["linux"]["seccomp"] = _oci_seccomp()
         bundle = os.path.join(self.tmp, runtime, "bundle")
         with open(os.path.join(bundle, "config.json"), "w") as f:
             json.dump(config, f)
@@ -167,6 +178,16 @@ class Bench:
         t2 = now()
         return {"ms": (t1 - t0) * 1e3, "remove_ms": (t2 - t1) * 1e3, "rc": end.exit_code,
                 "stderr": end.error or ""}
+
+    def c_api_unconfined(self):
+        rt = self.rt
+        t0 = now()
+        c = rt.run(self.unconfined_spec)
+        end = rt.wait(c.id)
+        t1 = now()
+        self.seen_pids.add(c.shim_pid or 0)
+        rt.remove(c.id)
+        return {"ms": (t1 - t0) * 1e3, "rc": end.exit_code, "stderr": end.error or ""}
 
     def c_api_split(self):
         rt = self.rt
@@ -204,6 +225,10 @@ class Bench:
 
     def c_crun(self):
         cid, bundle, state = self._bundle("crun")
+        return self.timer.run([self.crun, "--root", state, "run", "--bundle", bundle, cid])
+
+    def c_crun_seccomp(self):
+        cid, bundle, state = self._bundle("crun-seccomp")
         return self.timer.run([self.crun, "--root", state, "run", "--bundle", bundle, cid])
 
     def c_unshare(self):
@@ -265,8 +290,9 @@ class Bench:
         return run_timed([self.cli_python, "-c", "import runtime.client"], cwd=self.tmp)
 
     def contenders(self):
-        return {"api": self.c_api, "cli-rm": self.c_cli_rm, "cli": self.c_cli,
+        return {"api": self.c_api, "api-unconfined": self.c_api_unconfined, "cli-rm": self.c_cli_rm, "cli": self.c_cli,
                 "cli-local": self.c_cli_local, "runc": self.c_runc, "crun": self.c_crun,
+                "crun-seccomp": self.c_crun_seccomp,
                 "unshare": self.c_unshare, "bare-py": self.c_bare_py, "api-split": self.c_api_split,
                 "cli-remote": self.c_cli_remote, "ping": self.c_ping, "py-IS": self.c_py_IS,
                 "py-venv": self.c_py_venv, "py-import-client": self.c_py_import_client}
@@ -461,11 +487,11 @@ class Bench:
             except Exception as e:  # noqa: BLE001
                 report["problems"].append(f"removing the cgroup parent: {e}")
         # runc/crun delete their containers when `run` returns; sweep anyway
-        for name, exe in (("runc", self.runc), ("crun", self.crun)):
+        for name, exe in (("runc", self.runc), ("crun", self.crun), ("crun-seccomp", self.crun)):
             state = os.path.join(self.tmp, name, "state")
             if not exe or not os.path.isdir(state):
                 continue
-            runner = self.timer.run if (name == "crun" and self.timer) else run_timed
+            runner = self.timer.run if (name.startswith("crun") and self.timer) else run_timed
             try:
                 listed = runner([exe, "--root", state, "list", "-q"], capture=True)
                 for cid in listed.get("stdout", "").split():
@@ -498,6 +524,18 @@ class Bench:
             report["problems"].append(f"cgroup dirs left: {leftover}")
         report["ok"] = not report["problems"]
         return report
+
+
+def _oci_seccomp() -> dict:
+    """runtime/seccomp_default.json in the OCI runtime spec's form (the same
+    rules; OCI lists architectures where Docker maps them), for crun."""
+    from runtime import seccomp
+    with open(seccomp.DEFAULT_PROFILE) as f:
+        profile = json.load(f)
+    arches = next(([m["architecture"], *m["subArchitectures"]] for m in profile["archMap"]
+                   if m["architecture"] == "SCMP_ARCH_X86_64"), [])
+    return {"defaultAction": profile["defaultAction"], "defaultErrnoRet": profile["defaultErrnoRet"],
+            "architectures": arches, "syscalls": profile["syscalls"]}
 
 
 def _precompile(package_dir: str) -> int:
@@ -568,6 +606,14 @@ def print_report(b: Bench, res: dict, imp: dict, mem: dict | None, machine: dict
     if "api" in res:
         s = res["api"]["remove"]["summary"]
         print(f"{'    rt.remove after (a), untimed':34} {_f(s['median']):>8} {_f(s['p90']):>8}")
+    med = {k: res[k]["summary"]["median"] for k in ("api", "api-unconfined", "crun", "crun-seccomp")
+           if k in res and res[k]["summary"].get("median")}
+    if "api" in med and "api-unconfined" in med:
+        print(f"\nSeccomp: API default ÷ unconfined = {_f(med['api'] / med['api-unconfined'], 2)}"
+              + (f"; crun with ÷ without = {_f(med['crun-seccomp'] / med['crun'], 2)}"
+                 if "crun" in med and "crun-seccomp" in med else "")
+              + (f"; API default ÷ crun with the same profile = {_f(med['api'] / med['crun-seccomp'], 2)}"
+                 if "crun-seccomp" in med else ""))
 
     print("\nWhere the API path's time goes (medians, ms)")
     if "api-split" in res:
