@@ -17,7 +17,9 @@ after no_new_privs, right before execve.
 The default profile is Docker's (moby profiles/seccomp) with its
 capability-conditional parts resolved for the 14 capabilities every container
 here has (linux.DEFAULT_CAPS): no mount, bpf, perf_event_open, keyctl,
-io_uring, userfaultfd, ...; clone and unshare only without namespace flags;
+io_uring (Docker dropped it in 2023), userfaultfd, ...; clone and unshare only
+without namespace flags (Docker refuses unshare outright; unshare(CLONE_FS)
+and the like are harmless, and unshare's mask also covers CLONE_NEWTIME);
 clone3 answers ENOSYS so that libc falls back to clone, whose flags the
 filter can see; personality only for the few values Docker allows; socket for
 every family but AF_VSOCK.
@@ -50,7 +52,7 @@ class ProfileError(InvalidArgument):
 
 # ------------------------------------------------------------- the setting
 
-def setting_from_options(options, cwd: str | None = None) -> dict:
+def setting_from_options(options) -> dict:
     """--security-opt values -> the container's seccomp setting.
 
     Accepts seccomp=unconfined, seccomp=default, seccomp=PATH (Docker's JSON
@@ -70,8 +72,7 @@ def setting_from_options(options, cwd: str | None = None) -> dict:
         if value in ("unconfined", "default"):
             setting = {"mode": value}
         else:
-            path = value if cwd is None else os.path.join(cwd, value)
-            setting = {"mode": "custom", "profile": read_profile(path, shown=value)}
+            setting = {"mode": "custom", "profile": read_profile(value)}
     return setting
 
 
@@ -95,21 +96,20 @@ def mode_of(setting) -> str:
     return (setting or {}).get("mode", "default")
 
 
-def read_profile(path: str, shown: str | None = None) -> dict:
+def read_profile(path: str) -> dict:
     """Read and check a profile file; one sentence on any problem."""
-    shown = shown or path
     try:
         with open(path, "rb") as f:
             raw = f.read((1 << 20) + 1)
     except OSError as e:
-        raise ProfileError(f"cannot read seccomp profile {shown!r}: {e.strerror}") from None
+        raise ProfileError(f"cannot read seccomp profile {path!r}: {e.strerror}") from None
     if len(raw) > 1 << 20:
-        raise ProfileError(f"seccomp profile {shown!r} is larger than 1 MiB")
+        raise ProfileError(f"seccomp profile {path!r} is larger than 1 MiB")
     try:
         profile = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
-        raise ProfileError(f"seccomp profile {shown!r} is not valid JSON: {e}") from None
-    _rules(profile, f"seccomp profile {shown!r}")     # make_spec compiles it (check_setting)
+        raise ProfileError(f"seccomp profile {path!r} is not valid JSON: {e}") from None
+    _rules(profile, f"seccomp profile {path!r}")     # make_spec compiles it (check_setting)
     return profile
 
 
@@ -149,7 +149,9 @@ def program_path(root: str, setting) -> str | None:
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, program)
+        view = memoryview(program)
+        while view:
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)

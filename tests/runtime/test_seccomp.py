@@ -113,8 +113,8 @@ def test_busybox_unshare_user_namespace(rt, name, cleanup):
 
 
 def test_ordinary_work_still_runs_under_the_filter(rt, name, cleanup):
-    script = ("mkdir -p /tmp/d && echo hi > /tmp/d/f && cat /tmp/d/f && ln -s f /tmp/d/l && "
-              "chmod 600 /tmp/d/f && chown nobody /tmp/d/f && (sleep 0.01 &) && wait && "
+    script = ("mkdir -p /tmp/d/e && echo hi > /tmp/d/f && cat /tmp/d/f && ln -s f /tmp/d/l && "
+              "chmod 600 /tmp/d/f && chown nobody /tmp/d/f && rm -r /tmp/d && (sleep 0.01 &) && wait && "
               "ping -c 1 -W 2 127.0.0.1 >/dev/null && echo net && unshare -f true && echo plain-unshare")
     assert _run(rt, name, cleanup, script) == "hi\nnet\nplain-unshare\n"
 
