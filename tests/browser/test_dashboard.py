@@ -32,6 +32,7 @@ def test_create_run_and_stop_without_reload(login, server, rt, made, name, shots
     c = rt.inspect(name)
     assert c.status == "running" and c.limits.memory == 32 << 20
     expect(page.locator("#layers")).to_contain_text("upper")
+    expect(page.locator("#seccomp-mode")).to_have_text("default")
     expect(page.locator("body")).to_contain_text(str(c.namespaces["pid"]))
     page.screenshot(path=os.path.join(shots, "detail.png"), full_page=True)
 
