@@ -25,7 +25,8 @@ of a shared machine hits all of them alike; warm-up rounds are not counted.
   bare-py    the same fork + unshare(5 namespaces) + chroot + exec from Python
 
 and, to see where the time goes: the API call split into create / start /
-wait, a fork-server ping, `python -I -S -c pass`, the venv's `python -c
+wait, a fork-server ping, the init's seccomp step alone (read the cached
+program + prctl, in a forked child), `python -I -S -c pass`, the venv's `python -c
 pass`, `python -c "import runtime.client"`, and the client's remote half
 (connect, hand over, exit code) timed from this process.  Then K detached `sleep 600`
 containers are started and the private memory (USS) of their shims and of
@@ -73,6 +74,7 @@ LABELS = {
     "api-split": "API split: create/start/wait",
     "cli-remote": "client's remote half, in-process",
     "ping": "fork-server ping (3 per round)",
+    "seccomp-load": "init's seccomp read + load, in a fork",
     "py-IS": "python -I -S -c pass",
     "py-venv": "venv python -c pass",
     "py-import-client": "venv python -c 'import runtime.client'",
@@ -249,6 +251,30 @@ class Bench:
                 return {"ms": ms[-1], "rc": 1, "stderr": json.dumps(reply)}
         return {"ms": ms[0], "more": ms[1:], "rc": 0, "stderr": ""}
 
+    def c_seccomp_load(self):
+        """What the filter adds to a start, timed inside a forked child as the
+        container's init does it: read ROOT/seccomp/<sha>.bpf, then prctl."""
+        import struct
+        from runtime import linux, seccomp, shim
+        path = seccomp.program_path(self.rt.root, None)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                linux.set_no_new_privs()
+                t0 = time.perf_counter_ns()
+                linux.seccomp_filter(shim._read_file(path))
+                os.write(w, struct.pack("q", time.perf_counter_ns() - t0))
+            finally:
+                os._exit(0)
+        os.close(w)
+        data = os.read(r, 8)
+        os.close(r)
+        os.waitpid(pid, 0)
+        if len(data) != 8:
+            return {"ms": None, "rc": 1, "stderr": "the child could not load the filter"}
+        return {"ms": struct.unpack("q", data)[0] / 1e6, "rc": 0, "stderr": ""}
+
     def c_cli_remote(self):
         """What a `run --rm` client waits for after its interpreter started:
         connect to the CLI server, hand over the command, get the exit code.
@@ -294,7 +320,8 @@ class Bench:
                 "cli-local": self.c_cli_local, "runc": self.c_runc, "crun": self.c_crun,
                 "crun-seccomp": self.c_crun_seccomp,
                 "unshare": self.c_unshare, "bare-py": self.c_bare_py, "api-split": self.c_api_split,
-                "cli-remote": self.c_cli_remote, "ping": self.c_ping, "py-IS": self.c_py_IS,
+                "cli-remote": self.c_cli_remote, "ping": self.c_ping,
+                "seccomp-load": self.c_seccomp_load, "py-IS": self.c_py_IS,
                 "py-venv": self.c_py_venv, "py-import-client": self.c_py_import_client}
 
     def _note_server(self):
@@ -622,6 +649,8 @@ def print_report(b: Bench, res: dict, imp: dict, mem: dict | None, machine: dict
               f" + wait {_f(sp['wait']['median'])} = {_f(sp['summary']['median'])} (split run)")
     if "ping" in res:
         print(f"  fork-server round trip (ping): {_f(res['ping']['summary']['median'], 2)}")
+    if "seccomp-load" in res:
+        print(f"  init's seccomp filter, read + prctl: {_f(res['seccomp-load']['summary']['median'], 2)}")
     for name in ("unshare", "bare-py"):
         if name in res:
             print(f"  floor, {LABELS[name][4:].strip()}: {_f(res[name]['summary']['median'])}")
