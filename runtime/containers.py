@@ -135,7 +135,7 @@ class Runtime:
             "limits": spec.limits._asdict(), "created_at": time.time(),
             "layers": [layer.digest.split(":", 1)[-1] for layer in image.layers],
             "auto_remove": spec.auto_remove, "generation": 0, "paused": False,
-            "seccomp": spec.seccomp or {"mode": "default"},
+            "seccomp": seccomp.check_setting(spec.seccomp, full=False),
         }
         with locked(os.path.join(self.containers_dir, ".lock")):
             if os.path.lexists(os.path.join(self.names_dir, name)):

@@ -34,7 +34,7 @@ from .errors import InvalidArgument, TerrariumError
 
 DEFAULT_PROFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seccomp_default.json")
 MODES = ("default", "unconfined", "custom")
-# Part of every cache key: change it when compile() changes what it emits.
+# Part of every cache key: change it when compile_profile() changes what it emits.
 COMPILER_VERSION = "1"
 
 _ACTIONS = ("SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP",
@@ -76,8 +76,9 @@ def setting_from_options(options) -> dict:
     return setting
 
 
-def check_setting(setting) -> dict:
-    """A stored or passed-in setting, checked (a custom profile is compiled once)."""
+def check_setting(setting, full: bool = True) -> dict:
+    """A passed-in setting, checked; a custom profile is compiled unless full is
+    False (create, after make_spec did it, checks only the shape)."""
     if setting is None:
         return {"mode": "default"}
     if not isinstance(setting, dict) or setting.get("mode") not in MODES:
@@ -86,7 +87,10 @@ def check_setting(setting) -> dict:
     if setting["mode"] != "custom":
         return {"mode": setting["mode"]}
     profile = setting.get("profile")
-    check_profile(profile, "the seccomp profile")
+    if full:
+        check_profile(profile, "the seccomp profile")
+    elif not isinstance(profile, dict):
+        raise InvalidArgument("a custom seccomp setting needs its profile")
     return {"mode": "custom", "profile": profile}
 
 
@@ -146,7 +150,7 @@ def program_path(root: str, setting) -> str | None:
     program = compile_profile(profile, "the default seccomp profile" if mode == "default"
                               else "the container's seccomp profile")
     os.makedirs(cache, mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
+    tmp = f"{path}.tmp{os.urandom(4).hex()}"    # the dashboard's threads share a pid
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         view = memoryview(program)

@@ -241,3 +241,11 @@ def test_program_is_cached_root_only(rt):
     st, parent = os.stat(path), os.stat(os.path.dirname(path))
     assert (st.st_mode & 0o777, parent.st_mode & 0o777, st.st_size % 8) == (0o600, 0o700, 0)
     assert seccomp.program_path(rt.root, UNCONFINED) is None
+
+
+def test_create_refuses_a_setting_it_cannot_use(rt, name):
+    with pytest.raises(InvalidArgument, match="mode must be one of default, unconfined, custom"):
+        rt.create(Spec(image="busybox", name=name, seccomp={"mode": "bogus"}))
+    with pytest.raises(InvalidArgument, match="needs its profile"):
+        rt.create(Spec(image="busybox", name=name, seccomp={"mode": "custom"}))
+    assert name not in {c.name for c in rt.list(all=True)}
