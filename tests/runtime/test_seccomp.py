@@ -249,3 +249,12 @@ def test_create_refuses_a_setting_it_cannot_use(rt, name):
     with pytest.raises(InvalidArgument, match="needs its profile"):
         rt.create(Spec(image="busybox", name=name, seccomp={"mode": "custom"}))
     assert name not in {c.name for c in rt.list(all=True)}
+
+
+def test_load_refuses_bytes_that_are_not_a_program():
+    from runtime import KernelError
+    from runtime.linux import seccomp_filter
+    for bad in (b"", b"\0" * 7, b"\0" * 8 * 4097):
+        with pytest.raises(KernelError) as e:
+            seccomp_filter(bad)
+        assert e.value.code == errno.EINVAL
