@@ -35,7 +35,7 @@ from .errors import InvalidArgument, TerrariumError
 DEFAULT_PROFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seccomp_default.json")
 MODES = ("default", "unconfined", "custom")
 # Part of every cache key: change it when compile_profile() changes what it emits.
-COMPILER_VERSION = "1"
+COMPILER_VERSION = "2"
 
 _ACTIONS = ("SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP",
             "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
@@ -172,22 +172,26 @@ def read_program(path: str | None) -> bytes | None:
 
 
 def compile_profile(profile, what: str = "the seccomp profile") -> bytes:
-    """The profile as a classic BPF program (struct sock_filter[]), by libseccomp."""
+    """The profile as a classic BPF program (struct sock_filter[]), by libseccomp.
+
+    Two things beyond a plain rule-by-rule translation, both as runc does for
+    Docker: a syscall newer than any the profile names answers ENOSYS rather
+    than the default EPERM (libc then falls back to an older call, as it would
+    on an older kernel), and names this libseccomp does not know are skipped.
+    Both only on the native architecture: libseccomp takes a syscall by
+    number only there, so the native rules go in a filter of their own and
+    the other architectures' (x86 and x32 beside x86-64) are merged in."""
     default, default_errno, arches, rules = _rules(profile, what)
     sc = _libseccomp()
     default_action = _action(sc, default, default_errno)
+    native = sc.system_arch()
+    others = [v for v in (getattr(sc.Arch, a[len("SCMP_ARCH_"):]) for a in arches) if v != native]
     try:
-        filt = sc.SyscallFilter(default_action)
-        # A binary tree over syscall numbers rather than a linear list: every
-        # syscall of the container runs this program.
-        filt.set_attr(sc.Attr.CTL_OPTIMIZE, 2)
-        native = sc.system_arch()
-        for arch in arches:
-            value = getattr(sc.Arch, arch[len("SCMP_ARCH_"):])
-            if value != native and not filt.exist_arch(value):
-                filt.add_arch(value)
+        main = _new_filter(sc, default_action, [])
+        extra = _new_filter(sc, default_action, others) if others else None
     except OSError as e:
         raise ProfileError(f"{what}: libseccomp refused its architectures: {e.strerror}") from None
+    highest = -1
     for i, (names, action, errno_ret, args) in enumerate(rules):
         act = _action(sc, action, errno_ret)
         if act == default_action:
@@ -197,22 +201,63 @@ def compile_profile(profile, what: str = "the seccomp profile") -> bytes:
         indexes = [a[0] for a in args]
         groups = [args] if len(set(indexes)) == len(indexes) else [[a] for a in args]
         for name in names:
-            if sc.resolve_syscall(sc.Arch.NATIVE, name) == -1:
-                continue          # unknown to this libseccomp: skipped, as runc does
+            known = sc.resolve_syscall(sc.Arch.NATIVE, name)
+            nr = known if known >= 0 else _UNIFIED.get(name, -1)
+            highest = max(highest, nr)
             for group in groups:
+                conds = [sc.Arg(ix, op, a, b) for ix, op, a, b in group]
                 try:
-                    filt.add_rule(act, name, *(sc.Arg(ix, op, a, b) for ix, op, a, b in group))
+                    # known < -1: a pseudo-number, a call this architecture
+                    # does not have (socketcall on x86-64); the others may
+                    if known >= 0:
+                        main.add_rule(act, name, *conds)
+                    elif known == -1 and nr >= 0:
+                        main.add_rule_exactly(act, nr, *conds)
+                    if extra is not None and known != -1:
+                        extra.add_rule(act, name, *conds)
                 except OSError as e:
                     raise ProfileError(f"{what}: syscalls[{i}] ({name}): libseccomp refused the "
                                        f"rule: {e.strerror}") from None
+    enosys = sc.ERRNO(errno.ENOSYS)
+    if default not in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG") and default_action != enosys:
+        for nr in range(highest + 1, _NATIVE_END):
+            main.add_rule_exactly(enosys, nr)
+    if extra is not None:
+        main.merge(extra)
     import tempfile
     with tempfile.TemporaryFile() as out:
         try:
-            filt.export_bpf(out)
+            main.export_bpf(out)
         except OSError as e:
             raise ProfileError(f"{what}: libseccomp could not build the program: {e.strerror}") from None
         out.seek(0)
         return out.read()
+
+
+# Syscalls added since Linux 5.1 have one number on every architecture (424
+# up; x32 adds its bit): the ones this libseccomp (2.5.4 in Debian 12) may
+# not know by name.  Only used when it does not.
+_UNIFIED = {"statmount": 457, "listmount": 458, "lsm_get_self_attr": 459,
+            "lsm_set_self_attr": 460, "lsm_list_modules": 461, "mseal": 462,
+            "setxattrat": 463, "getxattrat": 464, "listxattrat": 465, "removexattrat": 466,
+            "open_tree_attr": 467, "file_getattr": 468, "file_setattr": 469}
+# The ENOSYS stub covers native numbers up to here (x86-64's own table and the
+# generic one are well below it; on x86-64 512 and up are x32's compat calls).
+_NATIVE_END = 512
+
+
+def _new_filter(sc, default_action: int, arches: list[int]):
+    """A libseccomp filter over arches, or over the native one alone if empty."""
+    filt = sc.SyscallFilter(default_action)
+    # A binary tree over syscall numbers rather than a linear list: every
+    # syscall of the container runs this program.
+    filt.set_attr(sc.Attr.CTL_OPTIMIZE, 2)
+    if arches:
+        for arch in arches:
+            if not filt.exist_arch(arch):
+                filt.add_arch(arch)
+        filt.remove_arch(sc.Arch.NATIVE)
+    return filt
 
 
 def _libseccomp():

@@ -40,6 +40,13 @@ PROBES = {
     "personality_odd": ("personality", (0x0400000,), ()),       # READ_IMPLIES_EXEC
     "socket_vsock": ("socket", (AF_VSOCK, 1, 0), ()),
     "socket_unix": ("socket", (1, 1, 0), ()),
+    # newer than libseccomp 2.5.4 knows, so allowed by number: mseal(NULL, 0, 0)
+    "mseal": (462, (0, 0, 0), ()),
+    # in this kernel, newer than any call the profile names: ENOSYS, as runc
+    # answers, so libc falls back; setxattrat(-1, NULL, ...)
+    "setxattrat": (463, (2**64 - 1, 0, 0, 0, 0, 0), ()),
+    # older than the newest the profile names, and not in it: the default EPERM
+    "listmount": (458, (0, 0, 0, 0), ()),
 }
 
 
@@ -92,7 +99,7 @@ def test_default_profile_refuses_what_docker_refuses(rt, name, cleanup):
         "unshare_user": errno.EPERM, "clone_user": errno.EPERM,
         "clone3": errno.ENOSYS,                  # so libc falls back to clone, which is filtered
         "personality_odd": errno.EPERM, "socket_vsock": errno.EPERM,
-        "socket_unix": 0,
+        "socket_unix": 0, "mseal": 0, "setxattrat": errno.ENOSYS, "listmount": errno.EPERM,
     }
 
 
@@ -103,6 +110,8 @@ def test_unconfined_lets_the_same_calls_through(rt, name, cleanup):
         ("keyctl", "add_key", "io_uring_setup", "unshare_user", "clone_user", "personality_odd",
          "socket_unix"), 0)
     assert got["clone3"] == errno.EINVAL      # the kernel's own answer to a zero size
+    # the kernel's own answers (it has these calls): not the filter's
+    assert (got["mseal"], got["setxattrat"], got["listmount"]) == (0, errno.EINVAL, errno.EFAULT)
 
 
 def test_busybox_unshare_user_namespace(rt, name, cleanup):
