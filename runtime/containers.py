@@ -30,7 +30,7 @@ import time
 
 from . import daemons, pidinfo, seccomp
 from .errors import Conflict, ExecFailed, InvalidArgument, KernelError, NotFound, TerrariumError
-from .fsutil import locked, read_json, write_json
+from .fsutil import locked, private_dir, read_json, write_json
 from .model import Container, Limits, Spec
 from .spec import check_limits, check_spec, make_spec
 
@@ -52,8 +52,16 @@ class Runtime:
         self.containers_dir = os.path.join(self.root, "containers")
         self.names_dir = os.path.join(self.root, "names")
         self.run_dir = os.path.join(self.root, "run")
-        for d in (self.containers_dir, self.names_dir, self.run_dir):
-            os.makedirs(d, mode=0o700, exist_ok=True)
+        # Private to root, also when made earlier with looser modes: layers keep
+        # their setuid files and capabilities, which a local user must never
+        # reach from the host (README "Files").  The root's 0700 alone shuts
+        # everyone out; its subdirectories are 0700 as well, in case it moves.
+        try:
+            private_dir(self.root)
+            for d in ("containers", "names", "run", "layers", "images", "tmp"):
+                private_dir(os.path.join(self.root, d))
+        except OSError as e:
+            raise KernelError(e.errno or errno.EIO, f"make the state root {self.root} private (0700)") from None
         self._images = None
         self._cgroups = None
 

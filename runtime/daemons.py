@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 
-from .fsutil import locked
+from .fsutil import locked, private_dir
 
 _PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,7 +25,8 @@ def start(run_dir: str, *, name: str, module: str, answers) -> None:
     already does (True), holding RUN_DIR/<name>.lock so that only one starts.
 
     Returns once the new server says it is ready; OSError if it did not start."""
-    os.makedirs(run_dir, mode=0o700, exist_ok=True)
+    private_dir(os.path.dirname(run_dir))
+    private_dir(run_dir)
     with locked(os.path.join(run_dir, f"{name}.lock")):
         if answers():
             return

@@ -48,3 +48,13 @@ def locked(path: str, blocking: bool = True):
         yield True
     finally:
         os.close(fd)
+
+
+def private_dir(path: str, mode: int = 0o700) -> None:
+    """Make the directory path if missing, and take away any permission bit
+    beyond mode if it has one: a state directory made by an older version,
+    or by hand under a umask of 022, is tightened on every start, not only
+    when it is created."""
+    os.makedirs(path, mode=mode, exist_ok=True)
+    if os.stat(path).st_mode & 0o7777 & ~mode:
+        os.chmod(path, mode)

@@ -129,8 +129,7 @@ class ImageStore:
     def _unpack_into(self, work, src, created_by, expect_digest, budget, _before_commit):
         from . import tarsafe
         fs = os.path.join(work, "fs")
-        os.mkdir(fs, 0o755)
-        os.chmod(work, 0o755)
+        os.mkdir(fs, 0o755)           # work, and so the layer's directory, stays 0700
         raw = _Counter(src)
         reader = _HashReader(_uncompressed(raw))
         budget.watch(raw, reader)
@@ -407,7 +406,7 @@ class ImageStore:
 
     def _make_dirs(self) -> None:
         for d in (self.layers_dir, self.images_dir, self.tmp_dir):
-            os.makedirs(d, exist_ok=True)
+            os.makedirs(d, mode=0o700, exist_ok=True)
 
 
 # --- helpers ----------------------------------------------------------------
