@@ -59,7 +59,8 @@ def ensure_server(run_dir: str) -> None:
             return False
         finally:
             probe.close()
-    daemons.start(run_dir, name="cli", module="cliserver", answers=answers)
+    daemons.start(run_dir, name="cli", module="cliserver", answers=answers,
+                  cgroup_parent=daemons.default_cgroup_parent())
 
 
 def stop_server(run_dir: str) -> None:
@@ -68,8 +69,11 @@ def stop_server(run_dir: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """`python -I -S -c ... RUN_DIR` (daemons.start): daemonise, then serve."""
-    serve(argv[1], ready_fd=daemons.detach())
+    """`python -I -S -c ... RUN_DIR CGROUP_PARENT` (daemons.start): daemonise,
+    move into the helpers' cgroup, then serve."""
+    ready_fd = daemons.detach()
+    daemons.settle(argv[1], argv[2])
+    serve(argv[1], ready_fd=ready_fd)
 
 
 # ------------------------------------------------------------------- server
@@ -146,6 +150,7 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
             spare.dismiss()
         for pid, fd in busy.items():
             os.close(fd)
+        daemons.leave()
     os._exit(0)
 
 
@@ -279,17 +284,24 @@ def _work(listener: socket.socket, report: int, signature: tuple) -> None:
                                                         struct.calcsize("3i")))
     if stale or uid != os.getuid():
         _send(conn, b"stale")
-        os._exit(0)
+        _exit_worker()
     msg, fds = _receive(conn)
     if msg is None:
         _send(conn, b"stale")
-        os._exit(0)
+        _exit_worker()
     argv = _become(msg, fds)
     _send(conn, b"pid %d" % os.getpid())
     fcntl.fcntl(conn.fileno(), fcntl.F_SETOWN, os.getpid())
     fcntl.fcntl(conn.fileno(), fcntl.F_SETFL, fcntl.fcntl(conn.fileno(), fcntl.F_GETFL) | os.O_ASYNC)
     code = _run_cli(argv)
     _send(conn, b"exit %d" % code)
+    _exit_worker()
+
+
+def _exit_worker() -> None:
+    """A worker that took a command ends; it may be the last helper if its
+    server has left meanwhile (then it removes their cgroup, see daemons.leave)."""
+    daemons.leave()
     os._exit(0)
 
 

@@ -48,7 +48,7 @@ class Runtime:
 
     def __init__(self, root: str | None = None, cgroup_parent: str | None = None):
         self.root = os.path.abspath(root or default_root())
-        self.cgroup_parent = cgroup_parent or os.environ.get("TERRARIUM_CGROUP_PARENT") or "terrarium"
+        self.cgroup_parent = cgroup_parent or daemons.default_cgroup_parent()
         self.containers_dir = os.path.join(self.root, "containers")
         self.names_dir = os.path.join(self.root, "names")
         self.run_dir = os.path.join(self.root, "run")
@@ -675,8 +675,9 @@ class _LockedConfig:
 
 # ------------------------------------------------------------- fork server
 
-def ensure_forkserver(run_dir: str) -> None:
-    """Start run_dir's fork server unless one answers (runtime/daemons.py)."""
+def ensure_forkserver(run_dir: str, cgroup_parent: str | None = None) -> None:
+    """Start run_dir's fork server unless one answers (runtime/daemons.py); its
+    cgroup is <cgroup_parent>/_daemons."""
     path = os.path.join(run_dir, "forkserver.sock")
 
     def answers() -> bool:
@@ -686,7 +687,8 @@ def ensure_forkserver(run_dir: str) -> None:
         except OSError:
             return False
     try:
-        daemons.start(run_dir, name="forkserver", module="shim", answers=answers)
+        daemons.start(run_dir, name="forkserver", module="shim", answers=answers,
+                      cgroup_parent=cgroup_parent or daemons.default_cgroup_parent())
     except OSError as e:
         raise TerrariumError(str(e)) from None
 
@@ -707,7 +709,7 @@ def forkserver_call(run_dir: str, request: dict) -> dict:
     try:
         s = _connect(path)
     except OSError:
-        ensure_forkserver(run_dir)
+        ensure_forkserver(run_dir, request.get("cgroup_parent"))
         s = _connect(path)
     try:
         s.sendall(json.dumps(request).encode() + b"\n")

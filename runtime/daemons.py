@@ -6,6 +6,12 @@ Each is a fresh `python -I -S` (stdlib only, spawned, never forked from the
 caller, so starting one is safe from a threaded process) that daemonises,
 records its pid in RUN_DIR/<name>.pid, names itself (comm) and answers on a
 socket in RUN_DIR.  Its stderr goes to RUN_DIR/<name>.log.
+
+Right after detaching, a server moves into a cgroup of its own,
+<cgroup parent>/_daemons in every hierarchy (settle), and the shims the fork
+server forks inherit it: whoever started it -- a shell, a systemd unit -- can
+then be stopped with its whole cgroup and the containers keep their shims.
+The last helper out removes that cgroup and the empty parent (leave).
 """
 from __future__ import annotations
 
@@ -20,9 +26,15 @@ from .fsutil import locked, private_dir
 _PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def start(run_dir: str, *, name: str, module: str, answers) -> None:
+def default_cgroup_parent() -> str:
+    """$TERRARIUM_CGROUP_PARENT, else "terrarium"."""
+    return os.environ.get("TERRARIUM_CGROUP_PARENT") or "terrarium"
+
+
+def start(run_dir: str, *, name: str, module: str, answers, cgroup_parent: str) -> None:
     """Start `runtime.<module>`'s server for run_dir unless answers() says one
     already does (True), holding RUN_DIR/<name>.lock so that only one starts.
+    Its cgroup will be <cgroup_parent>/_daemons.
 
     Returns once the new server says it is ready; OSError if it did not start."""
     private_dir(os.path.dirname(run_dir))
@@ -34,7 +46,7 @@ def start(run_dir: str, *, name: str, module: str, answers) -> None:
         code = (f"import sys; sys.path.insert(0, {_PROJECT!r}); "
                 f"import runtime.{module} as s; s.main(sys.argv)")
         with open(os.path.join(run_dir, f"{name}.log"), "ab") as log:
-            proc = subprocess.run([sys.executable, "-I", "-S", "-c", code, run_dir],
+            proc = subprocess.run([sys.executable, "-I", "-S", "-c", code, run_dir, cgroup_parent],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=log, close_fds=True, timeout=30)
         if proc.returncode != 0:
@@ -98,3 +110,35 @@ def detach() -> int:
     os.dup2(null, 1)
     os.close(null)
     return w
+
+
+_settled = None     # (cgroup driver, lock descriptor) once settle() ran; forks inherit both
+
+
+def settle(run_dir: str, cgroup_parent: str) -> None:
+    """A server's first steps after detach(): its state root private (0700, as
+    runtime.Runtime makes it), and out of the starter's cgroup into
+    <cgroup_parent>/_daemons.  A failure ends the server before it says ready
+    (the traceback is in its log)."""
+    global _settled
+    private_dir(os.path.dirname(os.path.abspath(run_dir)))
+    from . import cgroups
+    drv = cgroups.driver(parent=cgroup_parent)
+    _settled = (drv, drv.join_daemons())
+
+
+def leave() -> None:
+    """A helper's last step, a server's or a shim's (a fork of the fork server):
+    if it is the last helper, out of <parent>/_daemons, which goes with the
+    parent unless a container is left in it.  Nothing if settle() never ran."""
+    global _settled
+    if _settled is None:
+        return
+    drv, held = _settled
+    _settled = None
+    from .errors import TerrariumError
+    try:
+        drv.leave_daemons(held)
+    except TerrariumError as e:
+        # Exiting anyway: the next helper to leave tries again.
+        print(f"leave cgroup {drv.parent}/_daemons: {e}", file=sys.stderr)

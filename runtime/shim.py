@@ -276,12 +276,16 @@ def run_spare(channel: socket.socket, cgroup_parent: str | None) -> None:
             os.waitpid(prepared.pid, 0)
             if prepared.cgroup:
                 _cgroups(prepared.parent).remove(prepared.cgroup)
-            os._exit(0)
+            status = 0
+            return
         reply = _socket.socket(fileno=fds[0])
         status = _supervise(json.loads(msg), msg, reply, prepared)
     except BaseException as e:  # noqa: BLE001 - the caller must hear about it
         _reply(reply, {"ok": False, "error": str(e) or type(e).__name__, "exit_code": 125})
     finally:
+        # A shim that outlived the servers (stopped, or killed) may be the
+        # last helper: then it removes their cgroup and the empty parent.
+        daemons.leave()
         os._exit(status)
 
 
@@ -598,6 +602,7 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
     finally:
         for sp in spares:
             sp.discard()
+        daemons.leave()
     os._exit(0)
 
 
@@ -641,6 +646,9 @@ def _handle(conn: socket.socket, server: socket.socket, spares: list[Spare]) -> 
 
 
 def main(argv: list[str]) -> None:
-    """`python -I -S -c ... RUN_DIR` (daemons.start): daemonise, then serve."""
-    serve(argv[1], ready_fd=daemons.detach())
+    """`python -I -S -c ... RUN_DIR CGROUP_PARENT` (daemons.start): daemonise,
+    move into the helpers' cgroup (the shims inherit it), then serve."""
+    ready_fd = daemons.detach()
+    daemons.settle(argv[1], argv[2])
+    serve(argv[1], ready_fd=ready_fd)
 

@@ -71,4 +71,7 @@ def driver(parent: str = "terrarium", layout: Layout | None = None,
     layout = layout or detect(fs=fs)
     if layout.kind == "v2":
         return V2Driver(layout.v2, parent, fs)
-    return V1Driver(layout.v1, parent, fs)
+    tracking = dict(layout.named)
+    if layout.v2:
+        tracking[""] = layout.v2                    # "0::/path" in /proc/<pid>/cgroup
+    return V1Driver(layout.v1, parent, fs, tracking)

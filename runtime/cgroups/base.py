@@ -15,6 +15,7 @@ a fake one that behaves like cgroupfs on a temp directory.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import signal as _signal
 import time
@@ -27,6 +28,7 @@ from . import parse
 
 CFS_PERIOD_US = 100_000
 MIN_QUOTA_US = 1_000        # the kernel refuses a smaller cfs quota / cpu.max
+DAEMONS = "_daemons"        # <parent>/_daemons: the runtime's own helper processes
 
 
 # --- file system edge
@@ -92,7 +94,8 @@ class FS:
 
 # --- layout
 
-class Layout(namedtuple("Layout", "kind v1 v2 v2_controllers", defaults=(MappingProxyType({}), None, ()))):
+class Layout(namedtuple("Layout", "kind v1 v2 v2_controllers named",
+                        defaults=(MappingProxyType({}), None, (), MappingProxyType({})))):
     """How the host mounts cgroups (a named tuple, like runtime.model's records:
     every CLI command imports this, and dataclasses cost it ~15 ms).
 
@@ -101,6 +104,8 @@ class Layout(namedtuple("Layout", "kind v1 v2 v2_controllers", defaults=(Mapping
     empty, as systemd's hybrid mode does).  v1 and hybrid use the v1 driver.
     v1: controller -> mount point ("cpu" and "cpuacct" may share one).
     v2: the cgroup2 mount point, if any; v2_controllers: what its root offers.
+    named: v1 hierarchies without a controller ("name=systemd" -> mount point),
+    where systemd tracks the processes of its units on a v1 host.
     """
     __slots__ = ()
 
@@ -109,6 +114,7 @@ def layout_from_mounts(mounts, v2_controllers: tuple = ()) -> Layout:
     """Decide the layout from parsed mountinfo entries (pidinfo.parse_mountinfo)."""
     v1: dict[str, str] = {}
     v1_root: dict[str, str] = {}
+    named: dict[str, str] = {}
     v2 = None
     for m in mounts:
         if m.fstype == "cgroup2":
@@ -120,13 +126,16 @@ def layout_from_mounts(mounts, v2_controllers: tuple = ()) -> Layout:
                 # prefer the mount that shows the hierarchy's root.
                 if c not in v1 or (v1_root[c] != "/" and m.root == "/"):
                     v1[c], v1_root[c] = m.mount_point, m.root
+            for o in m.super_options:
+                if o.startswith("name=") and m.root == "/":
+                    named.setdefault(o, m.mount_point)
     if v1:
         kind = "hybrid" if v2 else "v1"
     elif v2:
         kind = "v2"
     else:
         raise NotFound("no cgroup file system is mounted (checked mountinfo)")
-    return Layout(kind, v1, v2, tuple(v2_controllers) if v2 else ())
+    return Layout(kind, v1, v2, tuple(v2_controllers) if v2 else (), named)
 
 
 # --- limits -> kernel values (pure)
@@ -287,20 +296,97 @@ class CgroupDriver:
         if failure:
             raise failure
 
-    def remove_parent(self) -> bool:
-        """rmdir the parent if it holds no cgroup; True if it is gone everywhere."""
+    def remove_parent(self, wait: float = 0.0) -> bool:
+        """rmdir the helpers' cgroup if no process is left in it, then the parent
+        if it holds no cgroup; True if both are gone everywhere.  wait: seconds
+        to retry while the helpers' cgroup is busy (helpers still exiting)."""
         gone = True
-        for d in _unique(self.parent_paths().values()):
+        deadline = time.monotonic() + wait
+        for root in _unique(self._daemon_roots().values()):
+            parent = os.path.join(root, self.parent)
             try:
-                self.fs.rmdir(d)
+                self._rmdir_retry(os.path.join(parent, DAEMONS), deadline)
+                self.fs.rmdir(parent)
             except KernelError as e:
-                if e.code == errno.ENOENT:
-                    continue
                 if e.code in (errno.EBUSY, errno.ENOTEMPTY):
                     gone = False
-                    continue
-                raise
+                elif e.code != errno.ENOENT:
+                    raise
         return gone
+
+    # -- the helpers' own cgroup: <parent>/_daemons
+    #
+    # The fork server, the CLI server and the shims (forked from the fork
+    # server, so they inherit it) leave whatever cgroup started them for this
+    # one.  Killing the starter's cgroup -- what `systemctl stop` of a unit
+    # does -- then cannot reach them, and containers keep their supervisors.
+    #
+    # Who removes it: every helper holds a shared flock on the directory for
+    # its whole life (its forks inherit it: a shim shares its server's).  A
+    # helper on its way out lets go of its own, then asks for the lock
+    # exclusively; only when no helper is left does anyone get it, and that
+    # one -- the last out, whatever order they leave in -- removes the
+    # helpers' cgroup and the parent if no container is left in it.
+
+    def _daemon_roots(self) -> dict[str, str]:
+        """/proc/<pid>/cgroup key -> root of each hierarchy the helpers move in."""
+        return self._roots()
+
+    def _daemon_dir(self, root: str) -> str:
+        return os.path.join(root, self.parent, DAEMONS)
+
+    def join_daemons(self) -> int:
+        """Move the calling process into <parent>/_daemons in every hierarchy
+        (made when missing) unless it is there already.  Returns a descriptor
+        (close-on-exec) holding the shared lock: keep it open until leave_daemons."""
+        here = _own_cgroups(self.fs)
+        want = f"/{self.parent}/{DAEMONS}"
+        roots = _unique_roots(self._daemon_roots())
+        for key, root in roots:
+            if here.get(key) == want:
+                continue                # e.g. started by a CLI worker: saves a cgroup move
+            for attempt in range(5):
+                try:
+                    self._mkdirs(root, DAEMONS)
+                    self.fs.write(os.path.join(self._daemon_dir(root), "cgroup.procs"), "0")
+                    break
+                except KernelError as e:
+                    # the last helper out removed it between our mkdir and write
+                    if e.code != errno.ENOENT or attempt == 4:
+                        raise
+        # We are in it now, so it stays: lock the directory itself.
+        fd = _open_dir(self._daemon_dir(roots[0][1]))
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return fd
+
+    def leave_daemons(self, held: int | None) -> bool:
+        """A helper's last step: close held (join_daemons' descriptor, or a
+        fork's copy of it); if no helper holds the lock any more, go back to
+        the root cgroups and remove the helpers' cgroup and the parent (when
+        no container is left).  True if this call removed them."""
+        if held is not None:
+            os.close(held)
+        roots = _unique_roots(self._daemon_roots())
+        try:
+            fd = _open_dir(self._daemon_dir(roots[0][1]))
+        except KernelError as e:
+            if e.code == errno.ENOENT:
+                return False            # removed already
+            raise
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False            # another helper lives; the last of them does it
+            here = _own_cgroups(self.fs)
+            want = f"/{self.parent}/{DAEMONS}"
+            for key, root in roots:
+                if here.get(key) == want:
+                    self.fs.write(os.path.join(root, "cgroup.procs"), "0")
+            # A helper that let go just before us may not have finished exiting.
+            return self.remove_parent(wait=1.0)
+        finally:
+            os.close(fd)
 
     def _rmdir_retry(self, path: str, deadline: float) -> None:
         delay = 0.001
@@ -344,6 +430,31 @@ class CgroupDriver:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} parent={self.parent!r} roots={self._roots()!r}>"
+
+
+def _own_cgroups(fs: FS) -> dict[str, str]:
+    """The caller's cgroup per hierarchy, keyed as /proc/self/cgroup names them."""
+    try:
+        return parse.proc_cgroup(fs.read("/proc/self/cgroup"))
+    except KernelError:
+        return {}
+
+
+def _open_dir(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise KernelError(e.errno or errno.EIO, f"open {path}") from None
+
+
+def _unique_roots(roots: dict[str, str]) -> list[tuple[str, str]]:
+    """(key, root) once per root: co-mounted controllers share a hierarchy."""
+    seen, out = set(), []
+    for key, root in roots.items():
+        if root not in seen:
+            seen.add(root)
+            out.append((key, root))
+    return out
 
 
 def _check_name(name: str) -> str:

@@ -36,14 +36,22 @@ class V1Driver(CgroupDriver):
     kind = "v1"
     can_rename = True
 
-    def __init__(self, mounts: dict[str, str], parent: str = "terrarium", fs=None):
+    def __init__(self, mounts: dict[str, str], parent: str = "terrarium", fs=None,
+                 tracking: dict[str, str] | None = None):
         super().__init__(parent, fs)
         self.mounts = {c: mounts[c] for c in CONTROLLERS if c in mounts}
         if not self.mounts:
             raise NotFound(f"no cgroup v1 hierarchy of {', '.join(CONTROLLERS)} is mounted")
+        # Hierarchies without our controllers where a service manager tracks
+        # processes (name=systemd; the cgroup2 tree of a hybrid host): only
+        # the helpers' cgroup is made there (see join_daemons).
+        self.tracking = dict(tracking or {})
 
     def _roots(self) -> dict[str, str]:
         return dict(self.mounts)
+
+    def _daemon_roots(self) -> dict[str, str]:
+        return {**self.mounts, **self.tracking}
 
     def _knob(self, name: str, controller: str, knob: str) -> str:
         if controller not in self.mounts:

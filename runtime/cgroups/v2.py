@@ -35,6 +35,9 @@ class V2Driver(CgroupDriver):
     def _roots(self) -> dict[str, str]:
         return {"unified": self.root}
 
+    def _daemon_roots(self) -> dict[str, str]:
+        return {"": self.root}                     # as /proc/<pid>/cgroup names it: "0::/path"
+
     def _dir(self, name: str) -> str:
         return self.paths(name)["unified"]
 

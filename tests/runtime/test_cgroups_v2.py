@@ -394,6 +394,45 @@ def test_remove_parent_keeps_a_parent_with_children(cg, fake):
     assert cg.exists("abc")
 
 
+# --- the helpers' own cgroup
+
+def test_join_daemons_makes_parent_and_daemons_and_moves_the_caller(cg, fake):
+    held = cg.join_daemons()
+    try:
+        assert ("terrarium/_daemons/cgroup.procs", "0") in fake.writes     # "0": the caller
+    finally:
+        os.close(held)
+
+
+def test_remove_parent_keeps_daemons_with_a_process_then_removes_both(cg, fake):
+    cg.create("abc", Limits())
+    os.close(cg.join_daemons())
+    cg.remove("abc")
+    assert cg.remove_parent() is False                            # a helper is still in it
+    assert os.path.isdir(os.path.join(fake.root, "terrarium/_daemons"))
+    fake.set("terrarium/_daemons/cgroup.procs", "")
+    assert cg.remove_parent() is True
+    assert not os.path.exists(os.path.join(fake.root, "terrarium"))
+
+
+def test_only_the_last_helper_to_leave_removes_the_cgroups(cg, fake):
+    first, second = cg.join_daemons(), cg.join_daemons()     # two helpers
+    assert cg.leave_daemons(first) is False                  # the other still holds its lock
+    assert os.path.isdir(os.path.join(fake.root, "terrarium/_daemons"))
+    fake.set("terrarium/_daemons/cgroup.procs", "")          # (the fake cannot move us out)
+    assert cg.leave_daemons(second) is True
+    assert not os.path.exists(os.path.join(fake.root, "terrarium"))
+
+
+def test_remove_parent_keeps_the_parent_while_a_container_remains(cg, fake):
+    cg.create("abc", Limits())
+    os.close(cg.join_daemons())
+    fake.set("terrarium/_daemons/cgroup.procs", "")
+    assert cg.remove_parent() is False
+    assert cg.exists("abc")
+    assert not os.path.exists(os.path.join(fake.root, "terrarium/_daemons"))
+
+
 # --- detection
 
 V2_MOUNTINFO = """\
@@ -432,6 +471,7 @@ def test_detect_v1_with_comounted_cpu_cpuacct():
     assert layout.v1["cpu"] == layout.v1["cpuacct"] == "/sys/fs/cgroup/cpu,cpuacct"
     assert layout.v1["net_prio"] == "/sys/fs/cgroup/net_cls,net_prio"
     assert "name=systemd" not in layout.v1 and "systemd" not in layout.v1
+    assert layout.named == {"name=systemd": "/sys/fs/cgroup/systemd"}
     cg = driver("terrarium", layout=layout)
     assert isinstance(cg, V1Driver)
     assert "cpuset" not in cg.paths("x") and "net_cls" not in cg.paths("x")
@@ -445,7 +485,13 @@ def test_detect_hybrid_uses_v1_driver():
     assert layout.kind == "hybrid"
     assert layout.v2 == "/sys/fs/cgroup/unified"
     assert layout.v1["memory"] == "/sys/fs/cgroup/memory"
-    assert isinstance(driver(layout=layout), V1Driver)
+    cg = driver(layout=layout)
+    assert isinstance(cg, V1Driver)
+    # systemd tracks units' processes in name=systemd and the hybrid cgroup2
+    # tree: the helpers' cgroup is made there too, containers' cgroups are not
+    assert cg._daemon_roots()["name=systemd"] == "/sys/fs/cgroup/systemd"
+    assert cg._daemon_roots()[""] == "/sys/fs/cgroup/unified"
+    assert "/sys/fs/cgroup/unified/terrarium/x" not in cg._dirs("x")
 
 
 def test_detect_prefers_the_mount_showing_the_hierarchy_root():
