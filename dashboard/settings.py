@@ -1,21 +1,25 @@
 """Settings of the Terrarium dashboard, with embedded defaults.
 
-Everything works without configuration: SQLite in the repository, the
+Everything works without configuration: SQLite in /var/lib/terrarium-web, the
 in-memory channel layer, one Daphne process on 127.0.0.1.  Environment:
 
-    TERRARIUM_DB            SQLite file (default <repo>/db.sqlite3)
+    TERRARIUM_WEB_DIR       the database and the secret key, private (default /var/lib/terrarium-web)
+    TERRARIUM_DB            SQLite file (default $TERRARIUM_WEB_DIR/db.sqlite3)
     TERRARIUM_REDIS_URL     use the Redis channel layer (several workers)
     TERRARIUM_DEBUG=1       Django's debug mode
-    DJANGO_SECRET_KEY       secret key (default: generated once into <repo>/.secret_key, 0600)
+    DJANGO_SECRET_KEY       secret key (default: generated once into $TERRARIUM_WEB_DIR/secret_key)
     TERRARIUM_ALLOWED_HOSTS comma-separated (default 127.0.0.1,localhost)
     TERRARIUM_SETTINGS=production   the hardening of dashboard/production.py
     TERRARIUM_MAX_UPLOAD    the largest upload (image import) accepted, e.g. 8g (default)
 """
 import os
-import secrets
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from runtime.spec import parse_size
+
+from . import webstate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -24,23 +28,13 @@ def _env_list(name: str, default: str) -> list[str]:
     return [h.strip() for h in os.environ.get(name, default).split(",") if h.strip()]
 
 
-def _secret_key() -> str:
-    """DJANGO_SECRET_KEY, else a key generated once into .secret_key (mode 0600)."""
-    key = os.environ.get("DJANGO_SECRET_KEY")
-    if key:
-        return key
-    path = Path(os.environ.get("TERRARIUM_SECRET_KEY_FILE", BASE_DIR / ".secret_key"))
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        key = secrets.token_urlsafe(64)
-        f.write(key + "\n")
-    return key
+try:
+    # both 0600 in a 0700 directory, tightened at every start (dashboard/webstate.py)
+    SECRET_KEY = webstate.secret_key()
+    _DATABASE = webstate.database_path()
+except webstate.WebStateError as e:
+    raise ImproperlyConfigured(str(e)) from None
 
-
-SECRET_KEY = _secret_key()
 DEBUG = os.environ.get("TERRARIUM_DEBUG") == "1"
 ALLOWED_HOSTS = _env_list("TERRARIUM_ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = _env_list("TERRARIUM_CSRF_TRUSTED_ORIGINS", "")
@@ -94,7 +88,7 @@ TEMPLATES = [
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("TERRARIUM_DB") or BASE_DIR / "db.sqlite3",
+        "NAME": _DATABASE,
         # The reconciler thread and request threads both write: wait, don't fail.
         "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
     }
