@@ -157,8 +157,12 @@ def _cleanup_session() -> None:
         except Exception as e:  # noqa: BLE001 - report, and let the leak check decide
             print(f"cleanup: could not remove {c.name}: {e}", file=sys.stderr)
     rt.shutdown_servers()
+    # The last helper out removes the parent itself (runtime.daemons.leave),
+    # after moving out of each hierarchy: it may still be on its way.
+    deadline = time.monotonic() + 10.0
     try:
-        rt.cgroups.remove_parent()
+        while not rt.cgroups.remove_parent() and time.monotonic() < deadline:
+            time.sleep(0.05)
     except Exception as e:  # noqa: BLE001
         print(f"cleanup: cgroup parent: {e}", file=sys.stderr)
 
