@@ -176,6 +176,20 @@ def test_create_start_stop_remove_with_limits(rt):
     assert "life" not in {x.name for x in r.list()}
 
 
+def test_helpers_live_in_daemons_and_the_last_out_removes_the_parent(module_runtime):
+    runtime = _need("runtime", "Spec")
+    _need("runtime.cgroups.base", "DAEMONS")
+    with module_runtime("vm-daemons") as r:
+        parent = os.path.join(CGROUP, r.cgroup_parent)
+        c = r.run(runtime.Spec(image="busybox", name="d", cmd=("sleep", "300")))
+        for pid in (c.shim_pid, int(_read(os.path.join(r.run_dir, "forkserver.pid")))):
+            assert _read(f"/proc/{pid}/cgroup") == f"0::/{r.cgroup_parent}/_daemons"
+        r.shutdown_servers()
+        assert os.path.isdir(parent)                    # its container and shim remain
+        r.remove("d", force=True)                       # the shim, last out, takes it along
+        _wait_for(lambda: not os.path.exists(parent), what="the parent's removal")
+
+
 def test_pids_limit_holds(rt):
     r, runtime = rt
     # A subshell forks sleeps until the 8-pid limit refuses (busybox sh gives
