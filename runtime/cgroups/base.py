@@ -24,6 +24,7 @@ from types import MappingProxyType
 
 from ..errors import InvalidArgument, KernelError, NotFound
 from ..model import Limits
+from ..pidinfo import parse_cgroup
 from . import parse
 
 CFS_PERIOD_US = 100_000
@@ -126,7 +127,7 @@ def layout_from_mounts(mounts, v2_controllers: tuple = ()) -> Layout:
                 # prefer the mount that shows the hierarchy's root.
                 if c not in v1 or (v1_root[c] != "/" and m.root == "/"):
                     v1[c], v1_root[c] = m.mount_point, m.root
-            for o in m.super_options:
+            for o in m.super_options.split(","):
                 if o.startswith("name=") and m.root == "/":
                     named.setdefault(o, m.mount_point)
     if v1:
@@ -435,7 +436,7 @@ class CgroupDriver:
 def _own_cgroups(fs: FS) -> dict[str, str]:
     """The caller's cgroup per hierarchy, keyed as /proc/self/cgroup names them."""
     try:
-        return parse.proc_cgroup(fs.read("/proc/self/cgroup"))
+        return parse_cgroup(fs.read("/proc/self/cgroup"))
     except KernelError:
         return {}
 

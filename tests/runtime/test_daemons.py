@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from runtime import Runtime, cgroups
+from runtime import Runtime
 from runtime.errors import NotFound
+from runtime.pidinfo import parse_cgroup
 from runtime.spec import make_spec
 from tests.conftest import CLI
 
@@ -34,7 +35,7 @@ def pids_in(directory: str) -> set[int]:
 
 def own_cgroup(pid: int) -> dict[str, str]:
     with open(f"/proc/{pid}/cgroup") as f:
-        return cgroups.parse.proc_cgroup(f.read())
+        return parse_cgroup(f.read())
 
 
 def server_pids(root: str) -> dict[str, int]:
