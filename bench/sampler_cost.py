@@ -38,6 +38,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 root = tempfile.mkdtemp(prefix="terrarium-bench-")
 os.environ["TERRARIUM_ROOT"] = root
 os.environ["TERRARIUM_CGROUP_PARENT"] = f"terrarium-bench-{secrets.token_hex(3)}"
+os.environ["TERRARIUM_WEB_DIR"] = os.path.join(root, "web")   # not /var/lib/terrarium-web
 
 import django  # noqa: E402
 django.setup()
