@@ -115,25 +115,27 @@ def test_killing_the_starters_cgroup_leaves_containers_supervised(fresh, cgroup_
     starter = [os.path.join("/sys/fs/cgroup", h, f"{cgroup_parent}-starter-{secrets.token_hex(3)}")
                for h in ("memory", "pids")]
     env = dict(os.environ, TERRARIUM_ROOT=root, TERRARIUM_CGROUP_PARENT=parent)
+    # the unit: two commands, then its main process stays, as a service's would
     script = (
         'for d in "$@"; do echo $$ > "$d/cgroup.procs"; done\n'
-        f'"{CLI}" run -d --name keep busybox sh -c \'trap "exit 7" TERM; sleep 300 & wait\' &&\n'
-        f'"{CLI}" run -d --rm --name gone busybox sleep 300\n')
+        f'"{CLI}" run -d --name keep busybox sh -c \'trap "exit 7" TERM; sleep 300 & wait\' >/dev/null &&\n'
+        f'"{CLI}" run -d --rm --name gone busybox sleep 300 >/dev/null &&\n'
+        'echo ready && exec sleep 300\n')
     for d in starter:
         os.mkdir(d)
+    unit = None
     try:
-        subprocess.run(["sh", "-c", script, "starter", *starter], env=env, check=True,
-                       capture_output=True, timeout=60)
+        unit = subprocess.Popen(["sh", "-c", script, "starter", *starter], env=env, text=True,
+                                stdout=subprocess.PIPE)
+        assert unit.stdout.readline() == "ready\n"
         keep, gone = rt.inspect("keep"), rt.inspect("gone")
         helpers = {*server_pids(root).values(), keep.shim_pid, gone.shim_pid}
         assert len(helpers) == 4
         listed = set().union(*(pids_in(d) for d in starter))
-        assert not listed & helpers, (listed, helpers)
+        assert listed == {unit.pid}, (listed, helpers)      # the helpers have left it
         for pid in listed:                  # the unit's stop: exactly what its cgroup holds
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            os.kill(pid, signal.SIGKILL)
+        unit.wait(timeout=10)
         wait_until(lambda: not any(pids_in(d) for d in starter), what="the starter's cgroup to empty")
 
         assert rt.inspect("keep").status == "running" and rt.inspect("gone").status == "running"
@@ -155,6 +157,9 @@ def test_killing_the_starters_cgroup_leaves_containers_supervised(fresh, cgroup_
         # (a server, the worker that ran `stop`, a shim) removes the parent.
         wait_until(lambda: parent_dirs(parent) == [], what="the parent's removal")
     finally:
+        if unit is not None and unit.poll() is None:
+            unit.kill()
+            unit.wait()
         for d in starter:
             for pid in pids_in(d):          # only if a check above failed
                 os.kill(pid, signal.SIGKILL)
