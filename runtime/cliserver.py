@@ -29,7 +29,6 @@ import fcntl
 import gc
 import io
 import os
-import select
 import signal
 import socket
 import struct
@@ -111,7 +110,7 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
                 timeout = max(0.0, spare_due - now)
             else:
                 timeout = max(0.05, idle_since + idle_exit - now) if not busy else None
-            ready, _, _ = select.select(waits, [], [], timeout)
+            ready = daemons.wait_readable(waits, timeout)
             for pid, fd in list(busy.items()):
                 if fd in ready:
                     os.close(fd)
@@ -243,7 +242,7 @@ class _Worker:
     def dismiss(self) -> None:
         """Tell the spare to leave unless it has just taken a command.
 
-        SIGUSR1 ends a worker still waiting in select; one that has accepted
+        SIGUSR1 ends a worker still waiting in poll; one that has accepted
         ignores it, reports "busy" and is left to finish its command."""
         try:
             os.kill(self.pid, signal.SIGUSR1)
@@ -265,7 +264,7 @@ def _work(listener: socket.socket, report: int, signature: tuple) -> None:
     # holds ~13 MB of its own, less than the fresh interpreter it replaces.
     linux.populate_private_memory()
     while True:
-        select.select([listener], [], [])
+        daemons.wait_readable([listener.fileno()], None)
         try:
             conn, _ = listener.accept()
             break

@@ -15,6 +15,7 @@ The last helper out removes that cgroup and the empty parent (leave).
 """
 from __future__ import annotations
 
+import math
 import os
 import select
 import signal
@@ -67,11 +68,24 @@ def stop(run_dir: str, *, name: str, comm: str, timeout: float = 5.0) -> None:
         return
     try:
         signal.pidfd_send_signal(fd, signal.SIGTERM)
-        select.select([fd], [], [], timeout)
+        wait_readable([fd], timeout)
     except OSError:
         pass
     finally:
         os.close(fd)
+
+
+def wait_readable(fds, timeout: float | None) -> list[int]:
+    """The fds of `fds` that are readable (a pidfd: its process ended), waiting up
+    to timeout seconds (None: until one is).  poll(), not select(): select
+    cannot watch a descriptor numbered 1024 or more (ValueError), and a
+    process holding many descriptors gets such numbers for new ones."""
+    p = select.poll()
+    for fd in fds:
+        p.register(fd, select.POLLIN)
+    ms = None if timeout is None else max(0, math.ceil(timeout * 1000))
+    # POLLHUP/POLLERR count too: a pipe whose writer is gone reads EOF at once
+    return [fd for fd, _ in p.poll(ms)]
 
 
 def listen(path: str, kind: int) -> socket.socket:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import select
 import signal
 import socket
 import _signal
@@ -518,7 +517,7 @@ class Spare:
         except OSError:
             return
         try:
-            select.select([fd], [], [], wait)
+            daemons.wait_readable([fd], wait)
         finally:
             os.close(fd)
 
@@ -573,7 +572,7 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
                 spares.append(Spare(server, _last_parent))
                 continue
             timeout = 5.0 if len(spares) == SPARES else quiet_at - now
-            ready, _, _ = select.select([server], [], [], timeout)
+            ready = daemons.wait_readable([server.fileno()], timeout)
             if not ready:
                 children = _children(but={sp.pid for sp in spares})
                 if time.monotonic() - idle_since > IDLE_EXIT_SECONDS and children == set():
