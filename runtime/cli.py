@@ -387,6 +387,8 @@ def status_text(c, now: float | None = None) -> str:
     if c.status in ("running", "paused"):
         text = f"Up {_ago(now - (c.started_at or now))}"
         return text + " (Paused)" if c.status == "paused" else text
+    if c.status == "broken":
+        return f"Broken: {c.error}"
     if c.status == "exited":
         text = f"Exited ({c.exit_code if c.exit_code is not None else '?'}) {_ago(now - (c.finished_at or now))} ago"
         return text + " (OOM killed)" if c.oom_killed else text

@@ -1,7 +1,7 @@
 """Container lifecycle: create, start, stop, kill, restart, pause, resume,
 update, remove, list, inspect, logs, wait, exec.
 
-State lives on disk under ROOT/containers/<id>/:
+State lives on disk under ROOT/containers/<id>/ (runtime/state.py):
     config.json   what was asked for (written here, under the container's lock)
     run.json      the current run: init pid, shim pid, generation (written by the shim)
     exit.json     how the run ended (written by the shim when init exits)
@@ -10,6 +10,8 @@ State lives on disk under ROOT/containers/<id>/:
                   namespace only, so the host's mount table never holds it
     container.log stdout and stderr
 ROOT/names/<name> is a symlink to the id: creating it is how a name is taken.
+A config.json that cannot be read makes the container "broken" (listed,
+its layers kept, removable), never absent.
 
 The status is derived, never stored: no run.json → created; an exit.json of
 the current generation → exited; a live shim → running (or paused).  So a
@@ -29,14 +31,15 @@ import _socket   # the C module: socket.py's enum wrappers cost every CLI call ~
 import time
 
 from . import daemons, pidinfo, seccomp
+from . import state as disk      # (`state` is each verb's Container below)
 from .errors import Conflict, ExecFailed, InvalidArgument, KernelError, NotFound, TerrariumError
-from .fsutil import locked, private_dir, read_json, write_json
+from .fsutil import locked, private_dir
 from .model import Container, Limits, Spec
 from .spec import check_limits, check_spec, make_spec
 
 DEFAULT_ROOT = "/var/lib/terrarium"
 DEFAULT_STOP_TIMEOUT = 10.0
-_ID_RE = re.compile(r"^[0-9a-f]{64}$")
+_ID_RE = disk.ID_RE
 
 
 def default_root() -> str:
@@ -80,6 +83,22 @@ class Runtime:
             self._cgroups = cgroups.driver(parent=self.cgroup_parent)
         return self._cgroups
 
+    def _cg(self, config: dict):
+        """The cgroup driver of the parent the container was made under (stored
+        in its config), whatever this Runtime's own parent is."""
+        parent = config.get("cgroup_parent") or self.cgroup_parent
+        if parent == self.cgroup_parent:
+            return self.cgroups
+        drivers = self.__dict__.setdefault("_other_cgroups", {})
+        if parent not in drivers:
+            from . import cgroups
+            drivers[parent] = cgroups.driver(parent=parent)
+        return drivers[parent]
+
+    def cgroup_driver(self, c: Container):
+        """The cgroup driver for container c (c.cgroup is "<parent>/<id>")."""
+        return self._cg({"cgroup_parent": c.cgroup.rpartition("/")[0]})
+
     def _image(self, name: str):
         try:
             return self.images.get(name)
@@ -98,7 +117,7 @@ class Runtime:
             return os.readlink(os.path.join(self.names_dir, ref))
         except OSError:
             pass
-        if _ID_RE.match(ref) and os.path.exists(os.path.join(self._dir(ref), "config.json")):
+        if _ID_RE.match(ref) and disk.has_config(self._dir(ref)):
             return ref
         if len(ref) >= 3 and re.fullmatch(r"[0-9a-f]+", ref):
             hits = [d for d in os.listdir(self.containers_dir) if d.startswith(ref)]
@@ -109,7 +128,11 @@ class Runtime:
         raise NotFound(f"container {ref!r} not found")
 
     def _config(self, cid: str) -> dict:
-        config = read_json(os.path.join(self._dir(cid), "config.json"))
+        """The container's config; NotFound if gone, Conflict if it is broken."""
+        try:
+            config = disk.read_config(self._dir(cid))
+        except disk.Unreadable as e:
+            raise Conflict(f"container {cid[:12]!r} is broken ({e}): remove it with rm -f") from None
         if config is None:
             raise NotFound(f"container {cid[:12]!r} not found")
         return config
@@ -117,11 +140,12 @@ class Runtime:
     def _lock(self, cid: str):
         return locked(os.path.join(self._dir(cid), "lock"))
 
-    def _locked_config(self, ref: str):
+    def _locked_config(self, ref: str, allow_broken: bool = False):
         """Resolve ref, take its lock; yields (id, config).  Re-checks after the wait:
-        the container may have been removed while we queued for it."""
+        the container may have been removed while we queued for it.  A broken
+        container is a Conflict, or (allow_broken) yields config None."""
         cid = self.resolve(ref)
-        return _LockedConfig(self, cid, ref)
+        return _LockedConfig(self, cid, ref, allow_broken)
 
     # ------------------------------------------------------------- create
     def create(self, spec: Spec) -> Container:
@@ -144,16 +168,14 @@ class Runtime:
             "layers": [layer.digest.split(":", 1)[-1] for layer in image.layers],
             "auto_remove": spec.auto_remove, "generation": 0, "paused": False,
             "seccomp": seccomp.check_setting(spec.seccomp, full=False),
+            "cgroup_parent": self.cgroup_parent,       # inspect and every cgroup op use this one
         }
-        with locked(os.path.join(self.containers_dir, ".lock")):
+        with locked(os.path.join(self.containers_dir, disk.NAMES_LOCK)):
             if os.path.lexists(os.path.join(self.names_dir, name)):
                 raise Conflict(f"container name {name!r} is already in use")
-            os.makedirs(cdir, mode=0o700)
-            for sub in ("upper", "work", "rootfs"):
-                os.mkdir(os.path.join(cdir, sub), 0o755)
+            disk.register(self.containers_dir, self.names_dir, cid, config,
+                           subdirs=("upper", "work", "rootfs"))
             open(os.path.join(cdir, "container.log"), "ab").close()
-            write_json(os.path.join(cdir, "config.json"), config)
-            os.symlink(cid, os.path.join(self.names_dir, name))
         return self.inspect(cid)
 
     def run(self, spec: Spec) -> Container:
@@ -176,7 +198,7 @@ class Runtime:
             self._settle(cid)
             config["generation"] += 1
             config["paused"] = False
-            write_json(os.path.join(self._dir(cid), "config.json"), config)
+            disk.write_config(self._dir(cid), config)
             reply = self._request_start(cid, config)
         if not reply.get("ok"):
             raise ExecFailed(f"container {config['name']!r} failed to start: {reply.get('error')}",
@@ -189,7 +211,8 @@ class Runtime:
         return {
             "op": "start", "id": cid, "dir": cdir, "generation": config["generation"],
             "containers_dir": self.containers_dir, "names_dir": self.names_dir,
-            "cgroup_parent": self.cgroup_parent, "limits": config["limits"],
+            "cgroup_parent": config.get("cgroup_parent") or self.cgroup_parent,
+            "limits": config["limits"],
             "layers_dir": layers_dir,
             "lower": [f"{d}/fs" for d in reversed(config["layers"])],
             "upper": f"{cdir}/upper", "work": f"{cdir}/work", "rootfs": f"{cdir}/rootfs",
@@ -203,7 +226,7 @@ class Runtime:
         for layer in config["layers"]:
             if not os.path.isdir(os.path.join(self.root, "layers", layer, "fs")):
                 raise NotFound(f"layer sha256:{layer[:12]} of container {config['name']!r} is missing")
-        return forkserver_call(self.run_dir, self._start_request(cid, config))
+        return forkserver_call(self.run_dir, self._start_request(cid, config), on_start=self.sweep)
 
     # ---------------------------------------------------------- stop/kill
     def stop(self, ref: str, timeout: float = DEFAULT_STOP_TIMEOUT) -> Container:
@@ -225,13 +248,13 @@ class Runtime:
             if timeout > 0 and _catches(state.pid, signal.SIGTERM):
                 _signal(state.pid, signal.SIGTERM)
                 if config.get("paused"):
-                    self._cgroup_op(self.cgroups.thaw, cid)
+                    self._cgroup_op(self._cg(config).thaw, cid)
                 if _wait_fd(pidfd, timeout):
                     return
             _signal(state.pid, signal.SIGKILL)
-            self._cgroup_op(self.cgroups.kill_all, cid, signal.SIGKILL)
+            self._cgroup_op(self._cg(config).kill_all, cid, signal.SIGKILL)
             if config.get("paused"):
-                self._cgroup_op(self.cgroups.thaw, cid)
+                self._cgroup_op(self._cg(config).thaw, cid)
             if not _wait_fd(pidfd, 10.0):
                 raise KernelError(errno.ETIMEDOUT, f"container {config['name']!r} did not exit after SIGKILL")
         finally:
@@ -254,7 +277,7 @@ class Runtime:
         """After a run has ended under our lock: clear flags, honour --rm."""
         if config.get("paused"):
             config["paused"] = False
-            write_json(os.path.join(self._dir(cid), "config.json"), config)
+            disk.write_config(self._dir(cid), config)
         state = self._state(cid, config)
         if state.status == "exited" and config.get("auto_remove"):
             self._remove_locked(cid, config)
@@ -284,9 +307,9 @@ class Runtime:
                 return state
             if state.status != "running":
                 raise Conflict(f"container {config['name']!r} is not running")
-            self.cgroups.freeze(cid)
+            self._cg(config).freeze(cid)
             config["paused"] = True
-            write_json(os.path.join(self._dir(cid), "config.json"), config)
+            disk.write_config(self._dir(cid), config)
             return self._state(cid, config)
 
     def resume(self, ref: str) -> Container:
@@ -294,9 +317,9 @@ class Runtime:
             state = self._state(cid, config)
             if state.status != "paused":
                 raise Conflict(f"container {config['name']!r} is not paused")
-            self.cgroups.thaw(cid)
+            self._cg(config).thaw(cid)
             config["paused"] = False
-            write_json(os.path.join(self._dir(cid), "config.json"), config)
+            disk.write_config(self._dir(cid), config)
             return self._state(cid, config)
 
     unpause = resume
@@ -311,19 +334,22 @@ class Runtime:
             state = self._state(cid, config)
             if state.status in ("running", "paused"):
                 try:
-                    self.cgroups.update(cid, limits)
+                    self._cg(config).update(cid, limits)
                 except KernelError as e:
                     if e.code == errno.EBUSY:
                         raise Conflict(f"cannot lower the memory limit of {config['name']!r} below "
                                        "what it uses now") from None
                     raise
             config["limits"] = limits._asdict()
-            write_json(os.path.join(self._dir(cid), "config.json"), config)
+            disk.write_config(self._dir(cid), config)
             return self._state(cid, config)
 
     # -------------------------------------------------------------- remove
     def remove(self, ref: str, force: bool = False) -> None:
-        with self._locked_config(ref) as (cid, config):
+        with self._locked_config(ref, allow_broken=True) as (cid, config):
+            if config is None:
+                self._remove_broken(cid, ref, force)
+                return
             state = self._state(cid, config)
             if state.status in ("running", "paused"):
                 if not force:
@@ -336,7 +362,7 @@ class Runtime:
         """Wait until the shim of the last run has finished its cleanup (it records
         the exit first and removes the cgroup after), so a new run or a removal
         never overlaps it."""
-        run = read_json(os.path.join(self._dir(cid), "run.json")) or {}
+        run = disk.read_run(self._dir(cid))
         shim = run.get("shim_pid")
         if shim and pidinfo.process_start_time(shim) == run.get("shim_start"):
             fd = _pidfd(shim)
@@ -348,42 +374,86 @@ class Runtime:
 
     def _remove_locked(self, cid: str, config: dict) -> None:
         self._settle(cid)
-        with locked(os.path.join(self.containers_dir, ".lock")):
-            link = os.path.join(self.names_dir, config["name"])
+        disk.remove(self.containers_dir, self.names_dir, cid,
+                    remove_cgroup=lambda cfg: self._cg(cfg).remove(cid))
+
+    def _remove_broken(self, cid: str, ref: str, force: bool) -> None:
+        """Remove a container whose config cannot be read (we hold its lock).
+
+        Its run may still be going (run.json tells): only with force, killing
+        its init first.  Its cgroup parent is unknown: this Runtime's is tried."""
+        run = disk.read_run(self._dir(cid))
+        pid = run.get("pid")
+        if pid and pidinfo.process_start_time(pid) == run.get("pid_start"):
+            if not force:
+                raise Conflict(f"container {ref!r} is broken and may still run (init pid {pid}): "
+                               "remove it with force")
+            fd = _pidfd(pid)
+            _signal(pid, signal.SIGKILL)
             try:
-                if os.readlink(link) == cid:
-                    os.unlink(link)
-            except OSError:
-                pass
-            # config.json goes first: whoever queued on the lock sees "not found"
-            os.unlink(os.path.join(self._dir(cid), "config.json"))
-        self.cgroups.remove(cid)
-        import shutil
-        shutil.rmtree(self._dir(cid), ignore_errors=True)
+                if not _wait_fd(fd, 10.0):
+                    raise KernelError(errno.ETIMEDOUT, f"init {pid} of broken container {ref!r} "
+                                      "did not exit after SIGKILL")
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        self._settle(cid)
+        disk.remove(self.containers_dir, self.names_dir, cid,
+                    remove_cgroup=lambda cfg: self._cgroup_op(self.cgroups.remove, cid))
+
+    def sweep(self, min_age: float = disk.STALE_SECONDS) -> list[str]:
+        """Remove what a crash left under this root (state.sweep): half-made
+        container directories, temp files, and orphan cgroups under this
+        Runtime's cgroup parent.  Run when this root's fork server starts;
+        returns what was removed."""
+        return disk.sweep(self.containers_dir, self.cgroups, min_age=min_age)
 
     # -------------------------------------------------------- list/inspect
     def inspect(self, ref: str) -> Container:
         cid = self.resolve(ref)
-        return self._state(cid, self._config(cid))
+        c = self._read_state(cid)
+        if c is None:
+            raise NotFound(f"container {ref!r} not found")
+        return c
 
     def list(self, all: bool = True) -> list[Container]:  # noqa: A002 - docker's word
         out = []
         for cid in os.listdir(self.containers_dir):
             if not _ID_RE.match(cid):
                 continue
-            config = read_json(os.path.join(self._dir(cid), "config.json"))
-            if config is None:
-                continue
-            c = self._state(cid, config)
-            if all or c.status in ("running", "paused"):
+            c = self._read_state(cid)
+            if c is not None and (all or c.status in ("running", "paused")):
                 out.append(c)
         out.sort(key=lambda c: c.created_at, reverse=True)
         return out
 
+    def _read_state(self, cid: str) -> Container | None:
+        """The container's state; a broken one if its config cannot be read; None if gone."""
+        try:
+            config = disk.read_config(self._dir(cid))
+        except disk.Unreadable as e:
+            return self._broken(cid, str(e))
+        return None if config is None else self._state(cid, config)
+
+    def _broken(self, cid: str, reason: str) -> Container:
+        """What is known of a container whose config.json cannot be read."""
+        cdir = self._dir(cid)
+        names = disk.names_of(self.names_dir, cid)
+        try:
+            created = os.lstat(cdir).st_ctime
+        except OSError:
+            created = 0.0
+        return Container(
+            id=cid, name=names[0] if names else cid[:12], image="", cmd=(), env=(), hostname="",
+            workdir="", limits=Limits(), status="broken", created_at=created,
+            error=f"{reason}; remove it with rm -f", rootfs=f"{cdir}/rootfs",
+            upperdir=f"{cdir}/upper", workdir_overlay=f"{cdir}/work",
+            log_path=f"{cdir}/container.log")
+
     def _state(self, cid: str, config: dict) -> Container:
         cdir = self._dir(cid)
-        run = read_json(os.path.join(cdir, "run.json")) or {}
-        ended = read_json(os.path.join(cdir, "exit.json")) or {}
+        run = disk.read_run(cdir)
+        ended = disk.read_exit(cdir)
         gen = config.get("generation", 0)
         status, pid, shim_pid, namespaces = "created", None, None, {}
         exit_code = finished_at = error = None
@@ -398,7 +468,7 @@ class Runtime:
             else:
                 # A shim records the exit before it ends, so if it has ended since
                 # we looked, the record is there now; if not, the shim was killed.
-                ended = read_json(os.path.join(cdir, "exit.json")) or {}
+                ended = disk.read_exit(cdir)
                 if ended.get("generation") != gen:
                     status, error = "exited", "the shim died; exit status unknown"
         if ended.get("generation") == gen and gen > 0:
@@ -421,7 +491,7 @@ class Runtime:
             pid=pid, shim_pid=shim_pid,
             started_at=run.get("started_at") if run.get("generation") == gen else None,
             finished_at=finished_at, exit_code=exit_code, oom_killed=oom, oom_kills=oom_kills, error=error,
-            cgroup=f"{self.cgroup_parent}/{cid}", namespaces=namespaces,
+            cgroup=f"{config.get('cgroup_parent') or self.cgroup_parent}/{cid}", namespaces=namespaces,
             rootfs=f"{cdir}/rootfs", upperdir=f"{cdir}/upper", workdir_overlay=f"{cdir}/work",
             log_path=f"{cdir}/container.log", auto_remove=bool(config.get("auto_remove")),
             restart_count=max(gen - 1, 0), seccomp=seccomp.mode_of(config.get("seccomp")),
@@ -504,7 +574,7 @@ class Runtime:
             raise InvalidArgument("exec needs a command")
         asked = make_spec(image="x", cmd=argv, env=env, workdir=workdir)   # NUL, bad keys, '..'
         env = _merge_env(c.env, asked.env, c.hostname)
-        run = read_json(os.path.join(self._dir(c.id), "run.json")) or {}
+        run = disk.read_run(self._dir(c.id))
         pid_start = run.get("pid_start") if run.get("pid") == c.pid else None
         program = seccomp.read_program(seccomp.program_path(self.root, self._config(c.id).get("seccomp")))
         return exec_in(self, c, list(asked.cmd), list(env), pid_start=pid_start, tty=tty,
@@ -646,15 +716,20 @@ class Runtime:
             used = set()
             for cid in os.listdir(self.containers_dir):
                 if _ID_RE.match(cid):
-                    config = read_json(os.path.join(self._dir(cid), "config.json"))
+                    try:
+                        config = disk.read_config(self._dir(cid))
+                    except disk.Unreadable:
+                        # a broken container's layers are unknown: keep every layer
+                        used.update(layer.digest for layer in self.images.layers())
+                        continue
                     if config is not None:
                         used.update(config["layers"])
             return self.images.gc(used)
 
 
 class _LockedConfig:
-    def __init__(self, rt: Runtime, cid: str, ref: str):
-        self.rt, self.cid, self.ref = rt, cid, ref
+    def __init__(self, rt: Runtime, cid: str, ref: str, allow_broken: bool = False):
+        self.rt, self.cid, self.ref, self.allow_broken = rt, cid, ref, allow_broken
         self._cm = None
 
     def __enter__(self):
@@ -663,7 +738,13 @@ class _LockedConfig:
             self._cm.__enter__()
         except FileNotFoundError:
             raise NotFound(f"container {self.ref!r} not found") from None
-        config = read_json(os.path.join(self.rt._dir(self.cid), "config.json"))
+        try:
+            config = disk.read_config(self.rt._dir(self.cid))
+        except disk.Unreadable as e:
+            if self.allow_broken:
+                return self.cid, None
+            self._cm.__exit__(None, None, None)
+            raise Conflict(f"container {self.ref!r} is broken ({e}): remove it with rm -f") from None
         if config is None:
             self._cm.__exit__(None, None, None)
             raise NotFound(f"container {self.ref!r} not found")
@@ -675,9 +756,12 @@ class _LockedConfig:
 
 # ------------------------------------------------------------- fork server
 
-def ensure_forkserver(run_dir: str, cgroup_parent: str | None = None) -> None:
+def ensure_forkserver(run_dir: str, cgroup_parent: str | None = None, on_start=None) -> None:
     """Start run_dir's fork server unless one answers (runtime/daemons.py); its
-    cgroup is <cgroup_parent>/_daemons."""
+    cgroup is <cgroup_parent>/_daemons.
+
+    on_start() is called after a start: a fresh server follows a crash, a
+    reboot or a minute idle, the moment to sweep what a crash left."""
     path = os.path.join(run_dir, "forkserver.sock")
 
     def answers() -> bool:
@@ -686,11 +770,15 @@ def ensure_forkserver(run_dir: str, cgroup_parent: str | None = None) -> None:
             return True
         except OSError:
             return False
+    if answers():
+        return
     try:
         daemons.start(run_dir, name="forkserver", module="shim", answers=answers,
                       cgroup_parent=cgroup_parent or daemons.default_cgroup_parent())
     except OSError as e:
         raise TerrariumError(str(e)) from None
+    if on_start is not None:
+        on_start()
 
 
 def _connect(path: str) -> _socket.socket:
@@ -703,13 +791,13 @@ def _connect(path: str) -> _socket.socket:
     return s
 
 
-def forkserver_call(run_dir: str, request: dict) -> dict:
+def forkserver_call(run_dir: str, request: dict, on_start=None) -> dict:
     import json
     path = os.path.join(run_dir, "forkserver.sock")
     try:
         s = _connect(path)
     except OSError:
-        ensure_forkserver(run_dir, request.get("cgroup_parent"))
+        ensure_forkserver(run_dir, request.get("cgroup_parent"), on_start)
         s = _connect(path)
     try:
         s.sendall(json.dumps(request).encode() + b"\n")

@@ -10,16 +10,35 @@ from contextlib import contextmanager
 def write_json(path: str, obj, durable: bool = False) -> None:
     """Write obj as JSON so that readers see the old file or the new one, never half.
 
-    The rename alone is atomic for every reader; fsync (durable=True) only adds
-    survival of a power cut, which running containers do not survive anyway,
-    and costs a millisecond or more on the start path."""
+    The rename alone is atomic for every reader; durable=True (fsync of the
+    file, then of the directory after the rename) adds survival of a power
+    cut: without it the rename can reach the disk before the data, and the
+    file reads back empty."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, separators=(",", ":"))
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
-    os.rename(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, separators=(",", ":"))
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)             # a full disk must not leave the half file behind
+        except OSError:
+            pass
+        raise
+    if durable:
+        fsync_dir(os.path.dirname(path) or ".")     # the rename itself, on disk
+
+
+def fsync_dir(path: str) -> None:
+    """fsync a directory: what makes a create, rename or unlink in it survive a power cut."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_json(path: str, default=None):

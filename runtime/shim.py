@@ -32,9 +32,9 @@ import _socket
 import array
 import time
 
-from . import daemons, linux, pidinfo
+from . import daemons, linux, pidinfo, state
 from .errors import KernelError, TerrariumError
-from .fsutil import read_json
+from .fsutil import locked
 
 SOCKET = "forkserver.sock"
 IDLE_EXIT_SECONDS = 60.0
@@ -465,23 +465,11 @@ def _place_in_cgroup(drv, req: dict, prepared: _Prepared, limits) -> None:
 
 
 def _auto_remove(req: dict) -> None:
-    """--rm: remove the container unless an API call holds its lock (it will do it)."""
-    from .fsutil import locked
-    import shutil
-    with locked(f"{req['dir']}/lock", blocking=False) as held:
-        if not held:
-            return
-        with locked(f"{req['containers_dir']}/.lock"):
-            config = read_json(f"{req['dir']}/config.json")
-            if config is None:
-                return
-            try:
-                if os.readlink(f"{req['names_dir']}/{config['name']}") == req["id"]:
-                    os.unlink(f"{req['names_dir']}/{config['name']}")
-            except OSError:
-                pass
-            os.unlink(f"{req['dir']}/config.json")
-        shutil.rmtree(req["dir"], ignore_errors=True)
+    """--rm: remove the container unless an API call holds its lock (it will do it).
+    This shim has removed the cgroup already."""
+    with locked(f"{req['dir']}/{state.LOCK}", blocking=False) as held:
+        if held:
+            state.remove(req["containers_dir"], req["names_dir"], req["id"])
 
 
 # --------------------------------------------------------------- fork server

@@ -14,6 +14,7 @@ STATE_ACTIONS = {
     "running": ("stop", "restart", "pause", "kill"),
     "paused": ("resume", "stop", "kill"),
     "exited": ("start", "remove"),
+    "broken": ("remove",),          # its config.json cannot be read (runtime/state.py)
 }
 
 

@@ -1,0 +1,250 @@
+"""A container's state on disk: where it lives, its records, its removal,
+and the sweep of what a crash left half made.
+
+    ROOT/containers/<id>/
+        config.json    what was asked for (the API writes it, under the
+                       container's lock, durably: fsync of file and directory)
+        run.json       the current run: init and shim pids, generation (the shim)
+        exit.json      how that run ended (the shim)
+        lock           the container's flock; every verb that changes it holds it
+        upper/ work/ rootfs/ container.log
+    ROOT/containers/.lock   held to create or remove a container (the names lock)
+    ROOT/names/<name>       a symlink to the id: creating it takes the name
+
+A config.json that exists but cannot be read (torn by a crash, edited by
+hand) makes the container *broken*, never absent: it still holds its name
+and its layers, shows in `ps -a`, and `rm -f` removes it.
+
+The shim imports this (it removes `--rm` containers itself): standard
+library only, and nothing heavy at import.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+from .errors import KernelError, TerrariumError
+from .fsutil import fsync_dir, locked, read_json, write_json
+
+CONFIG, RUN, EXIT, LOCK = "config.json", "run.json", "exit.json", "lock"
+NAMES_LOCK = ".lock"
+ID_RE = re.compile(r"^[0-9a-f]{64}$")
+_TMP_RE = re.compile(r"\.tmp\d+$")            # fsutil.write_json's (and the shim's) temp files
+STALE_SECONDS = 60.0                           # older than this, a half-made thing is a leftover
+
+# What create() writes; a config without these (or of other types) is broken.
+_CONFIG_FIELDS = {"id": str, "name": str, "image": str, "cmd": list, "env": list, "hostname": str,
+                  "workdir": str, "limits": dict, "created_at": (int, float), "layers": list,
+                  "generation": int}
+_LIMIT_KEYS = {"memory", "memory_swap", "cpus", "pids"}
+
+
+class Unreadable(TerrariumError):
+    """A record that is there but cannot be read: its container is broken."""
+
+
+# ------------------------------------------------------------------ records
+
+def read_config(cdir: str) -> dict | None:
+    """The container's config; None if it has none (never made, or removed).
+
+    Unreadable if config.json exists but is not a config (torn, empty,
+    not JSON, not the shape create() writes)."""
+    path = os.path.join(cdir, CONFIG)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise Unreadable(f"config.json cannot be read: {e.strerror}") from None
+    try:
+        config = json.loads(data)
+    except ValueError:
+        raise Unreadable(f"config.json is not valid JSON ({len(data)} bytes)") from None
+    if not isinstance(config, dict):
+        raise Unreadable("config.json is not a JSON object")
+    for key, kind in _CONFIG_FIELDS.items():
+        if not isinstance(config.get(key), kind):
+            raise Unreadable(f"config.json has no valid {key!r}")
+    if set(config["limits"]) - _LIMIT_KEYS or not all(isinstance(d, str) for d in config["layers"]):
+        raise Unreadable("config.json has invalid limits or layers")
+    return config
+
+
+def write_config(cdir: str, config: dict) -> None:
+    """Replace config.json atomically and durably (it is the container's existence)."""
+    write_json(os.path.join(cdir, CONFIG), config, durable=True)
+
+
+def read_run(cdir: str) -> dict:
+    """run.json, or {} (none yet, or torn: reads as a start that did not complete)."""
+    run = read_json(os.path.join(cdir, RUN))
+    return run if isinstance(run, dict) else {}
+
+
+def read_exit(cdir: str) -> dict:
+    """exit.json, or {} (none yet, or torn: reads as a shim that died)."""
+    ended = read_json(os.path.join(cdir, EXIT))
+    return ended if isinstance(ended, dict) else {}
+
+
+def has_config(cdir: str) -> bool:
+    """Whether the container exists (broken or not): its config.json is there."""
+    return os.path.lexists(os.path.join(cdir, CONFIG))
+
+
+def names_of(names_dir: str, cid: str) -> list[str]:
+    """The names that point at cid (for a broken container, whose config cannot tell)."""
+    out = []
+    try:
+        entries = os.listdir(names_dir)
+    except FileNotFoundError:
+        return out
+    for n in entries:
+        try:
+            if os.readlink(os.path.join(names_dir, n)) == cid:
+                out.append(n)
+        except OSError:
+            continue
+    return out
+
+
+# ------------------------------------------------------------------ create/remove
+
+def register(containers_dir: str, names_dir: str, cid: str, config: dict, subdirs=()) -> None:
+    """Make the container's directory, durable config and name; the caller holds
+    the names lock and has checked the name is free.  A crash part way leaves a
+    directory without config.json, which sweep() removes."""
+    cdir = os.path.join(containers_dir, cid)
+    os.makedirs(cdir, mode=0o700)
+    for sub in subdirs:
+        os.mkdir(os.path.join(cdir, sub), 0o755)
+    write_config(cdir, config)
+    fsync_dir(containers_dir)
+    os.symlink(cid, os.path.join(names_dir, config["name"]))
+    fsync_dir(names_dir)
+
+
+def remove(containers_dir: str, names_dir: str, cid: str, remove_cgroup=None) -> bool:
+    """Remove container cid: free its name and drop its config under the names
+    lock (whoever queued on the container's lock then sees it gone), then
+    remove_cgroup(config) if given, then the directory.  False if it was gone.
+
+    The caller holds the container's lock.  A broken container is removed too
+    (its names are found by where they point)."""
+    cdir = os.path.join(containers_dir, cid)
+    with locked(os.path.join(containers_dir, NAMES_LOCK)):
+        try:
+            config = read_config(cdir)
+        except Unreadable:
+            config = {}
+        if config is None:
+            return False
+        for name in [config["name"]] if config.get("name") else names_of(names_dir, cid):
+            link = os.path.join(names_dir, name)
+            try:
+                if os.readlink(link) == cid:
+                    os.unlink(link)
+            except OSError:
+                pass
+        os.unlink(os.path.join(cdir, CONFIG))
+    if remove_cgroup is not None:
+        remove_cgroup(config)
+    import shutil
+    shutil.rmtree(cdir, ignore_errors=True)
+    return True
+
+
+# ------------------------------------------------------------------ sweep
+
+def sweep(containers_dir: str, cgroups=None, *, min_age: float = STALE_SECONDS) -> list[str]:
+    """Remove what a crash left: container directories without config.json
+    (a create or remove cut short), write_json temp files, and under the
+    cgroup driver's parent, spare shims' cgroups whose shim is gone and
+    container cgroups whose container no longer exists.  Only things older
+    than min_age seconds, so nothing being made right now; a cgroup with
+    processes in it is never removed (the kernel refuses).
+
+    Returns what was removed, one line each."""
+    removed: list[str] = []
+    now = time.time()
+    try:
+        ids = [n for n in os.listdir(containers_dir) if ID_RE.match(n)]
+    except FileNotFoundError:
+        ids = []
+    for cid in ids:
+        cdir = os.path.join(containers_dir, cid)
+        if has_config(cdir):
+            removed += _sweep_tmp(cdir, now, min_age)
+            continue
+        with locked(os.path.join(containers_dir, NAMES_LOCK)):     # create() holds it
+            if has_config(cdir) or not _older(cdir, now, min_age):
+                continue
+        import shutil
+        shutil.rmtree(cdir, ignore_errors=True)
+        removed.append(f"half-made container directory {cdir}")
+    if cgroups is not None:
+        removed += _sweep_cgroups(containers_dir, cgroups, now, min_age)
+    return removed
+
+
+def _older(path: str, now: float, min_age: float) -> bool:
+    try:
+        return now - os.lstat(path).st_mtime >= min_age
+    except FileNotFoundError:
+        return False
+
+
+def _sweep_tmp(cdir: str, now: float, min_age: float) -> list[str]:
+    out = []
+    try:
+        names = [n for n in os.listdir(cdir) if _TMP_RE.search(n)]
+    except OSError:
+        return out
+    for n in names:
+        path = os.path.join(cdir, n)
+        if _older(path, now, min_age):
+            try:
+                os.unlink(path)
+                out.append(f"temp file {path}")
+            except FileNotFoundError:
+                pass
+    return out
+
+
+def _sweep_cgroups(containers_dir: str, drv, now: float, min_age: float) -> list[str]:
+    names = set()
+    for d in set(drv.parent_paths().values()):
+        try:
+            names.update(n for n in os.listdir(d) if os.path.isdir(os.path.join(d, n)))
+        except FileNotFoundError:
+            continue
+    out = []
+    for name in sorted(names):
+        if name.startswith("spare-") and name[6:].isdigit():
+            orphan = not _is_spare_shim(int(name[6:]))
+        elif ID_RE.match(name):
+            orphan = (not has_config(os.path.join(containers_dir, name))
+                      and all(_older(d, now, min_age) for d in drv.paths(name).values()
+                              if os.path.isdir(d)))
+        else:
+            continue                            # not ours to judge (e.g. the servers' own)
+        if orphan:
+            try:
+                drv.remove(name, timeout=0)
+                out.append(f"cgroup {drv.parent}/{name}")
+            except KernelError:
+                pass                            # busy: processes still in it, not an orphan
+    return out
+
+
+def _is_spare_shim(pid: int) -> bool:
+    """Whether pid is alive and a shim (spare-<pid> cgroups are named after theirs)."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip() == "terrarium-shim"
+    except OSError:
+        return False
