@@ -145,7 +145,7 @@ def _p_commit(sub):
     p = sub.add_parser("commit", help="make a container's writable layer a new image")
     p.add_argument("-m", "--message", default="")
     p.add_argument("--no-pause", dest="pause", action="store_false",
-                   help="do not pause a running container while its layer is packed")
+                   help="refused on a running container: its layer is always packed frozen")
     p.add_argument("container")
     p.add_argument("image")
 
@@ -526,8 +526,12 @@ def _rmi(rt, args) -> int:
 
 
 def _diff(rt, args) -> int:
-    for ch in rt.diff(args.container):
+    changes = rt.diff(args.container)
+    for ch in changes:
         print(f"{ch.kind} {ch.path}")
+    if changes.truncated:
+        print(f"terrarium: diff truncated at {len(changes)} changes (in walk order, not sorted)",
+              file=sys.stderr)
     return 0
 
 

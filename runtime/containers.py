@@ -596,11 +596,13 @@ class Runtime:
     # writes and gc hold ROOT/images.lock, so a gc never sees a committed
     # layer before its image record.
 
-    def diff(self, ref: str, implicit: bool = True):
-        """The container's changes against its image: [overlay.Change], sorted by path."""
+    def diff(self, ref: str, implicit: bool = True, limit: int | None = None):
+        """The container's changes against its image: overlay.Changes (a list of
+        overlay.Change, sorted by path; .truncated past limit, overlay.DIFF_LIMIT)."""
         from . import overlay
         c = self.inspect(ref)
-        return overlay.diff(c.upperdir, c.layers, implicit=implicit)
+        return overlay.diff(c.upperdir, c.layers, implicit=implicit,
+                            limit=overlay.DIFF_LIMIT if limit is None else limit)
 
     def layer_of(self, ref: str, path: str):
         """overlay.Origin of `path` in the container's view: "upper", a layer index, or None."""
@@ -626,24 +628,33 @@ class Runtime:
         """Make the container's writable layer the top layer of a new image `image_name`.
 
         A running container is paused while its layer is packed (as Docker
-        does), so the layer is one moment of it; then resumed.  Whiteouts
-        and opaque directories are written in OCI form (.wh.NAME, .wh..wh..opq).
+        does), so the layer is one moment of it and nothing in it changes
+        under the walk; then resumed.  The container's lock is held
+        throughout, so no resume, stop or remove lands mid-pack.  pause=False
+        is refused on a running container.  Whiteouts and opaque directories
+        are written in OCI form (.wh.NAME, .wh..wh..opq).
         """
         import tempfile
         from .images import normalize_name, tarsafe
         from .model import ImageConfig
         key = normalize_name(image_name)
-        cid = self.resolve(ref)
-        config = self._config(cid)
         store = self.images
         store._make_dirs()
-        created_by = f"terrarium commit {config['name']}" + (f": {message}" if message else "")
         with locked(os.path.join(self.root, "images.lock")), \
+                self._locked_config(ref) as (cid, config), \
                 tempfile.TemporaryFile(dir=store.tmp_dir) as tmp:
+            created_by = f"terrarium commit {config['name']}" + (f": {message}" if message else "")
             c = self._state(cid, config)
-            paused_here = pause and c.status == "running"
+            if not pause and c.status == "running":
+                raise Conflict(f"container {c.name!r} is running: commit packs a running "
+                               "container frozen, so the image is one moment of it and the "
+                               "container cannot change the layer mid-walk; drop --no-pause "
+                               "(or stop it first)")
+            paused_here = c.status == "running"
             if paused_here:
-                self.pause(cid)
+                self._cg(config).freeze(cid)
+                config["paused"] = True            # so a crash mid-pack still reads as paused
+                disk.write_config(self._dir(cid), config)
             try:
                 tarsafe.pack(c.upperdir, tmp)
             except OSError as e:
@@ -653,7 +664,9 @@ class Runtime:
                                   f"pack the writable layer of {c.name!r}") from None
             finally:
                 if paused_here:
-                    self._resume_after_commit(cid)
+                    self._cgroup_op(self._cg(config).thaw, cid)   # gone meanwhile: nothing to thaw
+                    config["paused"] = False
+                    disk.write_config(self._dir(cid), config)
             tmp.seek(0)
             layer = store.add_layer_from_tar(tmp, created_by)
             digests = [f"sha256:{d}" for d in config["layers"]]
@@ -661,12 +674,6 @@ class Runtime:
             return store.add_image(key, digests + [layer.digest],
                                    ImageConfig(cmd=c.cmd, env=env, workdir=c.workdir),
                                    history=[*self._history_of(config), created_by])
-
-    def _resume_after_commit(self, cid: str) -> None:
-        try:
-            self.resume(cid)
-        except (Conflict, NotFound):
-            pass                               # stopped or removed meanwhile: nothing to resume
 
     def _history_of(self, config: dict) -> list[str]:
         """How each layer of a container's image was made, bottom first."""

@@ -20,7 +20,10 @@ Documentation/filesystems/overlayfs.rst):
 - a directory in a layer over a non-directory below is opaque implicitly,
   and so is anything over a whiteout.
 Nothing here writes: the functions read the layer directories, safely while
-the container runs (a name that vanishes mid-walk is skipped).
+the container runs (a name that vanishes mid-walk is skipped).  The writable
+layer is the container's to change meanwhile, so it is walked by directory
+fds (runtime/fswalk.py): a directory it swaps for `x -> /` is never followed.
+The image layers below are the store's, and read by path.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ import stat
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from . import fswalk
 from .errors import InvalidArgument, KernelError, NotFound
 from .pidinfo import parse_mountinfo
 
@@ -36,6 +40,8 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 
 # kinds of entry in one layer directory
 _DIR, _WHITEOUT, _OTHER = "dir", "whiteout", "other"
+
+DIFF_LIMIT = 100_000      # changes diff() lists at most (then it says truncated)
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,12 @@ class Origin(NamedTuple):
     hidden: list[int]
 
 
+class Changes(list):
+    """diff()'s list of Change; truncated: the walk stopped at its limit (or at
+    fswalk.MAX_DEPTH), so the list is partial and in walk order, not sorted."""
+    truncated = False
+
+
 class UpperSize(NamedTuple):
     bytes: int                     # content of regular files (as Layer.size)
     files: int                     # entries, whiteouts included (as Layer.files)
@@ -77,7 +89,7 @@ class UpperSize(NamedTuple):
 
 # --- diff -------------------------------------------------------------------
 
-def diff(upperdir: str, lowerdirs, implicit: bool = True) -> list[Change]:
+def diff(upperdir: str, lowerdirs, implicit: bool = True, limit: int = DIFF_LIMIT) -> Changes:
     """The changes of the writable layer, sorted by path (docker diff, and more).
 
     Every entry of `upperdir` is one Change (its parents, copied up to hold
@@ -85,59 +97,80 @@ def diff(upperdir: str, lowerdirs, implicit: bool = True) -> list[Change]:
     "A"; whiteouts of names the image has become "D".  Inside an opaque
     directory a name the image had is "C" too (replaced, not copied up).
     With `implicit`, the names an opaque directory hides are listed as well,
-    as "D" with whiteout=False.
+    as "D" with whiteout=False.  At `limit` changes the walk stops, before
+    holding more, and the result says truncated.
     """
     roots = [os.fspath(d) for d in lowerdirs]
     upperdir = os.fspath(upperdir)
-    if not os.path.isdir(upperdir):
+    top = fswalk.open_dir(upperdir)
+    if top is None:
         raise NotFound(f"upper directory {upperdir!r} not found")
-    out: list[Change] = []
+    out = Changes()
     top_first = [(i, roots[i]) for i in reversed(range(len(roots)))]
-    _DiffWalk(roots, out, implicit).dir(upperdir, "", top_first)
-    out.sort(key=lambda ch: ch.path.split("/"))
+    try:
+        _DiffWalk(roots, out, implicit, limit).dir(top, "", top_first)
+    except _Stop:
+        out.truncated = True
+    finally:
+        os.close(top)
+    if not out.truncated:
+        out.sort(key=lambda ch: ch.path.split("/"))
     return out
 
 
-class _DiffWalk:
-    def __init__(self, roots: list[str], out: list[Change], implicit: bool):
-        self.roots, self.out, self.implicit = roots, out, implicit
+class _Stop(Exception):
+    """The diff reached its limit (or fswalk.MAX_DEPTH)."""
 
-    def dir(self, upper: str, rel: str, lowers: list[tuple[int, str]], hiding: bool = False) -> None:
-        """One directory of the upper layer.  `lowers`: the lower dirs the image merges
-        at `rel`, top first; `hiding`: inside an opaque directory, which shows none of them."""
+
+class _DiffWalk:
+    def __init__(self, roots: list[str], out: Changes, implicit: bool, limit: int):
+        self.roots, self.out, self.implicit, self.limit = roots, out, implicit, limit
+
+    def add(self, change: Change) -> None:
+        if len(self.out) >= self.limit:
+            raise _Stop
+        self.out.append(change)
+
+    def dir(self, fd: int, rel: str, lowers: list[tuple[int, str]], hiding: bool = False,
+            depth: int = 0) -> None:
+        """One directory of the upper layer, open as fd.  `lowers`: the lower dirs the
+        image merges at `rel`, top first; `hiding`: inside an opaque directory, which
+        shows none of them."""
+        if depth >= fswalk.MAX_DEPTH:
+            raise _Stop
         try:
-            entries = list(os.scandir(upper))
+            entries = fswalk.entries(fd)
         except (FileNotFoundError, NotADirectoryError):
             return                              # removed while we walk
         below = _merged_names(lowers)
-        for e in entries:
-            path = f"{rel}/{e.name}"
-            seen = below.get(e.name)            # (index, kind, path) of the copy the image shows
+        for name, st in entries:
+            path = f"{rel}/{name}"
+            seen = below.get(name)              # (index, kind, path) of the copy the image shows
             visible = seen is not None and seen[1] != _WHITEOUT
             frm = dict(from_layer=seen[0], from_dir=self.roots[seen[0]]) if visible else {}
-            try:
-                st = e.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
             if _is_whiteout(st):
                 if visible:
-                    self.out.append(Change(path, "D", seen[1] == _DIR, whiteout=True, **frm))
+                    self.add(Change(path, "D", seen[1] == _DIR, whiteout=True, **frm))
                 continue
             kind = "C" if visible else "A"
-            if not stat.S_ISDIR(st.st_mode):
+            child = fswalk.open_dir(name, fd) if stat.S_ISDIR(st.st_mode) else None
+            if child is None:                   # not a directory (or no longer one)
                 size = st.st_size if stat.S_ISREG(st.st_mode) else 0
-                self.out.append(Change(path, kind, False, size=size, **frm))
+                self.add(Change(path, kind, False, size=size, **frm))
                 continue
-            opaque = _opaque(e.path)
-            self.out.append(Change(path, kind, True, opaque=opaque, **frm))
-            merged = _child_lowers(lowers, e.name) if visible and seen[1] == _DIR else []
-            self.dir(e.path, path, merged, hiding or opaque)
+            try:
+                opaque = _opaque(child)
+                self.add(Change(path, kind, True, opaque=opaque, **frm))
+                merged = _child_lowers(lowers, name) if visible and seen[1] == _DIR else []
+                self.dir(child, path, merged, hiding or opaque, depth + 1)
+            finally:
+                os.close(child)
         if hiding and self.implicit:
-            present = {e.name for e in entries}
+            present = {name for name, _ in entries}
             for name, (idx, kind, _) in below.items():
                 if kind != _WHITEOUT and name not in present:
-                    self.out.append(Change(f"{rel}/{name}", "D", kind == _DIR, from_layer=idx,
-                                           from_dir=self.roots[idx]))
+                    self.add(Change(f"{rel}/{name}", "D", kind == _DIR, from_layer=idx,
+                                    from_dir=self.roots[idx]))
 
 
 def _merged_names(lowers: list[tuple[int, str]]) -> dict[str, tuple[int, str, str]]:
@@ -187,8 +220,11 @@ def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def _opaque(path: str) -> bool:
+def _opaque(path: str | int) -> bool:
+    """Whether the directory (a path, or an open fd) is opaque."""
     try:
+        if isinstance(path, int):
+            return os.getxattr(path, OPAQUE_XATTR) == b"y"
         return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
     except OSError:
         return False
@@ -344,22 +380,14 @@ def _unescape(s: str) -> str:
 # --- size -----------------------------------------------------------------------
 
 def upper_size(upperdir: str) -> UpperSize:
-    """Bytes of regular files and number of entries in the writable layer."""
+    """Bytes of regular files and number of entries in the writable layer
+    (walked by directory fds; below fswalk.MAX_DEPTH levels nothing is counted)."""
     size = files = 0
-    stack = [os.fspath(upperdir)]
-    while stack:
-        try:
-            it = os.scandir(stack.pop())
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        with it:
-            for e in it:
-                files += 1
-                try:
-                    if e.is_dir(follow_symlinks=False):
-                        stack.append(e.path)
-                    elif e.is_file(follow_symlinks=False):
-                        size += e.stat(follow_symlinks=False).st_size
-                except FileNotFoundError:
-                    continue
+    try:
+        for _rel, st, _dir_fd, _name, _fd in fswalk.walk(os.fspath(upperdir)):
+            files += 1
+            if stat.S_ISREG(st.st_mode):
+                size += st.st_size
+    except (FileNotFoundError, fswalk.TooDeep):
+        pass
     return UpperSize(size, files)

@@ -105,7 +105,7 @@ def container_changes(*, container_id: str) -> dict:
     data = {
         "status": c.status, "t": time.time(),
         "upper": {"bytes": size.bytes, "files": size.files},
-        "counts": counts, "total": len(changes), "truncated": len(changes) > MAX_CHANGES,
+        "counts": counts, "total": len(changes), "truncated": len(changes) > MAX_CHANGES or changes.truncated,
         "changes": [{"path": ch.path, "kind": ch.kind, "dir": ch.is_dir, "size": ch.size,
                      "opaque": ch.opaque, "from": ch.from_layer, "whiteout": ch.whiteout,
                      "from_digest": _digest_of(ch.from_dir) if ch.from_dir else None}

@@ -412,43 +412,74 @@ def open_writer(out):
 
 
 def pack(src: str, out) -> None:
-    """Write the tree `src` (an overlay layer dir) as an OCI layer tar to `out`."""
-    entries = []
-    for dirpath, dirnames, filenames in os.walk(src):
-        rel_dir = os.path.relpath(dirpath, src)
-        rel_dir = "" if rel_dir == "." else rel_dir
-        for n in dirnames + filenames:
-            entries.append(f"{rel_dir}/{n}" if rel_dir else n)
-    entries.sort(key=sort_key)
+    """Write the tree `src` (an overlay layer dir) as an OCI layer tar to `out`.
+
+    Walked by directory fds (runtime/fswalk.py), and files opened relative to
+    them with O_NOFOLLOW: a container that swaps a directory or file for a
+    symlink to the host's / gets the symlink packed, never the host's files."""
+    from .. import fswalk
     seen_inodes: dict[tuple[int, int], str] = {}
     with open_writer(out) as tf:
-        for rel in entries:
-            path = os.path.join(src, rel)
-            st = os.lstat(path)
-            kw = dict(mode=stat.S_IMODE(st.st_mode), mtime=int(st.st_mtime), uid=st.st_uid, gid=st.st_gid)
-            m = st.st_mode
-            if stat.S_ISDIR(m):
-                tf.addfile(tarinfo(rel, "dir", **kw))
-                try:
-                    opaque = os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-                except OSError:
-                    opaque = False
-                if opaque:
-                    tf.addfile(tarinfo(f"{rel}/{OPAQUE}", "file", **kw))
-            elif stat.S_ISLNK(m):
-                tf.addfile(tarinfo(rel, "symlink", linkname=os.readlink(path), **kw))
-            elif stat.S_ISCHR(m) and st.st_rdev == 0:
-                head, _, base = rel.rpartition("/")
-                tf.addfile(tarinfo(f"{head}/{WHITEOUT}{base}" if head else WHITEOUT + base, "file", **kw))
-            elif stat.S_ISREG(m):
-                key = (st.st_dev, st.st_ino)
-                if st.st_nlink > 1 and key in seen_inodes:
-                    tf.addfile(tarinfo(rel, "hardlink", linkname=seen_inodes[key], **kw))
-                    continue
-                seen_inodes[key] = rel
-                with open(path, "rb") as f:
-                    tf.addfile(tarinfo(rel, "file", size=st.st_size, **kw), f)
-            elif stat.S_ISFIFO(m):
-                tf.addfile(tarinfo(rel, "fifo", **kw))
-            else:
-                raise InvalidArgument(f"cannot pack {path}: not a file, directory, symlink or whiteout")
+        try:
+            for rel, st, dir_fd, name, fd in fswalk.walk(src, sort=True):
+                if len(rel) > PATH_MAX:
+                    raise InvalidArgument(f"cannot pack {src}/{rel[:64]}...: path longer than "
+                                          f"{PATH_MAX} bytes")
+                _pack_one(tf, src, rel, st, dir_fd, name, fd, seen_inodes)
+        except fswalk.TooDeep as e:
+            raise InvalidArgument(f"cannot pack {src}: {e}") from None
+
+
+def _pack_one(tf, src: str, rel: str, st: os.stat_result, dir_fd: int, name: str, fd: int | None,
+              seen_inodes: dict) -> None:
+    """One entry.  One that vanishes or changes kind between the walk's look
+    and the read (only in a layer that is not frozen) is skipped, as if it
+    had changed a moment earlier."""
+    kw = dict(mode=stat.S_IMODE(st.st_mode), mtime=int(st.st_mtime), uid=st.st_uid, gid=st.st_gid)
+    m = st.st_mode
+    if stat.S_ISDIR(m):
+        if fd is None:
+            return                              # swapped for something else mid-walk: skip it
+        tf.addfile(tarinfo(rel, "dir", **kw))
+        try:
+            opaque = os.getxattr(fd, OPAQUE_XATTR) == b"y"
+        except OSError:
+            opaque = False
+        if opaque:
+            tf.addfile(tarinfo(f"{rel}/{OPAQUE}", "file", **kw))
+    elif stat.S_ISLNK(m):
+        try:
+            target = os.readlink(name, dir_fd=dir_fd)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.EINVAL):     # gone, or not a symlink now
+                return
+            raise
+        tf.addfile(tarinfo(rel, "symlink", linkname=target, **kw))
+    elif stat.S_ISCHR(m) and st.st_rdev == 0:
+        head, _, base = rel.rpartition("/")
+        tf.addfile(tarinfo(f"{head}/{WHITEOUT}{base}" if head else WHITEOUT + base, "file", **kw))
+    elif stat.S_ISREG(m):
+        # O_NONBLOCK: a FIFO swapped in after the stat must not block the open
+        try:
+            ffd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                          dir_fd=dir_fd)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ELOOP):      # gone, or a symlink now
+                return
+            raise KernelError(e.errno or 0, f"open {src}/{rel} to pack it") from None
+        with os.fdopen(ffd, "rb") as f:
+            st = os.fstat(ffd)                  # what was opened, not what was looked at
+            if not stat.S_ISREG(st.st_mode):
+                return
+            kw.update(mode=stat.S_IMODE(st.st_mode), mtime=int(st.st_mtime), uid=st.st_uid,
+                      gid=st.st_gid)
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in seen_inodes:
+                tf.addfile(tarinfo(rel, "hardlink", linkname=seen_inodes[key], **kw))
+                return
+            seen_inodes[key] = rel
+            tf.addfile(tarinfo(rel, "file", size=st.st_size, **kw), f)
+    elif stat.S_ISFIFO(m):
+        tf.addfile(tarinfo(rel, "fifo", **kw))
+    else:
+        raise InvalidArgument(f"cannot pack {src}/{rel}: not a file, directory, symlink or whiteout")
