@@ -25,6 +25,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import select
 import signal
 import socket
 import _signal
@@ -32,9 +33,8 @@ import _socket
 import array
 import time
 
-from . import daemons, linux, pidinfo, state
+from . import daemons, linux, pidinfo
 from .errors import KernelError, TerrariumError
-from .fsutil import locked
 
 SOCKET = "forkserver.sock"
 IDLE_EXIT_SECONDS = 60.0
@@ -467,6 +467,8 @@ def _place_in_cgroup(drv, req: dict, prepared: _Prepared, limits) -> None:
 def _auto_remove(req: dict) -> None:
     """--rm: remove the container unless an API call holds its lock (it will do it).
     This shim has removed the cgroup already."""
+    from . import state
+    from .fsutil import locked
     with locked(f"{req['dir']}/{state.LOCK}", blocking=False) as held:
         if held:
             state.remove(req["containers_dir"], req["names_dir"], req["id"])
@@ -551,6 +553,11 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
         os.write(ready_fd, b"ok")
         os.close(ready_fd)
     spares: list[Spare] = []
+    # One poll object for the server's life: poll, not select (fds >= 1024),
+    # and nothing allocated per wait (pages written here after a fork stop
+    # being shared with the shims forked before it).
+    waiting = select.poll()
+    waiting.register(server, select.POLLIN)
     try:
         idle_since = last_request = time.monotonic()
         while True:
@@ -560,7 +567,7 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
                 spares.append(Spare(server, _last_parent))
                 continue
             timeout = 5.0 if len(spares) == SPARES else quiet_at - now
-            ready = daemons.wait_readable([server.fileno()], timeout)
+            ready = waiting.poll(max(0, int(timeout * 1000) + 1))
             if not ready:
                 children = _children(but={sp.pid for sp in spares})
                 if time.monotonic() - idle_since > IDLE_EXIT_SECONDS and children == set():
