@@ -198,8 +198,11 @@ class Runtime:
             self._settle(cid)
             config["generation"] += 1
             config["paused"] = False
-            disk.write_config(self._dir(cid), config)
-            reply = self._request_start(cid, config)
+            sync = disk.DeferredSync(self._dir(cid), config)
+            try:
+                reply = self._request_start(cid, config, while_waiting=sync)
+            finally:
+                sync()
         if not reply.get("ok"):
             raise ExecFailed(f"container {config['name']!r} failed to start: {reply.get('error')}",
                              reply.get("exit_code", 125))
@@ -222,11 +225,12 @@ class Runtime:
             "seccomp": seccomp.program_path(self.root, config.get("seccomp")),
         }
 
-    def _request_start(self, cid: str, config: dict) -> dict:
+    def _request_start(self, cid: str, config: dict, while_waiting=None) -> dict:
         for layer in config["layers"]:
             if not os.path.isdir(os.path.join(self.root, "layers", layer, "fs")):
                 raise NotFound(f"layer sha256:{layer[:12]} of container {config['name']!r} is missing")
-        return forkserver_call(self.run_dir, self._start_request(cid, config), on_start=self.sweep)
+        return forkserver_call(self.run_dir, self._start_request(cid, config), on_start=self.sweep,
+                               while_waiting=while_waiting)
 
     # ---------------------------------------------------------- stop/kill
     def stop(self, ref: str, timeout: float = DEFAULT_STOP_TIMEOUT) -> Container:
@@ -798,7 +802,9 @@ def _connect(path: str) -> _socket.socket:
     return s
 
 
-def forkserver_call(run_dir: str, request: dict, on_start=None) -> dict:
+def forkserver_call(run_dir: str, request: dict, on_start=None, while_waiting=None) -> dict:
+    """Send the fork server a request and return its answer; while_waiting()
+    runs between the two (work that can overlap the server's)."""
     import json
     path = os.path.join(run_dir, "forkserver.sock")
     try:
@@ -808,6 +814,8 @@ def forkserver_call(run_dir: str, request: dict, on_start=None) -> dict:
         s = _connect(path)
     try:
         s.sendall(json.dumps(request).encode() + b"\n")
+        if while_waiting is not None:
+            while_waiting()
         buf = b""
         while chunk := s.recv(65536):
             buf += chunk

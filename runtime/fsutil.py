@@ -7,13 +7,15 @@ import os
 from contextlib import contextmanager
 
 
-def write_json(path: str, obj, durable: bool = False) -> None:
+def write_json(path: str, obj, durable: bool = False, sync_dir: bool | None = None) -> None:
     """Write obj as JSON so that readers see the old file or the new one, never half.
 
     The rename alone is atomic for every reader; durable=True (fsync of the
     file, then of the directory after the rename) adds survival of a power
     cut: without it the rename can reach the disk before the data, and the
-    file reads back empty."""
+    file reads back empty.  sync_dir=False (with durable) skips the directory's
+    fsync: when path already exists, a power cut then leaves the old file or
+    the new one, each whole, and the rename costs no second journal commit."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "w") as f:
@@ -28,7 +30,7 @@ def write_json(path: str, obj, durable: bool = False) -> None:
         except OSError:
             pass
         raise
-    if durable:
+    if durable if sync_dir is None else sync_dir:
         fsync_dir(os.path.dirname(path) or ".")     # the rename itself, on disk
 
 

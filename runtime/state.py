@@ -3,7 +3,7 @@ and the sweep of what a crash left half made.
 
     ROOT/containers/<id>/
         config.json    what was asked for (the API writes it, under the
-                       container's lock, durably: fsync of file and directory)
+                       container's lock, durably: fsynced before its rename)
         run.json       the current run: init and shim pids, generation (the shim)
         exit.json      how that run ended (the shim)
         lock           the container's flock; every verb that changes it holds it
@@ -74,9 +74,35 @@ def read_config(cdir: str) -> dict | None:
     return config
 
 
-def write_config(cdir: str, config: dict) -> None:
-    """Replace config.json atomically and durably (it is the container's existence)."""
-    write_json(os.path.join(cdir, CONFIG), config, durable=True)
+def write_config(cdir: str, config: dict, new: bool = False) -> None:
+    """Replace config.json atomically and durably: its data is on disk before
+    the rename, so a power cut never leaves it torn.  The directory is synced
+    only for a new one (create): a rewrite (pause, update) then survives as
+    the old config or the new, both whole, for one fsync less (~3 ms each on
+    this machine's disk under load)."""
+    write_json(os.path.join(cdir, CONFIG), config, durable=True, sync_dir=new)
+
+
+class DeferredSync:
+    """write_config for the start path: the rename now, the fsync when called
+    (idempotent), so that it runs while the fork server starts the container
+    on the other core instead of before the request.  A power cut in that
+    window can at worst tear the file, which then reads as broken, not gone."""
+
+    def __init__(self, cdir: str, config: dict):
+        self.path = os.path.join(cdir, CONFIG)
+        write_json(self.path, config)
+        self.done = False
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)                      # per inode: flushes what the rename put there
+        finally:
+            os.close(fd)
 
 
 def read_run(cdir: str) -> dict:
@@ -122,7 +148,7 @@ def register(containers_dir: str, names_dir: str, cid: str, config: dict, subdir
     os.makedirs(cdir, mode=0o700)
     for sub in subdirs:
         os.mkdir(os.path.join(cdir, sub), 0o755)
-    write_config(cdir, config)
+    write_config(cdir, config, new=True)
     fsync_dir(containers_dir)
     os.symlink(cid, os.path.join(names_dir, config["name"]))
     fsync_dir(names_dir)
