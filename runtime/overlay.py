@@ -254,24 +254,44 @@ def layer_of(path: str, upperdir: str, lowerdirs) -> Origin:
 
 
 def _lookup(parts: list[str], upperdir: str, lowerdirs: list[str]) -> list:
-    """The layers that make up the path in the view, top first; [] if it does not exist."""
-    active = [("upper", upperdir)] + [(i, lowerdirs[i]) for i in reversed(range(len(lowerdirs)))]
-    for depth, name in enumerate(parts):
-        found = []                           # (layer, kind, path) of each copy, top first
-        for layer, d in active:
-            p = os.path.join(d, name)
-            try:
-                st = os.lstat(p)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            kind = _WHITEOUT if _is_whiteout(st) else _DIR if stat.S_ISDIR(st.st_mode) else _OTHER
-            found.append((layer, kind, p))
-        if not found or found[0][1] == _WHITEOUT:
-            return []
-        if found[0][1] != _DIR:
-            return [found[0][0]] if depth == len(parts) - 1 else []
-        active = _merge(found)
-    return [layer for layer, _ in active]
+    """The layers that make up the path in the view, top first; [] if it does not exist.
+
+    The writable layer is stepped through by directory fd (the container may
+    swap a directory for a symlink meanwhile); the image layers by path."""
+    upper = fswalk.open_dir(upperdir)
+    opened = [upper] if upper is not None else []
+    try:
+        active = ([("upper", upper)] if upper is not None else []) + \
+            [(i, lowerdirs[i]) for i in reversed(range(len(lowerdirs)))]
+        for depth, name in enumerate(parts):
+            found = []                       # (layer, kind, path or fd) of each copy, top first
+            for layer, d in active:
+                try:
+                    if isinstance(d, int):
+                        st = os.stat(name, dir_fd=d, follow_symlinks=False)
+                    else:
+                        st = os.lstat(os.path.join(d, name))
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                kind = _WHITEOUT if _is_whiteout(st) else _DIR if stat.S_ISDIR(st.st_mode) else _OTHER
+                if isinstance(d, int):
+                    where = fswalk.open_dir(name, d) if kind == _DIR else None
+                    if kind == _DIR and where is None:
+                        continue             # no longer a directory: gone from this walk
+                    if where is not None:
+                        opened.append(where)
+                else:
+                    where = os.path.join(d, name)
+                found.append((layer, kind, where))
+            if not found or found[0][1] == _WHITEOUT:
+                return []
+            if found[0][1] != _DIR:
+                return [found[0][0]] if depth == len(parts) - 1 else []
+            active = _merge(found)
+        return [layer for layer, _ in active]
+    finally:
+        for fd in opened:
+            os.close(fd)
 
 
 def _copy_kind(root: str, parts: list[str]) -> str | None:

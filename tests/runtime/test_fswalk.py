@@ -150,3 +150,22 @@ def test_a_container_flipping_x_to_root_never_gets_host_files_listed_or_committe
             rt.remove_image(image, force=True)
         except Exception:  # noqa: BLE001 - never made
             pass
+
+
+def test_layer_of_never_steps_through_a_swapped_symlink(tmp_path, monkeypatch):
+    """x is a directory when looked at, `x -> host` when stepped into: the host's
+    x/secret must not read as a file of the writable layer."""
+    host, upper, park = tmp_path / "host", tmp_path / "upper", tmp_path / "park"
+    host.mkdir()
+    (host / "secret").write_text("host-only")
+    upper.mkdir()
+    (upper / "x").mkdir()
+    real = fswalk.open_dir
+
+    def swap_then_open(name, dir_fd=None):
+        if name == "x" and not (upper / "x").is_symlink():
+            os.rename(upper / "x", park)
+            os.symlink(host, upper / "x")
+        return real(name, dir_fd)
+    monkeypatch.setattr(fswalk, "open_dir", swap_then_open)
+    assert overlay.layer_of("/x/secret", str(upper), []) == (None, [])
