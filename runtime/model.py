@@ -67,7 +67,8 @@ class Container(namedtuple("Container", _CONTAINER_FIELDS, defaults=(
         None, _EMPTY, "", "", "", "", False, 0, "default"))):
     """What inspect and list report.
 
-    status        created | running | paused | exited
+    status        created | running | paused | exited | broken (config.json unreadable;
+                  error says why, only id, name and paths are known)
     layers        lower layer directories, bottom first
     pid           host pid of the container's init, while it runs
     oom_killed    the container's init died of an OOM kill
