@@ -166,7 +166,7 @@ def _join(rt, c, init: int, ctl: int, stdio: tuple[int, int, int], argv, env, wo
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
         _close_all_but(0, 1, 2, init, ctl)
-        rt.cgroups.attach(c.id, 0)          # while the host's /sys is still ours
+        rt.cgroup_driver(c).attach(c.id, 0)   # its own parent; while the host's /sys is ours
         linux.setns(init, JOIN_FLAGS)
         os.close(init)
         child = os.fork()
