@@ -104,7 +104,14 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
         while True:
             now = time.monotonic()
             if spare is None and now >= spare_due:
-                spare = _Worker(listener, signature)
+                # SIGTERM (stop_server) held off from the fork to the assignment:
+                # between the two it would leave a worker the finally below does
+                # not know to dismiss, waiting on the socket for ever.
+                old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+                try:
+                    spare = _Worker(listener, signature)
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             waits = list(busy.values()) + ([spare.report] if spare else [])
             if spare is None:
                 timeout = max(0.0, spare_due - now)
@@ -259,6 +266,7 @@ def _work(listener: socket.socket, report: int, signature: tuple) -> None:
     """A spare worker: take one connection, become that command, exit."""
     signal.signal(signal.SIGUSR1, _leave_if_idle)
     signal.signal(signal.SIGTERM, _leave_if_idle)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})    # blocked by serve() for the fork
     # Copy the server's pages now rather than fault by fault during the
     # command (25.8 vs 31.5 ms for a `run --rm`, measured): a worker then
     # holds ~13 MB of its own, less than the fresh interpreter it replaces.
