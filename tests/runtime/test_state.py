@@ -123,6 +123,10 @@ def test_inspect_reports_the_cgroup_it_was_made_with(rt, name, cleanup):
                 assert f.read().strip() == "FROZEN"
         rt.update(name, Limits(pids=50))
         assert rt.cgroup_driver(rt.inspect(name)).procs(c.id) == [c.pid]
+        rt.resume(name)
+        joined = cli("exec", name, "cat", "/proc/self/cgroup")     # this env's parent differs
+        assert (joined.returncode, joined.stderr) == (0, "")
+        assert f":pids:/{rt.cgroup_parent}/other/{c.id}" in joined.stdout
         rt.remove(name, force=True)
         assert not other.cgroups.exists(c.id)
     finally:
