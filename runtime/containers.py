@@ -229,8 +229,8 @@ class Runtime:
         for layer in config["layers"]:
             if not os.path.isdir(os.path.join(self.root, "layers", layer, "fs")):
                 raise NotFound(f"layer sha256:{layer[:12]} of container {config['name']!r} is missing")
-        return forkserver_call(self.run_dir, self._start_request(cid, config), on_start=self.sweep,
-                               while_waiting=while_waiting)
+        return forkserver_call(self.run_dir, self._start_request(cid, config),
+                               on_start=self._sweep_at_server_start, while_waiting=while_waiting)
 
     # ---------------------------------------------------------- stop/kill
     def stop(self, ref: str, timeout: float = DEFAULT_STOP_TIMEOUT) -> Container:
@@ -411,6 +411,18 @@ class Runtime:
         Runtime's cgroup parent.  Run when this root's fork server starts;
         returns what was removed."""
         return disk.sweep(self.containers_dir, self.cgroups, min_age=min_age)
+
+    def _sweep_at_server_start(self) -> None:
+        """sweep(), noted in RUN_DIR/sweep.log: what it removed, or why it could
+        not (a sweep that fails must not fail the start that ran it)."""
+        try:
+            lines = [f"removed {what}" for what in self.sweep()]
+        except (OSError, TerrariumError) as e:
+            lines = [f"sweep failed: {e}"]
+        if lines:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+            with open(os.path.join(self.run_dir, "sweep.log"), "a") as f:
+                f.writelines(f"{stamp} {line}\n" for line in lines)
 
     # -------------------------------------------------------- list/inspect
     def inspect(self, ref: str) -> Container:

@@ -108,6 +108,9 @@ def test_sweep_runs_when_the_fork_server_starts(rt, name, cleanup):
     cleanup.append(name)
     rt.run(Spec(image="busybox", name=name, cmd=("true",)))
     assert not os.path.exists(half)
+    with open(os.path.join(rt.run_dir, "sweep.log")) as f:
+        assert f"removed half-made container directory {half}\n" in [
+            line.split(" ", 1)[1] for line in f]
 
 
 def test_inspect_reports_the_cgroup_it_was_made_with(rt, name, cleanup):
