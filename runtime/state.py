@@ -27,6 +27,7 @@ import time
 
 from .errors import KernelError, TerrariumError
 from .fsutil import fsync_dir, locked, read_json, write_json
+from .model import Limits
 
 CONFIG, RUN, EXIT, LOCK = "config.json", "run.json", "exit.json", "lock"
 NAMES_LOCK = ".lock"
@@ -38,7 +39,6 @@ STALE_SECONDS = 60.0                           # older than this, a half-made th
 _CONFIG_FIELDS = {"id": str, "name": str, "image": str, "cmd": list, "env": list, "hostname": str,
                   "workdir": str, "limits": dict, "created_at": (int, float), "layers": list,
                   "generation": int}
-_LIMIT_KEYS = {"memory", "memory_swap", "cpus", "pids"}
 
 
 class Unreadable(TerrariumError):
@@ -69,7 +69,7 @@ def read_config(cdir: str) -> dict | None:
     for key, kind in _CONFIG_FIELDS.items():
         if not isinstance(config.get(key), kind):
             raise Unreadable(f"config.json has no valid {key!r}")
-    if set(config["limits"]) - _LIMIT_KEYS or not all(isinstance(d, str) for d in config["layers"]):
+    if set(config["limits"]) - set(Limits._fields) or not all(isinstance(d, str) for d in config["layers"]):
         raise Unreadable("config.json has invalid limits or layers")
     return config
 
