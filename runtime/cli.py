@@ -165,6 +165,13 @@ def _p_image_gc(sub):
     sub.add_parser("image-gc", help="remove layers no image and no container uses")
 
 
+def _p_agent(sub):
+    p = sub.add_parser("agent", help="serve the runtime on a local socket in the foreground (root)")
+    p.add_argument("--socket", help="socket path (default: $TERRARIUM_AGENT_SOCKET or ROOT/run/agent.sock)")
+    p.add_argument("--group", help="group that may reach the socket (default: $TERRARIUM_AGENT_GROUP)")
+    p.add_argument("--uids", help="uids or user names allowed besides root (default: $TERRARIUM_AGENT_UIDS)")
+
+
 # verb -> adds its subparser.  Only the verb asked for is built: argparse
 # takes about a millisecond per subparser, which a CLI start can't spare.
 _PARSERS = {
@@ -175,7 +182,7 @@ _PARSERS = {
     "inspect": _p_many("inspect", "show containers as JSON"), "update": _p_update,
     "wait": _p_many("wait", "wait for containers to stop; print their exit codes"),
     "images": _p_images, "load": _p_load, "save": _p_save, "commit": _p_commit,
-    "rmi": _p_rmi, "diff": _p_diff, "image-gc": _p_image_gc,
+    "rmi": _p_rmi, "diff": _p_diff, "image-gc": _p_image_gc, "agent": _p_agent,
 }
 
 
@@ -269,6 +276,10 @@ def _say(message: str) -> None:
 
 def _dispatch(args) -> int:
     from .containers import Runtime
+    if args.verb != "agent" and os.environ.get("TERRARIUM_AGENT"):
+        from .agent_client import AgentRuntime, wanted
+        if wanted():                       # through the root agent: audited as cli:<uid>
+            return _VERBS[args.verb](AgentRuntime(args.root, user=f"cli:{os.getuid()}"), args)
     rt = Runtime(args.root)
     return _VERBS[args.verb](rt, args)
 
@@ -541,6 +552,12 @@ def _image_gc(rt, args) -> int:
     return 0
 
 
+def _agent(rt, args) -> int:
+    from .agent import Agent
+    Agent(rt.root, rt.cgroup_parent, path=args.socket, group=args.group, uids=args.uids).serve()
+    return 0
+
+
 _VERBS = {
     "run": _run, "create": _create, "start": _start,
     "stop": _each(lambda rt, a, ref: rt.stop(ref, a.time)),
@@ -552,5 +569,5 @@ _VERBS = {
     "ps": _ps, "logs": _logs, "exec": _exec, "inspect": _inspect, "update": _update,
     "wait": _wait, "images": _images,
     "load": _load, "save": _save, "commit": _commit, "rmi": _rmi, "diff": _diff,
-    "image-gc": _image_gc,
+    "image-gc": _image_gc, "agent": _agent,
 }

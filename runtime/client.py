@@ -54,7 +54,7 @@ def main(argv=None):
 
 def _main(argv):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if os.environ.get("TERRARIUM_CLI_LOCAL") == "1" or _verb(argv) in (None, "exec"):
+    if os.environ.get("TERRARIUM_CLI_LOCAL") == "1" or _verb(argv) in (None, "exec", "agent"):
         return _local(argv)
     run_dir = os.path.join(os.path.abspath(_root(argv)), "run")
     try:

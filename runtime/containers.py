@@ -598,11 +598,13 @@ class Runtime:
 
     # ------------------------------------------------------------- teardown
     def shutdown_servers(self) -> None:
-        """Stop this root's fork server and CLI server (tests, benchmarks).
+        """Stop this root's agent, fork server and CLI server (tests, benchmarks).
 
-        Running containers and their shims are not affected; both servers
-        start again on the next call that needs them."""
+        Running containers and their shims are not affected; each server
+        starts again on the next call that needs it."""
+        from .agent import stop_agent
         from .cliserver import stop_server
+        stop_agent(self.root)
         stop_server(self.run_dir)
         stop_forkserver(self.run_dir)
 

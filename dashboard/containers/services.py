@@ -150,7 +150,7 @@ def _act(user, action: str, container_id: str, call, details: dict | None = None
     row = Container.objects.filter(id=container_id).first()
     name = row.name if row else container_id[:12]
     try:
-        result = call(get_runtime(), container_id)
+        result = call(get_runtime(user=user), container_id)
     except TerrariumError as e:
         _audit(user, action, container_id=container_id, container_name=name,
                result="error", message=str(e), details=details)
@@ -171,7 +171,7 @@ def container_create(*, user, image: str, name: str = "", cmd=(), env=(), hostna
     seccomp: "default" or "unconfined" (custom profiles are the CLI's)."""
     details = {"image": image, "cmd": list(cmd), "memory": memory, "cpus": cpus, "pids": pids,
                "seccomp": seccomp, "start": start}
-    rt = get_runtime()
+    rt = get_runtime(user=user)
     try:
         spec = make_spec(image=image, name=name or None, cmd=tuple(cmd), env=tuple(env),
                          hostname=hostname or None,

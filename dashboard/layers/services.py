@@ -97,7 +97,7 @@ def container_commit(*, user, container_id: str, image_name: str, message: str =
     cname = row.name if row else container_id[:12]
     details = {"image": image_name, "message": message}
     try:
-        image = get_runtime().commit(container_id, image_name, message=message)
+        image = get_runtime(user=user).commit(container_id, image_name, message=message)
     except (TerrariumError, OSError) as e:
         _audit(user, "commit", container_id=container_id, container_name=cname, result="error",
                message=str(e), details=details)
@@ -112,7 +112,7 @@ def container_commit(*, user, container_id: str, image_name: str, message: str =
 def image_remove(*, user, name: str) -> None:
     """Remove an image record; refused (ServiceError) while a container uses it."""
     try:
-        get_runtime().remove_image(name)
+        get_runtime(user=user).remove_image(name)
     except TerrariumError as e:
         _audit(user, "image-remove", result="error", message=str(e), details={"image": name})
         raise ServiceError(str(e)) from e
@@ -123,7 +123,7 @@ def image_remove(*, user, name: str) -> None:
 def images_gc(*, user) -> list[str]:
     """Remove the layers no image and no container uses; returns their digests."""
     try:
-        removed = get_runtime().image_gc()
+        removed = get_runtime(user=user).image_gc()
     except (TerrariumError, OSError) as e:
         _audit(user, "image-gc", result="error", message=str(e))
         raise ServiceError(str(e)) from e

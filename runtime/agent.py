@@ -1,0 +1,566 @@
+"""The root agent: the runtime's control and inventory verbs behind a local socket.
+
+One per state root.  It is the only process that needs to be root for the
+verbs below; a client (the dashboard's unprivileged web tier, or the CLI)
+sends it one JSON line per request and reads one JSON line back:
+
+    → {"verb": "stop", "args": {"ref": "web", "timeout": 10}, "user": "alice"}
+    ← {"ok": true, "result": {...a Container as a dict...}}
+    ← {"ok": false, "kind": "NotFound", "error": "container 'web' not found"}
+
+SOCK_STREAM and newline-framed JSON rather than SEQPACKET: a reply (a list
+of containers, a diff) has no size limit, no descriptor is ever passed, and
+the same framing works unchanged over TCP/TLS when a dashboard later reaches
+agents on other hosts.  A connection carries any number of requests, one at
+a time; each connection has its own thread, so a slow verb (stop waits up to
+its timeout) holds up only its own caller.
+
+Requests name verbs, container refs, image names, digests and paths *inside*
+a container, never host paths: each verb's arguments are checked against its
+schema in VERBS, and an unknown argument is refused.  Every connection's
+SO_PEERCRED must be uid 0 or an allowed uid (TERRARIUM_AGENT_UIDS, or the
+members of TERRARIUM_AGENT_GROUP); others get one error line and are logged.
+Every mutating request is appended to ROOT/audit.log (JSON lines, 0600)
+with the user the client names, the peer's uid and pid, and the result.
+
+Started on first use by a root client (runtime/daemons.py, like the fork
+server), as `terrarium agent` in the foreground, or from
+contrib/terrarium-agent.service.  A SIGKILL loses nothing: containers live
+in their shims, state is on disk, and the next request starts a new agent.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import grp
+import json
+import os
+import pwd
+import re
+import select
+import signal
+import socket
+import stat
+import struct
+import sys
+import threading
+import time
+import traceback
+from typing import Callable, NamedTuple
+
+from . import daemons, linux
+from .errors import Conflict, ExecFailed, InvalidArgument, KernelError, TerrariumError
+from .model import to_dict
+
+SOCKET = "agent.sock"
+MAX_LINE = 1 << 20              # bytes in one request line
+MAX_LOG_TAIL = 10000            # lines the logs verb returns at most
+MAX_LOG_BYTES = 1 << 20         # and bytes (the last ones)
+IDLE_EXIT_SECONDS = 600.0       # an agent started on first use leaves after this long unused
+PROTOCOL_VERSION = 1
+
+
+def socket_path(root: str) -> str:
+    """$TERRARIUM_AGENT_SOCKET, or ROOT/run/agent.sock."""
+    return os.environ.get("TERRARIUM_AGENT_SOCKET") or os.path.join(root, "run", SOCKET)
+
+
+# ------------------------------------------------------------------ arguments
+# Each checker takes the raw JSON value and returns the clean one, or raises
+# InvalidArgument naming the value.
+
+def _ref(v):
+    if not isinstance(v, str) or not 0 < len(v) <= 128 or "\0" in v or "/" in v or v.startswith("."):
+        raise InvalidArgument(f"invalid container reference {v!r}")
+    return v
+
+
+def _image_name(v):
+    if not isinstance(v, str) or not 0 < len(v) <= 255 or "\0" in v or ".." in v.split("/"):
+        raise InvalidArgument(f"invalid image name {v!r}")
+    return v
+
+
+_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _digest(v):
+    if not isinstance(v, str) or not _DIGEST_RE.fullmatch(v):
+        raise InvalidArgument(f"invalid layer digest {v!r}: expected sha256:<64 hex digits>")
+    return v
+
+
+def _inner_path(v):
+    """A path in the container's view: absolute, no NUL, no '..' component."""
+    if not isinstance(v, str) or not v.startswith("/") or len(v) > 4096 or "\0" in v:
+        raise InvalidArgument(f"invalid path {v!r}: must be absolute, inside the container")
+    if ".." in v.split("/"):
+        raise InvalidArgument(f"invalid path {v!r}: '..' is not allowed")
+    return v
+
+
+def _bool(v):
+    if not isinstance(v, bool):
+        raise InvalidArgument(f"expected true or false, not {v!r}")
+    return v
+
+
+def _seconds(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 3600:
+        raise InvalidArgument(f"invalid timeout {v!r}: 0 to 3600 seconds")
+    return float(v)
+
+
+def _count(limit: int):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= limit:
+            raise InvalidArgument(f"invalid count {v!r}: 0 to {limit}")
+        return v
+    return check
+
+
+def _signal_arg(v):
+    if isinstance(v, bool) or not isinstance(v, (int, str)) or (isinstance(v, str) and len(v) > 16):
+        raise InvalidArgument(f"invalid signal {v!r}")
+    from .containers import parse_signal
+    return parse_signal(v)
+
+
+def _text(limit: int):
+    def check(v):
+        if not isinstance(v, str) or len(v) > limit or "\0" in v:
+            raise InvalidArgument(f"invalid text {v[:40] if isinstance(v, str) else v!r}: "
+                                  f"a string of at most {limit} characters")
+        return v
+    return check
+
+
+def _number_or_none(v):
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+        raise InvalidArgument(f"invalid limit {v!r}: a number or null")
+    return v
+
+
+def _limits(v):
+    """A Limits as a dict of numbers (None = unlimited), checked as the CLI checks them."""
+    from .model import Limits
+    from .spec import make_limits
+    if not isinstance(v, dict) or set(v) - set(Limits._fields):
+        raise InvalidArgument(f"invalid limits {v!r}: an object with {', '.join(Limits._fields)}")
+    return make_limits(**{k: _number_or_none(x) for k, x in v.items()})
+
+
+def _spec(v):
+    """A Spec as a dict, checked by runtime.spec.make_spec."""
+    from .model import Spec
+    from .spec import make_spec
+    if not isinstance(v, dict) or set(v) - set(Spec._fields):
+        unknown = sorted(set(v) - set(Spec._fields)) if isinstance(v, dict) else v
+        raise InvalidArgument(f"invalid container spec: unknown fields {unknown!r}")
+    fields = dict(v)
+    for key in ("cmd", "env"):
+        if key in fields and not (isinstance(fields[key], list)
+                                  and all(isinstance(a, str) for a in fields[key])):
+            raise InvalidArgument(f"invalid container spec: {key} must be a list of strings")
+    for key in ("name", "hostname", "workdir"):
+        if fields.get(key) is not None and not isinstance(fields[key], str):
+            raise InvalidArgument(f"invalid container spec: {key} must be a string")
+    _image_name(fields.get("image"))
+    if "limits" in fields:
+        fields["limits"] = _limits(fields["limits"] or {})
+    try:
+        return make_spec(**fields)
+    except TypeError as e:
+        raise InvalidArgument(f"invalid container spec: {e}") from None
+
+
+# ---------------------------------------------------------------------- verbs
+
+class Verb(NamedTuple):
+    """One request kind: handler(rt, **args) -> JSON-ready result; args schema
+    name -> (checker, required); mutating verbs are audited; target names the
+    argument the audit shows."""
+    handler: Callable
+    args: dict
+    mutating: bool = False
+    target: str = "ref"
+
+
+def _changes(changes):
+    import dataclasses
+    return [dataclasses.asdict(ch) for ch in changes]
+
+
+def _logs(rt, ref, tail):
+    data = rt.logs(ref, tail=tail)[-MAX_LOG_BYTES:]
+    return base64.b64encode(data).decode("ascii")
+
+
+def _info(rt):
+    return {"root": rt.root, "cgroup_parent": rt.cgroup_parent, "pid": os.getpid(),
+            "protocol": PROTOCOL_VERSION}
+
+
+_REF = {"ref": (_ref, True)}
+
+VERBS: dict[str, Verb] = {
+    "info": Verb(_info, {}),
+    "list": Verb(lambda rt, all=True: to_dict(rt.list(all=all)), {"all": (_bool, False)}),
+    "inspect": Verb(lambda rt, ref: to_dict(rt.inspect(ref)), _REF),
+    "create": Verb(lambda rt, spec: to_dict(rt.create(spec)), {"spec": (_spec, True)},
+                   mutating=True, target="spec"),
+    "start": Verb(lambda rt, ref: to_dict(rt.start(ref)), _REF, mutating=True),
+    "stop": Verb(lambda rt, ref, timeout=10.0: to_dict(rt.stop(ref, timeout)),
+                 {**_REF, "timeout": (_seconds, False)}, mutating=True),
+    "kill": Verb(lambda rt, ref, signal=9: to_dict(rt.kill(ref, signal)),
+                 {**_REF, "signal": (_signal_arg, False)}, mutating=True),
+    "restart": Verb(lambda rt, ref, timeout=10.0: to_dict(rt.restart(ref, timeout)),
+                    {**_REF, "timeout": (_seconds, False)}, mutating=True),
+    "pause": Verb(lambda rt, ref: to_dict(rt.pause(ref)), _REF, mutating=True),
+    "resume": Verb(lambda rt, ref: to_dict(rt.resume(ref)), _REF, mutating=True),
+    "update": Verb(lambda rt, ref, limits: to_dict(rt.update(ref, limits)),
+                   {**_REF, "limits": (_limits, True)}, mutating=True),
+    "remove": Verb(lambda rt, ref, force=False: rt.remove(ref, force=force),
+                   {**_REF, "force": (_bool, False)}, mutating=True),
+    "logs": Verb(_logs, {**_REF, "tail": (_count(MAX_LOG_TAIL), True)}),
+    "images": Verb(lambda rt: to_dict(rt.images.list()), {}),
+    "image": Verb(lambda rt, name: to_dict(rt.images.get(name)), {"name": (_image_name, True)}),
+    "image-layer": Verb(lambda rt, digest: to_dict(rt.images.layer(digest)),
+                        {"digest": (_digest, True)}),
+    "image-builtin": Verb(lambda rt: rt.images.ensure_builtin(), {}, mutating=True, target=""),
+    "rmi": Verb(lambda rt, name, force=False: rt.remove_image(name, force=force),
+                {"name": (_image_name, True), "force": (_bool, False)}, mutating=True, target="name"),
+    "image-gc": Verb(lambda rt: rt.image_gc(), {}, mutating=True, target=""),
+    "diff": Verb(lambda rt, ref: _changes(rt.diff(ref)), _REF),
+    "layer-of": Verb(lambda rt, ref, path: list(rt.layer_of(ref, path)),
+                     {**_REF, "path": (_inner_path, True)}),
+    "mount-info": Verb(lambda rt, ref: rt.mount_info(ref), _REF),
+    "upper-size": Verb(lambda rt, ref: list(rt.upper_size(ref)), _REF),
+    "commit": Verb(lambda rt, ref, image, message="", pause=True:
+                   to_dict(rt.commit(ref, image, message=message, pause=pause)),
+                   {**_REF, "image": (_image_name, True), "message": (_text(1000), False),
+                    "pause": (_bool, False)}, mutating=True),
+}
+
+
+def error_reply(e: BaseException) -> dict:
+    """The reply for an exception: its kind, message, and what rebuilds it."""
+    reply = {"ok": False, "kind": type(e).__name__, "error": str(e)}
+    if isinstance(e, KernelError):
+        reply.update(kind="KernelError", code=e.code, what=e.what)
+    elif isinstance(e, ExecFailed):
+        reply.update(kind="ExecFailed", exit_code=e.exit_code)
+    elif isinstance(e, TerrariumError):
+        reply["kind"] = next(c.__name__ for c in type(e).__mro__ if c.__module__ == __package__ + ".errors")
+    elif isinstance(e, TimeoutError):
+        reply["kind"] = "TimeoutError"
+    elif isinstance(e, OSError):
+        reply.update(kind="OSError", code=e.errno, error=e.strerror or str(e),
+                     filename=e.filename if isinstance(e.filename, str) else None)
+    return reply
+
+
+# -------------------------------------------------------------------- access
+
+class Peer(NamedTuple):
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_of(conn: socket.socket) -> Peer:
+    return Peer(*struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                     struct.calcsize("3i"))))
+
+
+def allowed_uids(group: str | None, uids: str | None) -> frozenset[int]:
+    """uid 0, the uids or user names in `uids` (comma-separated), the members
+    of `group` and the users whose primary group it is."""
+    out = {0}
+    for item in (uids or "").replace(" ", ",").split(","):
+        if item:
+            out.add(int(item) if item.isdigit() else pwd.getpwnam(item).pw_uid)
+    if group:
+        g = grp.getgrnam(group)
+        out.update(pwd.getpwnam(m).pw_uid for m in g.gr_mem)
+        out.update(p.pw_uid for p in pwd.getpwall() if p.pw_gid == g.gr_gid)
+    return frozenset(out)
+
+
+def prepare_socket_dir(path: str, run_dir: str, gid: int | None) -> None:
+    """The socket's directory: root's own, 0700, or 0750 root:gid with a group.
+
+    ROOT/run itself is never opened to a group (it holds the fork server's
+    socket and the logs): a group needs TERRARIUM_AGENT_SOCKET elsewhere."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    st = os.lstat(d)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
+        raise TerrariumError(f"agent socket directory {d!r} is not a directory owned by root")
+    if os.path.abspath(d) == os.path.abspath(run_dir):
+        if gid is not None:
+            _log(f"note: {d} stays 0700, so the agent group cannot reach {path}; "
+                 "set TERRARIUM_AGENT_SOCKET to a path outside the state root")
+        return
+    os.chown(d, 0, 0 if gid is None else gid)
+    os.chmod(d, 0o700 if gid is None else 0o750)
+
+
+# --------------------------------------------------------------------- audit
+
+class AuditLog:
+    """ROOT/audit.log: one JSON line per mutating request, 0600."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._lock = threading.Lock()
+
+    def write(self, record: dict) -> None:
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+
+
+def _log(msg: str) -> None:
+    stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    try:
+        sys.stderr.write(f"{stamp} terrarium-agent: {msg}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+# -------------------------------------------------------------------- server
+
+class Agent:
+    """The server: a listening socket, a thread per connection, one Runtime."""
+
+    def __init__(self, root: str, cgroup_parent: str | None = None, *, path: str | None = None,
+                 group: str | None = None, uids: str | None = None):
+        from .containers import Runtime
+        self.rt = Runtime(root, cgroup_parent)
+        self.path = path or socket_path(self.rt.root)
+        self.group = group if group is not None else os.environ.get("TERRARIUM_AGENT_GROUP") or None
+        uids = uids if uids is not None else os.environ.get("TERRARIUM_AGENT_UIDS")
+        self.allowed = allowed_uids(self.group, uids)
+        self.audit = AuditLog(os.path.join(self.rt.root, "audit.log"))
+        self._busy = 0                     # requests being handled
+        self._connections = 0              # connections open
+        self._cond = threading.Condition()
+        self._last_active = time.monotonic()
+
+    def listen(self) -> socket.socket:
+        """The listening socket; Conflict if another agent answers on the path."""
+        from .fsutil import locked
+        gid = grp.getgrnam(self.group).gr_gid if self.group else None
+        prepare_socket_dir(self.path, self.rt.run_dir, gid)
+        with locked(os.path.join(self.rt.run_dir, "agent.listen.lock")):
+            if _answers(self.path):
+                raise Conflict(f"another Terrarium agent already serves {self.path}")
+            listener = daemons.listen(self.path, socket.SOCK_STREAM)
+        if gid is not None:
+            os.chown(self.path, 0, gid)
+            os.chmod(self.path, 0o660)
+        return listener
+
+    def serve(self, ready_fd: int | None = None, idle_exit: float | None = None) -> None:
+        """Accept until SIGTERM (or idle_exit seconds with no connection); then
+        let requests under way finish (up to 30 s) before leaving."""
+        listener = self.listen()
+        linux.set_name("terrarium-agent")
+        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+        with open(os.path.join(self.rt.run_dir, "agent.pid"), "w") as f:
+            f.write(str(os.getpid()))
+        _log(f"serving {self.rt.root} on {self.path} (pid {os.getpid()}, uids "
+             f"{sorted(self.allowed)})")
+        if ready_fd is not None:
+            os.write(ready_fd, b"ok")
+            os.close(ready_fd)
+        try:
+            while True:
+                ready, _, _ = select.select([listener], [], [], 5.0 if idle_exit else None)
+                if not ready:
+                    with self._cond:
+                        idle = self._connections == 0 and time.monotonic() - self._last_active > idle_exit
+                    if idle:
+                        break
+                    continue
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    continue
+                with self._cond:
+                    self._connections += 1
+                    self._last_active = time.monotonic()
+                threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+        finally:
+            self._unlink()
+            listener.close()
+            with self._cond:
+                self._cond.wait_for(lambda: self._busy == 0, timeout=30.0)
+            _log("stopped")
+        os._exit(0)
+
+    def _unlink(self) -> None:
+        for name in (self.path, os.path.join(self.rt.run_dir, "agent.pid")):
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
+
+    def _connection(self, conn: socket.socket) -> None:
+        try:
+            peer = peer_of(conn)
+            if peer.uid not in self.allowed:
+                _log(f"refused a connection from uid {peer.uid} (pid {peer.pid}): not allowed")
+                _send(conn, {"ok": False, "kind": "AccessDenied",
+                             "error": f"uid {peer.uid} may not use the Terrarium agent at {self.path} "
+                                      "(allowed: root, TERRARIUM_AGENT_UIDS, TERRARIUM_AGENT_GROUP)"})
+                return
+            stream = conn.makefile("rb")
+            while True:
+                line = stream.readline(MAX_LINE + 1)
+                if not line:
+                    return
+                if len(line) > MAX_LINE:
+                    _send(conn, {"ok": False, "kind": "InvalidArgument",
+                                 "error": f"request longer than {MAX_LINE} bytes"})
+                    return                       # the rest of it cannot be framed
+                if not _send(conn, self.handle(line, peer)):
+                    return
+        finally:
+            conn.close()
+            with self._cond:
+                self._connections -= 1
+                self._last_active = time.monotonic()
+
+    def handle(self, line: bytes, peer: Peer) -> dict:
+        """One request line -> its reply; never raises."""
+        try:
+            req = json.loads(line)
+        except ValueError:
+            return {"ok": False, "kind": "InvalidArgument", "error": "malformed request: not JSON"}
+        if not isinstance(req, dict):
+            return {"ok": False, "kind": "InvalidArgument", "error": "malformed request: not an object"}
+        name = req.get("verb")
+        verb = VERBS.get(name) if isinstance(name, str) else None
+        user = req.get("user")
+        if not isinstance(user, str) or not 0 < len(user) <= 150 or not user.isprintable():
+            user = f"uid:{peer.uid}"
+        if verb is None:
+            return {"ok": False, "kind": "InvalidArgument", "error": f"unknown verb {name!r}"}
+        with self._cond:
+            self._busy += 1
+        args: dict = {}
+        try:
+            try:
+                args = _check_args(name, verb, req.get("args", {}))
+                result = verb.handler(self.rt, **args)
+                reply = {"ok": True, "result": result}
+            except (TerrariumError, OSError) as e:
+                reply = error_reply(e)
+            except Exception as e:  # noqa: BLE001 - a bug must not end the agent: logged, answered
+                _log(f"internal error in {name!r}: {traceback.format_exc()}")
+                reply = {"ok": False, "kind": "TerrariumError",
+                         "error": f"internal error in the agent's {name!r}: {type(e).__name__}: {e}"}
+            if verb.mutating:
+                self._audit(name, verb, req, reply, user, peer)
+            return reply
+        finally:
+            with self._cond:
+                self._busy -= 1
+
+    def _audit(self, name, verb, req, reply, user, peer) -> None:
+        raw = req.get("args") if isinstance(req.get("args"), dict) else {}
+        target = raw.get(verb.target) if verb.target else ""
+        if verb.target == "spec":
+            target = raw["spec"].get("name") if isinstance(raw.get("spec"), dict) else ""
+            if reply["ok"]:
+                target = reply["result"]["name"]
+        record = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
+                  "user": user, "peer_uid": peer.uid, "peer_pid": peer.pid, "verb": name,
+                  "target": target if isinstance(target, str) else repr(target)[:100],
+                  "result": "ok" if reply["ok"] else "error"}
+        if verb.target == "spec" and reply["ok"]:
+            record["id"] = reply["result"]["id"]
+        if not reply["ok"]:
+            record["error"] = reply["error"]
+        try:
+            self.audit.write(record)
+        except OSError as e:
+            _log(f"could not write the audit log {self.audit.path}: {e}")
+
+
+def _check_args(name: str, verb: Verb, raw) -> dict:
+    if not isinstance(raw, dict):
+        raise InvalidArgument(f"{name}: args must be an object")
+    unknown = sorted(set(raw) - set(verb.args))
+    if unknown:
+        raise InvalidArgument(f"{name}: unknown argument {unknown[0]!r}")
+    out = {}
+    for key, (check, required) in verb.args.items():
+        if key in raw:
+            out[key] = check(raw[key])
+        elif required:
+            raise InvalidArgument(f"{name}: argument {key!r} is required")
+    return out
+
+
+def _send(conn: socket.socket, reply: dict) -> bool:
+    try:
+        conn.sendall(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
+        return True
+    except OSError:
+        return False
+
+
+def _exit_on_signal(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+# ------------------------------------------------------------------- control
+
+def ensure_agent(root: str) -> None:
+    """Start ROOT's agent (daemons.start) unless one answers on socket_path(root)."""
+    path = socket_path(root)
+    try:
+        daemons.start(os.path.join(root, "run"), name="agent", module="agent",
+                      answers=lambda: _answers(path))
+    except OSError as e:
+        raise TerrariumError(str(e)) from None
+
+
+def _answers(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def stop_agent(root: str) -> None:
+    run_dir = os.path.join(root, "run")
+    daemons.stop(run_dir, name="agent", comm="terrarium-agent", timeout=35.0)
+
+
+def _idle_exit_seconds() -> float:
+    try:
+        return max(0.1, float(os.environ["TERRARIUM_AGENT_IDLE_EXIT"]))
+    except (KeyError, ValueError):
+        return IDLE_EXIT_SECONDS
+
+
+def main(argv: list[str]) -> None:
+    """`python -I -S -c ... RUN_DIR` (daemons.start): daemonise, then serve."""
+    root = os.path.dirname(os.path.abspath(argv[1]))
+    agent = Agent(root)
+    agent.serve(ready_fd=daemons.detach(), idle_exit=_idle_exit_seconds())

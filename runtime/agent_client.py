@@ -1,0 +1,337 @@
+"""AgentRuntime: the Runtime's control and inventory verbs through the root agent.
+
+Same method names, arguments, results and exceptions as runtime.Runtime for
+what runtime/agent.py serves; the rest (follow_logs, wait, exec, cgroups,
+image import/export) still runs in this process through a local Runtime,
+which needs root — the remaining step of moving the web tier out of root.
+
+    rt = AgentRuntime(root).as_user("alice")   # requests carry "alice"
+    rt.stop("web")                              # audited in ROOT/audit.log
+
+Connections are pooled (one per concurrent caller), so it is as safe to use
+from threads as Runtime is.  Errors come back as the runtime's own
+exceptions with the agent's message.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import threading
+
+from . import agent as _agent
+from .errors import (Conflict, ExecFailed, InvalidArgument, KernelError, NotFound,
+                     TerrariumError)
+from .model import Container, Image, ImageConfig, Layer, Limits
+
+
+class AgentUnavailable(TerrariumError):
+    """No agent answers, and this process may not start one."""
+
+
+class AccessDenied(TerrariumError, PermissionError):
+    """The agent refused this process's uid (SO_PEERCRED)."""
+
+
+_KINDS = {"InvalidArgument": InvalidArgument, "NotFound": NotFound, "Conflict": Conflict,
+          "TerrariumError": TerrariumError, "AccessDenied": AccessDenied}
+
+
+def raise_reply(reply: dict):
+    """Raise the exception an error reply stands for (runtime/agent.error_reply)."""
+    kind, msg = reply.get("kind"), reply.get("error", "the agent gave no reason")
+    if kind == "KernelError":
+        raise KernelError(reply.get("code") or 0, reply.get("what") or "")
+    if kind == "ExecFailed":
+        raise ExecFailed(msg, reply.get("exit_code", 127))
+    if kind == "TimeoutError":
+        raise TimeoutError(msg)
+    if kind == "OSError":
+        raise OSError(reply.get("code") or 0, msg, *([reply["filename"]] if reply.get("filename") else []))
+    raise _KINDS.get(kind, TerrariumError)(msg)
+
+
+# ------------------------------------------------------------ records back
+
+def container_of(d: dict) -> Container:
+    return Container(**{**d, "cmd": tuple(d["cmd"]), "env": tuple(d["env"]),
+                        "limits": Limits(**d["limits"]), "layers": tuple(d["layers"])})
+
+
+def image_of(d: dict) -> Image:
+    c = d["config"]
+    return Image(name=d["name"], layers=[Layer(**x) for x in d["layers"]],
+                 config=ImageConfig(cmd=tuple(c["cmd"]), env=tuple(c["env"]), workdir=c["workdir"]),
+                 created=d["created"], history=tuple(d["history"]))
+
+
+def _spec_dict(spec) -> dict:
+    from .model import Spec, to_dict
+    if not isinstance(spec, Spec):
+        raise InvalidArgument("create() takes a runtime.Spec")
+    return to_dict(spec)
+
+
+def _limits_dict(limits) -> dict:
+    if not isinstance(limits, Limits):
+        raise InvalidArgument("update() takes a runtime.Limits")
+    return limits._asdict()
+
+
+# -------------------------------------------------------------- connection
+
+class _Pool:
+    """Idle connections to one agent socket, shared by an AgentRuntime and its
+    as_user() copies."""
+
+    def __init__(self, path: str, root: str, autostart: bool):
+        self.path, self.root, self.autostart = path, root, autostart
+        self._idle: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def _connect(self) -> socket.socket:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            s.connect(self.path)
+        except OSError:
+            s.close()
+            raise
+        return s
+
+    def _open(self) -> socket.socket:
+        try:
+            return self._connect()
+        except (FileNotFoundError, ConnectionRefusedError):
+            if not self.autostart:
+                raise AgentUnavailable(
+                    f"the Terrarium agent is not running at {self.path}; start it as root "
+                    "(`terrarium agent`, or contrib/terrarium-agent.service)") from None
+        except PermissionError:
+            raise AccessDenied(f"cannot reach the Terrarium agent at {self.path}: permission "
+                               "denied (is this user in TERRARIUM_AGENT_GROUP?)") from None
+        _agent.ensure_agent(self.root)
+        return self._connect()
+
+    def call(self, request: bytes, retry: bool) -> dict:
+        """Send one request line, read one reply.  A pooled connection whose agent
+        has gone is replaced; a reply lost mid-request is retried only when
+        the verb changes nothing (retry)."""
+        for attempt in range(2):
+            with self._lock:
+                sock = self._idle.pop() if self._idle else None
+            fresh = sock is None
+            if fresh:
+                sock = self._open()
+            try:
+                sock.sendall(request)
+            except OSError:                  # the agent behind a pooled connection ended
+                sock.close()
+                if fresh:
+                    raise AgentUnavailable(f"the Terrarium agent at {self.path} closed the connection")
+                continue
+            line = _read_line(sock)
+            if line:
+                with self._lock:
+                    self._idle.append(sock)
+                return json.loads(line)
+            sock.close()
+            if not retry or attempt:
+                raise AgentUnavailable(f"the Terrarium agent at {self.path} ended during the "
+                                       "request; inspect the container to see where it got to")
+        raise AgentUnavailable(f"the Terrarium agent at {self.path} does not answer")
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for s in idle:
+            s.close()
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    """One reply line; b"" if the connection ends first."""
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(1 << 16)
+        except OSError:
+            return b""
+        if not chunk:
+            return b""
+        chunks.append(chunk)
+        if chunk.endswith(b"\n"):
+            return b"".join(chunks)
+
+
+# ------------------------------------------------------------------ facade
+
+class AgentRuntime:
+    """runtime.Runtime's verbs through the agent (see the module docstring)."""
+
+    def __init__(self, root: str | None = None, cgroup_parent: str | None = None, *,
+                 user: str | None = None, socket_path: str | None = None,
+                 autostart: bool | None = None):
+        from .containers import default_root
+        self.root = os.path.abspath(root or default_root())
+        self._cgroup_parent = cgroup_parent
+        self.run_dir = os.path.join(self.root, "run")
+        self.user = user or f"uid:{os.getuid()}"
+        path = socket_path or _agent.socket_path(self.root)
+        if autostart is None:        # only root can start it, and only where it will listen
+            autostart = os.geteuid() == 0 and path == _agent.socket_path(self.root)
+        self._pool = _Pool(path, self.root, autostart)
+        self._local = None
+        self.images = _AgentImages(self)
+
+    def as_user(self, user: str) -> "AgentRuntime":
+        """A copy whose requests carry `user` (the audit shows it); shares the connections."""
+        other = object.__new__(AgentRuntime)
+        other.__dict__.update(self.__dict__)
+        other.user = user
+        other.images = _AgentImages(other)
+        return other
+
+    def call(self, verb: str, **args):
+        """One request; the agent's result, or its error raised as the runtime's."""
+        request = json.dumps({"verb": verb, "args": args, "user": self.user}).encode() + b"\n"
+        reply = self._pool.call(request, retry=not _agent.VERBS[verb].mutating)
+        if not reply.get("ok"):
+            raise_reply(reply)
+        return reply.get("result")
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @property
+    def cgroup_parent(self) -> str:
+        if self._cgroup_parent is None:
+            self._cgroup_parent = self.call("info")["cgroup_parent"]
+        return self._cgroup_parent
+
+    # --- containers
+    def list(self, all: bool = True) -> list[Container]:  # noqa: A002 - Runtime's word
+        return [container_of(d) for d in self.call("list", all=all)]
+
+    def inspect(self, ref: str) -> Container:
+        return container_of(self.call("inspect", ref=ref))
+
+    def create(self, spec) -> Container:
+        return container_of(self.call("create", spec=_spec_dict(spec)))
+
+    def run(self, spec) -> Container:
+        c = self.create(spec)
+        try:
+            return self.start(c.id)
+        except ExecFailed:
+            if spec.auto_remove:
+                self.remove(c.id, force=True)
+            raise
+
+    def start(self, ref: str) -> Container:
+        return container_of(self.call("start", ref=ref))
+
+    def stop(self, ref: str, timeout: float = 10.0) -> Container:
+        return container_of(self.call("stop", ref=ref, timeout=timeout))
+
+    def kill(self, ref: str, sig=9) -> Container:
+        return container_of(self.call("kill", ref=ref, signal=int(sig) if isinstance(sig, int) else sig))
+
+    def restart(self, ref: str, timeout: float = 10.0) -> Container:
+        return container_of(self.call("restart", ref=ref, timeout=timeout))
+
+    def pause(self, ref: str) -> Container:
+        return container_of(self.call("pause", ref=ref))
+
+    def resume(self, ref: str) -> Container:
+        return container_of(self.call("resume", ref=ref))
+
+    unpause = resume
+
+    def update(self, ref: str, limits) -> Container:
+        return container_of(self.call("update", ref=ref, limits=_limits_dict(limits)))
+
+    def remove(self, ref: str, force: bool = False) -> None:
+        self.call("remove", ref=ref, force=force)
+
+    def logs(self, ref: str, tail: int | None = None) -> bytes:
+        """The last `tail` lines (at most agent.MAX_LOG_TAIL; None asks for that many)."""
+        n = _agent.MAX_LOG_TAIL if tail is None else max(0, min(int(tail), _agent.MAX_LOG_TAIL))
+        return base64.b64decode(self.call("logs", ref=ref, tail=n))
+
+    # --- layers
+    def diff(self, ref: str, implicit: bool = True):
+        from .overlay import Change
+        if not implicit:
+            return self._local_runtime().diff(ref, implicit=False)
+        return [Change(**d) for d in self.call("diff", ref=ref)]
+
+    def layer_of(self, ref: str, path: str):
+        from .overlay import Origin
+        layer, hidden = self.call("layer-of", ref=ref, path=path)
+        return Origin(layer, hidden)
+
+    def mount_info(self, ref: str) -> dict:
+        return self.call("mount-info", ref=ref)
+
+    def upper_size(self, ref: str):
+        from .overlay import UpperSize
+        return UpperSize(*self.call("upper-size", ref=ref))
+
+    def commit(self, ref: str, image_name: str, message: str = "", pause: bool = True) -> Image:
+        return image_of(self.call("commit", ref=ref, image=image_name, message=message, pause=pause))
+
+    def remove_image(self, name: str, force: bool = False) -> None:
+        self.call("rmi", name=name, force=force)
+
+    def image_gc(self) -> list[str]:
+        return self.call("image-gc")
+
+    # --- the rest, in-process (needs root): streams, exec, import/export
+    def _local_runtime(self):
+        if self._local is None:
+            from .containers import Runtime
+            self._local = Runtime(self.root, self._cgroup_parent or self.cgroup_parent)
+        return self._local
+
+    def __getattr__(self, name):
+        # Only reached for what the agent does not serve (wait, follow_logs,
+        # exec, cgroups, image_users, shutdown_servers...).
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._local_runtime(), name)
+
+
+class _AgentImages:
+    """The image store's reads the dashboard and CLI use, through the agent;
+    the rest (importers' writes) on the local store."""
+
+    def __init__(self, rt: AgentRuntime):
+        self._rt = rt
+
+    def list(self) -> list[Image]:
+        return [image_of(d) for d in self._rt.call("images")]
+
+    def get(self, name: str) -> Image:
+        return image_of(self._rt.call("image", name=name))
+
+    def layer(self, digest: str) -> Layer:
+        return Layer(**self._rt.call("image-layer", digest=digest))
+
+    def ensure_builtin(self) -> None:
+        self._rt.call("image-builtin")
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._rt._local_runtime().images, name)
+
+
+# ------------------------------------------------------------------- switch
+
+def wanted(setting: str | None = None) -> bool:
+    """Whether to go through the agent: TERRARIUM_AGENT=1 (yes), 0/unset (no),
+    auto (when this process is not root)."""
+    value = (setting if setting is not None else os.environ.get("TERRARIUM_AGENT", "")).strip().lower()
+    if value == "auto":
+        return os.geteuid() != 0
+    return value in ("1", "yes", "true", "on")
