@@ -350,6 +350,7 @@ class Agent:
         self.audit = AuditLog(os.path.join(self.rt.root, "audit.log"))
         self._busy = 0                     # requests being handled
         self._connections = 0              # connections open
+        self._pidfile: str | None = None
         self._cond = threading.Condition()
         self._last_active = time.monotonic()
 
@@ -367,16 +368,21 @@ class Agent:
             os.chmod(self.path, 0o660)
         return listener
 
-    def serve(self, ready_fd: int | None = None, idle_exit: float | None = None) -> None:
+    def serve(self, ready_fd: int | None = None, idle_exit: float | None = None,
+              pidfile: bool = False) -> None:
         """Accept until SIGTERM (or idle_exit seconds with no connection); then
-        let requests under way finish (up to 30 s) before leaving."""
+        let requests under way finish (up to 30 s) before leaving.  pidfile:
+        record the pid in ROOT/run/agent.pid (the started-on-first-use one,
+        which stop_agent() stops)."""
         listener = self.listen()
         linux.set_name("terrarium-agent")
         for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, _exit_on_signal)
-        with open(os.path.join(self.rt.run_dir, "agent.pid"), "w") as f:
-            f.write(str(os.getpid()))
+        self._pidfile = os.path.join(self.rt.run_dir, "agent.pid") if pidfile else None
+        if self._pidfile:
+            with open(self._pidfile, "w") as f:
+                f.write(str(os.getpid()))
         _log(f"serving {self.rt.root} on {self.path} (pid {os.getpid()}, uids "
              f"{sorted(self.allowed)})")
         if ready_fd is not None:
@@ -408,7 +414,7 @@ class Agent:
         os._exit(0)
 
     def _unlink(self) -> None:
-        for name in (self.path, os.path.join(self.rt.run_dir, "agent.pid")):
+        for name in filter(None, (self.path, self._pidfile)):
             try:
                 os.unlink(name)
             except OSError:
@@ -422,6 +428,13 @@ class Agent:
                 _send(conn, {"ok": False, "kind": "AccessDenied",
                              "error": f"uid {peer.uid} may not use the Terrarium agent at {self.path} "
                                       "(allowed: root, TERRARIUM_AGENT_UIDS, TERRARIUM_AGENT_GROUP)"})
+                # Read (and drop) the first request before closing, so that the
+                # refusal is its reply rather than an EPIPE on the client's send.
+                conn.settimeout(2.0)
+                try:
+                    conn.recv(MAX_LINE)
+                except OSError:
+                    pass
                 return
             stream = conn.makefile("rb")
             while True:
@@ -563,4 +576,4 @@ def main(argv: list[str]) -> None:
     """`python -I -S -c ... RUN_DIR` (daemons.start): daemonise, then serve."""
     root = os.path.dirname(os.path.abspath(argv[1]))
     agent = Agent(root)
-    agent.serve(ready_fd=daemons.detach(), idle_exit=_idle_exit_seconds())
+    agent.serve(ready_fd=daemons.detach(), idle_exit=_idle_exit_seconds(), pidfile=True)

@@ -61,7 +61,7 @@ def container_of(d: dict) -> Container:
 
 def image_of(d: dict) -> Image:
     c = d["config"]
-    return Image(name=d["name"], layers=[Layer(**x) for x in d["layers"]],
+    return Image(name=d["name"], layers=tuple(Layer(**x) for x in d["layers"]),
                  config=ImageConfig(cmd=tuple(c["cmd"]), env=tuple(c["env"]), workdir=c["workdir"]),
                  created=d["created"], history=tuple(d["history"]))
 
@@ -126,7 +126,10 @@ class _Pool:
             try:
                 sock.sendall(request)
             except OSError:                  # the agent behind a pooled connection ended
+                line = _read_line(sock) if fresh else b""     # or refused us first
                 sock.close()
+                if line:
+                    return json.loads(line)
                 if fresh:
                     raise AgentUnavailable(f"the Terrarium agent at {self.path} closed the connection")
                 continue
