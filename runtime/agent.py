@@ -348,8 +348,8 @@ class Agent:
         uids = uids if uids is not None else os.environ.get("TERRARIUM_AGENT_UIDS")
         self.allowed = allowed_uids(self.group, uids)
         self.audit = AuditLog(os.path.join(self.rt.root, "audit.log"))
-        self._busy = 0                     # requests being handled
-        self._connections = 0              # connections open
+        self._open: set[socket.socket] = set()     # connections being served
+        self._closing = False
         self._pidfile: str | None = None
         self._cond = threading.Condition()
         self._last_active = time.monotonic()
@@ -393,25 +393,52 @@ class Agent:
                 ready, _, _ = select.select([listener], [], [], 5.0 if idle_exit else None)
                 if not ready:
                     with self._cond:
-                        idle = self._connections == 0 and time.monotonic() - self._last_active > idle_exit
+                        idle = not self._open and time.monotonic() - self._last_active > idle_exit
                     if idle:
                         break
                     continue
-                try:
-                    conn, _ = listener.accept()
-                except OSError:
-                    continue
-                with self._cond:
-                    self._connections += 1
-                    self._last_active = time.monotonic()
-                threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+                self._accept(listener)
         finally:
-            self._unlink()
-            listener.close()
-            with self._cond:
-                self._cond.wait_for(lambda: self._busy == 0, timeout=30.0)
-            _log("stopped")
+            self._leave(listener)
         os._exit(0)
+
+    def _accept(self, listener: socket.socket) -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with self._cond:
+            self._open.add(conn)
+            self._last_active = time.monotonic()
+            if self._closing:                    # a straggler: it hears "leaving"
+                _shut_reading(conn)
+        threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def _leave(self, listener: socket.socket) -> None:
+        """Stop without losing a request: nothing new starts (requests get
+        "Leaving", which a client retries on a new agent), no client can send
+        more (SHUT_RD: its next send fails with EPIPE, which it also retries),
+        and the requests under way finish, for up to 30 s."""
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)     # a second one must not cut this short
+        with self._cond:
+            self._closing = True
+            for conn in self._open:
+                _shut_reading(conn)
+        self._unlink()                           # new clients start a new agent
+        listener.setblocking(False)
+        while True:                              # connected before the unlink
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                break
+            with self._cond:
+                self._open.add(conn)
+            _shut_reading(conn)
+            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+        listener.close()
+        with self._cond:
+            self._cond.wait_for(lambda: not self._open, timeout=30.0)
+        _log("stopped")
 
     def _unlink(self) -> None:
         for name in filter(None, (self.path, self._pidfile)):
@@ -450,8 +477,9 @@ class Agent:
         finally:
             conn.close()
             with self._cond:
-                self._connections -= 1
+                self._open.discard(conn)
                 self._last_active = time.monotonic()
+                self._cond.notify_all()
 
     def handle(self, line: bytes, peer: Peer) -> dict:
         """One request line -> its reply; never raises."""
@@ -469,25 +497,20 @@ class Agent:
         if verb is None:
             return {"ok": False, "kind": "InvalidArgument", "error": f"unknown verb {name!r}"}
         with self._cond:
-            self._busy += 1
-        args: dict = {}
+            if self._closing:
+                return {"ok": False, "kind": "Leaving", "error": "the agent is stopping; nothing was done"}
         try:
-            try:
-                args = _check_args(name, verb, req.get("args", {}))
-                result = verb.handler(self.rt, **args)
-                reply = {"ok": True, "result": result}
-            except (TerrariumError, OSError) as e:
-                reply = error_reply(e)
-            except Exception as e:  # noqa: BLE001 - a bug must not end the agent: logged, answered
-                _log(f"internal error in {name!r}: {traceback.format_exc()}")
-                reply = {"ok": False, "kind": "TerrariumError",
-                         "error": f"internal error in the agent's {name!r}: {type(e).__name__}: {e}"}
-            if verb.mutating:
-                self._audit(name, verb, req, reply, user, peer)
-            return reply
-        finally:
-            with self._cond:
-                self._busy -= 1
+            args = _check_args(name, verb, req.get("args", {}))
+            reply = {"ok": True, "result": verb.handler(self.rt, **args)}
+        except (TerrariumError, OSError) as e:
+            reply = error_reply(e)
+        except Exception as e:  # noqa: BLE001 - a bug must not end the agent: logged, answered
+            _log(f"internal error in {name!r}: {traceback.format_exc()}")
+            reply = {"ok": False, "kind": "TerrariumError",
+                     "error": f"internal error in the agent's {name!r}: {type(e).__name__}: {e}"}
+        if verb.mutating:
+            self._audit(name, verb, req, reply, user, peer)
+        return reply
 
     def _audit(self, name, verb, req, reply, user, peer) -> None:
         raw = req.get("args") if isinstance(req.get("args"), dict) else {}
@@ -531,6 +554,13 @@ def _send(conn: socket.socket, reply: dict) -> bool:
         return True
     except OSError:
         return False
+
+
+def _shut_reading(conn: socket.socket) -> None:
+    try:
+        conn.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass
 
 
 def _exit_on_signal(signum, frame):

@@ -115,9 +115,11 @@ class _Pool:
 
     def call(self, request: bytes, retry: bool) -> dict:
         """Send one request line, read one reply.  A pooled connection whose agent
-        has gone is replaced; a reply lost mid-request is retried only when
-        the verb changes nothing (retry)."""
-        for attempt in range(2):
+        has gone, or an agent that is stopping ("Leaving": nothing was done),
+        is replaced; a reply lost mid-request is retried only when the verb
+        changes nothing (retry)."""
+        lost = False
+        for _ in range(4):
             with self._lock:
                 sock = self._idle.pop() if self._idle else None
             fresh = sock is None
@@ -134,14 +136,20 @@ class _Pool:
                     raise AgentUnavailable(f"the Terrarium agent at {self.path} closed the connection")
                 continue
             line = _read_line(sock)
-            if line:
-                with self._lock:
-                    self._idle.append(sock)
-                return json.loads(line)
-            sock.close()
-            if not retry or attempt:
-                raise AgentUnavailable(f"the Terrarium agent at {self.path} ended during the "
-                                       "request; inspect the container to see where it got to")
+            if not line:
+                sock.close()
+                if not retry or lost:
+                    raise AgentUnavailable(f"the Terrarium agent at {self.path} ended during the "
+                                           "request; inspect the container to see where it got to")
+                lost = True
+                continue
+            reply = json.loads(line)
+            if reply.get("kind") == "Leaving":
+                sock.close()
+                continue
+            with self._lock:
+                self._idle.append(sock)
+            return reply
         raise AgentUnavailable(f"the Terrarium agent at {self.path} does not answer")
 
     def close(self) -> None:
@@ -299,7 +307,7 @@ class AgentRuntime:
     def __getattr__(self, name):
         # Only reached for what the agent does not serve (wait, follow_logs,
         # exec, cgroups, image_users, shutdown_servers...).
-        if name.startswith("_"):
+        if name.startswith("__"):
             raise AttributeError(name)
         return getattr(self._local_runtime(), name)
 
@@ -324,9 +332,9 @@ class _AgentImages:
         self._rt.call("image-builtin")
 
     def __getattr__(self, name):
-        if name.startswith("_"):
+        if name.startswith("__"):
             raise AttributeError(name)
-        return getattr(self._rt._local_runtime().images, name)
+        return getattr(self._rt._local_runtime().images, name)     # importers use private parts too
 
 
 # ------------------------------------------------------------------- switch

@@ -338,3 +338,32 @@ def test_kill_9_of_the_agent_during_a_start(rt, agent_rt, name, cleanup):
         assert agent_rt.start(c.id).status == "running"     # and the container's lock is free
         agent_rt.remove(c.id, force=True)
     assert lost >= 1                            # at least one kill landed before the reply
+
+
+def test_sigterm_lets_a_request_under_way_finish_and_the_next_goes_to_a_new_agent(
+        rt, agent_rt, name, cleanup, session_root):
+    cleanup.append(name)
+    # init catches SIGTERM and carries on: stop waits its whole timeout
+    rt.run(Spec(image="busybox", name=name,
+                cmd=("sh", "-c", "trap 'echo term' TERM; while :; do sleep 0.05; done")))
+    old = agent_rt.call("info")["pid"]
+    got = {}
+
+    def stop():
+        try:
+            got["c"] = agent_rt.stop(name, timeout=2)
+        except Exception as e:  # noqa: BLE001 - asserted below
+            got["e"] = e
+    t = threading.Thread(target=stop)
+    t.start()
+    deadline = time.monotonic() + 10
+    while b"term" not in rt.logs(name) and time.monotonic() < deadline:   # the stop is under way
+        time.sleep(0.01)
+    os.kill(old, signal.SIGTERM)
+    while os.path.exists(socket_path(session_root)) and time.monotonic() < deadline:
+        time.sleep(0.01)                              # the old agent is leaving
+    assert not os.path.exists(socket_path(session_root))
+    assert agent_rt.inspect(name).name == name        # served meanwhile, by a new agent
+    assert agent_rt.call("info")["pid"] != old
+    t.join(timeout=30)
+    assert "e" not in got and got["c"].status == "exited"
