@@ -279,12 +279,22 @@ def allowed_uids(group: str | None, uids: str | None) -> frozenset[int]:
     out = {0}
     for item in (uids or "").replace(" ", ",").split(","):
         if item:
-            out.add(int(item) if item.isdigit() else pwd.getpwnam(item).pw_uid)
+            try:
+                out.add(int(item) if item.isdigit() else pwd.getpwnam(item).pw_uid)
+            except KeyError:
+                raise InvalidArgument(f"TERRARIUM_AGENT_UIDS: no user {item!r}") from None
     if group:
-        g = grp.getgrnam(group)
+        g = _group(group)
         out.update(pwd.getpwnam(m).pw_uid for m in g.gr_mem)
         out.update(p.pw_uid for p in pwd.getpwall() if p.pw_gid == g.gr_gid)
     return frozenset(out)
+
+
+def _group(name: str):
+    try:
+        return grp.getgrnam(name)
+    except KeyError:
+        raise InvalidArgument(f"TERRARIUM_AGENT_GROUP: no group {name!r}") from None
 
 
 def prepare_socket_dir(path: str, run_dir: str, gid: int | None) -> None:
@@ -342,6 +352,8 @@ class Agent:
     def __init__(self, root: str, cgroup_parent: str | None = None, *, path: str | None = None,
                  group: str | None = None, uids: str | None = None):
         from .containers import Runtime
+        if os.geteuid() != 0:
+            raise TerrariumError("the Terrarium agent must run as root")
         self.rt = Runtime(root, cgroup_parent)
         self.path = path or socket_path(self.rt.root)
         self.group = group if group is not None else os.environ.get("TERRARIUM_AGENT_GROUP") or None
@@ -357,7 +369,7 @@ class Agent:
     def listen(self) -> socket.socket:
         """The listening socket; Conflict if another agent answers on the path."""
         from .fsutil import locked
-        gid = grp.getgrnam(self.group).gr_gid if self.group else None
+        gid = _group(self.group).gr_gid if self.group else None
         prepare_socket_dir(self.path, self.rt.run_dir, gid)
         with locked(os.path.join(self.rt.run_dir, "agent.listen.lock")):
             if _answers(self.path):

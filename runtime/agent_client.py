@@ -21,8 +21,8 @@ import socket
 import threading
 
 from . import agent as _agent
-from .errors import (Conflict, ExecFailed, InvalidArgument, KernelError, NotFound,
-                     TerrariumError)
+from . import errors
+from .errors import ExecFailed, InvalidArgument, KernelError, TerrariumError
 from .model import Container, Image, ImageConfig, Layer, Limits
 
 
@@ -34,8 +34,7 @@ class AccessDenied(TerrariumError, PermissionError):
     """The agent refused this process's uid (SO_PEERCRED)."""
 
 
-_KINDS = {"InvalidArgument": InvalidArgument, "NotFound": NotFound, "Conflict": Conflict,
-          "TerrariumError": TerrariumError, "AccessDenied": AccessDenied}
+_KINDS = {"AccessDenied": AccessDenied}      # the rest are runtime.errors' own names
 
 
 def raise_reply(reply: dict):
@@ -49,7 +48,10 @@ def raise_reply(reply: dict):
         raise TimeoutError(msg)
     if kind == "OSError":
         raise OSError(reply.get("code") or 0, msg, *([reply["filename"]] if reply.get("filename") else []))
-    raise _KINDS.get(kind, TerrariumError)(msg)
+    cls = _KINDS.get(kind) or getattr(errors, str(kind), None)
+    if not (isinstance(cls, type) and issubclass(cls, TerrariumError)):
+        cls = TerrariumError
+    raise cls(msg)
 
 
 # ------------------------------------------------------------ records back

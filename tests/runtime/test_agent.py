@@ -367,3 +367,17 @@ def test_sigterm_lets_a_request_under_way_finish_and_the_next_goes_to_a_new_agen
     assert agent_rt.call("info")["pid"] != old
     t.join(timeout=30)
     assert "e" not in got and got["c"].status == "exited"
+
+
+def test_allowed_uids_come_from_the_list_and_the_group(stranger):
+    import grp
+
+    from runtime.agent import allowed_uids
+    group = grp.getgrgid(stranger.pw_gid).gr_name
+    assert allowed_uids(None, None) == {0}
+    assert allowed_uids(None, f"{stranger.pw_name}, 4242") == {0, stranger.pw_uid, 4242}
+    assert allowed_uids(group, None) == {0, stranger.pw_uid}       # its primary group
+    with pytest.raises(InvalidArgument, match="TERRARIUM_AGENT_UIDS: no user 'no-such-user-x'"):
+        allowed_uids(None, "no-such-user-x")
+    with pytest.raises(InvalidArgument, match="TERRARIUM_AGENT_GROUP: no group 'no-such-group-x'"):
+        allowed_uids("no-such-group-x", None)
