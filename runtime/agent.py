@@ -402,7 +402,7 @@ class Agent:
             os.close(ready_fd)
         try:
             while True:
-                ready, _, _ = select.select([listener], [], [], 5.0 if idle_exit else None)
+                ready, _, _ = select.select([listener], [], [], min(5.0, idle_exit) if idle_exit else None)
                 if not ready:
                     with self._cond:
                         idle = not self._open and time.monotonic() - self._last_active > idle_exit
@@ -497,7 +497,7 @@ class Agent:
         """One request line -> its reply; never raises."""
         try:
             req = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):     # RecursionError: "[[[[..." nested too deep
             return {"ok": False, "kind": "InvalidArgument", "error": "malformed request: not JSON"}
         if not isinstance(req, dict):
             return {"ok": False, "kind": "InvalidArgument", "error": "malformed request: not an object"}

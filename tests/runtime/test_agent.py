@@ -145,9 +145,10 @@ def test_paths_outside_the_state_root_are_refused(rt, agent_rt, name, cleanup):
 def test_malformed_requests_get_an_error_and_the_agent_carries_on(agent_rt, session_root):
     agent_rt.call("info")                                        # started
     replies = _raw(socket_path(session_root), b"not json\n", b"[1, 2]\n", b'{"verb": "nope"}\n',
-                   b'{"verb": "list", "args": []}\n', b'{"verb": "info"}\n')
-    assert [r["ok"] for r in replies] == [False, False, False, False, True]
-    assert [r.get("kind") for r in replies[:4]] == ["InvalidArgument"] * 4
+                   b'{"verb": "list", "args": []}\n', b"[" * 100000 + b"\n",
+                   b'{"verb": "info"}\n')
+    assert [r["ok"] for r in replies] == [False, False, False, False, False, True]
+    assert [r.get("kind") for r in replies[:5]] == ["InvalidArgument"] * 5
     assert replies[2]["error"] == "unknown verb 'nope'"
 
 
@@ -381,3 +382,34 @@ def test_allowed_uids_come_from_the_list_and_the_group(stranger):
         allowed_uids(None, "no-such-user-x")
     with pytest.raises(InvalidArgument, match="TERRARIUM_AGENT_GROUP: no group 'no-such-group-x'"):
         allowed_uids("no-such-group-x", None)
+
+
+def test_an_over_long_request_is_refused_and_its_connection_closed(agent_rt, session_root):
+    from runtime.agent import MAX_LINE
+    agent_rt.call("info")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(socket_path(session_root))
+        s.sendall(b"x" * (MAX_LINE + 10) + b"\n")
+        f = s.makefile("rb")
+        reply = json.loads(f.readline())
+        assert reply == {"ok": False, "kind": "InvalidArgument",
+                         "error": f"request longer than {MAX_LINE} bytes"}
+        assert f.readline() == b""                     # closed: the rest cannot be framed
+    assert agent_rt.call("info")["protocol"] == 1      # and the agent carries on
+
+
+def test_an_agent_started_on_first_use_leaves_when_unused(rt, session_root, cgroup_parent,
+                                                          monkeypatch):
+    from runtime.agent import stop_agent
+    stop_agent(session_root)
+    monkeypatch.setenv("TERRARIUM_AGENT_IDLE_EXIT", "0.3")
+    a = AgentRuntime(session_root, cgroup_parent)
+    pid = a.call("info")["pid"]
+    a.close()                                           # no connection left
+    fd = os.pidfd_open(pid)
+    try:
+        import select
+        assert select.select([fd], [], [], 30)[0] == [fd]
+    finally:
+        os.close(fd)
+    assert not os.path.exists(socket_path(session_root))
