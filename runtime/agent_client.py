@@ -207,7 +207,8 @@ class AgentRuntime:
     def call(self, verb: str, **args):
         """One request; the agent's result, or its error raised as the runtime's."""
         request = json.dumps({"verb": verb, "args": args, "user": self.user}).encode() + b"\n"
-        reply = self._pool.call(request, retry=not _agent.VERBS[verb].mutating)
+        known = _agent.VERBS.get(verb)
+        reply = self._pool.call(request, retry=known is not None and not known.mutating)
         if not reply.get("ok"):
             raise_reply(reply)
         return reply.get("result")

@@ -413,3 +413,17 @@ def test_an_agent_started_on_first_use_leaves_when_unused(rt, session_root, cgro
     finally:
         os.close(fd)
     assert not os.path.exists(socket_path(session_root))
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_the_shipped_systemd_unit_verifies(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(repo, "contrib", "terrarium-agent.service")) as f:
+        unit = f.read()
+    assert "ExecStart=/opt/terrarium/.venv/bin/terrarium agent\n" in unit
+    assert "KillMode=process\n" in unit                 # containers outlive a restart
+    path = tmp_path / "terrarium-agent.service"         # this checkout's command in its place
+    path.write_text(unit.replace("/opt/terrarium/.venv/bin/terrarium", CLI))
+    out = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True,
+                         timeout=60)
+    assert (out.returncode, out.stderr) == (0, "")
