@@ -243,7 +243,7 @@ def test_a_second_agent_on_the_same_socket_is_refused(agent_rt, session_root):
     agent_rt.call("info")
     out = subprocess.run([CLI, "--root", session_root, "agent"], capture_output=True, text=True,
                          timeout=30)
-    assert out.returncode == 1
+    assert out.returncode == 125                      # refused, as every CLI refusal
     assert "another Terrarium agent already serves" in out.stderr
 
 
