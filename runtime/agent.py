@@ -300,17 +300,27 @@ def _group(name: str):
 def prepare_socket_dir(path: str, run_dir: str, gid: int | None) -> None:
     """The socket's directory: root's own, 0700, or 0750 root:gid with a group.
 
-    ROOT/run itself is never opened to a group (it holds the fork server's
-    socket and the logs): a group needs TERRARIUM_AGENT_SOCKET elsewhere."""
+    Only a directory of the socket's own (new, or holding nothing else, as
+    systemd's RuntimeDirectory) is given that owner and mode: a shared one
+    such as /etc keeps its own, and a world-writable one such as /tmp is
+    refused.  ROOT/run is never opened to a group (it holds the fork
+    server's socket and the logs): a group needs TERRARIUM_AGENT_SOCKET
+    elsewhere."""
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, mode=0o700, exist_ok=True)
     st = os.lstat(d)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
         raise TerrariumError(f"agent socket directory {d!r} is not a directory owned by root")
+    if st.st_mode & stat.S_IWOTH:
+        raise TerrariumError(f"agent socket directory {d!r} is writable by everyone: "
+                             "use a directory of its own, e.g. /run/terrarium")
     if os.path.abspath(d) == os.path.abspath(run_dir):
         if gid is not None:
             _log(f"note: {d} stays 0700, so the agent group cannot reach {path}; "
                  "set TERRARIUM_AGENT_SOCKET to a path outside the state root")
+        return
+    if set(os.listdir(d)) - {os.path.basename(path)}:
+        _log(f"note: {d} holds other files: its owner and mode are left as they are")
         return
     os.chown(d, 0, 0 if gid is None else gid)
     os.chmod(d, 0o700 if gid is None else 0o750)
@@ -376,7 +386,7 @@ class Agent:
                 raise Conflict(f"another Terrarium agent already serves {self.path}")
             listener = daemons.listen(self.path, socket.SOCK_STREAM)
         if gid is not None:
-            os.chown(self.path, 0, gid)
+            os.chown(self.path, 0, gid, follow_symlinks=False)
             os.chmod(self.path, 0o660)
         return listener
 
@@ -422,8 +432,6 @@ class Agent:
         with self._cond:
             self._open.add(conn)
             self._last_active = time.monotonic()
-            if self._closing:                    # a straggler: it hears "leaving"
-                _shut_reading(conn)
         threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
 
     def _leave(self, listener: socket.socket) -> None:

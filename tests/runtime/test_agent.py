@@ -427,3 +427,21 @@ def test_the_shipped_systemd_unit_verifies(tmp_path):
     out = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True,
                          timeout=60)
     assert (out.returncode, out.stderr) == (0, "")
+
+
+def test_a_socket_directory_is_changed_only_when_it_is_the_sockets_own(rt, tmp_path):
+    from runtime import TerrariumError
+    from runtime.agent import prepare_socket_dir
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    (shared / "other-file").write_text("x")
+    prepare_socket_dir(str(shared / "agent.sock"), rt.run_dir, 0)
+    assert shared.stat().st_mode & 0o777 == 0o755                 # not ours: left alone
+    own = tmp_path / "own"
+    prepare_socket_dir(str(own / "agent.sock"), rt.run_dir, None)
+    assert own.stat().st_mode & 0o777 == 0o700
+    everyone = tmp_path / "tmp-like"
+    everyone.mkdir()
+    everyone.chmod(0o1777)
+    with pytest.raises(TerrariumError, match="writable by everyone"):
+        prepare_socket_dir(str(everyone / "agent.sock"), rt.run_dir, None)
