@@ -60,3 +60,21 @@ def test_pages_read_through_the_agent(through_agent, idle_container, viewer_clie
         r = viewer_client.get(url)
         assert r.status_code == 200, url
         assert shown.encode() in r.content, url
+
+
+def test_the_dashboard_picks_up_after_a_kill_9_of_the_agent(through_agent, idle_container,
+                                                           operator_client, rt):
+    import signal
+    old = get_runtime().call("info")["pid"]          # a pooled connection to this agent
+    import select
+    fd = os.pidfd_open(old)
+    os.kill(old, signal.SIGKILL)
+    try:
+        assert select.select([fd], [], [], 10)[0] == [fd]        # gone, between two requests
+    finally:
+        os.close(fd)
+    r = operator_client.post(reverse("containers:action", args=[idle_container.id, "start"]),
+                             HTTP_X_REQUESTED_WITH="fetch")
+    assert (r.status_code, r.json()["ok"]) == (200, True)
+    assert rt.inspect(idle_container.id).status == "running"
+    assert get_runtime().call("info")["pid"] != old
