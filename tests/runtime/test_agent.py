@@ -305,6 +305,22 @@ def test_50_parallel_operations_through_the_agent_and_the_cli_stay_consistent(
     assert (stopped.status, stopped.pid) == ("exited", None)
 
 
+def test_containers_outlive_a_kill_9_of_the_agent(rt, agent_rt, name, cleanup):
+    cleanup.append(name)
+    before = agent_rt.run(Spec(image="busybox", name=name, cmd=("sleep", "300")))
+    pid = agent_rt.call("info")["pid"]
+    fd = os.pidfd_open(pid)
+    os.kill(pid, signal.SIGKILL)
+    try:
+        import select
+        assert select.select([fd], [], [], 10)[0] == [fd]
+    finally:
+        os.close(fd)
+    after = rt.inspect(name)
+    assert (after.status, after.pid, after.started_at) == ("running", before.pid, before.started_at)
+    assert agent_rt.inspect(name) == after                 # a new agent picks up where it was
+
+
 def test_kill_9_of_the_agent_during_a_start(rt, agent_rt, name, cleanup):
     """Kills land from before the request to after the reply: each time the
     container ends running or cleanly not started, and a new agent serves."""
