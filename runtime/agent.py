@@ -142,12 +142,12 @@ def _number_or_none(v):
 
 
 def _limits(v):
-    """A Limits as a dict of numbers (None = unlimited), checked as the CLI checks them."""
+    """A Limits from a dict of numbers (None = unlimited); the Runtime checks
+    the values (spec.check_limits), so the messages are the in-process ones."""
     from .model import Limits
-    from .spec import make_limits
     if not isinstance(v, dict) or set(v) - set(Limits._fields):
         raise InvalidArgument(f"invalid limits {v!r}: an object with {', '.join(Limits._fields)}")
-    return make_limits(**{k: _number_or_none(x) for k, x in v.items()})
+    return Limits(**{k: _number_or_none(x) for k, x in v.items()})
 
 
 def _spec(v):

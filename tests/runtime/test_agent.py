@@ -103,6 +103,9 @@ def test_errors_keep_their_type_and_message(rt, agent_rt, name, cleanup):
                  lambda r: r.pause(name),
                  lambda r: r.create(Spec(image="busybox", name=name)),
                  lambda r: r.kill(name, "SIGFOO"),
+                 lambda r: r.update(name, Limits(memory=1 << 70)),
+                 lambda r: r.create(Spec(image="busybox", name=name + "-y",
+                                         limits=Limits(memory=1 << 20))),
                  lambda r: r.images.get("no-such-image")):
         with pytest.raises(Exception) as local:
             call(rt)
@@ -115,7 +118,10 @@ def test_errors_keep_their_type_and_message(rt, agent_rt, name, cleanup):
     assert e.value.exit_code == 127 and "/no/such/program" in str(e.value)
 
 
-def test_create_through_the_agent_is_checked_like_make_spec(agent_rt, name):
+def test_create_through_the_agent_is_checked_like_make_spec(rt, agent_rt, name, cleanup):
+    cleanup.append(name)
+    made = agent_rt.create(Spec(image="busybox", name=name, seccomp={"mode": "unconfined"}))
+    assert made.seccomp == "unconfined" and made == rt.inspect(name)
     with pytest.raises(InvalidArgument, match="invalid container name"):
         agent_rt.call("create", spec={"image": "busybox", "name": "bad/name"})
     with pytest.raises(InvalidArgument, match="unknown fields"):
