@@ -458,6 +458,7 @@ class Agent:
         listener.close()
         with self._cond:
             self._cond.wait_for(lambda: not self._open, timeout=30.0)
+        daemons.leave()                          # the helpers' cgroup, if settle() put us there
         _log("stopped")
 
     def _unlink(self) -> None:
@@ -589,12 +590,13 @@ def _exit_on_signal(signum, frame):
 
 # ------------------------------------------------------------------- control
 
-def ensure_agent(root: str) -> None:
+def ensure_agent(root: str, cgroup_parent: str | None = None) -> None:
     """Start ROOT's agent (daemons.start) unless one answers on socket_path(root)."""
     path = socket_path(root)
     try:
         daemons.start(os.path.join(root, "run"), name="agent", module="agent",
-                      answers=lambda: _answers(path))
+                      answers=lambda: _answers(path),
+                      cgroup_parent=cgroup_parent or daemons.default_cgroup_parent())
     except OSError as e:
         raise TerrariumError(str(e)) from None
 
@@ -623,7 +625,9 @@ def _idle_exit_seconds() -> float:
 
 
 def main(argv: list[str]) -> None:
-    """`python -I -S -c ... RUN_DIR` (daemons.start): daemonise, then serve."""
-    root = os.path.dirname(os.path.abspath(argv[1]))
-    agent = Agent(root)
-    agent.serve(ready_fd=daemons.detach(), idle_exit=_idle_exit_seconds(), pidfile=True)
+    """`python -I -S -c ... RUN_DIR CGROUP_PARENT` (daemons.start): daemonise,
+    move into the helpers' cgroup, then serve."""
+    ready_fd = daemons.detach()
+    daemons.settle(argv[1], argv[2])
+    agent = Agent(os.path.dirname(os.path.abspath(argv[1])), argv[2])
+    agent.serve(ready_fd=ready_fd, idle_exit=_idle_exit_seconds(), pidfile=True)

@@ -87,8 +87,9 @@ class _Pool:
     """Idle connections to one agent socket, shared by an AgentRuntime and its
     as_user() copies."""
 
-    def __init__(self, path: str, root: str, autostart: bool):
+    def __init__(self, path: str, root: str, cgroup_parent: str | None, autostart: bool):
         self.path, self.root, self.autostart = path, root, autostart
+        self.cgroup_parent = cgroup_parent
         self._idle: list[socket.socket] = []
         self._lock = threading.Lock()
 
@@ -112,7 +113,7 @@ class _Pool:
         except PermissionError:
             raise AccessDenied(f"cannot reach the Terrarium agent at {self.path}: permission "
                                "denied (is this user in TERRARIUM_AGENT_GROUP?)") from None
-        _agent.ensure_agent(self.root)
+        _agent.ensure_agent(self.root, self.cgroup_parent)
         return self._connect()
 
     def call(self, request: bytes, retry: bool) -> dict:
@@ -192,7 +193,7 @@ class AgentRuntime:
         path = socket_path or _agent.socket_path(self.root)
         if autostart is None:        # only root can start it, and only where it will listen
             autostart = os.geteuid() == 0 and path == _agent.socket_path(self.root)
-        self._pool = _Pool(path, self.root, autostart)
+        self._pool = _Pool(path, self.root, cgroup_parent, autostart)
         self._local = None
         self.images = _AgentImages(self)
 
