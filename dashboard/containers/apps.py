@@ -9,5 +9,7 @@ class ContainersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        from . import access
         from .roles import ensure_role_groups
         post_migrate.connect(ensure_role_groups, sender=self)
+        access.connect_signals()         # open websockets follow logouts and role changes

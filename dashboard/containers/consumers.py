@@ -2,20 +2,28 @@
 
 ViewerSocket is that pattern once; each socket of the dashboard names its
 group and what to start when someone joins, and lists the event types it
-forwards.
+forwards.  Access is checked at connect and kept checked while the socket is
+open (dashboard/containers/access.py): it closes on logout, and within
+TERRARIUM_WS_RECHECK seconds of the session ending or the user losing access.
 """
+import asyncio
+import logging
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.db import DatabaseError
 
-from . import events, reconciler
+from . import access, events, reconciler
+from .access import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 from .roles import CAN_VIEW
 
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
+log = logging.getLogger(__name__)
 
 
 class ViewerSocket(AsyncJsonWebsocketConsumer):
     """A one-way socket for anyone allowed to view.  (Origin is checked in asgi.py.)"""
+
+    perm = CAN_VIEW                  # what the socket needs, at connect and while open
 
     # ------------------------------------------------------ socket handlers
     async def connect(self):
@@ -23,19 +31,30 @@ class ViewerSocket(AsyncJsonWebsocketConsumer):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             return await self._refuse(CLOSE_UNAUTHENTICATED)
-        if not await database_sync_to_async(user.has_perm)(CAN_VIEW):
+        if not await database_sync_to_async(user.has_perm)(self.perm):
             return await self._refuse(CLOSE_FORBIDDEN)
+        session = self.scope.get("session")
+        self.session_key, self.user_id = getattr(session, "session_key", None), user.pk
         self.group = self.group_name()
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.groups_joined = [self.group, access.user_group(user.pk)]
+        if self.session_key:
+            self.groups_joined.append(access.session_group(self.session_key))
+        for group in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
         self.joined = True
         await self.accept()
+        self._watch = asyncio.get_running_loop().create_task(self._recheck_every())
         await self.on_join()
 
     async def disconnect(self, code):
-        """Leave the group."""
+        """Leave the groups."""
         if getattr(self, "joined", False):
             self.joined = False
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            watch = getattr(self, "_watch", None)
+            if watch is not None and watch is not asyncio.current_task():
+                watch.cancel()
+            for group in self.groups_joined:
+                await self.channel_layer.group_discard(group, self.channel_name)
             await self.on_leave()
 
     async def receive_json(self, content, **kwargs):
@@ -61,6 +80,38 @@ class ViewerSocket(AsyncJsonWebsocketConsumer):
     async def forward(self, event):
         """A group event → the browser, as is (it carries its "type")."""
         await self.send_json(event)
+
+    # ------------------------------------------------------ access checks
+    async def _end(self, code: int):
+        """Leave at once (the sampler stops sampling for us), then close."""
+        await self.disconnect(code)
+        await self.close(code=code)
+
+    async def recheck(self) -> int | None:
+        """Check the session, user and permission again; close if refused."""
+        code = await database_sync_to_async(access.socket_access)(
+            session_key=self.session_key, user_id=self.user_id, perm=self.perm)
+        if code is not None and getattr(self, "joined", False):
+            await self._end(code)
+        return code
+
+    async def _recheck_every(self):
+        while getattr(self, "joined", False):
+            await asyncio.sleep(access.recheck_seconds())
+            try:
+                if await self.recheck() is not None:
+                    return
+            except DatabaseError as e:                 # a locked DB: try again next time
+                log.warning("websocket access re-check failed: %s", e)
+
+    async def access_ended(self, event):
+        """The session logged out."""
+        if getattr(self, "joined", False):
+            await self._end(CLOSE_UNAUTHENTICATED)
+
+    async def access_changed(self, event):
+        """The user or their role changed: check now."""
+        await self.recheck()
 
 
 class ContainersConsumer(ViewerSocket):

@@ -113,3 +113,115 @@ def test_reconciler_publishes_outside_changes(viewer, rt, made, name, settings):
             await reconciler.stop()
             await comm.disconnect()
     async_to_sync(run)()
+
+
+# ---------------------------------------------------------------- access kept checked
+def _logged_in(user):
+    """(client, websocket headers) sharing one session."""
+    c = Client()
+    c.force_login(user)
+    cookie = c.cookies[django_settings.SESSION_COOKIE_NAME].value
+    return c, [(b"host", b"127.0.0.1:8000"), (b"origin", b"http://127.0.0.1:8000"),
+               (b"cookie", f"{django_settings.SESSION_COOKIE_NAME}={cookie}".encode())]
+
+
+def _closes_with(headers, change, *, timeout=2.0):
+    """Open a socket, run change() in a thread, → the close code the socket got."""
+    async def run():
+        comm = WebsocketCommunicator(application, URL, headers=headers)
+        assert (await comm.connect())[0]
+        await asyncio.to_thread(change)
+        out = await comm.receive_output(timeout=timeout)
+        await comm.wait()
+        return out
+    out = async_to_sync(run)()
+    assert out["type"] == "websocket.close"
+    return out["code"]
+
+
+def test_logout_closes_the_sessions_open_socket_at_once(viewer, settings):
+    settings.TERRARIUM_WS_RECHECK = 60               # the signal, not the periodic check
+    client, headers = _logged_in(viewer)
+    assert _closes_with(headers, lambda: client.post("/logout/")) == 4401
+    assert _group_empty()
+
+
+def test_logout_of_another_session_leaves_this_socket_open(viewer, settings):
+    settings.TERRARIUM_WS_RECHECK = 60
+    _, headers = _logged_in(viewer)
+    other, _ = _logged_in(viewer)
+
+    async def run():
+        comm = WebsocketCommunicator(application, URL, headers=headers)
+        assert (await comm.connect())[0]
+        await asyncio.to_thread(other.post, "/logout/")
+        await get_channel_layer().group_send(events.GROUP, events.removed_event("a" * 64, "x"))
+        assert (await comm.receive_json_from(timeout=2))["type"] == events.REMOVED
+        await comm.disconnect()
+    async_to_sync(run)()
+
+
+def test_deactivated_user_is_closed_at_once(viewer, settings):
+    settings.TERRARIUM_WS_RECHECK = 60
+    _, headers = _logged_in(viewer)
+
+    def deactivate():
+        viewer.is_active = False
+        viewer.save()
+    assert _closes_with(headers, deactivate) == 4401
+
+
+def test_role_removed_closes_with_4403(viewer, settings):
+    settings.TERRARIUM_WS_RECHECK = 60
+    _, headers = _logged_in(viewer)
+    assert _closes_with(headers, viewer.groups.clear) == 4403
+
+
+def test_group_losing_its_permission_closes_its_members(viewer, settings):
+    from django.contrib.auth.models import Group, Permission
+    settings.TERRARIUM_WS_RECHECK = 60
+    _, headers = _logged_in(viewer)
+    group = Group.objects.get(name="viewer")
+    perm = Permission.objects.get(codename="view_container")
+    assert _closes_with(headers, lambda: group.permissions.remove(perm)) == 4403
+
+
+def test_password_changed_elsewhere_ends_the_old_sessions_sockets(viewer, settings):
+    settings.TERRARIUM_WS_RECHECK = 60
+    _, headers = _logged_in(viewer)
+
+    def change():
+        viewer.set_password("a-new-password-77")
+        viewer.save()
+    assert _closes_with(headers, change) == 4401
+
+
+def test_periodic_recheck_catches_a_session_deleted_behind_its_back(viewer, settings):
+    """No signal fires for a queryset delete (as from another process): the timer does."""
+    from django.contrib.sessions.models import Session
+    settings.TERRARIUM_WS_RECHECK = 0.2
+    _, headers = _logged_in(viewer)
+    assert _closes_with(headers, lambda: Session.objects.all().delete(), timeout=5) == 4401
+    assert _group_empty()
+
+
+def test_socket_stays_open_while_access_holds(viewer, settings, monkeypatch):
+    from dashboard.containers import access
+    settings.TERRARIUM_WS_RECHECK = 0.05
+    _, headers = _logged_in(viewer)
+    results = []
+    real = access.socket_access
+    monkeypatch.setattr(access, "socket_access", lambda **kw: results.append(real(**kw)) or results[-1])
+
+    async def run():
+        comm = WebsocketCommunicator(application, URL, headers=headers)
+        assert (await comm.connect())[0]
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(results) < 5 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        await get_channel_layer().group_send(events.GROUP, events.removed_event("a" * 64, "x"))
+        assert (await comm.receive_json_from(timeout=2))["type"] == events.REMOVED
+        await comm.disconnect()
+    async_to_sync(run)()
+    assert len(results) >= 5 and set(results) == {None}
+    assert _group_empty()

@@ -134,3 +134,23 @@ def test_many_viewers_one_sample_per_tick(kernel, viewer):
             await c.disconnect()
     async_to_sync(run)()
     assert _groups_empty() and not sampler_mod.get_sampler().running
+
+
+def test_logout_stops_the_feed_and_the_sampling(kernel, viewer, settings):
+    """The socket closes with 4401 and the sampler forgets the viewer at once."""
+    from tests.dashboard.test_consumers import _logged_in
+    settings.TERRARIUM_WS_RECHECK = 60               # the logout signal does it, not the timer
+    client, headers = _logged_in(viewer)
+
+    async def run():
+        comm = WebsocketCommunicator(application, URL, headers=headers)
+        assert (await comm.connect())[0]
+        await _next(comm, events.SAMPLE)
+        assert sampler_mod.get_sampler().subscribers == {CID: 1}
+        await asyncio.to_thread(client.post, "/logout/")
+        while (out := await comm.receive_output(timeout=2))["type"] != "websocket.close":
+            pass                                     # samples already on their way
+        assert out["code"] == 4401
+        assert sampler_mod.get_sampler().subscribers == {}
+    async_to_sync(run)()
+    assert _groups_empty()

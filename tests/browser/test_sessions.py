@@ -1,0 +1,86 @@
+"""Sessions in Chromium against a real Daphne: open sockets follow logout and
+role changes; login throttling; password change.  Each test makes its own user,
+so the shared server's users (and their sessions) stay as they were."""
+import secrets
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.conftest import cli
+from tests.webstack import manage
+
+pytestmark = pytest.mark.browser
+
+
+def _user(server, role: str) -> tuple[str, str]:
+    username, password = f"u{secrets.token_hex(4)}", f"pw-{secrets.token_hex(8)}"
+    manage(server.env, "terrarium_user", username, "--role", role, "--password", password)
+    return username, password
+
+
+def _login(browser, server, username, password, contexts):
+    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
+    contexts.append(ctx)
+    page = ctx.new_page()
+    page.set_default_timeout(10_000)
+    page.goto(server + "/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(server + "/")
+    return page
+
+
+@pytest.fixture
+def contexts():
+    made = []
+    yield made
+    for ctx in made:
+        ctx.close()
+
+
+def _detail_live(page, server, cid):
+    """The detail page with its three sockets open (list/head, live feed, OOM events)."""
+    page.goto(f"{server}/containers/{cid}/")
+    page.wait_for_function("(document.getElementById('graphs') || {dataset: {}}).dataset.live === 'on'"
+                           " && document.body.dataset.live === 'on'"
+                           " && document.body.dataset.oomSocket === 'open'")
+
+
+def test_logout_in_one_tab_closes_the_other_tabs_sockets(browser, server, made, name, contexts):
+    r = cli("run", "-d", "--name", name, "busybox", "sleep", "300")
+    assert r.returncode == 0, r.stderr
+    cid = r.stdout.strip()
+    page = _login(browser, server, *_user(server, "viewer"), contexts)
+    closed = {}
+    page.on("websocket", lambda ws: ws.on("close", lambda w: closed.setdefault(w.url, time.monotonic())))
+    _detail_live(page, server, cid)
+    other = page.context.new_page()                      # a second tab, same session
+    other.goto(server + "/")
+    clicked = time.monotonic()
+    other.click("form[action='/logout/'] button")
+    other.wait_for_url("**/login/**")
+    # the server closes every socket of the first tab (4401: the page then goes to log in)
+    wanted = {f"/ws/containers/{cid}/live/", "/ws/containers/", "/ws/events/"}
+    deadline = time.monotonic() + 10
+    while {u.split(":" + server.rsplit(":", 1)[1], 1)[1] for u in closed} != wanted:
+        assert time.monotonic() < deadline, f"closed so far: {closed}"
+        page.wait_for_timeout(50)
+    assert max(closed.values()) - clicked < 5.0
+    page.wait_for_url("**/login/**", timeout=5_000)
+
+
+def test_viewer_demoted_mid_session_loses_the_live_feed(browser, server, made, name, contexts):
+    r = cli("run", "-d", "--name", name, "busybox", "sleep", "300")
+    assert r.returncode == 0, r.stderr
+    cid = r.stdout.strip()
+    username, password = _user(server, "viewer")
+    page = _login(browser, server, username, password, contexts)
+    _detail_live(page, server, cid)
+    # the role is taken away by another process (no signal reaches Daphne): the re-check does it
+    manage(server.env, "shell", "-c",
+           f"from django.contrib.auth.models import User; User.objects.get(username={username!r}).groups.clear()")
+    page.wait_for_function("document.getElementById('graphs').dataset.live === 'off'", timeout=5_000)
+    expect(page.locator("#live-state")).to_have_text("disconnected")
+    assert page.goto(f"{server}/containers/{cid}/").status == 403
