@@ -12,6 +12,7 @@ in-memory channel layer, one Daphne process on 127.0.0.1.  Environment:
     TERRARIUM_SETTINGS=production   the hardening of dashboard/production.py
     TERRARIUM_MAX_UPLOAD    the largest upload (image import) accepted, e.g. 8g (default)
 """
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -48,6 +49,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "dashboard.containers",
     "dashboard.live",
     "dashboard.oom",
@@ -64,6 +66,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",                # last: turns a lockout into its page
 ]
 
 ROOT_URLCONF = "dashboard.urls"
@@ -138,6 +141,20 @@ TERRARIUM_LIVE_TICK = float(os.environ.get("TERRARIUM_LIVE_TICK", "1.0"))
 # an accepted upload must still leave free where it is copied to.
 TERRARIUM_MAX_UPLOAD_BYTES = parse_size(os.environ.get("TERRARIUM_MAX_UPLOAD", "8g"), "TERRARIUM_MAX_UPLOAD")
 TERRARIUM_UPLOAD_SPARE_BYTES = 256 << 20
+
+# Login throttling (django-axes): after TERRARIUM_LOGIN_FAILURES (5) wrong passwords
+# for one username, or from one address (any usernames), the next attempts are
+# refused with a 429 page for TERRARIUM_LOGIN_COOLOFF seconds after the last
+# failure; trying during the lockout extends it.  The address is REMOTE_ADDR:
+# behind a proxy, run Daphne with --proxy-headers so it is the client's.
+# `manage.py axes_reset` lifts every lockout (`axes_reset_username NAME`, one).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend",
+                           "django.contrib.auth.backends.ModelBackend"]
+# axes locks out at the failure that reaches its limit: the 6th wrong password gets the page
+AXES_FAILURE_LIMIT = int(os.environ.get("TERRARIUM_LOGIN_FAILURES", "5")) + 1
+AXES_COOLOFF_TIME = dt.timedelta(seconds=float(os.environ.get("TERRARIUM_LOGIN_COOLOFF", "60")))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]     # either one locks
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 
 LOGGING = {
     "version": 1,

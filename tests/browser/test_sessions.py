@@ -84,3 +84,32 @@ def test_viewer_demoted_mid_session_loses_the_live_feed(browser, server, made, n
     page.wait_for_function("document.getElementById('graphs').dataset.live === 'off'", timeout=5_000)
     expect(page.locator("#live-state")).to_have_text("disconnected")
     assert page.goto(f"{server}/containers/{cid}/").status == 403
+
+
+def test_sixth_wrong_password_in_a_minute_is_throttled(browser, server, contexts):
+    username, password = _user(server, "viewer")
+    ctx = browser.new_context()
+    contexts.append(ctx)
+    page = ctx.new_page()
+    page.set_default_timeout(10_000)
+    try:
+        for _ in range(5):
+            page.goto(server + "/login/")
+            page.fill("#id_username", username)
+            page.fill("#id_password", "not-the-password")
+            page.click("button[type=submit]")
+            expect(page.locator(".form-error")).to_contain_text("correct username and password")
+        page.fill("#id_username", username)
+        page.fill("#id_password", "not-the-password")
+        page.click("button[type=submit]")
+        expect(page.locator("#locked-out .form-error")).to_contain_text(
+            f"Too many failed logins for {username} or from this address")
+        # the right password is refused too while the lock lasts
+        page.goto(server + "/login/")
+        page.fill("#id_username", username)
+        page.fill("#id_password", password)
+        page.click("button[type=submit]")
+        expect(page.locator("#locked-out")).to_be_visible()
+    finally:
+        manage(server.env, "axes_reset")          # the lock also holds 127.0.0.1: lift it for the others
+    _login(browser, server, username, password, contexts)      # and after the reset, in again
