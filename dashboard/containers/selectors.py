@@ -33,6 +33,17 @@ def container_actions(*, container: Container, user) -> tuple[str, ...]:
     return STATE_ACTIONS.get(container.status, ())
 
 
+def env_entries(*, env, user) -> list[tuple[str, str | None]]:
+    """NAME=value entries as (name, value); the value is None (masked) unless the
+    user may operate: environments carry tokens and passwords."""
+    show = user.has_perm(CAN_OPERATE)
+    out = []
+    for entry in env:
+        name, _, value = str(entry).partition("=")
+        out.append((name, value if show else None))
+    return out
+
+
 def container_logs(*, container_id: str, lines: int = 50) -> str:
     """The last lines of the container's log, or a note saying why there are none."""
     from .runtime_client import get_runtime

@@ -101,6 +101,7 @@ def container_detail(request, container_id):
         "layers": selectors.container_layers(container=c),
         "logs": selectors.container_logs(container_id=c.id),
         "seccomp": selectors.container_seccomp(container_id=c.id),
+        "env": selectors.env_entries(env=c.env, user=request.user),
         "limits_form": LimitsForm(initial={
             "memory": f"{c.memory_limit // (1 << 20)}m" if c.memory_limit else "",
             "cpus": c.cpus_limit or "", "pids": c.pids_limit or ""}),

@@ -5,6 +5,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from dashboard.containers.selectors import env_entries
 from dashboard.containers.views import _wants_json, can_view, operates
 
 from . import selectors, services
@@ -81,12 +82,15 @@ def image_detail(request, name):
         data = selectors.image_detail(name=name)
     except selectors.LayerError as e:
         raise Http404(str(e)) from None
+    data["env"] = env_entries(env=data["image"].config.env, user=request.user)
     return render(request, "layers/image.html", data)
 
 
 @require_GET
-@can_view
+@operates("image-export")
 def image_export(request, name):
+    """A GET (a download link), but for operators: each export packs the whole
+    image to disk, and hands over everything in it."""
     try:
         f = services.image_export(user=request.user, name=name)
     except services.ServiceError as e:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from runtime import TerrariumError
 from runtime import cgroups as _cgroups
@@ -78,20 +78,35 @@ class ProcessRow:
     container: tuple[str, str] | None  # (id, name) when it is a container's init
 
 
-def host_namespace_rows() -> list[NamespaceRow]:
-    """Every namespace (lsns), each with its container's name and its source link."""
-    def read():
-        cs = _containers()
-        owned = {c.id: c.namespaces for c in cs if c.namespaces}
-        names = {c.id: c.name for c in cs}
-        rows = _procs.namespaces(owners=_procs.namespace_owners(owned))
-        return [NamespaceRow(ns, names.get(ns.container),
-                             f"/proc/{ns.pid}/ns/{ns.type} -> {ns.type}:[{ns.inode}]") for ns in rows]
-    return _cached("namespaces", read)
+def host_namespace_rows(*, with_cmdline: bool = True) -> list[NamespaceRow]:
+    """Every namespace (lsns), each with its container's name and its source link.
+    Without with_cmdline (viewers) a command shows only its program's name:
+    arguments carry passwords and tokens."""
+    rows = _cached("namespaces", _read_namespaces)
+    if with_cmdline:
+        return rows
+    return [replace(r, ns=replace(r.ns, command=_program(r.ns.command))) for r in rows]
 
 
-def host_process_rows() -> list[ProcessRow]:
-    """The host PID namespace as pstree -p rows, Terrarium's processes marked."""
+def _program(command: str) -> str:
+    """'/usr/bin/python3 manage.py --password x' -> 'python3'; '[kthreadd]' stays."""
+    if command.startswith("["):
+        return command
+    return command.split(" ", 1)[0].rsplit("/", 1)[-1]
+
+
+def _read_namespaces():
+    cs = _containers()
+    owned = {c.id: c.namespaces for c in cs if c.namespaces}
+    names = {c.id: c.name for c in cs}
+    rows = _procs.namespaces(owners=_procs.namespace_owners(owned))
+    return [NamespaceRow(ns, names.get(ns.container),
+                         f"/proc/{ns.pid}/ns/{ns.type} -> {ns.type}:[{ns.inode}]") for ns in rows]
+
+
+def host_process_rows(*, with_cmdline: bool = True) -> list[ProcessRow]:
+    """The host PID namespace as pstree -p rows, Terrarium's processes marked;
+    without with_cmdline (viewers), no command lines (comm stays)."""
     def read():
         forest = _procs.host_tree()
         roles = _procs.terrarium_roles(forest)
@@ -99,7 +114,16 @@ def host_process_rows() -> list[ProcessRow]:
                  if c.pid and c.status in ("running", "paused")}
         return [ProcessRow(d, n.info, roles.get(n.pid), inits.get(n.pid))
                 for d, n in _procs.walk(forest)]
-    return _cached("ptree", read)
+    rows = _cached("ptree", read)
+    if with_cmdline:
+        return rows
+    return [replace(r, info=_without_cmdline(r.info)) for r in rows]
+
+
+def _without_cmdline(info):
+    """The process without its arguments, in the figure and in its source note."""
+    sources = {**info.sources, "cmdline": f"/proc/{info.pid}/cmdline (shown to operators)"}
+    return replace(info, cmdline=(), sources=sources)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from dashboard.containers.roles import CAN_OPERATE
 from dashboard.containers.views import can_view
 
 from . import selectors
@@ -21,8 +22,11 @@ def _page(request, template: str, fragment: str, context: dict):
 @require_GET
 @can_view
 def host_namespaces(request):
+    """Command lines (passwords, tokens) only for operators; viewers see every figure."""
+    full = request.user.has_perm(CAN_OPERATE)
     return _page(request, "live/host_namespaces.html", "live/_host_namespaces.html", {
-        "namespaces": selectors.host_namespace_rows(), "processes": selectors.host_process_rows()})
+        "namespaces": selectors.host_namespace_rows(with_cmdline=full),
+        "processes": selectors.host_process_rows(with_cmdline=full), "cmdlines_hidden": not full})
 
 
 @require_GET

@@ -126,3 +126,75 @@ def test_create_unconfined_through_the_form_and_detail_shows_the_mode(operator_c
     assert (c.status, c.seccomp) == ("created", "unconfined")
     page = operator_client.get(r["Location"]).content.decode()
     assert '<dd class="mono" id="seccomp-mode">unconfined</dd>' in page
+
+
+# ---------------------------------------------- least privilege: what viewers do not get
+ROLE_CLIENTS = ("viewer_client", "operator_client", "admin_client_role")
+
+
+def test_image_export_is_for_operators(viewer_client, operator_client, admin_client_role):
+    url = reverse("layers:image_export", args=["busybox"])
+    clients = _clients(viewer_client, operator_client, admin_client_role)
+    got = {}
+    for role in ROLES:
+        r = clients[role].get(url)
+        got[role] = r.status_code
+        if hasattr(r, "streaming_content"):
+            r.close()                                  # the export's temp file
+    assert got == {"anonymous": 302, "viewer": 403, "operator": 200, "administrator": 200}
+    assert clients["operator"].post(url).status_code == 405
+    exports = reverse("containers:images")
+    assert url not in viewer_client.get(exports).content.decode()      # no link to a 403
+    assert url in operator_client.get(exports).content.decode()
+
+
+@pytest.fixture
+def secret_process():
+    """A host process with a secret on its command line (sh stays sh: two commands)."""
+    import subprocess
+    p = subprocess.Popen(["/bin/sh", "-c", "sleep 300; : host-secret-4f1e"])
+    yield p
+    p.kill()
+    p.wait()
+
+
+@pytest.mark.parametrize("client,shown", [("viewer_client", False), ("operator_client", True),
+                                          ("admin_client_role", True)])
+def test_host_command_lines_are_for_operators(client, shown, secret_process, request):
+    from dashboard.live import selectors as live_selectors
+    live_selectors.reset_host_cache()
+    c = request.getfixturevalue(client)
+    r = c.get(reverse("live:namespaces"))
+    assert r.status_code == 200
+    html = r.content.decode()
+    assert f'data-pid="{secret_process.pid}"' in html          # every process is listed
+    assert ("host-secret-4f1e" in html) is shown
+    assert ('id="cmdlines-hidden"' in html) is not shown
+    assert ("host-secret-4f1e" in c.get(reverse("live:namespaces") + "?fragment=1").content.decode()) is shown
+
+
+@pytest.fixture
+def env_container(rt, made, name):
+    from runtime import Spec
+    return rt.create(Spec(image="busybox", name=name, cmd=("sleep", "300"),
+                          env=("API_TOKEN=ctr-secret-9c2d", "MODE=debug")))
+
+
+@pytest.mark.parametrize("client,shown", [("viewer_client", False), ("operator_client", True),
+                                          ("admin_client_role", True)])
+def test_container_env_values_are_for_operators(client, shown, env_container, request):
+    c = request.getfixturevalue(client)
+    html = c.get(reverse("containers:detail", args=[env_container.id])).content.decode()
+    assert "API_TOKEN=" in html and "MODE=" in html                   # names for everyone
+    assert ("ctr-secret-9c2d" in html) is shown
+    assert ("MODE=debug" in html) is shown
+
+
+@pytest.mark.parametrize("client,shown", [("viewer_client", False), ("operator_client", True),
+                                          ("admin_client_role", True)])
+def test_image_env_values_are_for_operators(client, shown, rt, request):
+    c = request.getfixturevalue(client)
+    path = next(e for e in rt.images.get("busybox").config.env if e.startswith("PATH="))
+    html = c.get(reverse("layers:image", args=["busybox"])).content.decode()
+    assert "PATH=" in html
+    assert (path in html) is shown

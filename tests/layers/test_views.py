@@ -201,8 +201,8 @@ def test_origin_path_with_nul_is_400(idle_container, viewer_client):
 
 
 # ------------------------------------------------------------ export, commit, remove, gc
-def test_export_is_an_oci_tar(viewer_client):
-    r = viewer_client.get(reverse("layers:image_export", args=["busybox"]))
+def test_export_is_an_oci_tar(operator_client):
+    r = operator_client.get(reverse("layers:image_export", args=["busybox"]))
     assert r.status_code == 200 and "busybox.oci.tar" in r["Content-Disposition"]
     with tarfile.open(fileobj=io.BytesIO(b"".join(r.streaming_content))) as tf:
         names = tf.getnames()
