@@ -141,6 +141,8 @@ TERRARIUM_LIVE_TICK = float(os.environ.get("TERRARIUM_LIVE_TICK", "1.0"))
 # an accepted upload must still leave free where it is copied to.
 TERRARIUM_MAX_UPLOAD_BYTES = parse_size(os.environ.get("TERRARIUM_MAX_UPLOAD", "8g"), "TERRARIUM_MAX_UPLOAD")
 TERRARIUM_UPLOAD_SPARE_BYTES = 256 << 20
+# Refused attempts written to the audit log, per user and minute (the rest are only logged).
+TERRARIUM_AUDIT_DENIED_PER_MINUTE = int(os.environ.get("TERRARIUM_AUDIT_DENIED_PER_MINUTE", "10"))
 
 # Login throttling (django-axes): after TERRARIUM_LOGIN_FAILURES (5) wrong passwords
 # for one username, or from one address (any usernames), the next attempts are
@@ -159,8 +161,10 @@ AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"denied_one_line": {"()": "dashboard.logfilters.DeniedOneLine"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"dashboard": {"handlers": ["console"], "level": "INFO"}},
+    "loggers": {"dashboard": {"handlers": ["console"], "level": "INFO"},
+                "django.request": {"filters": ["denied_one_line"]}},   # a 403: one line, no traceback
 }
 
 if os.environ.get("TERRARIUM_SETTINGS") == "production":

@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import signal
 
+from django.conf import settings
 from django.db import transaction
 
 from runtime import Container as RtContainer
@@ -136,8 +137,15 @@ def _audit(user, action: str, *, container_id: str = "", container_name: str = "
         result=result, message=message, details=details or {})
 
 
-def audit_denied(*, user, action: str, container_id: str = "") -> AuditEntry:
-    """A refused attempt (the user's role does not allow it), for the audit log."""
+def audit_denied(*, user, action: str, container_id: str = "") -> AuditEntry | None:
+    """A refused attempt (the user's role does not allow it), for the audit log.
+    At most TERRARIUM_AUDIT_DENIED_PER_MINUTE rows per user a minute, so that a
+    viewer repeating a refused POST cannot grow the table; beyond it, None (the
+    request log still has its one line)."""
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)
+    recent = AuditEntry.objects.filter(user=user, result="denied", at__gte=since)
+    if recent.count() >= settings.TERRARIUM_AUDIT_DENIED_PER_MINUTE:
+        return None
     container_id = container_id[:64]              # from the URL: any length
     row = Container.objects.filter(id=container_id).first() if container_id else None
     return _audit(user, action[:32], container_id=container_id,

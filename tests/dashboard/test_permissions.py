@@ -198,3 +198,20 @@ def test_image_env_values_are_for_operators(client, shown, rt, request):
     html = c.get(reverse("layers:image", args=["busybox"])).content.decode()
     assert "PATH=" in html
     assert (path in html) is shown
+
+
+def test_a_refused_request_logs_one_line_without_traceback(viewer_client, caplog):
+    import logging
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        assert viewer_client.get(reverse("containers:audit")).status_code == 403
+    records = [r for r in caplog.records if r.name == "django.request"]
+    assert len(records) == 1
+    line = logging.Formatter().format(records[0])
+    assert line == "Forbidden (Permission denied): /audit/ (user vera)"
+
+
+def test_a_viewer_repeating_a_refused_post_grows_the_audit_log_only_so_far(cid, viewer_client, settings):
+    settings.TERRARIUM_AUDIT_DENIED_PER_MINUTE = 4
+    url = reverse("containers:action", args=[cid, "kill"])
+    assert [viewer_client.post(url).status_code for _ in range(7)] == [403] * 7
+    assert AuditEntry.objects.filter(result="denied").count() == 4

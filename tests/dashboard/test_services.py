@@ -93,3 +93,14 @@ def test_images_sync_mirrors_the_store(rt):
     assert Layer.objects.filter(digest__startswith="sha256:").count() >= 2
     services.images_sync()       # idempotent
     assert Image.objects.get(name="lab").layers.count() == 2
+
+
+def test_denied_audit_rows_are_rate_limited_per_user(viewer, operator, settings):
+    settings.TERRARIUM_AUDIT_DENIED_PER_MINUTE = 3
+    rows = [services.audit_denied(user=viewer, action="start") for _ in range(5)]
+    assert [r is not None for r in rows] == [True, True, True, False, False]
+    assert services.audit_denied(user=operator, action="start") is not None    # per user
+    AuditEntry.objects.filter(username="vera").update(
+        at=AuditEntry.objects.get(pk=rows[0].pk).at.replace(year=2000))       # a minute passed
+    assert services.audit_denied(user=viewer, action="start") is not None
+    assert AuditEntry.objects.filter(result="denied").count() == 5
