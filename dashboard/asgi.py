@@ -3,6 +3,9 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from dashboard.rlimits import raise_nofile
+
+raise_nofile()                         # sockets + SQLite + the sampler's kernel files
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 django_http = get_asgi_application()   # sets Django up before the imports below
 

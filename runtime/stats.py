@@ -43,7 +43,9 @@ Processes are keyed by (pid, start time): a kept-open ``/proc/<pid>/stat`` of
 an exited process fails with ESRCH, and a reused pid shows another start
 time, so a new process never inherits an old one's record.  Descriptors are
 reopened on ENOENT/ESTALE/ENODEV (a cgroup removed and made again) and all
-of a container's are closed by ``forget`` or when its cgroup is gone.
+of a container's are closed by ``forget`` or when its cgroup is gone.  A
+container holds its ~17 cgroup files plus one ``stat`` per process for at most
+KEEP_OPEN processes; ``status`` and ``cmdline`` are never kept open.
 
 RSS here is stat field 24 (pages, the kernel's fast per-mm counter) rather
 than status VmRSS: they count the same pages, VmRSS summed exactly, so they
@@ -67,14 +69,22 @@ _REOPEN = (errno.ENOENT, errno.ESTALE, errno.ENODEV)
 _GONE = (errno.ENOENT, errno.ESRCH)
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _BUF = 65536
+# Processes per container whose /proc/<pid>/stat stays open (see ProcessTable).
+KEEP_OPEN = 256
 
 
 class _File:
-    """One kept-open kernel file, re-read from offset 0."""
-    __slots__ = ("path", "fd")
+    """One kernel file, re-read from offset 0: kept open, or with ``keep=False``
+    opened and closed around each read (outside the descriptor budget).
 
-    def __init__(self, path: str):
-        self.path, self.fd = path, None
+    ``whole``: read on to EOF.  A seq_file such as cgroup.procs answers one
+    read with at most about a page even when asked for more, so a short
+    first read does not mean the end (1,000 pids are ~6 kB: a one-read
+    cgroup.procs lost a third of them).  The small knobs fit one read."""
+    __slots__ = ("path", "fd", "keep", "whole")
+
+    def __init__(self, path: str, keep: bool = True, whole: bool = False):
+        self.path, self.fd, self.keep, self.whole = path, None, keep, whole
 
     def read(self) -> bytes | None:
         """The file's bytes now; None if it does not exist (a knob not offered)."""
@@ -85,11 +95,21 @@ class _File:
                 if e.errno not in _REOPEN:
                     raise
             else:
+                if self.whole and data:
+                    return data + _read_rest(self.fd, len(data))
                 if len(data) < _BUF:
                     return data
         return self._read()
 
     def _read(self) -> bytes | None:
+        if self.keep:
+            return self._read_open()
+        try:
+            return self._read_open()
+        finally:
+            self.close()
+
+    def _read_open(self) -> bytes | None:
         for attempt in (0, 1):
             if self.fd is None:
                 try:
@@ -103,8 +123,8 @@ class _File:
                     raise
                 self.close()                    # removed and made again: reopen once
                 continue
-            if len(data) == _BUF:               # rare (a huge memory.stat): read it all
-                data += _read_rest(self.fd, _BUF)
+            if len(data) == _BUF or (self.whole and data):   # rare (a huge memory.stat): read it all
+                data += _read_rest(self.fd, len(data))
             return data
         return None
 
@@ -292,7 +312,7 @@ class CgroupFiles:
         # cgroup.procs of one hierarchy: every hierarchy holds the same processes
         # (attach writes them all); pids is the one a container must have.
         procs_dir = next((paths[c] for c in ("pids", "memory", "unified") if c in paths), self.dirs[0])
-        self.procs = _File(os.path.join(procs_dir, "cgroup.procs"))
+        self.procs = _File(os.path.join(procs_dir, "cgroup.procs"), whole=True)
         self.slow_every, self._ticks = max(int(slow_every), 1), 0
         self.active = self.tasks_changed = self.slow = True
         self._tasks_raw = None
@@ -412,15 +432,18 @@ _ABSENT = _Absent()
 # --- processes -------------------------------------------------------------------
 
 class _Proc:
-    """One process of a container: its kept-open files and last reading."""
+    """One process of a container: its files and last reading.  Only ``stat``
+    (read every active tick) may stay open, and only inside the container's
+    budget; ``status`` and ``cmdline`` are read at first sight, at an exec and
+    every ``refresh`` ticks, so they are opened per read."""
     __slots__ = ("pid", "base", "stat", "status", "cmdline", "raw", "start", "comm",
                  "ns_pids", "uid", "uid_src", "ns_src", "cmd", "cmd_raw", "ident_at", "info")
 
-    def __init__(self, pid: int, proc: str):
+    def __init__(self, pid: int, proc: str, keep: bool = True):
         self.pid, self.base = pid, f"{proc}/{pid}"
-        self.stat = _File(f"{self.base}/stat")
-        self.status = _File(f"{self.base}/status")
-        self.cmdline = _File(f"{self.base}/cmdline")
+        self.stat = _File(f"{self.base}/stat", keep)
+        self.status = _File(f"{self.base}/status", keep=False)
+        self.cmdline = _File(f"{self.base}/cmdline", keep=False)
         self.raw = self.start = self.comm = self.info = None
         self.ns_pids = self.uid = self.cmd_raw = None
         self.ident_at = 0
@@ -435,11 +458,18 @@ class ProcessTable:
     ``ticks`` is the owner's clock (ContainerStats counts the ticks on which
     something in the cgroup ran: a setuid or an argv rewrite needs the process
     to run): status and cmdline are re-read once a process's were read
-    ``refresh`` ticks ago."""
+    ``refresh`` ticks ago.
+
+    At most ``keep_open`` processes keep their ``stat`` open (default
+    KEEP_OPEN); the others open it per read.  A container with thousands of
+    processes then costs the reader a bounded number of descriptors, not
+    three per process (one watched ``spawn 1000`` took a 1024-descriptor
+    Daphne down)."""
 
     def __init__(self, proc: str = _procs.PROC, users: Mapping[int, str] | None = None,
-                 refresh: int = 10):
+                 refresh: int = 10, keep_open: int | None = None):
         self.proc, self.users, self.refresh = proc, users, refresh
+        self.keep_open = KEEP_OPEN if keep_open is None else keep_open
         self.by_pid: dict[int, _Proc] = {}
         self._procs_raw: bytes | None = None
         self._forest: list | None = None
@@ -457,6 +487,11 @@ class ProcessTable:
         self.by_pid.clear()
         self._procs_raw = self._forest = None
 
+    @property
+    def open_files(self) -> int:
+        """Descriptors held now (for tests and bench/)."""
+        return sum(f.fd is not None for p in self.by_pid.values() for f in (p.stat, p.status, p.cmdline))
+
     def forest(self, procs_raw: bytes | None) -> list:
         """The container's forest (runtime.procs.ProcessNode) from cgroup.procs'
         bytes; None: the same processes as last time (the task count stood still)."""
@@ -467,9 +502,11 @@ class ProcessTable:
             pids = set(parse.pids(procs_raw.decode()))
             for pid in [p for p in self.by_pid if p not in pids]:
                 self.by_pid.pop(pid).close()
-            for pid in pids:
+            kept = sum(p.stat.keep for p in self.by_pid.values())
+            for pid in sorted(pids):                  # the oldest pids (init first) keep theirs
                 if pid not in self.by_pid:
-                    self.by_pid[pid] = _Proc(pid, self.proc)
+                    self.by_pid[pid] = _Proc(pid, self.proc, keep=kept < self.keep_open)
+                    kept += kept < self.keep_open
             changed = True
         for pid, p in list(self.by_pid.items()):
             before = p.info
@@ -557,9 +594,10 @@ class ProcessTable:
 class ContainerStats:
     """Kept-open cgroup files and process table of one container."""
 
-    def __init__(self, driver, name: str, proc: str = _procs.PROC, slow_every: int = 5):
+    def __init__(self, driver, name: str, proc: str = _procs.PROC, slow_every: int = 5,
+                 keep_open: int | None = None):
         self.cgroup = CgroupFiles(driver, name, slow_every)
-        self.table = ProcessTable(proc)
+        self.table = ProcessTable(proc, keep_open=keep_open)
 
     def read(self, tree: bool = True) -> tuple[dict, list | None]:
         """(raw sample, forest); the forest is None with ``tree=False`` (no
@@ -596,8 +634,10 @@ class StatsReader:
     """Per-container ContainerStats, made on first read, closed by forget()
     or when the cgroup is gone (NotFound propagates)."""
 
-    def __init__(self, driver, proc: str = _procs.PROC, slow_every: int = 5):
+    def __init__(self, driver, proc: str = _procs.PROC, slow_every: int = 5,
+                 keep_open: int | None = None):
         self.driver, self.proc, self.slow_every = driver, proc, slow_every
+        self.keep_open = keep_open
         self.containers: dict[str, ContainerStats] = {}
 
     def read(self, name: str, tree: bool = True) -> tuple[dict, list | None]:
@@ -605,7 +645,8 @@ class StatsReader:
         if c is None:
             if not self.driver.exists(name):
                 raise NotFound(f"cgroup '{self.driver.parent}/{name}' not found")
-            c = self.containers[name] = ContainerStats(self.driver, name, self.proc, self.slow_every)
+            c = self.containers[name] = ContainerStats(self.driver, name, self.proc, self.slow_every,
+                                                       self.keep_open)
         try:
             return c.read(tree)
         except NotFound:

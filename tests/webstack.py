@@ -90,8 +90,9 @@ class WebStack:
     fresh password, in .users[role] = (username, password)."""
 
     def __init__(self, tmp: str, *, daphnes: int = 1, redis: bool = False,
-                 users=(("vera", "viewer"),), env: dict | None = None):
+                 users=(("vera", "viewer"),), env: dict | None = None, daphne_prefix=()):
         self.tmp = str(tmp)
+        self.daphne_prefix = list(daphne_prefix)     # e.g. prlimit --nofile=1024:1024 -- (it execs)
         self.n_daphnes, self.redis = daphnes, redis
         self.wanted_users = tuple(users)
         self.env = dict(os.environ, TERRARIUM_DB=os.path.join(self.tmp, "db.sqlite3"),
@@ -145,8 +146,9 @@ class WebStack:
         daphnes = []
         for i in range(self.n_daphnes):
             port = free_port()
-            daphnes.append((port, self._spawn([os.path.join(BIN, "daphne"), "-b", "127.0.0.1", "-p",
-                                               str(port), "dashboard.asgi:application"], f"daphne{i}")))
+            daphnes.append((port, self._spawn([*self.daphne_prefix, os.path.join(BIN, "daphne"), "-b",
+                                               "127.0.0.1", "-p", str(port), "dashboard.asgi:application"],
+                                              f"daphne{i}")))
         for i, (port, proc) in enumerate(daphnes):
             wait_port(port, proc, f"daphne {i}", self.log_path(f"daphne{i}"))
             self.ports.append(port)

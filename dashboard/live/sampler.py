@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -158,6 +159,7 @@ class Sampler:
         self.tick = tick or tick_seconds()
         self.keep = keep or history_seconds()
         self.reader = reader or make_reader()
+        self._reader_lock = threading.Lock()     # the reader is not thread-safe
         self.subscribers: dict[str, int] = {}
         self.leases: dict[str, dict[str, float]] = {}   # external: container -> {channel: expiry}
         self.state: dict[str, _Watched] = {}
@@ -182,14 +184,27 @@ class Sampler:
         return self.history(container_id)
 
     async def unsubscribe(self, container_id: str) -> None:
-        """One viewer fewer; the loop stops when nobody watches anything."""
+        """One viewer fewer; the last one's leaving releases the container's
+        descriptors, and the loop stops when nobody watches anything."""
         n = self.subscribers.get(container_id, 0) - 1
         if n > 0:
             self.subscribers[container_id] = n
-        else:
-            self.subscribers.pop(container_id, None)
+            return
+        self.subscribers.pop(container_id, None)
+        await self.release(container_id)
         if not self.subscribers and not self._serving:
             await self.stop()
+
+    async def release(self, container_id: str) -> None:
+        """Close what the reader keeps open for a container nobody watches (its
+        history stays).  In a thread, under the reader's lock: a tick may be
+        reading in another thread, even one whose task was cancelled."""
+        await asyncio.to_thread(self._forget, container_id)
+
+    def _forget(self, container_id: str) -> None:
+        with self._reader_lock:
+            if container_id not in self.subscribers:      # not subscribed again meanwhile
+                self.reader.forget(container_id)
 
     def history(self, container_id: str) -> dict:
         w = self.state.get(container_id)
@@ -235,23 +250,29 @@ class Sampler:
                 await get_channel_layer().send(reply, wire(self.history(cid)))
         elif msg.get("type") == UNSUBSCRIBE:
             leases.pop(reply, None)
-            self._count(cid)
+            if self._count(cid):
+                await self.release(cid)
 
-    def _count(self, cid: str) -> None:
+    def _count(self, cid: str) -> bool:
+        """Subscribers from the leases; → True when the last one went."""
         n = len(self.leases.get(cid) or ())
         if n:
             self.subscribers[cid] = n
-        else:
-            self.subscribers.pop(cid, None)
-            self.leases.pop(cid, None)
+            return False
+        self.leases.pop(cid, None)
+        return self.subscribers.pop(cid, None) is not None
 
-    def expire_leases(self, now: float | None = None) -> None:
+    def expire_leases(self, now: float | None = None) -> list[str]:
+        """Drop expired leases; → the containers nobody watches any more."""
         now = time.monotonic() if now is None else now
+        dropped = []
         for cid in list(self.leases):
             leases = self.leases[cid]
             for ch in [c for c, t in leases.items() if t < now]:
                 del leases[ch]
-            self._count(cid)
+            if self._count(cid):
+                dropped.append(cid)
+        return dropped
 
     async def serve(self, *, ready=None) -> None:
         """Run as `manage.py sampler` does: take subscriptions from the
@@ -280,7 +301,8 @@ class Sampler:
         while self.subscribers or self._serving:
             try:
                 if self.leases:
-                    self.expire_leases()
+                    for cid in self.expire_leases():
+                        await self.release(cid)
                 await self.tick_once()
                 if self.minute_pass is not None and (self._pass_at is None or loop.time() >= self._pass_at):
                     await self.run_minute_pass()
@@ -330,11 +352,13 @@ class Sampler:
     # ----------------------------------------------- blocking part (thread)
     def _collect(self, ids: list[str], gone: list[str] = ()) -> list[tuple[str, list[dict], list[dict]]]:
         """Read, compute and encode (all off the event loop).  → (id, events, wire messages)."""
-        for cid in gone:
-            self.reader.forget(cid)
+        with self._reader_lock:
+            for cid in gone:
+                self.reader.forget(cid)
+            # (one who left since the tick began was released: do not reopen it)
+            read = [(cid, self._sample_one(cid)) for cid in ids if cid in self.subscribers]
         out = []
-        for cid in ids:
-            evs = self._sample_one(cid)
+        for cid, evs in read:
             out.append((cid, evs, [wire(ev) for ev in evs]))
             if self.record is not None and evs[0]["type"] == events.SAMPLE:
                 self.record(cid, evs[0]["point"])      # the down-sampled DB history

@@ -148,6 +148,53 @@ def test_v2_reads_the_processes_of_cgroup_procs(cg, fake):
             child.wait()
 
 
+def test_v2_descriptor_budget_per_container_and_per_process(cg, fake):
+    """Only stat stays open, for at most keep_open processes; the rest are read
+    all the same, by open+read+close."""
+    cg.create("abc", Limits())
+    children = [subprocess.Popen(["sleep", "30", str(i)]) for i in range(6)]
+    try:
+        fake.set("terrarium/abc/cgroup.procs", "".join(f"{c.pid}\n" for c in children))
+        fake.set("terrarium/abc/pids.current", f"{len(children)}\n")
+        fds = _fds()
+        r = stats.StatsReader(cg, keep_open=2)
+        _, forest = r.read("abc")
+        table = r.containers["abc"].table
+        cgroup_fds = sum(f.fd is not None for _, f in r.containers["abc"].cgroup.files if f) + 1
+        assert sorted(n.info.cmdline[2] for n in forest) == [str(i) for i in range(6)]
+        assert table.open_files == 2                       # stat of the two lowest pids, nothing else
+        assert _fds() - fds == cgroup_fds + 2
+        kept = sorted(p.pid for p in table.by_pid.values() if p.stat.fd is not None)
+        assert kept == sorted(c.pid for c in children)[:2]
+        fake.set("terrarium/abc/memory.current", "12345\n")     # an active tick re-reads them all
+        before = table.reads["stat"]
+        r.read("abc")
+        assert table.reads["stat"] - before == 6 and table.open_files == 2
+        r.forget("abc")
+        assert _fds() == fds
+    finally:
+        for c in children:
+            c.kill()
+            c.wait()
+
+
+def test_status_and_cmdline_are_never_kept_open(cg, fake):
+    cg.create("abc", Limits())
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        fake.set("terrarium/abc/cgroup.procs", f"{child.pid}\n")
+        fake.set("terrarium/abc/pids.current", "1\n")
+        r = stats.StatsReader(cg)
+        _, forest = r.read("abc")
+        p = r.containers["abc"].table.by_pid[child.pid]
+        assert forest[0].info.ns_pids and forest[0].info.cmdline == ("sleep", "30")
+        assert p.stat.fd is not None and p.status.fd is None and p.cmdline.fd is None
+        r.close()
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_v2_forget_closes_every_descriptor_and_a_missing_cgroup_is_not_found(cg, fake):
     # (a removed cgroup's kept-open files fail with ENODEV on the real kernel,
     # which a temp dir cannot play: the v1 test below removes a real one)
@@ -258,3 +305,24 @@ def test_v1_idle_ticks_read_four_files_and_activity_reads_the_rest(rt, cleanup, 
         p.wait()
     r.close()
 
+
+
+@needs_v1
+@pytest.mark.root
+def test_v1_a_thousand_processes_are_all_read_within_the_descriptor_budget(rt, cleanup, name):
+    """cgroup.procs of 1,001 pids is longer than one seq_file read (~a page):
+    every pid is listed; only KEEP_OPEN stat files stay open."""
+    c = rt.run(Spec(image="lab", name=name, cmd=("spawn", "1000", "300")))
+    cleanup.append(c.id)
+    deadline = time.monotonic() + 60
+    while len(rt.cgroups.procs(c.id)) <= 1000:
+        assert time.monotonic() < deadline, "spawn 1000 did not start its sleeps"
+        time.sleep(0.1)
+    fds = _fds()
+    r = stats.StatsReader(rt.cgroups)
+    _, forest = r.read(c.id)
+    assert len(forest) == 1 and len(forest[0].children) == 1000
+    assert forest[0].info.ns_pid == 1 and forest[0].children[0].info.comm == "sleep"
+    assert r.containers[c.id].table.open_files == stats.KEEP_OPEN
+    r.forget(c.id)
+    assert _fds() == fds
