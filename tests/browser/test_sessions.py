@@ -113,3 +113,23 @@ def test_sixth_wrong_password_in_a_minute_is_throttled(browser, server, contexts
     finally:
         manage(server.env, "axes_reset")          # the lock also holds 127.0.0.1: lift it for the others
     _login(browser, server, username, password, contexts)      # and after the reset, in again
+
+
+def test_password_change_from_the_nav_logs_out_the_other_sessions(browser, server, contexts):
+    username, password = _user(server, "operator")
+    page = _login(browser, server, username, password, contexts)
+    elsewhere = _login(browser, server, username, password, contexts)     # another browser
+    elsewhere.wait_for_function("document.body.dataset.oomSocket === 'open'")
+    page.click("#nav-password")
+    page.wait_for_url("**/account/password/")
+    page.fill("#id_old_password", password)
+    page.fill("#id_new_password1", "A-new-Passw0rd-for-test")
+    page.fill("#id_new_password2", "A-new-Passw0rd-for-test")
+    page.click("#password-change button[type=submit]")
+    expect(page.locator("#password-changed")).to_contain_text("Your password is changed")
+    # the other browser's list socket is closed (4401) by the server's re-check (its session
+    # hash is stale), and the page goes to log in by itself
+    elsewhere.wait_for_url("**/login/**", timeout=10_000)
+    page.goto(server + "/")                                   # this session stays
+    assert page.url == server + "/"
+    _login(browser, server, username, "A-new-Passw0rd-for-test", contexts)

@@ -50,3 +50,38 @@ def test_failure_limit_and_cooloff_come_from_the_environment(settings):
     assert settings.AXES_FAILURE_LIMIT == 6          # locks at the 6th failure
     assert settings.AXES_COOLOFF_TIME == dt.timedelta(seconds=60)
     assert settings.AXES_LOCKOUT_PARAMETERS == ["ip_address", "username"]
+
+
+# ---------------------------------------------------------------- password change
+def test_every_role_can_change_its_password(viewer_client, operator_client, admin_client_role,
+                                            django_user_model):
+    for client, name in ((viewer_client, "vera"), (operator_client, "otto"), (admin_client_role, "ada")):
+        assert client.get(reverse("password_change")).status_code == 200
+        r = client.post(reverse("password_change"), {
+            "old_password": f"pw-{name}-x9", "new_password1": "a-Fresh-pass-2931",
+            "new_password2": "a-Fresh-pass-2931"})
+        assert r.status_code == 302 and r["Location"] == reverse("password_change_done")
+        assert django_user_model.objects.get(username=name).check_password("a-Fresh-pass-2931")
+        assert client.get(reverse("containers:list")).status_code == 200      # still logged in
+
+
+def test_wrong_old_password_changes_nothing(viewer_client, viewer):
+    r = viewer_client.post(reverse("password_change"), {
+        "old_password": "not-it", "new_password1": "a-Fresh-pass-2931", "new_password2": "a-Fresh-pass-2931"})
+    assert r.status_code == 200 and "Your old password was entered incorrectly" in r.content.decode()
+    viewer.refresh_from_db()
+    assert viewer.check_password(PASSWORD)
+
+
+def test_password_change_needs_a_login():
+    r = Client().get(reverse("password_change"))
+    assert r.status_code == 302 and r["Location"].startswith(reverse("login"))
+
+
+def test_ensure_admin_tells_the_admin_to_change_the_password(db):
+    from io import StringIO
+
+    from django.core.management import call_command
+    out = StringIO()
+    call_command("ensure_admin", stdout=out)
+    assert "change it at once, at /account/password/" in out.getvalue()

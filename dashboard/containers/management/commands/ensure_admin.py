@@ -24,4 +24,5 @@ class Command(BaseCommand):
         assign_role(user, ADMINISTRATOR)
         self.stdout.write(self.style.SUCCESS(
             f"ensure_admin: created administrator {username!r} with password: {password}\n"
-            "ensure_admin: this password is shown once; change it after logging in."))
+            "ensure_admin: this password is shown once: log in and change it at once, at "
+            "/account/password/ (the Password button at the top right of every page)."))
