@@ -3,9 +3,25 @@
 # first administrator, then Daphne in the foreground.
 #
 #   TERRARIUM_HOST (default 127.0.0.1)  TERRARIUM_PORT (default 8000)
+#   TERRARIUM_HTTP_TIMEOUT (default 300): seconds a request may take, response included
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+host=${TERRARIUM_HOST:-127.0.0.1}
+port=${TERRARIUM_PORT:-8000}
+# Development settings send passwords and session cookies in clear text and
+# trust any client: off loopback only with the production settings (secure
+# cookies, HSTS), behind a TLS proxy (README: "Exposing the dashboard").
+case "$host" in
+    127.*|localhost|::1|"[::1]") ;;
+    *)
+        if [ "${TERRARIUM_SETTINGS:-}" != production ]; then
+            echo "run: refusing to listen on $host with development settings:" \
+                 "set TERRARIUM_SETTINGS=production (and put a TLS proxy in front), or use 127.0.0.1" >&2
+            exit 2
+        fi ;;
+esac
 
 scripts/setup.sh
 
@@ -26,7 +42,6 @@ fi
 # Creates the first administrator when no user exists; prints its password once.
 .venv/bin/python manage.py ensure_admin
 
-host=${TERRARIUM_HOST:-127.0.0.1}
-port=${TERRARIUM_PORT:-8000}
 echo "run: dashboard at http://$host:$port/"
-exec .venv/bin/daphne -b "$host" -p "$port" dashboard.asgi:application
+exec .venv/bin/daphne -b "$host" -p "$port" --http-timeout "${TERRARIUM_HTTP_TIMEOUT:-300}" \
+    dashboard.asgi:application
