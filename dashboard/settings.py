@@ -143,6 +143,15 @@ TERRARIUM_MAX_UPLOAD_BYTES = parse_size(os.environ.get("TERRARIUM_MAX_UPLOAD", "
 TERRARIUM_UPLOAD_SPARE_BYTES = 256 << 20
 # Refused attempts written to the audit log, per user and minute (the rest are only logged).
 TERRARIUM_AUDIT_DENIED_PER_MINUTE = int(os.environ.get("TERRARIUM_AUDIT_DENIED_PER_MINUTE", "10"))
+# Retention (dashboard/containers/services.py records_prune, run by the reconciler
+# every TERRARIUM_PRUNE_EVERY seconds and by `manage.py prune_records`): rows older
+# than the days, or beyond the newest rows, are deleted.  Shown on the admin pages.
+TERRARIUM_AUDIT_KEEP_DAYS = float(os.environ.get("TERRARIUM_AUDIT_KEEP_DAYS", "180"))
+TERRARIUM_AUDIT_KEEP_ROWS = int(os.environ.get("TERRARIUM_AUDIT_KEEP_ROWS", "200000"))
+TERRARIUM_OOM_KEEP_DAYS = float(os.environ.get("TERRARIUM_OOM_KEEP_DAYS", "30"))
+TERRARIUM_OOM_KEEP_ROWS = int(os.environ.get("TERRARIUM_OOM_KEEP_ROWS", "10000"))
+TERRARIUM_HISTORY_HOURS = float(os.environ.get("TERRARIUM_HISTORY_HOURS", "24"))   # per-minute graphs
+TERRARIUM_PRUNE_EVERY = float(os.environ.get("TERRARIUM_PRUNE_EVERY", "600"))
 
 # Login throttling (django-axes): after TERRARIUM_LOGIN_FAILURES (5) wrong passwords
 # for one username, or from one address (any usernames), the next attempts are

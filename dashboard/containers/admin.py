@@ -1,6 +1,17 @@
 from django.contrib import admin
 
 from .models import AuditEntry, Container, Image, ImageLayer, Layer, OomEvent
+from .selectors import retention_notes
+
+
+class RetentionNote:
+    """A changelist that says how long its rows are kept."""
+    change_list_template = "admin/containers/retention_change_list.html"
+    retention_key = ""
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {"retention_note": retention_notes()[self.retention_key], **(extra_context or {})}
+        return super().changelist_view(request, extra_context=extra)
 
 
 @admin.register(Container)
@@ -37,7 +48,8 @@ class LayerAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(RetentionNote, admin.ModelAdmin):
+    retention_key = "audit"
     list_display = ("at", "username", "action", "container_name", "result", "message")
     list_filter = ("result", "action", "at")
     search_fields = ("username", "container_name", "container_id", "message")
@@ -53,7 +65,8 @@ class AuditEntryAdmin(admin.ModelAdmin):
 
 
 @admin.register(OomEvent)
-class OomEventAdmin(admin.ModelAdmin):
+class OomEventAdmin(RetentionNote, admin.ModelAdmin):
+    retention_key = "oom"
     list_display = ("at", "scope", "container_name", "killed_pid", "killed_command", "is_init",
                     "usage_kb", "limit_kb", "detected_by")
     list_filter = ("scope", "is_global", "is_init", "detected_by", "at")

@@ -44,10 +44,15 @@ async def stop() -> None:
 async def _run(interval: float) -> None:
     # A worker thread, not the loop: rt.list() reads files and the ORM blocks.
     reconcile = database_sync_to_async(services.containers_reconcile, thread_sensitive=False)
-    failing = False
+    prune = database_sync_to_async(services.records_prune, thread_sensitive=False)
+    failing, pruned_at = False, None
+    loop = asyncio.get_running_loop()
     while True:
         try:
             await events.apublish(await reconcile())
+            if pruned_at is None or loop.time() - pruned_at >= settings.TERRARIUM_PRUNE_EVERY:
+                pruned_at = loop.time()            # retention: old audit and OOM rows go
+                await prune()
             failing = False
         except asyncio.CancelledError:
             raise

@@ -1,6 +1,7 @@
 """Every read the dashboard makes."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import Count, Prefetch, Q
 
 from runtime import TerrariumError
@@ -100,3 +101,24 @@ def audit_list(*, query: str = "", limit: int = 500) -> list[AuditEntry]:
 
 def container_counts() -> dict:
     return dict(Container.objects.values_list("status").annotate(n=Count("id")))
+
+
+def retention() -> dict[str, tuple[float, int]]:
+    """{"audit"|"oom": (days, newest rows kept)}, as configured."""
+    return {"audit": (settings.TERRARIUM_AUDIT_KEEP_DAYS, settings.TERRARIUM_AUDIT_KEEP_ROWS),
+            "oom": (settings.TERRARIUM_OOM_KEEP_DAYS, settings.TERRARIUM_OOM_KEEP_ROWS)}
+
+
+def retention_notes() -> dict[str, str]:
+    """What is kept how long, as the settings say (shown on the admin pages)."""
+    keep, every = retention(), int(settings.TERRARIUM_PRUNE_EVERY // 60) or 1
+    line = "{what} are kept {days:g} days, at most the newest {rows:,}; older ones are deleted every " \
+           f"{every} min ({{env}})."
+    return {
+        "audit": line.format(what="Audit entries", days=keep["audit"][0], rows=keep["audit"][1],
+                             env="TERRARIUM_AUDIT_KEEP_DAYS, TERRARIUM_AUDIT_KEEP_ROWS"),
+        "oom": line.format(what="OOM events", days=keep["oom"][0], rows=keep["oom"][1],
+                           env="TERRARIUM_OOM_KEEP_DAYS, TERRARIUM_OOM_KEEP_ROWS"),
+        "history": f"Per-minute history is kept {settings.TERRARIUM_HISTORY_HOURS:g} hours "
+                   "(TERRARIUM_HISTORY_HOURS).",
+    }

@@ -18,8 +18,8 @@ from runtime import Container as RtContainer
 from runtime import Limits, NotFound, TerrariumError
 from runtime.spec import make_spec
 
-from . import events, signals
-from .models import AuditEntry, Container, Image, ImageLayer, Layer
+from . import events, selectors, signals
+from .models import AuditEntry, Container, Image, ImageLayer, Layer, OomEvent
 from .runtime_client import get_runtime
 
 log = logging.getLogger(__name__)
@@ -238,3 +238,28 @@ ACTIONS = {
     "restart": container_restart, "pause": container_pause, "resume": container_resume,
     "remove": container_remove,
 }
+
+
+# --------------------------------------------------------------- retention
+def _prune(qs, *, days: float, rows: int, now: dt.datetime) -> int:
+    """Delete what is older than days, then all but the newest rows."""
+    from django.db.models import Q
+    n = qs.filter(at__lt=now - dt.timedelta(days=days)).delete()[0]
+    first_old = qs.order_by("-at", "-id").values_list("at", "id")[rows:rows + 1].first()
+    if first_old is not None:
+        at, pk = first_old
+        n += qs.filter(Q(at__lt=at) | Q(at=at, id__lte=pk)).delete()[0]
+    return n
+
+
+def records_prune(*, now: dt.datetime | None = None) -> dict[str, int]:
+    """Bounded growth: audit entries and OOM events past their retention are
+    deleted (the per-minute history prunes itself, dashboard/live/history.py).
+    → rows deleted per kind."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    keep = selectors.retention()
+    out = {"audit": _prune(AuditEntry.objects.all(), days=keep["audit"][0], rows=keep["audit"][1], now=now),
+           "oom": _prune(OomEvent.objects.all(), days=keep["oom"][0], rows=keep["oom"][1], now=now)}
+    if any(out.values()):
+        log.info("retention: deleted %(audit)d audit entries and %(oom)d OOM events", out)
+    return out

@@ -264,10 +264,17 @@ def save(minutes: Iterable[Minute]) -> None:
                 defaults={k: getattr(m, k) for k in _VALUE_FIELDS})
 
 
+def keep_seconds() -> float:
+    """How long rows are kept: TERRARIUM_HISTORY_HOURS, else KEEP."""
+    from django.conf import settings
+    hours = getattr(settings, "TERRARIUM_HISTORY_HOURS", None)
+    return hours * 3600 if hours else KEEP
+
+
 def prune(*, now: float | None = None) -> int:
-    """Delete rows older than KEEP; → how many."""
+    """Delete rows older than keep_seconds(); → how many."""
     from .models import MinutePoint
-    cutoff = _when(minute_of((now or time.time()) - KEEP))
+    cutoff = _when(minute_of((now or time.time()) - keep_seconds()))
     return MinutePoint.objects.filter(minute__lt=cutoff).delete()[0]
 
 

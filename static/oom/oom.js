@@ -7,22 +7,43 @@
 
   function kb(v) { return v == null ? "?" : (v >= 1024 ? (v / 1024).toFixed(1) + " MB" : v + " kB"); }
 
+  // One toast per container while kills keep coming: a container in an OOM
+  // loop updates its toast ("12 kills in 10 s") instead of stacking one per kill.
+  var toasts = {};
+  function later(a) {
+    clearTimeout(a._fade); clearTimeout(a._gone);
+    a.classList.remove("fade");
+    a._fade = setTimeout(function () { a.classList.add("fade"); }, 12000);
+    a._gone = setTimeout(function () { a.remove(); delete toasts[a.dataset.oomKey]; }, 12600);
+  }
+
   function show(ev) {
-    var a = document.createElement("a");
-    a.className = "oom-toast";
-    a.href = ev.url;
-    a.setAttribute("role", "alert");
     var where = ev.scope === "host" ? "host" : (ev.container_name || (ev.container_id || "").slice(0, 12));
     var who = ev.killed_pid ? ev.killed_command + " (pid " + ev.killed_pid + ")" : "a process";
-    var title = document.createElement("strong");
-    title.textContent = "OOM kill in " + where;
-    var body = document.createElement("span");
-    body.textContent = who + " killed" + (ev.is_init ? " — the container died" : "") +
-      "; limit " + kb(ev.limit_kb);
-    a.appendChild(title); a.appendChild(body);
-    box.appendChild(a);
-    setTimeout(function () { a.classList.add("fade"); }, 12000);
-    setTimeout(function () { a.remove(); }, 12600);
+    var key = ev.scope === "host" ? "host" : (ev.container_id || where);
+    var what = who + " killed" + (ev.is_init ? " — the container died" : "") + "; limit " + kb(ev.limit_kb);
+    var a = toasts[key];
+    if (a) {
+      var n = Number(a.dataset.kills) + 1;
+      var secs = Math.max(1, Math.round((Date.now() - Number(a.dataset.first)) / 1000));
+      a.dataset.kills = n;
+      a.href = ev.url;
+      a.querySelector("strong").textContent = n + " OOM kills in " + where + " in " + secs + " s";
+      a.querySelector("span").textContent = "last: " + what;
+    } else {
+      a = toasts[key] = document.createElement("a");
+      a.className = "oom-toast";
+      a.href = ev.url;
+      a.dataset.oomKey = key; a.dataset.kills = 1; a.dataset.first = Date.now();
+      a.setAttribute("role", "alert");
+      var title = document.createElement("strong");
+      title.textContent = "OOM kill in " + where;
+      var body = document.createElement("span");
+      body.textContent = what;
+      a.appendChild(title); a.appendChild(body);
+      box.appendChild(a);
+    }
+    later(a);
     var rows = document.querySelector("#oom-events tbody");
     if (rows && !document.querySelector('#oom-events [data-oom-id="' + ev.id + '"]')) {
       var tr = document.createElement("tr");

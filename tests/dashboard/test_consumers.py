@@ -225,3 +225,29 @@ def test_socket_stays_open_while_access_holds(viewer, settings, monkeypatch):
     async_to_sync(run)()
     assert len(results) >= 5 and set(results) == {None}
     assert _group_empty()
+
+
+def test_reconciler_prunes_old_records(viewer, settings, monkeypatch):
+    """Retention runs in the reconciler's loop: an old audit row goes soon after it starts."""
+    import datetime as dt
+
+    from dashboard.containers import services
+    from dashboard.containers.models import AuditEntry
+    monkeypatch.setattr(services, "containers_reconcile", lambda: [])     # no runtime needed here
+    settings.TERRARIUM_RECONCILE_INTERVAL = 0.05
+    settings.TERRARIUM_AUDIT_KEEP_DAYS = 1
+    old = AuditEntry.objects.create(username="x", action="start", result="ok")
+    AuditEntry.objects.filter(pk=old.pk).update(at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2))
+    new = AuditEntry.objects.create(username="x", action="stop", result="ok")
+
+    async def run():
+        reconciler.ensure_started()
+        try:
+            deadline = asyncio.get_running_loop().time() + 10
+            while await asyncio.to_thread(AuditEntry.objects.filter(pk=old.pk).exists):
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.05)
+        finally:
+            await reconciler.stop()
+    async_to_sync(run)()
+    assert list(AuditEntry.objects.all()) == [new]

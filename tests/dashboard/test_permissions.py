@@ -215,3 +215,13 @@ def test_a_viewer_repeating_a_refused_post_grows_the_audit_log_only_so_far(cid, 
     url = reverse("containers:action", args=[cid, "kill"])
     assert [viewer_client.post(url).status_code for _ in range(7)] == [403] * 7
     assert AuditEntry.objects.filter(result="denied").count() == 4
+
+
+def test_admin_pages_show_the_retention(admin_client_role, settings):
+    settings.TERRARIUM_AUDIT_KEEP_DAYS, settings.TERRARIUM_OOM_KEEP_ROWS = 90, 5000
+    audit = admin_client_role.get("/admin/containers/auditentry/").content.decode()
+    assert "Audit entries are kept 90 days, at most the newest 200,000" in audit
+    oom = admin_client_role.get("/admin/containers/oomevent/").content.decode()
+    assert "OOM events are kept 30 days, at most the newest 5,000" in oom
+    index = admin_client_role.get("/admin/").content.decode()
+    assert 'id="retention-module"' in index and "Per-minute history is kept 24 hours" in index

@@ -1,4 +1,6 @@
 """services.py against the real runtime (temp root, test cgroup parent)."""
+import datetime as dt
+
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -104,3 +106,38 @@ def test_denied_audit_rows_are_rate_limited_per_user(viewer, operator, settings)
         at=AuditEntry.objects.get(pk=rows[0].pk).at.replace(year=2000))       # a minute passed
     assert services.audit_denied(user=viewer, action="start") is not None
     assert AuditEntry.objects.filter(result="denied").count() == 5
+
+
+# ---------------------------------------------------------------- retention
+def _audit_rows(n, *, days_ago=0):
+    rows = [AuditEntry.objects.create(username="x", action="start", result="ok") for _ in range(n)]
+    if days_ago:
+        when = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days_ago)
+        AuditEntry.objects.filter(pk__in=[r.pk for r in rows]).update(at=when)
+    return rows
+
+
+def test_records_prune_deletes_by_age_then_keeps_only_the_newest(settings):
+    from dashboard.containers.models import OomEvent
+    from django.utils import timezone
+    settings.TERRARIUM_AUDIT_KEEP_DAYS, settings.TERRARIUM_AUDIT_KEEP_ROWS = 10, 5
+    settings.TERRARIUM_OOM_KEEP_DAYS, settings.TERRARIUM_OOM_KEEP_ROWS = 10, 100
+    _audit_rows(3, days_ago=11)                          # too old
+    kept = _audit_rows(8)                                # too many: the 3 oldest go
+    OomEvent.objects.create(at=timezone.now() - dt.timedelta(days=11), scope="container")
+    young = OomEvent.objects.create(at=timezone.now(), scope="container")
+    assert services.records_prune() == {"audit": 6, "oom": 1}
+    assert list(AuditEntry.objects.order_by("id").values_list("id", flat=True)) == [r.pk for r in kept[3:]]
+    assert list(OomEvent.objects.all()) == [young]
+    assert services.records_prune() == {"audit": 0, "oom": 0}
+
+
+def test_prune_records_command(settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+    settings.TERRARIUM_AUDIT_KEEP_DAYS = 1
+    _audit_rows(2, days_ago=3)
+    out = StringIO()
+    call_command("prune_records", stdout=out)
+    assert out.getvalue().strip() == "prune_records: deleted 2 audit entries, 0 OOM events"

@@ -3,6 +3,7 @@ toast appears on it, the OOM page lists the kill, and its card shows the memory
 graph with the kill marker and the process tree with the victim marked.
 And the create form's "OOM lab" template fills the form in one click."""
 import os
+import re
 
 import pytest
 from playwright.sync_api import expect
@@ -59,3 +60,20 @@ def test_oom_lab_template_fills_the_create_form(login, server):
     expect(page.locator("#id_memory")).to_have_value("10m")
     expect(page.locator("#id_command")).to_have_value("sh -c 'head -c 15m /dev/zero | tail'")
     expect(page.locator("#form-template-help")).to_contain_text("10 MB limit")
+
+
+def test_a_container_in_an_oom_loop_gets_one_toast_that_counts(login, server, name, removed):
+    page = login("viewer")
+    page.wait_for_function("document.body.dataset.oomSocket === 'open'")
+    page.wait_for_timeout(700)        # the watcher attaches its readers right after the first socket
+    r = cli("run", "-d", "--name", name, "--memory", "12m", "lab", "sh", "-c",
+            "while true; do head -c 20m /dev/zero | tail; sleep 0.2; done")
+    assert r.returncode == 0, r.stderr
+    toast = page.locator(".oom-toast").filter(has_text=name)
+    expect(toast.locator("strong")).to_contain_text(" OOM kills in " + name, timeout=20_000)
+    page.wait_for_function(
+        "Array.from(document.querySelectorAll('.oom-toast')).some(t => Number(t.dataset.kills) >= 4)",
+        timeout=20_000)
+    expect(toast).to_have_count(1)                          # one toast, however many kills
+    expect(toast.locator("strong")).to_have_text(re.compile(r"^\d+ OOM kills in .+ in \d+ s$"))
+    expect(toast.locator("span")).to_contain_text("last: tail (pid")

@@ -44,3 +44,10 @@ def cpus_h(v):
 def joinargs(argv):
     import shlex
     return shlex.join(argv or [])
+
+
+@register.simple_tag
+def retention_notes():
+    """The retention settings as sentences (the admin index shows them)."""
+    from ..selectors import retention_notes as notes
+    return list(notes().values())
