@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from importlib import import_module
 
 from asgiref.sync import async_to_sync
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_MANY = 4429
 ENDED = "access.ended"
 CHANGED = "access.changed"
 
@@ -50,6 +53,30 @@ def session_group(session_key: str) -> str:
 
 def user_group(user_id) -> str:
     return f"user.{user_id}"
+
+
+def sockets_per_session() -> int:
+    return int(getattr(settings, "TERRARIUM_WS_PER_SESSION", 32))
+
+
+_open: Counter = Counter()        # session key hash -> sockets open in this process (loop only)
+
+
+def claim(session_key: str | None) -> bool:
+    """One more socket for this session, unless it has its share open already
+    (a page has three; a viewer opening thousands would each be served)."""
+    key = session_group(session_key or "")
+    if _open[key] >= sockets_per_session():
+        return False
+    _open[key] += 1
+    return True
+
+
+def release(session_key: str | None) -> None:
+    key = session_group(session_key or "")
+    _open[key] -= 1
+    if _open[key] <= 0:
+        del _open[key]
 
 
 def socket_access(*, session_key: str | None, user_id, perm: str) -> int | None:

@@ -14,7 +14,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.db import DatabaseError
 
 from . import access, events, reconciler
-from .access import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
+from .access import CLOSE_FORBIDDEN, CLOSE_TOO_MANY, CLOSE_UNAUTHENTICATED
 from .roles import CAN_VIEW
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,12 @@ class ViewerSocket(AsyncJsonWebsocketConsumer):
             return await self._refuse(CLOSE_FORBIDDEN)
         session = self.scope.get("session")
         self.session_key, self.user_id = getattr(session, "session_key", None), user.pk
+        code = await self.refused()
+        if code is not None:
+            return await self._refuse(code)
+        if not access.claim(self.session_key):
+            return await self._refuse(CLOSE_TOO_MANY)
+        self.claimed = True
         self.group = self.group_name()
         self.groups_joined = [self.group, access.user_group(user.pk)]
         if self.session_key:
@@ -48,6 +54,9 @@ class ViewerSocket(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code):
         """Leave the groups."""
+        if getattr(self, "claimed", False):
+            self.claimed = False
+            access.release(self.session_key)
         if getattr(self, "joined", False):
             self.joined = False
             watch = getattr(self, "_watch", None)
@@ -64,6 +73,10 @@ class ViewerSocket(AsyncJsonWebsocketConsumer):
     # ----------------------------------------------------------------- hooks
     def group_name(self) -> str:
         raise NotImplementedError
+
+    async def refused(self) -> int | None:
+        """Before joining (the user may view): a close code to refuse with, or None."""
+        return None
 
     async def on_join(self):
         """After accept: start producers, send the first state."""

@@ -6,9 +6,10 @@ sampler`): the socket asks it by channel-layer messages and renews the
 subscription (a lease) every lease/3 seconds while it is open."""
 import asyncio
 
+from dashboard.containers.access import CLOSE_NOT_FOUND
 from dashboard.containers.consumers import ViewerSocket
 
-from . import events
+from . import events, selectors
 from . import sampler as _sampler
 from .sampler import get_sampler
 
@@ -17,8 +18,14 @@ class ContainerLiveConsumer(ViewerSocket):
     """ws/containers/<id>/live/: history on connect, then every sample and tree."""
 
     def group_name(self) -> str:
-        self.container_id = self.scope["url_route"]["kwargs"]["container_id"]
         return events.group(self.container_id)
+
+    async def refused(self) -> int | None:
+        """An id the runtime does not know is not sampled (4404)."""
+        self.container_id = self.scope["url_route"]["kwargs"]["container_id"]
+        if not await asyncio.to_thread(selectors.container_exists, container_id=self.container_id):
+            return CLOSE_NOT_FOUND
+        return None
 
     async def on_join(self):
         if not _sampler.external():

@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
-from runtime import TerrariumError
+from runtime import NotFound, TerrariumError
 from runtime import cgroups as _cgroups
 from runtime import procs as _procs
 from runtime.cgroups import tree as _cgtree
@@ -20,6 +20,15 @@ from . import metrics as _metrics
 
 class NotSampled(Exception):
     """The container has no cgroup to read (not running, or removed)."""
+
+
+def container_exists(*, container_id: str) -> bool:
+    """Whether the runtime knows this container (running or not)."""
+    try:
+        get_runtime().inspect(container_id)
+    except NotFound:
+        return False
+    return True
 
 
 def container_raw_sample(*, container_id: str) -> dict:

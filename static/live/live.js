@@ -165,7 +165,8 @@
     ws.onclose = function (e) {
       root.dataset.live = "off";
       if (state) { state.textContent = "disconnected"; state.classList.remove("on"); }
-      if (e.code === 4401 || e.code === 4403) return;
+      if (e.code === 4404 && state) state.textContent = "not sampled: no such container";
+      if (e.code === 4401 || e.code === 4403 || e.code === 4404) return;
       setTimeout(connect, delay); delay = Math.min(delay * 2, 15000);
     };
   }

@@ -43,6 +43,7 @@ def kernel(monkeypatch, settings):
     k = FakeKernel()
     monkeypatch.setattr(selectors, "container_raw_sample", k.sample)
     monkeypatch.setattr(selectors, "container_process_forest", k.forest)
+    monkeypatch.setattr(selectors, "container_exists", lambda *, container_id: container_id == CID)
     yield k
     sampler_mod.reset_sampler()
 
@@ -154,3 +155,36 @@ def test_logout_stops_the_feed_and_the_sampling(kernel, viewer, settings):
         assert sampler_mod.get_sampler().subscribers == {}
     async_to_sync(run)()
     assert _groups_empty()
+
+
+def test_an_unknown_container_is_refused_and_not_sampled(kernel, viewer):
+    headers = _headers(viewer)
+
+    async def run():
+        comm = WebsocketCommunicator(application, f"/ws/containers/{'d' * 64}/live/", headers=headers)
+        await comm.connect()
+        assert await comm.receive_output(timeout=2) == {"type": "websocket.close", "code": 4404}
+    async_to_sync(run)()
+    assert kernel.reads == 0 and sampler_mod.get_sampler().subscribers == {}
+
+
+def test_sockets_per_session_are_capped(kernel, viewer, settings):
+    from tests.dashboard.test_consumers import _logged_in
+    settings.TERRARIUM_WS_PER_SESSION = 2
+    _, headers = _logged_in(viewer)
+
+    async def run():
+        socks = [WebsocketCommunicator(application, URL, headers=headers) for _ in range(3)]
+        for s in socks[:2]:
+            assert (await s.connect())[0]
+            await _next(s, events.HISTORY)
+        await socks[2].connect()
+        assert await socks[2].receive_output(timeout=2) == {"type": "websocket.close", "code": 4429}
+        await socks[0].disconnect()
+        again = WebsocketCommunicator(application, URL, headers=headers)   # a place is free again
+        assert (await again.connect())[0]
+        await _next(again, events.HISTORY)
+        await again.disconnect()
+        await socks[1].disconnect()
+    async_to_sync(run)()
+    assert sampler_mod.get_sampler().subscribers == {} and _groups_empty()
