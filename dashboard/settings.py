@@ -133,6 +133,10 @@ X_FRAME_OPTIONS = "DENY"
 
 # The reconciler: seconds between polls of the runtime (0 disables it, for tests).
 TERRARIUM_RECONCILE_INTERVAL = float(os.environ.get("TERRARIUM_RECONCILE_INTERVAL", "1.0"))
+# Open websockets (dashboard/containers/access.py): seconds between re-checks of
+# their session and role, and how many one session may hold open per process.
+TERRARIUM_WS_RECHECK = float(os.environ.get("TERRARIUM_WS_RECHECK", "3"))
+TERRARIUM_WS_PER_SESSION = int(os.environ.get("TERRARIUM_WS_PER_SESSION", "32"))
 # The live feed's sampler (dashboard/live/sampler.py): "internal" runs it in the
 # Daphne process; "external" leaves it to `manage.py sampler` (Redis layer).
 TERRARIUM_SAMPLER = os.environ.get("TERRARIUM_SAMPLER", "internal")
