@@ -15,5 +15,6 @@ class DeniedOneLine(logging.Filter):
             record.exc_info, record.exc_text = None, None
             user = getattr(getattr(record, "request", None), "user", None)
             name = getattr(user, "username", "") or "anonymous"
-            record.msg, record.args = f"{record.getMessage()} (user %s)", (name,)
+            text = record.getMessage().replace("%", "%%")      # the path may hold a % of its own
+            record.msg, record.args = text + " (user %s)", (name,)
         return True

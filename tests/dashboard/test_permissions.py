@@ -225,3 +225,13 @@ def test_admin_pages_show_the_retention(admin_client_role, settings):
     assert "OOM events are kept 30 days, at most the newest 5,000" in oom
     index = admin_client_role.get("/admin/").content.decode()
     assert 'id="retention-module"' in index and "Per-minute history is kept 24 hours" in index
+
+
+def test_a_refused_path_with_a_percent_sign_logs_cleanly(viewer_client, caplog):
+    import logging
+    url = reverse("layers:image_export", args=["busy%25box"])
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        assert viewer_client.get(url).status_code == 403
+    (record,) = [r for r in caplog.records if r.name == "django.request"]
+    assert logging.Formatter().format(record).endswith("/export/ (user vera)")
+    assert "/image/busy%25box/export/" in record.getMessage()
