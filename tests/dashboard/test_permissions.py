@@ -129,9 +129,6 @@ def test_create_unconfined_through_the_form_and_detail_shows_the_mode(operator_c
 
 
 # ---------------------------------------------- least privilege: what viewers do not get
-ROLE_CLIENTS = ("viewer_client", "operator_client", "admin_client_role")
-
-
 def test_image_export_is_for_operators(viewer_client, operator_client, admin_client_role):
     url = reverse("layers:image_export", args=["busybox"])
     clients = _clients(viewer_client, operator_client, admin_client_role)
