@@ -45,7 +45,7 @@ def test_a_few_typos_do_not_lock_anyone_out(viewer):
     assert r.status_code == 302 and r["Location"] == reverse("containers:list")
 
 
-def test_failure_limit_and_cooloff_come_from_the_environment(settings):
+def test_throttle_defaults(settings):
     import datetime as dt
     assert settings.AXES_FAILURE_LIMIT == 6          # locks at the 6th failure
     assert settings.AXES_COOLOFF_TIME == dt.timedelta(seconds=60)
