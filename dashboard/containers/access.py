@@ -23,7 +23,6 @@ layer's channel names are visible to whoever reads Redis).
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections import Counter
 from importlib import import_module
 
@@ -32,8 +31,6 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib import auth
 from django.utils.crypto import constant_time_compare
-
-log = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
