@@ -30,6 +30,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib import auth
+from django.db import transaction
 from django.utils.crypto import constant_time_compare
 
 CLOSE_UNAUTHENTICATED = 4401
@@ -107,6 +108,13 @@ def _send(group: str, kind: str) -> None:
         async_to_sync(layer.group_send)(group, {"type": kind})
 
 
+def _changed(user_id) -> None:
+    """Ask the user's sockets to re-check once the change is committed (the
+    admin saves inside a transaction: a re-check before the commit would still
+    see the old role)."""
+    transaction.on_commit(lambda: _send(user_group(user_id), CHANGED))
+
+
 def on_logged_out(sender, request=None, user=None, **kwargs):
     """user_logged_out: close the sockets of that session now."""
     session = getattr(request, "session", None)
@@ -118,14 +126,20 @@ def on_logged_out(sender, request=None, user=None, **kwargs):
 def on_user_saved(sender, instance=None, created=False, **kwargs):
     """post_save of a user (active flag, password, staff): their sockets re-check."""
     if not created and instance is not None and instance.pk is not None:
-        _send(user_group(instance.pk), CHANGED)
+        _changed(instance.pk)
+
+
+def on_user_deleted(sender, instance=None, **kwargs):
+    """post_delete of a user: their sockets re-check (and close)."""
+    if instance is not None and instance.pk is not None:
+        _changed(instance.pk)
 
 
 def on_user_m2m(sender, instance=None, action="", reverse=False, pk_set=None, **kwargs):
     """A user's groups or permissions changed, from either side: they re-check."""
     if not reverse:                               # instance is the user
         if action in ("post_add", "post_remove", "post_clear"):
-            _send(user_group(instance.pk), CHANGED)
+            _changed(instance.pk)
         return
     if action in ("post_add", "post_remove"):     # instance is a group or permission
         ids = pk_set or ()
@@ -133,8 +147,8 @@ def on_user_m2m(sender, instance=None, action="", reverse=False, pk_set=None, **
         ids = instance.user_set.values_list("pk", flat=True)
     else:
         return
-    for pk in ids:
-        _send(user_group(pk), CHANGED)
+    for pk in list(ids):
+        _changed(pk)
 
 
 def on_group_perms(sender, instance=None, action="", reverse=False, **kwargs):
@@ -142,16 +156,17 @@ def on_group_perms(sender, instance=None, action="", reverse=False, **kwargs):
     if action not in ("post_add", "post_remove", "post_clear") or reverse:
         return
     for pk in instance.user_set.values_list("pk", flat=True):
-        _send(user_group(pk), CHANGED)
+        _changed(pk)
 
 
 def connect_signals() -> None:
     from django.contrib.auth.models import Group
-    from django.db.models.signals import m2m_changed, post_save
+    from django.db.models.signals import m2m_changed, post_delete, post_save
 
     User = auth.get_user_model()
     auth.signals.user_logged_out.connect(on_logged_out, dispatch_uid="terrarium-ws-logout")
     post_save.connect(on_user_saved, sender=User, dispatch_uid="terrarium-ws-user")
+    post_delete.connect(on_user_deleted, sender=User, dispatch_uid="terrarium-ws-user-gone")
     for through in (User.groups.through, User.user_permissions.through):
         m2m_changed.connect(on_user_m2m, sender=through, dispatch_uid=f"terrarium-ws-{through.__name__}")
     m2m_changed.connect(on_group_perms, sender=Group.permissions.through, dispatch_uid="terrarium-ws-gperms")

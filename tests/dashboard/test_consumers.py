@@ -251,3 +251,22 @@ def test_reconciler_prunes_old_records(viewer, settings, monkeypatch):
             await reconciler.stop()
     async_to_sync(run)()
     assert list(AuditEntry.objects.all()) == [new]
+
+
+def test_deleted_user_is_closed_at_once(viewer, settings):
+    settings.TERRARIUM_WS_RECHECK = 60
+    _, headers = _logged_in(viewer)
+    assert _closes_with(headers, viewer.delete) == 4401
+
+
+def test_a_role_change_inside_a_transaction_is_announced_after_the_commit(viewer, monkeypatch):
+    """As the admin saves (in a transaction): a re-check before the commit would see the old role."""
+    from django.db import transaction
+
+    from dashboard.containers import access
+    sent = []
+    monkeypatch.setattr(access, "_send", lambda group, kind: sent.append((group, kind)))
+    with transaction.atomic():
+        viewer.groups.clear()
+        assert sent == []
+    assert sent == [(access.user_group(viewer.pk), access.CHANGED)]
