@@ -382,7 +382,7 @@ class Agent:
         gid = _group(self.group).gr_gid if self.group else None
         prepare_socket_dir(self.path, self.rt.run_dir, gid)
         with locked(os.path.join(self.rt.run_dir, "agent.listen.lock")):
-            if _answers(self.path):
+            if daemons.answers(self.path):
                 raise Conflict(f"another Terrarium agent already serves {self.path}")
             listener = daemons.listen(self.path, socket.SOCK_STREAM)
         if gid is not None:
@@ -595,21 +595,10 @@ def ensure_agent(root: str, cgroup_parent: str | None = None) -> None:
     path = socket_path(root)
     try:
         daemons.start(os.path.join(root, "run"), name="agent", module="agent",
-                      answers=lambda: _answers(path),
+                      answers=lambda: daemons.answers(path),
                       cgroup_parent=cgroup_parent or daemons.default_cgroup_parent())
     except OSError as e:
         raise TerrariumError(str(e)) from None
-
-
-def _answers(path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
-        probe.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
 
 
 def stop_agent(root: str) -> None:

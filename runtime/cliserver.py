@@ -48,17 +48,8 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))     # for code_signatu
 def ensure_server(run_dir: str) -> None:
     """Start run_dir's CLI server unless one answers (runtime/daemons.py)."""
     path = os.path.join(run_dir, SOCKET)
-
-    def answers() -> bool:
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            probe.connect(path)
-            return True
-        except OSError:
-            return False
-        finally:
-            probe.close()
-    daemons.start(run_dir, name="cli", module="cliserver", answers=answers,
+    daemons.start(run_dir, name="cli", module="cliserver",
+                  answers=lambda: daemons.answers(path, socket.SOCK_SEQPACKET),
                   cgroup_parent=daemons.default_cgroup_parent())
 
 

@@ -789,16 +789,10 @@ def ensure_forkserver(run_dir: str, cgroup_parent: str | None = None, on_start=N
     reboot or a minute idle, the moment to sweep what a crash left."""
     path = os.path.join(run_dir, "forkserver.sock")
 
-    def answers() -> bool:
-        try:
-            _connect(path).close()
-            return True
-        except OSError:
-            return False
-    if answers():
+    if daemons.answers(path):
         return
     try:
-        daemons.start(run_dir, name="forkserver", module="shim", answers=answers,
+        daemons.start(run_dir, name="forkserver", module="shim", answers=lambda: daemons.answers(path),
                       cgroup_parent=cgroup_parent or daemons.default_cgroup_parent())
     except OSError as e:
         raise TerrariumError(str(e)) from None

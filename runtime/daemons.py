@@ -88,6 +88,18 @@ def wait_readable(fds, timeout: float | None) -> list[int]:
     return [fd for fd, _ in p.poll(ms)]
 
 
+def answers(path: str, kind: int = socket.SOCK_STREAM) -> bool:
+    """Whether a server listens on the Unix socket at path (a connect succeeds)."""
+    probe = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
 def listen(path: str, kind: int) -> socket.socket:
     """A server's listening Unix socket at path (a stale file from a server
     that died is replaced), reachable by this user only."""
