@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from .model import to_dict
 
-from .errors import ExecFailed, TerrariumError
+from .errors import ExecFailed, InvalidArgument, TerrariumError
 from .model import Limits
 
 
@@ -49,6 +49,8 @@ def _add_create(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
                    help="seccomp=unconfined, seccomp=PROFILE.json (Docker's format) (repeatable)")
+    p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="log rotation: max-size=10m, max-file=3 (the defaults; repeatable)")
     _add_limits(p)
     p.add_argument("image")
     p.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -105,7 +107,9 @@ def _p_ps(sub):
 def _p_logs(sub):
     p = sub.add_parser("logs", help="show a container's output")
     p.add_argument("-f", "--follow", action="store_true")
-    p.add_argument("--tail", type=int)
+    p.add_argument("--tail", help='the last N lines only ("all": every line)')
+    p.add_argument("--since", help="from this time on: RFC 3339, a unix time, or back from now (10m, 1h30m)")
+    p.add_argument("-t", "--timestamps", action="store_true", help="show each line's time")
     p.add_argument("container")
 
 
@@ -287,7 +291,7 @@ def _dispatch(args) -> int:
 # ------------------------------------------------------------------- verbs
 
 def _spec(args, auto_remove: bool):
-    from .spec import make_limits, make_spec
+    from .spec import make_limits, make_spec, parse_log_opts
     limits = make_limits(args.memory, args.memory_swap, args.cpus, args.pids)
     seccomp = None
     if args.security_opt:
@@ -295,7 +299,7 @@ def _spec(args, auto_remove: bool):
         seccomp = setting_from_options(args.security_opt)
     return make_spec(image=args.image, name=args.name, cmd=args.cmd, env=args.env,
                      hostname=args.hostname, workdir=args.workdir, limits=limits,
-                     auto_remove=auto_remove, seccomp=seccomp)
+                     auto_remove=auto_remove, seccomp=seccomp, log=parse_log_opts(args.log_opt))
 
 
 def _run(rt, args) -> int:
@@ -331,10 +335,7 @@ def _attach(rt, c) -> int:
             pass
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        out = sys.stdout.buffer
-        for chunk in rt.follow_logs(c.id):
-            out.write(chunk)
-            out.flush()
+        _print_records(rt.log_records(c.id, follow=True, on_wait=_flush), timestamps=False)
         end = rt.wait(c.id)
     finally:
         for s, h in old.items():
@@ -407,17 +408,37 @@ def status_text(c, now: float | None = None) -> str:
 
 
 def _logs(rt, args) -> int:
-    out = sys.stdout.buffer
-    if args.follow:
-        data = rt.logs(args.container, tail=args.tail)
-        out.write(data)
-        out.flush()
-        for chunk in rt.follow_logs(args.container, from_start=False):
-            out.write(chunk)
-            out.flush()
-    else:
-        out.write(rt.logs(args.container, tail=args.tail))
+    tail = args.tail
+    if tail is not None:
+        if tail.strip() == "all":
+            tail = None
+        elif not (tail.strip().isascii() and tail.strip().isdigit()):
+            raise InvalidArgument(f"invalid --tail {args.tail!r}: use a number of lines or \"all\"")
+        else:
+            tail = int(tail)
+    _print_records(rt.log_records(args.container, tail=tail, since=args.since, follow=args.follow,
+                                  on_wait=_flush), args.timestamps)
     return 0
+
+
+def _flush() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def _print_records(records, timestamps: bool) -> None:
+    """A log's content as `docker logs` prints it: stdout's on stdout, stderr's on stderr."""
+    from .logs import render
+    out = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+    last = None
+    try:
+        for stream, data in render(records, timestamps):
+            if stream != last and last is not None:
+                out[last].flush()       # keep the order when both go to one terminal
+            out[stream].write(data)
+            last = stream
+    finally:
+        _flush()
 
 
 def _exec(rt, args) -> int:

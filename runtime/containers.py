@@ -8,7 +8,8 @@ State lives on disk under ROOT/containers/<id>/ (runtime/state.py):
     upper/ work/  the container's own overlay layer and overlayfs's work dir
     rootfs/       where the overlay is mounted — inside the container's mount
                   namespace only, so the host's mount table never holds it
-    container.log stdout and stderr
+    container.log stdout and stderr as records, written by the shim, rotated
+                  to container.log.1, .2, ... (runtime/logs.py)
 ROOT/names/<name> is a symlink to the id: creating it is how a name is taken.
 A config.json that cannot be read makes the container "broken" (listed,
 its layers kept, removable), never absent.
@@ -34,12 +35,17 @@ from . import daemons, pidinfo, seccomp
 from . import state as disk      # (`state` is each verb's Container below)
 from .errors import Conflict, ExecFailed, InvalidArgument, KernelError, NotFound, TerrariumError
 from .fsutil import locked, private_dir
-from .model import Container, Limits, Spec
+from .model import Container, Limits, LogConfig, Spec
 from .spec import check_limits, check_spec, make_spec
 
 DEFAULT_ROOT = "/var/lib/terrarium"
 DEFAULT_STOP_TIMEOUT = 10.0
 _ID_RE = disk.ID_RE
+
+
+def _log_config(config: dict) -> LogConfig:
+    """The container's log settings (containers made before they existed: the defaults)."""
+    return LogConfig(**config.get("log", {}))
 
 
 def default_root() -> str:
@@ -169,6 +175,7 @@ class Runtime:
             "auto_remove": spec.auto_remove, "generation": 0, "paused": False,
             "seccomp": seccomp.check_setting(spec.seccomp, full=False),
             "cgroup_parent": self.cgroup_parent,       # inspect and every cgroup op use this one
+            "log": LogConfig(*spec.log)._asdict(),
         }
         with locked(os.path.join(self.containers_dir, disk.NAMES_LOCK)):
             if os.path.lexists(os.path.join(self.names_dir, name)):
@@ -221,6 +228,7 @@ class Runtime:
             "upper": f"{cdir}/upper", "work": f"{cdir}/work", "rootfs": f"{cdir}/rootfs",
             "hostname": config["hostname"], "argv": config["cmd"], "env": config["env"],
             "workdir": config["workdir"], "log": f"{cdir}/container.log",
+            "log_max_size": _log_config(config).max_size, "log_max_file": _log_config(config).max_file,
             "auto_remove": config["auto_remove"],
             "seccomp": seccomp.program_path(self.root, config.get("seccomp")),
         }
@@ -511,6 +519,7 @@ class Runtime:
             rootfs=f"{cdir}/rootfs", upperdir=f"{cdir}/upper", workdir_overlay=f"{cdir}/work",
             log_path=f"{cdir}/container.log", auto_remove=bool(config.get("auto_remove")),
             restart_count=max(gen - 1, 0), seccomp=seccomp.mode_of(config.get("seccomp")),
+            log_config=_log_config(config),
         )
 
     # ------------------------------------------------------------ wait/logs
@@ -539,37 +548,52 @@ class Runtime:
                 if fd is not None:
                     os.close(fd)
 
-    def logs(self, ref: str, tail: int | None = None) -> bytes:
-        c = self.inspect(ref)
-        with open(c.log_path, "rb") as f:
-            data = f.read()
-        if tail is not None:
-            lines = data.splitlines(keepends=True)
-            data = b"".join(lines[-tail:]) if tail > 0 else b""
-        return data
+    def log_records(self, ref: str, *, tail: int | None = None, since=None, follow: bool = False,
+                    on_wait=None):
+        """The container's log records (runtime.logs.Record), oldest first, in
+        bounded memory whatever the log's size.
 
-    def follow_logs(self, ref: str, from_start: bool = True, poll: float = 0.1):
-        """Yield log chunks as they are written until the container stops.
-
-        Waits on a pidfd of the shim, so the end is seen the moment it exits."""
+        tail: only the last N lines.  since: a time as `parse_since` takes it
+        (RFC 3339, unix time, or a duration back from now such as "10m").
+        follow: go on yielding as the container writes, across rotations,
+        until its shim has exited; on_wait() is called each time the reader
+        has caught up and waits (to flush output)."""
+        from . import logs
         c = self.inspect(ref)
-        pidfd = _pidfd(c.shim_pid) if c.status in ("running", "paused") else None
+        if since is not None and not isinstance(since, bytes):
+            since = logs.parse_since(since)
+        if tail is not None and tail < 0:
+            raise InvalidArgument(f"invalid tail {tail}: must be 0 or more")
+        pidfd = _pidfd(c.shim_pid) if follow and c.status in ("running", "paused") else None
+
+        def ended(timeout: float) -> bool:
+            if on_wait is not None:
+                on_wait()
+            return pidfd is None or _wait_fd(pidfd, timeout)
         try:
-            with open(c.log_path, "rb") as f:
-                if not from_start:
-                    f.seek(0, os.SEEK_END)
-                while True:
-                    chunk = f.read(65536)
-                    if chunk:
-                        yield chunk
-                        continue
-                    if pidfd is None or _wait_fd(pidfd, poll):
-                        if rest := f.read():
-                            yield rest
-                        return
+            yield from logs.read(c.log_path, tail=tail, since=since, follow=ended if follow else None)
         finally:
             if pidfd is not None:
                 os.close(pidfd)
+
+    def logs(self, ref: str, tail: int | None = None, *, since=None, timestamps: bool = False,
+             max_bytes: int | None = None) -> bytes:
+        """The log's content, stdout's and stderr's together in the order the
+        shim read them (see log_records); with max_bytes, only its last max_bytes."""
+        from . import logs
+        out = bytearray()
+        for _, data in logs.render(self.log_records(ref, tail=tail, since=since), timestamps):
+            out += data
+            if max_bytes is not None and len(out) > 2 * max_bytes:
+                del out[:-max_bytes]
+        return bytes(out[-max_bytes:] if max_bytes is not None else out)
+
+    def follow_logs(self, ref: str, from_start: bool = True):
+        """Yield log content as it is written until the container stops."""
+        from . import logs
+        records = self.log_records(ref, tail=None if from_start else 0, follow=True)
+        for _, data in logs.render(records):
+            yield data
 
     # ------------------------------------------------------------------ exec
     def exec(self, ref: str, argv: list[str], *, env=(), tty: bool = False, interactive: bool = False,

@@ -253,6 +253,14 @@ def seccomp_filter(program: bytes | None) -> None:
         _fail("load seccomp filter")
 
 
+_malloc_trim = _libc.malloc_trim          # looked up once, in the fork server
+
+
+def malloc_trim() -> None:
+    """Give the heap's free pages back to the kernel (glibc malloc_trim(0))."""
+    _malloc_trim(0)
+
+
 def close_fds_on_exec(first: int = 3) -> None:
     """Mark every descriptor >= first close-on-exec (close_range, Linux 5.11+)."""
     if _libc.syscall(_SYS_close_range, ctypes.c_uint(first), ctypes.c_uint(0xFFFFFFFF),

@@ -45,26 +45,33 @@ class Image(namedtuple("Image", "name layers config created history", defaults=(
     __slots__ = ()
 
 
-class Spec(namedtuple("Spec", "image name cmd env hostname workdir limits auto_remove seccomp",
-                      defaults=(None, (), (), None, None, Limits(), False, None))):
+class LogConfig(namedtuple("LogConfig", "max_size max_file", defaults=(10 << 20, 3))):
+    """A container's log (runtime/logs.py): rotated when a file would pass
+    max_size bytes, max_file files kept (the live one included)."""
+    __slots__ = ()
+
+
+class Spec(namedtuple("Spec", "image name cmd env hostname workdir limits auto_remove seccomp log",
+                      defaults=(None, (), (), None, None, Limits(), False, None, LogConfig()))):
     """What `create` needs; runtime.spec.make_spec() builds a checked one.
 
     cmd empty: the image's cmd.  env: "K=V" added to the image's.  hostname
     None: the container's name.  workdir None: the image's.  seccomp None:
-    the default profile; else a setting of runtime.seccomp ({"mode": ...})."""
+    the default profile; else a setting of runtime.seccomp ({"mode": ...}).
+    log: LogConfig."""
     __slots__ = ()
 
 
 _CONTAINER_FIELDS = (
     "id name image cmd env hostname workdir limits status created_at "
     "layers pid shim_pid started_at finished_at exit_code oom_killed oom_kills error "
-    "cgroup namespaces rootfs upperdir workdir_overlay log_path auto_remove restart_count seccomp"
+    "cgroup namespaces rootfs upperdir workdir_overlay log_path auto_remove restart_count seccomp log_config"
 )
 
 
 class Container(namedtuple("Container", _CONTAINER_FIELDS, defaults=(
         (), None, None, None, None, None, False, 0, None,
-        None, _EMPTY, "", "", "", "", False, 0, "default"))):
+        None, _EMPTY, "", "", "", "", False, 0, "default", LogConfig()))):
     """What inspect and list report.
 
     status        created | running | paused | exited | broken (config.json unreadable;
@@ -78,6 +85,7 @@ class Container(namedtuple("Container", _CONTAINER_FIELDS, defaults=(
     namespaces    {"pid": inode, ...} while running
     rootfs        the merged directory (mounted only inside the container)
     seccomp       "default", "unconfined" or "custom" (a profile given at create)
+    log_path      the live log file (rotated ones are log_path.1, .2, ...)
     """
     __slots__ = ()
 

@@ -33,7 +33,7 @@ import _socket
 import array
 import time
 
-from . import daemons, linux, pidinfo
+from . import daemons, linux, logs, pidinfo
 from .errors import KernelError, TerrariumError
 
 SOCKET = "forkserver.sock"
@@ -65,13 +65,15 @@ def _cgroups(parent: str):
 
 # --------------------------------------------------------------------- init
 
-def container_init(err_w: int, go_r: int, in_cgroup_r: int, stdin_fd: int) -> None:
+def container_init(err_w: int, go_r: int, in_cgroup_r: int, stdin_fd: int, stdout_w: int,
+                   stderr_w: int) -> None:
     """Become a container.  Runs as PID 1 of a new PID namespace; never returns.
 
     It is made ahead of need (see Spare): the namespaces come first, then it
     waits on go_r to learn which container it is.  Any failure is written to
     err_w as "<exit code>:<message>" for the shim; EOF on go_r with no request
-    means the spare was not needed, and it leaves quietly."""
+    means the spare was not needed, and it leaves quietly.  stdout_w and
+    stderr_w are pipes the shim relays into the container's log."""
     try:
         for sig in RESET_SIGNALS:            # exec keeps SIG_IGN: give the command defaults
             signal.signal(sig, signal.SIG_DFL)
@@ -84,7 +86,6 @@ def container_init(err_w: int, go_r: int, in_cgroup_r: int, stdin_fd: int) -> No
         req = _read_request(go_r)
         if req is None:
             os._exit(0)
-        log_fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         seccomp = _read_file(req.get("seccomp"))   # a host path: read before pivot_root
         # 2. cgroup: the shim makes it and moves us in while we build the root
         #    below (two cores, two jobs); we wait for that at step 6, before exec.
@@ -108,8 +109,8 @@ def container_init(err_w: int, go_r: int, in_cgroup_r: int, stdin_fd: int) -> No
         os.makedirs(workdir, exist_ok=True)
         os.chdir(workdir)
         os.dup2(stdin_fd, 0)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
+        os.dup2(stdout_w, 1)
+        os.dup2(stderr_w, 2)
         linux.close_fds_on_exec(3)
         linux.limit_capabilities(linux.caps_mask())
         linux.set_no_new_privs()
@@ -241,8 +242,9 @@ def exec_command(argv: list[str], env: list[str]) -> None:
 class _Prepared:
     """What a spare shim made ahead of need: its container's init, waiting, and
     (when it could) a cgroup under a temporary name with that init in it."""
-    def __init__(self, pid: int, err_r: int, go_w: int, in_cgroup_w: int):
+    def __init__(self, pid: int, err_r: int, go_w: int, in_cgroup_w: int, out_r: int, stderr_r: int):
         self.pid, self.err_r, self.go_w, self.in_cgroup_w = pid, err_r, go_w, in_cgroup_w
+        self.out_r, self.stderr_r = out_r, stderr_r      # init's stdout and stderr, for the log
         self.parent = self.cgroup = None
 
 
@@ -316,15 +318,17 @@ def _prepare(cgroup_parent: str | None) -> _Prepared:
     err_r, err_w = os.pipe()                       # init → shim: why it failed (EOF: exec'd)
     go_r, go_w = os.pipe()                         # shim → init: the container to become
     in_cgroup_r, in_cgroup_w = os.pipe()           # shim → init: you are in your cgroup
+    out_r, out_w = os.pipe()                       # the container's stdout → shim → log
+    stderr_r, stderr_w = os.pipe()                 # and its stderr
     linux.unshare(linux.CLONE_NEWPID)               # our next child is PID 1 there
     pid = os.fork()
     if pid == 0:
-        for fd in (err_r, go_w, in_cgroup_w):
+        for fd in (err_r, go_w, in_cgroup_w, out_r, stderr_r):
             os.close(fd)
-        container_init(err_w, go_r, in_cgroup_r, stdin_fd)
-    for fd in (err_w, go_r, in_cgroup_r, stdin_fd):
+        container_init(err_w, go_r, in_cgroup_r, stdin_fd, out_w, stderr_w)
+    for fd in (err_w, go_r, in_cgroup_r, stdin_fd, out_w, stderr_w):
         os.close(fd)
-    prepared = _Prepared(pid, err_r, go_w, in_cgroup_w)
+    prepared = _Prepared(pid, err_r, go_w, in_cgroup_w, out_r, stderr_r)
     if cgroup_parent and _cgroups(cgroup_parent).can_rename:
         # Moving a process into a v1 cgroup takes cgroup_threadgroup_rwsem for
         # writing, which waits out a whole RCU grace period (~13 ms measured
@@ -389,8 +393,7 @@ def _supervise(req: dict, raw: bytes, reply: socket.socket, prepared: _Prepared)
             code_s, message = "125", cgroup_error
         os.waitpid(pid, 0)
         drv.remove(cid)
-        with open(req["log"], "ab") as log:
-            log.write(f"terrarium: {message}\n".encode())
+        logs.write_message(req["log"], f"terrarium: {message}")
         _write_json(f"{cdir}/exit.json", {"generation": req["generation"], "exit_code": int(code_s),
                                          "oom_killed": False, "finished_at": time.time(),
                                          "error": message})
@@ -403,6 +406,13 @@ def _supervise(req: dict, raw: bytes, reply: socket.socket, prepared: _Prepared)
                                     "started_at": started_at})
     _reply(reply, {"ok": True, "pid": pid, "shim_pid": os.getpid()})
     reply = None
+    # Until init exits: its stdout and stderr into the log (poll, not
+    # waitpid, so both are watched; its pidfd says when it has exited).
+    pidfd = os.pidfd_open(pid)
+    logs.relay(prepared.out_r, prepared.stderr_r, pidfd, req["log"],
+               req.get("log_max_size", logs.DEFAULT_MAX_SIZE), req.get("log_max_file", logs.DEFAULT_MAX_FILE),
+               linux.malloc_trim)
+    os.close(pidfd)
     while True:
         try:
             _, wstatus = os.waitpid(pid, 0)

@@ -12,7 +12,7 @@ import posixpath
 import re
 
 from .errors import InvalidArgument
-from .model import Limits, Spec
+from .model import Limits, LogConfig, Spec
 
 # Patterns are used with fullmatch (`$` also matches before a final newline)
 # and re.ASCII (`\d` and `\s` would take any Unicode digit or space: '٦٤m').
@@ -202,13 +202,45 @@ def check_spec(spec: Spec) -> Spec:
     """A Spec built by hand (the API) checked as make_spec checks typed input."""
     checked = make_spec(image=spec.image, name=spec.name, cmd=spec.cmd, env=spec.env,
                         hostname=spec.hostname, workdir=spec.workdir,
-                        limits=check_limits(spec.limits), auto_remove=spec.auto_remove)
+                        limits=check_limits(spec.limits), auto_remove=spec.auto_remove,
+                        log=check_log_config(spec.log))
     return checked._replace(seccomp=spec.seccomp)     # Runtime.create checks it
+
+
+MIN_LOG_SIZE = 32 << 10   # a file must hold the longest record (runtime/logs.py RECORD_MAX)
+MAX_LOG_FILES = 100
+
+
+def parse_log_opts(opts) -> LogConfig:
+    """`--log-opt KEY=VALUE` items (max-size, max-file, as Docker's) -> LogConfig."""
+    max_size, max_file = LogConfig()
+    for opt in opts or ():
+        key, sep, value = str(opt).partition("=")
+        if not sep:
+            raise InvalidArgument(f"invalid log option {_show(opt)}: use KEY=VALUE, e.g. max-size=10m or max-file=3")
+        if key == "max-size":
+            max_size = parse_size(value, "log max-size")
+            if max_size < MIN_LOG_SIZE:
+                raise InvalidArgument(f"log max-size {_show(value)} is too small: the minimum is 32k")
+        elif key == "max-file":
+            if not (value.isascii() and value.isdigit() and len(value) <= 3) or not 1 <= int(value) <= MAX_LOG_FILES:
+                raise InvalidArgument(f"invalid log max-file {_show(value)}: use a whole number from 1 to {MAX_LOG_FILES}")
+            max_file = int(value)
+        else:
+            raise InvalidArgument(f"unknown log option {_show(key)}: use max-size or max-file")
+    return LogConfig(max_size, max_file)
+
+
+def check_log_config(log) -> LogConfig:
+    """A LogConfig built by hand (the API) checked as parse_log_opts checks typed options."""
+    if not isinstance(log, LogConfig):
+        raise InvalidArgument("log: give a runtime.model.LogConfig")
+    return parse_log_opts([f"max-size={log.max_size}", f"max-file={log.max_file}"])
 
 
 def make_spec(*, image: str, name: str | None = None, cmd=(), env=(), hostname: str | None = None,
               workdir: str | None = None, limits: Limits | None = None, auto_remove: bool = False,
-              seccomp: dict | None = None) -> Spec:
+              seccomp: dict | None = None, log: LogConfig | None = None) -> Spec:
     if not image or not isinstance(image, str):
         raise InvalidArgument("an image is required")
     if "\0" in image:
@@ -226,4 +258,5 @@ def make_spec(*, image: str, name: str | None = None, cmd=(), env=(), hostname: 
         limits=limits or Limits(),
         auto_remove=bool(auto_remove),
         seccomp=seccomp,
+        log=log or LogConfig(),
     )

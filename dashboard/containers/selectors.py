@@ -45,11 +45,15 @@ def env_entries(*, env, user) -> list[tuple[str, str | None]]:
     return out
 
 
+LOG_TAIL_BYTES = 256 << 10      # a page shows this much of even one very long line
+
+
 def container_logs(*, container_id: str, lines: int = 50) -> str:
-    """The last lines of the container's log, or a note saying why there are none."""
+    """The last lines of the container's log, or a note saying why there are none.
+    The runtime reads them from the end of the log, in bounded memory."""
     from .runtime_client import get_runtime
     try:
-        return get_runtime().logs(container_id, tail=lines).decode("utf-8", "replace")
+        return get_runtime().logs(container_id, tail=lines, max_bytes=LOG_TAIL_BYTES).decode("utf-8", "replace")
     except (TerrariumError, OSError) as e:
         return f"(no log: {e})"
 
