@@ -39,6 +39,7 @@ mkdir -p bench/results
 .venv/bin/python bench/start_latency.py "$@"
 .venv/bin/python bench/layers_bench.py
 .venv/bin/python bench/agent_bench.py
+.venv/bin/python bench/log_relay.py
 .venv/bin/python bench/sampler_cost.py 50 100
 have redis-server || echo "bench: redis-server missing (scripts/setup.sh installs it): the scale-out delay is skipped"
 .venv/bin/python bench/live_bench.py 200
