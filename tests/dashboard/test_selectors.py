@@ -60,3 +60,20 @@ def test_container_logs_and_layers(rt, idle_container):
     layers = selectors.container_layers(container=row)
     assert len(layers) == 1 and layers[0]["layer"].digest.startswith("sha256:")
     assert isinstance(selectors.container_logs(container_id=row.id), str)
+
+
+def test_container_logs_are_the_last_lines(rt, name, cleanup):
+    from runtime import Spec
+    cleanup.append(name)
+    c = rt.run(Spec(image="busybox", name=name,
+                    cmd=("sh", "-c", "i=0; while [ $i -lt 3000 ]; do echo line-$i; i=$((i+1)); done")))
+    rt.wait(c.id, timeout=60)
+    assert selectors.container_logs(container_id=c.id).splitlines() == [f"line-{i}" for i in range(2950, 3000)]
+
+
+def test_container_logs_show_at_most_a_bounded_tail_of_one_huge_line(rt, name, cleanup):
+    from runtime import Spec
+    cleanup.append(name)
+    c = rt.run(Spec(image="busybox", name=name, cmd=("sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x")))
+    rt.wait(c.id, timeout=60)
+    assert selectors.container_logs(container_id=c.id) == "x" * selectors.LOG_TAIL_BYTES
