@@ -412,8 +412,9 @@ def _logs(rt, args) -> int:
     if tail is not None:
         if tail.strip() == "all":
             tail = None
-        elif not (tail.strip().isascii() and tail.strip().isdigit()):
-            raise InvalidArgument(f"invalid --tail {args.tail!r}: use a number of lines or \"all\"")
+        elif not (tail.strip().isascii() and tail.strip().isdigit() and len(tail.strip()) <= 18):
+            shown = ascii(args.tail) if len(args.tail) <= 60 else ascii(args.tail[:60]) + "..."
+            raise InvalidArgument(f"invalid --tail {shown}: use a number of lines or \"all\"")
         else:
             tail = int(tail)
     _print_records(rt.log_records(args.container, tail=tail, since=args.since, follow=args.follow,

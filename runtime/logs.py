@@ -225,26 +225,36 @@ def parse_since(text: str, now_ns: int | None = None) -> bytes:
     """`--since` as docker takes it: RFC 3339 (2026-11-30T20:00:00Z, a date,
     a time without zone is local), a unix time (1764532800.5) or a duration
     back from now (10m, 1h30m, 45s) -> a record timestamp to compare with."""
+    text = str(text).strip()
+    try:
+        return _since(text, time.time_ns() if now_ns is None else now_ns)
+    except (ValueError, OverflowError, OSError):
+        shown = ascii(text) if len(text) <= 60 else ascii(text[:60]) + "..."
+        raise InvalidArgument(f"invalid --since {shown}: use a time such as 2026-11-30T20:00:00Z, "
+                              "a unix time, or a duration such as 10m") from None
+
+
+_UNITS_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+
+
+def _since(text: str, now_ns: int) -> bytes:
     import re
     from datetime import datetime, timezone
-    text = str(text).strip()
-    now_ns = time.time_ns() if now_ns is None else now_ns
-    units = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
-    if text and re.fullmatch(r"(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+", text, re.ASCII):
-        back = sum(int(float(n) * units[u]) for n, _, u in re.findall(r"(\d+(\.\d+)?)(ns|us|µs|ms|s|m|h)", text))
-        return format_time(now_ns - back)
-    if re.fullmatch(r"\d+(\.\d{1,9})?", text, re.ASCII):
+    if len(text) > 64:
+        raise ValueError(text)
+    if text and re.fullmatch(r"([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+", text):
+        parts = re.findall(r"([0-9]+(\.[0-9]+)?)(ns|us|µs|ms|s|m|h)", text)
+        return format_time(now_ns - sum(int(float(n) * _UNITS_NS[u]) for n, _, u in parts))
+    if re.fullmatch(r"[0-9]+(\.[0-9]{1,9})?", text):
         whole, _, frac = text.partition(".")
         return format_time(int(whole) * 10**9 + int(frac.ljust(9, "0") or 0))
-    try:
-        when = datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError:
-        raise InvalidArgument(f"invalid --since {text!r}: use a time such as 2026-11-30T20:00:00Z, "
-                              "a unix time, or a duration such as 10m") from None
+    if not re.fullmatch(r"[0-9T:.+ Zz-]+", text):
+        raise ValueError(text)          # fromisoformat lets odd bytes through (a NUL before the Z)
+    when = datetime.fromisoformat(text.replace("z", "Z"))
     if when.tzinfo is None:
         when = when.astimezone()            # docker: no zone means the local time
     when = when.astimezone(timezone.utc)
-    frac = re.search(r"\.(\d+)", text.split("T")[-1].split(" ")[-1])
+    frac = re.search(r"\.([0-9]+)", text.split("T")[-1].split(" ")[-1])
     ns = frac.group(1)[:9].ljust(9, "0") if frac else "000000000"
     return when.strftime("%Y-%m-%dT%H:%M:%S").encode() + b"." + ns.encode() + b"Z"
 

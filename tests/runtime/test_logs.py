@@ -53,7 +53,8 @@ def test_parse_since(text, expected):
     assert logs.parse_since(text, now_ns=now) == expected
 
 
-@pytest.mark.parametrize("text", ["", "yesterday", "10 minutes", "-5m", "2026-13-01", "5d"])
+@pytest.mark.parametrize("text", ["", "yesterday", "10 minutes", "-5m", "2026-13-01", "5d", "1" * 400 + "s",
+                                  "9" * 30, "١٠m", "2026-11-30T20:00:00\0Z"])
 def test_bad_since_is_one_clear_error(text):
     with pytest.raises(InvalidArgument, match="invalid --since"):
         logs.parse_since(text)
@@ -384,8 +385,14 @@ def test_log_opts_are_kept_in_the_config(rt, name, cleanup):
 
 
 @root_only
-def test_bad_tail_is_one_line(rt, name, cleanup):
+@pytest.mark.parametrize("args, message", [
+    (["--tail", "-3"], 'invalid --tail \'-3\': use a number of lines or "all"'),
+    (["--tail", "٣"], 'invalid --tail \'\\u0663\': use a number of lines or "all"'),
+    (["--since", "soon"], "invalid --since 'soon'"),
+])
+def test_bad_logs_flags_are_one_line(rt, name, cleanup, args, message):
     cleanup.append(name)
     rt.create(Spec(image="busybox", name=name, cmd=("true",)))
-    r = cli("logs", "--tail", "-3", name)
-    assert r.returncode == 1 and r.stderr == 'terrarium: error: invalid --tail \'-3\': use a number of lines or "all"\n'
+    r = cli("logs", *args, name)
+    assert r.returncode == 125 and r.stderr.startswith(f"terrarium: error: {message}")
+    assert len(r.stderr.splitlines()) == 1
