@@ -26,11 +26,10 @@ not see the format unless they read the file.
 
 Files: NAME is the live file; when a write would take it past max_size it is
 rotated: NAME.1 is the newest old file, NAME.<max_file - 1> the oldest, and
-the oldest is dropped.  A read takes at most READ_SIZE bytes, so a record is
-at most RECORD_MAX bytes and the smallest max_size allowed (runtime.spec.
-MIN_LOG_SIZE) leaves room for one in any file:
-no file exceeds max_size, and the log on disk never exceeds
-max_size * max_file.  Longer lines become P records.
+the oldest is dropped.  A pipe read takes at most READ_SIZE bytes (longer
+lines become P records), so a record is at most RECORD_MAX bytes, and the
+smallest max_size allowed (runtime.spec.MIN_LOG_SIZE) has room for one: no
+file exceeds max_size, and the log on disk never exceeds max_size * max_file.
 
 Readers never hold more than a block (BLOCK) and one record in memory,
 whatever the size of the files: --tail walks records backwards from the end
@@ -176,9 +175,7 @@ def rotate(fd: int, path: str, max_file: int) -> int:
 
 def write_message(path: str, text: str, stream: str = "stderr") -> None:
     """Append text as full records (the shim's "terrarium: ..." on a failed start)."""
-    ns = time.time_ns()
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1000000000))
-    prefix = f"{stamp}.{ns % 1000000000:09d}Z {stream} F ".encode()
+    prefix = format_time(time.time_ns()) + f" {stream} F ".encode()
     data = text.encode(errors="replace").rstrip(_NL)
     fd = open_log(path)
     try:
@@ -207,12 +204,6 @@ def parse(line: bytes) -> Record:
             and len(parts[0]) > 20 and parts[0][4:5] == b"-" and parts[0][-1:] == b"Z":
         return Record(parts[0], _STREAMS[parts[1]], parts[2] == b"P", parts[3] if len(parts) == 4 else b"")
     return Record(b"", "stdout", False, line)
-
-
-def _is_full(header: bytes) -> bool:
-    """Whether the record starting with header (its first bytes) ends a line."""
-    rec = parse(header)
-    return not rec.partial or not rec.time
 
 
 def format_time(ns: int) -> bytes:
@@ -326,6 +317,7 @@ def _tail_starts(files: list, n: int) -> tuple[dict, tuple[int, int]]:
     a run still open at the end); lines are counted by where they end, and
     the streams' lines interleave, so each stream has its own start."""
     found, starts, inside, done = 0, {}, set(), set()
+    complete = False            # the n lines were found before the log's start
     for pos, header in _backwards(files):
         rec = parse(header)
         stream = rec.stream
@@ -337,18 +329,17 @@ def _tail_starts(files: list, n: int) -> tuple[dict, tuple[int, int]]:
             if found == n:
                 done.add(stream)
                 if not inside:
+                    complete = True
                     break
                 continue
             found += 1
             inside.add(stream)
         starts[stream] = pos
-    else:
-        everyone = (0, 0)                               # fewer lines than n: all of them
     last = len(files) - 1
     end = (last, os.fstat(files[last].fileno()).st_size) if files else (0, 0)
     for stream in done:
         starts.setdefault(stream, end)                  # none of its lines is among the n
-    return starts, everyone if found < n or inside else end
+    return starts, end if complete else (0, 0)          # (0, 0): fewer lines than n, all of them
 
 
 def _since_start(files: list, since: bytes) -> int:
