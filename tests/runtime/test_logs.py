@@ -248,6 +248,34 @@ def test_relay_ends_even_if_someone_else_holds_a_write_end(tmp_path):
         os.kill(int(open(f"{tmp_path}/pid").read()), 9)
 
 
+def test_relay_watches_descriptors_above_1023(tmp_path):
+    # select() cannot; the relay's poll must
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2100:
+        pytest.skip(f"the hard descriptor limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2100), hard))
+    path = str(tmp_path / "container.log")
+    fds = []
+    try:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        proc = subprocess.Popen(["/bin/busybox", "sh", "-c", "echo high; echo er >&2"],
+                                stdout=out_w, stderr=err_w)
+        pidfd = os.pidfd_open(proc.pid)
+        for fd, high in ((out_r, 2001), (err_r, 2002), (pidfd, 2003)):
+            fds.append(os.dup2(fd, high))
+        for fd in (out_r, out_w, err_r, err_w, pidfd):
+            os.close(fd)
+        logs.relay(2001, 2002, 2003, path, 1 << 20, 3)
+        proc.wait()
+    finally:
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert sorted((r.stream, r.content) for r in logs.read(path)) == [("stderr", b"er"), ("stdout", b"high")]
+
+
 def test_relay_keeps_the_cap(tmp_path):
     path = _relay(tmp_path, "yes 0123456789012345678901234567890123456789 | head -c 2870000",
                   max_size=64 << 10, max_file=3)
