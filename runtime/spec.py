@@ -234,7 +234,7 @@ def parse_log_opts(opts) -> LogConfig:
 def check_log_config(log) -> LogConfig:
     """A LogConfig built by hand (the API) checked as parse_log_opts checks typed options."""
     if not isinstance(log, LogConfig):
-        raise InvalidArgument("log: give a runtime.model.LogConfig")
+        raise InvalidArgument("log: give a runtime.LogConfig")
     return parse_log_opts([f"max-size={log.max_size}", f"max-file={log.max_file}"])
 
 

@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from runtime import InvalidArgument, Spec, logs
-from runtime.model import LogConfig
+from runtime import InvalidArgument, LogConfig, Spec, logs
 from runtime.spec import parse_log_opts
 from tests.conftest import CLI, cli, is_root
 
@@ -58,6 +57,13 @@ def test_parse_since(text, expected):
 def test_bad_since_is_one_clear_error(text):
     with pytest.raises(InvalidArgument, match="invalid --since"):
         logs.parse_since(text)
+
+
+@root_only
+def test_the_api_checks_a_log_config_as_the_cli_does(rt):
+    for bad, message in ((LogConfig(100, 3), "too small"), (LogConfig(1 << 20, 0), "max-file"), ((1, 2), "LogConfig")):
+        with pytest.raises(InvalidArgument, match=message):
+            rt.create(Spec(image="busybox", cmd=("true",), log=bad))
 
 
 def test_log_opts():
