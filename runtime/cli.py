@@ -335,7 +335,7 @@ def _attach(rt, c) -> int:
             pass
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        _print_records(rt.log_records(c.id, follow=True, on_wait=_flush), timestamps=False)
+        _print_output(rt.log_output(c.id, follow=True, attach=True, on_wait=_flush))
         end = rt.wait(c.id)
     finally:
         for s, h in old.items():
@@ -417,8 +417,8 @@ def _logs(rt, args) -> int:
             raise InvalidArgument(f"invalid --tail {shown}: use a number of lines or \"all\"")
         else:
             tail = int(tail)
-    _print_records(rt.log_records(args.container, tail=tail, since=args.since, follow=args.follow,
-                                  on_wait=_flush), args.timestamps)
+    _print_output(rt.log_output(args.container, tail=tail, since=args.since, follow=args.follow,
+                                timestamps=args.timestamps, on_wait=_flush))
     return 0
 
 
@@ -427,13 +427,12 @@ def _flush() -> None:
     sys.stderr.flush()
 
 
-def _print_records(records, timestamps: bool) -> None:
+def _print_output(pieces) -> None:
     """A log's content as `docker logs` prints it: stdout's on stdout, stderr's on stderr."""
-    from .logs import render
     out = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
     last = None
     try:
-        for stream, data in render(records, timestamps):
+        for stream, data in pieces:
             if stream != last and last is not None:
                 out[last].flush()       # keep the order when both go to one terminal
             out[stream].write(data)

@@ -152,6 +152,35 @@ def test_tail_matches_the_definition(tmp_path, seed):
         assert list(logs.read(path, tail=n)) == _reference_tail(records, n), n
 
 
+def _merged(pieces):
+    out = []
+    for stream, data in pieces:
+        if out and out[-1][0] == stream:
+            out[-1] = (stream, out[-1][1] + data)
+        else:
+            out.append((stream, data))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_read_output_is_render_of_read_only_faster(tmp_path, seed, monkeypatch):
+    rng = random.Random(seed)
+    path = str(tmp_path / "container.log")
+    chunks = [("stdout", b"%06d filler filler\n" % i * (400 if i % 3 else 40)) for i in range(60)]
+    chunks[30:30] = _random_chunks(rng, 300)                                        # and a mixed stretch
+    chunks += [("stderr", b"late\n" * 500), ("stdout", b"open")]
+    _write_chunks(path, chunks, max_size=256 << 10, max_file=100)
+    fast = logs._full_block
+    used = []
+    monkeypatch.setattr(logs, "_full_block", lambda block: used.append(fast(block)) or used[-1])
+    since = logs.format_time(1796068800 * 10**9 + 200)
+    for kw in ({}, {"tail": 3}, {"tail": 700}, {"tail": 10**6}, {"since": since}, {"since": since, "tail": 50}):
+        for stamps in (False, True):
+            assert _merged(logs.read_output(path, timestamps=stamps, **kw)) == \
+                _merged(logs.render(logs.read(path, **kw), stamps)), (kw, stamps)
+    assert any(used) and None in used          # both ways were taken
+
+
 def test_tail_keeps_a_line_whose_pieces_straddle_another_stream(tmp_path):
     path = str(tmp_path / "container.log")
     _write_chunks(path, [("stdout", b"old\n"), ("stdout", b"abc"), ("stderr", b"err\n"), ("stdout", b"def\n")],
@@ -430,3 +459,29 @@ def test_bad_logs_flags_are_one_line(rt, name, cleanup, args, message):
     r = cli("logs", *args, name)
     assert r.returncode == 125 and r.stderr.startswith(f"terrarium: error: {message}")
     assert len(r.stderr.splitlines()) == 1
+
+
+@root_only
+def test_run_in_the_foreground_waits_for_a_slow_reader_and_loses_nothing(rt, name, cleanup):
+    # a cap of 64 KiB, ~10 MB of records, and a reader that starts late: attached, the
+    # container waits for it instead of rotation dropping what it has not read
+    cleanup.append(name)
+    proc = subprocess.Popen([CLI, "run", "--name", name, "--log-opt", "max-size=32k", "--log-opt", "max-file=2",
+                             "busybox", "seq", "1", "200000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1)                      # the pipe to us fills; the container must wait, not lose lines
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out == b"".join(b"%d\n" % i for i in range(1, 200001))
+
+
+@root_only
+def test_logs_follow_never_holds_the_container_back(rt, name, cleanup):
+    cleanup.append(name)
+    c = rt.run(Spec(image="busybox", name=name, log=LogConfig(32 << 10, 2),
+                    cmd=("sh", "-c", "sleep 0.5; seq 1 200000")))
+    follower = subprocess.Popen([CLI, "logs", "-f", name], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert rt.wait(c.id, timeout=60).exit_code == 0       # while the follower reads nothing
+    finally:
+        follower.kill()
+        follower.communicate()
