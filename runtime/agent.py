@@ -150,6 +150,16 @@ def _limits(v):
     return Limits(**{k: _number_or_none(x) for k, x in v.items()})
 
 
+def _log_config(v):
+    """A LogConfig from a dict of two whole numbers; make_spec checks the values."""
+    from .model import LogConfig
+    from .spec import check_log_config
+    if not isinstance(v, dict) or set(v) != set(LogConfig._fields) \
+            or not all(type(x) is int for x in v.values()):
+        raise InvalidArgument(f"invalid log config {v!r}: an object with max_size and max_file")
+    return check_log_config(LogConfig(**v))
+
+
 def _spec(v):
     """A Spec as a dict, checked by runtime.spec.make_spec."""
     from .model import Spec
@@ -168,6 +178,8 @@ def _spec(v):
     _image_name(fields.get("image"))
     if "limits" in fields:
         fields["limits"] = _limits(fields["limits"] or {})
+    if fields.get("log") is not None:
+        fields["log"] = _log_config(fields["log"])
     try:
         return make_spec(**fields)
     except TypeError as e:
@@ -192,7 +204,7 @@ def _changes(changes):
 
 
 def _logs(rt, ref, tail):
-    data = rt.logs(ref, tail=tail)[-MAX_LOG_BYTES:]
+    data = rt.logs(ref, tail=tail, max_bytes=MAX_LOG_BYTES)
     return base64.b64encode(data).decode("ascii")
 
 

@@ -23,7 +23,7 @@ import threading
 from . import agent as _agent
 from . import errors
 from .errors import ExecFailed, InvalidArgument, KernelError, TerrariumError
-from .model import Container, Image, ImageConfig, Layer, Limits
+from .model import Container, Image, ImageConfig, Layer, Limits, LogConfig
 
 
 class AgentUnavailable(TerrariumError):
@@ -58,7 +58,8 @@ def raise_reply(reply: dict):
 
 def container_of(d: dict) -> Container:
     return Container(**{**d, "cmd": tuple(d["cmd"]), "env": tuple(d["env"]),
-                        "limits": Limits(**d["limits"]), "layers": tuple(d["layers"])})
+                        "limits": Limits(**d["limits"]), "layers": tuple(d["layers"]),
+                        "log_config": LogConfig(**d.get("log_config", {}))})
 
 
 def image_of(d: dict) -> Image:
@@ -268,10 +269,12 @@ class AgentRuntime:
     def remove(self, ref: str, force: bool = False) -> None:
         self.call("remove", ref=ref, force=force)
 
-    def logs(self, ref: str, tail: int | None = None) -> bytes:
-        """The last `tail` lines (at most agent.MAX_LOG_TAIL; None asks for that many)."""
+    def logs(self, ref: str, tail: int | None = None, *, max_bytes: int | None = None) -> bytes:
+        """The last `tail` lines (at most agent.MAX_LOG_TAIL; None asks for that many),
+        at most max_bytes of them (the agent sends at most agent.MAX_LOG_BYTES)."""
         n = _agent.MAX_LOG_TAIL if tail is None else max(0, min(int(tail), _agent.MAX_LOG_TAIL))
-        return base64.b64decode(self.call("logs", ref=ref, tail=n))
+        data = base64.b64decode(self.call("logs", ref=ref, tail=n))
+        return data[-max_bytes:] if max_bytes else data
 
     # --- layers
     def diff(self, ref: str, implicit: bool = True):

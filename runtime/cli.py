@@ -306,9 +306,12 @@ def _run(rt, args) -> int:
     # Foreground --rm is done here, after the exit code is read (as Docker's client did).
     spec = _spec(args, auto_remove=args.rm and args.detach)
     c = rt.create(spec)
+    held = None if args.detach else rt.hold_log(c.id)     # before the start: miss no output
     try:
         c = rt.start(c.id)
     except ExecFailed:
+        if held:
+            held.close()
         if args.rm:
             rt.remove(c.id, force=True)
         raise
@@ -316,14 +319,15 @@ def _run(rt, args) -> int:
         print(c.id)
         return 0
     try:
-        return _attach(rt, c)
+        return _attach(rt, c, held)
     finally:
         if args.rm:
             rt.remove(c.id, force=True)
 
 
-def _attach(rt, c) -> int:
-    """Print the output as it comes; pass Ctrl-C on as SIGINT (twice: SIGKILL)."""
+def _attach(rt, c, held=None) -> int:
+    """Print the output as it comes; pass Ctrl-C on as SIGINT (twice: SIGKILL).
+    held: the log file rt.hold_log() took before the start (it is closed here)."""
     interrupts = 0
 
     def forward(signum, _frame):
@@ -335,9 +339,11 @@ def _attach(rt, c) -> int:
             pass
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        _print_output(rt.log_output(c.id, follow=True, attach=True, on_wait=_flush))
+        _print_output(rt.log_output(c.id, follow=True, attach=held or True, on_wait=_flush))
         end = rt.wait(c.id)
     finally:
+        if held:
+            held.close()        # (log_output closed it already, unless it failed first)
         for s, h in old.items():
             signal.signal(s, h)
     if end.oom_killed:
@@ -354,9 +360,15 @@ def _create(rt, args) -> int:
 def _start(rt, args) -> int:
     code = 0
     for ref in args.containers:
-        c = rt.start(ref)
+        held = rt.hold_log(ref) if args.attach else None
+        try:
+            c = rt.start(ref)
+        except BaseException:
+            if held:
+                held.close()
+            raise
         if args.attach:
-            code = _attach(rt, c)
+            code = _attach(rt, c, held)
         else:
             print(ref)
     return code

@@ -567,10 +567,18 @@ class Runtime:
         (with its time first if timestamps), stdout's and stderr's apart.  The
         arguments are log_records'; this is the fast way to read a lot.
         attach (with follow): the container waits for this reader rather than
-        let rotation drop what it has not read (`run` in the foreground)."""
+        let rotation drop what it has not read (`run` in the foreground); pass
+        hold_log()'s file, taken before the start, to miss nothing at all."""
         from . import logs
         return self._read_log(logs.read_output, ref, tail, since, follow, on_wait, timestamps=timestamps,
                               attach=attach)
+
+    def hold_log(self, ref: str):
+        """The container's live log file, held so rotation cannot drop it,
+        for log_output(attach=...) once the container has started (None if
+        it has no log yet).  Close it if it is not handed over."""
+        from . import logs
+        return logs.hold(self.inspect(ref).log_path)
 
     def _read_log(self, reader, ref, tail, since, follow, on_wait, **kw):
         from . import logs

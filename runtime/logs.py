@@ -578,7 +578,8 @@ def _walk(path: str, tail, since, follow, poll: float, emit, attach: bool = Fals
     end; keep(k, offset, record) says whether a record is wanted; every
     record at or after fast_from is (None: all), since allowing.
 
-    attach: hold a shared flock on each file until it is read, so that the
+    attach (True, or a file held locked since before the container started,
+    see hold): hold a shared flock on each file until it is read, so that the
     relay, which must drop the oldest file to rotate, waits for this reader
     (and the container for the relay), as Docker's attach holds a container
     back for a slow terminal.  Without it a reader more than the whole cap
@@ -587,6 +588,8 @@ def _walk(path: str, tail, since, follow, poll: float, emit, attach: bool = Fals
     if attach:
         for f in files:
             fcntl.flock(f.fileno(), fcntl.LOCK_SH)
+        if attach is not True:
+            attach.close()      # a file held since before the start (hold): ours are locked now
     try:
         starts, everyone = {}, (0, 0)
         if tail is not None and tail <= 0:
@@ -640,6 +643,19 @@ def _walk(path: str, tail, since, follow, poll: float, emit, attach: bool = Fals
     finally:
         for f in files:
             f.close()
+
+
+def hold(path: str):
+    """The live log file, open, with the shared flock an attached reader
+    takes: taken before a start and handed to read_output(attach=...), it
+    keeps rotation from dropping what the container writes first, before
+    the reader has opened the files.  None if there is no log yet."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return None
+    fcntl.flock(f.fileno(), fcntl.LOCK_SH)
+    return f
 
 
 def render(records, timestamps: bool = False):

@@ -75,6 +75,7 @@ def test_verbs_round_trip_equal_to_in_process(rt, agent_rt, name, cleanup, sessi
     while b"hi" not in rt.logs(name) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert agent_rt.logs(name, tail=1) == rt.logs(name, tail=1) == b"hi\n"
+    assert agent_rt.logs(name, tail=1, max_bytes=2) == b"i\n"     # the dashboard's bounded tail
     assert agent_rt.images.list() == rt.images.list()
     assert agent_rt.images.get("busybox") == rt.images.get("busybox")
     digest = rt.images.get("busybox").layers[0].digest
