@@ -241,7 +241,7 @@ class Bench:
         return bare_python(self.rootfs)
 
     def c_ping(self):
-        from runtime.containers import forkserver_call
+        from runtime.forkserver import forkserver_call
         ms = []
         for _ in range(3):
             t0 = now()
@@ -255,7 +255,7 @@ class Bench:
         """What the filter adds to a start, timed inside a forked child as the
         container's init does it: read ROOT/seccomp/<sha>.bpf, then prctl."""
         import struct
-        from runtime import linux, seccomp, shim
+        from runtime import init, linux, seccomp
         path = seccomp.program_path(self.rt.root, None)
         r, w = os.pipe()
         pid = os.fork()
@@ -263,7 +263,7 @@ class Bench:
             try:
                 linux.set_no_new_privs()
                 t0 = time.perf_counter_ns()
-                linux.seccomp_filter(shim._read_file(path))
+                linux.seccomp_filter(init._read_file(path))
                 os.write(w, struct.pack("q", time.perf_counter_ns() - t0))
             finally:
                 os._exit(0)

@@ -24,7 +24,7 @@ _HOME = {"Runtime": "containers",
 
 
 def __getattr__(name):
-    # Lazy, so that `import runtime.shim` in the fork server and the
+    # Lazy, so that `import runtime.forkserver` in the fork server and the
     # `terrarium` command (runtime.client) load only what they use.
     home = _HOME.get(name)
     if home is None:

@@ -28,10 +28,10 @@ import os
 import re
 import select
 import signal
-import _socket   # the C module: socket.py's enum wrappers cost every CLI call ~5 ms
 import time
 
 from . import daemons, pidinfo, seccomp
+from .forkserver import forkserver_call, stop_forkserver
 from . import state as disk      # (`state` is each verb's Container below)
 from .errors import Conflict, ExecFailed, InvalidArgument, KernelError, NotFound, TerrariumError
 from .fsutil import locked, private_dir
@@ -821,72 +821,6 @@ class _LockedConfig:
 
     def __exit__(self, *exc):
         return self._cm.__exit__(*exc)
-
-
-# ------------------------------------------------------------- fork server
-
-def ensure_forkserver(run_dir: str, cgroup_parent: str | None = None, on_start=None) -> None:
-    """Start run_dir's fork server unless one answers (runtime/daemons.py); its
-    cgroup is <cgroup_parent>/_daemons.
-
-    on_start() is called after a start: a fresh server follows a crash, a
-    reboot or a minute idle, the moment to sweep what a crash left."""
-    path = os.path.join(run_dir, "forkserver.sock")
-
-    if daemons.answers(path):
-        return
-    try:
-        daemons.start(run_dir, name="forkserver", module="shim", answers=lambda: daemons.answers(path),
-                      cgroup_parent=cgroup_parent or daemons.default_cgroup_parent())
-    except OSError as e:
-        raise TerrariumError(str(e)) from None
-    if on_start is not None:
-        on_start()
-
-
-def _connect(path: str) -> _socket.socket:
-    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-    try:
-        s.connect(path)
-    except OSError:
-        s.close()
-        raise
-    return s
-
-
-def forkserver_call(run_dir: str, request: dict, on_start=None, while_waiting=None) -> dict:
-    """Send the fork server a request and return its answer; while_waiting()
-    runs between the two (work that can overlap the server's)."""
-    import json
-    path = os.path.join(run_dir, "forkserver.sock")
-    try:
-        s = _connect(path)
-    except OSError:
-        ensure_forkserver(run_dir, request.get("cgroup_parent"), on_start)
-        s = _connect(path)
-    try:
-        s.sendall(json.dumps(request).encode() + b"\n")
-        if while_waiting is not None:
-            while_waiting()
-        buf = b""
-        while chunk := s.recv(65536):
-            buf += chunk
-            if buf.endswith(b"\n"):
-                break
-    finally:
-        s.close()
-    if not buf:
-        raise TerrariumError("the fork server closed the connection without an answer")
-    return json.loads(buf)
-
-
-def stop_forkserver(run_dir: str) -> None:
-    daemons.stop(run_dir, name="forkserver", comm="terrarium-fork")
-    for name in ("forkserver.pid", "forkserver.sock"):     # it leaves them on SIGTERM
-        try:
-            os.unlink(os.path.join(run_dir, name))
-        except OSError:
-            pass
 
 
 # ----------------------------------------------------------------- helpers

@@ -1,5 +1,5 @@
 """Starting and stopping a state root's two helper servers, the fork server
-(runtime/shim.py) and the CLI server (runtime/cliserver.py), and the first
+(runtime/forkserver.py) and the CLI server (runtime/cliserver.py), and the first
 steps both take (detach, listen).
 
 Each is a fresh `python -I -S` (stdlib only, spawned, never forked from the

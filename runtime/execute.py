@@ -41,7 +41,7 @@ import termios
 
 from . import linux, pidinfo
 from .errors import Conflict, ExecFailed
-from .shim import RESET_SIGNALS, exec_command
+from .init import RESET_SIGNALS, exec_command
 
 # What the init has: the namespaces it made (init is in the container's PID
 # namespace; it shares the host's cgroup and user namespaces).  One setns()

@@ -37,9 +37,9 @@ from .pidinfo import (NS_TYPES, StatFields, parse_kb, parse_ns_link, parse_nspid
 
 PROC = "/proc"
 
-# comm (prctl PR_SET_NAME) of Terrarium's own processes, see runtime/shim.py
-# and runtime/cliserver.py (a worker running a command is plain "terrarium",
-# as is the command the person started).
+# comm (prctl PR_SET_NAME) of Terrarium's own processes, see runtime/shim.py,
+# runtime/forkserver.py and runtime/cliserver.py (a worker running a command
+# is plain "terrarium", as is the command the person started).
 # comm is chosen by the process itself: good for marking a view, not for trust.
 ROLES = {"terrarium-shim": "shim", "terrarium-fork": "forkserver",
          "terrarium-cli": "cliserver", "terrarium": "cli"}

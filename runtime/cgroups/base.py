@@ -244,7 +244,7 @@ class CgroupDriver:
         """Rename the cgroup in every hierarchy, or in none: processes stay in it.
 
         Lets a cgroup be made and filled ahead of need under a temporary name
-        (see runtime/shim.py: moving a process in can wait a whole RCU grace
+        (see runtime/forkserver.py: moving a process in can wait a whole RCU grace
         period on v1).  cgroup v1 renames within a parent; where the kernel
         refuses (KernelError), nothing is left half renamed."""
         self._existing_dirs(old)

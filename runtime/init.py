@@ -1,0 +1,202 @@
+"""The container's init: PID 1 of a new PID namespace, made by its shim.
+
+It joins its cgroup, makes the other namespaces, sets the hostname, mounts
+the union filesystem and the system file systems, pivots into the new root,
+masks what Docker masks, drops to Docker's capabilities, sets no_new_privs,
+loads the seccomp filter, and execs the command.  container_init() does it
+in that order, top to bottom: the order is the lesson.
+
+Runs in a fork of the fork server (runtime/forkserver.py, through the shim
+in runtime/shim.py), so nothing here imports outside the standard library
+and runtime's own small modules.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+from . import linux
+from .errors import KernelError, TerrariumError
+
+# Paths Docker hides or makes read-only (moby oci/defaults.go), kept in step.
+MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
+                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+                "/sys/devices/virtual/powercap")
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT,
+                  signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def container_init(err_w: int, go_r: int, in_cgroup_r: int, stdin_fd: int, stdout_w: int,
+                   stderr_w: int) -> None:
+    """Become a container.  Runs as PID 1 of a new PID namespace; never returns.
+
+    It is made ahead of need (by a spare shim, runtime/forkserver.py): the
+    namespaces come first, then it waits on go_r to learn which container it is.  Any failure is written to
+    err_w as "<exit code>:<message>" for the shim; EOF on go_r with no request
+    means the spare was not needed, and it leaves quietly.  stdout_w and
+    stderr_w are pipes the shim relays into the container's log."""
+    try:
+        for sig in RESET_SIGNALS:            # exec keeps SIG_IGN: give the command defaults
+            signal.signal(sig, signal.SIG_DFL)
+        # 1. the namespaces besides PID (which the shim made for us), and no
+        #    mount event may leak back to the host
+        linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWNET)
+        linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+        linux.loopback_up()
+        # -- ready: which container are we?
+        req = _read_request(go_r)
+        if req is None:
+            os._exit(0)
+        seccomp = _read_file(req.get("seccomp"))   # a host path: read before pivot_root
+        # 2. cgroup: the shim makes it and moves us in while we build the root
+        #    below (two cores, two jobs); we wait for that at step 6, before exec.
+        # 3. hostname, in the new UTS namespace
+        linux.sethostname(req["hostname"])
+        # 4. the union filesystem: image layers below, the container's own layer on top
+        rootfs = req["rootfs"]
+        _mount_overlay(req)
+        _mount_system(rootfs)
+        # 5. make it the root; the old one is detached and gone from view
+        os.chdir(rootfs)
+        linux.pivot_root(".", ".")
+        linux.umount2(".", linux.MNT_DETACH)
+        os.chdir("/")
+        _mask_paths()
+        # 6. in our cgroup (limits hold before the command allocates anything),
+        #    the command, with Docker's 14 capabilities and no way to gain more
+        if os.read(in_cgroup_r, 1) != b"1":
+            raise TerrariumError("the container's cgroup could not be set up")
+        workdir = req["workdir"]
+        os.makedirs(workdir, exist_ok=True)
+        os.chdir(workdir)
+        os.dup2(stdin_fd, 0)
+        os.dup2(stdout_w, 1)
+        os.dup2(stderr_w, 2)
+        linux.close_fds_on_exec(3)
+        linux.limit_capabilities(linux.caps_mask())
+        linux.set_no_new_privs()
+        # 7. the seccomp filter, last: from here on only the syscalls the
+        #    profile allows (execve among them), for the command and its children
+        linux.seccomp_filter(seccomp)
+        exec_command(req["argv"], req["env"])
+    except BaseException as e:  # noqa: BLE001 - report anything, then die
+        code = getattr(e, "exit_code", 1) if isinstance(e, TerrariumError) else 1
+        try:
+            os.write(err_w, f"{code}:{e}".encode()[:4000])
+        finally:
+            os._exit(code if 0 < code < 256 else 1)
+
+
+def _read_request(fd: int) -> dict | None:
+    data = b""
+    while chunk := os.read(fd, 65536):
+        data += chunk
+    os.close(fd)
+    return json.loads(data) if data else None
+
+
+def _read_file(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = b""
+        while chunk := os.read(fd, 65536):
+            data += chunk
+        return data
+    finally:
+        os.close(fd)
+
+
+def _mount_overlay(req: dict) -> None:
+    # Relative lowerdirs after a chdir keep the options under one page
+    # (4096 bytes) for images with many layers; see FACTS.md.
+    os.chdir(req["layers_dir"])
+    lower = ":".join(req["lower"])           # top first, as overlayfs wants
+    data = f"lowerdir={lower},upperdir={req['upper']},workdir={req['work']}"
+    # nodev: a device node the container makes (CAP_MKNOD is in Docker's set)
+    # cannot be opened; see _mount_system for the ones it may use.
+    linux.mount("overlay", req["rootfs"], "overlay", linux.MS_NODEV, data)
+
+
+def _mount_system(root: str) -> None:
+    def target(path: str) -> str:
+        full = root + path
+        os.makedirs(full, exist_ok=True)
+        return full
+
+    nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+    # /proc must come from a process inside the new PID namespace: that is us.
+    linux.mount("proc", target("/proc"), "proc", nosuid_nodev_noexec)
+    linux.mount("sysfs", target("/sys"), "sysfs", nosuid_nodev_noexec | linux.MS_RDONLY)
+    # /dev is nodev like the root, and the few devices a container may use are
+    # bind mounts of the host's nodes (each its own mount, so usable): mknod
+    # stays allowed, as in Docker, but a node made inside cannot be opened.
+    # cgroup v1's devices controller says the same; cgroup v2 has none (it
+    # would take a BPF program), so on v2 this is the only guard.
+    dev = target("/dev")
+    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_STRICTATIME,
+                "mode=755,size=65536k")
+    for name in DEVICES:
+        path = f"{dev}/{name}"
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666))
+        linux.mount(f"/dev/{name}", path, None, linux.MS_BIND)
+    os.mkdir(f"{dev}/pts")
+    linux.mount("devpts", f"{dev}/pts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
+                "newinstance,ptmxmode=0666,mode=0620")
+    os.symlink("pts/ptmx", f"{dev}/ptmx")
+    os.mkdir(f"{dev}/shm")
+    linux.mount("shm", f"{dev}/shm", "tmpfs", nosuid_nodev_noexec, "mode=1777,size=65536k")
+    os.mkdir(f"{dev}/mqueue")
+    for link, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                     ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(to, f"{dev}/{link}")
+
+
+def _mask_paths() -> None:
+    for path in MASKED_PATHS:
+        try:
+            if os.path.isdir(path):
+                linux.mount("tmpfs", path, "tmpfs", linux.MS_RDONLY, "size=0")
+            elif os.path.exists(path):
+                linux.mount("/dev/null", path, None, linux.MS_BIND)
+        except KernelError:
+            pass        # a path this kernel does not have: nothing to hide
+    for path in READONLY_PATHS:
+        if os.path.exists(path):
+            linux.mount(path, path, None, linux.MS_BIND | linux.MS_REC)
+            linux.mount(path, path, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY
+                        | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+
+
+class _ExecError(TerrariumError):
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def exec_command(argv: list[str], env: list[str]) -> None:
+    """execve argv[0] found on the container's PATH; 127/126 like Docker on failure."""
+    envd = dict(e.split("=", 1) for e in env)
+    prog = argv[0]
+    if "/" in prog:
+        candidates = [prog]
+    else:
+        candidates = [os.path.join(d or ".", prog) for d in envd.get("PATH", "/bin:/usr/bin").split(":")]
+    denied = False
+    for path in candidates:
+        try:
+            os.execve(path, argv, envd)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except PermissionError:
+            denied = True
+    if denied:
+        raise _ExecError(f'exec: "{prog}": permission denied', 126)
+    if "/" in prog:
+        raise _ExecError(f'exec: "{prog}": no such file or directory', 127)
+    raise _ExecError(f'exec: "{prog}": executable file not found in $PATH', 127)
