@@ -143,8 +143,9 @@ class _TarSource:
                 f.seek(0)
                 if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
                     self.plain = _decompressed(f, head, store, budget, path)
+            from .tarsafe import bounded_tarinfo
             self.tf = tarfile.open(path if self.plain is None else None, "r:",
-                                   fileobj=self.plain)
+                                   fileobj=self.plain, tarinfo=bounded_tarinfo())
             self.members = {}
             for m in self.tf:
                 budget.entry(_tar_key(m.name), f"{path}: member {m.name[:64]!r}")

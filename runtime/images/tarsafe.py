@@ -28,6 +28,7 @@ The caller owns `dest`: on any error it removes the whole directory.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 
@@ -39,11 +40,35 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 PATH_MAX = 4096
 NAME_MAX = 255
 _CHUNK = 1 << 20
+MAX_HEADER = 1 << 20                  # one PAX or GNU long-name header, as Go's archive/tar caps it
 
 
 def sort_key(path: str) -> tuple[str, ...]:
     """Order of entries in every tar we write: a depth-first walk, names sorted."""
     return tuple(path.split("/"))
+
+
+@functools.cache
+def bounded_tarinfo():
+    """A TarInfo class whose PAX and GNU long-name headers are at most
+    MAX_HEADER bytes: tarfile reads such a header whole into memory before
+    it yields the member, so a tar could otherwise ask for gigabytes of it."""
+    import tarfile
+
+    class Bounded(tarfile.TarInfo):
+        def _proc_pax(self, tf):
+            self._check_size()
+            return super()._proc_pax(tf)
+
+        def _proc_gnulong(self, tf):
+            self._check_size()
+            return super()._proc_gnulong(tf)
+
+        def _check_size(self):
+            if self.size > MAX_HEADER:
+                raise InvalidArgument(f"the tar has an extended header (PAX or GNU long name) of "
+                                      f"{self.size} bytes; at most {MAX_HEADER} are taken")
+    return Bounded
 
 
 # --- unpack -----------------------------------------------------------------
@@ -149,7 +174,7 @@ def unpack(stream, dest: str, budget: Budget | None = None) -> tuple[int, int]:
 
     u = _Unpacker(dest, budget)
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tf:
+        with tarfile.open(fileobj=stream, mode="r|", tarinfo=bounded_tarinfo()) as tf:
             for member in tf:
                 u.member(tf, member)
     except (tarfile.TarError, EOFError) as e:

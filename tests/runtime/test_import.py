@@ -148,6 +148,17 @@ def test_hostile_layer_in_archive_is_refused(store, tmp_path):
     assert not (tmp_path / "escape").exists()
 
 
+def test_an_archive_with_a_huge_extended_header_is_refused(store, tmp_path):
+    """tarfile would read the whole header into memory before the member."""
+    with tarfile.open(tmp_path / "a.tar", "w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo("manifest.json")
+        ti.pax_headers = {"comment": "x" * (2 << 20)}
+        tf.addfile(ti, io.BytesIO(b""))
+    with pytest.raises(InvalidArgument, match=r"extended header .* of 2097\d\d\d bytes; at most 1048576"):
+        importers.load(store, tmp_path / "a.tar")
+    assert_empty(store)
+
+
 def test_not_an_archive(store, tmp_path):
     (tmp_path / "x.tar").write_bytes(layer_tar(("hello", b"1")))
     with pytest.raises(InvalidArgument, match="neither a docker save archive"):

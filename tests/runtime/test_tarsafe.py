@@ -228,3 +228,14 @@ def test_budget_defaults_and_environment(tmp_path):
     assert 0 < b.free_bytes <= st.f_bavail * st.f_frsize
     with pytest.raises(InvalidArgument, match="TERRARIUM_UNPACK_MAX_DEPTH='\\\\u0666'"):
         tarsafe.Budget(str(tmp_path), environ={"TERRARIUM_UNPACK_MAX_DEPTH": "\u0666"})
+
+
+def test_an_extended_header_over_a_mebibyte_is_refused_before_it_is_read(store):
+    ti = tarfile.TarInfo("f")
+    ti.pax_headers = {"comment": "x" * (1 << 20)}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        tf.addfile(ti, io.BytesIO(b""))
+    with pytest.raises(InvalidArgument, match=r"extended header .* of 1048\d\d\d bytes; at most 1048576"):
+        store.add_layer_from_tar(io.BytesIO(buf.getvalue()))
+    assert_clean(store)
