@@ -16,12 +16,15 @@ or outside the destination.  Refused:
 
 OCI whiteouts become overlay ones: `.wh.NAME` a 0/0 character device
 `NAME`, `.wh..wh..opq` the xattr `trusted.overlay.opaque=y` on its directory.
-Modes, owners, mtimes, symlinks and hardlinks are kept.
+Modes, owners, mtimes, symlinks and hardlinks are kept, and so are the
+extended attributes a layer may carry (`xattr_kept`: file capabilities and
+`user.*`), from and to PAX `SCHILY.xattr.<name>` records as Docker writes them.
 
 `pack` goes the other way (overlay whiteouts back to OCI spelling) and is
 deterministic: entries sorted by path components, owners numeric, no
-user/group names, integer mtimes.  A tree unpacked from a tar that was
-written the same way packs back to the very same bytes, hence same digest.
+user/group names, integer mtimes, xattrs sorted by name.  A tree unpacked
+from a tar that was written the same way packs back to the very same bytes,
+hence same digest.
 
 The caller owns `dest`: on any error it removes the whole directory.
 """
@@ -41,6 +44,9 @@ PATH_MAX = 4096
 NAME_MAX = 255
 _CHUNK = 1 << 20
 MAX_HEADER = 1 << 20                  # one PAX or GNU long-name header, as Go's archive/tar caps it
+XATTR_PAX = "SCHILY.xattr."           # PAX record of one xattr (star, GNU tar, Docker)
+MAX_XATTRS = 32                       # xattr records one member may carry
+MAX_XATTR_BYTES = 64 << 10            # their names and values together (Linux: 64 KiB a value)
 
 
 def sort_key(path: str) -> tuple[str, ...]:
@@ -69,6 +75,58 @@ def bounded_tarinfo():
                 raise InvalidArgument(f"the tar has an extended header (PAX or GNU long name) of "
                                       f"{self.size} bytes; at most {MAX_HEADER} are taken")
     return Bounded
+
+
+# --- extended attributes ----------------------------------------------------
+
+def xattr_kept(name: str) -> bool:
+    """Whether a layer carries the xattr `name`, in and out alike.
+
+    Kept: `security.capability` (file capabilities: distributions install
+    `ping` with cap_net_raw+ep rather than setuid root; it is the one
+    xattr Docker's own layer packing records) and `user.*` (data any
+    file's owner may set).  Not kept:
+    - `trusted.overlay.*` and `user.overlay.*`: overlayfs's own markers
+      (opaque, whiteout, redirect, metacopy, origin; `user.` when mounted
+      with userxattr).  On a lower layer's file they would let an archive
+      forge whiteouts and opaque directories, or redirect a directory to
+      another path of the stack; a layer says those things only in its
+      OCI spelling (`.wh.`), and overlay writes its own on the upper dir.
+    - other `trusted.*`: only CAP_SYS_ADMIN reads them, which no container
+      process has, so nothing in an image could use them.
+    - other `security.*` (selinux, ima, evm): labels of the host's own
+      policy, not an image's to choose; `system.*` (ACLs) are not carried.
+    """
+    if name == "security.capability":
+        return True
+    return name.startswith("user.") and not name.startswith("user.overlay.")
+
+
+def _pax_xattrs(m, what: str) -> dict[str, bytes]:
+    """The kept xattrs of member m, from its PAX records, after checking
+    the count and size of all of them (kept or not) against the caps."""
+    records = [(k[len(XATTR_PAX):], v) for k, v in m.pax_headers.items() if k.startswith(XATTR_PAX)]
+    if not records:
+        return {}
+    if len(records) > MAX_XATTRS:
+        raise InvalidArgument(f"{what} carries {len(records)} extended attributes; at most "
+                              f"{MAX_XATTRS} are taken")
+    out, total = {}, 0
+    for name, text in records:
+        # tarfile gives each value as text; surrogateescape gives back the
+        # very bytes when they were not UTF-8 (a capability mask often is not).
+        value = text.encode("utf-8", "surrogateescape")
+        raw_name = name.encode("utf-8", "surrogateescape")
+        total += len(raw_name) + len(value)
+        if not name or "\0" in name or len(raw_name) > NAME_MAX:
+            raise InvalidArgument(f"{what} carries an extended attribute of no valid name "
+                                  f"({ascii(name)[:80]})")
+        if xattr_kept(name):
+            out[name] = value
+    if total > MAX_XATTR_BYTES:
+        raise InvalidArgument(f"{what} carries {total} bytes of extended attributes; at most "
+                              f"{MAX_XATTR_BYTES} are taken")
+    return out
 
 
 # --- unpack -----------------------------------------------------------------
@@ -217,11 +275,13 @@ class _Unpacker:
         rel = clean_name(m.name)
         if not rel:                       # "./": the layer root itself; overlay ignores it
             return
+        what = f"layer tar member {m.name[:64]!r}"
+        xattrs = _pax_xattrs(m, what)
         if self.budget is not None:
-            what = f"layer tar member {m.name[:64]!r}"
             self.budget.entry(rel, what)
             if m.isreg() or m.isdir():
-                self.budget.charge(m.size if m.isreg() else Budget.BLOCK, what)
+                self.budget.charge((m.size if m.isreg() else Budget.BLOCK)
+                                   + sum(len(k) + len(v) for k, v in xattrs.items()), what)
         base = rel.rsplit("/", 1)[-1]
         parent = rel.rpartition("/")[0]
         if base == OPAQUE:
@@ -251,6 +311,7 @@ class _Unpacker:
                 os.mkdir(path, 0o700)
             self.checked.add(rel)
             self._chown(path, m)
+            self._xattrs(path, xattrs, what)
             self.dirs[rel] = (m.mode & 0o7777, int(m.mtime))
         elif m.issym():
             self._check_symlink(rel, m)
@@ -261,6 +322,7 @@ class _Unpacker:
             src = self._check_hardlink(m)
             self._make_room(rel, m.name, is_dir=False)
             os.link(self._abs(src), path, follow_symlinks=False)
+            self._xattrs(path, xattrs, what)      # the inode's, as Docker applies them
         elif m.isreg():
             self._make_room(rel, m.name, is_dir=False)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -272,6 +334,7 @@ class _Unpacker:
                         self.budget.check_ratio(f"layer tar member {m.name[:64]!r}")
             self.size += m.size
             self._attrs(rel, m, link=False)
+            self._xattrs(path, xattrs, what)      # after chown, which clears security.capability
         elif m.ischr():                   # 0/0 only, checked above: already an overlay whiteout
             self._make_room(rel, m.name, is_dir=False)
             _mknod_whiteout(path)
@@ -397,6 +460,21 @@ class _Unpacker:
         mt = int(m.mtime) * 10**9
         os.utime(path, ns=(mt, mt), follow_symlinks=False)
 
+    @staticmethod
+    def _xattrs(path: str, xattrs: dict[str, bytes], what: str) -> None:
+        """Set the kept xattrs on a file or directory, never through a symlink.
+        Only those carry them: the kernel takes user.* on nothing else, and a
+        file capability means something only on a file that is executed."""
+        for name, value in sorted(xattrs.items()):
+            try:
+                os.setxattr(path, name, value, follow_symlinks=False)
+            except OSError as e:
+                if e.errno in (errno.EINVAL, errno.ERANGE, errno.E2BIG):
+                    raise InvalidArgument(f"{what}: the kernel refuses its extended attribute "
+                                          f"{name!r}: {os.strerror(e.errno)}") from None
+                raise KernelError(e.errno, f"{what}: set its extended attribute {name!r} "
+                                           "under the state root") from None
+
 
 def _mknod_whiteout(path: str) -> None:
     try:
@@ -415,8 +493,9 @@ def _setxattr(path: str, name: str, value: bytes) -> None:
 # --- pack -------------------------------------------------------------------
 
 def tarinfo(name: str, kind: str, *, mode: int, mtime: int = 0, uid: int = 0, gid: int = 0,
-            size: int = 0, linkname: str = ""):
-    """One deterministic header. kind: dir|file|symlink|hardlink|fifo."""
+            size: int = 0, linkname: str = "", xattrs: dict[str, bytes] | None = None):
+    """One deterministic header. kind: dir|file|symlink|hardlink|fifo.
+    xattrs become PAX SCHILY.xattr.<name> records, sorted by name."""
     import tarfile
     ti = tarfile.TarInfo(name)
     ti.type = {"dir": tarfile.DIRTYPE, "file": tarfile.REGTYPE, "symlink": tarfile.SYMTYPE,
@@ -427,6 +506,11 @@ def tarinfo(name: str, kind: str, *, mode: int, mtime: int = 0, uid: int = 0, gi
     ti.uname = ti.gname = ""
     ti.size = size if kind == "file" else 0
     ti.linkname = linkname
+    if xattrs:
+        # Text for tarfile; bytes that are not UTF-8 go out as they are
+        # (tarfile then marks the header hdrcharset=BINARY).
+        ti.pax_headers = {XATTR_PAX + k: xattrs[k].decode("utf-8", "surrogateescape")
+                          for k in sorted(xattrs)}
     return ti
 
 
@@ -465,7 +549,7 @@ def _pack_one(tf, src: str, rel: str, st: os.stat_result, dir_fd: int, name: str
     if stat.S_ISDIR(m):
         if fd is None:
             return                              # swapped for something else mid-walk: skip it
-        tf.addfile(tarinfo(rel, "dir", **kw))
+        tf.addfile(tarinfo(rel, "dir", xattrs=_fd_xattrs(fd, src, rel), **kw))
         try:
             opaque = os.getxattr(fd, OPAQUE_XATTR) == b"y"
         except OSError:
@@ -503,8 +587,32 @@ def _pack_one(tf, src: str, rel: str, st: os.stat_result, dir_fd: int, name: str
                 tf.addfile(tarinfo(rel, "hardlink", linkname=seen_inodes[key], **kw))
                 return
             seen_inodes[key] = rel
-            tf.addfile(tarinfo(rel, "file", size=st.st_size, **kw), f)
+            tf.addfile(tarinfo(rel, "file", size=st.st_size, xattrs=_fd_xattrs(ffd, src, rel), **kw),
+                       f)
     elif stat.S_ISFIFO(m):
         tf.addfile(tarinfo(rel, "fifo", **kw))
     else:
         raise InvalidArgument(f"cannot pack {src}/{rel}: not a file, directory, symlink or whiteout")
+
+
+def _fd_xattrs(fd: int, src: str, rel: str) -> dict[str, bytes]:
+    """The kept xattrs (xattr_kept) of the file open as fd: read by the fd,
+    so by what was opened, never through a name a container could swap."""
+    try:
+        names = os.listxattr(fd)
+    except OSError as e:
+        if e.errno == errno.ENOTSUP:            # a filesystem without xattrs: none to carry
+            return {}
+        raise KernelError(e.errno, f"list the extended attributes of {src}/{rel}") from None
+    out = {}
+    for name in names:
+        if not xattr_kept(name):
+            continue
+        try:
+            out[name] = os.getxattr(fd, name)
+        except OSError as e:
+            if e.errno == errno.ENODATA:        # removed since the list: as if a moment earlier
+                continue
+            raise KernelError(e.errno, f"read the extended attribute {name!r} of "
+                                       f"{src}/{rel}") from None
+    return out

@@ -104,6 +104,28 @@ def test_commit_stopped_container_and_cli(rt, name, cleanup):
         remove_images(rt, image_name)
 
 
+def test_commit_records_file_capabilities_of_the_writable_layer(rt, name, cleanup):
+    """A capability set on a file the container wrote (here from the host, on
+    the upper dir: the image has no setcap) is in the committed layer; what
+    only the host or overlay may set is not."""
+    from tests.runtime.test_tarsafe import CAP_SETUID_EP
+    c, out = run_to_end(rt, name, "lab", ["sh", "-c", "mkdir -p /opt/tools && cp /bin/busybox /opt/tools/"],
+                        cleanup)
+    assert c.exit_code == 0, out
+    upper_file = os.path.join(c.upperdir, "opt", "tools", "busybox")
+    for key, value in (("security.capability", CAP_SETUID_EP), ("user.note", b"n"),
+                       ("trusted.note", b"host only")):
+        os.setxattr(upper_file, key, value)
+    image_name = f"caps-{name.rsplit('-', 1)[-1]}"
+    try:
+        image = rt.commit(name, image_name)
+        top = os.path.join(image.layers[-1].path, "opt", "tools", "busybox")
+        assert {n: os.getxattr(top, n) for n in sorted(os.listxattr(top))} == \
+            {"security.capability": CAP_SETUID_EP, "user.note": b"n"}
+    finally:
+        remove_images(rt, image_name)
+
+
 @needs_skopeo
 def test_saved_commit_is_read_by_skopeo(rt, committed, tmp_path):
     name, image_name = committed

@@ -293,6 +293,39 @@ def test_umoci_accepts_saved_layout(built, tmp_path):
     assert os.access(bundle / "rootfs/usr/local/bin/memhog", os.X_OK)
 
 
+@root_only
+@needs_umoci
+def test_file_capabilities_go_out_as_they_came_in(store, tmp_path):
+    """docker-archive in, OCI layout out: the PAX record is in the saved
+    layer, a new store loads it back, and umoci unpacks it onto the file."""
+    from tests.runtime.test_tarsafe import CAP_SETUID_EP, xattr_tar
+    caps = {"security.capability": CAP_SETUID_EP, "user.note": b"n"}
+    docker_archive(tmp_path / "a.tar", [xattr_tar(("bin", "dir", {}, 0), ("bin/su", "file", caps, 0))])
+    importers.load(store, tmp_path / "a.tar")
+    out = tmp_path / "out.tar"
+    importers.save(store, "app:1", out)
+    lay = tmp_path / "lay"
+    lay.mkdir()
+    subprocess.run(["tar", "-xf", str(out), "-C", str(lay)], check=True)
+    [digest] = [l["digest"] for l in _manifest_of(lay)["layers"]]
+    with tarfile.open(lay / "blobs/sha256" / digest[7:]) as tf:
+        su = tf.getmember("bin/su").pax_headers
+    assert {k: v.encode("utf-8", "surrogateescape") for k, v in su.items() if "xattr" in k} == \
+        {"SCHILY.xattr.security.capability": CAP_SETUID_EP, "SCHILY.xattr.user.note": b"n"}
+    [img] = importers.load(ImageStore(tmp_path / "other"), out)
+    assert os.getxattr(os.path.join(img.layers[0].path, "bin/su"), "security.capability") == CAP_SETUID_EP
+    bundle = tmp_path / "bundle"
+    subprocess.run(["umoci", "unpack", "--image", f"{lay}:1", str(bundle)], check=True,
+                   capture_output=True)
+    assert os.getxattr(bundle / "rootfs/bin/su", "security.capability") == CAP_SETUID_EP
+
+
+def _manifest_of(layout) -> dict:
+    index = json.loads((layout / "index.json").read_text())
+    digest = index["manifests"][0]["digest"]
+    return json.loads((layout / "blobs/sha256" / digest[7:]).read_text())
+
+
 def test_save_unknown_image(store, tmp_path):
     with pytest.raises(NotFound, match="image 'nope' not found"):
         importers.save(store, "nope", tmp_path / "x.tar")

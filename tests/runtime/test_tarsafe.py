@@ -230,6 +230,82 @@ def test_budget_defaults_and_environment(tmp_path):
         tarsafe.Budget(str(tmp_path), environ={"TERRARIUM_UNPACK_MAX_DEPTH": "\u0666"})
 
 
+# --- extended attributes --------------------------------------------------------
+
+CAP_NET_RAW_EP = bytes.fromhex("01000002" "00200000" "00000000" "00000000" "00000000")
+CAP_SETUID_EP = bytes.fromhex("01000002" "80000000" "00000000" "00000000" "00000000")  # not UTF-8
+
+
+def xattr_tar(*entries) -> bytes:
+    """entries: (name, kind, {xattr: bytes}, owner uid) with kind file|dir|hardlink:TARGET."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, kind, xattrs, uid in entries:
+            ti = tarfile.TarInfo(name)
+            ti.mode, ti.mtime, ti.uid, ti.gid = 0o755, 1_600_000_000, uid, uid
+            ti.pax_headers = {f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape")
+                              for k, v in xattrs.items()}
+            if kind == "dir":
+                ti.type = tarfile.DIRTYPE
+            elif kind.startswith("hardlink:"):
+                ti.type, ti.linkname = tarfile.LNKTYPE, kind.partition(":")[2]
+            else:
+                ti.size = 5
+            tf.addfile(ti, io.BytesIO(b"hello") if ti.size else None)
+    return buf.getvalue()
+
+
+def xattrs_of(path: str) -> dict[str, bytes]:
+    return {n: os.getxattr(path, n, follow_symlinks=False)
+            for n in sorted(os.listxattr(path, follow_symlinks=False))}
+
+
+@root_only
+def test_file_capabilities_and_user_xattrs_are_applied_after_chown(store):
+    """chown clears security.capability, so a file owned by uid 1000 keeps
+    its capability only if the xattr is set after the owner."""
+    layer = store.add_layer_from_tar(io.BytesIO(xattr_tar(
+        ("bin", "dir", {"user.dir": b"d"}, 0),
+        ("bin/ping", "file", {"security.capability": CAP_NET_RAW_EP, "user.note": b"n"}, 1000),
+        ("bin/su", "file", {"security.capability": CAP_SETUID_EP}, 0),
+        ("bin/ping2", "hardlink:bin/ping", {}, 0))))
+    fs = layer.path
+    assert os.stat(f"{fs}/bin/ping").st_uid == 1000
+    assert xattrs_of(f"{fs}/bin/ping") == {"security.capability": CAP_NET_RAW_EP, "user.note": b"n"}
+    assert xattrs_of(f"{fs}/bin/su") == {"security.capability": CAP_SETUID_EP}
+    assert xattrs_of(f"{fs}/bin") == {"user.dir": b"d"}
+    assert os.stat(f"{fs}/bin/ping2").st_ino == os.stat(f"{fs}/bin/ping").st_ino
+
+
+@root_only
+def test_overlay_markers_and_host_labels_in_an_archive_are_not_applied(store):
+    """trusted.overlay.* on a lower layer would forge an opaque directory or
+    a whiteout; security.selinux and other trusted.* are the host's."""
+    layer = store.add_layer_from_tar(io.BytesIO(xattr_tar(
+        ("d", "dir", {"trusted.overlay.opaque": b"y", "user.overlay.opaque": b"y",
+                      "trusted.overlay.redirect": b"/etc"}, 0),
+        ("d/f", "file", {"trusted.overlay.whiteout": b"y", "security.selinux": b"system_u:object_r:shadow_t:s0",
+                         "trusted.other": b"x", "user.kept": b"k"}, 0))))
+    assert xattrs_of(f"{layer.path}/d") == {}
+    assert xattrs_of(f"{layer.path}/d/f") == {"user.kept": b"k"}
+
+
+@root_only
+@pytest.mark.parametrize("xattrs, message", [
+    ({f"user.n{i}": b"v" for i in range(33)}, "carries 33 extended attributes; at most 32"),
+    ({"user.big": bytes(40_000), "user.big2": bytes(40_000)}, "80017 bytes of extended attributes; at most 65536"),
+    ({"": b"v"}, "an extended attribute of no valid name"),
+    ({"user." + "n" * 300: b"v"}, "an extended attribute of no valid name"),
+    ({"security.capability": b"not a capability"}, "the kernel refuses its extended attribute "
+                                                   "'security.capability': Invalid argument"),
+])
+def test_xattrs_beyond_the_caps_or_refused_by_the_kernel_fail_and_leave_nothing(store, xattrs, message):
+    with pytest.raises(InvalidArgument, match=message) as e:
+        store.add_layer_from_tar(io.BytesIO(xattr_tar(("ok", "file", {}, 0), ("bad", "file", xattrs, 0))))
+    assert "'bad'" in str(e.value)
+    assert_clean(store)
+
+
 def test_an_extended_header_over_a_mebibyte_is_refused_before_it_is_read(store):
     ti = tarfile.TarInfo("f")
     ti.pax_headers = {"comment": "x" * (1 << 20)}
@@ -239,3 +315,28 @@ def test_an_extended_header_over_a_mebibyte_is_refused_before_it_is_read(store):
     with pytest.raises(InvalidArgument, match=r"extended header .* of 1048\d\d\d bytes; at most 1048576"):
         store.add_layer_from_tar(io.BytesIO(buf.getvalue()))
     assert_clean(store)
+
+
+@root_only
+def test_pack_records_the_kept_xattrs_by_fd_and_round_trips(store, tmp_path):
+    layer = store.add_layer_from_tar(io.BytesIO(xattr_tar(
+        ("bin", "dir", {"user.dir": b"d"}, 0),
+        ("bin/ping", "file", {"security.capability": CAP_NET_RAW_EP}, 1000),
+        ("bin/su", "file", {"security.capability": CAP_SETUID_EP, "user.a": b"1"}, 0))))
+    # what overlay writes on an upper dir stays out of the tar
+    os.setxattr(f"{layer.path}/bin/su", "trusted.overlay.origin", b"\0\xfb", follow_symlinks=False)
+    out = io.BytesIO()
+    tarsafe.pack(layer.path, out)
+    got = {m.name: {k: v.encode("utf-8", "surrogateescape") for k, v in m.pax_headers.items()
+                    if k.startswith("SCHILY.xattr.")}
+           for m in tarfile.open(fileobj=io.BytesIO(out.getvalue()))}
+    assert got == {"bin": {"SCHILY.xattr.user.dir": b"d"},
+                   "bin/ping": {"SCHILY.xattr.security.capability": CAP_NET_RAW_EP},
+                   "bin/su": {"SCHILY.xattr.security.capability": CAP_SETUID_EP,
+                              "SCHILY.xattr.user.a": b"1"}}
+    again = ImageStore(tmp_path / "other").add_layer_from_tar(io.BytesIO(out.getvalue()))
+    assert xattrs_of(f"{again.path}/bin/su") == {"security.capability": CAP_SETUID_EP, "user.a": b"1"}
+    assert xattrs_of(f"{again.path}/bin/ping") == {"security.capability": CAP_NET_RAW_EP}
+    out2 = io.BytesIO()
+    tarsafe.pack(again.path, out2)
+    assert out2.getvalue() == out.getvalue()      # deterministic, xattrs included
