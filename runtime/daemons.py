@@ -24,7 +24,7 @@ import sys
 
 from .fsutil import locked, private_dir
 
-_PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # for `python -I -S` boots
 
 
 def default_cgroup_parent() -> str:
@@ -32,10 +32,13 @@ def default_cgroup_parent() -> str:
     return os.environ.get("TERRARIUM_CGROUP_PARENT") or "terrarium"
 
 
-def start(run_dir: str, *, name: str, module: str, answers, cgroup_parent: str) -> None:
+def start(run_dir: str, *, name: str, module: str, answers, cgroup_parent: str,
+          sealed: bool = False) -> None:
     """Start `runtime.<module>`'s server for run_dir unless answers() says one
     already does (True), holding RUN_DIR/<name>.lock so that only one starts.
-    Its cgroup will be <cgroup_parent>/_daemons.
+    Its cgroup will be <cgroup_parent>/_daemons.  sealed: run it from a
+    sealed copy of the interpreter (runtime/sealed.py), as the fork server
+    must, since its forks become containers.
 
     Returns once the new server says it is ready; OSError if it did not start."""
     private_dir(os.path.dirname(run_dir))
@@ -44,12 +47,26 @@ def start(run_dir: str, *, name: str, module: str, answers, cgroup_parent: str) 
         if answers():
             return
         import subprocess
-        code = (f"import sys; sys.path.insert(0, {_PROJECT!r}); "
+        code = (f"import sys; sys.path.insert(0, {PROJECT!r}); "
                 f"import runtime.{module} as s; s.main(sys.argv)")
-        with open(os.path.join(run_dir, f"{name}.log"), "ab") as log:
-            proc = subprocess.run([sys.executable, "-I", "-S", "-c", code, run_dir, cgroup_parent],
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=log, close_fds=True, timeout=30)
+        exe = sys.executable
+        fd = None
+        if sealed:
+            from . import sealed as _sealed
+            fd = _sealed.interpreter_fd()
+            exe = f"/proc/self/fd/{fd}"
+            # The kernel keeps the copy while it runs: the descriptor can go.
+            # sys.executable: what the server's own spawns, if any, should run.
+            code = f"import os, sys; os.close({fd}); sys.executable = {sys.executable!r}; " + code
+        try:
+            with open(os.path.join(run_dir, f"{name}.log"), "ab") as log:
+                proc = subprocess.run([exe, "-I", "-S", "-c", code, run_dir, cgroup_parent],
+                                      executable=exe, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=log, close_fds=True,
+                                      pass_fds=() if fd is None else (fd,), timeout=30)
+        finally:
+            if fd is not None:
+                os.close(fd)
         if proc.returncode != 0:
             raise OSError(f"the {name} server did not start; see {run_dir}/{name}.log")
 

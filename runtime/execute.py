@@ -9,8 +9,11 @@ Three processes take part, and only the last one is ever in the container:
   exit code.
 - the joiner, forked from the caller: leaves the caller's session, puts the
   pipes on 0-2 and closes everything else, joins the container's cgroup,
-  then all its namespaces at once through a pidfd of the init (setns(2) with
-  a pidfd, Linux 5.8).  Joining a PID namespace applies to children only, so
+  re-execs itself from a sealed copy of the interpreter (runtime/sealed.py:
+  the process it forks will exec a program of the container's choosing,
+  which must never find the host's interpreter behind /proc/self/exe), then
+  joins all the namespaces at once through a pidfd of the init (setns(2)
+  with a pidfd, Linux 5.8).  Joining a PID namespace applies to children only, so
   it forks the process, sends the caller a pidfd of it, waits and exits
   with its code.
 - the process: a session of its own (no controlling terminal, so neither
@@ -23,23 +26,26 @@ that chroots could make /proc/<pid>/root lead anywhere on the host), the
 init's pid is checked against its recorded start time after the pidfd is
 open (pid reuse), and both forks are not dumpable until exec: container
 root, which lacks CAP_SYS_PTRACE, can neither trace the process nor open its
-/proc/<pid>/fd, exe or mem while it is still the host's Python.
+/proc/<pid>/fd, exe or mem while it is still Python.
 
 Uses fork: call it from a process without threads (the CLI).
 """
 from __future__ import annotations
 
+import base64
 import errno
 import fcntl
+import json
 import os
 import selectors
 import signal
 import socket
 import stat
 import struct
+import sys
 import termios
 
-from . import linux, pidinfo
+from . import daemons, linux, pidinfo, sealed
 from .errors import Conflict, ExecFailed
 from .init import RESET_SIGNALS, exec_command
 
@@ -63,23 +69,26 @@ def exec_in(rt, c, argv: list[str], env: list[str], *, pid_start: int | None,
     the container's filter program (runtime.seccomp), loaded last."""
     _fill_stdio()
     init = _open_init(c, pid_start)
-    ctl = ctl_child = pipes = None
+    ctl = ctl_child = pipes = exe = None
     try:
+        exe = sealed.interpreter_fd()
         ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pipes = _Pipes(tty, interactive)
-        return _start(rt, c, init, ctl, ctl_child, pipes, argv, env,
-                      tty=tty, interactive=interactive, workdir=workdir, seccomp=seccomp)
+        return _start(rt, c, init, ctl, ctl_child, pipes, argv, env, tty=tty,
+                      interactive=interactive, workdir=workdir, seccomp=seccomp, exe=exe)
     finally:
         for sock in (ctl, ctl_child):
             if sock is not None:
                 sock.close()
         if pipes is not None:
             pipes.close()
+        if exe is not None:
+            os.close(exe)
         os.close(init)
 
 
 def _start(rt, c, init, ctl, ctl_child, pipes, argv, env, *, tty, interactive, workdir,
-           seccomp=None) -> int:
+           seccomp=None, exe: int) -> int:
     size = _window_size() if tty else None
     relay = _Relay(tty, interactive)
     old = {sig: signal.signal(sig, relay.forward) for sig in FORWARDED}
@@ -88,7 +97,8 @@ def _start(rt, c, init, ctl, ctl_child, pipes, argv, env, *, tty, interactive, w
     try:
         pid = os.fork()
         if pid == 0:
-            _join(rt, c, init, ctl_child.fileno(), pipes.child, argv, env, workdir, tty, size, seccomp)
+            _join(rt, c, init, ctl_child.fileno(), pipes.child, exe,
+                  dict(argv=argv, env=env, workdir=workdir, tty=tty, size=size, seccomp=seccomp))
         joiner = os.pidfd_open(pid)
         try:
             ctl_child.close()
@@ -155,30 +165,71 @@ def _reap(pid: int) -> int:
 
 # ----------------------------------------------------------------- joiner
 
-def _join(rt, c, init: int, ctl: int, stdio: tuple[int, int, int], argv, env, workdir, tty, size,
-          seccomp=None) -> None:
-    """In the fork: join the container and fork the process.  Never returns."""
+def _join(rt, c, init: int, ctl: int, stdio: tuple[int, int, int], exe: int, what: dict) -> None:
+    """In the fork, on the host side: leave the caller's session, take the
+    pipes, join the container's cgroup, then become a sealed copy of the
+    interpreter (runtime/sealed.py) and go on in _joined.  Never returns.
+
+    The re-exec is for the CVE-2019-5736 class: the process forked below
+    execs the container's program, and a #!/proc/self/exe in it must find
+    a sealed copy, never the caller's (the host's) interpreter."""
     try:
         for sig in FORWARDED:               # the caller forwards them; this one only waits
             signal.signal(sig, signal.SIG_IGN)
-        linux.set_dumpable(False)           # inherited by the fork below, until its exec
+        linux.set_dumpable(False)
         os.setsid()
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
-        _close_all_but(0, 1, 2, init, ctl)
+        _close_all_but(0, 1, 2, init, ctl, exe)
         rt.cgroup_driver(c).attach(c.id, 0)   # its own parent; while the host's /sys is ours
+        args = os.memfd_create("terrarium-exec-args", os.MFD_CLOEXEC)
+        what = dict(what, name=c.name, init=init, ctl=ctl, args=args,
+                    size=what["size"] and base64.b64encode(what["size"]).decode(),
+                    seccomp=what["seccomp"] and base64.b64encode(what["seccomp"]).decode())
+        data = json.dumps(what).encode()
+        while data:
+            data = data[os.write(args, data):]
+        os.lseek(args, 0, os.SEEK_SET)
+        for fd in (init, ctl, args):
+            os.set_inheritable(fd, True)
+        code = (f"import sys; sys.executable = {sys.executable!r}; sys.path.insert(0, {daemons.PROJECT!r}); "
+                f"from runtime.execute import _joined; _joined(int(sys.argv[1]))")
+        path = f"/proc/self/fd/{exe}"      # close-on-exec: gone once the kernel has the file
+        os.execv(path, [path, "-I", "-S", "-c", code, str(args)])
+    except BaseException as e:  # noqa: BLE001 - the caller reports it
+        _report(ctl, 126, f"join container {c.name!r}: {e}")
+        os._exit(126)
+
+
+def _joined(args_fd: int) -> None:
+    """The joiner again, from the sealed copy: join the container's
+    namespaces through the init's pidfd, fork the process, pass the caller
+    its pidfd, wait, and exit with its code.  Never returns."""
+    ctl, name = None, "?"
+    try:
+        linux.set_dumpable(False)           # exec made us dumpable again; inherited by the fork
+        for sig in FORWARDED:
+            signal.signal(sig, signal.SIG_IGN)
+        with os.fdopen(args_fd, "rb") as f:
+            what = json.loads(f.read())
+        ctl, init, name = what["ctl"], what["init"], what["name"]
+        os.set_inheritable(ctl, False)
+        os.set_inheritable(init, False)
+        size = what["size"] and base64.b64decode(what["size"])
+        program = what["seccomp"] and base64.b64decode(what["seccomp"])
         linux.setns(init, JOIN_FLAGS)
         os.close(init)
         child = os.fork()
         if child == 0:
-            _become(argv, env, workdir, ctl, tty, size, seccomp)
+            _become(what["argv"], what["env"], what["workdir"], ctl, what["tty"], size, program)
         pidfd = os.pidfd_open(child)
         _send_fd(ctl, b"pid", pidfd)
         os.close(pidfd)
         os.close(ctl)
         os._exit(_reap(child))
     except BaseException as e:  # noqa: BLE001 - the caller reports it
-        _report(ctl, 126, f"join container {c.name!r}: {e}")
+        if ctl is not None:
+            _report(ctl, 126, f"join container {name!r}: {e}")
         os._exit(126)
 
 

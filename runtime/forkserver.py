@@ -47,7 +47,7 @@ def ensure_forkserver(run_dir: str, cgroup_parent: str | None = None, on_start=N
         return
     try:
         daemons.start(run_dir, name="forkserver", module="forkserver", answers=lambda: daemons.answers(path),
-                      cgroup_parent=cgroup_parent or daemons.default_cgroup_parent())
+                      cgroup_parent=cgroup_parent or daemons.default_cgroup_parent(), sealed=True)
     except OSError as e:
         raise TerrariumError(str(e)) from None
     if on_start is not None:
