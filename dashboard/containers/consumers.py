@@ -96,9 +96,16 @@ class ViewerSocket(AsyncJsonWebsocketConsumer):
 
     # ------------------------------------------------------ access checks
     async def _end(self, code: int):
-        """Leave at once (the sampler stops sampling for us), then close."""
-        await self.disconnect(code)
+        """Close at once, then leave (the sampler stops sampling for us).
+        Leaving can wait for a sampler tick under way: the browser must not."""
+        self.ended = True
         await self.close(code=code)
+        await self.disconnect(code)
+
+    async def send(self, *args, **kwargs):
+        """Nothing more after _end closed the socket (a group event may still come)."""
+        if not getattr(self, "ended", False):
+            await super().send(*args, **kwargs)
 
     async def recheck(self) -> int | None:
         """Check the session, user and permission again; close if refused."""
