@@ -5,7 +5,8 @@ in-memory channel layer, one Daphne process on 127.0.0.1.  Environment:
 
     TERRARIUM_WEB_DIR       the database and the secret key, private (default /var/lib/terrarium-web)
     TERRARIUM_DB            SQLite file (default $TERRARIUM_WEB_DIR/db.sqlite3)
-    TERRARIUM_REDIS_URL     use the Redis channel layer (several workers)
+    TERRARIUM_REDIS_URL     use the Redis channel layer (several workers), with
+    TERRARIUM_REDIS_PASSWORD_FILE / TERRARIUM_REDIS_USER  its credentials (dashboard/redisconf.py)
     TERRARIUM_DEBUG=1       Django's debug mode
     DJANGO_SECRET_KEY       secret key (default: generated once into $TERRARIUM_WEB_DIR/secret_key)
     TERRARIUM_ALLOWED_HOSTS comma-separated (default 127.0.0.1,localhost)
@@ -20,7 +21,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from runtime.spec import parse_size
 
-from . import webstate
+from . import redisconf, webstate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -98,9 +99,13 @@ DATABASES = {
 }
 
 if os.environ.get("TERRARIUM_REDIS_URL"):
+    try:
+        _REDIS_HOST = redisconf.channel_host()
+    except redisconf.RedisConfigError as e:
+        raise ImproperlyConfigured(str(e)) from None
     CHANNEL_LAYERS = {"default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [os.environ["TERRARIUM_REDIS_URL"]]},
+        "CONFIG": {"hosts": [_REDIS_HOST]},
     }}
 else:
     # channels' in-memory layer with a cheaper group_send (dashboard/live/layers.py)

@@ -10,6 +10,7 @@ stopped here, by its pid.  No pytest in here: bench/live_bench.py uses it too.
 """
 from __future__ import annotations
 
+import hashlib
 import http.cookiejar
 import os
 import re
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -26,6 +28,16 @@ import urllib.request
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+# channels-redis needs Lua scripts, sorted sets, lists, pub/sub; nothing of @dangerous
+REDIS_CONF = """port 0
+unixsocket {socket}
+unixsocketperm 660
+dir {dir}
+save ""
+appendonly no
+user default off
+user terrarium on #{digest} ~* &* +@all -@dangerous
+"""
 
 
 def free_port() -> int:
@@ -49,6 +61,21 @@ def wait_port(port: int, proc: subprocess.Popen, what: str, log_path: str, timeo
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                with open(log_path, errors="replace") as f:
+                    raise RuntimeError(f"{what} did not start: {f.read()[-3000:]}") from None
+            time.sleep(0.05)
+
+
+def wait_unix(path: str, proc: subprocess.Popen, what: str, log_path: str, timeout: float = 30) -> None:
+    """Until something accepts on the unix socket path; RuntimeError (with the log) if proc dies first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(path)
             return
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -104,6 +131,7 @@ class WebStack:
         self.procs: list[subprocess.Popen] = []
         self.sampler: subprocess.Popen | None = None
         self._logs = []
+        self.redis_dir = self.redis_socket = self.redis_password = None
 
     def log_path(self, name: str) -> str:
         return os.path.join(self.tmp, f"{name}.log")
@@ -129,13 +157,7 @@ class WebStack:
 
     def _start(self) -> None:
         if self.redis:
-            rport = free_port()
-            redis = self._spawn([REDIS, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--dir", self.tmp, "--protected-mode", "yes"],
-                                "redis")
-            wait_port(rport, redis, "redis-server", self.log_path("redis"))
-            self.env.update(TERRARIUM_REDIS_URL=f"redis://127.0.0.1:{rport}/0",
-                            TERRARIUM_SAMPLER="external")
+            self._start_redis()
         manage(self.env, "migrate", "--noinput")
         for username, role in self.wanted_users:
             self.users[role] = (username, f"pw-{secrets.token_hex(8)}")
@@ -155,6 +177,29 @@ class WebStack:
         if self.sampler is not None:
             self._wait_sampler_ready()
 
+    def _start_redis(self) -> None:
+        """redis-server as README's "Scale-out" sets it up: no TCP port, a unix
+        socket (0660) in a 2750 directory under /run (so only the directory's
+        permissions keep others out), the ACL user `terrarium` with a password
+        (only its hash in the 0600 config) and the default user off; the
+        dashboard reads the password from a 0600 file."""
+        self.redis_dir = tempfile.mkdtemp(prefix="terrarium-redis-", dir="/run")
+        os.chmod(self.redis_dir, 0o2750)
+        self.redis_socket = os.path.join(self.redis_dir, "redis.sock")
+        self.redis_password = secrets.token_urlsafe(32)
+        digest = hashlib.sha256(self.redis_password.encode()).hexdigest()
+        conf = os.path.join(self.tmp, "redis.conf")
+        password_file = os.path.join(self.tmp, "redis.password")
+        for path, text in ((conf, REDIS_CONF.format(socket=self.redis_socket, dir=self.tmp, digest=digest)),
+                           (password_file, self.redis_password + "\n")):
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                f.write(text)
+        redis = self._spawn([REDIS, conf], "redis")
+        wait_unix(self.redis_socket, redis, "redis-server", self.log_path("redis"))
+        self.env.update(TERRARIUM_REDIS_URL=f"unix://{self.redis_socket}?db=0",
+                        TERRARIUM_REDIS_USER="terrarium", TERRARIUM_REDIS_PASSWORD_FILE=password_file,
+                        TERRARIUM_SAMPLER="external")
+
     def _wait_sampler_ready(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
         while True:
@@ -172,6 +217,9 @@ class WebStack:
         for log in self._logs:
             log.close()
         self.procs, self._logs = [], []
+        if self.redis_dir is not None:
+            shutil.rmtree(self.redis_dir, ignore_errors=True)
+            self.redis_dir = None
 
     def __enter__(self) -> "WebStack":
         return self.start()

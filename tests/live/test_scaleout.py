@@ -1,19 +1,25 @@
-"""Scale-out for real: Debian's redis-server on a loopback port, two Daphne
+"""Scale-out for real: Debian's redis-server on a unix socket with an ACL
+user and a password (tests/webstack.py, as README "Scale-out" sets it up), two Daphne
 workers and one `manage.py sampler` on the Redis channel layer, a websocket
 client on each worker.  Both receive the same samples (same seq, time and
 values) while the container is sampled once per tick; when nobody watches,
-nothing is sampled.
+nothing is sampled.  Without the password, or without the socket's group,
+nobody else gets in.
 
 Every process here is started by this module and stopped by its pid."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
+import socket
+import stat
 import time
 
 import pytest
 
+from tests.unprivileged import as_user, throwaway_user
 from tests.webstack import REDIS, WebStack, login_cookie
 
 websockets = pytest.importorskip("websockets")
@@ -28,7 +34,8 @@ def cluster(rt, tmp_path_factory):
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     with WebStack(tmp_path_factory.mktemp("scaleout"), daphnes=2, redis=True,
                   env={"TERRARIUM_LIVE_TICK": str(TICK)}) as web:
-        yield {"ports": web.ports, "user": web.users["viewer"], "tmp": web.tmp, "sampler": web.sampler}
+        yield {"ports": web.ports, "user": web.users["viewer"], "tmp": web.tmp, "sampler": web.sampler,
+               "redis_socket": web.redis_socket, "redis_password": web.redis_password}
 
 
 async def _watch(port, cookie, cid, n_samples):
@@ -90,3 +97,44 @@ def test_two_workers_share_one_sampler(cluster, rt, cleanup, name):
     nxt = min(s2)
     assert nxt == hist_seqs[-1] + 1
     assert s2[nxt]["t"] - h2["points"][-1]["t"] > 3 * TICK    # the idle gap: no samples meanwhile
+
+
+def _redis(path: str, *commands: list[bytes]) -> list[bytes]:
+    """Each command in RESP over a raw connection to the unix socket, no AUTH
+    unless a command is one; the first line of each reply, or the errno's name
+    if the socket cannot be reached."""
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect(path)
+    except OSError as e:
+        return [errno.errorcode[e.errno].encode()]
+    replies = []
+    with s, s.makefile("rb") as f:
+        for argv in commands:
+            s.sendall(b"*%d\r\n" % len(argv) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in argv))
+            replies.append(f.readline().rstrip(b"\r\n"))
+    return replies
+
+
+def test_redis_lets_in_only_the_dashboard(cluster):
+    sock, password = cluster["redis_socket"], cluster["redis_password"].encode()
+    run_dir = os.path.dirname(sock)
+    assert stat.S_IMODE(os.stat(run_dir).st_mode) == 0o2750 and stat.S_IMODE(os.stat(sock).st_mode) == 0o660
+    publish, subscribe = [b"PUBLISH", b"specific.x", b"{}"], [b"SUBSCRIBE", b"specific.x"]
+    with throwaway_user() as outsider, throwaway_user() as member:
+        # member stands for the web tier's group: the socket directory and the socket are its group's
+        for path in (run_dir, sock):
+            os.chown(path, -1, member.pw_gid)
+        try:
+            assert as_user(outsider, _redis, sock, publish) == [b"EACCES"]
+            assert as_user(member, _redis, sock, publish, subscribe) == [b"-NOAUTH Authentication required."] * 2
+            assert as_user(member, _redis, sock, [b"AUTH", b"terrarium", b"guess"], publish) == [
+                b"-WRONGPASS invalid username-password pair or user is disabled.",
+                b"-NOAUTH Authentication required."]
+            assert as_user(member, _redis, sock, [b"AUTH", b"default", b""], publish)[0].startswith(b"-WRONGPASS")
+            # the password is what lets the dashboard in
+            assert as_user(member, _redis, sock, [b"AUTH", b"terrarium", password], publish) == [b"+OK", b":0"]
+        finally:
+            for path in (run_dir, sock):
+                os.chown(path, -1, 0)
