@@ -12,6 +12,8 @@ in-memory channel layer, one Daphne process on 127.0.0.1.  Environment:
     TERRARIUM_ALLOWED_HOSTS comma-separated (default 127.0.0.1,localhost)
     TERRARIUM_SETTINGS=production   the hardening of dashboard/production.py
     TERRARIUM_MAX_UPLOAD    the largest upload (image import) accepted, e.g. 8g (default)
+    TERRARIUM_MAX_BODY      the largest body of any other request (default 1m)
+    TERRARIUM_BODY_TIMEOUT  seconds a request's head and body may take to arrive (default 30)
 """
 import datetime as dt
 import os
@@ -150,6 +152,10 @@ TERRARIUM_LIVE_TICK = float(os.environ.get("TERRARIUM_LIVE_TICK", "1.0"))
 # an accepted upload must still leave free where it is copied to.
 TERRARIUM_MAX_UPLOAD_BYTES = parse_size(os.environ.get("TERRARIUM_MAX_UPLOAD", "8g"), "TERRARIUM_MAX_UPLOAD")
 TERRARIUM_UPLOAD_SPARE_BYTES = 256 << 20
+# Every other request body, and the seconds a request's head and body may take
+# to arrive (dashboard/serve.py refuses both before Twisted buffers a body).
+TERRARIUM_MAX_BODY_BYTES = parse_size(os.environ.get("TERRARIUM_MAX_BODY", "1m"), "TERRARIUM_MAX_BODY")
+TERRARIUM_BODY_TIMEOUT = float(os.environ.get("TERRARIUM_BODY_TIMEOUT", "30"))
 # Refused attempts written to the audit log, per user and minute (the rest are only logged).
 TERRARIUM_AUDIT_DENIED_PER_MINUTE = int(os.environ.get("TERRARIUM_AUDIT_DENIED_PER_MINUTE", "10"))
 # Retention (dashboard/containers/services.py records_prune, run by the reconciler

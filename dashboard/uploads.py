@@ -8,8 +8,8 @@ reads request.POST), and the import unpacks it into the layer store.  This
 middleware sits before CSRF, so an archive over TERRARIUM_MAX_UPLOAD, or
 larger than the free space left for those copies, gets one clear answer
 (413 / 507, JSON for the upload form's XHR) instead of filling a disk or
-failing half-way.  The Daphne-level copy is out of reach here: a front proxy
-with a body limit is the place for that.
+failing half-way.  Bodies over the limit never get this far under
+`make run`: dashboard/serve.py refuses them before Twisted stores them.
 """
 from __future__ import annotations
 

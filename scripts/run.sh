@@ -4,6 +4,7 @@
 #
 #   TERRARIUM_HOST (default 127.0.0.1)  TERRARIUM_PORT (default 8000)
 #   TERRARIUM_HTTP_TIMEOUT (default 300): seconds a request may take, response included
+#   TERRARIUM_MAX_BODY, TERRARIUM_BODY_TIMEOUT: see dashboard/serve.py
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -43,5 +44,5 @@ fi
 .venv/bin/python manage.py ensure_admin
 
 echo "run: dashboard at http://$host:$port/"
-exec .venv/bin/daphne -b "$host" -p "$port" --http-timeout "${TERRARIUM_HTTP_TIMEOUT:-300}" \
+exec .venv/bin/python -m dashboard.serve -b "$host" -p "$port" --http-timeout "${TERRARIUM_HTTP_TIMEOUT:-300}" \
     dashboard.asgi:application

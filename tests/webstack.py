@@ -168,9 +168,10 @@ class WebStack:
         daphnes = []
         for i in range(self.n_daphnes):
             port = free_port()
-            daphnes.append((port, self._spawn([*self.daphne_prefix, os.path.join(BIN, "daphne"), "-b",
-                                               "127.0.0.1", "-p", str(port), "dashboard.asgi:application"],
-                                              f"daphne{i}")))
+            # as scripts/run.sh starts it (dashboard/serve.py: Daphne with body limits)
+            daphnes.append((port, self._spawn([*self.daphne_prefix, sys.executable, "-m", "dashboard.serve",
+                                               "-b", "127.0.0.1", "-p", str(port), "--http-timeout", "300",
+                                               "dashboard.asgi:application"], f"daphne{i}")))
         for i, (port, proc) in enumerate(daphnes):
             wait_port(port, proc, f"daphne {i}", self.log_path(f"daphne{i}"))
             self.ports.append(port)
