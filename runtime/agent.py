@@ -217,7 +217,7 @@ _REF = {"ref": (_ref, True)}
 
 VERBS: dict[str, Verb] = {
     "info": Verb(_info, {}),
-    "list": Verb(lambda rt, all=True: to_dict(rt.list(all=all)), {"all": (_bool, False)}),
+    "list": Verb(lambda rt, all=True: to_dict(rt.list(all=all)), {"all": (_bool, False)}),  # noqa: A006 - as Runtime.list
     "inspect": Verb(lambda rt, ref: to_dict(rt.inspect(ref)), _REF),
     "create": Verb(lambda rt, spec: to_dict(rt.create(spec)), {"spec": (_spec, True)},
                    mutating=True, target="spec"),

@@ -223,8 +223,10 @@ def parse_log_opts(opts) -> LogConfig:
             if max_size < MIN_LOG_SIZE:
                 raise InvalidArgument(f"log max-size {_show(value)} is too small: the minimum is 32k")
         elif key == "max-file":
-            if not (value.isascii() and value.isdigit() and len(value) <= 3) or not 1 <= int(value) <= MAX_LOG_FILES:
-                raise InvalidArgument(f"invalid log max-file {_show(value)}: use a whole number from 1 to {MAX_LOG_FILES}")
+            if (not (value.isascii() and value.isdigit() and len(value) <= 3)
+                    or not 1 <= int(value) <= MAX_LOG_FILES):
+                raise InvalidArgument(f"invalid log max-file {_show(value)}: "
+                                      f"use a whole number from 1 to {MAX_LOG_FILES}")
             max_file = int(value)
         else:
             raise InvalidArgument(f"unknown log option {_show(key)}: use max-size or max-file")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run Terrarium's tests: setup, then pytest (arguments passed through), then
-# the cgroup v2 VM tier (tests/vm/run_vm_tier.sh) when it exists.
+# Run Terrarium's tests: setup, then ruff (on a full run), then pytest (arguments
+# passed through), then the cgroup v2 VM tier (tests/vm/run_vm_tier.sh) when it exists.
 # Output is also written to test-output/.
 #
 #   scripts/test.sh                      # everything
@@ -25,8 +25,17 @@ scripts/setup.sh "${setup_args[@]}" || { echo "test: setup failed" >&2; exit 1; 
 out=test-output
 mkdir -p "$out"
 
+# Lint first (pyproject's [tool.ruff]): quick, and a finding fails the run.
+lint_rc=0
+if [ "$#" -eq 0 ]; then
+    .venv/bin/ruff check runtime dashboard tests bench 2>&1 | tee "$out/lint.log"
+    lint_rc=${PIPESTATUS[0]}
+    [ "$lint_rc" -eq 0 ] || echo "test: FAILED: ruff found problems (see above)" >&2
+fi
+
 .venv/bin/python -m pytest --junitxml="$out/junit.xml" "$@" 2>&1 | tee "$out/pytest.log"
 rc=${PIPESTATUS[0]}
+[ "$rc" -eq 0 ] && [ "$lint_rc" -ne 0 ] && rc=1
 if [ "$rc" -eq 5 ]; then
     echo "test: FAILED: pytest collected no tests (exit 5); a test run must run tests" | tee -a "$out/pytest.log" >&2
     rc=1

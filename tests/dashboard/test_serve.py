@@ -9,7 +9,6 @@ would not show it), and every byte of it is a write()."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import select
 import socket

@@ -232,8 +232,8 @@ def test_device_nodes_made_inside_cannot_be_opened(rt):
     script = ("mknod /tmp/mine c 1 3 && echo made; echo x > /tmp/mine && echo wrote-tmp; "
               "mknod /dev/mine c 1 3 && echo x > /dev/mine && echo wrote-dev; "
               "echo x > /dev/null && echo null-ok")
-    c = r.run(runtime.Spec(image="busybox", name="mknod", cmd=("sh", "-c", script)))
-    c = r.wait("mknod", timeout=60)
+    r.run(runtime.Spec(image="busybox", name="mknod", cmd=("sh", "-c", script)))
+    r.wait("mknod", timeout=60)
     out = r.logs("mknod").decode().split()
     assert "made" in out and "null-ok" in out, out
     assert "wrote-tmp" not in out and "wrote-dev" not in out, out
