@@ -59,6 +59,7 @@ def _sampler(reader, ids):
     s = Sampler(tick=1.0, reader=reader, record=False)
     for cid in ids:
         s.state[cid] = _Watched(points=deque(maxlen=10))
+        s.subscribers[cid] = 1                        # one viewer each: the sampler reads only those
     s._collect(ids)                                   # warm up: open files, first tree
     return s
 
