@@ -71,7 +71,7 @@ def exec_in(rt, c, argv: list[str], env: list[str], *, pid_start: int | None,
     init = _open_init(c, pid_start)
     ctl = ctl_child = pipes = exe = None
     try:
-        exe = sealed.interpreter_fd()
+        exe = sealed.interpreter_fd(donor=_forkserver_pid(rt))
         ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pipes = _Pipes(tty, interactive)
         return _start(rt, c, init, ctl, ctl_child, pipes, argv, env, tty=tty,
@@ -118,6 +118,15 @@ def _start(rt, c, init, ctl, ctl_child, pipes, argv, env, *, tty, interactive, w
     if error is not None:
         raise ExecFailed(*error)
     return code
+
+
+def _forkserver_pid(rt) -> int | None:
+    """The root's fork server, whose sealed interpreter exec can borrow."""
+    try:
+        with open(os.path.join(rt.run_dir, "forkserver.pid")) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
 
 
 def _fill_stdio() -> None:

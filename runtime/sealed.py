@@ -28,18 +28,16 @@ F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE = 0x1, 0x2, 0x4, 0x8
 ALL_SEALS = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE
 
 
-def running_sealed() -> bool:
-    """Whether this process runs from such a copy."""
-    return os.readlink("/proc/self/exe").startswith(f"/memfd:{NAME}")
-
-
-def interpreter_fd() -> int:
+def interpreter_fd(donor: int | None = None) -> int:
     """A close-on-exec descriptor of a sealed copy of this interpreter, to
     execve through /proc/self/fd/N (the kernel opens the file before it
     closes close-on-exec descriptors).  A process that already runs from
-    one hands out its own."""
-    if running_sealed():
-        return os.open("/proc/self/exe", os.O_RDONLY | os.O_CLOEXEC)
+    one hands out its own; so does donor (a pid, e.g. the fork server's)
+    when it runs from one, which saves the copy."""
+    for pid in ("self", donor):
+        fd = _sealed_exe(pid) if pid is not None else None
+        if fd is not None:
+            return fd
     fd = os.memfd_create(NAME, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         with open(real_executable(), "rb") as src:
@@ -55,6 +53,18 @@ def interpreter_fd() -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _sealed_exe(pid) -> int | None:
+    """An O_RDONLY descriptor of pid's image if that is a fully sealed copy."""
+    try:
+        fd = os.open(f"/proc/{pid}/exe", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if os.readlink(f"/proc/self/fd/{fd}").startswith(f"/memfd:{NAME}") and seals(fd) == ALL_SEALS:
+        return fd
+    os.close(fd)
+    return None
 
 
 def real_executable() -> str:

@@ -93,6 +93,10 @@ def test_exec_forks_the_process_from_a_sealed_joiner(rt, name, cleanup):
         with open(f"/proc/{process}/stat") as f:
             joiner = int(f.read().rsplit(")", 1)[1].split()[1])
         _assert_sealed_image(joiner)                 # what the process was before its exec
+        with open(os.path.join(rt.run_dir, "forkserver.pid")) as f:
+            server = int(f.read())
+        # borrowed from the fork server, not copied again
+        assert os.stat(f"/proc/{joiner}/exe").st_ino == os.stat(f"/proc/{server}/exe").st_ino
     finally:
         cli.terminate()
         cli.wait(timeout=10)
