@@ -36,9 +36,12 @@ _MAX_IMAGES = 1000            # entries of manifest.json or index.json
 _MAX_LAYERS = 500             # layers of one image
 
 
-def load(store: ImageStore, path: str | os.PathLike, name: str | None = None, *,
-         budget=None) -> list[Image]:
+def load(store: ImageStore, path, name: str | None = None, *,
+         budget=None, label: str | None = None) -> list[Image]:
     """Import every image in the archive or layout at `path`; `name` renames a single one.
+
+    `path` may also be an open binary file of a tar (seekable: the agent's
+    received descriptor), which messages call `label`.
 
     Holds the store's lock (as commit and gc do) from the first unpack to
     the last record, so a gc never sees a layer before its image, and the
@@ -46,14 +49,18 @@ def load(store: ImageStore, path: str | os.PathLike, name: str | None = None, *,
     `budget` (tarsafe.Budget): by default the environment's limits and the
     free space under the root."""
     from . import tarsafe
-    path = os.fspath(path)
+    fileobj = None
+    if hasattr(path, "read"):
+        fileobj, path = path, label or "the archive"
+    else:
+        path = os.fspath(path)
     if "\0" in path:
         raise InvalidArgument(f"invalid path {ascii(path)[:80]}: contains a NUL byte")
     store._make_dirs()
     with store.lock():
         store.sweep_tmp()                     # what a killed import left behind
         budget = budget or tarsafe.Budget(store.root)
-        src = _open_source(path, store, budget)
+        src = _TarSource(path, store, budget, fileobj) if fileobj else _open_source(path, store, budget)
         try:
             if src.exists("manifest.json"):
                 plans = _docker_plans(src)
@@ -132,18 +139,22 @@ class _TarSource:
 
     json_bytes = 0
 
-    def __init__(self, path: str, store: ImageStore, budget):
+    def __init__(self, path: str, store: ImageStore, budget, fileobj=None):
+        import contextlib
         import tarfile
         self.path = path
         self.tf = None
         self.plain = None
         try:
-            with open(path, "rb") as f:
+            with (contextlib.nullcontext(fileobj) if fileobj else open(path, "rb")) as f:
                 head = f.read(6)
                 f.seek(0)
                 if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
                     self.plain = _decompressed(f, head, store, budget, path)
             from .tarsafe import bounded_tarinfo
+            if self.plain is None and fileobj is not None:
+                self.plain = fileobj          # the caller's: closed by its owner, not by us
+                self._borrowed = True
             self.tf = tarfile.open(path if self.plain is None else None, "r:",
                                    fileobj=self.plain, tarinfo=bounded_tarinfo())
             self.members = {}
@@ -171,7 +182,7 @@ class _TarSource:
     def close(self) -> None:
         if self.tf is not None:
             self.tf.close()
-        if self.plain is not None:
+        if self.plain is not None and not getattr(self, "_borrowed", False):
             self.plain.close()
 
 
@@ -486,26 +497,29 @@ def _apply(store: ImageStore, src, plans: list[dict], budget) -> list[Image]:
             if layer["blob_digest"] and not store.has_layer(layer["diff_id"]):
                 _check_blob(src, layer["path"], layer["blob_digest"], layer["size"])
     added: list[str] = []
-    try:
-        for p in plans:
-            for layer in p["layers"]:
-                if store.has_layer(layer["diff_id"]):
-                    continue
-                try:
-                    with src.open(layer["path"]) as f:
-                        _, created = store.import_layer(f, layer["created_by"],
-                                                        expect_digest=layer["diff_id"], budget=budget)
-                except InvalidArgument as e:
-                    raise InvalidArgument(f"blob {layer['path']}: {e}") from None
-                if created:
-                    added.append(layer["diff_id"])
-        return store.add_images([(n, [layer["diff_id"] for layer in p["layers"]], p["config"],
-                                  p["history"], p["created"])
-                                 for p in plans for n in p["names"]])
-    except BaseException:
-        for d in added:
-            store.remove_layer(d)
-        raise
+    with store.import_journal() as note:     # what a SIGKILL here leaves, the next sweep removes
+        try:
+            for p in plans:
+                for layer in p["layers"]:
+                    if store.has_layer(layer["diff_id"]):
+                        continue
+                    note(layer["diff_id"])
+                    try:
+                        with src.open(layer["path"]) as f:
+                            _, created = store.import_layer(f, layer["created_by"],
+                                                            expect_digest=layer["diff_id"],
+                                                            budget=budget)
+                    except InvalidArgument as e:
+                        raise InvalidArgument(f"blob {layer['path']}: {e}") from None
+                    if created:
+                        added.append(layer["diff_id"])
+            return store.add_images([(n, [layer["diff_id"] for layer in p["layers"]], p["config"],
+                                      p["history"], p["created"])
+                                     for p in plans for n in p["names"]])
+        except BaseException:
+            for d in added:
+                store.remove_layer(d)
+            raise
 
 
 def _parse_time(value) -> float:
@@ -548,8 +562,33 @@ class _HashWriter:
         return "sha256:" + self._h.hexdigest()
 
 
-def save(store: ImageStore, name: str, path: str | os.PathLike) -> str:
-    """Write image `name` as an OCI image layout tar at `path`; returns the manifest digest."""
+def save(store: ImageStore, name: str, path: str | os.PathLike, *, writer=None) -> str:
+    """Write image `name` as an OCI image layout tar at `path`; returns the manifest digest.
+
+    The tar goes to a temp file beside `path`, renamed over it once whole.
+    writer(out) -> digest writes it (default save_to; the CLI's agent mode
+    passes the agent's, which writes to the descriptor it is sent)."""
+    import tempfile
+    if writer is None:
+        store.get(name)                               # NotFound before any file is made
+    path = os.fspath(path)
+    out_dir = os.path.dirname(os.path.abspath(path))
+    fd, partial = tempfile.mkstemp(prefix=".save-", suffix=".tar", dir=out_dir)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            digest = writer(out) if writer else save_to(store, name, out)
+        os.chmod(partial, 0o666 & ~_umask())     # as open() would have made it
+        os.replace(partial, path)
+    except BaseException:
+        if os.path.exists(partial):
+            os.unlink(partial)
+        raise
+    return digest
+
+
+def save_to(store: ImageStore, name: str, out) -> str:
+    """Write image `name` as an OCI image layout tar to the binary file `out`
+    (from where it stands); returns the manifest digest."""
     import io
     import shutil
     import tempfile
@@ -595,32 +634,22 @@ def save(store: ImageStore, name: str, path: str | os.PathLike) -> str:
         files = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}',
                  "index.json": json.dumps(index, sort_keys=True, separators=(",", ":")).encode()}
 
-        path = os.fspath(path)
-        out_dir = os.path.dirname(os.path.abspath(path))
-        fd, partial = tempfile.mkstemp(prefix=".save-", suffix=".tar", dir=out_dir)
-        try:
-            mtime = int(image.created)
-            with os.fdopen(fd, "wb") as out, tarsafe.open_writer(out) as tf:
-                for d in ("blobs", "blobs/sha256"):
-                    tf.addfile(tarsafe.tarinfo(d, "dir", mode=0o755, mtime=mtime))
-                for digest in sorted(blobs):
-                    content, size = blobs[digest]
-                    ti = tarsafe.tarinfo(f"blobs/sha256/{digest[7:]}", "file", mode=0o644,
-                                         mtime=mtime, size=size)
-                    if isinstance(content, bytes):
-                        tf.addfile(ti, io.BytesIO(content))
-                    else:
-                        with open(content, "rb") as f:
-                            tf.addfile(ti, f)
-                for n, data in files.items():
-                    tf.addfile(tarsafe.tarinfo(n, "file", mode=0o644, mtime=mtime, size=len(data)),
-                               io.BytesIO(data))
-            os.chmod(partial, 0o666 & ~_umask())     # as open() would have made it
-            os.replace(partial, path)
-        except BaseException:
-            if os.path.exists(partial):
-                os.unlink(partial)
-            raise
+        mtime = int(image.created)
+        with tarsafe.open_writer(out) as tf:
+            for d in ("blobs", "blobs/sha256"):
+                tf.addfile(tarsafe.tarinfo(d, "dir", mode=0o755, mtime=mtime))
+            for digest in sorted(blobs):
+                content, size = blobs[digest]
+                ti = tarsafe.tarinfo(f"blobs/sha256/{digest[7:]}", "file", mode=0o644,
+                                     mtime=mtime, size=size)
+                if isinstance(content, bytes):
+                    tf.addfile(ti, io.BytesIO(content))
+                else:
+                    with open(content, "rb") as f:
+                        tf.addfile(ti, f)
+            for n, data in files.items():
+                tf.addfile(tarsafe.tarinfo(n, "file", mode=0o644, mtime=mtime, size=len(data)),
+                           io.BytesIO(data))
         return mdesc["digest"]
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -28,7 +28,7 @@ _REPO = r"[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*"
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _NAME = re.compile(rf"({_REPO})(?::({_TAG}))?")
 _STALE_TMP = 3600.0        # seconds before gc() removes other leftovers in tmp/
-_SWEPT = ("layer-", "gc-", "image-", "outer-")   # tmp/ entries flocked by their maker
+_SWEPT = ("layer-", "gc-", "image-", "outer-", "import-")   # tmp/ entries flocked by their maker
 
 
 def normalize_name(name: str) -> str:
@@ -174,6 +174,21 @@ class ImageStore:
                 shutil.rmtree(work, ignore_errors=True)
             os.close(fd)
 
+    @contextmanager
+    def import_journal(self):
+        """A file in tmp/, flocked while an import lives, to which note(digest)
+        appends each layer before the import adds it: sweep_tmp() removes a
+        killed import's layers that no image record uses, so an import ends
+        complete or absent.  (No fsync: a SIGKILL keeps the page cache.)"""
+        import tempfile
+        fd, path = tempfile.mkstemp(prefix="import-", dir=self.tmp_dir)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield lambda digest: os.write(fd, f"{digest_hex(digest)}\n".encode())
+        finally:
+            os.unlink(path)
+            os.close(fd)
+
     def lock(self):
         """ROOT/images.lock, the one Runtime.commit, remove_image and image_gc
         take: held across an import's unpack and record writes.  (flock: a
@@ -192,7 +207,7 @@ class ImageStore:
             entries = list(os.scandir(self.tmp_dir))
         except FileNotFoundError:
             return []
-        removed = []
+        removed, journalled = [], set()
         for e in entries:
             if not e.name.startswith(_SWEPT):
                 continue
@@ -208,13 +223,32 @@ class ImageStore:
                 if e.is_dir(follow_symlinks=False):
                     shutil.rmtree(e.path)
                 else:
+                    if e.name.startswith("import-"):
+                        journalled.update(_HEX.findall(os.read(fd, 1 << 20).decode("ascii", "replace")))
                     os.unlink(e.path)
                 removed.append(e.name)
             except FileNotFoundError:
                 pass
             finally:
                 os.close(fd)
+        if journalled:                        # a killed import's layers, unless an image has them
+            for hexpart in sorted(journalled - self._recorded_layers()):
+                if os.path.isdir(os.path.join(self.layers_dir, hexpart)):
+                    self.remove_layer(hexpart)
+                    removed.append(f"sha256:{hexpart}")
         return removed
+
+    def _recorded_layers(self) -> set[str]:
+        """The hex digests of the layers some image record names."""
+        out = set()
+        for dirpath, _dirs, files in os.walk(self.images_dir):
+            for f in files:
+                if f.endswith(".json"):
+                    try:
+                        out.update(digest_hex(d) for d in _read_json(os.path.join(dirpath, f))["layers"])
+                    except (FileNotFoundError, ValueError, KeyError, InvalidArgument):
+                        continue
+        return out
 
     def remove_layer(self, digest: str) -> None:
         """Remove one layer directory: renamed away first, so it vanishes at once."""
