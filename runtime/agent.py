@@ -9,9 +9,12 @@ sends it one JSON line per request and reads one JSON line back:
     ← {"ok": false, "kind": "NotFound", "error": "container 'web' not found"}
 
 SOCK_STREAM and newline-framed JSON rather than SEQPACKET: a reply (a list
-of containers, a diff) has no size limit, no descriptor is ever passed, and
-the same framing works unchanged over TCP/TLS when a dashboard later reaches
-agents on other hosts.  A connection carries any number of requests, one at
+of containers, a diff) has no size limit, and the same framing works over
+TCP/TLS when a dashboard later reaches agents on other hosts.  The one
+exception is image import and export: `load` and `save` take the archive as
+a descriptor the client opened (SCM_RIGHTS on the request's sendmsg), so the
+agent never opens a path a client named; a remote agent would need the
+archive as a byte stream on the connection instead.  A connection carries any number of requests, one at
 a time; each connection has its own thread, so a slow verb (stop waits up to
 its timeout) holds up only its own caller.
 
@@ -191,11 +194,12 @@ def _spec(v):
 class Verb(NamedTuple):
     """One request kind: handler(rt, **args) -> JSON-ready result; args schema
     name -> (checker, required); mutating verbs are audited; target names the
-    argument the audit shows."""
+    argument the audit shows; fds is how many descriptors come with it."""
     handler: Callable
     args: dict
     mutating: bool = False
     target: str = "ref"
+    fds: int = 0            # descriptors the request carries (SCM_RIGHTS); handler(fds=[...])
 
 
 def _changes(changes):
@@ -211,6 +215,34 @@ def _logs(rt, ref, tail):
 def _info(rt):
     return {"root": rt.root, "cgroup_parent": rt.cgroup_parent, "pid": os.getpid(),
             "protocol": PROTOCOL_VERSION}
+
+
+def _received_file(fd: int, mode: str):
+    """A file object on a descriptor the client sent (owned by the connection,
+    which closes it): a regular file, opened for what the verb does with it."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidArgument("the descriptor sent is not a regular file")
+    import fcntl
+    access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+    if mode == "wb" and access == os.O_RDONLY:
+        raise InvalidArgument("the descriptor sent for the archive is not open for writing")
+    if mode == "rb" and access == os.O_WRONLY:
+        raise InvalidArgument("the descriptor sent for the archive is not open for reading")
+    return os.fdopen(fd, mode, closefd=False)
+
+
+def _load(rt, fds, name=None, label="the archive"):
+    with _received_file(fds[0], "rb") as f:
+        return to_dict(rt.load_image(f, name=name, label=label))
+
+
+def _save(rt, fds, name):
+    rt.images.get(name)                           # NotFound before the file is touched
+    with _received_file(fds[0], "wb") as f:
+        os.ftruncate(fds[0], 0)
+        f.seek(0)
+        return rt.save_image(name, f)
 
 
 _REF = {"ref": (_ref, True)}
@@ -252,7 +284,12 @@ VERBS: dict[str, Verb] = {
                    to_dict(rt.commit(ref, image, message=message, pause=pause)),
                    {**_REF, "image": (_image_name, True), "message": (_text(1000), False),
                     "pause": (_bool, False)}, mutating=True),
+    # Archives come and go as descriptors the client opened, never as paths.
+    "load": Verb(_load, {"name": (_image_name, False), "label": (_text(255), False)},
+                 mutating=True, target="label", fds=1),
+    "save": Verb(_save, {"name": (_image_name, True)}, mutating=True, target="name", fds=1),
 }
+MAX_FDS = 2                     # descriptors accepted with one request
 
 
 def error_reply(e: BaseException) -> dict:
@@ -496,17 +533,21 @@ class Agent:
                 except OSError:
                     pass
                 return
-            stream = conn.makefile("rb")
+            stream = _Reader(conn)
             while True:
-                line = stream.readline(MAX_LINE + 1)
-                if not line:
-                    return
-                if len(line) > MAX_LINE:
-                    _send(conn, {"ok": False, "kind": "InvalidArgument",
-                                 "error": f"request longer than {MAX_LINE} bytes"})
-                    return                       # the rest of it cannot be framed
-                if not _send(conn, self.handle(line, peer)):
-                    return
+                line, fds = stream.readline(MAX_LINE + 1)
+                try:
+                    if not line:
+                        return
+                    if len(line) > MAX_LINE:
+                        _send(conn, {"ok": False, "kind": "InvalidArgument",
+                                     "error": f"request longer than {MAX_LINE} bytes"})
+                        return                   # the rest of it cannot be framed
+                    if not _send(conn, self.handle(line, peer, fds)):
+                        return
+                finally:
+                    for fd in fds:
+                        os.close(fd)
         finally:
             conn.close()
             with self._cond:
@@ -514,8 +555,9 @@ class Agent:
                 self._last_active = time.monotonic()
                 self._cond.notify_all()
 
-    def handle(self, line: bytes, peer: Peer) -> dict:
-        """One request line -> its reply; never raises."""
+    def handle(self, line: bytes, peer: Peer, fds: list[int] = ()) -> dict:
+        """One request line (and the descriptors that came with it, which the
+        caller closes) -> its reply; never raises."""
         try:
             req = json.loads(line)
         except (ValueError, RecursionError):     # RecursionError: "[[[[..." nested too deep
@@ -534,6 +576,11 @@ class Agent:
                 return {"ok": False, "kind": "Leaving", "error": "the agent is stopping; nothing was done"}
         try:
             args = _check_args(name, verb, req.get("args", {}))
+            if len(fds) != verb.fds:
+                raise InvalidArgument(f"{name}: takes {verb.fds} descriptor(s) sent with the "
+                                      f"request (SCM_RIGHTS), got {len(fds)}")
+            if verb.fds:
+                args["fds"] = list(fds)
             reply = {"ok": True, "result": verb.handler(self.rt, **args)}
         except (TerrariumError, OSError) as e:
             reply = error_reply(e)
@@ -558,6 +605,8 @@ class Agent:
                   "result": "ok" if reply["ok"] else "error"}
         if verb.target == "spec" and reply["ok"]:
             record["id"] = reply["result"]["id"]
+        if name == "load" and reply["ok"]:
+            record["images"] = [i["name"] for i in reply["result"]]
         if not reply["ok"]:
             record["error"] = reply["error"]
         try:
@@ -579,6 +628,37 @@ def _check_args(name: str, verb: Verb, raw) -> dict:
         elif required:
             raise InvalidArgument(f"{name}: argument {key!r} is required")
     return out
+
+
+class _Reader:
+    """Request lines from a connection, with the descriptors sent alongside.
+
+    A client sends a request with one sendmsg and waits for its reply, so
+    the descriptors received by the time a line is complete are that line's.
+    MSG_CMSG_CLOEXEC: the agent forks shims, which must not inherit them."""
+
+    def __init__(self, conn: socket.socket):
+        self.conn, self.buf, self.fds = conn, b"", []
+
+    def readline(self, limit: int) -> tuple[bytes, list[int]]:
+        while True:
+            end = self.buf.find(b"\n")
+            if end >= 0 or len(self.buf) >= limit:
+                cut = end + 1 if 0 <= end < limit else limit
+                line, self.buf = self.buf[:cut], self.buf[cut:]
+                fds, self.fds = self.fds, []
+                return line, fds
+            try:
+                data, fds, _, _ = socket.recv_fds(self.conn, 1 << 16, MAX_FDS,
+                                                  socket.MSG_CMSG_CLOEXEC)
+            except OSError:
+                data, fds = b"", []
+            self.fds.extend(fds)
+            if not data:
+                line, self.buf = self.buf, b""
+                fds, self.fds = self.fds, []
+                return line, fds
+            self.buf += data
 
 
 def _send(conn: socket.socket, reply: dict) -> bool:

@@ -1,8 +1,8 @@
 """AgentRuntime: the Runtime's control and inventory verbs through the root agent.
 
 Same method names, arguments, results and exceptions as runtime.Runtime for
-what runtime/agent.py serves; the rest (follow_logs, wait, exec, cgroups,
-image import/export) still runs in this process through a local Runtime,
+what runtime/agent.py serves; the rest (follow_logs, wait, exec, cgroups)
+still runs in this process through a local Runtime,
 which needs root — the remaining step of moving the web tier out of root.
 
     rt = AgentRuntime(root).as_user("alice")   # requests carry "alice"
@@ -117,7 +117,7 @@ class _Pool:
         _agent.ensure_agent(self.root, self.cgroup_parent)
         return self._connect()
 
-    def call(self, request: bytes, retry: bool) -> dict:
+    def call(self, request: bytes, retry: bool, fds: tuple[int, ...] = ()) -> dict:
         """Send one request line, read one reply.  A pooled connection whose agent
         has gone, or an agent that is stopping ("Leaving": nothing was done),
         is replaced; a reply lost mid-request is retried only when the verb
@@ -130,7 +130,7 @@ class _Pool:
             if fresh:
                 sock = self._open()
             try:
-                sock.sendall(request)
+                _send(sock, request, fds)
             except OSError:                  # the agent behind a pooled connection ended
                 line = _read_line(sock) if fresh else b""     # or refused us first
                 sock.close()
@@ -161,6 +161,16 @@ class _Pool:
             idle, self._idle = self._idle, []
         for s in idle:
             s.close()
+
+
+def _send(sock: socket.socket, request: bytes, fds) -> None:
+    """The request, its descriptors riding on the first sendmsg."""
+    if not fds:
+        sock.sendall(request)
+        return
+    sent = socket.send_fds(sock, [request], list(fds))
+    if sent < len(request):
+        sock.sendall(request[sent:])
 
 
 def _read_line(sock: socket.socket) -> bytes:
@@ -206,11 +216,12 @@ class AgentRuntime:
         other.images = _AgentImages(other)
         return other
 
-    def call(self, verb: str, **args):
-        """One request; the agent's result, or its error raised as the runtime's."""
+    def call(self, verb: str, _fds: tuple[int, ...] = (), **args):
+        """One request (with descriptors _fds); the agent's result, or its error
+        raised as the runtime's."""
         request = json.dumps({"verb": verb, "args": args, "user": self.user}).encode() + b"\n"
         known = _agent.VERBS.get(verb)
-        reply = self._pool.call(request, retry=known is not None and not known.mutating)
+        reply = self._pool.call(request, retry=known is not None and not known.mutating, fds=_fds)
         if not reply.get("ok"):
             raise_reply(reply)
         return reply.get("result")
@@ -304,7 +315,25 @@ class AgentRuntime:
     def image_gc(self) -> list[str]:
         return self.call("image-gc")
 
-    # --- the rest, in-process (needs root): streams, exec, import/export
+    def load_image(self, src, name: str | None = None, *, label: str | None = None) -> list[Image]:
+        """Runtime.load_image with the archive sent as a descriptor: `src` an open
+        binary file (or a path, opened here read-only) of a tar."""
+        if not hasattr(src, "fileno"):
+            label = label or os.fspath(src)
+            with open(src, "rb") as f:
+                return self.load_image(f, name, label=label)
+        args = {"label": label or str(getattr(src, "name", "the archive"))[:255]}
+        if name is not None:
+            args["name"] = name
+        return [image_of(d) for d in self.call("load", _fds=(src.fileno(),), **args)]
+
+    def save_image(self, name: str, out) -> str:
+        """Runtime.save_image: the agent truncates `out` (a regular file open for
+        writing) and writes the tar into it; its offset is left at the end."""
+        out.flush()
+        return self.call("save", _fds=(out.fileno(),), name=name)
+
+    # --- the rest, in-process (needs root): streams, exec
     def _local_runtime(self):
         if self._local is None:
             from .containers import Runtime

@@ -538,7 +538,10 @@ def _file_errors(what: str):
 def _load(rt, args) -> int:
     from .images import importers
     with _file_errors(args.input):
-        images = importers.load(rt.images, args.input, name=args.name)
+        if os.path.isdir(args.input):    # a layout directory: read in this process (root)
+            images = importers.load(rt.images, args.input, name=args.name)
+        else:                            # through the agent: sent as a descriptor
+            images = rt.load_image(args.input, name=args.name)
     for image in images:
         print(f"Loaded image: {image.name}")
     return 0
@@ -547,7 +550,8 @@ def _load(rt, args) -> int:
 def _save(rt, args) -> int:
     from .images import importers
     with _file_errors(args.output):
-        importers.save(rt.images, args.image, args.output)
+        importers.save(rt.images, args.image, args.output,
+                       writer=lambda out: rt.save_image(args.image, out))
     return 0
 
 

@@ -795,6 +795,17 @@ class Runtime:
                         used.update(config["layers"])
             return self.images.gc(used)
 
+    def load_image(self, src, name: str | None = None, *, label: str | None = None):
+        """Import the images of a docker save archive or OCI layout (importers.load):
+        a path, or an open binary file of a tar that messages call `label`."""
+        from .images import importers
+        return importers.load(self.images, src, name=name, label=label)
+
+    def save_image(self, name: str, out) -> str:
+        """Write image `name` as an OCI layout tar to the binary file `out`; the manifest digest."""
+        from .images import importers
+        return importers.save_to(self.images, name, out)
+
 
 class _LockedConfig:
     def __init__(self, rt: Runtime, cid: str, ref: str, allow_broken: bool = False):

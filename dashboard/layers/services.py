@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 
 from runtime import TerrariumError
-from runtime.images import importers
 
 from dashboard.containers import services as container_services
 from dashboard.containers.models import Container
@@ -41,7 +39,7 @@ def image_import(*, user, upload, name: str = "") -> list:
     """Load a docker-archive or OCI layout tar (maybe gzip) from an uploaded file.
 
     The upload is streamed to a temp file (Django's own when it made one);
-    importers.load checks every digest and removes what it added on failure.
+    the runtime's load_image checks every digest and removes what it added on failure.
     """
     details = {"file": getattr(upload, "name", ""), "size": getattr(upload, "size", None),
                "name": name}
@@ -56,7 +54,9 @@ def image_import(*, user, upload, name: str = "") -> list:
                 for chunk in upload.chunks():
                     f.write(chunk)
             path = tmp
-        images = importers.load(get_runtime().images, path, name=name or None)
+        with open(path, "rb") as f:          # the agent gets this descriptor, never the path
+            images = get_runtime(user=user).load_image(f, name=name or None,
+                                                       label=details["file"] or "the upload")
     except Exception as e:  # noqa: BLE001 - a bug in the importer: the person and the audit still learn of it
         msg = _first_line(e)
         if not isinstance(e, (TerrariumError, OSError)):
@@ -76,17 +76,16 @@ def image_import(*, user, upload, name: str = "") -> list:
 
 
 def image_export(*, user, name: str):
-    """The image as an OCI layout tar: an open, already unlinked temp file (rewound)."""
-    work = tempfile.mkdtemp(prefix="terrarium-export-")
+    """The image as an OCI layout tar: an open, unnamed temp file (rewound),
+    which the runtime (or the agent, sent its descriptor) writes."""
+    f = tempfile.TemporaryFile(prefix="terrarium-export-")
     try:
-        out = os.path.join(work, "image.tar")
-        digest = importers.save(get_runtime().images, name, out)
-        f = open(out, "rb")
+        digest = get_runtime(user=user).save_image(name, f)
+        f.seek(0)
     except (TerrariumError, OSError) as e:
+        f.close()
         _audit(user, "image-export", result="error", message=str(e), details={"image": name})
         raise ServiceError(str(e)) from e
-    finally:
-        shutil.rmtree(work, ignore_errors=True)     # the open file lives on until closed
     _audit(user, "image-export", result="ok", details={"image": name, "manifest": digest})
     return f
 

@@ -78,3 +78,74 @@ def test_the_dashboard_picks_up_after_a_kill_9_of_the_agent(through_agent, idle_
     assert (r.status_code, r.json()["ok"]) == (200, True)
     assert rt.inspect(idle_container.id).status == "running"
     assert get_runtime().call("info")["pid"] != old
+
+
+def test_image_upload_and_export_go_to_the_agent_as_descriptors(
+        through_agent, operator_client, operator, rt, session_root, tmp_path):
+    import io
+    import tarfile
+
+    from tests.runtime.test_agent import _archive
+    _archive(tmp_path / "up.tar", "dash")
+    try:
+        with open(tmp_path / "up.tar", "rb") as f:
+            r = operator_client.post(reverse("layers:image_import"), {"archive": f},
+                                     HTTP_X_REQUESTED_WITH="fetch")
+        assert (r.status_code, r.json()) == (200, {"ok": True, "message": "Imported agent-dash:1."})
+        assert _agent_audit(session_root, "up.tar") == [("otto", "load", "ok")]
+        r = operator_client.get(reverse("layers:image_export", args=["agent-dash:1"]))
+        assert r.status_code == 200
+        with tarfile.open(fileobj=io.BytesIO(b"".join(r.streaming_content))) as tf:
+            assert {"oci-layout", "index.json"} <= set(tf.getnames())
+        assert _agent_audit(session_root, "agent-dash:1") == [("otto", "save", "ok")]
+        assert list(AuditEntry.objects.order_by("id").values_list("username", "action", "result")) \
+            == [("otto", "image-import", "ok"), ("otto", "image-export", "ok")]
+    finally:
+        rt.remove_image("agent-dash:1", force=True)
+        rt.image_gc()
+
+
+def test_an_upload_cut_by_a_kill_9_of_the_agent_leaves_no_image(
+        through_agent, operator_client, rt, tmp_path):
+    """The person is told the agent ended; the images page shows no half
+    image once the next agent serves it, and the upload then succeeds."""
+    import signal
+    import threading
+    import time
+
+    from tests.runtime.test_agent import _archive, _leftovers
+    first, _second = _archive(tmp_path / "big.tar", "dashkill", files=3000, size=8192)
+    from tests.runtime.test_import import sha
+    store = rt.images
+    pid = get_runtime().call("info")["pid"]
+    killed = []
+
+    def kill_mid_import():          # the request runs in this thread: the test database is its
+        deadline = time.monotonic() + 120
+        while not store.has_layer(sha(first)) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        os.kill(pid, signal.SIGKILL)
+        killed.append(time.monotonic() < deadline)
+    t = threading.Thread(target=kill_mid_import)
+    t.start()
+    try:
+        with open(tmp_path / "big.tar", "rb") as f:
+            replies = [operator_client.post(reverse("layers:image_import"), {"archive": f},
+                                            HTTP_X_REQUESTED_WITH="fetch")]
+    finally:
+        t.join(timeout=130)
+    assert killed == [True]
+    try:
+        assert replies[0].status_code == 400
+        assert "ended during the request" in replies[0].json()["message"]
+        r = operator_client.get(reverse("containers:images"))
+        assert r.status_code == 200 and b"agent-dashkill" not in r.content
+        with open(tmp_path / "big.tar", "rb") as f:
+            r = operator_client.post(reverse("layers:image_import"), {"archive": f},
+                                     HTTP_X_REQUESTED_WITH="fetch")
+        assert r.json() == {"ok": True, "message": "Imported agent-dashkill:1."}
+        assert b"agent-dashkill:1" in operator_client.get(reverse("containers:images")).content
+        assert _leftovers(store) == []
+    finally:
+        rt.remove_image("agent-dashkill:1", force=True)
+        rt.image_gc()

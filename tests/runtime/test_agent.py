@@ -468,3 +468,159 @@ def test_a_socket_directory_is_changed_only_when_it_is_the_sockets_own(rt, tmp_p
     everyone.chmod(0o1777)
     with pytest.raises(TerrariumError, match="writable by everyone"):
         prepare_socket_dir(str(everyone / "agent.sock"), rt.run_dir, None)
+
+
+# --------------------------------------------------- image import and export
+
+def _archive(path, seed: str, files: int = 2, size: int = 64):
+    """A docker save archive of one image of two layers (distinct per seed)."""
+    from tests.runtime.test_import import docker_archive, layer_tar
+    layers = [layer_tar(*((f"{seed}/{n}/f{i}", os.urandom(size)) for i in range(files)))
+              for n in ("a", "b")]
+    docker_archive(path, layers, tags=(f"agent-{seed}:1",))
+    return layers
+
+
+def _send_with_fds(path: str, request: bytes, fds: list[int]) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+        socket.send_fds(s, [request], fds)
+        return json.loads(s.makefile("rb").readline())
+
+
+def test_load_and_save_go_through_the_agent_as_descriptors(rt, agent_rt, session_root, tmp_path):
+    seed = secrets.token_hex(3)
+    _archive(tmp_path / "a.tar", seed)
+    try:
+        with open(tmp_path / "a.tar", "rb") as f:
+            loaded = agent_rt.as_user("alice").load_image(f, label="a.tar")
+        assert loaded == [rt.images.get(f"agent-{seed}:1")]
+        row = _audit(session_root)[-1]
+        assert (row["user"], row["verb"], row["target"], row["images"]) == \
+            ("alice", "load", "a.tar", [f"agent-{seed}:1"])
+        with tempfile.TemporaryFile() as out:
+            out.write(b"old content, to be replaced " * 1000)
+            digest = agent_rt.as_user("bob").save_image(f"agent-{seed}:1", out)
+            out.seek(0)
+            with tempfile.TemporaryFile() as local:
+                assert rt.save_image(f"agent-{seed}:1", local) == digest
+                local.seek(0)
+                assert out.read() == local.read()       # the same tar, old bytes gone
+        assert _audit(session_root)[-1]["user"] == "bob"
+    finally:
+        rt.remove_image(f"agent-{seed}:1", force=True)
+        rt.image_gc()
+
+
+def test_load_and_save_take_descriptors_never_paths(agent_rt, session_root, tmp_path):
+    path = socket_path(session_root)
+    agent_rt.call("info")
+    with pytest.raises(InvalidArgument, match="unknown argument 'path'"):
+        agent_rt.call("load", path="/etc/shadow")
+    with pytest.raises(InvalidArgument, match=r"load: takes 1 descriptor\(s\) .*got 0"):
+        agent_rt.call("load", label="x")
+    with open("/etc/hostname", "rb") as f:                 # a verb without descriptors
+        reply = _send_with_fds(path, b'{"verb": "list"}\n', [f.fileno()])
+    assert (reply["kind"], reply["error"]) == \
+        ("InvalidArgument", "list: takes 0 descriptor(s) sent with the request (SCM_RIGHTS), got 1")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        reply = _send_with_fds(path, b'{"verb": "load"}\n', [fd])
+    finally:
+        os.close(fd)
+    assert reply["error"] == "the descriptor sent is not a regular file"
+    (tmp_path / "x").write_bytes(b"")
+    with open(tmp_path / "x", "rb") as f, pytest.raises(InvalidArgument, match="not open for writing"):
+        agent_rt.save_image("busybox", f)
+    with open(tmp_path / "x", "wb") as f, pytest.raises(NotFound, match="no-such"):
+        agent_rt.save_image("no-such", f)
+    with open(tmp_path / "x", "wb") as f:               # not a tar: one sentence, nothing added
+        f.write(b"this is not an archive")
+    with open(tmp_path / "x", "rb") as f, pytest.raises(InvalidArgument, match="^cannot read 'x'"):
+        agent_rt.load_image(f, label="'x'")
+
+
+def test_cli_load_and_save_through_the_agent(rt, agent_rt, session_root, tmp_path):
+    seed = secrets.token_hex(3)
+    _archive(tmp_path / "a.tar", seed)
+    env = {**os.environ, "TERRARIUM_AGENT": "1"}
+    try:
+        out = subprocess.run([CLI, "--root", session_root, "load", "-i", str(tmp_path / "a.tar")],
+                             capture_output=True, text=True, timeout=120, env=env)
+        assert (out.returncode, out.stdout) == (0, f"Loaded image: agent-{seed}:1\n"), out.stderr
+        assert _audit(session_root)[-1]["user"] == "cli:0"
+        out = subprocess.run([CLI, "--root", session_root, "save", "-o", str(tmp_path / "b.tar"),
+                              f"agent-{seed}:1"], capture_output=True, text=True, timeout=120, env=env)
+        assert out.returncode == 0, out.stderr
+        assert _audit(session_root)[-1]["verb"] == "save"
+        with tempfile.TemporaryFile() as local:
+            rt.save_image(f"agent-{seed}:1", local)
+            local.seek(0)
+            assert (tmp_path / "b.tar").read_bytes() == local.read()
+        assert sorted(os.listdir(tmp_path)) == ["a.tar", "b.tar"]      # no partial left
+    finally:
+        rt.remove_image(f"agent-{seed}:1", force=True)
+        rt.image_gc()
+
+
+def _leftovers(store) -> list[str]:
+    from runtime.images.store import _SWEPT
+    try:
+        return sorted(n for n in os.listdir(store.tmp_dir) if n.startswith(_SWEPT))
+    except FileNotFoundError:
+        return []
+
+
+def test_kill_9_of_the_agent_during_an_image_import(rt, agent_rt, tmp_path):
+    """Killed once its first layer is in place and the second is being
+    unpacked: the image is absent, and the next import sweeps the layer and
+    the work dir away, then completes."""
+    seed = secrets.token_hex(3)
+    first, second = _archive(tmp_path / "big.tar", seed, files=3000, size=8192)
+    from tests.runtime.test_import import sha
+    store, ref = rt.images, f"agent-{seed}:1"
+    try:
+        pid = agent_rt.call("info")["pid"]
+        errors = []
+
+        def load():
+            try:
+                with open(tmp_path / "big.tar", "rb") as f:
+                    agent_rt.load_image(f)
+            except AgentUnavailable as e:
+                errors.append(e)
+        t = threading.Thread(target=load)
+        t.start()
+        deadline = time.monotonic() + 120
+        while not (store.has_layer(sha(first)) and any(
+                n.startswith("layer-") and os.path.isdir(os.path.join(store.tmp_dir, n, "fs", seed))
+                for n in os.listdir(store.tmp_dir))):
+            assert time.monotonic() < deadline and t.is_alive()
+            time.sleep(0.002)
+        os.kill(pid, signal.SIGKILL)
+        t.join(timeout=60)
+        assert len(errors) == 1 and "ended during the request" in str(errors[0])
+        with pytest.raises(NotFound):                         # absent, not half there
+            agent_rt.images.get(ref)
+        assert [n.split("-")[0] for n in _leftovers(store)] == ["import", "layer"]
+        assert store.has_layer(sha(first))                    # until the next import sweeps it
+
+        with open(tmp_path / "none.tar", "wb") as f:          # a failed import still sweeps
+            f.write(b"not a tar")
+        with open(tmp_path / "none.tar", "rb") as f, pytest.raises(InvalidArgument):
+            agent_rt.load_image(f)
+        assert agent_rt.call("info")["pid"] != pid            # a new agent served it
+        assert _leftovers(store) == []
+        assert not store.has_layer(sha(first)) and not store.has_layer(sha(second))
+
+        with open(tmp_path / "big.tar", "rb") as f:           # and the import now completes
+            assert [i.name for i in agent_rt.load_image(f)] == [ref]
+        assert [l.digest for l in rt.images.get(ref).layers] == [sha(first), sha(second)]
+        assert _leftovers(store) == []
+    finally:
+        t.join(timeout=60)
+        try:
+            rt.remove_image(ref, force=True)
+        except NotFound:
+            pass
+        rt.image_gc()
