@@ -377,12 +377,33 @@ def prepare_socket_dir(path: str, run_dir: str, gid: int | None) -> None:
 
 # --------------------------------------------------------------------- audit
 
-class AuditLog:
-    """ROOT/audit.log: one JSON line per mutating request, 0600."""
+AUDIT_MAX_SIZE = 10 << 20       # bytes of audit.log before it is rotated
+AUDIT_MAX_FILE = 5              # files kept, audit.log and audit.log.1 .. .4
 
-    def __init__(self, path: str):
-        self.path = path
+
+class AuditLog:
+    """ROOT/audit.log: one JSON line per mutating request, 0600.
+
+    Rotated as Docker's json-file logs are: once a line takes it past
+    max_size, audit.log becomes audit.log.1 (.1 becomes .2, ...), and at most
+    max_file files are kept, so a client that floods the agent with
+    requests cannot fill the disk with their record."""
+
+    def __init__(self, path: str, max_size: int = AUDIT_MAX_SIZE, max_file: int = AUDIT_MAX_FILE):
+        self.path, self.max_size, self.max_file = path, max_size, max_file
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls, path: str) -> "AuditLog":
+        """With TERRARIUM_AUDIT_LOG_MAX_SIZE (e.g. 10m) and _MAX_FILE (1-100)."""
+        from .spec import parse_size
+        size = os.environ.get("TERRARIUM_AUDIT_LOG_MAX_SIZE") or AUDIT_MAX_SIZE
+        max_size = parse_size(size, "TERRARIUM_AUDIT_LOG_MAX_SIZE")
+        count = os.environ.get("TERRARIUM_AUDIT_LOG_MAX_FILE") or str(AUDIT_MAX_FILE)
+        if not (count.isascii() and count.isdigit() and 1 <= int(count) <= 100) or max_size < 4096:
+            raise InvalidArgument(f"invalid audit log rotation {size!r} x {count!r}: "
+                                  "TERRARIUM_AUDIT_LOG_MAX_SIZE at least 4k, _MAX_FILE 1 to 100")
+        return cls(path, max_size, int(count))
 
     def write(self, record: dict) -> None:
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
@@ -390,8 +411,24 @@ class AuditLog:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 os.write(fd, line)
+                full = os.fstat(fd).st_size >= self.max_size
             finally:
                 os.close(fd)
+            if full:
+                self._rotate()
+
+    def _rotate(self) -> None:
+        """audit.log.N-1 -> .N ... audit.log -> .1 (renames keep the 0600 mode);
+        with max_file 1 the full log is dropped."""
+        if self.max_file == 1:
+            os.unlink(self.path)
+            return
+        for n in range(self.max_file - 1, 0, -1):
+            src = f"{self.path}.{n - 1}" if n > 1 else self.path
+            try:
+                os.rename(src, f"{self.path}.{n}")
+            except FileNotFoundError:
+                pass
 
 
 def _log(msg: str) -> None:
@@ -418,7 +455,7 @@ class Agent:
         self.group = group if group is not None else os.environ.get("TERRARIUM_AGENT_GROUP") or None
         uids = uids if uids is not None else os.environ.get("TERRARIUM_AGENT_UIDS")
         self.allowed = allowed_uids(self.group, uids)
-        self.audit = AuditLog(os.path.join(self.rt.root, "audit.log"))
+        self.audit = AuditLog.from_env(os.path.join(self.rt.root, "audit.log"))
         self._open: set[socket.socket] = set()     # connections being served
         self._closing = False
         self._pidfile: str | None = None

@@ -624,3 +624,37 @@ def test_kill_9_of_the_agent_during_an_image_import(rt, agent_rt, tmp_path):
         except NotFound:
             pass
         rt.image_gc()
+
+
+# ----------------------------------------------------------- audit rotation
+
+def test_the_audit_log_is_rotated_and_stays_0600(tmp_path):
+    from runtime.agent import AuditLog
+    log = AuditLog(str(tmp_path / "audit.log"), max_size=4096, max_file=3)
+    for i in range(1000):
+        log.write({"n": i, "pad": "x" * 80})
+    assert sorted(os.listdir(tmp_path)) == ["audit.log", "audit.log.1", "audit.log.2"]
+    kept = []
+    for n in ("audit.log.2", "audit.log.1", "audit.log"):
+        st = os.stat(tmp_path / n)
+        assert (st.st_mode & 0o777, st.st_size < 4096 + 120) == (0o600, True), n
+        kept += [json.loads(line)["n"] for line in (tmp_path / n).read_text().splitlines()]
+    assert kept == list(range(kept[0], 1000)) and kept[0] > 850     # the newest, in order
+    one = AuditLog(str(tmp_path / "one.log"), max_size=4096, max_file=1)
+    for i in range(100):
+        one.write({"n": i, "pad": "x" * 80})
+    assert not os.path.exists(tmp_path / "one.log.1")
+    assert os.stat(tmp_path / "one.log").st_size < 4096
+
+
+def test_audit_rotation_is_set_from_the_environment(rt, session_root, tmp_path, monkeypatch):
+    from runtime.agent import AuditLog
+    monkeypatch.setenv("TERRARIUM_AUDIT_LOG_MAX_SIZE", "64k")
+    monkeypatch.setenv("TERRARIUM_AUDIT_LOG_MAX_FILE", "2")
+    log = AuditLog.from_env(str(tmp_path / "a.log"))
+    assert (log.max_size, log.max_file) == (64 << 10, 2)
+    monkeypatch.setenv("TERRARIUM_AUDIT_LOG_MAX_FILE", "0")
+    out = subprocess.run([CLI, "--root", session_root, "agent", "--socket", str(tmp_path / "s.sock")],
+                         capture_output=True, text=True, timeout=30)
+    assert (out.returncode, out.stderr) == (125, "terrarium: error: invalid audit log rotation '64k' x '0': "
+                                            "TERRARIUM_AUDIT_LOG_MAX_SIZE at least 4k, _MAX_FILE 1 to 100\n")
