@@ -194,12 +194,15 @@ def _spec(v):
 class Verb(NamedTuple):
     """One request kind: handler(rt, **args) -> JSON-ready result; args schema
     name -> (checker, required); mutating verbs are audited; target names the
-    argument the audit shows; fds is how many descriptors come with it."""
+    argument the audit shows; fds is how many descriptors come with it; a
+    stream verb's reply is its items' lines, then {"ok": true, "result": null}."""
     handler: Callable
     args: dict
     mutating: bool = False
     target: str = "ref"
     fds: int = 0            # descriptors the request carries (SCM_RIGHTS); handler(fds=[...])
+    watch: bool = False     # long: handler(gone=...) polls whether the client has hung up
+    stream: bool = False    # the handler yields items, each sent as {"ok": true, "more": item}
 
 
 def _changes(changes):
@@ -245,6 +248,35 @@ def _save(rt, fds, name):
         return rt.save_image(name, f)
 
 
+class ClientGone(Exception):
+    """The client of a long request hung up: stop working for it."""
+
+
+def _wait(rt, gone, ref, timeout=None):
+    """Runtime.wait in one-second slices, so that a client that hangs up does
+    not leave a thread waiting for a container that may run for months."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
+        try:
+            return to_dict(rt.wait(ref, timeout=left))
+        except TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"container {rt.inspect(ref).name!r} still running "
+                                   f"after {timeout:g}s") from None
+            if gone():
+                raise ClientGone() from None
+
+
+def _log_output(rt, gone, ref, tail=None, since=None, follow=False, timestamps=False):
+    def on_wait():                                # the reader has caught up: still wanted?
+        if gone():
+            raise ClientGone()
+    for stream, data in rt.log_output(ref, tail=tail, since=since, follow=follow,
+                                      timestamps=timestamps, on_wait=on_wait if follow else None):
+        yield [stream, base64.b64encode(data).decode("ascii")]
+
+
 _REF = {"ref": (_ref, True)}
 
 VERBS: dict[str, Verb] = {
@@ -284,6 +316,10 @@ VERBS: dict[str, Verb] = {
                    to_dict(rt.commit(ref, image, message=message, pause=pause)),
                    {**_REF, "image": (_image_name, True), "message": (_text(1000), False),
                     "pause": (_bool, False)}, mutating=True),
+    "wait": Verb(_wait, {**_REF, "timeout": (_seconds, False)}, watch=True),
+    "log-output": Verb(_log_output, {**_REF, "tail": (_count(1 << 62), False),
+                                     "since": (_text(64), False), "follow": (_bool, False),
+                                     "timestamps": (_bool, False)}, watch=True, stream=True),
     # Archives come and go as descriptors the client opened, never as paths.
     "load": Verb(_load, {"name": (_image_name, False), "label": (_text(255), False)},
                  mutating=True, target="label", fds=1),
@@ -580,8 +616,9 @@ class Agent:
                         _send(conn, {"ok": False, "kind": "InvalidArgument",
                                      "error": f"request longer than {MAX_LINE} bytes"})
                         return                   # the rest of it cannot be framed
-                    if not _send(conn, self.handle(line, peer, fds)):
-                        return
+                    reply = self.handle(line, peer, fds, conn)
+                    if reply is None or not _send(conn, reply):
+                        return                   # a client gone mid-stream
                 finally:
                     for fd in fds:
                         os.close(fd)
@@ -592,9 +629,11 @@ class Agent:
                 self._last_active = time.monotonic()
                 self._cond.notify_all()
 
-    def handle(self, line: bytes, peer: Peer, fds: list[int] = ()) -> dict:
+    def handle(self, line: bytes, peer: Peer, fds: list[int] = (),
+               conn: socket.socket | None = None) -> dict | None:
         """One request line (and the descriptors that came with it, which the
-        caller closes) -> its reply; never raises."""
+        caller closes) -> its reply; never raises.  A stream verb's items go
+        to conn as they come; None if its client hung up."""
         try:
             req = json.loads(line)
         except (ValueError, RecursionError):     # RecursionError: "[[[[..." nested too deep
@@ -618,7 +657,17 @@ class Agent:
                                       f"request (SCM_RIGHTS), got {len(fds)}")
             if verb.fds:
                 args["fds"] = list(fds)
-            reply = {"ok": True, "result": verb.handler(self.rt, **args)}
+            if verb.watch:
+                args["gone"] = (lambda: _hung_up(conn)) if conn is not None else (lambda: False)
+            if verb.stream:
+                for item in verb.handler(self.rt, **args):
+                    if conn is None or not _send(conn, {"ok": True, "more": item}):
+                        return None
+                reply = {"ok": True, "result": None}
+            else:
+                reply = {"ok": True, "result": verb.handler(self.rt, **args)}
+        except ClientGone:
+            return None
         except (TerrariumError, OSError) as e:
             reply = error_reply(e)
         except Exception as e:  # noqa: BLE001 - a bug must not end the agent: logged, answered
@@ -704,6 +753,18 @@ def _send(conn: socket.socket, reply: dict) -> bool:
         return True
     except OSError:
         return False
+
+
+def _hung_up(conn: socket.socket) -> bool:
+    """Whether the client has closed its end (or the agent stopped reading:
+    SHUT_RD when it leaves).  A client sends nothing while it waits for a
+    reply, so readable-at-EOF is the only thing a peek can see."""
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _shut_reading(conn: socket.socket) -> None:

@@ -1,7 +1,7 @@
 """AgentRuntime: the Runtime's control and inventory verbs through the root agent.
 
 Same method names, arguments, results and exceptions as runtime.Runtime for
-what runtime/agent.py serves; the rest (follow_logs, wait, exec, cgroups)
+what runtime/agent.py serves; the rest (exec, cgroups, log_records)
 still runs in this process through a local Runtime,
 which needs root — the remaining step of moving the web tier out of root.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import socket
 import threading
 
@@ -156,6 +157,42 @@ class _Pool:
             return reply
         raise AgentUnavailable(f"the Terrarium agent at {self.path} does not answer")
 
+    def stream(self, request: bytes, on_wait=None):
+        """Send a stream request on a connection of its own; yield each item
+        until the final reply (returned).  Closing the generator closes the
+        connection, which tells the agent to stop."""
+        for _ in range(4):
+            sock = self._open()
+            try:
+                sock.sendall(request)
+            except OSError:                      # refused before it was read
+                line = _read_line(sock)
+                sock.close()
+                if line:
+                    return json.loads(line)
+                raise AgentUnavailable(f"the Terrarium agent at {self.path} closed the connection")
+            reader = sock.makefile("rb")
+            try:
+                first = True
+                while True:
+                    if on_wait is not None and not select.select([sock], [], [], 0)[0]:
+                        on_wait()                # nothing more yet: let the caller flush
+                    line = reader.readline()
+                    if not line:
+                        raise AgentUnavailable(f"the Terrarium agent at {self.path} ended during "
+                                               "the request")
+                    reply = json.loads(line)
+                    if "more" not in reply:
+                        if first and reply.get("kind") == "Leaving":
+                            break                # nothing was sent yet: ask the next agent
+                        return reply
+                    first = False
+                    yield reply["more"]
+            finally:
+                reader.close()
+                sock.close()
+        raise AgentUnavailable(f"the Terrarium agent at {self.path} does not answer")
+
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
@@ -226,6 +263,13 @@ class AgentRuntime:
             raise_reply(reply)
         return reply.get("result")
 
+    def stream(self, verb: str, _on_wait=None, **args):
+        """A stream request: yields the agent's items; its error raised as the runtime's."""
+        request = json.dumps({"verb": verb, "args": args, "user": self.user}).encode() + b"\n"
+        reply = yield from self._pool.stream(request, _on_wait)
+        if not reply.get("ok"):
+            raise_reply(reply)
+
     def close(self) -> None:
         self._pool.close()
 
@@ -287,6 +331,33 @@ class AgentRuntime:
         data = base64.b64decode(self.call("logs", ref=ref, tail=n))
         return data[-max_bytes:] if max_bytes else data
 
+    def wait(self, ref: str, timeout: float | None = None) -> Container:
+        args = {"ref": ref} if timeout is None else {"ref": ref, "timeout": timeout}
+        return container_of(self.call("wait", **args))
+
+    def log_output(self, ref: str, *, tail: int | None = None, since=None, follow: bool = False,
+                   timestamps: bool = False, attach=False, on_wait=None):
+        """Runtime.log_output through the agent, as it is read; attach (`run` in
+        the foreground, with a log file held in this process) reads in-process."""
+        if attach:
+            return self._local_runtime().log_output(ref, tail=tail, since=since, follow=follow,
+                                                    timestamps=timestamps, attach=attach,
+                                                    on_wait=on_wait)
+        if tail is not None and tail < 0:
+            raise InvalidArgument(f"invalid tail {tail}: must be 0 or more")
+        args = {"ref": ref, "follow": follow, "timestamps": timestamps}
+        if tail is not None:
+            args["tail"] = tail
+        if since is not None:
+            args["since"] = since if isinstance(since, str) else str(since)
+        return ((stream, base64.b64decode(data))
+                for stream, data in self.stream("log-output", _on_wait=on_wait, **args))
+
+    def follow_logs(self, ref: str, from_start: bool = True):
+        """Yield log content as it is written until the container stops."""
+        for _, data in self.log_output(ref, tail=None if from_start else 0, follow=True):
+            yield data
+
     # --- layers
     def diff(self, ref: str, implicit: bool = True):
         from .overlay import Change
@@ -333,7 +404,7 @@ class AgentRuntime:
         out.flush()
         return self.call("save", _fds=(out.fileno(),), name=name)
 
-    # --- the rest, in-process (needs root): streams, exec
+    # --- the rest, in-process (needs root): exec, cgroups, a held log
     def _local_runtime(self):
         if self._local is None:
             from .containers import Runtime
@@ -341,8 +412,8 @@ class AgentRuntime:
         return self._local
 
     def __getattr__(self, name):
-        # Only reached for what the agent does not serve (wait, follow_logs,
-        # exec, cgroups, image_users, shutdown_servers...).
+        # Only reached for what the agent does not serve (exec, cgroups,
+        # hold_log, image_users, shutdown_servers...).
         if name.startswith("__"):
             raise AttributeError(name)
         return getattr(self._local_runtime(), name)

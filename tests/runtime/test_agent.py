@@ -658,3 +658,62 @@ def test_audit_rotation_is_set_from_the_environment(rt, session_root, tmp_path, 
                          capture_output=True, text=True, timeout=30)
     assert (out.returncode, out.stderr) == (125, "terrarium: error: invalid audit log rotation '64k' x '0': "
                                             "TERRARIUM_AUDIT_LOG_MAX_SIZE at least 4k, _MAX_FILE 1 to 100\n")
+
+
+# ------------------------------------------------------- streams: logs, wait
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_log_output_and_wait_through_the_agent_equal_in_process(rt, agent_rt, name, cleanup):
+    cleanup.append(name)
+    agent_rt.run(Spec(image="busybox", name=name,
+                      cmd=("sh", "-c", "echo one; echo two >&2; sleep 1; echo three")))
+    with pytest.raises(TimeoutError) as remote:
+        agent_rt.wait(name, timeout=0.2)
+    assert str(remote.value) == f"container {name!r} still running after 0.2s"
+    followed = list(agent_rt.log_output(name, follow=True))     # until the container ends
+    assert b"".join(d for _, d in followed) == b"one\ntwo\nthree\n"
+    assert ("stderr", b"two\n") in followed
+    ended = agent_rt.wait(name)
+    assert ended == rt.inspect(name) and (ended.status, ended.exit_code) == ("exited", 0)
+    for kw in ({"tail": 1}, {"timestamps": True}, {"since": "1h"}, {}):
+        assert list(agent_rt.log_output(name, **kw)) == list(rt.log_output(name, **kw)), kw
+    assert b"".join(agent_rt.follow_logs(name)) == b"one\ntwo\nthree\n"
+    with pytest.raises(NotFound):
+        list(agent_rt.log_output("no-such-container", follow=True))
+
+
+def test_a_follower_or_waiter_that_hangs_up_frees_its_agent_thread(rt, agent_rt, name, cleanup,
+                                                                  session_root):
+    cleanup.append(name)
+    agent_rt.run(Spec(image="busybox", name=name, cmd=("sleep", "300")))
+    pid = agent_rt.call("info")["pid"]
+    base = _threads(pid)
+    for request in (b'{"verb": "log-output", "args": {"ref": "%s", "follow": true}}\n',
+                    b'{"verb": "wait", "args": {"ref": "%s"}}\n'):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(socket_path(session_root))
+        s.sendall(request % name.encode())
+        deadline = time.monotonic() + 10
+        while _threads(pid) == base:                  # its thread is serving it
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        s.close()
+        while _threads(pid) != base:                  # and leaves once the client is gone
+            assert time.monotonic() < deadline, request
+            time.sleep(0.01)
+    assert rt.inspect(name).status == "running"
+
+
+def test_cli_logs_follow_and_wait_through_the_agent(rt, agent_rt, name, cleanup, session_root):
+    cleanup.append(name)
+    agent_rt.run(Spec(image="busybox", name=name, cmd=("sh", "-c", "echo a; sleep 1; echo b >&2; exit 3")))
+    env = {**os.environ, "TERRARIUM_AGENT": "1"}
+    logs = subprocess.run([CLI, "--root", session_root, "logs", "-f", name], capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert (logs.returncode, logs.stdout, logs.stderr) == (0, "a\n", "b\n")
+    waited = subprocess.run([CLI, "--root", session_root, "wait", name], capture_output=True,
+                            text=True, timeout=60, env=env)
+    assert (waited.returncode, waited.stdout) == (0, "3\n")
