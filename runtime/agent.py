@@ -739,7 +739,11 @@ class _Reader:
                                                   socket.MSG_CMSG_CLOEXEC)
             except OSError:
                 data, fds = b"", []
-            self.fds.extend(fds)
+            for fd in fds:                   # a client trickling descriptors keeps MAX_FDS
+                if len(self.fds) < MAX_FDS:
+                    self.fds.append(fd)
+                else:
+                    os.close(fd)
             if not data:
                 line, self.buf = self.buf, b""
                 fds, self.fds = self.fds, []
