@@ -14,9 +14,9 @@ TCP/TLS when a dashboard later reaches agents on other hosts.  The one
 exception is image import and export: `load` and `save` take the archive as
 a descriptor the client opened (SCM_RIGHTS on the request's sendmsg), so the
 agent never opens a path a client named; a remote agent would need the
-archive as a byte stream on the connection instead.  A connection carries any number of requests, one at
-a time; each connection has its own thread, so a slow verb (stop waits up to
-its timeout) holds up only its own caller.
+archive as a byte stream on the connection instead.  A connection carries
+any number of requests, one at a time; each connection has its own thread,
+so a slow verb (stop waits up to its timeout) holds up only its own caller.
 
 Requests name verbs, container refs, image names, digests and paths *inside*
 a container, never host paths: each verb's arguments are checked against its

@@ -138,6 +138,7 @@ class _TarSource:
     it again from the start for each layer."""
 
     json_bytes = 0
+    _borrowed = False         # self.plain is the caller's file: closed by its owner, not by us
 
     def __init__(self, path: str, store: ImageStore, budget, fileobj=None):
         import contextlib
@@ -153,8 +154,7 @@ class _TarSource:
                     self.plain = _decompressed(f, head, store, budget, path)
             from .tarsafe import bounded_tarinfo
             if self.plain is None and fileobj is not None:
-                self.plain = fileobj          # the caller's: closed by its owner, not by us
-                self._borrowed = True
+                self.plain, self._borrowed = fileobj, True
             self.tf = tarfile.open(path if self.plain is None else None, "r:",
                                    fileobj=self.plain, tarinfo=bounded_tarinfo())
             self.members = {}
@@ -182,7 +182,7 @@ class _TarSource:
     def close(self) -> None:
         if self.tf is not None:
             self.tf.close()
-        if self.plain is not None and not getattr(self, "_borrowed", False):
+        if self.plain is not None and not self._borrowed:
             self.plain.close()
 
 
