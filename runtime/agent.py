@@ -210,6 +210,11 @@ def _changes(changes):
     return [dataclasses.asdict(ch) for ch in changes]
 
 
+def _diff(rt, ref, implicit=True, limit=None):
+    changes = rt.diff(ref, implicit=implicit, limit=limit)
+    return {"changes": _changes(changes), "truncated": changes.truncated}
+
+
 def _logs(rt, ref, tail):
     data = rt.logs(ref, tail=tail, max_bytes=MAX_LOG_BYTES)
     return base64.b64encode(data).decode("ascii")
@@ -307,7 +312,7 @@ VERBS: dict[str, Verb] = {
     "rmi": Verb(lambda rt, name, force=False: rt.remove_image(name, force=force),
                 {"name": (_image_name, True), "force": (_bool, False)}, mutating=True, target="name"),
     "image-gc": Verb(lambda rt: rt.image_gc(), {}, mutating=True, target=""),
-    "diff": Verb(lambda rt, ref: _changes(rt.diff(ref)), _REF),
+    "diff": Verb(_diff, {**_REF, "implicit": (_bool, False), "limit": (_count(1 << 30), False)}),
     "layer-of": Verb(lambda rt, ref, path: list(rt.layer_of(ref, path)),
                      {**_REF, "path": (_inner_path, True)}),
     "mount-info": Verb(lambda rt, ref: rt.mount_info(ref), _REF),

@@ -359,11 +359,15 @@ class AgentRuntime:
             yield data
 
     # --- layers
-    def diff(self, ref: str, implicit: bool = True):
-        from .overlay import Change
-        if not implicit:
-            return self._local_runtime().diff(ref, implicit=False)
-        return [Change(**d) for d in self.call("diff", ref=ref)]
+    def diff(self, ref: str, implicit: bool = True, limit: int | None = None):
+        from .overlay import Change, Changes
+        args = {"ref": ref, "implicit": implicit}
+        if limit is not None:
+            args["limit"] = limit
+        got = self.call("diff", **args)
+        out = Changes(Change(**d) for d in got["changes"])
+        out.truncated = got["truncated"]
+        return out
 
     def layer_of(self, ref: str, path: str):
         from .overlay import Origin

@@ -733,3 +733,13 @@ def test_descriptors_trickled_with_a_request_are_capped_and_closed(agent_rt, ses
         while len(os.listdir(f"/proc/{pid}/fd")) != base + 1:    # this connection only
             assert time.monotonic() < deadline, os.listdir(f"/proc/{pid}/fd")
             time.sleep(0.01)
+
+
+def test_diff_through_the_agent_keeps_truncated_and_its_options(rt, agent_rt, name, cleanup):
+    cleanup.append(name)
+    agent_rt.run(Spec(image="busybox", name=name, cmd=("sh", "-c", "for i in 1 2 3 4 5; do echo > /f$i; done")))
+    agent_rt.wait(name)
+    for kw in ({}, {"implicit": False}, {"limit": 2}):
+        local, remote = rt.diff(name, **kw), agent_rt.diff(name, **kw)
+        assert (remote, remote.truncated) == (local, local.truncated), kw
+    assert agent_rt.diff(name, limit=2).truncated is True
