@@ -589,16 +589,17 @@ def save(store: ImageStore, name: str, path: str | os.PathLike, *, writer=None) 
 def save_to(store: ImageStore, name: str, out) -> str:
     """Write image `name` as an OCI image layout tar to the binary file `out`
     (from where it stands); returns the manifest digest."""
+    import contextlib
     import io
-    import shutil
-    import tempfile
     from . import tarsafe
 
     image = store.get(name)
     repo, _, tag = image.name.partition(":")
     tag = tag or "latest"
     store._make_dirs()
-    work = tempfile.mkdtemp(prefix="save-", dir=store.tmp_dir)
+    stack = contextlib.ExitStack()       # flocked while it lives: sweep_tmp removes a killed save's
+    with store.lock():                   # made and flocked where no sweep (under the lock) sees it
+        work = stack.enter_context(store._work_dir("save-"))
     try:
         blobs: dict[str, tuple[str, int]] = {}        # digest -> (file, size)
         layer_descs, diff_ids = [], []
@@ -652,7 +653,7 @@ def save_to(store: ImageStore, name: str, out) -> str:
                            io.BytesIO(data))
         return mdesc["digest"]
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        stack.close()
 
 
 def _umask() -> int:

@@ -28,7 +28,7 @@ _REPO = r"[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*"
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _NAME = re.compile(rf"({_REPO})(?::({_TAG}))?")
 _STALE_TMP = 3600.0        # seconds before gc() removes other leftovers in tmp/
-_SWEPT = ("layer-", "gc-", "image-", "outer-", "import-")   # tmp/ entries flocked by their maker
+_SWEPT = ("layer-", "gc-", "image-", "outer-", "import-", "save-")   # tmp/ entries flocked by their maker
 
 
 def normalize_name(name: str) -> str:

@@ -743,3 +743,39 @@ def test_diff_through_the_agent_keeps_truncated_and_its_options(rt, agent_rt, na
         local, remote = rt.diff(name, **kw), agent_rt.diff(name, **kw)
         assert (remote, remote.truncated) == (local, local.truncated), kw
     assert agent_rt.diff(name, limit=2).truncated is True
+
+
+def test_kill_9_of_the_agent_during_an_export_leaves_nothing_after_the_next_gc(rt, agent_rt, tmp_path):
+    seed = secrets.token_hex(3)
+    _archive(tmp_path / "big.tar", seed, files=3000, size=8192)
+    ref = f"agent-{seed}:1"
+    rt.load_image(str(tmp_path / "big.tar"))
+    store = rt.images
+    try:
+        pid = agent_rt.call("info")["pid"]
+        errors = []
+
+        def save():
+            try:
+                with tempfile.TemporaryFile() as out:
+                    agent_rt.save_image(ref, out)
+            except AgentUnavailable as e:
+                errors.append(e)
+        t = threading.Thread(target=save)
+        t.start()
+        deadline = time.monotonic() + 120
+        while not any(n.startswith("save-") and os.listdir(os.path.join(store.tmp_dir, n))
+                      for n in os.listdir(store.tmp_dir)):    # packing its first layer
+            assert time.monotonic() < deadline and t.is_alive()
+            time.sleep(0.002)
+        os.kill(pid, signal.SIGKILL)
+        t.join(timeout=60)
+        assert len(errors) == 1
+        assert [n.split("-")[0] for n in _leftovers(store)] == ["save"]
+        agent_rt.image_gc()                                   # a new agent; its gc sweeps it
+        assert _leftovers(store) == []
+        assert [i.name for i in agent_rt.images.list() if i.name == ref] == [ref]   # untouched
+    finally:
+        t.join(timeout=60)
+        rt.remove_image(ref, force=True)
+        rt.image_gc()
