@@ -397,7 +397,7 @@ class AgentRuntime:
             label = label or os.fspath(src)
             with open(src, "rb") as f:
                 return self.load_image(f, name, label=label)
-        args = {"label": label or str(getattr(src, "name", "the archive"))[:255]}
+        args = {"label": (label or str(getattr(src, "name", "the archive")))[:255]}
         if name is not None:
             args["name"] = name
         return [image_of(d) for d in self.call("load", _fds=(src.fileno(),), **args)]
