@@ -48,7 +48,8 @@ def _add_create(p: argparse.ArgumentParser) -> None:
     p.add_argument("-w", "--workdir")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
-                   help="seccomp=unconfined, seccomp=PROFILE.json (Docker's format) (repeatable)")
+                   help="seccomp=unconfined, seccomp=PROFILE.json (Docker's format), "
+                        "no-new-privileges=false (repeatable)")
     p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="log rotation: max-size=10m, max-file=3 (the defaults; repeatable)")
     _add_limits(p)

@@ -231,6 +231,7 @@ class Runtime:
             "log_max_size": _log_config(config).max_size, "log_max_file": _log_config(config).max_file,
             "auto_remove": config["auto_remove"],
             "seccomp": seccomp.program_path(self.root, config.get("seccomp")),
+            "no_new_privs": seccomp.no_new_privs(config.get("seccomp")),
         }
 
     def _request_start(self, cid: str, config: dict, while_waiting=None) -> dict:
@@ -520,6 +521,7 @@ class Runtime:
             log_path=f"{cdir}/container.log", auto_remove=bool(config.get("auto_remove")),
             restart_count=max(gen - 1, 0), seccomp=seccomp.mode_of(config.get("seccomp")),
             log_config=_log_config(config),
+            no_new_privileges=seccomp.no_new_privs(config.get("seccomp")),
         )
 
     # ------------------------------------------------------------ wait/logs
@@ -636,9 +638,11 @@ class Runtime:
         env = _merge_env(c.env, asked.env, c.hostname)
         run = disk.read_run(self._dir(c.id))
         pid_start = run.get("pid_start") if run.get("pid") == c.pid else None
-        program = seccomp.read_program(seccomp.program_path(self.root, self._config(c.id).get("seccomp")))
+        setting = self._config(c.id).get("seccomp")
+        program = seccomp.read_program(seccomp.program_path(self.root, setting))
         return exec_in(self, c, list(asked.cmd), list(env), pid_start=pid_start, tty=tty,
-                       interactive=interactive, workdir=asked.workdir or c.workdir, seccomp=program)
+                       interactive=interactive, workdir=asked.workdir or c.workdir, seccomp=program,
+                       no_new_privs=seccomp.no_new_privs(setting))
 
     # ------------------------------------------------------------- teardown
     def shutdown_servers(self) -> None:

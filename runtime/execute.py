@@ -47,7 +47,7 @@ import termios
 
 from . import daemons, linux, pidinfo, sealed
 from .errors import Conflict, ExecFailed
-from .init import RESET_SIGNALS, exec_command
+from .init import RESET_SIGNALS, exec_command, limit_capabilities_under_filter
 
 # What the init has: the namespaces it made (init is in the container's PID
 # namespace; it shares the host's cgroup and user namespaces).  One setns()
@@ -63,10 +63,11 @@ _PTMX_RDEV = os.makedev(5, 2)
 
 def exec_in(rt, c, argv: list[str], env: list[str], *, pid_start: int | None,
             tty: bool = False, interactive: bool = False, workdir: str = "/",
-            seccomp: bytes | None = None) -> int:
+            seccomp: bytes | None = None, no_new_privs: bool = True) -> int:
     """Run argv in container c, whose init is c.pid started at pid_start
     (clock ticks, as recorded at start); returns its exit code.  seccomp:
-    the container's filter program (runtime.seccomp), loaded last."""
+    the container's filter program (runtime.seccomp), loaded last, after
+    no_new_privs; or, no_new_privs False, first, as the container's init does."""
     _fill_stdio()
     init = _open_init(c, pid_start)
     ctl = ctl_child = pipes = exe = None
@@ -75,7 +76,8 @@ def exec_in(rt, c, argv: list[str], env: list[str], *, pid_start: int | None,
         ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pipes = _Pipes(tty, interactive)
         return _start(rt, c, init, ctl, ctl_child, pipes, argv, env, tty=tty,
-                      interactive=interactive, workdir=workdir, seccomp=seccomp, exe=exe)
+                      interactive=interactive, workdir=workdir, seccomp=seccomp, exe=exe,
+                      no_new_privs=no_new_privs)
     finally:
         for sock in (ctl, ctl_child):
             if sock is not None:
@@ -88,7 +90,7 @@ def exec_in(rt, c, argv: list[str], env: list[str], *, pid_start: int | None,
 
 
 def _start(rt, c, init, ctl, ctl_child, pipes, argv, env, *, tty, interactive, workdir,
-           seccomp=None, exe: int) -> int:
+           seccomp=None, exe: int, no_new_privs: bool = True) -> int:
     size = _window_size() if tty else None
     relay = _Relay(tty, interactive)
     old = {sig: signal.signal(sig, relay.forward) for sig in FORWARDED}
@@ -98,7 +100,8 @@ def _start(rt, c, init, ctl, ctl_child, pipes, argv, env, *, tty, interactive, w
         pid = os.fork()
         if pid == 0:
             _join(rt, c, init, ctl_child.fileno(), pipes.child, exe,
-                  dict(argv=argv, env=env, workdir=workdir, tty=tty, size=size, seccomp=seccomp))
+                  dict(argv=argv, env=env, workdir=workdir, tty=tty, size=size, seccomp=seccomp,
+                       no_new_privs=no_new_privs))
         joiner = os.pidfd_open(pid)
         try:
             ctl_child.close()
@@ -230,7 +233,8 @@ def _joined(args_fd: int) -> None:
         os.close(init)
         child = os.fork()
         if child == 0:
-            _become(what["argv"], what["env"], what["workdir"], ctl, what["tty"], size, program)
+            _become(what["argv"], what["env"], what["workdir"], ctl, what["tty"], size, program,
+                    what["no_new_privs"])
         pidfd = os.pidfd_open(child)
         _send_fd(ctl, b"pid", pidfd)
         os.close(pidfd)
@@ -259,7 +263,8 @@ def _report(ctl: int, code: int, message: str) -> None:
 
 # ---------------------------------------------------------------- process
 
-def _become(argv, env, workdir, ctl: int, tty: bool, size: bytes | None, seccomp=None) -> None:
+def _become(argv, env, workdir, ctl: int, tty: bool, size: bytes | None, seccomp=None,
+            no_new_privs: bool = True) -> None:
     """The process, in the container's namespaces and cgroup: exec argv.  Never returns."""
     try:
         for sig in RESET_SIGNALS:
@@ -270,11 +275,19 @@ def _become(argv, env, workdir, ctl: int, tty: bool, size: bytes | None, seccomp
         except OSError as e:
             raise ExecFailed(f"exec: chdir to the working directory {workdir!r}: {e.strerror}", 126) from None
         linux.close_fds_on_exec(3)           # ctl too: EOF on it tells the caller exec worked
-        linux.limit_capabilities(linux.caps_mask())
-        if tty:
-            _take_terminal(ctl, size)        # as the container's root, in its /dev
-        linux.set_no_new_privs()
-        linux.seccomp_filter(seccomp)        # the container's filter, last, as init does
+        if no_new_privs:
+            linux.limit_capabilities(linux.caps_mask())
+            if tty:
+                _take_terminal(ctl, size)    # as the container's root, in its /dev
+            linux.set_no_new_privs()
+            linux.seccomp_filter(seccomp)    # the container's filter, last, as init does
+        else:
+            # no-new-privileges=false: the filter first, while we hold
+            # CAP_SYS_ADMIN (the kernel's condition without no_new_privs), as init does
+            linux.seccomp_filter(seccomp)
+            limit_capabilities_under_filter()
+            if tty:
+                _take_terminal(ctl, size)
         exec_command(argv, env)
     except BaseException as e:  # noqa: BLE001
         code = getattr(e, "exit_code", 126)

@@ -4,7 +4,8 @@ It joins its cgroup, makes the other namespaces, sets the hostname, mounts
 the union filesystem and the system file systems, pivots into the new root,
 masks what Docker masks, drops to Docker's capabilities, sets no_new_privs,
 loads the seccomp filter, and execs the command.  container_init() does it
-in that order, top to bottom: the order is the lesson.
+in that order, top to bottom: the order is the lesson.  (With
+no-new-privileges=false: the filter, then the capabilities, no no_new_privs.)
 
 Runs in a fork of the fork server (runtime/forkserver.py, through the shim
 in runtime/shim.py), so nothing here imports outside the standard library
@@ -77,11 +78,23 @@ def container_init(err_w: int, go_r: int, in_cgroup_r: int, stdin_fd: int, stdou
         os.dup2(stdout_w, 1)
         os.dup2(stderr_w, 2)
         linux.close_fds_on_exec(3)
-        linux.limit_capabilities(linux.caps_mask())
-        linux.set_no_new_privs()
-        # 7. the seccomp filter, last: from here on only the syscalls the
-        #    profile allows (execve among them), for the command and its children
-        linux.seccomp_filter(seccomp)
+        if req.get("no_new_privs", True):
+            linux.limit_capabilities(linux.caps_mask())
+            # the default (stricter than Docker's): a setuid bit or a file
+            # capability in the image lifts nobody; and it lets us load the
+            # filter without CAP_SYS_ADMIN, so as the very last step
+            linux.set_no_new_privs()
+            # 7. the seccomp filter, last: from here on only the syscalls the
+            #    profile allows (execve among them), for the command and its children
+            linux.seccomp_filter(seccomp)
+        else:
+            # 7'. --security-opt no-new-privileges=false: setuid files and file
+            #    capabilities work for the command.  Without no_new_privs the
+            #    kernel loads a filter only for a thread holding CAP_SYS_ADMIN,
+            #    so the filter comes first, while we still have it (runc's
+            #    order), and the profile must allow the capability drop after it.
+            linux.seccomp_filter(seccomp)
+            limit_capabilities_under_filter()
         exec_command(req["argv"], req["env"])
     except BaseException as e:  # noqa: BLE001 - report anything, then die
         code = getattr(e, "exit_code", 1) if isinstance(e, TerrariumError) else 1
@@ -89,6 +102,17 @@ def container_init(err_w: int, go_r: int, in_cgroup_r: int, stdin_fd: int, stdou
             os.write(err_w, f"{code}:{e}".encode()[:4000])
         finally:
             os._exit(code if 0 < code < 256 else 1)
+
+
+def limit_capabilities_under_filter() -> None:
+    """linux.limit_capabilities after the seccomp filter is loaded: a profile
+    that refuses prctl or capset gets one sentence, not a bare EPERM."""
+    try:
+        linux.limit_capabilities(linux.caps_mask())
+    except KernelError as e:
+        raise KernelError(e.code, "with no-new-privileges=false the seccomp profile is loaded "
+                          "before the capabilities are dropped and must allow prctl and capset; "
+                          f"{e.what}") from None
 
 
 def _read_request(fd: int) -> dict | None:

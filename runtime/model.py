@@ -65,13 +65,14 @@ class Spec(namedtuple("Spec", "image name cmd env hostname workdir limits auto_r
 _CONTAINER_FIELDS = (
     "id name image cmd env hostname workdir limits status created_at "
     "layers pid shim_pid started_at finished_at exit_code oom_killed oom_kills error "
-    "cgroup namespaces rootfs upperdir workdir_overlay log_path auto_remove restart_count seccomp log_config"
+    "cgroup namespaces rootfs upperdir workdir_overlay log_path auto_remove restart_count seccomp log_config "
+    "no_new_privileges"
 )
 
 
 class Container(namedtuple("Container", _CONTAINER_FIELDS, defaults=(
         (), None, None, None, None, None, False, 0, None,
-        None, _EMPTY, "", "", "", "", False, 0, "default", LogConfig()))):
+        None, _EMPTY, "", "", "", "", False, 0, "default", LogConfig(), True))):
     """What inspect and list report.
 
     status        created | running | paused | exited | broken (config.json unreadable;
@@ -85,6 +86,8 @@ class Container(namedtuple("Container", _CONTAINER_FIELDS, defaults=(
     namespaces    {"pid": inode, ...} while running
     rootfs        the merged directory (mounted only inside the container)
     seccomp       "default", "unconfined" or "custom" (a profile given at create)
+    no_new_privileges  its processes run with no_new_privs (false only if asked:
+                  then setuid files and file capabilities in the image work)
     log_path      the live log file (rotated ones are log_path.1, .2, ...)
     """
     __slots__ = ()

@@ -4,15 +4,20 @@ A container's setting is one of
     {"mode": "default"}                      seccomp_default.json, beside this file
     {"mode": "unconfined"}                   no filter
     {"mode": "custom", "profile": {...}}     a profile the person gave, kept whole
-and lives in its config.json (a custom profile is copied in, as Docker does:
-the file may change or vanish after `create`).
+plus "no_new_privileges": false when --security-opt no-new-privileges=false
+asked for it (absent: on, the default here, unlike Docker's), and lives in
+its config.json (a custom profile is copied in, as Docker does: the file may
+change or vanish after `create`).
 
 libseccomp (through pyseccomp) compiles a profile, on the caller's side, once
 per distinct profile: the program is cached as ROOT/seccomp/<sha256>.bpf
 (root only) and the start request names that file.  The container's init,
 a `python -I -S` fork with no third-party packages and a start to keep
 cheap, only reads it and loads it with prctl (linux.seccomp_filter), last,
-after no_new_privs, right before execve.
+after no_new_privs, right before execve; or, with no-new-privileges=false,
+before it drops its capabilities (the kernel wants no_new_privs or
+CAP_SYS_ADMIN to load a filter), so the profile must allow what init does
+after it: prctl, capset, execve (Docker's does).
 
 The default profile is Docker's (moby profiles/seccomp) with its
 capability-conditional parts resolved for the 14 capabilities every container
@@ -56,24 +61,35 @@ def setting_from_options(options) -> dict:
     """--security-opt values -> the container's seccomp setting.
 
     Accepts seccomp=unconfined, seccomp=default, seccomp=PATH (Docker's JSON
-    format, read and checked now) and no-new-privileges[=true] (always on)."""
-    setting = {"mode": "default"}
+    format, read and checked now) and no-new-privileges[=true|false] (on
+    unless the last one says false)."""
+    setting, nnp = {"mode": "default"}, True
     for opt in options or ():
         opt = str(opt)
         key, sep, value = opt.partition("=")
         if not sep:
             key, sep, value = opt.partition(":")         # Docker's old spelling
         key = key.strip()
-        if key == "no-new-privileges" and value.strip().lower() in ("", "true", "1"):
+        if key == "no-new-privileges":
+            nnp = _bool(value.strip(), opt)
             continue
         if key != "seccomp" or not value:
             raise InvalidArgument(f"unsupported security option {opt!r}: use seccomp=unconfined, "
-                                  "seccomp=PROFILE.json or no-new-privileges")
+                                  "seccomp=PROFILE.json or no-new-privileges=true|false")
         if value in ("unconfined", "default"):
             setting = {"mode": value}
         else:
             setting = {"mode": "custom", "profile": read_profile(value)}
-    return setting
+    return setting if nnp else dict(setting, no_new_privileges=False)
+
+
+def _bool(value: str, opt: str) -> bool:
+    """Go's strconv.ParseBool, as Docker reads the option; empty is true."""
+    if value in ("", "1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if value in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise InvalidArgument(f"invalid security option {opt!r}: no-new-privileges takes true or false")
 
 
 def check_setting(setting, full: bool = True) -> dict:
@@ -84,20 +100,47 @@ def check_setting(setting, full: bool = True) -> dict:
     if not isinstance(setting, dict) or setting.get("mode") not in MODES:
         raise InvalidArgument(f"invalid seccomp setting {setting!r}: mode must be one of "
                               + ", ".join(MODES))
+    nnp = setting.get("no_new_privileges", True)
+    if not isinstance(nnp, bool):
+        raise InvalidArgument(f"invalid seccomp setting: no_new_privileges {nnp!r} must be true or false")
+    extra = {} if nnp else {"no_new_privileges": False}
     if setting["mode"] != "custom":
-        return {"mode": setting["mode"]}
+        return {"mode": setting["mode"], **extra}
     profile = setting.get("profile")
     if full:
         check_profile(profile, "the seccomp profile")
+        if not nnp:
+            _check_the_drop(profile)
     elif not isinstance(profile, dict):
         raise InvalidArgument("a custom seccomp setting needs its profile")
-    return {"mode": "custom", "profile": profile}
+    return {"mode": "custom", "profile": profile, **extra}
 
 
 def mode_of(setting) -> str:
     """"default", "unconfined" or "custom"; containers made before seccomp existed
     read as "default" (they get the filter on their next start)."""
     return (setting or {}).get("mode", "default")
+
+
+def _check_the_drop(profile: dict) -> None:
+    """Without no_new_privs, init drops its capabilities (prctl, capset) under
+    the filter: refuse a profile that kills for them, which would leave only
+    a SIGSYS exit status.  (One that answers an errno fails the start with a
+    sentence of init's.)  Conditional rules are not judged."""
+    default, _, _, rules = _rules(profile, "the seccomp profile")
+    for call in ("prctl", "capset"):
+        action = default
+        for names, act, _, args in rules:
+            if call in names and not args:
+                action = act
+        if action in ("SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP"):
+            raise ProfileError(f"the seccomp profile kills {call} ({action}), which the container's "
+                               "init needs after loading it when no-new-privileges=false")
+
+
+def no_new_privs(setting) -> bool:
+    """Whether the container's processes run with no_new_privs (the default)."""
+    return (setting or {}).get("no_new_privileges", True) is not False
 
 
 def read_profile(path: str) -> dict:

@@ -2,7 +2,8 @@
 layer's `security.capability` reaches the file, the kernel honours it inside
 a container, and no local user reaches the file from the host.  Under the
 containers' no_new_privs, neither a file capability nor a setuid bit lifts
-a process that holds nothing.  A forged overlay marker in an archive is not
+a process that holds nothing; with --security-opt no-new-privileges=false
+both do, in run and in exec.  A forged overlay marker in an archive is not
 applied.
 
 The image is built here: busybox, a static probe (tests/fixtures/
@@ -86,7 +87,8 @@ def cap_image(path: str, probe: bytes) -> None:
 
 
 STATUS = "grep CapEff /proc/self/status"
-INSIDE = (f"/bin/keepcaps 1000 /opt/capped/busybox {STATUS}; "     # the capable file
+INSIDE = ("grep NoNewPrivs /proc/self/status; "
+          f"/bin/keepcaps 1000 /opt/capped/busybox {STATUS}; "     # the capable file
           f"/bin/keepcaps 1000 /bin/busybox {STATUS}; "            # the same bytes without it
           f"/bin/keepcaps -d 1000 /opt/capped/busybox {STATUS}; "  # dropped as su does: nothing
           "/bin/keepcaps -d 1000 /bin/euid; echo euid=$?; "          # no_new_privs: no setuid either
@@ -114,7 +116,8 @@ def test_a_file_capability_from_an_imported_layer_works_inside_and_no_user_reach
     assert os.listxattr(os.path.join(top, "data"), follow_symlinks=False) == []   # no forged marker
 
     out = terrarium("run", "--rm", "caps:1", "sh", "-c", INSIDE)
-    assert out.split("\n") == ["CapEff:\t0000000000002000",     # cap_net_raw, from the file
+    assert out.split("\n") == ["NoNewPrivs:\t1",
+                               "CapEff:\t0000000000002000",     # cap_net_raw, from the file
                                "CapEff:\t0000000000000000",
                                "CapEff:\t0000000000000000",
                                f"euid={1000 % 256}",
@@ -123,3 +126,31 @@ def test_a_file_capability_from_an_imported_layer_works_inside_and_no_user_reach
     with throwaway_user() as user:
         seen = as_user(user, lambda: {"read": reach(capped), "run": run(capped)})
     assert seen == {"read": "EACCES", "run": "EACCES"}
+
+
+LIFT = ("grep NoNewPrivs /proc/self/status; "
+        f"/bin/keepcaps -d 1000 /opt/capped/busybox {STATUS}; "    # dropped as su does
+        "/bin/keepcaps -d 1000 /bin/euid; echo euid=$?")
+
+
+def test_without_no_new_privs_setuid_and_file_capabilities_lift_a_user_in_run_and_exec(
+        open_base, probe):  # noqa: F811 - the fixture imported above
+    root = os.path.join(open_base, "root")
+    env = dict(os.environ, TERRARIUM_ROOT=root)
+    archive = os.path.join(open_base, "caps.tar")
+    cap_image(archive, probe)
+
+    def terrarium(*args):
+        r = subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    terrarium("load", "-i", archive)
+    off = ("--security-opt", "no-new-privileges=false")
+    lifted = ["NoNewPrivs:\t0",
+              "CapEff:\t0000000000002000",      # cap_net_raw, from the file, for uid 1000
+              "euid=0",                         # the setuid-root file
+              ""]
+    assert terrarium("run", "--rm", *off, "caps:1", "sh", "-c", LIFT).split("\n") == lifted
+    cid = terrarium("run", "-d", *off, "caps:1", "/bin/busybox", "sleep", "600").strip()
+    assert terrarium("exec", cid, "sh", "-c", LIFT).split("\n") == lifted

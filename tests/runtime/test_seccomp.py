@@ -267,3 +267,99 @@ def test_load_refuses_bytes_that_are_not_a_program():
         with pytest.raises(KernelError) as e:
             seccomp_filter(bad)
         assert e.value.code == errno.EINVAL
+
+
+# ------------------------------------------ --security-opt no-new-privileges
+
+NNP_OFF = {"mode": "default", "no_new_privileges": False}
+
+
+@pytest.mark.parametrize("opt", ["no-new-privileges=false", "no-new-privileges:false",
+                                 "no-new-privileges=False", "no-new-privileges=0"])
+def test_no_new_privileges_false_in_dockers_spellings(opt):
+    assert seccomp.setting_from_options([opt]) == NNP_OFF
+
+
+def test_no_new_privileges_the_last_one_wins_and_true_is_the_default():
+    got = [seccomp.setting_from_options(o) for o in (
+        ["no-new-privileges=false", "seccomp=unconfined"], ["no-new-privileges=false", "no-new-privileges"],
+        ["no-new-privileges:true"], [])]
+    assert got == [dict(UNCONFINED, no_new_privileges=False), {"mode": "default"},
+                   {"mode": "default"}, {"mode": "default"}]
+
+
+def test_malformed_no_new_privileges_exits_125_with_one_sentence():
+    r = cli("create", "--security-opt", "no-new-privileges=maybe", "busybox")
+    assert (r.returncode, r.stdout, r.stderr.strip().splitlines()) == (
+        125, "", ["terrarium: error: invalid security option 'no-new-privileges=maybe': "
+                  "no-new-privileges takes true or false"])
+
+
+def test_inspect_and_the_config_show_no_new_privileges(rt, name, cleanup):
+    cleanup.extend([name, name + "-off"])
+    a = rt.create(make_spec(image="busybox", name=name, cmd=("true",)))
+    r = cli("create", "--name", name + "-off", "--security-opt", "no-new-privileges=false", "busybox")
+    assert r.returncode == 0, r.stderr
+    b = rt.inspect(name + "-off")
+    with open(os.path.join(rt.containers_dir, b.id, "config.json")) as f:
+        stored = json.load(f)["seccomp"]
+    assert (a.no_new_privileges, b.no_new_privileges, b.seccomp, stored) == (True, False, "default", NNP_OFF)
+
+
+def test_without_no_new_privs_pid_1_is_still_filtered(rt, name, cleanup):
+    status = _status(_run(rt, name, cleanup, "cat /proc/1/status", NNP_OFF))
+    assert (status["Seccomp"], status["Seccomp_filters"], status["NoNewPrivs"]) == ("2", "1", "0")
+    assert int(status["CapEff"], 16) == int(status["CapBnd"], 16) == caps_mask(DEFAULT_CAPS)
+
+
+def test_without_no_new_privs_the_filter_still_refuses(rt, name, cleanup):
+    got = _probe_results(rt, name, cleanup, NNP_OFF)
+    assert {k: got[k] for k in ("keyctl", "unshare_user", "clone_user", "socket_unix")} == {
+        "keyctl": errno.EPERM, "unshare_user": errno.EPERM, "clone_user": errno.EPERM, "socket_unix": 0}
+
+
+def test_without_no_new_privs_busybox_unshare_user_is_refused(rt, name, cleanup):
+    out = _run(rt, name, cleanup, "unshare -U -r id 2>&1; echo rc=$?", NNP_OFF)
+    assert out.splitlines()[-1] == "rc=1"
+
+
+def test_exec_without_no_new_privs_is_filtered_with_dockers_capabilities(rt, name, cleanup):
+    cleanup.append(name)
+    c = rt.run(make_spec(image="busybox", name=name, cmd=("sleep", "60"), seccomp=NNP_OFF))
+    out = cli("exec", c.id, "cat", "/proc/self/status")
+    status = _status(out.stdout)
+    assert (status["Seccomp"], status["NoNewPrivs"], int(status["CapInh"], 16),
+            int(status["CapEff"], 16)) == ("2", "0", 0, caps_mask(DEFAULT_CAPS)), out.stderr
+
+
+def test_exec_with_a_tty_without_no_new_privs(rt, name, cleanup):
+    cleanup.append(name)
+    c = rt.run(make_spec(image="busybox", name=name, cmd=("sleep", "60"), seccomp=NNP_OFF))
+    out = cli("exec", "-t", c.id, "grep", "NoNewPrivs", "/proc/self/status")
+    assert (out.returncode, out.stdout.split()) == (0, ["NoNewPrivs:", "0"]), out.stderr
+
+
+def test_without_no_new_privs_a_profile_that_refuses_capset_fails_the_start_clearly(rt, name, cleanup):
+    """The filter comes before the capability drop then: the profile must allow it."""
+    cleanup.append(name)
+    setting = {"mode": "custom", "no_new_privileges": False, "profile": {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["capset"], "action": "SCMP_ACT_ERRNO"}]}}
+    c = rt.create(make_spec(image="busybox", name=name, cmd=("true",), seccomp=setting))
+    with pytest.raises(ExecFailed) as e:
+        rt.start(c.id)
+    assert str(e.value) == (
+        f"container {name!r} failed to start: with no-new-privileges=false the seccomp profile "
+        "is loaded before the capabilities are dropped and must allow prctl and capset; "
+        "capset: Operation not permitted [EPERM]")
+
+
+def test_without_no_new_privs_a_profile_that_kills_capset_is_refused_at_create(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["capset"], "action": "SCMP_ACT_KILL_PROCESS"}]}))
+    r = cli("create", "--security-opt", "no-new-privileges=false", "--security-opt", f"seccomp={path}",
+            "busybox")
+    assert (r.returncode, r.stdout, r.stderr.strip().splitlines()) == (
+        125, "", ["terrarium: error: the seccomp profile kills capset (SCMP_ACT_KILL_PROCESS), which "
+                  "the container's init needs after loading it when no-new-privileges=false"])
