@@ -48,7 +48,7 @@ FORM_TEMPLATES = {
 
 class ContainerCreateForm(LimitsForm):
     field_order = ["image", "name", "command", "env", "hostname", "memory", "cpus", "pids", "seccomp",
-                   "start"]
+                   "setuid", "start"]
 
     image = forms.ChoiceField(choices=())
     name = forms.CharField(required=False, max_length=128,
@@ -69,6 +69,10 @@ class ContainerCreateForm(LimitsForm):
         initial="default", required=False, label="Seccomp",
         help_text="Which system calls the container may make. Unconfined lets it create user "
                   "namespaces, use io_uring and the host's keyring.")
+    setuid = forms.BooleanField(
+        required=False, initial=False, label="Allow setuid and file capabilities",
+        help_text="--security-opt no-new-privileges=false: su, sudo or a non-root ping in the "
+                  "image work, as under Docker's default. Off: they lift nobody.")
     start = forms.BooleanField(required=False, initial=True, label="Start now")
 
     def __init__(self, *args, image_choices=(), **kwargs):

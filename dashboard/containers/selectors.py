@@ -59,10 +59,12 @@ def container_logs(*, container_id: str, lines: int = 50) -> str:
 
 
 def container_seccomp(*, container_id: str) -> str:
-    """The container's seccomp mode as inspect reports it: default, unconfined or custom."""
+    """The container's seccomp mode as inspect reports it: default, unconfined or
+    custom; and ", no-new-privileges=false" when setuid files work inside."""
     from .runtime_client import get_runtime
     try:
-        return get_runtime().inspect(container_id).seccomp
+        c = get_runtime().inspect(container_id)
+        return c.seccomp + ("" if c.no_new_privileges else ", no-new-privileges=false")
     except TerrariumError as e:
         return f"unknown ({e})"
 

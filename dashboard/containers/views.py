@@ -131,7 +131,7 @@ def container_create(request):
             c = services.container_create(
                 user=request.user, image=d["image"], name=d["name"], cmd=d["command"], env=d["env"],
                 hostname=d["hostname"], memory=d["memory"], cpus=d["cpus"], pids=d["pids"],
-                seccomp=d["seccomp"], start=d["start"])
+                seccomp=d["seccomp"], setuid=d["setuid"], start=d["start"])
         except services.ServiceError as e:
             form.add_error(None, str(e))
         else:

@@ -57,3 +57,9 @@ def test_seccomp_choice_defaults_and_refuses_anything_else():
     assert f.is_valid() and f.cleaned_data["seccomp"] == "unconfined"
     f = form(seccomp="/etc/profile.json")        # custom profiles are the CLI's
     assert not f.is_valid() and set(f.errors) == {"seccomp"}
+
+
+def test_setuid_is_off_unless_ticked():
+    f, g = form(), form(setuid="on")
+    assert (f.is_valid(), f.cleaned_data["setuid"], g.is_valid(), g.cleaned_data["setuid"]) == (
+        True, False, True, True)

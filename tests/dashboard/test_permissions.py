@@ -128,6 +128,16 @@ def test_create_unconfined_through_the_form_and_detail_shows_the_mode(operator_c
     assert '<dd class="mono" id="seccomp-mode">unconfined</dd>' in page
 
 
+def test_create_with_setuid_allowed_through_the_form_and_detail_shows_it(operator_client, rt, made, name):
+    r = operator_client.post(reverse("containers:create"),
+                             {"image": "busybox", "name": name, "command": "sleep 300", "setuid": "on"})
+    assert r.status_code == 302
+    c = rt.inspect(name)
+    assert (c.seccomp, c.no_new_privileges) == ("default", False)
+    page = operator_client.get(r["Location"]).content.decode()
+    assert '<dd class="mono" id="seccomp-mode">default, no-new-privileges=false</dd>' in page
+
+
 # ---------------------------------------------- least privilege: what viewers do not get
 def test_image_export_is_for_operators(viewer_client, operator_client, admin_client_role):
     url = reverse("layers:image_export", args=["busybox"])
