@@ -290,13 +290,9 @@ class AgentRuntime:
         return container_of(self.call("create", spec=_spec_dict(spec)))
 
     def run(self, spec) -> Container:
-        c = self.create(spec)
-        try:
-            return self.start(c.id)
-        except ExecFailed:
-            if spec.auto_remove:
-                self.remove(c.id, force=True)
-            raise
+        """Runtime.run's create + start (and its cleanup), through the agent."""
+        from .containers import Runtime
+        return Runtime.run(self, spec)
 
     def start(self, ref: str) -> Container:
         return container_of(self.call("start", ref=ref))

@@ -57,25 +57,23 @@ def manage(env: dict, *args: str) -> str:
 
 def wait_port(port: int, proc: subprocess.Popen, what: str, log_path: str, timeout: float = 30) -> None:
     """Until something accepts on 127.0.0.1:port; RuntimeError (with the log) if proc dies first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                with open(log_path, errors="replace") as f:
-                    raise RuntimeError(f"{what} did not start: {f.read()[-3000:]}") from None
-            time.sleep(0.05)
+    _wait(lambda: socket.create_connection(("127.0.0.1", port), timeout=0.5).close(),
+          proc, what, log_path, timeout)
 
 
 def wait_unix(path: str, proc: subprocess.Popen, what: str, log_path: str, timeout: float = 30) -> None:
     """Until something accepts on the unix socket path; RuntimeError (with the log) if proc dies first."""
+    def connect():
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(path)
+    _wait(connect, proc, what, log_path, timeout)
+
+
+def _wait(connect, proc: subprocess.Popen, what: str, log_path: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.connect(path)
+            connect()
             return
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
