@@ -189,6 +189,26 @@ def rt(session_root, cgroup_parent):
 
 
 @pytest.fixture
+def open_dir():
+    """A 0755 directory in /tmp that any user can traverse (pytest's tmp_path
+    is 0700), for tests that act as a throwaway user (tests/unprivileged.py).
+    Removed after the test, with the containers and servers of any runtime
+    root made in it."""
+    base = tempfile.mkdtemp(prefix="terrarium-open-")
+    os.chmod(base, 0o755)
+    yield base
+    for entry in os.listdir(base):
+        root = os.path.join(base, entry)
+        if is_root() and os.path.isdir(os.path.join(root, "containers")):
+            from runtime import Runtime
+            rt = Runtime(root)
+            for c in rt.list(all=True):
+                rt.remove(c.id, force=True)
+            rt.shutdown_servers()
+    shutil.rmtree(base)
+
+
+@pytest.fixture
 def name(request) -> str:
     """A container name unique to this test."""
     base = re.sub(r"[^a-zA-Z0-9_.-]", "-", request.node.name.replace("]", ""))[:40]

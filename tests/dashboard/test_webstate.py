@@ -7,11 +7,9 @@ all that keeps a user out."""
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
@@ -23,19 +21,11 @@ SETTINGS_ENV = ("TERRARIUM_WEB_DIR", "TERRARIUM_DB", "TERRARIUM_SECRET_KEY_FILE"
 
 
 @pytest.fixture
-def open_base():
-    base = tempfile.mkdtemp(prefix="terrarium-web-perm-")
-    os.chmod(base, 0o755)
-    yield base
-    shutil.rmtree(base)
-
-
-@pytest.fixture
-def web_env(open_base, monkeypatch):
-    """TERRARIUM_WEB_DIR in open_base, nothing else set: the defaults."""
+def web_env(open_dir, monkeypatch):
+    """TERRARIUM_WEB_DIR in open_dir, nothing else set: the defaults."""
     for name in SETTINGS_ENV:
         monkeypatch.delenv(name, raising=False)
-    web = os.path.join(open_base, "web")
+    web = os.path.join(open_dir, "web")
     monkeypatch.setenv("TERRARIUM_WEB_DIR", web)
     return web
 
@@ -77,11 +67,11 @@ def test_loose_modes_are_tightened_at_start(web_env):
         {web_env: 0o700, db: 0o600, db + "-wal": 0o600, key: 0o600}
 
 
-def test_an_explicit_database_is_made_0600_before_sqlite_makes_it_0644(open_base, monkeypatch):
-    db = os.path.join(open_base, "elsewhere.sqlite3")
+def test_an_explicit_database_is_made_0600_before_sqlite_makes_it_0644(open_dir, monkeypatch):
+    db = os.path.join(open_dir, "elsewhere.sqlite3")
     monkeypatch.setenv("TERRARIUM_DB", db)
     assert webstate.database_path() == db
-    assert mode(db) == 0o600 and mode(open_base) == 0o755   # the directory is the person's
+    assert mode(db) == 0o600 and mode(open_dir) == 0o755   # the directory is the person's
 
 
 def test_the_key_is_made_once_even_by_processes_starting_together(web_env):

@@ -195,15 +195,6 @@ print(s.makefile("rb").readline().decode(), end="")
 """
 
 
-@pytest.fixture
-def open_dir():
-    """A directory under /tmp everyone can traverse (pytest's tmp_path is 0700)."""
-    d = tempfile.mkdtemp(prefix="terrarium-agent-test-")
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d)
-
-
 def test_a_connection_from_an_unrelated_uid_is_refused(rt, session_root, stranger, open_dir):
     sock_dir = os.path.join(open_dir, "agent")
     path = os.path.join(sock_dir, "agent.sock")

@@ -24,7 +24,6 @@ import pytest
 from runtime import Runtime
 from tests.conftest import CLI, REPO
 from tests.runtime.test_import import docker_archive
-from tests.runtime.test_state_permissions import open_base  # noqa: F401 - a fixture
 from tests.unprivileged import as_user, euid_probe, reach, run, throwaway_user
 
 pytestmark = pytest.mark.root
@@ -95,27 +94,29 @@ INSIDE = ("grep NoNewPrivs /proc/self/status; "
           "ls /data")
 
 
+def _terrarium(root: str, *args: str) -> str:
+    """The CLI on a root of the test's own; its stdout, or the test fails with stderr."""
+    r = subprocess.run([CLI, *args], env=dict(os.environ, TERRARIUM_ROOT=root),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
 def test_a_file_capability_from_an_imported_layer_works_inside_and_no_user_reaches_it(
-        open_base, probe):  # noqa: F811 - the fixture imported above
-    root = os.path.join(open_base, "root")
+        open_dir, probe):
+    root = os.path.join(open_dir, "root")
     rt = Runtime(root)
-    env = dict(os.environ, TERRARIUM_ROOT=root)
-    archive = os.path.join(open_base, "caps.tar")
+    archive = os.path.join(open_dir, "caps.tar")
     cap_image(archive, probe)
 
-    def terrarium(*args):
-        r = subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
-        return r.stdout
-
-    terrarium("load", "-i", archive)
+    _terrarium(root, "load", "-i", archive)
     base, top = (l.path for l in rt.images.get("caps:1").layers)
     capped = os.path.join(base, "opt", "capped", "busybox")
     assert os.getxattr(capped, "security.capability", follow_symlinks=False) == cap_v2(CAP_NET_RAW)
     assert os.getxattr(capped, "user.origin", follow_symlinks=False) == b"image"
     assert os.listxattr(os.path.join(top, "data"), follow_symlinks=False) == []   # no forged marker
 
-    out = terrarium("run", "--rm", "caps:1", "sh", "-c", INSIDE)
+    out = _terrarium(root, "run", "--rm", "caps:1", "sh", "-c", INSIDE)
     assert out.split("\n") == ["NoNewPrivs:\t1",
                                "CapEff:\t0000000000002000",     # cap_net_raw, from the file
                                "CapEff:\t0000000000000000",
@@ -134,23 +135,17 @@ LIFT = ("grep NoNewPrivs /proc/self/status; "
 
 
 def test_without_no_new_privs_setuid_and_file_capabilities_lift_a_user_in_run_and_exec(
-        open_base, probe):  # noqa: F811 - the fixture imported above
-    root = os.path.join(open_base, "root")
-    env = dict(os.environ, TERRARIUM_ROOT=root)
-    archive = os.path.join(open_base, "caps.tar")
+        open_dir, probe):
+    root = os.path.join(open_dir, "root")
+    archive = os.path.join(open_dir, "caps.tar")
     cap_image(archive, probe)
 
-    def terrarium(*args):
-        r = subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
-        return r.stdout
-
-    terrarium("load", "-i", archive)
+    _terrarium(root, "load", "-i", archive)
     off = ("--security-opt", "no-new-privileges=false")
     lifted = ["NoNewPrivs:\t0",
               "CapEff:\t0000000000002000",      # cap_net_raw, from the file, for uid 1000
               "euid=0",                         # the setuid-root file
               ""]
-    assert terrarium("run", "--rm", *off, "caps:1", "sh", "-c", LIFT).split("\n") == lifted
-    cid = terrarium("run", "-d", *off, "caps:1", "/bin/busybox", "sleep", "600").strip()
-    assert terrarium("exec", cid, "sh", "-c", LIFT).split("\n") == lifted
+    assert _terrarium(root, "run", "--rm", *off, "caps:1", "sh", "-c", LIFT).split("\n") == lifted
+    cid = _terrarium(root, "run", "-d", *off, "caps:1", "/bin/busybox", "sleep", "600").strip()
+    assert _terrarium(root, "exec", cid, "sh", "-c", LIFT).split("\n") == lifted

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import stat
 import subprocess
 import tarfile
-import tempfile
 
 import pytest
 
@@ -26,28 +24,12 @@ pytestmark = pytest.mark.root
 SUBDIRS = ("containers", "names", "run", "layers", "images", "tmp")
 
 
-@pytest.fixture
-def open_base():
-    """A 0755 directory in /tmp, removed after the test with what its roots hold."""
-    base = tempfile.mkdtemp(prefix="terrarium-perm-")
-    os.chmod(base, 0o755)
-    yield base
-    for name in os.listdir(base):
-        root = os.path.join(base, name)
-        if os.path.isdir(os.path.join(root, "containers")):
-            rt = Runtime(root)
-            for c in rt.list(all=True):
-                rt.remove(c.id, force=True)
-            rt.shutdown_servers()
-    shutil.rmtree(base)
-
-
 def mode(path: str) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-def test_runtime_makes_an_existing_loose_root_private(open_base):
-    root = os.path.join(open_base, "root")
+def test_runtime_makes_an_existing_loose_root_private(open_dir):
+    root = os.path.join(open_dir, "root")
     for d in ("", *SUBDIRS):
         os.makedirs(os.path.join(root, d), exist_ok=True)
         os.chmod(os.path.join(root, d), 0o755)      # as an older version left it
@@ -56,8 +38,8 @@ def test_runtime_makes_an_existing_loose_root_private(open_base):
         {d: 0o700 for d in ("", *SUBDIRS)}
 
 
-def test_a_server_start_makes_the_root_private(open_base):
-    root = os.path.join(open_base, "root")
+def test_a_server_start_makes_the_root_private(open_dir):
+    root = os.path.join(open_dir, "root")
     Runtime(root)
     os.chmod(root, 0o755)
     env = dict(os.environ, TERRARIUM_ROOT=root)
@@ -86,14 +68,14 @@ def suid_image(path: str) -> None:
                    config_extra={"config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]}})
 
 
-def test_setuid_files_in_layers_work_inside_but_no_user_reaches_them(open_base):
+def test_setuid_files_in_layers_work_inside_but_no_user_reaches_them(open_dir):
     """Security-confirm section 5: a setuid-root binary from an imported image,
     and one made inside a container and committed, were run by a local user
     from the layer store and gave euid 0."""
-    root = os.path.join(open_base, "root")
+    root = os.path.join(open_dir, "root")
     rt = Runtime(root)
     env = dict(os.environ, TERRARIUM_ROOT=root)
-    archive = os.path.join(open_base, "suid.tar")
+    archive = os.path.join(open_dir, "suid.tar")
     suid_image(archive)
     os.chmod(archive, 0o644)
 
