@@ -12,7 +12,9 @@ one for its session, one for its user — and:
   re-check at once;
 - every socket also re-checks every TERRARIUM_WS_RECHECK seconds (default 3),
   which catches what no signal in this process saw (another worker, a
-  ``manage.py`` command, a session deleted or expired).
+  ``manage.py`` command, a session deleted or expired); the sockets of one
+  session share one answer for half a second, so a page's three sockets
+  cost one set of queries, not three.
 
 The check reads the session without changing it (unlike
 ``django.contrib.auth.get_user``, which flushes a session whose hash does not
@@ -23,6 +25,8 @@ layer's channel names are visible to whoever reads Redis).
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections import Counter
 from importlib import import_module
 
@@ -77,9 +81,36 @@ def release(session_key: str | None) -> None:
         del _open[key]
 
 
-def socket_access(*, session_key: str | None, user_id, perm: str) -> int | None:
+SHARED_SECONDS = 0.5    # how long one answer serves the other sockets of a session
+_answers: dict[tuple, tuple[float, int | None]] = {}     # (session, user, perm) -> (when, code)
+_answers_lock = threading.Lock()                         # answered in database threads
+
+
+def socket_access(*, session_key: str | None, user_id, perm: str, shared: bool = False) -> int | None:
     """None while a socket opened by this session and user may stay open,
-    else the close code: 4401 (no valid session for that user) or 4403."""
+    else the close code: 4401 (no valid session for that user) or 4403.
+
+    shared: an answer given in the last SHARED_SECONDS for the same session,
+    user and permission will do.  A page's sockets (three) start their
+    periodic re-checks together: one set of queries serves them all, instead
+    of three.  Checks a signal asked for are never shared."""
+    key = (session_group(session_key or ""), user_id, perm)
+    now = time.monotonic()
+    if shared:
+        with _answers_lock:
+            hit = _answers.get(key)
+        if hit is not None and now - hit[0] < min(SHARED_SECONDS, recheck_seconds() / 2):
+            return hit[1]
+    code = _check(session_key, user_id, perm)
+    with _answers_lock:
+        if len(_answers) > 1024:                         # forget the sessions long gone
+            for k in [k for k, (when, _) in _answers.items() if now - when > SHARED_SECONDS]:
+                del _answers[k]
+        _answers[key] = (now, code)
+    return code
+
+
+def _check(session_key: str | None, user_id, perm: str) -> int | None:
     if not session_key:
         return CLOSE_UNAUTHENTICATED
     store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)

@@ -107,10 +107,11 @@ class ViewerSocket(AsyncJsonWebsocketConsumer):
         if not getattr(self, "ended", False):
             await super().send(*args, **kwargs)
 
-    async def recheck(self) -> int | None:
-        """Check the session, user and permission again; close if refused."""
+    async def recheck(self, shared: bool = False) -> int | None:
+        """Check the session, user and permission again; close if refused.
+        shared: the periodic check, which this session's other sockets share."""
         code = await database_sync_to_async(access.socket_access)(
-            session_key=self.session_key, user_id=self.user_id, perm=self.perm)
+            session_key=self.session_key, user_id=self.user_id, perm=self.perm, shared=shared)
         if code is not None and getattr(self, "joined", False):
             await self._end(code)
         return code
@@ -119,7 +120,7 @@ class ViewerSocket(AsyncJsonWebsocketConsumer):
         while getattr(self, "joined", False):
             await asyncio.sleep(access.recheck_seconds())
             try:
-                if await self.recheck() is not None:
+                if await self.recheck(shared=True) is not None:
                     return
             except DatabaseError as e:                 # a locked DB: try again next time
                 log.warning("websocket access re-check failed: %s", e)
