@@ -139,7 +139,9 @@ def test_inspect_reports_the_cgroup_it_was_made_with(rt, name, cleanup):
         except Exception:  # noqa: BLE001 - removed above
             pass
         rt.shutdown_servers()           # its spare shims wait under the last parent used
-        other.cgroups.remove_parent()
+        deadline = time.monotonic() + 10           # and remove their cgroups on the way out
+        while not other.cgroups.remove_parent() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def _leftovers(rt) -> dict[str, int]:
