@@ -585,6 +585,18 @@ def _walk(path: str, tail, since, follow, poll: float, emit, attach: bool = Fals
     back for a slow terminal.  Without it a reader more than the whole cap
     behind a flood loses what was dropped."""
     files = _open_all(path)
+    if attach is not True and attach:
+        # The held file must be among them: _open_all lists names, then opens
+        # them, and a rotation in between moves "NAME" on to the next file, so
+        # the held one (NAME.1 by then) would be missed and, once let go,
+        # dropped unread.  Held, it cannot be dropped: listing again finds it.
+        held = os.fstat(attach.fileno()).st_ino
+        for _ in range(100):
+            if held in {os.fstat(f.fileno()).st_ino for f in files}:
+                break
+            for f in files:
+                f.close()
+            files = _open_all(path)
     if attach:
         for f in files:
             fcntl.flock(f.fileno(), fcntl.LOCK_SH)

@@ -112,6 +112,26 @@ def test_records_keep_each_streams_bytes_across_rotations(tmp_path):
         assert got[stream] == b"".join(d for s, d in chunks if s == stream)
 
 
+def test_an_attached_reader_reads_the_held_file_though_a_rotation_came_first(tmp_path, monkeypatch):
+    """The race a foreground run lost its first file to: the reader lists the
+    log's names, the relay rotates, then the reader opens "NAME", which is the
+    new file by then.  The file held since before the start must still be read."""
+    path = str(tmp_path / "container.log")
+    _write_chunks(path, [("stdout", b"first\n")], 1 << 20, 2)
+    held = logs.hold(path)
+    stale = [path]                                  # what a listing saw before the rotation
+    os.close(logs.rotate(logs.open_log(path), path, 2))    # NAME -> NAME.1 (the held one), new NAME
+    _write_chunks(path, [("stdout", b"second\n")], 1 << 20, 2)
+    real, calls = logs.log_files, []
+
+    def listing(p):                                 # the first listing is the stale one
+        calls.append(p)
+        return stale if len(calls) == 1 else real(p)
+    monkeypatch.setattr(logs, "log_files", listing)
+    got = [rec.content for rec in logs.read(path, attach=held)]
+    assert got == [b"first", b"second"] and len(calls) == 2
+
+
 def test_the_cap_holds_and_the_oldest_file_goes(tmp_path):
     path = str(tmp_path / "container.log")
     _write_chunks(path, [("stdout", b"%08d\n" % i * 50) for i in range(2000)], max_size=32 << 10, max_file=3)
