@@ -62,7 +62,7 @@ import os
 from collections.abc import Mapping
 
 from . import procs as _procs
-from .cgroups import parse
+from .cgroups import figures, parse
 from .errors import NotFound
 
 _REOPEN = (errno.ENOENT, errno.ESTALE, errno.ENODEV)
@@ -146,125 +146,17 @@ def _read_rest(fd: int, offset: int) -> bytes:
         offset += len(chunk)
 
 
-def _picker(keys: tuple[str, ...]):
-    """A parser of ``key value`` lines (memory.stat, cpu.stat) on bytes → the
-    integer values of ``keys`` as a tuple, None for a key not there.  bytes.find
-    with precomputed needles: ~3 µs on a 750-byte v1 memory.stat (a regex: 6)."""
-    needles = tuple((k.encode() + b" ", b"\n" + k.encode() + b" ") for k in keys)
-
-    def pick(data: bytes) -> tuple:
-        out = []
-        for head, needle in needles:
-            if data.startswith(head):
-                i = len(head)
-            else:
-                i = data.find(needle)
-                if i < 0:
-                    out.append(None)
-                    continue
-                i += len(needle)
-            j = data.find(b"\n", i)
-            try:
-                out.append(int(data[i:j] if j >= 0 else data[i:]))
-            except ValueError:
-                out.append(None)
-        return tuple(out)
-    pick.keys = keys
-    return pick
-
-
-def _text(parser):
-    """A str parser of runtime.cgroups.parse used on bytes (decoded only when they changed)."""
-    return lambda data: parser(data.decode())
-
-
-# --- cgroup files, per driver kind ---------------------------------------------
-# (key, controller, knob, parser on bytes, when).  The driver's sample() is the
-# reference: same keys, same sources, same values.  ``when`` says how often:
-#
-#   "tick"    every tick; a change in one marks the tick *active* (the container
-#             ran, charged or freed memory, or gained/lost a task);
-#   "io"      every tick (writeback is charged without the container running);
-#   "active"  only on active ticks (and slow ones): the figures that cannot
-#             move while usage, CPU time and the task count stand still --
-#             memory.stat's LRU sizes and swap, failcnt and OOM kills, CFS
-#             throttling;
-#   "slow"    every ``slow_every`` ticks: limits and figures no graph plots.
-#
-# On an active tick an idle container costs 4 preads; what "active" misses
-# (LRU aging by reclaim elsewhere, a page of its cache touched by another
-# cgroup's process) shows on the next slow tick.
-
-_V1_MEMSTAT = ("total_cache", "total_rss", "total_inactive_file", "total_swap")
-_V1_CPUSTAT = ("nr_periods", "nr_throttled", "throttled_time")
-_V2_MEMSTAT = ("file", "anon", "inactive_file")
-_V2_CPUSTAT = ("usage_usec", "nr_periods", "nr_throttled", "throttled_usec")
-
-_V1 = (
-    ("memory_usage", "memory", "memory.usage_in_bytes", int, "tick"),
-    ("memory_limit", "memory", "memory.limit_in_bytes", _text(parse.limit_v1), "slow"),
-    ("memory_max_usage", "memory", "memory.max_usage_in_bytes", int, "slow"),
-    ("memory_failcnt", "memory", "memory.failcnt", int, "active"),
-    ("memsw_usage", "memory", "memory.memsw.usage_in_bytes", int, "slow"),
-    ("memsw_limit", "memory", "memory.memsw.limit_in_bytes", _text(parse.limit_v1), "slow"),
-    ("memsw_failcnt", "memory", "memory.memsw.failcnt", int, "slow"),
-    ("memory_stat", "memory", "memory.stat", _picker(_V1_MEMSTAT), "active"),
-    ("memory_events", "memory", "memory.oom_control", _text(parse.flat_keyed), "active"),
-    ("cpu_usage_ns", "cpuacct", "cpuacct.usage", int, "tick"),
-    ("cpu_stat", "cpu", "cpu.stat", _picker(_V1_CPUSTAT), "active"),
-    ("cpu_quota_us", "cpu", "cpu.cfs_quota_us", _text(parse.quota_v1), "slow"),
-    ("cpu_period_us", "cpu", "cpu.cfs_period_us", int, "slow"),
-    ("pids_current", "pids", "pids.current", int, "tick"),
-    ("pids_max", "pids", "pids.max", _text(parse.max_or_int), "slow"),
-    ("io", "blkio", "blkio.throttle.io_service_bytes_recursive", _text(parse.blkio_bytes), "io"),
-)
-
-_V2 = (
-    ("memory_usage", "unified", "memory.current", int, "tick"),
-    ("memory_limit", "unified", "memory.max", _text(parse.max_or_int), "slow"),
-    ("memory_swap", "unified", "memory.swap.current", int, "active"),
-    ("memory_swap_limit", "unified", "memory.swap.max", _text(parse.max_or_int), "slow"),
-    ("memory_stat", "unified", "memory.stat", _picker(_V2_MEMSTAT), "active"),
-    ("memory_events", "unified", "memory.events", _text(parse.flat_keyed), "active"),
-    ("cpu_stat", "unified", "cpu.stat", _picker(_V2_CPUSTAT), "tick"),
-    ("cpu_max", "unified", "cpu.max", _text(parse.cpu_max), "slow"),
-    ("pids_current", "unified", "pids.current", int, "tick"),
-    ("pids_max", "unified", "pids.max", _text(parse.max_or_int), "slow"),
-    ("io", "unified", "io.stat", _text(parse.io_stat_bytes), "io"),
-)
-
-
-def _v1_sources(mounted) -> dict[str, str]:
-    src = {key: knob for key, ctl, knob, _, _ in _V1 if ctl in mounted}
-    src.pop("memory_stat", None), src.pop("cpu_stat", None)
-    for key, stat_key in zip(("memory_cache", "memory_rss", "memory_inactive_file", "memory_swap"),
-                             _V1_MEMSTAT):
-        src[key] = f"memory.stat {stat_key}"
-    src["oom_kills"] = "memory.oom_control oom_kill"
-    src.update(cpu_nr_periods="cpu.stat nr_periods", cpu_nr_throttled="cpu.stat nr_throttled",
-               cpu_throttled_ns="cpu.stat throttled_time")
-    f = src.pop("io", None)
-    src["io_read_bytes"] = src["io_write_bytes"] = f
-    return src
-
-
-def _v2_sources() -> dict[str, str]:
-    src = {key: knob for key, _, knob, _, _ in _V2}
-    for k in ("memory_stat", "cpu_stat", "cpu_max", "io"):
-        src.pop(k)
-    for key, stat_key in zip(("memory_cache", "memory_rss", "memory_inactive_file"), _V2_MEMSTAT):
-        src[key] = f"memory.stat {stat_key}"
-    src["oom_kills"] = "memory.events oom_kill"
-    src.update(cpu_usage_ns="cpu.stat usage_usec", cpu_nr_periods="cpu.stat nr_periods",
-               cpu_nr_throttled="cpu.stat nr_throttled", cpu_throttled_ns="cpu.stat throttled_usec")
-    src["cpu_quota_us"] = src["cpu_period_us"] = "cpu.max"
-    src["io_read_bytes"], src["io_write_bytes"] = "io.stat rbytes", "io.stat wbytes"
-    return src
+# What to read and when: runtime/cgroups/figures.py (one table per cgroup
+# version, walked here and by the drivers' sample()).  On an active tick an
+# idle container costs 4 preads; what "active" misses (LRU aging by reclaim
+# elsewhere, a page of its cache touched by another cgroup's process) shows on
+# the next slow tick.
 
 
 class _Knob:
-    """A kept-open cgroup file with its last bytes and their parsed value: the
-    parser runs only when the bytes changed (most files, most ticks, do not)."""
+    """A kept-open cgroup file with its last bytes and the figures parsed from
+    them: the row's parser runs only when the bytes changed (most files, most
+    ticks, do not).  ``value`` is None while the file is absent."""
     __slots__ = ("file", "parse", "raw", "value")
 
     def __init__(self, path: str, parser):
@@ -292,23 +184,24 @@ class CgroupFiles:
     its task count did, and ``slow`` whether this was a slow tick (everything read)."""
 
     def __init__(self, driver, name: str, slow_every: int = 5):
-        self.kind = "v2" if driver.kind == "v2" else "v1"
+        self.table = figures.table("v2" if driver.kind == "v2" else "v1")
+        self.kind = self.table.kind
         self.name = name
         paths = driver.paths(name)                    # controller -> directory
         self.dirs = list(dict.fromkeys(paths.values()))
-        table = _V2 if self.kind == "v2" else _V1
-        self.knobs = {key: _Knob(os.path.join(paths[ctl], knob), parser) if ctl in paths else None
-                      for key, ctl, knob, parser, _ in table}
-        groups: dict[str, list] = {"tick": [], "io": [], "active": [], "slow": []}
-        for key, _, _, _, when in table:
-            if self.knobs[key] is not None:
-                groups[when].append(self.knobs[key])
-        self._tick_knobs, self._io_knobs = tuple(groups["tick"]), tuple(groups["io"])
+        rows = self.table.rows
+        self._rows = tuple((r, _Knob(os.path.join(paths[r.controller], r.file), r.parse)
+                            if r.controller in paths else None, figures.absent(r)) for r in rows)
+        groups: dict[str, list] = {"tick": [], "always": [], "active": [], "slow": []}
+        for r, k, _ in self._rows:
+            if k is not None:
+                groups[r.when].append(k)
+        self._tick_knobs, self._io_knobs = tuple(groups["tick"]), tuple(groups["always"])
         self._active_knobs, self._slow_knobs = tuple(groups["active"]), tuple(groups["slow"])
-        self._tasks = self.knobs["pids_current"]
-        self._order = tuple(self.knobs[key] or _ABSENT for key, *_ in table)   # for _build_*
-        self._first = self.knobs["memory_usage"] or next(iter(groups["tick"]), None)
-        self.sources = _v2_sources() if self.kind == "v2" else _v1_sources(paths)
+        by_figure = {f: k for r, k, _ in self._rows for f in r.figures}
+        self._tasks = by_figure.get("pids_current")
+        self._first = by_figure.get("memory_usage") or next(iter(groups["tick"]), None)
+        self.sources = figures.sources(self.table, paths)
         # cgroup.procs of one hierarchy: every hierarchy holds the same processes
         # (attach writes them all); pids is the one a container must have.
         procs_dir = next((paths[c] for c in ("pids", "memory", "unified") if c in paths), self.dirs[0])
@@ -320,13 +213,13 @@ class CgroupFiles:
 
     @property
     def files(self):
-        """(key, _File or None) of every knob, in the driver's order."""
-        return [(key, k.file if k else None) for key, k in self.knobs.items()]
+        """(file name, _File or None) of every row, in the table's order."""
+        return [(r.file, k.file if k else None) for r, k, _ in self._rows]
 
     def close(self) -> None:
         self._ticks, self._tasks_raw = 0, None
         self.active = self.tasks_changed = self.slow = True
-        for k in self.knobs.values():
+        for _, k, _ in self._rows:
             if k is not None:
                 k.close()
         self.procs.close()
@@ -370,7 +263,12 @@ class CgroupFiles:
             raise
         if self._first is not None and self._first.raw is None and self._gone():
             raise NotFound(f"cgroup of {self.name} not found")
-        return self._build_v2() if self.kind == "v2" else self._build_v1()
+        out: dict = {"kind": self.kind}
+        for _, k, none in self._rows:
+            out.update(none if k is None or k.value is None else k.value)
+        out.update(self.table.constants)
+        out["sources"] = self.sources
+        return out
 
     def procs_bytes(self) -> bytes:
         self.reads += 1
@@ -379,57 +277,6 @@ class CgroupFiles:
             raise NotFound(f"cgroup of {self.name} not found")
         return data
 
-    def _build_v1(self) -> dict:
-        (usage, limit, max_usage, failcnt, memsw_usage, memsw_limit, memsw_failcnt, memstat, events,
-         cpu_ns, cpustat, quota, period, tasks, tasks_max, io) = [k.value for k in self._order]
-        cache, rss, inactive, swap = memstat or (None,) * 4
-        periods, throttled, throttled_ns = cpustat or (None,) * 3
-        io_r, io_w = io or (None, None)
-        return {
-            "kind": "v1", "memory_usage": usage, "memory_limit": limit,
-            "memory_max_usage": max_usage, "memory_failcnt": failcnt,
-            "memsw_usage": memsw_usage, "memsw_limit": memsw_limit,
-            "memsw_failcnt": memsw_failcnt, "memory_events": events,
-            "memory_cache": cache, "memory_rss": rss, "memory_inactive_file": inactive,
-            "memory_swap": swap, "oom_kills": events.get("oom_kill") if events else None,
-            "cpu_usage_ns": cpu_ns, "cpu_nr_periods": periods,
-            "cpu_nr_throttled": throttled, "cpu_throttled_ns": throttled_ns,   # v1 reports ns
-            "cpu_quota_us": quota, "cpu_period_us": period,
-            "pids_current": tasks, "pids_max": tasks_max,
-            "io_read_bytes": io_r, "io_write_bytes": io_w, "sources": self.sources,
-        }
-
-    def _build_v2(self) -> dict:
-        (usage, limit, swap, swap_limit, memstat, events, cpustat, cpu_max, tasks, tasks_max,
-         io) = [k.value for k in self._order]
-        cache, rss, inactive = memstat or (None,) * 3
-        usec, periods, throttled, throttled_us = cpustat or (None,) * 4
-        quota, period = cpu_max or (None, None)
-        io_r, io_w = io or (None, None)
-        return {
-            "kind": "v2", "memory_usage": usage, "memory_limit": limit,
-            "memory_swap": swap, "memory_swap_limit": swap_limit,
-            "memory_events": events, "memory_cache": cache, "memory_rss": rss,
-            "memory_inactive_file": inactive, "memory_failcnt": None,   # v1 only; v2: memory.events max
-            "oom_kills": events.get("oom_kill") if events else None,
-            "cpu_usage_ns": None if usec is None else usec * 1000, "cpu_nr_periods": periods,
-            "cpu_nr_throttled": throttled,
-            "cpu_throttled_ns": None if throttled_us is None else throttled_us * 1000,
-            "cpu_quota_us": quota, "cpu_period_us": period,
-            "pids_current": tasks, "pids_max": tasks_max,
-            "io_read_bytes": io_r, "io_write_bytes": io_w, "sources": self.sources,
-        }
-
-
-class _Absent:
-    """The knob of a controller not mounted: no file, value None."""
-    value = raw = file = None
-
-
-_ABSENT = _Absent()
-
-
-# --- processes -------------------------------------------------------------------
 
 class _Proc:
     """One process of a container: its files and last reading.  Only ``stat``

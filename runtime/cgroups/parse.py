@@ -126,3 +126,20 @@ def blkio_bytes(text: str) -> tuple[int, int]:
         elif fields[1] == "Write":
             write += int(fields[2])
     return read, write
+
+
+def pressure(text: str) -> dict[str, dict[str, float | int]]:
+    """<resource>.pressure (PSI): ``some avg10=0.12 avg60=0.05 avg300=0.00 total=1234``
+    and a ``full`` line -> {"some": {"avg10": 0.12, ..., "total": 1234}, "full": {...}}.
+    Averages are percentages of wall time; total is microseconds stalled."""
+    out: dict[str, dict[str, float | int]] = {}
+    for line in text.splitlines():
+        kind, *fields = line.split()
+        row = out.setdefault(kind, {})
+        for f in fields:
+            k, _, v = f.partition("=")
+            try:
+                row[k] = int(v) if k == "total" else float(v)
+            except ValueError:
+                pass
+    return out

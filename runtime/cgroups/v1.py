@@ -14,7 +14,7 @@ import time
 
 from ..errors import KernelError, NotFound
 from ..model import Limits
-from . import parse
+from . import figures, parse
 from .base import CFS_PERIOD_US, CgroupDriver, check_limits, cpu_quota_us, swap_bytes
 
 CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer", "blkio", "devices")
@@ -198,62 +198,14 @@ class V1Driver(CgroupDriver):
         return parse.flat_keyed(text).get("oom_kill", 0)
 
     def sample(self, name: str) -> dict:
-        """Raw numbers of one moment; ``sources`` maps each value to its file."""
+        """Raw numbers of one moment (runtime/cgroups/figures.py's V1 table);
+        ``sources`` maps each value to its file."""
         self._existing_dirs(name)
-        out: dict = {"kind": "v1"}
-        src: dict[str, str] = {}
 
-        def get(key, controller, knob, parser):
-            if controller not in self.mounts:
-                out[key] = None
-                return
-            text = self._read_opt(self._knob(name, controller, knob))
-            out[key] = None if text is None else parser(text)
-            src[key] = knob
-
-        get("memory_usage", "memory", "memory.usage_in_bytes", parse.integer)
-        get("memory_limit", "memory", "memory.limit_in_bytes", parse.limit_v1)
-        get("memory_max_usage", "memory", "memory.max_usage_in_bytes", parse.integer)
-        # Note: kernel 6.18 left both failcnt at 0 through a real OOM kill here.
-        get("memory_failcnt", "memory", "memory.failcnt", parse.integer)
-        get("memsw_usage", "memory", "memory.memsw.usage_in_bytes", parse.integer)
-        get("memsw_limit", "memory", "memory.memsw.limit_in_bytes", parse.limit_v1)
-        # With memsw == memory the memsw counter is usually the one that hits.
-        get("memsw_failcnt", "memory", "memory.memsw.failcnt", parse.integer)
-        get("memory_stat", "memory", "memory.stat", parse.flat_keyed)
-        get("memory_events", "memory", "memory.oom_control", parse.flat_keyed)
-        stat = out.pop("memory_stat") or {}
-        for key, stat_key in (("memory_cache", "total_cache"), ("memory_rss", "total_rss"),
-                              ("memory_inactive_file", "total_inactive_file"),
-                              ("memory_swap", "total_swap")):
-            out[key] = stat.get(stat_key)
-            src[key] = f"memory.stat {stat_key}"
-        src.pop("memory_stat", None)
-        out["oom_kills"] = (out["memory_events"] or {}).get("oom_kill")
-        src["oom_kills"] = "memory.oom_control oom_kill"
-
-        get("cpu_usage_ns", "cpuacct", "cpuacct.usage", parse.integer)
-        get("cpu_stat", "cpu", "cpu.stat", parse.flat_keyed)
-        cpu = out.pop("cpu_stat") or {}
-        src.pop("cpu_stat", None)
-        out["cpu_nr_periods"] = cpu.get("nr_periods")
-        out["cpu_nr_throttled"] = cpu.get("nr_throttled")
-        out["cpu_throttled_ns"] = cpu.get("throttled_time")     # v1 reports ns
-        src.update(cpu_nr_periods="cpu.stat nr_periods", cpu_nr_throttled="cpu.stat nr_throttled",
-                   cpu_throttled_ns="cpu.stat throttled_time")
-        get("cpu_quota_us", "cpu", "cpu.cfs_quota_us", parse.quota_v1)
-        get("cpu_period_us", "cpu", "cpu.cfs_period_us", parse.integer)
-
-        get("pids_current", "pids", "pids.current", parse.integer)
-        get("pids_max", "pids", "pids.max", parse.max_or_int)
-
-        get("io", "blkio", "blkio.throttle.io_service_bytes_recursive", parse.blkio_bytes)
-        io = out.pop("io")
-        out["io_read_bytes"], out["io_write_bytes"] = io if io else (None, None)
-        f = src.pop("io", None)
-        src["io_read_bytes"] = src["io_write_bytes"] = f
-        out["sources"] = src
-        return out
+        def read(row):
+            text = self._read_opt(self._knob(name, row.controller, row.file))
+            return None if text is None else text.encode()
+        return figures.sample_from(figures.V1, read, self.mounts)
 
 
 def _eff(limit: int | None) -> float:

@@ -16,7 +16,7 @@ import time
 
 from ..errors import KernelError, NotFound
 from ..model import Limits
-from . import parse
+from . import figures, parse
 from .base import CFS_PERIOD_US, CgroupDriver, check_limits, cpu_quota_us, swap_bytes
 
 WANTED = ("memory", "cpu", "pids", "io")
@@ -156,54 +156,11 @@ class V2Driver(CgroupDriver):
         return parse.flat_keyed(self.fs.read(self._file(name, "memory.events"))).get("oom_kill", 0)
 
     def sample(self, name: str) -> dict:
-        """Raw numbers of one moment; ``sources`` maps each value to its file."""
+        """Raw numbers of one moment (runtime/cgroups/figures.py's V2 table);
+        ``sources`` maps each value to its file."""
         self._require(name)
-        out: dict = {"kind": "v2"}
-        src: dict[str, str] = {}
 
-        def get(key, knob, parser):
-            text = self._read_opt(self._file(name, knob))
-            out[key] = None if text is None else parser(text)
-            src[key] = knob
-            return out[key]
-
-        get("memory_usage", "memory.current", parse.integer)
-        get("memory_limit", "memory.max", parse.max_or_int)
-        get("memory_swap", "memory.swap.current", parse.integer)
-        get("memory_swap_limit", "memory.swap.max", parse.max_or_int)
-        stat = get("memory_stat", "memory.stat", parse.flat_keyed) or {}
-        out.pop("memory_stat"), src.pop("memory_stat")
-        for key, stat_key in (("memory_cache", "file"), ("memory_rss", "anon"),
-                              ("memory_inactive_file", "inactive_file")):
-            out[key] = stat.get(stat_key)
-            src[key] = f"memory.stat {stat_key}"
-        events = get("memory_events", "memory.events", parse.flat_keyed) or {}
-        out["memory_failcnt"] = None          # v1 only; v2 counts in memory.events max
-        out["oom_kills"] = events.get("oom_kill")
-        src["oom_kills"] = "memory.events oom_kill"
-
-        cpu = get("cpu_stat", "cpu.stat", parse.flat_keyed) or {}
-        out.pop("cpu_stat"), src.pop("cpu_stat")
-        usage, throttled = cpu.get("usage_usec"), cpu.get("throttled_usec")
-        out["cpu_usage_ns"] = None if usage is None else usage * 1000
-        out["cpu_nr_periods"] = cpu.get("nr_periods")
-        out["cpu_nr_throttled"] = cpu.get("nr_throttled")
-        out["cpu_throttled_ns"] = None if throttled is None else throttled * 1000
-        src.update(cpu_usage_ns="cpu.stat usage_usec", cpu_nr_periods="cpu.stat nr_periods",
-                   cpu_nr_throttled="cpu.stat nr_throttled",
-                   cpu_throttled_ns="cpu.stat throttled_usec")
-        cpu_max = get("cpu_max", "cpu.max", parse.cpu_max)
-        out.pop("cpu_max"), src.pop("cpu_max")
-        out["cpu_quota_us"], out["cpu_period_us"] = cpu_max if cpu_max else (None, None)
-        src["cpu_quota_us"] = src["cpu_period_us"] = "cpu.max"
-
-        get("pids_current", "pids.current", parse.integer)
-        get("pids_max", "pids.max", parse.max_or_int)
-
-        io = get("io", "io.stat", parse.io_stat_bytes)
-        out.pop("io"), src.pop("io")
-        out["io_read_bytes"], out["io_write_bytes"] = io if io else (None, None)
-        src["io_read_bytes"] = "io.stat rbytes"
-        src["io_write_bytes"] = "io.stat wbytes"
-        out["sources"] = src
-        return out
+        def read(row):
+            text = self._read_opt(self._file(name, row.file))
+            return None if text is None else text.encode()
+        return figures.sample_from(figures.V2, read, ("unified",))
