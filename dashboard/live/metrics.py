@@ -20,7 +20,21 @@ POINT_SOURCES = {
     "cpu_limit": "cpu_quota_us", "throttled": "cpu_nr_throttled",
     "throttled_s": "cpu_throttled_ns", "pids": "pids_current", "pids_max": "pids_max",
     "io_r": "io_read_bytes", "io_w": "io_write_bytes",
+    # memory anatomy (memory.stat and friends) and the v2 limits below max
+    "anon": "memory_anon", "shmem": "memory_shmem", "active_file": "memory_active_file",
+    "kernel": "memory_kernel", "slab": "memory_slab", "sock": "memory_sock",
+    "pagetables": "memory_pagetables", "mem_high": "memory_high", "mem_low": "memory_low",
+    "mem_min": "memory_min",
+    # pressure stall information, avg10 (v2)
+    "psi_cpu": "psi_cpu_some_avg10", "psi_cpu_full": "psi_cpu_full_avg10",
+    "psi_mem": "psi_memory_some_avg10", "psi_mem_full": "psi_memory_full_avg10",
+    "psi_io": "psi_io_some_avg10", "psi_io_full": "psi_io_full_avg10",
 }
+# Point keys copied from the raw sample as they are (the rest are computed).
+_COPIED = tuple((k, r) for k, r in POINT_SOURCES.items()
+                if k not in ("mem", "ws", "cpu", "cpu_limit", "throttled", "throttled_s", "io_r", "io_w"))
+# Raw keys that are not figures: what kind of sample, where each came from, a dict.
+_NOT_FIGURES = frozenset(("kind", "sources", "memory_events"))
 
 
 def working_set(usage: int | None, inactive_file: int | None) -> int | None:
@@ -89,14 +103,33 @@ def point(prev: Mapping | None, raw: Mapping, seconds: float, t: float) -> dict:
         a, b = pg("io_write_bytes"), g("io_write_bytes")
         if ok and a is not None and b is not None:
             io_w = round(max(b - a, 0) / seconds, 4)
-    return {
-        "t": round(t, 3), "mem": usage, "ws": ws, "mem_limit": g("memory_limit"),
-        "cache": g("memory_cache"), "inactive_file": inactive, "swap": g("memory_swap"),
-        "failcnt": g("memory_failcnt"), "oom_kills": g("oom_kills"), "cpu": cpu,
+    out = {k: g(r) for k, r in _COPIED}
+    out.update({
+        "t": round(t, 3), "mem": usage, "ws": ws, "cpu": cpu,
         "cpu_limit": quota / period if quota and period and quota > 0 else None,
-        "throttled": thr, "throttled_s": thr_s, "pids": g("pids_current"),
-        "pids_max": g("pids_max"), "io_r": io_r, "io_w": io_w,
-    }
+        "throttled": thr, "throttled_s": thr_s, "io_r": io_r, "io_w": io_w,
+    })
+    return out
+
+
+def figures(raw: Mapping) -> dict:
+    """Every figure of the raw sample as it was read, memory.events (v2) /
+    memory.oom_control (v1) flattened to ``memory_events_<key>``: the page's
+    "kernel files" panel shows them all, so a row added to
+    runtime/cgroups/figures.py reaches it with no other edit."""
+    out = {k: v for k, v in raw.items() if k not in _NOT_FIGURES}
+    for k, v in (raw.get("memory_events") or {}).items():
+        out[f"memory_events_{k}"] = v
+    return out
+
+
+def figure_sources(raw: Mapping) -> dict[str, str]:
+    src = raw.get("sources") or {}
+    out = {k: v for k, v in src.items() if k not in _NOT_FIGURES}
+    if "memory_events" in src:
+        for k in raw.get("memory_events") or {}:
+            out[f"memory_events_{k}"] = f"{src['memory_events']} {k}"
+    return out
 
 
 def point_sources(raw: Mapping) -> dict[str, str]:

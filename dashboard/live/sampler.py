@@ -149,6 +149,8 @@ class _Watched:
     forest: list | None = None            # the forest the tree was made from
     raw_sources: dict | None = None       # the raw ``sources`` the point sources came from
     idle: bool = False                    # every process in ``tree`` shows a CPU share of 0
+    figures: dict | None = None           # the last sample's raw figures (metrics.figures)
+    figure_sources: dict = field(default_factory=dict)
 
 
 class Sampler:
@@ -211,7 +213,8 @@ class Sampler:
         if w is None:
             return events.history_event(container_id, [], {}, None)
         self._prune(w, time.time())
-        return events.history_event(container_id, list(w.points), w.sources, w.tree)
+        return events.history_event(container_id, list(w.points), w.sources, w.tree,
+                                    w.figures, w.figure_sources)
 
     @property
     def running(self) -> bool:
@@ -382,8 +385,11 @@ class Sampler:
         changed = src is not w.raw_sources or not w.sources
         if changed:                            # runtime.stats shares one sources dict
             w.sources, w.raw_sources = metrics.point_sources(raw), src
+            w.figure_sources = metrics.figure_sources(raw)
         w.prev_raw, w.prev_mono = raw, mono
-        out = [events.sample_event(cid, pt, w.sources if changed else None)]
+        w.figures = metrics.figures(raw)
+        out = [events.sample_event(cid, pt, w.sources if changed else None, w.figures,
+                                   w.figure_sources if changed else None)]
         # The tree: unchanged processes (the same forest object from runtime.stats)
         # used no CPU since last tick; once their shares read 0 the payload is
         # the same as last tick's and is not sent again.

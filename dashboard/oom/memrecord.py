@@ -57,7 +57,40 @@ def point_from_sample(raw: dict, t: float) -> dict | None:
         "swap_limit": raw.get("memory_swap_limit"),
         "under_oom": bool(ev.get("under_oom", 0)), "oom_kill": ev.get("oom_kill", 0),
         "high": ev.get("high"), "max": ev.get("max"),
+        "anatomy": anatomy(raw),
     }
+
+
+# Where the charged memory was, from memory.stat (v1 total_*, v2) and the kmem
+# counters: what "why was I OOM-killed when usage looked low?" needs.
+ANATOMY = (("anon", "memory_anon"), ("shmem", "memory_shmem"), ("file", "memory_cache"),
+           ("kernel", "memory_kernel"), ("sock", "memory_sock"))
+
+
+def anatomy(raw: dict) -> dict:
+    """{part: bytes} of the parts the sample has.  ``file`` is the page cache
+    and includes shmem (tmpfs pages live in it), as the kernel counts both."""
+    return {part: raw[key] for part, key in ANATOMY if raw.get(key) is not None}
+
+
+def largest_part(anat: dict, limit: int | None) -> str | None:
+    """A sentence naming where most of the memory was: "14.0 MiB of the 20.0 MiB
+    limit was shmem (tmpfs)"; None without figures."""
+    parts = {k: v for k, v in anat.items() if k != "file"}
+    if anat.get("file") is not None:                 # page cache other than tmpfs
+        parts["file"] = max(anat["file"] - (anat.get("shmem") or 0), 0)
+    if not parts:
+        return None
+    part, v = max(parts.items(), key=lambda kv: kv[1])
+    label = {"anon": "anonymous memory (heap, stacks)", "shmem": "shmem (tmpfs, shared memory)",
+             "file": "page cache (files)", "kernel": "kernel memory (slab, page tables, stacks)",
+             "sock": "socket buffers"}[part]
+    of = f" of the {_mib(limit)} limit" if limit else ""
+    return f"{_mib(v)}{of} was {label}"
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1048576:.1f} MiB"
 
 
 def tree_json(forest, victim_pid: int | None = None) -> list[dict]:
@@ -323,8 +356,10 @@ class MemRecorder:
             "memory_window": {"kill_t": kill_t, "limit": last["limit"] if last else
                               (pts[0]["limit"] if pts else None),
                               "points": [[p["t"], p["usage"], p["ws"]] for p in pts]},
-            "before": ({k: last[k] for k in ("t", "usage", "ws", "limit", "failcnt", "memsw_failcnt",
-                                              "swap", "under_oom", "oom_kill", "high", "max")}
+            "before": ({**{k: last[k] for k in ("t", "usage", "ws", "limit", "failcnt", "memsw_failcnt",
+                                                 "swap", "under_oom", "oom_kill", "high", "max")},
+                        "anatomy": last.get("anatomy") or {},
+                        "largest": largest_part(last.get("anatomy") or {}, last["limit"])}
                        if last else {}),
             "procs_before": {"t": tree_t, "tree": tree} if tree else {},
             "victim_ns_pid": victim["ns_pid"] if victim else None,

@@ -25,7 +25,8 @@
     pids_max: function (v) { return v == null ? "unlimited" : String(v); },
     io_r: function (v) { return v == null ? "—" : bytes(v) + "/s"; },
     io_w: function (v) { return v == null ? "—" : bytes(v) + "/s"; },
-    throttled: function (v) { return v == null ? "—" : v + " periods"; }
+    throttled: function (v) { return v == null ? "—" : v + " periods"; },
+    throttled_s: function (v) { return v == null ? "—" : v.toFixed(3) + " s"; }
   };
   function fmt(key, v) { return (FORMAT[key] || function (x) { return x == null ? "—" : String(x); })(v); }
 
@@ -137,6 +138,7 @@
     while (points.length && points[0].t < cut) points.shift();
   }
   function onEvent(ev) {
+    root.dispatchEvent(new CustomEvent("terrarium:live", { detail: ev }));   // static/live/figures.js
     if (ev.type === "container.history") {
       points.length = 0;
       Array.prototype.push.apply(points, ev.points || []);

@@ -86,3 +86,36 @@ def test_memory_steps_new_process_and_history(login, server, rt, made, name, sho
         except subprocess.TimeoutExpired:
             execp.kill()
             execp.wait()
+
+
+def test_memory_anatomy_pressure_and_kernel_files(login, server, rt, made, name, shots):
+    """A container whose /dev/shm (tmpfs) holds 28 of its 40 MiB: the anatomy bar
+    shows it as shmem with its memory.stat line, the pressure card says why
+    there is no PSI on this v1 host (and shows it on v2), and the kernel-files
+    panel lists every figure of the sample with its file."""
+    r = cli("run", "-d", "--name", name, "--memory", "40m", "lab", "sh", "-c",
+            "dd if=/dev/zero of=/dev/shm/fill bs=1M count=28 2>/dev/null; sleep 300")
+    assert r.returncode == 0, r.stderr
+    page = login("viewer")
+    _open_detail(page, name)
+    shm = page.locator('#anat-legend li[data-part="shmem / tmpfs"]')
+    page.wait_for_function(
+        "(() => { const li = document.querySelector('#anat-legend li[data-part=\"shmem / tmpfs\"]');"
+        " return li && +li.dataset.bytes >= 28 * 1048576; })()", timeout=15_000)
+    assert "memory.stat" in page.locator('#anat-bar .seg[data-part="shmem / tmpfs"]').get_attribute("title")
+    assert int(shm.get_attribute("data-bytes")) < 40 << 20
+    if rt.cgroups.kind == "v2":
+        expect(page.locator("#psi-table")).to_be_visible()
+        assert "cpu.pressure" in page.locator('[data-fig="psi_cpu_some_avg10"]').get_attribute("title")
+    else:
+        expect(page.locator("#psi-none")).to_be_visible()
+        expect(page.locator("#psi-table")).to_be_hidden()
+    # every figure the sample carried, each with its file
+    n = int(page.locator("#graphs").get_attribute("data-figures"))
+    page.locator("#kfiles summary").click()
+    rows = page.locator("#kfiles-table tbody tr")
+    expect(rows).to_have_count(n)
+    shm_row = page.locator('#kfiles-table tr[data-figure="memory_shmem"] td')
+    expect(shm_row.nth(2)).to_have_text("memory.stat total_shmem" if rt.cgroups.kind != "v2" else "memory.stat shmem")
+    assert int(shm_row.nth(1).inner_text()) >= 28 << 20
+    page.screenshot(path=os.path.join(shots, "live-anatomy.png"), full_page=True)

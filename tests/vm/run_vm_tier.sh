@@ -82,7 +82,7 @@ if [ "$#" -eq 0 ]; then set -- tests/vm_tests -q; fi
 
 # The guest mounts its own /tmp, /run, /dev, /proc, /sys: a checkout below
 # one of them (a CI clone in /tmp) is shown again through tvm.bind.
-append="console=ttyS0 quiet panic=-1 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all tvm.script=$tmp/cmd.sh"
+append="console=ttyS0 quiet panic=-1 psi=1 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all tvm.script=$tmp/cmd.sh"
 case "$repo" in
     /tmp/*|/run/*|/dev/*|/proc/*|/sys/*) append="$append tvm.bind=$repo" ;;
 esac

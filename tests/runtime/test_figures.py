@@ -1,0 +1,123 @@
+"""runtime/cgroups/figures.py: the one table of cgroup files, the parsers of
+its new rows (PSI), and on the real kernel (v1 here; v2 in the VM tier) the
+memory anatomy of a container whose tmpfs holds most of its limit."""
+import time
+
+import pytest
+
+from runtime import Spec, stats
+from runtime.cgroups import figures, parse
+from runtime.model import Limits
+
+PRESSURE = ("some avg10=1.25 avg60=0.40 avg300=0.08 total=123456\n"
+            "full avg10=0.50 avg60=0.10 avg300=0.00 total=7890\n")
+
+
+def test_pressure_parses_some_and_full():
+    p = parse.pressure(PRESSURE)
+    assert p["some"] == {"avg10": 1.25, "avg60": 0.40, "avg300": 0.08, "total": 123456}
+    assert p["full"]["total"] == 7890 and p["full"]["avg300"] == 0.0
+    assert parse.pressure("some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n") == {
+        "some": {"avg10": 0.0, "avg60": 0.0, "avg300": 0.0, "total": 0}}
+
+
+def test_pressure_row_names_every_figure_and_its_source():
+    row = figures.pressure("memory")
+    got = row.parse(PRESSURE.encode())
+    assert set(got) == set(row.figures)
+    assert got["psi_memory_some_avg10"] == 1.25 and got["psi_memory_full_total"] == 7890
+    assert row.sources["psi_memory_full_avg60"] == "memory.pressure full avg60"
+
+
+@pytest.mark.parametrize("table", [figures.V1, figures.V2], ids=["v1", "v2"])
+def test_a_figure_comes_from_one_row_only(table):
+    names = [f for r in table.rows for f in r.figures]
+    assert len(names) == len(set(names))
+    assert not set(names) & {"kind", "sources"}
+    assert all(r.when in ("tick", "always", "active", "slow") for r in table.rows)
+
+
+def test_every_v1_row_parses_its_real_file_into_its_figures(rt, cleanup, name):
+    """Each row's parser, fed the file as this kernel writes it, yields exactly
+    the figures the row declares (the sources and the values cannot drift)."""
+    if rt.cgroups.kind == "v2":
+        pytest.skip("v1 host; the v2 rows are checked in the VM tier")
+    c = rt.run(Spec(image="lab", name=name, cmd=("sleep", "100"), limits=Limits(memory=64 << 20)))
+    cleanup.append(c.id)
+    paths = rt.cgroups.paths(c.id)
+    seen = 0
+    for row in figures.V1.rows:
+        if row.controller not in paths:
+            continue
+        try:
+            with open(f"{paths[row.controller]}/{row.file}", "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            continue
+        assert set(row.parse(data)) == set(row.figures), row.file
+        seen += 1
+    assert seen >= len(figures.V1.rows) - 2          # at most the kmem files may be missing
+
+
+def _fill_shm(rt, name, mib):
+    """A container limited to 40 MiB whose /dev/shm (tmpfs) holds ``mib`` MiB."""
+    return rt.run(Spec(image="lab", name=name, limits=Limits(memory=40 << 20),
+                       cmd=("sh", "-c", f"dd if=/dev/zero of=/dev/shm/fill bs=1M count={mib} 2>/dev/null;"
+                                        " touch /dev/shm/done; sleep 100")))
+
+
+def _until(pred, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+def test_memory_anatomy_shows_a_tmpfs_filled_to_most_of_the_limit(rt, cleanup, name):
+    """The container's charged memory is mostly tmpfs: both readers say shmem,
+    and the OOM card's sentence names it."""
+    from dashboard.oom import memrecord
+    c = _fill_shm(rt, name, 28)
+    cleanup.append(c.id)
+    raw = _until(lambda: (s := rt.cgroups.sample(c.id))["memory_shmem"] >= 28 << 20 and s)
+    assert raw["sources"]["memory_shmem"] in ("memory.stat total_shmem", "memory.stat shmem")
+    assert raw["memory_cache"] >= raw["memory_shmem"]           # tmpfs pages are page cache
+    assert raw["memory_anon"] < 8 << 20                          # sh, dd and sleep: little anon
+    r = stats.StatsReader(rt.cgroups)
+    try:
+        fast, _ = r.read(c.id, tree=False)
+        assert abs(fast["memory_shmem"] - raw["memory_shmem"]) < 1 << 20
+    finally:
+        r.close()
+    point = memrecord.point_from_sample(raw, time.time())
+    assert point["anatomy"]["shmem"] >= 28 << 20
+    sentence = memrecord.largest_part(point["anatomy"], point["limit"])
+    assert sentence.startswith("28.") and "of the 40.0 MiB limit was shmem (tmpfs" in sentence
+
+
+def test_a_row_added_to_the_table_reaches_both_readers_and_the_live_figures(rt, cleanup, name, monkeypatch):
+    """Adding a cgroup file is one row: the driver's sample, the fast reader and
+    the live feed's figures (with its source) carry it with no other edit."""
+    from dashboard.live import metrics
+    kind = rt.cgroups.kind
+    table = figures.table(kind)
+    ctl, file = ("memory", "memory.swappiness") if kind != "v2" else ("unified", "cgroup.freeze")
+    extra = figures.one("extra_knob", file, ctl, "slow")
+    monkeypatch.setattr(figures, "V2" if kind == "v2" else "V1", table._replace(rows=table.rows + (extra,)))
+    c = rt.run(Spec(image="lab", name=name, cmd=("sleep", "100")))
+    cleanup.append(c.id)
+    with open(f"{rt.cgroups.paths(c.id)[ctl]}/{file}") as f:
+        want = int(f.read())
+    raw = rt.cgroups.sample(c.id)
+    assert raw["extra_knob"] == want and raw["sources"]["extra_knob"] == file
+    r = stats.StatsReader(rt.cgroups)
+    try:
+        fast, _ = r.read(c.id, tree=False)
+    finally:
+        r.close()
+    assert fast["extra_knob"] == want
+    assert metrics.figures(fast)["extra_knob"] == want
+    assert metrics.figure_sources(fast)["extra_knob"] == file
