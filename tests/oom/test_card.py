@@ -23,12 +23,9 @@ pytestmark = [needs_root, pytest.mark.root, pytest.mark.django_db(transaction=Tr
 CMD = "memhog 5 4 0.1 & sleep 2; head -c 30m /dev/zero | tail; sleep 30"
 
 
-def test_warning_then_kill_with_the_card(rt, name, cleanup, settings):
-    settings.TERRARIUM_OOM_SAMPLE = 0.2
-    settings.TERRARIUM_OOM_WARN_PERCENT = 90
-    settings.TERRARIUM_OOM_WARN_SAMPLES = 3
-    cleanup.append(name)
-
+def _watch_until_killed(rt, name, cmd, limit):
+    """Run the container under a watcher until its OOM kill is published;
+    → (container, the `events` group messages about it)."""
     async def run():
         w = OomWatcher(refresh=0.1)
         task = asyncio.create_task(w.run())
@@ -38,8 +35,8 @@ def test_warning_then_kill_with_the_card(rt, name, cleanup, settings):
         got = []
         try:
             await asyncio.wait_for(w.ready.wait(), 15)
-            c = await asyncio.to_thread(rt.run, Spec(image="lab", name=name, cmd=("sh", "-c", CMD),
-                                                     limits=Limits(memory=22 << 20)))
+            c = await asyncio.to_thread(rt.run, Spec(image="lab", name=name, cmd=("sh", "-c", cmd),
+                                                     limits=Limits(memory=limit)))
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline:
                 m = await asyncio.wait_for(layer.receive(ch), deadline - time.monotonic())
@@ -54,8 +51,15 @@ def test_warning_then_kill_with_the_card(rt, name, cleanup, settings):
             await layer.group_discard(events.GROUP, ch)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+    return asyncio.run(run())
 
-    c, got = asyncio.run(run())
+
+def test_warning_then_kill_with_the_card(rt, name, cleanup, settings):
+    settings.TERRARIUM_OOM_SAMPLE = 0.2
+    settings.TERRARIUM_OOM_WARN_PERCENT = 90
+    settings.TERRARIUM_OOM_WARN_SAMPLES = 3
+    cleanup.append(name)
+    c, got = _watch_until_killed(rt, name, CMD, 22 << 20)
     kinds = [m["type"] for m in got]
     assert events.WARNING in kinds and kinds[-1] == events.KILLED, kinds
     warn = next(m["warning"] for m in got if m["type"] == events.WARNING)
@@ -75,3 +79,18 @@ def test_warning_then_kill_with_the_card(rt, name, cleanup, settings):
     victims = [n for _, n in walk_json(tree) if n.get("victim")]
     assert [v["pid"] for v in victims] == [ev.killed_pid]
     assert ev.victim_ns_pid == victims[0]["ns_pid"] and 1 < ev.victim_ns_pid < 100
+
+
+def test_the_card_says_where_the_memory_was(rt, name, cleanup, settings):
+    """16 MiB in /dev/shm (tmpfs) of a 22 MiB limit, then `tail` grows until the
+    kernel kills it: "why was I OOM-killed when my process was small?" -- the
+    card says most of the memory was tmpfs, from memory.stat."""
+    settings.TERRARIUM_OOM_SAMPLE = 0.2
+    cleanup.append(name)
+    cmd = "dd if=/dev/zero of=/dev/shm/fill bs=1M count=16 2>/dev/null; sleep 2; head -c 30m /dev/zero | tail; sleep 30"
+    c, got = _watch_until_killed(rt, name, cmd, 22 << 20)
+    assert got and got[-1]["type"] == events.KILLED, [m["type"] for m in got]
+    ev = OomEvent.objects.get(pk=got[-1]["event"]["id"])
+    assert ev.killed_command == "tail" and ev.container_key == c.id
+    assert ev.before["anatomy"]["shmem"] >= 15 << 20
+    assert ev.before["largest"].endswith("of the 22.0 MiB limit was shmem (tmpfs, shared memory)"), ev.before
