@@ -198,9 +198,9 @@ class CgroupFiles:
                 groups[r.when].append(k)
         self._tick_knobs, self._io_knobs = tuple(groups["tick"]), tuple(groups["always"])
         self._active_knobs, self._slow_knobs = tuple(groups["active"]), tuple(groups["slow"])
-        by_figure = {f: k for r, k, _ in self._rows for f in r.figures}
-        self._tasks = by_figure.get("pids_current")
-        self._first = by_figure.get("memory_usage") or next(iter(groups["tick"]), None)
+        self.knobs = {f: k for r, k, _ in self._rows for f in r.figures}     # figure -> its file's _Knob
+        self._tasks = self.knobs.get("pids_current")
+        self._first = self.knobs.get("memory_usage") or next(iter(groups["tick"]), None)
         self.sources = figures.sources(self.table, paths)
         # cgroup.procs of one hierarchy: every hierarchy holds the same processes
         # (attach writes them all); pids is the one a container must have.
@@ -209,6 +209,7 @@ class CgroupFiles:
         self.slow_every, self._ticks = max(int(slow_every), 1), 0
         self.active = self.tasks_changed = self.slow = True
         self._tasks_raw = None
+        self._last: dict | None = None   # the last sample, returned again while no file changes
         self.reads = 0                # preads of cgroup files (cgroup.procs too), for tests and bench/
 
     @property
@@ -217,7 +218,7 @@ class CgroupFiles:
         return [(r.file, k.file if k else None) for r, k, _ in self._rows]
 
     def close(self) -> None:
-        self._ticks, self._tasks_raw = 0, None
+        self._ticks, self._tasks_raw, self._last = 0, None, None
         self.active = self.tasks_changed = self.slow = True
         for _, k, _ in self._rows:
             if k is not None:
@@ -229,8 +230,9 @@ class CgroupFiles:
 
     def sample(self) -> dict:
         """Raw numbers of one moment, as the driver's sample() gives them.
-        ``sources`` and the parsed dicts (memory_events) are shared between
-        calls: do not change them."""
+        The dict, ``sources`` and the parsed dicts (memory_events) are shared
+        between calls -- while no file's bytes change the same dict comes back
+        (so a consumer can tell "nothing moved" by identity): do not change them."""
         slow = self.slow = self._ticks % self.slow_every == 0
         self._ticks += 1
         try:
@@ -238,6 +240,7 @@ class CgroupFiles:
             for k in self._tick_knobs:
                 if k.get():
                     changed = True
+            moved = changed                                   # any file's bytes, this tick
             tasks = self._tasks
             if tasks is None or tasks.value is None:          # no pids controller: always list
                 self.tasks_changed = True
@@ -245,16 +248,19 @@ class CgroupFiles:
                 self.tasks_changed = tasks.raw is not self._tasks_raw
                 self._tasks_raw = tasks.raw
             for k in self._io_knobs:
-                k.get()
+                if k.get():
+                    moved = True
             n = len(self._tick_knobs) + len(self._io_knobs)
             active = self.active = changed or slow
             if active:
                 for k in self._active_knobs:
-                    k.get()
+                    if k.get():
+                        moved = True
                 n += len(self._active_knobs)
             if slow:
                 for k in self._slow_knobs:
-                    k.get()
+                    if k.get():
+                        moved = True
                 n += len(self._slow_knobs)
             self.reads += n
         except OSError as e:
@@ -263,11 +269,14 @@ class CgroupFiles:
             raise
         if self._first is not None and self._first.raw is None and self._gone():
             raise NotFound(f"cgroup of {self.name} not found")
+        if not moved and self._last is not None:
+            return self._last                 # no file changed: the same sample (and object)
         out: dict = {"kind": self.kind}
         for _, k, none in self._rows:
             out.update(none if k is None or k.value is None else k.value)
         out.update(self.table.constants)
         out["sources"] = self.sources
+        self._last = out
         return out
 
     def procs_bytes(self) -> bytes:

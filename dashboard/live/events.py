@@ -1,7 +1,8 @@
 """The event contract of the `container.<id>` groups, defined once.
 
     {"type": "container.sample", "id": ..., "point": {...metrics.point..., "seq": n},
-     "figures": {raw figure: value},               # every figure of runtime/cgroups/figures.py
+     "figures": {raw figure: value},               # every figure of runtime/cgroups/figures.py,
+                                                   # when one changed
      "sources": {point key: kernel file},          # sources: only when they changed
      "figure_sources": {raw figure: kernel file}}  # likewise
     {"type": "container.procs", "id": ..., "tree": [{pid, ns_pid, ..., children}]}

@@ -30,9 +30,13 @@ POINT_SOURCES = {
     "psi_mem": "psi_memory_some_avg10", "psi_mem_full": "psi_memory_full_avg10",
     "psi_io": "psi_io_some_avg10", "psi_io_full": "psi_io_full_avg10",
 }
-# Point keys copied from the raw sample as they are (the rest are computed).
-_COPIED = tuple((k, r) for k, r in POINT_SOURCES.items()
-                if k not in ("mem", "ws", "cpu", "cpu_limit", "throttled", "throttled_s", "io_r", "io_w"))
+# Point keys copied from the raw sample as they are (the rest are computed):
+# always, and -- the anatomy, the lower memory limits, PSI -- only when the
+# sample has them (a v1 point carries no six null PSI keys every tick).
+_COMPUTED = ("mem", "ws", "cpu", "cpu_limit", "throttled", "throttled_s", "io_r", "io_w")
+_ALWAYS = ("mem_limit", "cache", "inactive_file", "swap", "failcnt", "oom_kills", "pids", "pids_max")
+_COPIED = tuple((k, POINT_SOURCES[k]) for k in _ALWAYS)
+_OPTIONAL = tuple((k, r) for k, r in POINT_SOURCES.items() if k not in _COMPUTED and k not in _ALWAYS)
 # Raw keys that are not figures: what kind of sample, where each came from, a dict.
 _NOT_FIGURES = frozenset(("kind", "sources", "memory_events"))
 
@@ -104,6 +108,10 @@ def point(prev: Mapping | None, raw: Mapping, seconds: float, t: float) -> dict:
         if ok and a is not None and b is not None:
             io_w = round(max(b - a, 0) / seconds, 4)
     out = {k: g(r) for k, r in _COPIED}
+    for k, r in _OPTIONAL:
+        v = g(r)
+        if v is not None:
+            out[k] = v
     out.update({
         "t": round(t, 3), "mem": usage, "ws": ws, "cpu": cpu,
         "cpu_limit": quota / period if quota and period and quota > 0 else None,

@@ -386,9 +386,13 @@ class Sampler:
         if changed:                            # runtime.stats shares one sources dict
             w.sources, w.raw_sources = metrics.point_sources(raw), src
             w.figure_sources = metrics.figure_sources(raw)
+        # The figures go out when one moved (an idle container's seldom do: one
+        # dict comparison, not ~50 more keys to build and encode every tick).
+        figs = None
+        if changed or w.figures is None or raw != w.prev_raw:
+            figs = w.figures = metrics.figures(raw)
         w.prev_raw, w.prev_mono = raw, mono
-        w.figures = metrics.figures(raw)
-        out = [events.sample_event(cid, pt, w.sources if changed else None, w.figures,
+        out = [events.sample_event(cid, pt, w.sources if changed else None, figs,
                                    w.figure_sources if changed else None)]
         # The tree: unchanged processes (the same forest object from runtime.stats)
         # used no CPU since last tick; once their shares read 0 the payload is
