@@ -94,6 +94,11 @@ class ViewerSocket(AsyncJsonWebsocketConsumer):
         """A group event → the browser, as is (it carries its "type")."""
         await self.send_json(event)
 
+    async def layer_resync(self, event):
+        """This socket's queue overflowed and ``dropped`` events never reached it
+        (dashboard/live/layers.py): the page must refetch, not trust what it shows."""
+        await self.send_json({"type": "resync", "dropped": event.get("dropped", 0)})
+
     # ------------------------------------------------------ access checks
     async def _end(self, code: int):
         """Close at once, then leave (the sampler stops sampling for us).

@@ -270,3 +270,30 @@ def test_a_role_change_inside_a_transaction_is_announced_after_the_commit(viewer
         viewer.groups.clear()
         assert sent == []
     assert sent == [(access.user_group(viewer.pk), access.CHANGED)]
+
+
+def test_a_socket_that_fell_behind_gets_a_resync_after_what_reached_it(viewer):
+    """150 changes in one burst into a queue of 100: the browser gets the 100
+    that fit, in order, then one resync saying 50 were dropped -- never a
+    silently stale list."""
+    headers = _headers(viewer)
+
+    async def run():
+        comm = WebsocketCommunicator(application, URL, headers=headers)
+        connected, _ = await comm.connect()
+        assert connected
+        layer = get_channel_layer()
+        for _ in range(50):                            # until the consumer has joined the group
+            if layer.groups.get(events.GROUP):
+                break
+            await asyncio.sleep(0.02)
+        for i in range(150):                           # no await yields inside: one burst
+            await layer.group_send(events.GROUP, {"type": events.REMOVED,
+                                                  "container": {"id": f"{i:064x}", "name": f"c{i}"}})
+        got = [await comm.receive_json_from(timeout=5) for _ in range(101)]
+        assert [g["container"]["name"] for g in got[:100]] == [f"c{i}" for i in range(100)]
+        assert got[100] == {"type": "resync", "dropped": 50}
+        assert await comm.receive_nothing(timeout=0.2)
+        await comm.disconnect()
+        assert not layer.dropped
+    async_to_sync(run)()
