@@ -138,8 +138,13 @@ SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 
-# The reconciler: seconds between polls of the runtime (0 disables it, for tests).
+# The reconciler (dashboard/containers/reconciler.py) follows the runtime's
+# state changes as they happen (inotify, through the agent when there is one)
+# and lists everything once every TERRARIUM_RECONCILE_FULL seconds; when the
+# changes cannot be followed it polls every TERRARIUM_RECONCILE_INTERVAL
+# seconds (0 disables the reconciler, for tests).
 TERRARIUM_RECONCILE_INTERVAL = float(os.environ.get("TERRARIUM_RECONCILE_INTERVAL", "1.0"))
+TERRARIUM_RECONCILE_FULL = float(os.environ.get("TERRARIUM_RECONCILE_FULL", "30"))
 # Open websockets (dashboard/containers/access.py): seconds between re-checks of
 # their session and role, and how many one session may hold open per process.
 TERRARIUM_WS_RECHECK = float(os.environ.get("TERRARIUM_WS_RECHECK", "3"))

@@ -349,6 +349,15 @@ class AgentRuntime:
         return ((stream, base64.b64decode(data))
                 for stream, data in self.stream("log-output", _on_wait=on_wait, **args))
 
+    def changes(self, stop=None, *, heartbeat: bool = False):
+        """Runtime.changes through the agent (which holds the inotify watches on
+        the state root this process cannot read)."""
+        for batch in self.stream("changes"):
+            if stop is not None and stop():
+                return
+            if batch is None or batch or heartbeat:
+                yield None if batch is None else set(batch)
+
     def follow_logs(self, ref: str, from_start: bool = True):
         """Yield log content as it is written until the container stops."""
         for _, data in self.log_output(ref, tail=None if from_start else 0, follow=True):

@@ -313,6 +313,14 @@ class Runtime:
         return self.start(c.id)
 
     # --------------------------------------------------------- pause/resume
+    def changes(self, stop=None, *, heartbeat: bool = False):
+        """Batches of the ids whose state changed on disk, as they change
+        (runtime/changes.py: inotify, not a poll); None after an overflow
+        (list everything again).  Ends when ``stop()`` is true."""
+        from .changes import StateWatch
+        with StateWatch(self.containers_dir) as w:
+            yield from w.follow(stop, heartbeat=heartbeat)
+
     def pause(self, ref: str) -> Container:
         with self._locked_config(ref) as (cid, config):
             state = self._state(cid, config)

@@ -81,10 +81,14 @@ def container_refresh(*, container_id: str) -> Container | None:
     return Container.objects.filter(id=container_id).first()
 
 
-def containers_reconcile() -> list[dict]:
-    """The runtime is the truth: upsert every container it knows, drop the rest.
+def containers_reconcile(ids=None) -> list[dict]:
+    """The runtime is the truth: upsert every container it knows, drop the rest;
+    with ``ids`` (the containers whose state changed on disk, from
+    Runtime.changes) only those, one inspect each.
 
     Returns the events describing what changed (the caller publishes them)."""
+    if ids is not None:
+        return _reconcile_some(ids)
     states = get_runtime().list(all=True)
     out = []
     with transaction.atomic():
@@ -97,6 +101,28 @@ def containers_reconcile() -> list[dict]:
             out.append(events.removed_event(gone.id, gone.name))
         Container.objects.filter(id__in=list(rows)).delete()
     signals.reconciled.send(sender=containers_reconcile, containers=states)
+    return out
+
+
+def _reconcile_some(ids) -> list[dict]:
+    rt = get_runtime()
+    states, gone = [], []
+    for cid in ids:
+        try:
+            states.append(rt.inspect(cid))
+        except NotFound:
+            gone.append(cid)
+    out = []
+    with transaction.atomic():
+        rows = Container.objects.in_bulk([c.id for c in states] + gone)
+        for c in states:
+            row = _upsert(c, rows.get(c.id))
+            if row:
+                out.append(events.changed_event(row))
+        for cid in gone:
+            if cid in rows:
+                out.append(events.removed_event(cid, rows[cid].name))
+        Container.objects.filter(id__in=gone).delete()
     return out
 
 

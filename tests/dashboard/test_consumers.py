@@ -233,7 +233,7 @@ def test_reconciler_prunes_old_records(viewer, settings, monkeypatch):
 
     from dashboard.containers import services
     from dashboard.containers.models import AuditEntry
-    monkeypatch.setattr(services, "containers_reconcile", lambda: [])     # no runtime needed here
+    monkeypatch.setattr(services, "containers_reconcile", lambda ids=None: [])   # no runtime needed here
     settings.TERRARIUM_RECONCILE_INTERVAL = 0.05
     settings.TERRARIUM_AUDIT_KEEP_DAYS = 1
     old = AuditEntry.objects.create(username="x", action="start", result="ok")
