@@ -282,7 +282,7 @@ def _log_output(rt, gone, ref, tail=None, since=None, follow=False, timestamps=F
         yield [stream, base64.b64encode(data).decode("ascii")]
 
 
-def _changes(rt, gone):
+def _state_changes(rt, gone):
     """The ids whose state changed, as batches (None: list everything again),
     and an empty batch each quiet second, on which a client gone is noticed."""
     for batch in rt.changes(gone, heartbeat=True):
@@ -332,7 +332,7 @@ VERBS: dict[str, Verb] = {
     "log-output": Verb(_log_output, {**_REF, "tail": (_count(1 << 62), False),
                                      "since": (_text(64), False), "follow": (_bool, False),
                                      "timestamps": (_bool, False)}, watch=True, stream=True),
-    "changes": Verb(_changes, {}, watch=True, stream=True),
+    "changes": Verb(_state_changes, {}, watch=True, stream=True),
     # Archives come and go as descriptors the client opened, never as paths.
     "load": Verb(_load, {"name": (_image_name, False), "label": (_text(255), False)},
                  mutating=True, target="label", fds=1),
