@@ -289,6 +289,27 @@ def _state_changes(rt, gone):
         yield None if batch is None else sorted(batch)
 
 
+def _oom_events(rt, gone, refresh=0.5):
+    from . import oomfeed
+    yield from oomfeed.follow(rt, gone, refresh=refresh)
+
+
+def _refresh(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.05 <= v <= 10:
+        raise InvalidArgument(f"invalid refresh {v!r}: 0.05 to 10 seconds")
+    return float(v)
+
+
+def _oom_counts(rt, ref):
+    from .oomfeed import container_counts, counts_to_dict
+    return counts_to_dict(container_counts(rt, ref))
+
+
+def _oom_scope(rt):
+    from .oomfeed import memory_scope
+    return memory_scope(rt)
+
+
 _REF = {"ref": (_ref, True)}
 
 VERBS: dict[str, Verb] = {
@@ -333,6 +354,11 @@ VERBS: dict[str, Verb] = {
                                      "since": (_text(64), False), "follow": (_bool, False),
                                      "timestamps": (_bool, False)}, watch=True, stream=True),
     "changes": Verb(_state_changes, {}, watch=True, stream=True),
+    # The OOM watcher's kernel reads: the kernel log and counters as they move, a
+    # running container's counters now, and where the memory hierarchy is.
+    "oom-events": Verb(_oom_events, {"refresh": (_refresh, False)}, watch=True, stream=True),
+    "oom-counts": Verb(_oom_counts, _REF),
+    "oom-scope": Verb(_oom_scope, {}),
     # Archives come and go as descriptors the client opened, never as paths.
     "load": Verb(_load, {"name": (_image_name, False), "label": (_text(255), False)},
                  mutating=True, target="label", fds=1),

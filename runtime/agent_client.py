@@ -193,11 +193,72 @@ class _Pool:
                 sock.close()
         raise AgentUnavailable(f"the Terrarium agent at {self.path} does not answer")
 
+    def open_stream(self, request: bytes) -> "AgentStream":
+        """Send a stream request on a connection of its own, to be read without
+        blocking (AgentStream)."""
+        sock = self._open()
+        try:
+            sock.sendall(request)
+        except OSError:                          # refused before it was read
+            line = _read_line(sock)
+            sock.close()
+            if line:
+                raise_reply(json.loads(line))
+            raise AgentUnavailable(f"the Terrarium agent at {self.path} closed the connection") from None
+        sock.setblocking(False)
+        return AgentStream(sock, self.path)
+
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
         for s in idle:
             s.close()
+
+
+class AgentStream:
+    """A stream request's items, read without blocking: wait for fileno() to be
+    readable (poll, or an event loop's add_reader), then read_available().
+    When the stream ends (the agent's final reply, its error, or the agent
+    gone) read_available() raises; close() hangs up, which tells the agent
+    to stop."""
+
+    def __init__(self, sock: socket.socket, path: str):
+        self._sock, self._path, self._buf = sock, path, b""
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def read_available(self) -> list:
+        """The items that have come in; AgentUnavailable once the stream is over
+        (or the agent's error, raised as the runtime's)."""
+        ended = False
+        while True:
+            try:
+                chunk = self._sock.recv(1 << 16)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                ended = True
+                break
+            self._buf += chunk
+        items = []
+        *lines, self._buf = self._buf.split(b"\n")
+        for line in lines:
+            reply = json.loads(line)
+            if "more" in reply:
+                items.append(reply["more"])
+            elif not reply.get("ok"):
+                raise_reply(reply)
+            else:
+                ended = True
+        if ended:
+            raise AgentUnavailable(f"the Terrarium agent at {self._path} ended the stream")
+        return items
+
+    def close(self) -> None:
+        self._sock.close()
 
 
 def _send(sock: socket.socket, request: bytes, fds) -> None:
@@ -269,6 +330,11 @@ class AgentRuntime:
         reply = yield from self._pool.stream(request, _on_wait)
         if not reply.get("ok"):
             raise_reply(reply)
+
+    def open_stream(self, verb: str, **args) -> AgentStream:
+        """A stream request read without blocking (AgentStream)."""
+        request = json.dumps({"verb": verb, "args": args, "user": self.user}).encode() + b"\n"
+        return self._pool.open_stream(request)
 
     def close(self) -> None:
         self._pool.close()
@@ -362,6 +428,18 @@ class AgentRuntime:
         """Yield log content as it is written until the container stops."""
         for _, data in self.log_output(ref, tail=None if from_start else 0, follow=True):
             yield data
+
+    # --- OOM: what the OOM watcher reads as root (runtime/oomfeed.py)
+    def oom_counts(self, ref: str):
+        from .oomfeed import counts_from_dict
+        return counts_from_dict(self.call("oom-counts", ref=ref))
+
+    def oom_scope(self) -> dict:
+        return self.call("oom-scope")
+
+    def oom_events(self, refresh: float = 0.5) -> AgentStream:
+        """The agent's OOM feed (runtime.oomfeed.follow), read without blocking."""
+        return self.open_stream("oom-events", refresh=refresh)
 
     # --- layers
     def diff(self, ref: str, implicit: bool = True, limit: int | None = None):

@@ -460,6 +460,16 @@ class Runtime:
         out.sort(key=lambda c: c.created_at, reverse=True)
         return out
 
+    def oom_counts(self, ref: str):
+        """A running container's OOM counters now (runtime.oom.OomCounts)."""
+        from .oomfeed import container_counts
+        return container_counts(self, ref)
+
+    def oom_scope(self) -> dict:
+        """The cgroup parent, its memory directory and the memory hierarchy's root."""
+        from .oomfeed import memory_scope
+        return memory_scope(self)
+
     def _read_state(self, cid: str) -> Container | None:
         """The container's state; a broken one if its config cannot be read; None if gone."""
         try:

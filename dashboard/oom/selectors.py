@@ -34,9 +34,8 @@ class WatchScope:
 def oom_watch_scope() -> WatchScope:
     """Our cgroup parent, the memory hierarchy root, and the running containers."""
     rt = get_runtime()
-    parent = rt.cgroup_parent.strip("/")
-    parent_dir = rt.cgroups.parent_paths()["memory"]
-    memory_root = parent_dir[: -len(parent)].rstrip("/") or "/"
+    where = rt.oom_scope()                 # through the agent when the runtime is
+    parent, parent_dir, memory_root = where["parent"], where["parent_dir"], where["memory_root"]
     targets = {}
     for c in rt.list(all=True):
         if c.status in ("running", "paused"):

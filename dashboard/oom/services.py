@@ -117,7 +117,6 @@ def oom_catch_up(*, now: float | None = None) -> list[OomEvent]:
     missing kill is recorded as seen "from counters".
     """
     from dashboard.containers.runtime_client import get_runtime
-    from runtime.oom import read_counts
 
     rt = get_runtime()
     out = []
@@ -127,7 +126,7 @@ def oom_catch_up(*, now: float | None = None) -> list[OomEvent]:
         kills, counts = c.oom_kills or 0, None
         if c.status in ("running", "paused"):
             try:
-                counts = read_counts(rt.cgroups.paths(c.id)["memory"])
+                counts = rt.oom_counts(c.id)       # through the agent when the runtime is
                 kills = counts.oom_kill
             except TerrariumError:
                 continue

@@ -10,6 +10,12 @@ Everything that waits on the kernel is non-blocking on the event loop:
 loop.add_reader, and both are read only when ready.  The ORM and rt.list()
 run in worker threads.  Counters are read on the loop, at the moment of
 detection, because a container's cgroup is removed as soon as it exits.
+
+When the runtime is the root agent (runtime_client: TERRARIUM_AGENT), this
+process reads no kernel file: the agent follows the kernel log and the
+counters for it (its `oom-events` stream, runtime/oomfeed.py, also on
+loop.add_reader), and the two sources feed the same attribution, correlation
+and recording code.
 """
 from __future__ import annotations
 
@@ -22,7 +28,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from runtime import TerrariumError
+from runtime.agent_client import AgentRuntime
 from runtime.oom import CgroupOomWatch, KmsgReader, OomAssembler, monotonic_usec, read_counts
+from runtime.oomfeed import counts_from_dict, report_from_dict
 from runtime.pidinfo import memory_cgroup_of
 
 from . import events, mapping, memrecord, selectors, services
@@ -77,17 +85,19 @@ def pressure_rule() -> memrecord.PressureRule:
 
 
 class OomWatcher:
-    """Follows /dev/kmsg and the OOM counters of Terrarium's running containers."""
+    """Follows /dev/kmsg and the OOM counters of Terrarium's running containers:
+    itself (LocalReaders) when the runtime is in-process, through the agent's
+    ``oom-events`` stream (AgentFeed) when the runtime is the agent.  Either
+    hands what it saw to _report_seen / _counters_moved: one attribution,
+    correlation and recording path."""
 
     def __init__(self, *, kmsg_path: str = "/dev/kmsg", refresh: float = 0.5,
                  window: float = 0.25):
         self.kmsg_path = kmsg_path
         self.refresh = refresh
         self.correlator = mapping.Correlator(window=window)
-        self.assembler = OomAssembler()
         self.scope: selectors.WatchScope | None = None
-        self.kmsg: KmsgReader | None = None
-        self.counters = CgroupOomWatch(settle=0.25)
+        self.source: LocalReaders | AgentFeed | None = None
         self.ready = asyncio.Event()          # set once readers are attached (tests wait on it)
         self._queue: asyncio.Queue = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
@@ -98,43 +108,40 @@ class OomWatcher:
 
     # ------------------------------------------------------------- lifecycle
     async def run(self) -> None:
+        from dashboard.containers.runtime_client import get_runtime
         self._loop = loop = asyncio.get_running_loop()
-        try:
-            self.kmsg = KmsgReader(self.kmsg_path)          # at the end: only new records
-            loop.add_reader(self.kmsg.fileno(), self._on_kmsg)
-        except TerrariumError as e:
-            log.warning("kernel log not readable (%s): OOM kills seen from cgroup counters only", e)
-        loop.add_reader(self.counters.fileno(), self._on_counters)
+        rt = get_runtime()
+        self.source = AgentFeed(self, rt) if isinstance(rt, AgentRuntime) else LocalReaders(self)
         drain = loop.create_task(self._drain(), name="terrarium-oom-save")
         record = None
         try:
+            await self.source.attach()
             self.scope = await _scope()
-            self._sync_watches()
+            self.source.sync(self.scope)
             if self.sample_interval > 0:
-                from dashboard.containers.runtime_client import get_runtime
-                self.recorder = memrecord.MemRecorder(get_runtime(), interval=self.sample_interval,
+                self.recorder = memrecord.MemRecorder(rt, interval=self.sample_interval,
                                                       rule=pressure_rule())
                 record = loop.create_task(self._record(), name="terrarium-oom-record")
-            await events.apublish([events.killed_event(e) for e in await _catch_up()])
+            await self._catch_up()
             self.ready.set()
             while True:
                 await asyncio.sleep(self.refresh)
                 try:
                     self.scope = await _scope()
-                    self._sync_watches()
+                    self.source.sync(self.scope)
                 except TerrariumError as e:
                     log.warning("OOM watcher could not list containers: %s", e)
         finally:
             drain.cancel()
             if record is not None:
                 record.cancel()
-            if self.kmsg is not None:
-                loop.remove_reader(self.kmsg.fileno())
-                self.kmsg.close()
-            loop.remove_reader(self.counters.fileno())
-            self.counters.close()
+            self.source.close()
             if self._timer:
                 self._timer.cancel()
+
+    async def _catch_up(self) -> None:
+        """Record the kills the counters know of and the history does not."""
+        await events.apublish([events.killed_event(e) for e in await _catch_up()])
 
     async def _record(self) -> None:
         """The memory record: sample limited containers, publish near-OOM warnings."""
@@ -162,67 +169,36 @@ class OomWatcher:
                 self._snapped[key] = now
                 self.recorder.snapshot_tree(key)
 
-    def _sync_watches(self) -> None:
-        """Watch the counters of running containers; drop the rest."""
-        wanted = self.scope.targets
-        for key in self.counters.keys():
-            if key not in wanted:
-                self.counters.remove(key)
-        for cid, t in wanted.items():
-            if cid not in self.counters.keys():
-                try:
-                    self.counters.add(t.memory_dir, cid)
-                except TerrariumError as e:   # it exited between the list and now
-                    log.debug("no OOM watch on %s: %s", cid[:12], e)
-
-    # ------------------------------------------------------- kernel readers
-    def _on_kmsg(self) -> None:
-        """/dev/kmsg is readable: assemble reports, hand them to the correlator."""
-        try:
-            records = self.kmsg.read_available()
-        except TerrariumError as e:
-            log.error("reading the kernel log failed, following counters only: %s", e)
-            self._loop.remove_reader(self.kmsg.fileno())
-            return
+    # ------------------------------------------- what the sources saw
+    def _report_seen(self, report, *, proc_memcg, counts_of) -> None:
+        """A complete kernel report: attribute it, hand it to the correlator.
+        ``proc_memcg()``: the victim's memory cgroup from /proc (asked only for a
+        report that names none); ``counts_of(memcg)``: that cgroup's counters at
+        the moment the report completed (None if gone)."""
         now = self._loop.time()
-        for rec in records:
-            report = self.assembler.feed(rec)
-            if report is None:
-                continue
-            parent = self.scope.parent if self.scope else ""
-            who = mapping.attribute(report, parent)
-            if mapping.is_bare(report):              # ratelimited report: no cgroup lines
-                who = mapping.attribute_bare(
-                    report, parent, proc_memcg=memory_cgroup_of(report.pid),
-                    tree_owner=self.recorder.owner_of(report.pid) if self.recorder else None,
-                    waiting=self.correlator.waiting(now))
-            for action in self.correlator.on_report(who.container_id, report, now):
-                self._queue.put_nowait((action, who, self._counts_now(who)))
+        parent = self.scope.parent if self.scope else ""
+        who = mapping.attribute(report, parent)
+        if mapping.is_bare(report):              # ratelimited report: no cgroup lines
+            who = mapping.attribute_bare(
+                report, parent, proc_memcg=proc_memcg(),
+                tree_owner=self.recorder.owner_of(report.pid) if self.recorder else None,
+                waiting=self.correlator.waiting(now))
+        for action in self.correlator.on_report(who.container_id, report, now):
+            counts = counts_of(who.memcg) if who.memcg is not None and self.scope else None
+            self._queue.put_nowait((action, who, counts))
         self._arm()
 
-    def _on_counters(self) -> None:
-        """A watched cgroup's eventfd/inotify woke: compare counters."""
+    def _counters_moved(self, moved, pending) -> None:
+        """Watched counters moved: ``moved`` is (key, new kills, counts, gone) of
+        each, read at detection; ``pending``: keys whose OOM has started."""
         now = self._loop.time()
-        evs = self.counters.read_events()
-        self._snapshot([ev.key for ev in evs if ev.new_kills] + self.counters.pending())
-        for ev in evs:
-            if ev.gone:
+        self._snapshot([key for key, new_kills, _, _ in moved if new_kills] + list(pending))
+        for key, new_kills, counts, gone in moved:
+            if gone:
                 continue
-            for action in self.correlator.on_counter(ev.key, ev.new_kills, ev.counts, now):
+            for action in self.correlator.on_counter(key, new_kills, counts, now):
                 self._queue.put_nowait((action, None, None))
-        hint = self.counters.timeout_hint()
-        if hint is not None:
-            self._loop.call_later(hint, self._on_counters)
         self._arm()
-
-    def _counts_now(self, who: mapping.Attribution):
-        """The cgroup's counters at the moment its report completed (None if gone)."""
-        if who.memcg is None or self.scope is None:
-            return None
-        try:
-            return read_counts(os.path.join(self.scope.memory_root, who.memcg.lstrip("/")))
-        except TerrariumError:
-            return None
 
     def _arm(self) -> None:
         """Wake for the correlator's next deadline (a counter kill whose report is late)."""
@@ -292,3 +268,175 @@ class OomWatcher:
             scope=mapping.SCOPE_CONTAINER, container_id=action.key, report=None,
             counts=action.counts, detected_by="counter", name=target.name if target else "",
             memcg=memcg, card=self._card_now(action.key, None))
+
+
+# -------------------------------------------------------------------- sources
+class LocalReaders:
+    """In-process (root): /dev/kmsg and the counters' epoll descriptor on the
+    loop (add_reader); counters read on the loop, at the moment of detection."""
+
+    def __init__(self, w: OomWatcher):
+        self.w = w
+        self.assembler = OomAssembler()
+        self.kmsg: KmsgReader | None = None
+        self.counters = CgroupOomWatch(settle=0.25)
+
+    async def attach(self) -> None:
+        loop = self.w._loop
+        try:
+            self.kmsg = KmsgReader(self.w.kmsg_path)          # at the end: only new records
+            loop.add_reader(self.kmsg.fileno(), self._on_kmsg)
+        except TerrariumError as e:
+            log.warning("kernel log not readable (%s): OOM kills seen from cgroup counters only", e)
+        loop.add_reader(self.counters.fileno(), self._on_counters)
+
+    def sync(self, scope: selectors.WatchScope) -> None:
+        """Watch the counters of running containers; drop the rest."""
+        wanted = scope.targets
+        for key in self.counters.keys():
+            if key not in wanted:
+                self.counters.remove(key)
+        for cid, t in wanted.items():
+            if cid not in self.counters.keys():
+                try:
+                    self.counters.add(t.memory_dir, cid)
+                except TerrariumError as e:   # it exited between the list and now
+                    log.debug("no OOM watch on %s: %s", cid[:12], e)
+
+    def close(self) -> None:
+        loop = self.w._loop
+        if self.kmsg is not None:
+            loop.remove_reader(self.kmsg.fileno())
+            self.kmsg.close()
+        loop.remove_reader(self.counters.fileno())
+        self.counters.close()
+
+    def _on_kmsg(self) -> None:
+        """/dev/kmsg is readable: assemble reports."""
+        try:
+            records = self.kmsg.read_available()
+        except TerrariumError as e:
+            log.error("reading the kernel log failed, following counters only: %s", e)
+            self.w._loop.remove_reader(self.kmsg.fileno())
+            return
+        for rec in records:
+            report = self.assembler.feed(rec)
+            if report is not None:
+                self.w._report_seen(report, proc_memcg=lambda pid=report.pid: memory_cgroup_of(pid),
+                                    counts_of=self._counts_now)
+
+    def _on_counters(self) -> None:
+        """A watched cgroup's eventfd/inotify woke: compare counters."""
+        evs = self.counters.read_events()
+        self.w._counters_moved([(ev.key, ev.new_kills, ev.counts, ev.gone) for ev in evs],
+                               self.counters.pending())
+        hint = self.counters.timeout_hint()
+        if hint is not None:
+            self.w._loop.call_later(hint, self._on_counters)
+
+    def _counts_now(self, memcg: str):
+        """The cgroup's counters at the moment its report completed (None if gone)."""
+        try:
+            return read_counts(os.path.join(self.w.scope.memory_root, memcg.lstrip("/")))
+        except TerrariumError:
+            return None
+
+
+class AgentFeed:
+    """Through the agent (the web tier is not root): its ``oom-events`` stream
+    (runtime/oomfeed.py) on the loop (add_reader).  The agent reads the kernel
+    log and the counters, and what attribution needs while it is there; when
+    the stream ends (the agent restarted) it is opened again and the kills
+    missed meanwhile are caught up from the counters."""
+
+    RETRY_MAX = 5.0                           # seconds between attempts to reach the agent
+
+    def __init__(self, w: OomWatcher, rt: AgentRuntime):
+        self.w, self.rt = w, rt
+        self.stream = None
+        self.connects = 0                     # streams opened (tests: reconnects)
+        self._ready: asyncio.Future | None = None
+        self._again: asyncio.Task | None = None
+
+    async def attach(self) -> None:
+        """Open the stream (waiting for the agent as long as it takes)."""
+        delay, told = 0.1, False
+        while True:
+            try:
+                await self._open()
+                return
+            except (TerrariumError, OSError, ValueError, asyncio.TimeoutError) as e:
+                if not told:
+                    log.warning("OOM watcher cannot follow the agent's OOM events (%s); retrying", e)
+                    told = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.RETRY_MAX)
+
+    async def _open(self) -> None:
+        self._drop()
+        stream = await asyncio.to_thread(self.rt.oom_events, min(max(self.w.refresh, 0.05), 10))
+        self.stream, self._ready = stream, self.w._loop.create_future()
+        self.w._loop.add_reader(stream.fileno(), self._on_readable)
+        try:
+            note = await asyncio.wait_for(asyncio.shield(self._ready), 15)
+        except BaseException:
+            self._drop()
+            raise
+        self.connects += 1
+        if note:
+            log.warning("the agent cannot read the kernel log (%s): OOM kills seen from cgroup "
+                        "counters only", note)
+
+    def sync(self, scope) -> None:
+        """The agent keeps its counter watches in step with the containers itself."""
+
+    def close(self) -> None:
+        if self._again is not None:
+            self._again.cancel()
+        self._drop()
+
+    def _drop(self) -> None:
+        if self.stream is not None:
+            self.w._loop.remove_reader(self.stream.fileno())
+            self.stream.close()
+            self.stream = None
+
+    def _on_readable(self) -> None:
+        try:
+            items = self.stream.read_available()
+        except (TerrariumError, ValueError) as e:
+            self._lost(e)
+            return
+        for item in items:
+            kind = item.get("kind")
+            if kind == "ready":
+                if self._ready is not None and not self._ready.done():
+                    self._ready.set_result(item.get("kmsg"))
+            elif kind == "report":
+                seen, counts = item.get("memcg"), counts_from_dict(item.get("counts"))
+                self.w._report_seen(report_from_dict(item["report"]),
+                                    proc_memcg=lambda m=item.get("proc_memcg"): m,
+                                    counts_of=lambda memcg: counts if memcg == seen else None)
+            elif kind == "counters":
+                self.w._counters_moved([(e["key"], e["new_kills"], counts_from_dict(e["counts"]),
+                                         e["gone"]) for e in item["events"]], item["pending"])
+            elif kind == "kmsg-lost":
+                log.error("the agent stopped reading the kernel log, following counters only: %s",
+                          item.get("error"))
+
+    def _lost(self, why: Exception) -> None:
+        """The stream ended: open it again, then catch up on what was missed."""
+        self._drop()
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(why if isinstance(why, TerrariumError) else TerrariumError(str(why)))
+            return                            # _open's caller retries
+        log.warning("OOM events from the agent ended (%s): reconnecting", why)
+        if self._again is None or self._again.done():
+            self._again = self.w._loop.create_task(self._reconnect(), name="terrarium-oom-reconnect")
+
+    async def _reconnect(self) -> None:
+        await self.attach()
+        try:
+            await self.w._catch_up()
+        except Exception:                      # noqa: BLE001 - keep watching
+            log.exception("OOM catch-up after the agent came back failed")

@@ -782,3 +782,99 @@ def test_kill_9_of_the_agent_during_an_export_leaves_nothing_after_the_next_gc(r
         t.join(timeout=60)
         rt.remove_image(ref, force=True)
         rt.image_gc()
+
+
+# ----------------------------------------------------------- OOM: the feed
+
+HOG = "head -c 100m /dev/zero | tail"
+
+
+def _feed_until(stream, want, timeout=20.0) -> list[dict]:
+    """The oom-events items read until one satisfies want(item)."""
+    import select
+    got, deadline = [], time.monotonic() + timeout
+    while not any(want(i) for i in got):
+        left = deadline - time.monotonic()
+        assert left > 0, got
+        if select.select([stream], [], [], left)[0]:
+            got += stream.read_available()
+    return got
+
+
+def test_oom_events_streams_the_kill_with_what_attribution_needs(rt, agent_rt, name, cleanup,
+                                                                 cgroup_parent):
+    stream = agent_rt.oom_events(refresh=0.1)
+    try:
+        (ready,) = _feed_until(stream, lambda i: i["kind"] == "ready")
+        assert (ready["parent"], ready["kmsg"]) == (cgroup_parent, None)
+        assert ready["memory_root"] == agent_rt.oom_scope()["memory_root"] \
+            == rt.cgroups.parent_paths()["memory"][: -len(cgroup_parent) - 1]
+        for attempt in range(3):
+            # Now and then the kernel also kills the init right after the
+            # hog's tail: then its cgroup is gone before it can be compared.
+            cleanup.append(f"{name}-{attempt}")
+            c = agent_rt.run(Spec(image="busybox", name=f"{name}-{attempt}",
+                                  cmd=("sh", "-c", f"{HOG}; sleep 30"), limits=Limits(memory=20 << 20)))
+            memcg = f"/{cgroup_parent}/{c.id}"
+            got = _feed_until(stream, lambda i: i["kind"] == "report" and i["memcg"] == memcg)
+            got += _feed_until(stream, lambda i: i["kind"] == "counters" and any(
+                e["key"] == c.id and e["new_kills"] for e in i["events"]))
+            if rt.inspect(c.id).status == "running":
+                break
+        report = next(i for i in got if i["kind"] == "report" and i["memcg"] == memcg)
+        assert report["report"]["comm"] == "tail" and report["report"]["oom_memcg"] == memcg
+        assert report["counts"]["oom_kill"] >= 1 and report["proc_memcg"] is None
+        moved = [e for i in got if i["kind"] == "counters" for e in i["events"] if e["key"] == c.id]
+        assert sum(e["new_kills"] for e in moved) == moved[-1]["counts"]["oom_kill"] == 1
+        assert agent_rt.oom_counts(c.id) == rt.oom_counts(c.id)
+        assert agent_rt.oom_counts(c.id).oom_kill == 1
+    finally:
+        stream.close()
+
+
+def test_oom_verbs_take_ids_and_numbers_only(agent_rt, session_root):
+    replies = _raw(socket_path(session_root),
+                   b'{"verb": "oom-events", "args": {"path": "/dev/kmsg"}}\n',
+                   b'{"verb": "oom-events", "args": {"refresh": 0}}\n',
+                   b'{"verb": "oom-counts", "args": {"ref": "../../sys/fs/cgroup/memory"}}\n',
+                   b'{"verb": "oom-scope", "args": {"root": "/"}}\n')
+    assert [r["error"] for r in replies] == [
+        "oom-events: unknown argument 'path'",
+        "invalid refresh 0: 0.05 to 10 seconds",
+        "invalid container reference '../../sys/fs/cgroup/memory'",
+        "oom-scope: unknown argument 'root'"]
+    with pytest.raises(NotFound):
+        agent_rt.oom_counts("no-such-container")
+
+
+def test_an_oom_follower_that_hangs_up_leaves_no_thread_or_descriptor(rt, agent_rt, name, cleanup,
+                                                                      session_root):
+    cleanup.append(name)
+    agent_rt.run(Spec(image="busybox", name=name, cmd=("sleep", "300"), limits=Limits(memory=64 << 20)))
+    pid = agent_rt.call("info")["pid"]
+
+    def kernel_fds():
+        """The agent's descriptors on the kernel log, eventfds and epolls."""
+        out = []
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target in ("/dev/kmsg", "anon_inode:[eventfd]", "anon_inode:[eventpoll]"):
+                out.append(target)
+        return sorted(out)
+    base_threads, base_fds = _threads(pid), kernel_fds()
+    stream = agent_rt.oom_events(refresh=0.1)
+    _feed_until(stream, lambda i: i["kind"] == "ready")
+    deadline = time.monotonic() + 5                     # the container's counter is watched
+    while kernel_fds().count("anon_inode:[eventfd]") == base_fds.count("anon_inode:[eventfd]"):
+        assert time.monotonic() < deadline, kernel_fds()
+        time.sleep(0.02)
+    assert "/dev/kmsg" in kernel_fds() and _threads(pid) == base_threads + 1
+    stream.close()
+    deadline = time.monotonic() + 5
+    while (_threads(pid), kernel_fds()) != (base_threads, base_fds):
+        assert time.monotonic() < deadline, (_threads(pid), kernel_fds())
+        time.sleep(0.02)
+    assert rt.inspect(name).status == "running"
