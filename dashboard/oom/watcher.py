@@ -192,7 +192,10 @@ class OomWatcher:
         """Watched counters moved: ``moved`` is (key, new kills, counts, gone) of
         each, read at detection; ``pending``: keys whose OOM has started."""
         now = self._loop.time()
-        self._snapshot([key for key, new_kills, _, _ in moved if new_kills] + list(pending))
+        try:
+            self._snapshot([key for key, new_kills, _, _ in moved if new_kills] + list(pending))
+        except Exception:                      # noqa: BLE001 - the kill matters more than its tree
+            log.exception("OOM-start process tree not kept")
         for key, new_kills, counts, gone in moved:
             if gone:
                 continue
