@@ -878,3 +878,45 @@ def test_an_oom_follower_that_hangs_up_leaves_no_thread_or_descriptor(rt, agent_
         assert time.monotonic() < deadline, (_threads(pid), kernel_fds())
         time.sleep(0.02)
     assert rt.inspect(name).status == "running"
+
+
+def _follow_one_kill(root, path, name):
+    """As an unprivileged user: the kernel log is closed to us, yet the agent's
+    feed reports the kill in the container we start through it."""
+    from runtime.agent_client import AgentRuntime
+    try:
+        open("/dev/kmsg", "rb").close()
+        ours = "readable"
+    except PermissionError:
+        ours = "refused"
+    art = AgentRuntime(root, socket_path=path, autostart=False, user="web")
+    stream = art.oom_events(refresh=0.1)
+    try:
+        (ready,) = _feed_until(stream, lambda i: i["kind"] == "ready")
+        c = art.run(Spec(image="busybox", name=name, cmd=("sh", "-c", f"{HOG}; sleep 30"),
+                         limits=Limits(memory=20 << 20)))
+        memcg = f"/{ready['parent']}/{c.id}"
+        got = _feed_until(stream, lambda i: i["kind"] == "report" and i["memcg"] == memcg)
+        report = got[-1]
+        return ours, ready["kmsg"], report["report"]["comm"], report["counts"]["oom_kill"] >= 1
+    finally:
+        stream.close()
+        art.close()
+
+
+def test_an_unprivileged_client_follows_oom_kills_through_the_agent(rt, session_root, name, cleanup,
+                                                                    open_dir):
+    from tests.unprivileged import as_user, throwaway_user
+    cleanup.append(name)
+    sock_dir = os.path.join(open_dir, "agent")
+    path = os.path.join(sock_dir, "agent.sock")
+    with throwaway_user() as user:
+        proc = _foreground_agent(session_root, path, "--uids", str(user.pw_uid))
+        try:
+            os.chmod(sock_dir, 0o755)
+            os.chmod(path, 0o666)
+            assert as_user(user, _follow_one_kill, session_root, path, name) == \
+                ("refused", None, "tail", True)
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=40)
