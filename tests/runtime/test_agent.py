@@ -853,22 +853,24 @@ def test_an_oom_follower_that_hangs_up_leaves_no_thread_or_descriptor(rt, agent_
     agent_rt.run(Spec(image="busybox", name=name, cmd=("sleep", "300"), limits=Limits(memory=64 << 20)))
     pid = agent_rt.call("info")["pid"]
 
+    watches = ("anon_inode:[eventfd]", "anon_inode:inotify")      # a v1 or a v2 counter watch
+
     def kernel_fds():
-        """The agent's descriptors on the kernel log, eventfds and epolls."""
+        """The agent's descriptors on the kernel log, counter watches and epolls."""
         out = []
         for fd in os.listdir(f"/proc/{pid}/fd"):
             try:
                 target = os.readlink(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
-            if target in ("/dev/kmsg", "anon_inode:[eventfd]", "anon_inode:[eventpoll]"):
+            if target in ("/dev/kmsg", "anon_inode:[eventpoll]", *watches):
                 out.append(target)
         return sorted(out)
     base_threads, base_fds = _threads(pid), kernel_fds()
     stream = agent_rt.oom_events(refresh=0.1)
     _feed_until(stream, lambda i: i["kind"] == "ready")
     deadline = time.monotonic() + 5                     # the container's counter is watched
-    while kernel_fds().count("anon_inode:[eventfd]") == base_fds.count("anon_inode:[eventfd]"):
+    while sum(map(kernel_fds().count, watches)) == sum(map(base_fds.count, watches)):
         assert time.monotonic() < deadline, kernel_fds()
         time.sleep(0.02)
     assert "/dev/kmsg" in kernel_fds() and _threads(pid) == base_threads + 1
