@@ -418,11 +418,13 @@ class AgentRuntime:
     def changes(self, stop=None, *, heartbeat: bool = False):
         """Runtime.changes through the agent (which holds the inotify watches on
         the state root this process cannot read)."""
+        first = True
         for batch in self.stream("changes"):
             if stop is not None and stop():
                 return
-            if batch is None or batch or heartbeat:
+            if batch is None or batch or heartbeat or first:      # the first: watching from now
                 yield None if batch is None else set(batch)
+            first = False
 
     def follow_logs(self, ref: str, from_start: bool = True):
         """Yield log content as it is written until the container stops."""

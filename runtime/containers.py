@@ -316,9 +316,12 @@ class Runtime:
     def changes(self, stop=None, *, heartbeat: bool = False):
         """Batches of the ids whose state changed on disk, as they change
         (runtime/changes.py: inotify, not a poll); None after an overflow
-        (list everything again).  Ends when ``stop()`` is true."""
+        (list everything again).  The first batch is empty and comes as soon
+        as the watch is in place: a change after it is never missed, so a
+        consumer lists everything once *after* it.  Ends when ``stop()`` is true."""
         from .changes import StateWatch
         with StateWatch(self.containers_dir) as w:
+            yield set()
             yield from w.follow(stop, heartbeat=heartbeat)
 
     def pause(self, ref: str) -> Container:

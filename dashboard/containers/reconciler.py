@@ -60,6 +60,7 @@ class _Changes:
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop, self.queue = loop, asyncio.Queue()
         self.stopping = threading.Event()
+        self.watching = threading.Event()      # the watch is in place: changes from now on are seen
         self.alive = True
         self.thread = threading.Thread(target=self._follow, name="terrarium-changes", daemon=True)
         self.thread.start()
@@ -68,6 +69,9 @@ class _Changes:
         global _warned
         try:
             for batch in get_runtime().changes(self.stopping.is_set):
+                if not self.watching.is_set():
+                    self.watching.set()                 # the first, empty batch
+                    continue
                 self.loop.call_soon_threadsafe(self.queue.put_nowait, batch)
         except Exception as e:  # noqa: BLE001 - any failure: the loop falls back to polling
             if not self.stopping.is_set() and not _warned:
@@ -76,11 +80,17 @@ class _Changes:
                             type(e).__name__, e)
         finally:
             self.alive = False
+            self.watching.set()                         # nobody waits for a watch that failed
             if not self.stopping.is_set():
                 self.loop.call_soon_threadsafe(self.queue.put_nowait, ALL)   # wake the loop
 
     def close(self):
         self.stopping.set()
+
+    async def started(self, timeout: float = 5.0) -> None:
+        """Until the watch is in place (or failed): the full pass that follows
+        then misses nothing that changes while it runs."""
+        await asyncio.to_thread(self.watching.wait, timeout)
 
     async def next(self, timeout: float):
         """The changed ids (merged over every batch waiting), ALL, or ALL after ``timeout``."""
@@ -102,6 +112,7 @@ async def _run(interval: float) -> None:
     failing, pruned_at = False, None
     loop = asyncio.get_running_loop()
     changes = _Changes(loop)
+    await changes.started()
     batch = ALL
     try:
         while True:
@@ -120,6 +131,7 @@ async def _run(interval: float) -> None:
             if not changes.alive:                      # polling until changes can be followed again
                 await asyncio.sleep(interval)
                 changes = _Changes(loop)
+                await changes.started()
                 batch = ALL
                 continue
             batch = await changes.next(interval if failing else full_every)
