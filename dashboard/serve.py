@@ -49,7 +49,7 @@ class _Limits:
     def __init__(self):
         from django.conf import settings
         from django.urls import reverse
-        self.upload_paths = {reverse("layers:image_import").encode()}
+        self.upload_paths = {reverse(n).encode() for n in ("layers:image_import", "api:image_import")}
         self.upload = settings.TERRARIUM_MAX_UPLOAD_BYTES
         self.body = settings.TERRARIUM_MAX_BODY_BYTES
         self.timeout = settings.TERRARIUM_BODY_TIMEOUT

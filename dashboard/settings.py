@@ -57,6 +57,8 @@ INSTALLED_APPS = [
     "dashboard.live",
     "dashboard.oom",
     "dashboard.layers",
+    "ninja",                 # the JSON API: its docs page's assets, served from here (no CDN)
+    "dashboard.api",
 ]
 
 MIDDLEWARE = [

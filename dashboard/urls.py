@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from dashboard.api.urls import api_urlpatterns
+
 admin.site.site_header = "Terrarium administration"
 admin.site.site_title = "Terrarium"
 
@@ -15,4 +17,6 @@ urlpatterns = [
     path("", include("dashboard.live.urls")),
     path("", include("dashboard.layers.urls")),
     path("", include("dashboard.containers.urls")),
+    path("", include("dashboard.api.urls")),
+    *api_urlpatterns,
 ]

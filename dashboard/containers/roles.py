@@ -8,6 +8,7 @@ ADMIN_PERMS = OPERATE_PERMS + [
     "containers.view_auditentry",
     "auth.view_user", "auth.add_user", "auth.change_user", "auth.delete_user",
     "auth.view_group", "auth.change_group",
+    "api.view_apitoken", "api.delete_apitoken",        # see and revoke anyone's API tokens
 ]
 ROLE_PERMS = {VIEWER: VIEW_PERMS, OPERATOR: OPERATE_PERMS, ADMINISTRATOR: ADMIN_PERMS}
 

@@ -27,6 +27,15 @@ def container_get(*, container_id: str) -> Container | None:
     return Container.objects.filter(id=container_id).first()
 
 
+def container_find(*, ref: str) -> Container | None:
+    """A container by its id, its name, or a prefix of its id that only it has (as the CLI takes them)."""
+    row = Container.objects.filter(Q(id=ref) | Q(name=ref)).first()
+    if row is None and len(ref) >= 4 and all(ch in "0123456789abcdef" for ch in ref):
+        rows = list(Container.objects.filter(id__startswith=ref)[:2])
+        row = rows[0] if len(rows) == 1 else None
+    return row
+
+
 def container_actions(*, container: Container, user) -> tuple[str, ...]:
     """The buttons this user may press for this container now."""
     if not user.has_perm(CAN_OPERATE):
