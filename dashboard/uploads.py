@@ -63,6 +63,8 @@ class UploadLimitMiddleware:
             refused = refusal(length)
             if refused is not None:
                 status, message = refused
+                if request.path.startswith("/api/"):                 # the JSON API's error shape
+                    return JsonResponse({"detail": message}, status=status)
                 if request.headers.get("X-Requested-With") == "fetch":
                     return JsonResponse({"ok": False, "message": message}, status=status)
                 return HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")

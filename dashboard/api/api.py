@@ -26,7 +26,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.http import FileResponse, Http404, HttpRequest, JsonResponse
 from django.shortcuts import redirect
 from django.urls import reverse
-from ninja import File, Form, NinjaAPI, Query, Router
+from ninja import File, Form, NinjaAPI, Query, Router, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.files import UploadedFile
 from ninja.parser import Parser
@@ -40,6 +40,7 @@ from dashboard.containers.models import Container, OomEvent
 from dashboard.containers.roles import CAN_AUDIT, CAN_OPERATE, CAN_VIEW, role_of
 from dashboard.layers import selectors as layer_selectors
 from dashboard.layers import services as layer_services
+from dashboard.live import selectors as live_selectors
 from dashboard.oom import selectors as oom_selectors
 
 from . import schemas as s
@@ -268,7 +269,7 @@ def container_create(request, body: s.ContainerIn):
             seccomp=body.seccomp, setuid=body.setuid, start=body.start)
     except services.ServiceError as e:
         raise _failed(e) from None
-    return 201, _after(request, c.id)
+    return Status(201, _after(request, c.id))
 
 
 @containers.get("/{ref}", response={200: s.ContainerDetail, **E}, summary="One container, as its page shows it")
@@ -286,7 +287,7 @@ def container_remove(request, ref: str):
         services.container_remove(user=request.auth, container_id=c.id)
     except services.ServiceError as e:
         raise _failed(e) from None
-    return 204, None
+    return Status(204, None)
 
 
 @containers.put("/{ref}/limits", response={200: s.ContainerDetail, **E},
@@ -336,7 +337,7 @@ def container_commit(request, ref: str, body: s.CommitIn):
                                                 image_name=body.image, message=body.message)
     except layer_services.ServiceError as e:
         raise _failed(e) from None
-    return 201, {"image": image.name, "layer": image.layers[-1].digest}
+    return Status(201, {"image": image.name, "layer": image.layers[-1].digest})
 
 
 Action = Literal["start", "stop", "restart", "kill", "pause", "resume"]
@@ -386,7 +387,7 @@ def image_import(request, archive: UploadedFile = File(...), name: str = Form(""
         loaded = layer_services.image_import(user=request.auth, upload=archive, name=name.strip())
     except layer_services.ServiceError as e:
         raise _failed(e, 400) from None
-    return 201, {"images": [i.name for i in loaded]}
+    return Status(201, {"images": [i.name for i in loaded]})
 
 
 @images.post("/gc", response={200: s.GcOut, **E}, summary="Remove the layers nothing uses")
@@ -436,7 +437,7 @@ def image_remove(request, name: str):
         layer_services.image_remove(user=request.auth, name=name)
     except layer_services.ServiceError as e:
         raise _failed(e) from None
-    return 204, None
+    return Status(204, None)
 
 
 # ------------------------------------------------------------------ records
@@ -473,6 +474,32 @@ def oom_detail(request, event_id: int):
     return _oom(ev)
 
 
+host = Router(tags=["host"])
+
+
+@host.get("/processes", response={200: list[s.HostProcess], **E},
+          summary="The host's process tree (command lines for operators)")
+def host_processes(request):
+    _may(request, CAN_VIEW)
+    full = request.auth.has_perm(CAN_OPERATE)
+    rows = live_selectors.host_process_rows(with_cmdline=full)
+    return [{"depth": r.depth, "pid": r.info.pid, "ppid": r.info.ppid, "ns_pids": list(r.info.ns_pids),
+             "user": r.info.user, "state": r.info.state, "comm": r.info.comm,
+             "cmdline": list(r.info.cmdline) if full else None, "rss": r.info.rss,
+             "threads": r.info.threads, "role": r.role, "container_id": r.container[0] if r.container else None,
+             "container_name": r.container[1] if r.container else None} for r in rows]
+
+
+@host.get("/namespaces", response={200: list[s.HostNamespace], **E},
+          summary="Every namespace, as lsns (commands: only the program for viewers)")
+def host_namespaces(request):
+    _may(request, CAN_VIEW)
+    rows = live_selectors.host_namespace_rows(with_cmdline=request.auth.has_perm(CAN_OPERATE))
+    return [{"type": r.ns.type, "inode": r.ns.inode, "nprocs": r.ns.nprocs, "pid": r.ns.pid,
+             "command": r.ns.command, "container_id": r.ns.container, "container_name": r.container_name}
+            for r in rows]
+
+
 @records.get("/me", response={200: s.Me, **E}, summary="Whose token this is, and their role")
 def me(request):
     user = request.auth
@@ -482,6 +509,7 @@ def me(request):
 
 api.add_router("/containers", containers)
 api.add_router("/images", images)
+api.add_router("/host", host)
 api.add_router("", records)
 
 @login_not_required

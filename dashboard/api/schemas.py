@@ -271,6 +271,33 @@ class OomDetail(OomOut):
     victim_ns_pid: int | None
 
 
+# ------------------------------------------------------------------------ host
+class HostProcess(Schema):
+    depth: int = Field(description="depth in the host's process tree (pstree)")
+    pid: int
+    ppid: int
+    ns_pids: list[int] = Field(description="NSpid: host first, the innermost namespace's last")
+    user: str | None
+    state: str
+    comm: str
+    cmdline: list[str] | None = Field(description="null unless you may operate: arguments hold secrets")
+    rss: int
+    threads: int
+    role: str | None = Field(description="shim, forkserver, cliserver or cli for Terrarium's own")
+    container_id: str | None = Field(description="set on a container's init")
+    container_name: str | None
+
+
+class HostNamespace(Schema):
+    type: str
+    inode: int
+    nprocs: int
+    pid: int = Field(description="the lowest pid in it")
+    command: str = Field(description="that pid's command line; only its program unless you may operate")
+    container_id: str | None
+    container_name: str | None
+
+
 class Me(Schema):
     username: str
     role: str | None

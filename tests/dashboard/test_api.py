@@ -154,6 +154,8 @@ ROUTES = [
     ("oom", "get", lambda t: ("/api/oom?since=24h", {}), (401, 200, 200, 200), None, None),
     ("oom-event", "get", lambda t: (f"/api/oom/{t.oom_event().pk}", {}), (401, 200, 200, 200), None, None),
     ("me", "get", lambda t: ("/api/me", {}), (401, 200, 200, 200), None, None),
+    ("processes", "get", lambda t: ("/api/host/processes", {}), (401, 200, 200, 200), None, None),
+    ("namespaces", "get", lambda t: ("/api/host/namespaces", {}), (401, 200, 200, 200), None, None),
 ]
 NEEDS = {"detail": "created", "logs": "created", "diff": "created", "start": "created", "stop": "running",
          "restart": "running", "kill": "running", "pause": "running", "resume": "paused",
@@ -237,6 +239,28 @@ def test_env_values_are_masked_for_viewers(api_clients, fresh):
     assert api_clients["operator"].get("/api/containers").json()[0]["actions"] == ["start", "remove"]
 
 
+@pytest.fixture
+def secret_process():
+    """A host process with a secret on its command line (sh stays sh: two commands)."""
+    import subprocess
+    p = subprocess.Popen(["/bin/sh", "-c", "sleep 300; : host-secret-4f1e"])
+    yield p
+    p.kill()
+    p.wait()
+
+
+def test_host_command_lines_are_for_operators(api_clients, secret_process):
+    from dashboard.live import selectors as live_selectors
+    for role, shown in (("viewer", False), ("operator", True), ("administrator", True)):
+        live_selectors.reset_host_cache()
+        procs = api_clients[role].get("/api/host/processes").json()
+        mine = next(p for p in procs if p["pid"] == secret_process.pid)         # listed for everyone
+        assert mine["comm"] == "sh"
+        assert (mine["cmdline"] == ["/bin/sh", "-c", "sleep 300; : host-secret-4f1e"]) is shown, role
+        assert ("host-secret-4f1e" in api_clients[role].get("/api/host/namespaces").content.decode()
+                + json.dumps(procs)) is shown, role
+
+
 # ------------------------------------------------------------------ errors
 def test_errors_are_json_with_the_runtimes_message(api_clients, fresh, rt):
     op = api_clients["operator"]
@@ -291,6 +315,12 @@ def test_unreadable_bodies_are_400(api_clients, fresh, rt):
     assert r.status_code == 400 and "archive" in r.json()["detail"]
     r = op.post("/api/images/import", {"archive": io.BytesIO(b"not a tar at all" * 100)})
     assert r.status_code == 400 and r.json()["detail"]
+
+
+def test_an_upload_over_the_limit_is_a_json_413(api_clients, settings, spare_images, rt):
+    settings.TERRARIUM_MAX_UPLOAD_BYTES = 1 << 20
+    r = api_clients["operator"].post("/api/images/import", {"archive": io.BytesIO(b"x" * (2 << 20))})
+    assert r.status_code == 413 and "TERRARIUM_MAX_UPLOAD" in r.json()["detail"]
 
 
 def test_an_unknown_image_is_a_404_from_the_runtime(api_clients, made):
