@@ -399,7 +399,7 @@ def images_gc(request):
         raise _failed(e) from None
 
 
-@images.get("/{path:name}/export", response={200: None, **E}, summary="The image as an OCI layout tar",
+@images.get("/{path:name}/export", response=E, summary="The image as an OCI layout tar",
             openapi_extra={"responses": {"200": {"description": "an OCI layout tar", "content": {
                 "application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}}})
 def image_export(request, name: str):

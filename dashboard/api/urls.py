@@ -6,7 +6,7 @@ from .api import api, not_found
 app_name = "api_tokens"
 
 urlpatterns = [
-    path("account/tokens/", views.token_list, name="list"),
+    path("account/tokens/", views.token_list, name="tokens"),
     path("account/tokens/<int:token_id>/revoke/", views.token_revoke, name="revoke"),
 ]
 

@@ -40,4 +40,4 @@ def token_revoke(request, token_id: int):
         messages.error(request, "No such token (already revoked?).")
     else:
         messages.success(request, f"Token {row.name} ({row.prefix}…) revoked: it no longer works.")
-    return redirect("api_tokens:list")
+    return redirect("api_tokens:tokens")
