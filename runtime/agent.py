@@ -79,8 +79,15 @@ def _ref(v):
 
 
 def _image_name(v):
-    if not isinstance(v, str) or not 0 < len(v) <= 255 or "\0" in v or ".." in v.split("/"):
-        raise InvalidArgument(f"invalid image name {v!r}")
+    """An image reference (runtime/images/reference.py) or an image id."""
+    from .images import reference
+    if not isinstance(v, str) or not 0 < len(v) <= 512 or "\0" in v:
+        raise InvalidArgument(f"invalid image name {ascii(v)[:80]}")
+    if reference.image_id_prefix(v) is None:
+        try:
+            reference.parse(v)
+        except InvalidArgument as e:
+            raise InvalidArgument(f"invalid image name: {e}") from None
     return v
 
 
@@ -332,7 +339,9 @@ VERBS: dict[str, Verb] = {
     "remove": Verb(lambda rt, ref, force=False: rt.remove(ref, force=force),
                    {**_REF, "force": (_bool, False)}, mutating=True),
     "logs": Verb(_logs, {**_REF, "tail": (_count(MAX_LOG_TAIL), True)}),
-    "images": Verb(lambda rt: to_dict(rt.images.list()), {}),
+    "images": Verb(lambda rt, dangling=False: to_dict(rt.images.dangling() if dangling
+                                                      else rt.images.list()),
+                   {"dangling": (_bool, False)}),
     "image": Verb(lambda rt, name: to_dict(rt.images.get(name)), {"name": (_image_name, True)}),
     "image-layer": Verb(lambda rt, digest: to_dict(rt.images.layer(digest)),
                         {"digest": (_digest, True)}),
@@ -730,8 +739,15 @@ class Agent:
                   "result": "ok" if reply["ok"] else "error"}
         if verb.target == "spec" and reply["ok"]:
             record["id"] = reply["result"]["id"]
-        if name == "load" and reply["ok"]:
-            record["images"] = [i["name"] for i in reply["result"]]
+        if name in ("load", "commit") and reply["ok"]:
+            images = reply["result"] if name == "load" else [reply["result"]]
+            if name == "load":
+                record["images"] = [i["name"] for i in images]
+            record["digests"] = {i["name"]: i.get("id", "") for i in images}
+            moved = [{"name": i["name"], "old": i["replaced"], "new": i.get("id", "")}
+                     for i in images if i.get("replaced")]
+            if moved:
+                record["moved"] = moved             # names moved off another image: old and new
         if not reply["ok"]:
             record["error"] = reply["error"]
         try:

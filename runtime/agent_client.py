@@ -67,7 +67,8 @@ def image_of(d: dict) -> Image:
     c = d["config"]
     return Image(name=d["name"], layers=tuple(Layer(**x) for x in d["layers"]),
                  config=ImageConfig(cmd=tuple(c["cmd"]), env=tuple(c["env"]), workdir=c["workdir"]),
-                 created=d["created"], history=tuple(d["history"]))
+                 created=d["created"], history=tuple(d["history"]), id=d.get("id", ""),
+                 replaced=d.get("replaced", ""))
 
 
 def _spec_dict(spec) -> dict:
@@ -517,6 +518,9 @@ class _AgentImages:
 
     def list(self) -> list[Image]:
         return [image_of(d) for d in self._rt.call("images")]
+
+    def dangling(self) -> list[Image]:
+        return [image_of(d) for d in self._rt.call("images", dangling=True)]
 
     def get(self, name: str) -> Image:
         return image_of(self._rt.call("image", name=name))

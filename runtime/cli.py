@@ -492,10 +492,11 @@ def _wait(rt, args) -> int:
 
 def _images(rt, args) -> int:
     rt.images.ensure_builtin()
-    table = [("IMAGE", "LAYERS", "SIZE", "CMD")]
-    for image in rt.images.list():
+    table = [("IMAGE", "ID", "LAYERS", "SIZE", "CMD")]
+    for image in [*rt.images.list(), *rt.images.dangling()]:
         size = sum(layer.size for layer in image.layers)
-        table.append((image.name, str(len(image.layers)), _size(size), " ".join(image.config.cmd)))
+        table.append((image.name or "<none>", image.id[7:19], str(len(image.layers)), _size(size),
+                      " ".join(image.config.cmd)))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
         print("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
@@ -544,8 +545,16 @@ def _load(rt, args) -> int:
         else:                            # through the agent: sent as a descriptor
             images = rt.load_image(args.input, name=args.name)
     for image in images:
+        _say_moved(image)
         print(f"Loaded image: {image.name}")
     return 0
+
+
+def _say_moved(image) -> None:
+    """What Docker says when a load moves a name, and where the old image went."""
+    if image.replaced:
+        print(f"The image {image.name} already exists, renaming the old one with ID "
+              f"{image.replaced} to empty string (kept by id until image-gc)")
 
 
 def _save(rt, args) -> int:
@@ -558,6 +567,7 @@ def _save(rt, args) -> int:
 
 def _commit(rt, args) -> int:
     image = rt.commit(args.container, args.image, message=args.message, pause=args.pause)
+    _say_moved(image)
     print(f"{image.name} {image.layers[-1].digest}")
     return 0
 

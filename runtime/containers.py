@@ -168,7 +168,8 @@ class Runtime:
         env = _merge_env(image.config.env, spec.env, hostname)
         cdir = self._dir(cid)
         config = {
-            "id": cid, "name": name, "image": image.name, "cmd": list(cmd), "env": list(env),
+            "id": cid, "name": name, "image": image.name or image.id[7:19],
+            "cmd": list(cmd), "env": list(env),
             "hostname": hostname, "workdir": spec.workdir or image.config.workdir or "/",
             "limits": spec.limits._asdict(), "created_at": time.time(),
             "layers": [layer.digest.split(":", 1)[-1] for layer in image.layers],
@@ -795,6 +796,9 @@ class Runtime:
         """
         with locked(os.path.join(self.root, "images.lock")):
             image = self.images.get(name)
+            if not image.name:                 # one a name was moved off: by id (its layers stay
+                self.images.remove_image(name)  # while a container runs them)
+                return
             if not force:
                 users = self.image_users(image.name)
                 if users:

@@ -39,9 +39,12 @@ class Layer(namedtuple("Layer", "digest size files created_by path", defaults=("
     __slots__ = ()
 
 
-class Image(namedtuple("Image", "name layers config created history", defaults=(0.0, ()))):
-    """name ("busybox"), layers bottom first, ImageConfig, unix time, how each
-    layer was made (bottom first)."""
+class Image(namedtuple("Image", "name layers config created history id replaced",
+                       defaults=(0.0, (), "", ""))):
+    """name ("busybox"; "" for an image no name points at any more), layers
+    bottom first, ImageConfig, unix time, how each layer was made (bottom
+    first), id ("sha256:<hex>", runtime/images/store.py image_id), and, when
+    this write moved the name off another image, that image's id (replaced)."""
     __slots__ = ()
 
 

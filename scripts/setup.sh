@@ -35,8 +35,11 @@ as_root() {
 
 # --- Debian packages ---------------------------------------------------------
 # gcc, libc6-dev: the exec tests build a static TIOCSTI probe to run in a container
+# docker.io: the archive tests run a private dockerd (own data root and socket)
+#   to check that `docker load` reads `terrarium save`; debootstrap builds a
+#   Debian minbase image from the apt mirror for the real-world layer tests
 packages=(busybox-static chromium runc crun redis-server util-linux procps
-          iproute2 umoci skopeo gcc libc6-dev libseccomp2)
+          iproute2 umoci skopeo gcc libc6-dev libseccomp2 debootstrap)
 if [ "$want_vm" = 1 ]; then
     packages+=(qemu-system-x86 cpio)
 fi
@@ -63,6 +66,25 @@ apt_install() {
 }
 
 apt_install "${packages[@]}"
+
+# docker.io on its own: its packages (docker.io, containerd) start and enable
+# system services on a systemd or sysvinit host.  The tests start a private
+# dockerd of their own and never use the system one, so when this script is
+# what installed it, those services are stopped and disabled again at once.
+if [ "$(dpkg-query -W -f='${Status}' docker.io 2>/dev/null || true)" != "install ok installed" ]; then
+    apt_install docker.io
+    say "docker.io: stopping and disabling the services its packages started (tests use a private dockerd)"
+    if [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now docker.socket docker.service containerd.service >/dev/null 2>&1 || true
+    else
+        for svc in docker containerd; do
+            if [ -x "/etc/init.d/$svc" ]; then
+                as_root "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+                as_root update-rc.d "$svc" disable >/dev/null 2>&1 || true
+            fi
+        done
+    fi
+fi
 
 # --- Python interpreter ------------------------------------------------------
 # A Python >= 3.11 that can make a venv (has ensurepip). Order: $TERRARIUM_PYTHON,

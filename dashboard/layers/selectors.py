@@ -159,5 +159,7 @@ def image_detail(*, name: str) -> dict:
                       "other_images": others, "containers": users.get(layer.digest, [])})
     stack.reverse()
     containers = [c for c in rt.list(all=True) if c.image == image.name]
+    from runtime.images import reference
     return {"image": image, "stack": stack, "alone": alone, "shared": shared,
-            "total": alone + shared, "containers": containers}
+            "total": alone + shared, "containers": containers,
+            "reference": reference.parse(image.name).full if image.name else ""}

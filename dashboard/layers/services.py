@@ -28,6 +28,17 @@ def _first_line(e: Exception) -> str:
     return lines[0].rstrip(": ") + (" (not a tar or layout it can read)" if len(lines) > 1 else "")
 
 
+def _moved(images) -> list[dict]:
+    """Names a write moved off another image: the audit keeps old and new ids."""
+    return [{"name": i.name, "old": i.replaced, "new": i.id} for i in images if i.replaced]
+
+
+def moved_note(images) -> str:
+    """What the person is told when a name moved (the old image is kept by id)."""
+    return "".join(f" The name {i.name} moved off image {i.replaced[:19]}, which stays "
+                   f"reachable by that id until a GC." for i in images if i.replaced)
+
+
 def _sync() -> None:
     try:
         container_services.images_sync()
@@ -70,6 +81,10 @@ def image_import(*, user, upload, name: str = "") -> list:
         if tmp is not None:
             os.unlink(tmp)
     details["images"] = [i.name for i in images]
+    details["digests"] = {i.name: i.id for i in images}
+    moved = _moved(images)
+    if moved:
+        details["moved"] = moved
     _audit(user, "image-import", result="ok", details=details)
     _sync()
     return images
@@ -102,6 +117,10 @@ def container_commit(*, user, container_id: str, image_name: str, message: str =
                message=str(e), details=details)
         raise ServiceError(str(e)) from e
     details["layer"] = image.layers[-1].digest
+    details["id"] = image.id
+    moved = _moved([image])
+    if moved:
+        details["moved"] = moved
     _audit(user, "commit", container_id=container_id, container_name=cname, result="ok",
            details=details)
     _sync()

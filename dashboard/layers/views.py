@@ -71,7 +71,8 @@ def container_commit(request, container_id):
     except services.ServiceError as e:
         return _answer(request, False, f"Commit failed: {e}", here)
     return _answer(request, True, f"Committed: image {image.name}, new layer "
-                   f"{image.layers[-1].digest[:19]}.", reverse("layers:image", args=[image.name]))
+                   f"{image.layers[-1].digest[:19]}.{services.moved_note([image])}",
+                   reverse("layers:image", args=[image.name]))
 
 
 # ------------------------------------------------------------ images
@@ -113,7 +114,7 @@ def image_import(request):
     except services.ServiceError as e:
         return _answer(request, False, f"Import refused: {e}", images, 400)
     names = ", ".join(i.name for i in loaded)
-    return _answer(request, True, f"Imported {names}.", images)
+    return _answer(request, True, f"Imported {names}.{services.moved_note(loaded)}", images)
 
 
 @require_POST

@@ -11,8 +11,11 @@ each layer's uncompressed tar against the config's diff_id while it is
 unpacked.  A mismatch raises InvalidArgument naming the blob; the layers this
 load added are removed again and no image record is written.
 
-`save(store, name, path)` writes an image as an OCI layout tar (umoci, skopeo
-`oci-archive:`), layers as uncompressed tars re-packed from the store.
+`save(store, name, path)` writes an image as one tar that both kinds of tool
+read, as Docker 25 does: an OCI image layout (oci-layout, index.json,
+blobs/sha256/; umoci, skopeo `oci-archive:`) and, naming the same blobs, the
+`docker save` manifest.json and repositories files that `docker load` reads
+(Docker 20.10 included).  Layers are uncompressed tars re-packed from the store.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import re
 
 from ..errors import InvalidArgument, NotFound
 from ..model import Image, ImageConfig
-from .store import ImageStore, digest_hex, normalize_name
+from .store import ImageStore, arch, config_document, digest_hex, normalize_name
 
 _DEFAULT_PATH = ImageConfig().env[0]
 _MT_INDEX = ("application/vnd.oci.image.index.v1+json",
@@ -430,11 +433,11 @@ def _manifest(src, desc: dict, what: str, depth: int = 0) -> dict:
         if not options:
             raise InvalidArgument(f"image index {digest} is empty")
         options = [_obj(d, f"image index {digest}: an entry") for d in options]
-        arch = _arch()
+        arch_ = arch()
 
         def platform(d):
             return _field(d, "platform", dict, f"image index {digest}: an entry", {})
-        chosen = next((d for d in options if platform(d).get("architecture") == arch
+        chosen = next((d for d in options if platform(d).get("architecture") == arch_
                        and platform(d).get("os", "linux") == "linux"), options[0])
         return _manifest(src, chosen, f"image index {digest}", depth + 1)
     return doc
@@ -534,17 +537,6 @@ def _parse_time(value) -> float:
         return 0.0
 
 
-def _format_time(t: float) -> str:
-    from datetime import datetime, timezone
-    return datetime.fromtimestamp(int(t), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _arch() -> str:
-    m = os.uname().machine
-    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386",
-            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}.get(m, m)
-
-
 # --- export -----------------------------------------------------------------
 
 class _HashWriter:
@@ -587,15 +579,14 @@ def save(store: ImageStore, name: str, path: str | os.PathLike, *, writer=None) 
 
 
 def save_to(store: ImageStore, name: str, out) -> str:
-    """Write image `name` as an OCI image layout tar to the binary file `out`
-    (from where it stands); returns the manifest digest."""
+    """Write image `name` (a name or an id) as an OCI layout + docker-archive
+    tar to the binary file `out` (from where it stands); returns the manifest digest."""
     import contextlib
     import io
-    from . import tarsafe
+    from . import reference, tarsafe
 
     image = store.get(name)
-    repo, _, tag = image.name.partition(":")
-    tag = tag or "latest"
+    ref = reference.parse(image.name) if image.name else None
     store._make_dirs()
     stack = contextlib.ExitStack()       # flocked while it lives: sweep_tmp removes a killed save's
     with store.lock():                   # made and flocked where no sweep (under the lock) sees it
@@ -612,28 +603,34 @@ def save_to(store: ImageStore, name: str, out) -> str:
             diff_ids.append(w.digest)
             layer_descs.append({"mediaType": _MT_LAYER, "digest": w.digest, "size": w.size})
 
-        def add_json(obj) -> dict:
+        def add_blob(data: bytes) -> dict:
             import hashlib
-            data = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
             digest = "sha256:" + hashlib.sha256(data).hexdigest()
             blobs[digest] = (data, len(data))
             return {"digest": digest, "size": len(data)}
 
-        created = _format_time(image.created)
-        config = {"architecture": _arch(), "os": "linux", "created": created,
-                  "config": {"Cmd": list(image.config.cmd), "Env": list(image.config.env),
-                             "WorkingDir": image.config.workdir},
-                  "rootfs": {"type": "layers", "diff_ids": diff_ids},
-                  "history": [{"created": created, "created_by": h} for h in image.history]}
+        def add_json(obj) -> dict:
+            return add_blob(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode())
+
+        config = add_blob(config_document(image.config, diff_ids, image.history, image.created))
         manifest = {"schemaVersion": 2, "mediaType": _MT_MANIFEST,
-                    "config": {"mediaType": _MT_CONFIG, **add_json(config)},
+                    "config": {"mediaType": _MT_CONFIG, **config},
                     "layers": layer_descs}
-        mdesc = {"mediaType": _MT_MANIFEST, **add_json(manifest),
-                 "annotations": {"org.opencontainers.image.ref.name": tag,
-                                 "io.containerd.image.name": f"{repo}:{tag}"}}
+        mdesc = {"mediaType": _MT_MANIFEST, **add_json(manifest)}
+        docker = {"Config": f"blobs/sha256/{config['digest'][7:]}",
+                  "Layers": [f"blobs/sha256/{d['digest'][7:]}" for d in layer_descs],
+                  "RepoTags": [ref.familiar] if ref else []}
+        if ref:
+            mdesc["annotations"] = {"io.containerd.image.name": ref.full,
+                                    "org.opencontainers.image.ref.name": ref.tag}
         index = {"schemaVersion": 2, "mediaType": _MT_INDEX[0], "manifests": [mdesc]}
         files = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}',
-                 "index.json": json.dumps(index, sort_keys=True, separators=(",", ":")).encode()}
+                 "index.json": json.dumps(index, sort_keys=True, separators=(",", ":")).encode(),
+                 "manifest.json": json.dumps([docker], separators=(",", ":")).encode()}
+        if ref and layer_descs:          # the pre-manifest.json file: repository -> tag -> top layer
+            files["repositories"] = json.dumps(
+                {ref.familiar_repository: {ref.tag: layer_descs[-1]["digest"][7:]}},
+                separators=(",", ":")).encode()
 
         mtime = int(image.created)
         with tarsafe.open_writer(out) as tf:

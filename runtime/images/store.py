@@ -2,7 +2,8 @@
 
     <root>/layers/<64hex>/fs/         unpacked tree: an overlay lowerdir
     <root>/layers/<64hex>/meta.json   digest, size, files, created_by, created
-    <root>/images/<name>.json         name, layer digests bottom-first, config, created, history
+    <root>/images/<name>.json         name, id, layer digests bottom-first, config, created, history
+    <root>/dangling/<hex>.json        an image a name was moved off, by id, until gc()
     <root>/tmp/                       work in progress, same filesystem
 
 A layer's digest is the sha256 of its *uncompressed* tar (an OCI diff_id).
@@ -24,21 +25,21 @@ from ..errors import Conflict, InvalidArgument, KernelError, NotFound
 from ..model import Image, ImageConfig, Layer
 
 _HEX = re.compile(r"[0-9a-f]{64}")
-_REPO = r"[a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*"
-_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
-_NAME = re.compile(rf"({_REPO})(?::({_TAG}))?")
+# What the store took as a name before runtime/images/reference.py: records
+# written then keep working under the name they were written with.
+_LEGACY_NAME = re.compile(r"([a-z0-9][a-z0-9._-]*(?:/[a-z0-9][a-z0-9._-]*)*)"
+                          r"(?::([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?")
 _STALE_TMP = 3600.0        # seconds before gc() removes other leftovers in tmp/
 _SWEPT = ("layer-", "gc-", "image-", "outer-", "import-", "save-")   # tmp/ entries flocked by their maker
 
 
 def normalize_name(name: str) -> str:
-    """'busybox:latest' -> 'busybox'; other tags kept.  InvalidArgument if malformed."""
-    m = _NAME.fullmatch(name) if isinstance(name, str) else None
-    if not m or len(name) > 255:
-        raise InvalidArgument(f"invalid image name {ascii(name)[:140]}: use lowercase ASCII letters, digits, "
-                              "'.', '_', '-' and '/', with an optional ':tag'")
-    repo, tag = m.group(1), m.group(2)
-    return repo if tag in (None, "latest") else f"{repo}:{tag}"
+    """The store's key for an image name, as Docker parses references
+    (runtime/images/reference.py): 'busybox:latest' and
+    'docker.io/library/busybox' -> 'busybox', 'docker.io/library/x:v2' ->
+    'x:v2', 'localhost:5000/x' kept.  InvalidArgument (Docker's wording) if malformed."""
+    from . import reference
+    return reference.normalize(name)
 
 
 def digest_hex(digest: str) -> str:
@@ -49,6 +50,45 @@ def digest_hex(digest: str) -> str:
     return hexpart
 
 
+def arch() -> str:
+    """This machine's architecture as OCI names it."""
+    m = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386",
+            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}.get(m, m)
+
+
+def format_time(t: float) -> str:
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(int(t), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def config_document(config: ImageConfig, diff_ids, history, created: float) -> bytes:
+    """The OCI image config of an image as Terrarium writes it (save), bytes:
+    its sha256 is the image's id."""
+    when = format_time(created)
+    doc = {"architecture": arch(), "os": "linux", "created": when,
+           "config": {"Cmd": list(config.cmd), "Env": list(config.env), "WorkingDir": config.workdir},
+           "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
+           "history": [{"created": when, "created_by": h} for h in history]}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _config_of(rec: dict) -> ImageConfig:
+    c = rec.get("config", {})
+    return ImageConfig(cmd=tuple(c.get("cmd", ())), env=tuple(c.get("env", ())),
+                       workdir=c.get("workdir", "/") or "/")
+
+
+def image_id(rec: dict) -> str:
+    """'sha256:<hex>': the digest of the record's config document (config_document,
+    with the stored layers' digests as diff_ids).  Records written before
+    ids existed get theirs computed on read, the same way."""
+    import hashlib
+    doc = config_document(_config_of(rec), rec["layers"], rec.get("history", ()),
+                          rec.get("created", 0.0))
+    return "sha256:" + hashlib.sha256(doc).hexdigest()
+
+
 class ImageStore:
     """Layers and images under one root directory (the runtime root)."""
 
@@ -57,6 +97,7 @@ class ImageStore:
         self.layers_dir = os.path.join(self.root, "layers")
         self.images_dir = os.path.join(self.root, "images")
         self.tmp_dir = os.path.join(self.root, "tmp")
+        self.dangling_dir = os.path.join(self.root, "dangling")
 
     # --- layers ----------------------------------------------------------
 
@@ -241,13 +282,11 @@ class ImageStore:
     def _recorded_layers(self) -> set[str]:
         """The hex digests of the layers some image record names."""
         out = set()
-        for dirpath, _dirs, files in os.walk(self.images_dir):
-            for f in files:
-                if f.endswith(".json"):
-                    try:
-                        out.update(digest_hex(d) for d in _read_json(os.path.join(dirpath, f))["layers"])
-                    except (FileNotFoundError, ValueError, KeyError, InvalidArgument):
-                        continue
+        for _path, rec in self._records():
+            try:
+                out.update(digest_hex(d) for d in rec["layers"])
+            except (KeyError, TypeError, InvalidArgument):
+                continue
         return out
 
     def remove_layer(self, digest: str) -> None:
@@ -261,69 +300,182 @@ class ImageStore:
                 pass
 
     # --- images ----------------------------------------------------------
+    #
+    # images/<key>.json is the image a name points at; key is the name as
+    # normalize_name gives it ('busybox', 'barsumoci:v2', 'localhost:5000/x').
+    # dangling/<hex>.json is an image a name was moved off (an import or
+    # commit onto an existing name) while no other name points at it: still
+    # reachable by its id until image gc collects it.
 
     def _image_path(self, name: str) -> str:
         return os.path.join(self.images_dir, f"{name}.json")
 
-    def get(self, name: str) -> Image:
-        """The image called `name` ("busybox" and "busybox:latest" are one)."""
-        try:
-            key = normalize_name(name)
-        except InvalidArgument:
-            raise NotFound(f"image {name!r} not found") from None
-        try:
-            rec = _read_json(self._image_path(key))
-        except FileNotFoundError:
-            raise NotFound(f"image {name!r} not found") from None
-        return self._image(rec)
+    def _dangling_path(self, hexpart: str) -> str:
+        return os.path.join(self.dangling_dir, f"{hexpart}.json")
 
-    def _image(self, rec: dict) -> Image:
+    def _legacy_keys(self, key: str) -> list[str]:
+        """Where a record for `key` may have been written before references
+        were parsed as Docker does: under the name as given, which for an
+        archive's RepoTags was the full 'docker.io/library/x:v2'."""
+        from . import reference
+        r = reference.parse(key)
+        if r.domain != reference.DEFAULT_DOMAIN:
+            return []
+        tag = "" if r.tag in (None, reference.DEFAULT_TAG) else f":{r.tag}"
+        paths = [r.path]
+        if r.path.startswith(reference.OFFICIAL_NAMESPACE + "/") and r.path.count("/") == 1:
+            paths.append(r.path.partition("/")[2])
+        return [f"{d}/{p}{tag}" for d in (reference.DEFAULT_DOMAIN, reference.LEGACY_DOMAIN)
+                for p in paths]
+
+    def _named(self, key: str) -> tuple[str, dict] | None:
+        """(path, record) of the image the name `key` points at, or None."""
+        for k in (key, *self._legacy_keys(key)):
+            path = self._image_path(k)
+            try:
+                return path, _read_json(path)
+            except FileNotFoundError:
+                continue
+        return None
+
+    def _records(self, dangling: bool = True):
+        """(path, record) of every readable record: named ones, then dangling ones."""
+        dirs = [self.images_dir] + ([self.dangling_dir] if dangling else [])
+        for top in dirs:
+            for dirpath, _dirs, files in os.walk(top):
+                for f in sorted(files):
+                    if f.endswith(".json"):
+                        path = os.path.join(dirpath, f)
+                        try:
+                            yield path, _read_json(path)
+                        except (FileNotFoundError, ValueError):
+                            continue
+
+    def _find(self, ref) -> tuple[str, dict] | None:
+        """Resolve `ref` as Docker does: a name (normalised), `name@sha256:<id>`,
+        else an image id or a unique prefix of one (4 hex digits at least)."""
+        from . import reference
+        try:
+            r = reference.parse(ref)
+            bad = None
+        except InvalidArgument as e:
+            r, bad = None, e
+            legacy = _LEGACY_NAME.fullmatch(ref) if isinstance(ref, str) else None
+            if legacy and len(ref) <= 255:       # a name the old parser took: its record, as written
+                tag = legacy.group(2)
+                key = legacy.group(1) + ("" if tag in (None, "latest") else f":{tag}")
+                try:
+                    return self._image_path(key), _read_json(self._image_path(key))
+                except FileNotFoundError:
+                    pass
+        if r is not None and r.digest is not None:
+            found = [(p, rec) for p, rec in self._records() if _rec_id(rec) == r.digest]
+            return found[0] if found else None
+        if r is not None:
+            hit = self._named(r.key)
+            if hit is not None:
+                return hit
+        hexpart = reference.image_id_prefix(ref)
+        if hexpart is None:
+            if bad is not None:
+                raise bad                     # Docker's message for a malformed reference
+            return None
+        found = [(p, rec) for p, rec in self._records() if _rec_id(rec)[7:].startswith(hexpart)]
+        if len({_rec_id(rec) for _p, rec in found}) > 1:
+            raise InvalidArgument(f"image id prefix {ref!r} is ambiguous: it matches "
+                                  f"{len({_rec_id(rec) for _p, rec in found})} images")
+        return found[0] if found else None
+
+    def get(self, name: str) -> Image:
+        """The image `name` points at ("busybox", "busybox:latest" and
+        "docker.io/library/busybox" are one), or the one with that id."""
+        hit = self._find(name)
+        if hit is None:
+            raise NotFound(f"image {name!r} not found")
+        return self._image(hit[1], dangling=hit[0].startswith(self.dangling_dir + os.sep))
+
+    def _image(self, rec: dict, dangling: bool = False) -> Image:
         layers = []
         for d in rec["layers"]:
             try:
                 layers.append(self.layer(d))
             except NotFound:
-                raise NotFound(f"layer {d!r} of image {rec['name']!r} not found") from None
-        c = rec.get("config", {})
-        config = ImageConfig(cmd=tuple(c.get("cmd", ())), env=tuple(c.get("env", ())),
-                             workdir=c.get("workdir", "/") or "/")
-        return Image(name=rec["name"], layers=tuple(layers), config=config,
-                     created=rec.get("created", 0.0), history=tuple(rec.get("history", ())))
+                raise NotFound(f"layer {d!r} of image {rec.get('name') or _rec_id(rec)!r} "
+                               "not found") from None
+        name = "" if dangling else _key_of(rec["name"])
+        return Image(name=name, layers=tuple(layers), config=_config_of(rec),
+                     created=rec.get("created", 0.0), history=tuple(rec.get("history", ())),
+                     id=_rec_id(rec))
 
     def list(self) -> list[Image]:
-        """Every image, by name."""
+        """Every image a name points at, by name (see dangling() for the others)."""
+        out: dict[str, Image] = {}
+        for path, rec in self._records(dangling=False):
+            try:
+                image = self._image(rec)
+            except (NotFound, KeyError, TypeError):
+                continue              # broken, or a layer removed meanwhile: get() will say which
+            canonical = path == self._image_path(image.name)
+            if image.name not in out or canonical:   # a legacy-named duplicate loses
+                out[image.name] = image
+        return sorted(out.values(), key=lambda i: i.name)
+
+    def dangling(self) -> list[Image]:
+        """Images a name was moved off, kept by id until gc(), oldest first."""
         out = []
-        for dirpath, _dirs, files in os.walk(self.images_dir):
-            for f in files:
-                if not f.endswith(".json"):
-                    continue
+        for path, rec in self._records():
+            if path.startswith(self.dangling_dir + os.sep):
                 try:
-                    rec = _read_json(os.path.join(dirpath, f))
-                    out.append(self._image(rec))
-                except (FileNotFoundError, NotFound, ValueError, KeyError):
-                    continue              # removed meanwhile, or broken: get() will say which
-        return sorted(out, key=lambda i: i.name)
+                    out.append(self._image(rec, dangling=True))
+                except (NotFound, KeyError, TypeError):
+                    continue
+        return sorted(out, key=lambda i: i.created)
 
     def add_image(self, name: str, layers: list[str], config: ImageConfig | None = None,
                   history: list[str] | tuple[str, ...] = (), created: float | None = None) -> Image:
-        """Record (or replace) the image `name` made of stored layers, bottom first."""
+        """Record the image `name` made of stored layers, bottom first.  A name
+        that pointed at another image is moved: the result's `replaced` is
+        the old image's id, still reachable by it until gc()."""
         return self.add_images([(name, layers, config, history, created)])[0]
 
     def add_images(self, records) -> list[Image]:
         """Record several images, all or none: (name, layers, config, history,
         created) each.  Every record is checked and written to tmp/ first,
         then all are renamed in; if a rename fails, the records renamed so
-        far are put back as they were (replaced ones restored)."""
+        far are put back as they were (replaced ones restored).  An image a
+        name is moved off, and no other name points at, is kept in dangling/."""
         recs = [self._record(*r) for r in records]
         self._make_dirs()
+        writing = {rec["name"] for rec in recs}
+        replaced: dict[str, dict] = {}            # key -> the record it pointed at before
+        legacy_paths = []
+        for key in writing:
+            for k in self._legacy_keys(key):
+                if os.path.exists(self._image_path(k)):
+                    legacy_paths.append(self._image_path(k))
+            hit = self._named(key)
+            if hit is not None:
+                replaced[key] = hit[1]
+        new_ids = {rec["id"] for rec in recs}
+        kept_ids = set(new_ids)                   # ids some name still points at afterwards
+        gone = {self._image_path(k) for k in writing} | set(legacy_paths)
+        for path, rec in self._records(dangling=False):
+            if path not in gone:
+                kept_ids.add(_rec_id(rec))
+        orphans = {}
+        for old in replaced.values():
+            oid = _rec_id(old)
+            if oid not in kept_ids and not os.path.exists(self._dangling_path(oid[7:])):
+                orphans[oid] = {**old, "id": oid, "name": "", "was": _key_of(old.get("name", ""))}
         staged = []                               # (tmp file, final path, flock fd)
         done = []                                 # (final path, backup of the old record or None)
         try:
-            for rec in recs:
-                path = self._image_path(rec["name"])
+            for rec in [*recs, *orphans.values()]:
+                path = (self._image_path(rec["name"]) if rec["name"]
+                        else self._dangling_path(rec["id"][7:]))
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 staged.append((*_stage_json(rec, self.tmp_dir), path))
-            for tmp, _fd, path in staged:
+            for tmp, _fd, path in reversed(staged):       # the dangling copies first
                 backup = None
                 if os.path.exists(path):
                     backup = f"{tmp}.old"
@@ -352,7 +504,22 @@ class ImageStore:
                     except FileNotFoundError:
                         pass
                 os.close(fd)
-        return [self._image(rec) for rec in recs]
+        for path in legacy_paths:                 # superseded by the record under the new key
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        for rec in recs:                          # a dangling copy of an image named again
+            try:
+                os.unlink(self._dangling_path(rec["id"][7:]))
+            except FileNotFoundError:
+                pass
+        out = []
+        for rec in recs:
+            old = replaced.get(rec["name"])
+            moved = _rec_id(old) if old is not None and _rec_id(old) != rec["id"] else ""
+            out.append(self._image(rec)._replace(replaced=moved))
+        return out
 
     def _record(self, name: str, layers, config=None, history=(), created=None) -> dict:
         """The JSON record of one image, checked: name, stored layers, history."""
@@ -368,14 +535,21 @@ class ImageStore:
         if not history:
             history = [self.layer(d).created_by for d in digests]
         config = config or ImageConfig()
-        return {"name": key, "layers": digests,
-                "config": {"cmd": list(config.cmd), "env": list(config.env),
-                           "workdir": config.workdir},
-                "created": time.time() if created is None else created,
-                "history": history}
+        rec = {"name": key, "layers": digests,
+               "config": {"cmd": list(config.cmd), "env": list(config.env),
+                          "workdir": config.workdir},
+               "created": time.time() if created is None else created,
+               "history": history}
+        rec["id"] = image_id(rec)
+        return rec
 
     def remove_image(self, name: str, in_use: set[str] | frozenset[str] | tuple = ()) -> None:
-        """Remove an image record; Conflict if a container uses it.  Layers stay until gc()."""
+        """Remove an image record (by name, or a dangling one by id); Conflict
+        if a container uses it.  Layers stay until gc()."""
+        hit = self._find(name)
+        if hit is None:
+            raise NotFound(f"image {name!r} not found")
+        path = hit[0]
         image = self.get(name)
         used = set()
         for n in in_use:
@@ -383,10 +557,10 @@ class ImageStore:
                 used.add(normalize_name(n))
             except InvalidArgument:
                 pass
-        if image.name in used:
+        if image.name and image.name in used:
             raise Conflict(f"image {image.name!r} is in use by a container")
         try:
-            os.unlink(self._image_path(image.name))
+            os.unlink(path)
         except FileNotFoundError:
             raise NotFound(f"image {name!r} not found") from None
 
@@ -396,14 +570,19 @@ class ImageStore:
         Also removes leftovers older than an hour in tmp/ (a killed unpack).
         """
         keep = {f"sha256:{digest_hex(d)}" for d in used_layers}
-        for dirpath, _dirs, files in os.walk(self.images_dir):
-            for f in files:
-                if f.endswith(".json"):
-                    try:
-                        keep.update(_read_json(os.path.join(dirpath, f))["layers"])
-                    except (FileNotFoundError, ValueError, KeyError):
-                        continue
         removed = []
+        for image in self.dangling():     # unnamed images, unless a container runs their layers
+            if not all(layer.digest in keep for layer in image.layers):
+                try:
+                    os.unlink(self._dangling_path(image.id[7:]))
+                    removed.append(image.id)
+                except FileNotFoundError:
+                    pass
+        for _path, rec in self._records():
+            try:
+                keep.update(rec["layers"])
+            except (KeyError, TypeError):
+                continue
         for layer in self.layers():
             if layer.digest not in keep:
                 self.remove_layer(layer.digest)
@@ -439,11 +618,25 @@ class ImageStore:
         builtin.ensure(self)
 
     def _make_dirs(self) -> None:
-        for d in (self.layers_dir, self.images_dir, self.tmp_dir):
+        for d in (self.layers_dir, self.images_dir, self.tmp_dir, self.dangling_dir):
             os.makedirs(d, mode=0o700, exist_ok=True)
 
 
 # --- helpers ----------------------------------------------------------------
+
+def _rec_id(rec: dict) -> str:
+    rid = rec.get("id")
+    return rid if isinstance(rid, str) and rid.startswith("sha256:") else image_id(rec)
+
+
+def _key_of(name: str) -> str:
+    """A stored record's name as the store's key: a legacy full name
+    ('docker.io/library/x:v2') read as 'x:v2'; one the parser refuses, as written."""
+    try:
+        return normalize_name(name)
+    except InvalidArgument:
+        return name
+
 
 class _HashReader:
     """Passes reads through and hashes them: the digest of what tarfile consumed."""

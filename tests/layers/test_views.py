@@ -226,6 +226,38 @@ def test_commit_button_creates_an_image(rt, idle_container, operator_client):
         rt.image_gc()
 
 
+def test_commit_onto_an_existing_name_moves_it_and_says_so(rt, idle_container, operator_client):
+    """The second commit onto one name: the message says the name moved and
+    where the old image went, the audit has old and new ids, the old image
+    is reachable by id until the GC; a malformed name gets Docker's message."""
+    url = reverse("layers:commit", args=[idle_container.id])
+    try:
+        r = operator_client.post(url, {"image": "docker.io/library/layertest-moved:v1"}, **JSON)
+        assert r.status_code == 200 and r.json()["ok"], r.content
+        first = rt.images.get("layertest-moved:v1")
+        assert "moved off" not in r.json()["message"]
+        r = operator_client.post(url, {"image": "layertest-moved:v1", "message": "again"}, **JSON)
+        assert r.status_code == 200, r.content
+        second = rt.images.get("layertest-moved:v1")
+        assert second.id != first.id
+        assert (f"The name layertest-moved:v1 moved off image {first.id[:19]}, which stays "
+                "reachable by that id until a GC.") in r.json()["message"]
+        entry = AuditEntry.objects.filter(action="commit").latest("id")
+        assert entry.details["moved"] == [{"name": "layertest-moved:v1", "old": first.id,
+                                           "new": second.id}]
+        assert rt.images.get(first.id).name == ""
+        html = operator_client.get(reverse("layers:image", args=["layertest-moved:v1"])).content.decode()
+        assert "docker.io/library/layertest-moved:v1" in html and second.id in html
+        r = operator_client.post(url, {"image": "LayerTest"}, **JSON)
+        assert r.status_code == 409 and r.json()["message"] == (
+            "Commit failed: invalid reference format: repository name (LayerTest) must be lowercase")
+    finally:
+        _forget(rt, "layertest-moved:v1")
+        rt.image_gc()
+    with pytest.raises(Exception, match="not found"):
+        rt.images.get(first.id)
+
+
 def test_remove_in_use_is_refused_then_gc(rt, idle_container, operator_client):
     r = operator_client.post(reverse("layers:image_remove", args=["busybox"]), **JSON)
     assert r.status_code == 409 and "in use" in r.json()["message"]

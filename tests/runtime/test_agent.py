@@ -479,6 +479,27 @@ def _send_with_fds(path: str, request: bytes, fds: list[int]) -> dict:
         return json.loads(s.makefile("rb").readline())
 
 
+def test_a_load_that_moves_a_name_is_audited_with_both_digests(rt, agent_rt, session_root, tmp_path):
+    """The same tag loaded twice with other layers: the name moves, the
+    reply says which image it moved off, and the audit line has old and new."""
+    seed = secrets.token_hex(3)
+    _archive(tmp_path / "a.tar", seed)
+    _archive(tmp_path / "b.tar", seed)             # same tag, other (random) layers
+    try:
+        [first] = agent_rt.as_user("alice").load_image(str(tmp_path / "a.tar"))
+        assert first.replaced == ""
+        [second] = agent_rt.as_user("alice").load_image(str(tmp_path / "b.tar"))
+        assert second.replaced == first.id != second.id
+        row = _audit(session_root)[-1]
+        assert (row["verb"], row["images"], row["digests"], row["moved"]) == (
+            "load", [f"agent-{seed}:1"], {f"agent-{seed}:1": second.id},
+            [{"name": f"agent-{seed}:1", "old": first.id, "new": second.id}])
+        assert agent_rt.images.get(first.id).name == ""      # by id, until gc
+    finally:
+        rt.remove_image(f"agent-{seed}:1", force=True)
+        rt.image_gc()
+
+
 def test_load_and_save_go_through_the_agent_as_descriptors(rt, agent_rt, session_root, tmp_path):
     seed = secrets.token_hex(3)
     _archive(tmp_path / "a.tar", seed)

@@ -125,7 +125,7 @@ def test_exec_it_gives_a_terminal(rt, running):
 def test_images_lists_both_builtins_sharing_a_layer(rt):
     r = cli("images")
     rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[1:]}
-    assert rows["busybox"][1] == "1" and rows["lab"][1] == "2"
+    assert rows["busybox"][2] == "1" and rows["lab"][2] == "2"
 
 
 def test_errors_on_unknown_container(rt):

@@ -119,7 +119,7 @@ def test_add_get_list_remove_image(store):
 @pytest.mark.parametrize("name", ["Busybox", "-x", "a/../b", "../x", "a:b:c", "a b", "", "a/", "x:" + "t" * 200])
 def test_bad_image_names(store, name):
     layer = store.add_layer_from_tar(io.BytesIO(small_tar()))
-    with pytest.raises(InvalidArgument, match="invalid image name"):
+    with pytest.raises(InvalidArgument, match="invalid reference format"):
         store.add_image(name, [layer.digest])
 
 
