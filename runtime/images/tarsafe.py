@@ -11,11 +11,21 @@ or outside the destination.  Refused:
   link's own directory (absolute targets are fine: they are read inside the
   container's root, as Docker allows);
 - hardlinks to anything not already in this layer;
-- device files, except the 0/0 character device overlay uses as a whiteout;
 - names longer than PATH_MAX, or a component longer than NAME_MAX.
 
-OCI whiteouts become overlay ones: `.wh.NAME` a 0/0 character device
-`NAME`, `.wh..wh..opq` the xattr `trusted.overlay.opaque=y` on its directory.
+Device nodes (character and block) and FIFOs are recreated as real base
+images carry them (`dev/console`, `dev/null`): inert, since a container's
+root and /dev are mounted nodev, and the layer store is 0700 root-only on the
+host.  A 0/0 character device is overlay's whiteout.  Sparse members (GNU
+and PAX sparse) are written with holes.  Long names come as PAX or GNU
+headers (tarfile reads both).  Sockets have no tar type: `pack` skips them,
+as Docker does.
+
+Whiteouts in either spelling become overlay ones: `.wh.NAME` (OCI) or a 0/0
+character device `NAME` (overlay) a 0/0 device `NAME`; `.wh..wh..opq` (OCI)
+or the PAX xattr `trusted.overlay.opaque=y` / `user.overlay.opaque=y` on a
+directory (overlay's own, as a tar of an upper dir carries it) the xattr
+`trusted.overlay.opaque=y` on its directory.  No other overlay xattr is taken.
 Modes, owners, mtimes, symlinks and hardlinks are kept, and so are the
 extended attributes a layer may carry (`xattr_kept`: file capabilities and
 `user.*`), from and to PAX `SCHILY.xattr.<name>` records as Docker writes them.
@@ -100,6 +110,15 @@ def xattr_kept(name: str) -> bool:
     if name == "security.capability":
         return True
     return name.startswith("user.") and not name.startswith("user.overlay.")
+
+
+_OPAQUE_SPELLINGS = (OPAQUE_XATTR, "user.overlay.opaque")
+
+
+def _pax_opaque(m) -> bool:
+    """Whether a directory member says "opaque" in overlay's spelling (the
+    xattr, value y): the same thing as a `.wh..wh..opq` entry in it."""
+    return any(m.pax_headers.get(XATTR_PAX + n) == "y" for n in _OPAQUE_SPELLINGS)
 
 
 def _pax_xattrs(m, what: str) -> dict[str, bytes]:
@@ -312,6 +331,8 @@ class _Unpacker:
             self.checked.add(rel)
             self._chown(path, m)
             self._xattrs(path, xattrs, what)
+            if _pax_opaque(m):
+                _setxattr(path, OPAQUE_XATTR, b"y")
             self.dirs[rel] = (m.mode & 0o7777, int(m.mtime))
         elif m.issym():
             self._check_symlink(rel, m)
@@ -328,16 +349,25 @@ class _Unpacker:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "wb") as out:
                 src = tf.extractfile(m)
+                sparse = m.issparse()
                 while chunk := src.read(_CHUNK):
-                    out.write(chunk)
+                    if sparse:                    # holes come as zeros: keep them holes
+                        _write_sparse(out, chunk)
+                    else:
+                        out.write(chunk)
                     if self.budget is not None:
                         self.budget.check_ratio(f"layer tar member {m.name[:64]!r}")
+                if sparse:
+                    out.truncate()            # a file that ends in a hole: its full size
             self.size += m.size
             self._attrs(rel, m, link=False)
             self._xattrs(path, xattrs, what)      # after chown, which clears security.capability
-        elif m.ischr():                   # 0/0 only, checked above: already an overlay whiteout
+        elif m.ischr() or m.isblk():
             self._make_room(rel, m.name, is_dir=False)
-            _mknod_whiteout(path)
+            if m.ischr() and (m.devmajor, m.devminor) == (0, 0):
+                _mknod_whiteout(path)             # overlay's whiteout spelling
+            else:
+                _mknod(path, stat.S_IFCHR if m.ischr() else stat.S_IFBLK, m.devmajor, m.devminor)
             self._attrs(rel, m, link=False)
         elif m.isfifo():
             self._make_room(rel, m.name, is_dir=False)
@@ -355,12 +385,11 @@ class _Unpacker:
 
     # --- checks
     def _check_type(self, m) -> None:
-        if m.isblk():
-            raise InvalidArgument(f"layer tar member {m.name!r} is a block device")
-        if m.ischr() and (m.devmajor, m.devminor) != (0, 0):
-            raise InvalidArgument(f"layer tar member {m.name!r} is a character device "
-                                  f"{m.devmajor}:{m.devminor} (only 0:0 whiteouts are allowed)")
-        if not (m.isdir() or m.issym() or m.islnk() or m.isreg() or m.ischr() or m.isfifo()):
+        if (m.ischr() or m.isblk()) and not (0 <= m.devmajor < 1 << 12 and 0 <= m.devminor < 1 << 20):
+            raise InvalidArgument(f"layer tar member {m.name!r} is a device {m.devmajor}:{m.devminor}, "
+                                  "out of Linux's range")
+        if not (m.isdir() or m.issym() or m.islnk() or m.isreg() or m.ischr() or m.isblk()
+                or m.isfifo()):
             kind = m.type.decode("latin-1", "replace") if isinstance(m.type, bytes) else m.type
             raise InvalidArgument(f"layer tar member {m.name!r} has unsupported type {kind!r}")
 
@@ -483,6 +512,28 @@ def _mknod_whiteout(path: str) -> None:
         raise KernelError(e.errno, f"mknod whiteout {path} (needs root)") from None
 
 
+_HOLE = 64 << 10
+
+
+def _write_sparse(out, chunk: bytes) -> None:
+    """Write `chunk`, seeking over each 64 KiB run of zeros instead (a hole)."""
+    view = memoryview(chunk)
+    for i in range(0, len(view), _HOLE):
+        piece = view[i:i + _HOLE]
+        if piece.tobytes().count(0) == len(piece):
+            out.seek(len(piece), os.SEEK_CUR)
+        else:
+            out.write(piece)
+
+
+def _mknod(path: str, kind: int, major: int, minor: int) -> None:
+    """A device node as the layer has it (mode and owner set after); inert under nodev."""
+    try:
+        os.mknod(path, 0o600 | kind, os.makedev(major, minor))
+    except PermissionError as e:
+        raise KernelError(e.errno, f"mknod {path} (needs root)") from None
+
+
 def _setxattr(path: str, name: str, value: bytes) -> None:
     try:
         os.setxattr(path, name, value, follow_symlinks=False)
@@ -493,13 +544,18 @@ def _setxattr(path: str, name: str, value: bytes) -> None:
 # --- pack -------------------------------------------------------------------
 
 def tarinfo(name: str, kind: str, *, mode: int, mtime: int = 0, uid: int = 0, gid: int = 0,
-            size: int = 0, linkname: str = "", xattrs: dict[str, bytes] | None = None):
-    """One deterministic header. kind: dir|file|symlink|hardlink|fifo.
-    xattrs become PAX SCHILY.xattr.<name> records, sorted by name."""
+            size: int = 0, linkname: str = "", xattrs: dict[str, bytes] | None = None,
+            rdev: int = 0):
+    """One deterministic header. kind: dir|file|symlink|hardlink|fifo|chr|blk
+    (rdev: the device number).  xattrs become PAX SCHILY.xattr.<name>
+    records, sorted by name."""
     import tarfile
     ti = tarfile.TarInfo(name)
     ti.type = {"dir": tarfile.DIRTYPE, "file": tarfile.REGTYPE, "symlink": tarfile.SYMTYPE,
-               "hardlink": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE}[kind]
+               "hardlink": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE, "chr": tarfile.CHRTYPE,
+               "blk": tarfile.BLKTYPE}[kind]
+    if kind in ("chr", "blk"):
+        ti.devmajor, ti.devminor = os.major(rdev), os.minor(rdev)
     ti.mode = mode & 0o7777
     ti.mtime = int(mtime)
     ti.uid, ti.gid = uid, gid
@@ -591,6 +647,10 @@ def _pack_one(tf, src: str, rel: str, st: os.stat_result, dir_fd: int, name: str
                        f)
     elif stat.S_ISFIFO(m):
         tf.addfile(tarinfo(rel, "fifo", **kw))
+    elif stat.S_ISCHR(m) or stat.S_ISBLK(m):
+        tf.addfile(tarinfo(rel, "chr" if stat.S_ISCHR(m) else "blk", rdev=st.st_rdev, **kw))
+    elif stat.S_ISSOCK(m):
+        return                                  # no tar type for it: skipped, as Docker does
     else:
         raise InvalidArgument(f"cannot pack {src}/{rel}: not a file, directory, symlink or whiteout")
 

@@ -72,8 +72,13 @@ def assert_clean(store):
     ([("a", "symlink", "b"), ("b", "dir"), ("a/x", "file")], "a/x"),
     ([("d", "dir"), ("d/.wh..", "file")], "d/.wh.."),
     ([("d", "dir"), ("d/.wh...", "file")], "d/.wh..."),
-    ([("sda", "blk", (8, 0))], "sda"),
-    ([("mem", "chr", (1, 1))], "mem"),
+    # device nodes are taken, but confined like every member
+    ([("../x", "chr", (1, 3))], "../x"),
+    ([("SENTINEL/x", "blk", (8, 0))], "/x"),
+    ([("a", "symlink", "SENTINEL"), ("a/null", "chr", (1, 3))], "a/null"),
+    ([("a", "symlink", "SENTINEL"), ("a/p", "fifo")], "a/p"),
+    ([("dev", "dir"), ("dev/null", "chr", (1, 3)), ("evil", "hardlink", "../dev/null")], "evil"),
+    ([("big", "chr", (1 << 12, 0))], "out of Linux's range"),
     ([("x" * 300, "file")], "x" * 64),
     ([("/".join(["d" * 200] * 25), "file")], "d" * 64),
 ])
@@ -279,15 +284,20 @@ def test_file_capabilities_and_user_xattrs_are_applied_after_chown(store):
 
 @root_only
 def test_overlay_markers_and_host_labels_in_an_archive_are_not_applied(store):
-    """trusted.overlay.* on a lower layer would forge an opaque directory or
-    a whiteout; security.selinux and other trusted.* are the host's."""
+    """trusted.overlay.* on a lower layer would redirect a directory or forge
+    a whiteout; security.selinux and other trusted.* are the host's.  The one
+    overlay marker taken is opaque=y on a directory (either namespace):
+    overlay's own spelling of `.wh..wh..opq`, set as overlay's trusted one."""
     layer = store.add_layer_from_tar(io.BytesIO(xattr_tar(
-        ("d", "dir", {"trusted.overlay.opaque": b"y", "user.overlay.opaque": b"y",
-                      "trusted.overlay.redirect": b"/etc"}, 0),
+        ("d", "dir", {"trusted.overlay.redirect": b"/etc", "trusted.overlay.metacopy": b""}, 0),
         ("d/f", "file", {"trusted.overlay.whiteout": b"y", "security.selinux": b"system_u:object_r:shadow_t:s0",
-                         "trusted.other": b"x", "user.kept": b"k"}, 0))))
+                         "trusted.other": b"x", "user.kept": b"k", "trusted.overlay.opaque": b"y"}, 0),
+        ("o", "dir", {"user.overlay.opaque": b"y"}, 0),
+        ("p", "dir", {"trusted.overlay.opaque": b"x"}, 0))))
     assert xattrs_of(f"{layer.path}/d") == {}
     assert xattrs_of(f"{layer.path}/d/f") == {"user.kept": b"k"}
+    assert xattrs_of(f"{layer.path}/o") == {"trusted.overlay.opaque": b"y"}
+    assert xattrs_of(f"{layer.path}/p") == {}
 
 
 @root_only
