@@ -58,6 +58,7 @@ def private_dockerd(cgroup_parent: str | None = None, timeout: float = 60.0):
             raise AssertionError(f"docker {' '.join(args)}: exit {res.returncode}: {res.stderr}")
         return res
 
+    docker.env = env                    # for running the client by hand (a benchmark's timing)
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -497,7 +497,11 @@ def _apply(store: ImageStore, src, plans: list[dict], budget) -> list[Image]:
     with the store locked.  On failure, removes the layers it put in place."""
     for p in plans:                       # every blob checked before anything is unpacked
         for layer in p["layers"]:
-            if layer["blob_digest"] and not store.has_layer(layer["diff_id"]):
+            # An uncompressed blob (digest == diff_id) is checked by the unpack
+            # itself, which hashes what it reads and, on a mismatch, is rolled
+            # back with the rest: reading it twice would only cost the time.
+            if layer["blob_digest"] and layer["blob_digest"] != layer["diff_id"] \
+                    and not store.has_layer(layer["diff_id"]):
                 _check_blob(src, layer["path"], layer["blob_digest"], layer["size"])
     added: list[str] = []
     with store.import_journal() as note:     # what a SIGKILL here leaves, the next sweep removes

@@ -103,8 +103,6 @@ def test_device_nodes_fifo_hardlink_long_path_and_capability_round_trip_unchange
         assert lines[:3] == ["character special file 1:3", "block special file 7:0", "fifo 0:0"], res
         assert "Permission denied" in res.stderr and "cat=1" in lines    # nodev: inert
         assert lines[-2:] == ["hardlinked", "long"]
-        mounts = subprocess.run(["cat", f"/proc/{os.getpid()}/mountinfo"], capture_output=True)
-        assert mounts.returncode == 0
 
         res = cli("commit", name, f"{tag}:2")
         assert res.returncode == 0, res.stderr
@@ -186,14 +184,21 @@ CACHE = os.environ.get("TERRARIUM_TEST_CACHE", "/var/cache/terrarium-tests")
 
 
 def debian_minbase_layer() -> str:
-    """A Debian bookworm minbase root (debootstrap from the apt mirror) as a
-    GNU tar with xattrs, numeric owners: the layer a `docker build` of it
-    would have.  Cached in CACHE, keyed by date (older ones removed): built
-    at most once a day, ~1-2 minutes, skipped when the mirror is unreachable."""
+    """A Debian bookworm minbase root from debootstrap, as a GNU tar with
+    xattrs and numeric owners: the layer a build of it would have.
+
+    debootstrap's first stage only (--foreign: the packages fetched from the
+    apt mirror and unpacked, device nodes made, no maintainer scripts run),
+    which is enough for `apt-get --version`: ~2 minutes on a busy 2-core
+    machine, where the full minbase takes ~4.  Cached in CACHE, keyed by ISO
+    week (older ones removed), with the .debs kept for the next week's build,
+    so a CI run pays for it at most once a week.  Skipped when the mirror is
+    unreachable."""
     if not shutil.which("debootstrap"):
         pytest.skip("apt-get install debootstrap")
-    os.makedirs(CACHE, mode=0o700, exist_ok=True)
-    key = f"debian-bookworm-minbase-{datetime.date.today():%Y%m%d}.tar"
+    os.makedirs(f"{CACHE}/debs", mode=0o700, exist_ok=True)
+    year, week, _ = datetime.date.today().isocalendar()
+    key = f"debian-bookworm-minbase-{year}w{week:02d}.tar"
     path = os.path.join(CACHE, key)
     if os.path.exists(path):
         return path
@@ -201,7 +206,8 @@ def debian_minbase_layer() -> str:
     shutil.rmtree(work, ignore_errors=True)
     mirror = "http://deb.debian.org/debian"
     try:
-        res = subprocess.run(["debootstrap", "--variant=minbase", "bookworm", f"{work}/rootfs", mirror],
+        res = subprocess.run(["debootstrap", "--foreign", "--variant=minbase", f"--cache-dir={CACHE}/debs",
+                              "bookworm", f"{work}/rootfs", mirror],
                              capture_output=True, text=True, timeout=600)
         if res.returncode != 0:
             pytest.skip(f"debootstrap failed (mirror unreachable?): {res.stdout[-300:]}{res.stderr[-300:]}")
