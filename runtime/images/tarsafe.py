@@ -22,10 +22,11 @@ headers (tarfile reads both).  Sockets have no tar type: `pack` skips them,
 as Docker does.
 
 Whiteouts in either spelling become overlay ones: `.wh.NAME` (OCI) or a 0/0
-character device `NAME` (overlay) a 0/0 device `NAME`; `.wh..wh..opq` (OCI)
-or the PAX xattr `trusted.overlay.opaque=y` / `user.overlay.opaque=y` on a
-directory (overlay's own, as a tar of an upper dir carries it) the xattr
-`trusted.overlay.opaque=y` on its directory.  No other overlay xattr is taken.
+character device `NAME` (overlay's) a 0/0 device `NAME`; `.wh..wh..opq`,
+before or after its siblings, the xattr `trusted.overlay.opaque=y` on its
+directory.  An opaque directory said only as an overlay xattr in the tar is
+not taken (see xattr_kept): what hides lower layers must be visible to
+every OCI tool reading the layer.
 Modes, owners, mtimes, symlinks and hardlinks are kept, and so are the
 extended attributes a layer may carry (`xattr_kept`: file capabilities and
 `user.*`), from and to PAX `SCHILY.xattr.<name>` records as Docker writes them.
@@ -110,15 +111,6 @@ def xattr_kept(name: str) -> bool:
     if name == "security.capability":
         return True
     return name.startswith("user.") and not name.startswith("user.overlay.")
-
-
-_OPAQUE_SPELLINGS = (OPAQUE_XATTR, "user.overlay.opaque")
-
-
-def _pax_opaque(m) -> bool:
-    """Whether a directory member says "opaque" in overlay's spelling (the
-    xattr, value y): the same thing as a `.wh..wh..opq` entry in it."""
-    return any(m.pax_headers.get(XATTR_PAX + n) == "y" for n in _OPAQUE_SPELLINGS)
 
 
 def _pax_xattrs(m, what: str) -> dict[str, bytes]:
@@ -331,8 +323,6 @@ class _Unpacker:
             self.checked.add(rel)
             self._chown(path, m)
             self._xattrs(path, xattrs, what)
-            if _pax_opaque(m):
-                _setxattr(path, OPAQUE_XATTR, b"y")
             self.dirs[rel] = (m.mode & 0o7777, int(m.mtime))
         elif m.issym():
             self._check_symlink(rel, m)

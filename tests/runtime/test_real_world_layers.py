@@ -1,6 +1,6 @@
 """Layers as real base images have them: device nodes, FIFOs, hard links, long
-names, file capabilities, setuid bits, sparse files, opaque directories in
-overlay's spelling; sockets skipped when packing; a Debian minbase image.
+names, file capabilities, setuid bits, sparse files; sockets skipped when
+packing; a Debian minbase image.
 
 The round trip is the issue's: an image with all of these loads, runs (the
 device nodes are there and inert: the root is nodev), commits, and saves
@@ -215,7 +215,7 @@ def debian_minbase_layer() -> str:
         subprocess.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-cf", partial,
                         "-C", f"{work}/rootfs", "."], check=True)
         for old in os.listdir(CACHE):
-            if old.startswith("debian-bookworm-minbase-") and old != key:
+            if old.startswith("debian-bookworm-minbase-") and old not in (key, os.path.basename(partial)):
                 os.unlink(os.path.join(CACHE, old))
         os.rename(partial, path)
     finally:

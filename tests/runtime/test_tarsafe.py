@@ -284,20 +284,33 @@ def test_file_capabilities_and_user_xattrs_are_applied_after_chown(store):
 
 @root_only
 def test_overlay_markers_and_host_labels_in_an_archive_are_not_applied(store):
-    """trusted.overlay.* on a lower layer would redirect a directory or forge
-    a whiteout; security.selinux and other trusted.* are the host's.  The one
-    overlay marker taken is opaque=y on a directory (either namespace):
-    overlay's own spelling of `.wh..wh..opq`, set as overlay's trusted one."""
+    """trusted.overlay.* on a lower layer would forge an opaque directory or
+    a whiteout; security.selinux and other trusted.* are the host's."""
     layer = store.add_layer_from_tar(io.BytesIO(xattr_tar(
-        ("d", "dir", {"trusted.overlay.redirect": b"/etc", "trusted.overlay.metacopy": b""}, 0),
+        ("d", "dir", {"trusted.overlay.opaque": b"y", "user.overlay.opaque": b"y",
+                      "trusted.overlay.redirect": b"/etc"}, 0),
         ("d/f", "file", {"trusted.overlay.whiteout": b"y", "security.selinux": b"system_u:object_r:shadow_t:s0",
-                         "trusted.other": b"x", "user.kept": b"k", "trusted.overlay.opaque": b"y"}, 0),
-        ("o", "dir", {"user.overlay.opaque": b"y"}, 0),
-        ("p", "dir", {"trusted.overlay.opaque": b"x"}, 0))))
+                         "trusted.other": b"x", "user.kept": b"k"}, 0))))
     assert xattrs_of(f"{layer.path}/d") == {}
     assert xattrs_of(f"{layer.path}/d/f") == {"user.kept": b"k"}
-    assert xattrs_of(f"{layer.path}/o") == {"trusted.overlay.opaque": b"y"}
-    assert xattrs_of(f"{layer.path}/p") == {}
+
+
+@root_only
+@pytest.mark.parametrize("order", ["marker first", "marker last", "dot-slash"])
+def test_opaque_and_whiteouts_in_either_order_and_spelling(store, order):
+    """`.wh..wh..opq` before or after its siblings (the OCI spec allows both),
+    with or without './'; a whiteout as `.wh.NAME` or as overlay's 0/0 device."""
+    pre = "./" if order == "dot-slash" else ""
+    entries = [(f"{pre}d", "dir"), (f"{pre}d/kept", "file"), (f"{pre}d/.wh.gone", "file"),
+               (f"{pre}d/wo", "chr", (0, 0))]
+    marker = (f"{pre}d/.wh..wh..opq", "file")
+    entries = [entries[0], marker, *entries[1:]] if order == "marker first" else [*entries, marker]
+    fs = store.add_layer_from_tar(io.BytesIO(make_tar(*entries))).path
+    assert os.getxattr(f"{fs}/d", "trusted.overlay.opaque") == b"y"
+    assert sorted(os.listdir(f"{fs}/d")) == ["gone", "kept", "wo"]
+    for n in ("gone", "wo"):
+        st = os.lstat(f"{fs}/d/{n}")
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
 @root_only
