@@ -637,7 +637,7 @@ def save_to(store: ImageStore, name: str, out) -> str:
                 separators=(",", ":")).encode()
 
         mtime = int(image.created)
-        with tarsafe.open_writer(out) as tf:
+        with tarsafe.open_file_writer(out) as tf:
             for d in ("blobs", "blobs/sha256"):
                 tf.addfile(tarsafe.tarinfo(d, "dir", mode=0o755, mtime=mtime))
             for digest in sorted(blobs):
