@@ -82,6 +82,7 @@ def test_verbs_round_trip_equal_to_in_process(rt, agent_rt, name, cleanup, sessi
     assert agent_rt.images.layer(digest) == rt.images.layer(digest)
     stopped = agent_rt.stop(name, timeout=1)
     assert stopped.status == "exited" and stopped == rt.inspect(name)
+    rt.image_gc()                     # what earlier tests left collectable (moved names' old images)
     image = agent_rt.commit(name, f"{name.lower()}-img", message="snap")
     assert image == rt.images.get(image.name)
     agent_rt.remove_image(image.name)
