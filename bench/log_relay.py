@@ -139,7 +139,7 @@ class Docker:
         self.proc = subprocess.Popen(
             ["dockerd", "--data-root", f"{self.dir}/data", "--exec-root", f"{self.dir}/exec",
              "--pidfile", f"{self.dir}/docker.pid", "-H", self.sock, "--bridge=none", "--iptables=false",
-             "--ip-masq=false", f"--cgroup-parent=/{cgroup_parent}"],
+             "--ip-forward=false", "--ip-masq=false", f"--cgroup-parent=/{cgroup_parent}"],
             stdout=self.log, stderr=self.log, start_new_session=True)
         deadline = time.monotonic() + 30
         while self.cli("version").returncode != 0:

@@ -46,7 +46,7 @@ def private_dockerd(cgroup_parent: str | None = None, timeout: float = 60.0):
     proc = subprocess.Popen(
         [DOCKERD, "--data-root", os.path.join(base, "data"), "--exec-root", os.path.join(base, "x"),
          "-H", f"unix://{sock}", "--pidfile", os.path.join(base, "dockerd.pid"),
-         "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
+         "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--ip-forward=false",
          "--storage-driver=vfs", "--cgroup-parent", cgroup_parent, "--log-level=warn",
          "--userland-proxy=false"],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
