@@ -20,7 +20,7 @@ _HOME = {"Runtime": "containers",
          "Container": "model", "Image": "model", "ImageConfig": "model", "Layer": "model",
          "Limits": "model", "LogConfig": "model", "Spec": "model",
          "TerrariumError": "errors", "InvalidArgument": "errors", "NotFound": "errors",
-         "Conflict": "errors", "KernelError": "errors", "ExecFailed": "errors"}
+         "Conflict": "errors", "KernelError": "errors", "ExecFailed": "errors", "Forbidden": "errors"}
 
 
 def __getattr__(name):

@@ -33,7 +33,7 @@ import time
 from . import daemons, pidinfo, seccomp
 from .forkserver import forkserver_call, stop_forkserver
 from . import state as disk      # (`state` is each verb's Container below)
-from .errors import Conflict, ExecFailed, InvalidArgument, KernelError, NotFound, TerrariumError
+from .errors import Conflict, ExecFailed, Forbidden, InvalidArgument, KernelError, NotFound, TerrariumError
 from .fsutil import locked, private_dir
 from .model import Container, Limits, LogConfig, Spec
 from .spec import check_limits, check_spec, make_spec
@@ -73,6 +73,7 @@ class Runtime:
             raise KernelError(e.errno or errno.EIO, f"make the state root {self.root} private (0700)") from None
         self._images = None
         self._cgroups = None
+        self._networks = None
 
     # ------------------------------------------------------------ helpers
     @property
@@ -81,6 +82,14 @@ class Runtime:
             from .images import ImageStore
             self._images = ImageStore(self.root)
         return self._images
+
+    @property
+    def networks(self):
+        """runtime.network.Networks of this root (pyroute2 is loaded on first use)."""
+        if self._networks is None:
+            from .network import Networks
+            self._networks = Networks(self.root, self.containers_dir)
+        return self._networks
 
     @property
     def cgroups(self):
@@ -154,10 +163,14 @@ class Runtime:
         return _LockedConfig(self, cid, ref, allow_broken)
 
     # ------------------------------------------------------------- create
-    def create(self, spec: Spec) -> Container:
+    def create(self, spec: Spec, allow_host_network: bool = False) -> Container:
+        """allow_host_network: `--network host` shares the host's whole network
+        stack (its interfaces, ports, abstract sockets), so it is refused
+        unless the caller says it may (the dashboard: administrators only)."""
         if not isinstance(spec, Spec):
             raise InvalidArgument("create() takes a runtime.Spec")
         spec = check_spec(spec)                # a Spec made by hand meets make_spec's checks
+        network = self._check_network(spec.network, allow_host_network)
         image = self._image(spec.image)
         cid = os.urandom(32).hex()
         name = spec.name or _random_name(cid)
@@ -177,6 +190,7 @@ class Runtime:
             "seccomp": seccomp.check_setting(spec.seccomp, full=False),
             "cgroup_parent": self.cgroup_parent,       # inspect and every cgroup op use this one
             "log": LogConfig(*spec.log)._asdict(),
+            "network": network, "ports": list(spec.ports),
         }
         with locked(os.path.join(self.containers_dir, disk.NAMES_LOCK)):
             if os.path.lexists(os.path.join(self.names_dir, name)):
@@ -186,10 +200,25 @@ class Runtime:
             open(os.path.join(cdir, "container.log"), "ab").close()
         return self.inspect(cid)
 
-    def run(self, spec: Spec) -> Container:
+    def _check_network(self, network: str, allow_host: bool) -> str:
+        """The network as config.json keeps it (container:NAME -> container:<id>)."""
+        if network == "none":
+            return network
+        if network == "host":
+            if not allow_host:
+                raise Forbidden("--network host shares the host's network stack with the container: "
+                                "it must be allowed explicitly (allow_host_network)")
+            return network
+        if network.startswith("container:"):
+            return "container:" + self.resolve(network[len("container:"):])
+        if network != "bridge":
+            self.networks.inspect(network)           # NotFound now rather than at start
+        return network
+
+    def run(self, spec: Spec, allow_host_network: bool = False) -> Container:
         """create + start; a failed start leaves the created container (like Docker)
         unless it was asked to remove itself."""
-        c = self.create(spec)
+        c = self.create(spec, allow_host_network=allow_host_network)
         try:
             return self.start(c.id)
         except ExecFailed:
@@ -204,17 +233,59 @@ class Runtime:
             if state.status in ("running", "paused"):
                 return state
             self._settle(cid)
+            net, on_init = self._network_for_start(cid, config)
             config["generation"] += 1
             config["paused"] = False
             sync = disk.DeferredSync(self._dir(cid), config)
             try:
-                reply = self._request_start(cid, config, while_waiting=sync)
+                reply = self._request_start(cid, config, while_waiting=sync, net=net, on_init=on_init)
             finally:
                 sync()
         if not reply.get("ok"):
             raise ExecFailed(f"container {config['name']!r} failed to start: {reply.get('error')}",
                              reply.get("exit_code", 125))
         return self.inspect(cid)
+
+    def _network_for_start(self, cid: str, config: dict):
+        """What init needs to know of its network (the start request's "net"),
+        and for a bridged container the callback that connects its namespace
+        once the shim has init waiting (forkserver_call's on_init)."""
+        mode = config.get("network") or "none"
+        cdir = self._dir(cid)
+        if mode == "none":
+            return None, None
+        if mode == "host":
+            for src, name in (("/etc/hosts", "hosts"), ("/etc/resolv.conf", "resolv.conf")):
+                from .network import _rewrite
+                try:
+                    with open(src) as f:
+                        _rewrite(os.path.join(cdir, name), f.read())
+                except OSError:
+                    _rewrite(os.path.join(cdir, name), "")
+            return {"host": True, "hosts": f"{cdir}/hosts", "resolv": f"{cdir}/resolv.conf"}, None
+        if mode.startswith("container:"):
+            other = mode[len("container:"):]
+            try:
+                target = self._config(other)
+            except NotFound:
+                raise Conflict(f"container {config['name']!r} joins the network of a container "
+                               "that no longer exists") from None
+            state = self._state(other, target)
+            if state.status not in ("running", "paused") or not state.pid:
+                raise Conflict(f"container {config['name']!r} joins the network namespace of "
+                               f"{target['name']!r}, which is not running")
+            run = disk.read_run(self._dir(other))
+            odir = self._dir(other)
+            net = {"join_pid": state.pid, "join_start": run.get("pid_start"), "join_name": target["name"]}
+            for key, name in (("hosts", "hosts"), ("resolv", "resolv.conf")):
+                if os.path.exists(os.path.join(odir, name)):
+                    net[key] = os.path.join(odir, name)
+            return net, None
+        lease = self.networks.lease(cid, config["name"], config["hostname"], mode, config.get("ports", ()))
+        config["address"] = lease["address"]
+        resolv = self.networks.write_resolv(cdir)
+        return ({"wait": True, "hosts": f"{cdir}/hosts", "resolv": resolv},
+                lambda pid: self.networks.attach(pid, cid, lease))
 
     def _start_request(self, cid: str, config: dict) -> dict:
         layers_dir = os.path.join(self.root, "layers")
@@ -235,12 +306,15 @@ class Runtime:
             "no_new_privs": seccomp.no_new_privs(config.get("seccomp")),
         }
 
-    def _request_start(self, cid: str, config: dict, while_waiting=None) -> dict:
+    def _request_start(self, cid: str, config: dict, while_waiting=None, net=None, on_init=None) -> dict:
         for layer in config["layers"]:
             if not os.path.isdir(os.path.join(self.root, "layers", layer, "fs")):
                 raise NotFound(f"layer sha256:{layer[:12]} of container {config['name']!r} is missing")
-        return forkserver_call(self.run_dir, self._start_request(cid, config),
-                               on_start=self._sweep_at_server_start, while_waiting=while_waiting)
+        request = self._start_request(cid, config)
+        if net:
+            request["net"] = net
+        return forkserver_call(self.run_dir, request, on_start=self._sweep_at_server_start,
+                               while_waiting=while_waiting, on_init=on_init)
 
     # ---------------------------------------------------------- stop/kill
     def stop(self, ref: str, timeout: float = DEFAULT_STOP_TIMEOUT) -> Container:
@@ -401,6 +475,9 @@ class Runtime:
         self._settle(cid)
         disk.remove(self.containers_dir, self.names_dir, cid,
                     remove_cgroup=lambda cfg: self._cg(cfg).remove(cid))
+        if config.get("network", "none") not in ("none", "host") \
+                and not config["network"].startswith("container:"):
+            self.networks.release(cid)
 
     def _remove_broken(self, cid: str, ref: str, force: bool) -> None:
         """Remove a container whose config cannot be read (we hold its lock).
@@ -431,7 +508,10 @@ class Runtime:
         container directories, temp files, and orphan cgroups under this
         Runtime's cgroup parent.  Run when this root's fork server starts;
         returns what was removed."""
-        return disk.sweep(self.containers_dir, self.cgroups, min_age=min_age)
+        removed = disk.sweep(self.containers_dir, self.cgroups, min_age=min_age)
+        if os.path.isdir(os.path.join(self.root, "networks")):
+            removed += self.networks.sweep()
+        return removed
 
     def _sweep_at_server_start(self) -> None:
         """sweep(), noted in RUN_DIR/sweep.log: what it removed, or why it could
@@ -544,6 +624,8 @@ class Runtime:
             restart_count=max(gen - 1, 0), seccomp=seccomp.mode_of(config.get("seccomp")),
             log_config=_log_config(config),
             no_new_privileges=seccomp.no_new_privs(config.get("seccomp")),
+            network=config.get("network", "none"), address=config.get("address"),
+            ports=tuple(config.get("ports", ())),
         )
 
     # ------------------------------------------------------------ wait/logs

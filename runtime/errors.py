@@ -26,6 +26,10 @@ class Conflict(TerrariumError):
     """The request does not fit the current state (name taken, still running...)."""
 
 
+class Forbidden(TerrariumError):
+    """Allowed only when the caller says so (e.g. `--network host`): nothing was changed."""
+
+
 class KernelError(TerrariumError, OSError):
     """A system call failed; ``code`` is the errno."""
 

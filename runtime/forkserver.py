@@ -64,9 +64,13 @@ def _connect(path: str) -> _socket.socket:
     return s
 
 
-def forkserver_call(run_dir: str, request: dict, on_start=None, while_waiting=None) -> dict:
+def forkserver_call(run_dir: str, request: dict, on_start=None, while_waiting=None, on_init=None) -> dict:
     """Send the fork server a request and return its answer; while_waiting()
-    runs between the two (work that can overlap the server's)."""
+    runs between the two (work that can overlap the server's).
+
+    on_init(pid): a bridged container's shim says {"net": pid} first and waits
+    while on_init connects init's network namespace; it answers "go", or the
+    error on_init raised (the shim then fails the start with it)."""
     path = os.path.join(run_dir, SOCKET)
     try:
         s = _connect(path)
@@ -77,16 +81,29 @@ def forkserver_call(run_dir: str, request: dict, on_start=None, while_waiting=No
         s.sendall(json.dumps(request).encode() + b"\n")
         if while_waiting is not None:
             while_waiting()
-        buf = b""
-        while chunk := s.recv(65536):
-            buf += chunk
-            if buf.endswith(b"\n"):
-                break
+        buf = _read_line(s)
+        if on_init is not None and buf.startswith(b'{"net":'):
+            try:
+                on_init(json.loads(buf)["net"])
+                answer = {"go": True}
+            except Exception as e:  # noqa: BLE001 - the shim must hear it, and fails the start
+                answer = {"error": str(e) or type(e).__name__}
+            s.sendall(json.dumps(answer).encode() + b"\n")
+            buf = _read_line(s)
     finally:
         s.close()
     if not buf:
         raise TerrariumError("the fork server closed the connection without an answer")
     return json.loads(buf)
+
+
+def _read_line(s) -> bytes:
+    buf = b""
+    while chunk := s.recv(65536):
+        buf += chunk
+        if buf.endswith(b"\n"):
+            break
+    return buf
 
 
 def stop_forkserver(run_dir: str) -> None:

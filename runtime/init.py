@@ -17,7 +17,7 @@ import json
 import os
 import signal
 
-from . import linux
+from . import linux, pidinfo
 from .errors import KernelError, TerrariumError
 
 # Paths Docker hides or makes read-only (moby oci/defaults.go), kept in step.
@@ -45,6 +45,7 @@ def container_init(err_w: int, go_r: int, in_cgroup_r: int, stdin_fd: int, stdou
             signal.signal(sig, signal.SIG_DFL)
         # 1. the namespaces besides PID (which the shim made for us), and no
         #    mount event may leak back to the host
+        host_net = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)   # for --network host
         linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWNET)
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
         linux.loopback_up()
@@ -52,6 +53,12 @@ def container_init(err_w: int, go_r: int, in_cgroup_r: int, stdin_fd: int, stdou
         req = _read_request(go_r)
         if req is None:
             os._exit(0)
+        net = req.get("net") or {}
+        # 1'. --network host or container:NAME: another namespace instead of our
+        #     own (which the kernel drops when we leave it).  A bridged one keeps
+        #     ours: the runtime gives it a veth pair while we build the root.
+        _join_network(net, host_net)
+        os.close(host_net)
         seccomp = _read_file(req.get("seccomp"))   # a host path: read before pivot_root
         # 2. cgroup: the shim makes it and moves us in while we build the root
         #    below (two cores, two jobs); we wait for that at step 6, before exec.
@@ -61,6 +68,7 @@ def container_init(err_w: int, go_r: int, in_cgroup_r: int, stdin_fd: int, stdou
         rootfs = req["rootfs"]
         _mount_overlay(req)
         _mount_system(rootfs)
+        _mount_net_files(rootfs, net)
         # 5. make it the root; the old one is detached and gone from view
         os.chdir(rootfs)
         linux.pivot_root(".", ".")
@@ -145,6 +153,44 @@ def _mount_overlay(req: dict) -> None:
     # nodev: a device node the container makes (CAP_MKNOD is in Docker's set)
     # cannot be opened; see _mount_system for the ones it may use.
     linux.mount("overlay", req["rootfs"], "overlay", linux.MS_NODEV, data)
+
+
+def _join_network(net: dict, host_net: int) -> None:
+    if net.get("host"):
+        linux.setns(host_net, linux.CLONE_NEWNET)
+    elif net.get("join_pid"):
+        # open first, then check the pid is still that container's init: a
+        # pid reused in between would show another start time
+        pid = net["join_pid"]
+        try:
+            fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            fd = None
+        try:
+            if fd is None or pidinfo.process_start_time(pid) != net.get("join_start"):
+                raise _ExecError(f"container {net.get('join_name')!r} whose network namespace this one "
+                                 "joins is not running", 125)
+            linux.setns(fd, linux.CLONE_NEWNET)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+
+def _mount_net_files(root: str, net: dict) -> None:
+    """/etc/hosts and /etc/resolv.conf: the runtime's files for this container,
+    bind-mounted over the image's (made empty in the writable layer if the
+    image has none)."""
+    for key, path in (("hosts", "/etc/hosts"), ("resolv", "/etc/resolv.conf")):
+        source = net.get(key)
+        if not source:
+            continue
+        target = root + path
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if os.path.islink(target) or not os.path.isfile(target):
+            if os.path.lexists(target):
+                os.unlink(target)
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+        linux.mount(source, target, None, linux.MS_BIND)
 
 
 def _mount_system(root: str) -> None:

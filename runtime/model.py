@@ -54,14 +54,16 @@ class LogConfig(namedtuple("LogConfig", "max_size max_file", defaults=(10 << 20,
     __slots__ = ()
 
 
-class Spec(namedtuple("Spec", "image name cmd env hostname workdir limits auto_remove seccomp log",
-                      defaults=(None, (), (), None, None, Limits(), False, None, LogConfig()))):
+class Spec(namedtuple("Spec", "image name cmd env hostname workdir limits auto_remove seccomp log network ports",
+                      defaults=(None, (), (), None, None, Limits(), False, None, LogConfig(), "none", ()))):
     """What `create` needs; runtime.spec.make_spec() builds a checked one.
 
     cmd empty: the image's cmd.  env: "K=V" added to the image's.  hostname
     None: the container's name.  workdir None: the image's.  seccomp None:
     the default profile; else a setting of runtime.seccomp ({"mode": ...}).
-    log: LogConfig."""
+    log: LogConfig.  network: none, host, bridge, a network's name or
+    container:NAME (runtime/network.py); ports: "[IP:]HOST:CONTAINER[/proto]"
+    to publish (on a bridged network only)."""
     __slots__ = ()
 
 
@@ -69,13 +71,13 @@ _CONTAINER_FIELDS = (
     "id name image cmd env hostname workdir limits status created_at "
     "layers pid shim_pid started_at finished_at exit_code oom_killed oom_kills error "
     "cgroup namespaces rootfs upperdir workdir_overlay log_path auto_remove restart_count seccomp log_config "
-    "no_new_privileges"
+    "no_new_privileges network address ports"
 )
 
 
 class Container(namedtuple("Container", _CONTAINER_FIELDS, defaults=(
         (), None, None, None, None, None, False, 0, None,
-        None, _EMPTY, "", "", "", "", False, 0, "default", LogConfig(), True))):
+        None, _EMPTY, "", "", "", "", False, 0, "default", LogConfig(), True, "none", None, ()))):
     """What inspect and list report.
 
     status        created | running | paused | exited | broken (config.json unreadable;
@@ -92,6 +94,9 @@ class Container(namedtuple("Container", _CONTAINER_FIELDS, defaults=(
     no_new_privileges  its processes run with no_new_privs (false only if asked:
                   then setuid files and file capabilities in the image work)
     log_path      the live log file (rotated ones are log_path.1, .2, ...)
+    network       none | host | bridge | a network's name | container:<id>
+    address       its IPv4 address on that network (from its first start on)
+    ports         published ports, "[IP:]HOST:CONTAINER/proto"
     """
     __slots__ = ()
 

@@ -169,12 +169,15 @@ def _supervise(req: dict, raw: bytes, reply: socket.socket, prepared: _Prepared)
     from .model import Limits
     os.write(prepared.go_w, raw)
     os.close(prepared.go_w)
-    cgroup_error = None
+    setup_error = None
     try:
         _place_in_cgroup(drv, req, prepared, Limits(**req["limits"]))
-        os.write(prepared.in_cgroup_w, b"1")
+        if (req.get("net") or {}).get("wait"):
+            setup_error = _await_network(reply, pid)
+        if setup_error is None:
+            os.write(prepared.in_cgroup_w, b"1")
     except TerrariumError as e:
-        cgroup_error = str(e)                      # init sees EOF and gives up
+        setup_error = str(e)                       # init sees EOF and gives up
     finally:
         os.close(prepared.in_cgroup_w)
     started_at = time.time()
@@ -182,10 +185,10 @@ def _supervise(req: dict, raw: bytes, reply: socket.socket, prepared: _Prepared)
     while chunk := os.read(prepared.err_r, 4096):   # EOF: exec succeeded
         error += chunk
     os.close(prepared.err_r)
-    if error or cgroup_error:
+    if error or setup_error:
         code_s, _, message = error.decode(errors="replace").partition(":")
-        if cgroup_error:
-            code_s, message = "125", cgroup_error
+        if setup_error:
+            code_s, message = "125", setup_error
         os.waitpid(pid, 0)
         drv.remove(cid)
         logs.write_message(req["log"], f"terrarium: {message}")
@@ -232,6 +235,30 @@ def _supervise(req: dict, raw: bytes, reply: socket.socket, prepared: _Prepared)
     if req.get("auto_remove"):
         _auto_remove(req)
     return 0
+
+
+NETWORK_WAIT_SECONDS = 60.0
+
+
+def _await_network(reply, pid: int) -> str | None:
+    """A bridged container: tell the starter init's pid, so that it connects
+    the namespace (runtime/network.py, with pyroute2, which a shim does not
+    load), and wait for its word.  None when done; else why not (the
+    starter's error, or its going away: then init never runs the command)."""
+    try:
+        reply.sendall(b'{"net":%d}\n' % pid)
+        reply.settimeout(NETWORK_WAIT_SECONDS)
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = reply.recv(65536)
+            if not chunk:
+                return "network: the starter went away before connecting the container"
+            buf += chunk
+        reply.settimeout(None)
+        answer = json.loads(buf)
+    except (OSError, ValueError) as e:
+        return f"network: no word from the starter ({e})"
+    return None if answer.get("go") else f"network: {answer.get('error') or 'not connected'}"
 
 
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))     # made once, in the server

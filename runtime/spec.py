@@ -203,7 +203,7 @@ def check_spec(spec: Spec) -> Spec:
     checked = make_spec(image=spec.image, name=spec.name, cmd=spec.cmd, env=spec.env,
                         hostname=spec.hostname, workdir=spec.workdir,
                         limits=check_limits(spec.limits), auto_remove=spec.auto_remove,
-                        log=check_log_config(spec.log))
+                        log=check_log_config(spec.log), network=spec.network, ports=spec.ports)
     return checked._replace(seccomp=spec.seccomp)     # Runtime.create checks it
 
 
@@ -242,7 +242,8 @@ def check_log_config(log) -> LogConfig:
 
 def make_spec(*, image: str, name: str | None = None, cmd=(), env=(), hostname: str | None = None,
               workdir: str | None = None, limits: Limits | None = None, auto_remove: bool = False,
-              seccomp: dict | None = None, log: LogConfig | None = None) -> Spec:
+              seccomp: dict | None = None, log: LogConfig | None = None, network: str | None = None,
+              ports=()) -> Spec:
     if not image or not isinstance(image, str):
         raise InvalidArgument("an image is required")
     if "\0" in image:
@@ -261,4 +262,19 @@ def make_spec(*, image: str, name: str | None = None, cmd=(), env=(), hostname: 
         auto_remove=bool(auto_remove),
         seccomp=seccomp,
         log=log or LogConfig(),
+        **check_network_options(network, ports),
     )
+
+
+def check_network_options(network: str | None, ports) -> dict:
+    """--network and -p (runtime/network.py); ports only on a bridged network."""
+    if (network is None or network == "none") and not ports:
+        return {"network": "none", "ports": ()}
+    from .network import check_network, check_ports
+    network = check_network(network or "none")
+    if isinstance(ports, str) or not isinstance(ports, (list, tuple)):
+        raise InvalidArgument(f"invalid ports {_show(ports)}: a list such as ['8080:80']")
+    ports = check_ports(ports)
+    if ports and (network in ("none", "host") or network.startswith("container:")):
+        raise InvalidArgument(f"ports are published on a bridged network only, not with --network {network}")
+    return {"network": network, "ports": ports}
