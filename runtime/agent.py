@@ -178,11 +178,11 @@ def _spec(v):
         unknown = sorted(set(v) - set(Spec._fields)) if isinstance(v, dict) else v
         raise InvalidArgument(f"invalid container spec: unknown fields {unknown!r}")
     fields = dict(v)
-    for key in ("cmd", "env"):
+    for key in ("cmd", "env", "ports"):
         if key in fields and not (isinstance(fields[key], list)
                                   and all(isinstance(a, str) for a in fields[key])):
             raise InvalidArgument(f"invalid container spec: {key} must be a list of strings")
-    for key in ("name", "hostname", "workdir"):
+    for key in ("name", "hostname", "workdir", "network"):
         if fields.get(key) is not None and not isinstance(fields[key], str):
             raise InvalidArgument(f"invalid container spec: {key} must be a string")
     _image_name(fields.get("image"))
@@ -225,6 +225,26 @@ def _diff(rt, ref, implicit=True, limit=None):
 def _logs(rt, ref, tail):
     data = rt.logs(ref, tail=tail, max_bytes=MAX_LOG_BYTES)
     return base64.b64encode(data).decode("ascii")
+
+
+def _network_name(v):
+    from .network import check_network_name
+    return check_network_name(v)
+
+
+def _subnet(v):
+    if v is not None and (not isinstance(v, str) or len(v) > 43):
+        raise InvalidArgument(f"invalid subnet {v!r}: an IPv4 CIDR such as 10.89.0.0/16")
+    return v
+
+
+def _mtu(v):
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+        raise InvalidArgument(f"invalid MTU {v!r}: a whole number")
+    return v
+
+
+_NETWORK = {"name": (_network_name, True)}
 
 
 def _info(rt):
@@ -323,7 +343,9 @@ VERBS: dict[str, Verb] = {
     "info": Verb(_info, {}),
     "list": Verb(lambda rt, all=True: to_dict(rt.list(all=all)), {"all": (_bool, False)}),  # noqa: A006 - as Runtime.list
     "inspect": Verb(lambda rt, ref: to_dict(rt.inspect(ref)), _REF),
-    "create": Verb(lambda rt, spec: to_dict(rt.create(spec)), {"spec": (_spec, True)},
+    "create": Verb(lambda rt, spec, allow_host_network=False:
+                   to_dict(rt.create(spec, allow_host_network=allow_host_network)),
+                   {"spec": (_spec, True), "allow_host_network": (_bool, False)},
                    mutating=True, target="spec"),
     "start": Verb(lambda rt, ref: to_dict(rt.start(ref)), _REF, mutating=True),
     "stop": Verb(lambda rt, ref, timeout=10.0: to_dict(rt.stop(ref, timeout)),
@@ -358,6 +380,14 @@ VERBS: dict[str, Verb] = {
                    to_dict(rt.commit(ref, image, message=message, pause=pause)),
                    {**_REF, "image": (_image_name, True), "message": (_text(1000), False),
                     "pause": (_bool, False)}, mutating=True),
+    # networks (runtime/network.py)
+    "networks": Verb(lambda rt: rt.networks.list(), {}),
+    "network": Verb(lambda rt, name: rt.networks.inspect(name), _NETWORK),
+    "network-create": Verb(lambda rt, name, subnet=None, mtu=None, nat=False:
+                           rt.networks.create(name, subnet=subnet, mtu=mtu, nat=nat),
+                           {**_NETWORK, "subnet": (_subnet, False), "mtu": (_mtu, False), "nat": (_bool, False)},
+                           mutating=True, target="name"),
+    "network-remove": Verb(lambda rt, name: rt.networks.remove(name), _NETWORK, mutating=True, target="name"),
     "wait": Verb(_wait, {**_REF, "timeout": (_seconds, False)}, watch=True),
     "log-output": Verb(_log_output, {**_REF, "tail": (_count(1 << 62), False),
                                      "since": (_text(64), False), "follow": (_bool, False),

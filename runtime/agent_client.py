@@ -60,7 +60,8 @@ def raise_reply(reply: dict):
 def container_of(d: dict) -> Container:
     return Container(**{**d, "cmd": tuple(d["cmd"]), "env": tuple(d["env"]),
                         "limits": Limits(**d["limits"]), "layers": tuple(d["layers"]),
-                        "log_config": LogConfig(**d.get("log_config", {}))})
+                        "log_config": LogConfig(**d.get("log_config", {})),
+                        "ports": tuple(d.get("ports", ()))})
 
 
 def image_of(d: dict) -> Image:
@@ -306,6 +307,7 @@ class AgentRuntime:
         self._pool = _Pool(path, self.root, cgroup_parent, autostart)
         self._local = None
         self.images = _AgentImages(self)
+        self.networks = _AgentNetworks(self)
 
     def as_user(self, user: str) -> "AgentRuntime":
         """A copy whose requests carry `user` (the audit shows it); shares the connections."""
@@ -313,6 +315,7 @@ class AgentRuntime:
         other.__dict__.update(self.__dict__)
         other.user = user
         other.images = _AgentImages(other)
+        other.networks = _AgentNetworks(other)
         return other
 
     def call(self, verb: str, _fds: tuple[int, ...] = (), **args):
@@ -353,13 +356,14 @@ class AgentRuntime:
     def inspect(self, ref: str) -> Container:
         return container_of(self.call("inspect", ref=ref))
 
-    def create(self, spec) -> Container:
-        return container_of(self.call("create", spec=_spec_dict(spec)))
+    def create(self, spec, allow_host_network: bool = False) -> Container:
+        args = {"allow_host_network": True} if allow_host_network else {}
+        return container_of(self.call("create", spec=_spec_dict(spec), **args))
 
-    def run(self, spec) -> Container:
+    def run(self, spec, allow_host_network: bool = False) -> Container:
         """Runtime.run's create + start (and its cleanup), through the agent."""
         from .containers import Runtime
-        return Runtime.run(self, spec)
+        return Runtime.run(self, spec, allow_host_network=allow_host_network)
 
     def start(self, ref: str) -> Container:
         return container_of(self.call("start", ref=ref))
@@ -535,6 +539,26 @@ class _AgentImages:
         if name.startswith("__"):
             raise AttributeError(name)
         return getattr(self._rt._local_runtime().images, name)     # importers use private parts too
+
+
+class _AgentNetworks:
+    """runtime.network.Networks' verbs through the agent."""
+
+    def __init__(self, rt: AgentRuntime):
+        self._rt = rt
+
+    def list(self) -> list[dict]:
+        return self._rt.call("networks")
+
+    def inspect(self, name: str) -> dict:
+        return self._rt.call("network", name=name)
+
+    def create(self, name: str, subnet: str | None = None, mtu: int | None = None, nat: bool = False) -> dict:
+        args = {k: v for k, v in (("subnet", subnet), ("mtu", mtu)) if v is not None}
+        return self._rt.call("network-create", name=name, nat=nat, **args)
+
+    def remove(self, name: str) -> None:
+        self._rt.call("network-remove", name=name)
 
 
 # ------------------------------------------------------------------- switch

@@ -52,6 +52,10 @@ def _add_create(p: argparse.ArgumentParser) -> None:
                         "no-new-privileges=false (repeatable)")
     p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="log rotation: max-size=10m, max-file=3 (the defaults; repeatable)")
+    p.add_argument("--network", "--net", default="none",
+                   help="none (the default), bridge, a network's name, host, or container:NAME")
+    p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:]HOST:CONTAINER[/PROTO]",
+                   help="publish a container port on the host (bridged networks; repeatable)")
     _add_limits(p)
     p.add_argument("image")
     p.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -170,6 +174,25 @@ def _p_image_gc(sub):
     sub.add_parser("image-gc", help="remove layers no image and no container uses")
 
 
+def _p_network(sub):
+    p = sub.add_parser("network", help="manage networks: create, ls, inspect, rm")
+    verbs = p.add_subparsers(dest="network_verb", metavar="COMMAND")
+    verbs.required = True
+    c = verbs.add_parser("create", help="make a network: a bridge with a subnet of its own")
+    c.add_argument("--subnet", help="IPv4 CIDR (default: the first free /16 from 10.88.0.0)")
+    c.add_argument("--mtu", type=int)
+    c.add_argument("--nat", action="store_true", help="masquerade its outbound traffic (off by default)")
+    c.add_argument("name")
+    verbs.add_parser("ls", help="list networks")
+    verbs.add_parser("inspect", help="show networks as JSON").add_argument("names", nargs="+")
+    verbs.add_parser("rm", help="remove networks no container uses").add_argument("names", nargs="+")
+
+
+def _p_port(sub):
+    p = sub.add_parser("port", help="list a container's published ports")
+    p.add_argument("container")
+
+
 def _p_agent(sub):
     p = sub.add_parser("agent", help="serve the runtime on a local socket in the foreground (root)")
     p.add_argument("--socket", help="socket path (default: $TERRARIUM_AGENT_SOCKET or ROOT/run/agent.sock)")
@@ -188,6 +211,7 @@ _PARSERS = {
     "wait": _p_many("wait", "wait for containers to stop; print their exit codes"),
     "images": _p_images, "load": _p_load, "save": _p_save, "commit": _p_commit,
     "rmi": _p_rmi, "diff": _p_diff, "image-gc": _p_image_gc, "agent": _p_agent,
+    "network": _p_network, "port": _p_port,
 }
 
 
@@ -300,13 +324,20 @@ def _spec(args, auto_remove: bool):
         seccomp = setting_from_options(args.security_opt)
     return make_spec(image=args.image, name=args.name, cmd=args.cmd, env=args.env,
                      hostname=args.hostname, workdir=args.workdir, limits=limits,
-                     auto_remove=auto_remove, seccomp=seccomp, log=parse_log_opts(args.log_opt))
+                     auto_remove=auto_remove, seccomp=seccomp, log=parse_log_opts(args.log_opt),
+                     network=args.network, ports=args.publish)
+
+
+def _create_container(rt, spec):
+    # `--network host` typed here is the explicit consent create() asks for: the
+    # CLI runs as root, or as a user the agent trusts as it trusts the dashboard.
+    return rt.create(spec, allow_host_network=spec.network == "host")
 
 
 def _run(rt, args) -> int:
     # Foreground --rm is done here, after the exit code is read (as Docker's client did).
     spec = _spec(args, auto_remove=args.rm and args.detach)
-    c = rt.create(spec)
+    c = _create_container(rt, spec)
     held = None if args.detach else rt.hold_log(c.id)     # before the start: miss no output
     try:
         c = rt.start(c.id)
@@ -354,7 +385,7 @@ def _attach(rt, c, held=None) -> int:
 
 
 def _create(rt, args) -> int:
-    print(rt.create(_spec(args, auto_remove=args.rm)).id)
+    print(_create_container(rt, _spec(args, auto_remove=args.rm)).id)
     return 0
 
 
@@ -600,6 +631,42 @@ def _image_gc(rt, args) -> int:
     return 0
 
 
+def _network(rt, args) -> int:
+    verb = args.network_verb
+    if verb == "create":
+        print(rt.networks.create(args.name, subnet=args.subnet, mtu=args.mtu, nat=args.nat)["name"])
+        return 0
+    if verb == "ls":
+        table = [("NAME", "BRIDGE", "SUBNET", "GATEWAY", "CONTAINERS")]
+        for n in rt.networks.list():
+            table.append((n["name"], n["bridge"], n["subnet"], n["gateway"], str(len(n["containers"]))))
+        widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+        for r in table:
+            print("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+        return 0
+    if verb == "inspect":
+        print(json.dumps([rt.networks.inspect(n) for n in args.names], indent=2))
+        return 0
+    failed = 0
+    for name in args.names:                      # rm
+        try:
+            rt.networks.remove(name)
+            print(name)
+        except TerrariumError as e:
+            _say(f"error: {e}")
+            failed = 125
+    return failed
+
+
+def _port(rt, args) -> int:
+    """As `docker port`: CONTAINER_PORT/PROTO -> HOST_IP:HOST_PORT."""
+    from .network import parse_port
+    for text in rt.inspect(args.container).ports:
+        p = parse_port(text)
+        print(f"{p['container_port']}/{p['proto']} -> {p['host_ip'] or '0.0.0.0'}:{p['host_port']}")
+    return 0
+
+
 def _agent(rt, args) -> int:
     from .agent import Agent
     Agent(rt.root, rt.cgroup_parent, path=args.socket, group=args.group, uids=args.uids).serve()
@@ -617,5 +684,5 @@ _VERBS = {
     "ps": _ps, "logs": _logs, "exec": _exec, "inspect": _inspect, "update": _update,
     "wait": _wait, "images": _images,
     "load": _load, "save": _save, "commit": _commit, "rmi": _rmi, "diff": _diff,
-    "image-gc": _image_gc, "agent": _agent,
+    "image-gc": _image_gc, "agent": _agent, "network": _network, "port": _port,
 }

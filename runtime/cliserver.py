@@ -182,6 +182,9 @@ def _warm(run_dir: str) -> None:
     from .images import store  # noqa: F401
     cli.warm_parsers()
     root = os.path.dirname(os.path.abspath(run_dir))
+    if os.path.isdir(os.path.join(root, "networks")):      # a root that uses networks: pyroute2 too
+        from . import network
+        network.pyroute2()
     saved = os.dup(1)
     null = os.open("/dev/null", os.O_WRONLY)
     try:

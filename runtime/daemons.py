@@ -71,6 +71,19 @@ def start(run_dir: str, *, name: str, module: str, answers, cgroup_parent: str,
             raise OSError(f"the {name} server did not start; see {run_dir}/{name}.log")
 
 
+def use_venv_packages() -> None:
+    """Put the venv's site-packages on sys.path.  The servers run as `python -I
+    -S`: no site, so not the venv's packages either (and sys.prefix is the base
+    interpreter's: site sets the venv's).  For the few that need one (pyseccomp,
+    pyroute2), called when their import fails."""
+    import sysconfig
+    venv = os.path.dirname(os.path.dirname(sys.executable))
+    if os.path.exists(os.path.join(venv, "pyvenv.cfg")):
+        purelib = sysconfig.get_path("purelib", scheme="venv", vars={"base": venv, "platbase": venv})
+        if purelib not in sys.path:
+            sys.path.append(purelib)
+
+
 def stop(run_dir: str, *, name: str, comm: str, timeout: float = 5.0) -> None:
     """SIGTERM the server recorded in RUN_DIR/<name>.pid, if that pid still
     is one (its comm), and wait up to timeout for it to end."""

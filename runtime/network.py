@@ -150,12 +150,24 @@ def check_ports(ports) -> tuple:
 
 # --------------------------------------------------------------- netlink
 
+def pyroute2():
+    """The pyroute2 package, also in the `python -I -S` servers (the CLI
+    server's workers, the agent), which find it in the venv."""
+    try:
+        import pyroute2 as p
+    except ImportError:
+        from .daemons import use_venv_packages
+        use_venv_packages()
+        import pyroute2 as p
+    return p
+
+
 _ipr_lock = threading.Lock()
 _ipr: dict[int, object] = {}            # pid -> IPRoute (a forked worker makes its own)
 
 
 def _iproute():
-    from pyroute2 import IPRoute
+    IPRoute = pyroute2().IPRoute
     pid = os.getpid()
     ipr = _ipr.get(pid)
     if ipr is None:
@@ -174,7 +186,7 @@ def _ipr_in(nsfd: int):
     The socket is made in a short-lived thread that setns()es first (a
     namespace is per thread; pyroute2's own netns= forks a helper process,
     which a threaded web server must not), then used from this thread."""
-    from pyroute2 import IPRoute
+    IPRoute = pyroute2().IPRoute
     from . import linux
     box: dict = {}
 
@@ -325,7 +337,7 @@ class Networks:
 
     def _ensure_bridge(self, rec: dict) -> None:
         """The network's bridge, up, with the gateway address (made again after a reboot)."""
-        from pyroute2 import NetlinkError
+        NetlinkError = pyroute2().NetlinkError
         net = ipaddress.IPv4Network(rec["subnet"])
         try:
             with _ipr_lock:
@@ -351,7 +363,7 @@ class Networks:
             pass
 
     def _delete_bridge(self, bridge: str) -> None:
-        from pyroute2 import NetlinkError
+        NetlinkError = pyroute2().NetlinkError
         with _ipr_lock:
             ipr = _iproute()
             found = ipr.link_lookup(ifname=bridge)
@@ -513,7 +525,7 @@ class Networks:
         """Join init `pid`'s namespace to the lease's bridge: a veth pair, the
         host end on the bridge, `eth0` inside with the address, MTU and default
         route.  Returns the host end's name."""
-        from pyroute2 import NetlinkError
+        NetlinkError = pyroute2().NetlinkError
         host_end = veth_name(self.root, cid)
         nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:

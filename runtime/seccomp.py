@@ -307,17 +307,10 @@ def _libseccomp():
     try:
         import pyseccomp
     except ImportError:
-        # The CLI server runs as `python -I -S` (daemons.py): no site, so not
-        # the venv's site-packages either (and sys.prefix is the base
-        # interpreter's: site sets the venv's).  Look there, for this one
-        # module, only on a cache miss.
-        import sys
-        import sysconfig
-        venv = os.path.dirname(os.path.dirname(sys.executable))
-        if os.path.exists(os.path.join(venv, "pyvenv.cfg")):
-            purelib = sysconfig.get_path("purelib", scheme="venv", vars={"base": venv, "platbase": venv})
-            if purelib not in sys.path:
-                sys.path.append(purelib)
+        # The CLI server runs as `python -I -S`: look in the venv, for this
+        # one module, only on a cache miss.
+        from .daemons import use_venv_packages
+        use_venv_packages()
     try:
         import pyseccomp
     except (ImportError, OSError):        # OSError: the package without libseccomp2
