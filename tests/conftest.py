@@ -1,6 +1,6 @@
 """Fixtures for every test tier, and the session-wide check that a test run
-leaves the host as it found it: no cgroup, mount, network namespace, veth or
-process of ours.
+leaves the host as it found it: no cgroup, mount, network namespace, bridge,
+veth, nftables table or process of ours.
 
 Every run gets its own state root (a temp dir) and its own cgroup parent
 (`terrarium-test-<hex>`), exported as TERRARIUM_ROOT / TERRARIUM_CGROUP_PARENT
@@ -84,13 +84,56 @@ def _netns() -> set[str]:
         return set()
 
 
+def _other_runs_ids() -> set[str]:
+    """The root ids (runtime.network.root_id) in the interface and table names of
+    other test runs going on now: their roots are other terrarium-test-* dirs."""
+    from runtime.network import root_id
+    base = os.path.dirname(_SESSION_ROOT)
+    return {root_id(os.path.join(base, n)) for n in os.listdir(base)
+            if n.startswith("terrarium-test-") and os.path.join(base, n) != _SESSION_ROOT}
+
+
+def _ours(name: str, others: set[str]) -> bool:
+    """A name made by runtime.network (tb<rid>..., tv<rid>..., terrarium...,
+    terrarium_<rid>) that is not another run's."""
+    if name.startswith(("tb", "tv")):
+        return name[2:8] not in others
+    if name.startswith("terrarium"):
+        return name.partition("_")[2][:6] not in others
+    return False
+
+
+def _links(kind: str) -> set[str]:
+    """Bridges or veths of ours on the host (each name once, with its kind)."""
+    if not is_root():
+        return set()
+    from runtime.network import list_links
+    others = _other_runs_ids()
+    return {name for name, k in list_links(prefixes=("tb", "tv", "terrarium"), kinds=(kind,)).items()
+            if _ours(name, others)}
+
+
 def _veths() -> set[str]:
+    """Every veth on the host: the runtime's (tv<rid>...) and any other a test made."""
     try:
         out = subprocess.run(["ip", "-o", "link", "show", "type", "veth"], capture_output=True,
                              text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return set()
-    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
+    others = _other_runs_ids()
+    names = {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
+    return {n for n in names if not n.startswith("tv") or _ours(n, others)}
+
+
+def _nft_tables() -> set[str]:
+    """Our nftables tables (inet terrarium, inet terrarium_<rid>); no other is read."""
+    try:
+        out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    others = _other_runs_ids()
+    return {line.split()[-1] for line in out.splitlines()
+            if line.startswith("table inet terrarium") and _ours(line.split()[-1], others)}
 
 
 def _our_processes() -> set[tuple[int, str]]:
@@ -124,7 +167,8 @@ def _our_processes() -> set[tuple[int, str]]:
 
 def host_snapshot() -> dict[str, set]:
     return {"cgroups": _our_cgroup_dirs(), "mounts": _our_mounts(), "netns": _netns(),
-            "veths": _veths(), "processes": _our_processes()}
+            "veths": _veths(), "bridges": _links("bridge"), "nft_tables": _nft_tables(),
+            "processes": _our_processes()}
 
 
 def leaks(before: dict[str, set], after: dict[str, set]) -> dict[str, set]:
@@ -156,6 +200,7 @@ def _cleanup_session() -> None:
             rt.remove(c.id, force=True)
         except Exception as e:  # noqa: BLE001 - report, and let the leak check decide
             print(f"cleanup: could not remove {c.name}: {e}", file=sys.stderr)
+    rt.networks.remove_all()
     rt.shutdown_servers()
     # The last helper out removes the parent itself (runtime.daemons.leave),
     # after moving out of each hierarchy: it may still be on its way.
@@ -204,6 +249,7 @@ def open_dir():
             rt = Runtime(root)
             for c in rt.list(all=True):
                 rt.remove(c.id, force=True)
+            rt.networks.remove_all()
             rt.shutdown_servers()
     shutil.rmtree(base)
 
