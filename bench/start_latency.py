@@ -12,6 +12,9 @@ of a shared machine hits all of them alike; warm-up rounds are not counted.
   api        rt.run(spec) + rt.wait() in this process, fork server running
              (the default seccomp profile, as every container has)
   api-unconfined   the same with --security-opt seccomp=unconfined
+  api-bridge the same on the default bridge network (`--network bridge`):
+             a lease, a veth pair made into init's namespace, eth0's address
+             and route (runtime/network.py), before the command runs
   cli-rm     `terrarium run --rm busybox /bin/true`, a fresh process (a thin
              client: the CLI server's pre-forked worker does the work)
   cli        `terrarium run busybox /bin/true` (removed afterwards, untimed)
@@ -63,6 +66,7 @@ from common import (NamespacedTimer, alive, bare_python, cgroup_dirs, children, 
 LABELS = {
     "api": "(a) API  rt.run + rt.wait",
     "api-unconfined": "(a) API  seccomp=unconfined",
+    "api-bridge": "(a) API  --network bridge",
     "cli-rm": "(b) CLI  terrarium run --rm",
     "cli": "(b) CLI  terrarium run",
     "cli-local": "(b) CLI  run --rm, no server",
@@ -79,7 +83,7 @@ LABELS = {
     "py-venv": "venv python -c pass",
     "py-import-client": "venv python -c 'import runtime.client'",
 }
-MAIN_ROWS = ("api", "api-unconfined", "cli-rm", "cli", "cli-local", "runc", "crun", "crun-seccomp",
+MAIN_ROWS = ("api", "api-unconfined", "api-bridge", "cli-rm", "cli", "cli-local", "runc", "crun", "crun-seccomp",
              "unshare", "bare-py")
 
 
@@ -130,6 +134,7 @@ class Bench:
         self.true_spec = Spec(image="busybox", cmd=("/bin/true",))
         self.unconfined_spec = Spec(image="busybox", cmd=("/bin/true",),
                                     seccomp={"mode": "unconfined"})
+        self.bridge_spec = Spec(image="busybox", cmd=("/bin/true",), network="bridge")
         if self.runc or self.crun:
             self.base_config = self._oci_config()
         for name, exe in (("runc", self.runc), ("crun", self.crun), ("crun-seccomp", self.crun)):
@@ -185,6 +190,16 @@ class Bench:
         rt = self.rt
         t0 = now()
         c = rt.run(self.unconfined_spec)
+        end = rt.wait(c.id)
+        t1 = now()
+        self.seen_pids.add(c.shim_pid or 0)
+        rt.remove(c.id)
+        return {"ms": (t1 - t0) * 1e3, "rc": end.exit_code, "stderr": end.error or ""}
+
+    def c_api_bridge(self):
+        rt = self.rt
+        t0 = now()
+        c = rt.run(self.bridge_spec)
         end = rt.wait(c.id)
         t1 = now()
         self.seen_pids.add(c.shim_pid or 0)
@@ -316,7 +331,8 @@ class Bench:
         return run_timed([self.cli_python, "-c", "import runtime.client"], cwd=self.tmp)
 
     def contenders(self):
-        return {"api": self.c_api, "api-unconfined": self.c_api_unconfined, "cli-rm": self.c_cli_rm, "cli": self.c_cli,
+        return {"api": self.c_api, "api-unconfined": self.c_api_unconfined, "api-bridge": self.c_api_bridge,
+                "cli-rm": self.c_cli_rm, "cli": self.c_cli,
                 "cli-local": self.c_cli_local, "runc": self.c_runc, "crun": self.c_crun,
                 "crun-seccomp": self.c_crun_seccomp,
                 "unshare": self.c_unshare, "bare-py": self.c_bare_py, "api-split": self.c_api_split,
@@ -381,7 +397,8 @@ class Bench:
         return r
 
     def latency(self):
-        fns = {k: v for k, v in self.contenders().items() if k not in self.disabled}
+        fns = {k: v for k, v in self.contenders().items() if k not in self.disabled
+               and (not self.args.only or k in self.args.only.split(","))}
         samples: dict[str, list[dict]] = {k: [] for k in fns}
         # warm-up: the first API call starts the fork server; page caches, bundles
         for _ in range(self.args.warmup):
@@ -506,6 +523,7 @@ class Bench:
             try:
                 for c in rt.list():
                     rt.remove(c.id, force=True)
+                rt.networks.remove_all()            # the bridge and nftables table of api-bridge
             except Exception as e:  # noqa: BLE001
                 report["problems"].append(f"removing containers: {e}")
             self._stop_servers(report)
@@ -625,7 +643,8 @@ def print_report(b: Bench, res: dict, imp: dict, mem: dict | None, machine: dict
     print(f"\n{'path':34} {'median':>8} {'p90':>8} {'÷crun':>7} {'÷runc':>7}   (ms)")
     for name in MAIN_ROWS:
         if name not in res:
-            print(f"{LABELS[name]:34} {'skipped':>8}   {b.disabled.get(name, '')}")
+            if not b.args.only:
+                print(f"{LABELS[name]:34} {'skipped':>8}   {b.disabled.get(name, '')}")
             continue
         r, s = res[name], res[name]["summary"]
         print(f"{LABELS[name]:34} {_f(s['median']):>8} {_f(s['p90']):>8} "
@@ -635,6 +654,9 @@ def print_report(b: Bench, res: dict, imp: dict, mem: dict | None, machine: dict
         print(f"{'    rt.remove after (a), untimed':34} {_f(s['median']):>8} {_f(s['p90']):>8}")
     med = {k: res[k]["summary"]["median"] for k in ("api", "api-unconfined", "crun", "crun-seccomp")
            if k in res and res[k]["summary"].get("median")}
+    if "api" in res and "api-bridge" in res:
+        print(f"\nNetwork: API --network bridge ÷ none = "
+              f"{_f(res['api-bridge']['summary']['median'] / res['api']['summary']['median'], 2)}")
     if "api" in med and "api-unconfined" in med:
         print(f"\nSeccomp: API default ÷ unconfined = {_f(med['api'] / med['api-unconfined'], 2)}"
               + (f"; crun with ÷ without = {_f(med['crun-seccomp'] / med['crun'], 2)}"
@@ -728,6 +750,8 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2, help="warm-up rounds, not counted (default 2)")
     ap.add_argument("--k", type=int, default=20, help="idle containers for the memory figure (default 20)")
     ap.add_argument("--out", default=os.path.join(BENCH, "results", "start_latency.json"))
+    ap.add_argument("--only", help="comma-separated contenders (e.g. api,api-bridge): those rounds only, "
+                                   "without the back-to-back, import and memory parts")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("start_latency: run as root (containers need it)", file=sys.stderr)
@@ -751,9 +775,10 @@ def main(argv=None) -> int:
         print(f"start_latency: {args.n} rounds of {len(b.contenders()) - len(b.disabled)} contenders "
               f"(+{args.warmup} warm-up), then {args.k} idle containers ...", flush=True)
         samples = b.latency()
-        bursts = b.burst()
-        imp = b.importtime()
-        mem = b.memory()
+        if not args.only:
+            bursts = b.burst()
+            imp = b.importtime()
+            mem = b.memory()
         res = build_results(b, samples)
         finished = True
     finally:
