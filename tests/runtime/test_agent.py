@@ -130,6 +130,35 @@ def test_create_through_the_agent_is_checked_like_make_spec(rt, agent_rt, name, 
         agent_rt.call("create", spec={"image": "busybox", "name": name, "rootfs": "/"})
 
 
+def test_networks_through_the_agent(rt, agent_rt, name, cleanup, session_root):
+    net = name[:30]
+    made = agent_rt.networks.create(net, subnet="10.253.9.0/24")
+    try:
+        assert made["bridge"] and made == rt.networks.inspect(net)
+        assert net in [n["name"] for n in agent_rt.networks.list()]
+        cleanup.append(name)
+        c = agent_rt.run(Spec(image="busybox", name=name, cmd=("sleep", "30"), network=net,
+                              ports=("127.0.0.1:18998:80",)))
+        assert (c.address, c.ports) == ("10.253.9.2", ("127.0.0.1:18998:80/tcp",))
+        assert c == rt.inspect(name)
+        with pytest.raises(Conflict, match="in use"):
+            agent_rt.networks.remove(net)
+        with pytest.raises(InvalidArgument, match="invalid network name"):
+            agent_rt.call("network-create", name="bad name")
+        # the host's network only when the request says it may (the dashboard: administrators)
+        from runtime.errors import Forbidden
+        with pytest.raises(Forbidden):
+            agent_rt.create(Spec(image="busybox", name=f"{name}-h", network="host"))
+        cleanup.append(f"{name}-h")
+        assert agent_rt.create(Spec(image="busybox", name=f"{name}-h", network="host"),
+                               allow_host_network=True).network == "host"
+        rt.remove(name, force=True)
+    finally:
+        agent_rt.networks.remove(net)
+    verbs = [(e["verb"], e["target"]) for e in _audit(session_root) if e["verb"].startswith("network")]
+    assert ("network-create", net) in verbs and ("network-remove", net) in verbs
+
+
 # --------------------------------------------------------------- refusals
 
 def test_paths_outside_the_state_root_are_refused(rt, agent_rt, name, cleanup):
