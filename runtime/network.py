@@ -20,7 +20,7 @@ the container's last process exits the kernel deletes the veth pair with
 it: a SIGKILLed shim leaves no veth behind.
 
 State, under ROOT/networks/ (0700), changed only under ROOT/networks/lock:
-    <name>.json    a network: bridge, subnet, gateway, MTU, NAT
+    nets/<name>.json  a network: bridge, subnet, gateway, MTU, NAT
     leases.json    container id -> network, address, name, published ports
 A lease lives from a container's first start to its removal (the address
 stays the same across restarts, and /etc/hosts of the others stays true).
@@ -55,7 +55,8 @@ DEFAULT_MTU = 1500
 # Where an automatic subnet is looked for: the first /16 here that no route
 # of the host (and so no other root's bridge) overlaps.
 AUTO_SUBNETS = [f"10.{n}.0.0/16" for n in range(88, 255)]
-GLOBAL_LOCK = "/run/lock/terrarium-networks.lock"    # held across roots while a bridge's subnet is chosen
+# held across roots while a bridge's subnet is chosen and its address set
+GLOBAL_LOCK = "/run/lock/terrarium-networks.lock" if os.path.isdir("/run/lock") else "/run/terrarium-networks.lock"
 NETWORK_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}", re.ASCII)
 _PORT_RE = re.compile(r"(?:(?P<ip>[0-9.]+):)?(?P<host>[0-9]{1,5}):(?P<cont>[0-9]{1,5})(?:/(?P<proto>tcp|udp))?",
                       re.ASCII)
@@ -208,7 +209,7 @@ def _host_routes() -> list:
     """Every IPv4 destination the host routes (all tables), as networks."""
     out = []
     with _ipr_lock:
-        routes = _iproute().get_routes(family=socket.AF_INET, table=0)
+        routes = _iproute().get_routes(family=socket.AF_INET)      # every table
     for r in routes:
         dst = r.get_attr("RTA_DST")
         if dst:
@@ -252,23 +253,24 @@ class Networks:
 
     # --------------------------------------------------------- records
     def _path(self, name: str) -> str:
-        return os.path.join(self.dir, f"{name}.json")
+        return os.path.join(self.dir, "nets", f"{name}.json")
 
     def _make_dir(self) -> None:
         try:
             private_dir(self.dir)
+            private_dir(os.path.join(self.dir, "nets"))
         except OSError as e:
             raise KernelError(e.errno or errno.EIO, f"make {self.dir}") from None
 
     def _records(self) -> dict[str, dict]:
         out = {}
         try:
-            names = sorted(os.listdir(self.dir))
+            names = sorted(os.listdir(os.path.join(self.dir, "nets")))
         except FileNotFoundError:
             return out
         for n in names:
-            if n.endswith(".json") and n != "leases.json":
-                rec = read_json(os.path.join(self.dir, n))
+            if n.endswith(".json"):
+                rec = read_json(os.path.join(self.dir, "nets", n))
                 if isinstance(rec, dict) and rec.get("name") == n[:-5]:
                     out[rec["name"]] = rec
         return out
@@ -646,9 +648,11 @@ class Networks:
         try:
             r = subprocess.run([NFT, "-f", "-"], input=script, capture_output=True, text=True, timeout=30)
         except FileNotFoundError:
-            if body:
-                raise TerrariumError("nftables (the nft command) is missing: published ports and network "
-                                     "isolation need it (Debian: apt-get install nftables)") from None
+            # Without nftables a network still works, but nothing keeps two
+            # networks apart when the host forwards, and no port is published.
+            if any(lease.get("ports") for lease in (self._leases() if leases is None else leases).values()):
+                raise TerrariumError("nftables (the nft command) is missing: published ports need it "
+                                     "(Debian: apt-get install nftables)") from None
             return
         if r.returncode != 0:
             raise TerrariumError(f"nft refused the rules of table {t}: {r.stderr.strip().splitlines()[:1]}")
