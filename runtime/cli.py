@@ -54,8 +54,9 @@ def _add_create(p: argparse.ArgumentParser) -> None:
                    help="log rotation: max-size=10m, max-file=3 (the defaults; repeatable)")
     p.add_argument("--network", "--net", default="none",
                    help="none (the default), bridge, a network's name, host, or container:NAME")
-    p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:]HOST:CONTAINER[/PROTO]",
-                   help="publish a container port on the host (bridged networks; repeatable)")
+    p.add_argument("-p", "--publish", action="append", default=[], metavar="PORT",
+                   help="publish a container port on the host: [IP:]HOST:CONTAINER[/tcp|udp] "
+                        "(bridged networks; repeatable)")
     _add_limits(p)
     p.add_argument("image")
     p.add_argument("cmd", nargs=argparse.REMAINDER)
