@@ -222,3 +222,53 @@ def namespace_inodes(pid: int, proc: str = "/proc") -> dict[str, int]:
         except (OSError, InvalidArgument):
             pass
     return out
+
+
+# --- /proc/<pid>/net/{tcp,tcp6,udp,udp6} ----------------------------------------
+# The sockets of the network namespace pid is in (/proc/net is the reader's own
+# namespace: psutil.net_connections() reads that one, so it never sees a
+# container's).  Addresses are hex in the kernel's byte order, word by word.
+
+TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
+              6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
+Socket = namedtuple("Socket", "proto local remote state inode")
+
+
+def _hex_endpoint(field: str) -> str:
+    addr, _, port = field.partition(":")
+    raw = b"".join(bytes.fromhex(addr[i:i + 8])[::-1] for i in range(0, len(addr), 8))
+    import ipaddress
+    ip = ipaddress.ip_address(raw)
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return f"[{ip}]:{int(port, 16)}" if ip.version == 6 else f"{ip}:{int(port, 16)}"
+
+
+def parse_net_sockets(text: str, proto: str) -> list[Socket]:
+    """/proc/<pid>/net/tcp (or tcp6, udp, udp6) -> Sockets.  UDP's "state" is
+    CLOSE when unconnected (listening, for a server), ESTABLISHED when connected."""
+    out = []
+    for line in text.splitlines()[1:]:
+        f = line.split()
+        if len(f) < 10:
+            continue
+        try:
+            state = TCP_STATES.get(int(f[3], 16), f[3])
+            if proto.startswith("udp") and state == "CLOSE":
+                state = "UNCONN"
+            out.append(Socket(proto, _hex_endpoint(f[1]), _hex_endpoint(f[2]), state, int(f[9])))
+        except ValueError:
+            continue
+    return out
+
+
+def net_sockets(pid: int, proc: str = "/proc") -> list[Socket]:
+    """Every TCP and UDP socket of pid's network namespace; [] if it is gone."""
+    out = []
+    for proto in ("tcp", "tcp6", "udp", "udp6"):
+        try:
+            with open(f"{proc}/{pid}/net/{proto}") as f:
+                out += parse_net_sockets(f.read(), proto)
+        except OSError:
+            continue
+    return out

@@ -47,8 +47,8 @@ FORM_TEMPLATES = {
 
 
 class ContainerCreateForm(LimitsForm):
-    field_order = ["image", "name", "command", "env", "hostname", "memory", "cpus", "pids", "seccomp",
-                   "setuid", "start"]
+    field_order = ["image", "name", "command", "env", "hostname", "network", "ports", "memory", "cpus", "pids",
+                   "seccomp", "setuid", "start"]
 
     image = forms.ChoiceField(choices=())
     name = forms.CharField(required=False, max_length=128,
@@ -73,11 +73,19 @@ class ContainerCreateForm(LimitsForm):
         required=False, initial=False, label="Allow setuid and file capabilities",
         help_text="--security-opt no-new-privileges=false: su, sudo or a non-root ping in the "
                   "image work, as under Docker's default. Off: they lift nobody.")
+    network = forms.ChoiceField(choices=(), initial="none", required=False, label="Network",
+                                help_text="none: loopback only. bridge: an address on the default "
+                                          "network, where containers reach each other by name.")
+    ports = forms.CharField(required=False, max_length=1024, label="Published ports",
+                            help_text="[IP:]HOST:CONTAINER[/tcp|udp], separated by spaces (bridged "
+                                      "networks only), e.g. 127.0.0.1:8080:80",
+                            widget=forms.TextInput(attrs={"placeholder": "8080:80", "class": "mono"}))
     start = forms.BooleanField(required=False, initial=True, label="Start now")
 
-    def __init__(self, *args, image_choices=(), **kwargs):
+    def __init__(self, *args, image_choices=(), network_choices=(("none", "none"),), **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["image"].choices = list(image_choices)
+        self.fields["network"].choices = list(network_choices)
         self.templates = FORM_TEMPLATES
 
     def clean_name(self):
@@ -97,6 +105,19 @@ class ContainerCreateForm(LimitsForm):
 
     def clean_seccomp(self):
         return self.cleaned_data["seccomp"] or "default"
+
+    def clean_network(self):
+        return self.cleaned_data["network"] or "none"
+
+    def clean_ports(self):
+        from runtime.network import check_ports
+        return list(_runtime_check(check_ports, self.cleaned_data["ports"].split()))
+
+    def clean(self):
+        data = super().clean()
+        if data.get("ports") and data.get("network") in ("none", "host"):
+            self.add_error("ports", "ports are published on a bridged network only")
+        return data
 
     def clean_hostname(self):
         v = self.cleaned_data["hostname"].strip()

@@ -137,3 +137,51 @@ def retention_notes() -> dict[str, str]:
         "history": f"Per-minute history is kept {settings.TERRARIUM_HISTORY_HOURS:g} hours "
                    "(TERRARIUM_HISTORY_HOURS).",
     }
+
+
+# --------------------------------------------------------------- networks
+
+def network_list() -> tuple[list[dict], str | None]:
+    """The runtime's networks (runtime/network.py), each with its containers'
+    addresses, veth pairs and published ports; and an error to show, if any."""
+    from .runtime_client import get_runtime
+    try:
+        return get_runtime().networks.list(), None
+    except (TerrariumError, OSError) as e:
+        return [], str(e)
+
+
+def network_choices(*, user) -> list[tuple[str, str]]:
+    """--network values the create form offers this user: host only to administrators."""
+    from .roles import ADMINISTRATOR, role_of
+    choices = [("none", "none (loopback only)"), ("bridge", "bridge (the default network)")]
+    networks, _ = network_list()
+    choices += [(n["name"], f"{n['name']} ({n['subnet']})") for n in networks if n["name"] != "bridge"]
+    if role_of(user) == ADMINISTRATOR:
+        choices.append(("host", "host (the host's own network stack)"))
+    return choices
+
+
+def container_network(*, container_id: str) -> dict:
+    """What a container's network is, and, while it runs, what its namespace
+    holds: links, addresses and routes through netlink inside it (pyroute2),
+    sockets from /proc/<pid>/net/* (the namespace's own tables: /proc/net and
+    psutil.net_connections() read the reader's namespace instead)."""
+    from runtime import pidinfo
+    from runtime.network import read_namespace, veth_name
+
+    from .runtime_client import get_runtime
+    rt = get_runtime()
+    try:
+        c = rt.inspect(container_id)
+    except TerrariumError as e:
+        return {"error": str(e)}
+    out = {"network": c.network, "address": c.address, "ports": list(c.ports), "pid": c.pid,
+           "veth": veth_name(rt.root, c.id) if c.address else None, "inside": None, "sockets": []}
+    if c.pid and c.status in ("running", "paused"):
+        try:
+            out["inside"] = read_namespace(c.pid)
+            out["sockets"] = [s._asdict() for s in pidinfo.net_sockets(c.pid)]
+        except (TerrariumError, OSError) as e:
+            out["error"] = f"could not read the namespace: {e}"
+    return out

@@ -201,19 +201,23 @@ def _act(user, action: str, container_id: str, call, details: dict | None = None
 def container_create(*, user, image: str, name: str = "", cmd=(), env=(), hostname: str = "",
                      memory: int | None = None, cpus: float | None = None, pids: int | None = None,
                      seccomp: str = "default", setuid: bool = False,
-                     start: bool = False) -> RtContainer:
+                     start: bool = False, network: str = "none", ports=()) -> RtContainer:
     """Create (and optionally start) a container from validated form data.
     seccomp: "default" or "unconfined" (custom profiles are the CLI's);
-    setuid: no_new_privs off (--security-opt no-new-privileges=false)."""
+    setuid: no_new_privs off (--security-opt no-new-privileges=false);
+    network: none, bridge, a network's name, or host (administrators only)."""
     details = {"image": image, "cmd": list(cmd), "memory": memory, "cpus": cpus, "pids": pids,
-               "seccomp": seccomp, "setuid": setuid, "start": start}
+               "seccomp": seccomp, "setuid": setuid, "start": start, "network": network,
+               "ports": list(ports)}
+    from .roles import ADMINISTRATOR, role_of
     rt = get_runtime(user=user)
     try:
         spec = make_spec(image=image, name=name or None, cmd=tuple(cmd), env=tuple(env),
                          hostname=hostname or None,
                          limits=Limits(memory=memory, cpus=cpus, pids=pids),
-                         seccomp={"mode": seccomp, **({"no_new_privileges": False} if setuid else {})})
-        created = rt.create(spec)
+                         seccomp={"mode": seccomp, **({"no_new_privileges": False} if setuid else {})},
+                         network=network, ports=tuple(ports))
+        created = rt.create(spec, allow_host_network=role_of(user) == ADMINISTRATOR)
     except TerrariumError as e:
         _audit(user, "create", container_name=name, result="error", message=str(e), details=details)
         raise ServiceError(str(e)) from e

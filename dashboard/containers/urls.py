@@ -15,5 +15,6 @@ urlpatterns = [
     re_path(rf"^containers/{ID}/(?P<action>start|stop|kill|restart|pause|resume|remove)/$",
             views.container_action, name="action"),
     path("images/", views.image_list, name="images"),
+    path("networks/", views.network_list, name="networks"),
     path("audit/", views.audit_list, name="audit"),
 ]

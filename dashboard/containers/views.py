@@ -101,6 +101,7 @@ def container_detail(request, container_id):
         "layers": selectors.container_layers(container=c),
         "logs": selectors.container_logs(container_id=c.id),
         "seccomp": selectors.container_seccomp(container_id=c.id),
+        "net": selectors.container_network(container_id=c.id),
         "env": selectors.env_entries(env=c.env, user=request.user),
         "limits_form": LimitsForm(initial={
             "memory": f"{c.memory_limit // (1 << 20)}m" if c.memory_limit else "",
@@ -124,14 +125,16 @@ def container_create(request):
         services.images_sync()
     except TerrariumError as e:
         messages.error(request, f"Could not read the image store: {e}")
-    form = ContainerCreateForm(request.POST or None, image_choices=selectors.image_choices())
+    form = ContainerCreateForm(request.POST or None, image_choices=selectors.image_choices(),
+                               network_choices=selectors.network_choices(user=request.user))
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
         try:
             c = services.container_create(
                 user=request.user, image=d["image"], name=d["name"], cmd=d["command"], env=d["env"],
                 hostname=d["hostname"], memory=d["memory"], cpus=d["cpus"], pids=d["pids"],
-                seccomp=d["seccomp"], setuid=d["setuid"], start=d["start"])
+                seccomp=d["seccomp"], setuid=d["setuid"], start=d["start"],
+                network=d["network"], ports=d["ports"])
         except services.ServiceError as e:
             form.add_error(None, str(e))
         else:
@@ -187,6 +190,15 @@ def image_list(request):
     except TerrariumError as e:
         messages.error(request, f"Could not read the image store: {e}")
     return render(request, "containers/images.html", {"images": selectors.image_list()})
+
+
+@require_GET
+@can_view
+def network_list(request):
+    networks, error = selectors.network_list()
+    if error:
+        messages.error(request, f"Could not read the networks: {error}")
+    return render(request, "containers/networks.html", {"networks": networks})
 
 
 @require_GET

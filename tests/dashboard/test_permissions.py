@@ -25,6 +25,7 @@ PAGES = [
     ("containers:row", True, (302, 200, 200, 200)),
     ("containers:head", True, (302, 200, 200, 200)),
     ("containers:images", False, (302, 200, 200, 200)),
+    ("containers:networks", False, (302, 200, 200, 200)),
     ("containers:create", False, (302, 403, 200, 200)),
     ("containers:audit", False, (302, 403, 403, 200)),
 ]
