@@ -151,6 +151,35 @@ def check_ports(ports) -> tuple:
 
 # --------------------------------------------------------------- netlink
 
+def _off_loop(fn):
+    """pyroute2's synchronous API drives an asyncio loop of its own, which
+    cannot run in a thread whose loop is already running (Daphne's, a test's
+    Playwright): called from one, the work goes to a short-lived thread."""
+    import asyncio
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return fn(*args, **kwargs)
+        box: dict = {}
+
+        def run():
+            try:
+                box["value"] = fn(*args, **kwargs)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                box["error"] = e
+        t = threading.Thread(target=run, name="terrarium-netlink")
+        t.start()
+        t.join()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+    return wrapper
+
+
 def pyroute2():
     """The pyroute2 package, also in the `python -I -S` servers (the CLI
     server's workers, the agent), which find it in the venv."""
@@ -223,6 +252,7 @@ def _link_index(ifname: str) -> int | None:
     return found[0] if found else None
 
 
+@_off_loop
 def list_links(prefixes=IFACE_PREFIXES, kinds=("bridge", "veth")) -> dict[str, str]:
     """name -> kind of the host's links whose names start with one of prefixes."""
     out = {}
@@ -288,6 +318,7 @@ class Networks:
         return "terrarium0" if is_default_root(self.root) else f"tb{self.rid}0"
 
     # --------------------------------------------------------- networks
+    @_off_loop
     def create(self, name: str, subnet: str | None = None, mtu: int | None = None, nat: bool = False) -> dict:
         """Make a network: its record, its bridge with the gateway address, its
         nftables rules.  subnet None: the first free /16 of AUTO_SUBNETS."""
@@ -376,6 +407,7 @@ class Networks:
                     if e.code != errno.ENODEV:
                         raise _netlink_error(e, f"delete bridge {bridge}") from None
 
+    @_off_loop
     def ensure(self, name: str) -> dict:
         """The network's record, the default one made on first use; its bridge up."""
         self._make_dir()
@@ -394,11 +426,13 @@ class Networks:
                 self._ensure_bridge(rec)
         return rec
 
+    @_off_loop
     def list(self) -> list[dict]:
         self._sweep()
         leases = self._leases()
         return [self._view(rec, leases) for rec in self._records().values()]
 
+    @_off_loop
     def inspect(self, name: str) -> dict:
         rec = self._records().get(name)
         if rec is None:
@@ -413,6 +447,7 @@ class Networks:
         return {**rec, "table": self.table, "containers": members,
                 "bridge_up": _link_index(rec["bridge"]) is not None}
 
+    @_off_loop
     def remove(self, name: str) -> None:
         """Remove a network: refused while a container has an address on it."""
         check_network_name(name)
@@ -431,6 +466,7 @@ class Networks:
             self._sync_nft_locked()
 
     # --------------------------------------------------------- leases
+    @_off_loop
     def lease(self, cid: str, cname: str, hostname: str, network: str, ports=()) -> dict:
         """The container's lease on network (made on its first start, the same
         one after): {network, address, prefixlen, gateway, bridge, mtu, ports}.
@@ -477,6 +513,7 @@ class Networks:
                 return str(addr)
         raise Conflict(f"network {rec['name']!r} has no free address left ({net})")
 
+    @_off_loop
     def release(self, cid: str) -> bool:
         """Free the container's lease (its removal); False if it had none."""
         if not os.path.isdir(self.dir):
@@ -523,6 +560,7 @@ class Networks:
         return path
 
     # --------------------------------------------------------- the veth
+    @_off_loop
     def attach(self, pid: int, cid: str, lease: dict) -> str:
         """Join init `pid`'s namespace to the lease's bridge: a veth pair, the
         host end on the bridge, `eth0` inside with the address, MTU and default
@@ -561,6 +599,7 @@ class Networks:
         return host_end
 
     # --------------------------------------------------------- sweep
+    @_off_loop
     def sweep(self) -> list[str]:
         """Free the leases of containers that are gone, and bring the nftables
         table in line with what is left.  Returns what was removed."""
@@ -592,6 +631,7 @@ class Networks:
             self._write_hosts_locked(n, leases)
         return out
 
+    @_off_loop
     def remove_all(self) -> None:
         """Every network of this root (tests, benchmarks): leases first."""
         if not os.path.isdir(self.dir):
@@ -673,6 +713,7 @@ def _rewrite(path: str, text: str) -> None:
         os.close(fd)
 
 
+@_off_loop
 def read_namespace(pid: int) -> dict:
     """Interfaces, addresses and routes as seen inside pid's network namespace."""
     nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -692,7 +733,7 @@ def read_namespace(pid: int) -> dict:
                  for a in ipr.get_addr()]
         routes = [{"dst": f"{r.get_attr('RTA_DST') or '0.0.0.0'}/{r['dst_len']}",
                    "gateway": r.get_attr("RTA_GATEWAY"), "oif": r.get_attr("RTA_OIF")}
-                  for r in ipr.get_routes(family=socket.AF_INET)]
+                  for r in ipr.get_routes(family=socket.AF_INET, table=254)]     # main, as `ip route`
     finally:
         ipr.close()
     return {"links": links, "addresses": addrs, "routes": routes}
