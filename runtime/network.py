@@ -151,32 +151,32 @@ def check_ports(ports) -> tuple:
 
 # --------------------------------------------------------------- netlink
 
-def _off_loop(fn):
-    """pyroute2's synchronous API drives an asyncio loop of its own, which
-    cannot run in a thread whose loop is already running (Daphne's, a test's
-    Playwright): called from one, the work goes to a short-lived thread."""
-    import asyncio
+_worker_lock = threading.Lock()
+_worker: dict = {"pid": None, "pool": None}
+_WORKER_NAME = "terrarium-netlink"
+
+
+def _in_netlink_thread(fn):
+    """Run fn in this process's one netlink thread.
+
+    pyroute2's synchronous API keeps an asyncio loop and a netlink socket
+    per *thread* of each IPRoute, never freed when a thread ends: used from
+    the agent's thread per connection (or Daphne's pool) it would gather
+    them, and from a thread whose own loop is running (Daphne's, a test's
+    Playwright) it cannot run at all.  So every pyroute2 call of a process
+    is made in one thread of its own (made again after a fork)."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
+        if threading.current_thread().name.startswith(_WORKER_NAME):
             return fn(*args, **kwargs)
-        box: dict = {}
-
-        def run():
-            try:
-                box["value"] = fn(*args, **kwargs)
-            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-                box["error"] = e
-        t = threading.Thread(target=run, name="terrarium-netlink")
-        t.start()
-        t.join()
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
+        from concurrent.futures import ThreadPoolExecutor
+        with _worker_lock:
+            if _worker["pid"] != os.getpid():
+                _worker.update(pid=os.getpid(), pool=ThreadPoolExecutor(1, thread_name_prefix=_WORKER_NAME))
+            pool = _worker["pool"]
+        return pool.submit(fn, *args, **kwargs).result()
     return wrapper
 
 
@@ -192,8 +192,7 @@ def pyroute2():
     return p
 
 
-_ipr_lock = threading.Lock()
-_ipr: dict[int, object] = {}            # pid -> IPRoute (a forked worker makes its own)
+_ipr: dict[int, object] = {}            # pid -> IPRoute, used in the netlink thread only
 
 
 def _iproute():
@@ -237,8 +236,7 @@ def _ipr_in(nsfd: int):
 def _host_routes() -> list:
     """Every IPv4 destination the host routes (all tables), as networks."""
     out = []
-    with _ipr_lock:
-        routes = _iproute().get_routes(family=socket.AF_INET)      # every table
+    routes = _iproute().get_routes(family=socket.AF_INET)      # every table
     for r in routes:
         dst = r.get_attr("RTA_DST")
         if dst:
@@ -247,17 +245,15 @@ def _host_routes() -> list:
 
 
 def _link_index(ifname: str) -> int | None:
-    with _ipr_lock:
-        found = _iproute().link_lookup(ifname=ifname)
+    found = _iproute().link_lookup(ifname=ifname)
     return found[0] if found else None
 
 
-@_off_loop
+@_in_netlink_thread
 def list_links(prefixes=IFACE_PREFIXES, kinds=("bridge", "veth")) -> dict[str, str]:
     """name -> kind of the host's links whose names start with one of prefixes."""
     out = {}
-    with _ipr_lock:
-        links = _iproute().get_links()
+    links = _iproute().get_links()
     for link in links:
         name = link.get_attr("IFLA_IFNAME") or ""
         info = link.get_attr("IFLA_LINKINFO")
@@ -318,7 +314,7 @@ class Networks:
         return "terrarium0" if is_default_root(self.root) else f"tb{self.rid}0"
 
     # --------------------------------------------------------- networks
-    @_off_loop
+    @_in_netlink_thread
     def create(self, name: str, subnet: str | None = None, mtu: int | None = None, nat: bool = False) -> dict:
         """Make a network: its record, its bridge with the gateway address, its
         nftables rules.  subnet None: the first free /16 of AUTO_SUBNETS."""
@@ -373,17 +369,16 @@ class Networks:
         NetlinkError = pyroute2().NetlinkError
         net = ipaddress.IPv4Network(rec["subnet"])
         try:
-            with _ipr_lock:
-                ipr = _iproute()
+            ipr = _iproute()
+            found = ipr.link_lookup(ifname=rec["bridge"])
+            if not found:
+                ipr.link("add", ifname=rec["bridge"], kind="bridge", mtu=rec["mtu"])
                 found = ipr.link_lookup(ifname=rec["bridge"])
-                if not found:
-                    ipr.link("add", ifname=rec["bridge"], kind="bridge", mtu=rec["mtu"])
-                    found = ipr.link_lookup(ifname=rec["bridge"])
-                idx = found[0]
-                have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=socket.AF_INET)}
-                if rec["gateway"] not in have:
-                    ipr.addr("add", index=idx, address=rec["gateway"], prefixlen=net.prefixlen)
-                ipr.link("set", index=idx, state="up")
+            idx = found[0]
+            have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=socket.AF_INET)}
+            if rec["gateway"] not in have:
+                ipr.addr("add", index=idx, address=rec["gateway"], prefixlen=net.prefixlen)
+            ipr.link("set", index=idx, state="up")
         except NetlinkError as e:
             raise _netlink_error(e, f"set up bridge {rec['bridge']} for network {rec['name']!r}") from None
         # Published ports on 127.0.0.1 are DNATed to the container: the kernel
@@ -397,17 +392,16 @@ class Networks:
 
     def _delete_bridge(self, bridge: str) -> None:
         NetlinkError = pyroute2().NetlinkError
-        with _ipr_lock:
-            ipr = _iproute()
-            found = ipr.link_lookup(ifname=bridge)
-            if found:
-                try:
-                    ipr.link("del", index=found[0])
-                except NetlinkError as e:
-                    if e.code != errno.ENODEV:
-                        raise _netlink_error(e, f"delete bridge {bridge}") from None
+        ipr = _iproute()
+        found = ipr.link_lookup(ifname=bridge)
+        if found:
+            try:
+                ipr.link("del", index=found[0])
+            except NetlinkError as e:
+                if e.code != errno.ENODEV:
+                    raise _netlink_error(e, f"delete bridge {bridge}") from None
 
-    @_off_loop
+    @_in_netlink_thread
     def ensure(self, name: str) -> dict:
         """The network's record, the default one made on first use; its bridge up."""
         self._make_dir()
@@ -426,13 +420,13 @@ class Networks:
                 self._ensure_bridge(rec)
         return rec
 
-    @_off_loop
+    @_in_netlink_thread
     def list(self) -> list[dict]:
         self._sweep()
         leases = self._leases()
         return [self._view(rec, leases) for rec in self._records().values()]
 
-    @_off_loop
+    @_in_netlink_thread
     def inspect(self, name: str) -> dict:
         rec = self._records().get(name)
         if rec is None:
@@ -447,7 +441,7 @@ class Networks:
         return {**rec, "table": self.table, "containers": members,
                 "bridge_up": _link_index(rec["bridge"]) is not None}
 
-    @_off_loop
+    @_in_netlink_thread
     def remove(self, name: str) -> None:
         """Remove a network: refused while a container has an address on it."""
         check_network_name(name)
@@ -466,7 +460,7 @@ class Networks:
             self._sync_nft_locked()
 
     # --------------------------------------------------------- leases
-    @_off_loop
+    @_in_netlink_thread
     def lease(self, cid: str, cname: str, hostname: str, network: str, ports=()) -> dict:
         """The container's lease on network (made on its first start, the same
         one after): {network, address, prefixlen, gateway, bridge, mtu, ports}.
@@ -513,7 +507,7 @@ class Networks:
                 return str(addr)
         raise Conflict(f"network {rec['name']!r} has no free address left ({net})")
 
-    @_off_loop
+    @_in_netlink_thread
     def release(self, cid: str) -> bool:
         """Free the container's lease (its removal); False if it had none."""
         if not os.path.isdir(self.dir):
@@ -560,7 +554,7 @@ class Networks:
         return path
 
     # --------------------------------------------------------- the veth
-    @_off_loop
+    @_in_netlink_thread
     def attach(self, pid: int, cid: str, lease: dict) -> str:
         """Join init `pid`'s namespace to the lease's bridge: a veth pair, the
         host end on the bridge, `eth0` inside with the address, MTU and default
@@ -569,21 +563,20 @@ class Networks:
         host_end = veth_name(self.root, cid)
         nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            with _ipr_lock:
-                ipr = _iproute()
-                bridge = ipr.link_lookup(ifname=lease["bridge"])
-                if not bridge:
-                    raise KernelError(errno.ENODEV, f"bridge {lease['bridge']} of network {lease['network']!r} is gone")
-                stale = ipr.link_lookup(ifname=host_end)
-                if stale:                      # a run whose namespace is still being torn down
-                    try:
-                        ipr.link("del", index=stale[0])
-                    except NetlinkError:
-                        pass
-                ipr.link("add", ifname=host_end, kind="veth", mtu=lease["mtu"],
-                         peer={"ifname": "eth0", "net_ns_fd": nsfd, "mtu": lease["mtu"]})
-                idx = ipr.link_lookup(ifname=host_end)[0]
-                ipr.link("set", index=idx, master=bridge[0], state="up")
+            ipr = _iproute()
+            bridge = ipr.link_lookup(ifname=lease["bridge"])
+            if not bridge:
+                raise KernelError(errno.ENODEV, f"bridge {lease['bridge']} of network {lease['network']!r} is gone")
+            stale = ipr.link_lookup(ifname=host_end)
+            if stale:                      # a run whose namespace is still being torn down
+                try:
+                    ipr.link("del", index=stale[0])
+                except NetlinkError:
+                    pass
+            ipr.link("add", ifname=host_end, kind="veth", mtu=lease["mtu"],
+                     peer={"ifname": "eth0", "net_ns_fd": nsfd, "mtu": lease["mtu"]})
+            idx = ipr.link_lookup(ifname=host_end)[0]
+            ipr.link("set", index=idx, master=bridge[0], state="up")
             inside = _ipr_in(nsfd)
             try:
                 eth0 = inside.link_lookup(ifname="eth0")[0]
@@ -599,7 +592,7 @@ class Networks:
         return host_end
 
     # --------------------------------------------------------- sweep
-    @_off_loop
+    @_in_netlink_thread
     def sweep(self) -> list[str]:
         """Free the leases of containers that are gone, and bring the nftables
         table in line with what is left.  Returns what was removed."""
@@ -631,7 +624,7 @@ class Networks:
             self._write_hosts_locked(n, leases)
         return out
 
-    @_off_loop
+    @_in_netlink_thread
     def remove_all(self) -> None:
         """Every network of this root (tests, benchmarks): leases first."""
         if not os.path.isdir(self.dir):
@@ -713,7 +706,7 @@ def _rewrite(path: str, text: str) -> None:
         os.close(fd)
 
 
-@_off_loop
+@_in_netlink_thread
 def read_namespace(pid: int) -> dict:
     """Interfaces, addresses and routes as seen inside pid's network namespace."""
     nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
