@@ -165,10 +165,26 @@ def _our_processes() -> set[tuple[int, str]]:
     return out
 
 
+# Host-wide switches a test's engine could flip (dockerd turns forwarding on
+# unless told --ip-forward=false): compared as "name=value".
+SYSCTLS = ("net/ipv4/ip_forward", "net/ipv4/conf/all/route_localnet", "kernel/dmesg_restrict")
+
+
+def _sysctls() -> set[str]:
+    out = set()
+    for name in SYSCTLS:
+        try:
+            with open(f"/proc/sys/{name}") as f:
+                out.add(f"{name.replace('/', '.')}={f.read().strip()}")
+        except OSError:
+            pass
+    return out
+
+
 def host_snapshot() -> dict[str, set]:
     return {"cgroups": _our_cgroup_dirs(), "mounts": _our_mounts(), "netns": _netns(),
             "veths": _veths(), "bridges": _links("bridge"), "nft_tables": _nft_tables(),
-            "processes": _our_processes()}
+            "processes": _our_processes(), "sysctls": _sysctls()}
 
 
 def leaks(before: dict[str, set], after: dict[str, set]) -> dict[str, set]:
