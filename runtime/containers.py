@@ -98,6 +98,13 @@ class Runtime:
             self._cgroups = cgroups.driver(parent=self.cgroup_parent)
         return self._cgroups
 
+    def stats_reader(self, **kw):
+        """A kept-open sampler of this runtime's containers (runtime.stats.StatsReader:
+        read, read_many, forget, close); one per sampling thread.  Through the
+        agent, AgentRuntime.stats_reader() answers the same calls."""
+        from .stats import StatsReader
+        return StatsReader(self.cgroups, **kw)
+
     def _cg(self, config: dict):
         """The cgroup driver of the parent the container was made under (stored
         in its config), whatever this Runtime's own parent is."""

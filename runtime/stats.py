@@ -63,7 +63,7 @@ from collections.abc import Mapping
 
 from . import procs as _procs
 from .cgroups import figures, parse
-from .errors import NotFound
+from .errors import NotFound, TerrariumError
 
 _REOPEN = (errno.ENOENT, errno.ESTALE, errno.ENODEV)
 _GONE = (errno.ENOENT, errno.ESRCH)
@@ -454,6 +454,7 @@ class ContainerStats:
                  keep_open: int | None = None):
         self.cgroup = CgroupFiles(driver, name, slow_every)
         self.table = ProcessTable(proc, keep_open=keep_open)
+        self._missed = False          # a read without the tree saw activity
 
     def read(self, tree: bool = True) -> tuple[dict, list | None]:
         """(raw sample, forest); the forest is None with ``tree=False`` (no
@@ -471,8 +472,14 @@ class ContainerStats:
         if cg.active:
             t.ticks += 1                               # identity can change only by running
         if not tree:
+            # What this tick saw is not lost for the next read with the tree
+            # (a reader that wants it every other tick: the OOM memory record).
+            self._missed = self._missed or cg.active or cg.slow
+            if cg.tasks_changed or cg.slow:
+                t._procs_raw = None                    # list again then
             return raw, None
-        if not (cg.active or cg.slow or t.needs_list):
+        missed, self._missed = self._missed, False
+        if not (cg.active or cg.slow or missed or t.needs_list):
             return raw, t._forest
         relist = cg.tasks_changed or cg.slow or t.needs_list
         forest = t.forest(cg.procs_bytes() if relist else None)
@@ -508,6 +515,21 @@ class StatsReader:
         except NotFound:
             self.forget(name)
             raise
+
+    def read_many(self, names, tree: bool = True, keep: bool = True) -> dict:
+        """{name: (raw, forest), or the error (NotFound, ...) that name's read
+        raised}: one pass over many containers, as the agent's ``sample`` verb
+        answers it.  keep=False: a one-off pass (history's once a minute),
+        each container's files closed again right after its read."""
+        out: dict = {}
+        for name in names:
+            try:
+                out[name] = self.read(name, tree)
+            except (TerrariumError, OSError) as e:
+                out[name] = e
+            if not keep:
+                self.forget(name)
+        return out
 
     def forget(self, name: str) -> None:
         c = self.containers.pop(name, None)
