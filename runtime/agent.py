@@ -26,6 +26,21 @@ members of TERRARIUM_AGENT_GROUP); others get one error line and are logged.
 Every mutating request is appended to ROOT/audit.log (JSON lines, 0600)
 with the user the client names, the peer's uid and pid, and the result.
 
+Sampling is a session on a connection of its own: ``sample`` reads the
+containers it names with a runtime.stats.StatsReader the agent keeps *for
+that connection* (kept-open cgroup and /proc files, unchanged work skipped),
+and answers all of them in one reply, each as what changed since the last
+reply on that connection (runtime/sampling.py); ``sample-forget`` closes the
+files of containers nobody watches, and the end of the connection closes
+everything the session held.  The consumer (the dashboard's sampler) drives
+the tick rather than the agent pushing samples on a timer of its own: a
+sample is then read when the consumer wants it, so sample → browser costs
+one round trip and no wait for the agent's next tick; the consumer's tick,
+its watched set and its pauses are the only ones (no second clock to keep in
+step, no subscription to renew); and the descriptors a viewer caused live
+and die with the connection of the one process that watches, so a web tier
+that dies or restarts leaves nothing open in the agent.
+
 Started on first use by a root client (runtime/daemons.py, like the fork
 server), as `terrarium agent` in the foreground, or from
 contrib/terrarium-agent.service.  A SIGKILL loses nothing: containers live
@@ -76,6 +91,22 @@ def _ref(v):
     if not isinstance(v, str) or not 0 < len(v) <= 128 or "\0" in v or "/" in v or v.startswith("."):
         raise InvalidArgument(f"invalid container reference {v!r}")
     return v
+
+
+def _container_ids(limit: int):
+    """A list of at most `limit` container ids (64 hex digits, the name of the
+    container's cgroup under the runtime's parent): never a name or a path."""
+    from .state import ID_RE
+
+    def check(v):
+        if not isinstance(v, list) or len(v) > limit:
+            raise InvalidArgument(f"invalid container ids: a list of at most {limit}")
+        for x in v:
+            if not isinstance(x, str) or not ID_RE.match(x):
+                shown = x[:80] if isinstance(x, str) else x
+                raise InvalidArgument(f"invalid container id {shown!r}: 64 hex digits")
+        return list(dict.fromkeys(v))
+    return check
 
 
 def _image_name(v):
@@ -210,6 +241,32 @@ class Verb(NamedTuple):
     fds: int = 0            # descriptors the request carries (SCM_RIGHTS); handler(fds=[...])
     watch: bool = False     # long: handler(gone=...) polls whether the client has hung up
     stream: bool = False    # the handler yields items, each sent as {"ok": true, "more": item}
+    session: bool = False   # handler(session=...): the connection's Session (state kept
+                            # between its requests, closed with it)
+
+
+class Session:
+    """What one connection keeps between its requests, for the verbs that
+    declare ``session``: objects made on first use, each closed (with every
+    descriptor it holds) when the connection ends."""
+
+    def __init__(self):
+        self._items: dict[str, object] = {}
+
+    def get(self, key: str, make: Callable | None = None):
+        """The session's object under key, made by make() if there is none yet (None without make)."""
+        item = self._items.get(key)
+        if item is None and make is not None:
+            item = self._items[key] = make()
+        return item
+
+    def close(self) -> None:
+        items, self._items = self._items, {}
+        for item in items.values():
+            try:
+                item.close()
+            except Exception as e:  # noqa: BLE001 - close the others, say why
+                _log(f"closing a connection's {type(item).__name__}: {e}")
 
 
 def _changes(changes):
@@ -337,6 +394,31 @@ def _oom_scope(rt):
     return memory_scope(rt)
 
 
+MAX_SAMPLE_IDS = 512            # containers one sample request names
+MAX_SAMPLED = 4096              # containers one connection keeps open at once
+
+
+def _sampler(rt, session):
+    from .sampling import Sender
+    return session.get("sample", lambda: Sender(rt.stats_reader(), error_reply))
+
+
+def _sample(rt, session, ids, tree=True, keep=True):
+    """Read every container of ids (its cgroup files, and its processes with
+    tree); see runtime/sampling.py for the reply."""
+    sender = _sampler(rt, session)
+    if keep and len(sender) + len([c for c in ids if c not in sender.sent]) > MAX_SAMPLED:
+        raise InvalidArgument(f"sample: this connection already samples {len(sender)} containers, "
+                              f"at most {MAX_SAMPLED}: forget some first (sample-forget)")
+    return sender.sample(ids, tree, keep)
+
+
+def _sample_forget(rt, session, ids):
+    sender = session.get("sample")
+    if sender is not None:
+        sender.forget(ids)
+
+
 _REF = {"ref": (_ref, True)}
 
 VERBS: dict[str, Verb] = {
@@ -402,6 +484,10 @@ VERBS: dict[str, Verb] = {
     "load": Verb(_load, {"name": (_image_name, False), "label": (_text(255), False)},
                  mutating=True, target="label", fds=1),
     "save": Verb(_save, {"name": (_image_name, True)}, mutating=True, target="name", fds=1),
+    # Sampling: a session per connection (kept-open files, replies as changes).
+    "sample": Verb(_sample, {"ids": (_container_ids(MAX_SAMPLE_IDS), True), "tree": (_bool, False),
+                             "keep": (_bool, False)}, session=True),
+    "sample-forget": Verb(_sample_forget, {"ids": (_container_ids(MAX_SAMPLED), True)}, session=True),
 }
 MAX_FDS = 2                     # descriptors accepted with one request
 
@@ -669,6 +755,7 @@ class Agent:
                 pass
 
     def _connection(self, conn: socket.socket) -> None:
+        session = None
         try:
             peer = peer_of(conn)
             if peer.uid not in self.allowed:
@@ -685,6 +772,7 @@ class Agent:
                     pass
                 return
             stream = _Reader(conn)
+            session = Session()
             while True:
                 line, fds = stream.readline(MAX_LINE + 1)
                 try:
@@ -694,13 +782,15 @@ class Agent:
                         _send(conn, {"ok": False, "kind": "InvalidArgument",
                                      "error": f"request longer than {MAX_LINE} bytes"})
                         return                   # the rest of it cannot be framed
-                    reply = self.handle(line, peer, fds, conn)
+                    reply = self.handle(line, peer, fds, conn, session)
                     if reply is None or not _send(conn, reply):
                         return                   # a client gone mid-stream
                 finally:
                     for fd in fds:
                         os.close(fd)
         finally:
+            if session is not None:
+                session.close()                  # a sampling session's descriptors
             conn.close()
             with self._cond:
                 self._open.discard(conn)
@@ -708,10 +798,11 @@ class Agent:
                 self._cond.notify_all()
 
     def handle(self, line: bytes, peer: Peer, fds: list[int] = (),
-               conn: socket.socket | None = None) -> dict | None:
+               conn: socket.socket | None = None, session: Session | None = None) -> dict | None:
         """One request line (and the descriptors that came with it, which the
         caller closes) -> its reply; never raises.  A stream verb's items go
-        to conn as they come; None if its client hung up."""
+        to conn as they come; None if its client hung up.  session: the
+        connection's (the verbs that keep state need one)."""
         try:
             req = json.loads(line)
         except (ValueError, RecursionError):     # RecursionError: "[[[[..." nested too deep
@@ -735,6 +826,10 @@ class Agent:
                                       f"request (SCM_RIGHTS), got {len(fds)}")
             if verb.fds:
                 args["fds"] = list(fds)
+            if verb.session:
+                if session is None:
+                    raise InvalidArgument(f"{name}: needs a connection of its own")
+                args["session"] = session
             if verb.watch:
                 args["gone"] = (lambda: _hung_up(conn)) if conn is not None else (lambda: False)
             if verb.stream:

@@ -1,8 +1,8 @@
 """AgentRuntime: the Runtime's control and inventory verbs through the root agent.
 
 Same method names, arguments, results and exceptions as runtime.Runtime for
-what runtime/agent.py serves; the rest (exec, cgroups, log_records)
-still runs in this process through a local Runtime,
+what runtime/agent.py serves, sampling included (stats_reader()); the
+rest (exec, cgroups, log_records) still runs in this process through a local Runtime,
 which needs root — the remaining step of moving the web tier out of root.
 
     rt = AgentRuntime(root).as_user("alice")   # requests carry "alice"
@@ -40,19 +40,24 @@ _KINDS = {"AccessDenied": AccessDenied}      # the rest are runtime.errors' own 
 
 def raise_reply(reply: dict):
     """Raise the exception an error reply stands for (runtime/agent.error_reply)."""
+    raise error_of(reply)
+
+
+def error_of(reply: dict) -> Exception:
+    """The exception an error reply stands for."""
     kind, msg = reply.get("kind"), reply.get("error", "the agent gave no reason")
     if kind == "KernelError":
-        raise KernelError(reply.get("code") or 0, reply.get("what") or "")
+        return KernelError(reply.get("code") or 0, reply.get("what") or "")
     if kind == "ExecFailed":
-        raise ExecFailed(msg, reply.get("exit_code", 127))
+        return ExecFailed(msg, reply.get("exit_code", 127))
     if kind == "TimeoutError":
-        raise TimeoutError(msg)
+        return TimeoutError(msg)
     if kind == "OSError":
-        raise OSError(reply.get("code") or 0, msg, *([reply["filename"]] if reply.get("filename") else []))
+        return OSError(reply.get("code") or 0, msg, *([reply["filename"]] if reply.get("filename") else []))
     cls = _KINDS.get(kind) or getattr(errors, str(kind), None)
     if not (isinstance(cls, type) and issubclass(cls, TerrariumError)):
         cls = TerrariumError
-    raise cls(msg)
+    return cls(msg)
 
 
 # ------------------------------------------------------------ records back
@@ -288,6 +293,94 @@ def _read_line(sock: socket.socket) -> bytes:
             return b"".join(chunks)
 
 
+# ---------------------------------------------------------------- sampling
+
+class AgentStatsReader:
+    """runtime.stats.StatsReader's read / read_many / forget / close, through
+    a sampling session of the agent (runtime/agent.py ``sample``) on a
+    connection of its own: the agent keeps the files open for this
+    connection, and each read_many is one request for all the containers.
+    Unchanged ``sources`` and forests come back as the same objects as last
+    time (runtime/sampling.py).  A connection lost (the agent restarted) is
+    made again, and the session starts over.  Not thread-safe, like
+    StatsReader: one per sampling thread."""
+
+    def __init__(self, pool: _Pool, user: str):
+        from .sampling import Receiver
+        self._pool, self._user = pool, user
+        self._sock: socket.socket | None = None
+        self._got = Receiver(error_of)
+
+    @property
+    def containers(self) -> dict:
+        """The containers this session holds (their last readings), as StatsReader's."""
+        return self._got.got
+
+    def read(self, cid: str, tree: bool = True) -> tuple[dict, list | None]:
+        got = self.read_many([cid], tree)[cid]
+        if isinstance(got, BaseException):
+            raise got
+        return got
+
+    def read_many(self, ids, tree: bool = True, keep: bool = True) -> dict:
+        """{id: (raw, forest), or the error of that id}: one request per
+        agent.MAX_SAMPLE_IDS containers.  An id that is not one (64 hex
+        digits) gets InvalidArgument without asking."""
+        from .state import ID_RE
+        out: dict = {}
+        ask = []
+        for cid in dict.fromkeys(ids):
+            if isinstance(cid, str) and ID_RE.match(cid):
+                ask.append(cid)
+            else:
+                out[cid] = InvalidArgument(f"invalid container id {cid!r}: 64 hex digits")
+        for i in range(0, len(ask), _agent.MAX_SAMPLE_IDS):
+            part = ask[i:i + _agent.MAX_SAMPLE_IDS]
+            result = self._call("sample", ids=part, tree=tree, keep=keep)
+            for cid in part:
+                out[cid] = self._got.decode(cid, result[cid], tree, keep)
+        return out
+
+    def forget(self, cid: str) -> None:
+        """Close what the agent keeps open for cid (nothing to ask if the connection is gone)."""
+        self._got.forget(cid)
+        if self._sock is not None:
+            try:
+                self._call("sample-forget", _reconnect=False, ids=[cid])
+            except AgentUnavailable:
+                pass
+
+    def close(self) -> None:
+        """Close the connection: the agent closes every file of the session."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        self._got.clear()
+
+    def _call(self, verb: str, _reconnect: bool = True, **args):
+        request = json.dumps({"verb": verb, "args": args, "user": self._user},
+                             separators=(",", ":")).encode() + b"\n"
+        for _ in range(3):
+            if self._sock is None:
+                if not _reconnect:
+                    raise AgentUnavailable("no sampling session")
+                self._sock = self._pool._open()
+                self._got.clear()                    # a new session: nothing was sent on it
+            try:
+                self._sock.sendall(request)
+                line = _read_line(self._sock)
+            except OSError:
+                line = b""
+            reply = json.loads(line) if line else None
+            if reply is None or reply.get("kind") == "Leaving":
+                self.close()                         # the agent ended or is leaving: a new one
+                continue
+            if not reply.get("ok"):
+                raise_reply(reply)
+            return reply.get("result")
+        raise AgentUnavailable(f"the Terrarium agent at {self._pool.path} does not answer")
+
+
 # ------------------------------------------------------------------ facade
 
 class AgentRuntime:
@@ -342,6 +435,10 @@ class AgentRuntime:
 
     def close(self) -> None:
         self._pool.close()
+
+    def stats_reader(self) -> AgentStatsReader:
+        """Runtime.stats_reader() through the agent: a sampling session on a connection of its own."""
+        return AgentStatsReader(self._pool, self.user)
 
     @property
     def cgroup_parent(self) -> str:
