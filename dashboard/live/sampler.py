@@ -15,11 +15,16 @@ Where it runs (setting TERRARIUM_SAMPLER):
   after TERRARIUM_SAMPLER_LEASE seconds, default 15).  The sampler answers a
   new subscription with the history, sent to the consumer's own channel.
 
-Blocking reads run in a worker thread, never on the event loop.  They go
-through runtime.stats (kept-open descriptors re-read with pread, unchanged
-process sets and processes skipped), or, with TERRARIUM_SAMPLER_READER=
-"selectors", through dashboard.live.selectors (open+read every time: the
-reference path, and the seam tests replace).
+Blocking reads run in a worker thread, never on the event loop, one
+``read_many`` per tick for every watched container.  They go through the
+runtime's reader (dashboard.containers.runtime_client.stats_reader():
+runtime.stats' kept-open descriptors re-read with pread, unchanged process
+sets and processes skipped; in agent mode the same reader in the root agent,
+one request per tick), or, with TERRARIUM_SAMPLER_READER="selectors", through
+dashboard.live.selectors (every file opened and read again each time: the
+reference path, and the seam tests replace).  A point's ``t`` is when the
+tick's read began, so sample → browser delay counts the read (and the round
+trip to the agent).
 
 Each event is published as ``{"type", "id", "json"}``: the event is encoded to
 JSON once per tick, whatever the number of viewers, and consumers forward the
@@ -49,6 +54,8 @@ from dataclasses import dataclass, field
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+
+from runtime import TerrariumError
 
 from . import events, metrics, selectors
 
@@ -85,39 +92,66 @@ def wire(ev: dict) -> dict:
     return {"type": ev["type"], "id": ev["id"], "json": _encode(ev)}
 
 
-class SelectorsReader:
-    """Reads through dashboard.live.selectors: open+read every file every tick."""
+class Reader:
+    """What the sampler reads through: read(cid, tree) -> (raw, forest) or
+    NotSampled; read_many(ids) -> {cid: (raw, forest) or NotSampled}, the
+    sampler's one call per tick; forget(cid) when nobody watches it."""
 
-    def read(self, cid: str, tree: bool = True) -> tuple[dict, list | None]:
-        raw = selectors.container_raw_sample(container_id=cid)
-        return raw, selectors.container_process_forest(container_id=cid) if tree else None
+    def read_many(self, ids, tree: bool = True) -> dict:
+        out = {}
+        for cid in ids:
+            try:
+                out[cid] = self.read(cid, tree)
+            except selectors.NotSampled as e:
+                out[cid] = e
+        return out
 
     def forget(self, cid: str) -> None:
         pass
 
 
-class StatsReader:
-    """Reads through runtime.stats: kept-open descriptors, unchanged work skipped."""
-
-    def __init__(self):
-        self._reader = None
-        self._errors: tuple = (OSError,)
+class SelectorsReader(Reader):
+    """Reads through dashboard.live.selectors: every file opened and read each tick."""
 
     def read(self, cid: str, tree: bool = True) -> tuple[dict, list | None]:
+        raw = selectors.container_raw_sample(container_id=cid)
+        return raw, selectors.container_process_forest(container_id=cid) if tree else None
+
+
+class StatsReader(Reader):
+    """Reads through the runtime's reader (runtime.stats, in-process or in the
+    agent): kept-open descriptors, unchanged work skipped."""
+
+    def __init__(self, reader=None):
+        self._reader = reader
+
+    def read(self, cid: str, tree: bool = True) -> tuple[dict, list | None]:
+        got = self.read_many([cid], tree)[cid]
+        if isinstance(got, selectors.NotSampled):
+            raise got
+        return got
+
+    def read_many(self, ids, tree: bool = True) -> dict:
         try:
             if self._reader is None:
-                from runtime import TerrariumError
-                from runtime.stats import StatsReader as _R
-                from dashboard.containers.runtime_client import get_runtime
-                self._errors = (TerrariumError, OSError)
-                self._reader = _R(get_runtime().cgroups)
-            return self._reader.read(cid, tree)
-        except self._errors as e:
-            raise selectors.NotSampled(str(e)) from None
+                self._reader = selectors.stats_reader()
+            got = self._reader.read_many(ids, tree)
+        except (TerrariumError, OSError) as e:        # the agent is not there
+            return {cid: selectors.NotSampled(str(e)) for cid in ids}
+        return {cid: selectors.NotSampled(str(r)) if isinstance(r, BaseException) else r
+                for cid, r in got.items()}
 
     def forget(self, cid: str) -> None:
         if self._reader is not None:
-            self._reader.forget(cid)
+            try:
+                self._reader.forget(cid)
+            except (TerrariumError, OSError):
+                pass
+
+    def close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
 
 
 def _history_hook(name: str = "record"):
@@ -359,7 +393,10 @@ class Sampler:
             for cid in gone:
                 self.reader.forget(cid)
             # (one who left since the tick began was released: do not reopen it)
-            read = [(cid, self._sample_one(cid)) for cid in ids if cid in self.subscribers]
+            ids = [cid for cid in ids if cid in self.subscribers]
+            mono, wall = time.monotonic(), time.time()
+            got = self.reader.read_many(ids) if ids else {}
+            read = [(cid, self._sample_one(cid, got[cid], mono, wall)) for cid in ids]
         out = []
         for cid, evs in read:
             out.append((cid, evs, [wire(ev) for ev in evs]))
@@ -367,16 +404,15 @@ class Sampler:
                 self.record(cid, evs[0]["point"])      # the down-sampled DB history
         return out
 
-    def _sample_one(self, cid: str) -> list[dict]:
+    def _sample_one(self, cid: str, got, mono: float, wall: float) -> list[dict]:
+        """One container's events from its reading (taken at mono/wall), or from NotSampled."""
         w = self.state[cid]
-        try:
-            raw, forest = self.reader.read(cid)
-            self.samples_taken += 1
-        except selectors.NotSampled as e:
+        if isinstance(got, selectors.NotSampled):
             w.prev_raw = w.prev_mono = w.forest = None
             w.prev_ticks, w.idle = {}, False
-            return [events.gone_event(cid, str(e))]
-        mono, wall = time.monotonic(), time.time()
+            return [events.gone_event(cid, str(got))]
+        raw, forest = got
+        self.samples_taken += 1
         seconds = mono - w.prev_mono if w.prev_mono is not None else 0.0
         pt = metrics.point(w.prev_raw if seconds > 0 else None, raw, seconds, wall)
         w.seq += 1

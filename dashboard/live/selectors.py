@@ -31,21 +31,39 @@ def container_exists(*, container_id: str) -> bool:
     return True
 
 
-def container_raw_sample(*, container_id: str) -> dict:
-    """One raw cgroup sample (see runtime.cgroups .sample)."""
+def stats_reader():
+    """The runtime's kept-open reader of containers' cgroup files and processes
+    (read / read_many / forget / close, as runtime.stats.StatsReader):
+    Runtime.stats_reader() in-process, or through the root agent
+    AgentRuntime.stats_reader(), a sampling session on a connection of its
+    own.  Every sampler of the dashboard reads through one of these (the OOM
+    memory record through the same method of the runtime it is given), one
+    per sampling thread (a reader is not thread-safe), closed when done."""
+    return get_runtime().stats_reader()
+
+
+def _read_once(container_id: str, tree: bool):
+    """One reading with every file opened for it and closed again (nothing kept)."""
+    reader = stats_reader()
     try:
-        return get_runtime().cgroups.sample(container_id)
+        got = reader.read_many([container_id], tree, keep=False)[container_id]
     except (TerrariumError, OSError) as e:
         raise NotSampled(str(e)) from None
+    finally:
+        reader.close()
+    if isinstance(got, BaseException):
+        raise NotSampled(str(got))
+    return got
+
+
+def container_raw_sample(*, container_id: str) -> dict:
+    """One raw cgroup sample (runtime.stats; the keys of runtime.cgroups .sample)."""
+    return _read_once(container_id, False)[0]
 
 
 def container_process_forest(*, container_id: str) -> list:
     """The container's processes as a forest of runtime.procs.ProcessNode."""
-    try:
-        pids = get_runtime().cgroups.procs(container_id)
-    except (TerrariumError, OSError) as e:
-        raise NotSampled(str(e)) from None
-    return _procs.container_tree(pids)
+    return _read_once(container_id, True)[1]
 
 
 # --- host pages (namespaces, cgroups) ------------------------------------------

@@ -4,10 +4,11 @@ watches.
 
 The OOM watcher owns one ``MemRecorder``.  Every ``interval`` seconds
 (TERRARIUM_OOM_SAMPLE, default 0.5) it reads each limited container's memory
-counters through the runtime (``rt.cgroups.sample``, ~0.4 ms) into a ring of
-the last ``keep`` seconds; every ``tree_every``-th sample, and at once when
-the OOM counter's eventfd fires (the start of an OOM, before the kill), it
-also keeps the container's process tree.  When a kill is recorded, the ~60 s
+counters through the runtime's kept-open reader (``rt.stats_reader()``, in
+the root agent in agent mode: one request per tick for all of them) into a
+ring of the last ``keep`` seconds; every ``tree_every``-th sample, and at
+once when the OOM counter's eventfd fires (the start of an OOM, before the
+kill, with a reader of its own), it also keeps the container's process tree.  When a kill is recorded, the ~60 s
 before it go into the event row, and ~10 s later the seconds after it.
 
 The dashboard's live sampler (dashboard/live) samples only containers someone
@@ -25,7 +26,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from runtime import TerrariumError
-from runtime.procs import container_tree
 
 log = logging.getLogger(__name__)
 
@@ -251,11 +251,17 @@ class _Ring:
 
 class MemRecorder:
     """The rings of every limited running container (thread-safe: sampled in a
-    worker thread, read on the loop)."""
+    worker thread, read on the loop).  ``rt``: the runtime whose
+    stats_reader() it reads through (get_runtime(): in-process or the agent)."""
 
     def __init__(self, rt, *, interval: float = 0.5, keep: float = 75.0, tree_every: int = 2,
                  rule: PressureRule | None = None):
         self.rt = rt
+        self._reader = None                          # the ticks' (kept open), under _read_lock
+        self._read_lock = threading.Lock()
+        self._snap_reader = None                     # snapshot_tree's (nothing kept), under _snap_lock
+        self._snap_lock = threading.Lock()
+        self._unlimited: set[str] = set()            # no limit at the last read: no tree wanted
         self.interval = interval
         self.keep = keep
         self.tree_every = max(1, tree_every)
@@ -266,18 +272,44 @@ class MemRecorder:
         self._lock = threading.Lock()
 
     # -- sampling (worker thread)
+    def _read(self, targets: dict) -> dict:
+        """{id: (raw, forest or None)} of every target (errors left out): one
+        read_many with the trees due (the first sample, then every
+        tree_every-th), one without; the files of containers no longer
+        targeted are closed."""
+        with self._lock:
+            n = {cid: r.n for cid, r in self._rings.items()}
+        due = [c for c in targets if c not in self._unlimited and (n.get(c, 0) + 1 == 1 or
+                                                                 (n.get(c, 0) + 1) % self.tree_every == 0)]
+        rest = [c for c in targets if c not in set(due)]
+        with self._read_lock:
+            try:
+                if self._reader is None:
+                    self._reader = self.rt.stats_reader()
+                gone = [c for c in self._reader.containers if c not in targets]
+                for cid in gone:
+                    self._reader.forget(cid)
+                got = {}
+                for ids, tree in ((due, True), (rest, False)):
+                    if ids:
+                        got.update(self._reader.read_many(ids, tree))
+            except (TerrariumError, OSError) as e:       # the agent is not there
+                log.warning("OOM memory record: could not sample: %s", e)
+                return {}
+        self._unlimited &= set(targets)
+        return {cid: r for cid, r in got.items() if not isinstance(r, BaseException)}
+
     def tick(self, targets: dict) -> list[dict]:
         """Sample every target once; → warnings (each with container_id and name)."""
         now = time.time()
         warnings = []
-        for cid, t in list(targets.items()):
-            try:
-                raw = self.rt.cgroups.sample(cid)
-            except TerrariumError:
-                continue
+        for cid, (raw, forest) in self._read(targets).items():
+            t = targets[cid]
             p = point_from_sample(raw, time.time())
             if p is None:
+                self._unlimited.add(cid)
                 continue
+            self._unlimited.discard(cid)
             with self._lock:
                 ring = self._rings.get(cid)
                 if ring is None:
@@ -286,9 +318,8 @@ class MemRecorder:
                 ring.name, ring.last_seen = t.name, now
                 ring.points.append(p)
                 ring.n += 1
-                want_tree = ring.n == 1 or ring.n % self.tree_every == 0
-            if want_tree:
-                self.snapshot_tree(cid)
+            if forest is not None:
+                self._keep_tree(cid, tree_json(forest))
             for w in self.pressure.feed(cid, p):
                 warnings.append(dict(w, container_id=cid, container_name=t.name))
             v = swap_verdict(list(ring.points), host_swap_total=self.swap_total)
@@ -301,16 +332,36 @@ class MemRecorder:
         return warnings
 
     def snapshot_tree(self, cid: str) -> list[dict] | None:
-        """Keep the container's process tree now (a few /proc reads: ~1 ms)."""
-        try:
-            tree = tree_json(container_tree(self.rt.cgroups.procs(cid)))
-        except (TerrariumError, OSError):
+        """Keep the container's process tree now (a few /proc reads: ~1 ms),
+        with a reader of its own (a tick may be reading meanwhile), files
+        opened for it and closed again."""
+        with self._snap_lock:
+            try:
+                if self._snap_reader is None:
+                    self._snap_reader = self.rt.stats_reader()
+                got = self._snap_reader.read_many([cid], True, keep=False)[cid]
+            except (TerrariumError, OSError):
+                return None
+        if isinstance(got, BaseException):
             return None
+        tree = tree_json(got[1])
+        self._keep_tree(cid, tree)
+        return tree
+
+    def _keep_tree(self, cid: str, tree: list[dict]) -> None:
         with self._lock:
             ring = self._rings.get(cid)
             if ring is not None and tree:
                 ring.trees.append((round(time.time(), 3), tree))
-        return tree
+
+    def close(self) -> None:
+        """Close the readers (and what they hold open)."""
+        for lock, name in ((self._read_lock, "_reader"), (self._snap_lock, "_snap_reader")):
+            with lock:
+                reader = getattr(self, name)
+                setattr(self, name, None)
+                if reader is not None:
+                    reader.close()
 
     # -- reading
     def tracked(self) -> list[str]:

@@ -136,6 +136,8 @@ class OomWatcher:
             if record is not None:
                 record.cancel()
             self.source.close()
+            if self.recorder is not None:
+                await asyncio.to_thread(self.recorder.close)
             if self._timer:
                 self._timer.cancel()
 

@@ -3,6 +3,7 @@ through a real root agent, and each action is on record twice — the
 dashboard's AuditEntry and the agent's ROOT/audit.log, both naming the person."""
 import json
 import os
+import time
 
 import pytest
 from django.urls import reverse
@@ -149,3 +150,91 @@ def test_an_upload_cut_by_a_kill_9_of_the_agent_leaves_no_image(
     finally:
         rt.remove_image("agent-dashkill:1", force=True)
         rt.image_gc()
+
+
+# ------------------------------------------------------------------ sampling
+
+@pytest.fixture
+def limited(rt, cleanup, name):
+    from runtime import Limits, Spec
+    from tests.conftest import wait_settled
+    c = rt.run(Spec(image="lab", name=name, cmd=("sh", "-c", "sleep 100 & sleep 100 & wait"),
+                    limits=Limits(memory=64 << 20)))
+    cleanup.append(c.id)
+    wait_settled(rt, c.id, 3)
+    return c
+
+
+def test_the_oom_record_history_and_selectors_sample_through_the_agent(through_agent, limited):
+    """No local Runtime is made for any of them (AgentRuntime's fallback for
+    `cgroups` would need root)."""
+    from dashboard.live import history, selectors
+    from dashboard.oom.memrecord import MemRecorder
+    from dashboard.oom.selectors import WatchTarget
+    rt = get_runtime()
+    rec = MemRecorder(rt, interval=0.5, tree_every=2)
+    try:
+        target = WatchTarget(limited.id, limited.name, limited.pid, "")
+        for _ in range(3):
+            rec.tick({limited.id: target})
+        points = rec.points(limited.id)
+        assert len(points) == 3 and {p["limit"] for p in points} == {64 << 20}
+        t, tree = rec.tree_before(limited.id, points[-1]["t"])
+        assert [n["ns_pid"] for n in tree] == [1] and len(tree[0]["children"]) == 2
+        assert rec.snapshot_tree(limited.id)[0]["pid"] == limited.pid
+        assert selectors.container_raw_sample(container_id=limited.id)["memory_limit"] == 64 << 20
+        assert selectors.container_process_forest(container_id=limited.id)[0].info.pid == limited.pid
+        history.reset()
+        minutes = history.minute_pass(now=time.time(), running=lambda: [limited.id])
+        assert [m.container_id for m in minutes] == [limited.id] and minutes[0].mem_limit == 64 << 20
+    finally:
+        rec.close()
+        history.reset()
+    assert rt._local is None
+
+
+def test_a_live_socket_in_agent_mode_gets_samples_and_a_tree_read_by_the_agent(rt, limited, tmp_path):
+    """A real Daphne with TERRARIUM_AGENT=1: the samples and the tree come
+    through, the agent holds the container's files while it is watched and
+    Daphne none, and the agent lets them go when the viewer leaves."""
+    import asyncio
+
+    websockets = pytest.importorskip("websockets")
+    from tests.runtime.test_agent_sampling import _holding
+    from tests.webstack import WebStack, login_cookie
+    agent = AgentRuntime()
+    try:
+        agent_pid = agent.call("info")["pid"]
+    finally:
+        agent.close()
+    pids = rt.cgroups.procs(limited.id)
+    assert _holding(agent_pid, limited.id, pids) == []
+    with WebStack(tmp_path, env={"TERRARIUM_AGENT": "1", "TERRARIUM_LIVE_TICK": "0.2"}) as web:
+        port, (user, pw) = web.ports[0], web.users["viewer"]
+        daphne = web.procs[-1].pid
+
+        async def watch():
+            url = f"ws://127.0.0.1:{port}/ws/containers/{limited.id}/live/"
+            async with websockets.connect(url, additional_headers={"Cookie": login_cookie(port, user, pw)},
+                                          origin=f"http://127.0.0.1:{port}") as ws:
+                samples, tree = [], None
+                while len(samples) < 3 or tree is None:
+                    ev = json.loads(await asyncio.wait_for(ws.recv(), timeout=20))
+                    assert ev["type"] != "container.gone", ev
+                    if ev["type"] == "container.sample":
+                        samples.append(ev)
+                    elif ev["type"] == "container.procs":
+                        tree = ev["tree"]
+                held = (_holding(agent_pid, limited.id, pids), _holding(daphne, limited.id, pids))
+                return samples, tree, held
+        samples, tree, (by_agent, by_daphne) = asyncio.run(watch())
+        assert [s["point"]["mem_limit"] for s in samples] == [64 << 20] * len(samples)
+        assert "memory.usage_in_bytes" in samples[0]["sources"]["mem"] \
+            or "memory.current" in samples[0]["sources"]["mem"]
+        assert (tree[0]["pid"], tree[0]["ns_pid"], len(tree[0]["children"])) == (limited.pid, 1, 2)
+        assert "NSpid" in tree[0]["sources"]["ns_pid"]
+        assert len(by_agent) >= 10 and by_daphne == []
+        deadline = time.monotonic() + 10                  # the last viewer left: forgotten
+        while _holding(agent_pid, limited.id, pids):
+            assert time.monotonic() < deadline, _holding(agent_pid, limited.id, pids)
+            time.sleep(0.05)

@@ -4,10 +4,11 @@ import asyncio
 
 from asgiref.sync import async_to_sync
 
+from dashboard.live import sampler
 from dashboard.live.sampler import SUBSCRIBE, UNSUBSCRIBE, Sampler
 
 
-class Reader:
+class Reader(sampler.Reader):
     """Counts reads; holds a 'descriptor' per container read until forget()."""
 
     def __init__(self):

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from dashboard.live import history
+from dashboard.live import history, sampler
 from dashboard.live.models import MinutePoint
 from dashboard.live.sampler import Sampler
 
@@ -77,12 +77,9 @@ def test_minute_pass_writes_rows_for_the_unwatched_and_flushes_pending_ticks():
         history.reset()
 
 
-class _Reader:
+class _Reader(sampler.Reader):
     def read(self, cid, tree=True):
         return raw(), []
-
-    def forget(self, cid):
-        pass
 
 
 def test_the_sampler_runs_a_pass_on_start_and_then_once_a_minute(settings):
