@@ -338,7 +338,7 @@ class AgentStatsReader:
             part = ask[i:i + _agent.MAX_SAMPLE_IDS]
             result = self._call("sample", ids=part, tree=tree, keep=keep)
             for cid in part:
-                out[cid] = self._got.decode(cid, result[cid], tree, keep)
+                out[cid] = self._got.decode(cid, result.get(cid), tree, keep)
         return out
 
     def forget(self, cid: str) -> None:

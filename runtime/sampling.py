@@ -11,6 +11,9 @@ received and rebuilds the reading whole:
               "procs": [...]}}        # the forest, only when it is a new object
     {"<id>": {"error": {"ok": false, "kind": "NotFound", "error": "..."}}}
 
+A container whose reading did not change at all (an idle one, most ticks)
+is left out of the reply; the client hands back its last reading.
+
 - ``raw``: every key of the first reading, then only those whose value
   differs from the last one sent (an idle container: the CPU time and little
   else).  ``full: true`` when the keys themselves changed.
@@ -76,7 +79,9 @@ class Sender:
                 s = _Sent()
                 if keep:
                     self.sent[cid] = s
-            out[cid] = encode(s, *got)
+            e = encode(s, *got)
+            if e != _SAME:
+                out[cid] = e
         return out
 
     def forget(self, ids) -> None:
@@ -89,12 +94,17 @@ class Sender:
         self.sent.clear()
 
 
+_SAME = {"raw": {}}                       # nothing changed: left out of the reply
+
+
 def encode(s: _Sent, raw: dict, forest) -> dict:
     """One reading as the change from ``s`` (updated to it)."""
     last = s.raw
     sources = raw.get("sources")
     if last is None or last.keys() != raw.keys():
         e = {"raw": {k: v for k, v in raw.items() if k != "sources"}, "full": True}
+    elif raw == last:                       # an idle container, most ticks: one C-level compare
+        e = {"raw": {}}
     else:
         e = {"raw": {k: v for k, v in raw.items() if k != "sources" and last[k] != v}}
     s.raw = raw
@@ -124,9 +134,13 @@ class Receiver:
         self.error_of = error_of              # the agent's error reply -> its exception
         self.got: dict[str, _Sent] = {}
 
-    def decode(self, cid: str, e: dict, tree: bool, keep: bool):
-        """→ (raw, forest), with the previous objects where nothing changed; an
+    def decode(self, cid: str, e: dict | None, tree: bool, keep: bool):
+        """→ (raw, forest), with the previous objects where nothing changed
+        (e None: the container was left out of the reply, nothing changed); an
         error entry → the exception it stands for (not raised)."""
+        if e is None:
+            s = self.got[cid]
+            return dict(s.raw), (s.forest if tree else None)
         if "error" in e:
             self.got.pop(cid, None)
             return self.error_of(e["error"])

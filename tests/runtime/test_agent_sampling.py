@@ -135,12 +135,12 @@ def test_unchanged_forests_and_sources_keep_their_identity_and_are_not_sent_agai
         first = send(req)["result"][idle.id]
         assert {"raw", "src", "procs", "full"} <= set(first) and len(first["procs"]) >= 3
         for _ in range(50):
-            again = send(req)["result"][idle.id]
+            again = send(req)["result"].get(idle.id, {})
             if "procs" not in again:
                 break
             time.sleep(0.1)                      # the exec'd process was still going away
-        assert set(again) == {"raw"}
-        assert set(again["raw"]) < set(first["raw"])     # only what changed
+        assert set(again) <= {"raw"}             # left out when nothing changed at all
+        assert set(again.get("raw", {})) < set(first["raw"])     # only what changed
 
 
 def test_the_agents_descriptors_go_with_forget_and_with_the_connection(rt, agent_rt, idle):
