@@ -6,7 +6,7 @@ Times the sampler's blocking part -- read the cgroup files and the process
 tree, compute the point and the tree payload, encode the events to JSON --
 in thread CPU, under a throwaway root and cgroup parent:
 
-1. idle: N `lab` containers running `sh -c 'sleep 100 & sleep 100 & wait'`
+1. idle: N `lab` containers running `sh -c 'sleep 3600 & sleep 3600 & wait'`
    (3 processes each), TICKS ticks back to back, rounds alternating between
    - stats:      runtime.stats, the default reader (kept-open descriptors
                  re-read with pread; an idle container -- CPU time, memory
@@ -14,12 +14,18 @@ in thread CPU, under a throwaway root and cgroup parent:
                  processes and the other files are re-read every 5th tick);
    - every file: the same reader told to re-read everything every tick
                  (slow_every=1): what a container costs whose figures all move;
-   - selectors:  driver.sample() + procs.container_tree() (open+read every
-                 file every tick), the reference path;
+   - agent:      the same reader in the root agent (runtime/agent.py
+                 ``sample``, one request per tick for all N, replies as what
+                 changed): this process's CPU (decode, point, tree payload,
+                 events) and the agent's (its threads' schedstat), and the two
+                 added, against "stats";
+   - selectors:  a fresh reader for every read (every file opened, read and
+                 closed each tick), the reference path;
    plus the parts of the stats path on their own.
 2. busy: N_BUSY containers that use CPU and fork a process every 0.3 s
    (`while :; do sleep 0.3; done`), sampled at real 0.25 s ticks: every tick
-   is active, the process set changes on most.
+   is active, the process set changes on most; in-process and through the
+   agent, rounds alternating.
 
 Target (issue 4): below 100 µs per container per tick with its tree, so 200
 containers at 1 Hz cost < 2 % of one core.  Set TERRARIUM_BENCH_JSON=path to
@@ -50,9 +56,11 @@ from dashboard.live import metrics  # noqa: E402
 from dashboard.live.sampler import Sampler, SelectorsReader, StatsReader, _Watched, wire  # noqa: E402
 from runtime import Spec  # noqa: E402
 from runtime import stats as rstats  # noqa: E402
+from runtime.agent import stop_agent  # noqa: E402
+from runtime.agent_client import AgentRuntime  # noqa: E402
 
-IDLE = ("sh", "-c", "sleep 100 & sleep 100 & wait")
-BUSY = ("sh", "-c", "sleep 100 & while :; do sleep 0.3; done")
+IDLE = ("sh", "-c", "sleep 3600 & sleep 3600 & wait")
+BUSY = ("sh", "-c", "sleep 3600 & while :; do sleep 0.3; done")
 
 
 def _sampler(reader, ids):
@@ -65,9 +73,31 @@ def _sampler(reader, ids):
 
 
 def _stats_reader(slow_every=5):
-    r = StatsReader()
-    r._reader = rstats.StatsReader(get_runtime().cgroups, slow_every=slow_every)
-    return r
+    return StatsReader(rstats.StatsReader(get_runtime().cgroups, slow_every=slow_every))
+
+
+_agent = None
+
+
+def _agent_reader():
+    """The sampler's reader through this root's agent (started on first use)."""
+    global _agent
+    if _agent is None:
+        _agent = AgentRuntime(root)
+    return StatsReader(_agent.stats_reader())
+
+
+def _agent_cpu() -> float:
+    """CPU seconds of the agent's threads so far (schedstat: ns, not ticks)."""
+    pid = _agent.call("info")["pid"]
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError):
+            pass
+    return total / 1e9
 
 
 def _time(fn, ticks, pause=0.0):
@@ -79,6 +109,13 @@ def _time(fn, ticks, pause=0.0):
         if pause:
             time.sleep(pause)
     return cpu / ticks
+
+
+def _time_agent(fn, ticks, pause=0.0):
+    """(this thread's CPU, the agent's CPU) per tick."""
+    a0 = _agent_cpu()
+    web = _time(fn, ticks, pause)
+    return web, (_agent_cpu() - a0) / ticks
 
 
 def _preads(reader):
@@ -99,6 +136,9 @@ def start(rt, n, cmd, prefix):
 def stop(rt, ids):
     for cid in ids:
         rt.remove(cid, force=True)
+    if _agent is not None:
+        _agent.close()
+    stop_agent(root)
     rt.shutdown_servers()
     rt.cgroups.remove_parent()
     shutil.rmtree(root, ignore_errors=True)
@@ -106,15 +146,23 @@ def stop(rt, ids):
 
 def measure_idle(ids, ticks):
     n = len(ids)
-    readers = {"stats": _stats_reader(), "every file": _stats_reader(slow_every=1),
+    readers = {"stats": _stats_reader(), "agent": _agent_reader(), "every file": _stats_reader(slow_every=1),
                "selectors": SelectorsReader()}
     samplers = {k: _sampler(r, ids) for k, r in readers.items()}
-    res = {k: [] for k in samplers}
-    pre = {k: (_preads(readers[k]) if k != "selectors" else 0) for k in samplers}
+    res = {k: [] for k in (*samplers, "agent (agent side)", "agent (both)")}
+    pre = {k: _preads(readers[k]) for k in ("stats", "every file")}
     rounds = 5
-    for _ in range(rounds):                           # alternate: noise hits all alike
-        for k, s in samplers.items():
-            res[k].append(_time(lambda: s._collect(ids), ticks // rounds))
+    for i in range(rounds):                           # alternate, rotating: noise hits all alike
+        order = list(samplers)
+        for k in order[i % len(order):] + order[:i % len(order)]:
+            s = samplers[k]
+            if k == "agent":
+                web, agent = _time_agent(lambda: s._collect(ids), ticks // rounds)
+                res["agent"].append(web)
+                res["agent (agent side)"].append(agent)
+                res["agent (both)"].append(web + agent)
+            else:
+                res[k].append(_time(lambda: s._collect(ids), ticks // rounds))
     per = {k: sorted(v)[len(v) // 2] / n * 1e6 for k, v in res.items()}
     preads = {k: (_preads(readers[k]) - pre[k]) / (n * (ticks // rounds) * rounds)
               for k in ("stats", "every file")}
@@ -139,11 +187,31 @@ def measure_idle(ids, ticks):
 
 
 def measure_busy(ids, ticks, pause=0.25):
+    """(µs per container: in-process, agent web side, agent side, agent both; preads in-process)."""
     reader = _stats_reader()
-    s = _sampler(reader, ids)
+    s, sa = _sampler(reader, ids), _sampler(_agent_reader(), ids)
     before = _preads(reader)
-    cpu = _time(lambda: s._collect(ids), ticks, pause)
-    return cpu / len(ids) * 1e6, (_preads(reader) - before) / (len(ids) * ticks)
+    res = {"stats": [], "agent": [], "agent (agent side)": [], "agent (both)": []}
+    rounds = 4
+    for i in range(rounds):
+        for k in (("stats", "agent") if i % 2 == 0 else ("agent", "stats")):
+            if k == "stats":
+                res[k].append(_time(lambda: s._collect(ids), ticks // rounds, pause))
+            else:
+                web, agent = _time_agent(lambda: sa._collect(ids), ticks // rounds, pause)
+                res["agent"].append(web)
+                res["agent (agent side)"].append(agent)
+                res["agent (both)"].append(web + agent)
+    per = {k: sorted(v)[len(v) // 2] / len(ids) * 1e6 for k, v in res.items()}
+    return per, (_preads(reader) - before) / (len(ids) * (ticks // rounds) * rounds)
+
+
+def _agent_rows(per: dict) -> None:
+    """Through the agent, against the in-process stats reader of the same rounds."""
+    base = per["stats"]
+    for k, label in (("agent", "through the agent: Daphne"), ("agent (agent side)", "  the agent"),
+                     ("agent (both)", "  both")):
+        print(f"  {label:26s} {per[k]:7.0f} µs   ({per[k] / base:.2f}x in-process)")
 
 
 def main(n: int = 50, ticks: int = 100, n_busy: int = 10) -> dict:
@@ -155,7 +223,7 @@ def main(n: int = 50, ticks: int = 100, n_busy: int = 10) -> dict:
         per, preads, parts = measure_idle(ids, ticks)
         busy_ids = start(rt, n_busy, BUSY, "busy") if n_busy else []
         ids += busy_ids
-        busy, busy_preads = measure_busy(busy_ids, 40) if busy_ids else (None, None)
+        busy, busy_preads = measure_busy(busy_ids, 80) if busy_ids else (None, None)
     finally:
         stop(rt, ids)
     print("sampler cost per container per tick, with its process tree (thread CPU; target < 100 µs)")
@@ -164,14 +232,16 @@ def main(n: int = 50, ticks: int = 100, n_busy: int = 10) -> dict:
           f"   -> 200 containers at 1 Hz = {per['stats'] * 200 / 1e4:.2f} % of one core")
     print(f"  every file every tick      {per['every file']:7.0f} µs  {preads['every file']:5.1f} preads"
           f"   -> 200 containers at 1 Hz = {per['every file'] * 200 / 1e4:.2f} % of one core")
+    _agent_rows(per)
     print(f"  selectors (open+read)      {per['selectors']:7.0f} µs"
           f"   ({per['selectors'] / per['stats']:.1f}x the default)")
     for k, v in parts.items():
         print(f"    {k:36s} {v:6.1f} µs")
     if busy is not None:
-        print(f"busy: {n_busy} containers forking every 0.3 s, 40 ticks 0.25 s apart")
-        print(f"  stats reader (default)     {busy:7.0f} µs  {busy_preads:5.1f} preads"
-              f"   -> 200 such containers at 1 Hz = {busy * 200 / 1e4:.2f} % of one core")
+        print(f"busy: {n_busy} containers forking every 0.3 s, 80 ticks 0.25 s apart")
+        print(f"  stats reader (default)     {busy['stats']:7.0f} µs  {busy_preads:5.1f} preads"
+              f"   -> 200 such containers at 1 Hz = {busy['stats'] * 200 / 1e4:.2f} % of one core")
+        _agent_rows(busy)
     out = {"n": n, "ticks": ticks, "us_per_container": per, "preads_per_container": preads,
            "parts_us": parts, "busy": {"n": n_busy, "us_per_container": busy, "preads": busy_preads}}
     if os.environ.get("TERRARIUM_BENCH_JSON"):

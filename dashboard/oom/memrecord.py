@@ -279,9 +279,9 @@ class MemRecorder:
         targeted are closed."""
         with self._lock:
             n = {cid: r.n for cid, r in self._rings.items()}
-        due = [c for c in targets if c not in self._unlimited and (n.get(c, 0) + 1 == 1 or
-                                                                 (n.get(c, 0) + 1) % self.tree_every == 0)]
-        rest = [c for c in targets if c not in set(due)]
+        due = {c for c in targets if c not in self._unlimited and (n.get(c, 0) == 0 or
+                                                                 (n.get(c, 0) + 1) % self.tree_every == 0)}
+        rest = [c for c in targets if c not in due]
         with self._read_lock:
             try:
                 if self._reader is None:
@@ -290,7 +290,7 @@ class MemRecorder:
                 for cid in gone:
                     self._reader.forget(cid)
                 got = {}
-                for ids, tree in ((due, True), (rest, False)):
+                for ids, tree in ((list(due), True), (rest, False)):
                     if ids:
                         got.update(self._reader.read_many(ids, tree))
             except (TerrariumError, OSError) as e:       # the agent is not there
