@@ -138,9 +138,9 @@ class Receiver:
         """→ (raw, forest), with the previous objects where nothing changed
         (e None: the container was left out of the reply, nothing changed); an
         error entry → the exception it stands for (not raised)."""
-        if e is None:
+        if e is None:                       # the very same reading, as runtime.stats gives it back
             s = self.got[cid]
-            return dict(s.raw), (s.forest if tree else None)
+            return s.raw, (s.forest if tree else None)
         if "error" in e:
             self.got.pop(cid, None)
             return self.error_of(e["error"])
