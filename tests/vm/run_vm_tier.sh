@@ -11,7 +11,8 @@
 # The last line is always "v2 VM tier: N passed, M failed" (or SKIPPED).
 #
 # Environment:
-#   TERRARIUM_VM_TIMEOUT  seconds before the VM is killed (default 240)
+#   TERRARIUM_VM_TIMEOUT  seconds before the VM is killed (default 420: TCG emulation on a
+#                         loaded 2-core host runs the tier in ~3-6 min)
 #   TERRARIUM_VM_CACHE    kernel/initramfs cache (default /var/cache/terrarium-vm)
 #   TERRARIUM_VM_QEMU     the qemu binary (default qemu-system-x86_64)
 #   TERRARIUM_VM_KEEP=1   keep the temporary directory (console log) for debugging
@@ -19,7 +20,7 @@ set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 repo=$(cd "$here/../.." && pwd -P)
-timeout_s=${TERRARIUM_VM_TIMEOUT:-240}
+timeout_s=${TERRARIUM_VM_TIMEOUT:-420}
 cache=${TERRARIUM_VM_CACHE:-/var/cache/terrarium-vm}
 python=$repo/.venv/bin/python
 qemu=${TERRARIUM_VM_QEMU:-qemu-system-x86_64}
