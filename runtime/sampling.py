@@ -25,8 +25,11 @@ is left out of the reply; the client hands back its last reading.
   one while no process changed); otherwise the client returns its previous
   decoded forest, the same object, so "unchanged tree, not sent to the
   browser" works through the agent too.  Within a sent forest, a process whose
-  ProcessInfo is the very object sent last time goes as ``[pid, start]``, a
-  changed or new one in full (PROC_FIELDS).  The forest is a function of its
+  ProcessInfo is the very object sent last time goes as ``[pid, start]``; a
+  process sent before that changed as ``[pid, start, {field: value},
+  {source key: text}]`` (what changed: a running process's CPU ticks, RSS and
+  their source lines, not its command line and ten other lines again); a new
+  one in full (PROC_FIELDS).  The forest is a function of its
   processes (procs.build_forest sorts by pid), so it is sent flat and built
   again on the client.
 
@@ -36,11 +39,31 @@ from nothing, as the agent does.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from . import procs as _procs
 
-# A ProcessInfo in full, in this order; two items ([pid, start_ticks]) name one sent before.
+# A ProcessInfo in full, in this order; two items ([pid, start_ticks]) name one sent before,
+# four ([pid, start_ticks, fields, sources]) one sent before with what changed since.
 PROC_FIELDS = ("pid", "ppid", "ns_pids", "uid", "user", "state", "comm", "cmdline", "rss",
                "cpu_ticks", "start_ticks", "threads", "kthread", "sources")
+_DELTA_FIELDS = ("ppid", "ns_pids", "uid", "user", "state", "comm", "cmdline", "rss", "cpu_ticks",
+                 "threads", "kthread")
+_TUPLES = ("ns_pids", "cmdline")                # JSON lists that are tuples in a ProcessInfo
+
+
+def _delta(old: _procs.ProcessInfo, new: _procs.ProcessInfo) -> list | None:
+    """[pid, start, {field: value}, {source: text}] from ``old`` to ``new``; None
+    when the sources lost a key (then the process goes in full)."""
+    fields = {f: getattr(new, f) for f in _DELTA_FIELDS if getattr(old, f) != getattr(new, f)}
+    a, b = old.sources, new.sources
+    if a is b:
+        src = {}
+    else:
+        if not a.keys() <= b.keys():
+            return None
+        src = {k: v for k, v in b.items() if a.get(k) != v}
+    return [new.pid, new.start_ticks, fields, src]
 
 
 class _Sent:
@@ -116,9 +139,14 @@ def encode(s: _Sent, raw: dict, forest) -> dict:
         for _, node in _procs.walk(forest):
             i = node.info
             key = (i.pid, i.start_ticks)
-            out.append([i.pid, i.start_ticks] if sent.get(key) is i else
-                       [i.pid, i.ppid, i.ns_pids, i.uid, i.user, i.state, i.comm, i.cmdline, i.rss,
-                        i.cpu_ticks, i.start_ticks, i.threads, i.kthread, i.sources])
+            old = sent.get(key)
+            if old is i:
+                out.append([i.pid, i.start_ticks])
+            else:
+                d = _delta(old, i) if old is not None else None
+                out.append(d if d is not None else
+                           [i.pid, i.ppid, i.ns_pids, i.uid, i.user, i.state, i.comm, i.cmdline, i.rss,
+                            i.cpu_ticks, i.start_ticks, i.threads, i.kthread, i.sources])
             now[key] = i
         e["procs"] = out
         s.forest, s.infos = forest, now
@@ -162,6 +190,12 @@ class Receiver:
             for p in e["procs"]:
                 if len(p) == 2:
                     info = s.infos[(p[0], p[1])]
+                elif len(p) == 4:
+                    old = s.infos[(p[0], p[1])]
+                    fields = {f: tuple(v) if f in _TUPLES else v for f, v in p[2].items()}
+                    if p[3]:
+                        fields["sources"] = {**old.sources, **p[3]}
+                    info = dataclasses.replace(old, **fields)
                 else:
                     (pid, ppid, ns_pids, uid, user, state, comm, cmdline, rss, cpu_ticks, start,
                      threads, kthread, sources) = p

@@ -223,3 +223,31 @@ def test_a_reader_asked_for_the_tree_every_other_tick_misses_no_process(rt, idle
             execp.wait()
     finally:
         r.close()
+
+
+def test_a_busy_process_goes_as_what_changed_and_is_rebuilt_whole(rt, cleanup, name):
+    """A process that runs between ticks is sent as its changed fields and
+    source lines ([pid, start, fields, sources]), not in full, and the client
+    rebuilds exactly the ProcessInfo the agent read (sources included)."""
+    from runtime import stats
+    from runtime.errors import TerrariumError
+    from runtime.sampling import PROC_FIELDS, Receiver, Sender
+    c = rt.run(Spec(image="lab", name=name, cmd=("sh", "-c", "while :; do :; done")))
+    cleanup.append(c.id)
+    sender = Sender(stats.StatsReader(rt.cgroups), lambda e: {"ok": False, "error": str(e)})
+    receiver = Receiver(lambda reply: TerrariumError(reply["error"]))
+    try:
+        kinds = []
+        for _ in range(6):
+            time.sleep(0.15)
+            wire = json.loads(json.dumps(sender.sample([c.id], tree=True, keep=True)))
+            e = wire.get(c.id)
+            raw, forest = receiver.decode(c.id, e, tree=True, keep=True)
+            kinds += [len(p) for p in (e or {}).get("procs", ())]
+            sent = [n.info for _, n in procs.walk(sender.sent[c.id].forest)]
+            got = [n.info for _, n in procs.walk(forest)]
+            assert got == sent and [i.sources for i in got] == [i.sources for i in sent]
+        assert kinds[0] == len(PROC_FIELDS)                # first seen: in full
+        assert 4 in kinds, kinds                      # the busy shell, as its changes
+    finally:
+        sender.close()
