@@ -14,6 +14,7 @@ in-memory channel layer, one Daphne process on 127.0.0.1.  Environment:
     TERRARIUM_MAX_UPLOAD    the largest upload (image import) accepted, e.g. 8g (default)
     TERRARIUM_MAX_BODY      the largest body of any other request (default 1m)
     TERRARIUM_BODY_TIMEOUT  seconds a request's head and body may take to arrive (default 30)
+    TERRARIUM_METRICS_TOKEN / TERRARIUM_METRICS_ALLOW_LOCAL  who may scrape /metrics (README)
 """
 import datetime as dt
 import os
@@ -36,6 +37,9 @@ try:
     # both 0600 in a 0700 directory, tightened at every start (dashboard/webstate.py)
     SECRET_KEY = webstate.secret_key()
     _DATABASE = webstate.database_path()
+    # /metrics (dashboard/live/views.py metrics): the bearer token Prometheus
+    # sends, from TERRARIUM_METRICS_TOKEN or the 0600 file metrics_token
+    TERRARIUM_METRICS_TOKEN = webstate.metrics_token()
 except webstate.WebStateError as e:
     raise ImproperlyConfigured(str(e)) from None
 
@@ -155,6 +159,8 @@ TERRARIUM_WS_PER_SESSION = int(os.environ.get("TERRARIUM_WS_PER_SESSION", "32"))
 # Daphne process; "external" leaves it to `manage.py sampler` (Redis layer).
 TERRARIUM_SAMPLER = os.environ.get("TERRARIUM_SAMPLER", "internal")
 TERRARIUM_LIVE_TICK = float(os.environ.get("TERRARIUM_LIVE_TICK", "1.0"))
+# /metrics without a token: "1" serves it to loopback clients only (404 otherwise).
+TERRARIUM_METRICS_ALLOW_LOCAL = os.environ.get("TERRARIUM_METRICS_ALLOW_LOCAL") == "1"
 # Uploads (dashboard/uploads.py): the largest body accepted, and the disk space
 # an accepted upload must still leave free where it is copied to.
 TERRARIUM_MAX_UPLOAD_BYTES = parse_size(os.environ.get("TERRARIUM_MAX_UPLOAD", "8g"), "TERRARIUM_MAX_UPLOAD")

@@ -72,6 +72,45 @@ def secret_key() -> str:
         raise WebStateError(f"cannot write the secret key {path}: {e.strerror}") from None
 
 
+METRICS_TOKEN_MIN = 16          # characters: a shorter bearer token is guessable
+
+
+def metrics_token() -> str | None:
+    """The bearer token /metrics asks for: TERRARIUM_METRICS_TOKEN, else the
+    file TERRARIUM_METRICS_TOKEN_FILE (default metrics_token in the web
+    directory) if it exists; None: no token configured.  The file must be a
+    regular file no one else can read (0600 or tighter): it is refused, not
+    tightened, since its owner may have meant to share it."""
+    token = os.environ.get("TERRARIUM_METRICS_TOKEN")
+    source = "TERRARIUM_METRICS_TOKEN"
+    if not token:
+        path = os.path.abspath(os.environ.get("TERRARIUM_METRICS_TOKEN_FILE") or os.path.join(
+            os.path.abspath(os.environ.get("TERRARIUM_WEB_DIR") or DEFAULT_DIR), "metrics_token"))
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise WebStateError(f"cannot read the metrics token {path}: {e.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise WebStateError(f"the metrics token {path} is not a regular file")
+            if st.st_mode & 0o077:
+                raise WebStateError(f"the metrics token {path} can be read by others "
+                                    f"(mode {st.st_mode & 0o777:04o}): chmod 600 it")
+            with os.fdopen(os.dup(fd), encoding="utf-8", errors="replace") as f:
+                token = f.read().strip()
+        finally:
+            os.close(fd)
+        source = path
+    token = token.strip()
+    if len(token) < METRICS_TOKEN_MIN or not token.isascii() or not token.isprintable() or " " in token:
+        raise WebStateError(f"the metrics token in {source} must be at least {METRICS_TOKEN_MIN} "
+                            f"printable ASCII characters without spaces")
+    return token
+
+
 def _read_key(path: str) -> str:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:

@@ -86,6 +86,28 @@ if [ "$(dpkg-query -W -f='${Status}' docker.io 2>/dev/null || true)" != "install
     fi
 fi
 
+# prometheus on its own, the same way: Debian's package enables and starts its
+# service (listening on :9090, scraping itself into /var/lib/prometheus). The
+# /metrics test starts its own server by pid on a free port and needs only the
+# binary, so when this script installed it the service is stopped and disabled
+# (a prometheus that was there before is the host's own and left alone).
+if [ "$(dpkg-query -W -f='${Status}' prometheus 2>/dev/null || true)" != "install ok installed" ]; then
+    apt_install prometheus
+    say "prometheus: stopping and disabling the service its package started (the tests run their own)"
+    if [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+        if systemctl is-active --quiet prometheus.service; then
+            die "prometheus.service is still running after 'systemctl disable --now'; stop it by hand"
+        fi
+    else
+        # no systemd running (a container): the package may have started its init
+        # script; the unit's enablement link is removed too, for a later boot
+        as_root /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+        as_root update-rc.d prometheus disable >/dev/null 2>&1 || true
+        as_root systemctl disable prometheus.service >/dev/null 2>&1 || true
+    fi
+fi
+
 # --- Python interpreter ------------------------------------------------------
 # A Python >= 3.11 that can make a venv (has ensurepip). Order: $TERRARIUM_PYTHON,
 # then python3.N / python3 on PATH (pyenv shims skipped: they are slow and may

@@ -22,6 +22,18 @@ class NotSampled(Exception):
     """The container has no cgroup to read (not running, or removed)."""
 
 
+class NotListed(Exception):
+    """The runtime could not list its containers (the agent is down, the state root unreadable)."""
+
+
+def running_containers() -> list:
+    """The containers whose cgroup is live (running or paused), as runtime Containers."""
+    try:
+        return get_runtime().list(all=False)
+    except (TerrariumError, OSError) as e:
+        raise NotListed(str(e)) from None
+
+
 def container_exists(*, container_id: str) -> bool:
     """Whether the runtime knows this container (running or not)."""
     try:
