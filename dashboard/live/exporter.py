@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -46,7 +46,7 @@ class Row:
     metric's unit, ``unset`` for a None (cAdvisor's 0 for "no limit"; None:
     no series), ``needs`` a key that must be set for the metric to appear
     (cAdvisor shows CFS figures only with a quota), fixed extra ``labels``."""
-    metric: str
+    metric: str                         # a counter's ends in _total
     kind: str                           # "counter" | "gauge"
     help: str
     key: str | Callable[[Mapping], float | None]
@@ -128,20 +128,31 @@ def labels_of(c) -> tuple[str, str, str]:
 
 def families(rows: Iterable[tuple[tuple[str, ...], Mapping]], table: tuple[Row, ...] | None = None):
     """The metric families of (labels, raw sample) pairs, one per table row
-    (of METRICS unless given) that any container has a value for."""
-    rows = list(rows)
+    (of METRICS unless given) that any container has a value for.
+
+    Built with the client library's Metric.add_sample rather than
+    Counter/GaugeMetricFamily.add_metric: each container's label dict is made
+    once per scrape and shared by its samples, not once per sample (at 1,000
+    containers that is 1,000 dicts instead of 18,000)."""
+    pairs = [(dict(zip(LABELS, labels)), sample) for labels, sample in rows]
+    with_extra: dict[tuple, list[dict]] = {}
     for row in METRICS if table is None else table:
-        extra_names = tuple(k for k, _ in row.labels)
-        extra_values = tuple(v for _, v in row.labels)
+        if row.labels:
+            if row.labels not in with_extra:
+                with_extra[row.labels] = [{**d, **dict(row.labels)} for d, _ in pairs]
+            dicts = with_extra[row.labels]
+        else:
+            dicts = [d for d, _ in pairs]
         fam = None
-        for labels, sample in rows:
+        for d, (_, sample) in zip(dicts, pairs):
             v = row.value(sample)
             if v is None:
                 continue
             if fam is None:
-                kind = CounterMetricFamily if row.kind == "counter" else GaugeMetricFamily
-                fam = kind(row.metric, row.help, labels=LABELS + extra_names)
-            fam.add_metric(labels + extra_values, v)
+                # a counter family is named without _total; its samples with it
+                name = row.metric[:-6] if row.kind == "counter" else row.metric
+                fam = Metric(name, row.help, row.kind)
+            fam.add_sample(row.metric, d, v)
         if fam is not None:
             yield fam
 

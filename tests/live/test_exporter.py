@@ -134,8 +134,11 @@ def _files(rt, cid: str) -> dict:
 
 def _scrape_steady(rt, cid: str, client: Client) -> tuple[dict, dict]:
     """A scrape and the files, read before and after it and the same both times
-    (an idle `sleep` moves nothing, but a page of cache can still be charged)."""
+    (an idle `sleep` moves nothing, but a page of cache can still be charged,
+    and a CFS period can still end).  Each try is a fresh reader's first read,
+    which reads every file (later ones skip what an idle container cannot move)."""
     for _ in range(20):
+        exporter.reset()
         before = _files(rt, cid)
         r = _get(client, HTTP_AUTHORIZATION=f"Bearer {TOKEN}", HTTP_ACCEPT="text/plain")
         assert r.status_code == 200

@@ -1,0 +1,153 @@
+"""One Prometheus scrape of /metrics with N running containers (ms, wall clock).
+
+    sudo .venv/bin/python bench/metrics_bench.py [N ...]      # default: 100 1000
+
+Starts idle busybox containers (`sleep`) under a throwaway root and cgroup
+parent, and at each N (cumulative: the first N of the same containers) times,
+in interleaved rounds (the order rotates each round; medians):
+
+- scrape:               GET /metrics through Django (Client, the view with its
+                        middleware and a bearer token), the default reader
+                        (runtime.stats, files kept open and re-read with pread);
+- scrape, open+read:    the same collector with the reference reader (the
+                        driver's sample(): open, read, close every file), encoded
+                        by the same prometheus_client call;
+- list only:            the container list the scrape starts with
+                        (Runtime.list, three JSON files and /proc reads per container);
+- encode only:          the metric families built from already-read samples and
+                        encoded (prometheus_client's text format).
+
+Goal (issue 16): <= 100 ms for one scrape at 1,000 containers.  Also shown:
+the descriptors the default reader keeps open per container, and the body's
+size.  Set TERRARIUM_BENCH_JSON=path to also write the figures as JSON.
+"""
+import json
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+root = tempfile.mkdtemp(prefix="terrarium-bench-")
+os.environ["TERRARIUM_ROOT"] = root
+os.environ["TERRARIUM_CGROUP_PARENT"] = f"terrarium-bench-{secrets.token_hex(3)}"
+os.environ["TERRARIUM_WEB_DIR"] = os.path.join(root, "web")   # not /var/lib/terrarium-web
+TOKEN = secrets.token_urlsafe(32)
+os.environ["TERRARIUM_METRICS_TOKEN"] = TOKEN
+
+import django  # noqa: E402
+django.setup()
+
+from django.test import Client  # noqa: E402
+from django.test.utils import setup_test_environment  # noqa: E402
+from prometheus_client import generate_latest  # noqa: E402
+from prometheus_client.registry import CollectorRegistry  # noqa: E402
+
+from bench.common import summary  # noqa: E402
+from dashboard.containers.runtime_client import get_runtime  # noqa: E402
+from dashboard.live import exporter, selectors  # noqa: E402
+from dashboard.live.sampler import SelectorsReader  # noqa: E402
+from dashboard.rlimits import raise_nofile  # noqa: E402
+from runtime import Spec  # noqa: E402
+
+ROUNDS = 15
+
+
+class _Rows:
+    """A collector of already-read samples: the encoding alone."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def collect(self):
+        return exporter.families(self.rows)
+
+
+def _registry(collector) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(collector)
+    return reg
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def measure(client: Client) -> dict:
+    """Interleaved rounds over the variants, with every container of the root running."""
+    rt = get_runtime()
+    open_read = _registry(exporter.ContainerCollector(reader=SelectorsReader()))
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {TOKEN}", "HTTP_ACCEPT": "text/plain"}
+    body = client.get("/metrics", **headers).content            # warm: open the files
+    running = selectors.running_containers()
+    rows = [(exporter.labels_of(c), rt.cgroups.sample(c.id)) for c in running]
+    encode = _registry(_Rows(rows))
+    variants = {
+        "scrape": lambda: client.get("/metrics", **headers),
+        "scrape, open+read": lambda: generate_latest(open_read),
+        "list only": selectors.running_containers,
+        "encode only": lambda: generate_latest(encode),
+    }
+    times = {k: [] for k in variants}
+    names = list(variants)
+    for i in range(ROUNDS):
+        order = names[i % len(names):] + names[:i % len(names)]
+        for k in order:
+            t0 = time.perf_counter()
+            variants[k]()
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return {"n": len(running), "bytes": len(body), "series": body.count(b"\ncontainer_"),
+            "ms": {k: summary(v) for k, v in times.items()}}
+
+
+def main(sizes=(100, 1000)) -> dict:
+    raise_nofile()
+    setup_test_environment()
+    rt = get_runtime()
+    rt.images.ensure_builtin()
+    client = Client()
+    ids: list[str] = []
+    results = []
+    base_fds = _fds()
+    try:
+        t0 = time.monotonic()
+        for n in sorted(sizes):
+            while len(ids) < n:
+                ids.append(rt.run(Spec(image="busybox", name=f"metrics-{len(ids)}",
+                                       cmd=("sleep", "100000"))).id)
+            started = time.monotonic() - t0
+            exporter.reset()
+            before = _fds()
+            res = measure(client)
+            res["fds_per_container"] = (_fds() - before) / n
+            res["start_s"] = started
+            results.append(res)
+            exporter.reset()
+            ms = res["ms"]
+            print(f"{res['n']:5d} running containers (started in {started:.0f} s), "
+                  f"{res['series']} series, {res['bytes'] / 1024:.0f} KiB, "
+                  f"{res['fds_per_container']:.1f} descriptors kept per container; median of {ROUNDS}:")
+            for k, s in ms.items():
+                print(f"    {k:20s} {s['median']:8.1f} ms   (p90 {s['p90']:.1f})")
+            print(f"    scrape vs open+read: {ms['scrape']['median'] / ms['scrape, open+read']['median']:.2f}x"
+                  f"   goal at 1,000: <= 100 ms")
+    finally:
+        exporter.reset()
+        for cid in ids:
+            rt.remove(cid, force=True)
+        rt.shutdown_servers()
+        rt.cgroups.remove_parent()
+        shutil.rmtree(root, ignore_errors=True)
+    assert _fds() <= base_fds + 2, "descriptors left open"
+    out = {"results": results}
+    if os.environ.get("TERRARIUM_BENCH_JSON"):
+        with open(os.environ["TERRARIUM_BENCH_JSON"], "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+if __name__ == "__main__":
+    main(tuple(int(a) for a in sys.argv[1:]) or (100, 1000))
