@@ -43,14 +43,18 @@ def _query(base: str, promql: str) -> list[dict]:
     return doc["data"]["result"]
 
 
-def _until(what: str, check, timeout: float = 30.0):
+def _until(what: str, check, base: str, timeout: float = 60.0):
+    """check() until it is truthy; on time-out, fail with what Prometheus says of
+    the target (a scrape slower than the 1 s interval on a loaded machine counts as down)."""
     deadline = time.monotonic() + timeout
     while True:
         got = check()
         if got:
             return got
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
+            with urllib.request.urlopen(f"{base}/api/v1/targets", timeout=5) as r:
+                targets = [(t["health"], t["lastError"]) for t in json.load(r)["data"]["activeTargets"]]
+            pytest.fail(f"timed out waiting for {what}; the target: {targets}")
         time.sleep(0.25)
 
 
@@ -79,7 +83,8 @@ def test_prometheus_scrapes_metrics_with_a_token(rt, made, name, tmp_path):
             base = f"http://127.0.0.1:{port}"
             # two scrapes, both successful (up=1: the token was taken)
             _until("two successful scrapes", lambda: [
-                r for r in _query(base, 'sum_over_time(up{job="terrarium"}[1m])') if float(r["value"][1]) >= 2])
+                r for r in _query(base, 'sum_over_time(up{job="terrarium"}[1m])') if float(r["value"][1]) >= 2],
+                base)
 
             ws = _query(base, f'container_memory_working_set_bytes{{name="{name}"}}')
             assert len(ws) == 1, ws
@@ -88,7 +93,7 @@ def test_prometheus_scrapes_metrics_with_a_token(rt, made, name, tmp_path):
             assert float(ws[0]["value"][1]) > 0
 
             cpu = _until("a CPU rate", lambda: _query(
-                base, f'rate(container_cpu_usage_seconds_total{{name="{name}"}}[1m])'))
+                base, f'rate(container_cpu_usage_seconds_total{{name="{name}"}}[1m])'), base)
             assert cpu[0]["metric"]["cpu"] == "total"
             assert 0 < float(cpu[0]["value"][1]) < 0.5, cpu          # a 0.2-CPU quota, spinning
             throttled = _query(base, f'container_cpu_cfs_throttled_periods_total{{name="{name}"}}')
