@@ -41,17 +41,16 @@ NS, US = 1e-9, 1e-6                    # raw unit -> seconds
 
 @dataclass(frozen=True)
 class Row:
-    """One metric: the raw sample ``key`` (a callable for a derived figure),
-    ``part`` of a nested value (PSI's ("some", "total")), ``scale`` to the
-    metric's unit, ``unset`` for a None (cAdvisor's 0 for "no limit"; None:
-    no series), ``needs`` a key that must be set for the metric to appear
-    (cAdvisor shows CFS figures only with a quota), fixed extra ``labels``."""
+    """One metric: the raw sample ``key`` (a figure of runtime/cgroups/figures.py;
+    a callable for a derived one), ``scale`` to the metric's unit, ``unset``
+    for a None (cAdvisor's 0 for "no limit"; None: no series), ``needs`` a key
+    that must be set for the metric to appear (cAdvisor shows CFS figures only
+    with a quota), fixed extra ``labels``."""
     metric: str                         # a counter's ends in _total
     kind: str                           # "counter" | "gauge"
     help: str
     key: str | Callable[[Mapping], float | None]
     scale: float = 1.0
-    part: tuple[str, ...] = ()
     unset: float | None = None
     needs: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
@@ -60,8 +59,6 @@ class Row:
         if self.needs is not None and sample.get(self.needs) is None:
             return None
         v = self.key(sample) if callable(self.key) else sample.get(self.key)
-        for p in self.part:
-            v = v.get(p) if isinstance(v, Mapping) else None
         if v is None:
             return self.unset
         return v * self.scale if self.scale != 1.0 else v
@@ -73,14 +70,13 @@ def _working_set(s: Mapping) -> int | None:
 
 def _psi(resource: str) -> tuple[Row, Row]:
     """PSI totals (µs) as cAdvisor names them: ``some`` = waiting, ``full`` = stalled."""
-    key = f"{resource}_pressure"
     return (
         Row(f"container_pressure_{resource}_waiting_seconds_total", "counter",
             f"Total time duration tasks in the container have waited due to {resource} congestion.",
-            key, US, part=("some", "total")),
+            f"psi_{resource}_some_total", US),
         Row(f"container_pressure_{resource}_stalled_seconds_total", "counter",
             f"Total time duration no tasks in the container could make progress due to {resource} congestion.",
-            key, US, part=("full", "total")),
+            f"psi_{resource}_full_total", US),
     )
 
 

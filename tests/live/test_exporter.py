@@ -223,7 +223,7 @@ def test_a_new_row_is_all_a_new_figure_needs(monkeypatch):
     row = exporter.Row("container_test_knob_bytes", "gauge", "A knob.", "test_knob")
     monkeypatch.setattr(exporter, "METRICS", exporter.METRICS + (row,))
     sample = {"memory_usage": 100, "memory_inactive_file": 40, "test_knob": 7,
-              "cpu_pressure": {"some": {"total": 2_500_000}, "full": {"total": 500_000}}}
+              "psi_cpu_some_total": 2_500_000, "psi_cpu_full_total": 500_000, "psi_io_some_total": None}
     fams = {f.name: f for f in exporter.families([(("/p/x", "busybox", "x"), sample)])}
     assert fams["container_test_knob_bytes"].samples[0].value == 7
     assert fams["container_memory_working_set_bytes"].samples[0].value == 60
