@@ -131,7 +131,7 @@ def test_pressure_is_read_and_reaches_metrics(rt):
         fams = {f.name: f for f in exporter.families([(("/x", "busybox", "psi"), raw)])}
         got = fams["container_pressure_cpu_waiting_seconds"].samples[0]
         assert got.name == "container_pressure_cpu_waiting_seconds_total"
-        assert got.value == raw["psi_cpu_some_total"] / 1e6 > 0
+        assert got.value == pytest.approx(raw["psi_cpu_some_total"] / 1e6) and got.value > 0
         assert "container_pressure_memory_stalled_seconds" in fams
     finally:
         reader.close()
