@@ -9,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -41,6 +42,14 @@ def _query(base: str, promql: str) -> list[dict]:
         doc = json.load(r)
     assert doc["status"] == "success", doc
     return doc["data"]["result"]
+
+
+def _ready(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/-/ready", timeout=5) as r:
+            return r.status == 200
+    except urllib.error.HTTPError:
+        return False
 
 
 def _until(what: str, check, base: str, timeout: float = 60.0):
@@ -81,6 +90,7 @@ def test_prometheus_scrapes_metrics_with_a_token(rt, made, name, tmp_path):
         try:
             wait_port(port, prom, "prometheus", str(log_path))
             base = f"http://127.0.0.1:{port}"
+            _until("prometheus to be ready", lambda: _ready(base), base)   # 503 while its TSDB opens
             # two scrapes, both successful (up=1: the token was taken)
             _until("two successful scrapes", lambda: [
                 r for r in _query(base, 'sum_over_time(up{job="terrarium"}[1m])') if float(r["value"][1]) >= 2],
