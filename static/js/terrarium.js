@@ -1,7 +1,8 @@
-// Terrarium: live list over one websocket, actions without reloads, uptime ticks.
-// No build step, no dependencies.
+// Terrarium: the live list and the live detail page over one websocket,
+// actions without reloads, uptime ticks.  Shared parts: app.js (Terrarium).
 (function () {
   "use strict";
+  var T = window.Terrarium;
 
   function csrfToken() {
     var input = document.querySelector("input[name=csrfmiddlewaretoken]");
@@ -10,22 +11,11 @@
     return m ? decodeURIComponent(m[1]) : "";
   }
 
-  function toast(text, ok) {
-    var box = document.getElementById("messages");
-    if (!box) return;
-    var el = document.createElement("div");
-    el.className = "msg " + (ok ? "msg-success" : "msg-error");
-    el.textContent = text;
-    box.appendChild(el);
-    setTimeout(function () { el.classList.add("fade"); }, 4000);
-    setTimeout(function () { el.remove(); }, 4600);
+  // the container a form or toast is about: its list row or the detail head
+  function subject(el) {
+    var box = el && el.closest("[data-container-id]");
+    return box ? { id: box.dataset.containerId, name: box.dataset.name } : null;
   }
-
-  // messages rendered with the page fade like the ones added later
-  document.querySelectorAll("#messages .msg").forEach(function (el) {
-    setTimeout(function () { el.classList.add("fade"); }, 6000);
-    setTimeout(function () { el.remove(); }, 6600);
-  });
 
   // ---- actions: POST with CSRF through fetch; the websocket brings the new state
   document.addEventListener("submit", function (ev) {
@@ -33,7 +23,8 @@
     if (!form.classList.contains("action-form")) return;
     ev.preventDefault();
     if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
-    var button = form.querySelector("button");
+    var button = form.querySelector("button"), who = subject(form);
+    var title = who && who.name;
     if (button) { button.disabled = true; button.classList.add("busy"); }
     fetch(form.action, {
       method: "POST", body: new FormData(form), credentials: "same-origin",
@@ -41,15 +32,15 @@
     }).then(function (r) {
       return r.json().catch(function () { return { ok: false, message: "Refused (HTTP " + r.status + ")" }; });
     }).then(function (data) {
-      toast(data.message, data.ok);
-      var id = form.closest("[data-container-id]");
+      T.toast({ title: title, text: data.message, kind: data.ok ? "success" : "error" });
       if (data.ok && form.dataset.action === "remove" && document.getElementById("detail-head")) {
         window.location.href = "/";
         return;
       }
-      if (id) refresh(id.dataset.containerId);
-    }).catch(function (e) { toast("Request failed: " + e, false); })
-      .finally(function () { if (button) { button.disabled = false; button.classList.remove("busy"); } });
+      if (who) refresh(who.id);
+    }).catch(function (e) {
+      T.toast({ title: title, text: (form.dataset.action || "Request") + " not sent: " + T.failure(e), kind: "error" });
+    }).finally(function () { if (button) { button.disabled = false; button.classList.remove("busy"); } });
   });
 
   // ---- live updates: swap server-rendered fragments in place
@@ -57,13 +48,10 @@
   var head = document.getElementById("detail-head");
   var pending = {};
 
-  function swap(el, html) {
+  function fragment(html) {
     var t = document.createElement("template");
     t.innerHTML = html.trim();
-    var fresh = t.content.firstElementChild;
-    if (el) el.replaceWith(fresh);
-    else if (rows) rows.insertBefore(fresh, rows.firstChild);
-    tick();
+    return t.content;
   }
 
   function emptyNote() {
@@ -71,25 +59,57 @@
     if (note && rows) note.hidden = rows.children.length > 0;
   }
 
+  // The detail page: the head fragment carries the header and every card
+  // showing the container's state (one render of one row): each replaces the
+  // element with its id.
+  function swapParts(html) {
+    Array.prototype.slice.call(fragment(html).children).forEach(function (fresh) {
+      var old = fresh.id && document.getElementById(fresh.id);
+      if (old) old.replaceWith(fresh);
+    });
+    head = document.getElementById("detail-head");
+  }
+
+  function swapRow(el, html) {
+    var fresh = fragment(html).firstElementChild;
+    if (el) el.replaceWith(fresh);
+    else rows.insertBefore(fresh, rows.firstChild);
+  }
+
+  // One fetch at a time per container; an event arriving meanwhile asks for
+  // one more after it, so the last change is never missed.
   function refresh(id) {
-    if (pending[id]) return;      // one fetch at a time per container
-    pending[id] = true;
+    if (pending[id]) { pending[id] = "again"; return; }
     var url, el;
     if (rows) {
       el = rows.querySelector('tr[data-container-id="' + id + '"]');
       url = "/containers/" + id + "/row/";
     } else if (head && head.dataset.containerId === id) {
-      el = document.getElementById("detail-head");
       url = head.dataset.headUrl;
-    } else { delete pending[id]; return; }
+    } else return;
+    pending[id] = true;
     fetch(url, { credentials: "same-origin" }).then(function (r) {
       if (r.status === 404) { if (el && rows) el.remove(); return null; }
       return r.ok ? r.text() : null;
     }).then(function (html) {
-      if (html) swap(el, html);
-      if (!rows) head = document.getElementById("detail-head");
+      if (html) { if (rows) swapRow(el, html); else swapParts(html); }
       emptyNote();
-    }).finally(function () { delete pending[id]; });
+      tick();
+    }).catch(T.failure).finally(function () {
+      var again = pending[id] === "again";
+      delete pending[id];
+      if (again) refresh(id);
+    });
+  }
+
+  // After a drop (or when the server says we fell behind): fetch it all again.
+  function resync() {
+    if (head) { refresh(head.dataset.containerId); return; }
+    fetch(location.href, { credentials: "same-origin" }).then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        var fresh = html && new DOMParser().parseFromString(html, "text/html").getElementById("container-rows");
+        if (fresh && rows) { rows.replaceChildren.apply(rows, Array.prototype.slice.call(fresh.children)); emptyNote(); tick(); }
+      }).catch(T.failure);
   }
 
   function onEvent(msg) {
@@ -101,7 +121,7 @@
         if (el) el.remove();
         emptyNote();
       } else if (head && head.dataset.containerId === id) {
-        toast("This container was removed.", false);
+        T.toast({ title: msg.container.name, text: "This container was removed.", kind: "error" });
       }
       return;
     }
@@ -109,37 +129,20 @@
   }
 
   var indicator = document.getElementById("live-indicator");
-  var delay = 1000;
-  function connect() {
-    if (!rows && !head) return;
-    var proto = location.protocol === "https:" ? "wss://" : "ws://";
-    var ws = new WebSocket(proto + location.host + "/ws/containers/");
-    ws.onopen = function () { delay = 1000; if (indicator) indicator.classList.add("on"); document.body.dataset.live = "on"; };
-    ws.onmessage = function (e) { try { onEvent(JSON.parse(e.data)); } catch (err) { /* ignore */ } };
-    ws.onclose = function (e) {
-      if (indicator) indicator.classList.remove("on");
-      document.body.dataset.live = "off";
-      if (e.code === 4401) { location.reload(); return; }   // session gone: go log in
-      if (e.code === 4403) return;
-      setTimeout(connect, delay);
-      delay = Math.min(delay * 2, 15000);
-    };
+  function live(on) {
+    if (indicator) indicator.classList.toggle("on", on);
+    document.body.dataset.live = on ? "on" : "off";
   }
-  connect();
+  if (rows || head) {
+    T.socket("/ws/containers/", { message: onEvent, resync: resync,
+                                  open: function () { live(true); }, close: function () { live(false); } });
+  }
 
   // ---- uptime cells count up between events
-  function fmt(s) {
-    var d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);
-    s = Math.floor(s % 60);
-    if (d) return d + "d " + h + "h";
-    if (h) return h + "h " + m + "m";
-    if (m) return m + "m " + s + "s";
-    return s + "s";
-  }
   function tick() {
     document.querySelectorAll("[data-since]").forEach(function (el) {
       var t = Date.parse(el.dataset.since);
-      if (!isNaN(t)) el.textContent = fmt(Math.max(0, (Date.now() - t) / 1000));
+      if (!isNaN(t)) el.textContent = T.duration((Date.now() - t) / 1000);
     });
   }
   setInterval(tick, 1000);

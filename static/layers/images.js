@@ -34,7 +34,10 @@
       if (data.ok) { bar.style.width = "100%"; setTimeout(function () { window.location.reload(); }, 800); }
       else box.classList.add("failed");
     };
-    xhr.onerror = function () { button.disabled = false; status.textContent = "Upload failed (network)."; box.classList.add("failed"); };
+    xhr.onerror = function () {
+      button.disabled = false; box.classList.add("failed");
+      status.textContent = "Upload failed: " + window.Terrarium.failure(new TypeError("network")) + ".";
+    };
     xhr.send(new FormData(form));
   });
 })();

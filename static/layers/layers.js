@@ -1,27 +1,23 @@
 // Terrarium: a container's layer page.  Polls the writable layer's changes
 // once a second (only while the tab is visible), draws the change list and
 // a growth graph of the upper size; answers "which layer is this path from".
+// Shared parts (bytes, chart): app.js.
 (function () {
   "use strict";
+  var T = window.Terrarium, bytes = T.bytes;
   var box = document.getElementById("changes");
   if (!box) return;
   var url = box.dataset.url;
   var rows = document.getElementById("change-rows");
   var counts = document.getElementById("changes-counts");
   var note = document.getElementById("changes-note");
-  var line = document.getElementById("growth-line");
+  var growth = document.getElementById("growth"), chart = null;
   var label = document.getElementById("growth-label");
   var live = document.getElementById("changes-live");
   var points = [];             // [unix seconds, bytes]
   var MAX_POINTS = 300;
   var lastKey = "";
   var busy = false;
-
-  function bytes(n) {
-    var units = ["B", "KiB", "MiB", "GiB"], i = 0;
-    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-    return (i ? n.toFixed(1) : n) + " " + units[i];
-  }
 
   function cell(tr, text, cls) {
     var td = document.createElement("td");
@@ -61,13 +57,11 @@
 
   function drawGraph() {
     if (points.length < 1) return;
-    var t0 = points[0][0], t1 = points[points.length - 1][0];
-    var max = 1;
-    points.forEach(function (p) { if (p[1] > max) max = p[1]; });
-    var span = Math.max(t1 - t0, 1);
-    line.setAttribute("points", points.map(function (p) {
-      return (((p[0] - t0) / span) * 600).toFixed(1) + "," + (78 - (p[1] / max) * 74).toFixed(1);
-    }).join(" "));
+    var data = [points.map(function (p) { return p[0]; }), points.map(function (p) { return p[1] / 1024; })];
+    if (chart) chart.setData(data);
+    else chart = T.chart(growth, { height: 110, unit: "KiB", series: [{ label: "writable layer", stroke: "#1f7a5a" }] }, data);
+    var max = Math.max.apply(null, points.map(function (p) { return p[1]; }));
+    var span = points[points.length - 1][0] - points[0][0];
     label.textContent = "writable layer: " + bytes(points[points.length - 1][1]) +
       " (max " + bytes(max) + " over " + Math.round(span) + " s)";
   }
@@ -92,7 +86,7 @@
         if (points.length > MAX_POINTS) points.shift();
         drawGraph();
       })
-      .catch(function (e) { note.textContent = "Could not read the changes: " + e; })
+      .catch(function (e) { note.textContent = "Could not read the changes: " + T.failure(e); })
       .finally(function () { busy = false; });
   }
   poll();
@@ -116,6 +110,6 @@
         if (d.hidden.length) text += " It hides the copies in " + d.hidden.map(name).join(", ") + ".";
         out.textContent = text;
       })
-      .catch(function (e) { out.textContent = "Lookup failed: " + e; });
+      .catch(function (e) { out.textContent = "Lookup failed: " + T.failure(e); });
   });
 })();

@@ -1,6 +1,7 @@
 // Terrarium: the figures a graph does not plot, from the live feed's events
 // (live.js dispatches each on #graphs as "terrarium:live"): memory anatomy,
 // pressure (PSI), throttling, and every kernel figure of the last sample.
+// Formatting: app.js.
 (function () {
   "use strict";
   var graphs = document.getElementById("graphs");
@@ -17,12 +18,7 @@
   ];
   function sub(a, b) { return a == null ? null : Math.max(a - (b || 0), 0); }
   function sum() { var t = null; for (var i = 0; i < arguments.length; i++) if (arguments[i] != null) t = (t || 0) + arguments[i]; return t; }
-  function bytes(v) {
-    if (v == null) return "—";
-    var u = ["B", "KiB", "MiB", "GiB", "TiB"], i = 0;
-    while (Math.abs(v) >= 1024 && i < u.length - 1) { v /= 1024; i++; }
-    return (i ? v.toFixed(1) : v) + " " + u[i];
-  }
+  var bytes = window.Terrarium.bytes;
   var FMT = {
     bytes: bytes,
     limit: function (v) { return v == null ? "none" : bytes(v); },

@@ -5,6 +5,7 @@
   "use strict";
   var root = document.getElementById("host-live");
   if (!root) return;
+  var T = window.Terrarium;
   var every = +root.dataset.refreshMs || 2000, state = document.getElementById("host-state");
   var url = location.pathname + "?fragment=1", busy = false;
   function say(text, ok) { if (state) { state.textContent = text; state.classList.toggle("on", !!ok); } }
@@ -21,9 +22,9 @@
         if (html == null) return;
         root.innerHTML = html;
         root.dataset.refreshed = String((+root.dataset.refreshed || 0) + 1);
-        say("live · " + new Date().toLocaleTimeString(), true);
+        say("live · " + T.time(new Date()), true);
       })
-      .catch(function (e) { say("refresh failed: " + e.message); })
+      .catch(function (e) { say("refresh failed: " + T.failure(e)); })
       .then(function () { busy = false; });
   }
   say("live", true);

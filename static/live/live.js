@@ -1,5 +1,6 @@
-// Terrarium live feed of one container: history on connect, then one point
-// per sampler tick over ws/containers/<id>/live/.  Charts by uPlot (vendored).
+// Terrarium live feed of one container: history on connect (and again on
+// every reconnect), then one point per sampler tick over
+// ws/containers/<id>/live/.  Shared parts (charts, socket): app.js.
 (function () {
   "use strict";
   var root = document.getElementById("graphs");
@@ -8,59 +9,47 @@
   var KEEP = 15 * 60;                       // seconds kept on the page, as the sampler keeps
   var points = [], sources = {}, charts = {}, seen = {};
   var state = document.getElementById("live-state");
-  window.terrariumLive = { points: points, tree: null, sources: sources };
+  window.terrariumLive = { points: points, tree: null, sources: sources, charts: charts };
 
-  // ---- formatting
-  function bytes(v) {
-    if (v == null) return "—";
-    var u = ["B", "KiB", "MiB", "GiB", "TiB"], i = 0;
-    while (Math.abs(v) >= 1024 && i < u.length - 1) { v /= 1024; i++; }
-    return (i ? v.toFixed(1) : v) + " " + u[i];
-  }
-  function pct(v) { return v == null ? "—" : (v * 100).toFixed(1) + " %"; }
+  var T = window.Terrarium, bytes = T.bytes, pct = T.pct;
+  function rate(v) { return v == null ? "—" : bytes(v) + "/s"; }
   var FORMAT = {
     mem: bytes, ws: bytes, cache: bytes, swap: bytes,
     mem_limit: function (v) { return v == null ? "unlimited" : bytes(v); },
     cpu: pct, cpu_limit: function (v) { return v == null ? "unlimited" : v.toFixed(2) + " cores"; },
     pids_max: function (v) { return v == null ? "unlimited" : String(v); },
-    io_r: function (v) { return v == null ? "—" : bytes(v) + "/s"; },
-    io_w: function (v) { return v == null ? "—" : bytes(v) + "/s"; },
+    io_r: rate, io_w: rate,
     throttled: function (v) { return v == null ? "—" : v + " periods"; },
     throttled_s: function (v) { return v == null ? "—" : v.toFixed(3) + " s"; }
   };
   function fmt(key, v) { return (FORMAT[key] || function (x) { return x == null ? "—" : String(x); })(v); }
 
-  // ---- charts
-  function col(key, scale) {
-    return points.map(function (p) { var v = p[key]; return v == null ? null : v * (scale || 1); });
-  }
+  // ---- charts: [key, label, colour, scale factor, dash, bars]
+  var MIB = 1 / 1048576;
   var SPECS = {
-    mem: { el: "chart-mem", series: [["mem", "usage", "#2b6cb0", 1 / 1048576], ["ws", "working set", "#38a169", 1 / 1048576],
-      ["mem_limit", "limit", "#e53e3e", 1 / 1048576, [6, 4]]], unit: "MiB" },
+    mem: { el: "chart-mem", series: [["mem", "usage", "#2b6cb0", MIB], ["ws", "working set", "#38a169", MIB],
+      ["mem_limit", "limit", "#e53e3e", MIB, [6, 4]]], unit: "MiB" },
     cpu: { el: "chart-cpu", series: [["cpu", "CPU", "#805ad5", 100], ["cpu_limit", "limit", "#e53e3e", 100, [6, 4]],
-      ["throttled", "throttled periods", "#dd6b20", 1, null, true]], unit: "%" },
+      ["throttled", "throttled periods", "#dd6b20", 1, null, true]], unit: "%",
+      // throttled periods hang from the top quarter, away from the CPU line near 0
+      scales: { n: { range: function (u, min, max) { var m = Math.max(max || 0, 1); return [-3 * m, m]; } } } },
     pids: { el: "chart-pids", series: [["pids", "pids", "#2c7a7b", 1], ["pids_max", "limit", "#e53e3e", 1, [6, 4]]], unit: "" },
     io: { el: "chart-io", series: [["io_r", "read", "#3182ce", 1 / 1024], ["io_w", "write", "#d69e2e", 1 / 1024]], unit: "KiB/s" }
   };
+  // a bar series marks only the ticks where something happened: no bar at 0
+  function col(s) {
+    return points.map(function (p) { var v = p[s[0]]; return v == null || (s[5] && !v) ? null : v * s[3]; });
+  }
   function makeChart(name) {
-    var spec = SPECS[name], el = document.getElementById(spec.el);
-    if (!el || !window.uPlot) return null;
-    var series = [{}];
-    var scales = { x: { time: true }, y: { range: function (u, min, max) { return [0, Math.max(max * 1.1, 1)]; } } };
-    spec.series.forEach(function (s) {
-      var opt = { label: s[1], stroke: s[2], width: 1.5, spanGaps: false };
-      if (s[4]) opt.dash = s[4];
-      if (s[5]) { opt.scale = "n"; opt.paths = window.uPlot.paths.bars({ size: [0.6, 6] }); opt.fill = s[2] + "66"; opt.width = 0; }
-      series.push(opt);
-    });
-    if (name === "cpu") scales.n = { range: function (u, min, max) { return [0, Math.max(max * 4, 1)]; } };
-    var width = Math.max(el.clientWidth || 0, 300);
-    return new window.uPlot({ width: width, height: 180, series: series, scales: scales,
-      axes: [{}, { label: spec.unit, size: 60 }], legend: { live: true } }, data(name), el);
+    var spec = SPECS[name];
+    return T.chart(document.getElementById(spec.el), {
+      unit: spec.unit, scales: spec.scales, span: 60,
+      series: spec.series.map(function (s) { return { label: s[1], stroke: s[2], dash: s[4], bars: s[5], scale: s[5] ? "n" : null }; })
+    }, data(name));
   }
   function data(name) {
     var d = [points.map(function (p) { return p.t; })];
-    SPECS[name].series.forEach(function (s) { d.push(col(s[0], s[3])); });
+    SPECS[name].series.forEach(function (s) { d.push(col(s)); });
     return d;
   }
   function redraw() {
@@ -70,12 +59,6 @@
     });
     root.dataset.points = String(points.length);
   }
-  window.addEventListener("resize", function () {
-    Object.keys(charts).forEach(function (n) {
-      var el = document.getElementById(SPECS[n].el);
-      if (charts[n] && el) charts[n].setSize({ width: Math.max(el.clientWidth, 300), height: 180 });
-    });
-  });
 
   // ---- current figures, each titled with its kernel file
   function showNow(p) {
@@ -158,19 +141,12 @@
       if (state) state.textContent = "not sampled: " + ev.error;
     }
   }
-  var delay = 1000;
-  function connect() {
-    var ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host +
-                           "/ws/containers/" + id + "/live/");
-    ws.onopen = function () { delay = 1000; if (state) { state.textContent = "live"; state.classList.add("on"); } root.dataset.live = "on"; };
-    ws.onmessage = function (m) { onEvent(JSON.parse(m.data)); };
-    ws.onclose = function (e) {
+  T.socket("/ws/containers/" + id + "/live/", {
+    message: onEvent,
+    open: function () { if (state) { state.textContent = "live"; state.classList.add("on"); } root.dataset.live = "on"; },
+    close: function (code) {
       root.dataset.live = "off";
-      if (state) { state.textContent = "disconnected"; state.classList.remove("on"); }
-      if (e.code === 4404 && state) state.textContent = "not sampled: no such container";
-      if (e.code === 4401 || e.code === 4403 || e.code === 4404) return;
-      setTimeout(connect, delay); delay = Math.min(delay * 2, 15000);
-    };
-  }
-  connect();
+      if (state) { state.textContent = code === 4404 ? "not sampled: no such container" : "disconnected"; state.classList.remove("on"); }
+    }
+  });
 })();

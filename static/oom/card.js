@@ -1,31 +1,30 @@
-// The OOM card's memory graph: usage and working set around the kill (uPlot),
-// the limit dashed, a red marker line at the kill (x = 0 s).
+// The OOM card's memory graph: usage and working set around the kill, the
+// limit dashed, a red marker line at the kill (x = 0 s).  Charts: app.js.
 (function () {
   "use strict";
+  var T = window.Terrarium;
   function draw() {
     var el = document.getElementById("oom-graph");
     var dataEl = document.getElementById("oom-graph-data");
     if (!el || !dataEl || !window.uPlot) return;
     var g = JSON.parse(dataEl.textContent);
-    var k = g.kill_t, MB = 1048576;
+    var k = g.kill_t, MB = 1048576, lim = g.limit ? g.limit / MB : null;
     var xs = [], usage = [], ws = [], limit = [];
     g.points.forEach(function (p) {
-      xs.push(+(p[0] - k).toFixed(3)); usage.push(p[1] / MB); ws.push(p[2] / MB);
-      limit.push(g.limit ? g.limit / MB : null);
+      xs.push(+(p[0] - k).toFixed(3)); usage.push(p[1] / MB); ws.push(p[2] / MB); limit.push(lim);
     });
-    if (xs.length === 0 || xs[xs.length - 1] < 0.5) { xs.push(0.5); usage.push(null); ws.push(null); limit.push(g.limit ? g.limit / MB : null); }
-    if (xs[0] > -0.5) { xs.unshift(-0.5); usage.unshift(null); ws.unshift(null); limit.unshift(g.limit ? g.limit / MB : null); }
+    if (xs.length === 0 || xs[xs.length - 1] < 0.5) { xs.push(0.5); usage.push(null); ws.push(null); limit.push(lim); }
+    if (xs[0] > -0.5) { xs.unshift(-0.5); usage.unshift(null); ws.unshift(null); limit.unshift(lim); }
     var marker = document.createElement("div");
     marker.className = "oom-kill-marker";
     marker.textContent = "kill";
-    var opts = {
-      width: Math.max(320, el.clientWidth || 800), height: 260,
-      scales: { x: { time: false }, y: { range: function (u, lo, hi) { return [0, Math.max(hi, g.limit ? g.limit / MB * 1.1 : hi)]; } } },
-      axes: [{ label: "seconds from the kill" }, { label: "MiB" }],
-      series: [{ label: "t (s)" },
-        { label: "usage", stroke: "#2563eb", width: 2, spanGaps: true },
-        { label: "working set", stroke: "#059669", width: 1.5, spanGaps: true },
-        { label: "limit", stroke: "#6b7280", dash: [6, 4], width: 1 }],
+    el.style.position = "relative";
+    T.chart(el, {
+      time: false, xLabel: "seconds from the kill", unit: "MiB", height: 260,
+      yRange: function (u, lo, hi) { return [0, Math.max(hi, lim ? lim * 1.1 : hi)]; },
+      series: [{ label: "usage", stroke: "#2563eb", width: 2, spanGaps: true },
+               { label: "working set", stroke: "#059669", spanGaps: true },
+               { label: "limit", stroke: "#6b7280", dash: [6, 4], width: 1 }],
       hooks: {
         draw: [function (u) {
           var x = u.valToPos(0, "x", true), ctx = u.ctx;
@@ -37,9 +36,7 @@
           el.dataset.marker = "drawn";
         }]
       }
-    };
-    el.style.position = "relative";
-    new window.uPlot(opts, [xs, usage, ws, limit], el);
+    }, [xs, usage, ws, limit]);
     el.appendChild(marker);
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", draw); else draw();

@@ -1,54 +1,32 @@
 // Terrarium OOM toasts: every page listens on ws/events/ and shows each kill.
-// No build step, no dependencies.
+// Shared parts: app.js (Terrarium).
 (function () {
   "use strict";
+  var T = window.Terrarium;
   var box = document.getElementById("oom-toasts");
   if (!box || !window.WebSocket) return;
 
-  function kb(v) { return v == null ? "?" : (v >= 1024 ? (v / 1024).toFixed(1) + " MB" : v + " kB"); }
+  function kb(v) { return v == null ? "?" : T.bytes(v * 1024); }
 
   // One toast per container while kills keep coming: a container in an OOM
   // loop updates its toast ("12 kills in 10 s") instead of stacking one per kill.
-  var toasts = {};
-  function later(a) {
-    clearTimeout(a._fade); clearTimeout(a._gone);
-    a.classList.remove("fade");
-    a._fade = setTimeout(function () { a.classList.add("fade"); }, 12000);
-    a._gone = setTimeout(function () { a.remove(); delete toasts[a.dataset.oomKey]; }, 12600);
-  }
-
   function show(ev) {
     var where = ev.scope === "host" ? "host" : (ev.container_name || (ev.container_id || "").slice(0, 12));
     var who = ev.killed_pid ? ev.killed_command + " (pid " + ev.killed_pid + ")" : "a process";
-    var key = ev.scope === "host" ? "host" : (ev.container_id || where);
+    var key = "oom:" + (ev.scope === "host" ? "host" : (ev.container_id || where));
     var what = who + " killed" + (ev.is_init ? " — the container died" : "") + "; limit " + kb(ev.limit_kb);
-    var a = toasts[key];
-    if (a) {
-      var n = Number(a.dataset.kills) + 1;
-      var secs = Math.max(1, Math.round((Date.now() - Number(a.dataset.first)) / 1000));
-      a.dataset.kills = n;
-      a.href = ev.url;
-      a.querySelector("strong").textContent = n + " OOM kills in " + where + " in " + secs + " s";
-      a.querySelector("span").textContent = "last: " + what;
-    } else {
-      a = toasts[key] = document.createElement("a");
-      a.className = "oom-toast";
-      a.href = ev.url;
-      a.dataset.oomKey = key; a.dataset.kills = 1; a.dataset.first = Date.now();
-      a.setAttribute("role", "alert");
-      var title = document.createElement("strong");
-      title.textContent = "OOM kill in " + where;
-      var body = document.createElement("span");
-      body.textContent = what;
-      a.appendChild(title); a.appendChild(body);
-      box.appendChild(a);
-    }
-    later(a);
+    var old = Array.prototype.find.call(box.children, function (a) { return a.dataset.toastKey === key; });
+    var n = old ? Number(old.dataset.kills) + 1 : 1, first = old ? Number(old.dataset.first) : Date.now();
+    var secs = Math.max(1, Math.round((Date.now() - first) / 1000));
+    var a = T.toast({ box: box, key: key, cls: "oom-toast", role: "alert", href: ev.url, ttl: 12000,
+                      title: n > 1 ? n + " OOM kills in " + where + " in " + secs + " s" : "OOM kill in " + where,
+                      text: n > 1 ? "last: " + what : what });
+    a.dataset.kills = n; a.dataset.first = first;
     var rows = document.querySelector("#oom-events tbody");
     if (rows && !document.querySelector('#oom-events [data-oom-id="' + ev.id + '"]')) {
       var tr = document.createElement("tr");
       tr.dataset.oomId = ev.id;
-      var cells = [ev.at.replace("T", " ").slice(0, 19), where, who, ev.is_init ? "yes — the container died" : "no",
+      var cells = [T.time(ev.at), where, who, ev.is_init ? "yes — the container died" : "no",
                    (ev.usage_kb || "?") + " / " + (ev.limit_kb || "?") + " kB", ev.detected_by];
       cells.forEach(function (t, i) {
         var td = document.createElement("td");
@@ -87,40 +65,21 @@
   setInterval(badge, 1000);
 
   function warn(w) {
-    var key = w.container_id + ":" + w.reason;
     warned[w.container_id] = { at: Date.now(), w: w };
     badge();
-    if (box.querySelector('[data-warn="' + key + '"]')) return;
-    var a = document.createElement("a");
-    a.className = "oom-toast oom-warn";
-    a.href = w.url;
-    a.dataset.warn = key;
-    a.setAttribute("role", "status");
-    var title = document.createElement("strong");
-    title.textContent = "Near OOM: " + (w.container_name || w.container_id.slice(0, 12));
-    var body = document.createElement("span");
-    body.textContent = w.text + " — " + kb(Math.round(w.usage / 1024)) + " of " + kb(Math.round(w.limit / 1024));
-    a.appendChild(title); a.appendChild(body);
-    box.appendChild(a);
-    setTimeout(function () { a.classList.add("fade"); }, 10000);
-    setTimeout(function () { a.remove(); }, 10600);
+    var key = "warn:" + w.container_id + ":" + w.reason;
+    if (Array.prototype.some.call(box.children, function (a) { return a.dataset.toastKey === key; })) return;
+    T.toast({ box: box, key: key, cls: "oom-toast oom-warn", href: w.url, ttl: 10000,
+              title: "Near OOM: " + (w.container_name || w.container_id.slice(0, 12)),
+              text: w.text + " — " + T.bytes(w.usage) + " of " + T.bytes(w.limit) });
   }
 
-  var delay = 1000;
-  function connect() {
-    var ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/events/");
-    ws.onopen = function () { delay = 1000; document.body.dataset.oomSocket = "open"; };
-    ws.onmessage = function (m) {
-      var data = JSON.parse(m.data);
+  T.socket("/ws/events/", {
+    open: function () { document.body.dataset.oomSocket = "open"; },
+    close: function () { document.body.dataset.oomSocket = "closed"; },
+    message: function (data) {
       if (data.type === "oom.killed") show(data.event);
       else if (data.type === "oom.warning") warn(data.warning);
-    };
-    ws.onclose = function (e) {
-      document.body.dataset.oomSocket = "closed";
-      if (e.code === 4401 || e.code === 4403) return;
-      setTimeout(connect, delay);
-      delay = Math.min(delay * 2, 30000);
-    };
-  }
-  connect();
+    }
+  });
 })();

@@ -32,7 +32,7 @@ def test_oom_kill_toast_events_page_and_card(login, server, rt, name, removed, s
     # The toast names the last kill: `tail`, or memhog itself when the kernel
     # takes a second victim right after (it does now and then, loaded or not).
     expect(toast).to_contain_text(re.compile(r"(tail|memhog) \(pid \d+\) killed"))
-    expect(toast).to_contain_text("limit 20.0 MB")
+    expect(toast).to_contain_text("limit 20 MiB")          # Terrarium.bytes, as bytes_h
     page.screenshot(path=os.path.join(shots, "oom-toast.png"))
     # the card of the kill of `tail`, from the events page
     page.goto(server + "/oom/")

@@ -1,3 +1,5 @@
+import datetime
+
 from django import template
 from django.utils import timezone
 
@@ -14,6 +16,14 @@ def bytes_h(n):
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if n == int(n) else f"{n:.1f} {unit}"
         n /= 1024
+
+
+@register.filter
+def when(t):
+    """The one time format of the pages (js/app.js Terrarium.time too): '2026-11-30 23:05:09 UTC'."""
+    if not t:
+        return "—"
+    return t.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @register.filter
