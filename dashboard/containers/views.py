@@ -112,10 +112,12 @@ def container_detail(request, container_id):
 @require_GET
 @can_view
 def container_head(request, container_id):
-    """The detail page's state and buttons, for live updates."""
+    """The detail page's state: its head (badge, buttons) and the cards that
+    show the container's state, rendered from one fresh row, for live updates."""
     c = _container_or_404(container_id, refresh=True)
-    return render(request, "containers/_head.html",
-                  {"c": c, "actions": selectors.container_actions(container=c, user=request.user)})
+    return render(request, "containers/_live.html", {
+        "c": c, "actions": selectors.container_actions(container=c, user=request.user),
+        "seccomp": selectors.container_seccomp(container_id=c.id)})
 
 
 @require_http_methods(["GET", "POST"])
