@@ -127,6 +127,7 @@ class WebStack:
         self.users: dict[str, tuple[str, str]] = {}
         self.ports: list[int] = []
         self.procs: list[subprocess.Popen] = []
+        self.daphnes: list[subprocess.Popen] = []
         self.sampler: subprocess.Popen | None = None
         self._logs = []
         self.redis_dir = self.redis_socket = self.redis_password = None
@@ -139,7 +140,7 @@ class WebStack:
         return [f"http://127.0.0.1:{p}" for p in self.ports]
 
     def _spawn(self, argv: list[str], name: str) -> subprocess.Popen:
-        log = open(self.log_path(name), "wb")
+        log = open(self.log_path(name), "ab")          # a restarted Daphne goes on in its log
         self._logs.append(log)
         proc = subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
@@ -163,18 +164,29 @@ class WebStack:
         if self.redis:
             self.sampler = self._spawn([sys.executable, os.path.join(REPO, "manage.py"), "sampler"],
                                        "sampler")
-        daphnes = []
-        for i in range(self.n_daphnes):
-            port = free_port()
-            # as scripts/run.sh starts it (dashboard/serve.py: Daphne with body limits)
-            daphnes.append((port, self._spawn([*self.daphne_prefix, sys.executable, "-m", "dashboard.serve",
-                                               "-b", "127.0.0.1", "-p", str(port), "--http-timeout", "300",
-                                               "dashboard.asgi:application"], f"daphne{i}")))
+        daphnes = [self._spawn_daphne(i, free_port()) for i in range(self.n_daphnes)]
         for i, (port, proc) in enumerate(daphnes):
             wait_port(port, proc, f"daphne {i}", self.log_path(f"daphne{i}"))
             self.ports.append(port)
+        self.daphnes = [proc for _, proc in daphnes]
         if self.sampler is not None:
             self._wait_sampler_ready()
+
+    def _spawn_daphne(self, i: int, port: int) -> tuple[int, subprocess.Popen]:
+        # as scripts/run.sh starts it (dashboard/serve.py: Daphne with body limits)
+        return port, self._spawn([*self.daphne_prefix, sys.executable, "-m", "dashboard.serve",
+                                  "-b", "127.0.0.1", "-p", str(port), "--http-timeout", "300",
+                                  "dashboard.asgi:application"], f"daphne{i}")
+
+    def stop_daphne(self, i: int = 0) -> None:
+        """Stop Daphne i (the database, users and sessions stay), as a crash or restart would."""
+        stop(self.daphnes[i])
+
+    def restart_daphne(self, i: int = 0) -> None:
+        """Start Daphne i again on its port (its log goes on in the same file)."""
+        port, proc = self._spawn_daphne(i, self.ports[i])
+        wait_port(port, proc, f"daphne {i}", self.log_path(f"daphne{i}"))
+        self.daphnes[i] = proc
 
     def _start_redis(self) -> None:
         """redis-server as README's "Scale-out" sets it up: no TCP port, a unix
