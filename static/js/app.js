@@ -205,7 +205,7 @@
   T.chart = function (el, spec, data) {
     if (!el || !window.uPlot) return null;
     var time = spec.time !== false, span = spec.span || 60;
-    var series = [{ label: time ? "time (UTC)" : spec.xLabel }];
+    var series = [time ? { label: "time", value: function (u, v) { return v == null ? "--" : T.time(v); } } : { label: spec.xLabel }];
     spec.series.forEach(function (s) {
       var o = { label: s.label, stroke: s.stroke, width: s.width == null ? 1.5 : s.width, spanGaps: !!s.spanGaps };
       if (s.dash) o.dash = s.dash;
