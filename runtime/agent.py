@@ -419,6 +419,23 @@ def _sample_forget(rt, session, ids):
         sender.forget(ids)
 
 
+def _records(items) -> list[dict]:
+    import dataclasses
+    return [dataclasses.asdict(x) for x in items]
+
+
+def _host_processes(rt):
+    """The host's processes, flat: the client rebuilds the same forest
+    (runtime.procs.build_forest links them by ppid)."""
+    from .procs import walk
+    return _records(node.info for _, node in walk(rt.host_processes()))
+
+
+def _host_cgroups(rt):
+    return [{"name": h.name, "mount": h.mount, "nodes": _records(h.nodes)}
+            for h in rt.host_cgroups()]
+
+
 _REF = {"ref": (_ref, True)}
 
 VERBS: dict[str, Verb] = {
@@ -488,6 +505,10 @@ VERBS: dict[str, Verb] = {
     "sample": Verb(_sample, {"ids": (_container_ids(MAX_SAMPLE_IDS), True), "tree": (_bool, False),
                              "keep": (_bool, False)}, session=True),
     "sample-forget": Verb(_sample_forget, {"ids": (_container_ids(MAX_SAMPLED), True)}, session=True),
+    # The dashboard's host pages: whole-host reads, no arguments.
+    "host-namespaces": Verb(lambda rt: _records(rt.host_namespaces()), {}),
+    "host-processes": Verb(_host_processes, {}),
+    "host-cgroups": Verb(_host_cgroups, {}),
 }
 MAX_FDS = 2                     # descriptors accepted with one request
 

@@ -1,9 +1,11 @@
 """AgentRuntime: the Runtime's control and inventory verbs through the root agent.
 
 Same method names, arguments, results and exceptions as runtime.Runtime for
-what runtime/agent.py serves, sampling included (stats_reader()); the
-rest (exec, cgroups, log_records) still runs in this process through a local Runtime,
-which needs root — the remaining step of moving the web tier out of root.
+what runtime/agent.py serves, sampling included (stats_reader()); the rest
+(exec, cgroups, log_records) runs in this process through a local Runtime,
+which needs root: for the root CLI only.  Where that cannot work (this
+process is not root), or must not (TERRARIUM_AGENT_STRICT=1, as the agent
+mode's tests set), it raises NeedsAgent naming the attribute instead (strict()).
 
     rt = AgentRuntime(root).as_user("alice")   # requests carry "alice"
     rt.stop("web")                              # audited in ROOT/audit.log
@@ -33,6 +35,12 @@ class AgentUnavailable(TerrariumError):
 
 class AccessDenied(TerrariumError, PermissionError):
     """The agent refused this process's uid (SO_PEERCRED)."""
+
+
+class NeedsAgent(RuntimeError):
+    """A Runtime attribute the agent does not serve, asked where it may not be
+    done in-process (strict()).  A bug to fix, not a person's error: not a
+    TerrariumError, so no page turns it into a polite note and hides it."""
 
 
 _KINDS = {"AccessDenied": AccessDenied}      # the rest are runtime.errors' own names
@@ -75,6 +83,16 @@ def image_of(d: dict) -> Image:
                  config=ImageConfig(cmd=tuple(c["cmd"]), env=tuple(c["env"]), workdir=c["workdir"]),
                  created=d["created"], history=tuple(d["history"]), id=d.get("id", ""),
                  replaced=d.get("replaced", ""))
+
+
+def process_info_of(d: dict):
+    from .procs import ProcessInfo
+    return ProcessInfo(**{**d, "ns_pids": tuple(d["ns_pids"]), "cmdline": tuple(d["cmdline"])})
+
+
+def hierarchy_of(d: dict):
+    from .cgroups.tree import CgroupNode, Hierarchy
+    return Hierarchy(d["name"], d["mount"], tuple(CgroupNode(**n) for n in d["nodes"]))
 
 
 def _spec_dict(spec) -> dict:
@@ -504,7 +522,7 @@ class AgentRuntime:
         """Runtime.log_output through the agent, as it is read; attach (`run` in
         the foreground, with a log file held in this process) reads in-process."""
         if attach:
-            return self._local_runtime().log_output(ref, tail=tail, since=since, follow=follow,
+            return self._local_runtime("log_output(attach=True)").log_output(ref, tail=tail, since=since, follow=follow,
                                                     timestamps=timestamps, attach=attach,
                                                     on_wait=on_wait)
         if tail is not None and tail < 0:
@@ -595,9 +613,26 @@ class AgentRuntime:
         out.flush()
         return self.call("save", _fds=(out.fileno(),), name=name)
 
+    # --- the host pages (Runtime.host_*): the same records, rebuilt
+    def host_namespaces(self) -> list:
+        from .procs import NamespaceInfo
+        return [NamespaceInfo(**d) for d in self.call("host-namespaces")]
+
+    def host_processes(self) -> list:
+        from .procs import build_forest
+        return build_forest(process_info_of(d) for d in self.call("host-processes"))
+
+    def host_cgroups(self) -> list:
+        return [hierarchy_of(d) for d in self.call("host-cgroups")]
+
     # --- the rest, in-process (needs root): exec, cgroups, a held log
-    def _local_runtime(self):
+    def _local_runtime(self, what: str = "AgentRuntime's in-process fallback"):
         if self._local is None:
+            if strict():
+                why = ("this process is not root" if os.geteuid() != 0 else
+                       "TERRARIUM_AGENT_STRICT=1")
+                raise NeedsAgent(f"{what} needs the Terrarium agent to serve it: runtime/agent.py "
+                                 f"has no verb for it, and {why}, so it cannot run in-process")
             from .containers import Runtime
             self._local = Runtime(self.root, self._cgroup_parent or self.cgroup_parent)
         return self._local
@@ -607,7 +642,7 @@ class AgentRuntime:
         # hold_log, image_users, shutdown_servers...).
         if name.startswith("__"):
             raise AttributeError(name)
-        return getattr(self._local_runtime(), name)
+        return getattr(self._local_runtime(f"AgentRuntime.{name}"), name)
 
 
 class _AgentImages:
@@ -635,7 +670,7 @@ class _AgentImages:
     def __getattr__(self, name):
         if name.startswith("__"):
             raise AttributeError(name)
-        return getattr(self._rt._local_runtime().images, name)     # importers use private parts too
+        return getattr(self._rt._local_runtime(f"AgentRuntime.images.{name}").images, name)  # importers
 
 
 class _AgentNetworks:
@@ -659,6 +694,16 @@ class _AgentNetworks:
 
 
 # ------------------------------------------------------------------- switch
+
+def strict() -> bool:
+    """Whether AgentRuntime may fall back to an in-process Runtime for what the
+    agent does not serve: never when this process is not root (it could not
+    work), nor with TERRARIUM_AGENT_STRICT=1 (tests run as root in agent mode
+    with it, to catch every in-process use left)."""
+    if os.geteuid() != 0:
+        return True
+    return os.environ.get("TERRARIUM_AGENT_STRICT", "").strip().lower() in ("1", "yes", "true", "on")
+
 
 def wanted(setting: str | None = None) -> bool:
     """Whether to go through the agent: TERRARIUM_AGENT=1 (yes), 0/unset (no),

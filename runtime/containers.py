@@ -755,6 +755,27 @@ class Runtime:
                        interactive=interactive, workdir=asked.workdir or c.workdir, seccomp=program,
                        no_new_privs=seccomp.no_new_privs(setting))
 
+    # --- the host, as the dashboard's host pages show it.  Read-only, but
+    # root's: every process's /proc/<pid>/ns links, and cmdlines, cgroups of
+    # processes that are not ours (the agent serves these to the web tier).
+    def host_namespaces(self) -> list:
+        """Every namespace with a process in it (runtime.procs.namespaces, like
+        lsns), each marked with the id of the container that unshared it."""
+        from . import procs
+        owned = {c.id: c.namespaces for c in self.list(all=True) if c.namespaces}
+        return procs.namespaces(owners=procs.namespace_owners(owned))
+
+    def host_processes(self) -> list:
+        """The host PID namespace as a forest of runtime.procs.ProcessNode (pstree -p)."""
+        from . import procs
+        return procs.host_tree()
+
+    def host_cgroups(self) -> list:
+        """Every cgroup of the walked hierarchies with its figures, as
+        runtime.cgroups.tree.Hierarchy records (systemd-cgtop's view)."""
+        from .cgroups import detect, tree
+        return tree.walk(detect())
+
     # ------------------------------------------------------------- teardown
     def shutdown_servers(self) -> None:
         """Stop this root's agent, fork server and CLI server (tests, benchmarks).

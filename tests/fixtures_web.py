@@ -87,3 +87,17 @@ def made(rt):
     for c in rt.list(all=True):
         if c.id not in before:
             rt.remove(c.id, force=True)
+
+
+@pytest.fixture
+def through_agent(settings, monkeypatch):
+    """The dashboard (in this process) in agent mode, strictly: every runtime
+    read and act goes to a real root agent, and anything the agent does not
+    serve raises runtime.agent_client.NeedsAgent instead of quietly running
+    in-process as root (as an unprivileged web tier could not)."""
+    from dashboard.containers.runtime_client import reset_runtime
+    settings.TERRARIUM_AGENT = "1"
+    monkeypatch.setenv("TERRARIUM_AGENT_STRICT", "1")
+    reset_runtime()
+    yield
+    reset_runtime()

@@ -9,9 +9,7 @@ import time
 from dataclasses import dataclass, replace
 
 from runtime import NotFound, TerrariumError
-from runtime import cgroups as _cgroups
 from runtime import procs as _procs
-from runtime.cgroups import tree as _cgtree
 
 from dashboard.containers.runtime_client import get_runtime
 
@@ -78,9 +76,11 @@ def container_process_forest(*, container_id: str) -> list:
     return _read_once(container_id, True)[1]
 
 
-# --- host pages (namespaces, cgroups) ------------------------------------------
+# --- host pages (namespaces, processes, cgroups) --------------------------------
 # Read at most once a second per process however many pages poll (each poll
-# gets the same snapshot), so viewers cost a render, not a /proc walk.
+# gets the same snapshot), so viewers cost a render, not a /proc walk.  The
+# reads are root's (every process's /proc): runtime.Runtime.host_*, which the
+# agent serves to an unprivileged web tier; the masking for viewers is here.
 
 HOST_TTL = 1.0
 _host_cache: dict[str, tuple[float, object]] = {}
@@ -135,10 +135,8 @@ def _program(command: str) -> str:
 
 
 def _read_namespaces():
-    cs = _containers()
-    owned = {c.id: c.namespaces for c in cs if c.namespaces}
-    names = {c.id: c.name for c in cs}
-    rows = _procs.namespaces(owners=_procs.namespace_owners(owned))
+    rows = get_runtime().host_namespaces()          # root's: through the agent if there is one
+    names = {c.id: c.name for c in _containers()}
     return [NamespaceRow(ns, names.get(ns.container),
                          f"/proc/{ns.pid}/ns/{ns.type} -> {ns.type}:[{ns.inode}]") for ns in rows]
 
@@ -147,7 +145,7 @@ def host_process_rows(*, with_cmdline: bool = True) -> list[ProcessRow]:
     """The host PID namespace as pstree -p rows, Terrarium's processes marked;
     without with_cmdline (viewers), no command lines (comm stays)."""
     def read():
-        forest = _procs.host_tree()
+        forest = get_runtime().host_processes()
         roles = _procs.terrarium_roles(forest)
         inits = {c.pid: (c.id, c.name) for c in _containers()
                  if c.pid and c.status in ("running", "paused")}
@@ -194,7 +192,7 @@ def _read_cgroups():
     parent = "/" + rt.cgroup_parent
     now = time.monotonic()
     out = []
-    for h in _cgtree.walk(_cgroups.detect()):
+    for h in rt.host_cgroups():
         rows = []
         for n in h.nodes:
             cpu = None

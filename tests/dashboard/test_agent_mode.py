@@ -9,18 +9,10 @@ import pytest
 from django.urls import reverse
 
 from dashboard.containers.models import AuditEntry
-from dashboard.containers.runtime_client import get_runtime, reset_runtime
+from dashboard.containers.runtime_client import get_runtime
 from runtime.agent_client import AgentRuntime
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def through_agent(settings):
-    settings.TERRARIUM_AGENT = "1"
-    reset_runtime()
-    yield
-    reset_runtime()
 
 
 def _agent_audit(session_root, target):

@@ -26,8 +26,15 @@ def running(rt):
     rt.remove(c.id, force=True)
 
 
-@pytest.fixture
-def fresh():
+@pytest.fixture(params=["in-process", "agent"])
+def fresh(request):
+    """A fresh snapshot, read in-process as root, or through the root agent as
+    the unprivileged web tier reads it (strictly: no in-process fallback)."""
+    if request.param == "agent":
+        request.getfixturevalue("through_agent")
+        from dashboard.containers.runtime_client import get_runtime
+        from runtime.agent_client import AgentRuntime
+        assert isinstance(get_runtime(), AgentRuntime)
     selectors.reset_host_cache()
     yield
     selectors.reset_host_cache()

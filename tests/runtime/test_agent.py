@@ -179,6 +179,65 @@ def test_paths_outside_the_state_root_are_refused(rt, agent_rt, name, cleanup):
     assert rt.inspect(c.id).status == "created"
 
 
+def test_host_reads_come_back_as_the_in_process_records(rt, agent_rt, name, cleanup):
+    """The dashboard's host pages read every process's /proc (root's): the agent
+    serves them, with no arguments, as the records Runtime.host_* returns."""
+    from runtime.cgroups.tree import CgroupNode
+    from runtime.procs import NamespaceInfo, ProcessInfo, walk
+    cleanup.append(name)
+    c = rt.run(Spec(image="busybox", name=name, cmd=("sleep", "300"), limits=Limits(memory=32 << 20)))
+    c = rt.inspect(c.id)
+
+    def ours(namespaces):
+        return sorted((n for n in namespaces if n.container == c.id), key=lambda n: n.type)
+    got = ours(agent_rt.host_namespaces())
+    assert got == ours(rt.host_namespaces()) and all(isinstance(n, NamespaceInfo) for n in got)
+    assert {n.type: n.inode for n in got} == {k: v for k, v in c.namespaces.items()
+                                                if any(n.inode == v for n in got)}
+    assert {n.type for n in got} >= {"pid", "mnt", "net", "uts", "ipc"}
+
+    def around_init(forest):
+        nodes = {n.pid: (d, n) for d, n in walk(forest)}
+        depth, shim = nodes[c.shim_pid]
+        return depth, shim.info, [(k.info, [g.pid for g in k.children]) for k in shim.children]
+    (depth, shim, kids), local = around_init(agent_rt.host_processes()), around_init(rt.host_processes())
+    assert (depth, shim, kids) == local and isinstance(shim, ProcessInfo)
+    assert [k.pid for k, _ in kids] == [c.pid] and kids[0][0].cmdline == ("sleep", "300")
+    assert shim.sources and kids[0][0].sources["pid"].startswith(f"/proc/{c.pid}/stat")
+
+    def memory_node(hierarchies):
+        mem = next(h for h in hierarchies if "memory" in h.name.split(",") or h.name == "unified")
+        return next(n for n in mem.nodes if n.path == "/" + c.cgroup)
+    node = memory_node(agent_rt.host_cgroups())
+    assert isinstance(node, CgroupNode) and node.memory_limit == 32 << 20 == memory_node(rt.host_cgroups()).memory_limit
+    assert node.sources["memory_limit"]
+    for verb in ("host-namespaces", "host-processes", "host-cgroups"):
+        with pytest.raises(InvalidArgument, match="unknown argument 'proc'"):
+            agent_rt.call(verb, proc="/tmp/fake-proc")
+
+
+def test_strict_mode_refuses_the_in_process_fallback(agent_rt, monkeypatch):
+    """What the agent does not serve (here: cgroups) falls back to an in-process
+    Runtime only for root, and not with TERRARIUM_AGENT_STRICT=1: then the
+    error names the attribute, and is no TerrariumError a page would soften."""
+    from runtime import TerrariumError
+    from runtime.agent_client import NeedsAgent
+    monkeypatch.setenv("TERRARIUM_AGENT_STRICT", "1")
+    fresh = AgentRuntime(agent_rt.root, user="tester")
+    try:
+        with pytest.raises(NeedsAgent, match=r"^AgentRuntime\.cgroups needs the Terrarium agent to "
+                                             r"serve it: .* TERRARIUM_AGENT_STRICT=1") as e:
+            fresh.cgroups
+        assert not isinstance(e.value, (TerrariumError, AttributeError))
+        with pytest.raises(NeedsAgent, match=r"^AgentRuntime\.images\.has_layer needs"):
+            fresh.images.has_layer("sha256:" + "0" * 64)
+        assert [c.id for c in fresh.list()] == [c.id for c in agent_rt.list()]   # served: fine
+        monkeypatch.setenv("TERRARIUM_AGENT_STRICT", "0")
+        assert fresh.cgroups is not None                                        # root may
+    finally:
+        fresh.close()
+
+
 def test_malformed_requests_get_an_error_and_the_agent_carries_on(agent_rt, session_root):
     agent_rt.call("info")                                        # started
     replies = _raw(socket_path(session_root), b"not json\n", b"[1, 2]\n", b'{"verb": "nope"}\n',
