@@ -1001,11 +1001,14 @@ def stop_agent(root: str) -> None:
     daemons.stop(run_dir, name="agent", comm="terrarium-agent", timeout=35.0)
 
 
-def _idle_exit_seconds() -> float:
+def _idle_exit_seconds() -> float | None:
+    """TERRARIUM_AGENT_IDLE_EXIT seconds (0: never; `make run` starts it so,
+    as an unprivileged web tier could not start it again)."""
     try:
-        return max(0.1, float(os.environ["TERRARIUM_AGENT_IDLE_EXIT"]))
+        seconds = float(os.environ["TERRARIUM_AGENT_IDLE_EXIT"])
     except (KeyError, ValueError):
         return IDLE_EXIT_SECONDS
+    return None if seconds == 0 else max(0.1, seconds)
 
 
 def main(argv: list[str]) -> None:

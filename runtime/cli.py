@@ -199,6 +199,9 @@ def _p_agent(sub):
     p.add_argument("--socket", help="socket path (default: $TERRARIUM_AGENT_SOCKET or ROOT/run/agent.sock)")
     p.add_argument("--group", help="group that may reach the socket (default: $TERRARIUM_AGENT_GROUP)")
     p.add_argument("--uids", help="uids or user names allowed besides root (default: $TERRARIUM_AGENT_UIDS)")
+    p.add_argument("--background", action="store_true",
+                   help="start it detached unless one answers on the socket, and return once it "
+                        "does; it stays until stopped (SIGTERM to ROOT/run/agent.pid)")
 
 
 # verb -> adds its subparser.  Only the verb asked for is built: argparse
@@ -669,7 +672,16 @@ def _port(rt, args) -> int:
 
 
 def _agent(rt, args) -> int:
-    from .agent import Agent
+    from .agent import Agent, ensure_agent
+    if args.background:
+        # the detached agent takes its settings from the environment
+        for var, value in (("TERRARIUM_AGENT_SOCKET", args.socket), ("TERRARIUM_AGENT_GROUP", args.group),
+                           ("TERRARIUM_AGENT_UIDS", args.uids)):
+            if value is not None:
+                os.environ[var] = value
+        os.environ.setdefault("TERRARIUM_AGENT_IDLE_EXIT", "0")
+        ensure_agent(rt.root, rt.cgroup_parent)
+        return 0
     Agent(rt.root, rt.cgroup_parent, path=args.socket, group=args.group, uids=args.uids).serve()
     return 0
 
