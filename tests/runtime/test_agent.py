@@ -532,6 +532,20 @@ def test_the_shipped_systemd_unit_verifies(tmp_path):
     assert (out.returncode, out.stderr) == (0, "")
 
 
+def test_the_shipped_web_unit_verifies_and_drops_every_capability(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(repo, "contrib", "terrarium-web.service")) as f:
+        unit = f.read()
+    for line in ("User=terrarium", "CapabilityBoundingSet=", "AmbientCapabilities=", "NoNewPrivileges=yes",
+                 "Environment=TERRARIUM_AGENT=1", "Environment=TERRARIUM_AGENT_SOCKET=/run/terrarium/agent.sock"):
+        assert line + "\n" in unit
+    path = tmp_path / "terrarium-web.service"            # this checkout in its place
+    path.write_text(unit.replace("/opt/terrarium", repo))
+    out = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True,
+                         timeout=60)
+    assert (out.returncode, out.stderr) == (0, "")
+
+
 def test_a_socket_directory_is_changed_only_when_it_is_the_sockets_own(rt, tmp_path):
     from runtime import TerrariumError
     from runtime.agent import prepare_socket_dir
