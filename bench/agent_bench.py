@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What a verb costs through the root agent against the same verb in-process.
 
-    .venv/bin/python bench/agent_bench.py [--containers 10] [--rounds 300]
+    .venv/bin/python bench/agent_bench.py [--containers 10] [--rounds 300] [--host-rounds 40]
 
 A temp state root with --containers created busybox containers (`sleep`,
 never started: inspect and list read the same files either way).  Each
@@ -13,6 +13,11 @@ round times, in an order that rotates every round:
                          rebuilt into a Container
   list (in-process)      Runtime.list(all=True) of the --containers
   list (agent)           AgentRuntime.list(all=True)
+
+and then, --host-rounds times, the dashboard's three host-page reads (every
+process's /proc, the whole cgroup tree): Runtime.host_namespaces,
+host_processes and host_cgroups in-process against the agent's
+host-namespaces, host-processes and host-cgroups (JSON, records rebuilt).
 
 The agent is started before the rounds (a warm-up of 20 rounds is not
 counted) and its connection is pooled, as the dashboard's is.  Reports
@@ -46,6 +51,7 @@ def main() -> int:
     ap.add_argument("--containers", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--host-rounds", type=int, default=40)
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("agent_bench: run as root", file=sys.stderr)
@@ -69,22 +75,29 @@ def main() -> int:
         }
         assert agent.inspect(target) == local.inspect(target)
         assert agent.list(all=True) == local.list(all=True)
-        samples: dict[str, list[float]] = {k: [] for k in rows}
-        names = list(rows)
-        for r in range(args.warmup + args.rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
-            for name in order:
-                t0 = now()
-                rows[name]()
-                ms = (now() - t0) * 1e3
-                if r >= args.warmup:
-                    samples[name].append(ms)
+        host = {}
+        for what in ("namespaces", "processes", "cgroups"):
+            host[f"host_{what} (in-process)"] = getattr(local, f"host_{what}")
+            host[f"host_{what} (agent)"] = getattr(agent, f"host_{what}")
+        samples: dict[str, list[float]] = {k: [] for k in (*rows, *host)}
+        for table, rounds, warmup in ((rows, args.rounds, args.warmup),
+                                      (host, args.host_rounds, min(args.warmup, 3))):
+            names = list(table)
+            for r in range(warmup + rounds):
+                order = names[r % len(names):] + names[:r % len(names)]
+                for name in order:
+                    t0 = now()
+                    table[name]()
+                    ms = (now() - t0) * 1e3
+                    if r >= warmup:
+                        samples[name].append(ms)
         report = {k: summary(v) for k, v in samples.items()}
-        print(f"agent_bench: {args.rounds} rounds, {args.containers} containers, medians in ms")
+        print(f"agent_bench: {args.rounds} rounds ({args.host_rounds} of the host reads), "
+              f"{args.containers} containers, medians in ms")
         for name, s in report.items():
-            print(f"  {name:22s} median {s['median']:7.3f}  p90 {s['p90']:7.3f}")
+            print(f"  {name:28s} median {s['median']:8.3f}  p90 {s['p90']:8.3f}")
         ratios = {}
-        for verb in ("inspect", "list"):
+        for verb in ("inspect", "list", "host_namespaces", "host_processes", "host_cgroups"):
             ratios[verb] = report[f"{verb} (agent)"]["median"] / report[f"{verb} (in-process)"]["median"]
             print(f"  {verb}: agent / in-process = {ratios[verb]:.2f}x")
         os.makedirs(os.path.join(BENCH, "results"), exist_ok=True)

@@ -522,9 +522,9 @@ class AgentRuntime:
         """Runtime.log_output through the agent, as it is read; attach (`run` in
         the foreground, with a log file held in this process) reads in-process."""
         if attach:
-            return self._local_runtime("log_output(attach=True)").log_output(ref, tail=tail, since=since, follow=follow,
-                                                    timestamps=timestamps, attach=attach,
-                                                    on_wait=on_wait)
+            local = self._local_runtime("log_output(attach=True)")
+            return local.log_output(ref, tail=tail, since=since, follow=follow,
+                                    timestamps=timestamps, attach=attach, on_wait=on_wait)
         if tail is not None and tail < 0:
             raise InvalidArgument(f"invalid tail {tail}: must be 0 or more")
         args = {"ref": ref, "follow": follow, "timestamps": timestamps}

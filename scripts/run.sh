@@ -72,7 +72,8 @@ if ! "${as_web[@]}" .venv/bin/python -c "import daphne, django, dashboard, runti
 fi
 
 # Built-in images (busybox base); does nothing when they are already there.
-.venv/bin/python -m runtime images
+# In-process (as root): an agent it started on first use would leave when idle.
+env -u TERRARIUM_AGENT .venv/bin/python -m runtime images
 
 # --- the private web directory (dashboard/webstate.py) ------------------------
 # The database used to be db.sqlite3 in the checkout, readable by every user:
@@ -85,6 +86,9 @@ fi
 mkdir -p "$web_dir"
 chown -h "$web_user:$web_user" "$web_dir"
 chmod 0700 "$web_dir"
+"${as_web[@]}" test -w "$web_dir" -a -x "$web_dir" ||
+    die "the user $web_user cannot reach $web_dir: every directory above it must be" \
+        "traversable by others (o+x); pick another TERRARIUM_WEB_DIR"
 for f in "$web_dir"/db.sqlite3 "$web_dir"/db.sqlite3-journal "$web_dir"/db.sqlite3-wal \
          "$web_dir"/db.sqlite3-shm "$web_dir"/secret_key "$web_dir"/.secret_key-* \
          ${TERRARIUM_DB:+"$TERRARIUM_DB"} ${TERRARIUM_SECRET_KEY_FILE:+"$TERRARIUM_SECRET_KEY_FILE"}; do

@@ -286,6 +286,34 @@ def test_an_oom_kill_is_recorded(launched, admin):
     assert status == 200 and name in page
 
 
+# ------------------------------------------------------------------ refusals
+
+def _run_sh(checkout: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([os.path.join(checkout, "scripts", "run.sh")], env=env, cwd="/",
+                          capture_output=True, text=True, timeout=240)
+
+
+def test_make_run_says_what_to_do_when_the_user_cannot_read_the_checkout(launched, tmp_path):
+    copy = tmp_path / "checkout"            # pytest's tmp_path is 0700: the web user cannot enter
+    for rel in ("scripts/run.sh", "scripts/setup.sh", "pyproject.toml", "bin/terrarium"):
+        (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.join(REPO, rel), copy / rel)
+    os.symlink(os.path.join(REPO, ".venv"), copy / ".venv")
+    out = _run_sh(str(copy), launched.env)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stderr.startswith(f"run: the user {launched.user} cannot read this checkout ({copy}) "
+                                 "or its .venv"), out.stderr
+    assert "/opt/terrarium" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_make_run_says_what_to_do_when_the_user_cannot_reach_its_directory(launched, tmp_path):
+    web_dir = tmp_path / "web"
+    out = _run_sh(REPO, {**launched.env, "TERRARIUM_WEB_DIR": str(web_dir)})
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stderr.startswith(f"run: the user {launched.user} cannot reach {web_dir}: "), out.stderr
+    assert "Traceback" not in out.stderr
+
+
 # ------------------------------------------------------------------ again
 
 def test_make_run_again_picks_up_where_it_was(launched, admin, made):
