@@ -57,6 +57,8 @@ def test_ensure_admin_prints_a_password_once(tmp_path):
 
 
 # ---------------------------------------------------------------- scripts/run.sh
+# make run for real (its user, the agent, Daphne without capabilities and with
+# --http-timeout): tests/dashboard/test_unprivileged_web.py
 def _run_sh(**env):
     full = {k: v for k, v in os.environ.items() if k not in ("TERRARIUM_HOST", "TERRARIUM_SETTINGS")}
     full.update(env)
@@ -69,28 +71,3 @@ def test_run_refuses_a_public_bind_with_development_settings():
     assert r.returncode == 2
     assert "refusing to listen on 0.0.0.0 with development settings" in r.stderr
     assert r.stdout == ""                               # before any set-up or migration
-
-
-def test_run_serves_on_loopback_with_an_http_timeout(tmp_path):
-    """make run for real on a free loopback port: Daphne gets --http-timeout."""
-    import secrets
-    import signal
-
-    from tests.webstack import free_port, wait_port
-    port = free_port()
-    log = tmp_path / "run.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("TERRARIUM_HOST", "TERRARIUM_SETTINGS")}
-    env.update(TERRARIUM_PORT=str(port), TERRARIUM_DB=str(tmp_path / "db.sqlite3"),
-               TERRARIUM_HTTP_TIMEOUT="77", DJANGO_SECRET_KEY=secrets.token_urlsafe(50))
-    with open(log, "wb") as out:
-        p = subprocess.Popen(["bash", os.path.join(REPO, "scripts", "run.sh")], cwd=REPO, env=env,
-                             stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_port(port, p, "make run", str(log), timeout=120)
-        with open(f"/proc/{p.pid}/cmdline", "rb") as f:       # run.sh exec'd Daphne
-            argv = f.read().split(b"\0")
-        assert argv[argv.index(b"--http-timeout") + 1] == b"77"
-        assert argv[argv.index(b"-b") + 1] == b"127.0.0.1"
-    finally:
-        p.send_signal(signal.SIGTERM)
-        p.wait(timeout=20)

@@ -53,7 +53,10 @@ class Launched:
                                  "DJANGO_SETTINGS_MODULE")}
         self.env.update(TERRARIUM_ROOT=self.root, TERRARIUM_WEB_DIR=self.web_dir,
                         TERRARIUM_WEB_USER=user, TERRARIUM_AGENT_SOCKET=self.socket,
-                        TERRARIUM_PORT=str(self.port), TERRARIUM_LIVE_TICK="0.5")
+                        TERRARIUM_PORT=str(self.port), TERRARIUM_LIVE_TICK="0.5",
+                        TERRARIUM_HTTP_TIMEOUT="77")
+        for k in ("TERRARIUM_HOST", "TERRARIUM_SETTINGS"):
+            self.env.pop(k, None)
         self.proc = None
         self.runs = 0
         self.password = None
@@ -179,7 +182,9 @@ def made(launched, admin):
 def test_daphne_runs_as_the_web_user_with_no_capabilities(launched):
     pid = launched.proc.pid                     # run.sh execs setpriv, which execs Daphne
     with open(f"/proc/{pid}/cmdline", "rb") as f:
-        assert b"dashboard.serve" in f.read()
+        argv = f.read().split(b"\0")
+    assert b"dashboard.serve" in argv
+    assert argv[argv.index(b"--http-timeout") + 1] == b"77" and argv[argv.index(b"-b") + 1] == b"127.0.0.1"
     user = pwd.getpwnam(launched.user)
     status = _status(pid)
     assert user.pw_uid != 0 and user.pw_shell == "/usr/sbin/nologin" and user.pw_dir == "/nonexistent"
