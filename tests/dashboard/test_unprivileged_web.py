@@ -249,13 +249,6 @@ def test_layers_page_changes_and_origin(admin, made):
     assert status == 200 and json.loads(answer)["shown"] == {"layer": "upper", "digest": None}
 
 
-# True until each reads through the agent (their own branches): then the test must pass
-SAMPLER_IN_PROCESS = True
-OOM_WATCHER_IN_PROCESS = False
-
-
-@pytest.mark.xfail(SAMPLER_IN_PROCESS, strict=True,
-                   reason="the live sampler still reads cgroups in-process (needs root)")
 def test_the_live_socket_delivers_a_sample(launched, admin, made):
     websockets = pytest.importorskip("websockets.sync.client")
     url = f"ws://127.0.0.1:{launched.port}/ws/containers/{made.id}/live/"
@@ -270,8 +263,6 @@ def test_the_live_socket_delivers_a_sample(launched, admin, made):
     assert ev["point"]["mem"] > 0
 
 
-@pytest.mark.xfail(OOM_WATCHER_IN_PROCESS, strict=True,
-                   reason="the OOM watcher still reads /dev/kmsg and cgroups in-process (needs root)")
 def test_an_oom_kill_is_recorded(launched, admin):
     websockets = pytest.importorskip("websockets.sync.client")
     name = f"unpriv-oom-{secrets.token_hex(3)}"
@@ -337,3 +328,14 @@ def test_make_run_again_picks_up_where_it_was(launched, admin, made):
     assert status == 200 and made.name in page
     from runtime import Runtime
     assert Runtime(launched.root).inspect(made.id).status == "running"
+
+
+def test_the_web_tier_never_needed_root(launched):
+    """Everything above ran without a root-only read in Daphne: no in-process
+    fallback refused (NeedsAgent), no EPERM/EACCES logged, in either run."""
+    for run in range(1, launched.runs + 1):
+        with open(os.path.join(launched.base, f"run{run}.log"), errors="replace") as f:
+            log = f.read()
+        assert "dashboard at http://" in log
+        for sign in ("NeedsAgent", "Operation not permitted", "Permission denied", "needs root"):
+            assert sign not in log, (run, sign, log[-3000:])
