@@ -6,9 +6,11 @@ runtime/cgroups/v1.py and v2.py) and the kept-open fast reader of
 runtime/stats.py.  A row names the file, its controller (the v1 hierarchy, or
 "unified" on v2), how often the fast reader re-reads it, and what it yields:
 one or more *figures* (the sample's keys), each with the source label a page
-shows on hover.  Adding a cgroup file to every view is adding one row here:
-the sample, the live page's "kernel files" panel and ``/metrics`` take every
-figure the table yields.
+shows on hover.  Adding a cgroup file is adding one row here: the sample and
+the live page's "kernel files" panel take every figure the table yields;
+``/metrics`` exports a figure once dashboard/live/exporter.py's METRICS names
+it (cAdvisor's names, not one series per figure: a scrape of 1,000
+containers must stay cheap).
 
 Cadence (``when``), for the fast reader:
 
