@@ -44,6 +44,11 @@ def kernel(monkeypatch, settings):
     monkeypatch.setattr(selectors, "container_raw_sample", k.sample)
     monkeypatch.setattr(selectors, "container_process_forest", k.forest)
     monkeypatch.setattr(selectors, "container_exists", lambda *, container_id: container_id == CID)
+    # No history here (tests/live/test_sampler_history.py has it): its minute pass
+    # over the session's real containers wrote the shared in-memory test database
+    # in a thread while a test logged out, and SQLite's shared cache answered
+    # "database table is locked" to the logout.
+    monkeypatch.setattr(sampler_mod, "_history_hook", lambda name="record": None)
     yield k
     sampler_mod.reset_sampler()
 

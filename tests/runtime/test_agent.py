@@ -3,6 +3,7 @@ against the real kernel: a real agent process, real containers, a real
 throwaway user for the SO_PEERCRED check."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -953,9 +954,12 @@ def test_oom_events_streams_the_kill_with_what_attribution_needs(rt, agent_rt, n
         assert report["report"]["comm"] == "tail" and report["report"]["oom_memcg"] == memcg
         assert report["counts"]["oom_kill"] >= 1 and report["proc_memcg"] is None
         moved = [e for i in got if i["kind"] == "counters" for e in i["events"] if e["key"] == c.id]
-        assert sum(e["new_kills"] for e in moved) == moved[-1]["counts"]["oom_kill"] == 1
-        assert agent_rt.oom_counts(c.id) == rt.oom_counts(c.id)
-        assert agent_rt.oom_counts(c.id).oom_kill == 1
+        assert sum(e["new_kills"] for e in moved) == moved[-1]["counts"]["oom_kill"] >= 1
+        # The kernel may kill a second process of the container (not its init) a
+        # moment later, even between these two reads: the counter only grows.
+        through, here = agent_rt.oom_counts(c.id), rt.oom_counts(c.id)
+        assert 1 <= through.oom_kill <= here.oom_kill
+        assert dataclasses.replace(through, oom_kill=here.oom_kill) == here
     finally:
         stream.close()
 
