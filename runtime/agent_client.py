@@ -182,20 +182,28 @@ class _Pool:
             return reply
         raise AgentUnavailable(f"the Terrarium agent at {self.path} does not answer")
 
+    def _open_sending(self, request: bytes):
+        """A connection of its own with the request sent → (socket, None); or
+        (None, the agent's reply) when it refused before reading the request."""
+        sock = self._open()
+        try:
+            sock.sendall(request)
+        except OSError:                          # refused before it was read
+            line = _read_line(sock)
+            sock.close()
+            if line:
+                return None, json.loads(line)
+            raise AgentUnavailable(f"the Terrarium agent at {self.path} closed the connection") from None
+        return sock, None
+
     def stream(self, request: bytes, on_wait=None):
         """Send a stream request on a connection of its own; yield each item
         until the final reply (returned).  Closing the generator closes the
         connection, which tells the agent to stop."""
         for _ in range(4):
-            sock = self._open()
-            try:
-                sock.sendall(request)
-            except OSError:                      # refused before it was read
-                line = _read_line(sock)
-                sock.close()
-                if line:
-                    return json.loads(line)
-                raise AgentUnavailable(f"the Terrarium agent at {self.path} closed the connection")
+            sock, refused = self._open_sending(request)
+            if refused is not None:
+                return refused
             reader = sock.makefile("rb")
             try:
                 first = True
@@ -221,15 +229,9 @@ class _Pool:
     def open_stream(self, request: bytes) -> "AgentStream":
         """Send a stream request on a connection of its own, to be read without
         blocking (AgentStream)."""
-        sock = self._open()
-        try:
-            sock.sendall(request)
-        except OSError:                          # refused before it was read
-            line = _read_line(sock)
-            sock.close()
-            if line:
-                raise_reply(json.loads(line))
-            raise AgentUnavailable(f"the Terrarium agent at {self.path} closed the connection") from None
+        sock, refused = self._open_sending(request)
+        if refused is not None:
+            raise_reply(refused)
         sock.setblocking(False)
         return AgentStream(sock, self.path)
 

@@ -29,7 +29,8 @@ _HEADER = struct.Struct("iIII")
 _libc = None
 
 
-def _c():
+def libc():
+    """libc with inotify_init1/add_watch/rm_watch typed (shared with runtime/oom.py)."""
     global _libc
     if _libc is None:
         lib = ctypes.CDLL(None, use_errno=True)
@@ -51,7 +52,7 @@ class Inotify:
     """One inotify descriptor (non-blocking, close-on-exec)."""
 
     def __init__(self):
-        fd = _c().inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = libc().inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
             e = ctypes.get_errno()
             raise OSError(e, f"inotify_init1: {os.strerror(e)}")
@@ -61,14 +62,14 @@ class Inotify:
         return self.fd
 
     def add_watch(self, path: str, mask: int) -> int:
-        wd = _c().inotify_add_watch(self.fd, os.fsencode(path), mask)
+        wd = libc().inotify_add_watch(self.fd, os.fsencode(path), mask)
         if wd < 0:
             e = ctypes.get_errno()
             raise OSError(e, f"inotify_add_watch {path}: {os.strerror(e)}", path)
         return wd
 
     def rm_watch(self, wd: int) -> None:
-        _c().inotify_rm_watch(self.fd, wd)          # fails quietly if the watch is gone
+        libc().inotify_rm_watch(self.fd, wd)          # fails quietly if the watch is gone
 
     def read(self, timeout_ms: int | None = 0) -> list[Event]:
         """The events waiting, after up to ``timeout_ms`` for the first (None: for ever)."""

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Hashable, Iterable, Iterator, Mapping
 
+from . import inotify as _inotify_mod
 from .errors import InvalidArgument, KernelError, NotFound
 
 __all__ = [
@@ -544,22 +545,12 @@ def read_counts(cgroup_dir: str) -> OomCounts:
 
 # --- cgroup OOM watch ----------------------------------------------------------
 
-_IN_MODIFY = 0x00000002
-_IN_IGNORED = 0x00008000
+_IN_MODIFY = _inotify_mod.IN_MODIFY
+_IN_IGNORED = _inotify_mod.IN_IGNORED
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
 _INOTIFY_EVENT = struct.Struct("iIII")
-_libc = None
-
-
-def _inotify():
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.inotify_init1.argtypes = [ctypes.c_int]
-        _libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-        _libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
-    return _libc
+_inotify = _inotify_mod.libc          # the ctypes calls, set up once (runtime/inotify.py)
 
 
 @dataclass(frozen=True)

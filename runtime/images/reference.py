@@ -68,17 +68,15 @@ class Reference(NamedTuple):
     @property
     def full(self) -> str:
         """'docker.io/library/busybox:latest' (and '@sha256:...' when it has one)."""
-        out = self.repository
-        if self.tag:
-            out += f":{self.tag}"
-        if self.digest:
-            out += f"@{self.digest}"
-        return out
+        return self._tagged(self.repository)
 
     @property
     def familiar(self) -> str:
         """'busybox:latest', 'barsumoci:v2': as `docker images` pairs REPOSITORY and TAG."""
-        out = self.familiar_repository
+        return self._tagged(self.familiar_repository)
+
+    def _tagged(self, repository: str) -> str:
+        out = repository
         if self.tag:
             out += f":{self.tag}"
         if self.digest:
