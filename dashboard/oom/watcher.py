@@ -169,7 +169,9 @@ class OomWatcher:
         for key in keys:
             if now - self._snapped.get(key, -1.0) > 0.5:
                 self._snapped[key] = now
-                self.recorder.snapshot_tree(key)
+                # In a worker thread: through the agent it is a round trip,
+                # which must not hold up the loop (the kill's report is next).
+                self._loop.run_in_executor(None, self.recorder.snapshot_tree, key)
 
     # ------------------------------------------- what the sources saw
     def _report_seen(self, report, *, proc_memcg, counts_of) -> None:
