@@ -9,15 +9,15 @@ import signal
 import threading
 
 import pytest
-from channels.layers import get_channel_layer
 
 from dashboard.containers.models import OomEvent
 from dashboard.containers.runtime_client import get_runtime, reset_runtime
 from dashboard.oom import events
-from dashboard.oom.watcher import AgentFeed, OomWatcher
+from dashboard.oom.watcher import AgentFeed
 from runtime import Limits, Spec
 from runtime.agent_client import AgentRuntime
 from tests.conftest import needs_root
+from tests.oom.watch import watching
 
 pytestmark = [needs_root, pytest.mark.root, pytest.mark.django_db(transaction=True),
               pytest.mark.skipif(not os.access("/dev/kmsg", os.R_OK), reason="/dev/kmsg not readable")]
@@ -71,22 +71,12 @@ def test_a_kill_is_recorded_through_the_agent_alone(rt, name, cleanup, agent_onl
     art = agent_only
 
     async def run(spec_name):
-        w = OomWatcher(refresh=0.1)
-        task = asyncio.create_task(w.run())
-        layer = get_channel_layer()
-        ch = await layer.new_channel()
-        await layer.group_add(events.GROUP, ch)
-        try:
-            await asyncio.wait_for(w.ready.wait(), 15)
+        async with watching() as (w, layer, ch):
             assert isinstance(w.source, AgentFeed)
             c = await asyncio.to_thread(_hog, art, spec_name)
             msg = await _next_kill(layer, ch, c.id)
             await asyncio.sleep(0.3)                 # let a counter confirmation land
             return c, msg
-        finally:
-            await layer.group_discard(events.GROUP, ch)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     for attempt in range(3):
         # Now and then the kernel also kills the init right after the hog's
@@ -135,46 +125,38 @@ def test_after_a_kill_9_of_the_agent_the_watcher_catches_up_and_follows_on(
         return False
 
     async def run():
-        w = OomWatcher(refresh=0.1)
-        task = asyncio.create_task(w.run())
-        layer = get_channel_layer()
-        ch = await layer.new_channel()
-        await layer.group_add(events.GROUP, ch)
-        try:
-            await asyncio.wait_for(w.ready.wait(), 15)
-            old = art.call("info")["pid"]
-            pidfd = os.pidfd_open(old)
-            os.kill(old, signal.SIGKILL)
-            await asyncio.to_thread(lambda: __import__("select").select([pidfd], [], [], 10))
-            os.close(pidfd)
-            for _ in range(500):                 # the watcher is trying to reconnect
-                if len(opened) > 1:
-                    break
-                await asyncio.sleep(0.02)
-            assert len(opened) == 2
-            for attempt in range(3):
-                # The missed kill: a new agent starts on the run request, the
-                # stream stays held down meanwhile.
-                cleanup.append(f"{name}-gap-{attempt}")
-                gap = await asyncio.to_thread(_hog, art, f"{name}-gap-{attempt}")
-                if await asyncio.to_thread(counted, gap.id) and art.inspect(gap.id).status == "running":
-                    break
-            assert art.call("info")["pid"] != old
-            back.set()
-            caught = await _next_kill(layer, ch, gap.id)
-            for attempt in range(3):
-                cleanup.append(f"{name}-after-{attempt}")
-                after = await asyncio.to_thread(_hog, art, f"{name}-after-{attempt}")
-                followed = await _next_kill(layer, ch, after.id)
-                await asyncio.sleep(0.3)
-                if art.inspect(after.id).status == "running":
-                    break
-            return w, gap, caught, after, followed
-        finally:
-            back.set()
-            await layer.group_discard(events.GROUP, ch)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        async with watching() as (w, layer, ch):
+            try:
+                old = art.call("info")["pid"]
+                pidfd = os.pidfd_open(old)
+                os.kill(old, signal.SIGKILL)
+                await asyncio.to_thread(lambda: __import__("select").select([pidfd], [], [], 10))
+                os.close(pidfd)
+                for _ in range(500):                 # the watcher is trying to reconnect
+                    if len(opened) > 1:
+                        break
+                    await asyncio.sleep(0.02)
+                assert len(opened) == 2
+                for attempt in range(3):
+                    # The missed kill: a new agent starts on the run request, the
+                    # stream stays held down meanwhile.
+                    cleanup.append(f"{name}-gap-{attempt}")
+                    gap = await asyncio.to_thread(_hog, art, f"{name}-gap-{attempt}")
+                    if await asyncio.to_thread(counted, gap.id) and art.inspect(gap.id).status == "running":
+                        break
+                assert art.call("info")["pid"] != old
+                back.set()
+                caught = await _next_kill(layer, ch, gap.id)
+                for attempt in range(3):
+                    cleanup.append(f"{name}-after-{attempt}")
+                    after = await asyncio.to_thread(_hog, art, f"{name}-after-{attempt}")
+                    followed = await _next_kill(layer, ch, after.id)
+                    await asyncio.sleep(0.3)
+                    if art.inspect(after.id).status == "running":
+                        break
+                return w, gap, caught, after, followed
+            finally:
+                back.set()
 
     w, gap, caught, after, followed = asyncio.run(run())
     assert w.source.connects == 2

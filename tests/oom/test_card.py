@@ -7,13 +7,12 @@ import os
 import time
 
 import pytest
-from channels.layers import get_channel_layer
 
 from dashboard.containers.models import OomEvent
 from dashboard.oom import events
-from dashboard.oom.watcher import OomWatcher
 from runtime import Limits, Spec
 from tests.conftest import needs_root
+from tests.oom.watch import watching
 
 pytestmark = [needs_root, pytest.mark.root, pytest.mark.django_db(transaction=True),
               pytest.mark.skipif(not os.access("/dev/kmsg", os.R_OK), reason="/dev/kmsg not readable")]
@@ -27,14 +26,8 @@ def _watch_until_killed(rt, name, cmd, limit):
     """Run the container under a watcher until its OOM kill is published;
     → (container, the `events` group messages about it)."""
     async def run():
-        w = OomWatcher(refresh=0.1)
-        task = asyncio.create_task(w.run())
-        layer = get_channel_layer()
-        ch = await layer.new_channel()
-        await layer.group_add(events.GROUP, ch)
         got = []
-        try:
-            await asyncio.wait_for(w.ready.wait(), 15)
+        async with watching() as (_, layer, ch):
             c = await asyncio.to_thread(rt.run, Spec(image="lab", name=name, cmd=("sh", "-c", cmd),
                                                      limits=Limits(memory=limit)))
             deadline = time.monotonic() + 15
@@ -47,10 +40,6 @@ def _watch_until_killed(rt, name, cmd, limit):
                         break
             await asyncio.sleep(0.3)
             return c, got
-        finally:
-            await layer.group_discard(events.GROUP, ch)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
     return asyncio.run(run())
 
 

@@ -6,14 +6,13 @@ import asyncio
 import os
 
 import pytest
-from channels.layers import get_channel_layer
 
 from dashboard.containers.models import OomEvent
-from dashboard.oom import events, services
-from dashboard.oom.watcher import OomWatcher
+from dashboard.oom import services
 from runtime import Limits, Spec
 from runtime.oom import read_counts
 from tests.conftest import needs_root
+from tests.oom.watch import watching
 
 pytestmark = [needs_root, pytest.mark.root, pytest.mark.django_db(transaction=True),
               pytest.mark.skipif(not os.access("/dev/kmsg", os.R_OK), reason="/dev/kmsg not readable")]
@@ -23,13 +22,7 @@ HOG = "head -c 100m /dev/zero | tail"
 
 async def _watch_until_event(rt, spec, *, wait_known=False, timeout=20):
     """Start a watcher, run the container, return (container, first oom.killed event)."""
-    w = OomWatcher(refresh=0.1)
-    task = asyncio.create_task(w.run())
-    layer = get_channel_layer()
-    ch = await layer.new_channel()
-    await layer.group_add(events.GROUP, ch)
-    try:
-        await asyncio.wait_for(w.ready.wait(), 15)
+    async with watching() as (w, layer, ch):
         c = await asyncio.to_thread(rt.run, spec)
         if wait_known:                       # let the watcher see the init pid first
             while c.id not in w.scope.targets:
@@ -37,10 +30,6 @@ async def _watch_until_event(rt, spec, *, wait_known=False, timeout=20):
         msg = await asyncio.wait_for(layer.receive(ch), timeout)
         await asyncio.sleep(0.3)             # let a counter confirmation land
         return c, msg
-    finally:
-        await layer.group_discard(events.GROUP, ch)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def test_child_killed_container_lives_on(rt, name, cleanup):
