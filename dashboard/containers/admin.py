@@ -1,6 +1,9 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
+from ..layers import services as layer_services
+from . import services
 from .models import AuditEntry, Container, Image, ImageLayer, Layer, OomEvent
+from .roles import CAN_OPERATE
 from .selectors import retention_notes
 
 
@@ -14,17 +17,53 @@ class RetentionNote:
         return super().changelist_view(request, extra_context=extra)
 
 
+class RuntimeOwned:
+    """Rows mirrored from the runtime's own records.  Adding, editing or
+    deleting one here would change only the mirror: the next sync undoes it
+    (a deleted container comes back) or leaves a row with no files behind it
+    (an added image).  So these pages are read-only even for superusers, and
+    the changes they offer are actions that go through the same services as
+    the dashboard's buttons: the runtime acts, the audit log records it."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_operate_permission(self, request):
+        return request.user.has_perm(CAN_OPERATE)
+
+    def _each(self, request, queryset, act, what: str) -> None:
+        done = 0
+        for obj in queryset:
+            try:
+                act(obj)
+            except services.ServiceError as e:
+                self.message_user(request, f"{obj}: {e}", messages.ERROR)
+            else:
+                done += 1
+        if done:
+            self.message_user(request, f"Removed {done} {what}{'' if done == 1 else 's'}.", messages.SUCCESS)
+
+
 @admin.register(Container)
-class ContainerAdmin(admin.ModelAdmin):
+class ContainerAdmin(RuntimeOwned, admin.ModelAdmin):
     list_display = ("name", "short_id", "image", "status", "exit_code", "oom_killed", "pid",
                     "memory_limit", "cpus_limit", "pids_limit", "created_at", "started_at")
     list_filter = ("status", "oom_killed", "image")
     search_fields = ("name", "id", "image", "hostname")
     date_hierarchy = "created_at"
-    readonly_fields = [f.name for f in Container._meta.fields]   # the runtime is the truth
+    actions = ["remove_selected"]
 
-    def has_add_permission(self, request):
-        return False
+    @admin.action(description="Remove selected containers (stopped ones, through the runtime)",
+                  permissions=["operate"])
+    def remove_selected(self, request, queryset):
+        self._each(request, queryset, lambda c: services.container_remove(
+            user=request.user, container_id=c.id), "container")
 
 
 class ImageLayerInline(admin.TabularInline):
@@ -32,16 +71,33 @@ class ImageLayerInline(admin.TabularInline):
     extra = 0
     readonly_fields = ("position", "layer")
 
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
 
 @admin.register(Image)
-class ImageAdmin(admin.ModelAdmin):
+class ImageAdmin(RuntimeOwned, admin.ModelAdmin):
     list_display = ("name", "created", "workdir")
     search_fields = ("name",)
     inlines = [ImageLayerInline]
+    actions = ["remove_selected"]
+
+    @admin.action(description="Remove selected images (unused ones, through the runtime)",
+                  permissions=["operate"])
+    def remove_selected(self, request, queryset):
+        self._each(request, queryset, lambda i: layer_services.image_remove(
+            user=request.user, name=i.name), "image")
 
 
 @admin.register(Layer)
-class LayerAdmin(admin.ModelAdmin):
+class LayerAdmin(RuntimeOwned, admin.ModelAdmin):
+    """Layers go with the last image that uses them (Images page: clean up)."""
     list_display = ("digest", "size", "files", "created_by")
     search_fields = ("digest", "created_by")
     list_filter = ("images",)

@@ -1,0 +1,70 @@
+"""The Django admin changes containers and images only through the runtime.
+
+Deleting a mirrored row used to report success while the container came back
+on the next list, and "Add image" made rows with no files behind them."""
+import secrets
+
+import pytest
+from playwright.sync_api import expect
+
+from runtime.errors import TerrariumError
+from runtime.spec import make_spec
+from tests.webstack import manage
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def superuser(server):
+    """A superuser (like `make run`'s admin account): every model permission."""
+    username, password = f"root-{secrets.token_hex(3)}", f"pw-{secrets.token_hex(8)}"
+    manage(server.env, "shell", "-c",
+           "from django.contrib.auth.models import User; "
+           f"User.objects.create_superuser({username!r}, '', {password!r})")
+    return username, password
+
+
+def _login_as(browser, server, username, password):
+    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
+    page = ctx.new_page()
+    page.set_default_timeout(10_000)
+    page.goto(server + "/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(server + "/")
+    return ctx, page
+
+
+def test_admin_removes_containers_through_the_runtime(browser, server, superuser, rt, made, name):
+    stopped = rt.create(make_spec(image="busybox", name=name + "-a", cmd=["true"]))
+    running = rt.create(make_spec(image="busybox", name=name + "-b", cmd=["sleep", "300"]))
+    rt.start(running.id)
+    ctx, page = _login_as(browser, server, *superuser)
+    try:
+        page.goto(server + "/")                          # the list syncs the mirror
+        page.goto(server + "/admin/containers/container/")
+        expect(page.locator("select[name=action] option")).to_have_text(
+            ["---------", "Remove selected containers (stopped ones, through the runtime)"])
+        for c in (stopped, running):
+            page.check(f"input[name=_selected_action][value='{c.id}']")
+        page.select_option("select[name=action]", "remove_selected")
+        page.click("button[name=index]")
+        expect(page.locator(".messagelist .success")).to_have_text("Removed 1 container.")
+        expect(page.locator(".messagelist .error")).to_contain_text(running.name)
+        with pytest.raises(TerrariumError):
+            rt.inspect(stopped.id)
+        assert rt.inspect(running.id).status == "running"
+        page.goto(server + "/admin/containers/container/")          # and it stays gone
+        expect(page.locator(f"input[name=_selected_action][value='{stopped.id}']")).to_have_count(0)
+        page.goto(server + "/audit/")
+        expect(page.locator("body")).to_contain_text(stopped.name)
+
+        # mirrored rows are read-only: no add, edit or delete, whoever asks
+        for path, status in (("/admin/containers/image/add/", 403), ("/admin/containers/layer/add/", 403),
+                             (f"/admin/containers/container/{stopped.id}/delete/", 403)):
+            assert page.goto(server + path).status == status, path
+        page.goto(server + "/admin/containers/image/")
+        expect(page.locator("#content-main a.addlink")).to_have_count(0)
+    finally:
+        ctx.close()
