@@ -223,10 +223,14 @@
     }
     var scales = Object.assign({ x: x, y: { range: spec.yRange || function (u, lo, hi) { return [0, Math.max((hi || 0) * 1.1, 1)]; } } },
                                spec.scales || {});
-    var xAxis = time ? { space: 70, incrs: TIME_INCRS, values: timeTicks, label: "UTC", labelSize: 18 } : { label: spec.xLabel };
+    // axis text and grid from the page's colours, so dark mode reads too
+    var css = getComputedStyle(document.documentElement);
+    var ink = css.getPropertyValue("--muted").trim() || "#66736e", line = css.getPropertyValue("--line").trim() || "#e2e8e5";
+    var look = { stroke: ink, grid: { stroke: line, width: 1 }, ticks: { stroke: line, width: 1 } };
+    var xAxis = Object.assign(time ? { space: 70, incrs: TIME_INCRS, values: timeTicks, label: "UTC", labelSize: 18 } : { label: spec.xLabel }, look);
     var width = function () { return Math.max(el.clientWidth || 0, 300); };
     var opts = { width: width(), height: spec.height || 180, series: series, scales: scales,
-      axes: [xAxis, { label: spec.unit, size: 60 }], legend: { live: true } };
+      axes: [xAxis, Object.assign({ label: spec.unit, size: 60 }, look)], legend: { live: true } };
     if (time) opts.tzDate = function (ts) { return window.uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"); };
     if (spec.hooks) opts.hooks = spec.hooks;
     var chart = new window.uPlot(opts, data, el);
