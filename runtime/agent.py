@@ -66,7 +66,8 @@ import time
 import traceback
 from typing import Callable, NamedTuple
 
-from . import daemons, linux
+from . import audit as _audit_log, daemons, linux
+from .audit import AUDIT_MAX_FILE, AUDIT_MAX_SIZE, AuditLog  # noqa: F401 - re-exported
 from .errors import Conflict, ExecFailed, InvalidArgument, KernelError, TerrariumError
 from .model import to_dict
 
@@ -243,6 +244,8 @@ class Verb(NamedTuple):
     stream: bool = False    # the handler yields items, each sent as {"ok": true, "more": item}
     session: bool = False   # handler(session=...): the connection's Session (state kept
                             # between its requests, closed with it)
+    change: Callable | None = None   # (rt, **args) -> (before dict, result -> after dict): the
+                                     # audit record's "change", {field: [before, after]}
 
 
 class Session:
@@ -444,6 +447,10 @@ def _host_cgroups(rt):
 
 _REF = {"ref": (_ref, True)}
 
+
+def _limits_change(rt, ref, limits):
+    return to_dict(rt.inspect(ref).limits), lambda result: result["limits"]
+
 VERBS: dict[str, Verb] = {
     "info": Verb(_info, {}),
     "list": Verb(lambda rt, all=True: to_dict(rt.list(all=all)), {"all": (_bool, False)}),  # noqa: A006 - as Runtime.list
@@ -462,7 +469,7 @@ VERBS: dict[str, Verb] = {
     "pause": Verb(lambda rt, ref: to_dict(rt.pause(ref)), _REF, mutating=True),
     "resume": Verb(lambda rt, ref: to_dict(rt.resume(ref)), _REF, mutating=True),
     "update": Verb(lambda rt, ref, limits: to_dict(rt.update(ref, limits)),
-                   {**_REF, "limits": (_limits, True)}, mutating=True),
+                   {**_REF, "limits": (_limits, True)}, mutating=True, change=_limits_change),
     "remove": Verb(lambda rt, ref, force=False: rt.remove(ref, force=force),
                    {**_REF, "force": (_bool, False)}, mutating=True),
     "logs": Verb(_logs, {**_REF, "tail": (_count(MAX_LOG_TAIL), True)}),
@@ -511,6 +518,9 @@ VERBS: dict[str, Verb] = {
     "sample": Verb(_sample, {"ids": (_container_ids(MAX_SAMPLE_IDS), True), "tree": (_bool, False),
                              "keep": (_bool, False)}, session=True),
     "sample-forget": Verb(_sample_forget, {"ids": (_container_ids(MAX_SAMPLED), True)}, session=True),
+    # ROOT/audit.log's newest records (the dashboard shows the CLI's next to its own)
+    "audit-recent": Verb(lambda rt, limit=500, others_only=False: rt.audit_recent(limit, others_only),
+                         {"limit": (_count(_audit_log.RECENT_MAX), False), "others_only": (_bool, False)}),
     # The dashboard's host pages: whole-host reads, no arguments.
     "host-namespaces": Verb(lambda rt: _records(rt.host_namespaces()), {}),
     "host-processes": Verb(_host_processes, {}),
@@ -604,58 +614,7 @@ def prepare_socket_dir(path: str, run_dir: str, gid: int | None) -> None:
 
 # --------------------------------------------------------------------- audit
 
-AUDIT_MAX_SIZE = 10 << 20       # bytes of audit.log before it is rotated
-AUDIT_MAX_FILE = 5              # files kept, audit.log and audit.log.1 .. .4
-
-
-class AuditLog:
-    """ROOT/audit.log: one JSON line per mutating request, 0600.
-
-    Rotated as Docker's json-file logs are: once a line takes it past
-    max_size, audit.log becomes audit.log.1 (.1 becomes .2, ...), and at most
-    max_file files are kept, so a client that floods the agent with
-    requests cannot fill the disk with their record."""
-
-    def __init__(self, path: str, max_size: int = AUDIT_MAX_SIZE, max_file: int = AUDIT_MAX_FILE):
-        self.path, self.max_size, self.max_file = path, max_size, max_file
-        self._lock = threading.Lock()
-
-    @classmethod
-    def from_env(cls, path: str) -> "AuditLog":
-        """With TERRARIUM_AUDIT_LOG_MAX_SIZE (e.g. 10m) and _MAX_FILE (1-100)."""
-        from .spec import parse_size
-        size = os.environ.get("TERRARIUM_AUDIT_LOG_MAX_SIZE") or AUDIT_MAX_SIZE
-        max_size = parse_size(size, "TERRARIUM_AUDIT_LOG_MAX_SIZE")
-        count = os.environ.get("TERRARIUM_AUDIT_LOG_MAX_FILE") or str(AUDIT_MAX_FILE)
-        if not (count.isascii() and count.isdigit() and 1 <= int(count) <= 100) or max_size < 4096:
-            raise InvalidArgument(f"invalid audit log rotation {size!r} x {count!r}: "
-                                  "TERRARIUM_AUDIT_LOG_MAX_SIZE at least 4k, _MAX_FILE 1 to 100")
-        return cls(path, max_size, int(count))
-
-    def write(self, record: dict) -> None:
-        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
-        with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, line)
-                full = os.fstat(fd).st_size >= self.max_size
-            finally:
-                os.close(fd)
-            if full:
-                self._rotate()
-
-    def _rotate(self) -> None:
-        """audit.log.N-1 -> .N ... audit.log -> .1 (renames keep the 0600 mode);
-        with max_file 1 the full log is dropped."""
-        if self.max_file == 1:
-            os.unlink(self.path)
-            return
-        for n in range(self.max_file - 1, 0, -1):
-            src = f"{self.path}.{n - 1}" if n > 1 else self.path
-            try:
-                os.rename(src, f"{self.path}.{n}")
-            except FileNotFoundError:
-                pass
+# AuditLog and its rotation: runtime/audit.py (the in-process CLI writes the same log).
 
 
 def _log(msg: str) -> None:
@@ -682,7 +641,7 @@ class Agent:
         self.group = group if group is not None else os.environ.get("TERRARIUM_AGENT_GROUP") or None
         uids = uids if uids is not None else os.environ.get("TERRARIUM_AGENT_UIDS")
         self.allowed = allowed_uids(self.group, uids)
-        self.audit = AuditLog.from_env(os.path.join(self.rt.root, "audit.log"))
+        self.audit = AuditLog.from_env(_audit_log.path_of(self.rt.root))
         self._open: set[socket.socket] = set()     # connections being served
         self._closing = False
         self._pidfile: str | None = None
@@ -846,6 +805,7 @@ class Agent:
         with self._cond:
             if self._closing:
                 return {"ok": False, "kind": "Leaving", "error": "the agent is stopping; nothing was done"}
+        before = after_of = None
         try:
             args = _check_args(name, verb, req.get("args", {}))
             if len(fds) != verb.fds:
@@ -859,6 +819,11 @@ class Agent:
                 args["session"] = session
             if verb.watch:
                 args["gone"] = (lambda: _hung_up(conn)) if conn is not None else (lambda: False)
+            if verb.change is not None:
+                try:
+                    before, after_of = verb.change(self.rt, **args)
+                except (TerrariumError, OSError):
+                    pass                          # the handler reports the same failure
             if verb.stream:
                 for item in verb.handler(self.rt, **args):
                     if conn is None or not _send(conn, {"ok": True, "more": item}):
@@ -875,18 +840,20 @@ class Agent:
             reply = {"ok": False, "kind": "TerrariumError",
                      "error": f"internal error in the agent's {name!r}: {type(e).__name__}: {e}"}
         if verb.mutating:
-            self._audit(name, verb, req, reply, user, peer)
+            change = None
+            if before is not None and reply["ok"]:
+                change = _audit_log.change(before, after_of(reply["result"]))
+            self._audit(name, verb, req, reply, user, peer, change)
         return reply
 
-    def _audit(self, name, verb, req, reply, user, peer) -> None:
+    def _audit(self, name, verb, req, reply, user, peer, change=None) -> None:
         raw = req.get("args") if isinstance(req.get("args"), dict) else {}
         target = raw.get(verb.target) if verb.target else ""
         if verb.target == "spec":
             target = raw["spec"].get("name") if isinstance(raw.get("spec"), dict) else ""
             if reply["ok"]:
                 target = reply["result"]["name"]
-        record = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
-                  "user": user, "peer_uid": peer.uid, "peer_pid": peer.pid, "verb": name,
+        record = {"time": _audit_log.now(), "user": user, "peer_uid": peer.uid, "peer_pid": peer.pid, "verb": name,
                   "target": target if isinstance(target, str) else repr(target)[:100],
                   "result": "ok" if reply["ok"] else "error"}
         if verb.target == "spec" and reply["ok"]:
@@ -900,6 +867,8 @@ class Agent:
                      for i in images if i.get("replaced")]
             if moved:
                 record["moved"] = moved             # names moved off another image: old and new
+        if change:
+            record["change"] = change
         if not reply["ok"]:
             record["error"] = reply["error"]
         try:

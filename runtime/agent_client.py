@@ -615,6 +615,9 @@ class AgentRuntime:
         out.flush()
         return self.call("save", _fds=(out.fileno(),), name=name)
 
+    def audit_recent(self, limit: int = 500, others_only: bool = False) -> list[dict]:
+        return self.call("audit-recent", limit=limit, others_only=others_only)
+
     # --- the host pages (Runtime.host_*): the same records, rebuilt
     def host_namespaces(self) -> list:
         from .procs import NamespaceInfo

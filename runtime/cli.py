@@ -314,6 +314,9 @@ def _dispatch(args) -> int:
         if wanted():                       # through the root agent: audited as cli:<uid>
             return _VERBS[args.verb](AgentRuntime(args.root, user=f"cli:{os.getuid()}"), args)
     rt = Runtime(args.root)
+    if args.verb in _AUDITED:             # in the audit log as the agent would record it
+        from .audit import Audited
+        rt = Audited(rt, f"cli:{os.getuid()}")
     return _VERBS[args.verb](rt, args)
 
 
@@ -685,6 +688,10 @@ def _agent(rt, args) -> int:
     Agent(rt.root, rt.cgroup_parent, path=args.socket, group=args.group, uids=args.uids).serve()
     return 0
 
+
+# the commands that change something: their runtime calls go to ROOT/audit.log
+_AUDITED = frozenset({"run", "create", "start", "stop", "restart", "kill", "pause", "unpause", "rm",
+                      "update", "load", "save", "commit", "rmi", "image-gc"})
 
 _VERBS = {
     "run": _run, "create": _create, "start": _start,

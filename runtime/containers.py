@@ -755,6 +755,11 @@ class Runtime:
                        interactive=interactive, workdir=asked.workdir or c.workdir, seccomp=program,
                        no_new_privs=seccomp.no_new_privs(setting))
 
+    def audit_recent(self, limit: int = 500, others_only: bool = False) -> list[dict]:
+        """The newest records of ROOT/audit.log, newest first (runtime.audit.recent)."""
+        from . import audit
+        return audit.recent(audit.path_of(self.root), limit, others_only=others_only)
+
     # --- the host, as the dashboard's host pages show it.  Read-only, but
     # root's: every process's /proc/<pid>/ns links, and cmdlines, cgroups of
     # processes that are not ours (the agent serves these to the web tier).

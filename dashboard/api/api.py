@@ -447,7 +447,8 @@ records = Router(tags=["audit and OOM kills"])
 @records.get("/audit", response={200: list[s.AuditOut], **E}, summary="The audit log, newest first")
 def audit_list(request, q: str = "", limit: int = Query(500, ge=1, le=5000)):
     _may(request, CAN_AUDIT)
-    return list(selectors.audit_list(query=q.strip(), limit=limit))
+    rows, _note = selectors.audit_list(query=q.strip(), limit=limit)
+    return rows
 
 
 def _oom(ev: OomEvent) -> dict:

@@ -228,7 +228,8 @@ class GcOut(Schema):
 
 # ---------------------------------------------------------------------- records
 class AuditOut(Schema):
-    id: int
+    id: int | None = Field(None, description="None for a CLI record (from the runtime's audit log)")
+    source: Literal["web", "cli"] = Field("web", description="web: the pages or this API; cli: `terrarium`")
     at: dt.datetime
     username: str
     action: str

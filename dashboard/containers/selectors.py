@@ -1,6 +1,9 @@
 """Every read the dashboard makes."""
 from __future__ import annotations
 
+import datetime as dt
+from typing import NamedTuple
+
 from django.conf import settings
 from django.db.models import Count, Prefetch, Q
 
@@ -106,12 +109,67 @@ def image_choices() -> list[tuple[str, str]]:
     return [(i.name, i.name) for i in Image.objects.all()]
 
 
-def audit_list(*, query: str = "", limit: int = 500) -> list[AuditEntry]:
+class RuntimeAuditRow(NamedTuple):
+    """A record of ROOT/audit.log made by another client of the runtime (the
+    CLI, "cli:<uid>"), shaped like an AuditEntry for the audit page."""
+    at: dt.datetime
+    username: str
+    action: str
+    container_id: str
+    container_name: str
+    result: str
+    message: str
+    details: dict
+    source: str = "cli"
+
+
+# the agent's verb names, as the dashboard names the same actions
+_RUNTIME_ACTIONS = {"rmi": "image-remove", "load": "image-import", "save": "image-export",
+                    "commit": "commit", "unpause": "resume"}
+
+
+def _runtime_row(rec: dict) -> RuntimeAuditRow | None:
+    try:
+        at = dt.datetime.fromisoformat(rec["time"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    verb = str(rec.get("verb", ""))
+    target = str(rec.get("target", ""))
+    details = {k: rec[k] for k in ("change", "images", "digests") if k in rec}
+    if verb in ("rmi", "save"):
+        details["image"] = target
+    return RuntimeAuditRow(at=at, username=str(rec.get("user", "")), action=_RUNTIME_ACTIONS.get(verb, verb),
+                           container_id=str(rec.get("id", "")), container_name=target,
+                           result="ok" if rec.get("result") == "ok" else "error",
+                           message=str(rec.get("error", "")), details=details)
+
+
+def _runtime_audit(limit: int) -> tuple[list[RuntimeAuditRow], str]:
+    """The CLI's records from the runtime's audit log; ([], why) when unreadable."""
+    from .runtime_client import get_runtime
+    try:
+        records = get_runtime().audit_recent(limit, others_only=True)
+    except (TerrariumError, OSError) as e:
+        return [], f"The runtime's audit log (CLI actions) could not be read: {e}"
+    return [row for row in map(_runtime_row, records) if row is not None], ""
+
+
+def audit_list(*, query: str = "", limit: int = 500) -> tuple[list, str]:
+    """The dashboard's audit rows and the CLI's from the runtime's log, newest
+    first, and a note when the runtime's log could not be read."""
     qs = AuditEntry.objects.all()
     if query:
         qs = qs.filter(Q(username__icontains=query) | Q(container_name__icontains=query)
                        | Q(container_id__startswith=query) | Q(action__iexact=query))
-    return list(qs[:limit])
+    rows: list = list(qs[:limit])
+    cli, note = _runtime_audit(limit)
+    if query:
+        q = query.lower()
+        cli = [r for r in cli if q in r.username.lower() or q in r.container_name.lower()
+               or r.container_id.startswith(query) or r.action == q]
+    rows += cli
+    rows.sort(key=lambda r: r.at, reverse=True)
+    return rows[:limit], note
 
 
 def container_counts() -> dict:

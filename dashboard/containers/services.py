@@ -261,8 +261,13 @@ def container_update_limits(*, user, container_id: str, memory: int | None = Non
                             cpus: float | None = None, pids: int | None = None) -> RtContainer:
     """Replace the limits (None = unlimited)."""
     limits = Limits(memory=memory, cpus=cpus, pids=pids)
+    row = Container.objects.filter(id=container_id).first()
+    before = ({"memory": row.memory_limit, "cpus": row.cpus_limit, "pids": row.pids_limit}
+              if row else {})
+    after = {"memory": memory, "cpus": cpus, "pids": pids}
+    change = {k: [before.get(k), v] for k, v in after.items() if k not in before or before[k] != v}
     return _act(user, "update", container_id, lambda rt, cid: rt.update(cid, limits),
-                details={"memory": memory, "cpus": cpus, "pids": pids})
+                details={"change": change})
 
 
 ACTIONS = {

@@ -207,4 +207,5 @@ def network_list(request):
 @can_audit
 def audit_list(request):
     q = request.GET.get("q", "").strip()
-    return render(request, "containers/audit.html", {"entries": selectors.audit_list(query=q), "q": q})
+    entries, note = selectors.audit_list(query=q)
+    return render(request, "containers/audit.html", {"entries": entries, "q": q, "note": note})

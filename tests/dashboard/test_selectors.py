@@ -1,4 +1,5 @@
 import datetime as dt
+import secrets
 
 import pytest
 
@@ -37,11 +38,17 @@ def test_list_counts_and_get():
 
 
 def test_audit_list_search(operator):
-    AuditEntry.objects.create(user=operator, username="otto", action="stop", container_name="web", result="ok")
-    AuditEntry.objects.create(username="ada", action="start", container_name="db", result="error")
-    assert [e.username for e in selectors.audit_list(query="web")] == ["otto"]
-    assert [e.action for e in selectors.audit_list(query="start")] == ["start"]
-    assert len(selectors.audit_list()) == 2
+    """The page's rows and the CLI's (the runtime's audit log, shared by this
+    test session: other tests' CLI actions are in it too) are searched alike."""
+    tag = secrets.token_hex(3)
+    AuditEntry.objects.create(user=operator, username="otto", action="stop", container_name=f"web-{tag}", result="ok")
+    AuditEntry.objects.create(username="ada", action="start", container_name=f"db-{tag}", result="error")
+    rows, note = selectors.audit_list(query=f"web-{tag}")
+    assert (note, [e.username for e in rows]) == ("", ["otto"])
+    rows, _ = selectors.audit_list(query="start")
+    assert [e.username for e in rows if isinstance(e, AuditEntry)] == ["ada"]
+    assert all(e.action == "start" and e.source == "cli" for e in rows if not isinstance(e, AuditEntry))
+    assert len([e for e in selectors.audit_list()[0] if isinstance(e, AuditEntry)]) == 2
 
 
 def test_image_list_knows_containers_using_each_image(rt, idle_container):

@@ -95,6 +95,9 @@ def test_verbs_round_trip_equal_to_in_process(rt, agent_rt, name, cleanup, sessi
             if r.get("target") in (name, image.name) or r["verb"] == "image-gc"]
     assert mine[-9:] == [(v, "tester", "ok") for v in (
         "start", "update", "pause", "resume", "stop", "commit", "rmi", "image-gc", "remove")]
+    update = [r for r in _audit(session_root) if r["verb"] == "update" and r["target"] == name][-1]
+    assert update["change"] == {"memory": [64 << 20, 96 << 20], "pids": [32, None]}     # before, after
+    assert [r["verb"] for r in agent_rt.audit_recent(3)] == ["remove", "image-gc", "rmi"]   # newest first
     st = os.stat(os.path.join(session_root, "audit.log"))
     assert (st.st_mode & 0o777, st.st_uid) == (0o600, 0)
 

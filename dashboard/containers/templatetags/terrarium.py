@@ -56,6 +56,37 @@ def joinargs(argv):
     return shlex.join(argv or [])
 
 
+_CHANGE_UNITS = {"memory": bytes_h, "memory_swap": bytes_h, "cpus": cpus_h}
+
+
+def _limit_h(key, v):
+    if v is None:
+        return "unlimited"
+    return _CHANGE_UNITS.get(key, str)(v)
+
+
+@register.filter
+def audit_change(details):
+    """What an audit row changed, in words: 'memory 64 MiB → 128 MiB',
+    'image busybox', 'images a, b'; '' when the row says nothing more."""
+    if not isinstance(details, dict):
+        return ""
+    parts = []
+    change = details.get("change")
+    if isinstance(change, dict):
+        for key, pair in change.items():
+            if isinstance(pair, (list, tuple)) and len(pair) == 2:
+                parts.append(f"{key} {_limit_h(key, pair[0])} → {_limit_h(key, pair[1])}")
+    if details.get("image"):
+        parts.append(f"image {details['image']}")
+    images = details.get("images")
+    if isinstance(images, list) and images:
+        parts.append("images " + ", ".join(map(str, images)))
+    elif isinstance(details.get("digests"), dict) and not details.get("image"):
+        parts.append("image " + ", ".join(details["digests"]))
+    return "; ".join(parts)
+
+
 @register.simple_tag
 def retention_notes():
     """The retention settings as sentences (the admin index shows them)."""
