@@ -1,3 +1,5 @@
+import time
+
 from .roles import CAN_AUDIT, CAN_OPERATE, role_of
 
 
@@ -6,4 +8,4 @@ def roles(request):
     if user is None or not user.is_authenticated:
         return {}
     return {"can_operate": user.has_perm(CAN_OPERATE), "can_audit": user.has_perm(CAN_AUDIT),
-            "role": role_of(user)}
+            "role": role_of(user), "server_now": f"{time.time():.3f}"}

@@ -60,6 +60,35 @@ def oom_event_get(*, event_id: int) -> OomEvent | None:
     return OomEvent.objects.filter(pk=event_id).first()
 
 
+# the kernel's record of a kill and the runtime's exit time come from two clocks' reads
+AFTER_SLACK = dt.timedelta(seconds=2)
+
+
+def oom_aftermath(ev: OomEvent) -> tuple[str, str]:
+    """What became of the container after this kill, judged from its state now
+    (the mirror row, refreshed by the caller), not from whether the victim was
+    its init: a `sh -c` init exits when the `tail` it waits for is killed.
+    (key, sentence): died | ended | lives | restarted | gone | "" (not a
+    container's kill, or no victim known)."""
+    if ev.scope != OomEvent.SCOPE_CONTAINER or not ev.killed_pid:
+        return "", ""
+    if ev.is_init:
+        return "died", "the container's init: the container died"
+    c = ev.container
+    if c is None:
+        return "gone", ("not the container's init; the container has been removed since, "
+                        "so whether it lived on is not known")
+    if c.started_at and c.started_at > ev.at:
+        return "restarted", "not the container's init; the container has been started again since"
+    if c.status in ("exited", "created") and c.finished_at and c.finished_at >= ev.at - AFTER_SLACK:
+        after = max((c.finished_at - ev.at).total_seconds(), 0)
+        return "ended", (f"not the container's init, but the container exited {after:.1f} s after the kill "
+                         f"(exit code {c.exit_code}): its init ended when this process died")
+    if c.status in ("running", "paused"):
+        return "lives", "not the container's init: the container lives on"
+    return "", "not the container's init"
+
+
 def oom_container_names() -> list[str]:
     return sorted(set(OomEvent.objects.exclude(container_name="")
                       .values_list("container_name", flat=True)))

@@ -3,7 +3,9 @@ from django.http import Http404
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from dashboard.containers import services
 from dashboard.containers.views import can_view
+from runtime import TerrariumError
 
 from . import memrecord, selectors
 
@@ -33,6 +35,13 @@ def oom_detail(request, event_id: int):
     ev = selectors.oom_event_get(event_id=event_id)
     if ev is None:
         raise Http404("no such OOM event")
+    if ev.container_key and not ev.is_init:          # what became of it: from its state now
+        try:
+            services.container_refresh(container_id=ev.container_key)
+        except TerrariumError:
+            pass                                     # the page says what the mirror knows
+        ev = selectors.oom_event_get(event_id=event_id) or ev
+    aftermath, aftermath_text = selectors.oom_aftermath(ev)
     tree = (ev.procs_before or {}).get("tree") or []
     rows = list(memrecord.walk_json(tree))
     victim_in_tree = any(n.get("victim") for _, n in rows)
@@ -42,6 +51,7 @@ def oom_detail(request, event_id: int):
         graph = {"kill_t": window.get("kill_t"), "limit": window.get("limit"),
                  "points": window["points"]}
     return render(request, "oom/detail.html", {
-        "ev": ev, "tree_rows": rows, "victim_in_tree": victim_in_tree, "graph": graph,
+        "ev": ev, "aftermath": aftermath, "aftermath_text": aftermath_text,
+        "tree_rows": rows, "victim_in_tree": victim_in_tree, "graph": graph,
         "tree_age_ms": (round((window.get("kill_t", 0) - ev.procs_before["t"]) * 1000)
                         if ev.procs_before and ev.procs_before.get("t") and window.get("kill_t") else None)})

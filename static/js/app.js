@@ -150,7 +150,7 @@
       ws = new WebSocket(url);
       ws.onopen = function () {
         delay = 1000;
-        if (h.open) h.open();
+        if (h.open) h.open(ws);
         if (opened && h.resync) h.resync();
         opened = true;
       };

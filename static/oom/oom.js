@@ -10,7 +10,26 @@
 
   // One toast per container while kills keep coming: a container in an OOM
   // loop updates its toast ("12 kills in 10 s") instead of stacking one per kill.
+  // Kills already toasted on this page (one may come live and again in a
+  // catch-up), and the server's clock: the page was rendered at
+  // data-server-now, about when its response began (navigation timing).
+  // Not kept across pages: a toast on the page left behind is gone with it.
+  var shown = {};
+  function seen(id) {
+    if (shown[id]) return true;
+    shown[id] = true;
+    return false;
+  }
+  var serverNow = Number(document.body.dataset.serverNow) || 0;
+  var nav = performance.getEntriesByType ? performance.getEntriesByType("navigation")[0] : null;
+  var respAt = nav ? nav.responseStart : performance.now();          // ms after the navigation began
+  function serverClock() { return serverNow + (performance.now() - respAt) / 1000; }
+  // Ask for what happened since the navigation began (the create form's POST
+  // included), and after a drop since the socket closed.
+  var since = serverNow ? serverNow - respAt / 1000 - 1 : 0;
+
   function show(ev) {
+    if (ev.id != null && seen(ev.id)) return;
     var where = ev.scope === "host" ? "host" : (ev.container_name || (ev.container_id || "").slice(0, 12));
     var who = ev.killed_pid ? ev.killed_command + " (pid " + ev.killed_pid + ")" : "a process";
     var key = "oom:" + (ev.scope === "host" ? "host" : (ev.container_id || where));
@@ -75,8 +94,14 @@
   }
 
   T.socket("/ws/events/", {
-    open: function () { document.body.dataset.oomSocket = "open"; },
-    close: function () { document.body.dataset.oomSocket = "closed"; },
+    open: function (ws) {
+      document.body.dataset.oomSocket = "open";
+      if (since) ws.send(JSON.stringify({ type: "catch-up", since: since }));
+    },
+    close: function () {
+      document.body.dataset.oomSocket = "closed";
+      if (serverNow) since = serverClock() - 1;
+    },
     message: function (data) {
       if (data.type === "oom.killed") show(data.event);
       else if (data.type === "oom.warning") warn(data.warning);

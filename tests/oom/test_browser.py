@@ -58,14 +58,32 @@ def test_oom_kill_toast_events_page_and_card(login, server, rt, name, removed, s
     expect(page.locator("#oom-events")).to_contain_text(name)
 
 
-def test_oom_lab_template_fills_the_create_form(login, server):
+def test_the_oom_lab_tells_the_truth_to_whoever_starts_it(login, server, name, removed):
+    """The template fills the form; the kill happens while the browser is between
+    the form and the detail page, and that page still toasts it (it asks for the
+    kills since its navigation began); the card says the container ended with
+    the kill (its `sh -c` init exits when `tail` dies), not that it lives on."""
     page = login("operator")
     page.goto(server + "/containers/new/")
+    page.wait_for_function("document.body.dataset.oomSocket === 'open'")
+    page.wait_for_timeout(700)        # the watcher attaches its readers right after the first socket
     page.click("#form-templates [data-template=oom-lab]")
     expect(page.locator("#id_image")).to_have_value("busybox")
     expect(page.locator("#id_memory")).to_have_value("10m")
     expect(page.locator("#id_command")).to_have_value("sh -c 'head -c 15m /dev/zero | tail'")
     expect(page.locator("#form-template-help")).to_contain_text("10 MB limit")
+    page.fill("#id_name", name)
+    page.click("button:has-text('Create')")
+    page.wait_for_url(re.compile(r"/containers/[0-9a-f]{64}/$"))
+    toast = page.locator(".oom-toast:not(.oom-warn)").filter(has_text=name)
+    expect(toast).to_be_visible(timeout=15_000)
+    expect(toast).to_have_count(1)
+    toast.click()
+    aftermath = page.locator("#oom-card .oom-aftermath")
+    expect(aftermath).to_have_attribute("data-aftermath", re.compile("^(ended|died)$"))
+    expect(aftermath).not_to_contain_text("lives on")
+    if aftermath.get_attribute("data-aftermath") == "ended":
+        expect(aftermath).to_contain_text("exit code 137")
 
 
 def test_a_container_in_an_oom_loop_gets_one_toast_that_counts(login, server, name, removed):
