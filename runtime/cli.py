@@ -108,6 +108,8 @@ def _p_ps(sub):
     p = sub.add_parser("ps", help="list containers")
     p.add_argument("-a", "--all", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--all-engines", action="store_true",
+                   help="every container on the host, whoever owns it (Docker, Kubernetes, systemd, bare ...)")
 
 
 def _p_logs(sub):
@@ -428,6 +430,8 @@ def _each(action):
 
 
 def _ps(rt, args) -> int:
+    if args.all_engines:
+        return _ps_engines(rt, args)
     rows = rt.list(all=args.all)
     if args.quiet:
         for c in rows:
@@ -442,6 +446,33 @@ def _ps(rt, args) -> int:
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
         print("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def _ps_engines(rt, args) -> int:
+    """`ps --all-engines`: one discovery pass; engines that are not there
+    said in one line after the table (not an error)."""
+    from .discovery import discover
+    from .discovery.registry import default_sources
+    found, states = discover(default_sources(rt))
+    if not args.all:
+        found = [f for f in found if f.state in ("running", "paused")]
+    if args.quiet:
+        for f in found:
+            print(f.key)
+        return 0
+    table = [("ENGINE", "ID", "NAME", "STATE", "PID", "CGROUP")]
+    for f in found:
+        ident = f.id[:12] if len(f.id) == 64 else f.id
+        name = f.name if len(f.name) <= 40 else f.name[:39] + "…"
+        table.append((f.engine, ident, name, f.state, str(f.pid or "-"), f.cgroup or "-"))
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        print("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    for state in ("absent", "refused"):
+        missing = [f"{s.engine} ({s.detail})" if s.detail else s.engine for s in states if s.state == state]
+        if missing:
+            print(f"{state}: " + ", ".join(missing))
     return 0
 
 
