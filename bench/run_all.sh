@@ -45,3 +45,4 @@ mkdir -p bench/results
 have redis-server || echo "bench: redis-server missing (scripts/setup.sh installs it): the scale-out delay is skipped"
 .venv/bin/python bench/live_bench.py 200
 .venv/bin/python bench/metrics_bench.py 100 1000
+.venv/bin/python bench/discovery_cost.py
