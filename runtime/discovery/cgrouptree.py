@@ -488,6 +488,9 @@ class CgroupTree:
         # the first engine's availability() opens a discovery pass: walk afresh
         if any(e.match.engine == engine for e in self.entries(fresh=engine == TREE_ENGINES[0])):
             return True, ""
+        if engine == "kubernetes" and any(os.path.isdir(os.path.join(r, k)) for r in roots
+                                          for k in ("kubepods", "kubepods.slice")):
+            return True, "a kubelet's slices, no pod container in them"
         if engine == "systemd":
             if any(os.path.isdir(os.path.join(r, "init.scope")) or os.path.isdir(os.path.join(r, "system.slice"))
                    for r in roots):

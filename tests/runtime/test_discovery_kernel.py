@@ -266,3 +266,19 @@ def test_follow_on_the_real_cgroupfs():
     finally:
         done.set()
         t.join(5)
+
+
+def test_frozen_is_paused_and_an_empty_kubelet_is_up(tmp_path):
+    host = build("lxc-v1", tmp_path)
+    state = os.path.join(host.cgroup_root, "freezer", "lxc", "yyztestttt333321", "freezer.state")
+    os.makedirs(os.path.dirname(state))
+    with open(state, "w") as f:
+        f.write("FROZEN\n")
+    found, _ = _discover(host)
+    assert {f.id: f.state for f in found if f.engine == "lxc"} == {
+        "yyztestttt333321": "paused", "c2": "running"}
+
+    os.makedirs(os.path.join(host.cgroup_root, "memory", "kubepods", "besteffort"))
+    kube = kernel_sources(host.cgroup_root, host.proc, host.log_root)[0]
+    assert kube.engine == "kubernetes"
+    assert kube.availability().state == "up" and kube.list() == []
