@@ -402,7 +402,8 @@ class CgroupTree:
                 self._walk(d, sub, mine, out, units)
                 if sub in out:                       # seen in an earlier hierarchy
                     old = out[sub]
-                    pids = old.pids + [p for p in mine[1] if p not in set(old.pids)]
+                    have = set(old.pids)
+                    pids = old.pids + [p for p in mine[1] if p not in have]
                     out[sub] = old._replace(pids=pids)
                 else:
                     out[sub] = Entry(sub, m._replace(labels=MappingProxyType(

@@ -4,7 +4,6 @@ then the real kernel: the seed's `unshare --pid --fork --mount-proc` demo as a
 bare namespace, and inotify on the real cgroupfs."""
 import os
 import secrets
-import signal
 import subprocess
 import threading
 import time
@@ -167,23 +166,26 @@ def _children(pid: int) -> list[int]:
 @pytest.fixture(scope="module")
 def unshared():
     """The seed's demo with sleep for bash: (unshare's pid, the namespace's PID 1)."""
-    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "sleep", "600"])
-    deadline = time.monotonic() + 10
-    kids: list[int] = []
-    while not kids and time.monotonic() < deadline:
-        kids = _children(proc.pid)
-        if not kids:
-            time.sleep(0.01)                # unshare has not forked yet: no event to await
-    assert kids, "unshare did not fork"
-    inner = kids[0]
-    while time.monotonic() < deadline:      # the child execs sleep after mounting /proc
-        with open(f"/proc/{inner}/comm") as f:
-            if f.read().strip() == "sleep":
-                break
-        time.sleep(0.01)
-    yield proc.pid, inner
-    os.kill(inner, signal.SIGKILL)          # the namespace's init: its end ends the namespace
-    proc.wait(10)
+    # --kill-child: the namespace ends with unshare, whom we started and reap
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "sleep", "600"])
+    try:
+        deadline = time.monotonic() + 10
+        kids: list[int] = []
+        while not kids and time.monotonic() < deadline:
+            kids = _children(proc.pid)
+            if not kids:
+                time.sleep(0.01)            # unshare has not forked yet: no event to await
+        assert kids, "unshare did not fork"
+        inner = kids[0]
+        while time.monotonic() < deadline:  # the child execs sleep after mounting /proc
+            with open(f"/proc/{inner}/comm") as f:
+                if f.read().strip() == "sleep":
+                    break
+            time.sleep(0.01)
+        yield proc.pid, inner
+    finally:
+        proc.kill()                         # unshare blocks SIGTERM while it waits; SIGKILL it,
+        proc.wait(10)                       # and --kill-child takes the namespace with it
 
 
 @needs_root

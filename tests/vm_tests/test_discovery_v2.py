@@ -4,7 +4,6 @@ cgroup named as kubelet's systemd driver names it, with the seed's
 container (its init, its namespaces, paused when frozen) and its PID
 namespace is then not reported again as bare; inotify on cgroup2 hears it."""
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -50,7 +49,7 @@ def test_a_pod_container_on_cgroup2_is_recognised_and_claims_its_namespace(cgrou
     watcher.start()
     dirs = [os.path.join(CGROUP, *POD[:n]) for n in range(1, len(POD) + 1)]
     dirs.append(os.path.join(dirs[-1], f"cri-containerd-{CID}.scope"))
-    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "sleep", "600"])
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "sleep", "600"])
     inner = None
     try:
         assert ready.wait(10)
@@ -77,8 +76,7 @@ def test_a_pod_container_on_cgroup2_is_recognised_and_claims_its_namespace(cgrou
     finally:
         done.set()
         watcher.join(5)
-        if inner is not None:
-            os.kill(inner, signal.SIGKILL)
+        proc.kill()                         # unshare blocks SIGTERM; --kill-child takes sleep along
         proc.wait(10)
         for d in reversed(dirs):
             deadline = time.monotonic() + 5
