@@ -16,7 +16,7 @@ from runtime.discovery.bare import BareSource, host_pidns, members
 from runtime.discovery.cgrouptree import (CgroupTree, key_of_path, owner_path, recognise,
                                           tree_sources, unescape_unit)
 from runtime.discovery.marks import Marks
-from runtime.discovery.registry import kernel_sources
+from runtime.discovery.kernel import kernel_sources
 from tests.conftest import needs_root
 from tests.runtime.cgroup_trees import HOST_PIDNS, build, fixture_names
 
