@@ -16,7 +16,7 @@ from runtime.discovery.bare import BareSource, host_pidns, members
 from runtime.discovery.cgrouptree import (CgroupTree, key_of_path, owner_path, recognise,
                                           tree_sources, unescape_unit)
 from runtime.discovery.marks import Marks
-from runtime.discovery.kernel import kernel_sources
+from runtime.discovery.kernel import found_pids, kernel_sources
 from tests.conftest import needs_root
 from tests.runtime.cgroup_trees import HOST_PIDNS, build, fixture_names
 
@@ -129,6 +129,8 @@ def test_marks_map_host_cgroups_and_namespaces_to_containers(hosts):
     assert marks.namespace(proxy.namespaces["pid"]) == (proxy.key,)
     assert marks.namespace(HOST_PIDNS) == ()                    # the host's: nobody's container
     assert marks.cgroup("/system.slice/kubelet.service") == "systemd-kubelet.service"
+    host = hosts["k8s-v1-systemd-docker"]
+    assert found_pids(proxy, host.proc, host.cgroup_root) == [1676]
 
 
 def test_follow_hears_a_new_container_cgroup(tmp_path):
@@ -204,6 +206,11 @@ def test_unshare_demo_is_a_bare_namespace_with_no_cgroup_of_its_own(unshared, ca
     assert bare.cgroup == "" and "no limit" in bare.owner_note
     assert not any(f.pid == outer for f in found)
     assert ("bare", "up") in [(s.engine, s.state) for s in states]
+    assert found_pids(bare) == [inner]                         # its tree: the namespace's, not the cgroup's
+    marks = Marks(found)
+    assert marks.namespace(bare.namespaces["pid"]) == (bare.key,)
+    assert marks.namespace(bare.namespaces["mnt"]) == (bare.key,)
+    assert marks.namespace(bare.namespaces["net"]) == ()      # unshared no network: the host's
 
     assert cli_module.main(["ps", "--all-engines"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -227,6 +234,7 @@ def test_a_namespace_alone_in_a_cgroup_owns_it(unshared):
             f.write(str(inner))
         bare = next(f for f in BareSource().list() if f.pid == inner)
         assert bare.cgroup == f"/{name}"
+        assert found_pids(bare) == [inner]
         with open(f"{directory}/cgroup.procs", "w") as f:
             f.write(str(outer))                                # a process outside the namespace joins
         bare = next(f for f in BareSource().list() if f.pid == inner)
