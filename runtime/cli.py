@@ -452,9 +452,12 @@ def _ps(rt, args) -> int:
 def _ps_engines(rt, args) -> int:
     """`ps --all-engines`: one discovery pass; engines that are not there
     said in one line after the table (not an error)."""
-    from .discovery import discover
-    from .discovery.registry import default_sources
-    found, states = discover(default_sources(rt))
+    if hasattr(rt, "discovery"):            # the runtime's own Discovery (the agent's, through it)
+        found, states = rt.discovery().discover()
+    else:
+        from .discovery import discover
+        from .discovery.registry import default_sources
+        found, states = discover(default_sources(rt))
     if not args.all:
         found = [f for f in found if f.state in ("running", "paused")]
     if args.quiet:
