@@ -327,9 +327,9 @@ def _received_file(fd: int, mode: str):
     return os.fdopen(fd, mode, closefd=False)
 
 
-def _load(rt, fds, name=None, label="the archive"):
+def _load(rt, fds, name=None, label="the archive", replace=True):
     with _received_file(fds[0], "rb") as f:
-        return to_dict(rt.load_image(f, name=name, label=label))
+        return to_dict(rt.load_image(f, name=name, label=label, replace=replace))
 
 
 def _save(rt, fds, name):
@@ -488,10 +488,10 @@ VERBS: dict[str, Verb] = {
                      {**_REF, "path": (_inner_path, True)}),
     "mount-info": Verb(lambda rt, ref: rt.mount_info(ref), _REF),
     "upper-size": Verb(lambda rt, ref: list(rt.upper_size(ref)), _REF),
-    "commit": Verb(lambda rt, ref, image, message="", pause=True:
-                   to_dict(rt.commit(ref, image, message=message, pause=pause)),
+    "commit": Verb(lambda rt, ref, image, message="", pause=True, replace=True:
+                   to_dict(rt.commit(ref, image, message=message, pause=pause, replace=replace)),
                    {**_REF, "image": (_image_name, True), "message": (_text(1000), False),
-                    "pause": (_bool, False)}, mutating=True),
+                    "pause": (_bool, False), "replace": (_bool, False)}, mutating=True),
     # networks (runtime/network.py)
     "networks": Verb(lambda rt: rt.networks.list(), {}),
     "network": Verb(lambda rt, name: rt.networks.inspect(name), _NETWORK),
@@ -511,7 +511,8 @@ VERBS: dict[str, Verb] = {
     "oom-counts": Verb(_oom_counts, _REF),
     "oom-scope": Verb(_oom_scope, {}),
     # Archives come and go as descriptors the client opened, never as paths.
-    "load": Verb(_load, {"name": (_image_name, False), "label": (_text(255), False)},
+    "load": Verb(_load, {"name": (_image_name, False), "label": (_text(255), False),
+                         "replace": (_bool, False)},
                  mutating=True, target="label", fds=1),
     "save": Verb(_save, {"name": (_image_name, True)}, mutating=True, target="name", fds=1),
     # Sampling: a session per connection (kept-open files, replies as changes).

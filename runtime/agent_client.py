@@ -588,8 +588,10 @@ class AgentRuntime:
         from .overlay import UpperSize
         return UpperSize(*self.call("upper-size", ref=ref))
 
-    def commit(self, ref: str, image_name: str, message: str = "", pause: bool = True) -> Image:
-        return image_of(self.call("commit", ref=ref, image=image_name, message=message, pause=pause))
+    def commit(self, ref: str, image_name: str, message: str = "", pause: bool = True,
+               replace: bool = True) -> Image:
+        return image_of(self.call("commit", ref=ref, image=image_name, message=message, pause=pause,
+                                  replace=replace))
 
     def remove_image(self, name: str, force: bool = False) -> None:
         self.call("rmi", name=name, force=force)
@@ -597,14 +599,15 @@ class AgentRuntime:
     def image_gc(self) -> list[str]:
         return self.call("image-gc")
 
-    def load_image(self, src, name: str | None = None, *, label: str | None = None) -> list[Image]:
+    def load_image(self, src, name: str | None = None, *, label: str | None = None,
+                   replace: bool = True) -> list[Image]:
         """Runtime.load_image with the archive sent as a descriptor: `src` an open
         binary file (or a path, opened here read-only) of a tar."""
         if not hasattr(src, "fileno"):
             label = label or os.fspath(src)
             with open(src, "rb") as f:
-                return self.load_image(f, name, label=label)
-        args = {"label": (label or str(getattr(src, "name", "the archive")))[:255]}
+                return self.load_image(f, name, label=label, replace=replace)
+        args = {"label": (label or str(getattr(src, "name", "the archive")))[:255], "replace": replace}
         if name is not None:
             args["name"] = name
         return [image_of(d) for d in self.call("load", _fds=(src.fileno(),), **args)]

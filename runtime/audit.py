@@ -201,8 +201,9 @@ class Audited:
         return self._do("update", ref, lambda: self._rt.update(ref, limits), before=before,
                         after=lambda c: to_dict(c.limits))
 
-    def commit(self, ref, image_name, message: str = "", pause: bool = True):
-        return self._do("commit", ref, lambda: self._rt.commit(ref, image_name, message=message, pause=pause),
+    def commit(self, ref, image_name, message: str = "", pause: bool = True, replace: bool = True):
+        return self._do("commit", ref, lambda: self._rt.commit(ref, image_name, message=message, pause=pause,
+                                                               replace=replace),
                         extra=lambda image: {"digests": {image.name: image.id}})
 
     def remove_image(self, name, force: bool = False):
@@ -211,8 +212,9 @@ class Audited:
     def image_gc(self):
         return self._do("image-gc", "", self._rt.image_gc)
 
-    def load_image(self, src, name=None, *, label=None):
-        return self._do("load", label or name or "", lambda: self._rt.load_image(src, name, label=label),
+    def load_image(self, src, name=None, *, label=None, replace: bool = True):
+        return self._do("load", label or name or "", lambda: self._rt.load_image(src, name, label=label,
+                                                                                 replace=replace),
                         extra=lambda images: {"images": [i.name for i in images]})
 
     def save_image(self, name, out):

@@ -827,7 +827,8 @@ class Runtime:
         from . import overlay
         return overlay.upper_size(self.inspect(ref).upperdir)
 
-    def commit(self, ref: str, image_name: str, message: str = "", pause: bool = True):
+    def commit(self, ref: str, image_name: str, message: str = "", pause: bool = True,
+               replace: bool = True):
         """Make the container's writable layer the top layer of a new image `image_name`.
 
         A running container is paused while its layer is packed (as Docker
@@ -835,7 +836,8 @@ class Runtime:
         under the walk; then resumed.  The container's lock is held
         throughout, so no resume, stop or remove lands mid-pack.  pause=False
         is refused on a running container.  Whiteouts and opaque directories
-        are written in OCI form (.wh.NAME, .wh..wh..opq).
+        are written in OCI form (.wh.NAME, .wh..wh..opq).  replace=False:
+        Conflict if `image_name` already names an image (saying what uses it).
         """
         import tempfile
         from .images import normalize_name, tarsafe
@@ -846,6 +848,8 @@ class Runtime:
         with locked(os.path.join(self.root, "images.lock")), \
                 self._locked_config(ref) as (cid, config), \
                 tempfile.TemporaryFile(dir=store.tmp_dir) as tmp:
+            if not replace:
+                self._refuse_taken([key])
             created_by = f"terrarium commit {config['name']}" + (f": {message}" if message else "")
             c = self._state(cid, config)
             if not pause and c.status == "running":
@@ -903,6 +907,24 @@ class Runtime:
                 users.append(c)
         return users
 
+    def _refuse_taken(self, names) -> None:
+        """Conflict if one of `names` already names an image, saying which
+        containers use it: for callers that must not move a name silently."""
+        taken = []
+        for name in dict.fromkeys(names):
+            try:
+                image = self.images.get(name)
+            except NotFound:
+                continue
+            users = [c.name for c in self.image_users(image.name)]
+            used = (f", used by {len(users)} container{'s' if len(users) != 1 else ''}: "
+                    f"{', '.join(users[:5])}{' ...' if len(users) > 5 else ''}") if users else ", used by no container"
+            taken.append(f"{image.name!r} ({image.id[:19]}{used})")
+        if taken:
+            raise Conflict(f"image name{'s' if len(taken) > 1 else ''} already taken: {'; '.join(taken)}. "
+                           "Replacing moves the name to the new image; the old one stays, by id, "
+                           "for the containers that use it until image-gc")
+
     def remove_image(self, name: str, force: bool = False) -> None:
         """Remove an image record; Conflict if a container uses it (unless force).
 
@@ -939,11 +961,15 @@ class Runtime:
                         used.update(config["layers"])
             return self.images.gc(used)
 
-    def load_image(self, src, name: str | None = None, *, label: str | None = None):
+    def load_image(self, src, name: str | None = None, *, label: str | None = None,
+                   replace: bool = True):
         """Import the images of a docker save archive or OCI layout (importers.load):
-        a path, or an open binary file of a tar that messages call `label`."""
+        a path, or an open binary file of a tar that messages call `label`.
+        replace=False: Conflict, before anything is unpacked, if a name the
+        archive's images would take already names an image."""
         from .images import importers
-        return importers.load(self.images, src, name=name, label=label)
+        return importers.load(self.images, src, name=name, label=label,
+                              check_names=None if replace else self._refuse_taken)
 
     def save_image(self, name: str, out) -> str:
         """Write image `name` as an OCI layout tar to the binary file `out`; the manifest digest."""

@@ -334,7 +334,8 @@ def container_commit(request, ref: str, body: s.CommitIn):
     c = _container(ref)
     try:
         image = layer_services.container_commit(user=request.auth, container_id=c.id,
-                                                image_name=body.image, message=body.message)
+                                                image_name=body.image, message=body.message,
+                                                replace=body.replace)
     except layer_services.ServiceError as e:
         raise _failed(e) from None
     return Status(201, {"image": image.name, "layer": image.layers[-1].digest})
@@ -381,10 +382,13 @@ def image_list(request):
 
 @images.post("/import", response={201: s.ImportOut, **E, 413: s.Error, 507: s.Error},
              summary="Import a docker save or OCI archive (multipart, field \"archive\")")
-def image_import(request, archive: UploadedFile = File(...), name: str = Form("")):
+def image_import(request, archive: UploadedFile = File(...), name: str = Form(""),
+                 replace: bool = Form(False, description="move a name that already names an image "
+                                                         "(refused with 409 otherwise)")):
     _may(request, CAN_OPERATE, action="image-import")
     try:
-        loaded = layer_services.image_import(user=request.auth, upload=archive, name=name.strip())
+        loaded = layer_services.image_import(user=request.auth, upload=archive, name=name.strip(),
+                                             replace=replace)
     except layer_services.ServiceError as e:
         raise _failed(e, 400) from None
     return Status(201, {"images": [i.name for i in loaded]})
@@ -431,10 +435,10 @@ def image_detail(request, name: str):
 
 
 @images.delete("/{path:name}", response={204: None, **E}, summary="Remove an image (its layers stay until a GC)")
-def image_remove(request, name: str):
+def image_remove(request, name: str, force: bool = Query(False, description="even while containers use it")):
     _may(request, CAN_OPERATE, action="image-remove")
     try:
-        layer_services.image_remove(user=request.auth, name=name)
+        layer_services.image_remove(user=request.auth, name=name, force=force)
     except layer_services.ServiceError as e:
         raise _failed(e) from None
     return Status(204, None)

@@ -156,6 +156,7 @@ class DiffOut(Schema):
 class CommitIn(Schema):
     image: str = Field(description="name of the new image", examples=["mybox:1"])
     message: str = ""
+    replace: bool = Field(False, description="move the name if it already names an image (409 otherwise)")
 
     @field_validator("image")
     @classmethod

@@ -46,14 +46,16 @@ def _sync() -> None:
         pass                                 # the page says so when it reads the store
 
 
-def image_import(*, user, upload, name: str = "") -> list:
+def image_import(*, user, upload, name: str = "", replace: bool = False) -> list:
     """Load a docker-archive or OCI layout tar (maybe gzip) from an uploaded file.
+    A name the archive's images would take that already names an image is
+    refused (ServiceError saying what uses it) unless replace.
 
     The upload is streamed to a temp file (Django's own when it made one);
     the runtime's load_image checks every digest and removes what it added on failure.
     """
     details = {"file": getattr(upload, "name", ""), "size": getattr(upload, "size", None),
-               "name": name}
+               "name": name, "replace": replace}
     tmp = path = None
     try:
         path = getattr(upload, "temporary_file_path", None)
@@ -67,7 +69,8 @@ def image_import(*, user, upload, name: str = "") -> list:
             path = tmp
         with open(path, "rb") as f:          # the agent gets this descriptor, never the path
             images = get_runtime(user=user).load_image(f, name=name or None,
-                                                       label=details["file"] or "the upload")
+                                                       label=details["file"] or "the upload",
+                                                       replace=replace)
     except Exception as e:  # noqa: BLE001 - a bug in the importer: the person and the audit still learn of it
         msg = _first_line(e)
         if not isinstance(e, (TerrariumError, OSError)):
@@ -105,13 +108,15 @@ def image_export(*, user, name: str):
     return f
 
 
-def container_commit(*, user, container_id: str, image_name: str, message: str = ""):
-    """The container's writable layer as the new top layer of image `image_name`."""
+def container_commit(*, user, container_id: str, image_name: str, message: str = "",
+                     replace: bool = False):
+    """The container's writable layer as the new top layer of image `image_name`;
+    refused (ServiceError saying what uses it) if that name is taken, unless replace."""
     row = Container.objects.filter(id=container_id).first()
     cname = row.name if row else container_id[:12]
-    details = {"image": image_name, "message": message}
+    details = {"image": image_name, "message": message, "replace": replace}
     try:
-        image = get_runtime(user=user).commit(container_id, image_name, message=message)
+        image = get_runtime(user=user).commit(container_id, image_name, message=message, replace=replace)
     except (TerrariumError, OSError) as e:
         _audit(user, "commit", container_id=container_id, container_name=cname, result="error",
                message=str(e), details=details)
@@ -127,14 +132,16 @@ def container_commit(*, user, container_id: str, image_name: str, message: str =
     return image
 
 
-def image_remove(*, user, name: str) -> None:
-    """Remove an image record; refused (ServiceError) while a container uses it."""
+def image_remove(*, user, name: str, force: bool = False) -> None:
+    """Remove an image record; refused (ServiceError) while a container uses it,
+    unless force (its containers keep its layers; only the name goes)."""
+    details = {"image": name, **({"force": True} if force else {})}
     try:
-        get_runtime(user=user).remove_image(name)
+        get_runtime(user=user).remove_image(name, force=force)
     except TerrariumError as e:
-        _audit(user, "image-remove", result="error", message=str(e), details={"image": name})
+        _audit(user, "image-remove", result="error", message=str(e), details=details)
         raise ServiceError(str(e)) from e
-    _audit(user, "image-remove", result="ok", details={"image": name})
+    _audit(user, "image-remove", result="ok", details=details)
     _sync()
 
 

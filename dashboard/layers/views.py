@@ -67,7 +67,8 @@ def container_commit(request, container_id):
     try:
         image = services.container_commit(user=request.user, container_id=container_id,
                                           image_name=image_name,
-                                          message=request.POST.get("message", "").strip())
+                                          message=request.POST.get("message", "").strip(),
+                                          replace=request.POST.get("replace") == "on")
     except services.ServiceError as e:
         return _answer(request, False, f"Commit failed: {e}", here)
     return _answer(request, True, f"Committed: image {image.name}, new layer "
@@ -110,7 +111,8 @@ def image_import(request):
         return _answer(request, False, "Import: choose a file.", images, 400)
     try:
         loaded = services.image_import(user=request.user, upload=upload,
-                                       name=request.POST.get("name", "").strip())
+                                       name=request.POST.get("name", "").strip(),
+                                       replace=request.POST.get("replace") == "on")
     except services.ServiceError as e:
         return _answer(request, False, f"Import refused: {e}", images, 400)
     names = ", ".join(i.name for i in loaded)
@@ -121,7 +123,7 @@ def image_import(request):
 @operates("image-remove")
 def image_remove(request, name):
     try:
-        services.image_remove(user=request.user, name=name)
+        services.image_remove(user=request.user, name=name, force=request.POST.get("force") == "on")
     except services.ServiceError as e:
         return _answer(request, False, f"Remove refused: {e}", reverse("layers:image", args=[name]))
     return _answer(request, True, f"Removed image {name}; its layers stay until a GC.",

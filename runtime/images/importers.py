@@ -40,8 +40,10 @@ _MAX_LAYERS = 500             # layers of one image
 
 
 def load(store: ImageStore, path, name: str | None = None, *,
-         budget=None, label: str | None = None) -> list[Image]:
+         budget=None, label: str | None = None, check_names=None) -> list[Image]:
     """Import every image in the archive or layout at `path`; `name` renames a single one.
+    check_names(names), when given, sees the names the images will take before
+    anything is unpacked, and may refuse them by raising.
 
     `path` may also be an open binary file of a tar (seekable: the agent's
     received descriptor), which messages call `label`.
@@ -78,6 +80,8 @@ def load(store: ImageStore, path, name: str | None = None, *,
                 plans[0]["names"] = [name]
             for p in plans:
                 p["names"] = list(dict.fromkeys(normalize_name(n) for n in p["names"]))
+            if check_names is not None:
+                check_names([n for p in plans for n in p["names"]])
             return _apply(store, src, plans, budget)
         except _CORRUPT as e:                 # a member cut short while read
             raise InvalidArgument(f"{path} is truncated or corrupt: {_one_line(e)}") from None

@@ -17,6 +17,13 @@
     return box ? { id: box.dataset.containerId, name: box.dataset.name } : null;
   }
 
+  // ---- plain forms that ask first (data-confirm): remove an image, ...
+  document.addEventListener("submit", function (ev) {
+    var form = ev.target;
+    if (form.classList.contains("action-form") || !form.dataset.confirm) return;
+    if (!window.confirm(form.dataset.confirm)) ev.preventDefault();
+  });
+
   // ---- actions: POST with CSRF through fetch; the websocket brings the new state
   document.addEventListener("submit", function (ev) {
     var form = ev.target;

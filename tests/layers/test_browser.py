@@ -2,6 +2,7 @@
 import os
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import cli
 
@@ -40,7 +41,19 @@ def test_upload_form_shows_progress_and_imports(rt, server, login, busybox_tar):
         page.wait_for_function(
             "document.getElementById('import-status').textContent.startsWith('Imported')")
         assert page.locator("#import-progress .bar").evaluate("e => e.style.width") == "100%"
-        assert rt.images.get("browser/busybox:up")
+        first = rt.images.get("browser/busybox:up")
+        page.goto(f"{server}/images/")                # (the page would reload itself after a success)
+        # the same name again: refused, saying what uses it, until "replace" is ticked
+        page.set_input_files("#import-file", busybox_tar)
+        page.fill("#import-form input[name=name]", "browser/busybox:up")
+        page.click("#import-form button")
+        expect(page.locator("#import-status")).to_contain_text(
+            "Import refused: image name already taken: 'browser/busybox:up'")
+        expect(page.locator("#import-status")).to_contain_text("used by no container")
+        assert rt.images.get("browser/busybox:up").id == first.id
+        page.check("#import-replace")
+        page.click("#import-form button")
+        expect(page.locator("#import-status")).to_contain_text("Imported browser/busybox:up")
     finally:
         try:
             rt.remove_image("browser/busybox:up", force=True)
@@ -63,3 +76,36 @@ def test_upload_over_the_limit_is_refused_with_a_sentence(rt, server, login, tmp
     assert "the largest this dashboard accepts is 24.0" in status, status
     assert "failed" in page.locator("#import-progress").get_attribute("class")
     assert {i.name for i in rt.images.list()} == before
+
+
+def test_removing_an_image_asks_first_and_offers_force_when_in_use(rt, server, login, made, name):
+    """No confirmation, no removal; an image a container uses gets "Force remove",
+    whose question names the containers; the name goes, the container stays whole."""
+    from runtime import Spec
+    img = f"{name.lower()}-img"
+    c = rt.create(Spec(image="busybox", name=name, cmd=("sleep", "300")))
+    rt.commit(c.id, img)
+    user = rt.create(Spec(image=img, name=name + "-user", cmd=("true",)))
+    page = login("operator")
+    asked = []
+
+    def answer(dialog, accept):
+        asked.append(dialog.message)
+        dialog.accept() if accept else dialog.dismiss()
+    try:
+        page.goto(f"{server}/image/{img}/")
+        page.once("dialog", lambda d: answer(d, False))
+        expect(page.locator("#image-remove button")).to_have_text("Force remove")
+        page.click("#image-remove button")
+        assert asked[-1] == (f"Image {img} is used by 1 container ({user.name}). Remove its name anyway? "
+                             "They keep running from its layers.")
+        assert rt.images.get(img).name == img                        # dismissed: nothing removed
+        page.once("dialog", lambda d: answer(d, True))
+        page.click("#image-remove button")
+        page.wait_for_url(f"{server}/images/")
+        expect(page.locator("#messages")).to_contain_text(f"Removed image {img}")
+        assert img not in {i.name for i in rt.images.list()}
+        assert rt.inspect(user.id).status == "created"              # the container stays whole
+    finally:
+        rt.remove(user.id, force=True)
+        rt.image_gc()

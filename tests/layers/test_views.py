@@ -227,7 +227,8 @@ def test_commit_button_creates_an_image(rt, idle_container, operator_client):
 
 
 def test_commit_onto_an_existing_name_moves_it_and_says_so(rt, idle_container, operator_client):
-    """The second commit onto one name: the message says the name moved and
+    """The second commit onto one name is refused, saying what uses the image,
+    until replace is ticked; then the message says the name moved and
     where the old image went, the audit has old and new ids, the old image
     is reachable by id until the GC; a malformed name gets Docker's message."""
     url = reverse("layers:commit", args=[idle_container.id])
@@ -236,7 +237,16 @@ def test_commit_onto_an_existing_name_moves_it_and_says_so(rt, idle_container, o
         assert r.status_code == 200 and r.json()["ok"], r.content
         first = rt.images.get("layertest-moved:v1")
         assert "moved off" not in r.json()["message"]
+        layers = {layer.digest for layer in rt.images.layers()}
         r = operator_client.post(url, {"image": "layertest-moved:v1", "message": "again"}, **JSON)
+        assert r.status_code == 409 and r.json()["message"] == (
+            f"Commit failed: image name already taken: 'layertest-moved:v1' ({first.id[:19]}, used by no "
+            "container). Replacing moves the name to the new image; the old one stays, by id, for the "
+            "containers that use it until image-gc")
+        assert rt.images.get("layertest-moved:v1").id == first.id                  # nothing moved
+        assert {layer.digest for layer in rt.images.layers()} == layers            # nor packed
+        r = operator_client.post(url, {"image": "layertest-moved:v1", "message": "again", "replace": "on"},
+                                 **JSON)
         assert r.status_code == 200, r.content
         second = rt.images.get("layertest-moved:v1")
         assert second.id != first.id

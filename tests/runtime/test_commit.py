@@ -251,3 +251,29 @@ def test_image_gc_keeps_layers_in_use(rt, committed, cleanup):
     rt.remove(user)
     assert top.digest in rt.image_gc()
     assert not rt.images.has_layer(top.digest)
+
+
+def test_replace_false_refuses_a_taken_name_saying_what_uses_it(rt, name, cleanup, tmp_path):
+    """What the dashboard asks for (the CLI keeps Docker's moving names): a
+    commit or load onto a taken name is refused, naming the containers that
+    use the image, before anything is packed or unpacked."""
+    c = rt.create(Spec(image="busybox", name=name, cmd=("true",)))
+    cleanup.append(c.id)
+    img = rt.commit(c.id, f"{name.lower()}-img")
+    user = rt.create(Spec(image=img.name, name=name + "-user", cmd=("true",)))
+    cleanup.append(user.id)
+    layers = {layer.digest for layer in rt.images.layers()}
+    with pytest.raises(Conflict, match=rf"^image name already taken: '{img.name}' \({img.id[:19]}, used by 1 "
+                                       rf"container: {user.name}\)\. Replacing moves the name"):
+        rt.commit(c.id, img.name, replace=False)
+    archive = tmp_path / "img.tar"
+    with open(archive, "wb") as f:
+        rt.save_image(img.name, f)
+    with pytest.raises(Conflict, match=f"'{img.name}'"):
+        rt.load_image(str(archive), replace=False)
+    assert rt.images.get(img.name).id == img.id
+    assert {layer.digest for layer in rt.images.layers()} == layers
+    assert [i.name for i in rt.load_image(str(archive))] == [img.name]        # the default moves it
+    rt.remove(user.id)
+    rt.remove_image(img.name)
+    rt.image_gc()
