@@ -105,6 +105,26 @@ def image_list() -> list[Image]:
     return images
 
 
+def dangling_images() -> tuple[list[dict], str]:
+    """Images a name was moved off (Docker's <none>), kept by id for the
+    containers that run their layers until a GC, with those containers; and
+    why they could not be read ("" when they could)."""
+    from .runtime_client import get_runtime
+    try:
+        images = get_runtime().images.dangling()
+    except TerrariumError as e:
+        return [], f"Could not read the untagged images: {e}"
+    users: dict[tuple, list[Container]] = {}
+    for c in Container.objects.only("id", "name", "status", "layers"):
+        key = tuple(p.rstrip("/").rsplit("/", 2)[-2] for p in c.layers or ())
+        users.setdefault(key, []).append(c)
+    return [{"id": i.id, "created": dt.datetime.fromtimestamp(i.created, dt.timezone.utc) if i.created else None,
+             "layers": len(i.layers), "size": sum(layer.size for layer in i.layers),
+             "history": i.history[-1] if i.history else "",
+             "containers": users.get(tuple(layer.digest[7:] for layer in i.layers), [])}
+            for i in images], ""
+
+
 def image_choices() -> list[tuple[str, str]]:
     return [(i.name, i.name) for i in Image.objects.all()]
 

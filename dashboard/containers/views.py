@@ -191,7 +191,9 @@ def image_list(request):
         services.containers_refresh()
     except TerrariumError as e:
         messages.error(request, f"Could not read the image store: {e}")
-    return render(request, "containers/images.html", {"images": selectors.image_list()})
+    dangling, dangling_error = selectors.dangling_images()
+    return render(request, "containers/images.html", {"images": selectors.image_list(), "dangling": dangling,
+                                                      "dangling_error": dangling_error})
 
 
 @require_GET

@@ -109,3 +109,26 @@ def test_removing_an_image_asks_first_and_offers_force_when_in_use(rt, server, l
     finally:
         rt.remove(user.id, force=True)
         rt.image_gc()
+
+
+def test_untagged_images_are_listed_with_what_uses_them(rt, server, login, made, name):
+    """A name moved off an image leaves it <none>: the Images page lists it by
+    id with the container that still runs its layers."""
+    from runtime import Spec
+    img = f"{name.lower()}-img"
+    c = rt.create(Spec(image="busybox", name=name, cmd=("true",)))
+    old = rt.commit(c.id, img, message="one")
+    user = rt.create(Spec(image=img, name=name + "-user", cmd=("true",)))
+    new = rt.commit(c.id, img, message="two")   # the CLI's way: the name moves
+    assert new.replaced == old.id
+    page = login("viewer")
+    try:
+        page.goto(f"{server}/images/")
+        row = page.locator(f'#dangling-images tr[data-image-id="{old.id}"]')
+        expect(row).to_contain_text(old.id[:16])
+        expect(row.locator("a")).to_have_text(user.name)
+        expect(page.locator(f'#dangling-images tr[data-image-id="{new.id}"]')).to_have_count(0)
+    finally:
+        rt.remove(user.id, force=True)
+        rt.remove_image(img, force=True)
+        rt.image_gc()
