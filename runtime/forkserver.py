@@ -276,6 +276,10 @@ def _handle(conn: socket.socket, server: socket.socket, spares: list[Spare]) -> 
     if req.get("op") == "ping":
         send_reply(conn, {"ok": True, "pid": os.getpid()})
         return
+    if req.get("op") == "release-lease":
+        conn.close()
+        _release_lease(os.path.dirname(server.getsockname()), req.get("id"))
+        return
     global _last_parent
     try:
         cgroup_driver(req["cgroup_parent"])      # made once here, inherited by every shim
@@ -287,6 +291,25 @@ def _handle(conn: socket.socket, server: socket.socket, spares: list[Spare]) -> 
         if spare.hand_over(buf, conn):
             break
     conn.close()
+
+
+def _release_lease(run_dir: str, cid) -> None:
+    """A --rm shim removed its bridged container: free the network lease (and
+    its hosts entries and published ports' rules), which the shim cannot do
+    itself: its PID namespace died with init, so it can neither fork (nft) nor
+    start a thread (pyroute2's).  In a child, so the server goes on at once;
+    the kernel reaps it.  A failure leaves the lease to the next sweep."""
+    if not isinstance(cid, str) or len(cid) != 64 or any(c not in "0123456789abcdef" for c in cid):
+        return
+    if os.fork() != 0:
+        return
+    try:
+        from .network import Networks
+        root = os.path.dirname(run_dir)
+        Networks(root, os.path.join(root, "containers")).release(cid)
+    except BaseException:  # noqa: BLE001 - a child: it must only ever end here
+        os._exit(1)
+    os._exit(0)
 
 
 def main(argv: list[str]) -> None:

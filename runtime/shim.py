@@ -298,9 +298,22 @@ def _place_in_cgroup(drv, req: dict, prepared: _Prepared, limits) -> None:
 
 def _auto_remove(req: dict) -> None:
     """--rm: remove the container unless an API call holds its lock (it will do it).
-    This shim has removed the cgroup already."""
+    This shim has removed the cgroup already.  A bridged container's network
+    lease (hosts entries, published ports' rules) is freed by the fork server
+    on our behalf: with init gone, this process can neither fork nor start a
+    thread (the PID namespace it unshared for init is dead)."""
     from . import state
     from .fsutil import locked
     with locked(f"{req['dir']}/{state.LOCK}", blocking=False) as held:
         if held:
             state.remove(req["containers_dir"], req["names_dir"], req["id"])
+    if held and (req.get("net") or {}).get("wait"):
+        from .forkserver import SOCKET
+        path = os.path.join(os.path.dirname(req["containers_dir"]), "run", SOCKET)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(5)
+                s.connect(path)
+                s.sendall(json.dumps({"op": "release-lease", "id": req["id"]}).encode() + b"\n")
+        except OSError:
+            pass                                    # the next network call's sweep frees it

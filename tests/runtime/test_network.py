@@ -220,6 +220,24 @@ def test_sigkill_of_the_shim_leaves_nothing_after_removal(rt, name, cleanup):
     assert _settled(rt, before) == before
 
 
+def test_a_detached_rm_container_frees_its_lease_and_rule_when_it_exits(rt, name, cleanup):
+    """`run -d --rm` on a bridge with a published port: the shim removes the
+    container when it exits, and its lease, hosts entry and DNAT rule go too
+    (freed by the fork server on the shim's behalf; no network call here sweeps)."""
+    before = counts(rt)
+    cleanup.append(name)
+    c = rt.run(Spec(image="busybox", name=name, cmd=("sleep", "1"), network="bridge",
+                    ports=(f"{free_port()}:80",), auto_remove=True))
+    assert counts(rt) == {**before, "veths": before["veths"] + 1, "leases": before["leases"] + 1,
+                          "dnat": before["dnat"] + 2}
+    deadline = time.monotonic() + 20
+    while os.path.exists(os.path.join(rt.containers_dir, c.id)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(NotFound):
+        rt.inspect(c.id)
+    assert _settled(rt, before) == before
+
+
 def test_a_crash_between_removal_and_release_is_swept(rt, name, cleanup):
     """The container's directory gone but its lease and rule still there (a
     removal killed half way): the next network operation frees them."""
