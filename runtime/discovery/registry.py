@@ -1,14 +1,126 @@
-"""Which sources discovery asks, in ENGINES order.
+"""Which sources discovery asks, and the one place that asks them.
 
-    default_sources(rt)     every source this host can have; the kernel's own
-                            (kernel.kernel_sources) are always there
+    default_sources(rt)     every source, in ENGINES order: ours, the
+                            engines' APIs, the kernel's (kernel.py: the
+                            cgroup tree's recognisers, bare namespaces)
+    Discovery(sources)      discover() and get(key) with the last answer
+                            kept, control(key, action) through the owner's
+                            API, follow(stop, on_key) its engines' events
+
+The agent (root) keeps one Discovery per runtime; an unprivileged web tier
+asks it through the agent's verbs (discover, discovered, engine-control).
 """
 from __future__ import annotations
 
-from . import ENGINES
-from .kernel import kernel_sources
+import threading
+import time
+
+from ..errors import InvalidArgument, NotFound
+from . import ENGINES, Found, discover
 
 
 def default_sources(rt=None) -> list:
-    sources = kernel_sources()
+    """Our own (when given a runtime), the engines' APIs (docker, podman), then
+    the kernel's own recognisers (kernel.kernel_sources): cgroup tree, bare namespaces."""
+    from .docker import EngineSource
+    from .kernel import kernel_sources
+    from .terrarium import TerrariumSource
+    sources = [EngineSource(engine="docker"), EngineSource(engine="podman"), *kernel_sources()]
+    if rt is not None:
+        sources.append(TerrariumSource(rt))
     return sorted(sources, key=lambda s: ENGINES.index(s.engine))
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """(engine, the part after its prefix) of a Found.key; ("terrarium", id) for ours."""
+    engine, sep, rest = key.partition("-")
+    if sep and engine in ENGINES and engine != "terrarium" and rest:
+        return engine, rest
+    return "terrarium", key
+
+
+class Discovery:
+    def __init__(self, sources):
+        self.sources = list(sources)
+        self._lock = threading.Lock()
+        self._by_key: dict[str, Found] = {}
+        self._at = 0.0
+
+    def source(self, engine: str):
+        return next((s for s in self.sources if s.engine == engine), None)
+
+    def discover(self):
+        """(found, availabilities): every source asked now."""
+        found, states = discover(self.sources)
+        with self._lock:
+            self._by_key = {f.key: f for f in found}
+            self._at = time.monotonic()
+        return found, states
+
+    def get(self, key: str, fresh: bool = True) -> Found:
+        """One container by its key: asked of its engine when the engine can
+        answer for one (an API), else from a discovery pass (at most 1 s old
+        unless fresh)."""
+        engine, ident = split_key(key)
+        source = self.source(engine)
+        if source is not None and hasattr(source, "get"):
+            found = source.get(ident)
+            with self._lock:
+                self._by_key[found.key] = found
+            return found
+        with self._lock:
+            found = self._by_key.get(key)
+            stale = time.monotonic() - self._at > 1.0
+        if found is None or (fresh and stale):
+            self.discover()
+            with self._lock:
+                found = self._by_key.get(key)
+        if found is None:
+            raise NotFound(f"no container {key!r} on this host")
+        return found
+
+    def cached(self, key: str) -> Found:
+        """get() without asking the engine again when the key was seen (the sampler's path)."""
+        with self._lock:
+            found = self._by_key.get(key)
+        return found if found is not None and found.pid else self.get(key)
+
+    def control(self, key: str, action: str, **kw) -> Found | None:
+        """action through the container's owner; the container after it (None once removed)."""
+        found = self.get(key)
+        if action not in found.controls:
+            raise InvalidArgument(f"{found.engine} container {found.name!r}: {action!r} is not "
+                                  f"offered here ({found.owner_note})")
+        source = self.source(found.engine)
+        source.control(found.id, action, **kw)
+        if action == "remove":
+            with self._lock:
+                self._by_key.pop(key, None)
+            return None
+        return self.get(key)
+
+    def follow(self, stop, on_key) -> list[threading.Thread]:
+        """A thread per source with an event stream, calling on_key(key) for
+        each container event (and on_key(None) when a stream (re)connects:
+        anything may have changed meanwhile) until stop() is true."""
+        threads = []
+        for source in self.sources:
+            if hasattr(source, "follow"):
+                t = threading.Thread(target=source.follow, args=(stop, on_key, lambda: on_key(None)),
+                                     name=f"{source.engine}-events", daemon=True)
+                t.start()
+                threads.append(t)
+        return threads
+
+
+_shared: dict[str, Discovery] = {}
+_shared_lock = threading.Lock()
+
+
+def shared(rt) -> Discovery:
+    """The one Discovery of this process for rt's state root."""
+    with _shared_lock:
+        d = _shared.get(rt.root)
+        if d is None:
+            d = _shared[rt.root] = Discovery(default_sources(rt))
+        return d

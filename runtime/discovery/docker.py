@@ -1,0 +1,289 @@
+"""Docker's containers, through its Engine API (the `docker` SDK).
+
+The socket is found as the docker CLI finds it: $TERRARIUM_DOCKER_HOST (the
+setting; `make run` and the agent inherit it), else $DOCKER_HOST, else
+unix:///var/run/docker.sock.  Podman's Docker-compatible service is the same
+API: EngineSource(base_url, engine="podman") (its socket: $CONTAINER_HOST,
+else /run/podman/podman.sock).
+
+Never raises into a caller for an engine that is missing or refusing:
+availability() says "absent" (no socket) or "refused" (a socket that did not
+answer as an engine), and list() is then [].  Control (start, stop, ...)
+goes through the same API and raises runtime.errors kinds (NotFound,
+Conflict, TerrariumError) with the engine's own message.
+
+Figures and process trees are not taken from here: the engine gives the
+container's init pid, and its cgroup, namespaces and root are read from
+/proc/<pid> like any other process's (the engine's stats API is what makes
+`docker stats` cost what it costs).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import threading
+from types import MappingProxyType
+
+from ..errors import Conflict, InvalidArgument, NotFound, TerrariumError
+from . import CONTROLS, Availability, Found, make_key
+
+DEFAULT_DOCKER = "unix:///var/run/docker.sock"
+DEFAULT_PODMAN = "unix:///run/podman/podman.sock"
+API_TIMEOUT = 10.0              # seconds for one API call (stop waits its own timeout on top)
+
+_STATES = {"created": "created", "running": "running", "paused": "paused", "restarting": "running",
+           "exited": "exited", "dead": "exited", "removing": "exited"}
+# container events that change what the list shows (exec_*, attach, top... do not)
+_EVENTS = frozenset({"create", "start", "restart", "die", "stop", "kill", "pause", "unpause",
+                     "destroy", "rename", "update", "oom"})
+
+
+def docker_host() -> str:
+    return os.environ.get("TERRARIUM_DOCKER_HOST") or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER
+
+
+def podman_host() -> str:
+    return os.environ.get("TERRARIUM_PODMAN_HOST") or os.environ.get("CONTAINER_HOST") or DEFAULT_PODMAN
+
+
+def _sdk():
+    """The docker SDK; the agent runs `python -I -S` (no site-packages), so
+    the venv's are added on first need."""
+    try:
+        import docker
+    except ImportError:
+        from ..daemons import use_venv_packages
+        use_venv_packages()
+        import docker
+    return docker
+
+
+class EngineSource:
+    """A Docker Engine API (dockerd, or Podman's compatible service) as a discovery source."""
+
+    def __init__(self, base_url: str | None = None, engine: str = "docker"):
+        self.engine = engine
+        self.base_url = base_url or (podman_host() if engine == "podman" else docker_host())
+        self._api = None
+        self._lock = threading.Lock()
+
+    # -- connection
+    def _socket_path(self) -> str | None:
+        if self.base_url.startswith("unix://"):
+            return self.base_url[len("unix://"):]
+        return None
+
+    def _client(self):
+        """A connected APIClient, made once; raises docker.errors.DockerException."""
+        with self._lock:
+            if self._api is None:
+                docker = _sdk()
+                self._api = docker.APIClient(base_url=self.base_url, timeout=API_TIMEOUT,
+                                             version="auto")
+            return self._api
+
+    def close(self) -> None:
+        with self._lock:
+            api, self._api = self._api, None
+        if api is not None:
+            api.close()
+
+    def availability(self) -> Availability:
+        path = self._socket_path()
+        if path is not None and not os.path.exists(path):
+            return Availability(self.engine, "absent", f"no socket at {path}")
+        try:
+            api = self._client()
+            api.ping()
+        except Exception as e:  # noqa: BLE001 - whatever the SDK raises: the engine refused
+            self.close()
+            return Availability(self.engine, "refused", f"{self.base_url}: {_reason(e)}")
+        return Availability(self.engine, "up", self.base_url)
+
+    # -- listing
+    def list(self) -> list[Found]:
+        try:
+            api = self._client()
+            rows = api.containers(all=True)
+        except Exception:  # noqa: BLE001 - absent or refusing: availability() says which
+            self.close()
+            return []
+        out = []
+        for row in rows:
+            try:
+                out.append(self.found(api.inspect_container(row["Id"])))
+            except Exception:  # noqa: BLE001 - removed between the list and the inspect
+                continue
+        return out
+
+    def get(self, ident: str) -> Found:
+        """One container by the engine's id (or name); NotFound if it has none such."""
+        try:
+            return self.found(self._client().inspect_container(ident))
+        except Exception as e:  # noqa: BLE001
+            raise _error(e, self.engine, ident) from None
+
+    def found(self, attrs: dict) -> Found:
+        state = attrs.get("State") or {}
+        config = attrs.get("Config") or {}
+        graph = attrs.get("GraphDriver") or {}
+        pid = state.get("Pid") or None
+        status = _STATES.get(state.get("Status", ""), "unknown")
+        if status not in ("running", "paused"):
+            pid = None
+        cgroup, namespaces = "", {}
+        if pid:
+            cgroup = _cgroup_of(pid)
+            try:
+                from ..pidinfo import namespace_inodes
+                namespaces = namespace_inodes(pid)
+            except OSError:
+                pid = None                          # ended between inspect and now
+        data = graph.get("Data") or {}
+        rootfs = data.get("MergedDir", "") if graph.get("Name") in ("overlay2", "overlay") else ""
+        ident = attrs["Id"]
+        return Found(
+            key=make_key(self.engine, ident), engine=self.engine, id=ident,
+            name=(attrs.get("Name") or ident[:12]).lstrip("/"), image=config.get("Image", ""),
+            state=status, pid=pid, cgroup=cgroup, namespaces=MappingProxyType(namespaces),
+            rootfs=rootfs, upperdir=data.get("UpperDir", "") if rootfs else "",
+            labels=MappingProxyType(dict(config.get("Labels") or {})),
+            created_at=_unix_time(attrs.get("Created")), controls=CONTROLS,
+            owner_note=f"{self.engine.capitalize()} owns this container ({self.base_url}); "
+                       f"the buttons act through its Engine API, never on its cgroup files.")
+
+    # -- events
+    def follow(self, stop, on_key, on_up=None) -> None:
+        """Call on_key(key) for each container event until stop() is true; on_up()
+        each time the event stream (re)connects (what changed meanwhile was missed).
+        Reconnects every second or so while the engine is away."""
+        import time
+        while not stop():
+            try:
+                api = self._client()
+                stream = api.events(decode=True, filters={"type": "container"})
+            except Exception:  # noqa: BLE001 - not there (yet): try again
+                self.close()
+                time.sleep(1.0)
+                continue
+            watcher = threading.Thread(target=_close_when, args=(stop, stream), daemon=True,
+                                       name=f"{self.engine}-events-stop")
+            watcher.start()
+            if on_up is not None:
+                on_up()
+            try:
+                for ev in stream:
+                    if stop():
+                        break
+                    action = (ev.get("Action") or ev.get("status") or "").split(":")[0]
+                    ident = (ev.get("Actor") or {}).get("ID") or ev.get("id")
+                    if ident and action in _EVENTS:
+                        on_key(make_key(self.engine, ident))
+            except Exception:  # noqa: BLE001 - the engine went away or the stream was closed
+                self.close()
+            finally:
+                stream.close()
+            if not stop():
+                time.sleep(0.5)
+
+    # -- control
+    def control(self, ident: str, action: str, *, timeout: float = 10.0, signal: str = "SIGKILL",
+                limits: dict | None = None) -> None:
+        """start | stop | restart | pause | unpause | kill | remove | update, through the API."""
+        if action not in CONTROLS:
+            raise InvalidArgument(f"unknown action {action!r}")
+        try:
+            api = self._client()
+            if action == "start":
+                api.start(ident)
+            elif action == "stop":
+                api.timeout = API_TIMEOUT + timeout
+                api.stop(ident, timeout=int(timeout))
+            elif action == "restart":
+                api.timeout = API_TIMEOUT + timeout
+                api.restart(ident, timeout=int(timeout))
+            elif action == "pause":
+                api.pause(ident)
+            elif action == "unpause":
+                api.unpause(ident)
+            elif action == "kill":
+                api.kill(ident, signal=signal)
+            elif action == "remove":
+                api.remove_container(ident, force=True)
+            elif action == "update":
+                api.update_container(ident, **_update_args(limits or {}))
+        except Exception as e:  # noqa: BLE001
+            raise _error(e, self.engine, ident) from None
+        finally:
+            if self._api is not None:
+                self._api.timeout = API_TIMEOUT
+
+
+def _update_args(limits: dict) -> dict:
+    """Our Limits fields as the API's update arguments (memory in bytes, cpus, pids)."""
+    out = {}
+    if limits.get("memory") is not None:
+        out["mem_limit"] = int(limits["memory"])
+        out["memswap_limit"] = int(limits.get("memory_swap") or -1)
+    if limits.get("cpus") is not None:
+        out["cpu_period"], out["cpu_quota"] = 100000, int(round(float(limits["cpus"]) * 100000))
+    if limits.get("pids") is not None:
+        out["pids_limit"] = int(limits["pids"])
+    if not out:
+        raise InvalidArgument("update: no limit given")
+    return out
+
+
+def _close_when(stop, stream) -> None:
+    """Close the event stream once stop() is true (the reader is blocked in it)."""
+    import time
+    while not stop():
+        time.sleep(0.5)
+    try:
+        stream.close()
+    except Exception:  # noqa: BLE001, S110 - closing a stream already closed
+        pass
+
+
+def _cgroup_of(pid: int) -> str:
+    """The container's cgroup path as /proc/<pid>/cgroup shows it (the memory
+    hierarchy on v1, the one v2 hierarchy otherwise)."""
+    from ..pidinfo import parse_cgroup
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            paths = parse_cgroup(f.read())
+    except OSError:
+        return ""
+    for key in ("memory", "pids", ""):
+        if paths.get(key):
+            return paths[key]
+    return next(iter(paths.values()), "")
+
+
+def _unix_time(text) -> float | None:
+    """Docker's RFC 3339 time with nanoseconds -> unix seconds."""
+    if not isinstance(text, str) or not text:
+        return None
+    head, _, frac = text.rstrip("Z").partition(".")
+    try:
+        t = _dt.datetime.fromisoformat(head).replace(tzinfo=_dt.timezone.utc).timestamp()
+    except ValueError:
+        return None
+    digits = "".join(ch for ch in frac if ch.isdigit())
+    return t + (float("0." + digits) if digits else 0.0)
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+def _error(e: BaseException, engine: str, ident: str) -> TerrariumError:
+    """The SDK's exception as one of ours: NotFound, Conflict (the engine's 409), else TerrariumError."""
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    text = getattr(e, "explanation", None) or _reason(e)
+    if status == 404:
+        return NotFound(f"{engine} container {ident[:12]!r} not found")
+    if status in (304, 409):
+        return Conflict(f"{engine}: {text}")
+    return TerrariumError(f"{engine}: {text}")

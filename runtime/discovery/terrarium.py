@@ -1,0 +1,32 @@
+"""This runtime's own containers as discovery records (Found)."""
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from . import Availability, Found, make_key
+
+_STATES = {"created": "created", "running": "running", "paused": "paused", "exited": "exited"}
+
+
+class TerrariumSource:
+    engine = "terrarium"
+
+    def __init__(self, rt):
+        self.rt = rt
+
+    def availability(self) -> Availability:
+        return Availability(self.engine, "up", self.rt.root)
+
+    def list(self) -> list[Found]:
+        return [self.found(c) for c in self.rt.list(all=True)]
+
+    def found(self, c) -> Found:
+        return Found(
+            key=make_key(self.engine, c.id), engine=self.engine, id=c.id, name=c.name,
+            image=c.image, state=_STATES.get(c.status, "unknown"), pid=c.pid,
+            cgroup="/" + c.cgroup.strip("/") if c.cgroup else "",
+            namespaces=MappingProxyType(dict(c.namespaces or {})), rootfs=c.rootfs or "",
+            upperdir=c.upperdir or "", created_at=c.created_at,
+            controls=frozenset({"start", "stop", "restart", "pause", "unpause", "kill",
+                                "remove", "update"}),
+            owner_note="Terrarium's own runtime owns this container.")
