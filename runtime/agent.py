@@ -99,13 +99,16 @@ def _container_ids(limit: int):
     container's cgroup under the runtime's parent): never a name or a path."""
     from .state import ID_RE
 
+    from .discovery.registry import is_key
+
     def check(v):
         if not isinstance(v, list) or len(v) > limit:
             raise InvalidArgument(f"invalid container ids: a list of at most {limit}")
         for x in v:
-            if not isinstance(x, str) or not ID_RE.match(x):
+            if not isinstance(x, str) or not (ID_RE.match(x) or is_key(x)):
                 shown = x[:80] if isinstance(x, str) else x
-                raise InvalidArgument(f"invalid container id {shown!r}: 64 hex digits")
+                raise InvalidArgument(f"invalid container id {shown!r}: 64 hex digits, "
+                                      "or another engine's key (docker-<id>)")
         return list(dict.fromkeys(v))
     return check
 
@@ -190,6 +193,11 @@ def _limits(v):
     if not isinstance(v, dict) or set(v) - set(Limits._fields):
         raise InvalidArgument(f"invalid limits {v!r}: an object with {', '.join(Limits._fields)}")
     return Limits(**{k: _number_or_none(x) for k, x in v.items()})
+
+
+def _limits_dict(v):
+    _limits(v)                                  # checked as Limits; passed on as the dict
+    return v
 
 
 def _log_config(v):
@@ -369,10 +377,11 @@ def _log_output(rt, gone, ref, tail=None, since=None, follow=False, timestamps=F
         yield [stream, base64.b64encode(data).decode("ascii")]
 
 
-def _state_changes(rt, gone):
+def _state_changes(rt, gone, engines=False):
     """The ids whose state changed, as batches (None: list everything again),
-    and an empty batch each quiet second, on which a client gone is noticed."""
-    for batch in rt.changes(gone, heartbeat=True):
+    and an empty batch each quiet second, on which a client gone is noticed.
+    engines: other owners' containers' keys too (their engines' events)."""
+    for batch in rt.changes(gone, heartbeat=True, engines=engines):
         yield None if batch is None else sorted(batch)
 
 
@@ -451,6 +460,49 @@ _REF = {"ref": (_ref, True)}
 def _limits_change(rt, ref, limits):
     return to_dict(rt.inspect(ref).limits), lambda result: result["limits"]
 
+
+# ------------------------------------------------ other owners' containers
+# (runtime/discovery): a key names one, an action comes from a fixed set; the
+# engine's socket is the agent's own setting, never the caller's.
+
+def _key(v):
+    from .discovery.registry import is_key
+    if not is_key(v):
+        raise InvalidArgument(f"invalid container key {ascii(v)[:80]}: "
+                              "64 hex digits or <engine>-<id>")
+    return v
+
+
+def _action(v):
+    from .discovery import CONTROLS
+    if v not in CONTROLS:
+        raise InvalidArgument(f"invalid action {ascii(v)[:40]}: one of {', '.join(sorted(CONTROLS))}")
+    return v
+
+
+def _signal_name(v):
+    import signal as _signal
+    sig = _signal_arg(v)
+    return _signal.Signals(sig).name
+
+
+def _discover(rt):
+    from .discovery.registry import to_json
+    found, states = rt.discovery().discover()
+    return {"found": [to_json(f) for f in found], "engines": [s._asdict() for s in states]}
+
+
+def _discovered(rt, key):
+    from .discovery.registry import to_json
+    return to_json(rt.discovery().get(key))
+
+
+def _engine_control(rt, key, action, timeout=10.0, signal="SIGKILL", limits=None):
+    from .discovery.registry import to_json
+    found = rt.discovery().control(key, action, timeout=timeout, signal=signal, limits=limits)
+    return None if found is None else to_json(found)
+
+
 VERBS: dict[str, Verb] = {
     "info": Verb(_info, {}),
     "list": Verb(lambda rt, all=True: to_dict(rt.list(all=all)), {"all": (_bool, False)}),  # noqa: A006 - as Runtime.list
@@ -504,7 +556,15 @@ VERBS: dict[str, Verb] = {
     "log-output": Verb(_log_output, {**_REF, "tail": (_count(1 << 62), False),
                                      "since": (_text(64), False), "follow": (_bool, False),
                                      "timestamps": (_bool, False)}, watch=True, stream=True),
-    "changes": Verb(_state_changes, {}, watch=True, stream=True),
+    "changes": Verb(_state_changes, {"engines": (_bool, False)}, watch=True, stream=True),
+    # Every owner's containers (runtime/discovery): list, one, act through its engine.
+    "discover": Verb(_discover, {}),
+    "discovered": Verb(_discovered, {"key": (_key, True)}),
+    "engine-control": Verb(_engine_control, {"key": (_key, True), "action": (_action, True),
+                                             "timeout": (_seconds, False),
+                                             "signal": (_signal_name, False),
+                                             "limits": (_limits_dict, False)},
+                           mutating=True, target="key"),
     # The OOM watcher's kernel reads: the kernel log and counters as they move, a
     # running container's counters now, and where the memory hierarchy is.
     "oom-events": Verb(_oom_events, {"refresh": (_refresh, False)}, watch=True, stream=True),
@@ -857,6 +917,10 @@ class Agent:
         record = {"time": _audit_log.now(), "user": user, "peer_uid": peer.uid, "peer_pid": peer.pid, "verb": name,
                   "target": target if isinstance(target, str) else repr(target)[:100],
                   "result": "ok" if reply["ok"] else "error"}
+        if name == "engine-control":
+            record["action"] = raw.get("action") if isinstance(raw.get("action"), str) else ""
+            if reply["ok"] and reply["result"]:
+                record["engine"], record["name"] = reply["result"]["engine"], reply["result"]["name"]
         if verb.target == "spec" and reply["ok"]:
             record["id"] = reply["result"]["id"]
         if name in ("load", "commit") and reply["ok"]:

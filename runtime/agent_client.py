@@ -346,11 +346,11 @@ class AgentStatsReader:
         """{id: (raw, forest), or the error of that id}: one request per
         agent.MAX_SAMPLE_IDS containers.  An id that is not one (64 hex
         digits) gets InvalidArgument without asking."""
-        from .state import ID_RE
+        from .discovery.registry import is_key
         out: dict = {}
         ask = []
         for cid in dict.fromkeys(ids):
-            if isinstance(cid, str) and ID_RE.match(cid):
+            if is_key(cid):
                 ask.append(cid)
             else:
                 out[cid] = InvalidArgument(f"invalid container id {cid!r}: 64 hex digits")
@@ -537,16 +537,20 @@ class AgentRuntime:
         return ((stream, base64.b64decode(data))
                 for stream, data in self.stream("log-output", _on_wait=on_wait, **args))
 
-    def changes(self, stop=None, *, heartbeat: bool = False):
+    def changes(self, stop=None, *, heartbeat: bool = False, engines: bool = False):
         """Runtime.changes through the agent (which holds the inotify watches on
-        the state root this process cannot read)."""
+        the state root this process cannot read, and the engines' sockets)."""
         first = True
-        for batch in self.stream("changes"):
+        for batch in self.stream("changes", **({"engines": True} if engines else {})):
             if stop is not None and stop():
                 return
             if batch is None or batch or heartbeat or first:      # the first: watching from now
                 yield None if batch is None else set(batch)
             first = False
+
+    def discovery(self) -> "AgentDiscovery":
+        """Runtime.discovery() through the agent: it talks to the engines."""
+        return AgentDiscovery(self)
 
     def follow_logs(self, ref: str, from_start: bool = True):
         """Yield log content as it is written until the container stops."""
@@ -720,3 +724,26 @@ def wanted(setting: str | None = None) -> bool:
     if value == "auto":
         return os.geteuid() != 0
     return value in ("1", "yes", "true", "on")
+
+
+class AgentDiscovery:
+    """runtime.discovery.registry.Discovery's calls, answered by the agent."""
+
+    def __init__(self, rt: "AgentRuntime"):
+        self.rt = rt
+
+    def discover(self):
+        from .discovery import Availability
+        from .discovery.registry import from_json
+        got = self.rt.call("discover")
+        return [from_json(d) for d in got["found"]], [Availability(**a) for a in got["engines"]]
+
+    def get(self, key: str):
+        from .discovery.registry import from_json
+        return from_json(self.rt.call("discovered", key=key))
+
+    def control(self, key: str, action: str, **kw):
+        from .discovery.registry import from_json
+        got = self.rt.call("engine-control", key=key, action=action,
+                           **{k: v for k, v in kw.items() if v is not None})
+        return None if got is None else from_json(got)

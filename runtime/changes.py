@@ -21,6 +21,8 @@ not recursive), ~1 kB of kernel memory each.  Standard library only
 from __future__ import annotations
 
 import os
+import select
+import threading
 from collections.abc import Callable, Iterator
 
 from . import inotify as _in
@@ -35,8 +37,9 @@ _DIR = _in.IN_MOVED_TO | _in.IN_CLOSE_WRITE | _in.IN_DELETE | _in.IN_ONLYDIR
 class StateWatch:
     """inotify on a state root's containers directory and each container's own."""
 
-    def __init__(self, containers_dir: str):
+    def __init__(self, containers_dir: str, extra: "KeyFeed | None" = None):
         self.dir = containers_dir
+        self.extra = extra              # other owners' containers (runtime/discovery events)
         self.ino = _in.Inotify()
         self._by_wd: dict[int, str] = {}
         try:
@@ -77,6 +80,18 @@ class StateWatch:
         ``timeout_ms`` for the first event; None waits for ever); ALL when the
         kernel's queue overflowed."""
         changed: set[str] = set()
+        if self.extra is not None and timeout_ms != 0:
+            p = select.poll()
+            p.register(self.ino.fileno(), select.POLLIN)
+            p.register(self.extra.fileno(), select.POLLIN)
+            if not p.poll(timeout_ms):
+                return changed
+            timeout_ms = 0
+        if self.extra is not None:
+            keys = self.extra.drain()
+            if keys is ALL:
+                return ALL
+            changed |= keys
         for ev in self.ino.read(timeout_ms):
             if ev.mask & _in.IN_Q_OVERFLOW:
                 return ALL
@@ -113,3 +128,47 @@ class StateWatch:
                 more = self.read(int(settle * 1000))
                 batch = ALL if more is ALL else batch | more
             yield batch
+
+
+class KeyFeed:
+    """Keys pushed from other threads (an engine's event stream), read by a
+    StateWatch beside its inotify events: a pipe wakes its poll."""
+
+    def __init__(self):
+        self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._lock = threading.Lock()
+        self._keys: set[str] | None = set()
+
+    def fileno(self) -> int:
+        return self._r
+
+    def push(self, key: str | None) -> None:
+        """One changed key; None: anything may have changed (list everything)."""
+        with self._lock:
+            if self._w < 0:
+                return                          # closed: the watch has ended
+            if key is None:
+                self._keys = ALL
+            elif self._keys is not ALL:
+                self._keys.add(key)
+            try:
+                os.write(self._w, b"!")
+            except OSError:
+                pass                            # the pipe is full: already awake
+
+    def drain(self) -> set[str] | None:
+        try:
+            while os.read(self._r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        with self._lock:
+            keys, self._keys = self._keys, set()
+        return keys
+
+    def close(self) -> None:
+        with self._lock:
+            fds, self._r, self._w = (self._r, self._w), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)

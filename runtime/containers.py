@@ -28,6 +28,7 @@ import os
 import re
 import select
 import signal
+import threading
 import time
 
 from . import daemons, pidinfo, seccomp
@@ -103,7 +104,40 @@ class Runtime:
         read, read_many, forget, close); one per sampling thread.  Through the
         agent, AgentRuntime.stats_reader() answers the same calls."""
         from .stats import StatsReader
-        return StatsReader(self.cgroups, **kw)
+        return StatsReader(self.cgroups, resolve=self._sampled_cgroup, **kw)
+
+    def _sampled_cgroup(self, name: str):
+        """(driver, cgroup name) of a container to sample: ours by id, another
+        owner's by its discovery key (its cgroup as /proc/<pid>/cgroup says)."""
+        if disk.ID_RE.match(name):
+            return self.cgroups, name
+        found = self.discovery().cached(name)
+        missing = NotFound(f"{found.engine} container {found.name!r} has no cgroup to sample "
+                           f"({found.state})")
+        try:
+            with open(f"/proc/{found.pid}/cgroup") as f:
+                paths = pidinfo.parse_cgroup(f.read()) if found.pid else {}
+        except OSError:
+            raise missing from None
+        if self.cgroups.kind == "v2":
+            parent, _, leaf = paths.get("", "").strip("/").rpartition("/")
+            if not parent or not leaf:
+                raise missing
+            return self._cg({"cgroup_parent": parent}), leaf
+        # v1: an engine's relative cgroup parent lands under the engine's own
+        # cgroup of each hierarchy, which need not be the same one in all:
+        # each hierarchy's root is moved to the parent's parent there.
+        ref = [p for p in paths.get("memory", paths.get("pids", "")).strip("/").split("/") if p]
+        if len(ref) < 2:
+            raise missing
+        parent, leaf = ref[-2], ref[-1]
+        mounts = {}
+        for c, mount in self.cgroups.mounts.items():
+            parts = [p for p in paths.get(c, "").strip("/").split("/") if p]
+            if parts[-2:] == [parent, leaf]:
+                mounts[c] = os.path.join(mount, *parts[:-2])
+        from .cgroups.v1 import V1Driver
+        return V1Driver(mounts, parent), leaf
 
     def _cg(self, config: dict):
         """The cgroup driver of the parent the container was made under (stored
@@ -395,16 +429,32 @@ class Runtime:
         return self.start(c.id)
 
     # --------------------------------------------------------- pause/resume
-    def changes(self, stop=None, *, heartbeat: bool = False):
+    def changes(self, stop=None, *, heartbeat: bool = False, engines: bool = False):
         """Batches of the ids whose state changed on disk, as they change
         (runtime/changes.py: inotify, not a poll); None after an overflow
         (list everything again).  The first batch is empty and comes as soon
         as the watch is in place: a change after it is never missed, so a
-        consumer lists everything once *after* it.  Ends when ``stop()`` is true."""
-        from .changes import StateWatch
-        with StateWatch(self.containers_dir) as w:
-            yield set()
-            yield from w.follow(stop, heartbeat=heartbeat)
+        consumer lists everything once *after* it.  Ends when ``stop()`` is true.
+        With ``engines``, other owners' containers too, by their discovery
+        keys ("docker-<id>"), from their engines' event streams."""
+        from .changes import KeyFeed, StateWatch
+        feed, done = (KeyFeed() if engines else None), threading.Event()
+        try:
+            if feed is not None:
+                from .discovery.registry import shared
+                shared(self).follow(done.is_set, feed.push)
+            with StateWatch(self.containers_dir, extra=feed) as w:
+                yield set()
+                yield from w.follow(stop, heartbeat=heartbeat)
+        finally:
+            done.set()
+            if feed is not None:
+                feed.close()
+
+    def discovery(self):
+        """This process's runtime.discovery.registry.Discovery over every source."""
+        from .discovery.registry import shared
+        return shared(self)
 
     def pause(self, ref: str) -> Container:
         with self._locked_config(ref) as (cid, config):

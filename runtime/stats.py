@@ -498,17 +498,21 @@ class StatsReader:
     or when the cgroup is gone (NotFound propagates)."""
 
     def __init__(self, driver, proc: str = _procs.PROC, slow_every: int = 5,
-                 keep_open: int | None = None):
+                 keep_open: int | None = None, resolve=None):
         self.driver, self.proc, self.slow_every = driver, proc, slow_every
         self.keep_open = keep_open
+        # name -> (driver, cgroup name): another owner's container (a discovery
+        # key, "docker-<id>") lives under a parent of its own
+        self.resolve = resolve or (lambda name: (self.driver, name))
         self.containers: dict[str, ContainerStats] = {}
 
     def read(self, name: str, tree: bool = True) -> tuple[dict, list | None]:
         c = self.containers.get(name)
         if c is None:
-            if not self.driver.exists(name):
-                raise NotFound(f"cgroup '{self.driver.parent}/{name}' not found")
-            c = self.containers[name] = ContainerStats(self.driver, name, self.proc, self.slow_every,
+            driver, cg = self.resolve(name)
+            if not driver.exists(cg):
+                raise NotFound(f"cgroup '{driver.parent}/{cg}' not found")
+            c = self.containers[name] = ContainerStats(driver, cg, self.proc, self.slow_every,
                                                        self.keep_open)
         try:
             return c.read(tree)

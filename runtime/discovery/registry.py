@@ -12,8 +12,10 @@ asks it through the agent's verbs (discover, discovered, engine-control).
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
+from types import MappingProxyType
 
 from ..errors import InvalidArgument, NotFound
 from . import ENGINES, Found, discover
@@ -29,6 +31,30 @@ def default_sources(rt=None) -> list:
     if rt is not None:
         sources.append(TerrariumSource(rt))
     return sorted(sources, key=lambda s: ENGINES.index(s.engine))
+
+
+# A Found.key: our own 64-hex ids, or "<engine>-<id>" (make_key), never a path.
+KEY_RE = re.compile(r"[0-9a-f]{64}|(?:%s)-[A-Za-z0-9._@-]{1,200}" % "|".join(
+    e for e in ENGINES if e != "terrarium"))
+
+
+def is_key(value) -> bool:
+    return isinstance(value, str) and KEY_RE.fullmatch(value) is not None
+
+
+def to_json(found: Found) -> dict:
+    d = found._asdict()
+    d["namespaces"], d["labels"] = dict(found.namespaces), dict(found.labels)
+    d["controls"] = sorted(found.controls)
+    return d
+
+
+def from_json(d: dict) -> Found:
+    d = dict(d)
+    d["namespaces"] = MappingProxyType(d.get("namespaces") or {})
+    d["labels"] = MappingProxyType(d.get("labels") or {})
+    d["controls"] = frozenset(d.get("controls") or ())
+    return Found(**{k: v for k, v in d.items() if k in Found._fields})
 
 
 def split_key(key: str) -> tuple[str, str]:
