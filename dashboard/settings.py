@@ -151,6 +151,14 @@ X_FRAME_OPTIONS = "DENY"
 # seconds (0 disables the reconciler, for tests).
 TERRARIUM_RECONCILE_INTERVAL = float(os.environ.get("TERRARIUM_RECONCILE_INTERVAL", "1.0"))
 TERRARIUM_RECONCILE_FULL = float(os.environ.get("TERRARIUM_RECONCILE_FULL", "30"))
+# Other owners' containers (runtime/discovery): the reconciler follows their
+# engines' events too (Docker's event stream) so that the pages show a `docker
+# run` at once.  "0" turns that off (the pages still list them when drawn).
+# The engines' sockets: TERRARIUM_DOCKER_HOST (else DOCKER_HOST, else
+# unix:///var/run/docker.sock) and TERRARIUM_PODMAN_HOST (else CONTAINER_HOST,
+# else unix:///run/podman/podman.sock), read by whichever process talks to
+# them: the root agent in agent mode, which inherits them from `make run`.
+TERRARIUM_ENGINE_EVENTS = os.environ.get("TERRARIUM_ENGINE_EVENTS", "1") != "0"
 # Open websockets (dashboard/containers/access.py): seconds between re-checks of
 # their session and role, and how many one session may hold open per process.
 TERRARIUM_WS_RECHECK = float(os.environ.get("TERRARIUM_WS_RECHECK", "3"))

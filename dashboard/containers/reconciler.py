@@ -68,7 +68,8 @@ class _Changes:
     def _follow(self):
         global _warned
         try:
-            for batch in get_runtime().changes(self.stopping.is_set):
+            engines = {"engines": True} if getattr(settings, "TERRARIUM_ENGINE_EVENTS", True) else {}
+            for batch in get_runtime().changes(self.stopping.is_set, **engines):
                 if not self.watching.is_set():
                     self.watching.set()                 # the first, empty batch
                     continue

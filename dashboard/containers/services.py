@@ -88,7 +88,11 @@ def containers_reconcile(ids=None) -> list[dict]:
 
     Returns the events describing what changed (the caller publishes them)."""
     if ids is not None:
-        return _reconcile_some(ids)
+        from runtime.state import ID_RE
+
+        from .engines import changed_event
+        others = [changed_event(k) for k in ids if not ID_RE.match(k)]    # other owners': not mirrored
+        return _reconcile_some([k for k in ids if ID_RE.match(k)]) + others
     states = get_runtime().list(all=True)
     out = []
     with transaction.atomic():

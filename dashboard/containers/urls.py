@@ -1,9 +1,13 @@
 from django.urls import path, re_path
 
-from . import views
+from runtime.discovery import ENGINES
+
+from . import engine_views, views
 
 app_name = "containers"
 ID = r"(?P<container_id>[0-9a-f]{64})"
+# another owner's container: its discovery key (runtime/discovery.make_key)
+KEY = r"(?P<container_id>(?:%s)-[A-Za-z0-9._@-]{1,200})" % "|".join(e for e in ENGINES if e != "terrarium")
 
 urlpatterns = [
     path("", views.container_list, name="list"),
@@ -14,6 +18,11 @@ urlpatterns = [
     re_path(rf"^containers/{ID}/limits/$", views.container_limits, name="limits"),
     re_path(rf"^containers/{ID}/(?P<action>start|stop|kill|restart|pause|resume|remove)/$",
             views.container_action, name="action"),
+    re_path(rf"^containers/{KEY}/$", engine_views.engine_detail, name="engine-detail"),
+    re_path(rf"^containers/{KEY}/row/$", engine_views.engine_row, name="engine-row"),
+    re_path(rf"^containers/{KEY}/head/$", engine_views.engine_head, name="engine-head"),
+    re_path(rf"^containers/{KEY}/(?P<action>start|stop|restart|pause|unpause|kill|remove)/$",
+            engine_views.engine_action, name="engine-action"),
     path("images/", views.image_list, name="images"),
     path("networks/", views.network_list, name="networks"),
     path("audit/", views.audit_list, name="audit"),

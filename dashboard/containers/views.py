@@ -76,10 +76,26 @@ def _wants_json(request) -> bool:
 @can_view
 @_refreshed
 def container_list(request):
+    """Ours (the mirror) and every other owner's (discovery, dashboard/containers/
+    engines.py), each with its engine; ?engine=NAME shows one engine's."""
+    from runtime.discovery import ENGINES
+
+    from . import engines
+    from .engine_views import Shown
+    engine = request.GET.get("engine") or None
+    if engine is not None and engine not in ENGINES:
+        messages.error(request, f"No engine {engine[:40]!r}: showing every engine "
+                                f"(known: {', '.join(ENGINES)}).")
+        engine = None
     rows = [(c, selectors.container_actions(container=c, user=request.user))
-            for c in selectors.container_list()]
-    return render(request, "containers/list.html", {"rows": rows,
-                                                    "counts": selectors.container_counts()})
+            for c in selectors.container_list()] if engine in (None, "terrarium") else []
+    others, states, error = ([], [], "") if engine == "terrarium" else engines.discovered(engine=engine)
+    if error:
+        messages.error(request, f"Could not ask the container engines: {error}")
+    shown = [(Shown(f), engines.actions(found=f, user=request.user)) for f in others]
+    return render(request, "containers/list.html", {
+        "rows": rows, "others": shown, "engine": engine, "engines": states,
+        "total": len(rows) + len(shown), "counts": selectors.container_counts()})
 
 
 @require_GET

@@ -159,6 +159,10 @@ class EngineSource:
         Reconnects every second or so while the engine is away."""
         import time
         while not stop():
+            path = self._socket_path()
+            if path is not None and not os.path.exists(path):
+                time.sleep(2.0)                     # no engine here (yet)
+                continue
             try:
                 api = self._client()
                 stream = api.events(decode=True, filters={"type": "container"})

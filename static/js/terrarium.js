@@ -79,6 +79,8 @@
 
   function swapRow(el, html) {
     var fresh = fragment(html).firstElementChild;
+    var only = rows.closest("table").dataset.engine;      // the list filtered by engine
+    if (only && fresh.dataset.engine !== only) { if (el) el.remove(); return; }
     if (el) el.replaceWith(fresh);
     else rows.insertBefore(fresh, rows.firstChild);
   }

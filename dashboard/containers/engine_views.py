@@ -1,0 +1,79 @@
+"""Pages of other owners' containers (dashboard/containers/engines.py): the
+detail page, the list row and the detail head for live updates, and the
+actions through the owner's engine.  Thin, as views.py."""
+import datetime as dt
+
+from django.contrib import messages
+from django.http import Http404, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from runtime.discovery import CONTROLS
+
+from . import engines
+from .views import _back, _wants_json, can_view, operates
+
+
+class Shown:
+    """A Found as the templates read it: ``id`` is its key (the URLs and the
+    live socket), ``found`` the record."""
+
+    def __init__(self, found):
+        self.found, self.id = found, found.key
+        self.name, self.engine, self.image, self.state = found.name, found.engine, found.image, found.state
+        self.engine_name = engines.ENGINE_NAMES.get(found.engine, found.engine)
+        self.created = (dt.datetime.fromtimestamp(found.created_at, dt.timezone.utc)
+                        if found.created_at else None)
+        self.labels = sorted(found.labels.items())
+        self.namespaces = dict(found.namespaces)
+
+
+def _found_or_404(key):
+    found = engines.get(key=key)
+    if found is None:
+        raise Http404(f"no container {key[:60]} on this host")
+    return found
+
+
+def _context(request, found) -> dict:
+    return {"c": Shown(found), "actions": engines.actions(found=found, user=request.user)}
+
+
+@require_GET
+@can_view
+def engine_detail(request, container_id):
+    found = _found_or_404(container_id)
+    return render(request, "containers/engine_detail.html", _context(request, found))
+
+
+@require_GET
+@can_view
+def engine_row(request, container_id):
+    return render(request, "containers/_engine_row.html", _context(request, _found_or_404(container_id)))
+
+
+@require_GET
+@can_view
+def engine_head(request, container_id):
+    return render(request, "containers/_engine_live.html", _context(request, _found_or_404(container_id)))
+
+
+@require_POST
+@operates()
+def engine_action(request, container_id, action):
+    """An action through the container's owner; JSON for fetch(), else redirect."""
+    if action not in CONTROLS:
+        raise Http404(f"no action {action!r}")
+    try:
+        engines.act(user=request.user, key=container_id, action=action)
+    except engines.EngineError as e:
+        ok, text = False, f"{action.capitalize()} failed: {e}"
+    else:
+        ok, text = True, f"{action.capitalize()}: done."
+    if _wants_json(request):
+        return JsonResponse({"ok": ok, "message": text}, status=200 if ok else 409)
+    (messages.success if ok else messages.error)(request, text)
+    default = reverse("containers:list") if action == "remove" and ok else \
+        reverse("containers:engine-detail", args=[container_id])
+    return _back(request, default)

@@ -1,0 +1,107 @@
+"""Other owners' containers (runtime/discovery: Docker, Podman, and whatever
+else a source yields): their reads and their actions.
+
+They are shown from discovery, never mirrored in the database.  The owner's
+engine is the record (its API, or the cgroup tree): a mirror would be a
+second copy to keep in step with something we do not write, names repeat
+across engines (our Container has a unique name and a 64-hex pk), and a
+container removed behind our back would linger.  What we keep of them is what
+we did: audit rows (container_id = the engine's id, details.engine and
+details.key) and OOM events, which outlive the container anyway.
+
+Through the agent (TERRARIUM_AGENT=1) the engines' sockets are the agent's,
+not the web tier's: runtime.agent_client.AgentDiscovery.
+"""
+from __future__ import annotations
+
+from runtime import TerrariumError
+from runtime.discovery.registry import is_key
+
+from . import events
+from .models import AuditEntry
+from .roles import CAN_OPERATE
+from .runtime_client import get_runtime
+
+# What each state allows, in the engines' own words (Docker's unpause)
+STATE_ACTIONS = {
+    "created": ("start", "remove"),
+    "running": ("stop", "restart", "pause", "kill"),
+    "paused": ("unpause", "stop", "kill"),
+    "exited": ("start", "remove"),
+}
+ENGINE_NAMES = {"terrarium": "Terrarium", "docker": "Docker", "podman": "Podman",
+                "kubernetes": "Kubernetes", "containerd": "containerd", "crio": "CRI-O",
+                "nspawn": "nspawn", "lxc": "LXC", "systemd": "systemd", "bare": "bare namespace"}
+
+
+class EngineError(Exception):
+    """An action the engine refused or could not do; the message says why."""
+
+
+def is_other(key: str) -> bool:
+    """A key of another owner's container (not one of our 64-hex ids)."""
+    return is_key(key) and "-" in key
+
+
+def discovered(*, engine: str | None = None):
+    """(other owners' containers, [Availability], error text or "").  Never raises."""
+    try:
+        found, states = get_runtime().discovery().discover()
+    except (TerrariumError, OSError) as e:
+        return [], [], str(e)
+    found = [f for f in found if f.engine != "terrarium" and (engine is None or f.engine == engine)]
+    found.sort(key=lambda f: (f.engine, f.name))
+    return found, states, ""
+
+
+def get(*, key: str):
+    """The container of key now (asked of its owner), or None."""
+    if not is_other(key):
+        return None
+    try:
+        return get_runtime().discovery().get(key)
+    except (TerrariumError, OSError):
+        return None
+
+
+def actions(*, found, user) -> tuple[str, ...]:
+    """The buttons this user may press for it now: what its owner's API offers
+    (none for read-only sources) and its state allows."""
+    if not user.has_perm(CAN_OPERATE):
+        return ()
+    return tuple(a for a in STATE_ACTIONS.get(found.state, ()) if a in found.controls)
+
+
+def act(*, user, key: str, action: str, timeout: float = 10.0):
+    """action through the container's owner, audited like ours (the row names
+    the container and its engine); publishes the change.  The container after
+    it (None once removed); EngineError when refused."""
+    before = get(key=key)
+    name = before.name if before else key[:40]
+    details = {"engine": before.engine if before else key.partition("-")[0], "key": key}
+    ident = before.id[:64] if before else ""
+    try:
+        after = get_runtime(user=user).discovery().control(
+            key, action, **({"timeout": timeout} if action in ("stop", "restart") else {}))
+    except (TerrariumError, OSError) as e:
+        _audit(user, action, ident, name, "error", str(e), details)
+        raise EngineError(str(e)) from e
+    _audit(user, action, ident, name, "ok", "", details)
+    if after is None:
+        events.publish([events.removed_event(key, name)])
+    else:
+        events.publish([changed_event(key, after.name)])
+    return after
+
+
+def _audit(user, action, ident, name, result, message, details):
+    AuditEntry.objects.create(
+        user=user if getattr(user, "pk", None) else None,
+        username=getattr(user, "username", "") or "(system)", action=action[:32],
+        container_id=ident, container_name=f"{name} ({details['engine']})"[:128], result=result,
+        message=message, details=details)
+
+
+def changed_event(key: str, name: str = "") -> dict:
+    """container.changed for a key: the pages fetch its row or head again."""
+    return {"type": events.CHANGED, "container": {"id": key, "name": name}}
