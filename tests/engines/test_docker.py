@@ -1,0 +1,139 @@
+"""Docker's containers in the dashboard, for real: a private dockerd
+(tests/dockerd.py), the session's root agent started with its socket
+(TERRARIUM_DOCKER_HOST), and a Daphne of our own in agent mode, so every read
+and act goes the way it goes in production: browser -> Daphne -> agent ->
+Engine API / cgroup files.  One dockerd and one Daphne for the module."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from runtime import Spec
+
+from tests.dockerd import private_dockerd
+from tests.fixtures_web import CHROMIUM_ARGS
+from tests.webstack import WebStack, login_cookie
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="needs Debian's chromium")
+
+
+@pytest.fixture(scope="module")
+def docker(rt, session_root, tmp_path_factory):
+    """The private dockerd (our busybox loaded as `busybox`), its socket the agent's."""
+    from runtime.agent import stop_agent
+    with private_dockerd() as d:
+        tar = tmp_path_factory.mktemp("dk") / "busybox.tar"
+        with open(tar, "wb") as f:
+            rt.save_image("busybox", f)
+        d("load", "-i", str(tar))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("TERRARIUM_DOCKER_HOST", d.env["DOCKER_HOST"])
+            stop_agent(session_root)            # the next one inherits the socket
+            try:
+                yield d
+            finally:
+                stop_agent(session_root)        # and the one after, whatever it is, not
+
+
+@pytest.fixture(scope="module")
+def web(docker, tmp_path_factory):
+    stack = WebStack(tmp_path_factory.mktemp("dkweb"), users=(("otto", "operator"), ("vera", "viewer")),
+                     env={"TERRARIUM_AGENT": "1", "TERRARIUM_LIVE_TICK": "0.5"})
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def page(web):
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        ctx = b.new_context(viewport={"width": 1360, "height": 900})
+        pg = ctx.new_page()
+        pg.set_default_timeout(10_000)
+        base = web.urls[0]
+        pg.goto(base + "/login/")
+        pg.fill("#id_username", web.users["operator"][0])
+        pg.fill("#id_password", web.users["operator"][1])
+        pg.click("button[type=submit]")
+        pg.wait_for_url(base + "/")
+        pg.base = base
+        yield pg
+        b.close()
+
+
+def _run(docker, *args) -> tuple[str, str]:
+    name = f"dk-{secrets.token_hex(3)}"
+    cid = docker("run", "-d", "--name", name, "--network", "none", *args).stdout.strip()
+    return name, cid
+
+
+def test_a_docker_run_shows_in_the_list_at_once_beside_ours(docker, web, page, rt, name):
+    ours = rt.run(Spec(image="busybox", name=name, cmd=("sleep", "300")))
+    try:
+        page.goto(page.base + "/")
+        page.wait_for_function("document.body.dataset.live === 'on'")
+        dname, cid = _run(docker, "busybox", "sleep", "300")
+        ran = time.monotonic()
+        row = page.locator(f'tr[data-container-id="docker-{cid}"]')
+        row.wait_for(timeout=2_000)                             # the event, not a reload
+        assert time.monotonic() - ran < 2.5
+        assert row.get_attribute("data-name") == dname
+        assert row.locator(".engine").inner_text().lower() == "docker"
+        assert page.locator(f'tr[data-container-id="{ours.id}"] .engine').inner_text().lower() == "terrarium"
+        assert page.locator('#engine-filter [data-engine="docker"]').get_attribute("data-availability") == "up"
+        page.goto(page.base + "/?engine=docker")
+        assert page.locator(f'tr[data-container-id="docker-{cid}"]').count() == 1
+        assert page.locator(f'tr[data-container-id="{ours.id}"]').count() == 0
+        page.goto(page.base + "/?engine=nonsense")
+        assert "No engine 'nonsense'" in page.content()
+    finally:
+        rt.remove(ours.id, force=True)
+
+
+def test_docker_detail_graphs_tree_and_stop_through_the_engine(docker, web, page):
+    dname, cid = _run(docker, "busybox", "sh", "-c", "trap 'exit 0' TERM; while :; do :; done")
+    key = f"docker-{cid}"
+    page.goto(f"{page.base}/containers/{key}/")
+    assert "Docker owns this container" in page.locator("#owner-note").inner_text()
+    page.wait_for_function("(document.getElementById('graphs') || {dataset: {}}).dataset.live === 'on'")
+    page.wait_for_function("+(document.getElementById('graphs').dataset.points || 0) >= 3")
+    docker("exec", "-d", dname, "sleep", "4321")
+    page.locator("#ptree", has_text="sleep 4321").wait_for()
+    pid = json.loads(docker("inspect", cid).stdout)[0]["State"]["Pid"]
+    assert page.locator(f'#ptree li[data-pid="{pid}"]').count() == 1      # host pid of its init
+    assert page.locator("#card-namespaces td", has_text="pid").count() >= 1
+    page.once("dialog", lambda d: d.accept())
+    page.click('#detail-head button[data-action="stop"]')
+    page.locator('#detail-head [data-state="exited"]').wait_for(timeout=20_000)
+    assert json.loads(docker("inspect", cid).stdout)[0]["State"]["Running"] is False
+    with sqlite3.connect(web.env["TERRARIUM_DB"]) as db:
+        rows = db.execute("select username, action, container_id, container_name, result, details "
+                          "from containers_auditentry where action='stop' and container_id=?", (cid,)).fetchall()
+    assert len(rows) == 1
+    username, _, _, cname, result, details = rows[0]
+    assert (username, result, cname) == ("otto", "ok", f"{dname} (docker)")
+    assert json.loads(details) == {"engine": "docker", "key": key}
+
+
+def test_a_viewer_sees_who_owns_it_and_no_buttons(docker, web):
+    dname, cid = _run(docker, "busybox", "sleep", "300")
+    cookie = login_cookie(web.ports[0], *web.users["viewer"])
+    req = urllib.request.Request(f"{web.urls[0]}/containers/docker-{cid}/", headers={"Cookie": cookie})
+    html = urllib.request.urlopen(req, timeout=10).read().decode()
+    assert dname in html and "Docker owns this container" in html and "Your role may only view" in html
+    assert "/stop/" not in html
+    gone = urllib.request.Request(f"{web.urls[0]}/containers/docker-{'0' * 64}/", headers={"Cookie": cookie})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(gone, timeout=10)
+    assert e.value.code == 404
