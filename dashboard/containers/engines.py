@@ -64,6 +64,25 @@ def get(*, key: str):
         return None
 
 
+def owner_of_memcg(memcg: str):
+    """The other owner's container a memory cgroup belongs to (an OOM report's
+    oom_memcg), or None: its cgroup or one below it, or, once it has exited
+    (a killed init: the cgroup is gone), the one whose engine id names a
+    component of the path ("/docker/<id>", "docker-<id>.scope")."""
+    if not memcg:
+        return None
+    found, _, _ = discovered()
+    memcg = "/" + memcg.strip("/")
+    for f in found:
+        if f.cgroup and (memcg == f.cgroup or memcg.startswith(f.cgroup.rstrip("/") + "/")):
+            return f
+    parts = memcg.split("/")
+    for f in found:
+        if len(f.id) >= 12 and any(f.id in p for p in parts):
+            return f
+    return None
+
+
 def actions(*, found, user) -> tuple[str, ...]:
     """The buttons this user may press for it now: what its owner's API offers
     (none for read-only sources) and its state allows."""

@@ -261,6 +261,15 @@ class OomWatcher:
         if action.kind == mapping.CONFIRM:
             await _confirm(container_id=action.key, token=action.token, counts=action.counts)
             return None              # already published when the kmsg report came
+        if action.kind == mapping.NEW and who.scope == mapping.SCOPE_HOST and who.memcg:
+            # not one of ours: another owner's container (Docker...) through discovery
+            from dashboard.containers.engines import owner_of_memcg
+            owner = await asyncio.to_thread(owner_of_memcg, who.memcg)
+            if owner is not None:
+                return await _record(
+                    scope=mapping.SCOPE_CONTAINER, container_id=None, report=action.report,
+                    counts=action.counts or counts_now, detected_by="kmsg",
+                    name=f"{owner.name} ({owner.engine})", memcg=who.memcg)
         if action.kind == mapping.NEW:
             return await _record(
                 scope=who.scope, container_id=who.container_id, report=action.report,

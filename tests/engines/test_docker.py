@@ -137,3 +137,20 @@ def test_a_viewer_sees_who_owns_it_and_no_buttons(docker, web):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(gone, timeout=10)
     assert e.value.code == 404
+
+
+def test_an_oom_kill_in_a_docker_container_names_it_and_the_victim(docker, web, page):
+    page.goto(page.base + "/")
+    page.wait_for_function("document.body.dataset.live === 'on'")
+    # tail buffers /dev/zero's one endless line until the 20 MB limit kills it; sh lives on
+    dname, cid = _run(docker, "-m", "20m", "--memory-swap", "20m", "busybox", "sh", "-c",
+                      "tail /dev/zero; sleep 300")
+    toast = page.locator(".oom-toast", has_text=f"{dname} (docker)")
+    toast.wait_for(timeout=20_000)
+    assert "tail" in toast.inner_text()
+    with sqlite3.connect(web.env["TERRARIUM_DB"]) as db:
+        rows = db.execute("select scope, container_name, killed_command, oom_memcg from containers_oomevent "
+                          "where container_name=?", (f"{dname} (docker)",)).fetchall()
+    assert len(rows) == 1
+    scope, _, killed, memcg = rows[0]
+    assert (scope, killed) == ("container", "tail") and memcg.endswith(cid)
