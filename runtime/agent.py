@@ -560,6 +560,8 @@ VERBS: dict[str, Verb] = {
     # Every owner's containers (runtime/discovery): list, one, act through its engine.
     "discover": Verb(_discover, {}),
     "discovered": Verb(_discovered, {"key": (_key, True)}),
+    "engine-layers": Verb(lambda rt, key, limit=10000: rt.discovery().layers(key, limit),
+                          {"key": (_key, True), "limit": (_count(1 << 20), False)}),
     "engine-control": Verb(_engine_control, {"key": (_key, True), "action": (_action, True),
                                              "timeout": (_seconds, False),
                                              "signal": (_signal_name, False),

@@ -742,6 +742,9 @@ class AgentDiscovery:
         from .discovery.registry import from_json
         return from_json(self.rt.call("discovered", key=key))
 
+    def layers(self, key: str, limit: int = 10000) -> dict:
+        return self.rt.call("engine-layers", key=key, limit=limit)
+
     def control(self, key: str, action: str, **kw):
         from .discovery.registry import from_json
         got = self.rt.call("engine-control", key=key, action=action,

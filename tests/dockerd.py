@@ -8,7 +8,8 @@ Everything of it lives in one temp dir: --data-root, --exec-root (its own
 containerd under it), the -H unix socket, --pidfile, the CLI's DOCKER_CONFIG.
 No network set-up (--bridge=none, --iptables=false, --ip6tables=false; the
 containers run with --network none), the vfs storage driver (no mounts of its
-own on the host), and a cgroup parent named after this test run's, so the
+own on the host; storage_driver="overlay2" for a test of overlay roots, whose
+mounts under the dir are unmounted after), and a cgroup parent named after this test run's, so the
 session's leak check sees one left behind.  It is stopped by its pid
 (SIGTERM, then SIGKILL), its cgroup dirs and anything still mounted under its
 dir are removed, then the dir.  The system's docker.service is never used.
@@ -32,7 +33,7 @@ def available() -> bool:
 
 
 @contextlib.contextmanager
-def private_dockerd(cgroup_parent: str | None = None, timeout: float = 60.0):
+def private_dockerd(cgroup_parent: str | None = None, timeout: float = 60.0, storage_driver: str = "vfs"):
     if not available():
         import pytest
         pytest.skip("needs root and Debian's docker.io (scripts/setup.sh installs it)")
@@ -47,7 +48,7 @@ def private_dockerd(cgroup_parent: str | None = None, timeout: float = 60.0):
         [DOCKERD, "--data-root", os.path.join(base, "data"), "--exec-root", os.path.join(base, "x"),
          "-H", f"unix://{sock}", "--pidfile", os.path.join(base, "dockerd.pid"),
          "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--ip-forward=false",
-         "--storage-driver=vfs", "--cgroup-parent", cgroup_parent, "--log-level=warn",
+         f"--storage-driver={storage_driver}", "--cgroup-parent", cgroup_parent, "--log-level=warn",
          "--userland-proxy=false"],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
@@ -59,6 +60,7 @@ def private_dockerd(cgroup_parent: str | None = None, timeout: float = 60.0):
         return res
 
     docker.env = env                    # for running the client by hand (a benchmark's timing)
+    docker.base = base                  # everything of it is under here (mounts too)
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -77,3 +77,27 @@ def engine_action(request, container_id, action):
     default = reverse("containers:list") if action == "remove" and ok else \
         reverse("containers:engine-detail", args=[container_id])
     return _back(request, default)
+
+
+@require_GET
+@can_view
+def engine_layers(request, container_id):
+    found = _found_or_404(container_id)
+    try:
+        data, error = engines.layers(key=container_id), ""
+    except engines.EngineError as e:
+        data, error = None, str(e)
+    lowers = list(enumerate(data["lower"]))[::-1] if data else []          # top first
+    return render(request, "containers/engine_layers.html", {**_context(request, found),
+                                                             "layers": data, "lowers": lowers,
+                                                             "error": error})
+
+
+@require_GET
+@can_view
+def engine_changes(request, container_id):
+    """The writable layer's changes now, as JSON (static/layers/layers.js polls it)."""
+    try:
+        return JsonResponse(engines.layers(key=container_id))
+    except engines.EngineError as e:
+        return JsonResponse({"error": str(e)}, status=404)

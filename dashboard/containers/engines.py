@@ -124,3 +124,28 @@ def _audit(user, action, ident, name, result, message, details):
 def changed_event(key: str, name: str = "") -> dict:
     """container.changed for a key: the pages fetch its row or head again."""
     return {"type": events.CHANGED, "container": {"id": key, "name": name}}
+
+
+MAX_CHANGES = 2000              # a page shows at most this many changes
+
+
+def layers(*, key: str) -> dict:
+    """Its layers and writable-layer changes in the shape of dashboard.layers'
+    changes JSON (static/layers/layers.js draws both); EngineError with the reason."""
+    import time
+    try:
+        got = get_runtime().discovery().layers(key, MAX_CHANGES + 1)
+    except (TerrariumError, OSError) as e:
+        raise EngineError(str(e)) from e
+    changes = got["changes"]
+    counts = {"A": 0, "C": 0, "D": 0}
+    for ch in changes:
+        counts[ch["kind"]] += 1
+    got.update({
+        "status": got["state"], "t": time.time(), "upper_dir": got["upper"], "upper": got["upper_size"],
+        "counts": counts,
+        "total": len(changes), "truncated": got["truncated"] or len(changes) > MAX_CHANGES,
+        "changes": [{"path": ch["path"], "kind": ch["kind"], "dir": ch["is_dir"], "size": ch["size"],
+                     "opaque": ch["opaque"], "from": ch["from_layer"], "whiteout": ch["whiteout"],
+                     "from_digest": None} for ch in changes[:MAX_CHANGES]]})
+    return got

@@ -123,6 +123,21 @@ class EngineSource:
         except Exception as e:  # noqa: BLE001
             raise _error(e, self.engine, ident) from None
 
+    def layers(self, ident: str) -> dict:
+        """The storage driver's directories as the API gives them: {"driver",
+        and for overlay2 "lower" (bottom first), "upper", "base" (what the
+        mount's relative lowerdirs are relative to)}."""
+        try:
+            graph = self._client().inspect_container(ident).get("GraphDriver") or {}
+        except Exception as e:  # noqa: BLE001
+            raise _error(e, self.engine, ident) from None
+        data, name = graph.get("Data") or {}, graph.get("Name", "")
+        if name not in ("overlay2", "overlay") or not data.get("UpperDir"):
+            return {"driver": name}
+        lower = [d for d in (data.get("LowerDir") or "").split(":") if d]
+        return {"driver": name, "lower": lower[::-1], "upper": data["UpperDir"],
+                "base": os.path.dirname(os.path.dirname(data["UpperDir"]))}
+
     def found(self, attrs: dict) -> Found:
         state = attrs.get("State") or {}
         config = attrs.get("Config") or {}

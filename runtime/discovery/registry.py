@@ -125,6 +125,36 @@ class Discovery:
             return None
         return self.get(key)
 
+    def layers(self, key: str, limit: int = 10000) -> dict:
+        """Its root filesystem's layers and the writable layer's changes: the
+        directories from its engine's API where it gives them (Docker's
+        GraphDriver), else from its init's mountinfo; the diff read from the
+        upper directory (runtime.overlay.diff), as for our own."""
+        import dataclasses
+
+        from .. import overlay
+        from ..errors import KernelError
+        found = self.get(key)
+        source = self.source(found.engine)
+        info = source.layers(found.id) if hasattr(source, "layers") else {}
+        mount = None
+        if found.pid:
+            try:
+                mount = overlay.mount_info(found.pid, lower_base=info.get("base"))
+            except (NotFound, KernelError):
+                mount = None
+        upper = info.get("upper") or (mount or {}).get("upperdir") or ""
+        lower = info.get("lower") or list(reversed((mount or {}).get("lowerdir") or []))
+        if not upper:
+            raise NotFound(f"{found.engine} container {found.name!r} has no overlay writable layer "
+                           f"(storage driver: {info.get('driver') or 'not known'})")
+        changes = overlay.diff(upper, lower, limit=limit)
+        size = overlay.upper_size(upper)
+        return {"key": key, "engine": found.engine, "name": found.name, "state": found.state,
+                "pid": found.pid, "driver": info.get("driver", "overlay"), "lower": lower,
+                "upper": upper, "mount": mount, "upper_size": {"bytes": size.bytes, "files": size.files},
+                "changes": [dataclasses.asdict(c) for c in changes], "truncated": changes.truncated}
+
     def follow(self, stop, on_key) -> list[threading.Thread]:
         """A thread per source with an event stream, calling on_key(key) for
         each container event (and on_key(None) when a stream (re)connects:

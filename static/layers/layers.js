@@ -99,7 +99,7 @@
     if (!o) return "nowhere";
     return o.layer === "upper" ? "the writable layer (upper)" : "lower " + o.layer + " (" + o.digest.slice(0, 19) + ")";
   }
-  form.addEventListener("submit", function (ev) {
+  if (form) form.addEventListener("submit", function (ev) {     // not on another owner's container
     ev.preventDefault();
     var path = document.getElementById("origin-path").value;
     fetch(form.dataset.url + "?path=" + encodeURIComponent(path), { credentials: "same-origin" })

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason=
 def docker(rt, session_root, tmp_path_factory):
     """The private dockerd (our busybox loaded as `busybox`), its socket the agent's."""
     from runtime.agent import stop_agent
-    with private_dockerd() as d:
+    with private_dockerd(storage_driver="overlay2") as d:      # overlay roots: the layer view
         tar = tmp_path_factory.mktemp("dk") / "busybox.tar"
         with open(tar, "wb") as f:
             rt.save_image("busybox", f)
@@ -40,6 +40,8 @@ def docker(rt, session_root, tmp_path_factory):
                 yield d
             finally:
                 stop_agent(session_root)        # and the one after, whatever it is, not
+    with open("/proc/self/mountinfo") as f:
+        assert not [line for line in f if d.base in line], "dockerd left a mount behind"
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +156,18 @@ def test_an_oom_kill_in_a_docker_container_names_it_and_the_victim(docker, web, 
     assert len(rows) == 1
     scope, _, killed, memcg = rows[0]
     assert (scope, killed) == ("container", "tail") and memcg.endswith(cid)
+
+
+def test_the_layer_view_shows_overlay2_and_the_live_writable_layer(docker, web, page):
+    dname, cid = _run(docker, "busybox", "sleep", "300")
+    docker("exec", dname, "sh", "-c", "echo one > /tmp/written-before")
+    page.goto(f"{page.base}/containers/docker-{cid}/layers/")
+    graph = json.loads(docker("inspect", cid).stdout)[0]["GraphDriver"]["Data"]
+    assert graph["UpperDir"] in page.locator("#upper-layer").inner_text()
+    assert page.locator("#layer-stack li.layer:not(.upper)").count() == len(graph["LowerDir"].split(":"))
+    assert "overlay" in page.locator("#mount").inner_text()
+    page.locator('#change-rows tr[data-path="/tmp/written-before"]').wait_for()
+    docker("exec", dname, "sh", "-c", "echo two > /tmp/written-after; rm /etc/motd 2>/dev/null; true")
+    row = page.locator('#change-rows tr[data-path="/tmp/written-after"]')
+    row.wait_for()                                      # the page polls: no reload
+    assert row.get_attribute("class") == "kind-A"
