@@ -1,0 +1,150 @@
+"""Docker containers sampled from the kernel's files, against Docker's own stats.
+
+    sudo .venv/bin/python bench/docker_bench.py [N_DOCKER] [N_OURS] [TICKS] [ROUNDS]
+
+A private dockerd (tests/dockerd.py, vfs, its own cgroup parent) runs N_DOCKER
+(default 50) busybox containers `sleep 3600`; this runtime runs N_OURS
+(default 20) of the same under a throwaway root.  Measured, rounds
+interleaved, medians reported:
+
+1. tick: the cost per container per tick of a kept-open sampling reader
+   (runtime.stats via Runtime.stats_reader(), as the agent's ``sample`` verb
+   runs it), TICKS ticks back to back, this thread's CPU (time.thread_time),
+   for the Docker containers (discovery keys: their cgroups found from their
+   init's /proc/<pid>/cgroup) and for ours.  Goal (issue 12): the same, at
+   most 100 µs per container per tick.
+2. once: the CPU to sample all N_DOCKER once from nothing -- ask dockerd who
+   they are (one discover(): list + inspect through the Engine API), then one
+   reading of each with a fresh reader (keep=False) -- against `docker stats
+   --no-stream` for the same containers.  Both sides count this process's or
+   the CLI's CPU *and* dockerd's and its containerd's (their /proc/<pid>/stat
+   utime+stime), since each asks dockerd.  Goal: under one tenth.
+
+Prints a JSON summary; TERRARIUM_BENCH_JSON=path also writes it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from runtime import Runtime, Spec  # noqa: E402
+from tests import dockerd  # noqa: E402
+
+TICK_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of(pids) -> float:
+    """utime + stime seconds of these processes (and their threads)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            continue
+    return total / TICK_HZ
+
+
+def _engine_pids(base: str) -> list[int]:
+    """dockerd and its containerd: the processes whose command line names its dir, not shims."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if base.encode() in cmd and b"shim" not in cmd:
+                out.append(int(pid))
+    return out
+
+
+def main(n_docker=50, n_ours=20, ticks=20, rounds=5) -> dict:
+    if not dockerd.available():
+        sys.exit("needs root and Debian's docker.io")
+    root = tempfile.mkdtemp(prefix="terrarium-bench-")
+    parent = f"terrarium-bench-{secrets.token_hex(3)}"
+    rt = Runtime(root, parent)
+    rt.images.ensure_builtin()
+    ours = []
+    try:
+        with dockerd.private_dockerd(f"{parent}-dockerd") as docker:
+            os.environ["TERRARIUM_DOCKER_HOST"] = docker.env["DOCKER_HOST"]
+            tar = os.path.join(root, "busybox.tar")
+            with open(tar, "wb") as f:
+                rt.save_image("busybox", f)
+            docker("load", "-i", tar)
+            ids = [docker("run", "-d", "--network", "none", "busybox", "sleep", "3600").stdout.strip()
+                   for _ in range(n_docker)]
+            ours = [rt.run(Spec(image="busybox", name=f"b{i}-{secrets.token_hex(2)}",
+                                cmd=("sleep", "3600"))).id for i in range(n_ours)]
+            keys = [f"docker-{cid}" for cid in ids]
+            rt.discovery().discover()
+            engine = _engine_pids(docker.base)
+
+            tick = {"docker": [], "ours": []}
+            once = {"terrarium": [], "docker_stats": []}
+            for _ in range(rounds):
+                for what, names in (("docker", keys), ("ours", ours)):
+                    reader = rt.stats_reader()
+                    reader.read_many(names)                     # open everything first
+                    t0 = time.thread_time()
+                    for _ in range(ticks):
+                        reader.read_many(names)
+                    tick[what].append((time.thread_time() - t0) / ticks / len(names) * 1e6)
+                    reader.close()
+                # once, from nothing: who they are (the Engine API), then one reading each
+                e0, c0 = _cpu_of(engine), time.process_time()
+                found, _ = rt.discovery().discover()
+                reader = rt.stats_reader()
+                got = reader.read_many([f.key for f in found if f.engine == "docker"], keep=False)
+                reader.close()
+                once["terrarium"].append(time.process_time() - c0 + _cpu_of(engine) - e0)
+                assert len(got) == n_docker and not [v for v in got.values() if isinstance(v, Exception)]
+                ch0 = os.times()
+                e0 = _cpu_of(engine)
+                subprocess.run([dockerd.DOCKER, "stats", "--no-stream", *ids], env=docker.env,
+                               capture_output=True, check=True, timeout=120)
+                ch1 = os.times()
+                once["docker_stats"].append((ch1.children_user - ch0.children_user)
+                                            + (ch1.children_system - ch0.children_system)
+                                            + _cpu_of(engine) - e0)
+            for cid in ours:
+                rt.remove(cid, force=True)
+            ours = []
+    finally:
+        for cid in ours:
+            rt.remove(cid, force=True)
+        rt.shutdown_servers()
+        rt.cgroups.remove_parent()
+        shutil.rmtree(root, ignore_errors=True)
+    med = {k: statistics.median(v) for k, v in {**tick, **once}.items()}
+    out = {
+        "n_docker": n_docker, "n_ours": n_ours, "ticks": ticks, "rounds": rounds,
+        "tick_us_per_container": {"docker": round(med["docker"], 1), "ours": round(med["ours"], 1)},
+        "once_cpu_s": {"terrarium": round(med["terrarium"], 4), "docker_stats": round(med["docker_stats"], 4)},
+        "once_ratio": round(med["terrarium"] / med["docker_stats"], 4),
+        "raw": {**tick, **once},
+    }
+    return out
+
+
+if __name__ == "__main__":
+    args = [int(a) for a in sys.argv[1:5]]
+    result = main(*args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if os.environ.get("TERRARIUM_BENCH_JSON"):
+        with open(os.environ["TERRARIUM_BENCH_JSON"], "w") as f:
+            f.write(text)
