@@ -5,13 +5,14 @@ import datetime as dt
 
 from django.contrib import messages
 from django.http import Http404, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from runtime.discovery import CONTROLS
 
 from . import engines
+from .forms import LimitsForm
 from .views import _back, _wants_json, can_view, operates
 
 
@@ -37,7 +38,8 @@ def _found_or_404(key):
 
 
 def _context(request, found) -> dict:
-    return {"c": Shown(found), "actions": engines.actions(found=found, user=request.user)}
+    return {"c": Shown(found), "actions": engines.actions(found=found, user=request.user),
+            "limits_form": LimitsForm() if "update" in found.controls else None}
 
 
 @require_GET
@@ -101,3 +103,22 @@ def engine_changes(request, container_id):
         return JsonResponse(engines.layers(key=container_id))
     except engines.EngineError as e:
         return JsonResponse({"error": str(e)}, status=404)
+
+
+@require_POST
+@operates("update")
+def engine_limits(request, container_id):
+    """Live limits through the owner's engine (Docker's update); an empty field is left as it is."""
+    form = LimitsForm(request.POST)
+    if not form.is_valid():
+        for field, errs in form.errors.items():
+            messages.error(request, f"{form.fields[field].label}: {' '.join(errs)}")
+    elif not any(v is not None for v in form.cleaned_data.values()):
+        messages.error(request, "Give at least one limit.")
+    else:
+        try:
+            engines.act(user=request.user, key=container_id, action="update", limits=form.cleaned_data)
+            messages.success(request, "Limits updated.")
+        except engines.EngineError as e:
+            messages.error(request, f"Update failed: {e}")
+    return redirect("containers:engine-detail", container_id=container_id)

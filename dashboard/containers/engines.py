@@ -91,7 +91,7 @@ def actions(*, found, user) -> tuple[str, ...]:
     return tuple(a for a in STATE_ACTIONS.get(found.state, ()) if a in found.controls)
 
 
-def act(*, user, key: str, action: str, timeout: float = 10.0):
+def act(*, user, key: str, action: str, timeout: float = 10.0, limits: dict | None = None):
     """action through the container's owner, audited like ours (the row names
     the container and its engine); publishes the change.  The container after
     it (None once removed); EngineError when refused."""
@@ -99,9 +99,11 @@ def act(*, user, key: str, action: str, timeout: float = 10.0):
     name = before.name if before else key[:40]
     details = {"engine": before.engine if before else key.partition("-")[0], "key": key}
     ident = before.id[:64] if before else ""
+    kw = {"timeout": timeout} if action in ("stop", "restart") else {}
+    if action == "update":
+        kw["limits"] = details["limits"] = {k: v for k, v in (limits or {}).items() if v is not None}
     try:
-        after = get_runtime(user=user).discovery().control(
-            key, action, **({"timeout": timeout} if action in ("stop", "restart") else {}))
+        after = get_runtime(user=user).discovery().control(key, action, **kw)
     except (TerrariumError, OSError) as e:
         _audit(user, action, ident, name, "error", str(e), details)
         raise EngineError(str(e)) from e

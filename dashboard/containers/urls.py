@@ -21,6 +21,7 @@ urlpatterns = [
     re_path(rf"^containers/{KEY}/$", engine_views.engine_detail, name="engine-detail"),
     re_path(rf"^containers/{KEY}/row/$", engine_views.engine_row, name="engine-row"),
     re_path(rf"^containers/{KEY}/head/$", engine_views.engine_head, name="engine-head"),
+    re_path(rf"^containers/{KEY}/limits/$", engine_views.engine_limits, name="engine-limits"),
     re_path(rf"^containers/{KEY}/layers/$", engine_views.engine_layers, name="engine-layers"),
     re_path(rf"^containers/{KEY}/layers/changes/$", engine_views.engine_changes, name="engine-changes"),
     re_path(rf"^containers/{KEY}/(?P<action>start|stop|restart|pause|unpause|kill|remove)/$",

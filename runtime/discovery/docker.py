@@ -66,6 +66,10 @@ class EngineSource:
         self.base_url = base_url or (podman_host() if engine == "podman" else docker_host())
         self._api = None
         self._lock = threading.Lock()
+        # id -> ((State, Status) as the list showed them, Found): a container
+        # the list shows unchanged is not inspected again ("Up 5 minutes" moves
+        # on, and a restart shows "Up 1 second": either is a new inspect)
+        self._seen: dict[str, tuple[tuple, Found]] = {}
 
     # -- connection
     def _socket_path(self) -> str | None:
@@ -108,12 +112,20 @@ class EngineSource:
         except Exception:  # noqa: BLE001 - absent or refusing: availability() says which
             self.close()
             return []
-        out = []
+        out, seen = [], {}
         for row in rows:
-            try:
-                out.append(self.found(api.inspect_container(row["Id"])))
-            except Exception:  # noqa: BLE001 - removed between the list and the inspect
-                continue
+            mark = (row.get("State"), row.get("Status"))
+            hit = self._seen.get(row["Id"])
+            if hit is not None and hit[0] == mark and (not hit[1].pid or os.path.exists(f"/proc/{hit[1].pid}")):
+                found = hit[1]
+            else:
+                try:
+                    found = self.found(api.inspect_container(row["Id"]))
+                except Exception:  # noqa: BLE001 - removed between the list and the inspect
+                    continue
+            seen[row["Id"]] = (mark, found)
+            out.append(found)
+        self._seen = seen
         return out
 
     def get(self, ident: str) -> Found:
@@ -197,6 +209,7 @@ class EngineSource:
                     action = (ev.get("Action") or ev.get("status") or "").split(":")[0]
                     ident = (ev.get("Actor") or {}).get("ID") or ev.get("id")
                     if ident and action in _EVENTS:
+                        self._seen.pop(ident, None)
                         on_key(make_key(self.engine, ident))
             except Exception:  # noqa: BLE001 - the engine went away or the stream was closed
                 self.close()

@@ -171,3 +171,18 @@ def test_the_layer_view_shows_overlay2_and_the_live_writable_layer(docker, web, 
     row = page.locator('#change-rows tr[data-path="/tmp/written-after"]')
     row.wait_for()                                      # the page polls: no reload
     assert row.get_attribute("class") == "kind-A"
+
+
+def test_limits_change_live_through_the_engine(docker, web, page):
+    dname, cid = _run(docker, "busybox", "sleep", "300")
+    page.goto(f"{page.base}/containers/docker-{cid}/")
+    page.fill("#engine-limits input[name=memory]", "48m")
+    page.fill("#engine-limits input[name=pids]", "77")
+    page.click("#engine-limits button")
+    page.locator(".messages, #messages, body", has_text="Limits updated.").first.wait_for()
+    host = json.loads(docker("inspect", cid).stdout)[0]["HostConfig"]
+    assert (host["Memory"], host["PidsLimit"]) == (48 << 20, 77)
+    with sqlite3.connect(web.env["TERRARIUM_DB"]) as db:
+        (details,) = db.execute("select details from containers_auditentry where action='update' "
+                                "and container_id=? and result='ok'", (cid,)).fetchone()
+    assert json.loads(details)["limits"] == {"memory": 48 << 20, "pids": 77}
