@@ -243,7 +243,10 @@ class EngineSource:
             elif action == "remove":
                 api.remove_container(ident, force=True)
             elif action == "update":
-                api.update_container(ident, **_update_args(limits or {}))
+                # POST /containers/{id}/update with the Engine API's own names: the
+                # SDK's update_container() has no PidsLimit
+                body = _update_body(limits or {})
+                api._raise_for_status(api._post_json(api._url("/containers/{0}/update", ident), data=body))
         except Exception as e:  # noqa: BLE001
             raise _error(e, self.engine, ident) from None
         finally:
@@ -251,16 +254,16 @@ class EngineSource:
                 self._api.timeout = API_TIMEOUT
 
 
-def _update_args(limits: dict) -> dict:
-    """Our Limits fields as the API's update arguments (memory in bytes, cpus, pids)."""
+def _update_body(limits: dict) -> dict:
+    """Our Limits fields (memory bytes, cpus, pids) as the update endpoint's body."""
     out = {}
     if limits.get("memory") is not None:
-        out["mem_limit"] = int(limits["memory"])
-        out["memswap_limit"] = int(limits.get("memory_swap") or -1)
+        out["Memory"] = int(limits["memory"])
+        out["MemorySwap"] = int(limits.get("memory_swap") or -1)
     if limits.get("cpus") is not None:
-        out["cpu_period"], out["cpu_quota"] = 100000, int(round(float(limits["cpus"]) * 100000))
+        out["CpuPeriod"], out["CpuQuota"] = 100000, int(round(float(limits["cpus"]) * 100000))
     if limits.get("pids") is not None:
-        out["pids_limit"] = int(limits["pids"])
+        out["PidsLimit"] = int(limits["pids"])
     if not out:
         raise InvalidArgument("update: no limit given")
     return out

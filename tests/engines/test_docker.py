@@ -179,7 +179,7 @@ def test_limits_change_live_through_the_engine(docker, web, page):
     page.fill("#engine-limits input[name=memory]", "48m")
     page.fill("#engine-limits input[name=pids]", "77")
     page.click("#engine-limits button")
-    page.locator(".messages, #messages, body", has_text="Limits updated.").first.wait_for()
+    page.locator("#messages", has_text="Limits updated.").wait_for()
     host = json.loads(docker("inspect", cid).stdout)[0]["HostConfig"]
     assert (host["Memory"], host["PidsLimit"]) == (48 << 20, 77)
     with sqlite3.connect(web.env["TERRARIUM_DB"]) as db:
