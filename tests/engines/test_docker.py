@@ -62,13 +62,14 @@ def page(web):
         b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         ctx = b.new_context(viewport={"width": 1360, "height": 900})
         pg = ctx.new_page()
-        pg.set_default_timeout(10_000)
+        pg.set_default_timeout(30_000)          # the first page starts the agent and asks dockerd
         base = web.urls[0]
         pg.goto(base + "/login/")
         pg.fill("#id_username", web.users["operator"][0])
         pg.fill("#id_password", web.users["operator"][1])
         pg.click("button[type=submit]")
         pg.wait_for_url(base + "/")
+        pg.set_default_timeout(10_000)
         pg.base = base
         yield pg
         b.close()
