@@ -156,17 +156,31 @@ class Discovery:
                 "changes": [dataclasses.asdict(c) for c in changes], "truncated": changes.truncated}
 
     def follow(self, stop, on_key) -> list[threading.Thread]:
-        """A thread per source with an event stream, calling on_key(key) for
-        each container event (and on_key(None) when a stream (re)connects:
-        anything may have changed meanwhile) until stop() is true."""
+        """A thread per source that follows (Docker's event stream, the cgroup
+        tree's inotify), calling on_key(key) for each change until stop() is
+        true, and on_key(None) when a source's stream comes back after a break
+        (anything may have changed meanwhile).  Its first start is not one: the
+        caller lists everything once after its watch is in place anyway."""
         threads = []
         for source in self.sources:
             if hasattr(source, "follow"):
-                t = threading.Thread(target=source.follow, args=(stop, on_key, lambda: on_key(None)),
+                t = threading.Thread(target=source.follow, args=(stop, on_key, _AfterFirst(on_key)),
                                      name=f"{source.engine}-events", daemon=True)
                 t.start()
                 threads.append(t)
         return threads
+
+
+class _AfterFirst:
+    """on_up for a source's follow(): nothing the first time, on_key(None) after."""
+
+    def __init__(self, on_key):
+        self.on_key, self.calls = on_key, 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.calls > 1:
+            self.on_key(None)
 
 
 _shared: dict[str, Discovery] = {}
