@@ -254,6 +254,8 @@ class Verb(NamedTuple):
                             # between its requests, closed with it)
     change: Callable | None = None   # (rt, **args) -> (before dict, result -> after dict): the
                                      # audit record's "change", {field: [before, after]}
+    passes: bool = False    # the handler returns Passing(result, fds): the reply carries the
+                            # descriptors (SCM_RIGHTS), closed here once sent
 
 
 class Session:
@@ -454,6 +456,62 @@ def _host_cgroups(rt):
             for h in rt.host_cgroups()]
 
 
+class Passing(NamedTuple):
+    """A result and the descriptors its reply hands to the client."""
+    result: object
+    fds: list
+
+
+class Reply(dict):
+    """A reply that carries descriptors (Verb.passes): _send attaches them to
+    the line, and release() closes the agent's copies once it is sent."""
+    fds: list = []
+
+    def release(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
+MAX_TERMINALS = 64              # terminals open at once (helper processes), for every client
+_terminals = threading.BoundedSemaphore(MAX_TERMINALS)
+
+
+def _shell(v):
+    from .terminal import check_shell
+    check_shell(v)
+    return v
+
+
+def _term_size(limit: int):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= limit:
+            raise InvalidArgument(f"invalid terminal size {v!r}: 1 to {limit}")
+        return v
+    return check
+
+
+def _terminal(rt, ref, shell="auto", rows=24, cols=80):
+    """A shell on a pty in running container ref (runtime/terminal.py): the
+    pty master and the helper's control socket go to the client, which reads
+    the process's exit code on the latter; the helper is reaped here."""
+    if not _terminals.acquire(blocking=False):
+        raise Conflict(f"{MAX_TERMINALS} terminals are open already: close one first")
+    started = time.monotonic()
+    try:
+        name = rt.inspect(ref).name
+
+        def ended(code: int) -> None:
+            _terminals.release()
+            _log(f"terminal in {name!r} ended: exit {code} after {time.monotonic() - started:.1f} s")
+        term = rt.terminal(ref, shell=shell, rows=rows, cols=cols, on_end=ended)
+    except BaseException:
+        _terminals.release()
+        raise
+    fds = [term.master, term.ctl.detach()]
+    return Passing({**term.info, "rows": rows, "cols": cols}, fds)
+
+
 _REF = {"ref": (_ref, True)}
 
 
@@ -572,6 +630,10 @@ VERBS: dict[str, Verb] = {
     "oom-events": Verb(_oom_events, {"refresh": (_refresh, False)}, watch=True, stream=True),
     "oom-counts": Verb(_oom_counts, _REF),
     "oom-scope": Verb(_oom_scope, {}),
+    # A terminal: the pty master and the helper's control socket come back (SCM_RIGHTS).
+    "terminal": Verb(_terminal, {**_REF, "shell": (_shell, False),
+                                 "rows": (_term_size(500), False), "cols": (_term_size(1000), False)},
+                     mutating=True, passes=True),
     # Archives come and go as descriptors the client opened, never as paths.
     "load": Verb(_load, {"name": (_image_name, False), "label": (_text(255), False),
                          "replace": (_bool, False)},
@@ -832,8 +894,12 @@ class Agent:
                                      "error": f"request longer than {MAX_LINE} bytes"})
                         return                   # the rest of it cannot be framed
                     reply = self.handle(line, peer, fds, conn, session)
-                    if reply is None or not _send(conn, reply):
-                        return                   # a client gone mid-stream
+                    try:
+                        if reply is None or not _send(conn, reply):
+                            return               # a client gone mid-stream
+                    finally:
+                        if isinstance(reply, Reply):
+                            reply.release()      # the client has its own copies now
                 finally:
                     for fd in fds:
                         os.close(fd)
@@ -892,6 +958,10 @@ class Agent:
                     if conn is None or not _send(conn, {"ok": True, "more": item}):
                         return None
                 reply = {"ok": True, "result": None}
+            elif verb.passes:
+                result, out = verb.handler(self.rt, **args)
+                reply = Reply(ok=True, result=result)
+                reply.fds = list(out)
             else:
                 reply = {"ok": True, "result": verb.handler(self.rt, **args)}
         except ClientGone:
@@ -996,7 +1066,10 @@ class _Reader:
 
 def _send(conn: socket.socket, reply: dict) -> bool:
     try:
-        conn.sendall(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
+        data = json.dumps(reply, separators=(",", ":")).encode() + b"\n"
+        if isinstance(reply, Reply) and reply.fds:
+            data = data[socket.send_fds(conn, [data], reply.fds):]    # they ride on the first bytes
+        conn.sendall(data)
         return True
     except OSError:
         return False

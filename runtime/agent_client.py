@@ -143,8 +143,10 @@ class _Pool:
         _agent.ensure_agent(self.root, self.cgroup_parent)
         return self._connect()
 
-    def call(self, request: bytes, retry: bool, fds: tuple[int, ...] = ()) -> dict:
-        """Send one request line, read one reply.  A pooled connection whose agent
+    def call(self, request: bytes, retry: bool, fds: tuple[int, ...] = (),
+             received: list | None = None) -> dict:
+        """Send one request line, read one reply (the descriptors it carries
+        appended to received, which a verb that passes some gives).  A pooled connection whose agent
         has gone, or an agent that is stopping ("Leaving": nothing was done),
         is replaced; a reply lost mid-request is retried only when the verb
         changes nothing (retry)."""
@@ -165,7 +167,7 @@ class _Pool:
                 if fresh:
                     raise AgentUnavailable(f"the Terrarium agent at {self.path} closed the connection")
                 continue
-            line = _read_line(sock)
+            line = _read_line(sock, received)
             if not line:
                 sock.close()
                 if not retry or lost:
@@ -298,12 +300,17 @@ def _send(sock: socket.socket, request: bytes, fds) -> None:
         sock.sendall(request[sent:])
 
 
-def _read_line(sock: socket.socket) -> bytes:
-    """One reply line; b"" if the connection ends first."""
+def _read_line(sock: socket.socket, received: list | None = None) -> bytes:
+    """One reply line; b"" if the connection ends first.  received: where the
+    descriptors that come with it go (else none are accepted)."""
     chunks = []
     while True:
         try:
-            chunk = sock.recv(1 << 16)
+            if received is None:
+                chunk = sock.recv(1 << 16)
+            else:
+                chunk, fds, _, _ = socket.recv_fds(sock, 1 << 16, 2, socket.MSG_CMSG_CLOEXEC)
+                received.extend(fds)
         except OSError:
             return b""
         if not chunk:
@@ -455,6 +462,28 @@ class AgentRuntime:
 
     def close(self) -> None:
         self._pool.close()
+
+    def terminal(self, ref: str, *, shell: str = "auto", rows: int = 24, cols: int = 80, on_end=None):
+        """Runtime.terminal through the agent, which makes the terminal and hands
+        over its pty master and control socket (runtime/terminal.py).  on_end
+        is not called: the agent reaps the helper."""
+        from .terminal import Terminal
+        request = json.dumps({"verb": "terminal", "user": self.user,
+                              "args": {"ref": ref, "shell": shell, "rows": rows, "cols": cols}}
+                             ).encode() + b"\n"
+        fds: list[int] = []
+        try:
+            reply = self._pool.call(request, retry=False, received=fds)
+            if not reply.get("ok"):
+                raise_reply(reply)
+            if len(fds) != 2:
+                raise AgentUnavailable(f"the Terrarium agent at {self._pool.path} sent "
+                                       f"{len(fds)} descriptors for a terminal, not 2")
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return Terminal(fds[0], socket.socket(fileno=fds[1]), reply["result"])
 
     def stats_reader(self) -> AgentStatsReader:
         """Runtime.stats_reader() through the agent: a sampling session on a connection of its own."""

@@ -780,7 +780,7 @@ class Runtime:
 
     # ------------------------------------------------------------------ exec
     def exec(self, ref: str, argv: list[str], *, env=(), tty: bool = False, interactive: bool = False,
-             workdir: str | None = None) -> int:
+             workdir: str | None = None, size: bytes | None = None, hand_off=None) -> int:
         """Run argv inside a running container; returns its exit code.
 
         The process joins the container's cgroup and namespaces, gets its
@@ -788,7 +788,9 @@ class Runtime:
         or descriptors: pipes the caller relays (stdin only if interactive),
         or with tty a terminal made inside the container (runtime.execute).
         Forks: call it from a process without threads (the CLI), never from
-        the web server."""
+        the web server (which gets a terminal from terminal(): a helper
+        process of its own calls this).  size and hand_off: see
+        runtime.execute.exec_in."""
         from .execute import exec_in
         c = self.inspect(ref)
         if c.status != "running":
@@ -803,7 +805,15 @@ class Runtime:
         program = seccomp.read_program(seccomp.program_path(self.root, setting))
         return exec_in(self, c, list(asked.cmd), list(env), pid_start=pid_start, tty=tty,
                        interactive=interactive, workdir=asked.workdir or c.workdir, seccomp=program,
-                       no_new_privs=seccomp.no_new_privs(setting))
+                       no_new_privs=seccomp.no_new_privs(setting), size=size, hand_off=hand_off)
+
+    def terminal(self, ref: str, *, shell: str = "auto", rows: int = 24, cols: int = 80, on_end=None):
+        """A shell on a terminal in running container ref, for a caller with
+        threads (the web tier, the agent): a runtime.terminal.Terminal (the
+        pty master, and the process's exit code when it ends).  shell: one of
+        runtime.terminal.SHELLS."""
+        from .terminal import open_terminal
+        return open_terminal(self, ref, shell=shell, rows=rows, cols=cols, on_end=on_end)
 
     def audit_recent(self, limit: int = 500, others_only: bool = False) -> list[dict]:
         """The newest records of ROOT/audit.log, newest first (runtime.audit.recent)."""

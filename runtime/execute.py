@@ -63,11 +63,18 @@ _PTMX_RDEV = os.makedev(5, 2)
 
 def exec_in(rt, c, argv: list[str], env: list[str], *, pid_start: int | None,
             tty: bool = False, interactive: bool = False, workdir: str = "/",
-            seccomp: bytes | None = None, no_new_privs: bool = True) -> int:
+            seccomp: bytes | None = None, no_new_privs: bool = True,
+            size: bytes | None = None, hand_off=None) -> int:
     """Run argv in container c, whose init is c.pid started at pid_start
     (clock ticks, as recorded at start); returns its exit code.  seccomp:
     the container's filter program (runtime.seccomp), loaded last, after
-    no_new_privs; or, no_new_privs False, first, as the container's init does."""
+    no_new_privs; or, no_new_privs False, first, as the container's init does.
+
+    With tty: size is the terminal's first struct winsize (else our own
+    terminal's), and hand_off(master, process, joiner), if given, takes the
+    pty master (it must close it) instead of our stdin/stdout being relayed,
+    and returns once the joiner (a pidfd, readable at its exit) has exited;
+    process is the process's pidfd (runtime/terminal.py)."""
     _fill_stdio()
     init = _open_init(c, pid_start)
     ctl = ctl_child = pipes = exe = None
@@ -77,7 +84,7 @@ def exec_in(rt, c, argv: list[str], env: list[str], *, pid_start: int | None,
         pipes = _Pipes(tty, interactive)
         return _start(rt, c, init, ctl, ctl_child, pipes, argv, env, tty=tty,
                       interactive=interactive, workdir=workdir, seccomp=seccomp, exe=exe,
-                      no_new_privs=no_new_privs)
+                      no_new_privs=no_new_privs, size=size, hand_off=hand_off)
     finally:
         for sock in (ctl, ctl_child):
             if sock is not None:
@@ -90,8 +97,9 @@ def exec_in(rt, c, argv: list[str], env: list[str], *, pid_start: int | None,
 
 
 def _start(rt, c, init, ctl, ctl_child, pipes, argv, env, *, tty, interactive, workdir,
-           seccomp=None, exe: int, no_new_privs: bool = True) -> int:
-    size = _window_size() if tty else None
+           seccomp=None, exe: int, no_new_privs: bool = True, size=None, hand_off=None) -> int:
+    if tty and size is None and hand_off is None:
+        size = _window_size()
     relay = _Relay(tty, interactive)
     old = {sig: signal.signal(sig, relay.forward) for sig in FORWARDED}
     if tty:
@@ -109,7 +117,10 @@ def _start(rt, c, init, ctl, ctl_child, pipes, argv, env, *, tty, interactive, w
             error = _handshake(ctl, relay)
             if error is None and tty and relay.master is None:
                 error = ("the process made no terminal", 126)
-            if error is None:
+            if error is None and hand_off is not None:
+                master, relay.master = relay.master, None
+                hand_off(master, relay.process, joiner)
+            elif error is None:
                 relay.run(pipes, joiner)
             code = _reap(pid)
         finally:
