@@ -163,6 +163,11 @@ TERRARIUM_ENGINE_EVENTS = os.environ.get("TERRARIUM_ENGINE_EVENTS", "1") != "0"
 # their session and role, and how many one session may hold open per process.
 TERRARIUM_WS_RECHECK = float(os.environ.get("TERRARIUM_WS_RECHECK", "3"))
 TERRARIUM_WS_PER_SESSION = int(os.environ.get("TERRARIUM_WS_PER_SESSION", "32"))
+# The web terminal (dashboard/containers/terminal.py): sessions one user may have
+# open at once (per Daphne process), and output bytes sent to a browser before it
+# acknowledges them (beyond it the pty is not read, so the shell waits).
+TERRARIUM_TERMINALS_PER_USER = int(os.environ.get("TERRARIUM_TERMINALS_PER_USER", "4"))
+TERRARIUM_TERMINAL_WINDOW = int(os.environ.get("TERRARIUM_TERMINAL_WINDOW", str(256 << 10)))
 # The live feed's sampler (dashboard/live/sampler.py): "internal" runs it in the
 # Daphne process; "external" leaves it to `manage.py sampler` (Redis layer).
 TERRARIUM_SAMPLER = os.environ.get("TERRARIUM_SAMPLER", "internal")

@@ -282,6 +282,43 @@ ACTIONS = {
 
 
 # --------------------------------------------------------------- retention
+# ----------------------------------------------------------------- terminal
+def terminal_open(*, user, container_id: str, shell: str = "auto", rows: int = 24, cols: int = 80):
+    """A shell on a terminal in the container (runtime.terminal.Terminal) and
+    the audit row of the session (who, which container, from when; its end
+    and duration are written by terminal_closed).  ServiceError with the
+    runtime's message if there is none (not running, no such shell)."""
+    row = Container.objects.filter(id=container_id).first()
+    name = row.name if row else container_id[:12]
+    details = {"shell": shell, "rows": rows, "cols": cols}
+    try:
+        term = get_runtime(user=user).terminal(container_id, shell=shell, rows=rows, cols=cols)
+    except TerrariumError as e:
+        _audit(user, "terminal", container_id=container_id, container_name=name, result="error",
+               message=str(e), details=details)
+        raise ServiceError(str(e)) from e
+    started = dt.datetime.now(dt.timezone.utc)
+    entry = _audit(user, "terminal", container_id=container_id, container_name=name, result="ok",
+                   message=f"{shell} shell on {cols}x{rows}: open",
+                   details={**details, "started": started.isoformat(), "ended": None})
+    return term, entry
+
+
+def terminal_closed(*, entry: AuditEntry, exit_code: int | None, reason: str) -> AuditEntry:
+    """The session's end on its audit row: when, how long, the exit code (None:
+    the process was hung up because the page went), and why it ended."""
+    ended = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.fromisoformat(entry.details["started"])
+    duration = round((ended - started).total_seconds(), 3)
+    entry.details = {**entry.details, "ended": ended.isoformat(), "duration_seconds": duration,
+                     "exit_code": exit_code, "reason": reason}
+    code = "" if exit_code is None else f", exit {exit_code}"
+    entry.message = (f"{entry.details['shell']} shell: {duration:.1f} s, "
+                     f"{reason}{code}")
+    entry.save(update_fields=["details", "message"])
+    return entry
+
+
 def _prune(qs, *, days: float, rows: int, now: dt.datetime) -> int:
     """Delete what is older than days, then all but the newest rows."""
     from django.db.models import Q

@@ -15,6 +15,7 @@ urlpatterns = [
     re_path(rf"^containers/{ID}/$", views.container_detail, name="detail"),
     re_path(rf"^containers/{ID}/row/$", views.container_row, name="row"),
     re_path(rf"^containers/{ID}/head/$", views.container_head, name="head"),
+    re_path(rf"^containers/{ID}/terminal/$", views.container_terminal, name="terminal"),
     re_path(rf"^containers/{ID}/limits/$", views.container_limits, name="limits"),
     re_path(rf"^containers/{ID}/(?P<action>start|stop|kill|restart|pause|resume|remove)/$",
             views.container_action, name="action"),

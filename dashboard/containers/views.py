@@ -136,6 +136,14 @@ def container_head(request, container_id):
         "seccomp": selectors.container_seccomp(container_id=c.id)})
 
 
+@require_GET
+@operates("terminal")
+def container_terminal(request, container_id):
+    """The web terminal's page (the shell itself is its socket's: terminal.py)."""
+    c = _container_or_404(container_id, refresh=True)
+    return render(request, "containers/terminal.html", {"c": c})
+
+
 @require_http_methods(["GET", "POST"])
 @operates("create")
 def container_create(request):
