@@ -263,6 +263,32 @@ def test_the_live_socket_delivers_a_sample(launched, admin, made):
     assert ev["point"]["mem"] > 0
 
 
+def test_the_terminal_runs_through_the_agent(launched, admin, made):
+    """The web tier has no privilege: the agent makes the pty in the container and
+    hands its master over (SCM_RIGHTS); typing, resize and exit work through it."""
+    websockets = pytest.importorskip("websockets.sync.client")
+    url = f"ws://127.0.0.1:{launched.port}/ws/containers/{made.id}/terminal/?rows=20&cols=70"
+    with websockets.connect(url, additional_headers={"Cookie": admin.cookie}, origin=admin.base) as ws:
+        assert json.loads(ws.recv(timeout=30))["type"] == "terminal.ready"
+        ws.send(json.dumps({"input": "stty size; echo hello-$((6*7))\r"}))
+        out, deadline = b"", time.monotonic() + 20
+        while b"hello-42" not in out:
+            frame = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
+            if isinstance(frame, bytes):
+                out += frame
+                ws.send(json.dumps({"ack": len(frame)}))
+        assert b"20 70\r\n" in out, out
+        ws.send(json.dumps({"input": "exit 5\r"}))
+        while True:
+            frame = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
+            if isinstance(frame, str) and json.loads(frame)["type"] == "terminal.exit":
+                break
+    assert json.loads(frame)["code"] == 5
+    with open(os.path.join(launched.root, "audit.log")) as f:       # the agent's record names the person
+        assert any(r["verb"] == "terminal" and r["user"] == "admin" and r["target"] == made.id
+                   for r in map(json.loads, f))
+
+
 def test_an_oom_kill_is_recorded(launched, admin):
     websockets = pytest.importorskip("websockets.sync.client")
     name = f"unpriv-oom-{secrets.token_hex(3)}"
