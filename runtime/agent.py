@@ -14,7 +14,10 @@ TCP/TLS when a dashboard later reaches agents on other hosts.  The one
 exception is image import and export: `load` and `save` take the archive as
 a descriptor the client opened (SCM_RIGHTS on the request's sendmsg), so the
 agent never opens a path a client named; a remote agent would need the
-archive as a byte stream on the connection instead.  A connection carries
+archive as a byte stream on the connection instead.  The other way,
+`terminal` hands the client the pty master of a shell it started in a
+container and the control socket of its helper (runtime/terminal.py), on
+the reply's sendmsg (Verb.passes).  A connection carries
 any number of requests, one at a time; each connection has its own thread,
 so a slow verb (stop waits up to its timeout) holds up only its own caller.
 

@@ -32,9 +32,13 @@ def _audit_rows(server, cid) -> list[dict]:
     return [{"username": u, "result": r, "message": m, "details": json.loads(d)} for u, r, m, d in rows]
 
 
-def _open(page, server, cid):
-    page.goto(f"{server}/containers/{cid}/")
-    page.click("#open-terminal")
+def _open(page, server, cid, direct=False):
+    """The terminal page, by the detail page's button (or straight), connected."""
+    if direct:
+        page.goto(f"{server}/containers/{cid}/terminal/")
+    else:
+        page.goto(f"{server}/containers/{cid}/")
+        page.click("#open-terminal")
     expect(page.locator("#term-status")).to_have_attribute("data-state", "open")
     return page.locator("#terminal .xterm-rows")
 
@@ -47,34 +51,6 @@ def _type(page, text: str) -> None:
 def _size(page) -> str:
     box = page.locator("#terminal")
     return f"{box.get_attribute('data-rows')} {box.get_attribute('data-cols')}"
-
-
-def test_typing_resizing_and_exit_in_the_browser(login, server, box):
-    page = login("operator")
-    screen = _open(page, server, box)
-    _type(page, "echo hello-$((6*7))")
-    expect(screen).to_contain_text("hello-42")              # the shell's arithmetic, not our echo
-    _type(page, "stty size; tty")
-    first = _size(page)
-    expect(screen).to_contain_text(first)
-    expect(screen).to_contain_text("/dev/pts/0")            # the container's own devpts
-
-    page.set_viewport_size({"width": 900, "height": 560})   # the fit addon re-measures the box
-    page.wait_for_function(f"(() => {{ const d = document.getElementById('terminal').dataset;"
-                           f" return d.rows + ' ' + d.cols !== {first!r}; }})()")
-    second = _size(page)
-    page.keyboard.press("Control+l")                        # a clear screen: the next size alone
-    _type(page, "stty size")
-    expect(screen).to_contain_text(second)
-    assert second != first
-
-    _type(page, "exit")
-    expect(page.locator("#term-status")).to_have_text("Session ended (exit 0).")
-    row = _audit_rows(server, box)[-1]
-    d = row["details"]
-    assert (row["username"], row["result"], d["reason"], d["exit_code"]) == ("otto", "ok", "exited", 0)
-    assert d["ended"] > d["started"] and 0 < d["duration_seconds"] < 120
-    assert row["message"].startswith(f"auto shell: {d['duration_seconds']:.1f} s, exited, exit 0")
 
 
 def test_a_viewer_gets_no_terminal(login, server, box):
@@ -108,12 +84,38 @@ def test_logout_ends_the_session(login, server, box):
     assert len(closed) == 1
 
 
-def test_stopping_the_container_ends_the_session(login, server, box, rt):
+def test_typing_resizing_exit_and_a_stop_in_the_browser(login, server, box, rt):
+    """Last in the module: it stops the container."""
     page = login("operator")
     screen = _open(page, server, box)
+    _type(page, "echo hello-$((6*7))")
+    expect(screen).to_contain_text("hello-42")              # the shell's arithmetic, not our echo
+    _type(page, "stty size; tty")
+    first = _size(page)
+    expect(screen).to_contain_text(first)
+    expect(screen).to_contain_text("/dev/pts/0")            # the container's own devpts
+
+    page.set_viewport_size({"width": 900, "height": 560})   # the fit addon re-measures the box
+    page.wait_for_function(f"(() => {{ const d = document.getElementById('terminal').dataset;"
+                           f" return d.rows + ' ' + d.cols !== {first!r}; }})()")
+    second = _size(page)
+    page.keyboard.press("Control+l")                        # a clear screen: the next size alone
+    _type(page, "stty size")
+    expect(screen).to_contain_text(second)
+    assert second != first
+
+    _type(page, "exit")
+    expect(page.locator("#term-status")).to_have_text("Session ended (exit 0).")
+    row = _audit_rows(server, box)[-1]
+    d = row["details"]
+    assert (row["username"], row["result"], d["reason"], d["exit_code"]) == ("otto", "ok", "exited", 0)
+    assert d["ended"] > d["started"] and 0 < d["duration_seconds"] < 120
+    assert row["message"].startswith(f"auto shell: {d['duration_seconds']:.1f} s, exited, exit 0")
+
+    screen = _open(page, server, box, direct=True)          # a new session on the same page
     _type(page, "echo ready-$((1+1))")
     expect(screen).to_contain_text("ready-2")
     rt.stop(box, timeout=1)
-    expect(page.locator("#term-status")).to_have_text("Session ended (exit 137).")   # SIGKILLed with its PID namespace
+    expect(page.locator("#term-status")).to_have_text("Session ended (exit 137).")   # killed with its PID namespace
     row = _audit_rows(server, box)[-1]
     assert (row["details"]["reason"], row["details"]["exit_code"]) == ("exited", 137)
