@@ -13,7 +13,7 @@ Server → browser: the terminal's output as binary frames, and JSON text:
                   {"type": "terminal.error", "message": "..."}
 
 Bounds: at most TERRARIUM_TERMINAL_WINDOW output bytes are in flight to a
-browser that has not acknowledged them; beyond it the pty is not read, so
+browser that has not acknowledged them (each read is cut to what is left); beyond it the pty is not read, so
 the kernel's pty buffer fills and the shell's writes wait (nothing is
 dropped, nothing grows here).  Typed input waiting for a shell that does not
 read is capped at MAX_PENDING_INPUT bytes.  A user has at most
@@ -35,7 +35,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from runtime.terminal import check_size
+from runtime.terminal import READ_SIZE, check_size
 
 from dashboard.live.selectors import container_exists
 
@@ -169,7 +169,7 @@ class TerminalConsumer(ViewerSocket):
             while self.unacked >= self.window:
                 self.acked.clear()
                 await self.acked.wait()
-            data = term.read()
+            data = term.read(min(READ_SIZE, self.window - self.unacked))
             if data is None:
                 await _readable(term.master)
                 continue
