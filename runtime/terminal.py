@@ -142,10 +142,10 @@ class Terminal:
         return self._code
 
     def close(self) -> None:
-        for fd in (self.master,):
-            if fd is not None and fd >= 0:
-                os.close(fd)
-        self.master = -1
+        """Close both ends: the helper hangs the process up if it still runs."""
+        if self.master >= 0:
+            os.close(self.master)
+            self.master = -1
         self.ctl.close()
 
 

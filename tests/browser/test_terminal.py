@@ -3,6 +3,7 @@ its socket (dashboard/containers/terminal.py), typed into, resized, exited,
 audited with its duration; refused to viewers; ended by a container stop and
 by logout."""
 import json
+import os
 import sqlite3
 import time
 
@@ -84,7 +85,7 @@ def test_logout_ends_the_session(login, server, box):
     assert len(closed) == 1
 
 
-def test_typing_resizing_exit_and_a_stop_in_the_browser(login, server, box, rt):
+def test_typing_resizing_exit_and_a_stop_in_the_browser(login, server, box, rt, shots):
     """Last in the module: it stops the container."""
     page = login("operator")
     screen = _open(page, server, box)
@@ -94,6 +95,7 @@ def test_typing_resizing_exit_and_a_stop_in_the_browser(login, server, box, rt):
     first = _size(page)
     expect(screen).to_contain_text(first)
     expect(screen).to_contain_text("/dev/pts/0")            # the container's own devpts
+    page.screenshot(path=os.path.join(shots, "terminal.png"))
 
     page.set_viewport_size({"width": 900, "height": 560})   # the fit addon re-measures the box
     page.wait_for_function(f"(() => {{ const d = document.getElementById('terminal').dataset;"
