@@ -180,7 +180,7 @@ class TerminalConsumer(ViewerSocket):
 
     async def _await_exit(self):
         """The process's end (its exit code from the helper): the rest of its
-        output, then the exit, then close."""
+        output, the audit row's end, then the exit to the page, then close."""
         await _readable(self.term.control)
         code = self.term.exit_code()
         pump = self.tasks[0]
@@ -188,10 +188,9 @@ class TerminalConsumer(ViewerSocket):
             await asyncio.wait_for(asyncio.shield(pump), timeout=1.0)   # what it wrote last
         except asyncio.TimeoutError:
             pass                                  # a background child keeps the pty open
+        await self._finish(code, "exited")           # recorded before the page says so
         if getattr(self, "joined", False):
             await self.send_json({"type": "terminal.exit", "code": code})
-        await self._finish(code, "exited")
-        if getattr(self, "joined", False):
             await self._end(1000)
 
     async def _finish(self, code: int | None, reason: str) -> None:
