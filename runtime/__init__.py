@@ -11,14 +11,14 @@ a short walk over those three.  Every error is a runtime.errors.TerrariumError
 whose message names what it is about.
 """
 __all__ = [
-    "Runtime", "Container", "Image", "ImageConfig", "Layer", "Limits", "LogConfig", "Spec",
+    "Runtime", "Container", "Image", "ImageConfig", "Layer", "Limits", "LogConfig", "Spec", "Healthcheck",
     "TerrariumError", "InvalidArgument", "NotFound", "Conflict", "KernelError",
     "ExecFailed",
 ]
 
 _HOME = {"Runtime": "containers",
          "Container": "model", "Image": "model", "ImageConfig": "model", "Layer": "model",
-         "Limits": "model", "LogConfig": "model", "Spec": "model",
+         "Limits": "model", "LogConfig": "model", "Spec": "model", "Healthcheck": "model",
          "TerrariumError": "errors", "InvalidArgument": "errors", "NotFound": "errors",
          "Conflict": "errors", "KernelError": "errors", "ExecFailed": "errors", "Forbidden": "errors"}
 

@@ -225,7 +225,7 @@ def _spec(v):
         if key in fields and not (isinstance(fields[key], list)
                                   and all(isinstance(a, str) for a in fields[key])):
             raise InvalidArgument(f"invalid container spec: {key} must be a list of strings")
-    for key in ("name", "hostname", "workdir", "network"):
+    for key in ("name", "hostname", "workdir", "network", "restart"):
         if fields.get(key) is not None and not isinstance(fields[key], str):
             raise InvalidArgument(f"invalid container spec: {key} must be a string")
     _image_name(fields.get("image"))
@@ -233,6 +233,8 @@ def _spec(v):
         fields["limits"] = _limits(fields["limits"] or {})
     if fields.get("log") is not None:
         fields["log"] = _log_config(fields["log"])
+    if fields.get("healthcheck") is not None and not isinstance(fields["healthcheck"], dict):
+        raise InvalidArgument("invalid container spec: healthcheck must be an object")
     try:
         return make_spec(**fields)
     except TypeError as e:
@@ -563,6 +565,13 @@ def _engine_control(rt, key, action, timeout=10.0, signal="SIGKILL", limits=None
     found = rt.discovery().control(key, action, timeout=timeout, signal=signal, limits=limits)
     return None if found is None else to_json(found)
 
+def _update_change(rt, ref, limits=None, restart=None):
+    """update's audit change: the limits, and the restart policy when one was given."""
+    if restart is None:
+        return _limits_change(rt, ref, limits)
+    c = rt.inspect(ref)
+    return ({**to_dict(c.limits), "restart": c.restart_policy},
+            lambda result: {**result["limits"], "restart": result["restart_policy"]})
 
 VERBS: dict[str, Verb] = {
     "info": Verb(_info, {}),
@@ -581,8 +590,9 @@ VERBS: dict[str, Verb] = {
                     {**_REF, "timeout": (_seconds, False)}, mutating=True),
     "pause": Verb(lambda rt, ref: to_dict(rt.pause(ref)), _REF, mutating=True),
     "resume": Verb(lambda rt, ref: to_dict(rt.resume(ref)), _REF, mutating=True),
-    "update": Verb(lambda rt, ref, limits: to_dict(rt.update(ref, limits)),
-                   {**_REF, "limits": (_limits, True)}, mutating=True, change=_limits_change),
+    "update": Verb(lambda rt, ref, limits=None, restart=None: to_dict(rt.update(ref, limits, restart=restart)),
+                   {**_REF, "limits": (_limits, False), "restart": (_text(32), False)}, mutating=True,
+                   change=_update_change),
     "remove": Verb(lambda rt, ref, force=False: rt.remove(ref, force=force),
                    {**_REF, "force": (_bool, False)}, mutating=True),
     "logs": Verb(_logs, {**_REF, "tail": (_count(MAX_LOG_TAIL), True)}),

@@ -531,8 +531,11 @@ class AgentRuntime:
 
     unpause = resume
 
-    def update(self, ref: str, limits) -> Container:
-        return container_of(self.call("update", ref=ref, limits=_limits_dict(limits)))
+    def update(self, ref: str, limits=None, *, restart: str | None = None) -> Container:
+        args = {"limits": _limits_dict(limits)} if limits is not None else {}
+        if restart is not None:
+            args["restart"] = restart
+        return container_of(self.call("update", ref=ref, **args))
 
     def remove(self, ref: str, force: bool = False) -> None:
         self.call("remove", ref=ref, force=force)

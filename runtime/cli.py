@@ -58,8 +58,22 @@ def _add_create(p: argparse.ArgumentParser) -> None:
                    help="publish a container port on the host: [IP:]HOST:CONTAINER[/tcp|udp] "
                         "(bridged networks; repeatable)")
     _add_limits(p)
+    _add_lifecycle(p)
     p.add_argument("image")
     p.add_argument("cmd", nargs=argparse.REMAINDER)
+
+
+def _add_lifecycle(p: argparse.ArgumentParser) -> None:
+    """Restart policy and health check (runtime/lifecycle.py)."""
+    p.add_argument("--restart", default="no", metavar="POLICY",
+                   help="no (the default), on-failure[:N], always or unless-stopped")
+    p.add_argument("--health-cmd", metavar="CMD", help="command run in the container (sh -c) to check its health")
+    p.add_argument("--health-interval", metavar="DUR", help="time between checks (default 30s)")
+    p.add_argument("--health-timeout", metavar="DUR", help="longest a check may take (default 30s)")
+    p.add_argument("--health-retries", metavar="N", help="failures in a row that make it unhealthy (default 3)")
+    p.add_argument("--health-start-period", metavar="DUR",
+                   help="time after the start when failures do not count (default 0s)")
+    p.add_argument("--no-healthcheck", action="store_true", help="no health check, not even the image's")
 
 
 def _p_run(sub):
@@ -132,8 +146,9 @@ def _p_exec(sub):
 
 
 def _p_update(sub):
-    p = sub.add_parser("update", help="change the limits of containers")
+    p = sub.add_parser("update", help="change the limits or restart policy of containers")
     _add_limits(p)
+    p.add_argument("--restart", metavar="POLICY", help="no, on-failure[:N], always or unless-stopped")
     p.add_argument("containers", nargs="+")
 
 
@@ -331,10 +346,15 @@ def _spec(args, auto_remove: bool):
     if args.security_opt:
         from .seccomp import setting_from_options
         seccomp = setting_from_options(args.security_opt)
+    from .lifecycle import healthcheck_from_options
+    health = healthcheck_from_options(args.health_cmd, args.health_interval, args.health_timeout,
+                                      args.health_retries, args.health_start_period, args.no_healthcheck)
+    if args.rm and args.restart not in ("", "no"):
+        raise InvalidArgument("conflicting options: --restart and --rm")
     return make_spec(image=args.image, name=args.name, cmd=args.cmd, env=args.env,
                      hostname=args.hostname, workdir=args.workdir, limits=limits,
                      auto_remove=auto_remove, seccomp=seccomp, log=parse_log_opts(args.log_opt),
-                     network=args.network, ports=args.publish)
+                     network=args.network, ports=args.publish, restart=args.restart, healthcheck=health)
 
 
 def _create_container(rt, spec):
@@ -481,11 +501,19 @@ def _ps_engines(rt, args) -> int:
 
 def status_text(c, now: float | None = None) -> str:
     now = now or time.time()
+    if c.stopping:
+        left = c.stopping["since"] + c.stopping["timeout"] - now
+        return f"Stopping (SIGKILL in {_ago(left)})"
     if c.status in ("running", "paused"):
         text = f"Up {_ago(now - (c.started_at or now))}"
+        if c.health and c.health.get("status"):
+            text += " (health: starting)" if c.health["status"] == "starting" else f" ({c.health['status']})"
         return text + " (Paused)" if c.status == "paused" else text
     if c.status == "broken":
         return f"Broken: {c.error}"
+    if c.status == "exited" and c.restarting:
+        code = c.exit_code if c.exit_code is not None else "?"
+        return f"Restarting ({code}) {_ago(now - (c.finished_at or now))} ago"
     if c.status == "exited":
         text = f"Exited ({c.exit_code if c.exit_code is not None else '?'}) {_ago(now - (c.finished_at or now))} ago"
         return text + " (OOM killed)" if c.oom_killed else text
@@ -540,15 +568,22 @@ def _update(rt, args) -> int:
     from .spec import make_limits
     change = make_limits(args.memory, args.memory_swap, args.cpus, args.pids)
     failed = 0
+    limits_given = any(v is not None for v in (args.memory, args.memory_swap, args.cpus, args.pids))
+    if not limits_given and args.restart is None:
+        raise InvalidArgument("update: give a limit or --restart")
     for ref in args.containers:
         try:
+            if not limits_given:
+                rt.update(ref, restart=args.restart)
+                print(ref)
+                continue
             old = rt.inspect(ref).limits
             memory = change.memory if args.memory else old.memory
             swap = change.memory_swap if args.memory_swap else (old.memory_swap if not args.memory else None)
             new = Limits(memory=memory, memory_swap=swap,
                          cpus=change.cpus if args.cpus else old.cpus,
                          pids=change.pids if args.pids else old.pids)
-            rt.update(ref, new)
+            rt.update(ref, new, restart=args.restart)
             print(ref)
         except TerrariumError as e:
             _say(f"error: {e}")

@@ -233,6 +233,7 @@ class Runtime:
             "log": LogConfig(*spec.log)._asdict(),
             "network": network, "ports": list(spec.ports),
         }
+        config.update(_lifecycle_config(spec))
         with locked(os.path.join(self.containers_dir, disk.NAMES_LOCK)):
             if os.path.lexists(os.path.join(self.names_dir, name)):
                 raise Conflict(f"container name {name!r} is already in use")
@@ -269,11 +270,27 @@ class Runtime:
 
     # -------------------------------------------------------------- start
     def start(self, ref: str) -> Container:
+        return self._start(ref)
+
+    def _start(self, ref: str, after: dict | None = None) -> Container | None:
+        """after: the ended run a restart policy starts the container again after
+        (runtime/lifecycle.py); then only if nothing happened since (else None)."""
         with self._locked_config(ref) as (cid, config):
             state = self._state(cid, config)
-            if state.status in ("running", "paused"):
+            if after is not None:
+                from .lifecycle import still_due
+                if not still_due(config, state.status, after):
+                    return None
+            elif state.status in ("running", "paused"):
                 return state
             self._settle(cid)
+            if after is not None or config.get("restart", "no") != "no":
+                from .lifecycle import cancel_pending, note_start
+                note_start(config, after)
+                if after is None:
+                    cancel_pending(self._dir(cid))      # a person's start: the policy's wait ends
+                else:
+                    _unlink(os.path.join(self._dir(cid), "restart.json"))
             net, on_init = self._network_for_start(cid, config)
             config["generation"] += 1
             config["paused"] = False
@@ -345,6 +362,7 @@ class Runtime:
             "auto_remove": config["auto_remove"],
             "seccomp": seccomp.program_path(self.root, config.get("seccomp")),
             "no_new_privs": seccomp.no_new_privs(config.get("seccomp")),
+            **({"healthcheck": config["healthcheck"]} if (config.get("healthcheck") or {}).get("test") else {}),
         }
 
     def _request_start(self, cid: str, config: dict, while_waiting=None, net=None, on_init=None) -> dict:
@@ -366,15 +384,35 @@ class Runtime:
             state = self._state(cid, config)
             if state.status in ("running", "paused"):
                 self._stop_locked(cid, config, state, timeout)
+            elif state.restarting:                # a stop cancels the policy's pending restart
+                self._mark_manual_stop(cid, config)
             return self._finish_locked(cid, config)
+
+    def _mark_manual_stop(self, cid: str, config: dict, write: bool = True) -> bool:
+        """A person stopped (or killed, or removes) this run: its restart policy
+        must not start it again (runtime/lifecycle.py).  True if config changed."""
+        if config.get("restart", "no") == "no":
+            return False
+        from .lifecycle import cancel_pending
+        config["manual_stop"] = config["generation"]
+        cancel_pending(self._dir(cid))
+        if write:
+            disk.write_config(self._dir(cid), config)
+        return True
 
     def _stop_locked(self, cid: str, config: dict, state: Container, timeout: float) -> None:
         pidfd = _pidfd(state.shim_pid)
+        # PID 1 of a namespace never gets a signal it has no handler for
+        # (the kernel drops it, even from the host): if init does not catch
+        # SIGTERM, waiting the timeout out would only delay the SIGKILL.
+        graceful = timeout > 0 and _catches(state.pid, signal.SIGTERM)
+        changed = self._mark_manual_stop(cid, config, write=False)
+        if graceful:      # while SIGTERM works: the container reads "stopping" (since, timeout)
+            config["stopping"] = {"generation": config["generation"], "since": time.time(), "timeout": timeout}
+        if changed or graceful:
+            disk.write_config(self._dir(cid), config)
         try:
-            # PID 1 of a namespace never gets a signal it has no handler for
-            # (the kernel drops it, even from the host): if init does not catch
-            # SIGTERM, waiting the timeout out would only delay the SIGKILL.
-            if timeout > 0 and _catches(state.pid, signal.SIGTERM):
+            if graceful:
                 _signal(state.pid, signal.SIGTERM)
                 if config.get("paused"):
                     self._cgroup_op(self._cg(config).thaw, cid)
@@ -389,6 +427,8 @@ class Runtime:
         finally:
             if pidfd is not None:
                 os.close(pidfd)
+            if config.pop("stopping", None):
+                disk.write_config(self._dir(cid), config)
 
     def _cgroup_op(self, op, cid: str, *args) -> None:
         """A cgroup operation on a container that may be exiting: once its init is
@@ -414,13 +454,24 @@ class Runtime:
 
     def kill(self, ref: str, sig: int | str = signal.SIGKILL) -> Container:
         sig = parse_signal(sig)
+        early = False
+        if sig == signal.SIGKILL:
+            # A stop waiting for SIGTERM to work holds the lock: SIGKILL now ends
+            # its wait (as `docker kill` cuts a `docker stop` short).
+            c = self.inspect(ref)
+            if c.stopping and c.pid:
+                _signal(c.pid, signal.SIGKILL)
+                early = True
         with self._locked_config(ref) as (cid, config):
             state = self._state(cid, config)
             if state.status not in ("running", "paused"):
+                if early:
+                    return state
                 raise Conflict(f"container {config['name']!r} is not running")
             if sig == signal.SIGKILL:
                 self._stop_locked(cid, config, state, timeout=0)
                 return self._finish_locked(cid, config)
+            self._mark_manual_stop(cid, config)
             _signal(state.pid, sig)
         return self.inspect(cid)
 
@@ -481,13 +532,27 @@ class Runtime:
     unpause = resume
 
     # -------------------------------------------------------------- update
-    def update(self, ref: str, limits: Limits) -> Container:
-        """Replace the limits; applied at once to a running container."""
-        if not isinstance(limits, Limits):
+    def update(self, ref: str, limits: Limits | None = None, *, restart: str | None = None) -> Container:
+        """Replace the limits (applied at once to a running container) and/or the
+        restart policy (from the container's next exit on)."""
+        if limits is None and restart is None:
+            raise InvalidArgument("update: give limits or a restart policy")
+        if limits is not None and not isinstance(limits, Limits):
             raise InvalidArgument("update() takes a runtime.Limits")
-        limits = check_limits(limits)
+        limits = None if limits is None else check_limits(limits)
+        if restart is not None:
+            from .lifecycle import check_restart
+            restart = check_restart(restart)
         with self._locked_config(ref) as (cid, config):
             state = self._state(cid, config)
+            if restart is not None:
+                if restart != "no" and config.get("auto_remove"):
+                    raise Conflict(f"container {config['name']!r} removes itself when it exits (--rm): "
+                                   "it cannot have a restart policy")
+                config["restart"] = restart
+                if limits is None:
+                    disk.write_config(self._dir(cid), config)
+                    return self._state(cid, config)
             if state.status in ("running", "paused"):
                 try:
                     self._cg(config).update(cid, limits)
@@ -512,6 +577,9 @@ class Runtime:
                     raise Conflict(f"container {config['name']!r} is {state.status}: "
                                    "stop it first or remove it with force")
                 self._stop_locked(cid, config, state, timeout=0)
+            elif config.get("restart", "no") != "no":
+                from .lifecycle import cancel_pending
+                cancel_pending(self._dir(cid))
             self._remove_locked(cid, config)
 
     def _settle(self, cid: str, timeout: float = 10.0) -> None:
@@ -667,6 +735,17 @@ class Runtime:
                 if free:
                     error = "the last start did not complete"
         limits = Limits(**config["limits"])
+        stopping = config.get("stopping")
+        if stopping and (stopping.get("generation") != gen or status not in ("running", "paused")
+                         or time.time() > stopping.get("since", 0) + stopping.get("timeout", 0) + 30):
+            stopping = None                        # a stopper that died on the way
+        policy, check = config.get("restart", "no"), config.get("healthcheck")
+        health = restarting = None
+        if (check and check.get("test")) or (policy != "no" and status == "exited"):
+            from . import lifecycle
+            health = lifecycle.read_health(cdir, gen) if check and check.get("test") else None
+            if policy != "no" and status == "exited":
+                restarting = lifecycle.pending(cdir, gen)
         return Container(
             id=cid, name=config["name"], image=config["image"], cmd=tuple(config["cmd"]),
             env=tuple(config["env"]), hostname=config["hostname"], workdir=config["workdir"],
@@ -683,6 +762,9 @@ class Runtime:
             no_new_privileges=seccomp.no_new_privs(config.get("seccomp")),
             network=config.get("network", "none"), address=config.get("address"),
             ports=tuple(config.get("ports", ())),
+            restart_policy=policy, healthcheck=check, health=health,
+            stopping=stopping and {"since": stopping["since"], "timeout": stopping["timeout"]},
+            restarting=restarting,
         )
 
     # ------------------------------------------------------------ wait/logs
@@ -1112,6 +1194,23 @@ def parse_signal(sig) -> int:
     if not 0 < value < signal.NSIG:
         raise InvalidArgument(f"invalid signal {sig!r}")
     return value
+
+
+def _lifecycle_config(spec: Spec) -> dict:
+    """config.json's restart policy and health check (runtime/lifecycle.py); none when not set."""
+    out = {}
+    if spec.restart != "no":
+        out["restart"] = spec.restart
+    if spec.healthcheck is not None:
+        out["healthcheck"] = spec.healthcheck._asdict() | {"test": list(spec.healthcheck.test)}
+    return out
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _merge_env(base, extra, hostname: str) -> tuple[str, ...]:

@@ -54,8 +54,24 @@ class LogConfig(namedtuple("LogConfig", "max_size max_file", defaults=(10 << 20,
     __slots__ = ()
 
 
-class Spec(namedtuple("Spec", "image name cmd env hostname workdir limits auto_remove seccomp log network ports",
-                      defaults=(None, (), (), None, None, Limits(), False, None, LogConfig(), "none", ()))):
+class Healthcheck(namedtuple("Healthcheck", "test interval timeout retries start_period",
+                             defaults=((), 30.0, 30.0, 3, 0.0))):
+    """A container's health check (runtime/lifecycle.py), Docker's fields: test is
+    the argv run in the container through exec (`--health-cmd` is sh -c CMD);
+    empty test: none at all (--no-healthcheck).  Seconds; retries failures in a
+    row make it unhealthy; failures within start_period do not count."""
+    __slots__ = ()
+
+
+_SPEC_FIELDS = (
+    "image name cmd env hostname workdir limits auto_remove seccomp log network ports "
+    "restart healthcheck"       # lifecycle (runtime/lifecycle.py)
+)
+
+
+class Spec(namedtuple("Spec", _SPEC_FIELDS,
+                      defaults=(None, (), (), None, None, Limits(), False, None, LogConfig(), "none", (),
+                                "no", None))):
     """What `create` needs; runtime.spec.make_spec() builds a checked one.
 
     cmd empty: the image's cmd.  env: "K=V" added to the image's.  hostname
@@ -63,7 +79,9 @@ class Spec(namedtuple("Spec", "image name cmd env hostname workdir limits auto_r
     the default profile; else a setting of runtime.seccomp ({"mode": ...}).
     log: LogConfig.  network: none, host, bridge, a network's name or
     container:NAME (runtime/network.py); ports: "[IP:]HOST:CONTAINER[/proto]"
-    to publish (on a bridged network only)."""
+    to publish (on a bridged network only).  restart: no | on-failure[:N] |
+    always | unless-stopped; healthcheck: a Healthcheck, None for the image's
+    (runtime/lifecycle.py)."""
     __slots__ = ()
 
 
@@ -71,13 +89,15 @@ _CONTAINER_FIELDS = (
     "id name image cmd env hostname workdir limits status created_at "
     "layers pid shim_pid started_at finished_at exit_code oom_killed oom_kills error "
     "cgroup namespaces rootfs upperdir workdir_overlay log_path auto_remove restart_count seccomp log_config "
-    "no_new_privileges network address ports"
+    "no_new_privileges network address ports "
+    "restart_policy healthcheck health stopping restarting"     # lifecycle (runtime/lifecycle.py)
 )
 
 
 class Container(namedtuple("Container", _CONTAINER_FIELDS, defaults=(
         (), None, None, None, None, None, False, 0, None,
-        None, _EMPTY, "", "", "", "", False, 0, "default", LogConfig(), True, "none", None, ()))):
+        None, _EMPTY, "", "", "", "", False, 0, "default", LogConfig(), True, "none", None, (),
+        "no", None, None, None, None))):
     """What inspect and list report.
 
     status        created | running | paused | exited | broken (config.json unreadable;
@@ -97,6 +117,12 @@ class Container(namedtuple("Container", _CONTAINER_FIELDS, defaults=(
     network       none | host | bridge | a network's name | container:<id>
     address       its IPv4 address on that network (from its first start on)
     ports         published ports, "[IP:]HOST:CONTAINER/proto"
+    restart_policy  no | on-failure[:N] | always | unless-stopped
+    healthcheck   its health check as a dict of Healthcheck's fields, or None
+    health        {"status": starting|healthy|unhealthy, "failing_streak": n,
+                  "log": [{"start", "end", "exit_code", "output"}, ...]} of this run, or None
+    stopping      {"since": t, "timeout": s} while a stop waits for SIGTERM to work
+    restarting    {"due": t, "delay": s} while the restart policy waits to start it again
     """
     __slots__ = ()
 

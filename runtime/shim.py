@@ -204,6 +204,10 @@ def _supervise(req: dict, raw: bytes, reply: socket.socket, prepared: _Prepared)
                                     "started_at": started_at})
     send_reply(reply, {"ok": True, "pid": pid, "shim_pid": os.getpid()})
     reply = None
+    checker = None
+    if req.get("healthcheck"):
+        from .lifecycle import spawn_checker
+        checker = spawn_checker(req, pid, close_fds=(prepared.out_r, prepared.stderr_r))
     # Until init exits: its stdout and stderr into the log (poll, not
     # waitpid, so both are watched; its pidfd says when it has exited).
     pidfd = os.pidfd_open(pid)
@@ -223,17 +227,24 @@ def _supervise(req: dict, raw: bytes, reply: socket.socket, prepared: _Prepared)
     code = os.waitstatus_to_exitcode(wstatus)
     if code < 0:
         code = 128 - code                          # killed by signal N: 128+N, like a shell
+    if checker:                                    # its last result is in before the exit is
+        os.kill(checker, signal.SIGKILL)
+        os.waitpid(checker, 0)
     # The oom_kill counter rises before the exit is visible (FACTS.md): no race.
     kills = drv.oom_kills(cid)
     oom = code == 137 and kills > 0                # init itself died of it
     # The exit first (what `wait` waits for), then the cleanup: removing a v1
     # cgroup can take milliseconds, and start/remove wait for this shim anyway.
+    finished_at = time.time()
     _write_json(f"{cdir}/exit.json", {"generation": req["generation"], "exit_code": code,
                                      "oom_killed": oom, "oom_kills": kills,
-                                     "finished_at": time.time()})
+                                     "finished_at": finished_at})
     drv.remove(cid)                                 # waits while the namespace's rest exits
     if req.get("auto_remove"):
         _auto_remove(req)
+    else:                                          # the policy may have changed since the start
+        from .lifecycle import spawn_restarter
+        spawn_restarter(req, code, started_at, finished_at)
     return 0
 
 

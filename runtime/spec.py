@@ -203,7 +203,8 @@ def check_spec(spec: Spec) -> Spec:
     checked = make_spec(image=spec.image, name=spec.name, cmd=spec.cmd, env=spec.env,
                         hostname=spec.hostname, workdir=spec.workdir,
                         limits=check_limits(spec.limits), auto_remove=spec.auto_remove,
-                        log=check_log_config(spec.log), network=spec.network, ports=spec.ports)
+                        log=check_log_config(spec.log), network=spec.network, ports=spec.ports,
+                        restart=spec.restart, healthcheck=spec.healthcheck)
     return checked._replace(seccomp=spec.seccomp)     # Runtime.create checks it
 
 
@@ -243,11 +244,14 @@ def check_log_config(log) -> LogConfig:
 def make_spec(*, image: str, name: str | None = None, cmd=(), env=(), hostname: str | None = None,
               workdir: str | None = None, limits: Limits | None = None, auto_remove: bool = False,
               seccomp: dict | None = None, log: LogConfig | None = None, network: str | None = None,
-              ports=()) -> Spec:
+              ports=(), restart: str = "no", healthcheck=None) -> Spec:
     if not image or not isinstance(image, str):
         raise InvalidArgument("an image is required")
     if "\0" in image:
         raise InvalidArgument(f"invalid image name {_show(image)}: contains a NUL byte")
+    if auto_remove and restart not in (None, "", "no"):
+        raise InvalidArgument("conflicting options: a container that removes itself (--rm) "
+                              "cannot have a restart policy")
     if seccomp is not None:
         from .seccomp import check_setting
         seccomp = check_setting(seccomp)
@@ -263,7 +267,17 @@ def make_spec(*, image: str, name: str | None = None, cmd=(), env=(), hostname: 
         seccomp=seccomp,
         log=log or LogConfig(),
         **check_network_options(network, ports),
+        **check_lifecycle_options(restart, healthcheck),
     )
+
+
+def check_lifecycle_options(restart, healthcheck) -> dict:
+    """--restart and the health check (runtime/lifecycle.py)."""
+    if (restart in (None, "", "no")) and healthcheck is None:
+        return {"restart": "no", "healthcheck": None}
+    from .lifecycle import check_healthcheck, check_restart
+    return {"restart": check_restart(restart or "no"),
+            "healthcheck": None if healthcheck is None else check_healthcheck(healthcheck)}
 
 
 def check_network_options(network: str | None, ports) -> dict:
