@@ -74,7 +74,8 @@ def container_of(d: dict) -> Container:
     return Container(**{**d, "cmd": tuple(d["cmd"]), "env": tuple(d["env"]),
                         "limits": Limits(**d["limits"]), "layers": tuple(d["layers"]),
                         "log_config": LogConfig(**d.get("log_config", {})),
-                        "ports": tuple(d.get("ports", ()))})
+                        "ports": tuple(d.get("ports", ())),
+                        "restart_history": tuple(d.get("restart_history", ()))})
 
 
 def image_of(d: dict) -> Image:

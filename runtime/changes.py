@@ -29,7 +29,9 @@ from . import inotify as _in
 from .state import CONFIG, EXIT, ID_RE, RUN
 
 ALL = None                       # "anything may have changed": list everything again
-_RECORDS = frozenset((CONFIG, RUN, EXIT))
+# health.json: the health checker's results; restart.json: a restart policy's
+# pending restart (runtime/lifecycle.py)
+_RECORDS = frozenset((CONFIG, RUN, EXIT, "health.json", "restart.json"))
 _TOP = _in.IN_CREATE | _in.IN_DELETE | _in.IN_MOVED_TO | _in.IN_MOVED_FROM | _in.IN_ONLYDIR
 _DIR = _in.IN_MOVED_TO | _in.IN_CLOSE_WRITE | _in.IN_DELETE | _in.IN_ONLYDIR
 

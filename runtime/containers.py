@@ -762,7 +762,8 @@ class Runtime:
             no_new_privileges=seccomp.no_new_privs(config.get("seccomp")),
             network=config.get("network", "none"), address=config.get("address"),
             ports=tuple(config.get("ports", ())),
-            restart_policy=policy, healthcheck=check, health=health,
+            restart_policy=policy, restart_history=tuple(config.get("restart_history", ())),
+            healthcheck=check, health=health,
             stopping=stopping and {"since": stopping["since"], "timeout": stopping["timeout"]},
             restarting=restarting,
         )

@@ -186,7 +186,7 @@ def note_start(config: dict, after: dict | None) -> None:
     """Before a start, under the container's lock: a policy restart (after: the
     run it follows) counts and keeps its delay; a person's start begins afresh."""
     if after is None:
-        for key in ("policy_restarts", "backoff", "manual_stop"):
+        for key in ("policy_restarts", "backoff", "manual_stop", "restart_history"):
             config.pop(key, None)
         return
     config["policy_restarts"] = config.get("policy_restarts", 0) + 1

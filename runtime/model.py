@@ -90,14 +90,14 @@ _CONTAINER_FIELDS = (
     "layers pid shim_pid started_at finished_at exit_code oom_killed oom_kills error "
     "cgroup namespaces rootfs upperdir workdir_overlay log_path auto_remove restart_count seccomp log_config "
     "no_new_privileges network address ports "
-    "restart_policy healthcheck health stopping restarting"     # lifecycle (runtime/lifecycle.py)
+    "restart_policy restart_history healthcheck health stopping restarting"     # lifecycle (runtime/lifecycle.py)
 )
 
 
 class Container(namedtuple("Container", _CONTAINER_FIELDS, defaults=(
         (), None, None, None, None, None, False, 0, None,
         None, _EMPTY, "", "", "", "", False, 0, "default", LogConfig(), True, "none", None, (),
-        "no", None, None, None, None))):
+        "no", (), None, None, None, None))):
     """What inspect and list report.
 
     status        created | running | paused | exited | broken (config.json unreadable;
@@ -118,6 +118,8 @@ class Container(namedtuple("Container", _CONTAINER_FIELDS, defaults=(
     address       its IPv4 address on that network (from its first start on)
     ports         published ports, "[IP:]HOST:CONTAINER/proto"
     restart_policy  no | on-failure[:N] | always | unless-stopped
+    restart_history the policy's last restarts in a row (a person's start clears them), oldest
+                  first: {"exit_code", "finished_at", "delay", "restarted_at"}
     healthcheck   its health check as a dict of Healthcheck's fields, or None
     health        {"status": starting|healthy|unhealthy, "failing_streak": n,
                   "log": [{"start", "end", "exit_code", "output"}, ...]} of this run, or None

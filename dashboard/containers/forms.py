@@ -48,7 +48,8 @@ FORM_TEMPLATES = {
 
 class ContainerCreateForm(LimitsForm):
     field_order = ["image", "name", "command", "env", "hostname", "network", "ports", "memory", "cpus", "pids",
-                   "seccomp", "setuid", "start"]
+                   "seccomp", "setuid", "restart", "restart_max", "health_cmd", "health_interval",
+                   "health_timeout", "health_retries", "health_start_period", "start"]
 
     image = forms.ChoiceField(choices=())
     name = forms.CharField(required=False, max_length=128,
@@ -81,6 +82,27 @@ class ContainerCreateForm(LimitsForm):
                                       "networks only), e.g. 127.0.0.1:8080:80",
                             widget=forms.TextInput(attrs={"placeholder": "8080:80", "class": "mono"}))
     start = forms.BooleanField(required=False, initial=True, label="Start now")
+    # lifecycle (runtime/lifecycle.py): restart policy and health check
+    restart = forms.ChoiceField(
+        choices=[("no", "no"), ("on-failure", "on-failure"), ("always", "always"),
+                 ("unless-stopped", "unless-stopped")],
+        initial="no", required=False, label="Restart policy",
+        help_text="Started again when it exits (on-failure: with a non-zero code), after 100 ms, "
+                  "doubling each time up to a minute. Never after a stop by a person.")
+    restart_max = forms.CharField(required=False, max_length=6, label="Most restarts (on-failure)",
+                                  widget=forms.TextInput(attrs={"placeholder": "unlimited", "inputmode": "numeric"}))
+    health_cmd = forms.CharField(required=False, max_length=4096, label="Health check command",
+                                 help_text="Run in the container through sh -c; exit code 0 is healthy.",
+                                 widget=forms.TextInput(attrs={"placeholder": "wget -q -O- localhost",
+                                                               "class": "mono"}))
+    health_interval = forms.CharField(required=False, max_length=16, label="Health interval",
+                                      widget=forms.TextInput(attrs={"placeholder": "30s"}))
+    health_timeout = forms.CharField(required=False, max_length=16, label="Health timeout",
+                                     widget=forms.TextInput(attrs={"placeholder": "30s"}))
+    health_retries = forms.CharField(required=False, max_length=6, label="Health retries",
+                                     widget=forms.TextInput(attrs={"placeholder": "3", "inputmode": "numeric"}))
+    health_start_period = forms.CharField(required=False, max_length=16, label="Health start period",
+                                          widget=forms.TextInput(attrs={"placeholder": "0s"}))
 
     def __init__(self, *args, image_choices=(), network_choices=(("none", "none"),), **kwargs):
         super().__init__(*args, **kwargs)
@@ -115,6 +137,20 @@ class ContainerCreateForm(LimitsForm):
 
     def clean(self):
         data = super().clean()
+        from runtime.lifecycle import check_restart, healthcheck_from_options
+        policy, most = data.get("restart") or "no", (data.get("restart_max") or "").strip()
+        if most and policy != "on-failure":
+            self.add_error("restart_max", "a most number of restarts goes with on-failure only")
+        try:
+            data["restart"] = check_restart(f"{policy}:{most}" if most else policy)
+        except InvalidArgument as e:
+            self.add_error("restart_max", str(e))
+        try:
+            data["healthcheck"] = healthcheck_from_options(
+                *(data.get(f) for f in ("health_cmd", "health_interval", "health_timeout",
+                                        "health_retries", "health_start_period")))
+        except InvalidArgument as e:
+            self.add_error("health_cmd", str(e))
         if data.get("ports") and data.get("network") in ("none", "host"):
             self.add_error("ports", "ports are published on a bridged network only")
         return data

@@ -35,6 +35,9 @@ class Container(models.Model):
     upperdir = models.CharField(max_length=1024, blank=True)
     log_path = models.CharField(max_length=1024, blank=True)
     restart_count = models.IntegerField(default=0)
+    # restart policy, health check and its results, "stopping" and "restarting"
+    # (runtime/lifecycle.py), as the runtime's Container has them
+    lifecycle = models.JSONField(default=dict, blank=True)
     synced_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -54,6 +57,24 @@ class Container(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in ("running", "paused")
+
+    @property
+    def stopping(self) -> dict | None:
+        """{"since", "timeout"} while a stop waits for SIGTERM to work."""
+        return (self.lifecycle or {}).get("stopping")
+
+    @property
+    def restarting(self) -> dict | None:
+        """{"due", "delay"} while the restart policy waits to start it again."""
+        return (self.lifecycle or {}).get("restarting") if self.status == "exited" else None
+
+    @property
+    def health(self) -> dict | None:
+        return (self.lifecycle or {}).get("health")
+
+    @property
+    def restart_policy(self) -> str:
+        return (self.lifecycle or {}).get("restart_policy") or "no"
 
 
 class Layer(models.Model):

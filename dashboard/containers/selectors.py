@@ -43,6 +43,8 @@ def container_actions(*, container: Container, user) -> tuple[str, ...]:
     """The buttons this user may press for this container now."""
     if not user.has_perm(CAN_OPERATE):
         return ()
+    if container.stopping:          # a stop waits for SIGTERM to work: only SIGKILL cuts it short
+        return ("kill",)
     return STATE_ACTIONS.get(container.status, ())
 
 

@@ -46,7 +46,16 @@ def _row_fields(c: RtContainer) -> dict:
         "cgroup": c.cgroup or "", "namespaces": dict(c.namespaces), "layers": list(c.layers),
         "rootfs": c.rootfs, "upperdir": c.upperdir, "log_path": c.log_path,
         "restart_count": c.restart_count,
+        "lifecycle": _lifecycle(c),
     }
+
+
+def _lifecycle(c: RtContainer) -> dict:
+    """The row's lifecycle: restart policy, health check and results, stopping, restarting."""
+    return {k: v for k, v in (("restart_policy", c.restart_policy),
+                              ("restart_history", list(c.restart_history)), ("healthcheck", c.healthcheck),
+                              ("health", c.health), ("stopping", c.stopping),
+                              ("restarting", c.restarting)) if v not in (None, "no", [])}
 
 
 def _upsert(c: RtContainer, existing: Container | None) -> Container | None:
@@ -205,14 +214,19 @@ def _act(user, action: str, container_id: str, call, details: dict | None = None
 def container_create(*, user, image: str, name: str = "", cmd=(), env=(), hostname: str = "",
                      memory: int | None = None, cpus: float | None = None, pids: int | None = None,
                      seccomp: str = "default", setuid: bool = False,
-                     start: bool = False, network: str = "none", ports=()) -> RtContainer:
+                     start: bool = False, network: str = "none", ports=(),
+                     restart: str = "no", healthcheck=None) -> RtContainer:
     """Create (and optionally start) a container from validated form data.
     seccomp: "default" or "unconfined" (custom profiles are the CLI's);
     setuid: no_new_privs off (--security-opt no-new-privileges=false);
-    network: none, bridge, a network's name, or host (administrators only)."""
+    network: none, bridge, a network's name, or host (administrators only);
+    restart: a restart policy; healthcheck: a runtime.Healthcheck or None.
+    A start that fails removes the container this call created (so the same
+    form, fixed, can be sent again: the name is free)."""
     details = {"image": image, "cmd": list(cmd), "memory": memory, "cpus": cpus, "pids": pids,
                "seccomp": seccomp, "setuid": setuid, "start": start, "network": network,
-               "ports": list(ports)}
+               "ports": list(ports), "restart": restart,
+               "healthcheck": list(healthcheck.test) if healthcheck else None}
     from .roles import ADMINISTRATOR, role_of
     rt = get_runtime(user=user)
     try:
@@ -220,7 +234,7 @@ def container_create(*, user, image: str, name: str = "", cmd=(), env=(), hostna
                          hostname=hostname or None,
                          limits=Limits(memory=memory, cpus=cpus, pids=pids),
                          seccomp={"mode": seccomp, **({"no_new_privileges": False} if setuid else {})},
-                         network=network, ports=tuple(ports))
+                         network=network, ports=tuple(ports), restart=restart, healthcheck=healthcheck)
         created = rt.create(spec, allow_host_network=role_of(user) == ADMINISTRATOR)
     except TerrariumError as e:
         _audit(user, "create", container_name=name, result="error", message=str(e), details=details)
@@ -229,8 +243,22 @@ def container_create(*, user, image: str, name: str = "", cmd=(), env=(), hostna
            details=details)
     events.publish(container_sync(container=created))
     if start:
-        return container_start(user=user, container_id=created.id)
+        try:
+            return container_start(user=user, container_id=created.id)
+        except ServiceError as e:
+            _remove_failed(user, created)
+            raise ServiceError(f"{e} — the container was removed: correct the form and create it "
+                               "again") from e
     return created
+
+
+def _remove_failed(user, created: RtContainer) -> None:
+    """Remove what a create-and-start made when its start failed (audited)."""
+    try:
+        _act(user, "remove", created.id, lambda rt, cid: rt.remove(cid, force=True),
+             details={"why": "its start failed"})
+    except ServiceError:
+        pass                                  # audited; the container stays, shown as exited
 
 
 def container_start(*, user, container_id: str) -> RtContainer:

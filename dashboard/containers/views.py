@@ -67,6 +67,15 @@ def _back(request, default):
     return redirect(default)
 
 
+def stop_timeout(text: str) -> float:
+    """Seconds a stop waits for SIGTERM to work before SIGKILL: 0 to 3600."""
+    import re
+    text = text.strip()
+    if not re.fullmatch(r"[0-9]{1,4}(\.[0-9]{1,3})?", text, re.ASCII) or float(text) > 3600:
+        raise ValueError(f"invalid timeout {text[:20]!r}: seconds from 0 to 3600")
+    return float(text)
+
+
 def _wants_json(request) -> bool:
     return request.headers.get("X-Requested-With") == "fetch"
 
@@ -160,7 +169,7 @@ def container_create(request):
                 user=request.user, image=d["image"], name=d["name"], cmd=d["command"], env=d["env"],
                 hostname=d["hostname"], memory=d["memory"], cpus=d["cpus"], pids=d["pids"],
                 seccomp=d["seccomp"], setuid=d["setuid"], start=d["start"],
-                network=d["network"], ports=d["ports"])
+                network=d["network"], ports=d["ports"], restart=d["restart"], healthcheck=d["healthcheck"])
         except services.ServiceError as e:
             form.add_error(None, str(e))
         else:
@@ -176,14 +185,19 @@ def container_action(request, container_id, action):
     service = services.ACTIONS.get(action)
     if service is None:
         raise Http404(f"no action {action!r}")
+    kwargs, status = {}, 409
     try:
-        service(user=request.user, container_id=container_id)
+        if action in ("stop", "restart") and request.POST.get("timeout", "").strip():
+            kwargs["timeout"] = stop_timeout(request.POST["timeout"])
+        service(user=request.user, container_id=container_id, **kwargs)
+    except ValueError as e:
+        ok, text, status = False, f"{action.capitalize()} refused: {e}", 400
     except services.ServiceError as e:
         ok, text = False, f"{action.capitalize()} failed: {e}"
     else:
         ok, text = True, f"{action.capitalize()}: done."
     if _wants_json(request):
-        return JsonResponse({"ok": ok, "message": text}, status=200 if ok else 409)
+        return JsonResponse({"ok": ok, "message": text}, status=200 if ok else status)
     (messages.success if ok else messages.error)(request, text)
     default = reverse("containers:list") if action == "remove" and ok else \
         reverse("containers:detail", args=[container_id])

@@ -92,3 +92,24 @@ def retention_notes():
     """The retention settings as sentences (the admin index shows them)."""
     from ..selectors import retention_notes as notes
     return list(notes().values())
+
+
+@register.filter
+def split(text):
+    """'stop restart' → ['stop', 'restart'] (lists written in templates)."""
+    return str(text).split()
+
+
+@register.filter
+def epoch(t):
+    """A unix time (the runtime's records) as an aware datetime, for |when."""
+    if t in (None, ""):
+        return None
+    return datetime.datetime.fromtimestamp(float(t), tz=datetime.timezone.utc)
+
+
+@register.filter
+def healthcheck_h(hc):
+    """A health check as one line: 'wget -q -O- localhost every 30s (timeout 30s, 3 retries)'."""
+    from runtime.lifecycle import describe_healthcheck
+    return describe_healthcheck(hc)
