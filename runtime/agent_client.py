@@ -26,7 +26,7 @@ import threading
 from . import agent as _agent
 from . import errors
 from .errors import ExecFailed, InvalidArgument, KernelError, TerrariumError
-from .model import Container, Image, ImageConfig, Layer, Limits, LogConfig
+from .model import Container, Healthcheck, Image, ImageConfig, Layer, Limits, LogConfig
 
 
 class AgentUnavailable(TerrariumError):
@@ -81,7 +81,9 @@ def container_of(d: dict) -> Container:
 def image_of(d: dict) -> Image:
     c = d["config"]
     return Image(name=d["name"], layers=tuple(Layer(**x) for x in d["layers"]),
-                 config=ImageConfig(cmd=tuple(c["cmd"]), env=tuple(c["env"]), workdir=c["workdir"]),
+                 config=ImageConfig(cmd=tuple(c["cmd"]), env=tuple(c["env"]), workdir=c["workdir"],
+                                    healthcheck=None if c.get("healthcheck") is None else
+                                    Healthcheck(**{**c["healthcheck"], "test": tuple(c["healthcheck"]["test"])})),
                  created=d["created"], history=tuple(d["history"]), id=d.get("id", ""),
                  replaced=d.get("replaced", ""))
 

@@ -233,7 +233,7 @@ class Runtime:
             "log": LogConfig(*spec.log)._asdict(),
             "network": network, "ports": list(spec.ports),
         }
-        config.update(_lifecycle_config(spec))
+        config.update(_lifecycle_config(spec, image.config.healthcheck))
         with locked(os.path.join(self.containers_dir, disk.NAMES_LOCK)):
             if os.path.lexists(os.path.join(self.names_dir, name)):
                 raise Conflict(f"container name {name!r} is already in use")
@@ -1022,7 +1022,8 @@ class Runtime:
             digests = [f"sha256:{d}" for d in config["layers"]]
             env = tuple(v for v in c.env if not v.startswith("HOSTNAME="))
             return store.add_image(key, digests + [layer.digest],
-                                   ImageConfig(cmd=c.cmd, env=env, workdir=c.workdir),
+                                   ImageConfig(cmd=c.cmd, env=env, workdir=c.workdir,
+                                               healthcheck=_healthcheck_of(c.healthcheck)),
                                    history=[*self._history_of(config), created_by])
 
     def _history_of(self, config: dict) -> list[str]:
@@ -1197,14 +1198,24 @@ def parse_signal(sig) -> int:
     return value
 
 
-def _lifecycle_config(spec: Spec) -> dict:
-    """config.json's restart policy and health check (runtime/lifecycle.py); none when not set."""
+def _lifecycle_config(spec: Spec, image_check=None) -> dict:
+    """config.json's restart policy and health check (runtime/lifecycle.py): the
+    spec's check, else the image's; none when neither is set."""
     out = {}
     if spec.restart != "no":
         out["restart"] = spec.restart
-    if spec.healthcheck is not None:
-        out["healthcheck"] = spec.healthcheck._asdict() | {"test": list(spec.healthcheck.test)}
+    check = spec.healthcheck if spec.healthcheck is not None else image_check
+    if check is not None:
+        out["healthcheck"] = check._asdict() | {"test": list(check.test)}
     return out
+
+
+def _healthcheck_of(d: dict | None):
+    """A container's health check (a dict, as inspect shows it) as a Healthcheck, for commit."""
+    if d is None:
+        return None
+    from .model import Healthcheck
+    return Healthcheck(**{**d, "test": tuple(d["test"])})
 
 
 def _unlink(path: str) -> None:

@@ -27,9 +27,11 @@ class Limits(namedtuple("Limits", "memory memory_swap cpus pids", defaults=(None
     __slots__ = ()
 
 
-class ImageConfig(namedtuple("ImageConfig", "cmd env workdir", defaults=(
-        ("sh",), ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",), "/"))):
-    """What an image runs by default: argv, KEY=VALUE env, working directory."""
+class ImageConfig(namedtuple("ImageConfig", "cmd env workdir healthcheck", defaults=(
+        ("sh",), ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",), "/", None))):
+    """What an image runs by default: argv, KEY=VALUE env, working directory, and
+    the health check its containers get unless they say otherwise (a
+    Healthcheck, defined below; None: none)."""
     __slots__ = ()
 
 

@@ -491,9 +491,45 @@ def _plan(names: list[str], config: dict, layers: list[dict], cfg_path: str) -> 
         raise InvalidArgument(f"{cwhat}: WorkingDir contains a NUL byte")
     if not all(isinstance(n, str) for n in names):
         raise InvalidArgument(f"{what}: an image name is not a string")
-    image_config = ImageConfig(cmd=cmd, env=env, workdir=workdir)
+    image_config = ImageConfig(cmd=cmd, env=env, workdir=workdir,
+                               healthcheck=_healthcheck(c.get("Healthcheck"), cwhat))
     return {"names": names, "layers": layers, "config": image_config,
             "created": _parse_time(config.get("created")), "history": made}
+
+
+def _healthcheck(h, what: str):
+    """The image config's Healthcheck (Docker's form: Test ["CMD", ...], ["CMD-SHELL",
+    "cmd"] or ["NONE"]; durations in nanoseconds, 0 for the default) as a Healthcheck."""
+    if h is None:
+        return None
+    from ..lifecycle import check_healthcheck
+    from ..model import Healthcheck
+    if not isinstance(h, dict):
+        raise InvalidArgument(f"{what}: Healthcheck is not an object")
+    test = h.get("Test") or []
+    if not isinstance(test, list) or not all(isinstance(a, str) for a in test):
+        raise InvalidArgument(f"{what}: Healthcheck Test is not a list of strings")
+    if not test or test[0] == "NONE":
+        argv = ()
+    elif test[0] == "CMD" and len(test) > 1:
+        argv = tuple(test[1:])
+    elif test[0] == "CMD-SHELL" and len(test) == 2:
+        argv = ("/bin/sh", "-c", test[1])
+    else:
+        raise InvalidArgument(f"{what}: Healthcheck Test {test[:3]!r} is not CMD, CMD-SHELL or NONE")
+    d = Healthcheck()
+
+    def seconds(key, default):
+        v = h.get(key) or 0
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise InvalidArgument(f"{what}: Healthcheck {key} is not a whole number of nanoseconds")
+        return v / 1e9 if v else default
+    try:
+        return check_healthcheck(Healthcheck(
+            test=argv, interval=seconds("Interval", d.interval), timeout=seconds("Timeout", d.timeout),
+            retries=h.get("Retries") or d.retries, start_period=seconds("StartPeriod", d.start_period)))
+    except InvalidArgument as e:
+        raise InvalidArgument(f"{what}: Healthcheck: {e}") from None
 
 
 def _apply(store: ImageStore, src, plans: list[dict], budget) -> list[Image]:

@@ -67,16 +67,32 @@ def config_document(config: ImageConfig, diff_ids, history, created: float) -> b
     its sha256 is the image's id."""
     when = format_time(created)
     doc = {"architecture": arch(), "os": "linux", "created": when,
-           "config": {"Cmd": list(config.cmd), "Env": list(config.env), "WorkingDir": config.workdir},
+           "config": {"Cmd": list(config.cmd), "Env": list(config.env), "WorkingDir": config.workdir,
+                      **_docker_healthcheck(config.healthcheck)},
            "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
            "history": [{"created": when, "created_by": h} for h in history]}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _docker_healthcheck(hc) -> dict:
+    """{"Healthcheck": ...} in the image config's form (nanoseconds; Test "CMD" or
+    "NONE"), or nothing for an image without one (its id stays what it was)."""
+    if hc is None:
+        return {}
+    ns = 1_000_000_000
+    return {"Healthcheck": {"Test": ["CMD", *hc.test] if hc.test else ["NONE"],
+                            "Interval": int(hc.interval * ns), "Timeout": int(hc.timeout * ns),
+                            "StartPeriod": int(hc.start_period * ns), "Retries": hc.retries}}
+
+
 def _config_of(rec: dict) -> ImageConfig:
     c = rec.get("config", {})
+    hc = c.get("healthcheck")
+    if hc is not None:
+        from ..model import Healthcheck
+        hc = Healthcheck(**{**hc, "test": tuple(hc["test"])})
     return ImageConfig(cmd=tuple(c.get("cmd", ())), env=tuple(c.get("env", ())),
-                       workdir=c.get("workdir", "/") or "/")
+                       workdir=c.get("workdir", "/") or "/", healthcheck=hc)
 
 
 def image_id(rec: dict) -> str:
@@ -537,7 +553,9 @@ class ImageStore:
         config = config or ImageConfig()
         rec = {"name": key, "layers": digests,
                "config": {"cmd": list(config.cmd), "env": list(config.env),
-                          "workdir": config.workdir},
+                          "workdir": config.workdir,
+                          **({"healthcheck": config.healthcheck._asdict() | {"test": list(config.healthcheck.test)}}
+                             if config.healthcheck is not None else {})},
                "created": time.time() if created is None else created,
                "history": history}
         rec["id"] = image_id(rec)

@@ -208,3 +208,28 @@ def test_a_stop_reads_stopping_until_kill_cuts_it_short(rt, name, cleanup):
     assert time.monotonic() - began < 30                   # not the stop's 60 s
     assert (c.status, c.exit_code, c.stopping) == ("exited", 137, None)
     assert rt.inspect(name).stopping is None
+
+
+@root
+def test_an_images_healthcheck_applies_unless_the_container_says_otherwise(rt, name, cleanup, tmp_path):
+    from tests.runtime.test_import import docker_archive, layer_tar
+    docker_archive(tmp_path / "hc.tar", [layer_tar(("srv/ok", b"1"))], tags=(f"{name}:1",), config_extra={
+        "config": {"Cmd": ["sleep", "60"], "Env": [], "WorkingDir": "/",
+                   "Healthcheck": {"Test": ["CMD-SHELL", "test -e /srv/ok"], "Interval": 2_000_000_000,
+                                   "Retries": 5}}})
+    rt.load_image(str(tmp_path / "hc.tar"))
+    try:
+        image = rt.images.get(f"{name}:1")
+        assert image.config.healthcheck == Healthcheck(test=("/bin/sh", "-c", "test -e /srv/ok"),
+                                                       interval=2.0, timeout=30.0, retries=5)
+        cleanup.extend([f"{name}-a", f"{name}-b"])
+        a = rt.create(Spec(image=f"{name}:1", name=f"{name}-a"))
+        b = rt.create(Spec(image=f"{name}:1", name=f"{name}-b", healthcheck=healthcheck_from_options(disabled=True)))
+        assert a.healthcheck["test"] == ["/bin/sh", "-c", "test -e /srv/ok"] and a.healthcheck["retries"] == 5
+        assert b.healthcheck["test"] == []                   # --no-healthcheck
+        r = cli("run", "--name", f"{name}-c", "--health-cmd", "x", "--no-healthcheck", "busybox", "true")
+        assert r.returncode == 125 and "conflicts" in r.stderr
+    finally:
+        for n in (f"{name}-a", f"{name}-b"):
+            rt.remove(n, force=True)
+        rt.remove_image(f"{name}:1")
