@@ -384,7 +384,10 @@ class Runtime:
             state = self._state(cid, config)
             if state.status in ("running", "paused"):
                 self._stop_locked(cid, config, state, timeout)
-            elif state.restarting:                # a stop cancels the policy's pending restart
+            elif config.get("restart", "no") != "no" and config.get("manual_stop") != config["generation"] \
+                    and state.status == "exited":
+                # a stop cancels the policy's pending restart, also one whose
+                # restarter is only being forked (it checks the mark under the lock)
                 self._mark_manual_stop(cid, config)
             return self._finish_locked(cid, config)
 

@@ -242,10 +242,20 @@ def _supervise(req: dict, raw: bytes, reply: socket.socket, prepared: _Prepared)
     drv.remove(cid)                                 # waits while the namespace's rest exits
     if req.get("auto_remove"):
         _auto_remove(req)
-    else:                                          # the policy may have changed since the start
+    elif _has_restart_policy(cdir):                # (read now: `update --restart` may have set one)
         from .lifecycle import spawn_restarter
         spawn_restarter(req, code, started_at, finished_at)
     return 0
+
+
+def _has_restart_policy(cdir: str) -> bool:
+    """Whether config.json names a restart policy (runtime/lifecycle.py), without
+    loading that module for the containers that have none."""
+    try:
+        with open(f"{cdir}/config.json", "rb") as f:
+            return json.loads(f.read()).get("restart", "no") != "no"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 NETWORK_WAIT_SECONDS = 60.0

@@ -229,7 +229,7 @@ def _detail(c: Container, user) -> dict:
             "workdir": c.workdir, "shim_pid": c.shim_pid, "error": c.error,
             "restart_count": c.restart_count, "cgroup": c.cgroup, "namespaces": c.namespaces,
             "layers": layers, "upperdir": c.upperdir,
-            "seccomp": selectors.container_seccomp(container_id=c.id)}
+            "seccomp": selectors.container_seccomp(container_id=c.id), "lifecycle": c.lifecycle or {}}
 
 
 def _after(request, container_id: str) -> dict:
@@ -266,7 +266,7 @@ def container_create(request, body: s.ContainerIn):
         c = services.container_create(
             user=request.auth, image=body.image, name=body.name, cmd=body.cmd, env=body.env,
             hostname=body.hostname, memory=body.memory, cpus=body.cpus, pids=body.pids,
-            seccomp=body.seccomp, setuid=body.setuid, start=body.start)
+            seccomp=body.seccomp, setuid=body.setuid, start=body.start, restart=body.restart)
     except services.ServiceError as e:
         raise _failed(e) from None
     return Status(201, _after(request, c.id))

@@ -57,7 +57,15 @@ class ContainerIn(LimitsIn):
     seccomp: Literal["default", "unconfined"] = "default"
     setuid: bool = Field(False, description="no-new-privileges=false: setuid files and file "
                          "capabilities work inside")
-    start: bool = Field(False, description="start it once created")
+    start: bool = Field(False, description="start it once created (a failed start removes it)")
+    restart: str = Field("no", description="restart policy: no, on-failure[:N], always or unless-stopped",
+                         examples=["on-failure:3"])
+
+    @field_validator("restart")
+    @classmethod
+    def _restart(cls, v):
+        from runtime.lifecycle import check_restart
+        return check_restart(v.strip())
 
     @field_validator("name")
     @classmethod
@@ -123,6 +131,9 @@ class ContainerDetail(ContainerOut):
     layers: list[LayerOut]
     upperdir: str
     seccomp: str = Field(description='"default", "unconfined" or "custom", and ", no-new-privileges=false"')
+    lifecycle: dict[str, Any] = Field(
+        description="restart_policy, restart_history, healthcheck, health {status, failing_streak, log}, "
+                    "stopping {since, timeout}, restarting {due, delay}: those that apply")
 
 
 class LogsOut(Schema):

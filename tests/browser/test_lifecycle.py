@@ -1,5 +1,6 @@
 """Lifecycle in Chromium: a failed start from the form, health checks and restart
 policy on the detail page, and the "stopping" state (runtime/lifecycle.py)."""
+import os
 import re
 
 import pytest
@@ -14,7 +15,7 @@ def _live(page):
     page.wait_for_function("document.body.dataset.live === 'on'")
 
 
-def test_failed_start_from_the_form_is_removed_and_health_shows_live(login, server, rt, made, name):
+def test_failed_start_from_the_form_is_removed_and_health_shows_live(login, server, rt, made, name, shots):
     page = login("operator")
     page.goto(server + "/containers/new/")
     page.select_option("#id_image", "busybox")
@@ -32,6 +33,7 @@ def test_failed_start_from_the_form_is_removed_and_health_shows_live(login, serv
     with pytest.raises(NotFound):
         rt.inspect(name)                                   # nothing left behind: the name is free
     expect(page.locator("#id_name")).to_have_value(name)   # the form keeps what was typed
+    page.screenshot(path=os.path.join(shots, "create-failed-start.png"), full_page=True)
     page.fill("#id_command", "sleep 300")
     page.click("button:has-text('Create')")
     page.wait_for_url(re.compile(r"/containers/[0-9a-f]{64}/$"))
@@ -43,9 +45,10 @@ def test_failed_start_from_the_form_is_removed_and_health_shows_live(login, serv
     expect(page.locator("#health-log")).to_contain_text("sick")
     expect(page.locator("#card-health")).to_contain_text("echo sick; exit 1 every 0.2s (timeout 30s, 2 retries)")
     assert rt.inspect(name).health["status"] == "unhealthy"
+    page.screenshot(path=os.path.join(shots, "detail-unhealthy.png"), full_page=True)
 
 
-def test_stopping_shows_with_buttons_disabled_then_exited(login, server, rt, made, name):
+def test_stopping_shows_with_buttons_disabled_then_exited(login, server, rt, made, name, shots):
     c = rt.run(Spec(image="busybox", name=name,
                     cmd=("sh", "-c", "trap 'echo not yet' TERM; while :; do sleep 0.1; done")))
     page = login("operator")
@@ -60,6 +63,7 @@ def test_stopping_shows_with_buttons_disabled_then_exited(login, server, rt, mad
         expect(page.locator(f"#detail-head button[data-action={action}]")).to_be_disabled()
     expect(page.locator("#detail-head button[data-action=kill]")).to_be_enabled()
     assert rt.inspect(name).stopping["timeout"] == 3
+    head.screenshot(path=os.path.join(shots, "detail-stopping.png"))
     # SIGTERM did nothing: SIGKILL after the 3 s
     expect(page.locator("#detail-head [data-state]")).to_have_text("exited (137)", timeout=10_000)
     expect(page.locator("#detail-head button[data-action=start]")).to_be_enabled()

@@ -292,6 +292,7 @@ def test_errors_are_json_with_the_runtimes_message(api_clients, fresh, rt):
     ({"image": "busybox", "name": "bad name!"}, "name:"),
     ({"image": "busybox", "seccomp": "custom"}, "seccomp:"),
     ({"name": "x"}, "image: Field required"),
+    ({"image": "busybox", "restart": "sometimes"}, "restart: invalid restart policy 'sometimes'"),
 ])
 def test_bad_create_is_a_400_and_creates_nothing(api_clients, rt, made, body, says):
     before = len(rt.list(all=True))
@@ -452,3 +453,15 @@ def test_the_docs_page_is_served_from_here(sessions):
     assert Client().get("/api/docs").status_code == 302                  # to the login page
     html = viewer_client.get("/api/docs").content.decode()
     assert "/static/ninja/swagger-ui-bundle.js" in html and "cdn" not in html.lower()
+
+
+def test_create_with_a_restart_policy_and_a_failed_start_leaves_nothing(api_clients, rt, made, name):
+    op = api_clients["operator"]
+    r = op.post("/api/containers", {"image": "busybox", "name": name, "cmd": ["sleep", "300"],
+                                    "restart": "on-failure:2"}, content_type="application/json")
+    assert r.status_code == 201, r.content
+    assert r.json()["lifecycle"]["restart_policy"] == "on-failure:2"
+    r = op.post("/api/containers", {"image": "busybox", "name": f"{name}-x", "cmd": ["no-such-program"],
+                                    "start": True}, content_type="application/json")
+    assert r.status_code == 409 and "the container was removed" in r.json()["detail"]
+    assert f"{name}-x" not in {c.name for c in rt.list(all=True)}
