@@ -192,14 +192,17 @@ class Audited:
     def remove(self, ref, force: bool = False):
         return self._do("remove", ref, lambda: self._rt.remove(ref, force=force))
 
-    def update(self, ref, limits):
+    def update(self, ref, limits=None, *, restart=None):
         from .model import to_dict
+
+        def seen(c):               # the limits, and the restart policy when one is set
+            return {**to_dict(c.limits), **({"restart": c.restart_policy} if restart is not None else {})}
         try:
-            before = to_dict(self._rt.inspect(ref).limits)
+            before = seen(self._rt.inspect(ref))
         except Exception:  # noqa: BLE001 - the update itself reports what is wrong
             before = None
-        return self._do("update", ref, lambda: self._rt.update(ref, limits), before=before,
-                        after=lambda c: to_dict(c.limits))
+        return self._do("update", ref, lambda: self._rt.update(ref, limits, restart=restart), before=before,
+                        after=seen)
 
     def commit(self, ref, image_name, message: str = "", pause: bool = True, replace: bool = True):
         return self._do("commit", ref, lambda: self._rt.commit(ref, image_name, message=message, pause=pause,
