@@ -565,6 +565,7 @@ def _engine_control(rt, key, action, timeout=10.0, signal="SIGKILL", limits=None
     found = rt.discovery().control(key, action, timeout=timeout, signal=signal, limits=limits)
     return None if found is None else to_json(found)
 
+
 def _update_change(rt, ref, limits=None, restart=None):
     """update's audit change: the limits, and the restart policy when one was given."""
     if restart is None:
@@ -572,6 +573,7 @@ def _update_change(rt, ref, limits=None, restart=None):
     c = rt.inspect(ref)
     return ({**to_dict(c.limits), "restart": c.restart_policy},
             lambda result: {**result["limits"], "restart": result["restart_policy"]})
+
 
 VERBS: dict[str, Verb] = {
     "info": Verb(_info, {}),
