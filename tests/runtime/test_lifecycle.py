@@ -194,7 +194,11 @@ def test_health_checks_healthy_unhealthy_and_timed_out(rt, name, cleanup):
 @root
 def test_a_stop_reads_stopping_until_kill_cuts_it_short(rt, name, cleanup):
     cleanup.append(name)
-    rt.run(Spec(image="busybox", name=name, cmd=("sh", "-c", "trap 'echo term' TERM; while :; do sleep 0.1; done")))
+    rt.run(Spec(image="busybox", name=name,
+                cmd=("sh", "-c", "trap 'echo term' TERM; echo ready; while :; do sleep 0.1; done")))
+    deadline = time.monotonic() + 20                       # the trap is set before the stop comes
+    while b"ready" not in rt.logs(name) and time.monotonic() < deadline:
+        time.sleep(0.02)
     stopper = threading.Thread(target=rt.stop, args=(name,), kwargs={"timeout": 60})
     stopper.start()
     try:
