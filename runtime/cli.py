@@ -17,6 +17,7 @@ from .model import to_dict
 
 from .errors import ExecFailed, InvalidArgument, TerrariumError
 from .model import Limits
+from . import cli_registry as _cli_registry
 
 
 class _Parser(argparse.ArgumentParser):
@@ -234,6 +235,7 @@ _PARSERS = {
     "rmi": _p_rmi, "diff": _p_diff, "image-gc": _p_image_gc, "agent": _p_agent,
     "network": _p_network, "port": _p_port,
 }
+_PARSERS.update(_cli_registry.PARSERS)      # pull push login logout tag
 
 
 _built: dict[str | None, argparse.ArgumentParser] = {}
@@ -774,4 +776,5 @@ _VERBS = {
     "wait": _wait, "images": _images,
     "load": _load, "save": _save, "commit": _commit, "rmi": _rmi, "diff": _diff,
     "image-gc": _image_gc, "agent": _agent, "network": _network, "port": _port,
+    **_cli_registry.VERBS,
 }

@@ -1118,6 +1118,20 @@ class Runtime:
         return importers.load(self.images, src, name=name, label=label,
                               check_names=None if replace else self._refuse_taken)
 
+    def pull_image(self, ref: str, *, platform: str | None = None, insecure: bool = False, progress=None):
+        """Pull an image from its registry (images.distribution.pull): the Image."""
+        from .images import distribution
+        return distribution.pull(self.images, ref, platform=platform, insecure=insecure, progress=progress)
+
+    def push_image(self, ref: str, *, insecure: bool = False, progress=None) -> str:
+        """Push the image `ref` names to its registry; the manifest digest."""
+        from .images import distribution
+        return distribution.push(self.images, ref, insecure=insecure, progress=progress)
+
+    def tag_image(self, source: str, target: str):
+        """Point the name `target` at the image `source` (`docker tag`)."""
+        return self.images.tag(source, target)
+
     def save_image(self, name: str, out) -> str:
         """Write image `name` as an OCI layout tar to the binary file `out`; the manifest digest."""
         from .images import importers

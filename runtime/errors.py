@@ -30,6 +30,11 @@ class Forbidden(TerrariumError):
     """Allowed only when the caller says so (e.g. `--network host`): nothing was changed."""
 
 
+class RegistryError(TerrariumError):
+    """A registry refused or failed a pull, push or login (unreachable, unauthorized,
+    a blob whose digest does not match): nothing was kept but verified blobs."""
+
+
 class KernelError(TerrariumError, OSError):
     """A system call failed; ``code`` is the errno."""
 

@@ -108,6 +108,22 @@ if [ "$(dpkg-query -W -f='${Status}' prometheus 2>/dev/null || true)" != "instal
     fi
 fi
 
+# docker-registry on its own, the same way: Debian's package enables a service
+# listening on :5000.  The pull/push tests run their own registry by pid on
+# 127.0.0.1 with a private storage dir and config, so when this script installed
+# it the service is stopped and disabled (one that was there before is left alone).
+if [ "$(dpkg-query -W -f='${Status}' docker-registry 2>/dev/null || true)" != "install ok installed" ]; then
+    apt_install docker-registry
+    say "docker-registry: stopping and disabling the service its package started (the tests run their own)"
+    if [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+    else
+        as_root /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
+        as_root update-rc.d docker-registry disable >/dev/null 2>&1 || true
+        as_root systemctl disable docker-registry.service >/dev/null 2>&1 || true
+    fi
+fi
+
 # --- Python interpreter ------------------------------------------------------
 # A Python >= 3.11 that can make a venv (has ensurepip). Order: $TERRARIUM_PYTHON,
 # then python3.N / python3 on PATH (pyenv shims skipped: they are slow and may

@@ -537,6 +537,13 @@ class ImageStore:
             out.append(self._image(rec)._replace(replaced=moved))
         return out
 
+    def tag(self, source: str, target: str) -> Image:
+        """Point the name `target` at the image `source` names (`docker tag`);
+        a name it moves off is kept by id, as add_image says."""
+        image = self.get(source)
+        return self.add_image(target, [layer.digest for layer in image.layers], image.config,
+                              image.history, image.created)
+
     def _record(self, name: str, layers, config=None, history=(), created=None) -> dict:
         """The JSON record of one image, checked: name, stored layers, history."""
         key = normalize_name(name)
