@@ -97,6 +97,18 @@ _PLATFORM = re.compile(r"([a-z0-9_]+)/([a-z0-9_]+)(?:/([a-z0-9_]+))?")
 AUTH_FILE = "registry-auth.json"
 
 
+def _lib(name: str):
+    """A third-party module (httpx, zstandard): the CLI server and the agent
+    run as `python -I -S`, which finds the venv's packages only when told."""
+    import importlib
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        from ..daemons import use_venv_packages
+        use_venv_packages()
+        return importlib.import_module(name)
+
+
 # --------------------------------------------------------------- credentials
 
 def auth_path(root: str) -> str:
@@ -245,7 +257,7 @@ class Registry:
 
     def __init__(self, domain: str, *, creds: tuple[str, str] | None = None, insecure: bool = False,
                  timeout: float = 60.0):
-        import httpx
+        httpx = _lib("httpx")
         self.domain = domain
         self.host = _DOCKER_HUB if domain == reference.DEFAULT_DOMAIN else domain
         self.insecure = insecure or _loopback(domain)
@@ -273,7 +285,7 @@ class Registry:
         http that answers /v2/ (the answer's challenge is kept)."""
         if self._base is not None:
             return self._base
-        import httpx
+        httpx = _lib("httpx")
         schemes = ("https", "http") if self.insecure else ("https",)
         last = None
         for scheme in schemes:
@@ -322,7 +334,7 @@ class Registry:
         return token
 
     def _fetch_token(self, params: dict, scope: str) -> str:
-        import httpx
+        httpx = _lib("httpx")
         realm = params.get("realm")
         if not realm or not re.match(r"https?://", realm):
             raise RegistryError(f"registry {self.domain} gave no usable token realm")
@@ -360,7 +372,7 @@ class Registry:
         """One request (path '/v2/...' or an absolute upload URL), answering
         a 401 once with the registry's challenge; the response (streamed:
         close it).  Transport errors become RegistryError."""
-        import httpx
+        httpx = _lib("httpx")
         base = self.base()
         url = path if path.startswith(("http://", "https://")) else base + path
         for attempt in (0, 1):
@@ -777,7 +789,7 @@ def _decompressing(f, kind: str):
     itself (it sniffs it); zstd here, with the zstandard library."""
     if kind != "zstd":
         return f
-    import zstandard
+    zstandard = _lib("zstandard")
     return zstandard.ZstdDecompressor().stream_reader(f, read_size=_CHUNK)
 
 

@@ -1,0 +1,258 @@
+"""Pull and push with a real registry (Debian's docker-registry on 127.0.0.1,
+tests/registry.py): anonymous, htpasswd basic auth and bearer tokens."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+
+import httpx
+import pytest
+
+from tests.conftest import cli
+from tests.registry import private_registry
+
+pytestmark = [pytest.mark.root]
+
+MT_DOCKER = "application/vnd.docker.distribution.manifest.v2+json"
+MT_OCI = "application/vnd.oci.image.manifest.v1+json"
+MT_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def layer_tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in files.items():
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mode, ti.mtime = len(data), 0o644, 1_700_000_000
+            tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class Remote:
+    """Blobs and manifests written straight with the distribution API (what
+    another tool would have pushed), on top of a busybox pushed by terrarium."""
+
+    def __init__(self, addr: str, base_repo: str, base_blob: dict):
+        self.addr, self.base_repo, self.base = addr, base_repo, base_blob
+        self.http = httpx.Client(base_url=f"http://{addr}", timeout=30)
+
+    def blob(self, repo: str, data: bytes) -> str:
+        d = sha(data)
+        r = self.http.post(f"/v2/{repo}/blobs/uploads/")
+        assert r.status_code == 202, r.text
+        loc = r.headers["location"]
+        r = self.http.put(loc + ("&" if "?" in loc else "?") + f"digest={d}", content=data)
+        assert r.status_code == 201, r.text
+        return d
+
+    def mount_base(self, repo: str) -> None:
+        r = self.http.post(f"/v2/{repo}/blobs/uploads/",
+                           params={"mount": self.base["digest"], "from": self.base_repo})
+        assert r.status_code == 201, r.text
+
+    def manifest(self, repo: str, ref: str, doc: dict, mt: str) -> str:
+        data = json.dumps(doc).encode()
+        r = self.http.put(f"/v2/{repo}/manifests/{ref}", content=data, headers={"Content-Type": mt})
+        assert r.status_code == 201, r.text
+        return sha(data)
+
+    def image(self, repo: str, tag: str, layers: list[tuple[bytes, str, str]], *, mt=MT_DOCKER,
+              arch="amd64", push_tag=True) -> tuple[str, int]:
+        """busybox + layers [(blob bytes, mediaType, diff_id)]; (manifest digest, size)."""
+        self.mount_base(repo)
+        descs = [{"mediaType": self.base["mediaType"], "digest": self.base["digest"], "size": self.base["size"]}]
+        diff_ids = [self.base["digest"]]
+        for data, media, diff_id in layers:
+            descs.append({"mediaType": media, "digest": self.blob(repo, data), "size": len(data)})
+            diff_ids.append(diff_id)
+        cfg = json.dumps({"architecture": arch, "os": "linux", "config": {"Cmd": ["sh"]},
+                          "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+        cfg_mt = ("application/vnd.docker.container.image.v1+json" if mt == MT_DOCKER
+                  else "application/vnd.oci.image.config.v1+json")
+        doc = {"schemaVersion": 2, "mediaType": mt,
+               "config": {"mediaType": cfg_mt, "digest": self.blob(repo, cfg), "size": len(cfg)},
+               "layers": descs}
+        data = json.dumps(doc).encode()
+        return self.manifest(repo, tag if push_tag else sha(data), doc, mt), len(data)
+
+
+@pytest.fixture(scope="module")
+def registry():
+    with private_registry() as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def remote(rt, registry):
+    """busybox pushed by `terrarium push` to base/busybox, and a client for the rest."""
+    name = f"{registry.addr}/base/busybox:v1"
+    assert cli("tag", "busybox", name).returncode == 0
+    r = cli("push", name)
+    assert r.returncode == 0, r.stderr
+    assert "Pushed" in r.stdout
+    busybox = rt.images.get("busybox")
+    rem = Remote(registry.addr, "base/busybox",
+                 {"digest": busybox.layers[0].digest, "size": None,
+                  "mediaType": "application/vnd.oci.image.layer.v1.tar"})
+    head = rem.http.head(f"/v2/base/busybox/blobs/{busybox.layers[0].digest}")
+    assert head.status_code == 200            # pushed as a plain tar: its digest is the diff_id
+    rem.base["size"] = int(head.headers["content-length"])
+    yield rem
+    rem.http.close()
+    rt.remove_image(name)
+
+
+def _images(rt) -> set[str]:
+    return {i.name for i in rt.images.list()}
+
+
+def test_push_mounts_across_repositories_then_pull_runs(rt, registry, remote, cleanup):
+    """A second push of busybox's layer to another repository is mounted, not
+    uploaded; a gzip layer on top (Docker schema 2) pulls under a new name and runs."""
+    other = f"{registry.addr}/team/bb:v2"
+    assert cli("tag", "busybox", other).returncode == 0
+    try:
+        uploads_before = len(registry.requests("PUT", "/blobs/uploads/"))
+        r = cli("push", other)
+        assert r.returncode == 0, r.stderr
+        assert "Mounted from base/busybox" in r.stdout
+        assert any("mount=" in line for line in registry.requests("POST", "/v2/team/bb/blobs/uploads/"))
+        # only the config went up (the layer was mounted)
+        assert len(registry.requests("PUT", "/blobs/uploads/")) == uploads_before + 1
+        again = cli("push", other)
+        assert "Layer already exists" in again.stdout
+    finally:
+        rt.remove_image(other)
+
+    tar = layer_tar({"hello.txt": b"hello from the registry\n"})
+    remote.image("apps/hello", "v1", [(gzip.compress(tar), "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                                       sha(tar))])
+    ref = f"{registry.addr}/apps/hello:v1"
+    r = cli("pull", ref)
+    assert r.returncode == 0, r.stderr
+    assert "Verified" in r.stdout and "Pull complete" in r.stdout
+    assert "Already exists" in r.stdout            # busybox's layer is here already
+    try:
+        run = cli("run", "--rm", ref, "cat", "/hello.txt")
+        assert run.returncode == 0, run.stderr
+        assert run.stdout == "hello from the registry\n"
+        # nothing of the pull is left in the blob cache once the layer is stored
+        blobs = os.path.join(rt.root, "distribution", "blobs", "sha256")
+        assert [f for f in os.listdir(blobs) if not f.endswith(".partial")] == []
+    finally:
+        rt.remove_image(ref)
+
+
+def test_manifest_list_picks_the_platform_and_zstd_layers(rt, registry, remote):
+    import zstandard
+    amd = layer_tar({"arch.txt": b"amd64\n"})
+    arm = layer_tar({"arch.txt": b"arm64\n"})
+    zc = zstandard.ZstdCompressor()
+    d_amd, s_amd = remote.image("multi/app", "", [(zc.compress(amd), "application/vnd.oci.image.layer.v1.tar+zstd",
+                                                   sha(amd))], mt=MT_OCI, push_tag=False)
+    d_arm, s_arm = remote.image("multi/app", "", [(gzip.compress(arm), "application/vnd.oci.image.layer.v1.tar+gzip",
+                                                   sha(arm))], mt=MT_OCI, arch="arm64", push_tag=False)
+    remote.manifest("multi/app", "v1", {
+        "schemaVersion": 2, "mediaType": MT_INDEX,
+        "manifests": [{"mediaType": MT_OCI, "digest": d_arm, "size": s_arm,
+                       "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+                      {"mediaType": MT_OCI, "digest": d_amd, "size": s_amd,
+                       "platform": {"os": "linux", "architecture": "amd64"}}]}, MT_INDEX)
+    ref = f"{registry.addr}/multi/app:v1"
+    try:
+        r = cli("pull", ref)
+        assert r.returncode == 0, r.stderr
+        run = cli("run", "--rm", ref, "cat", "/arch.txt")
+        assert run.stdout == "amd64\n", run.stderr
+        r = cli("pull", "--platform", "linux/arm64", ref)
+        assert r.returncode == 0, r.stderr
+        assert "moved" in r.stdout                 # the name moved to the arm64 image
+        arm_img = rt.images.get(ref)
+        with open(os.path.join(arm_img.layers[-1].path, "arch.txt")) as f:
+            assert f.read() == "arm64\n"
+        r = cli("pull", "--platform", "linux/s390x", ref)
+        assert r.returncode == 125
+        assert "no image for platform linux/s390x" in r.stderr and "linux/arm64/v8" in r.stderr
+        r = cli("pull", "--platform", "linux", ref)
+        assert r.returncode == 125 and "invalid platform" in r.stderr
+    finally:
+        rt.remove_image(ref)
+        for image in rt.images.dangling():
+            if image.layers[-1].digest in (sha(amd), sha(arm)):
+                rt.remove_image(image.id)
+
+
+def test_corrupt_blob_is_refused_and_leaves_nothing(rt, registry, remote):
+    tar = layer_tar({"data.bin": os.urandom(200_000)})
+    blob = gzip.compress(tar, compresslevel=1)
+    remote.image("bad/app", "v1", [(blob, "application/vnd.oci.image.layer.v1.tar+gzip", sha(tar))])
+    path = registry.blob_data(sha(blob))
+    with open(path, "r+b") as f:                   # same length, other bytes
+        f.seek(len(blob) // 2)
+        byte = f.read(1)
+        f.seek(len(blob) // 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    layers_before = {la.digest for la in rt.images.layers()}
+    ref = f"{registry.addr}/bad/app:v1"
+    r = cli("pull", ref)
+    assert r.returncode == 125
+    assert f"blob {sha(blob)}: digest mismatch" in r.stderr
+    assert ref.rsplit("/", 1)[0] + "/app:v1" not in _images(rt)
+    with pytest.raises(Exception):
+        rt.images.get(ref)
+    assert {la.digest for la in rt.images.layers()} == layers_before
+    blobs = os.path.join(rt.root, "distribution", "blobs", "sha256")
+    assert not os.path.exists(os.path.join(blobs, sha(blob)[7:]))
+    part = os.path.join(blobs, sha(blob)[7:] + ".partial")
+    assert not os.path.exists(part) or os.path.getsize(part) == 0
+
+
+def test_interrupted_pull_resumes_without_refetching(rt, registry, remote, monkeypatch):
+    """Cut a pull off in the middle of its second blob: the first (verified)
+    is not fetched again, the second continues with a Range request."""
+    from runtime.images import distribution
+    small = layer_tar({"small.txt": b"small\n"})
+    big = layer_tar({"big.bin": os.urandom(24 << 20)})          # incompressible: stays big
+    small_gz = gzip.compress(small)
+    remote.image("resume/app", "v1", [(small_gz, "application/vnd.oci.image.layer.v1.tar+gzip", sha(small)),
+                                      (big, "application/vnd.oci.image.layer.v1.tar", sha(big))])
+    ref = f"{registry.addr}/resume/app:v1"
+    monkeypatch.setenv("TERRARIUM_PULL_PARALLEL", "1")           # in layer order: small, then big
+
+    class Cut(Exception):
+        pass
+
+    def cut(ev):
+        if ev.get("id") == sha(big)[7:19] and ev["status"] == "Downloading" and ev["current"] >= 8 << 20:
+            raise Cut()
+    with pytest.raises(Cut):
+        distribution.pull(rt.images, ref, progress=cut)
+    assert ref not in _images(rt)
+    with pytest.raises(Exception):
+        rt.images.get(ref)
+    blobs = os.path.join(rt.root, "distribution", "blobs", "sha256")
+    assert os.path.exists(os.path.join(blobs, sha(small_gz)[7:]))           # kept: verified
+    assert os.path.getsize(os.path.join(blobs, sha(big)[7:] + ".partial")) >= 8 << 20
+    assert not rt.images.has_layer(sha(small))        # unpacked layers of a failed pull are gone
+
+    events = []
+    try:
+        image = distribution.pull(rt.images, ref, progress=events.append)
+        assert image.layers[-1].digest == sha(big)
+        assert {"id": sha(small_gz)[7:19], "status": "Verified earlier", "current": len(small_gz),
+                "total": len(small_gz)} in events
+        assert len(registry.requests("GET", f"/blobs/{sha(small_gz)}")) == 1     # never again
+        big_gets = registry.requests("GET", f"/blobs/{sha(big)}")
+        assert len(big_gets) == 2 and '" 206 ' in big_gets[1]                  # the rest only
+        sent = int(big_gets[1].split('" 206 ')[1].split()[0])
+        assert sent < len(big) - (8 << 20) + (1 << 20)
+    finally:
+        rt.remove_image(ref)
