@@ -309,7 +309,7 @@ class Registry:
         r = self.request("GET", "/v2/", scope="")
         r.close()
         if r.status_code != 200:
-            raise RegistryError(f"login to {self.domain} failed: {_error_text(r)}")
+            raise _status_error(self, r, "login")
 
     def _authorization(self, scope: str) -> str | None:
         ch = self._challenge

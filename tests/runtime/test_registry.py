@@ -256,3 +256,59 @@ def test_interrupted_pull_resumes_without_refetching(rt, registry, remote, monke
         assert sent < len(big) - (8 << 20) + (1 << 20)
     finally:
         rt.remove_image(ref)
+
+
+@pytest.mark.parametrize("auth", ["htpasswd", "token"])
+def test_login_push_pull_logout(rt, auth):
+    """Basic auth (htpasswd) and the bearer-token flow: a wrong password is
+    refused and nothing kept; the right one is kept 0600 as Docker's auths,
+    never printed; push and pull use it; logout forgets it."""
+    from runtime.images import distribution
+    with private_registry(auth) as reg:
+        path = distribution.auth_path(rt.root)
+        ref = f"{reg.addr}/private/bb:v1"
+        assert cli("tag", "busybox", ref).returncode == 0
+        try:
+            r = cli("push", ref)
+            assert r.returncode == 125 and ("unauthorized" in r.stderr or "access denied" in r.stderr), r.stderr
+            bad = cli("login", "-u", reg.user, "--password-stdin", reg.addr, input="wrong\n")
+            assert bad.returncode == 125
+            assert "incorrect username or password" in bad.stderr
+            assert reg.addr not in distribution._read_auths(rt.root)
+            ok = cli("login", "-u", reg.user, "--password-stdin", reg.addr, input=reg.password + "\n")
+            assert ok.returncode == 0, ok.stderr
+            assert reg.password not in ok.stdout + ok.stderr
+            assert os.stat(path).st_mode & 0o777 == 0o600
+            with open(path) as f:
+                entry = json.load(f)["auths"][reg.addr]
+            import base64
+            assert base64.b64decode(entry["auth"]).decode() == f"{reg.user}:{reg.password}"
+            r = cli("push", ref)
+            assert r.returncode == 0, r.stderr
+            pulled = f"{reg.addr}/private/bb:again"
+            # pull back under another name: a fresh tag in the registry, the same layers
+            r = cli("tag", ref, pulled)
+            assert cli("push", pulled).returncode == 0
+            rt.remove_image(pulled)
+            r = cli("pull", pulled)
+            assert r.returncode == 0, r.stderr
+            assert rt.images.get(pulled).id == rt.images.get(ref).id
+            rt.remove_image(pulled)
+            for line in reg.log().splitlines():            # never in a URL the registry saw
+                assert reg.password not in line
+            if auth == "token":
+                scopes = [s for _sub, ss in reg.token_server.issued for s in ss]
+                assert "repository:private/bb:pull,push" in scopes
+                assert any(sub == reg.user for sub, _ in reg.token_server.issued)
+            out = cli("logout", reg.addr)
+            assert out.returncode == 0 and "Removing login credentials" in out.stdout
+            assert reg.addr not in distribution._read_auths(rt.root)
+            r = cli("pull", ref)
+            assert r.returncode == 125
+        finally:
+            for n in (ref, f"{reg.addr}/private/bb:again"):
+                try:
+                    rt.remove_image(n)
+                except Exception:
+                    pass
+            distribution.logout(rt.root, reg.addr)
