@@ -359,6 +359,69 @@ class ClientGone(Exception):
     """The client of a long request hung up: stop working for it."""
 
 
+def _registry_ref(v):
+    """A reference to pull or push: [registry/]name[:tag][@digest], parsed as Docker does."""
+    from .images import reference
+    if not isinstance(v, str) or not 0 < len(v) <= 512:
+        raise InvalidArgument(f"invalid image reference {ascii(v)[:80]}")
+    reference.parse(v)
+    return v
+
+
+def _platform(v):
+    from .images.distribution import parse_platform
+    if not isinstance(v, str) or len(v) > 64:
+        raise InvalidArgument(f"invalid platform {ascii(v)[:80]}")
+    parse_platform(v)
+    return v
+
+
+def _transfer(rt, gone, ref, push=False, platform=None, insecure=False):
+    """pull / push: the work in a thread, its progress events streamed as
+    they come (the last one {"status": "done", ...} with the image), the
+    credentials from the state root's file (runtime.images.distribution);
+    a client that hangs up stops the transfer at its next event."""
+    import queue
+    import threading
+    events: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def progress(ev):
+        if stop.is_set():
+            raise ClientGone()
+        events.put(("event", ev))
+
+    def work():
+        try:
+            if push:
+                rt.push_image(ref, insecure=insecure, progress=progress)
+            else:
+                rt.pull_image(ref, platform=platform, insecure=insecure, progress=progress)
+            events.put(("end", None))
+        except BaseException as e:  # noqa: BLE001 - handed to the streaming thread
+            events.put(("error", e))
+
+    worker = threading.Thread(target=work, name=f"agent-{'push' if push else 'pull'}", daemon=True)
+    worker.start()
+    try:
+        while True:
+            try:
+                kind, item = events.get(timeout=0.5)
+            except queue.Empty:
+                if gone():
+                    raise ClientGone() from None
+                continue
+            if kind == "event":
+                yield item
+            elif kind == "error":
+                raise item
+            else:
+                return
+    finally:
+        stop.set()
+        worker.join()
+
+
 def _wait(rt, gone, ref, timeout=None):
     """Runtime.wait in one-second slices, so that a client that hangs up does
     not leave a thread waiting for a container that may run for months."""
@@ -654,6 +717,15 @@ VERBS: dict[str, Verb] = {
                          "replace": (_bool, False)},
                  mutating=True, target="label", fds=1),
     "save": Verb(_save, {"name": (_image_name, True)}, mutating=True, target="name", fds=1),
+    # Registries (runtime/images/distribution.py): credentials never cross the socket.
+    "pull": Verb(_transfer, {**{"ref": (_registry_ref, True)}, "platform": (_platform, False),
+                             "insecure": (_bool, False)}, mutating=True, watch=True, stream=True),
+    "push": Verb(lambda rt, gone, ref, insecure=False: _transfer(rt, gone, ref, push=True, insecure=insecure),
+                 {"ref": (_registry_ref, True), "insecure": (_bool, False)},
+                 mutating=True, watch=True, stream=True),
+    "tag": Verb(lambda rt, source, target: to_dict(rt.tag_image(source, target)),
+                {"source": (_image_name, True), "target": (_image_name, True)},
+                mutating=True, target="target"),
     # Sampling: a session per connection (kept-open files, replies as changes).
     "sample": Verb(_sample, {"ids": (_container_ids(MAX_SAMPLE_IDS), True), "tree": (_bool, False),
                              "keep": (_bool, False)}, session=True),

@@ -638,6 +638,32 @@ class AgentRuntime:
     def image_gc(self) -> list[str]:
         return self.call("image-gc")
 
+    def pull_image(self, ref: str, *, platform: str | None = None, insecure: bool = False, progress=None):
+        """Runtime.pull_image through the agent (which holds the credentials):
+        progress(event) for each of its events; the pulled Image."""
+        args = {"ref": ref, "insecure": insecure}
+        if platform:
+            args["platform"] = platform
+        done = self._transfer("pull", progress, args)
+        return self.images.get(done["image"])._replace(replaced=done.get("replaced", ""))
+
+    def push_image(self, ref: str, *, insecure: bool = False, progress=None) -> str:
+        return self._transfer("push", progress, {"ref": ref, "insecure": insecure})["digest"]
+
+    def _transfer(self, verb: str, progress, args: dict) -> dict:
+        done = None
+        for ev in self.stream(verb, **args):
+            if isinstance(ev, dict) and ev.get("status") == "done":
+                done = ev
+            if progress is not None:
+                progress(ev)
+        if done is None:
+            raise TerrariumError(f"the agent's {verb} ended without a result")
+        return done
+
+    def tag_image(self, source: str, target: str):
+        return image_of(self.call("tag", source=source, target=target))
+
     def load_image(self, src, name: str | None = None, *, label: str | None = None,
                    replace: bool = True) -> list[Image]:
         """Runtime.load_image with the archive sent as a descriptor: `src` an open

@@ -312,3 +312,41 @@ def test_login_push_pull_logout(rt, auth):
                 except Exception:
                     pass
             distribution.logout(rt.root, reg.addr)
+
+
+def test_pull_and_push_through_the_agent(rt, registry, remote, session_root):
+    """The agent's pull verb: arguments checked, progress streamed, the image
+    in the store, the audit line names the reference (and no credential)."""
+    from runtime.agent_client import AgentRuntime
+    from runtime.errors import InvalidArgument
+    tar = layer_tar({"agent.txt": b"through the agent\n"})
+    remote.image("agent/app", "v1", [(gzip.compress(tar), "application/vnd.oci.image.layer.v1.tar+gzip",
+                                      sha(tar))], mt=MT_OCI)
+    ref = f"{registry.addr}/agent/app:v1"
+    art = AgentRuntime(session_root, user="registry-test")
+    try:
+        with pytest.raises(InvalidArgument, match="invalid platform"):
+            art.pull_image(ref, platform="linux/amd64; rm -rf /")
+        with pytest.raises(InvalidArgument, match="invalid reference format"):
+            art.pull_image("Bad//Ref")
+        events = []
+        image = art.pull_image(ref, progress=events.append)
+        assert image.name == ref and image.layers[-1].digest == sha(tar)
+        statuses = [e["status"] for e in events]
+        assert "Downloading" in statuses or "Verified" in statuses
+        assert statuses[-1] == "done" and "Pull complete" in statuses
+        pushed = f"{registry.addr}/agent/copy:v1"
+        art.tag_image(ref, pushed)
+        digest = art.push_image(pushed, progress=events.append)
+        assert digest.startswith("sha256:")
+        with open(os.path.join(session_root, "audit.log")) as f:
+            audit = [json.loads(line) for line in f if '"registry-test"' in line]
+        assert {(a["verb"], a["target"], a["result"]) for a in audit} >= {
+            ("pull", ref, "ok"), ("push", pushed, "ok"), ("tag", pushed, "ok")}
+    finally:
+        for n in (ref, f"{registry.addr}/agent/copy:v1"):
+            try:
+                rt.remove_image(n)
+            except Exception:
+                pass
+        art.close()
