@@ -3,11 +3,13 @@ from django.urls import path, re_path
 from dashboard.containers.consumers import ContainersConsumer
 from dashboard.containers.terminal import TerminalConsumer
 from dashboard.oom.consumers import EventsConsumer
+from dashboard.layers.consumers import PullSocket
 from dashboard.live.routing import websocket_urlpatterns as live_patterns
 
 websocket_urlpatterns = [
     path("ws/containers/", ContainersConsumer.as_asgi()),
     path("ws/events/", EventsConsumer.as_asgi()),
     re_path(r"^ws/containers/(?P<container_id>[0-9a-f]{64})/terminal/$", TerminalConsumer.as_asgi()),
+    path("ws/images/pull/", PullSocket.as_asgi()),
     *live_patterns,
 ]

@@ -41,3 +41,68 @@
     xhr.send(new FormData(form));
   });
 })();
+
+// The Pull form: a websocket (dashboard/layers/consumers.py) that streams each
+// layer's progress; the bar is the sum of the layers' bytes.
+(function () {
+  "use strict";
+  var form = document.getElementById("pull-form");
+  if (!form) return;
+  var box = document.getElementById("pull-progress");
+  var bar = box.querySelector(".bar");
+  var status = document.getElementById("pull-status");
+  var list = document.getElementById("pull-layers");
+
+  form.addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var button = form.querySelector("button");
+    var layers = {};
+    var rows = {};
+    list.textContent = "";
+    box.hidden = false;
+    box.classList.remove("failed");
+    bar.style.width = "0%";
+    status.textContent = "Connecting…";
+    button.disabled = true;
+    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    var ws = new WebSocket(scheme + window.location.host + "/ws/images/pull/");
+    var finished = false;
+    ws.onopen = function () {
+      status.textContent = "Resolving " + form.ref.value + "…";
+      ws.send(JSON.stringify({ ref: form.ref.value, platform: form.platform.value }));
+    };
+    ws.onmessage = function (msg) {
+      var data = JSON.parse(msg.data);
+      if (data.type === "progress") {
+        layers[data.id] = data;
+        if (!rows[data.id]) { rows[data.id] = document.createElement("li"); list.appendChild(rows[data.id]); }
+        rows[data.id].textContent = data.id + ": " + data.status +
+          (data.total ? " " + Math.round(100 * data.current / data.total) + "%" : "");
+        var cur = 0, tot = 0;
+        Object.keys(layers).forEach(function (k) { cur += layers[k].current || 0; tot += layers[k].total || 0; });
+        var pct = tot ? Math.round(100 * cur / tot) : 0;
+        bar.style.width = pct + "%";
+        box.setAttribute("data-percent", pct);
+        status.textContent = "Pulling… " + pct + "%";
+      } else if (data.type === "done") {
+        finished = true;
+        bar.style.width = "100%";
+        box.setAttribute("data-percent", 100);
+        status.textContent = "Pulled " + data.image + " (" + data.id.slice(0, 19) + ")" +
+          (data.replaced ? "; the name moved off " + data.replaced.slice(0, 19) : "");
+        ws.close();
+        setTimeout(function () { window.location.reload(); }, 1500);
+      } else if (data.type === "error") {
+        finished = true;
+        box.classList.add("failed");
+        status.textContent = "Pull failed: " + data.error;
+        button.disabled = false;
+        ws.close();
+      }
+    };
+    ws.onclose = function () {
+      button.disabled = false;
+      if (!finished) { box.classList.add("failed"); status.textContent = "The connection closed before the pull ended."; }
+    };
+  });
+})();

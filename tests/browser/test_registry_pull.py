@@ -1,0 +1,61 @@
+"""The Images page's Pull form in Chromium: a live progress bar over the
+websocket, the image listed once pulled, bad input answered in the page."""
+import gzip
+import os
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.registry import private_registry
+from tests.runtime.test_registry import Remote, layer_tar, sha
+
+pytestmark = pytest.mark.browser
+
+
+def test_pull_form_shows_progress_and_the_image(login, server, rt):
+    with private_registry() as reg:
+        name = f"{reg.addr}/base/busybox:v1"
+        rt.tag_image("busybox", name)
+        try:
+            from runtime.images import distribution
+            distribution.push(rt.images, name)
+        finally:
+            rt.remove_image(name)
+        busybox = rt.images.get("busybox").layers[0].digest
+        remote = Remote(reg.addr, "base/busybox", {"digest": busybox, "size": 0,
+                                                   "mediaType": "application/vnd.oci.image.layer.v1.tar"})
+        remote.base["size"] = int(remote.http.head(f"/v2/base/busybox/blobs/{busybox}").headers["content-length"])
+        layers = []
+        for i in range(2):
+            tar = layer_tar({f"data{i}.bin": os.urandom(3 << 20)})
+            layers.append((gzip.compress(tar, compresslevel=1), "application/vnd.oci.image.layer.v1.tar+gzip", sha(tar)))
+        remote.image("web/app", "v1", layers)
+        ref = f"{reg.addr}/web/app:v1"
+        try:
+            viewer = login("viewer")
+            viewer.goto(server + "/images/")
+            expect(viewer.locator("#pull-form")).to_have_count(0)
+
+            page = login("operator")
+            page.goto(server + "/images/")
+            page.fill("#pull-ref", "Not A Reference")
+            page.click("#pull-form button")
+            expect(page.locator("#pull-status")).to_contain_text("Pull failed: invalid reference format")
+
+            page.fill("#pull-ref", ref)
+            page.click("#pull-form button")
+            expect(page.locator("#pull-status")).to_contain_text("Pulled " + ref, timeout=30_000)
+            assert page.locator("#pull-progress").get_attribute("data-percent") == "100"
+            rows = page.locator("#pull-layers li")
+            expect(rows).to_have_count(3)                  # busybox's (already here) + the two new
+            expect(page.locator("#pull-layers")).to_contain_text("Already exists")
+            expect(page.locator("#pull-layers")).to_contain_text("Pull complete")
+            page.wait_for_load_state("load")
+            expect(page.locator(f"section.image h2:has-text('{ref}')")).to_have_count(1, timeout=10_000)
+            assert rt.images.get(ref).layers[-1].digest == layers[-1][2]
+        finally:
+            remote.http.close()
+            try:
+                rt.remove_image(ref)
+            except Exception:
+                pass
