@@ -39,6 +39,7 @@ mkdir -p bench/results
 .venv/bin/python bench/start_latency.py "$@"
 .venv/bin/python bench/layers_bench.py
 .venv/bin/python bench/archive_bench.py
+.venv/bin/python bench/registry_bench.py
 .venv/bin/python bench/agent_bench.py
 .venv/bin/python bench/log_relay.py
 .venv/bin/python bench/sampler_cost.py 50 100

@@ -705,9 +705,18 @@ def _download(reg: Registry, repo: str, scope: str, layer: dict, dist: _Dist, re
     return final
 
 
+def _unpack_workers() -> int:
+    return min(2, max(1, os.cpu_count() or 1))
+
+
 def _fetch_and_apply(store, reg, repo, scope, plan, report, ref, mdigest):
-    """Download the missing layers in parallel, unpack each as it arrives
-    (under the store's lock and import journal), then write the name."""
+    """Download the missing layers in parallel and unpack each as it
+    arrives, in a second pool (zlib, zstd and sha256 let go of the GIL, so
+    two layers unpack on two cores).  The store's lock and import journal
+    are taken when the first blob is in (not while the network is slow),
+    the name is written last; on any failure the layers this pull added are
+    removed again and only verified blobs stay, for the next pull."""
+    import contextlib
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     from . import tarsafe
@@ -720,56 +729,74 @@ def _fetch_and_apply(store, reg, repo, scope, plan, report, ref, mdigest):
             needed.append(layer)
             report(layer["blob_digest"], "Waiting", 0, layer["size"])
     store._make_dirs()
-    pool = ThreadPoolExecutor(max_workers=_parallel(), thread_name_prefix="pull")
+    downloads = ThreadPoolExecutor(max_workers=_parallel(), thread_name_prefix="pull")
+    unpacks = ThreadPoolExecutor(max_workers=_unpack_workers(), thread_name_prefix="unpack")
     cancelled = threading.Event()
+    added: list[str] = []
+    done_blobs: list[str] = []
+    state: dict = {}
+    guard = threading.Lock()
 
     def fetch(layer):
         if cancelled.is_set():
-            raise RegistryError("cancelled")
+            raise RegistryError("pull cancelled")
         return _download(reg, repo, scope, layer, dist, report, cancelled)
 
-    futures = {pool.submit(fetch, layer): layer for layer in needed}
-    added: list[str] = []
-    done_blobs: list[str] = []
-    try:
-        with store.lock():
+    def unpack(layer, path):
+        if cancelled.is_set():
+            raise RegistryError("pull cancelled")
+        if store.has_layer(layer["diff_id"]):
+            return
+        report(layer["blob_digest"], "Extracting", 0, layer["size"])
+        state["note"](layer["diff_id"])
+        budget = state["budget"]
+        try:
+            with open(path, "rb") as f:
+                src = _Decompressed(f, _LAYER_TYPES[layer["mediaType"]])
+                budget.watch(src.compressed, src)
+                _, created = store.import_layer(src, layer["created_by"], expect_digest=layer["diff_id"],
+                                                budget=budget)
+        except InvalidArgument as e:
+            raise RegistryError(f"layer {layer['blob_digest']}: {e}") from None
+        except _decompress_errors() as e:
+            raise RegistryError(f"layer {layer['blob_digest']}: corrupt compressed data: {e}") from None
+        with guard:
+            if created:
+                added.append(layer["diff_id"])
+            done_blobs.append(path)
+        report(layer["blob_digest"], "Pull complete", layer["size"], layer["size"])
+
+    def hold(stack):
+        if not state:
+            stack.enter_context(store.lock())
             store.sweep_tmp()
-            budget = tarsafe.Budget(store.root)
-            with store.import_journal() as note:
-                try:
-                    pending = set(futures)
-                    while pending:
-                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for fut in finished:
-                            layer = futures[fut]
-                            path = fut.result()
-                            if store.has_layer(layer["diff_id"]):
-                                continue
-                            report(layer["blob_digest"], "Extracting", 0, layer["size"])
-                            note(layer["diff_id"])
-                            try:
-                                with open(path, "rb") as f:
-                                    _, created = store.import_layer(
-                                        _decompressing(f, _LAYER_TYPES[layer["mediaType"]]),
-                                        layer["created_by"], expect_digest=layer["diff_id"], budget=budget)
-                            except InvalidArgument as e:
-                                raise RegistryError(f"layer {layer['blob_digest']}: {e}") from None
-                            if created:
-                                added.append(layer["diff_id"])
-                            done_blobs.append(path)
-                            report(layer["blob_digest"], "Pull complete", layer["size"], layer["size"])
-                    image = store.add_images([(ref.key, [la["diff_id"] for la in plan["layers"]],
-                                               plan["config"], plan["history"], plan["created"])])[0]
-                except BaseException:
-                    cancelled.set()
-                    for d in added:
-                        store.remove_layer(d)
-                    raise
-    finally:
-        cancelled.set()
-        for fut in futures:
-            fut.cancel()
-        pool.shutdown(wait=True)
+            state["budget"] = tarsafe.Budget(store.root)
+            state["note"] = stack.enter_context(store.import_journal())
+
+    futures = {downloads.submit(fetch, layer): layer for layer in needed}
+    with contextlib.ExitStack() as stack:
+        try:
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    result = fut.result()
+                    if fut in futures:               # a download: unpack it next
+                        hold(stack)
+                        pending.add(unpacks.submit(unpack, futures[fut], result))
+            hold(stack)
+            image = store.add_images([(ref.key, [la["diff_id"] for la in plan["layers"]],
+                                       plan["config"], plan["history"], plan["created"])])[0]
+        except BaseException:
+            cancelled.set()
+            downloads.shutdown(wait=True, cancel_futures=True)
+            unpacks.shutdown(wait=True, cancel_futures=True)
+            for d in added:
+                store.remove_layer(d)
+            raise
+        finally:
+            downloads.shutdown(wait=True)
+            unpacks.shutdown(wait=True)
     for layer in plan["layers"]:
         dist.remember(layer["diff_id"], {"digest": layer["blob_digest"], "size": layer["size"],
                                          "mediaType": layer["mediaType"], "diff_id": layer["diff_id"]},
@@ -784,13 +811,102 @@ def _fetch_and_apply(store, reg, repo, scope, plan, report, ref, mdigest):
     return image
 
 
-def _decompressing(f, kind: str):
-    """A reader of the plain tar in a blob: gzip is undone by the store
-    itself (it sniffs it); zstd here, with the zstandard library."""
-    if kind != "zstd":
-        return f
-    zstandard = _lib("zstandard")
-    return zstandard.ZstdDecompressor().stream_reader(f, read_size=_CHUNK)
+class _Count:
+    count = 0
+
+
+class _Decompressed:
+    """A reader of the tar inside a blob: plain, gzip (zlib in 1 MiB steps,
+    every member, the trailer's CRC checked by zlib; the store's GzipFile
+    reads 8 KiB at a time and runs its CRC in Python) or zstd (zstandard).
+    `compressed.count` / `count`: bytes in and out, for the budget's ratio check."""
+
+    def __init__(self, f, kind: str):
+        import zlib
+        self._f, self.kind = f, kind
+        self.compressed = _Count()
+        self.count = 0
+        self._eof = False
+        self._out = bytearray()
+        self._pos = 0
+        if kind == "gzip":
+            self._d = zlib.decompressobj(31)
+        elif kind == "zstd":
+            zstandard = _lib("zstandard")
+            self._z = zstandard.ZstdDecompressor().stream_reader(_Counting(f, self.compressed),
+                                                                 read_size=_CHUNK)
+
+    def _raw(self) -> bytes:
+        data = self._f.read(_CHUNK)
+        self.compressed.count += len(data)
+        return data
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = []
+            while chunk := self.read(_CHUNK):
+                parts.append(chunk)
+            return b"".join(parts)
+        if self.kind == "tar":
+            data = self._f.read(n)
+            self.compressed.count += len(data)
+            self.count += len(data)
+            return data
+        if self.kind == "zstd":
+            data = self._z.read(n)
+            self.count += len(data)
+            return data
+        import zlib
+        while len(self._out) - self._pos < n and not self._eof:
+            d = self._d
+            if d.eof:                                # a member ended: another, padding or the end
+                data = d.unused_data or self._raw()
+                if not data or not data.lstrip(b"\0"):
+                    if data:
+                        while tail := self._raw():
+                            if tail.lstrip(b"\0"):
+                                raise zlib.error("data after the gzip stream")
+                    self._eof = True
+                    break
+                self._d = d = zlib.decompressobj(31)
+            elif d.unconsumed_tail:                  # (also set at a member's end: eof first)
+                data = d.unconsumed_tail
+            else:
+                data = self._raw()
+                if not data:
+                    raise EOFError("the gzip stream ends early")
+            piece = d.decompress(data, _CHUNK)       # bounded: a bomb cannot fill memory at once
+            if self._pos:
+                del self._out[:self._pos]
+                self._pos = 0
+            self._out += piece
+        data = bytes(self._out[self._pos:self._pos + n])
+        self._pos += len(data)
+        if self._pos >= len(self._out):
+            self._out.clear()
+            self._pos = 0
+        self.count += len(data)
+        return data
+
+
+class _Counting:
+    def __init__(self, f, counter: _Count):
+        self._f, self._c = f, counter
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._c.count += len(data)
+        return data
+
+
+def _decompress_errors() -> tuple:
+    import zlib
+    errors = [zlib.error, EOFError]
+    try:
+        errors.append(_lib("zstandard").ZstdError)
+    except ImportError:
+        pass
+    return tuple(errors)
 
 
 # --------------------------------------------------------------- push

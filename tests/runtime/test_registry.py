@@ -350,3 +350,29 @@ def test_pull_and_push_through_the_agent(rt, registry, remote, session_root):
             except Exception:
                 pass
         art.close()
+
+
+def test_gzip_reader_members_padding_and_damage():
+    """The pull's gzip reader: every member of a multi-member gzip, zero
+    padding after it allowed, a cut or a bad CRC refused (as zlib checks)."""
+    import zlib
+
+    from runtime.images.distribution import _Decompressed
+    a, b = os.urandom(3 << 20), b"x" * (2 << 20)
+    blob = gzip.compress(a) + gzip.compress(b) + bytes(1024)
+
+    def read_all(data: bytes) -> bytes:
+        r = _Decompressed(io.BytesIO(data), "gzip")
+        out = bytearray()
+        while chunk := r.read(512 if len(out) < 4096 else 1 << 20):   # tarfile's small reads, then big
+            out += chunk
+        return bytes(out)
+    assert read_all(blob) == a + b
+    with pytest.raises(EOFError):
+        read_all(gzip.compress(a)[:-100])
+    bad = bytearray(gzip.compress(a))
+    bad[-6] ^= 0xFF                                                    # the CRC32 in the trailer
+    with pytest.raises(zlib.error):
+        read_all(bytes(bad))
+    with pytest.raises(zlib.error):
+        read_all(gzip.compress(a) + b"garbage")

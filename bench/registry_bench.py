@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""`terrarium pull` against `skopeo copy` from the same local registry.
+
+    .venv/bin/python bench/registry_bench.py [--mb 100] [--layers 4] [--runs 5]
+
+An image of --layers layers, about --mb MB together (random-ish files, half
+compressible, as in layers_bench.py), is made in a temp Terrarium root, saved
+and pushed by skopeo (`--dest-compress`: gzip layers, as registries hold them)
+to a private Debian docker-registry on 127.0.0.1 (tests/registry.py).  Then
+--runs times, interleaved:
+- terrarium: `terrarium pull` into a second, emptied root (fresh process;
+  downloads in parallel, verifies every digest, un-gzips and unpacks each
+  layer into the store);
+- skopeo: `skopeo copy docker://... oci:DIR:tag` into an emptied dir (downloads
+  and verifies the blobs, writes them as they are: no decompression, no unpack).
+The emptying is not timed.  Medians and the ratio terrarium / skopeo (below
+1: Terrarium is faster).  Root needed.  Writes bench/results/registry.json;
+removes its temp dirs and stops its registry.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+PROJECT = os.path.dirname(BENCH)
+sys.path.insert(0, BENCH)
+if PROJECT not in sys.path:
+    sys.path.insert(1, PROJECT)
+
+from common import now  # noqa: E402
+from layers_bench import make_tree  # noqa: E402
+
+from runtime.images import ImageStore, importers  # noqa: E402
+from tests import registry  # noqa: E402
+
+CLI = os.path.join(PROJECT, ".venv", "bin", "terrarium")
+SKOPEO = "/usr/bin/skopeo"
+
+
+def make_image(root: str, work: str, mb: int, layers: int) -> None:
+    store = ImageStore(root)
+    digests = []
+    for i in range(layers):
+        src = os.path.join(work, f"src{i}")
+        os.mkdir(src)
+        make_tree(src, (mb << 20) // layers)
+        tar = os.path.join(work, f"layer{i}.tar")
+        subprocess.run(["tar", "-cf", tar, "-C", src, "."], check=True)
+        shutil.rmtree(src)
+        digests.append(store.add_layer_from_tar(tar, f"layer {i}").digest)
+        os.unlink(tar)
+    store.add_image("benchimg:1", digests)
+
+
+def timed(argv: list[str], env: dict) -> float:
+    t0 = now()
+    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
+    return (now() - t0) * 1e3
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=int, default=100)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    if os.geteuid() != 0 or not registry.available() or not os.path.exists(SKOPEO):
+        print("registry_bench: needs root, docker-registry and skopeo (scripts/setup.sh); skipped")
+        return 0
+    work = tempfile.mkdtemp(prefix="tregistry-bench-")
+    src_root, dst_root = os.path.join(work, "src-root"), os.path.join(work, "dst-root")
+    env = {**os.environ, "TERRARIUM_ROOT": dst_root, "TERRARIUM_CGROUP_PARENT": "terrarium-bench-registry"}
+    ours, theirs = [], []
+    try:
+        make_image(src_root, work, args.mb, args.layers)
+        archive = os.path.join(work, "img.tar")
+        importers.save(ImageStore(src_root), "benchimg:1", archive)
+        shutil.rmtree(src_root)
+        with registry.private_registry() as reg:
+            ref = f"{reg.addr}/bench/img:1"
+            subprocess.run([SKOPEO, "copy", "--quiet", "--dest-compress", "--dest-tls-verify=false",
+                            f"oci-archive:{archive}", f"docker://{ref}"], check=True)
+            os.unlink(archive)
+            blobs = os.path.join(reg.storage, "docker/registry/v2/blobs")
+            pushed = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(blobs) for f in fs)
+            oci = os.path.join(work, "oci")
+            for _ in range(args.runs):
+                shutil.rmtree(dst_root, ignore_errors=True)
+                ours.append(timed([CLI, "pull", "-q", ref], env))
+                shutil.rmtree(oci, ignore_errors=True)
+                theirs.append(timed([SKOPEO, "copy", "--quiet", "--src-tls-verify=false",
+                                     f"docker://{ref}", f"oci:{oci}:img"], env))
+    finally:
+        from runtime import Runtime
+        if os.path.isdir(dst_root):
+            Runtime(dst_root, env["TERRARIUM_CGROUP_PARENT"]).shutdown_servers()
+        shutil.rmtree(work, ignore_errors=True)
+    m_ours, m_theirs = statistics.median(ours), statistics.median(theirs)
+    result = {"mb": args.mb, "layers": args.layers, "runs": args.runs, "registry_bytes": pushed,
+              "terrarium_ms": ours, "skopeo_ms": theirs, "terrarium_median_ms": m_ours,
+              "skopeo_median_ms": m_theirs, "ratio": m_ours / m_theirs}
+    print(f"registry_bench: {args.layers} gzip layers, {pushed / 1e6:.0f} MB in the registry "
+          f"({args.mb} MB unpacked); medians of {args.runs}, interleaved")
+    print(f"  pull: terrarium {m_ours:.0f} ms (download + verify + unpack), skopeo copy to oci: "
+          f"{m_theirs:.0f} ms (download + verify), ratio {m_ours / m_theirs:.2f}x")
+    os.makedirs(os.path.join(BENCH, "results"), exist_ok=True)
+    with open(os.path.join(BENCH, "results", "registry.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
