@@ -376,6 +376,12 @@ def _platform(v):
     return v
 
 
+def _secret(v):
+    if not isinstance(v, str) or not 0 < len(v) <= 4096 or "\0" in v:
+        raise InvalidArgument("a password is required (no NUL, at most 4096 characters)")
+    return v
+
+
 def _transfer(rt, gone, ref, push=False, platform=None, insecure=False):
     """pull / push: the work in a thread, its progress events streamed as
     they come (the last one {"status": "done", ...} with the image), the
@@ -726,6 +732,16 @@ VERBS: dict[str, Verb] = {
     "tag": Verb(lambda rt, source, target: to_dict(rt.tag_image(source, target)),
                 {"source": (_image_name, True), "target": (_image_name, True)},
                 mutating=True, target="target"),
+    # Registry credentials: checked and kept here, shown as user names only; the
+    # audit names the registry (the password is in no log, reply or audit line).
+    "registry-logins": Verb(lambda rt: rt.registry_logins(), {}),
+    "registry-login": Verb(lambda rt, server, username, password, insecure=False:
+                           rt.registry_login(server, username, password, insecure),
+                           {"server": (_text(255), True), "username": (_text(255), True),
+                            "password": (_secret, True), "insecure": (_bool, False)},
+                           mutating=True, target="server"),
+    "registry-logout": Verb(lambda rt, server: rt.registry_logout(server), {"server": (_text(255), True)},
+                            mutating=True, target="server"),
     # Sampling: a session per connection (kept-open files, replies as changes).
     "sample": Verb(_sample, {"ids": (_container_ids(MAX_SAMPLE_IDS), True), "tree": (_bool, False),
                              "keep": (_bool, False)}, session=True),

@@ -661,6 +661,16 @@ class AgentRuntime:
             raise TerrariumError(f"the agent's {verb} ended without a result")
         return done
 
+    def registry_logins(self) -> list[dict]:
+        return self.call("registry-logins")
+
+    def registry_login(self, server: str, username: str, password: str, insecure: bool = False) -> str:
+        return self.call("registry-login", server=server, username=username, password=password,
+                         insecure=insecure)
+
+    def registry_logout(self, server: str) -> bool:
+        return self.call("registry-logout", server=server)
+
     def tag_image(self, source: str, target: str):
         return image_of(self.call("tag", source=source, target=target))
 

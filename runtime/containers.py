@@ -1128,6 +1128,20 @@ class Runtime:
         from .images import distribution
         return distribution.push(self.images, ref, insecure=insecure, progress=progress)
 
+    def registry_logins(self) -> list[dict]:
+        """[{"server", "username"}] of the kept registry credentials (no passwords)."""
+        from .images import distribution
+        return distribution.logins(self.root)
+
+    def registry_login(self, server: str, username: str, password: str, insecure: bool = False) -> str:
+        """Check the credentials with the registry and keep them (ROOT/registry-auth.json, 0600)."""
+        from .images import distribution
+        return distribution.login(self.root, server, username, password, insecure=insecure)
+
+    def registry_logout(self, server: str) -> bool:
+        from .images import distribution
+        return distribution.logout(self.root, server)
+
     def tag_image(self, source: str, target: str):
         """Point the name `target` at the image `source` (`docker tag`)."""
         return self.images.tag(source, target)

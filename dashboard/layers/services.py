@@ -155,3 +155,35 @@ def images_gc(*, user) -> list[str]:
     _audit(user, "image-gc", result="ok", details={"removed": removed})
     _sync()
     return removed
+
+
+# ------------------------------------------------------------ registries
+def registry_logins() -> tuple[list[dict], str]:
+    """([{"server", "username"}], error): the kept registry credentials, no passwords."""
+    try:
+        return get_runtime().registry_logins(), ""
+    except (TerrariumError, OSError) as e:
+        return [], _first_line(e)
+
+
+def registry_login(*, user, server: str, username: str, password: str, insecure: bool = False) -> str:
+    """Check and keep credentials; the audit names the registry and user name only."""
+    details = {"server": server, "username": username, "insecure": insecure}
+    try:
+        done = get_runtime(user=user).registry_login(server, username, password, insecure)
+    except (TerrariumError, OSError) as e:
+        msg = _first_line(e)
+        _audit(user, "registry-login", result="error", message=msg, details=details)
+        raise ServiceError(msg) from e
+    _audit(user, "registry-login", result="ok", details=details)
+    return done
+
+
+def registry_logout(*, user, server: str) -> None:
+    try:
+        get_runtime(user=user).registry_logout(server)
+    except (TerrariumError, OSError) as e:
+        msg = _first_line(e)
+        _audit(user, "registry-logout", result="error", message=msg, details={"server": server})
+        raise ServiceError(msg) from e
+    _audit(user, "registry-logout", result="ok", details={"server": server})

@@ -12,6 +12,7 @@ urlpatterns = [
     re_path(rf"^containers/{ID}/commit/$", views.container_commit, name="commit"),
     path("images/import/", views.image_import, name="image_import"),
     path("images/gc/", views.images_gc, name="images_gc"),
+    path("images/registries/", views.registries, name="registries"),
     # actions before the page: an image name may hold '/'
     path("image/<path:name>/export/", views.image_export, name="image_export"),
     path("image/<path:name>/remove/", views.image_remove, name="image_remove"),

@@ -3,10 +3,12 @@ from django.contrib import messages
 from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.containers.selectors import env_entries
-from dashboard.containers.views import _wants_json, can_view, operates
+from dashboard.containers.views import _wants_json, can_audit, can_view, operates
 
 from . import selectors, services
 
@@ -139,3 +141,37 @@ def images_gc(request):
         return _answer(request, False, f"GC failed: {e}", reverse("containers:images"))
     return _answer(request, True, f"GC removed {len(removed)} unused layer"
                    f"{'' if len(removed) == 1 else 's'}.", reverse("containers:images"))
+
+
+# ------------------------------------------------------------ registries
+@sensitive_post_parameters("password")
+@never_cache
+@can_audit
+def registries(request):
+    """Administrators: the registries Terrarium has credentials for (user
+    names only), add or replace one (checked with the registry first), forget
+    one.  The password goes straight to the runtime (the agent, in agent
+    mode), which keeps it in the state root; it is in no log, audit entry or page."""
+    page = reverse("layers:registries")
+    if request.method == "POST":
+        action = request.POST.get("action")
+        server = request.POST.get("server", "").strip()
+        try:
+            if action == "login":
+                done = services.registry_login(user=request.user, server=server,
+                                               username=request.POST.get("username", "").strip(),
+                                               password=request.POST.get("password", ""),
+                                               insecure=request.POST.get("insecure") == "on")
+                messages.success(request, f"Credentials for {done} checked with the registry and kept.")
+            elif action == "logout":
+                services.registry_logout(user=request.user, server=server)
+                messages.success(request, f"Credentials for {server} removed.")
+            else:
+                messages.error(request, "Unknown action.")
+        except services.ServiceError as e:
+            messages.error(request, str(e))
+        return redirect(page)
+    logins, error = services.registry_logins()
+    if error:
+        messages.error(request, f"Could not read the registry credentials: {error}")
+    return render(request, "layers/registries.html", {"logins": logins})

@@ -200,6 +200,16 @@ def login(root: str, server: str | None, user: str, password: str, *, insecure: 
     return domain
 
 
+def logins(root: str) -> list[dict]:
+    """The registries with kept credentials and their user names (never the passwords)."""
+    out = []
+    for key, entry in sorted(_read_auths(root).items()):
+        server = reference.DEFAULT_DOMAIN if key == _DOCKER_AUTH_KEY else key
+        creds = credentials(root, server)
+        out.append({"server": server, "username": creds[0] if creds else ""})
+    return out
+
+
 def logout(root: str, server: str | None) -> bool:
     """Forget the registry's credentials; False if none were kept."""
     domain = server_of(server)

@@ -59,3 +59,44 @@ def test_pull_form_shows_progress_and_the_image(login, server, rt):
                 rt.remove_image(ref)
             except Exception:
                 pass
+
+
+def test_registry_credentials_page_for_administrators(login, server, rt):
+    """Administrators add credentials (checked with the registry: a wrong
+    password is refused and not kept), see registry and user only, remove
+    them; operators are refused the page."""
+    from runtime.images import distribution
+    with private_registry("htpasswd") as reg:
+        try:
+            op = login("operator")
+            resp = op.goto(server + "/images/registries/")
+            assert resp.status == 403
+            op.goto(server + "/images/")
+            expect(op.locator("#registries-link")).to_have_count(0)
+
+            page = login("administrator")
+            page.goto(server + "/images/")
+            page.click("#registries-link")
+            expect(page.locator("#registry-logins")).to_contain_text("None")
+            page.fill("#reg-server", reg.addr)
+            page.fill("#reg-user", reg.user)
+            page.fill("#reg-password", "not-the-password")
+            page.click("#registry-login-form button")
+            expect(page.locator("body")).to_contain_text("incorrect username or password")
+            assert distribution.logins(rt.root) == []
+            page.fill("#reg-server", reg.addr)
+            page.fill("#reg-user", reg.user)
+            page.fill("#reg-password", reg.password)
+            page.click("#registry-login-form button")
+            expect(page.locator("body")).to_contain_text(f"Credentials for {reg.addr} checked")
+            expect(page.locator("#registry-logins")).to_contain_text(reg.user)
+            assert reg.password not in page.content()
+            assert distribution.credentials(rt.root, reg.addr) == (reg.user, reg.password)
+            page.goto(server + "/audit/?q=registry-login")
+            assert reg.password not in page.content()
+            page.goto(server + "/images/registries/")
+            page.click("#registry-logins button:has-text('Remove')")
+            expect(page.locator("#registry-logins")).to_contain_text("None")
+            assert distribution.credentials(rt.root, reg.addr) is None
+        finally:
+            distribution.logout(rt.root, reg.addr)
