@@ -222,3 +222,27 @@ class Audited:
 
     def save_image(self, name, out):
         return self._do("save", name, lambda: self._rt.save_image(name, out))
+
+    # registries (runtime/images/distribution.py): the target is the reference
+    # or the registry; a password is never part of a record
+    def pull_image(self, ref, *, platform=None, insecure=False, progress=None):
+        return self._do("pull", ref, lambda: self._rt.pull_image(ref, platform=platform, insecure=insecure,
+                                                                 progress=progress),
+                        extra=lambda image: {"digests": {image.name: image.id},
+                                             **({"moved": [{"name": image.name, "old": image.replaced,
+                                                            "new": image.id}]} if image.replaced else {})})
+
+    def push_image(self, ref, *, insecure=False, progress=None):
+        return self._do("push", ref, lambda: self._rt.push_image(ref, insecure=insecure, progress=progress),
+                        extra=lambda digest: {"digest": digest})
+
+    def tag_image(self, source, target):
+        return self._do("tag", target, lambda: self._rt.tag_image(source, target),
+                        extra=lambda image: {"digests": {image.name: image.id}})
+
+    def registry_login(self, server, username, password, insecure=False):
+        return self._do("registry-login", server or "", lambda: self._rt.registry_login(
+            server, username, password, insecure), extra=lambda _: {"username": username})
+
+    def registry_logout(self, server):
+        return self._do("registry-logout", server or "", lambda: self._rt.registry_logout(server))

@@ -112,17 +112,17 @@ def push(rt, args) -> int:
     return 0
 
 
-def _root(rt) -> str:
-    root = getattr(rt, "root", None)
-    if os.geteuid() != 0:
+def _local_needs_root(rt) -> None:
+    """In-process, the credentials file is the state root's: root only.
+    (Through the agent, TERRARIUM_AGENT=1, the agent keeps it.)"""
+    if getattr(rt, "call", None) is None and os.geteuid() != 0:
         raise InvalidArgument("login and logout need root: the credentials are kept in the state root "
                               "(0600), which only root and the agent read")
-    return root
 
 
 def login(rt, args) -> int:
     from .images import distribution
-    root = _root(rt)
+    _local_needs_root(rt)
     user = args.username
     if args.password is not None and args.password_stdin:
         raise InvalidArgument("--password and --password-stdin are exclusive")
@@ -140,16 +140,16 @@ def login(rt, args) -> int:
         if not user:
             user = input("Username: ").strip()
         password = getpass.getpass("Password: ")
-    domain = distribution.login(root, args.server, user or "", password, insecure=args.insecure_registry)
-    print(f"Login Succeeded ({domain}; kept in {distribution.auth_path(root)})")
+    domain = rt.registry_login(args.server, user or "", password, args.insecure_registry)
+    print(f"Login Succeeded ({domain}; kept in {distribution.auth_path(rt.root)})")
     return 0
 
 
 def logout(rt, args) -> int:
     from .images import distribution
-    root = _root(rt)
+    _local_needs_root(rt)
     domain = distribution.server_of(args.server)
-    if distribution.logout(root, args.server):
+    if rt.registry_logout(args.server):
         print(f"Removing login credentials for {domain}")
     else:
         print(f"Not logged in to {domain}")
