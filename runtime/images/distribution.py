@@ -685,6 +685,12 @@ def _download(reg: Registry, repo: str, scope: str, layer: dict, dist: _Dist, re
                     f.seek(0)
                     f.truncate()
                     h, have = hashlib.sha256(), 0
+                elif r.status_code == 206 and not r.headers.get("content-range", "").startswith(
+                        f"bytes {have}-"):
+                    f.seek(0)                            # not the part asked for: start again next time
+                    f.truncate()
+                    raise RegistryError(f"blob {digest}: the registry answered a Range request with "
+                                        f"another range ({r.headers.get('content-range', 'none')[:60]})")
                 elif r.status_code not in (200, 206):
                     r.read()
                     raise _status_error(reg, r, f"blob {digest}")

@@ -383,3 +383,42 @@ def test_gzip_reader_members_padding_and_damage():
         read_all(bytes(bad))
     with pytest.raises(zlib.error):
         read_all(gzip.compress(a) + b"garbage")
+
+
+def test_pull_killed_halfway_resumes(rt, registry, remote):
+    """`kill -9` of a `terrarium pull` once its first blob is verified: no
+    image, the verified blob kept; the next pull does not fetch it again."""
+    import signal
+    import subprocess
+
+    from tests.conftest import CLI
+    small = layer_tar({"small.txt": b"small, killed\n"})       # not a layer the store has
+    big = layer_tar({"big.bin": os.urandom(32 << 20)})
+    small_gz = gzip.compress(small)
+    remote.image("kill/app", "v1", [(small_gz, "application/vnd.oci.image.layer.v1.tar+gzip", sha(small)),
+                                    (big, "application/vnd.oci.image.layer.v1.tar", sha(big))])
+    ref = f"{registry.addr}/kill/app:v1"
+    env = {**os.environ, "TERRARIUM_PULL_PARALLEL": "1", "TERRARIUM_CLI_LOCAL": "1"}
+    proc = subprocess.Popen([CLI, "pull", ref], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        for line in proc.stdout:
+            if line.startswith(sha(small_gz)[7:19]) and "Verified" in line:
+                break
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert ref not in _images(rt)
+    blobs = os.path.join(rt.root, "distribution", "blobs", "sha256")
+    assert os.path.exists(os.path.join(blobs, sha(small_gz)[7:]))
+    try:
+        r = cli("pull", ref)
+        assert r.returncode == 0, r.stderr
+        assert f"{sha(small_gz)[7:19]}: Verified earlier" in r.stdout
+        assert len(registry.requests("GET", f"/blobs/{sha(small_gz)}")) == 1
+        assert rt.images.get(ref).layers[-1].digest == sha(big)
+    finally:
+        rt.remove_image(ref)
