@@ -27,7 +27,7 @@ def test_pull_form_shows_progress_and_the_image(login, server, rt):
         remote.base["size"] = int(remote.http.head(f"/v2/base/busybox/blobs/{busybox}").headers["content-length"])
         layers = []
         for i in range(2):
-            tar = layer_tar({f"data{i}.bin": os.urandom(3 << 20)})
+            tar = layer_tar({f"data{i}.bin": os.urandom(1 << 20)})
             layers.append((gzip.compress(tar, compresslevel=1), "application/vnd.oci.image.layer.v1.tar+gzip", sha(tar)))
         remote.image("web/app", "v1", layers)
         ref = f"{reg.addr}/web/app:v1"
