@@ -1106,6 +1106,8 @@ class Runtime:
                         continue
                     if config is not None:
                         used.update(config["layers"])
+            from .images import distribution
+            distribution.sweep(self.root)        # blobs of pulls given up on a day ago
             return self.images.gc(used)
 
     def load_image(self, src, name: str | None = None, *, label: str | None = None,

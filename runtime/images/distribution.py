@@ -562,6 +562,35 @@ class _Dist:
             os.replace(tmp, path)
 
 
+def sweep(root: str, max_age: float = 86400.0) -> list[str]:
+    """Remove verified and partial blobs untouched for max_age seconds (a
+    pull given up on: a pull that ends deletes its own); image-gc calls it.
+    A partial blob another pull is writing (flocked) is left alone."""
+    blobs = os.path.join(root, "distribution", "blobs", "sha256")
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(blobs))
+    except FileNotFoundError:
+        return removed
+    for e in entries:
+        try:
+            if now - e.stat(follow_symlinks=False).st_mtime < max_age:
+                continue
+            fd = os.open(e.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(e.path)
+            removed.append(e.name)
+        except OSError:
+            pass                                 # being written, or gone
+        finally:
+            os.close(fd)
+    return removed
+
+
 def _parallel() -> int:
     try:
         n = int(os.environ.get("TERRARIUM_PULL_PARALLEL", "3"))

@@ -422,3 +422,22 @@ def test_pull_killed_halfway_resumes(rt, registry, remote):
         assert rt.images.get(ref).layers[-1].digest == sha(big)
     finally:
         rt.remove_image(ref)
+
+
+def test_image_gc_sweeps_blobs_of_abandoned_pulls(rt, tmp_path):
+    """Verified or partial blobs a pull left a day ago go with image-gc;
+    newer ones (a pull may come back for them) stay."""
+    import time
+
+    from runtime.images import distribution
+    blobs = os.path.join(rt.root, "distribution", "blobs", "sha256")
+    os.makedirs(blobs, exist_ok=True)
+    old, new = os.path.join(blobs, "a" * 64), os.path.join(blobs, "b" * 64 + ".partial")
+    for p in (old, new):
+        with open(p, "wb") as f:
+            f.write(b"x")
+    day_ago = time.time() - 86400 - 60
+    os.utime(old, (day_ago, day_ago))
+    rt.image_gc()
+    assert not os.path.exists(old) and os.path.exists(new)
+    assert distribution.sweep(rt.root, max_age=0) == ["b" * 64 + ".partial"]
