@@ -71,7 +71,7 @@ from typing import Callable, NamedTuple
 
 from . import audit as _audit_log, daemons, linux
 from .audit import AUDIT_MAX_FILE, AUDIT_MAX_SIZE, AuditLog  # noqa: F401 - re-exported
-from .errors import Conflict, ExecFailed, InvalidArgument, KernelError, TerrariumError
+from .errors import Conflict, ExecFailed, InvalidArgument, KernelError, NotFound, TerrariumError
 from .model import to_dict
 
 SOCKET = "agent.sock"
@@ -589,6 +589,19 @@ def _terminal(rt, ref, shell="auto", rows=24, cols=80):
 _REF = {"ref": (_ref, True)}
 
 
+def _name_change(rt, ref=None, target=None, **_):
+    """pull and tag: the image id the name pointed at before and after (a name
+    moved off another image shows both)."""
+    name = target or ref
+
+    def current():
+        try:
+            return rt.images.get(name).id
+        except (NotFound, InvalidArgument):
+            return None
+    return {"image": current()}, lambda _result: {"image": current()}
+
+
 def _limits_change(rt, ref, limits):
     return to_dict(rt.inspect(ref).limits), lambda result: result["limits"]
 
@@ -725,13 +738,14 @@ VERBS: dict[str, Verb] = {
     "save": Verb(_save, {"name": (_image_name, True)}, mutating=True, target="name", fds=1),
     # Registries (runtime/images/distribution.py): credentials never cross the socket.
     "pull": Verb(_transfer, {**{"ref": (_registry_ref, True)}, "platform": (_platform, False),
-                             "insecure": (_bool, False)}, mutating=True, watch=True, stream=True),
+                             "insecure": (_bool, False)}, mutating=True, watch=True, stream=True,
+                 change=_name_change),
     "push": Verb(lambda rt, gone, ref, insecure=False: _transfer(rt, gone, ref, push=True, insecure=insecure),
                  {"ref": (_registry_ref, True), "insecure": (_bool, False)},
                  mutating=True, watch=True, stream=True),
     "tag": Verb(lambda rt, source, target: to_dict(rt.tag_image(source, target)),
                 {"source": (_image_name, True), "target": (_image_name, True)},
-                mutating=True, target="target"),
+                mutating=True, target="target", change=_name_change),
     # Registry credentials: checked and kept here, shown as user names only; the
     # audit names the registry (the password is in no log, reply or audit line).
     "registry-logins": Verb(lambda rt: rt.registry_logins(), {}),

@@ -350,6 +350,8 @@ def test_pull_and_push_through_the_agent(rt, registry, remote, session_root):
             audit = [json.loads(line) for line in f if '"registry-test"' in line]
         assert {(a["verb"], a["target"], a["result"]) for a in audit} >= {
             ("pull", ref, "ok"), ("push", pushed, "ok"), ("tag", pushed, "ok")}
+        pulled = next(a for a in audit if a["verb"] == "pull" and a["result"] == "ok")
+        assert pulled["change"] == {"image": [None, image.id]}        # the name was new
     finally:
         for n in (ref, f"{registry.addr}/agent/copy:v1"):
             try:
