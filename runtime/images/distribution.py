@@ -449,6 +449,8 @@ class Progress:
     {"id": "<12 hex>", "status": ..., "current": n, "total": n} and a final
     {"status": "done", ...}; throttled to one byte count per layer per 0.2 s."""
 
+    interval = 0.2
+
     def __init__(self, emit):
         self._emit = emit
         self._lock = threading.Lock()
@@ -460,7 +462,7 @@ class Progress:
         ident = digest.partition(":")[2][:12] if digest else ""
         now = time.monotonic()
         with self._lock:
-            if not force and now - self._last.get(ident, 0.0) < 0.2:
+            if not force and now - self._last.get(ident, 0.0) < self.interval:
                 return
             self._last[ident] = now
             self._emit({"id": ident, "status": status, "current": current, "total": total})
@@ -737,8 +739,7 @@ def _download(reg: Registry, repo: str, scope: str, layer: dict, dist: _Dist, re
                 r.close()
         got = "sha256:" + h.hexdigest()
         if have != size or got != digest:
-            f.seek(0)
-            f.truncate()
+            os.unlink(part)                      # nothing of it is worth keeping
             if have != size:
                 raise RegistryError(f"blob {digest}: size mismatch: the manifest says {size} bytes, "
                                     f"the registry sent {'more' if have > size else have}")

@@ -211,8 +211,7 @@ def test_corrupt_blob_is_refused_and_leaves_nothing(rt, registry, remote):
     assert {la.digest for la in rt.images.layers()} == layers_before
     blobs = os.path.join(rt.root, "distribution", "blobs", "sha256")
     assert not os.path.exists(os.path.join(blobs, sha(blob)[7:]))
-    part = os.path.join(blobs, sha(blob)[7:] + ".partial")
-    assert not os.path.exists(part) or os.path.getsize(part) == 0
+    assert not os.path.exists(os.path.join(blobs, sha(blob)[7:] + ".partial"))
 
 
 def test_interrupted_pull_resumes_without_refetching(rt, registry, remote, monkeypatch):
@@ -226,6 +225,7 @@ def test_interrupted_pull_resumes_without_refetching(rt, registry, remote, monke
                                       (big, "application/vnd.oci.image.layer.v1.tar", sha(big))])
     ref = f"{registry.addr}/resume/app:v1"
     monkeypatch.setenv("TERRARIUM_PULL_PARALLEL", "1")           # in layer order: small, then big
+    monkeypatch.setattr(distribution.Progress, "interval", 0.0)  # every chunk reported: cut at 8 MiB
 
     class Cut(Exception):
         pass
@@ -442,4 +442,4 @@ def test_image_gc_sweeps_blobs_of_abandoned_pulls(rt, tmp_path):
     os.utime(old, (day_ago, day_ago))
     rt.image_gc()
     assert not os.path.exists(old) and os.path.exists(new)
-    assert distribution.sweep(rt.root, max_age=0) == ["b" * 64 + ".partial"]
+    assert "b" * 64 + ".partial" in distribution.sweep(rt.root, max_age=0)
