@@ -1,6 +1,7 @@
 from django.urls import path, re_path
 
 from dashboard.containers.consumers import ContainersConsumer
+from dashboard.containers.logsocket import ContainerLogsConsumer
 from dashboard.containers.terminal import TerminalConsumer
 from dashboard.oom.consumers import EventsConsumer
 from dashboard.layers.consumers import PullSocket
@@ -11,5 +12,6 @@ websocket_urlpatterns = [
     path("ws/events/", EventsConsumer.as_asgi()),
     re_path(r"^ws/containers/(?P<container_id>[0-9a-f]{64})/terminal/$", TerminalConsumer.as_asgi()),
     path("ws/images/pull/", PullSocket.as_asgi()),
+    re_path(r"^ws/containers/(?P<container_id>[0-9a-f]{64})/logs/$", ContainerLogsConsumer.as_asgi()),
     *live_patterns,
 ]

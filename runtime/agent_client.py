@@ -256,13 +256,17 @@ class AgentStream:
 
     def __init__(self, sock: socket.socket, path: str):
         self._sock, self._path, self._buf = sock, path, b""
+        self._over: Exception | None = None
 
     def fileno(self) -> int:
         return self._sock.fileno()
 
     def read_available(self) -> list:
         """The items that have come in; AgentUnavailable once the stream is over
-        (or the agent's error, raised as the runtime's)."""
+        (or the agent's error, raised as the runtime's).  Items that came in
+        with the end are returned first; the next call raises."""
+        if self._over is not None:
+            raise self._over
         ended = False
         while True:
             try:
@@ -282,12 +286,20 @@ class AgentStream:
             if "more" in reply:
                 items.append(reply["more"])
             elif not reply.get("ok"):
-                raise_reply(reply)
+                self._over = error_of(reply)
+                break
             else:
                 ended = True
-        if ended:
-            raise AgentUnavailable(f"the Terrarium agent at {self._path} ended the stream")
+        if ended and self._over is None:
+            self._over = AgentUnavailable(f"the Terrarium agent at {self._path} ended the stream")
+        if self._over is not None and not items:
+            raise self._over
         return items
+
+    @property
+    def over(self) -> bool:
+        """The end came in (with the last items): the next read_available raises."""
+        return self._over is not None
 
     def close(self) -> None:
         self._sock.close()

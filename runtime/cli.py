@@ -130,9 +130,13 @@ def _p_ps(sub):
 def _p_logs(sub):
     p = sub.add_parser("logs", help="show a container's output")
     p.add_argument("-f", "--follow", action="store_true")
-    p.add_argument("--tail", help='the last N lines only ("all": every line)')
+    p.add_argument("-n", "--tail", help='the last N lines only ("all": every line)')
     p.add_argument("--since", help="from this time on: RFC 3339, a unix time, or back from now (10m, 1h30m)")
+    p.add_argument("--until", help="before this time (as --since); -f stops at the first line stamped at or after it")
     p.add_argument("-t", "--timestamps", action="store_true", help="show each line's time")
+    p.add_argument("--stream", choices=("stdout", "stderr"), help="one stream's lines only")
+    p.add_argument("-g", "--grep", metavar="TEXT",
+                   help="only lines containing TEXT, ignoring case (as the dashboard's search)")
     p.add_argument("container")
 
 
@@ -532,9 +536,28 @@ def _logs(rt, args) -> int:
             raise InvalidArgument(f"invalid --tail {shown}: use a number of lines or \"all\"")
         else:
             tail = int(tail)
+    if args.stream or args.grep or args.until:
+        _print_filtered(rt, args, tail)
+        return 0
     _print_output(rt.log_output(args.container, tail=tail, since=args.since, follow=args.follow,
                                 timestamps=args.timestamps, on_wait=_flush))
     return 0
+
+
+def _print_filtered(rt, args, tail) -> None:
+    """`logs` with --stream, --grep or --until: whole lines (runtime/logfilter.py).
+    --tail counts the log's lines before the filter, as Docker's does."""
+    from . import logfilter, logs
+    streams, grep = logfilter.check_stream(args.stream), logfilter.check_grep(args.grep)
+    until = logs.parse_since(args.until) if args.until else None
+    pieces = rt.log_output(args.container, tail=tail, since=args.since, follow=args.follow,
+                           timestamps=True, on_wait=_flush)
+    try:
+        _print_output((stream, logfilter.render(line, args.timestamps)) for line in
+                      logfilter.filtered(pieces, streams=streams, grep=grep, until=until)
+                      for stream in (line[1],))
+    finally:
+        pieces.close()
 
 
 def _flush() -> None:

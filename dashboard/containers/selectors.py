@@ -72,6 +72,58 @@ def container_logs(*, container_id: str, lines: int = 50) -> str:
         return f"(no log: {e})"
 
 
+def container_status(*, container_id: str) -> str | None:
+    """The runtime's state of the container now (running, exited...), None if it is gone."""
+    from runtime import NotFound
+
+    from .runtime_client import get_runtime
+    try:
+        return get_runtime().inspect(container_id).status
+    except NotFound:
+        return None
+
+
+def container_log_follow(*, container_id: str, tail: int | None, since: str | None, on_wait=None):
+    """The log from since (or its last tail lines) as (stream, bytes) pieces,
+    each line led by its time, followed while the container runs
+    (dashboard/containers/logsocket.py): through the agent an
+    runtime.agent_client.AgentStream to read without blocking, else the
+    runtime's generator (on_wait is called while it waits, in its thread)."""
+    from runtime.agent_client import AgentRuntime
+
+    from .runtime_client import get_runtime
+    rt = get_runtime()
+    args = {"tail": tail} if tail is not None else {}
+    if since is not None:
+        args["since"] = since
+    if isinstance(rt, AgentRuntime):
+        return rt.open_stream("log-output", ref=container_id, follow=True, timestamps=True, **args)
+    return rt.log_output(container_id, follow=True, timestamps=True, on_wait=on_wait, **args)
+
+
+def container_log_lines(*, container_id: str, since: bytes | None, until: bytes | None,
+                        streams, grep: str | None, timestamps: bool):
+    """The whole log (no follow), filtered, as the bytes to download, a few
+    lines at a time (runtime/logfilter.py); the runtime reads it in bounded memory."""
+    from runtime import logfilter
+
+    from .runtime_client import get_runtime
+    pieces = get_runtime().log_output(container_id, since=since.decode() if since else None, timestamps=True)
+    try:
+        batch, size = [], 0
+        for line in logfilter.filtered(pieces, streams=streams, grep=grep, until=until):
+            out = logfilter.render(line, timestamps)
+            batch.append(out)
+            size += len(out)
+            if size >= 1 << 16:
+                yield b"".join(batch)
+                batch, size = [], 0
+        if batch:
+            yield b"".join(batch)
+    finally:
+        pieces.close()
+
+
 def container_seccomp(*, container_id: str) -> str:
     """The container's seccomp mode as inspect reports it: default, unconfined or
     custom; and ", no-new-privileges=false" when setuid files work inside."""

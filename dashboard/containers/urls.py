@@ -2,7 +2,7 @@ from django.urls import path, re_path
 
 from runtime.discovery import ENGINES
 
-from . import engine_views, views
+from . import engine_views, logviews, views
 
 app_name = "containers"
 ID = r"(?P<container_id>[0-9a-f]{64})"
@@ -17,6 +17,8 @@ urlpatterns = [
     re_path(rf"^containers/{ID}/head/$", views.container_head, name="head"),
     re_path(rf"^containers/{ID}/terminal/$", views.container_terminal, name="terminal"),
     re_path(rf"^containers/{ID}/limits/$", views.container_limits, name="limits"),
+    re_path(rf"^containers/{ID}/logs/$", logviews.container_logs, name="logs"),
+    re_path(rf"^containers/{ID}/logs/download/$", logviews.container_logs_download, name="logs-download"),
     re_path(rf"^containers/{ID}/(?P<action>start|stop|kill|restart|pause|resume|remove)/$",
             views.container_action, name="action"),
     re_path(rf"^containers/{KEY}/$", engine_views.engine_detail, name="engine-detail"),

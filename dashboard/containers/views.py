@@ -124,7 +124,6 @@ def container_detail(request, container_id):
     return render(request, "containers/detail.html", {
         "c": c, "actions": selectors.container_actions(container=c, user=request.user),
         "layers": selectors.container_layers(container=c),
-        "logs": selectors.container_logs(container_id=c.id),
         "seccomp": selectors.container_seccomp(container_id=c.id),
         "net": selectors.container_network(container_id=c.id),
         "env": selectors.env_entries(env=c.env, user=request.user),

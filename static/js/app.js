@@ -142,12 +142,17 @@
   // this client fell behind): the page refetches what it shows.
   // Close codes: 4401 (logged out) reloads the page, which then asks to log in;
   // 4403 (forbidden) and 4404 (no such thing) end it.
+  // path may be a function (asked on every connect: a reconnect can say where
+  // it left off).  Returns {send(obj) (dropped while not open), close() (for good)}.
   T.socket = function (path, h) {
-    var delay = 1000, opened = false, timer = null, ws = null;
-    var url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
+    var delay = 1000, opened = false, timer = null, ws = null, stopped = false;
+    function url() {
+      return (location.protocol === "https:" ? "wss://" : "ws://") + location.host +
+        (typeof path === "function" ? path() : path);
+    }
     function connect() {
       timer = null;
-      ws = new WebSocket(url);
+      ws = new WebSocket(url());
       ws.onopen = function () {
         delay = 1000;
         if (h.open) h.open(ws);
@@ -162,6 +167,7 @@
       };
       ws.onclose = function (e) {
         ws = null;
+        if (stopped) return;
         if (h.close) h.close(e.code);
         if (leaving) return;
         if (e.code === 4401) { location.reload(); return; }
@@ -172,10 +178,14 @@
       };
     }
     sockets.push({ now: function () {         // the server is back: do not wait the backoff out
-      if (timer === null) return;
+      if (timer === null || stopped) return;
       clearTimeout(timer); delay = 1000; connect();
     } });
     connect();
+    return {
+      send: function (obj) { if (ws && ws.readyState === 1) ws.send(JSON.stringify(obj)); },
+      close: function () { stopped = true; clearTimeout(timer); timer = null; if (ws) ws.close(); }
+    };
   };
 
   // ---------------------------------------------------------------- charts

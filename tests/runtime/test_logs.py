@@ -439,6 +439,35 @@ def test_logs_cli_streams_partial_lines_since_and_timestamps(rt, name, cleanup):
 
 
 @root_only
+def test_logs_cli_stream_grep_and_until(rt, name, cleanup):
+    # the dashboard's filters (runtime/logfilter.py), also through the agent
+    cleanup.append(name)
+    r = cli("run", "--name", name, "busybox", "sh", "-c",
+            "echo Alpha one; echo alpha two >&2; printf 'beta '; sleep 1.2; echo ALPHA three; echo gamma")
+    assert r.returncode == 0
+    out = [x for x in rt.log_records(name) if x.stream == "stdout"]
+    late = out[3].time.decode()                            # "gamma"; a line's time is its start's
+    agent = dict(os.environ, TERRARIUM_AGENT="1")
+    for env in (None, agent):
+        def logs_(*args):
+            r = subprocess.run([CLI, "logs", *args, name], capture_output=True, text=True, timeout=60,
+                               env=env or os.environ.copy())
+            assert r.returncode == 0, r.stderr
+            return r.stdout, r.stderr
+        assert logs_("--grep", "alpha") == ("Alpha one\nbeta ALPHA three\n", "alpha two\n")
+        assert logs_("--stream", "stderr") == ("", "alpha two\n")
+        assert logs_("--stream", "stdout", "-g", "ALPHA") == ("Alpha one\nbeta ALPHA three\n", "")
+        assert logs_("--until", late) == ("Alpha one\nbeta ALPHA three\n", "alpha two\n")
+        assert logs_("-n", "1", "--grep", "gamma") == ("gamma\n", "")
+        stamped = logs_("-t", "--grep", "gamma", "--stream", "stdout")[0]
+        assert stamped == f"{out[-1].time.decode()} gamma\n"
+    r = cli("logs", "--stream", "both", name)
+    assert r.returncode == 125 and "invalid choice" in r.stderr
+    r = cli("logs", "--until", "later", name)
+    assert r.returncode == 125 and r.stderr.startswith("terrarium: error: invalid --since 'later'")
+
+
+@root_only
 def test_a_failed_start_says_why_in_the_log(rt, name, cleanup):
     cleanup.append(name)
     assert cli("run", "--name", name, "busybox", "no-such-program").returncode == 127

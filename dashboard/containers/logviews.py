@@ -1,0 +1,68 @@
+"""The logs page of a container and the download of its (filtered) log.
+
+The page's lines come over its websocket (logsocket.py); these views draw
+the page and send the whole log, filtered as the page filters it: stream,
+search (only matching lines), since/until, with or without times."""
+import asyncio
+import re
+
+from django.http import HttpResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from runtime import TerrariumError, logfilter
+
+from . import selectors
+from .logsocket import DEFAULT_TAIL, parse_time
+from .views import _container_or_404, _refreshed, can_view
+
+TAILS = (100, 1000, 10000)
+
+
+@require_GET
+@can_view
+@_refreshed
+def container_logs(request, container_id):
+    c = _container_or_404(container_id)
+    q = request.GET
+    return render(request, "containers/logs.html", {
+        "c": c, "actions": selectors.container_actions(container=c, user=request.user),
+        "tails": TAILS, "tail": q.get("tail", str(DEFAULT_TAIL)), "since": q.get("since", ""),
+        "until": q.get("until", ""), "search": q.get("q", ""),
+    })
+
+
+@require_GET
+@can_view
+def container_logs_download(request, container_id):
+    """GET ?stream=stdout|stderr&q=TEXT&since=&until=&timestamps=1: a text file."""
+    c = _container_or_404(container_id)
+    q = request.GET
+    try:
+        streams = logfilter.check_stream(q.get("stream") or None)
+        grep = logfilter.check_grep(q.get("q") or None)
+        since, until = parse_time(q.get("since"), "since"), parse_time(q.get("until"), "until")
+    except TerrariumError as e:
+        return HttpResponse(f"{e}\n", status=400, content_type="text/plain; charset=utf-8")
+    lines = selectors.container_log_lines(container_id=c.id, since=since, until=until, streams=streams,
+                                          grep=grep, timestamps=q.get("timestamps") == "1")
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", c.name) or c.id[:12]
+    response = StreamingHttpResponse(_in_threads(lines), content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}.log"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+async def _in_threads(gen):
+    """A blocking generator as an async one (each step in a worker thread), so
+    the ASGI handler streams it rather than reading it all into memory first;
+    closed if the download is abandoned."""
+    done = object()
+    try:
+        while True:
+            chunk = await asyncio.to_thread(next, gen, done)
+            if chunk is done:
+                return
+            yield chunk
+    finally:
+        await asyncio.to_thread(gen.close)
