@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 PIECE_MAX = 64 << 10        # bytes of log in one message
 WINDOW = 4                  # messages out and not yet acknowledged
-HOLD = 1 << 20              # bytes of log held for a page that is behind
+HOLD = 512 << 10            # bytes of log held for a page that is behind
 HANDOFF = 16                # pieces a reading thread may have handed to the loop, not yet taken
 DEFAULT_TAIL = 1000
 MAX_TAIL = 100_000

@@ -10,7 +10,7 @@
   if (!view || !view.dataset.containerId) return;
   var id = view.dataset.containerId, MAX = Number(view.dataset.maxLines) || 5000;
   function $(x) { return document.getElementById(x); }
-  var tools = $("log-tools"), stateEl = $("log-state"), countEl = $("log-count"), matchesEl = $("log-matches");
+  var tools = $("log-tools"), stateEl = $("log-state"), skippedEl = $("log-skipped"), countEl = $("log-count"), matchesEl = $("log-matches");
   var search = $("log-search"), only = $("log-only"), follow = $("log-follow"), download = $("log-download");
   var boxes = { stdout: $("log-stdout"), stderr: $("log-stderr") }, times = $("log-times-on");
   if ($("log-max")) $("log-max").textContent = String(MAX);
@@ -19,7 +19,8 @@
   var carry = { stdout: "", stderr: "" };
   var last = "";                     // the time of the last line received: a reconnect goes on after it
   var sock = null, needle = "";
-  var stats = window.terrariumLogs = { lines: lines, skipped: 0, messages: 0, held_max: 0 };
+  // (for tests and the curious: what this page got and was told it missed)
+  var stats = window.terrariumLogs = { lines: lines, received: 0, skipped: 0, messages: 0, held_max: 0 };
 
   function query() {
     var q = new URLSearchParams();
@@ -35,9 +36,11 @@
   }
 
   // ---- one line
+  var second = "", secondText = "";
   function when(t) {               // "2026-11-30 20:00:00.123" (the one format, to the millisecond)
-    var ms = t.slice(19, 23);
-    return T.time(t.slice(0, 19) + "Z", "date") + " " + T.time(t.slice(0, 19) + "Z", "clock") + (ms.charAt(0) === "." ? ms : "");
+    var s = t.slice(0, 19), ms = t.slice(19, 23);
+    if (s !== second) { second = s; secondText = T.time(s + "Z", "date") + " " + T.time(s + "Z", "clock"); }
+    return secondText + (ms.charAt(0) === "." ? ms : "");
   }
   function paint(l) {
     var hit = !needle || l.x.toLowerCase().indexOf(needle) >= 0;
@@ -56,14 +59,17 @@
     l.marked = true;
     return hit;
   }
-  function add(frag, t, s, x) {
-    var el = document.createElement("div"), ts = document.createElement("span"),
-        st = document.createElement("span"), tx = document.createElement("span");
+  var proto = {};                  // a line of each stream, cloned (cheaper than building each)
+  ["stdout", "stderr"].forEach(function (s) {
+    var el = document.createElement("div");
     el.className = "ln " + s;
-    ts.className = "ts"; st.className = "st"; tx.className = "tx";
+    ["ts", "st", "tx"].forEach(function (c) { var x = document.createElement("span"); x.className = c; el.appendChild(x); });
+    el.children[1].textContent = s === "stderr" ? "err" : "out";
+    proto[s] = el;
+  });
+  function add(frag, t, s, x) {
+    var el = (proto[s] || proto.stdout).cloneNode(true), ts = el.firstChild, tx = el.lastChild;
     if (t) { ts.textContent = when(t); ts.title = t; el.dataset.t = t; }
-    st.textContent = s === "stderr" ? "err" : "out";
-    el.appendChild(ts); el.appendChild(st); el.appendChild(tx);
     var l = { el: el, tx: tx, t: t, s: s, x: x, marked: false };
     tx.textContent = x;
     if (needle) paint(l);
@@ -85,6 +91,7 @@
     parts.forEach(function (p) {
       var t = p.charAt(29) === "Z" && p.charAt(30) === " " && p.charAt(10) === "T" ? p.slice(0, 30) : "";
       if (t) last = t;
+      stats.received++;
       add(frag, t, s, t ? p.slice(31) : p);
     });
   }
@@ -92,8 +99,8 @@
     ["stdout", "stderr"].forEach(function (s) { if (carry[s]) { var c = carry[s]; carry[s] = ""; split(frag, s, c + "\n"); } });
   }
 
-  function trim() {
-    while (lines.length > MAX) lines.shift().el.remove();
+  function trim() {            // the oldest go (in one splice: a flood brings thousands at a time)
+    if (lines.length > MAX) lines.splice(0, lines.length - MAX).forEach(function (l) { l.el.remove(); });
   }
   function counts() {
     var n = 0, hits = 0;
@@ -102,8 +109,11 @@
     view.dataset.lines = String(n);
     if (matchesEl) matchesEl.textContent = needle ? hits + " matching line" + (hits === 1 ? "" : "s") : "";
   }
-  function scroll() {
-    if (!follow || follow.checked) view.scrollTop = view.scrollHeight;
+  var scrolling = false;
+  function scroll() {         // once a frame, not once a message (each forces a layout)
+    if (scrolling || (follow && !follow.checked)) return;
+    scrolling = true;
+    requestAnimationFrame(function () { scrolling = false; view.scrollTop = view.scrollHeight; });
   }
 
   // ---- the socket
@@ -119,13 +129,15 @@
       if (msg.skipped) {
         flushCarry(frag);
         stats.skipped += msg.skipped;
+        if (skippedEl) skippedEl.textContent = " · " + stats.skipped + " lines skipped while this page was behind";
         var m = marker(frag, "… skipped " + msg.skipped + " line" + (msg.skipped === 1 ? "" : "s") +
                        " (this page fell behind the log; Download has them) …", "skip");
         m.dataset.skipped = String(msg.skipped);
       }
       (msg.pieces || []).forEach(function (p) { split(frag, p[0], p[1]); });
+      trim();
       view.appendChild(frag);
-      trim(); counts(); scroll();
+      counts(); scroll();
       sock.send({ ack: msg.seq });
     } else if (msg.type === "state") {
       if (msg.following) state("following live", "following");

@@ -86,9 +86,9 @@ def test_follows_each_run_after_start_without_repeating_a_line(through_agent, rt
 
 def test_a_client_that_does_not_ack_costs_a_bounded_buffer_and_learns_what_it_missed(
         through_agent, rt, made, name, viewer):
-    # ~5 MB/s for 3 s (64-byte lines), rotating every 2 MiB: far more than HOLD
+    # ~5 MB/s for 2 s (64-byte lines), rotating every 2 MiB: far more than HOLD
     line = "x" * 63
-    chunk, n_chunks = 8192, 30                  # lines per chunk of 512 KiB, chunks
+    chunk, n_chunks = 8192, 20                  # lines per chunk of 512 KiB, chunks
     cmd = (f"yes {line} | head -n {chunk} > /tmp/c; i=0; "
            f"while [ $i -lt {n_chunks} ]; do cat /tmp/c; usleep 100000; i=$((i+1)); done")
     c = rt.create(Spec(image="busybox", name=name, cmd=("sh", "-c", cmd), log=LogConfig(2 << 20, 3)))
