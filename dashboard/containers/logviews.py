@@ -36,7 +36,7 @@ def container_logs(request, container_id):
 @can_view
 def container_logs_download(request, container_id):
     """GET ?stream=stdout|stderr&q=TEXT&since=&until=&timestamps=1: a text file."""
-    c = _container_or_404(container_id)
+    c = _container_or_404(container_id, refresh=True)
     q = request.GET
     try:
         streams = logfilter.check_stream(q.get("stream") or None)

@@ -150,3 +150,26 @@ def test_unknown_container_and_anonymous_are_refused(viewer):
         return out
     assert async_to_sync(run)(_headers(viewer)) == {"type": "websocket.close", "code": 4404}
     assert async_to_sync(run)(_headers()) == {"type": "websocket.close", "code": 4401}
+
+
+def test_download_through_the_agent_is_the_filtered_log(through_agent, rt, made, name, viewer):
+    from django.test import AsyncClient
+    c = rt.create(Spec(image="busybox", name=name, cmd=("sh", "-c", "echo Keep-1; echo drop; echo keep-2 >&2")))
+    rt.start(c.id)
+    rt.wait(c.id)
+    url = f"/containers/{c.id}/logs/download/"
+
+    async def get(query, user=viewer):
+        client = AsyncClient()
+        if user is not None:
+            await client.aforce_login(user)
+        r = await client.get(url + query)
+        body = b"".join([x async for x in r.streaming_content]) if r.streaming else r.content
+        return r.status_code, r.get("Content-Disposition"), body.decode()
+
+    status, disposition, body = async_to_sync(get)("?q=KEEP")
+    assert (status, disposition) == (200, f'attachment; filename="{name}.log"')
+    assert sorted(body.splitlines()) == ["Keep-1", "keep-2"]
+    assert async_to_sync(get)("?q=keep&stream=stderr")[2] == "keep-2\n"
+    assert async_to_sync(get)("?stream=nope")[::2] == (400, "invalid stream 'nope': use stdout or stderr\n")
+    assert async_to_sync(get)("", user=None)[0] == 302                    # to the login page
