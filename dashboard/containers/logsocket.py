@@ -7,11 +7,17 @@ it, what a page that reconnects sends).  The log is read from the runtime
 led by its time; the pieces go to the page as they are, one stream's lines
 per piece, so no step here costs Python per line.
 
-    → {"type": "log", "seq": 7, "skipped": 0, "held_max": 65536,
+    → {"type": "log", "seq": 7, "skipped": 0, "held_max": 65536, "queued": 0,
        "pieces": [["stdout", "2026-11-30T20:00:00.123456789Z hello\\n"], ...]}
-    → {"type": "state", "status": "running", "following": true}
-    → {"type": "error", "message": "invalid --since ..."}
+    → {"type": "state", "status": "exited", "following": false, "queued": 0}
+    → {"type": "status", "status": "running"}       (a change event of the container)
+    → {"type": "error", "message": "invalid since ..."}
     ← {"ack": 7}
+
+state says when a read starts following (the container runs) and when it
+ended (following false: all the log there was is read); queued: bytes
+read and still to be sent, as of that message (state goes out at once,
+log messages only as the window allows).
 
 Backpressure: at most WINDOW messages go out unacknowledged (the page acks
 each once it has shown it), so a page that stops reading (a frozen tab, a
@@ -22,9 +28,10 @@ comes, the oldest pieces are dropped and their lines counted, and the next
 message says "skipped" that many lines before what follows.  held_max: the
 most this socket has held (buffered and unacknowledged) since it opened.
 
-The follow ends when the container stops; on its next start (a change
-event of the `containers` group) it goes on after the last line read, so
-the page shows a started container's output without a reload.
+The follow ends when the container stops; on the container's next change
+event (`containers` group: a start, however brief the run) it reads on
+after the last line read, so the page shows a started container's output
+without a reload and no line twice.
 """
 from __future__ import annotations
 
