@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 PIECE_MAX = 64 << 10        # bytes of log in one message
 WINDOW = 4                  # messages out and not yet acknowledged
 HOLD = 512 << 10            # bytes of log held for a page that is behind
+RECHECK = 5.0               # seconds between looks at a stopped container (a change event missed)
 HANDOFF = 16                # pieces a reading thread may have handed to the loop, not yet taken
 DEFAULT_TAIL = 1000
 MAX_TAIL = 100_000
@@ -192,7 +193,7 @@ class ContainerLogsConsumer(ViewerSocket):
 
     async def refused(self) -> int | None:
         self.container_id = self.scope["url_route"]["kwargs"]["container_id"]
-        if await asyncio.to_thread(selectors.container_status, container_id=self.container_id) is None:
+        if await self._run() is None:
             return CLOSE_NOT_FOUND
         return None
 
@@ -258,7 +259,8 @@ class ContainerLogsConsumer(ViewerSocket):
         """Read (and follow) the log; after each run of the container, wait for the next."""
         while not self.done:
             self.changed.clear()
-            status = await asyncio.to_thread(selectors.container_status, container_id=self.container_id)
+            run = await self._run()
+            status = run[0] if run else None
             if status in LIVE:
                 await self._state(status, True)
             ended = self.loop.create_future()
@@ -275,7 +277,8 @@ class ContainerLogsConsumer(ViewerSocket):
                 await self.send_json({"type": "error", "message": f"reading the log failed: {error}"})
             if self.done:
                 break
-            status = await asyncio.to_thread(selectors.container_status, container_id=self.container_id)
+            run = await self._run()
+            status = run[0] if run else None
             if status is None:
                 await self._state("removed", False)
                 return
@@ -286,7 +289,21 @@ class ContainerLogsConsumer(ViewerSocket):
             if error is not None:
                 await asyncio.sleep(5)        # (the agent restarting): try again
                 continue
-            await self.changed.wait()
+            await self._next_change(run)
+
+    async def _run(self):
+        return await asyncio.to_thread(selectors.container_run, container_id=self.container_id)
+
+    async def _next_change(self, run) -> None:
+        """Until a change event for the container, or its state or start time
+        differs from run (a look every RECHECK seconds: an event can be missed)."""
+        while True:
+            try:
+                await asyncio.wait_for(self.changed.wait(), RECHECK)
+                return
+            except asyncio.TimeoutError:
+                if await self._run() != run:
+                    return
 
     async def _open(self, ended: asyncio.Future) -> None:
         self.resume_after = self.after

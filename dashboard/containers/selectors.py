@@ -72,15 +72,17 @@ def container_logs(*, container_id: str, lines: int = 50) -> str:
         return f"(no log: {e})"
 
 
-def container_status(*, container_id: str) -> str | None:
-    """The runtime's state of the container now (running, exited...), None if it is gone."""
+def container_run(*, container_id: str) -> tuple[str, float | None] | None:
+    """The runtime's state of the container now (running, exited...) and when
+    its last run started; None if it is gone."""
     from runtime import NotFound
 
     from .runtime_client import get_runtime
     try:
-        return get_runtime().inspect(container_id).status
+        c = get_runtime().inspect(container_id)
     except NotFound:
         return None
+    return c.status, c.started_at
 
 
 def container_log_follow(*, container_id: str, tail: int | None, since: str | None, on_wait=None):

