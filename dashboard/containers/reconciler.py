@@ -83,7 +83,10 @@ class _Changes:
             self.alive = False
             self.watching.set()                         # nobody waits for a watch that failed
             if not self.stopping.is_set():
-                self.loop.call_soon_threadsafe(self.queue.put_nowait, ALL)   # wake the loop
+                try:
+                    self.loop.call_soon_threadsafe(self.queue.put_nowait, ALL)   # wake the loop
+                except RuntimeError:                    # it is closed: nobody to wake
+                    pass
 
     def close(self):
         self.stopping.set()
