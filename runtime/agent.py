@@ -235,6 +235,11 @@ def _spec(v):
         fields["log"] = _log_config(fields["log"])
     if fields.get("healthcheck") is not None and not isinstance(fields["healthcheck"], dict):
         raise InvalidArgument("invalid container spec: healthcheck must be an object")
+    if "mounts" in fields and not (isinstance(fields["mounts"], list)
+                                   and all(isinstance(m, dict) for m in fields["mounts"])):
+        raise InvalidArgument("invalid container spec: mounts must be a list of objects")
+    if "read_only" in fields:
+        _bool(fields["read_only"])
     try:
         return make_spec(**fields)
     except TypeError as e:
@@ -320,6 +325,14 @@ def _mtu(v):
 
 
 _NETWORK = {"name": (_network_name, True)}
+
+
+def _volume_name(v):
+    from .mounts import check_volume_name
+    return check_volume_name(v)
+
+
+_VOLUME = {"name": (_volume_name, True)}
 
 
 def _info(rt):
@@ -661,9 +674,11 @@ VERBS: dict[str, Verb] = {
     "info": Verb(_info, {}),
     "list": Verb(lambda rt, all=True: to_dict(rt.list(all=all)), {"all": (_bool, False)}),  # noqa: A006 - as Runtime.list
     "inspect": Verb(lambda rt, ref: to_dict(rt.inspect(ref)), _REF),
-    "create": Verb(lambda rt, spec, allow_host_network=False:
-                   to_dict(rt.create(spec, allow_host_network=allow_host_network)),
-                   {"spec": (_spec, True), "allow_host_network": (_bool, False)},
+    "create": Verb(lambda rt, spec, allow_host_network=False, allow_bind_mounts=False:
+                   to_dict(rt.create(spec, allow_host_network=allow_host_network,
+                                     allow_bind_mounts=allow_bind_mounts)),
+                   {"spec": (_spec, True), "allow_host_network": (_bool, False),
+                    "allow_bind_mounts": (_bool, False)},
                    mutating=True, target="spec"),
     "start": Verb(lambda rt, ref: to_dict(rt.start(ref)), _REF, mutating=True),
     "stop": Verb(lambda rt, ref, timeout=10.0: to_dict(rt.stop(ref, timeout)),
@@ -677,8 +692,8 @@ VERBS: dict[str, Verb] = {
     "update": Verb(lambda rt, ref, limits=None, restart=None: to_dict(rt.update(ref, limits, restart=restart)),
                    {**_REF, "limits": (_limits, False), "restart": (_text(32), False)}, mutating=True,
                    change=_update_change),
-    "remove": Verb(lambda rt, ref, force=False: rt.remove(ref, force=force),
-                   {**_REF, "force": (_bool, False)}, mutating=True),
+    "remove": Verb(lambda rt, ref, force=False, volumes=False: rt.remove(ref, force=force, volumes=volumes),
+                   {**_REF, "force": (_bool, False), "volumes": (_bool, False)}, mutating=True),
     "logs": Verb(_logs, {**_REF, "tail": (_count(MAX_LOG_TAIL), True)}),
     "images": Verb(lambda rt, dangling=False: to_dict(rt.images.dangling() if dangling
                                                       else rt.images.list()),
@@ -707,6 +722,12 @@ VERBS: dict[str, Verb] = {
                            {**_NETWORK, "subnet": (_subnet, False), "mtu": (_mtu, False), "nat": (_bool, False)},
                            mutating=True, target="name"),
     "network-remove": Verb(lambda rt, name: rt.networks.remove(name), _NETWORK, mutating=True, target="name"),
+    # volumes (runtime/volumes.py)
+    "volumes": Verb(lambda rt: rt.volumes.list(), {}),
+    "volume": Verb(lambda rt, name: rt.volumes.inspect(name), _VOLUME),
+    "volume-create": Verb(lambda rt, name=None: rt.volumes.create(name), {"name": (_volume_name, False)},
+                          mutating=True, target="name"),
+    "volume-remove": Verb(lambda rt, name: rt.volumes.remove(name), _VOLUME, mutating=True, target="name"),
     "wait": Verb(_wait, {**_REF, "timeout": (_seconds, False)}, watch=True),
     "log-output": Verb(_log_output, {**_REF, "tail": (_count(1 << 62), False),
                                      "since": (_text(64), False), "follow": (_bool, False),

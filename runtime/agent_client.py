@@ -26,7 +26,7 @@ import threading
 from . import agent as _agent
 from . import errors
 from .errors import ExecFailed, InvalidArgument, KernelError, TerrariumError
-from .model import Container, Healthcheck, Image, ImageConfig, Layer, Limits, LogConfig
+from .model import Container, Healthcheck, Image, ImageConfig, Layer, Limits, LogConfig, Mount
 
 
 class AgentUnavailable(TerrariumError):
@@ -75,7 +75,8 @@ def container_of(d: dict) -> Container:
                         "limits": Limits(**d["limits"]), "layers": tuple(d["layers"]),
                         "log_config": LogConfig(**d.get("log_config", {})),
                         "ports": tuple(d.get("ports", ())),
-                        "restart_history": tuple(d.get("restart_history", ()))})
+                        "restart_history": tuple(d.get("restart_history", ())),
+                        "mounts": tuple(Mount(**m) for m in d.get("mounts", ()))})
 
 
 def image_of(d: dict) -> Image:
@@ -443,6 +444,7 @@ class AgentRuntime:
         self._local = None
         self.images = _AgentImages(self)
         self.networks = _AgentNetworks(self)
+        self.volumes = _AgentVolumes(self)
 
     def as_user(self, user: str) -> "AgentRuntime":
         """A copy whose requests carry `user` (the audit shows it); shares the connections."""
@@ -451,6 +453,7 @@ class AgentRuntime:
         other.user = user
         other.images = _AgentImages(other)
         other.networks = _AgentNetworks(other)
+        other.volumes = _AgentVolumes(other)
         return other
 
     def call(self, verb: str, _fds: tuple[int, ...] = (), **args):
@@ -517,14 +520,17 @@ class AgentRuntime:
     def inspect(self, ref: str) -> Container:
         return container_of(self.call("inspect", ref=ref))
 
-    def create(self, spec, allow_host_network: bool = False) -> Container:
+    def create(self, spec, allow_host_network: bool = False, allow_bind_mounts: bool = False) -> Container:
         args = {"allow_host_network": True} if allow_host_network else {}
+        if allow_bind_mounts:
+            args["allow_bind_mounts"] = True
         return container_of(self.call("create", spec=_spec_dict(spec), **args))
 
-    def run(self, spec, allow_host_network: bool = False) -> Container:
+    def run(self, spec, allow_host_network: bool = False, allow_bind_mounts: bool = False) -> Container:
         """Runtime.run's create + start (and its cleanup), through the agent."""
         from .containers import Runtime
-        return Runtime.run(self, spec, allow_host_network=allow_host_network)
+        return Runtime.run(self, spec, allow_host_network=allow_host_network,
+                           allow_bind_mounts=allow_bind_mounts)
 
     def start(self, ref: str) -> Container:
         return container_of(self.call("start", ref=ref))
@@ -552,8 +558,8 @@ class AgentRuntime:
             args["restart"] = restart
         return container_of(self.call("update", ref=ref, **args))
 
-    def remove(self, ref: str, force: bool = False) -> None:
-        self.call("remove", ref=ref, force=force)
+    def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        self.call("remove", ref=ref, force=force, **({"volumes": True} if volumes else {}))
 
     def logs(self, ref: str, tail: int | None = None, *, max_bytes: int | None = None) -> bytes:
         """The last `tail` lines (at most agent.MAX_LOG_TAIL; None asks for that many),
@@ -786,6 +792,25 @@ class _AgentNetworks:
 
     def remove(self, name: str) -> None:
         self._rt.call("network-remove", name=name)
+
+
+class _AgentVolumes:
+    """runtime.volumes.Volumes' verbs through the agent."""
+
+    def __init__(self, rt: AgentRuntime):
+        self._rt = rt
+
+    def list(self) -> list[dict]:
+        return self._rt.call("volumes")
+
+    def inspect(self, name: str) -> dict:
+        return self._rt.call("volume", name=name)
+
+    def create(self, name: str | None = None) -> dict:
+        return self._rt.call("volume-create", **({"name": name} if name is not None else {}))
+
+    def remove(self, name: str) -> None:
+        self._rt.call("volume-remove", name=name)
 
 
 # ------------------------------------------------------------------- switch

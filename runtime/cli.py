@@ -58,6 +58,12 @@ def _add_create(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--publish", action="append", default=[], metavar="PORT",
                    help="publish a container port on the host: [IP:]HOST:CONTAINER[/tcp|udp] "
                         "(bridged networks; repeatable)")
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]",
+                   help="a named volume (NAME:/path, made on first use), a host directory "
+                        "(/host/path:/path) or a new anonymous volume (/path) (repeatable)")
+    p.add_argument("--tmpfs", action="append", default=[], metavar="PATH[:OPTS]",
+                   help="a tmpfs at PATH: size=64m, mode=1777, ro (nosuid,nodev,noexec; repeatable)")
+    p.add_argument("--read-only", action="store_true", help="mount the root filesystem read-only")
     _add_limits(p)
     _add_lifecycle(p)
     p.add_argument("image")
@@ -116,6 +122,7 @@ def _p_many(verb, text):
 def _p_rm(sub):
     p = sub.add_parser("rm", help="remove containers")
     p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("-v", "--volumes", action="store_true", help="also remove its anonymous volumes")
     p.add_argument("containers", nargs="+")
 
 
@@ -211,6 +218,20 @@ def _p_network(sub):
     verbs.add_parser("rm", help="remove networks no container uses").add_argument("names", nargs="+")
 
 
+def _p_volume(sub):
+    p = sub.add_parser("volume", help="manage volumes: create, ls, inspect, rm")
+    verbs = p.add_subparsers(dest="volume_verb", metavar="COMMAND")
+    verbs.required = True
+    verbs.add_parser("create", help="make a volume (a random name when none is given)") \
+        .add_argument("name", nargs="?")
+    verbs.add_parser("ls", help="list volumes")
+    verbs.add_parser("inspect", help="show volumes as JSON").add_argument("names", nargs="+")
+    r = verbs.add_parser("rm", help="remove volumes no container uses")
+    r.add_argument("-f", "--force", action="store_true",
+                   help="accepted as Docker does; a volume in use is still refused")
+    r.add_argument("names", nargs="+")
+
+
 def _p_port(sub):
     p = sub.add_parser("port", help="list a container's published ports")
     p.add_argument("container")
@@ -237,7 +258,7 @@ _PARSERS = {
     "wait": _p_many("wait", "wait for containers to stop; print their exit codes"),
     "images": _p_images, "load": _p_load, "save": _p_save, "commit": _p_commit,
     "rmi": _p_rmi, "diff": _p_diff, "image-gc": _p_image_gc, "agent": _p_agent,
-    "network": _p_network, "port": _p_port,
+    "network": _p_network, "port": _p_port, "volume": _p_volume,
 }
 _PARSERS.update(_cli_registry.PARSERS)      # pull push login logout tag
 
@@ -357,16 +378,21 @@ def _spec(args, auto_remove: bool):
                                       args.health_retries, args.health_start_period, args.no_healthcheck)
     if args.rm and args.restart not in ("", "no"):
         raise InvalidArgument("conflicting options: --restart and --rm")
+    from .mounts import parse_tmpfs, parse_volume
+    mounts = [*map(parse_volume, args.volume), *map(parse_tmpfs, args.tmpfs)]
     return make_spec(image=args.image, name=args.name, cmd=args.cmd, env=args.env,
                      hostname=args.hostname, workdir=args.workdir, limits=limits,
                      auto_remove=auto_remove, seccomp=seccomp, log=parse_log_opts(args.log_opt),
-                     network=args.network, ports=args.publish, restart=args.restart, healthcheck=health)
+                     network=args.network, ports=args.publish, restart=args.restart, healthcheck=health,
+                     mounts=mounts, read_only=args.read_only)
 
 
 def _create_container(rt, spec):
-    # `--network host` typed here is the explicit consent create() asks for: the
-    # CLI runs as root, or as a user the agent trusts as it trusts the dashboard.
-    return rt.create(spec, allow_host_network=spec.network == "host")
+    # `--network host` and `-v /host/path:...` typed here are the explicit consent
+    # create() asks for: the CLI runs as root, or as a user the agent trusts as it
+    # trusts the dashboard.
+    return rt.create(spec, allow_host_network=spec.network == "host",
+                     allow_bind_mounts=any(m.type == "bind" for m in spec.mounts))
 
 
 def _run(rt, args) -> int:
@@ -380,7 +406,7 @@ def _run(rt, args) -> int:
         if held:
             held.close()
         if args.rm:
-            rt.remove(c.id, force=True)
+            rt.remove(c.id, force=True, volumes=True)
         raise
     if args.detach:
         print(c.id)
@@ -389,7 +415,7 @@ def _run(rt, args) -> int:
         return _attach(rt, c, held)
     finally:
         if args.rm:
-            rt.remove(c.id, force=True)
+            rt.remove(c.id, force=True, volumes=True)
 
 
 def _attach(rt, c, held=None) -> int:
@@ -759,6 +785,33 @@ def _network(rt, args) -> int:
     return failed
 
 
+def _volume(rt, args) -> int:
+    verb = args.volume_verb
+    if verb == "create":
+        print(rt.volumes.create(args.name)["name"])
+        return 0
+    if verb == "ls":
+        table = [("VOLUME NAME", "SIZE", "CONTAINERS")]
+        for v in rt.volumes.list():
+            table.append((v["name"], _size(v.get("size")), ", ".join(u["name"] for u in v["containers"]) or "-"))
+        widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+        for r in table:
+            print("   ".join(val.ljust(w) for val, w in zip(r, widths)).rstrip())
+        return 0
+    if verb == "inspect":
+        print(json.dumps([rt.volumes.inspect(n) for n in args.names], indent=2))
+        return 0
+    failed = 0
+    for name in args.names:                      # rm (-f changes nothing for a volume in use)
+        try:
+            rt.volumes.remove(name)
+            print(name)
+        except TerrariumError as e:
+            _say(f"error: {e}")
+            failed = 125
+    return failed
+
+
 def _port(rt, args) -> int:
     """As `docker port`: CONTAINER_PORT/PROTO -> HOST_IP:HOST_PORT."""
     from .network import parse_port
@@ -795,10 +848,11 @@ _VERBS = {
     "kill": _each(lambda rt, a, ref: rt.kill(ref, a.signal)),
     "pause": _each(lambda rt, a, ref: rt.pause(ref)),
     "unpause": _each(lambda rt, a, ref: rt.resume(ref)),
-    "rm": _each(lambda rt, a, ref: rt.remove(ref, force=a.force)),
+    "rm": _each(lambda rt, a, ref: rt.remove(ref, force=a.force, volumes=a.volumes)),
     "ps": _ps, "logs": _logs, "exec": _exec, "inspect": _inspect, "update": _update,
     "wait": _wait, "images": _images,
     "load": _load, "save": _save, "commit": _commit, "rmi": _rmi, "diff": _diff,
     "image-gc": _image_gc, "agent": _agent, "network": _network, "port": _port,
     **_cli_registry.VERBS,
+    "volume": _volume,
 }

@@ -36,7 +36,7 @@ from .forkserver import forkserver_call, stop_forkserver
 from . import state as disk      # (`state` is each verb's Container below)
 from .errors import Conflict, ExecFailed, Forbidden, InvalidArgument, KernelError, NotFound, TerrariumError
 from .fsutil import locked, private_dir
-from .model import Container, Limits, LogConfig, Spec
+from .model import Container, Limits, LogConfig, Mount, Spec
 from .spec import check_limits, check_spec, make_spec
 
 DEFAULT_ROOT = "/var/lib/terrarium"
@@ -75,6 +75,7 @@ class Runtime:
         self._images = None
         self._cgroups = None
         self._networks = None
+        self._volumes = None
 
     # ------------------------------------------------------------ helpers
     @property
@@ -91,6 +92,14 @@ class Runtime:
             from .network import Networks
             self._networks = Networks(self.root, self.containers_dir)
         return self._networks
+
+    @property
+    def volumes(self):
+        """runtime.volumes.Volumes of this root: create, list, inspect, remove."""
+        if self._volumes is None:
+            from .volumes import Volumes
+            self._volumes = Volumes(self.root, self.containers_dir)
+        return self._volumes
 
     @property
     def cgroups(self):
@@ -204,14 +213,17 @@ class Runtime:
         return _LockedConfig(self, cid, ref, allow_broken)
 
     # ------------------------------------------------------------- create
-    def create(self, spec: Spec, allow_host_network: bool = False) -> Container:
+    def create(self, spec: Spec, allow_host_network: bool = False, allow_bind_mounts: bool = False) -> Container:
         """allow_host_network: `--network host` shares the host's whole network
         stack (its interfaces, ports, abstract sockets), so it is refused
-        unless the caller says it may (the dashboard: administrators only)."""
+        unless the caller says it may (the dashboard: administrators only).
+        allow_bind_mounts: the same for bind mounts of host paths (and even
+        then never of the paths runtime.mounts.protected_paths names)."""
         if not isinstance(spec, Spec):
             raise InvalidArgument("create() takes a runtime.Spec")
         spec = check_spec(spec)                # a Spec made by hand meets make_spec's checks
         network = self._check_network(spec.network, allow_host_network)
+        mounts = self._bind_sources(spec.mounts, allow_bind_mounts)
         image = self._image(spec.image)
         cid = os.urandom(32).hex()
         name = spec.name or _random_name(cid)
@@ -220,7 +232,6 @@ class Runtime:
             raise InvalidArgument(f"no command given and image {spec.image!r} has none")
         hostname = spec.hostname or name     # sethostname takes any name up to 64 bytes
         env = _merge_env(image.config.env, spec.env, hostname)
-        cdir = self._dir(cid)
         config = {
             "id": cid, "name": name, "image": image.name or image.id[7:19],
             "cmd": list(cmd), "env": list(env),
@@ -234,13 +245,49 @@ class Runtime:
             "network": network, "ports": list(spec.ports),
         }
         config.update(_lifecycle_config(spec, image.config.healthcheck))
+        if mounts or spec.read_only:
+            config.update(mounts=[m._asdict() for m in mounts], read_only=spec.read_only)
+        if not any(m.type == "volume" for m in mounts):
+            self._register(cid, name, config)
+            return self.inspect(cid)
+        # volumes are made (Docker: on first use) and named by the config under
+        # one lock, so a `volume rm` never removes one between the two
+        with self.volumes.lock():
+            made = []
+            try:
+                for i, m in enumerate(mounts):
+                    if m.type == "volume":
+                        if not (m.source and self.volumes.exists(m.source)):
+                            made.append(self.volumes.create_locked(m.source or None))
+                        config["mounts"][i]["source"] = m.source or made[-1]
+                self._register(cid, name, config)
+            except BaseException:
+                for vol in made:                     # a create refused makes nothing
+                    self.volumes.delete_locked(vol)
+                raise
+        return self.inspect(cid)
+
+    def _register(self, cid: str, name: str, config: dict) -> None:
         with locked(os.path.join(self.containers_dir, disk.NAMES_LOCK)):
             if os.path.lexists(os.path.join(self.names_dir, name)):
                 raise Conflict(f"container name {name!r} is already in use")
             disk.register(self.containers_dir, self.names_dir, cid, config,
                            subdirs=("upper", "work", "rootfs"))
-            open(os.path.join(cdir, "container.log"), "ab").close()
-        return self.inspect(cid)
+            open(os.path.join(self._dir(cid), "container.log"), "ab").close()
+
+    def _bind_sources(self, mounts, allowed: bool) -> tuple:
+        """The spec's mounts with each bind source checked and resolved on the host."""
+        from .mounts import check_bind_source
+        out = []
+        for m in mounts:
+            if m.type == "bind":
+                if not allowed:
+                    raise Forbidden(f"bind mount of {m.source} refused: a host path in a container "
+                                    "must be allowed explicitly (allow_bind_mounts; the dashboard: "
+                                    "administrators only)")
+                m = m._replace(source=check_bind_source(m.source, self.root))
+            out.append(m)
+        return tuple(out)
 
     def _check_network(self, network: str, allow_host: bool) -> str:
         """The network as config.json keeps it (container:NAME -> container:<id>)."""
@@ -257,10 +304,10 @@ class Runtime:
             self.networks.inspect(network)           # NotFound now rather than at start
         return network
 
-    def run(self, spec: Spec, allow_host_network: bool = False) -> Container:
+    def run(self, spec: Spec, allow_host_network: bool = False, allow_bind_mounts: bool = False) -> Container:
         """create + start; a failed start leaves the created container (like Docker)
         unless it was asked to remove itself."""
-        c = self.create(spec, allow_host_network=allow_host_network)
+        c = self.create(spec, allow_host_network=allow_host_network, allow_bind_mounts=allow_bind_mounts)
         try:
             return self.start(c.id)
         except ExecFailed:
@@ -363,7 +410,41 @@ class Runtime:
             "seccomp": seccomp.program_path(self.root, config.get("seccomp")),
             "no_new_privs": seccomp.no_new_privs(config.get("seccomp")),
             **({"healthcheck": config["healthcheck"]} if (config.get("healthcheck") or {}).get("test") else {}),
+            **self._mounts_for_start(config),
         }
+
+    def _mounts_for_start(self, config: dict) -> dict:
+        """The start request's mounts (runtime.mounts.mount_all), with each host
+        path checked again now: a bind source must still be the path checked at
+        create, outside every protected path; a volume must still exist."""
+        if not config.get("mounts") and not config.get("read_only"):
+            return {}
+        from .mounts import protected_paths, refuse_protected
+        items, anonymous = [], []
+        for m in config.get("mounts", ()):
+            item = {"type": m["type"], "target": m["target"], "read_only": bool(m.get("read_only"))}
+            if m["type"] == "volume":
+                path = os.path.realpath(self.volumes.data_path(m["source"]))
+                if not self.volumes.exists(m["source"]):
+                    raise NotFound(f"volume {m['source']!r} of container {config['name']!r} is missing")
+                item.update(path=path, copy=True)
+                anonymous.append(m["source"])
+            elif m["type"] == "bind":
+                source = m["source"]
+                real = os.path.realpath(source)
+                if real != source or not os.path.exists(source):
+                    raise Conflict(f"bind mount source {source} of container {config['name']!r} "
+                                   + ("no longer exists" if not os.path.exists(real) else
+                                      f"now resolves to {real}: re-create the container"))
+                refuse_protected(real, protected_paths(self.root))
+                item["path"] = source
+            else:
+                item.update(size=m.get("size"), mode=m.get("mode"))
+            items.append(item)
+        out = {"mounts": items, "read_only": bool(config.get("read_only"))}
+        if config.get("auto_remove") and anonymous:
+            out.update(volumes_root=self.root, anon_volumes=anonymous)   # the shim's --rm
+        return out
 
     def _request_start(self, cid: str, config: dict, while_waiting=None, net=None, on_init=None) -> dict:
         for layer in config["layers"]:
@@ -569,7 +650,9 @@ class Runtime:
             return self._state(cid, config)
 
     # -------------------------------------------------------------- remove
-    def remove(self, ref: str, force: bool = False) -> None:
+    def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        """volumes: also its anonymous volumes (`rm -v`; always with --rm) that no
+        other container names.  Named volumes are never removed with a container."""
         with self._locked_config(ref, allow_broken=True) as (cid, config):
             if config is None:
                 self._remove_broken(cid, ref, force)
@@ -583,7 +666,7 @@ class Runtime:
             elif config.get("restart", "no") != "no":
                 from .lifecycle import cancel_pending
                 cancel_pending(self._dir(cid))
-            self._remove_locked(cid, config)
+            self._remove_locked(cid, config, volumes)
 
     def _settle(self, cid: str, timeout: float = 10.0) -> None:
         """Wait until the shim of the last run has finished its cleanup (it records
@@ -599,13 +682,16 @@ class Runtime:
                 finally:
                     os.close(fd)
 
-    def _remove_locked(self, cid: str, config: dict) -> None:
+    def _remove_locked(self, cid: str, config: dict, volumes: bool = False) -> None:
         self._settle(cid)
         disk.remove(self.containers_dir, self.names_dir, cid,
                     remove_cgroup=lambda cfg: self._cg(cfg).remove(cid))
         if config.get("network", "none") not in ("none", "host") \
                 and not config["network"].startswith("container:"):
             self.networks.release(cid)
+        if volumes or config.get("auto_remove"):
+            self.volumes.remove_anonymous([m["source"] for m in config.get("mounts", ())
+                                           if m["type"] == "volume"])
 
     def _remove_broken(self, cid: str, ref: str, force: bool) -> None:
         """Remove a container whose config cannot be read (we hold its lock).
@@ -769,6 +855,7 @@ class Runtime:
             healthcheck=check, health=health,
             stopping=stopping and {"since": stopping["since"], "timeout": stopping["timeout"]},
             restarting=restarting,
+            mounts=tuple(Mount(**m) for m in config.get("mounts", ())), read_only=bool(config.get("read_only")),
         )
 
     # ------------------------------------------------------------ wait/logs

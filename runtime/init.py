@@ -69,6 +69,11 @@ def container_init(err_w: int, go_r: int, in_cgroup_r: int, stdin_fd: int, stdou
         _mount_overlay(req)
         _mount_system(rootfs)
         _mount_net_files(rootfs, net)
+        # 4'. volumes, bind mounts and tmpfs, in this mount namespace only
+        #     (runtime/mounts.py: every target resolved inside the root)
+        if req.get("mounts"):
+            from .mounts import mount_all
+            mount_all(rootfs, req["mounts"])
         # 5. make it the root; the old one is detached and gone from view
         os.chdir(rootfs)
         linux.pivot_root(".", ".")
@@ -82,6 +87,8 @@ def container_init(err_w: int, go_r: int, in_cgroup_r: int, stdin_fd: int, stdou
         workdir = req["workdir"]
         os.makedirs(workdir, exist_ok=True)
         os.chdir(workdir)
+        if req.get("read_only"):                 # --read-only: the overlay only, not the mounts on it
+            linux.mount_setattr(linux.AT_FDCWD, "/", linux.MOUNT_ATTR_RDONLY)
         os.dup2(stdin_fd, 0)
         os.dup2(stdout_w, 1)
         os.dup2(stderr_w, 2)

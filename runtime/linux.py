@@ -285,3 +285,82 @@ def loopback_up() -> None:
         req = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s, _SIOCGIFFLAGS, req))[1]
         fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+
+
+# --- the new mount API and openat2 (Linux 5.2 / 5.6 / 5.12): mounts made
+# from descriptors, so a path inside a container's root is resolved once,
+# by the kernel, and never re-walked by name (runtime/mounts.py).
+_SYS_open_tree = 428
+_SYS_move_mount = 429
+_SYS_fsopen = 430
+_SYS_fsconfig = 431
+_SYS_fsmount = 432
+_SYS_openat2 = 437
+_SYS_mount_setattr = 442
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x04
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_IN_ROOT = 0x10
+
+
+def _fd_call(what: str, nr: int, *args) -> int:
+    rc = _libc.syscall(nr, *args)
+    if rc < 0:
+        _fail(what)
+    return rc
+
+
+def openat2(dir_fd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2): open path relative to dir_fd with `resolve` rules
+    (RESOLVE_IN_ROOT: every `..` and absolute symlink stays under dir_fd)."""
+    how = struct.pack("QQQ", flags | os.O_CLOEXEC, mode, resolve)
+    buf = ctypes.create_string_buffer(how, len(how))
+    return _fd_call(f"open {path}", _SYS_openat2, ctypes.c_int(dir_fd), _b(path), buf, ctypes.c_size_t(len(how)))
+
+
+def open_tree(dir_fd: int, path: str, flags: int) -> int:
+    """A detached copy of the mount tree at path (OPEN_TREE_CLONE), as an fd."""
+    return _fd_call(f"open_tree {path or dir_fd}", _SYS_open_tree, ctypes.c_int(dir_fd), _b(path),
+                    ctypes.c_uint(flags))
+
+
+def move_mount(from_fd: int, to_fd: int, what: str) -> None:
+    """Attach the detached mount from_fd onto the object to_fd is open on."""
+    _fd_call(f"mount {what}", _SYS_move_mount, ctypes.c_int(from_fd), b"", ctypes.c_int(to_fd), b"",
+             ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
+
+
+def mount_setattr(dir_fd: int, path: str, attr_set: int, *, recursive: bool = False, flags: int = 0) -> None:
+    """Add mount attributes (MOUNT_ATTR_*) to the mount at path, keeping the
+    ones it has (unlike MS_REMOUNT, which replaces them)."""
+    attr = struct.pack("QQQQ", attr_set, 0, 0, 0)
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    _fd_call(f"mount_setattr {path or dir_fd}", _SYS_mount_setattr, ctypes.c_int(dir_fd), _b(path),
+             ctypes.c_uint(flags | (AT_RECURSIVE if recursive else 0)), buf, ctypes.c_size_t(len(attr)))
+
+
+def fs_mount(fstype: str, options: dict, attrs: int) -> int:
+    """A new detached mount of a fresh file system (fsopen, fsconfig, fsmount)."""
+    fs = _fd_call(f"fsopen {fstype}", _SYS_fsopen, _b(fstype), ctypes.c_uint(1))        # FSOPEN_CLOEXEC
+    try:
+        for key, value in options.items():
+            _fd_call(f"{fstype} option {key}={value}", _SYS_fsconfig, ctypes.c_int(fs),
+                     ctypes.c_uint(FSCONFIG_SET_STRING), _b(key), _b(str(value)), ctypes.c_int(0))
+        _fd_call(f"create {fstype}", _SYS_fsconfig, ctypes.c_int(fs), ctypes.c_uint(FSCONFIG_CMD_CREATE),
+                 None, None, ctypes.c_int(0))
+        return _fd_call(f"fsmount {fstype}", _SYS_fsmount, ctypes.c_int(fs), ctypes.c_uint(1),   # FSMOUNT_CLOEXEC
+                        ctypes.c_uint(attrs))
+    finally:
+        os.close(fs)

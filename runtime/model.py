@@ -56,6 +56,19 @@ class LogConfig(namedtuple("LogConfig", "max_size max_file", defaults=(10 << 20,
     __slots__ = ()
 
 
+class Mount(namedtuple("Mount", "type source target read_only size mode", defaults=(False, None, None))):
+    """One mount outside the overlay (runtime/mounts.py).
+
+    type      volume | bind | tmpfs
+    source    a volume's name ("" in a Spec: a new anonymous volume), a host
+              path (bind; the resolved one once created), "" for tmpfs
+    target    absolute path inside the container
+    read_only mounted read-only
+    size      tmpfs only: bytes (None: the kernel's default, half the RAM)
+    mode      tmpfs only: permission bits of its root (None: 1777)"""
+    __slots__ = ()
+
+
 class Healthcheck(namedtuple("Healthcheck", "test interval timeout retries start_period",
                              defaults=((), 30.0, 30.0, 3, 0.0))):
     """A container's health check (runtime/lifecycle.py), Docker's fields: test is
@@ -67,13 +80,14 @@ class Healthcheck(namedtuple("Healthcheck", "test interval timeout retries start
 
 _SPEC_FIELDS = (
     "image name cmd env hostname workdir limits auto_remove seccomp log network ports "
-    "restart healthcheck"       # lifecycle (runtime/lifecycle.py)
+    "restart healthcheck "      # lifecycle (runtime/lifecycle.py)
+    "mounts read_only"          # volumes and mounts (runtime/mounts.py)
 )
 
 
 class Spec(namedtuple("Spec", _SPEC_FIELDS,
                       defaults=(None, (), (), None, None, Limits(), False, None, LogConfig(), "none", (),
-                                "no", None))):
+                                "no", None, (), False))):
     """What `create` needs; runtime.spec.make_spec() builds a checked one.
 
     cmd empty: the image's cmd.  env: "K=V" added to the image's.  hostname
@@ -83,7 +97,8 @@ class Spec(namedtuple("Spec", _SPEC_FIELDS,
     container:NAME (runtime/network.py); ports: "[IP:]HOST:CONTAINER[/proto]"
     to publish (on a bridged network only).  restart: no | on-failure[:N] |
     always | unless-stopped; healthcheck: a Healthcheck, None for the image's
-    (runtime/lifecycle.py)."""
+    (runtime/lifecycle.py).  mounts: Mount records (volumes,
+    bind mounts, tmpfs); read_only: the root filesystem is mounted read-only."""
     __slots__ = ()
 
 
@@ -93,13 +108,14 @@ _CONTAINER_FIELDS = (
     "cgroup namespaces rootfs upperdir workdir_overlay log_path auto_remove restart_count seccomp log_config "
     "no_new_privileges network address ports "
     "restart_policy restart_history healthcheck health stopping restarting"     # lifecycle (runtime/lifecycle.py)
+    " mounts read_only"     # volumes and mounts (runtime/mounts.py)
 )
 
 
 class Container(namedtuple("Container", _CONTAINER_FIELDS, defaults=(
         (), None, None, None, None, None, False, 0, None,
         None, _EMPTY, "", "", "", "", False, 0, "default", LogConfig(), True, "none", None, (),
-        "no", (), None, None, None, None))):
+        "no", (), None, None, None, None, (), False))):
     """What inspect and list report.
 
     status        created | running | paused | exited | broken (config.json unreadable;
@@ -127,6 +143,8 @@ class Container(namedtuple("Container", _CONTAINER_FIELDS, defaults=(
                   "log": [{"start", "end", "exit_code", "output"}, ...]} of this run, or None
     stopping      {"since": t, "timeout": s} while a stop waits for SIGTERM to work
     restarting    {"due": t, "delay": s} while the restart policy waits to start it again
+    mounts        Mount records: volumes (by name), bind mounts (resolved host path), tmpfs
+    read_only     its root filesystem is mounted read-only
     """
     __slots__ = ()
 

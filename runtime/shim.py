@@ -328,6 +328,9 @@ def _auto_remove(req: dict) -> None:
     with locked(f"{req['dir']}/{state.LOCK}", blocking=False) as held:
         if held:
             state.remove(req["containers_dir"], req["names_dir"], req["id"])
+            if req.get("anon_volumes"):             # --rm takes its anonymous volumes along
+                from .volumes import Volumes
+                Volumes(req["volumes_root"], req["containers_dir"]).remove_anonymous(req["anon_volumes"])
     if held and (req.get("net") or {}).get("wait"):
         from .forkserver import SOCKET
         path = os.path.join(os.path.dirname(req["containers_dir"]), "run", SOCKET)

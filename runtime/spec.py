@@ -204,7 +204,8 @@ def check_spec(spec: Spec) -> Spec:
                         hostname=spec.hostname, workdir=spec.workdir,
                         limits=check_limits(spec.limits), auto_remove=spec.auto_remove,
                         log=check_log_config(spec.log), network=spec.network, ports=spec.ports,
-                        restart=spec.restart, healthcheck=spec.healthcheck)
+                        restart=spec.restart, healthcheck=spec.healthcheck,
+                        mounts=spec.mounts, read_only=spec.read_only)
     return checked._replace(seccomp=spec.seccomp)     # Runtime.create checks it
 
 
@@ -244,7 +245,8 @@ def check_log_config(log) -> LogConfig:
 def make_spec(*, image: str, name: str | None = None, cmd=(), env=(), hostname: str | None = None,
               workdir: str | None = None, limits: Limits | None = None, auto_remove: bool = False,
               seccomp: dict | None = None, log: LogConfig | None = None, network: str | None = None,
-              ports=(), restart: str = "no", healthcheck=None) -> Spec:
+              ports=(), restart: str = "no", healthcheck=None,
+              mounts=(), read_only: bool = False) -> Spec:
     if not image or not isinstance(image, str):
         raise InvalidArgument("an image is required")
     if "\0" in image:
@@ -268,6 +270,8 @@ def make_spec(*, image: str, name: str | None = None, cmd=(), env=(), hostname: 
         log=log or LogConfig(),
         **check_network_options(network, ports),
         **check_lifecycle_options(restart, healthcheck),
+        mounts=_check_mounts(mounts),
+        read_only=bool(read_only),
     )
 
 
@@ -278,6 +282,14 @@ def check_lifecycle_options(restart, healthcheck) -> dict:
     from .lifecycle import check_healthcheck, check_restart
     return {"restart": check_restart(restart or "no"),
             "healthcheck": None if healthcheck is None else check_healthcheck(healthcheck)}
+
+
+def _check_mounts(mounts) -> tuple:
+    """Volumes, bind mounts and tmpfs (runtime/mounts.py), one per target."""
+    if not mounts:
+        return ()
+    from .mounts import check_mounts
+    return check_mounts(mounts)
 
 
 def check_network_options(network: str | None, ports) -> dict:
