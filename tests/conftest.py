@@ -198,11 +198,23 @@ def host_left_as_found():
     """Fails the run (an error at the last teardown) if anything of ours is left."""
     before = host_snapshot()
     yield
+    volumes = _session_volumes()          # the state root goes below: a test's volumes are its to remove
     _cleanup_session()
     found = leaks(before, host_snapshot())
+    if volumes:
+        found["volumes"] = volumes
     shutil.rmtree(_SESSION_ROOT, ignore_errors=True)
     if found:
         pytest.fail(f"the test run left these on the host: {found}", pytrace=False)
+
+
+def _session_volumes() -> set[str]:
+    """Named volumes left in the session's root (runtime/volumes.py)."""
+    try:
+        return {n for n in os.listdir(os.path.join(_SESSION_ROOT, "volumes"))
+                if os.path.isdir(os.path.join(_SESSION_ROOT, "volumes", n, "_data"))}
+    except OSError:
+        return set()
 
 
 def _cleanup_session() -> None:
@@ -217,6 +229,11 @@ def _cleanup_session() -> None:
         except Exception as e:  # noqa: BLE001 - report, and let the leak check decide
             print(f"cleanup: could not remove {c.name}: {e}", file=sys.stderr)
     rt.networks.remove_all()
+    for v in rt.volumes.list(size=False):
+        try:
+            rt.volumes.remove(v["name"])
+        except Exception as e:  # noqa: BLE001
+            print(f"cleanup: could not remove volume {v['name']}: {e}", file=sys.stderr)
     rt.shutdown_servers()
     # The last helper out removes the parent itself (runtime.daemons.leave),
     # after moving out of each hierarchy: it may still be on its way.
