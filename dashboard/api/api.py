@@ -33,6 +33,7 @@ from ninja.parser import Parser
 from ninja.security import HttpBearer
 
 from runtime import Conflict, InvalidArgument, NotFound, TerrariumError
+from runtime.errors import Forbidden
 from runtime.agent_client import AccessDenied, AgentUnavailable
 
 from dashboard.containers import selectors, services
@@ -162,7 +163,7 @@ def _on_bug(request, exc):
 def _status_of(exc: BaseException | None, default: int) -> int:
     """The HTTP status for a runtime error (a ServiceError's cause)."""
     for kind, status in ((NotFound, 404), (InvalidArgument, 400), (Conflict, 409),
-                         (AccessDenied, 403), (AgentUnavailable, 503)):
+                         (AccessDenied, 403), (Forbidden, 403), (AgentUnavailable, 503)):
         if isinstance(exc, kind):
             return status
     return default
@@ -266,7 +267,8 @@ def container_create(request, body: s.ContainerIn):
         c = services.container_create(
             user=request.auth, image=body.image, name=body.name, cmd=body.cmd, env=body.env,
             hostname=body.hostname, memory=body.memory, cpus=body.cpus, pids=body.pids,
-            seccomp=body.seccomp, setuid=body.setuid, start=body.start, restart=body.restart)
+            seccomp=body.seccomp, setuid=body.setuid, start=body.start, restart=body.restart,
+            mounts=[*body.volumes, *body.tmpfs], read_only=body.read_only)
     except services.ServiceError as e:
         raise _failed(e) from None
     return Status(201, _after(request, c.id))

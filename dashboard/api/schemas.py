@@ -66,6 +66,23 @@ class ContainerIn(LimitsIn):
     def _restart(cls, v):
         from runtime.lifecycle import check_restart
         return check_restart(v.strip())
+    volumes: list[str] = Field(default_factory=list, description="`-v` as the CLI takes it: "
+                               "NAME:/path[:ro], /path (anonymous), /host/path:/path[:ro] "
+                               "(a bind mount: administrators only)", examples=[["data:/var/lib/app"]])
+    tmpfs: list[str] = Field(default_factory=list, description="/path[:size=64m,mode=1777,ro]")
+    read_only: bool = Field(False, description="mount the root filesystem read-only")
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, v):
+        from runtime.mounts import parse_volume
+        return [parse_volume(x) for x in v]
+
+    @field_validator("tmpfs")
+    @classmethod
+    def _tmpfs(cls, v):
+        from runtime.mounts import parse_tmpfs
+        return [parse_tmpfs(x) for x in v]
 
     @field_validator("name")
     @classmethod

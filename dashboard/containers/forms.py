@@ -47,9 +47,11 @@ FORM_TEMPLATES = {
 
 
 class ContainerCreateForm(LimitsForm):
-    field_order = ["image", "name", "command", "env", "hostname", "network", "ports", "memory", "cpus", "pids",
-                   "seccomp", "setuid", "restart", "restart_max", "health_cmd", "health_interval",
-                   "health_timeout", "health_retries", "health_start_period", "start"]
+    field_order = ["image", "name", "command", "env", "hostname", "workdir", "network", "ports",
+                   "memory", "memory_swap", "cpus", "pids",
+                   "volumes", "binds", "tmpfs", "read_only", "seccomp", "setuid", "restart", "restart_max",
+                   "health_cmd", "health_interval", "health_timeout", "health_retries", "health_start_period",
+                   "auto_remove", "start"]
 
     image = forms.ChoiceField(choices=())
     name = forms.CharField(required=False, max_length=128,
@@ -103,12 +105,75 @@ class ContainerCreateForm(LimitsForm):
                                      widget=forms.TextInput(attrs={"placeholder": "3", "inputmode": "numeric"}))
     health_start_period = forms.CharField(required=False, max_length=16, label="Health start period",
                                           widget=forms.TextInput(attrs={"placeholder": "0s"}))
+    # -- working directory, --rm, --memory-swap, and what lies outside the overlay
+    workdir = forms.CharField(required=False, max_length=4096, label="Working directory",
+                              widget=forms.TextInput(attrs={"placeholder": "the image's", "class": "mono"}))
+    memory_swap = forms.CharField(required=False, max_length=32, label="Memory + swap",
+                                  help_text="--memory-swap: with a memory limit, how much memory and swap "
+                                            "together (-1: unlimited swap). Empty: no swap, so the memory "
+                                            "limit holds.",
+                                  widget=forms.TextInput(attrs={"placeholder": "e.g. 128m"}))
+    auto_remove = forms.BooleanField(required=False, initial=False, label="Remove when it exits (--rm)",
+                                     help_text="Its anonymous volumes go with it; named volumes stay.")
+    volumes = forms.CharField(required=False, label="Volumes",
+                              help_text="One per line: NAME:/path[:ro] (a named volume, made on first use "
+                                        "and filled from the image when empty) or /path (a new anonymous "
+                                        "volume).",
+                              widget=forms.Textarea(attrs={"rows": 2, "class": "mono",
+                                                           "placeholder": "data:/var/lib/app"}))
+    binds = forms.CharField(required=False, label="Bind mounts",
+                            help_text="Administrators only. One per line: /host/path:/path[:ro]. The host's "
+                                      "system directories and Terrarium's own are refused.",
+                            widget=forms.Textarea(attrs={"rows": 2, "class": "mono",
+                                                         "placeholder": "/srv/site:/www:ro"}))
+    tmpfs = forms.CharField(required=False, label="tmpfs",
+                            help_text="One per line: /path[:size=64m,mode=1777,ro]; nosuid, nodev, noexec. "
+                                      "Its pages count against the memory limit.",
+                            widget=forms.Textarea(attrs={"rows": 2, "class": "mono",
+                                                         "placeholder": "/tmp:size=64m"}))
+    read_only = forms.BooleanField(required=False, initial=False, label="Read-only root filesystem",
+                                   help_text="--read-only: only volumes, bind mounts and tmpfs are writable.")
 
-    def __init__(self, *args, image_choices=(), network_choices=(("none", "none"),), **kwargs):
+    def __init__(self, *args, image_choices=(), network_choices=(("none", "none"),), allow_binds=False,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["image"].choices = list(image_choices)
         self.fields["network"].choices = list(network_choices)
+        if not allow_binds:
+            del self.fields["binds"]
         self.templates = FORM_TEMPLATES
+
+    def clean_workdir(self):
+        from runtime.spec import check_workdir
+        v = self.cleaned_data["workdir"].strip()
+        return _runtime_check(check_workdir, v) if v else ""
+
+    def _lines(self, field: str, parse) -> list:
+        out = []
+        for line in self.cleaned_data[field].splitlines():
+            if line.strip():
+                out.append(_runtime_check(parse, line.strip()))
+        return out
+
+    def clean_volumes(self):
+        from runtime.mounts import parse_volume
+        mounts = self._lines("volumes", parse_volume)
+        if any(m.type == "bind" for m in mounts):
+            raise forms.ValidationError("a host path is a bind mount: "
+                                        + ("use Bind mounts" if "binds" in self.fields
+                                           else "bind mounts are for administrators"))
+        return mounts
+
+    def clean_binds(self):
+        from runtime.mounts import parse_volume
+        mounts = self._lines("binds", parse_volume)
+        if any(m.type != "bind" for m in mounts):
+            raise forms.ValidationError("give a host path (absolute) before the ':'; volumes go above")
+        return mounts
+
+    def clean_tmpfs(self):
+        from runtime.mounts import parse_tmpfs
+        return self._lines("tmpfs", parse_tmpfs)
 
     def clean_name(self):
         v = self.cleaned_data["name"].strip()
@@ -153,6 +218,20 @@ class ContainerCreateForm(LimitsForm):
             self.add_error("health_cmd", str(e))
         if data.get("ports") and data.get("network") in ("none", "host"):
             self.add_error("ports", "ports are published on a bridged network only")
+        swap = (data.get("memory_swap") or "").strip()
+        if swap and "memory" in data:
+            from runtime.spec import make_limits
+            try:
+                data["memory_swap"] = make_limits(memory=data["memory"], memory_swap=swap).memory_swap
+            except InvalidArgument as e:
+                self.add_error("memory_swap", str(e))
+        else:
+            data["memory_swap"] = None
+        mounts = [*data.get("volumes", ()), *data.get("binds", ()), *data.get("tmpfs", ())]
+        targets = [m.target for m in mounts]
+        if len(set(targets)) != len(targets):
+            self.add_error(None, "two mounts have the same target path")
+        data["mounts"] = mounts
         return data
 
     def clean_hostname(self):

@@ -319,3 +319,25 @@ def container_network(*, container_id: str) -> dict:
         except (TerrariumError, OSError) as e:
             out["error"] = f"could not read the namespace: {e}"
     return out
+
+
+# ---------------------------------------------------------------- volumes
+
+def may_bind_mount(*, user) -> bool:
+    """Bind mounts of host paths: administrators only (as --network host)."""
+    from .roles import ADMINISTRATOR, role_of
+    return role_of(user) == ADMINISTRATOR
+
+
+def volume_list() -> tuple[list[dict], str | None]:
+    """The runtime's volumes (runtime/volumes.py) with their size and the
+    containers that name them; and an error to show, if any."""
+    from .runtime_client import get_runtime
+    import datetime as dt
+    try:
+        volumes = get_runtime().volumes.list()
+    except (TerrariumError, OSError) as e:
+        return [], str(e)
+    for v in volumes:
+        v["created"] = dt.datetime.fromtimestamp(v["created_at"], dt.timezone.utc) if v.get("created_at") else None
+    return volumes, None

@@ -215,11 +215,14 @@ def container_create(*, user, image: str, name: str = "", cmd=(), env=(), hostna
                      memory: int | None = None, cpus: float | None = None, pids: int | None = None,
                      seccomp: str = "default", setuid: bool = False,
                      start: bool = False, network: str = "none", ports=(),
-                     restart: str = "no", healthcheck=None) -> RtContainer:
+                     restart: str = "no", healthcheck=None,
+                     workdir: str = "", memory_swap: int | None = None, auto_remove: bool = False,
+                     mounts=(), read_only: bool = False) -> RtContainer:
     """Create (and optionally start) a container from validated form data.
     seccomp: "default" or "unconfined" (custom profiles are the CLI's);
     setuid: no_new_privs off (--security-opt no-new-privileges=false);
     network: none, bridge, a network's name, or host (administrators only);
+    mounts: runtime.Mount records (bind mounts: administrators only);
     restart: a restart policy; healthcheck: a runtime.Healthcheck or None.
     A start that fails removes the container this call created (so the same
     form, fixed, can be sent again: the name is free)."""
@@ -227,15 +230,21 @@ def container_create(*, user, image: str, name: str = "", cmd=(), env=(), hostna
                "seccomp": seccomp, "setuid": setuid, "start": start, "network": network,
                "ports": list(ports), "restart": restart,
                "healthcheck": list(healthcheck.test) if healthcheck else None}
+    if workdir or memory_swap is not None or auto_remove or mounts or read_only:
+        details.update(workdir=workdir, memory_swap=memory_swap, auto_remove=auto_remove,
+                       mounts=[f"{m.type}:{m.source}:{m.target}{':ro' if m.read_only else ''}" for m in mounts],
+                       read_only=read_only)
     from .roles import ADMINISTRATOR, role_of
     rt = get_runtime(user=user)
     try:
         spec = make_spec(image=image, name=name or None, cmd=tuple(cmd), env=tuple(env),
-                         hostname=hostname or None,
-                         limits=Limits(memory=memory, cpus=cpus, pids=pids),
+                         hostname=hostname or None, workdir=workdir or None,
+                         limits=Limits(memory=memory, memory_swap=memory_swap, cpus=cpus, pids=pids),
                          seccomp={"mode": seccomp, **({"no_new_privileges": False} if setuid else {})},
-                         network=network, ports=tuple(ports), restart=restart, healthcheck=healthcheck)
-        created = rt.create(spec, allow_host_network=role_of(user) == ADMINISTRATOR)
+                         network=network, ports=tuple(ports), restart=restart, healthcheck=healthcheck,
+                         auto_remove=auto_remove, mounts=tuple(mounts), read_only=read_only)
+        admin = role_of(user) == ADMINISTRATOR
+        created = rt.create(spec, allow_host_network=admin, allow_bind_mounts=admin)
     except TerrariumError as e:
         _audit(user, "create", container_name=name, result="error", message=str(e), details=details)
         raise ServiceError(str(e)) from e
@@ -300,6 +309,29 @@ def container_update_limits(*, user, container_id: str, memory: int | None = Non
     change = {k: [before.get(k), v] for k, v in after.items() if k not in before or before[k] != v}
     return _act(user, "update", container_id, lambda rt, cid: rt.update(cid, limits),
                 details={"change": change})
+
+
+# ----------------------------------------------------------------- volumes
+def volume_create(*, user, name: str = "") -> dict:
+    """A named volume (a random name when none is given)."""
+    try:
+        vol = get_runtime(user=user).volumes.create(name or None)
+    except TerrariumError as e:
+        _audit(user, "volume-create", result="error", message=str(e),
+               details={"volume": name})
+        raise ServiceError(str(e)) from e
+    _audit(user, "volume-create", result="ok", details={"volume": vol["name"]})
+    return vol
+
+
+def volume_remove(*, user, name: str) -> None:
+    """Refused (ServiceError) while any container names it, as Docker does."""
+    try:
+        get_runtime(user=user).volumes.remove(name)
+    except TerrariumError as e:
+        _audit(user, "volume-remove", result="error", message=str(e), details={"volume": name})
+        raise ServiceError(str(e)) from e
+    _audit(user, "volume-remove", result="ok", details={"volume": name})
 
 
 ACTIONS = {

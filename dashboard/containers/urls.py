@@ -31,5 +31,9 @@ urlpatterns = [
             engine_views.engine_action, name="engine-action"),
     path("images/", views.image_list, name="images"),
     path("networks/", views.network_list, name="networks"),
+    path("volumes/", views.volume_list, name="volumes"),
+    path("volumes/new/", views.volume_create, name="volume_create"),
+    re_path(r"^volumes/(?P<name>[a-zA-Z0-9][a-zA-Z0-9_.-]{1,127})/remove/$", views.volume_remove,
+            name="volume_remove"),
     path("audit/", views.audit_list, name="audit"),
 ]

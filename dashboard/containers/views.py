@@ -160,7 +160,8 @@ def container_create(request):
     except TerrariumError as e:
         messages.error(request, f"Could not read the image store: {e}")
     form = ContainerCreateForm(request.POST or None, image_choices=selectors.image_choices(),
-                               network_choices=selectors.network_choices(user=request.user))
+                               network_choices=selectors.network_choices(user=request.user),
+                               allow_binds=selectors.may_bind_mount(user=request.user))
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
         try:
@@ -168,7 +169,9 @@ def container_create(request):
                 user=request.user, image=d["image"], name=d["name"], cmd=d["command"], env=d["env"],
                 hostname=d["hostname"], memory=d["memory"], cpus=d["cpus"], pids=d["pids"],
                 seccomp=d["seccomp"], setuid=d["setuid"], start=d["start"],
-                network=d["network"], ports=d["ports"], restart=d["restart"], healthcheck=d["healthcheck"])
+                network=d["network"], ports=d["ports"], restart=d["restart"], healthcheck=d["healthcheck"],
+                workdir=d["workdir"], memory_swap=d["memory_swap"], auto_remove=d["auto_remove"],
+                mounts=d["mounts"], read_only=d["read_only"])
         except services.ServiceError as e:
             form.add_error(None, str(e))
         else:
@@ -240,6 +243,40 @@ def network_list(request):
     if error:
         messages.error(request, f"Could not read the networks: {error}")
     return render(request, "containers/networks.html", {"networks": networks})
+
+
+@require_GET
+@can_view
+def volume_list(request):
+    volumes, error = selectors.volume_list()
+    if error:
+        messages.error(request, f"Could not read the volumes: {error}")
+    return render(request, "containers/volumes.html", {"volumes": volumes})
+
+
+@require_POST
+@operates("volume-create")
+def volume_create(request):
+    name = request.POST.get("name", "").strip()
+    try:
+        vol = services.volume_create(user=request.user, name=name)
+    except services.ServiceError as e:
+        messages.error(request, f"Create refused: {e}")
+    else:
+        messages.success(request, f"Volume {vol['name']} created.")
+    return redirect("containers:volumes")
+
+
+@require_POST
+@operates("volume-remove")
+def volume_remove(request, name):
+    try:
+        services.volume_remove(user=request.user, name=name)
+    except services.ServiceError as e:
+        messages.error(request, f"Remove refused: {e}")
+    else:
+        messages.success(request, f"Volume {name} removed.")
+    return redirect("containers:volumes")
 
 
 @require_GET

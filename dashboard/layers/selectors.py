@@ -70,7 +70,28 @@ def container_layer_stack(*, container_id: str) -> dict:
                        "images": images.get(digest, [])})
     return {"container": c, "upper": {"path": c.upperdir, "bytes": upper.bytes,
                                       "files": upper.files},
-            "lowers": lowers}
+            "lowers": lowers, "mounts": container_mounts(rt, c)}
+
+
+def container_mounts(rt, c) -> list[dict]:
+    """What lies outside the overlay: each volume (its directory and size),
+    bind mount (the host path) and tmpfs, with where it is mounted and how."""
+    out = []
+    for m in c.mounts:
+        item = {"type": m.type, "source": m.source, "target": m.target,
+                "mode": "ro" if m.read_only else "rw", "host_path": None, "size": None, "files": None}
+        if m.type == "volume":
+            try:
+                vol = rt.volumes.inspect(m.source)
+                item.update(host_path=vol["mountpoint"], size=vol["size"], files=vol["files"])
+            except (TerrariumError, OSError):
+                pass                                  # gone meanwhile: shown without its size
+        elif m.type == "bind":
+            item["host_path"] = m.source
+        else:
+            item["size"] = m.size
+        out.append(item)
+    return out
 
 
 def container_mount(*, container_id: str) -> dict | None:
