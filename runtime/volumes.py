@@ -2,7 +2,7 @@
 
     ROOT/volumes/<name>/volume.json   name, created_at, anonymous
     ROOT/volumes/<name>/_data/        what the container sees (as Docker's local driver)
-    ROOT/volumes/lock                 held while a volume is made or removed and
+    ROOT/volumes/.lock                held while a volume is made or removed and
                                       while a container naming volumes is created
 
 A volume is in use while any container (running or not) names it in its
@@ -22,7 +22,7 @@ from .errors import Conflict, NotFound
 from .fsutil import locked, private_dir, read_json, write_json
 from .mounts import VOLUME_NAME_RE, check_volume_name
 
-LOCK = "lock"
+LOCK = ".lock"                 # a name no volume can have (they start with a letter or digit)
 META = "volume.json"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import select
 
 import pytest
 
@@ -99,6 +100,23 @@ def test_anonymous_volumes_go_with_rm_but_named_ones_stay(rt, name, volume):
     assert {v["name"] for v in rt.volumes.list()} - before == {volume}
     with pytest.raises(NotFound):
         rt.inspect(name)
+    # run -d --rm: the shim removes the container when it exits, and its anonymous volume
+    c = rt.run(Spec(image="busybox", name=name, cmd=("true",), auto_remove=True,
+                    mounts=(parse_volume("/scratch"),)))
+    shim = os.pidfd_open(c.shim_pid)
+    try:
+        _poll(shim)
+    finally:
+        os.close(shim)
+    with pytest.raises(NotFound):
+        rt.inspect(name)
+    assert {v["name"] for v in rt.volumes.list()} - before == {volume}
+
+
+def _poll(fd: int, timeout_ms: int = 30_000) -> None:
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    assert p.poll(timeout_ms), "the shim did not exit"
 
 
 # ------------------------------------------------------------ bind, tmpfs, ro
