@@ -187,17 +187,13 @@ def _mount_net_files(root: str, net: dict) -> None:
     """/etc/hosts and /etc/resolv.conf: the runtime's files for this container,
     bind-mounted over the image's (made empty in the writable layer if the
     image has none)."""
+    from .mounts import bind_file_in_root
     for key, path in (("hosts", "/etc/hosts"), ("resolv", "/etc/resolv.conf")):
         source = net.get(key)
-        if not source:
-            continue
-        target = root + path
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        if os.path.islink(target) or not os.path.isfile(target):
-            if os.path.lexists(target):
-                os.unlink(target)
-            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
-        linux.mount(source, target, None, linux.MS_BIND)
+        if source:
+            # resolved inside the root: an image whose /etc is a symlink to a
+            # host path must not make us create or cover a file there
+            bind_file_in_root(root, source, path)
 
 
 def _mount_system(root: str) -> None:

@@ -289,11 +289,12 @@ def _mount_one(linux, root_fd: int, m: dict) -> None:
         os.close(mnt)
 
 
-def _target_fd(linux, root_fd: int, target: str, is_dir: bool) -> int:
+def _target_fd(linux, root_fd: int, target: str, is_dir: bool, _links: int = 0) -> int:
     """An O_PATH descriptor on target inside the root (made if missing: a
     directory, or an empty file for a file's bind mount), every component
-    resolved by the kernel as if root_fd were /."""
-    from .errors import TerrariumError
+    resolved by the kernel as if root_fd were /.  A dangling symlink on the
+    way is followed inside the root, and what it names is made."""
+    from .errors import KernelError, TerrariumError
     parts = [p for p in target.split("/") if p]
     for i in range(1, len(parts) + 1):
         sub = "/".join(parts[:i])
@@ -305,8 +306,18 @@ def _target_fd(linux, root_fd: int, target: str, is_dir: bool) -> int:
                 raise
             fd = None
         if fd is None:
-            parent = linux.openat2(root_fd, "/".join(parts[:i - 1]) or ".", os.O_PATH | os.O_DIRECTORY,
-                                   _IN_ROOT)
+            parent_path = "/".join(parts[:i - 1])
+            parent = linux.openat2(root_fd, parent_path or ".", os.O_PATH | os.O_DIRECTORY, _IN_ROOT)
+            try:
+                link = os.readlink(parts[i - 1], dir_fd=parent)
+            except OSError:
+                link = None                           # not there, or not a symlink
+            if link is not None:
+                os.close(parent)
+                if _links >= 40:
+                    raise KernelError(errno.ELOOP, f"mount target {target}")
+                base = link if link.startswith("/") else posixpath.join("/" + parent_path, link)
+                return _target_fd(linux, root_fd, posixpath.join(base, *parts[i:]), is_dir, _links + 1)
             try:
                 if last and not is_dir:
                     os.close(os.open(parts[i - 1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
@@ -326,6 +337,42 @@ def _target_fd(linux, root_fd: int, target: str, is_dir: bool) -> int:
         raise TerrariumError(f"mount target {target} is {'not ' if is_dir else ''}a directory, "
                              f"the source is {'a directory' if is_dir else 'a file'}")
     return fd
+
+
+def bind_file_in_root(rootfs: str, source: str, target: str) -> None:
+    """Bind the host file source over target inside the root (its directory
+    made if missing, resolved inside the root): a symlink, or anything but a
+    regular file, at target is replaced by an empty file first (/etc/hosts,
+    /etc/resolv.conf)."""
+    from . import linux
+    root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        parent = _target_fd(linux, root_fd, posixpath.dirname(target), True)
+    finally:
+        os.close(root_fd)
+    name = posixpath.basename(target)
+    try:
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode):
+                os.unlink(name, dir_fd=parent)
+                st = None
+        except FileNotFoundError:
+            st = None
+        if st is None:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                             dir_fd=parent))
+        dest = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    finally:
+        os.close(parent)
+    try:
+        mnt = linux.open_tree(linux.AT_FDCWD, source, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC)
+        try:
+            linux.move_mount(mnt, dest, f"{source} on {target}")
+        finally:
+            os.close(mnt)
+    finally:
+        os.close(dest)
 
 
 def _fill_volume(linux, root_fd: int, target: str, src: int) -> None:
