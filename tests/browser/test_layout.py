@@ -39,7 +39,7 @@ def box(rt):
 def _pages(box):
     return ["/", "/containers/new/", f"/containers/{box.id}/", f"/containers/{box.id}/layers/",
             f"/containers/{box.id}/logs/",
-            "/images/", "/image/busybox/", "/networks/", "/host/namespaces/", "/host/cgroups/",
+            "/images/", "/image/busybox/", "/networks/", "/volumes/", "/host/namespaces/", "/host/cgroups/",
             "/oom/", "/audit/", "/account/tokens/", "/account/password/"]
 
 
