@@ -167,8 +167,9 @@ class Audited:
             print(f"terrarium: warning: could not write the audit log {self._log.path}: {e}",
                   file=sys.stderr)
 
-    def create(self, spec, allow_host_network: bool = False):
-        return self._do("create", spec.name or "", lambda: self._rt.create(spec, allow_host_network),
+    def create(self, spec, allow_host_network: bool = False, allow_bind_mounts: bool = False):
+        return self._do("create", spec.name or "",
+                        lambda: self._rt.create(spec, allow_host_network, allow_bind_mounts),
                         extra=lambda c: {"target": c.name, "id": c.id})
 
     def start(self, ref):
@@ -189,8 +190,12 @@ class Audited:
     def resume(self, ref):
         return self._do("resume", ref, lambda: self._rt.resume(ref))
 
-    def remove(self, ref, force: bool = False):
-        return self._do("remove", ref, lambda: self._rt.remove(ref, force=force))
+    def remove(self, ref, force: bool = False, volumes: bool = False):
+        return self._do("remove", ref, lambda: self._rt.remove(ref, force=force, volumes=volumes))
+
+    @property
+    def volumes(self):
+        return _AuditedVolumes(self)
 
     def update(self, ref, limits=None, *, restart=None):
         from .model import to_dict
@@ -246,3 +251,19 @@ class Audited:
 
     def registry_logout(self, server):
         return self._do("registry-logout", server or "", lambda: self._rt.registry_logout(server))
+
+class _AuditedVolumes:
+    """Audited's volumes: create and remove recorded under the agent's verbs."""
+
+    def __init__(self, audited: Audited):
+        self._a = audited
+
+    def __getattr__(self, name):
+        return getattr(self._a._rt.volumes, name)
+
+    def create(self, name=None):
+        return self._a._do("volume-create", name or "", lambda: self._a._rt.volumes.create(name),
+                           extra=lambda v: {"target": v["name"]})
+
+    def remove(self, name):
+        return self._a._do("volume-remove", name, lambda: self._a._rt.volumes.remove(name))

@@ -839,7 +839,7 @@ def _agent(rt, args) -> int:
 # the commands that change something: their runtime calls go to ROOT/audit.log
 _AUDITED = frozenset({"run", "create", "start", "stop", "restart", "kill", "pause", "unpause", "rm",
                       "update", "load", "save", "commit", "rmi", "image-gc",
-                      "pull", "push", "tag", "login", "logout"})
+                      "pull", "push", "tag", "login", "logout", "volume"})
 
 _VERBS = {
     "run": _run, "create": _create, "start": _start,

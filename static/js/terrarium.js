@@ -50,12 +50,6 @@
     }).finally(function () { if (button) { button.disabled = false; button.classList.remove("busy"); } });
   });
 
-  // ---- plain forms that ask first (a volume's removal)
-  document.addEventListener("submit", function (ev) {
-    var form = ev.target;
-    if (form.classList.contains("confirm-form") && !window.confirm(form.dataset.confirm)) ev.preventDefault();
-  });
-
   // ---- live updates: swap server-rendered fragments in place
   var rows = document.getElementById("container-rows");
   var head = document.getElementById("detail-head");

@@ -3,6 +3,7 @@ runtime/volumes.py) on the real kernel: what a container sees, what the host
 keeps, and what is refused."""
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import select
@@ -92,6 +93,10 @@ def test_a_volume_in_use_is_not_removed_forced_or_not(rt, name, cleanup, volume)
     assert cli("volume", "rm", volume).returncode == 0
     with pytest.raises(NotFound):
         rt.volumes.inspect(volume)
+    with open(os.path.join(rt.root, "audit.log")) as f:             # the CLI's changes are audited
+        records = [json.loads(line) for line in f]
+    assert [r["result"] for r in records if (r["verb"], r["target"]) == ("volume-remove", volume)] \
+        == ["error", "ok"]
 
 
 def test_anonymous_volumes_go_with_rm_but_named_ones_stay(rt, name, volume):

@@ -79,6 +79,8 @@ def audit_change(details):
                 parts.append(f"{key} {_limit_h(key, pair[0])} → {_limit_h(key, pair[1])}")
     if details.get("image"):
         parts.append(f"image {details['image']}")
+    if details.get("volume"):
+        parts.append(f"volume {details['volume']}")
     images = details.get("images")
     if isinstance(images, list) and images:
         parts.append("images " + ", ".join(map(str, images)))
