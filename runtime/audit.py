@@ -252,6 +252,7 @@ class Audited:
     def registry_logout(self, server):
         return self._do("registry-logout", server or "", lambda: self._rt.registry_logout(server))
 
+
 class _AuditedVolumes:
     """Audited's volumes: create and remove recorded under the agent's verbs."""
 
