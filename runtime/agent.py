@@ -504,13 +504,21 @@ def _sampler(rt, session):
     return session.get("sample", lambda: Sender(rt.stats_reader(), error_reply))
 
 
-def _sample(rt, session, ids, tree=True, keep=True):
+def _sample(rt, session, ids=None, tree=True, keep=True):
     """Read every container of ids (its cgroup files, and its processes with
-    tree); see runtime/sampling.py for the reply."""
+    tree); no ids: the ids of the connection's previous ``sample`` request.
+    See runtime/sampling.py for the reply."""
     sender = _sampler(rt, session)
-    if keep and len(sender) + len([c for c in ids if c not in sender.sent]) > MAX_SAMPLED:
-        raise InvalidArgument(f"sample: this connection already samples {len(sender)} containers, "
-                              f"at most {MAX_SAMPLED}: forget some first (sample-forget)")
+    if ids is None:
+        ids = sender.ids
+        if ids is None:
+            raise InvalidArgument("sample: argument 'ids' is required (no earlier request on this "
+                                  "connection to repeat)")
+    else:
+        if keep and len(sender) + len([c for c in ids if c not in sender.sent]) > MAX_SAMPLED:
+            raise InvalidArgument(f"sample: this connection already samples {len(sender)} containers, "
+                                  f"at most {MAX_SAMPLED}: forget some first (sample-forget)")
+        sender.ids = ids
     return sender.sample(ids, tree, keep)
 
 
@@ -778,7 +786,7 @@ VERBS: dict[str, Verb] = {
     "registry-logout": Verb(lambda rt, server: rt.registry_logout(server), {"server": (_text(255), True)},
                             mutating=True, target="server"),
     # Sampling: a session per connection (kept-open files, replies as changes).
-    "sample": Verb(_sample, {"ids": (_container_ids(MAX_SAMPLE_IDS), True), "tree": (_bool, False),
+    "sample": Verb(_sample, {"ids": (_container_ids(MAX_SAMPLE_IDS), False), "tree": (_bool, False),
                              "keep": (_bool, False)}, session=True),
     "sample-forget": Verb(_sample_forget, {"ids": (_container_ids(MAX_SAMPLED), True)}, session=True),
     # ROOT/audit.log's newest records (the dashboard shows the CLI's next to its own)

@@ -228,17 +228,16 @@ def build_forest(infos: Iterable[ProcessInfo]) -> list[ProcessNode]:
             roots.append(pid)
 
     order = _preorder(roots, kids)
-    leftover = sorted(set(by_pid) - set(order))
-    while leftover:                              # a cycle: cut it at its lowest pid
-        cut = leftover[0]
+    while len(order) < len(by_pid):              # a cycle: cut it at its lowest pid
+        cut = min(set(by_pid) - set(order))
         kids[by_pid[cut].ppid].remove(cut)
         roots.append(cut)
         order += _preorder([cut], kids)
-        leftover = sorted(set(by_pid) - set(order))
 
     nodes: dict[int, ProcessNode] = {}
     for pid in reversed(order):                 # children before their parents
-        nodes[pid] = ProcessNode(by_pid[pid], tuple(nodes[k] for k in kids.get(pid, ())))
+        ks = kids.get(pid)
+        nodes[pid] = ProcessNode(by_pid[pid], tuple([nodes[k] for k in ks]) if ks else ())
     return [nodes[r] for r in sorted(roots)]
 
 

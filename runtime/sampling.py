@@ -6,32 +6,37 @@ container's reading as the difference from what it last sent *on that
 connection*; the client (runtime/agent_client.AgentStatsReader) keeps what it
 received and rebuilds the reading whole:
 
-    {"<id>": {"raw": {...the keys whose value changed...},
+    {"<id>": {"raw": {...the keys whose value changed...},   # only when some did
               "src": {...}            # raw["sources"], only when it is a new object
               "procs": [...]}}        # the forest, only when it is a new object
     {"<id>": {"error": {"ok": false, "kind": "NotFound", "error": "..."}}}
 
-A container whose reading did not change at all (an idle one, most ticks)
-is left out of the reply; the client hands back its last reading.
+A container whose reading is the one sent last time (runtime.stats hands back
+the very same objects while nothing moved: an idle container, most ticks) is
+left out of the reply at the cost of two identity checks; the client hands
+back its last reading, the same objects.  A request without ``ids`` repeats
+the connection's previous ``ids`` (the dashboard's watched set, most ticks),
+so neither side encodes, parses nor checks the ids again.
 
-- ``raw``: every key of the first reading, then only those whose value
-  differs from the last one sent (an idle container: the CPU time and little
-  else).  ``full: true`` when the keys themselves changed.
+- ``raw``: every key of the first reading (with ``full: true``, also when the
+  keys themselves changed), then only those whose value differs from the last
+  one sent (an idle container that ran: its CPU time and little else).  Left
+  out when no value changed; the client then hands back the same raw dict.
 - ``src``: sent again only when the reader made a new ``sources`` dict
   (runtime.stats shares one per container), so the client hands back the same
   object tick after tick, and dashboard/live/sampler.py, which rebuilds a
   point's sources only when that identity changes, works as in-process.
 - ``procs``: sent only when the reader built a new forest (it reuses the old
   one while no process changed); otherwise the client returns its previous
-  decoded forest, the same object, so "unchanged tree, not sent to the
-  browser" works through the agent too.  Within a sent forest, a process whose
-  ProcessInfo is the very object sent last time goes as ``[pid, start]``; a
-  process sent before that changed as ``[pid, start, {field: value},
+  forest, the same object, so "unchanged tree, not sent to the browser" works
+  through the agent too.  The forest goes in display order (procs.walk), each
+  process led by its number of children, so the client links the nodes as
+  the agent's procs.build_forest did, without sorting again.  A process whose
+  ProcessInfo is the very object sent last time goes as ``[n, pid, start]``;
+  a process sent before that changed as ``[n, pid, start, {field: value},
   {source key: text}]`` (what changed: a running process's CPU ticks, RSS and
   their source lines, not its command line and ten other lines again); a new
-  one in full (PROC_FIELDS).  The forest is a function of its
-  processes (procs.build_forest sorts by pid), so it is sent flat and built
-  again on the client.
+  one in full (``[n, *PROC_FIELDS]``).
 
 A reading taken with ``keep=False`` (a one-off pass) is forgotten on both
 sides once sent.  A connection lost means a new session: the client starts
@@ -39,31 +44,40 @@ from nothing, as the agent does.
 """
 from __future__ import annotations
 
-import dataclasses
-
 from . import procs as _procs
 
-# A ProcessInfo in full, in this order; two items ([pid, start_ticks]) name one sent before,
-# four ([pid, start_ticks, fields, sources]) one sent before with what changed since.
+# A ProcessInfo in full, in this order, after its number of children: two items
+# ([n, pid, start_ticks]) name one sent before, four ([n, pid, start_ticks,
+# fields, sources]) one sent before with what changed since.
 PROC_FIELDS = ("pid", "ppid", "ns_pids", "uid", "user", "state", "comm", "cmdline", "rss",
                "cpu_ticks", "start_ticks", "threads", "kthread", "sources")
 _DELTA_FIELDS = ("ppid", "ns_pids", "uid", "user", "state", "comm", "cmdline", "rss", "cpu_ticks",
                  "threads", "kthread")
 _TUPLES = ("ns_pids", "cmdline")                # JSON lists that are tuples in a ProcessInfo
+_SAME, _CHANGED, _FULL = 3, 5, 1 + len(PROC_FIELDS)    # the lengths of a process's three forms
+
+
+def _frozen(cls, fields: dict):
+    """What cls(**fields) makes, for a frozen dataclass without __post_init__
+    (ProcessInfo, ProcessNode): the instance dict filled in one update, not
+    through object.__setattr__ field by field (dataclasses.replace and the
+    constructor were half of a busy container's decode)."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(fields)
+    return obj
 
 
 def _delta(old: _procs.ProcessInfo, new: _procs.ProcessInfo) -> list | None:
-    """[pid, start, {field: value}, {source: text}] from ``old`` to ``new``; None
-    when the sources lost a key (then the process goes in full)."""
-    fields = {f: getattr(new, f) for f in _DELTA_FIELDS if getattr(old, f) != getattr(new, f)}
-    a, b = old.sources, new.sources
-    if a is b:
-        src = {}
-    else:
-        if not a.keys() <= b.keys():
-            return None
-        src = {k: v for k, v in b.items() if a.get(k) != v}
-    return [new.pid, new.start_ticks, fields, src]
+    """[{field: value}, {source: text}] from ``old`` to ``new``; None when the
+    sources lost a key (then the process goes in full)."""
+    a, b = old.__dict__, new.__dict__
+    fields = {f: b[f] for f in _DELTA_FIELDS if a[f] != b[f]}
+    sa, sb = a["sources"], b["sources"]
+    if sa is sb:
+        return [fields, {}]
+    if not sa.keys() <= sb.keys():
+        return None
+    return [fields, {k: v for k, v in sb.items() if sa.get(k) != v}]
 
 
 class _Sent:
@@ -80,30 +94,36 @@ class _Sent:
 # ------------------------------------------------------------------ agent side
 
 class Sender:
-    """The agent's half: a StatsReader and what was sent of each container."""
+    """The agent's half: a StatsReader, what was sent of each container, and
+    the ids of the last request (which a request without ids repeats)."""
 
     def __init__(self, reader, error_reply):
         self.reader = reader                  # runtime.stats.StatsReader
         self.error_reply = error_reply        # exception -> the agent's error reply
         self.sent: dict[str, _Sent] = {}
+        self.ids: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.reader.containers)
 
     def sample(self, ids, tree: bool, keep: bool) -> dict:
         out = {}
+        sent = self.sent
         for cid, got in self.reader.read_many(ids, tree, keep).items():
             if isinstance(got, BaseException):
-                self.sent.pop(cid, None)
+                sent.pop(cid, None)
                 out[cid] = {"error": self.error_reply(got)}
                 continue
-            s = self.sent.get(cid) if keep else None
+            raw, forest = got
+            s = sent.get(cid) if keep else None
             if s is None:
                 s = _Sent()
                 if keep:
-                    self.sent[cid] = s
-            e = encode(s, *got)
-            if e != _SAME:
+                    sent[cid] = s
+            elif raw is s.raw and (forest is None or forest is s.forest):
+                continue                      # the reading sent last time: left out
+            e = encode(s, raw, forest)
+            if e:
                 out[cid] = e
         return out
 
@@ -117,40 +137,54 @@ class Sender:
         self.sent.clear()
 
 
-_SAME = {"raw": {}}                       # nothing changed: left out of the reply
-
-
 def encode(s: _Sent, raw: dict, forest) -> dict:
-    """One reading as the change from ``s`` (updated to it)."""
+    """One reading as the change from ``s`` (updated to it); {} if nothing changed."""
+    e: dict = {}
     last = s.raw
+    if raw is not last:
+        changed = None
+        if last is not None and len(last) == len(raw):
+            try:                              # the same keys (runtime.stats: always, in one version)
+                changed = {k: v for k, v in raw.items() if last[k] != v}
+            except KeyError:
+                pass
+        if changed is None:
+            e["raw"], e["full"] = {k: v for k, v in raw.items() if k != "sources"}, True
+        else:
+            changed.pop("sources", None)
+            if changed:
+                e["raw"] = changed
+        s.raw = raw
     sources = raw.get("sources")
-    if last is None or last.keys() != raw.keys():
-        e = {"raw": {k: v for k, v in raw.items() if k != "sources"}, "full": True}
-    elif raw == last:                       # an idle container, most ticks: one C-level compare
-        e = {"raw": {}}
-    else:
-        e = {"raw": {k: v for k, v in raw.items() if k != "sources" and last[k] != v}}
-    s.raw = raw
     if sources is not s.sources or last is None:
-        e["src"] = sources
-        s.sources = sources
+        e["src"] = s.sources = sources
     if forest is not None and forest is not s.forest:
-        sent, now, out = s.infos, {}, []
-        for _, node in _procs.walk(forest):
-            i = node.info
-            key = (i.pid, i.start_ticks)
-            old = sent.get(key)
-            if old is i:
-                out.append([i.pid, i.start_ticks])
-            else:
-                d = _delta(old, i) if old is not None else None
-                out.append(d if d is not None else
-                           [i.pid, i.ppid, i.ns_pids, i.uid, i.user, i.state, i.comm, i.cmdline, i.rss,
-                            i.cpu_ticks, i.start_ticks, i.threads, i.kthread, i.sources])
-            now[key] = i
-        e["procs"] = out
-        s.forest, s.infos = forest, now
+        e["procs"], s.infos = _encode_forest(forest, s.infos)
+        s.forest = forest
     return e
+
+
+def _encode_forest(forest, sent: dict) -> tuple[list, dict]:
+    """The forest's processes in display order, each as [children, ...] (see the
+    module docstring), against ``sent``; and the new (pid, start) -> ProcessInfo."""
+    now, out = {}, []
+    stack = list(reversed(forest))
+    while stack:
+        node = stack.pop()
+        i, kids = node.info, node.children
+        if kids:
+            stack.extend(reversed(kids))
+        d = i.__dict__
+        key = (d["pid"], d["start_ticks"])
+        old = sent.get(key)
+        if old is i:
+            out.append([len(kids), *key])
+        else:
+            delta = _delta(old, i) if old is not None else None
+            out.append([len(kids), *key, *delta] if delta is not None else
+                       [len(kids), *[d[f] for f in PROC_FIELDS]])
+        now[key] = i
+    return out, now
 
 
 # ----------------------------------------------------------------- client side
@@ -179,37 +213,55 @@ class Receiver:
                 self.got[cid] = s
         elif not keep:
             del self.got[cid]
-        raw = {} if e.get("full") or s.raw is None else dict(s.raw)
-        raw.update(e["raw"])
-        if "src" in e:
-            s.sources = e["src"]
-        raw["sources"] = s.sources
-        s.raw = raw
+        src = e.get("src", s.sources)
+        if "raw" in e or src is not s.sources:      # a new dict: the consumers keep the last one
+            raw = {} if e.get("full") or s.raw is None else dict(s.raw)
+            raw.update(e.get("raw", ()))
+            raw["sources"] = s.sources = src
+            s.raw = raw
         if "procs" in e:
-            infos, now = [], {}
-            for p in e["procs"]:
-                if len(p) == 2:
-                    info = s.infos[(p[0], p[1])]
-                elif len(p) == 4:
-                    old = s.infos[(p[0], p[1])]
-                    fields = {f: tuple(v) if f in _TUPLES else v for f, v in p[2].items()}
-                    if p[3]:
-                        fields["sources"] = {**old.sources, **p[3]}
-                    info = dataclasses.replace(old, **fields)
-                else:
-                    (pid, ppid, ns_pids, uid, user, state, comm, cmdline, rss, cpu_ticks, start,
-                     threads, kthread, sources) = p
-                    info = _procs.ProcessInfo(
-                        pid=pid, ppid=ppid, ns_pids=tuple(ns_pids), uid=uid, user=user, state=state,
-                        comm=comm, cmdline=tuple(cmdline), rss=rss, cpu_ticks=cpu_ticks,
-                        start_ticks=start, threads=threads, kthread=kthread, sources=sources)
-                now[(info.pid, info.start_ticks)] = info
-                infos.append(info)
-            s.infos, s.forest = now, _procs.build_forest(infos)
-        return raw, (s.forest if tree else None)
+            s.forest, s.infos = _decode_forest(e["procs"], s.infos)
+        return s.raw, (s.forest if tree else None)
 
     def forget(self, cid: str) -> None:
         self.got.pop(cid, None)
 
     def clear(self) -> None:
         self.got.clear()
+
+
+def _decode_forest(items: list, got: dict) -> tuple[list, dict]:
+    """The forest _encode_forest sent, against the ProcessInfos ``got`` before;
+    and the new (pid, start) -> ProcessInfo."""
+    now, infos = {}, []
+    for p in items:
+        n = len(p)
+        if n == _SAME:
+            info = got[(p[1], p[2])]
+        elif n == _CHANGED:
+            old = got[(p[1], p[2])]
+            fields = {**old.__dict__, **p[3]}
+            for f in _TUPLES:
+                if f in p[3]:
+                    fields[f] = tuple(fields[f])
+            if p[4]:
+                fields["sources"] = {**old.sources, **p[4]}
+            info = _frozen(_procs.ProcessInfo, fields)
+        else:
+            fields = dict(zip(PROC_FIELDS, p[1:]))
+            fields["ns_pids"], fields["cmdline"] = tuple(fields["ns_pids"]), tuple(fields["cmdline"])
+            info = _frozen(_procs.ProcessInfo, fields)
+        now[(p[1], info.start_ticks)] = info
+        infos.append((p[0], info))
+    # Link bottom-up: in display order a node's children are the subtrees right
+    # after it, so walking backwards they are on the stack when it comes.
+    stack: list = []
+    for n, info in reversed(infos):
+        if n:
+            kids = tuple(stack[:-n - 1:-1])
+            del stack[-n:]
+        else:
+            kids = ()
+        stack.append(_frozen(_procs.ProcessNode, {"info": info, "children": kids}))
+    stack.reverse()
+    return stack, now

@@ -175,12 +175,14 @@ def test_malformed_sample_requests_are_refused(agent_rt, idle, session_root):
                 ({"ids": ["a" * 64] * (MAX_SAMPLE_IDS + 1)}, f"a list of at most {MAX_SAMPLE_IDS}"),
                 ({"ids": [idle.id], "path": "/sys"}, "unknown argument 'path'"),
                 ({"ids": [idle.id], "tree": "yes"}, "expected true or false"),
-                ({}, "argument 'ids' is required")):
+                ({}, "argument 'ids' is required (no earlier request on this connection")):
             reply = send({"verb": "sample", "args": args})
             assert (reply["ok"], reply["kind"]) == (False, "InvalidArgument"), args
             assert message in reply["error"], (args, reply)
         ok = send({"verb": "sample", "args": {"ids": [idle.id, "e" * 64], "tree": False}})["result"]
         assert ok["e" * 64]["error"]["kind"] == "NotFound" and "raw" in ok[idle.id]
+        again = send({"verb": "sample", "args": {"tree": False}})["result"]     # no ids: the same again
+        assert again["e" * 64]["error"]["kind"] == "NotFound" and set(again) <= {idle.id, "e" * 64}
         assert send({"verb": "sample-forget", "args": {"ids": ["x"]}})["kind"] == "InvalidArgument"
         assert send({"verb": "sample-forget", "args": {"ids": [idle.id]}}) == {"ok": True, "result": None}
 
@@ -244,10 +246,10 @@ def test_a_busy_process_goes_as_what_changed_and_is_rebuilt_whole(rt, cleanup, n
             e = wire.get(c.id)
             raw, forest = receiver.decode(c.id, e, tree=True, keep=True)
             kinds += [len(p) for p in (e or {}).get("procs", ())]
-            sent = [n.info for _, n in procs.walk(sender.sent[c.id].forest)]
-            got = [n.info for _, n in procs.walk(forest)]
-            assert got == sent and [i.sources for i in got] == [i.sources for i in sent]
-        assert kinds[0] == len(PROC_FIELDS)                # first seen: in full
-        assert 4 in kinds, kinds                      # the busy shell, as its changes
+            sent = [(d, n.info) for d, n in procs.walk(sender.sent[c.id].forest)]
+            got = [(d, n.info) for d, n in procs.walk(forest)]     # the same tree, linked as sent
+            assert got == sent and [i.sources for _, i in got] == [i.sources for _, i in sent]
+        assert kinds[0] == 1 + len(PROC_FIELDS)            # first seen: in full (after its children)
+        assert 5 in kinds, kinds                      # the busy shell, as its changes
     finally:
         sender.close()
