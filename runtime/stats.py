@@ -29,8 +29,9 @@ its bytes changed, and reads only what can have changed:
   miss -- LRU aging or RSS shrunk by reclaim from outside, a limit changed --
   shows within that many ticks;
 - a process: only ``/proc/<pid>/stat`` is re-read (CPU ticks, RSS, state,
-  threads, ppid); when its bytes equal last tick's the previous ProcessInfo is
-  reused as is.  ``status`` (NSpid, Uid) and ``cmdline`` are read when the
+  threads, ppid); when its bytes equal last tick's, or only figures a
+  ProcessInfo does not hold moved (page faults, children's times), the
+  previous ProcessInfo is reused as is.  ``status`` (NSpid, Uid) and ``cmdline`` are read when the
   process is first seen, when its ``comm`` changes (an exec), and after
   ``refresh`` active ticks (a setuid, a rewritten argv);
 - the forest: rebuilt only when some ProcessInfo changed (the sampler sends
@@ -44,8 +45,9 @@ an exited process fails with ESRCH, and a reused pid shows another start
 time, so a new process never inherits an old one's record.  Descriptors are
 reopened on ENOENT/ESTALE/ENODEV (a cgroup removed and made again) and all
 of a container's are closed by ``forget`` or when its cgroup is gone.  A
-container holds its ~17 cgroup files plus one ``stat`` per process for at most
-KEEP_OPEN processes; ``status`` and ``cmdline`` are never kept open.
+container holds its ~16 cgroup files plus one ``stat`` per process for at most
+KEEP_OPEN processes; ``status``, ``cmdline`` and ``cgroup.procs`` (whose v1 pid
+list would go stale, see CgroupFiles) are never kept open.
 
 RSS here is stat field 24 (pages, the kernel's fast per-mm counter) rather
 than status VmRSS: they count the same pages, VmRSS summed exactly, so they
@@ -204,8 +206,13 @@ class CgroupFiles:
         self.sources = figures.sources(self.table, paths)
         # cgroup.procs of one hierarchy: every hierarchy holds the same processes
         # (attach writes them all); pids is the one a container must have.
+        # Opened for each read, never kept: on v1, a read from offset 0 of an
+        # open cgroup.procs reuses the pid list the kernel cached for the cgroup
+        # (kernel/cgroup/cgroup-v1.c, cgroup_pidlist_start), which lives on while
+        # it is read at least once a second -- a reader ticking faster kept
+        # listing processes long gone and never saw the new ones.
         procs_dir = next((paths[c] for c in ("pids", "memory", "unified") if c in paths), self.dirs[0])
-        self.procs = _File(os.path.join(procs_dir, "cgroup.procs"), whole=True)
+        self.procs = _File(os.path.join(procs_dir, "cgroup.procs"), keep=False, whole=True)
         self.slow_every, self._ticks = max(int(slow_every), 1), 0
         self.active = self.tasks_changed = self.slow = True
         self._tasks_raw = None
@@ -402,7 +409,11 @@ class ProcessTable:
             if raw == p.raw and before == (p.ns_pids, p.uid, p.cmd_raw):
                 return True                               # re-checked, still the same
         p.raw, p.start, p.comm = raw, st.start_ticks, st.comm
-        p.info = self._info(p, st)
+        info, old = self._info(p, st), p.info
+        if old is None or info != old or info.sources != old.sources:
+            p.info = info
+        # else: what moved is not in a ProcessInfo (page faults, the children's
+        # times: a shell that forks), so the process, and the forest, stay the same
         return True
 
     def _identity(self, p: _Proc) -> bool:

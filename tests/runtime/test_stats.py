@@ -161,7 +161,7 @@ def test_v2_descriptor_budget_per_container_and_per_process(cg, fake):
         r = stats.StatsReader(cg, keep_open=2)
         _, forest = r.read("abc")
         table = r.containers["abc"].table
-        cgroup_fds = sum(f.fd is not None for _, f in r.containers["abc"].cgroup.files if f) + 1
+        cgroup_fds = sum(f.fd is not None for _, f in r.containers["abc"].cgroup.files if f)
         assert sorted(n.info.cmdline[2] for n in forest) == [str(i) for i in range(6)]
         assert table.open_files == 2                       # stat of the two lowest pids, nothing else
         assert _fds() - fds == cgroup_fds + 2
@@ -306,6 +306,27 @@ def test_v1_idle_ticks_read_four_files_and_activity_reads_the_rest(rt, cleanup, 
         p.wait()
     r.close()
 
+
+
+@needs_v1
+@pytest.mark.root
+def test_v1_processes_that_come_and_go_between_ticks_are_listed_as_they_are(rt, cleanup, name):
+    """A reader ticking faster than once a second sees each new process: v1
+    hands a kept-open cgroup.procs the pid list it cached at an earlier read
+    (the reader listed the first `sleep` for ever, long after it was gone)."""
+    c = rt.run(Spec(image="lab", name=name, cmd=("sh", "-c", "while :; do sleep 0.2; done")))
+    cleanup.append(c.id)
+    wait_settled(rt, c.id, 2)
+    r = stats.StatsReader(rt.cgroups, slow_every=1000)     # listed on task changes and vanishings only
+    seen = set()
+    try:
+        for _ in range(30):                                 # ~1.5 s: about seven sleeps
+            _, forest = r.read(c.id)
+            seen |= {n.info.pid for _, n in walk(forest) if n.info.cmdline == ("sleep", "0.2")}
+            time.sleep(0.05)
+    finally:
+        r.close()
+    assert len(seen) >= 3, seen
 
 
 @needs_v1
