@@ -275,6 +275,11 @@ class Session:
 
     def __init__(self):
         self._items: dict[str, object] = {}
+        # The last request line of a session verb, parsed and checked: a sampling
+        # session sends the same line every tick (runtime/sampling.py), which is
+        # then neither parsed nor checked again.
+        self.line: bytes | None = None
+        self.parsed: tuple | None = None
 
     def get(self, key: str, make: Callable | None = None):
         """The session's object under key, made by make() if there is none yet (None without make)."""
@@ -500,8 +505,11 @@ MAX_SAMPLED = 4096              # containers one connection keeps open at once
 
 
 def _sampler(rt, session):
-    from .sampling import Sender
-    return session.get("sample", lambda: Sender(rt.stats_reader(), error_reply))
+    sender = session.get("sample")
+    if sender is None:
+        from .sampling import Sender
+        sender = session.get("sample", lambda: Sender(rt.stats_reader(), error_reply))
+    return sender
 
 
 def _sample(rt, session, ids=None, tree=True, keep=True):
@@ -1064,25 +1072,34 @@ class Agent:
         caller closes) -> its reply; never raises.  A stream verb's items go
         to conn as they come; None if its client hung up.  session: the
         connection's (the verbs that keep state need one)."""
-        try:
-            req = json.loads(line)
-        except (ValueError, RecursionError):     # RecursionError: "[[[[..." nested too deep
-            return {"ok": False, "kind": "InvalidArgument", "error": "malformed request: not JSON"}
-        if not isinstance(req, dict):
-            return {"ok": False, "kind": "InvalidArgument", "error": "malformed request: not an object"}
-        name = req.get("verb")
-        verb = VERBS.get(name) if isinstance(name, str) else None
-        user = req.get("user")
-        if not isinstance(user, str) or not 0 < len(user) <= 150 or not user.isprintable():
-            user = f"uid:{peer.uid}"
-        if verb is None:
-            return {"ok": False, "kind": "InvalidArgument", "error": f"unknown verb {name!r}"}
+        if session is not None and line == session.line:    # a sampling session's tick, again
+            req, (name, verb, user, checked) = None, session.parsed
+        else:
+            try:
+                req = json.loads(line)
+            except (ValueError, RecursionError):     # RecursionError: "[[[[..." nested too deep
+                return {"ok": False, "kind": "InvalidArgument", "error": "malformed request: not JSON"}
+            if not isinstance(req, dict):
+                return {"ok": False, "kind": "InvalidArgument", "error": "malformed request: not an object"}
+            name = req.get("verb")
+            verb = VERBS.get(name) if isinstance(name, str) else None
+            user = req.get("user")
+            if not isinstance(user, str) or not 0 < len(user) <= 150 or not user.isprintable():
+                user = f"uid:{peer.uid}"
+            if verb is None:
+                return {"ok": False, "kind": "InvalidArgument", "error": f"unknown verb {name!r}"}
+            checked = None
         with self._cond:
             if self._closing:
                 return {"ok": False, "kind": "Leaving", "error": "the agent is stopping; nothing was done"}
         before = after_of = None
         try:
-            args = _check_args(name, verb, req.get("args", {}))
+            if checked is None:
+                args = _check_args(name, verb, req.get("args", {}))
+                if verb.session and not verb.mutating and session is not None:
+                    session.line, session.parsed = line, (name, verb, user, dict(args))
+            else:
+                args = dict(checked)
             if len(fds) != verb.fds:
                 raise InvalidArgument(f"{name}: takes {verb.fds} descriptor(s) sent with the "
                                       f"request (SCM_RIGHTS), got {len(fds)}")
@@ -1210,9 +1227,13 @@ class _Reader:
             self.buf += data
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode    # made once (json.dumps with
+                                                           # separators makes one per call)
+
+
 def _send(conn: socket.socket, reply: dict) -> bool:
     try:
-        data = json.dumps(reply, separators=(",", ":")).encode() + b"\n"
+        data = _encode(reply).encode() + b"\n"
         if isinstance(reply, Reply) and reply.fds:
             data = data[socket.send_fds(conn, [data], reply.fds):]    # they ride on the first bytes
         conn.sendall(data)
