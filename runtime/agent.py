@@ -1229,11 +1229,38 @@ class _Reader:
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode    # made once (json.dumps with
                                                            # separators makes one per call)
+_orjson = None
+
+
+def orjson():
+    """The orjson package, also in the `python -I -S` agent (from the venv)."""
+    global _orjson
+    if _orjson is None:
+        try:
+            import orjson as o
+        except ImportError:
+            daemons.use_venv_packages()
+            import orjson as o
+        _orjson = o
+    return _orjson
+
+
+def encode_reply(reply: dict) -> bytes:
+    """One reply line.  orjson writes the same JSON as the json module (UTF-8
+    rather than \\u escapes) 5-6x faster: a busy sampling reply's encoding was
+    a fifth of what sampling through the agent adds.  What only the json
+    module writes (a lone surrogate from a non-UTF-8 file name, an int past
+    64 bits) goes through it."""
+    o = orjson()
+    try:
+        return o.dumps(reply, option=o.OPT_NON_STR_KEYS | o.OPT_APPEND_NEWLINE)
+    except TypeError:                        # orjson.JSONEncodeError
+        return _encode(reply).encode() + b"\n"
 
 
 def _send(conn: socket.socket, reply: dict) -> bool:
     try:
-        data = _encode(reply).encode() + b"\n"
+        data = encode_reply(reply)
         if isinstance(reply, Reply) and reply.fds:
             data = data[socket.send_fds(conn, [data], reply.fds):]    # they ride on the first bytes
         conn.sendall(data)
