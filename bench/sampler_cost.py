@@ -87,9 +87,16 @@ def _agent_reader():
     return StatsReader(_agent.stats_reader())
 
 
+_agent_pid = None
+
+
 def _agent_cpu() -> float:
-    """CPU seconds of the agent's threads so far (schedstat: ns, not ticks)."""
-    pid = _agent.call("info")["pid"]
+    """CPU seconds of the agent's threads so far (schedstat: ns, not ticks).
+    The pid is asked once: an "info" request in every round would count too."""
+    global _agent_pid
+    if _agent_pid is None:
+        _agent_pid = _agent.call("info")["pid"]
+    pid = _agent_pid
     total = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
