@@ -115,7 +115,11 @@ class Sender:
                 out[cid] = {"error": self.error_reply(got)}
                 continue
             raw, forest = got
-            s = sent.get(cid) if keep else None
+            if keep:
+                s = sent.get(cid)
+            else:
+                sent.pop(cid, None)           # a one-off: forgotten, as the reader and the client do
+                s = None
             if s is None:
                 s = _Sent()
                 if keep:

@@ -253,3 +253,27 @@ def test_a_busy_process_goes_as_what_changed_and_is_rebuilt_whole(rt, cleanup, n
         assert 5 in kinds, kinds                      # the busy shell, as its changes
     finally:
         sender.close()
+
+
+def test_a_one_off_read_between_kept_ones_leaves_both_sides_in_step(rt, idle):
+    """keep=False forgets the container on both sides: the next kept read goes
+    in full, and the client rebuilds the same reading as the agent read."""
+    from runtime import stats
+    from runtime.errors import TerrariumError
+    from runtime.sampling import Receiver, Sender
+    sender = Sender(stats.StatsReader(rt.cgroups), lambda e: {"ok": False, "error": str(e)})
+    receiver = Receiver(lambda reply: TerrariumError(reply["error"]))
+    try:
+        for keep in (True, False, True, True):
+            wire = json.loads(json.dumps(sender.sample([idle.id], tree=True, keep=keep)))
+            raw, forest = receiver.decode(idle.id, wire.get(idle.id), tree=True, keep=keep)
+            assert (idle.id in sender.sent) == keep == (idle.id in receiver.got)
+            ref = stats.StatsReader(rt.cgroups)
+            try:
+                ref_raw, _ = ref.read(idle.id)
+            finally:
+                ref.close()
+            assert list(raw) == list(ref_raw)                  # every key, in the reader's order
+            assert [n.info.pid for _, n in procs.walk(forest)] == rt.cgroups.procs(idle.id)
+    finally:
+        sender.close()
