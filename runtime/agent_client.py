@@ -436,7 +436,7 @@ class AgentStatsReader:
                 line = _read_line(self._sock)
             except OSError:
                 line = b""
-            reply = _agent.orjson().loads(line) if line else None      # 2-3x json.loads
+            reply = json.loads(line) if line else None
             if reply is None or reply.get("kind") == "Leaving":
                 self.close()                         # the agent ended or is leaving: a new one
                 continue
