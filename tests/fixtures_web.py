@@ -51,22 +51,29 @@ def browser():
         b.close()
 
 
+def log_in(browser, server, username: str, password: str, **context):
+    """A page of a new browser context (context: Playwright's new_context
+    options, e.g. viewport, color_scheme) logged in through the login form;
+    the caller closes page.context."""
+    ctx = browser.new_context(**{"viewport": {"width": 1360, "height": 900}, **context})
+    page = ctx.new_page()
+    page.set_default_timeout(10_000)
+    page.goto(server + "/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(server + "/")
+    return page
+
+
 @pytest.fixture
 def login(browser, server):
     """login(role) → a logged-in page; contexts are closed after the test."""
     contexts = []
 
     def _login(role):
-        ctx = browser.new_context(viewport={"width": 1360, "height": 900})
-        contexts.append(ctx)
-        page = ctx.new_page()
-        page.set_default_timeout(10_000)
-        page.goto(server + "/login/")
-        username, password = server.users[role]
-        page.fill("#id_username", username)
-        page.fill("#id_password", password)
-        page.click("button[type=submit]")
-        page.wait_for_url(server + "/")
+        page = log_in(browser, server, *server.users[role])
+        contexts.append(page.context)
         return page
     yield _login
     for ctx in contexts:

@@ -9,6 +9,7 @@ from playwright.sync_api import expect
 
 from runtime.errors import TerrariumError
 from runtime.spec import make_spec
+from tests.fixtures_web import log_in
 from tests.webstack import manage
 
 pytestmark = pytest.mark.browser
@@ -24,23 +25,11 @@ def superuser(server):
     return username, password
 
 
-def _login_as(browser, server, username, password):
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
-    page = ctx.new_page()
-    page.set_default_timeout(10_000)
-    page.goto(server + "/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(server + "/")
-    return ctx, page
-
-
 def test_admin_removes_containers_through_the_runtime(browser, server, superuser, rt, made, name):
     stopped = rt.create(make_spec(image="busybox", name=name + "-a", cmd=["true"]))
     running = rt.create(make_spec(image="busybox", name=name + "-b", cmd=["sleep", "300"]))
     rt.start(running.id)
-    ctx, page = _login_as(browser, server, *superuser)
+    page = log_in(browser, server, *superuser)
     try:
         page.goto(server + "/")                          # the list syncs the mirror
         page.goto(server + "/admin/containers/container/")
@@ -67,4 +56,4 @@ def test_admin_removes_containers_through_the_runtime(browser, server, superuser
         page.goto(server + "/admin/containers/image/")
         expect(page.locator("#content-main a.addlink")).to_have_count(0)
     finally:
-        ctx.close()
+        page.context.close()

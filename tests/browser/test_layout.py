@@ -7,6 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from runtime.spec import make_spec
+from tests.fixtures_web import log_in
 
 pytestmark = pytest.mark.browser
 
@@ -45,16 +46,8 @@ def _pages(box):
 
 @pytest.mark.parametrize("width,height", [(390, 844), (1280, 800), (1920, 1080)])
 def test_no_page_is_wider_than_the_screen(browser, server, box, width, height):
-    ctx = browser.new_context(viewport={"width": width, "height": height})
+    page = log_in(browser, server, *server.users["administrator"], viewport={"width": width, "height": height})
     try:
-        page = ctx.new_page()
-        page.set_default_timeout(10_000)
-        page.goto(server + "/login/")
-        username, password = server.users["administrator"]
-        page.fill("#id_username", username)
-        page.fill("#id_password", password)
-        page.click("button[type=submit]")
-        page.wait_for_url(server + "/")
         bad = {}
         for path in _pages(box):
             assert page.goto(server + path).status == 200, path
@@ -72,7 +65,7 @@ def test_no_page_is_wider_than_the_screen(browser, server, box, width, height):
             nav_box = nav.bounding_box()
             assert nav_box["x"] + nav_box["width"] <= width
     finally:
-        ctx.close()
+        page.context.close()
 
 
 def _rgb(css: str) -> int:
@@ -82,15 +75,9 @@ def _rgb(css: str) -> int:
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_colours_follow_the_system_scheme(browser, server, box, shots, scheme):
-    ctx = browser.new_context(color_scheme=scheme, viewport={"width": 390, "height": 844})
+    page = log_in(browser, server, *server.users["operator"], color_scheme=scheme,
+                  viewport={"width": 390, "height": 844})
     try:
-        page = ctx.new_page()
-        page.goto(server + "/login/")
-        username, password = server.users["operator"]
-        page.fill("#id_username", username)
-        page.fill("#id_password", password)
-        page.click("button[type=submit]")
-        page.wait_for_url(server + "/")
         page.goto(server + f"/containers/{box.id}/")
         expect(page.locator("#detail-head [data-state]")).to_have_text("running")
         card = page.locator(".card").first
@@ -104,4 +91,4 @@ def test_colours_follow_the_system_scheme(browser, server, box, shots, scheme):
         page.goto(server + "/")
         page.screenshot(path=os.path.join(shots, f"phone-list-{scheme}.png"))
     finally:
-        ctx.close()
+        page.context.close()

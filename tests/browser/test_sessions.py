@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import cli
+from tests.fixtures_web import log_in
 from tests.webstack import manage
 
 pytestmark = pytest.mark.browser
@@ -20,15 +21,8 @@ def _user(server, role: str) -> tuple[str, str]:
 
 
 def _login(browser, server, username, password, contexts):
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
-    contexts.append(ctx)
-    page = ctx.new_page()
-    page.set_default_timeout(10_000)
-    page.goto(server + "/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(server + "/")
+    page = log_in(browser, server, username, password)
+    contexts.append(page.context)
     return page
 
 
@@ -62,9 +56,9 @@ def test_logout_in_one_tab_closes_the_other_tabs_sockets(browser, server, made, 
     other.click("form[action='/logout/'] button")
     other.wait_for_url("**/login/**")
     # the server closes every socket of the first tab (4401: the page then goes to log in)
-    wanted = {f"/ws/containers/{cid}/live/", "/ws/containers/", "/ws/events/"}
+    wanted = {f"/ws/containers/{cid}/live/", f"/ws/containers/{cid}/logs/", "/ws/containers/", "/ws/events/"}
     deadline = time.monotonic() + 10
-    while {u.split(":" + server.rsplit(":", 1)[1], 1)[1] for u in closed} != wanted:
+    while {u.split(":" + server.rsplit(":", 1)[1], 1)[1].split("?")[0] for u in closed} != wanted:
         assert time.monotonic() < deadline, f"closed so far: {closed}"
         page.wait_for_timeout(50)
     assert max(closed.values()) - clicked < 5.0
