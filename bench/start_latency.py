@@ -20,6 +20,10 @@ of a shared machine hits all of them alike; warm-up rounds are not counted.
   cli        `terrarium run busybox /bin/true` (removed afterwards, untimed)
   cli-local  `run --rm` with TERRARIUM_CLI_LOCAL=1: all of it in the fresh process
   runc       `runc run` of an OCI bundle on the image's layer directory
+  runc-cni   the same with a network like api-bridge's: an OCI createRuntime
+             hook runs bench/cni_veth.sh (a CNI-style bridge ADD: a veth pair
+             with eth0 in runc's new netns, addressed, up, default route; the
+             host end on a test bridge this bench makes and removes)
   crun       `crun run`, same bundle, in a private mount namespace without the
              cgroup2 mount (crun refuses hybrid cgroups); timed in there
   crun-seccomp  the same with our default seccomp profile in the bundle's
@@ -71,6 +75,7 @@ LABELS = {
     "cli": "(b) CLI  terrarium run",
     "cli-local": "(b) CLI  run --rm, no server",
     "runc": "(c) runc run",
+    "runc-cni": "(c) runc run + CNI-style veth hook",
     "crun": "(d) crun run",
     "crun-seccomp": "(d) crun run + seccomp profile",
     "unshare": "(e) unshare(1) 5 ns + chroot",
@@ -83,7 +88,8 @@ LABELS = {
     "py-venv": "venv python -c pass",
     "py-import-client": "venv python -c 'import runtime.client'",
 }
-MAIN_ROWS = ("api", "api-unconfined", "api-bridge", "cli-rm", "cli", "cli-local", "runc", "crun", "crun-seccomp",
+MAIN_ROWS = ("api", "api-unconfined", "api-bridge", "cli-rm", "cli", "cli-local", "runc", "runc-cni", "crun",
+             "crun-seccomp",
              "unshare", "bare-py")
 
 
@@ -137,7 +143,7 @@ class Bench:
         self.bridge_spec = Spec(image="busybox", cmd=("/bin/true",), network="bridge")
         if self.runc or self.crun:
             self.base_config = self._oci_config()
-        for name, exe in (("runc", self.runc), ("crun", self.crun), ("crun-seccomp", self.crun)):
+        for name, exe in self._oci_runtimes():
             if not exe:
                 self.disabled[name] = f"{name} is not installed (bench/run_all.sh installs it)"
                 continue
@@ -145,8 +151,29 @@ class Bench:
             os.makedirs(os.path.join(self.tmp, name, "state"))
         if self.crun:
             self.timer = NamespacedTimer()
+        if self.runc:
+            self._cni_bridge()
         if not self.terrarium:
             self.disabled["cli"] = self.disabled["cli-rm"] = "the terrarium script was not found"
+
+    def _oci_runtimes(self):
+        return (("runc", self.runc), ("runc-cni", self.runc), ("crun", self.crun), ("crun-seccomp", self.crun))
+
+    def _cni_bridge(self):
+        """runc-cni's test bridge (ours: trb<hex>), on a /24 no host route
+        overlaps, with the gateway address, as a CNI bridge plugin keeps it."""
+        import ipaddress
+
+        from runtime import network
+        taken = network._host_routes()
+        net = next(n for n in (ipaddress.IPv4Network(f"10.254.{i}.0/24") for i in range(256))
+                   if not any(n.overlaps(t) for t in taken))
+        self.cni_net, self.cni_bridge = net, f"trb{self.hex}"
+        self.cni_prefix = f"trv{self.hex[:6]}"             # + the round: <= 15 characters
+        for cmd in (["link", "add", self.cni_bridge, "type", "bridge"],
+                    ["addr", "add", f"{net.network_address + 1}/{net.prefixlen}", "dev", self.cni_bridge],
+                    ["link", "set", self.cni_bridge, "up"]):
+            subprocess.run(["ip", *cmd], check=True)
 
     def _oci_config(self) -> dict:
         spec_dir = os.path.join(self.tmp, "spec")
@@ -168,6 +195,14 @@ class Bench:
         config["linux"] = dict(config["linux"], cgroupsPath=f"{self.oci_parent}/{cid}")
         if runtime == "crun-seccomp":
             config["linux"]["seccomp"] = _oci_seccomp()
+        if runtime == "runc-cni":
+            net = self.cni_net
+            address = net.network_address + 2 + self.counter % (net.num_addresses - 3)
+            config["hooks"] = {"createRuntime": [{
+                "path": "/bin/sh",
+                "args": ["sh", os.path.join(BENCH, "cni_veth.sh"), self.cni_bridge,
+                         f"{self.cni_prefix}{self.counter}", f"{address}/{net.prefixlen}",
+                         str(net.network_address + 1), "1500"]}]}
         bundle = os.path.join(self.tmp, runtime, "bundle")
         with open(os.path.join(bundle, "config.json"), "w") as f:
             json.dump(config, f)
@@ -238,6 +273,10 @@ class Bench:
 
     def c_runc(self):
         cid, bundle, state = self._bundle("runc")
+        return run_timed([self.runc, "--root", state, "run", "--bundle", bundle, cid], cwd=self.tmp)
+
+    def c_runc_cni(self):
+        cid, bundle, state = self._bundle("runc-cni")
         return run_timed([self.runc, "--root", state, "run", "--bundle", bundle, cid], cwd=self.tmp)
 
     def c_crun(self):
@@ -333,7 +372,7 @@ class Bench:
     def contenders(self):
         return {"api": self.c_api, "api-unconfined": self.c_api_unconfined, "api-bridge": self.c_api_bridge,
                 "cli-rm": self.c_cli_rm, "cli": self.c_cli,
-                "cli-local": self.c_cli_local, "runc": self.c_runc, "crun": self.c_crun,
+                "cli-local": self.c_cli_local, "runc": self.c_runc, "runc-cni": self.c_runc_cni, "crun": self.c_crun,
                 "crun-seccomp": self.c_crun_seccomp,
                 "unshare": self.c_unshare, "bare-py": self.c_bare_py, "api-split": self.c_api_split,
                 "cli-remote": self.c_cli_remote, "ping": self.c_ping,
@@ -532,7 +571,7 @@ class Bench:
             except Exception as e:  # noqa: BLE001
                 report["problems"].append(f"removing the cgroup parent: {e}")
         # runc/crun delete their containers when `run` returns; sweep anyway
-        for name, exe in (("runc", self.runc), ("crun", self.crun), ("crun-seccomp", self.crun)):
+        for name, exe in self._oci_runtimes():
             state = os.path.join(self.tmp, name, "state")
             if not exe or not os.path.isdir(state):
                 continue
@@ -546,6 +585,8 @@ class Bench:
                 report["problems"].append(f"sweeping {name}: {e}")
         if self.timer:
             self.timer.close()
+        if getattr(self, "cni_bridge", None):
+            self._remove_cni(report)
         for parent in (self.cg_parent, self.oci_parent):
             left = remove_cgroup_tree(parent)
             if left:
@@ -569,6 +610,25 @@ class Bench:
             report["problems"].append(f"cgroup dirs left: {leftover}")
         report["ok"] = not report["problems"]
         return report
+
+
+    def _remove_cni(self, report) -> None:
+        """The test bridge, once every host end of ours is gone (each went with
+        its container's namespace; the kernel tears a namespace down a little
+        after its last process exits)."""
+        def ours():
+            out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+            return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()
+                    if line.split(":")[1].strip().startswith(self.cni_prefix)]
+        deadline = time.monotonic() + 10
+        while (left := ours()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for name in left:
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
+            report["problems"].append(f"runc-cni left veth {name} (deleted)")
+        r = subprocess.run(["ip", "link", "del", self.cni_bridge], capture_output=True, text=True)
+        if r.returncode != 0:
+            report["problems"].append(f"removing bridge {self.cni_bridge}: {r.stderr.strip()}")
 
 
 def _oci_seccomp() -> dict:
@@ -657,6 +717,11 @@ def print_report(b: Bench, res: dict, imp: dict, mem: dict | None, machine: dict
     if "api" in res and "api-bridge" in res:
         print(f"\nNetwork: API --network bridge ÷ none = "
               f"{_f(res['api-bridge']['summary']['median'] / res['api']['summary']['median'], 2)}")
+    if "runc" in res and "runc-cni" in res:
+        rb = res["runc-cni"]["summary"]["median"]
+        print(f"Network: runc + CNI-style veth ÷ runc = {_f(rb / res['runc']['summary']['median'], 2)}"
+              + (f"; API --network bridge ÷ runc + CNI-style veth = "
+                 f"{_f(res['api-bridge']['summary']['median'] / rb, 2)}" if "api-bridge" in res else ""))
     if "api" in med and "api-unconfined" in med:
         print(f"\nSeccomp: API default ÷ unconfined = {_f(med['api'] / med['api-unconfined'], 2)}"
               + (f"; crun with ÷ without = {_f(med['crun-seccomp'] / med['crun'], 2)}"
