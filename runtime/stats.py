@@ -39,6 +39,9 @@ its bytes changed, and reads only what can have changed:
 
 An idle container with 3 processes costs ~7 preads a tick on average
 (bench/sampler_cost.py); ``read(name, tree=False)`` reads no process at all.
+Beside the cgroup files, every tick reads the container's network counters,
+``/proc/<pid>/net/dev`` (figures.NET_DEV; opened and closed each time, see
+_NetDev: one openat, one read, one close; none for ``--network host``).
 
 Processes are keyed by (pid, start time): a kept-open ``/proc/<pid>/stat`` of
 an exited process fails with ESRCH, and a reused pid shows another start
@@ -65,6 +68,7 @@ from collections.abc import Mapping
 
 from . import procs as _procs
 from .cgroups import figures, parse
+from .cgroups.base import same_netns
 from .errors import NotFound, TerrariumError
 
 _REOPEN = (errno.ENOENT, errno.ESTALE, errno.ENODEV)
@@ -161,8 +165,8 @@ class _Knob:
     ticks, do not).  ``value`` is None while the file is absent."""
     __slots__ = ("file", "parse", "raw", "value")
 
-    def __init__(self, path: str, parser):
-        self.file, self.parse, self.raw, self.value = _File(path), parser, None, None
+    def __init__(self, path: str | None, parser, file=None):
+        self.file, self.parse, self.raw, self.value = file or _File(path), parser, None, None
 
     def get(self) -> bool:
         """Re-read; → whether the bytes changed."""
@@ -178,6 +182,73 @@ class _Knob:
         self.raw = self.value = None
 
 
+class _NetDev:
+    """``net/dev`` of the network namespace a container's processes are in
+    (figures.NET_DEV): ``/proc/<pid>/net/dev`` of the first process its
+    cgroup.procs lists, opened, read and closed each tick.  Never kept open:
+    an open procfs net file holds its namespace, which would outlive the
+    container (and its veth pair with it) while a viewer watches.  What is
+    kept is an O_PATH descriptor of ``/proc/<pid>``: it follows that process,
+    never a reused pid (a lookup under it fails once the process is gone,
+    and the next read picks a process again).  A process in the reader's own
+    namespace (``--network host``) gives None, with no read at all."""
+    __slots__ = ("procs", "proc", "fd", "dir", "reads")
+
+    def __init__(self, procs: _File, proc: str):
+        self.procs, self.proc = procs, proc
+        self.fd: int | None = None        # O_PATH of /proc/<pid>
+        self.dir: str | None = None       # "/proc/<pid>" while that namespace is not ours
+        self.reads = 0                    # net/dev reads and cgroup.procs reads to pick a process
+
+    def read(self) -> bytes | None:
+        for _ in (0, 1):
+            if self.fd is None and not self._pick():
+                return None
+            if self.dir is None:
+                return None                           # the reader's own namespace
+            try:
+                fd = os.open("net/dev", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.fd)
+            except OSError as e:
+                if e.errno not in (*_GONE, errno.EINVAL):
+                    raise
+                self.close()                          # that process is gone: pick another
+                continue
+            try:
+                self.reads += 1
+                data = os.read(fd, _BUF)
+                while len(data) > _PAGE - 512 and (more := os.read(fd, _BUF)):
+                    data += more                      # a seq_file answers a page at a time
+            finally:
+                os.close(fd)
+            return data
+        return None
+
+    def _pick(self) -> bool:
+        self.reads += 1
+        data = self.procs.read()
+        pid = next(iter(parse.pids(data.decode())), None) if data else None
+        if pid is None:
+            return False
+        try:
+            fd = os.open(f"{self.proc}/{pid}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            shared = same_netns(os.stat("ns/net", dir_fd=fd))
+        except OSError:
+            os.close(fd)
+            return False
+        self.fd, self.dir = fd, None if shared else f"{self.proc}/{pid}"
+        return True
+
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            finally:
+                self.fd = self.dir = None
+
+
 class CgroupFiles:
     """The kept-open cgroup files of one container; ``sample()`` = driver.sample().
 
@@ -185,25 +256,12 @@ class CgroupFiles:
     time or task count moved since the previous one, ``tasks_changed`` whether
     its task count did, and ``slow`` whether this was a slow tick (everything read)."""
 
-    def __init__(self, driver, name: str, slow_every: int = 5):
+    def __init__(self, driver, name: str, slow_every: int = 5, proc: str = _procs.PROC):
         self.table = figures.table("v2" if driver.kind == "v2" else "v1")
         self.kind = self.table.kind
         self.name = name
-        paths = driver.paths(name)                    # controller -> directory
+        paths = self._paths = driver.paths(name)      # controller -> directory
         self.dirs = list(dict.fromkeys(paths.values()))
-        rows = self.table.rows
-        self._rows = tuple((r, _Knob(os.path.join(paths[r.controller], r.file), r.parse)
-                            if r.controller in paths else None, figures.absent(r)) for r in rows)
-        groups: dict[str, list] = {"tick": [], "always": [], "active": [], "slow": []}
-        for r, k, _ in self._rows:
-            if k is not None:
-                groups[r.when].append(k)
-        self._tick_knobs, self._io_knobs = tuple(groups["tick"]), tuple(groups["always"])
-        self._active_knobs, self._slow_knobs = tuple(groups["active"]), tuple(groups["slow"])
-        self.knobs = {f: k for r, k, _ in self._rows for f in r.figures}     # figure -> its file's _Knob
-        self._tasks = self.knobs.get("pids_current")
-        self._first = self.knobs.get("memory_usage") or next(iter(groups["tick"]), None)
-        self.sources = figures.sources(self.table, paths)
         # cgroup.procs of one hierarchy: every hierarchy holds the same processes
         # (attach writes them all); pids is the one a container must have.
         # Opened for each read, never kept: on v1, a read from offset 0 of an
@@ -213,6 +271,24 @@ class CgroupFiles:
         # listing processes long gone and never saw the new ones.
         procs_dir = next((paths[c] for c in ("pids", "memory", "unified") if c in paths), self.dirs[0])
         self.procs = _File(os.path.join(procs_dir, "cgroup.procs"), keep=False, whole=True)
+        self.net = _NetDev(self.procs, proc)
+        rows = self.table.rows
+        self._rows = tuple((r, _Knob(None, r.parse, self.net) if r.controller == figures.NETNS
+                            else _Knob(os.path.join(paths[r.controller], r.file), r.parse)
+                            if r.controller in paths else None, figures.absent(r)) for r in rows)
+        groups: dict[str, list] = {"tick": [], "always": [], "active": [], "slow": []}
+        for r, k, _ in self._rows:
+            if k is not None and k.file is not self.net:
+                groups[r.when].append(k)
+        # net/dev: every tick, counted in self.net.reads, not in self.reads (cgroup files)
+        self._net_knobs = tuple(k for _, k, _ in self._rows if k is not None and k.file is self.net)
+        self._tick_knobs, self._io_knobs = tuple(groups["tick"]), tuple(groups["always"])
+        self._active_knobs, self._slow_knobs = tuple(groups["active"]), tuple(groups["slow"])
+        self.knobs = {f: k for r, k, _ in self._rows for f in r.figures}     # figure -> its file's _Knob
+        self._tasks = self.knobs.get("pids_current")
+        self._first = self.knobs.get("memory_usage") or next(iter(groups["tick"]), None)
+        self.sources = figures.sources(self.table, paths)
+        self._sources_netns: str | None = None        # the net.dir self.sources names
         self.slow_every, self._ticks = max(int(slow_every), 1), 0
         self.active = self.tasks_changed = self.slow = True
         self._tasks_raw = None
@@ -231,6 +307,7 @@ class CgroupFiles:
             if k is not None:
                 k.close()
         self.procs.close()
+        self.net.close()
 
     def _gone(self) -> bool:
         return not any(os.path.isdir(d) for d in self.dirs)
@@ -257,6 +334,9 @@ class CgroupFiles:
             for k in self._io_knobs:
                 if k.get():
                     moved = True
+            for k in self._net_knobs:
+                if k.get():
+                    moved = True
             n = len(self._tick_knobs) + len(self._io_knobs)
             active = self.active = changed or slow
             if active:
@@ -270,6 +350,10 @@ class CgroupFiles:
                         moved = True
                 n += len(self._slow_knobs)
             self.reads += n
+            if self.net.dir != self._sources_netns:     # a process (another one) to read net/dev of
+                self._sources_netns = self.net.dir
+                self.sources = figures.sources(self.table, self._paths, self.net.dir)
+                moved = True
         except OSError as e:
             if e.errno in _REOPEN and self._gone():
                 raise NotFound(f"cgroup of {self.name} not found") from None
@@ -463,7 +547,7 @@ class ContainerStats:
 
     def __init__(self, driver, name: str, proc: str = _procs.PROC, slow_every: int = 5,
                  keep_open: int | None = None):
-        self.cgroup = CgroupFiles(driver, name, slow_every)
+        self.cgroup = CgroupFiles(driver, name, slow_every, proc)
         self.table = ProcessTable(proc, keep_open=keep_open)
         self._missed = False          # a read without the tree saw activity
 

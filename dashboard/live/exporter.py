@@ -114,6 +114,14 @@ METRICS: tuple[Row, ...] = (
         "Maximum number of threads allowed inside the container, infinity if value is zero",
         "pids_max", unset=0),
     *_psi("cpu"), *_psi("memory"), *_psi("io"),
+    # /proc/<pid>/net/dev summed over every interface but lo (no ``interface``
+    # label: one series per container, as `sum by (name)` queries want)
+    *(Row(f"container_network_{way}_{what}_total", "counter", f"Cumulative count of {text}", f"net_{d}_{fig}")
+      for d, way, past, ing in (("rx", "receive", "received", "receiving"),
+                                ("tx", "transmit", "transmitted", "transmitting"))
+      for what, fig, text in (("bytes", "bytes", f"bytes {past}"), ("packets", "packets", f"packets {past}"),
+                              ("packets_dropped", "dropped", f"packets dropped while {ing}"),
+                              ("errors", "errors", f"errors encountered while {ing}"))),
 )
 
 

@@ -25,6 +25,9 @@ POINT_SOURCES = {
     "kernel": "memory_kernel", "slab": "memory_slab", "sock": "memory_sock",
     "pagetables": "memory_pagetables", "mem_high": "memory_high", "mem_low": "memory_low",
     "mem_min": "memory_min",
+    # the network namespace's counters, per second (/proc/<pid>/net/dev, all but lo)
+    "net_rx": "net_rx_bytes", "net_tx": "net_tx_bytes", "net_rx_p": "net_rx_packets",
+    "net_tx_p": "net_tx_packets", "net_rx_drop": "net_rx_dropped", "net_tx_drop": "net_tx_dropped",
     # pressure stall information, avg10 (v2)
     "psi_cpu": "psi_cpu_some_avg10", "psi_cpu_full": "psi_cpu_full_avg10",
     "psi_mem": "psi_memory_some_avg10", "psi_mem_full": "psi_memory_full_avg10",
@@ -33,7 +36,12 @@ POINT_SOURCES = {
 # Point keys copied from the raw sample as they are (the rest are computed):
 # always, and -- the anatomy, the lower memory limits, PSI -- only when the
 # sample has them (a v1 point carries no six null PSI keys every tick).
-_COMPUTED = ("mem", "ws", "cpu", "cpu_limit", "throttled", "throttled_s", "io_r", "io_w")
+# Network rates: point key -> raw counter; in a point only when the sample has
+# the counter (a --network host container has none).
+_NET_RATES = tuple((k, POINT_SOURCES[k]) for k in ("net_rx", "net_tx", "net_rx_p", "net_tx_p",
+                                                    "net_rx_drop", "net_tx_drop"))
+_COMPUTED = ("mem", "ws", "cpu", "cpu_limit", "throttled", "throttled_s", "io_r", "io_w",
+             *(k for k, _ in _NET_RATES))
 _ALWAYS = ("mem_limit", "cache", "inactive_file", "swap", "failcnt", "oom_kills", "pids", "pids_max")
 _COPIED = tuple((k, POINT_SOURCES[k]) for k in _ALWAYS)
 _OPTIONAL = tuple((k, r) for k, r in POINT_SOURCES.items() if k not in _COMPUTED and k not in _ALWAYS)
@@ -108,6 +116,10 @@ def point(prev: Mapping | None, raw: Mapping, seconds: float, t: float) -> dict:
         if ok and a is not None and b is not None:
             io_w = round(max(b - a, 0) / seconds, 4)
     out = {k: g(r) for k, r in _COPIED}
+    if g("net_rx_bytes") is not None:
+        for k, r in _NET_RATES:
+            a, b = prev.get(r) if prev else None, g(r)
+            out[k] = round(max(b - a, 0) / seconds, 2) if a is not None and seconds > 0 else None
     for k, r in _OPTIONAL:
         v = g(r)
         if v is not None:

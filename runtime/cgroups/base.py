@@ -429,8 +429,54 @@ class CgroupDriver:
                 return None
             raise
 
+    def netns(self, name: str) -> str | None:
+        """/proc/<pid> of the first process cgroup.procs lists, whose network
+        namespace the NETNS rows of runtime/cgroups/figures.py read; None
+        when there is no process or it is in the reader's own namespace."""
+        paths = self.paths(name)
+        procs_dir = next((paths[c] for c in ("pids", "memory", "unified") if c in paths),
+                         next(iter(paths.values()), None))
+        try:
+            text = self._read_opt(os.path.join(procs_dir, "cgroup.procs")) if procs_dir else None
+        except KernelError:
+            return None
+        pids = parse.pids(text) if text else []
+        return own_netns_dir(pids[0]) if pids else None
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} parent={self.parent!r} roots={self._roots()!r}>"
+
+
+PROC = "/proc"
+_own_netns: tuple[int, int] | None = None
+
+
+def same_netns(st: os.stat_result) -> bool:
+    """Whether a stat of some /proc/<pid>/ns/net is the reader's own namespace."""
+    global _own_netns
+    if _own_netns is None:
+        own = os.stat(f"{PROC}/self/ns/net")
+        _own_netns = (own.st_dev, own.st_ino)
+    return (st.st_dev, st.st_ino) == _own_netns
+
+
+def own_netns_dir(pid: int, proc: str = PROC) -> str | None:
+    """``/proc/<pid>`` if that process has a network namespace other than the
+    reader's; None if it shares the reader's (``--network host``) or is gone."""
+    try:
+        st = os.stat(f"{proc}/{pid}/ns/net")
+    except OSError:
+        return None
+    return None if same_netns(st) else f"{proc}/{pid}"
+
+
+def read_netns_file(netns: str, file: str) -> bytes | None:
+    """A NETNS row's file (procfs, not cgroupfs: read here, not through FS)."""
+    try:
+        with open(f"{netns}/{file}", "rb", buffering=0) as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def _own_cgroups(fs: FS) -> dict[str, str]:

@@ -23,6 +23,18 @@ Cadence (``when``), for the fast reader:
               failcnt and OOM kills, CFS throttling;
     "slow"    every ``slow_every`` ticks: limits and figures no graph plots.
 
+One row is not a cgroup file: ``NET_DEV``, /proc/<pid>/net/dev of a process
+of the cgroup (the first cgroup.procs lists), whose "controller" is NETNS:
+the counters of the network namespace the container's processes are in,
+summed over every interface but lo (rx/tx bytes, packets, errors, drops).
+Its source label names the file with that pid ("/proc/4242/net/dev Receive
+bytes ..."); a container in the reader's own namespace (``--network host``)
+has none, as cAdvisor gives none, and its figures are None.  It is read every
+tick ("always": packets arrive while the container sleeps).  One read of one
+file and no setns: procfs answers for the namespace of the process named in
+the path (pyroute2 in the namespace would be a netlink socket made in it,
+i.e. a setns, per tick).
+
 A row's ``parse`` takes the file's bytes and returns {figure: value}; a file
 that is absent (a controller not mounted, a knob this kernel does not offer)
 gives None for each of its figures.  Values are ints, None, or (for
@@ -141,6 +153,23 @@ def pressure(resource: str) -> Row:
     return Row(file, "unified", "always", read, {fig: f"{file} {kind} {field}" for fig, kind, field in names})
 
 
+NETNS = "netns"      # the "controller" of rows read under /proc/<pid> of a process of the cgroup
+
+
+def net_dev() -> Row:
+    """/proc/<pid>/net/dev: net_{rx,tx}_{bytes,packets,errors,dropped}."""
+    halves = (("rx", "Receive"), ("tx", "Transmit"))
+    names = [(f"net_{d}_{what}", f"{d}_{what}", f"net/dev {head} {what} (every interface but lo)")
+             for d, head in halves for what, _ in parse.NET_DEV_FIELDS]
+
+    def read(data: bytes) -> dict:
+        got = parse.net_dev(data.decode())
+        return {fig: got[key] for fig, key, _ in names}
+    return Row("net/dev", NETNS, "always", read, {fig: label for fig, _, label in names})
+
+
+NET_DEV = net_dev()
+
 # --- the tables ---------------------------------------------------------------
 
 V1 = Table("v1", (
@@ -174,6 +203,7 @@ V1 = Table("v1", (
     one("pids_max", "pids.max", "pids", "slow", parse.max_or_int),
     pair("blkio.throttle.io_service_bytes_recursive", "blkio", "always", parse.blkio_bytes,
          ("io_read_bytes", "io_write_bytes"), ("blkio.throttle.io_service_bytes_recursive",) * 2),
+    NET_DEV,
 ), {})
 
 V2 = Table("v2", (
@@ -203,6 +233,7 @@ V2 = Table("v2", (
     pressure("cpu"),
     pressure("memory"),
     pressure("io"),
+    NET_DEV,
 ), {"memory_failcnt": None})        # v1 only; v2 counts in memory.events max
 
 
@@ -210,22 +241,32 @@ def table(kind: str) -> Table:
     return V2 if kind == "v2" else V1
 
 
-def sources(t: Table, mounted) -> dict[str, str]:
-    """{figure: label} of the rows whose controller is there."""
-    return {f: label for r in t.rows if r.controller in mounted for f, label in r.sources.items()}
+def sources(t: Table, mounted, netns: str | None = None) -> dict[str, str]:
+    """{figure: label} of the rows whose controller is there; the NETNS rows'
+    labels under ``netns`` ("/proc/<pid>"), when the container has its own."""
+    out = {}
+    for r in t.rows:
+        if r.controller == NETNS:
+            if netns:
+                out.update({f: f"{netns}/{label}" for f, label in r.sources.items()})
+        elif r.controller in mounted:
+            out.update(r.sources)
+    return out
 
 
 def absent(row: Row) -> dict[str, None]:
     return dict.fromkeys(row.sources)
 
 
-def sample_from(t: Table, read: Callable[[Row], bytes | None], mounted) -> dict:
-    """One sample: each row's file through ``read`` (None: absent).  The
-    driver's ``sample()``; the fast reader builds the same from kept values."""
+def sample_from(t: Table, read: Callable[[Row], bytes | None], mounted, netns: str | None = None) -> dict:
+    """One sample: each row's file through ``read`` (None: absent; a NETNS
+    row's file is under ``netns``).  The driver's ``sample()``; the fast
+    reader builds the same from kept values."""
     out: dict = {"kind": t.kind}
     for row in t.rows:
-        data = read(row) if row.controller in mounted else None
+        there = bool(netns) if row.controller == NETNS else row.controller in mounted
+        data = read(row) if there else None
         out.update(absent(row) if data is None else row.parse(data))
     out.update(t.constants)
-    out["sources"] = sources(t, mounted)
+    out["sources"] = sources(t, mounted, netns)
     return out

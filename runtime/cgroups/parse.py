@@ -143,3 +143,35 @@ def pressure(text: str) -> dict[str, dict[str, float | int]]:
             except ValueError:
                 pass
     return out
+
+
+# --- /proc/<pid>/net/dev: not a cgroup file, but a row of the same table
+# (runtime/cgroups/figures.py NET): the counters of the network namespace a
+# container's processes are in.
+
+# (figure suffix, column) of the receive half and the transmit half: bytes
+# packets errs drop (then fifo frame compressed multicast / fifo colls carrier
+# compressed, not kept).
+NET_DEV_FIELDS = (("bytes", 0), ("packets", 1), ("errors", 2), ("dropped", 3))
+
+
+def net_dev(text: str) -> dict[str, int]:
+    """rx_/tx_ bytes, packets, errors and dropped summed over every interface
+    but loopback (traffic a container sends itself is not network traffic;
+    cAdvisor leaves lo out too).  No interface but lo: all 0."""
+    rx = [0, 0, 0, 0]
+    tx = [0, 0, 0, 0]
+    for line in text.splitlines()[2:]:              # two header lines
+        name, sep, rest = line.partition(":")
+        if not sep or name.strip() == "lo":
+            continue
+        cols = rest.split()
+        if len(cols) < 12:
+            continue
+        for i, (_, col) in enumerate(NET_DEV_FIELDS):
+            rx[i] += int(cols[col])
+            tx[i] += int(cols[8 + col])
+    out = {}
+    for i, (what, _) in enumerate(NET_DEV_FIELDS):
+        out[f"rx_{what}"], out[f"tx_{what}"] = rx[i], tx[i]
+    return out

@@ -15,7 +15,7 @@ import time
 from ..errors import KernelError, NotFound
 from ..model import Limits
 from . import figures, parse
-from .base import CFS_PERIOD_US, CgroupDriver, check_limits, cpu_quota_us, swap_bytes
+from .base import CFS_PERIOD_US, CgroupDriver, check_limits, cpu_quota_us, read_netns_file, swap_bytes
 
 CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer", "blkio", "devices")
 
@@ -201,11 +201,14 @@ class V1Driver(CgroupDriver):
         """Raw numbers of one moment (runtime/cgroups/figures.py's V1 table);
         ``sources`` maps each value to its file."""
         self._existing_dirs(name)
+        netns = self.netns(name)
 
         def read(row):
+            if row.controller == figures.NETNS:
+                return read_netns_file(netns, row.file)
             text = self._read_opt(self._knob(name, row.controller, row.file))
             return None if text is None else text.encode()
-        return figures.sample_from(figures.V1, read, self.mounts)
+        return figures.sample_from(figures.V1, read, self.mounts, netns)
 
 
 def _eff(limit: int | None) -> float:

@@ -17,7 +17,7 @@ import time
 from ..errors import KernelError, NotFound
 from ..model import Limits
 from . import figures, parse
-from .base import CFS_PERIOD_US, CgroupDriver, check_limits, cpu_quota_us, swap_bytes
+from .base import CFS_PERIOD_US, CgroupDriver, check_limits, cpu_quota_us, read_netns_file, swap_bytes
 
 WANTED = ("memory", "cpu", "pids", "io")
 
@@ -159,8 +159,11 @@ class V2Driver(CgroupDriver):
         """Raw numbers of one moment (runtime/cgroups/figures.py's V2 table);
         ``sources`` maps each value to its file."""
         self._require(name)
+        netns = self.netns(name)
 
         def read(row):
+            if row.controller == figures.NETNS:
+                return read_netns_file(netns, row.file)
             text = self._read_opt(self._file(name, row.file))
             return None if text is None else text.encode()
-        return figures.sample_from(figures.V2, read, ("unified",))
+        return figures.sample_from(figures.V2, read, ("unified",), netns)

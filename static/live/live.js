@@ -13,12 +13,14 @@
 
   var T = window.Terrarium, bytes = T.bytes, pct = T.pct;
   function rate(v) { return v == null ? "—" : bytes(v) + "/s"; }
+  function perSec(v) { return v == null ? "—" : (Math.round(v * 10) / 10) + "/s"; }
   var FORMAT = {
     mem: bytes, ws: bytes, cache: bytes, swap: bytes,
     mem_limit: function (v) { return v == null ? "unlimited" : bytes(v); },
     cpu: pct, cpu_limit: function (v) { return v == null ? "unlimited" : v.toFixed(2) + " cores"; },
     pids_max: function (v) { return v == null ? "unlimited" : String(v); },
-    io_r: rate, io_w: rate,
+    io_r: rate, io_w: rate, net_rx: rate, net_tx: rate,
+    net_rx_p: perSec, net_tx_p: perSec, net_rx_drop: perSec, net_tx_drop: perSec,
     throttled: function (v) { return v == null ? "—" : v + " periods"; },
     throttled_s: function (v) { return v == null ? "—" : v.toFixed(3) + " s"; }
   };
@@ -34,8 +36,14 @@
       // throttled periods hang from the top quarter, away from the CPU line near 0
       scales: { n: { range: function (u, min, max) { var m = Math.max(max || 0, 1); return [-3 * m, m]; } } } },
     pids: { el: "chart-pids", series: [["pids", "pids", "#2c7a7b", 1], ["pids_max", "limit", "#e53e3e", 1, [6, 4]]], unit: "" },
-    io: { el: "chart-io", series: [["io_r", "read", "#3182ce", 1 / 1024], ["io_w", "write", "#d69e2e", 1 / 1024]], unit: "KiB/s" }
+    io: { el: "chart-io", series: [["io_r", "read", "#3182ce", 1 / 1024], ["io_w", "write", "#d69e2e", 1 / 1024]], unit: "KiB/s" },
+    // on the network panel (templates/containers/_network.html), when it has them
+    net: { el: "chart-net", series: [["net_rx", "rx", "#3182ce", 1 / 1024], ["net_tx", "tx", "#d69e2e", 1 / 1024]], unit: "KiB/s" },
+    netp: { el: "chart-netp", series: [["net_rx_p", "rx packets", "#3182ce", 1], ["net_tx_p", "tx packets", "#d69e2e", 1],
+      ["net_rx_drop", "rx drops", "#e53e3e", 1, null, true], ["net_tx_drop", "tx drops", "#c05621", 1, null, true]], unit: "/s",
+      scales: { n: { range: function (u, min, max) { var m = Math.max(max || 0, 1); return [-3 * m, m]; } } } }
   };
+  Object.keys(SPECS).forEach(function (name) { if (!document.getElementById(SPECS[name].el)) delete SPECS[name]; });
   // a bar series marks only the ticks where something happened: no bar at 0
   function col(s) {
     return points.map(function (p) { var v = p[s[0]]; return v == null || (s[5] && !v) ? null : v * s[3]; });
@@ -62,7 +70,7 @@
 
   // ---- current figures, each titled with its kernel file
   function showNow(p) {
-    document.querySelectorAll("#live-now dd[data-key]").forEach(function (dd) {
+    document.querySelectorAll("#live-now dd[data-key], #net-now dd[data-key]").forEach(function (dd) {
       var k = dd.dataset.key;
       dd.textContent = fmt(k, p[k]);
       if (sources[k]) dd.title = sources[k];
