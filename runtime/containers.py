@@ -389,8 +389,12 @@ class Runtime:
         lease = self.networks.lease(cid, config["name"], config["hostname"], mode, config.get("ports", ()))
         config["address"] = lease["address"]
         resolv = self.networks.write_resolv(cdir)
-        return ({"wait": True, "hosts": f"{cdir}/hosts", "resolv": resolv},
-                lambda pid: self.networks.attach(pid, cid, lease))
+        net = {"wait": True, "hosts": f"{cdir}/hosts", "resolv": resolv}
+        if lease.get("ports"):
+            from .network import nft_available
+            if not nft_available():                  # the shim forwards them (runtime/portfwd.py)
+                net["forward"] = [{**p, "address": lease["address"]} for p in lease["ports"]]
+        return net, lambda pid: self.networks.attach(pid, cid, lease)
 
     def _start_request(self, cid: str, config: dict) -> dict:
         layers_dir = os.path.join(self.root, "layers")

@@ -31,7 +31,9 @@ Published ports (`-p [IP:]HOST:CONTAINER[/tcp|udp]`) are DNAT rules in one
 nftables table of our own (`inet terrarium` for the default root,
 `inet terrarium_<rid>` for others), written whole from the leases and the
 networks in one `nft -f` transaction each time they change, and deleted
-when nothing is left in it.  No other table is ever read or written.
+when nothing is left in it.  No other table is ever read or written.  Where
+nftables is absent (no `nft`; TERRARIUM_NFT names another path) the
+container's shim forwards them in userland instead (runtime/portfwd.py).
 """
 from __future__ import annotations
 
@@ -62,6 +64,17 @@ _PORT_RE = re.compile(r"(?:(?P<ip>[0-9.]+):)?(?P<host>[0-9]{1,5}):(?P<cont>[0-9]
                       re.ASCII)
 IFACE_PREFIXES = ("tb", "tv")          # bridges tb<rid>..., host ends of veths tv<rid><id>
 NFT = shutil.which("nft") or "/usr/sbin/nft"
+
+
+def nft_path() -> str:
+    """The nft command: TERRARIUM_NFT when set (a path that is not there makes
+    nftables absent: published ports then go through the userland forwarder,
+    runtime/portfwd.py), else the one on PATH."""
+    return os.environ.get("TERRARIUM_NFT") or NFT
+
+
+def nft_available() -> bool:
+    return os.access(nft_path(), os.X_OK)
 
 
 def root_id(root: str) -> str:
@@ -679,19 +692,20 @@ class Networks:
         t = f"inet {self.table}"
         script = f"table {t}\ndelete table {t}\n{body}"
         try:
-            r = subprocess.run([NFT, "-f", "-"], input=script, capture_output=True, text=True, timeout=30)
-        except FileNotFoundError:
+            r = subprocess.run([nft_path(), "-f", "-"], input=script, capture_output=True, text=True, timeout=30)
+        except (FileNotFoundError, PermissionError):
             # Without nftables a network still works, but nothing keeps two
-            # networks apart when the host forwards, and no port is published.
-            if any(lease.get("ports") for lease in (self._leases() if leases is None else leases).values()):
-                raise TerrariumError("nftables (the nft command) is missing: published ports need it "
-                                     "(Debian: apt-get install nftables)") from None
+            # networks apart when the host forwards; published ports go
+            # through each container's userland forwarder (runtime/portfwd.py).
             return
         if r.returncode != 0:
             raise TerrariumError(f"nft refused the rules of table {t}: {r.stderr.strip().splitlines()[:1]}")
 
     def nft_table_exists(self) -> bool:
-        r = subprocess.run([NFT, "list", "table", "inet", self.table], capture_output=True, text=True)
+        try:
+            r = subprocess.run([nft_path(), "list", "table", "inet", self.table], capture_output=True, text=True)
+        except (FileNotFoundError, PermissionError):
+            return False
         return r.returncode == 0
 
 

@@ -170,10 +170,18 @@ def _supervise(req: dict, raw: bytes, reply: socket.socket, prepared: _Prepared)
     os.write(prepared.go_w, raw)
     os.close(prepared.go_w)
     setup_error = None
+    net = req.get("net") or {}
+    listeners = None                               # published ports without nftables (runtime/portfwd.py)
     try:
         _place_in_cgroup(drv, req, prepared, Limits(**req["limits"]))
-        if (req.get("net") or {}).get("wait"):
+        if net.get("wait"):
             setup_error = _await_network(reply, pid)
+        if setup_error is None and net.get("forward"):
+            from .portfwd import bind
+            try:
+                listeners = bind(net["forward"])
+            except OSError as e:
+                setup_error = e.strerror or str(e)
         if setup_error is None:
             os.write(prepared.in_cgroup_w, b"1")
     except TerrariumError as e:
@@ -186,6 +194,8 @@ def _supervise(req: dict, raw: bytes, reply: socket.socket, prepared: _Prepared)
         error += chunk
     os.close(prepared.err_r)
     if error or setup_error:
+        for s, _ in listeners or ():
+            s.close()
         code_s, _, message = error.decode(errors="replace").partition(":")
         if setup_error:
             code_s, message = "125", setup_error
@@ -204,7 +214,10 @@ def _supervise(req: dict, raw: bytes, reply: socket.socket, prepared: _Prepared)
                                     "started_at": started_at})
     send_reply(reply, {"ok": True, "pid": pid, "shim_pid": os.getpid()})
     reply = None
-    checker = None
+    forwarder = checker = None
+    if listeners:
+        from .portfwd import spawn
+        forwarder = spawn(listeners, pid, close_fds=(prepared.out_r, prepared.stderr_r))
     if req.get("healthcheck"):
         from .lifecycle import spawn_checker
         checker = spawn_checker(req, pid, close_fds=(prepared.out_r, prepared.stderr_r))
@@ -227,9 +240,10 @@ def _supervise(req: dict, raw: bytes, reply: socket.socket, prepared: _Prepared)
     code = os.waitstatus_to_exitcode(wstatus)
     if code < 0:
         code = 128 - code                          # killed by signal N: 128+N, like a shell
-    if checker:                                    # its last result is in before the exit is
-        os.kill(checker, signal.SIGKILL)
-        os.waitpid(checker, 0)
+    for helper in (checker, forwarder):            # the checker's last result is in before the exit is
+        if helper:
+            os.kill(helper, signal.SIGKILL)
+            os.waitpid(helper, 0)
     # The oom_kill counter rises before the exit is visible (FACTS.md): no race.
     kills = drv.oom_kills(cid)
     oom = code == 137 and kills > 0                # init itself died of it
