@@ -38,8 +38,10 @@ as_root() {
 # docker.io: the archive tests run a private dockerd (own data root and socket)
 #   to check that `docker load` reads `terrarium save`; debootstrap builds a
 #   Debian minbase image from the apt mirror for the real-world layer tests
+# podman: the engine tests run a private Podman (own storage, runroot and API
+#   socket; tests/podman.py); without recommends, so no network helpers
 packages=(busybox-static chromium runc crun redis-server util-linux procps nftables
-          iproute2 umoci skopeo gcc libc6-dev libseccomp2 debootstrap)
+          iproute2 umoci skopeo gcc libc6-dev libseccomp2 debootstrap podman)
 if [ "$want_vm" = 1 ]; then
     packages+=(qemu-system-x86 cpio)
 fi

@@ -1,8 +1,10 @@
-"""Docker's containers in the dashboard, for real: a private dockerd
-(tests/dockerd.py), the session's root agent started with its socket
-(TERRARIUM_DOCKER_HOST), and a Daphne of our own in agent mode, so every read
+"""Docker's and Podman's containers in the dashboard, for real: a private
+dockerd (tests/dockerd.py) and a private Podman service (tests/podman.py),
+the session's root agent started with their sockets (TERRARIUM_DOCKER_HOST,
+TERRARIUM_PODMAN_HOST), and a Daphne of our own in agent mode, so every read
 and act goes the way it goes in production: browser -> Daphne -> agent ->
-Engine API / cgroup files.  One dockerd and one Daphne for the module."""
+Engine API / cgroup files.  One dockerd, one Podman and one Daphne for the
+module (Podman's tests skip where it is not installed; Docker's still run)."""
 from __future__ import annotations
 
 import json
@@ -17,6 +19,7 @@ import pytest
 
 from runtime import Spec
 
+from tests import podman as podman_fixture
 from tests.dockerd import private_dockerd
 from tests.fixtures_web import CHROMIUM_ARGS
 from tests.webstack import WebStack, login_cookie
@@ -45,7 +48,31 @@ def docker(rt, session_root, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def web(docker, tmp_path_factory):
+def podman(rt, session_root, docker, tmp_path_factory):
+    """The private Podman service (our busybox loaded as `busybox`), its socket
+    the agent's; None where podman is not installed (its tests skip)."""
+    from runtime.agent import stop_agent
+    if not podman_fixture.available():
+        yield None
+        return
+    with podman_fixture.private_podman() as p:
+        tar = tmp_path_factory.mktemp("pm") / "busybox.tar"
+        with open(tar, "wb") as f:
+            rt.save_image("busybox", f)
+        p("load", "-i", str(tar))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("TERRARIUM_PODMAN_HOST", p.url)
+            stop_agent(session_root)            # the next one inherits the socket
+            try:
+                yield p
+            finally:
+                stop_agent(session_root)
+    with open("/proc/self/mountinfo") as f:
+        assert not [line for line in f if p.base in line], "podman left a mount behind"
+
+
+@pytest.fixture(scope="module")
+def web(docker, podman, tmp_path_factory):
     stack = WebStack(tmp_path_factory.mktemp("dkweb"), users=(("otto", "operator"), ("vera", "viewer")),
                      env={"TERRARIUM_AGENT": "1", "TERRARIUM_LIVE_TICK": "0.5"})
     stack.start()
@@ -187,3 +214,47 @@ def test_limits_change_live_through_the_engine(docker, web, page):
         (details,) = db.execute("select details from containers_auditentry where action='update' "
                                 "and container_id=? and result='ok'", (cid,)).fetchone()
     assert json.loads(details)["limits"] == {"memory": 48 << 20, "pids": 77}
+
+
+def test_a_podman_container_in_the_list_its_page_and_its_controls(podman, web, page):
+    """Podman through its Docker-compatible API (the same EngineSource as
+    dockerd's): the row and badge, the live page's processes and cgroup
+    figures, Stop and Start through the API (podman inspect agrees), and a
+    viewer's page without buttons."""
+    if podman is None:
+        pytest.skip("needs Debian's podman (scripts/setup.sh installs it)")
+    page.goto(page.base + "/")
+    page.wait_for_function("document.body.dataset.live === 'on'")
+    pname = f"pm-{secrets.token_hex(3)}"
+    cid = podman("run", "-d", "--name", pname, "--network", "none", "busybox",
+                 "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done").stdout.strip()
+    key = f"podman-{cid}"
+    row = page.locator(f'tr[data-container-id="{key}"]')
+    row.wait_for(timeout=5_000)                             # its event stream, not a reload
+    assert row.get_attribute("data-name") == pname
+    assert row.locator(".engine").inner_text().lower() == "podman"
+    page.goto(f"{page.base}/containers/{key}/")
+    assert "Podman owns this container" in page.locator("#owner-note").inner_text()
+    podman("exec", "-d", pname, "sleep", "4321")
+    page.locator("#ptree", has_text="sleep 4321").wait_for()
+    pid = json.loads(podman("inspect", cid).stdout)[0]["State"]["Pid"]
+    assert page.locator(f'#ptree li[data-pid="{pid}"]').count() == 1
+    page.wait_for_function("+(document.getElementById('graphs').dataset.points || 0) >= 2")
+    with open(f"/proc/{pid}/cgroup") as f:
+        assert f"/{podman.cgroup_parent}/libpod-{cid}" in f.read()     # its figures' cgroup
+    page.once("dialog", lambda d: d.accept())
+    page.click('#detail-head button[data-action="stop"]')
+    page.locator('#detail-head [data-state="exited"]').wait_for(timeout=20_000)
+    assert json.loads(podman("inspect", cid).stdout)[0]["State"]["Running"] is False
+    page.click('#detail-head button[data-action="start"]')
+    page.locator('#detail-head [data-state="running"]').wait_for(timeout=20_000)
+    assert json.loads(podman("inspect", cid).stdout)[0]["State"]["Running"] is True
+    with sqlite3.connect(web.env["TERRARIUM_DB"]) as db:
+        rows = db.execute("select action, result from containers_auditentry where container_id=? "
+                          "order by id", (cid,)).fetchall()
+    assert rows == [("stop", "ok"), ("start", "ok")]
+    cookie = login_cookie(web.ports[0], *web.users["viewer"])
+    req = urllib.request.Request(f"{web.urls[0]}/containers/{key}/", headers={"Cookie": cookie})
+    html = urllib.request.urlopen(req, timeout=10).read().decode()
+    assert pname in html and "Podman owns this container" in html and "Your role may only view" in html
+    assert "/stop/" not in html and 'data-action="stop"' not in html
