@@ -98,7 +98,7 @@ def act(*, user, key: str, action: str, timeout: float = 10.0, limits: dict | No
     before = get(key=key)
     name = before.name if before else key[:40]
     details = {"engine": before.engine if before else key.partition("-")[0], "key": key}
-    ident = before.id[:64] if before else ""
+    ident = before.id[:255] if before else ""
     kw = {"timeout": timeout} if action in ("stop", "restart") else {}
     if action == "update":
         kw["limits"] = details["limits"] = {k: v for k, v in (limits or {}).items() if v is not None}

@@ -122,7 +122,9 @@ class AuditEntry(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     username = models.CharField(max_length=150, help_text="kept when the user is deleted")
     action = models.CharField(max_length=32, db_index=True)
-    container_id = models.CharField(max_length=64, blank=True, db_index=True)
+    # ours: 64 hex; another owner's: its engine's id (a unit or pod container
+    # name may be longer than 64)
+    container_id = models.CharField(max_length=255, blank=True, db_index=True)
     container_name = models.CharField(max_length=128, blank=True)
     result = models.CharField(max_length=8, choices=RESULT_CHOICES)
     message = models.TextField(blank=True)
@@ -151,8 +153,9 @@ class OomEvent(models.Model):
                                          help_text="kmsg timestamp of the kill (µs since boot)")
     container = models.ForeignKey(Container, null=True, blank=True, on_delete=models.SET_NULL,
                                   related_name="oom_events")
-    container_key = models.CharField(max_length=64, blank=True, db_index=True,
-                                     help_text="the runtime's container id, kept after removal")
+    container_key = models.CharField(max_length=255, blank=True, db_index=True,
+                                     help_text="the runtime's container id (another owner's: its "
+                                               "discovery key, docker-<id>), kept after removal")
     container_name = models.CharField(max_length=128, blank=True)
     scope = models.CharField(max_length=16, choices=SCOPE_CHOICES, db_index=True,
                              default=SCOPE_CONTAINER)

@@ -185,7 +185,7 @@ def audit_denied(*, user, action: str, container_id: str = "") -> AuditEntry | N
     recent = AuditEntry.objects.filter(user=user, result="denied", at__gte=since)
     if recent.count() >= settings.TERRARIUM_AUDIT_DENIED_PER_MINUTE:
         return None
-    container_id = container_id[:64]              # from the URL: any length
+    container_id = container_id[:255]             # from the URL: any length (a key is at most 211)
     row = Container.objects.filter(id=container_id).first() if container_id else None
     return _audit(user, action[:32], container_id=container_id,
                   container_name=row.name if row else container_id[:12], result="denied",

@@ -5,7 +5,9 @@ from django.db import models
 
 class MinutePoint(models.Model):
     """One minute of one container, aggregated from the sampler's ticks."""
-    container_id = models.CharField(max_length=64, db_index=True)
+    # ours: 64 hex; another owner's discovery key (runtime.discovery.make_key,
+    # "kubernetes-<id>"): up to 211
+    container_id = models.CharField(max_length=255, db_index=True)
     minute = models.DateTimeField(help_text="start of the minute, UTC")
     samples = models.IntegerField(help_text="ticks aggregated")
     mem_avg = models.BigIntegerField(null=True, help_text="bytes")

@@ -141,3 +141,18 @@ def test_prune_records_command(settings):
     out = StringIO()
     call_command("prune_records", stdout=out)
     assert out.getvalue().strip() == "prune_records: deleted 2 audit entries, 0 OOM events"
+
+
+def test_every_stored_container_key_fits_the_longest_discovery_key():
+    """Another owner's key (runtime.discovery.make_key) is longer than our 64
+    hex: "podman-<64 hex>" is 71, a Kubernetes one up to 211.  Each column that
+    keeps a container's key or engine id holds the longest."""
+    from dashboard.containers.models import OomEvent
+    from dashboard.live.models import MinutePoint
+    from runtime.discovery import make_key
+    from runtime.discovery.registry import is_key
+    longest = make_key("kubernetes", "x" * 200)
+    assert is_key(longest) and not is_key(longest + "x")
+    for model, field in ((MinutePoint, "container_id"), (AuditEntry, "container_id"),
+                         (OomEvent, "container_key")):
+        assert model._meta.get_field(field).max_length >= len(longest), (model.__name__, field)
