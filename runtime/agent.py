@@ -677,6 +677,24 @@ def _engine_control(rt, key, action, timeout=10.0, signal="SIGKILL", limits=None
     return None if found is None else to_json(found)
 
 
+def _engine_logs(rt, gone, key, tail=None, since=None, follow=False):
+    for stream, data in rt.discovery().logs(key, tail=tail, since=since, follow=follow, stop=gone):
+        yield [stream, base64.b64encode(data).decode("ascii")]
+
+
+def _engine_terminal(rt, key, shell="auto", rows=24, cols=80):
+    """A shell in another engine's container through its exec: the connection
+    and the control socket go to the client (runtime/discovery/engine_terminal.py);
+    this process keeps the watcher that hangs it up when the client goes."""
+    term = rt.discovery().terminal(key, shell=shell, rows=rows, cols=cols)
+    return Passing(term.info, [term.master, term.ctl.detach()])
+
+
+def _engine_tree(rt, key):
+    from .procs import walk
+    return _records(node.info for _, node in walk(rt.discovery().tree(key)))
+
+
 def _update_change(rt, ref, limits=None, restart=None):
     """update's audit change: the limits, and the restart policy when one was given."""
     if restart is None:
@@ -754,6 +772,14 @@ VERBS: dict[str, Verb] = {
     "discovered": Verb(_discovered, {"key": (_key, True)}),
     "engine-layers": Verb(lambda rt, key, limit=10000: rt.discovery().layers(key, limit),
                           {"key": (_key, True), "limit": (_count(1 << 20), False)}),
+    "engine-logs": Verb(_engine_logs, {"key": (_key, True), "tail": (_count(1 << 62), False),
+                                       "since": (_text(64), False), "follow": (_bool, False)},
+                        watch=True, stream=True),
+    "engine-terminal": Verb(_engine_terminal, {"key": (_key, True), "shell": (_shell, False),
+                                               "rows": (_term_size(500), False),
+                                               "cols": (_term_size(1000), False)},
+                            mutating=True, passes=True, target="key"),
+    "engine-tree": Verb(_engine_tree, {"key": (_key, True)}),
     "engine-control": Verb(_engine_control, {"key": (_key, True), "action": (_action, True),
                                              "timeout": (_seconds, False),
                                              "signal": (_signal_name, False),

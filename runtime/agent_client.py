@@ -510,9 +510,12 @@ class AgentRuntime:
         over its pty master and control socket (runtime/terminal.py).  on_end
         is not called: the agent reaps the helper."""
         from .terminal import Terminal
-        request = json.dumps({"verb": "terminal", "user": self.user,
-                              "args": {"ref": ref, "shell": shell, "rows": rows, "cols": cols}}
-                             ).encode() + b"\n"
+        fds, result = self.call_passing("terminal", ref=ref, shell=shell, rows=rows, cols=cols)
+        return Terminal(fds[0], socket.socket(fileno=fds[1]), result)
+
+    def call_passing(self, verb: str, **args) -> tuple[list[int], dict]:
+        """A request whose reply hands over a terminal's two descriptors: (fds, result)."""
+        request = json.dumps({"verb": verb, "user": self.user, "args": args}).encode() + b"\n"
         fds: list[int] = []
         try:
             reply = self._pool.call(request, retry=False, received=fds)
@@ -525,7 +528,7 @@ class AgentRuntime:
             for fd in fds:
                 os.close(fd)
             raise
-        return Terminal(fds[0], socket.socket(fileno=fds[1]), reply["result"])
+        return fds, reply["result"]
 
     def stats_reader(self) -> AgentStatsReader:
         """Runtime.stats_reader() through the agent: a sampling session on a connection of its own."""
@@ -858,6 +861,15 @@ def wanted(setting: str | None = None) -> bool:
     return value in ("1", "yes", "true", "on")
 
 
+def _log_args(key, tail, since, follow) -> dict:
+    args = {"key": key, "follow": follow}
+    if tail is not None:
+        args["tail"] = tail
+    if since is not None:
+        args["since"] = since
+    return args
+
+
 class AgentDiscovery:
     """runtime.discovery.registry.Discovery's calls, answered by the agent."""
 
@@ -876,6 +888,27 @@ class AgentDiscovery:
 
     def layers(self, key: str, limit: int = 10000) -> dict:
         return self.rt.call("engine-layers", key=key, limit=limit)
+
+    def logs(self, key: str, *, tail: int | None = None, since: str | None = None, follow: bool = False,
+             stop=None):
+        """Discovery.logs through the agent (a generator; open_logs reads without blocking)."""
+        return ((stream, base64.b64decode(data)) for stream, data in
+                self.rt.stream("engine-logs", **_log_args(key, tail, since, follow)))
+
+    def open_logs(self, key: str, *, tail: int | None = None, since: str | None = None,
+                  follow: bool = False) -> AgentStream:
+        return self.rt.open_stream("engine-logs", **_log_args(key, tail, since, follow))
+
+    def terminal(self, key: str, *, shell: str = "auto", rows: int = 24, cols: int = 80):
+        """Discovery.terminal through the agent: it hands over the exec's
+        connection and the control socket (runtime/discovery/engine_terminal.py)."""
+        from .discovery.engine_terminal import EngineTerminal
+        fds, reply = self.rt.call_passing("engine-terminal", key=key, shell=shell, rows=rows, cols=cols)
+        return EngineTerminal(fds[0], socket.socket(fileno=fds[1]), reply)
+
+    def tree(self, key: str) -> list:
+        from .procs import build_forest
+        return build_forest(process_info_of(d) for d in self.rt.call("engine-tree", key=key))
 
     def control(self, key: str, action: str, **kw):
         from .discovery.registry import from_json

@@ -4,7 +4,7 @@ actions through the owner's engine.  Thin, as views.py."""
 import datetime as dt
 
 from django.contrib import messages
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -14,6 +14,62 @@ from runtime.discovery import CONTROLS
 from . import engines
 from .forms import LimitsForm
 from .views import _back, _wants_json, can_view, operates
+
+
+def _with_api(key):
+    """The container, if its owner has an API to read logs or run a shell through; else 404."""
+    found = _found_or_404(key)
+    if not found.controls:
+        raise Http404(f"{found.engine} container {found.name}: no API here ({found.owner_note})")
+    return found
+
+
+@require_GET
+@can_view
+def engine_logs(request, container_id):
+    """Its logs page (logs.html, read over ws/containers/<key>/logs/: the engine's logs API)."""
+    from .logsocket import DEFAULT_TAIL
+    from .logviews import TAILS
+    found = _with_api(container_id)
+    q = request.GET
+    return render(request, "containers/logs.html", {
+        **_context(request, found), "tails": TAILS, "tail": q.get("tail", str(DEFAULT_TAIL)),
+        "since": q.get("since", ""), "until": q.get("until", ""), "search": q.get("q", "")})
+
+
+@require_GET
+@can_view
+def engine_logs_download(request, container_id):
+    """GET ?stream=&q=&since=&until=&timestamps=1, as logviews.container_logs_download."""
+    import re
+
+    from runtime import TerrariumError, logfilter
+
+    from . import selectors
+    from .logsocket import parse_time
+    from .logviews import _in_threads
+    found = _with_api(container_id)
+    q = request.GET
+    try:
+        streams = logfilter.check_stream(q.get("stream") or None)
+        grep = logfilter.check_grep(q.get("q") or None)
+        since, until = parse_time(q.get("since"), "since"), parse_time(q.get("until"), "until")
+    except TerrariumError as e:
+        return HttpResponse(f"{e}\n", status=400, content_type="text/plain; charset=utf-8")
+    lines = selectors.container_log_lines(container_id=found.key, since=since, until=until, streams=streams,
+                                          grep=grep, timestamps=q.get("timestamps") == "1")
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", found.name) or found.id[:12]
+    response = StreamingHttpResponse(_in_threads(lines), content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}.log"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@require_GET
+@operates("terminal")
+def engine_terminal(request, container_id):
+    """The web terminal's page (its socket: engine_terminal.EngineTerminalConsumer)."""
+    return render(request, "containers/terminal.html", {"c": Shown(_with_api(container_id))})
 
 
 class Shown:

@@ -115,8 +115,33 @@ def act(*, user, key: str, action: str, timeout: float = 10.0, limits: dict | No
     return after
 
 
+def terminal_open(*, user, key: str, shell: str = "auto", rows: int = 24, cols: int = 80):
+    """A shell in its container through its engine's exec (a runtime.terminal.Terminal)
+    and the session's audit row, as services.terminal_open makes for ours
+    (services.terminal_closed writes its end); services.ServiceError with the reason."""
+    import datetime as dt
+
+    from .services import ServiceError
+    found = get(key=key)
+    name = found.name if found else key[:40]
+    details = {"engine": found.engine if found else key.partition("-")[0], "key": key,
+               "shell": shell, "rows": rows, "cols": cols}
+    ident = found.id[:255] if found else ""
+    try:
+        if found is None:
+            raise TerrariumError(f"no container {key[:80]!r} on this host")
+        term = get_runtime(user=user).discovery().terminal(key, shell=shell, rows=rows, cols=cols)
+    except (TerrariumError, OSError) as e:
+        _audit(user, "terminal", ident, name, "error", str(e), details)
+        raise ServiceError(str(e)) from e
+    started = dt.datetime.now(dt.timezone.utc)
+    entry = _audit(user, "terminal", ident, name, "ok", f"{shell} shell on {cols}x{rows}: open",
+                   {**details, "started": started.isoformat(), "ended": None})
+    return term, entry
+
+
 def _audit(user, action, ident, name, result, message, details):
-    AuditEntry.objects.create(
+    return AuditEntry.objects.create(
         user=user if getattr(user, "pk", None) else None,
         username=getattr(user, "username", "") or "(system)", action=action[:32],
         container_id=ident, container_name=f"{name} ({details['engine']})"[:128], result=result,

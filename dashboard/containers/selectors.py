@@ -78,6 +78,10 @@ def container_run(*, container_id: str) -> tuple[str, float | None] | None:
     from runtime import NotFound
 
     from .runtime_client import get_runtime
+    if "-" in container_id:                 # another owner's: its state and its init (a new run: a new pid)
+        from . import engines
+        found = engines.get(key=container_id)
+        return None if found is None else (found.state, found.pid)
     try:
         c = get_runtime().inspect(container_id)
     except NotFound:
@@ -98,9 +102,26 @@ def container_log_follow(*, container_id: str, tail: int | None, since: str | No
     args = {"tail": tail} if tail is not None else {}
     if since is not None:
         args["since"] = since
+    if "-" in container_id:                 # another owner's, through its engine's logs API
+        if isinstance(rt, AgentRuntime):
+            return rt.discovery().open_logs(container_id, follow=True, **args)
+        return rt.discovery().logs(container_id, follow=True, stop=_stopped(on_wait), **args)
     if isinstance(rt, AgentRuntime):
         return rt.open_stream("log-output", ref=container_id, follow=True, timestamps=True, **args)
     return rt.log_output(container_id, follow=True, timestamps=True, on_wait=on_wait, **args)
+
+
+def _stopped(on_wait):
+    """on_wait (raises once the reader is closed) as a stop() that says so."""
+    def stop() -> bool:
+        if on_wait is None:
+            return False
+        try:
+            on_wait()
+        except Exception:  # noqa: BLE001 - its way of saying "stop"
+            return True
+        return False
+    return stop
 
 
 def container_log_lines(*, container_id: str, since: bytes | None, until: bytes | None,
@@ -110,7 +131,11 @@ def container_log_lines(*, container_id: str, since: bytes | None, until: bytes 
     from runtime import logfilter
 
     from .runtime_client import get_runtime
-    pieces = get_runtime().log_output(container_id, since=since.decode() if since else None, timestamps=True)
+    since_text = since.decode() if since else None
+    if "-" in container_id:                 # another owner's, through its engine's logs API
+        pieces = get_runtime().discovery().logs(container_id, since=since_text)
+    else:
+        pieces = get_runtime().log_output(container_id, since=since_text, timestamps=True)
     try:
         batch, size = [], 0
         for line in logfilter.filtered(pieces, streams=streams, grep=grep, until=until):

@@ -74,9 +74,16 @@ class TerminalConsumer(ViewerSocket):
     # ---------------------------------------------------------- hooks
     async def refused(self) -> int | None:
         self.container_id = self.scope["url_route"]["kwargs"]["container_id"]
-        if not await asyncio.to_thread(container_exists, container_id=self.container_id):
+        if not await asyncio.to_thread(self.exists):
             return CLOSE_NOT_FOUND
         return None
+
+    def exists(self) -> bool:
+        return container_exists(container_id=self.container_id)
+
+    def open_terminal(self, *, user, rows: int, cols: int):
+        """(Terminal, its audit row); services.ServiceError with the reason."""
+        return services.terminal_open(user=user, container_id=self.container_id, rows=rows, cols=cols)
 
     async def on_join(self):
         user = self.scope["user"]
@@ -91,8 +98,8 @@ class TerminalConsumer(ViewerSocket):
         self.acked = asyncio.Event()
         rows, cols = _size(self.scope.get("query_string", b""))
         try:
-            self.term, self.entry = await database_sync_to_async(services.terminal_open)(
-                user=user, container_id=self.container_id, rows=rows, cols=cols)
+            self.term, self.entry = await database_sync_to_async(self.open_terminal)(
+                user=user, rows=rows, cols=cols)
         except services.ServiceError as e:
             await self.send_json({"type": "terminal.error", "message": str(e)})
             return await self._end(CLOSE_NOT_RUNNING)

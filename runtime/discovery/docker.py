@@ -218,6 +218,61 @@ class EngineSource:
             if not stop():
                 time.sleep(0.5)
 
+    # -- logs and exec
+    def logs(self, ident: str, *, tail: int | None = None, since: str | None = None, follow: bool = False,
+             stop=None):
+        """Its log through the API (GET /containers/{id}/logs), as (stream,
+        bytes) pieces, each line led by its time as our logs lead theirs
+        ("2026-11-30T20:00:00.123456789Z "); since: such a time (the API takes
+        unix seconds).  Followed while it runs with follow; stop(), looked at
+        every half second, ends a follow that waits for a quiet container."""
+        try:
+            api = self._client()
+            tty = bool((api.inspect_container(ident).get("Config") or {}).get("Tty"))
+            params = {"stdout": 1, "stderr": 1, "timestamps": 1, "follow": int(follow),
+                      "tail": "all" if tail is None else str(int(tail))}
+            if since:
+                params["since"] = _api_time(since)
+            res = api._get(api._url("/containers/{0}/logs", ident), params=params, stream=True,
+                           timeout=None if follow else API_TIMEOUT)
+            api._raise_for_status(res)
+            raw = api._get_raw_response_socket(res)
+        except Exception as e:  # noqa: BLE001
+            raise _error(e, self.engine, ident) from None
+        return _log_pieces(res, tty, stop, getattr(raw, "_sock", raw))
+
+    def exec_tty(self, ident: str, argv, env, rows: int, cols: int):
+        """A process on a terminal in the container (POST /containers/{id}/exec,
+        then its start with the connection taken over): (the connection, a
+        raw stream both ways, as a socket; the exec's id)."""
+        try:
+            api = self._client()
+            ex = api.exec_create(ident, list(argv), stdin=True, tty=True, environment=list(env))
+            io = api.exec_start(ex["Id"], tty=True, socket=True)
+        except Exception as e:  # noqa: BLE001
+            raise _error(e, self.engine, ident) from None
+        sock = getattr(io, "_sock", io)
+        try:
+            api.exec_resize(ex["Id"], height=rows, width=cols)
+        except Exception:  # noqa: BLE001, S110 - the first size is a nicety; the page sends it again
+            pass
+        return io, sock, ex["Id"]
+
+    def exec_state(self, exec_id: str) -> dict:
+        """{"running", "pid" (host), "exit_code"} of an exec."""
+        try:
+            got = self._client().exec_inspect(exec_id)
+        except Exception as e:  # noqa: BLE001
+            raise _error(e, self.engine, exec_id) from None
+        return {"running": bool(got.get("Running")), "pid": got.get("Pid") or None,
+                "exit_code": got.get("ExitCode")}
+
+    def exec_resize(self, exec_id: str, rows: int, cols: int) -> None:
+        try:
+            self._client().exec_resize(exec_id, height=rows, width=cols)
+        except Exception as e:  # noqa: BLE001
+            raise _error(e, self.engine, exec_id) from None
+
     # -- control
     def control(self, ident: str, action: str, *, timeout: float = 10.0, signal: str = "SIGKILL",
                 limits: dict | None = None) -> None:
@@ -267,6 +322,82 @@ def _update_body(limits: dict) -> dict:
     if not out:
         raise InvalidArgument("update: no limit given")
     return out
+
+
+_STREAMS = {1: "stdout", 2: "stderr"}
+
+
+class _Shut:
+    """close() shuts a socket down both ways: a thread blocked reading it wakes."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def close(self) -> None:
+        import socket
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _log_pieces(res, tty: bool, stop, sock):
+    """The logs endpoint's body as (stream, bytes): a tty's raw output is all
+    stdout; otherwise its frames (8-byte header: stream, 0, 0, 0, size)."""
+    done, shut = threading.Event(), _Shut(sock)
+    if stop is not None:
+        threading.Thread(target=_close_when, args=(lambda: done.is_set() or stop(), shut),
+                         daemon=True, name="engine-logs-stop").start()
+    try:
+        if tty:
+            for chunk in res.raw.stream(1 << 16, decode_content=False):
+                yield "stdout", _fixed_stamps(chunk)
+            return
+        while True:
+            head = res.raw.read(8)
+            if len(head) < 8:
+                return
+            size = int.from_bytes(head[4:8], "big")
+            data = res.raw.read(size) if size else b""
+            if len(data) < size:
+                return
+            yield _STREAMS.get(head[0], "stdout"), _fixed_stamps(data)
+    except Exception:  # noqa: BLE001 - closed by stop(), or the engine went: the log ends here
+        if stop is None or not stop():
+            raise
+    finally:
+        done.set()
+        shut.close()            # never back to the pool: the closer thread may shut it later
+        res.close()
+
+
+def _fixed_stamps(data: bytes) -> bytes:
+    """Lines led by RFC 3339 times with their nanoseconds in full (Podman
+    trims trailing zeros: "...:05.1234Z"), so they sort and compare as ours."""
+    if len(data) > 30 and data[29:31] == b"Z " and data.count(b"\n") <= 1:
+        return data                                 # Docker's: already so, one line
+    out = []
+    for line in data.splitlines(keepends=True):
+        stamp, sep, rest = line.partition(b" ")
+        if sep and stamp.endswith(b"Z") and len(stamp) < 30 and b"T" in stamp:
+            head, _, frac = stamp[:-1].partition(b".")
+            if len(head) == 19 and frac.isdigit():
+                line = b"%s.%sZ %s" % (head, frac.ljust(9, b"0")[:9], rest)
+            elif len(head) == 19 and not frac:
+                line = b"%s.000000000Z %s" % (head, rest)
+        out.append(line)
+    return b"".join(out)
+
+
+def _api_time(stamp: str) -> str:
+    """A record time ("2026-11-30T20:00:00.123456789Z") as the API's unix seconds."""
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    try:
+        secs = int(_dt.datetime.fromisoformat(head).replace(tzinfo=_dt.timezone.utc).timestamp())
+    except ValueError:
+        raise InvalidArgument(f"invalid since {stamp[:40]!r}") from None
+    digits = "".join(c for c in frac if c.isdigit())[:9]
+    return f"{secs}.{digits.ljust(9, '0')}"
 
 
 def _close_when(stop, stream) -> None:

@@ -155,6 +155,34 @@ class Discovery:
                 "upper": upper, "mount": mount, "upper_size": {"bytes": size.bytes, "files": size.files},
                 "changes": [dataclasses.asdict(c) for c in changes], "truncated": changes.truncated}
 
+    def logs(self, key: str, *, tail: int | None = None, since: str | None = None, follow: bool = False,
+             stop=None):
+        """Its log through its engine's API as (stream, bytes) pieces, each line
+        led by its time (the engine's source.logs); InvalidArgument for a
+        source with no logs API (the kernel's own: systemd's journal, a bare
+        namespace)."""
+        found = self.get(key)
+        source = self.source(found.engine)
+        if not hasattr(source, "logs"):
+            raise InvalidArgument(f"{found.engine} container {found.name!r}: no logs API here "
+                                  f"({found.owner_note})")
+        return source.logs(found.id, tail=tail, since=since, follow=follow, stop=stop)
+
+    def terminal(self, key: str, *, shell: str = "auto", rows: int = 24, cols: int = 80):
+        """A shell on a terminal in it through its engine's exec
+        (engine_terminal.EngineTerminal: a runtime.terminal.Terminal)."""
+        from .engine_terminal import open_terminal
+        found = self.get(key)
+        return open_terminal(self.source(found.engine), found, shell=shell, rows=rows, cols=cols)
+
+    def tree(self, key: str) -> list:
+        """Its processes as runtime.procs.ProcessNode trees: its cgroup's, or,
+        with no cgroup of its own (a bare namespace), its PID namespace's
+        (kernel.found_pids)."""
+        from .. import procs
+        from .kernel import found_pids
+        return procs.container_tree(found_pids(self.get(key)))
+
     def follow(self, stop, on_key) -> list[threading.Thread]:
         """A thread per source that follows (Docker's event stream, the cgroup
         tree's inotify), calling on_key(key) for each change until stop() is

@@ -258,3 +258,45 @@ def test_a_podman_container_in_the_list_its_page_and_its_controls(podman, web, p
     html = urllib.request.urlopen(req, timeout=10).read().decode()
     assert pname in html and "Podman owns this container" in html and "Your role may only view" in html
     assert "/stop/" not in html and 'data-action="stop"' not in html
+
+
+def test_docker_logs_live_with_streams_and_tail_then_a_terminal(docker, web, page):
+    """Its logs page through the engine's logs API (a line that comes while it
+    is open, stderr marked, since, the download's stream filter), then the web
+    terminal through its exec: typed into, exited with its code, audited."""
+    from playwright.sync_api import expect
+    dname, cid = _run(docker, "busybox", "sh", "-c",
+                      "echo first-out; until [ -e /tmp/go ]; do sleep 0.1; done; echo oops-err >&2; "
+                      "exec sleep 300")
+    key = f"docker-{cid}"
+    page.goto(f"{page.base}/containers/{key}/")
+    page.click("#logs-link")
+    view = page.locator("#log-view")
+    expect(view.locator(".ln .tx")).to_have_text(["first-out"])
+    between = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".%06dZ" % (time.time() % 1 * 1e6)
+    docker("exec", dname, "touch", "/tmp/go")
+    expect(view.locator(".ln .tx")).to_have_text(["first-out", "oops-err"])       # followed live
+    expect(view.locator(".ln.stderr .tx")).to_have_text(["oops-err"])
+    cookie = login_cookie(web.ports[0], *web.users["viewer"])
+    req = urllib.request.Request(f"{web.urls[0]}/containers/{key}/logs/download/?stream=stderr",
+                                 headers={"Cookie": cookie})
+    assert urllib.request.urlopen(req, timeout=10).read().decode() == "oops-err\n"
+    page.goto(f"{page.base}/containers/{key}/logs/?since={between}")       # the API's since
+    expect(view.locator(".ln .tx")).to_have_text(["oops-err"])
+    # the terminal: a shell by exec, on the engine's pty
+    page.goto(f"{page.base}/containers/{key}/")
+    page.click("#terminal-link")
+    expect(page.locator("#term-status")).to_have_attribute("data-state", "open")
+    area = page.locator("#terminal .xterm-helper-textarea")
+    area.press_sequentially("echo $((6*7)) > /tmp/answer; tty; exit 3")
+    page.keyboard.press("Enter")
+    expect(page.locator("#term-status")).to_have_text("Session ended (exit 3).")
+    assert docker("exec", dname, "cat", "/tmp/answer").stdout == "42\n"
+    assert "/dev/pts/" in page.locator("#terminal .xterm-rows").inner_text()
+    with sqlite3.connect(web.env["TERRARIUM_DB"]) as db:
+        rows = db.execute("select username, result, details from containers_auditentry where "
+                          "action='terminal' and container_id=?", (cid,)).fetchall()
+    assert len(rows) == 1 and rows[0][:2] == ("otto", "ok")
+    details = json.loads(rows[0][2])
+    assert (details["engine"], details["key"], details["exit_code"], details["reason"]) == \
+        ("docker", key, 3, "exited")
