@@ -101,8 +101,12 @@ def _context(request, found) -> dict:
 @require_GET
 @can_view
 def engine_detail(request, container_id):
+    from .roles import CAN_OPERATE
     found = _found_or_404(container_id)
-    return render(request, "containers/engine_detail.html", _context(request, found))
+    ctx = _context(request, found)
+    if not found.cgroup and found.pid:          # nothing to sample: its namespace's processes, now
+        ctx["tree"] = engines.tree(key=found.key, with_cmdline=request.user.has_perm(CAN_OPERATE))
+    return render(request, "containers/engine_detail.html", ctx)
 
 
 @require_GET

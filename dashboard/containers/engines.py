@@ -64,6 +64,22 @@ def get(*, key: str):
         return None
 
 
+def tree(*, key: str, with_cmdline: bool = True) -> list:
+    """(depth, runtime.procs.ProcessInfo) of its processes now, pstree's order:
+    for a container with no cgroup of its own (a bare namespace: its PID
+    namespace's members), whose tree the live sampler cannot read from a
+    cgroup.  Without with_cmdline (viewers), no arguments.  [] if gone."""
+    from dataclasses import replace
+
+    from runtime import procs
+    try:
+        forest = get_runtime().discovery().tree(key)
+    except (TerrariumError, OSError):
+        return []
+    rows = [(depth, node.info) for depth, node in procs.walk(forest)]
+    return rows if with_cmdline else [(d, replace(i, cmdline=i.cmdline[:1])) for d, i in rows]
+
+
 def owner_of_memcg(memcg: str):
     """The other owner's container a memory cgroup belongs to (an OOM report's
     oom_memcg), or None: its cgroup or one below it, or, once it has exited

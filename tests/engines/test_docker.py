@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import sqlite3
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -163,6 +164,10 @@ def test_a_viewer_sees_who_owns_it_and_no_buttons(docker, web):
     html = urllib.request.urlopen(req, timeout=10).read().decode()
     assert dname in html and "Docker owns this container" in html and "Your role may only view" in html
     assert "/stop/" not in html
+    terminal = urllib.request.Request(f"{web.urls[0]}/containers/docker-{cid}/terminal/", headers={"Cookie": cookie})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(terminal, timeout=10)
+    assert e.value.code == 403                                          # operators only
     gone = urllib.request.Request(f"{web.urls[0]}/containers/docker-{'0' * 64}/", headers={"Cookie": cookie})
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(gone, timeout=10)
@@ -300,3 +305,43 @@ def test_docker_logs_live_with_streams_and_tail_then_a_terminal(docker, web, pag
     details = json.loads(rows[0][2])
     assert (details["engine"], details["key"], details["exit_code"], details["reason"]) == \
         ("docker", key, 3, "exited")
+
+
+def test_a_bare_namespace_page_says_why_it_has_no_buttons_and_shows_its_tree(web, page):
+    """A source with no API (the seed's `unshare --pid --fork --mount-proc`
+    demo, found from the kernel alone): its page renders for an operator with
+    no control, logs or terminal, says why, and shows its PID namespace's
+    process tree (it has no cgroup of its own to sample)."""
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+                             "sh", "-c", "sleep 4321 & exec sleep 600"])
+    try:
+        inner = _ns_init(proc.pid, "sleep 600")
+        ino = os.readlink(f"/proc/{inner}/ns/pid")[5:-1]
+        page.goto(f"{page.base}/containers/bare-pidns-{ino}/")
+        note = page.locator("#owner-note").inner_text()
+        assert "there is no API here to act through, so there are no buttons" in note
+        assert page.locator("#detail-head button, #detail-head form, #terminal-link, #logs-link").count() == 0
+        init = page.locator(f'#ptree li[data-pid="{inner}"]')
+        assert init.get_attribute("data-ns-pid") == "1" and "sleep 600" in init.inner_text()
+        child = page.locator("#ptree li", has_text="sleep 4321")
+        assert child.get_attribute("data-ns-pid") == "2"
+    finally:
+        proc.kill()                     # --kill-child takes the namespace with it
+        proc.wait(10)
+
+
+def _ns_init(outer: int, command: str, timeout: float = 10.0) -> int:
+    """The host pid of the namespace's PID 1 once it runs command (unshare forks, then it execs)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{outer}/task/{outer}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+            if kids:
+                with open(f"/proc/{kids[0]}/cmdline", "rb") as f:
+                    if f.read().replace(b"\0", b" ").strip().decode() == command:
+                        return kids[0]
+        except OSError:
+            pass
+        time.sleep(0.01)                # no event for another process's exec
+    raise AssertionError(f"unshare's child did not run {command!r}")
