@@ -345,3 +345,34 @@ def _ns_init(outer: int, command: str, timeout: float = 10.0) -> int:
             pass
         time.sleep(0.01)                # no event for another process's exec
     raise AssertionError(f"unshare's child did not run {command!r}")
+
+
+def test_an_engine_terminal_resizes_and_is_hung_up_when_its_holder_goes(docker):
+    """Discovery.terminal in-process (the agent's side): the window size goes
+    through the engine (stty sees it), and closing the Terminal without `exit`
+    (the page went) ends the exec's shell rather than leaving it running."""
+    import select
+
+    from runtime.discovery.docker import EngineSource
+    from runtime.discovery.registry import Discovery
+    source = EngineSource(docker.env["DOCKER_HOST"])
+    dname, cid = _run(docker, "busybox", "sleep", "300")
+    term = Discovery([source]).terminal(f"docker-{cid}", shell="sh", rows=24, cols=80)
+    try:
+        term.resize(33, 101)
+        term.write(b"stty size\n")
+        seen, deadline = b"", time.monotonic() + 10
+        while b"33 101" not in seen and time.monotonic() < deadline:
+            select.select([term.master], [], [], 0.5)
+            seen += term.read() or b""
+        assert b"33 101" in seen, seen
+        pid = source.exec_state(term.info["exec"])["pid"]
+        assert pid and os.path.exists(f"/proc/{pid}")
+    finally:
+        term.close()
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.05)                                # hung up by the watcher thread: no event here
+    assert not os.path.exists(f"/proc/{pid}")
+    assert source.exec_state(term.info["exec"])["running"] is False
+    source.close()
