@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sqlite3
 import subprocess
@@ -224,15 +225,16 @@ def test_limits_change_live_through_the_engine(docker, web, page):
 def test_a_podman_container_in_the_list_its_page_and_its_controls(podman, web, page):
     """Podman through its Docker-compatible API (the same EngineSource as
     dockerd's): the row and badge, the live page's processes and cgroup
-    figures, Stop and Start through the API (podman inspect agrees), and a
-    viewer's page without buttons."""
+    figures, its log (Podman's times, which drop trailing zeros, made whole),
+    Stop and Start through the API (podman inspect agrees), and a viewer's
+    page without buttons."""
     if podman is None:
         pytest.skip("needs Debian's podman (scripts/setup.sh installs it)")
     page.goto(page.base + "/")
     page.wait_for_function("document.body.dataset.live === 'on'")
     pname = f"pm-{secrets.token_hex(3)}"
     cid = podman("run", "-d", "--name", pname, "--network", "none", "busybox",
-                 "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done").stdout.strip()
+                 "sh", "-c", "echo podman-says-hi; trap 'exit 0' TERM; while :; do sleep 1; done").stdout.strip()
     key = f"podman-{cid}"
     row = page.locator(f'tr[data-container-id="{key}"]')
     row.wait_for(timeout=5_000)                             # its event stream, not a reload
@@ -247,6 +249,11 @@ def test_a_podman_container_in_the_list_its_page_and_its_controls(podman, web, p
     page.wait_for_function("+(document.getElementById('graphs').dataset.points || 0) >= 2")
     with open(f"/proc/{pid}/cgroup") as f:
         assert f"/{podman.cgroup_parent}/libpod-{cid}" in f.read()     # its figures' cgroup
+    page.click("#logs-link")                                # its log through the compatible API
+    line = page.locator("#log-view .ln")
+    line.filter(has_text="podman-says-hi").wait_for()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", line.first.get_attribute("data-t"))
+    page.goto(f"{page.base}/containers/{key}/")
     page.once("dialog", lambda d: d.accept())
     page.click('#detail-head button[data-action="stop"]')
     page.locator('#detail-head [data-state="exited"]').wait_for(timeout=20_000)
