@@ -383,3 +383,26 @@ def test_an_engine_terminal_resizes_and_is_hung_up_when_its_holder_goes(docker):
     assert not os.path.exists(f"/proc/{pid}")
     assert source.exec_state(term.info["exec"])["running"] is False
     source.close()
+
+
+def test_an_engine_log_follow_ends_when_its_reader_goes_though_the_container_is_quiet(docker):
+    """Discovery.logs in-process (the agent's side of a logs page): lines with
+    our record times, and a follow of a container that writes nothing more
+    ends once stop() says so (the page went), not at its next line."""
+    import threading
+
+    from runtime.discovery.docker import EngineSource
+    from runtime.discovery.registry import Discovery
+    from runtime.logfilter import stamp_of
+    source = EngineSource(docker.env["DOCKER_HOST"])
+    dname, cid = _run(docker, "busybox", "sh", "-c", "echo only-line; exec sleep 300")
+    gone = threading.Event()
+    pieces = Discovery([source]).logs(f"docker-{cid}", follow=True, stop=gone.is_set)
+    stream, data = next(pieces)
+    assert stream == "stdout" and stamp_of(data) and data.endswith(b" only-line\n")
+    ended = threading.Event()
+    threading.Thread(target=lambda: (list(pieces), ended.set()), daemon=True).start()
+    assert not ended.wait(0.5)                          # following: nothing more comes
+    gone.set()
+    assert ended.wait(5.0)                              # the closer shuts the stream within half a second
+    source.close()
