@@ -797,15 +797,10 @@ def _fetch_and_apply(store, reg, repo, scope, plan, report, ref, mdigest):
         state["note"](layer["diff_id"])
         budget = state["budget"]
         try:
-            with open(path, "rb") as f:
-                src = _Decompressed(f, _LAYER_TYPES[layer["mediaType"]])
-                budget.watch(src.compressed, src)
-                _, created = store.import_layer(src, layer["created_by"], expect_digest=layer["diff_id"],
-                                                budget=budget)
+            _, created = store.import_layer(path, layer["created_by"], expect_digest=layer["diff_id"],
+                                            budget=budget, compression=_LAYER_TYPES[layer["mediaType"]])
         except InvalidArgument as e:
             raise RegistryError(f"layer {layer['blob_digest']}: {e}") from None
-        except _decompress_errors() as e:
-            raise RegistryError(f"layer {layer['blob_digest']}: corrupt compressed data: {e}") from None
         with guard:
             if created:
                 added.append(layer["diff_id"])
@@ -855,104 +850,6 @@ def _fetch_and_apply(store, reg, repo, scope, plan, report, ref, mdigest):
     report.note({"status": "done", "image": image.name, "id": image.id, "digest": mdigest,
                  "replaced": image.replaced})
     return image
-
-
-class _Count:
-    count = 0
-
-
-class _Decompressed:
-    """A reader of the tar inside a blob: plain, gzip (zlib in 1 MiB steps,
-    every member, the trailer's CRC checked by zlib; the store's GzipFile
-    reads 8 KiB at a time and runs its CRC in Python) or zstd (zstandard).
-    `compressed.count` / `count`: bytes in and out, for the budget's ratio check."""
-
-    def __init__(self, f, kind: str):
-        import zlib
-        self._f, self.kind = f, kind
-        self.compressed = _Count()
-        self.count = 0
-        self._eof = False
-        self._out = bytearray()
-        self._pos = 0
-        if kind == "gzip":
-            self._d = zlib.decompressobj(31)
-        elif kind == "zstd":
-            zstandard = _lib("zstandard")
-            self._z = zstandard.ZstdDecompressor().stream_reader(_Counting(f, self.compressed),
-                                                                 read_size=_CHUNK)
-
-    def _raw(self) -> bytes:
-        data = self._f.read(_CHUNK)
-        self.compressed.count += len(data)
-        return data
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            parts = []
-            while chunk := self.read(_CHUNK):
-                parts.append(chunk)
-            return b"".join(parts)
-        if self.kind == "tar":
-            data = self._f.read(n)
-            self.compressed.count += len(data)
-            self.count += len(data)
-            return data
-        if self.kind == "zstd":
-            data = self._z.read(n)
-            self.count += len(data)
-            return data
-        import zlib
-        while len(self._out) - self._pos < n and not self._eof:
-            d = self._d
-            if d.eof:                                # a member ended: another, padding or the end
-                data = d.unused_data or self._raw()
-                if not data or not data.lstrip(b"\0"):
-                    if data:
-                        while tail := self._raw():
-                            if tail.lstrip(b"\0"):
-                                raise zlib.error("data after the gzip stream")
-                    self._eof = True
-                    break
-                self._d = d = zlib.decompressobj(31)
-            elif d.unconsumed_tail:                  # (also set at a member's end: eof first)
-                data = d.unconsumed_tail
-            else:
-                data = self._raw()
-                if not data:
-                    raise EOFError("the gzip stream ends early")
-            piece = d.decompress(data, _CHUNK)       # bounded: a bomb cannot fill memory at once
-            if self._pos:
-                del self._out[:self._pos]
-                self._pos = 0
-            self._out += piece
-        data = bytes(self._out[self._pos:self._pos + n])
-        self._pos += len(data)
-        if self._pos >= len(self._out):
-            self._out.clear()
-            self._pos = 0
-        self.count += len(data)
-        return data
-
-
-class _Counting:
-    def __init__(self, f, counter: _Count):
-        self._f, self._c = f, counter
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
-        self._c.count += len(data)
-        return data
-
-
-def _decompress_errors() -> tuple:
-    import zlib
-    errors = [zlib.error, EOFError]
-    try:
-        errors.append(_lib("zstandard").ZstdError)
-    except ImportError:
-        pass
-    return tuple(errors)
 
 
 # --------------------------------------------------------------- push

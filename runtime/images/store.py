@@ -148,7 +148,7 @@ class ImageStore:
 
     def add_layer_from_tar(self, src, created_by: str = "", *, expect_digest: str | None = None,
                            budget=None, _before_commit=None) -> Layer:
-        """Unpack a layer tar (path or binary file object, plain or gzip) into the store.
+        """Unpack a layer tar (path or binary file object; plain, gzip or zstd) into the store.
 
         The digest is the sha256 of the uncompressed tar.  An existing layer
         with that digest is reused.  With `expect_digest` (an OCI diff_id)
@@ -161,15 +161,17 @@ class ImageStore:
                                  _before_commit=_before_commit)[0]
 
     def import_layer(self, src, created_by: str = "", *, expect_digest: str | None = None,
-                     budget=None, _before_commit=None) -> tuple[Layer, bool]:
+                     budget=None, compression: str | None = None,
+                     _before_commit=None) -> tuple[Layer, bool]:
         """add_layer_from_tar, and whether this call put the layer in place
-        (True) or found it already there (False): a rollback removes only the first."""
+        (True) or found it already there (False): a rollback removes only the first.
+        `compression`: 'tar', 'gzip' or 'zstd' as a manifest says; None: by the magic."""
         if expect_digest is not None and self.has_layer(expect_digest):
             return self.layer(expect_digest), False
         if isinstance(src, (str, os.PathLike)):
             with open(src, "rb") as f:
                 return self.import_layer(f, created_by, expect_digest=expect_digest, budget=budget,
-                                         _before_commit=_before_commit)
+                                         compression=compression, _before_commit=_before_commit)
         from . import tarsafe
 
         self._make_dirs()
@@ -177,25 +179,28 @@ class ImageStore:
             budget = tarsafe.Budget(self.root)
         with self._work_dir("layer-") as work:
             try:
-                return self._unpack_into(work, src, created_by, expect_digest, budget, _before_commit)
+                return self._unpack_into(work, src, created_by, expect_digest, budget, _before_commit,
+                                         compression)
             except OSError as e:
                 if e.errno in (errno.ENOSPC, errno.EDQUOT) and not isinstance(e, KernelError):
                     raise KernelError(e.errno, f"unpack a layer under {self.root}") from None
                 raise
 
-    def _unpack_into(self, work, src, created_by, expect_digest, budget, _before_commit):
+    def _unpack_into(self, work, src, created_by, expect_digest, budget, _before_commit, compression):
         from . import tarsafe
         fs = os.path.join(work, "fs")
         os.mkdir(fs, 0o755)           # work, and so the layer's directory, stays 0700
-        raw = _Counter(src)
-        reader = _HashReader(_uncompressed(raw))
-        budget.watch(raw, reader)
+        if compression is None:
+            compression, src = tarsafe.sniff(src)
+        blob = tarsafe.Decompressed(src, compression)
         try:
-            size, files = tarsafe.unpack(reader, fs, budget)
-            reader.drain(budget)          # the digest covers the padding after the end marker
-        except (EOFError, *_gzip_errors()) as e:
+            with tarsafe.LayerStream(blob.chunks()) as reader:
+                budget.watch(blob.compressed, reader)
+                size, files = tarsafe.unpack(reader, fs, budget)
+                reader.drain(budget)      # the digest covers the padding after the end marker
+                digest = "sha256:" + reader.hexdigest()
+        except (EOFError, *_decompress_errors()) as e:
             raise InvalidArgument(f"layer tar is truncated or corrupt: {e}") from None
-        digest = "sha256:" + reader.hexdigest()
         if expect_digest is not None and digest != expect_digest:
             raise InvalidArgument(f"layer digest mismatch: expected {expect_digest}, "
                                   f"the tar is {digest}")
@@ -663,30 +668,6 @@ def _key_of(name: str) -> str:
         return name
 
 
-class _HashReader:
-    """Passes reads through and hashes them: the digest of what tarfile consumed."""
-
-    def __init__(self, f):
-        import hashlib
-        self._f = f
-        self._h = hashlib.sha256()
-        self.count = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
-        self._h.update(data)
-        self.count += len(data)
-        return data
-
-    def drain(self, budget=None) -> None:
-        while self.read(1 << 20):
-            if budget is not None:
-                budget.check_ratio("data after the layer tar's end")
-
-    def hexdigest(self) -> str:
-        return self._h.hexdigest()
-
-
 class _Counter:
     """Passes reads through and counts them: the compressed side of a ratio."""
 
@@ -700,46 +681,15 @@ class _Counter:
         return data
 
 
-class _Prefixed:
-    """A reader that first returns `head`, already read from `f` to sniff it."""
-
-    def __init__(self, head: bytes, f):
-        self._head = head
-        self._f = f
-
-    def read(self, n: int = -1) -> bytes:
-        if self._head:
-            if n is None or n < 0:
-                data, self._head = self._head + self._f.read(), b""
-                return data
-            data, self._head = self._head[:n], self._head[n:]
-            if len(data) < n:
-                data += self._f.read(n - len(data))
-            return data
-        return self._f.read(n)
-
-
-def _uncompressed(f):
-    """`f` itself for a plain tar, a decompressing reader for gzip (by magic)."""
-    head = b""
-    while len(head) < 4:
-        chunk = f.read(4 - len(head))
-        if not chunk:
-            break
-        head += chunk
-    f = _Prefixed(head, f)
-    if head[:2] == b"\x1f\x8b":
-        import gzip
-        return gzip.GzipFile(fileobj=f, mode="rb")
-    if head[:4] == b"\x28\xb5\x2f\xfd":
-        raise InvalidArgument("zstd-compressed layers are not supported; use gzip or plain tar")
-    return f
-
-
-def _gzip_errors() -> tuple[type[Exception], ...]:
-    import gzip
+def _decompress_errors() -> tuple[type[Exception], ...]:
     import zlib
-    return (gzip.BadGzipFile, zlib.error)
+    errors = [zlib.error]
+    try:
+        from .distribution import _lib
+        errors.append(_lib("zstandard").ZstdError)
+    except ImportError:
+        pass
+    return tuple(errors)
 
 
 def _read_json(path: str):

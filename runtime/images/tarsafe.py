@@ -140,8 +140,6 @@ def _pax_xattrs(m, what: str) -> dict[str, bytes]:
     return out
 
 
-# --- unpack -----------------------------------------------------------------
-
 # --- budget -----------------------------------------------------------------
 
 class Budget:
@@ -228,26 +226,272 @@ def _count(text: str) -> int:
     return int(text)
 
 
+
+# --- the stream a layer is read from ------------------------------------------
+
+class Count:
+    """A byte counter a Budget watches (.count)."""
+    count = 0
+
+
+class Decompressed:
+    """The tar inside a layer blob as chunks of at most 1 MiB: plain, gzip
+    (zlib itself, every member, zero padding after the last allowed, each
+    trailer's CRC checked by zlib) or zstd (zstandard, every frame).
+    `compressed.count`: bytes read from `f`, for the budget's ratio check.
+    Corrupt data raises zlib.error / zstandard.ZstdError, a cut EOFError."""
+
+    def __init__(self, f, kind: str):
+        if kind not in ("tar", "gzip", "zstd"):
+            raise ValueError(kind)
+        self._f, self.kind = f, kind
+        self.compressed = Count()
+
+    def _raw(self) -> bytes:
+        data = self._f.read(_CHUNK)
+        self.compressed.count += len(data)
+        return data
+
+    def chunks(self):
+        if self.kind == "tar":
+            while data := self._raw():
+                yield data
+        elif self.kind == "zstd":
+            from .distribution import _lib
+            z = _lib("zstandard").ZstdDecompressor().stream_reader(self, read_size=_CHUNK,
+                                                                   read_across_frames=True)
+            while data := z.read(_CHUNK):
+                yield data
+        else:
+            yield from self._gunzip()
+
+    def read(self, n: int = -1) -> bytes:          # for zstandard's stream_reader
+        data = self._f.read(n)
+        self.compressed.count += len(data)
+        return data
+
+    def _gunzip(self):
+        import zlib
+        d = zlib.decompressobj(31)
+        data = self._raw()
+        if not data:
+            raise EOFError("the gzip stream is empty")
+        while True:
+            # bounded: a bomb cannot fill memory at once
+            piece = d.decompress(data, _CHUNK)
+            if piece:
+                yield piece
+            if d.eof:                                # a member ended: another, padding or the end
+                data = d.unused_data or self._raw()
+                if not data or not data.lstrip(b"\0"):
+                    while data:
+                        if data.lstrip(b"\0"):
+                            raise zlib.error("data after the gzip stream")
+                        data = self._raw()
+                    return
+                d = zlib.decompressobj(31)
+            elif d.unconsumed_tail:
+                data = d.unconsumed_tail
+            else:
+                data = self._raw()
+                if not data:
+                    raise EOFError("the gzip stream ends early")
+
+
+def sniff(f) -> tuple[str, object]:
+    """(kind, reader) of a blob of unknown compression, by its magic: 'gzip',
+    'zstd' or 'tar'; the reader gives back the bytes read to sniff."""
+    head = b""
+    while len(head) < 4:
+        chunk = f.read(4 - len(head))
+        if not chunk:
+            break
+        head += chunk
+    kind = "gzip" if head[:2] == b"\x1f\x8b" else "zstd" if head == b"\x28\xb5\x2f\xfd" else "tar"
+    return kind, _Prefixed(head, f)
+
+
+class _Prefixed:
+    def __init__(self, head: bytes, f):
+        self._head, self._f = head, f
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            data, self._head = self._head, b""
+            return data
+        return self._f.read(n)
+
+
+class LayerStream:
+    """The uncompressed layer tar, read, decompressed and hashed by a second
+    thread while this one unpacks (zlib, zstd, sha256 and file reads let go
+    of the GIL: two cores work on one layer), in chunks of up to 1 MiB.
+
+    The digest is of every chunk handed over, in order, so of the very bytes
+    unpacked (and, after drain(), of the padding after the tar's end marker):
+    never a second read of a source that could change in between.  Offers
+    what tarfile's seekable mode needs (read, tell, forward seek) plus
+    copy_to(), which writes a member's content straight from the chunks.
+    `count`: uncompressed bytes, for the budget's ratio check.  Use as a
+    context manager: leaving it stops the thread."""
+
+    DEPTH = 8                             # chunks read ahead of the unpack
+
+    def __init__(self, chunks):
+        import hashlib
+        import queue
+        import threading
+        self.count = 0
+        self._h = hashlib.sha256()
+        self._q = queue.Queue(self.DEPTH)
+        self._stop = False
+        self._chunk = b""
+        self._pos = 0
+        self._base = 0                    # stream offset of _chunk[0]
+        self._eof = False
+        self._thread = threading.Thread(target=self._produce, args=(chunks,), name="layer-read",
+                                        daemon=True)
+        self._thread.start()
+
+    def _produce(self, chunks) -> None:
+        try:
+            for c in chunks:
+                if self._stop:
+                    return
+                self._h.update(c)
+                self.count += len(c)
+                self._q.put(c)
+            self._q.put(None)
+        except BaseException as e:        # noqa: BLE001 -- handed to the unpacking thread, raised there
+            self._q.put(e)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        import queue
+        self._stop = True
+        while self._thread.is_alive():
+            try:
+                self._q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+    def _next(self) -> bool:
+        """The next chunk as the current one; False at the end."""
+        if self._eof:
+            return False
+        item = self._q.get()
+        if item is None:
+            self._eof = True
+            return False
+        if isinstance(item, BaseException):
+            self._eof = True
+            raise item
+        self._base += len(self._chunk)
+        self._chunk, self._pos = item, 0
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = [self._chunk[self._pos:]]
+            self._pos = len(self._chunk)
+            while self._next():
+                parts.append(self._chunk)
+                self._pos = len(self._chunk)
+            return b"".join(parts)
+        left = len(self._chunk) - self._pos
+        if n <= left:
+            data = self._chunk[self._pos:self._pos + n]
+            self._pos += n
+            return data
+        parts = [self._chunk[self._pos:]] if left else []
+        self._pos = len(self._chunk)
+        n -= left
+        while n and self._next():
+            take = min(n, len(self._chunk))
+            parts.append(self._chunk[:take])
+            self._pos = take
+            n -= take
+        return b"".join(parts)
+
+    def tell(self) -> int:
+        return self._base + self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence != 0:
+            raise OSError(errno.ESPIPE, "a layer stream seeks only to absolute offsets")
+        if offset < self._base:
+            raise OSError(errno.ESPIPE, "a layer stream cannot go back")
+        while offset > self._base + len(self._chunk):
+            if not self._next():
+                self._pos = len(self._chunk)
+                return self.tell()        # past the end: the next read says so
+        self._pos = offset - self._base
+        return offset
+
+    def copy_to(self, out_fd: int, size: int, check=None) -> None:
+        """Write the next `size` bytes to out_fd; EOFError if the stream ends first."""
+        while size:
+            if self._pos == len(self._chunk) and not self._next():
+                raise EOFError("unexpected end of data")
+            view = memoryview(self._chunk)[self._pos:self._pos + size]
+            self._pos += len(view)
+            size -= len(view)
+            while view:
+                view = view[os.write(out_fd, view):]
+            if check is not None:
+                check()
+
+    def drain(self, budget=None) -> None:
+        """Read to the end (the digest covers the padding after the end marker)."""
+        self._pos = len(self._chunk)
+        while self._next():
+            self._pos = len(self._chunk)
+            if budget is not None:
+                budget.check_ratio("data after the layer tar's end")
+
+    def hexdigest(self) -> str:
+        if not self._eof:
+            raise RuntimeError("the layer stream is not read to its end")
+        self._thread.join()
+        return self._h.hexdigest()
+
 # --- unpack -----------------------------------------------------------------
 
 def unpack(stream, dest: str, budget: Budget | None = None) -> tuple[int, int]:
     """Unpack the uncompressed tar read from `stream` into the empty dir `dest`.
 
-    Returns (bytes of file content, entries).  Reads the tar in streaming
-    mode, so `stream` need only have read(); it is not read past the tar's
-    end-of-archive marker.  Raises InvalidArgument naming the member on a
-    refused or corrupt tar, or when `budget` runs out; `dest` is then in an
-    undefined state.
+    Returns (bytes of file content, entries).  `stream` is a LayerStream,
+    or anything with read() (then read through one); it is read forward
+    only, never past the tar's end-of-archive marker.  Raises InvalidArgument
+    naming the member on a refused or corrupt tar, or when `budget` runs
+    out; `dest` is then in an undefined state.
     """
+    if not isinstance(stream, LayerStream):
+        with LayerStream(iter(lambda: stream.read(_CHUNK), b"")) as s:
+            return unpack(s, dest, budget)
     import tarfile
 
-    u = _Unpacker(dest, budget)
+    u = _Unpacker(dest, budget, stream)
     try:
-        with tarfile.open(fileobj=stream, mode="r|", tarinfo=bounded_tarinfo()) as tf:
+        # The seekable mode on a forward-only stream: headers are read as
+        # they come, and content is copied by _Unpacker straight from the
+        # stream's chunks (the stream mode re-slices a 10 KiB buffer for
+        # every read and copies each piece three times).
+        with tarfile.open(fileobj=stream, mode="r:", tarinfo=bounded_tarinfo()) as tf:
             for member in tf:
                 u.member(tf, member)
     except (tarfile.TarError, EOFError) as e:
         raise InvalidArgument(f"layer tar is truncated or corrupt: {e}") from None
+    except OSError as e:
+        if e.errno != errno.ESPIPE:
+            raise
+        raise InvalidArgument(f"layer tar is corrupt: {e.strerror}") from None
     u.finish()
     return u.size, u.files
 
@@ -273,9 +517,10 @@ def clean_name(name: str, what: str = "member") -> str:
 
 
 class _Unpacker:
-    def __init__(self, dest: str, budget: Budget | None = None):
+    def __init__(self, dest: str, budget: Budget | None, stream: LayerStream):
         self.dest = dest
         self.budget = budget
+        self.stream = stream
         self.size = 0
         self.files = 0
         self.dirs: dict[str, tuple[int, int]] = {}   # rel dir -> (mode, mtime), set at the end
@@ -337,18 +582,20 @@ class _Unpacker:
         elif m.isreg():
             self._make_room(rel, m.name, is_dir=False)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            check = None
+            if self.budget is not None:
+                check = functools.partial(self.budget.check_ratio, f"layer tar member {m.name[:64]!r}")
             with os.fdopen(fd, "wb") as out:
-                src = tf.extractfile(m)
-                sparse = m.issparse()
-                while chunk := src.read(_CHUNK):
-                    if sparse:                    # holes come as zeros: keep them holes
-                        _write_sparse(out, chunk)
-                    else:
-                        out.write(chunk)
-                    if self.budget is not None:
-                        self.budget.check_ratio(f"layer tar member {m.name[:64]!r}")
-                if sparse:
+                if m.issparse():
+                    src = tf.extractfile(m)
+                    while chunk := src.read(_CHUNK):
+                        _write_sparse(out, chunk)     # holes come as zeros: keep them holes
+                        if check is not None:
+                            check()
                     out.truncate()            # a file that ends in a hole: its full size
+                else:
+                    self.stream.seek(m.offset_data)
+                    self.stream.copy_to(fd, m.size, check)
             self.size += m.size
             self._attrs(rel, m, link=False)
             self._xattrs(path, xattrs, what)      # after chown, which clears security.capability
