@@ -31,34 +31,11 @@ sys.path.insert(0, BENCH)
 if PROJECT not in sys.path:
     sys.path.insert(1, PROJECT)
 
-from common import now  # noqa: E402
-from layers_bench import make_tree  # noqa: E402
+from layers_bench import make_image, timed  # noqa: E402
 
-from runtime.images import ImageStore  # noqa: E402
 from tests import dockerd  # noqa: E402
 
 CLI = os.path.join(PROJECT, ".venv", "bin", "terrarium")
-
-
-def make_image(root: str, work: str, mb: int) -> None:
-    store = ImageStore(root)
-    digests = []
-    for i in range(2):
-        src = os.path.join(work, f"src{i}")
-        os.mkdir(src)
-        make_tree(src, (mb << 20) // 2)
-        tar = os.path.join(work, f"layer{i}.tar")
-        subprocess.run(["tar", "-cf", tar, "-C", src, "."], check=True)
-        shutil.rmtree(src)
-        digests.append(store.add_layer_from_tar(tar, f"layer {i}").digest)
-        os.unlink(tar)
-    store.add_image("benchimg:1", digests)
-
-
-def timed(argv: list[str], env: dict) -> float:
-    t0 = now()
-    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
-    return (now() - t0) * 1e3
 
 
 def main() -> int:
@@ -74,7 +51,7 @@ def main() -> int:
     env = {**os.environ, "TERRARIUM_ROOT": root, "TERRARIUM_CGROUP_PARENT": "terrarium-bench-archive"}
     times = {"save": ([], []), "load": ([], [])}
     try:
-        make_image(root, work, args.mb)
+        make_image(root, work, args.mb, 2)
         ours_tar, docker_tar = os.path.join(work, "ours.tar"), os.path.join(work, "docker.tar")
         with dockerd.private_dockerd("terrarium-bench-archive-dockerd") as docker:
             subprocess.run([CLI, "save", "-o", ours_tar, "benchimg:1"], check=True, env=env)

@@ -4,10 +4,11 @@
     .venv/bin/python bench/layers_bench.py [--mb 100] [--runs 3] [--files 10000]
 
 (1) A layer tar of about 100 MB of random-ish files (mixed sizes, in
-    subdirectories) is made in a temp dir.  Then, --runs times each,
-    alternating: ImageStore.add_layer_from_tar(tar) into a fresh store (hash +
-    safe unpack + meta + rename), and `tar -x -f tar -C dir` of the same tar.
-    Medians, MB/s of tar bytes, and the ratio import / tar -x.
+    subdirectories) and its gzip are made in a temp dir.  Then, --runs times
+    each, interleaved: ImageStore.add_layer_from_tar(tar) into a fresh store
+    (decompress + hash + safe unpack + meta + rename), and `tar -xf` /
+    `tar -xzf` of the same file.  Medians, MB/s of uncompressed tar bytes,
+    and the ratios import / tar.
 (2) A writable layer of --files files (100 per directory; a quarter of them
     over names the lower layer has, plus whiteouts and an opaque directory)
     over a synthetic lower layer; one refresh as the layers page does it:
@@ -55,34 +56,68 @@ def make_tree(root: str, total: int) -> int:
     return n
 
 
+def make_image(root: str, work: str, mb: int, layers: int, name: str = "benchimg:1") -> None:
+    """An image of `layers` layers of make_tree files, `mb` MB together, in the store at root."""
+    store = ImageStore(root)
+    digests = []
+    for i in range(layers):
+        src = os.path.join(work, f"src{i}")
+        os.mkdir(src)
+        make_tree(src, (mb << 20) // layers)
+        tar = os.path.join(work, f"layer{i}.tar")
+        subprocess.run(["tar", "-cf", tar, "-C", src, "."], check=True)
+        shutil.rmtree(src)
+        digests.append(store.add_layer_from_tar(tar, f"layer {i}").digest)
+        os.unlink(tar)
+    store.add_image(name, digests)
+
+
+def timed(argv: list[str], env: dict) -> float:
+    """ms of one fresh process, from spawn to reap; check=True."""
+    t0 = now()
+    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
+    return (now() - t0) * 1e3
+
+
 def bench_import(work: str, mb: int, runs: int) -> dict:
+    """The plain tar and its gzip (level 6, as registries hold layers),
+    each against tar -x / tar -xzf (tar forks gzip: two processes, as the
+    import's two threads), all four interleaved."""
     src = os.path.join(work, "src")
     os.mkdir(src)
     files = make_tree(src, mb << 20)
     tar = os.path.join(work, "layer.tar")
     subprocess.run(["tar", "-cf", tar, "-C", src, "."], check=True)
     shutil.rmtree(src)
+    subprocess.run(["gzip", "-6", "-k", tar], check=True)
     tar_bytes = os.path.getsize(tar)
-    ours, theirs = [], []
+    out = {"tar_bytes": tar_bytes, "gz_bytes": os.path.getsize(tar + ".gz"), "files": files}
+    for kind, path, flags in (("plain", tar, "-xf"), ("gzip", tar + ".gz", "-xzf")):
+        out[kind] = {"import_ms": [], "tar_x_ms": []}
     for i in range(runs):
-        store = ImageStore(os.path.join(work, f"store{i}"))
-        t0 = now()
-        layer = store.add_layer_from_tar(tar, "bench")
-        ours.append((now() - t0) * 1e3)
-        out = os.path.join(work, f"x{i}")
-        os.mkdir(out)
-        t0 = now()
-        subprocess.run(["tar", "-x", "-f", tar, "-C", out], check=True)
-        theirs.append((now() - t0) * 1e3)
-        shutil.rmtree(store.root)
-        shutil.rmtree(out)
+        for kind, path, flags in (("plain", tar, "-xf"), ("gzip", tar + ".gz", "-xzf")):
+            store = ImageStore(os.path.join(work, f"store{i}"))
+            t0 = now()
+            layer = store.add_layer_from_tar(path, "bench")
+            out[kind]["import_ms"].append((now() - t0) * 1e3)
+            out["layer_size"] = layer.size
+            x = os.path.join(work, f"x{i}")
+            os.mkdir(x)
+            t0 = now()
+            subprocess.run(["tar", flags, path, "-C", x], check=True)
+            out[kind]["tar_x_ms"].append((now() - t0) * 1e3)
+            shutil.rmtree(store.root)
+            shutil.rmtree(x)
     os.unlink(tar)
-    m_ours, m_tar = statistics.median(ours), statistics.median(theirs)
-    return {"tar_bytes": tar_bytes, "files": files, "layer_size": layer.size,
-            "import_ms": ours, "tar_x_ms": theirs, "import_median_ms": m_ours,
-            "tar_x_median_ms": m_tar,
-            "import_mb_s": tar_bytes / (1 << 20) / (m_ours / 1e3),
-            "tar_x_mb_s": tar_bytes / (1 << 20) / (m_tar / 1e3), "ratio": m_ours / m_tar}
+    os.unlink(tar + ".gz")
+    for kind in ("plain", "gzip"):
+        r = out[kind]
+        r["import_median_ms"], r["tar_x_median_ms"] = (statistics.median(r["import_ms"]),
+                                                       statistics.median(r["tar_x_ms"]))
+        r["import_mb_s"] = tar_bytes / (1 << 20) / (r["import_median_ms"] / 1e3)
+        r["tar_x_mb_s"] = tar_bytes / (1 << 20) / (r["tar_x_median_ms"] / 1e3)
+        r["ratio"] = r["import_median_ms"] / r["tar_x_median_ms"]
+    return out
 
 
 def make_layers(work: str, files: int) -> tuple[str, str]:
@@ -145,12 +180,12 @@ def main() -> int:
     mb = imp["tar_bytes"] / (1 << 20)
     print(f"layers bench ({os.cpu_count()} CPUs, temp dir on {os.path.dirname(work)}; "
           f"medians of {args.runs})")
-    print(f"  import of a {mb:.0f} MB layer ({imp['files']} files):")
-    print(f"    ImageStore.add_layer_from_tar  {imp['import_median_ms']:8.0f} ms  "
-          f"{imp['import_mb_s']:6.0f} MB/s")
-    print(f"    tar -x                         {imp['tar_x_median_ms']:8.0f} ms  "
-          f"{imp['tar_x_mb_s']:6.0f} MB/s")
-    print(f"    ratio import / tar -x          {imp['ratio']:8.2f}x")
+    print(f"  import of a {mb:.0f} MB layer ({imp['files']} files; gzip {imp['gz_bytes'] / 1e6:.0f} MB), "
+          f"load average {open('/proc/loadavg').read().split()[0]}:")
+    for kind, peer in (("plain", "tar -xf"), ("gzip", "tar -xzf")):
+        r = imp[kind]
+        print(f"    {kind:5}  add_layer_from_tar {r['import_median_ms']:6.0f} ms {r['import_mb_s']:5.0f} MB/s   "
+              f"{peer:8} {r['tar_x_median_ms']:6.0f} ms {r['tar_x_mb_s']:5.0f} MB/s   ratio {r['ratio']:.2f}x")
     print(f"  one diff refresh, writable layer of {dif['files']} files "
           f"({dif['changes']} changes: {dif['kinds']}):")
     print(f"    diff + upper_size              {dif['refresh_median_ms']:8.1f} ms")

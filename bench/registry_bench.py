@@ -11,11 +11,14 @@ to a private Debian docker-registry on 127.0.0.1 (tests/registry.py).  Then
 - terrarium: `terrarium pull` into a second, emptied root (fresh process;
   downloads in parallel, verifies every digest, un-gzips and unpacks each
   layer into the store);
-- skopeo: `skopeo copy docker://... oci:DIR:tag` into an emptied dir (downloads
-  and verifies the blobs, writes them as they are: no decompression, no unpack).
-The emptying is not timed.  Medians and the ratio terrarium / skopeo (below
-1: Terrarium is faster).  Root needed.  Writes bench/results/registry.json;
-removes its temp dirs and stops its registry.
+- peer: bench/pull_peer.sh into an emptied dir: `skopeo copy docker://...
+  oci:DIR:img` (downloads and verifies the blobs in parallel, writes them as
+  they are) then `umoci raw unpack` (un-gzips and applies the layers in
+  order into one rootfs): the same work a pull must do, by Debian's tools;
+- skopeo alone (the copy step), for where the time goes.
+The emptying is not timed.  Medians and the ratios terrarium / peer (the
+goal: <= 1) and terrarium / skopeo alone.  Root needed.  Writes
+bench/results/registry.json; removes its temp dirs and stops its registry.
 """
 from __future__ import annotations
 
@@ -34,35 +37,15 @@ sys.path.insert(0, BENCH)
 if PROJECT not in sys.path:
     sys.path.insert(1, PROJECT)
 
-from common import now  # noqa: E402
-from layers_bench import make_tree  # noqa: E402
+from layers_bench import make_image, timed  # noqa: E402
 
 from runtime.images import ImageStore, importers  # noqa: E402
 from tests import registry  # noqa: E402
 
 CLI = os.path.join(PROJECT, ".venv", "bin", "terrarium")
 SKOPEO = "/usr/bin/skopeo"
-
-
-def make_image(root: str, work: str, mb: int, layers: int) -> None:
-    store = ImageStore(root)
-    digests = []
-    for i in range(layers):
-        src = os.path.join(work, f"src{i}")
-        os.mkdir(src)
-        make_tree(src, (mb << 20) // layers)
-        tar = os.path.join(work, f"layer{i}.tar")
-        subprocess.run(["tar", "-cf", tar, "-C", src, "."], check=True)
-        shutil.rmtree(src)
-        digests.append(store.add_layer_from_tar(tar, f"layer {i}").digest)
-        os.unlink(tar)
-    store.add_image("benchimg:1", digests)
-
-
-def timed(argv: list[str], env: dict) -> float:
-    t0 = now()
-    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
-    return (now() - t0) * 1e3
+UMOCI = "/usr/bin/umoci"
+PEER = os.path.join(BENCH, "pull_peer.sh")
 
 
 def main() -> int:
@@ -71,15 +54,16 @@ def main() -> int:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
-    if os.geteuid() != 0 or not registry.available() or not os.path.exists(SKOPEO):
-        print("registry_bench: needs root, docker-registry and skopeo (scripts/setup.sh); skipped")
+    if os.geteuid() != 0 or not registry.available() or not all(map(os.path.exists, (SKOPEO, UMOCI))):
+        print("registry_bench: needs root, docker-registry, skopeo and umoci (scripts/setup.sh); skipped")
         return 0
     work = tempfile.mkdtemp(prefix="tregistry-bench-")
     src_root, dst_root = os.path.join(work, "src-root"), os.path.join(work, "dst-root")
     env = {**os.environ, "TERRARIUM_ROOT": dst_root, "TERRARIUM_CGROUP_PARENT": "terrarium-bench-registry"}
-    ours, theirs = [], []
+    ours, peer, theirs = [], [], []
     try:
         make_image(src_root, work, args.mb, args.layers)
+        load = []
         archive = os.path.join(work, "img.tar")
         importers.save(ImageStore(src_root), "benchimg:1", archive)
         shutil.rmtree(src_root)
@@ -91,9 +75,15 @@ def main() -> int:
             blobs = os.path.join(reg.storage, "docker/registry/v2/blobs")
             pushed = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(blobs) for f in fs)
             oci = os.path.join(work, "oci")
+            peer_dir = os.path.join(work, "peer")
             for _ in range(args.runs):
+                with open("/proc/loadavg") as f:
+                    load.append(float(f.read().split()[0]))
                 shutil.rmtree(dst_root, ignore_errors=True)
                 ours.append(timed([CLI, "pull", "-q", ref], env))
+                shutil.rmtree(peer_dir, ignore_errors=True)
+                os.mkdir(peer_dir)
+                peer.append(timed([PEER, ref, peer_dir], env))
                 shutil.rmtree(oci, ignore_errors=True)
                 theirs.append(timed([SKOPEO, "copy", "--quiet", "--src-tls-verify=false",
                                      f"docker://{ref}", f"oci:{oci}:img"], env))
@@ -102,14 +92,17 @@ def main() -> int:
         if os.path.isdir(dst_root):
             Runtime(dst_root, env["TERRARIUM_CGROUP_PARENT"]).shutdown_servers()
         shutil.rmtree(work, ignore_errors=True)
-    m_ours, m_theirs = statistics.median(ours), statistics.median(theirs)
+    m_ours, m_peer, m_theirs = (statistics.median(x) for x in (ours, peer, theirs))
     result = {"mb": args.mb, "layers": args.layers, "runs": args.runs, "registry_bytes": pushed,
-              "terrarium_ms": ours, "skopeo_ms": theirs, "terrarium_median_ms": m_ours,
-              "skopeo_median_ms": m_theirs, "ratio": m_ours / m_theirs}
+              "loadavg": load, "terrarium_ms": ours, "peer_ms": peer, "skopeo_ms": theirs,
+              "terrarium_median_ms": m_ours, "peer_median_ms": m_peer, "skopeo_median_ms": m_theirs,
+              "ratio": m_ours / m_peer, "ratio_skopeo_alone": m_ours / m_theirs}
     print(f"registry_bench: {args.layers} gzip layers, {pushed / 1e6:.0f} MB in the registry "
-          f"({args.mb} MB unpacked); medians of {args.runs}, interleaved")
-    print(f"  pull: terrarium {m_ours:.0f} ms (download + verify + unpack), skopeo copy to oci: "
-          f"{m_theirs:.0f} ms (download + verify), ratio {m_ours / m_theirs:.2f}x")
+          f"({args.mb} MB unpacked); medians of {args.runs}, interleaved; load average "
+          f"{statistics.median(load):.1f}")
+    print(f"  terrarium pull                       {m_ours:6.0f} ms (download + verify + unpack)")
+    print(f"  skopeo copy + umoci raw unpack (peer) {m_peer:5.0f} ms   ratio {m_ours / m_peer:.2f}x")
+    print(f"  skopeo copy alone                    {m_theirs:6.0f} ms   ratio {m_ours / m_theirs:.2f}x")
     os.makedirs(os.path.join(BENCH, "results"), exist_ok=True)
     with open(os.path.join(BENCH, "results", "registry.json"), "w") as f:
         json.dump(result, f, indent=1)
