@@ -601,21 +601,13 @@ def _parallel() -> int:
     return min(max(n, 1), 16)
 
 
-def _target(ref_text: str):
-    ref = reference.parse(ref_text)
-    if ref.tag is None:
-        raise InvalidArgument(f"pulling by digest alone ({ref_text!r}) is not supported yet: "
-                              "give a tag too (name:tag@sha256:...), it names the image here")
-    return ref
-
-
 def pull(store, ref_text: str, *, platform: str | None = None, insecure: bool = False,
          progress=None, creds: tuple[str, str] | None = None):
     """Pull `ref_text` into the image store; returns the Image (its
     `replaced` says which image the name moved off).  `progress(event)` gets
     per-layer events.  Credentials: `creds`, else those `login` kept."""
     from . import importers
-    ref = _target(ref_text)
+    ref = reference.parse(ref_text)
     want = parse_platform(platform)
     if creds is None:
         creds = credentials(store.root, ref.domain)
@@ -827,7 +819,8 @@ def _fetch_and_apply(store, reg, repo, scope, plan, report, ref, mdigest):
                         pending.add(unpacks.submit(unpack, futures[fut], result))
             hold(stack)
             image = store.add_images([(ref.key, [la["diff_id"] for la in plan["layers"]],
-                                       plan["config"], plan["history"], plan["created"])])[0]
+                                       plan["config"], plan["history"], plan["created"])],
+                                     by_digest=True)[0]
         except BaseException:
             cancelled.set()
             downloads.shutdown(wait=True, cancel_futures=True)

@@ -86,7 +86,11 @@ class Reference(NamedTuple):
     @property
     def key(self) -> str:
         """The image store's name for this reference: the familiar repository,
-        with ':tag' unless the tag is 'latest' ('busybox', 'barsumoci:v2')."""
+        with ':tag' unless the tag is 'latest' ('busybox', 'barsumoci:v2');
+        a digest with no tag is kept instead ('localhost:5000/x@sha256:...':
+        an image pulled by digest alone is stored and shown under it)."""
+        if self.tag is None and self.digest:
+            return f"{self.familiar_repository}@{self.digest}"
         tag = self.tag or DEFAULT_TAG
         return self.familiar_repository + ("" if tag == DEFAULT_TAG else f":{tag}")
 
@@ -157,8 +161,13 @@ def parse_name(ref) -> Reference:
     return r
 
 
-def normalize(ref) -> str:
-    """The store key of a name: parse_name(ref).key."""
+def normalize(ref, *, by_digest: bool = False) -> str:
+    """The store key of a name: parse_name(ref).key; with `by_digest`, a
+    digest reference with no tag too (what a pull by digest records)."""
+    if by_digest:
+        r = parse(ref)
+        if r.digest is not None and r.tag is None:
+            return r.key
     return parse_name(ref).key
 
 

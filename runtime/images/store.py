@@ -33,13 +33,15 @@ _STALE_TMP = 3600.0        # seconds before gc() removes other leftovers in tmp/
 _SWEPT = ("layer-", "gc-", "image-", "outer-", "import-", "save-")   # tmp/ entries flocked by their maker
 
 
-def normalize_name(name: str) -> str:
+def normalize_name(name: str, *, by_digest: bool = False) -> str:
     """The store's key for an image name, as Docker parses references
     (runtime/images/reference.py): 'busybox:latest' and
     'docker.io/library/busybox' -> 'busybox', 'docker.io/library/x:v2' ->
-    'x:v2', 'localhost:5000/x' kept.  InvalidArgument (Docker's wording) if malformed."""
+    'x:v2', 'localhost:5000/x' kept; with `by_digest` (a pull by digest
+    alone), 'localhost:5000/x@sha256:...' kept too.  InvalidArgument
+    (Docker's wording) if malformed."""
     from . import reference
-    return reference.normalize(name)
+    return reference.normalize(name, by_digest=by_digest)
 
 
 def digest_hex(digest: str) -> str:
@@ -340,7 +342,7 @@ class ImageStore:
         archive's RepoTags was the full 'docker.io/library/x:v2'."""
         from . import reference
         r = reference.parse(key)
-        if r.domain != reference.DEFAULT_DOMAIN:
+        if r.domain != reference.DEFAULT_DOMAIN or r.digest is not None:
             return []
         tag = "" if r.tag in (None, reference.DEFAULT_TAG) else f":{r.tag}"
         paths = [r.path]
@@ -390,6 +392,10 @@ class ImageStore:
                 except FileNotFoundError:
                     pass
         if r is not None and r.digest is not None:
+            if r.tag is None:                 # pulled by this (manifest) digest
+                hit = self._named(r.key)
+                if hit is not None:
+                    return hit
             found = [(p, rec) for p, rec in self._records() if _rec_id(rec) == r.digest]
             return found[0] if found else None
         if r is not None:
@@ -459,13 +465,14 @@ class ImageStore:
         the old image's id, still reachable by it until gc()."""
         return self.add_images([(name, layers, config, history, created)])[0]
 
-    def add_images(self, records) -> list[Image]:
+    def add_images(self, records, *, by_digest: bool = False) -> list[Image]:
         """Record several images, all or none: (name, layers, config, history,
         created) each.  Every record is checked and written to tmp/ first,
         then all are renamed in; if a rename fails, the records renamed so
         far are put back as they were (replaced ones restored).  An image a
-        name is moved off, and no other name points at, is kept in dangling/."""
-        recs = [self._record(*r) for r in records]
+        name is moved off, and no other name points at, is kept in dangling/.
+        `by_digest`: names may be digest references (a pull by digest)."""
+        recs = [self._record(*r, by_digest=by_digest) for r in records]
         self._make_dirs()
         writing = {rec["name"] for rec in recs}
         replaced: dict[str, dict] = {}            # key -> the record it pointed at before
@@ -549,9 +556,10 @@ class ImageStore:
         return self.add_image(target, [layer.digest for layer in image.layers], image.config,
                               image.history, image.created)
 
-    def _record(self, name: str, layers, config=None, history=(), created=None) -> dict:
+    def _record(self, name: str, layers, config=None, history=(), created=None, *,
+                by_digest: bool = False) -> dict:
         """The JSON record of one image, checked: name, stored layers, history."""
-        key = normalize_name(name)
+        key = normalize_name(name, by_digest=by_digest)
         digests = []
         for d in layers:
             digests.append(f"sha256:{digest_hex(d)}")
@@ -663,7 +671,7 @@ def _key_of(name: str) -> str:
     """A stored record's name as the store's key: a legacy full name
     ('docker.io/library/x:v2') read as 'x:v2'; one the parser refuses, as written."""
     try:
-        return normalize_name(name)
+        return normalize_name(name, by_digest=True)
     except InvalidArgument:
         return name
 

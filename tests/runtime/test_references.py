@@ -37,7 +37,8 @@ needs_skopeo = pytest.mark.skipif(not shutil.which("skopeo"), reason="apt-get in
      "registry.example.com:443/team/app:v1.2_3"),
     ("ghcr.io/a/b__c-d.e", "ghcr.io/a/b__c-d.e:latest", "ghcr.io/a/b__c-d.e"),
     ("a--b", "docker.io/library/a--b:latest", "a--b"),
-    ("busybox@sha256:" + "a" * 64, "docker.io/library/busybox@sha256:" + "a" * 64, "busybox"),
+    ("busybox@sha256:" + "a" * 64, "docker.io/library/busybox@sha256:" + "a" * 64,
+     "busybox@sha256:" + "a" * 64),                     # a pull by digest alone: stored so
     ("busybox:1@sha256:" + "b" * 64, "docker.io/library/busybox:1@sha256:" + "b" * 64, "busybox:1"),
 ])
 def test_references_parse_as_docker_does(ref, full, key):

@@ -190,6 +190,28 @@ def test_manifest_list_picks_the_platform_and_zstd_layers(rt, registry, remote):
                 rt.remove_image(image.id)
 
 
+def test_pull_by_digest_alone_is_stored_and_shown_under_the_digest(rt, registry, remote):
+    """`terrarium pull reg/repo@sha256:...` (no tag; the manifest pushed by
+    digest only) names the image by that reference: `images` shows it, `run`
+    finds it; `tag` still refuses to write a digest name."""
+    tar = layer_tar({"pinned.txt": b"pinned by digest\n"})
+    digest, _ = remote.image("pinned/app", "", [(gzip.compress(tar), "application/vnd.oci.image.layer.v1.tar+gzip",
+                                                 sha(tar))], mt=MT_OCI, push_tag=False)
+    ref = f"{registry.addr}/pinned/app@{digest}"
+    try:
+        r = cli("pull", ref)
+        assert r.returncode == 0, r.stderr
+        assert ref in _images(rt)
+        assert ref in cli("images").stdout.split()
+        run = cli("run", "--rm", ref, "cat", "/pinned.txt")
+        assert run.stdout == "pinned by digest\n", run.stderr
+        r = cli("tag", "busybox", f"{registry.addr}/pinned/app@sha256:{'0' * 64}")
+        assert r.returncode == 125 and "refusing to create a tag with a digest" in r.stderr
+    finally:
+        rt.remove_image(ref)
+    assert ref not in _images(rt)
+
+
 def test_corrupt_blob_is_refused_and_leaves_nothing(rt, registry, remote):
     tar = layer_tar({"data.bin": os.urandom(200_000)})
     blob = gzip.compress(tar, compresslevel=1)
