@@ -42,16 +42,17 @@
   });
 })();
 
-// The Pull form: a websocket (dashboard/layers/consumers.py) that streams each
-// layer's progress; the bar is the sum of the layers' bytes.
-(function () {
+// The Pull and Push forms: a websocket each (dashboard/layers/consumers.py)
+// that streams each layer's progress; the bar is the sum of the layers' bytes.
+function terrariumTransfer(verb, request, done) {
   "use strict";
-  var form = document.getElementById("pull-form");
+  var form = document.getElementById(verb + "-form");
   if (!form) return;
-  var box = document.getElementById("pull-progress");
+  var box = document.getElementById(verb + "-progress");
   var bar = box.querySelector(".bar");
-  var status = document.getElementById("pull-status");
-  var list = document.getElementById("pull-layers");
+  var status = document.getElementById(verb + "-status");
+  var list = document.getElementById(verb + "-layers");
+  var Verb = verb.charAt(0).toUpperCase() + verb.slice(1);
 
   form.addEventListener("submit", function (ev) {
     ev.preventDefault();
@@ -65,11 +66,11 @@
     status.textContent = "Connecting…";
     button.disabled = true;
     var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-    var ws = new WebSocket(scheme + window.location.host + "/ws/images/pull/");
+    var ws = new WebSocket(scheme + window.location.host + "/ws/images/" + verb + "/");
     var finished = false;
     ws.onopen = function () {
       status.textContent = "Resolving " + form.ref.value + "…";
-      ws.send(JSON.stringify({ ref: form.ref.value, platform: form.platform.value }));
+      ws.send(JSON.stringify(request(form)));
     };
     ws.onmessage = function (msg) {
       var data = JSON.parse(msg.data);
@@ -83,26 +84,53 @@
         var pct = tot ? Math.round(100 * cur / tot) : 0;
         bar.style.width = pct + "%";
         box.setAttribute("data-percent", pct);
-        status.textContent = "Pulling… " + pct + "%";
+        status.textContent = Verb + "ing… " + pct + "%";
       } else if (data.type === "done") {
         finished = true;
         bar.style.width = "100%";
         box.setAttribute("data-percent", 100);
-        status.textContent = "Pulled " + data.image + " (" + data.id.slice(0, 19) + ")" +
-          (data.replaced ? "; the name moved off " + data.replaced.slice(0, 19) : "");
+        status.textContent = done(data);
+        button.disabled = false;
         ws.close();
-        setTimeout(function () { window.location.reload(); }, 1500);
+        if (verb === "pull") setTimeout(function () { window.location.reload(); }, 1500);
       } else if (data.type === "error") {
         finished = true;
         box.classList.add("failed");
-        status.textContent = "Pull failed: " + data.error;
+        status.textContent = Verb + " failed: " + data.error;
         button.disabled = false;
         ws.close();
       }
     };
     ws.onclose = function () {
       button.disabled = false;
-      if (!finished) { box.classList.add("failed"); status.textContent = "The connection closed before the pull ended."; }
+      if (!finished) { box.classList.add("failed"); status.textContent = "The connection closed before the " + verb + " ended."; }
     };
+  });
+}
+
+terrariumTransfer("pull", function (form) {
+  return { ref: form.ref.value, platform: form.platform.value };
+}, function (data) {
+  return "Pulled " + data.image + " (" + data.id.slice(0, 19) + ")" +
+    (data.replaced ? "; the name moved off " + data.replaced.slice(0, 19) : "");
+});
+
+terrariumTransfer("push", function (form) {
+  return { ref: form.ref.value, as: form.as.value };
+}, function (data) {
+  return "Pushed " + data.image + " (manifest " + data.digest.slice(0, 19) + ")";
+});
+
+// Each image's "push" button fills in the Push form and takes the eye there.
+(function () {
+  "use strict";
+  var form = document.getElementById("push-form");
+  if (!form) return;
+  document.querySelectorAll("button.push-image").forEach(function (b) {
+    b.addEventListener("click", function () {
+      form.ref.value = b.getAttribute("data-ref");
+      form.as.focus();
+      form.scrollIntoView({ block: "center" });
+    });
   });
 })();

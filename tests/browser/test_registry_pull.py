@@ -1,5 +1,6 @@
-"""The Images page's Pull form in Chromium: a live progress bar over the
-websocket, the image listed once pulled, bad input answered in the page."""
+"""The Images page's Pull and Push forms in Chromium: a live progress bar
+over the websocket, the image listed once pulled, pushed under another name
+from its row's button, bad input answered in the page."""
 import gzip
 import os
 
@@ -7,12 +8,12 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.registry import private_registry
-from tests.runtime.test_registry import Remote, layer_tar, sha
+from tests.runtime.test_registry import MT_OCI, Remote, layer_tar, sha
 
 pytestmark = pytest.mark.browser
 
 
-def test_pull_form_shows_progress_and_the_image(login, server, rt):
+def test_pull_and_push_forms_show_progress_and_the_image(login, server, rt):
     with private_registry() as reg:
         name = f"{reg.addr}/base/busybox:v1"
         rt.tag_image("busybox", name)
@@ -31,10 +32,13 @@ def test_pull_form_shows_progress_and_the_image(login, server, rt):
             layers.append((gzip.compress(tar, compresslevel=1), "application/vnd.oci.image.layer.v1.tar+gzip", sha(tar)))
         remote.image("web/app", "v1", layers)
         ref = f"{reg.addr}/web/app:v1"
+        copy = f"{reg.addr}/web/copy:v2"
         try:
             viewer = login("viewer")
             viewer.goto(server + "/images/")
             expect(viewer.locator("#pull-form")).to_have_count(0)
+            expect(viewer.locator("#push-form")).to_have_count(0)
+            expect(viewer.locator("button.push-image")).to_have_count(0)
 
             page = login("operator")
             page.goto(server + "/images/")
@@ -53,12 +57,26 @@ def test_pull_form_shows_progress_and_the_image(login, server, rt):
             page.wait_for_load_state("load")
             expect(page.locator(f"section.image h2:has-text('{ref}')")).to_have_count(1, timeout=10_000)
             assert rt.images.get(ref).layers[-1].digest == layers[-1][2]
+
+            # Push it back under another name: its row's button fills the form in.
+            page.click(f"section.image:has(h2:has-text('{ref}')) button.push-image")
+            expect(page.locator("#push-ref")).to_have_value(ref)
+            page.fill("#push-as", copy)
+            page.click("#push-form button")
+            expect(page.locator("#push-status")).to_contain_text("Pushed " + copy, timeout=30_000)
+            expect(page.locator("#push-layers")).to_contain_text("Mounted from web/app")
+            assert remote.http.head("/v2/web/copy/manifests/v2", headers={"Accept": MT_OCI}).status_code == 200
+            page.fill("#push-ref", "nope-no-such-image")
+            page.fill("#push-as", "")
+            page.click("#push-form button")
+            expect(page.locator("#push-status")).to_contain_text("Push failed: image 'nope-no-such-image' not found")
         finally:
             remote.http.close()
-            try:
-                rt.remove_image(ref)
-            except Exception:
-                pass
+            for name in (ref, copy):
+                try:
+                    rt.remove_image(name)
+                except Exception:
+                    pass
 
 
 def test_registry_credentials_page_for_administrators(login, server, rt):

@@ -297,3 +297,28 @@ def test_a_socket_that_fell_behind_gets_a_resync_after_what_reached_it(viewer):
         await comm.disconnect()
         assert not layer.dropped
     async_to_sync(run)()
+
+
+@pytest.mark.parametrize("verb", ["pull", "push"])
+def test_image_transfer_sockets_are_for_operators(viewer, operator, verb):
+    """A viewer's Pull/Push socket is closed with 4403; an operator's takes
+    requests, and bad input is answered with a message (no runtime reached)."""
+    url = f"/ws/images/{verb}/"
+    viewer_headers, operator_headers = _headers(viewer), _headers(operator)
+
+    async def run():
+        comm = WebsocketCommunicator(application, url, headers=viewer_headers)
+        await comm.connect()
+        assert await comm.receive_output(timeout=2) == {"type": "websocket.close", "code": 4403}
+        comm = WebsocketCommunicator(application, url, headers=operator_headers)
+        connected, _ = await comm.connect()
+        assert connected
+        await comm.send_json_to({"ref": "Not A Reference"})
+        reply = await comm.receive_json_from(timeout=5)
+        assert reply["type"] == "error" and "invalid reference format" in reply["error"]
+        if verb == "push":
+            await comm.send_json_to({"ref": "busybox", "as": "busybox@sha256:" + "0" * 64})
+            reply = await comm.receive_json_from(timeout=5)
+            assert reply["type"] == "error" and "refusing to create a tag with a digest" in reply["error"]
+        await comm.disconnect()
+    async_to_sync(run)()
