@@ -111,6 +111,28 @@ def test_truncated_gzip_leaves_no_layer(store):
     assert_clean(store)
 
 
+def test_gzip_and_zstd_layers_hash_to_the_plain_tar_and_damage_is_refused(store):
+    """Compression is read by its magic; the digest is the uncompressed tar's
+    (content crossing 1 MiB chunks included); bytes after the gzip stream
+    are refused, not ignored."""
+    import gzip
+
+    import zstandard
+    content = os.urandom((1 << 20) + 4096)
+    data = make_tar(("big", "file", content), ("small", "file"))
+    plain = store.add_layer_from_tar(io.BytesIO(data))
+    for blob in (gzip.compress(data, compresslevel=1), zstandard.ZstdCompressor().compress(data)):
+        store.remove_layer(plain.digest)
+        layer = store.add_layer_from_tar(io.BytesIO(blob))
+        assert layer.digest == plain.digest
+        with open(os.path.join(layer.path, "big"), "rb") as f:
+            assert f.read() == content
+    store.remove_layer(plain.digest)
+    with pytest.raises(InvalidArgument, match="truncated or corrupt: .*incorrect header check"):
+        store.add_layer_from_tar(io.BytesIO(gzip.compress(data) + b"trailing"))
+    assert_clean(store)
+
+
 def test_garbage_is_refused(store):
     with pytest.raises(InvalidArgument):
         store.add_layer_from_tar(io.BytesIO(b"this is not a tar file at all" * 40))
