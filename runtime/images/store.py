@@ -201,7 +201,7 @@ class ImageStore:
                 size, files = tarsafe.unpack(reader, fs, budget)
                 reader.drain(budget)      # the digest covers the padding after the end marker
                 digest = "sha256:" + reader.hexdigest()
-        except (EOFError, *_decompress_errors()) as e:
+        except (EOFError, *tarsafe.decompress_errors()) as e:
             raise InvalidArgument(f"layer tar is truncated or corrupt: {e}") from None
         if expect_digest is not None and digest != expect_digest:
             raise InvalidArgument(f"layer digest mismatch: expected {expect_digest}, "
@@ -687,17 +687,6 @@ class _Counter:
         data = self._f.read(n)
         self.count += len(data)
         return data
-
-
-def _decompress_errors() -> tuple[type[Exception], ...]:
-    import zlib
-    errors = [zlib.error]
-    try:
-        from .distribution import _lib
-        errors.append(_lib("zstandard").ZstdError)
-    except ImportError:
-        pass
-    return tuple(errors)
 
 
 def _read_json(path: str):
