@@ -8,9 +8,10 @@ compressible, as in layers_bench.py), is made in a temp Terrarium root, saved
 and pushed by skopeo (`--dest-compress`: gzip layers, as registries hold them)
 to a private Debian docker-registry on 127.0.0.1 (tests/registry.py).  Then
 --runs times, interleaved:
-- terrarium: `terrarium pull` into a second, emptied root (fresh process;
-  downloads in parallel, verifies every digest, un-gzips and unpacks each
-  layer into the store);
+- terrarium: `terrarium pull` into a second root, after `rmi` + `image-gc`
+  of the previous run's image (a fresh CLI process; its CLI server is warm,
+  as on a machine in use; downloads in parallel, verifies every digest,
+  un-gzips and unpacks each layer into the store);
 - peer: bench/pull_peer.sh into an emptied dir: `skopeo copy docker://...
   oci:DIR:img` (downloads and verifies the blobs in parallel, writes them as
   they are) then `umoci raw unpack` (un-gzips and applies the layers in
@@ -79,7 +80,9 @@ def main() -> int:
             for _ in range(args.runs):
                 with open("/proc/loadavg") as f:
                     load.append(float(f.read().split()[0]))
-                shutil.rmtree(dst_root, ignore_errors=True)
+                if os.path.isdir(dst_root):        # the image and its layers gone; the CLI server stays
+                    subprocess.run([CLI, "rmi", ref], check=True, env=env, capture_output=True)
+                    subprocess.run([CLI, "image-gc"], check=True, env=env, capture_output=True)
                 ours.append(timed([CLI, "pull", "-q", ref], env))
                 shutil.rmtree(peer_dir, ignore_errors=True)
                 os.mkdir(peer_dir)
