@@ -299,14 +299,13 @@ def test_a_socket_that_fell_behind_gets_a_resync_after_what_reached_it(viewer):
     async_to_sync(run)()
 
 
-@pytest.mark.parametrize("verb", ["pull", "push"])
-def test_image_transfer_sockets_are_for_operators(viewer, operator, verb):
-    """A viewer's Pull/Push socket is closed with 4403; an operator's takes
-    requests, and bad input is answered with a message (no runtime reached)."""
-    url = f"/ws/images/{verb}/"
+def test_image_transfer_sockets_are_for_operators(viewer, operator):
+    """A viewer's Pull and Push sockets are closed with 4403; an operator's
+    take requests, and bad input is answered with a message (no runtime reached)."""
     viewer_headers, operator_headers = _headers(viewer), _headers(operator)
 
-    async def run():
+    async def run(verb):
+        url = f"/ws/images/{verb}/"
         comm = WebsocketCommunicator(application, url, headers=viewer_headers)
         await comm.connect()
         assert await comm.receive_output(timeout=2) == {"type": "websocket.close", "code": 4403}
@@ -321,4 +320,5 @@ def test_image_transfer_sockets_are_for_operators(viewer, operator, verb):
             reply = await comm.receive_json_from(timeout=5)
             assert reply["type"] == "error" and "refusing to create a tag with a digest" in reply["error"]
         await comm.disconnect()
-    async_to_sync(run)()
+    for verb in ("pull", "push"):
+        async_to_sync(run)(verb)
