@@ -8,9 +8,11 @@ runtime/stats.py.  A row names the file, its controller (the v1 hierarchy, or
 one or more *figures* (the sample's keys), each with the source label a page
 shows on hover.  Adding a cgroup file is adding one row here: the sample and
 the live page's "kernel files" panel take every figure the table yields;
-``/metrics`` exports a figure once dashboard/live/exporter.py's METRICS names
-it (cAdvisor's names, not one series per figure: a scrape of 1,000
-containers must stay cheap).
+``/metrics`` (dashboard/live/exporter.py) exports the row's ``metrics``.  A
+row's metrics default to cAdvisor's for its figures (``CADVISOR``: one list
+for both versions' tables); a row of a new file names its own with
+``metrics=`` (``Metric``), so the row is still the one edit.  Not one series
+per figure: a scrape of 1,000 containers must stay cheap.
 
 Cadence (``when``), for the fast reader:
 
@@ -48,6 +50,32 @@ from typing import Any, NamedTuple
 from . import parse
 
 Parse = Callable[[bytes], dict[str, Any]]
+NS, US = 1e-9, 1e-6                 # raw unit -> seconds
+
+
+class Metric(NamedTuple):
+    """One Prometheus metric of a figure: the sample's ``figure`` (or
+    ``derive(sample)`` for a computed one) times ``scale``; ``unset`` stands
+    for a None (cAdvisor's 0 for "no limit"; None: no series); ``needs`` a
+    figure that must be set for the metric to appear (cAdvisor shows CFS
+    figures only with a quota); fixed extra ``labels``."""
+    name: str                       # a counter's ends in _total
+    kind: str                       # "counter" | "gauge"
+    help: str
+    figure: str = ""                # "": the row's (only) figure
+    scale: float = 1.0
+    unset: float | None = None
+    needs: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    derive: Callable[[Mapping], Any] | None = None
+
+    def value(self, sample: Mapping) -> float | None:
+        if self.needs is not None and sample.get(self.needs) is None:
+            return None
+        v = self.derive(sample) if self.derive is not None else sample.get(self.figure)
+        if v is None:
+            return self.unset
+        return v * self.scale if self.scale != 1.0 else v
 
 
 class Row(NamedTuple):
@@ -56,6 +84,7 @@ class Row(NamedTuple):
     when: str                       # tick | always | active | slow
     parse: Parse                    # bytes -> {figure: value}
     sources: Mapping[str, str]      # figure -> label ("memory.stat total_cache")
+    metrics: tuple[Metric, ...] = ()   # what /metrics exports of it
 
     @property
     def figures(self) -> tuple[str, ...]:
@@ -74,12 +103,23 @@ class Table(NamedTuple):
 
 # --- row builders -------------------------------------------------------------
 
-def one(figure: str, file: str, controller: str, when: str, conv: Callable[[str], Any] = parse.integer
-        ) -> Row:
+def one(figure: str, file: str, controller: str, when: str, conv: Callable[[str], Any] = parse.integer,
+        metrics: Metric | tuple[Metric, ...] | None = None) -> Row:
     """A file holding one value."""
     def read(data: bytes) -> dict:
         return {figure: conv(data.decode())}
-    return Row(file, controller, when, read, {figure: file})
+    if isinstance(metrics, Metric):
+        metrics = (metrics,)
+    if metrics is not None:
+        metrics = tuple(m if m.figure else m._replace(figure=figure) for m in metrics)
+    return _row(file, controller, when, read, {figure: file}, metrics)
+
+
+def _row(file, controller, when, read, sources, metrics) -> Row:
+    """The row, with cAdvisor's metrics of its figures unless it names its own."""
+    if metrics is None:
+        metrics = tuple(m for m in CADVISOR if m.figure in sources)
+    return Row(file, controller, when, read, sources, tuple(metrics))
 
 
 def picker(keys: tuple[str, ...]) -> Callable[[bytes], tuple]:
@@ -109,7 +149,8 @@ def picker(keys: tuple[str, ...]) -> Callable[[bytes], tuple]:
     return pick
 
 
-def keyed(file: str, controller: str, when: str, fields: Mapping[str, str | tuple[str, int]]) -> Row:
+def keyed(file: str, controller: str, when: str, fields: Mapping[str, str | tuple[str, int]],
+          metrics: tuple[Metric, ...] | None = None) -> Row:
     """A ``key value`` file: {figure: field} or {figure: (field, scale)}
     (scale: v2's microseconds become the nanoseconds v1 reports)."""
     spec = {fig: (f, 1) if isinstance(f, str) else f for fig, f in fields.items()}
@@ -119,7 +160,7 @@ def keyed(file: str, controller: str, when: str, fields: Mapping[str, str | tupl
 
     def read(data: bytes) -> dict:
         return {fig: None if v is None else v * s for fig, v, s in zip(figs, pick(data), scales)}
-    return Row(file, controller, when, read, {fig: f"{file} {f}" for fig, (f, _) in spec.items()})
+    return _row(file, controller, when, read, {fig: f"{file} {f}" for fig, (f, _) in spec.items()}, metrics)
 
 
 def events(file: str, controller: str, when: str) -> Row:
@@ -127,18 +168,18 @@ def events(file: str, controller: str, when: str) -> Row:
     def read(data: bytes) -> dict:
         d = parse.flat_keyed(data.decode())
         return {"memory_events": d, "oom_kills": d.get("oom_kill")}
-    return Row(file, controller, when, read, {"memory_events": file, "oom_kills": f"{file} oom_kill"})
+    return _row(file, controller, when, read, {"memory_events": file, "oom_kills": f"{file} oom_kill"}, None)
 
 
 def pair(file: str, controller: str, when: str, conv: Callable[[str], tuple],
-         figures: tuple[str, str], labels: tuple[str, str]) -> Row:
+         figures: tuple[str, str], labels: tuple[str, str], metrics: tuple[Metric, ...] | None = None) -> Row:
     """A file parsed into two figures (io read/write; cpu.max quota/period)."""
     a, b = figures
 
     def read(data: bytes) -> dict:
         x, y = conv(data.decode())
         return {a: x, b: y}
-    return Row(file, controller, when, read, {a: labels[0], b: labels[1]})
+    return _row(file, controller, when, read, {a: labels[0], b: labels[1]}, metrics)
 
 
 def pressure(resource: str) -> Row:
@@ -150,7 +191,69 @@ def pressure(resource: str) -> Row:
     def read(data: bytes) -> dict:
         got = parse.pressure(data.decode())
         return {fig: got.get(kind, {}).get(field) for fig, kind, field in names}
-    return Row(file, "unified", "always", read, {fig: f"{file} {kind} {field}" for fig, kind, field in names})
+    return _row(file, "unified", "always", read,
+                {fig: f"{file} {kind} {field}" for fig, kind, field in names}, None)
+
+
+# --- cAdvisor's metrics ---------------------------------------------------------
+# Its names, help texts and units, so Grafana dashboards made for cAdvisor work
+# unchanged; a row gets those of its figures (both tables share them).
+
+def working_set(s: Mapping) -> int | None:
+    """usage - inactive file cache, as kubelet and cAdvisor count it (never negative)."""
+    usage = s.get("memory_usage")
+    return None if usage is None else max(usage - (s.get("memory_inactive_file") or 0), 0)
+
+
+def _psi(resource: str) -> tuple[Metric, Metric]:
+    """PSI totals (µs) as cAdvisor names them: ``some`` = waiting, ``full`` = stalled."""
+    return (
+        Metric(f"container_pressure_{resource}_waiting_seconds_total", "counter",
+               f"Total time duration tasks in the container have waited due to {resource} congestion.",
+               f"psi_{resource}_some_total", US),
+        Metric(f"container_pressure_{resource}_stalled_seconds_total", "counter",
+               f"Total time duration no tasks in the container could make progress due to {resource} congestion.",
+               f"psi_{resource}_full_total", US),
+    )
+
+
+CADVISOR: tuple[Metric, ...] = (
+    Metric("container_cpu_usage_seconds_total", "counter", "Cumulative cpu time consumed in seconds.",
+           "cpu_usage_ns", NS, labels=(("cpu", "total"),)),
+    Metric("container_cpu_cfs_periods_total", "counter", "Number of elapsed enforcement period intervals.",
+           "cpu_nr_periods", needs="cpu_quota_us"),
+    Metric("container_cpu_cfs_throttled_periods_total", "counter", "Number of throttled period intervals.",
+           "cpu_nr_throttled", needs="cpu_quota_us"),
+    Metric("container_cpu_cfs_throttled_seconds_total", "counter",
+           "Total time duration the container has been throttled.", "cpu_throttled_ns", NS,
+           needs="cpu_quota_us"),
+    Metric("container_spec_cpu_quota", "gauge", "CPU quota of the container.", "cpu_quota_us"),
+    Metric("container_spec_cpu_period", "gauge", "CPU period of the container.", "cpu_period_us"),
+    Metric("container_memory_usage_bytes", "gauge",
+           "Current memory usage in bytes, including all memory regardless of when it was accessed",
+           "memory_usage"),
+    Metric("container_memory_working_set_bytes", "gauge", "Current working set in bytes.", "memory_usage",
+           derive=working_set),
+    Metric("container_memory_cache", "gauge", "Number of bytes of page cache memory.", "memory_cache"),
+    Metric("container_memory_rss", "gauge", "Size of RSS in bytes.", "memory_rss"),
+    Metric("container_memory_swap", "gauge", "Container swap usage in bytes.", "memory_swap"),
+    Metric("container_memory_total_inactive_file_bytes", "gauge", "Current total inactive file in bytes.",
+           "memory_inactive_file"),
+    Metric("container_memory_max_usage_bytes", "gauge", "Maximum memory usage recorded in bytes",
+           "memory_max_usage"),
+    # a counter in cAdvisor, but named without _total, which the client library
+    # (and OpenMetrics) give every counter: a gauge keeps cAdvisor's name
+    Metric("container_memory_failcnt", "gauge", "Number of memory usage hits limits", "memory_failcnt"),
+    Metric("container_spec_memory_limit_bytes", "gauge", "Memory limit for the container.",
+           "memory_limit", unset=0),
+    Metric("container_oom_events_total", "counter",
+           "Count of out of memory events observed for the container", "oom_kills"),
+    Metric("container_threads", "gauge", "Number of threads running inside the container", "pids_current"),
+    Metric("container_threads_max", "gauge",
+           "Maximum number of threads allowed inside the container, infinity if value is zero",
+           "pids_max", unset=0),
+    *_psi("cpu"), *_psi("memory"), *_psi("io"),
+)
 
 
 NETNS = "netns"      # the "controller" of rows read under /proc/<pid> of a process of the cgroup
@@ -165,7 +268,16 @@ def net_dev() -> Row:
     def read(data: bytes) -> dict:
         got = parse.net_dev(data.decode())
         return {fig: got[key] for fig, key, _ in names}
-    return Row("net/dev", NETNS, "always", read, {fig: label for fig, _, label in names})
+    # cAdvisor's container_network_*, summed over the interfaces (no
+    # ``interface`` label: one series per container, as `sum by (name)` queries want)
+    metrics = tuple(
+        Metric(f"container_network_{way}_{what}_total", "counter", f"Cumulative count of {text}", f"net_{d}_{fig}")
+        for d, way, past, ing in (("rx", "receive", "received", "receiving"),
+                                  ("tx", "transmit", "transmitted", "transmitting"))
+        for what, fig, text in (("bytes", "bytes", f"bytes {past}"), ("packets", "packets", f"packets {past}"),
+                                ("packets_dropped", "dropped", f"packets dropped while {ing}"),
+                                ("errors", "errors", f"errors encountered while {ing}")))
+    return Row("net/dev", NETNS, "always", read, {fig: label for fig, _, label in names}, metrics)
 
 
 NET_DEV = net_dev()
@@ -239,6 +351,17 @@ V2 = Table("v2", (
 
 def table(kind: str) -> Table:
     return V2 if kind == "v2" else V1
+
+
+def metrics() -> tuple[Metric, ...]:
+    """Every metric of both tables' rows, each name once (a v1 and a v2 row of
+    the same figure give the same metric), in the tables' order."""
+    seen: dict[str, Metric] = {}
+    for t in (V1, V2):
+        for r in t.rows:
+            for m in r.metrics:
+                seen.setdefault(m.name, m)
+    return tuple(seen.values())
 
 
 def sources(t: Table, mounted, netns: str | None = None) -> dict[str, str]:

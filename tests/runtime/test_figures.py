@@ -99,14 +99,22 @@ def test_memory_anatomy_shows_a_tmpfs_filled_to_most_of_the_limit(rt, cleanup, n
     assert sentence.startswith("28.") and "of the 40.0 MiB limit was shmem (tmpfs" in sentence
 
 
-def test_a_row_added_to_the_table_reaches_both_readers_and_the_live_figures(rt, cleanup, name, monkeypatch):
-    """Adding a cgroup file is one row: the driver's sample, the fast reader and
-    the live feed's figures (with its source) carry it with no other edit."""
-    from dashboard.live import metrics
+@pytest.mark.django_db
+def test_a_row_added_to_the_table_reaches_both_readers_the_live_figures_and_metrics(
+        rt, cleanup, name, monkeypatch, settings):
+    """Adding a cgroup file is one row: the driver's sample, the fast reader,
+    the live feed's figures (with its source) and a /metrics scrape (the
+    metric the row names) carry it with no other edit."""
+    from collections import deque
+
+    from django.test import Client
+
+    from dashboard.live import exporter, sampler
     kind = rt.cgroups.kind
     table = figures.table(kind)
     ctl, file = ("memory", "memory.swappiness") if kind != "v2" else ("unified", "cgroup.freeze")
-    extra = figures.one("extra_knob", file, ctl, "slow")
+    extra = figures.one("extra_knob", file, ctl, "slow",
+                        metrics=figures.Metric("container_test_extra_knob", "gauge", "A knob of the test."))
     monkeypatch.setattr(figures, "V2" if kind == "v2" else "V1", table._replace(rows=table.rows + (extra,)))
     c = rt.run(Spec(image="lab", name=name, cmd=("sleep", "100")))
     cleanup.append(c.id)
@@ -120,5 +128,20 @@ def test_a_row_added_to_the_table_reaches_both_readers_and_the_live_figures(rt, 
     finally:
         r.close()
     assert fast["extra_knob"] == want
-    assert metrics.figures(fast)["extra_knob"] == want
-    assert metrics.figure_sources(fast)["extra_knob"] == file
+    # what the live page gets: the sampler's sample event, its "kernel files" figures
+    s = sampler.Sampler(tick=1.0, keep=10.0, reader=sampler.Reader(), record=False)
+    s.state[c.id] = sampler._Watched(points=deque())
+    ev = s._sample_one(c.id, (fast, []), time.monotonic(), time.time())[0]
+    assert ev["figures"]["extra_knob"] == want and ev["figure_sources"]["extra_knob"] == file
+    # a scrape
+    token = "t0ken-for-the-figure-table-test-0123"
+    settings.TERRARIUM_METRICS_TOKEN = token
+    exporter.reset()
+    try:
+        body = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}", HTTP_ACCEPT="text/plain")
+    finally:
+        exporter.reset()
+    assert body.status_code == 200
+    assert "# HELP container_test_extra_knob A knob of the test." in body.content.decode()
+    line = f'container_test_extra_knob{{id="/{rt.cgroup_parent}/{c.id}",image="lab",name="{name}"}} {want:.1f}'
+    assert line in body.content.decode().splitlines()
