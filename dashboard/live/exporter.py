@@ -4,11 +4,11 @@ work unchanged.
 
 Read on scrape, nothing in the background: a scrape lists the running (and
 paused) containers, reads each one's raw cgroup sample with ``tree=False``
-(no process is read) and walks ``METRICS`` once.  ``METRICS`` is the one
-table from the runtime's raw sample keys (runtime/cgroups v1.py / v2.py
-``sample()``) to metric names: a new cgroup file in the sample is one more
-row here.  A key the sample lacks (v1 has no PSI, v2 no failcnt) or holds as
-None yields no series for that container, as cAdvisor leaves them out.
+(no process is read) and walks the metrics of the figure table's rows
+(runtime/cgroups/figures.py: each row carries its metrics, cAdvisor's by
+default), so a new cgroup file is one row there and nothing here.  A figure
+the sample lacks (v1 has no PSI, v2 no failcnt) or holds as None yields no
+series for that container, as cAdvisor leaves them out.
 
 Labels, as cAdvisor's defaults: ``id`` the container's cgroup path
 (``/terrarium/<id>``, as cAdvisor's ``id="/docker/<id>"``), ``name`` and
@@ -23,106 +23,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
-from . import metrics as _metrics
+from runtime.cgroups import figures
+
 from . import sampler, selectors
 
 log = logging.getLogger(__name__)
 
 LABELS = ("id", "image", "name")
-NS, US = 1e-9, 1e-6                    # raw unit -> seconds
-
-
-@dataclass(frozen=True)
-class Row:
-    """One metric: the raw sample ``key`` (a figure of runtime/cgroups/figures.py;
-    a callable for a derived one), ``scale`` to the metric's unit, ``unset``
-    for a None (cAdvisor's 0 for "no limit"; None: no series), ``needs`` a key
-    that must be set for the metric to appear (cAdvisor shows CFS figures only
-    with a quota), fixed extra ``labels``."""
-    metric: str                         # a counter's ends in _total
-    kind: str                           # "counter" | "gauge"
-    help: str
-    key: str | Callable[[Mapping], float | None]
-    scale: float = 1.0
-    unset: float | None = None
-    needs: str | None = None
-    labels: tuple[tuple[str, str], ...] = ()
-
-    def value(self, sample: Mapping) -> float | None:
-        if self.needs is not None and sample.get(self.needs) is None:
-            return None
-        v = self.key(sample) if callable(self.key) else sample.get(self.key)
-        if v is None:
-            return self.unset
-        return v * self.scale if self.scale != 1.0 else v
-
-
-def _working_set(s: Mapping) -> int | None:
-    return _metrics.working_set(s.get("memory_usage"), s.get("memory_inactive_file"))
-
-
-def _psi(resource: str) -> tuple[Row, Row]:
-    """PSI totals (µs) as cAdvisor names them: ``some`` = waiting, ``full`` = stalled."""
-    return (
-        Row(f"container_pressure_{resource}_waiting_seconds_total", "counter",
-            f"Total time duration tasks in the container have waited due to {resource} congestion.",
-            f"psi_{resource}_some_total", US),
-        Row(f"container_pressure_{resource}_stalled_seconds_total", "counter",
-            f"Total time duration no tasks in the container could make progress due to {resource} congestion.",
-            f"psi_{resource}_full_total", US),
-    )
-
-
-METRICS: tuple[Row, ...] = (
-    Row("container_cpu_usage_seconds_total", "counter", "Cumulative cpu time consumed in seconds.",
-        "cpu_usage_ns", NS, labels=(("cpu", "total"),)),
-    Row("container_cpu_cfs_periods_total", "counter", "Number of elapsed enforcement period intervals.",
-        "cpu_nr_periods", needs="cpu_quota_us"),
-    Row("container_cpu_cfs_throttled_periods_total", "counter", "Number of throttled period intervals.",
-        "cpu_nr_throttled", needs="cpu_quota_us"),
-    Row("container_cpu_cfs_throttled_seconds_total", "counter",
-        "Total time duration the container has been throttled.", "cpu_throttled_ns", NS, needs="cpu_quota_us"),
-    Row("container_spec_cpu_quota", "gauge", "CPU quota of the container.", "cpu_quota_us"),
-    Row("container_spec_cpu_period", "gauge", "CPU period of the container.", "cpu_period_us"),
-    Row("container_memory_usage_bytes", "gauge",
-        "Current memory usage in bytes, including all memory regardless of when it was accessed",
-        "memory_usage"),
-    Row("container_memory_working_set_bytes", "gauge", "Current working set in bytes.", _working_set),
-    Row("container_memory_cache", "gauge", "Number of bytes of page cache memory.", "memory_cache"),
-    Row("container_memory_rss", "gauge", "Size of RSS in bytes.", "memory_rss"),
-    Row("container_memory_swap", "gauge", "Container swap usage in bytes.", "memory_swap"),
-    Row("container_memory_total_inactive_file_bytes", "gauge", "Current total inactive file in bytes.",
-        "memory_inactive_file"),
-    Row("container_memory_max_usage_bytes", "gauge", "Maximum memory usage recorded in bytes",
-        "memory_max_usage"),
-    # a counter in cAdvisor, but named without _total, which the client library
-    # (and OpenMetrics) give every counter: a gauge keeps cAdvisor's name
-    Row("container_memory_failcnt", "gauge", "Number of memory usage hits limits", "memory_failcnt"),
-    Row("container_spec_memory_limit_bytes", "gauge", "Memory limit for the container.",
-        "memory_limit", unset=0),
-    Row("container_oom_events_total", "counter", "Count of out of memory events observed for the container",
-        "oom_kills"),
-    Row("container_threads", "gauge", "Number of threads running inside the container", "pids_current"),
-    Row("container_threads_max", "gauge",
-        "Maximum number of threads allowed inside the container, infinity if value is zero",
-        "pids_max", unset=0),
-    *_psi("cpu"), *_psi("memory"), *_psi("io"),
-    # /proc/<pid>/net/dev summed over every interface but lo (no ``interface``
-    # label: one series per container, as `sum by (name)` queries want)
-    *(Row(f"container_network_{way}_{what}_total", "counter", f"Cumulative count of {text}", f"net_{d}_{fig}")
-      for d, way, past, ing in (("rx", "receive", "received", "receiving"),
-                                ("tx", "transmit", "transmitted", "transmitting"))
-      for what, fig, text in (("bytes", "bytes", f"bytes {past}"), ("packets", "packets", f"packets {past}"),
-                              ("packets_dropped", "dropped", f"packets dropped while {ing}"),
-                              ("errors", "errors", f"errors encountered while {ing}"))),
-)
 
 
 def labels_of(c) -> tuple[str, str, str]:
@@ -130,9 +44,9 @@ def labels_of(c) -> tuple[str, str, str]:
     return ("/" + (c.cgroup or c.id), c.image or "", c.name)
 
 
-def families(rows: Iterable[tuple[tuple[str, ...], Mapping]], table: tuple[Row, ...] | None = None):
-    """The metric families of (labels, raw sample) pairs, one per table row
-    (of METRICS unless given) that any container has a value for.
+def families(rows: Iterable[tuple[tuple[str, ...], Mapping]], table: tuple[figures.Metric, ...] | None = None):
+    """The metric families of (labels, raw sample) pairs, one per metric
+    (figures.metrics() unless given) that any container has a value for.
 
     Built with the client library's Metric.add_sample rather than
     Counter/GaugeMetricFamily.add_metric: each container's label dict is made
@@ -140,64 +54,138 @@ def families(rows: Iterable[tuple[tuple[str, ...], Mapping]], table: tuple[Row, 
     containers that is 1,000 dicts instead of 18,000)."""
     pairs = [(dict(zip(LABELS, labels)), sample) for labels, sample in rows]
     with_extra: dict[tuple, list[dict]] = {}
-    for row in METRICS if table is None else table:
-        if row.labels:
-            if row.labels not in with_extra:
-                with_extra[row.labels] = [{**d, **dict(row.labels)} for d, _ in pairs]
-            dicts = with_extra[row.labels]
+    for m in figures.metrics() if table is None else table:
+        if m.labels:
+            if m.labels not in with_extra:
+                with_extra[m.labels] = [{**d, **dict(m.labels)} for d, _ in pairs]
+            dicts = with_extra[m.labels]
         else:
             dicts = [d for d, _ in pairs]
         fam = None
         for d, (_, sample) in zip(dicts, pairs):
-            v = row.value(sample)
+            v = m.value(sample)
             if v is None:
                 continue
             if fam is None:
                 # a counter family is named without _total; its samples with it
-                name = row.metric[:-6] if row.kind == "counter" else row.metric
-                fam = Metric(name, row.help, row.kind)
-            fam.add_sample(row.metric, d, v)
+                fam = Metric(m.name[:-6] if m.kind == "counter" else m.name, m.help, m.kind)
+            fam.add_sample(m.name, d, v)
         if fam is not None:
             yield fam
 
 
+ERROR_HELP = "1 if there was an error while getting container metrics, 0 otherwise"
+
+
+def _escape(v: str) -> str:
+    """A label value as both text formats write it (backslash, newline, quote)."""
+    return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+
+
 class ContainerCollector(Collector):
-    """Reads on collect(); one reader (see sampler.make_reader) for all scrapes,
+    """Reads on scrape; one reader (see sampler.make_reader) for all scrapes,
     under a lock: a reader is not thread-safe.  Containers that stopped since
-    the last scrape are forgotten (their kept-open files closed)."""
+    the last scrape are forgotten (their kept-open files closed).
+
+    What a scrape costs at 1,000 containers (bench/metrics_bench.py) is kept
+    down three ways:
+
+    - the running containers are the container cgroups under the runtime's
+      parent (one directory listing, selectors.live_cgroup_ids); their labels
+      come from Runtime.list(), called only when a cgroup appears that has
+      none yet (a container's name and image do not change while it runs);
+    - every container is read with one read_many(tree=False);
+    - ``encode`` writes the text (or OpenMetrics) body itself, from each
+      container's series lines, kept between scrapes and made again only when
+      its sample changed (runtime.stats returns the very same dict while none
+      of a container's files changed: an idle container costs no formatting).
+      Its output is byte for byte what the client library's encoders write
+      for ``collect()``'s families (tests/live/test_exporter.py); the client
+      library still negotiates the format (views.metrics, render)."""
 
     def __init__(self, reader=None):
         self._reader = reader
         self._lock = threading.Lock()
         self._seen: set[str] = set()
+        self._labels: dict[str, tuple[str, str, str]] = {}     # id -> labels_of()
+        self._strays: set[str] = set()       # container cgroups the list did not show running
+        self._metrics: tuple = ()
+        self._lines: dict[str, tuple] = {}   # id -> (raw, labels, ((metric index, line), ...))
+        self.lists = 0                       # Runtime.list() calls, for tests and bench/
 
-    def collect(self):
-        error = 0.0
-        try:
-            containers = selectors.running_containers()
-        except selectors.NotListed as e:
-            log.warning("/metrics: cannot list the containers: %s", e)
-            containers, error = [], 1.0
-        rows = []
+    def _running(self) -> list[tuple[str, tuple[str, str, str]]]:
+        """(id, labels) of the running (and paused) containers."""
+        ids = selectors.live_cgroup_ids()
+        if ids is None or any(c not in self._labels and c not in self._strays for c in ids):
+            self.lists += 1
+            listed = {c.id: labels_of(c) for c in selectors.running_containers()}
+            if ids is None:
+                return list(listed.items())
+            self._labels = listed
+            self._strays = set(ids) - set(listed)
+        else:
+            self._strays &= set(ids)
+        return [(c, self._labels[c]) for c in ids if c in self._labels]
+
+    def scrape(self) -> tuple[list[tuple[str, tuple, dict]], float]:
+        """([(id, labels, raw sample)], container_scrape_error's value)."""
+        rows: list = []
         with self._lock:
+            try:
+                running = self._running()
+            except selectors.NotListed as e:
+                log.warning("/metrics: cannot list the containers: %s", e)
+                return rows, 1.0
             if self._reader is None:
                 self._reader = sampler.make_reader()
+            got = self._reader.read_many([c for c, _ in running], tree=False) if running else {}
             now = set()
-            for c in containers:
-                try:
-                    raw, _ = self._reader.read(c.id, tree=False)
-                except selectors.NotSampled:
-                    continue                      # stopped since the list was read
-                now.add(c.id)
-                rows.append((labels_of(c), raw))
+            for cid, labels in running:
+                r = got.get(cid)
+                if r is None or isinstance(r, BaseException):
+                    continue                      # stopped since the cgroup was listed
+                now.add(cid)
+                rows.append((cid, labels, r[0]))
             for cid in self._seen - now:
                 self._reader.forget(cid)
+                self._lines.pop(cid, None)
             self._seen = now
-        yield from families(rows)
-        fam = GaugeMetricFamily("container_scrape_error",
-                                "1 if there was an error while getting container metrics, 0 otherwise")
+        return rows, 0.0
+
+    def collect(self):
+        """The client library's metric families (any registry, any encoder)."""
+        rows, error = self.scrape()
+        yield from families((labels, raw) for _, labels, raw in rows)
+        fam = GaugeMetricFamily("container_scrape_error", ERROR_HELP)
         fam.add_metric((), error)
         yield fam
+
+    def encode(self, openmetrics: bool = False) -> bytes:
+        """One scrape's body: the text format 0.0.4, or OpenMetrics 1.0."""
+        rows, error = self.scrape()
+        with self._lock:
+            metrics = figures.metrics()
+            if metrics != self._metrics:
+                self._metrics, self._lines = metrics, {}
+            columns: list[list[str]] = [[] for _ in metrics]
+            for cid, labels, raw in rows:
+                kept = self._lines.get(cid)
+                if kept is None or kept[0] is not raw or kept[1] != labels:
+                    kept = self._lines[cid] = (raw, labels, _series_lines(metrics, labels, raw))
+                for i, line in kept[2]:
+                    columns[i].append(line)
+        out = []
+        for m, lines in zip(metrics, columns):
+            if lines:
+                out.append(_header(m.name[:-6] if m.kind == "counter" else m.name, m.name, m.help,
+                                   m.kind, openmetrics))
+                out.extend(lines)
+        out.append(_header("container_scrape_error", "container_scrape_error", ERROR_HELP, "gauge",
+                           openmetrics))
+        out.append(f"container_scrape_error {floatToGoString(error)}\n")
+        if openmetrics:
+            out.append("# EOF\n")
+        return "".join(out).encode()
 
     def close(self) -> None:
         """Forget every container (tests; a reader keeps files open)."""
@@ -205,7 +193,33 @@ class ContainerCollector(Collector):
             if self._reader is not None:
                 for cid in self._seen:
                     self._reader.forget(cid)
-            self._seen = set()
+            self._seen, self._lines = set(), {}
+
+
+def _header(family: str, sample: str, help_: str, kind: str, openmetrics: bool) -> str:
+    """HELP and TYPE as the client library writes them: OpenMetrics names the
+    family (a counter without _total) and escapes quotes in the help too."""
+    if openmetrics:
+        return f"# HELP {family} {_escape(help_)}\n# TYPE {family} {kind}\n"
+    help_ = help_.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {sample} {help_}\n# TYPE {sample} {kind}\n"
+
+
+def _series_lines(metrics, labels: tuple[str, str, str], raw: dict) -> tuple[tuple[int, str], ...]:
+    """One container's sample lines, (metric index, line), of the metrics it has a value for."""
+    pairs = dict(zip(LABELS, labels))
+    base = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(pairs.items()))
+    out = []
+    for i, m in enumerate(metrics):
+        v = m.value(raw)
+        if v is None:
+            continue
+        if m.labels:
+            lab = ",".join(f'{k}="{_escape(v2)}"' for k, v2 in sorted({**pairs, **dict(m.labels)}.items()))
+        else:
+            lab = base
+        out.append((i, f"{m.name}{{{lab}}} {floatToGoString(v)}\n"))
+    return tuple(out)
 
 
 _lock = threading.Lock()
@@ -213,23 +227,30 @@ _registry: CollectorRegistry | None = None
 _collector: ContainerCollector | None = None
 
 
-def registry() -> CollectorRegistry:
-    """The registry /metrics serves: only the containers' collector (not the
-    client library's default process and platform collectors)."""
+def collector() -> ContainerCollector:
+    """The process's collector (one reader and its kept-open files for all scrapes)."""
     global _registry, _collector
     with _lock:
-        if _registry is None:
+        if _collector is None:
             _collector = ContainerCollector()
             _registry = CollectorRegistry(auto_describe=False)
             _registry.register(_collector)
-        return _registry
+        return _collector
+
+
+def registry() -> CollectorRegistry:
+    """The collector in a registry of its own (not the client library's default
+    process and platform collectors), for the client library's encoders."""
+    collector()
+    return _registry
 
 
 def render(accept: str | None) -> tuple[bytes, str]:
     """(body, content type) of one scrape, in the format the client asked for
-    (OpenMetrics for a Prometheus that asks for it, else the text format)."""
-    encoder, content_type = choose_encoder(accept or "")
-    return encoder(registry()), content_type
+    (OpenMetrics for a Prometheus that asks for it, else the text format),
+    as the client library negotiates it."""
+    _, content_type = choose_encoder(accept or "")
+    return collector().encode(content_type.startswith("application/openmetrics-text")), content_type
 
 
 def reset() -> None:

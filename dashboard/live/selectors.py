@@ -4,6 +4,8 @@ Like dashboard/containers/selectors.py, this is the only place dashboard/live
 touches the runtime, so it can later move behind the root agent's socket."""
 from __future__ import annotations
 
+import os
+import re
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -14,6 +16,8 @@ from runtime import procs as _procs
 from dashboard.containers.runtime_client import get_runtime
 
 from . import metrics as _metrics
+
+_ID = re.compile(r"[0-9a-f]{64}\Z")
 
 
 class NotSampled(Exception):
@@ -30,6 +34,27 @@ def running_containers() -> list:
         return get_runtime().list(all=False)
     except (TerrariumError, OSError) as e:
         raise NotListed(str(e)) from None
+
+
+_scope_dir: dict[int, str] = {}       # id(runtime) -> its memory cgroup parent directory
+
+
+def live_cgroup_ids() -> list[str] | None:
+    """The ids of the containers whose cgroup is there now (running or paused:
+    the shim makes it at start and removes it at exit), from one listing of
+    the runtime's memory cgroup parent; None when that cannot be listed (the
+    caller lists the containers instead).  No state file is read."""
+    rt = get_runtime()
+    try:
+        parent = _scope_dir.get(id(rt))
+        if parent is None:
+            parent = _scope_dir[id(rt)] = rt.oom_scope()["parent_dir"]
+        with os.scandir(parent) as it:
+            return [e.name for e in it if len(e.name) == 64 and _ID.match(e.name) and e.is_dir()]
+    except FileNotFoundError:
+        return []                           # no container started yet: no parent
+    except (TerrariumError, OSError, KeyError):
+        return None
 
 
 def container_exists(*, container_id: str) -> bool:

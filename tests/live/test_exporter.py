@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from dashboard import webstate
 from dashboard.live import exporter
 from runtime import Limits, Spec
+from runtime.cgroups import figures
 
 TOKEN = "t0ken-for-the-metrics-tests-0123456789"
 
@@ -208,8 +209,12 @@ def test_only_running_containers_and_their_files_are_let_go(rt, made, name):
     _get(client, HTTP_AUTHORIZATION=f"Bearer {TOKEN}")        # whatever else runs is read now
     base = fds()
     c = rt.run(Spec(image="busybox", name=name, cmd=("sleep", "300")))
+    lists = exporter.collector().lists
     body = _get(client, HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content
     assert f'name="{name}"'.encode() in body
+    assert exporter.collector().lists == lists + 1            # a new cgroup: its labels listed
+    assert f'name="{name}"'.encode() in _get(client, HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content
+    assert exporter.collector().lists == lists + 1            # ... once: no state file read again
     assert created.id.encode() not in body                    # never started: no series
     assert fds() > base                                       # the reader keeps its files open
     rt.stop(c.id, timeout=1)
@@ -218,10 +223,13 @@ def test_only_running_containers_and_their_files_are_let_go(rt, made, name):
     assert fds() == base                                      # ... and closes them once it stopped
 
 
-def test_a_new_row_is_all_a_new_figure_needs(monkeypatch):
-    """One more row of the table (a raw sample key) is one more metric, nothing else."""
-    row = exporter.Row("container_test_knob_bytes", "gauge", "A knob.", "test_knob")
-    monkeypatch.setattr(exporter, "METRICS", exporter.METRICS + (row,))
+def test_metrics_come_from_the_figure_table(monkeypatch):
+    """A row's metric (cAdvisor's for its figures unless it names its own) is
+    one more family; a figure the sample lacks gives no series.  The real
+    file's way to a scrape: tests/runtime/test_figures.py."""
+    row = figures.one("test_knob", "memory.test_knob", "memory", "slow",
+                      metrics=figures.Metric("container_test_knob_bytes", "gauge", "A knob."))
+    monkeypatch.setattr(figures, "V1", figures.V1._replace(rows=figures.V1.rows + (row,)))
     sample = {"memory_usage": 100, "memory_inactive_file": 40, "test_knob": 7,
               "psi_cpu_some_total": 2_500_000, "psi_cpu_full_total": 500_000, "psi_io_some_total": None}
     fams = {f.name: f for f in exporter.families([(("/p/x", "busybox", "x"), sample)])}
@@ -231,3 +239,31 @@ def test_a_new_row_is_all_a_new_figure_needs(monkeypatch):
     assert fams["container_pressure_cpu_stalled_seconds"].samples[0].value == 0.5
     assert "container_pressure_io_waiting_seconds" not in fams      # not in the sample: no series
     assert "container_spec_memory_limit_bytes" in fams               # None -> 0, as cAdvisor
+    names = [m.name for m in figures.metrics()]
+    assert len(names) == len(set(names)) and len(names) == len(figures.CADVISOR) + 1
+
+
+def test_the_body_is_what_the_client_library_writes(monkeypatch):
+    """/metrics writes its body itself (kept series lines: bench/metrics_bench.py);
+    it is byte for byte the client library's text and OpenMetrics encoding of
+    the same families, awkward label values and help texts included."""
+    from prometheus_client import generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
+
+    odd = figures.Metric("container_test_odd_total", "counter", 'A "quoted" \\ help\nwith a newline.',
+                         "test_odd", labels=(("zone", 'a"b'),))
+    row = figures.one("test_odd", "memory.test_odd", "memory", "slow", metrics=odd)
+    monkeypatch.setattr(figures, "V1", figures.V1._replace(rows=figures.V1.rows + (row,)))
+    s1 = {"memory_usage": 123456789, "memory_inactive_file": 40, "memory_limit": None, "cpu_usage_ns": 5,
+          "cpu_quota_us": 50_000, "cpu_nr_periods": 3, "psi_io_some_total": 1, "test_odd": 2.5}
+    s2 = {"memory_usage": 0, "pids_current": 1 << 40, "test_odd": float("inf")}
+    rows = [("a" * 64, ("/p/" + "a" * 64, 'img"x\\y', "we\nird"), s1),
+            ("b" * 64, ("/p/" + "b" * 64, "busybox", "plain"), s2)]
+    col = exporter.ContainerCollector()
+    monkeypatch.setattr(col, "scrape", lambda: (rows, 0.0))
+    reg = exporter.CollectorRegistry(auto_describe=False)
+    reg.register(col)
+    assert col.encode() == generate_latest(reg)
+    assert col.encode(openmetrics=True) == openmetrics(reg)
+    assert col.encode() == generate_latest(reg)               # again, from the kept lines
+    assert b'container_test_odd_total{id="/p/' + b"a" * 64 + b'",image="img\\"x\\\\y",name="we\\nird",zone="a\\"b"} 2.5' in col.encode()
