@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Hashable, Iterable, Iterator, Mapping
 
+from . import fdbudget
 from . import inotify as _inotify_mod
 from .errors import InvalidArgument, KernelError, NotFound
 
@@ -574,6 +575,8 @@ class _Watch:
     wake_fd: int                      # v1: the eventfd; v2: -1 (the shared inotify fd)
     wd: int                           # v2: inotify watch descriptor
     last: OomCounts
+    polled: bool = False              # over the descriptor budget: no descriptor kept, read by sweep()
+    path: str = ""                    # the counter file
     pending_since: int | None = None  # monotonic ns of the wake still waiting for oom_kill
     pending_until: int = 0
 
@@ -619,6 +622,18 @@ class CgroupOomWatch:
         if key in self._watches:
             raise InvalidArgument(f"OOM watch key {key!r} already used")
         version, path = _counter_file(cgroup_dir)
+        fds = 2 if version == 1 else 1
+        if not fdbudget.OOM.take(fds):
+            last = read_counts(cgroup_dir)            # KernelError if it is gone
+            self._watches[key] = _Watch(key, cgroup_dir, version, -1, -1, -1, last, polled=True, path=path)
+            return last
+        try:
+            return self._add(key, cgroup_dir, version, path)
+        except BaseException:
+            fdbudget.OOM.give(fds)
+            raise
+
+    def _add(self, key, cgroup_dir: str, version: int, path: str) -> OomCounts:
         try:
             counter_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
@@ -674,6 +689,9 @@ class CgroupOomWatch:
 
     def _drop(self, w: _Watch) -> None:
         self._watches.pop(w.key, None)
+        if w.polled:
+            return
+        fdbudget.OOM.give(2 if w.version == 1 else 1)
         if w.version == 1:
             self._by_fd.pop(w.wake_fd, None)
             try:
@@ -763,10 +781,35 @@ class CgroupOomWatch:
                     self._by_wd.pop(wd, None)
                 self._mark(w, now)
 
+    def sweep(self) -> bool:
+        """Read the counters of the watches kept without descriptors (over the
+        budget: open, read, close each); those that moved are marked as a
+        wake would.  → whether any did (call read_events() then).  The caller
+        sweeps as often as it re-lists (every refresh, 0.5 s): such a cgroup's
+        kill is seen that much later from its counters, at once from kmsg."""
+        now, moved = time.monotonic_ns(), False
+        for w in list(self._watches.values()):
+            if not w.polled or w.pending_since is not None:
+                continue
+            try:
+                counts = _counts_from(w.version, _read_text(w.path))
+            except (OSError, InvalidArgument):
+                self._mark(w, now)                   # gone: read_events() says so
+                moved = True
+                continue
+            if counts != w.last:
+                self._mark(w, now)
+                moved = True
+        return moved
+
     def _check(self, w: _Watch) -> CgroupOomEvent | None:
         seen = time.monotonic_ns()
         try:
-            counts = _counts_from(w.version, os.pread(w.counter_fd, 4096, 0).decode())
+            if w.polled:
+                text = _read_text(w.path)
+            else:
+                text = os.pread(w.counter_fd, 4096, 0).decode()
+            counts = _counts_from(w.version, text)
         except (OSError, InvalidArgument):
             # A removed cgroup's files fail with ENODEV; v1 signals the eventfd on rmdir.
             ev = CgroupOomEvent(w.key, w.cgroup_dir, w.last, 0, w.pending_since, seen, gone=True)
@@ -784,6 +827,11 @@ class CgroupOomWatch:
         if new_kills <= 0 and w.version == 2 and not oom_rose:
             return None
         return CgroupOomEvent(w.key, w.cgroup_dir, counts, max(new_kills, 0), woke, seen)
+
+
+def _read_text(path: str) -> str:
+    with open(path) as f:
+        return f.read()
 
 
 def _inotify_offsets(buf: bytes) -> Iterator[int]:

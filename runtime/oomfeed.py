@@ -139,6 +139,7 @@ def follow(rt, gone: Callable[[], bool], *, refresh: float = 0.5, settle: float 
                     _sync(rt, counters)
                 except TerrariumError:
                     pass                                 # the next refresh tries again
+                counters.sweep()                         # over the descriptor budget: read now
                 next_sync = time.monotonic() + refresh
     finally:
         if kmsg is not None:

@@ -50,7 +50,10 @@ reopened on ENOENT/ESTALE/ENODEV (a cgroup removed and made again) and all
 of a container's are closed by ``forget`` or when its cgroup is gone.  A
 container holds its ~16 cgroup files plus one ``stat`` per process for at most
 KEEP_OPEN processes; ``status``, ``cmdline`` and ``cgroup.procs`` (whose v1 pid
-list would go stale, see CgroupFiles) are never kept open.
+list would go stale, see CgroupFiles) are never kept open.  All of it within the
+process's descriptor budget (runtime/fdbudget.py, shared by every reader of
+the process): a container or process beyond it has its files opened and
+closed per read instead.
 
 RSS here is stat field 24 (pages, the kernel's fast per-mm counter) rather
 than status VmRSS: they count the same pages, VmRSS summed exactly, so they
@@ -66,6 +69,7 @@ import errno
 import os
 from collections.abc import Mapping
 
+from . import fdbudget
 from . import procs as _procs
 from .cgroups import figures, parse
 from .cgroups.base import same_netns
@@ -165,8 +169,8 @@ class _Knob:
     ticks, do not).  ``value`` is None while the file is absent."""
     __slots__ = ("file", "parse", "raw", "value")
 
-    def __init__(self, path: str | None, parser, file=None):
-        self.file, self.parse, self.raw, self.value = file or _File(path), parser, None, None
+    def __init__(self, path: str | None, parser, file=None, keep: bool = True):
+        self.file, self.parse, self.raw, self.value = file or _File(path, keep), parser, None, None
 
     def get(self) -> bool:
         """Re-read; → whether the bytes changed."""
@@ -273,8 +277,12 @@ class CgroupFiles:
         self.procs = _File(os.path.join(procs_dir, "cgroup.procs"), keep=False, whole=True)
         self.net = _NetDev(self.procs, proc)
         rows = self.table.rows
+        # Kept open within the process's descriptor budget (runtime/fdbudget.py);
+        # beyond it every file is opened and closed per read.
+        n = sum(r.controller in paths for r in rows)
+        self.kept = n if fdbudget.STATS.take(n) else 0
         self._rows = tuple((r, _Knob(None, r.parse, self.net) if r.controller == figures.NETNS
-                            else _Knob(os.path.join(paths[r.controller], r.file), r.parse)
+                            else _Knob(os.path.join(paths[r.controller], r.file), r.parse, keep=self.kept > 0)
                             if r.controller in paths else None, figures.absent(r)) for r in rows)
         groups: dict[str, list] = {"tick": [], "always": [], "active": [], "slow": []}
         for r, k, _ in self._rows:
@@ -308,6 +316,8 @@ class CgroupFiles:
                 k.close()
         self.procs.close()
         self.net.close()
+        fdbudget.STATS.give(self.kept)
+        self.kept = 0
 
     def _gone(self) -> bool:
         return not any(os.path.isdir(d) for d in self.dirs)
@@ -397,6 +407,9 @@ class _Proc:
 
     def close(self) -> None:
         self.stat.close(), self.status.close(), self.cmdline.close()
+        if self.stat.keep:                        # its descriptor back to the budget
+            self.stat.keep = False
+            fdbudget.STATS.give(1)
 
 
 class ProcessTable:
@@ -452,8 +465,9 @@ class ProcessTable:
             kept = sum(p.stat.keep for p in self.by_pid.values())
             for pid in sorted(pids):                  # the oldest pids (init first) keep theirs
                 if pid not in self.by_pid:
-                    self.by_pid[pid] = _Proc(pid, self.proc, keep=kept < self.keep_open)
-                    kept += kept < self.keep_open
+                    keep = kept < self.keep_open and fdbudget.STATS.take(1)
+                    self.by_pid[pid] = _Proc(pid, self.proc, keep=keep)
+                    kept += keep
             changed = True
         for pid, p in list(self.by_pid.items()):
             before = p.info

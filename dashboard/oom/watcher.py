@@ -307,7 +307,8 @@ class LocalReaders:
         loop.add_reader(self.counters.fileno(), self._on_counters)
 
     def sync(self, scope: selectors.WatchScope) -> None:
-        """Watch the counters of running containers; drop the rest."""
+        """Watch the counters of running containers, drop the rest, and read
+        those watched without descriptors (runtime/fdbudget.py)."""
         wanted = scope.targets
         for key in self.counters.keys():
             if key not in wanted:
@@ -318,6 +319,8 @@ class LocalReaders:
                     self.counters.add(t.memory_dir, cid)
                 except TerrariumError as e:   # it exited between the list and now
                     log.debug("no OOM watch on %s: %s", cid[:12], e)
+        if self.counters.sweep():             # the watches over the descriptor budget
+            self._on_counters()
 
     def close(self) -> None:
         loop = self.w._loop

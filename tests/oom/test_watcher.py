@@ -97,3 +97,40 @@ def test_kills_while_the_dashboard_was_down_are_caught_up(rt, name, cleanup):
     (ev,) = [e for e in services.oom_catch_up() if e.container_key == c.id]
     assert (ev.detected_by, ev.counters["oom_kill"], ev.killed_pid) == ("counters-at-start", 1, None)
     assert not [e for e in services.oom_catch_up() if e.container_key == c.id]   # once only
+
+
+def test_detection_stays_on_with_no_descriptor_to_keep(rt, name, cleanup, monkeypatch):
+    """Over the descriptor budget (runtime/fdbudget.py; 1,000 limited containers
+    under a 1,024-descriptor limit, bench/oom_fd_bench.py) nothing is kept
+    open: the counters are polled, the memory record opens its files per read.
+    Here with no budget at all and a handful of limited containers: the kill
+    is recorded for the right one, confirmed by its polled counter, with its
+    memory record."""
+    from runtime import fdbudget
+    monkeypatch.setattr(fdbudget.OOM, "limit", fdbudget.OOM.held)
+    monkeypatch.setattr(fdbudget.STATS, "limit", fdbudget.STATS.held)
+    for i in range(3):
+        cleanup.append(f"{name}-idle{i}")
+        rt.run(Spec(image="busybox", name=f"{name}-idle{i}", cmd=("sleep", "60"), limits=Limits(memory=20 << 20)))
+    cleanup.append(name)
+    spec = Spec(image="busybox", name=name, cmd=("sh", "-c", f"sleep 1; {HOG}; sleep 30"),
+                limits=Limits(memory=20 << 20))
+
+    async def main():
+        async with watching() as (w, layer, ch):
+            c = await asyncio.to_thread(rt.run, spec)
+            msg = await asyncio.wait_for(layer.receive(ch), 20)
+            polled = [wt.polled for wt in w.source.counters._watches.values()]
+            for _ in range(50):              # the polled counter's confirmation
+                ev = await asyncio.to_thread(OomEvent.objects.get, pk=msg["event"]["id"])
+                if ev.detected_by == "kmsg+counter":
+                    break
+                await asyncio.sleep(0.1)
+            return c, ev, polled
+
+    c, ev, polled = asyncio.run(main())
+    assert len(polled) >= 4 and all(polled)
+    assert (ev.container_key, ev.killed_command) == (c.id, "tail")
+    if rt.inspect(c.id).status == "running":   # the kernel may take the init too: then gone first
+        assert ev.detected_by == "kmsg+counter" and ev.counters["oom_kill"] == 1
+    assert ev.memory_window["points"]                 # read with its files opened per read

@@ -321,6 +321,31 @@ def test_v2_watch_reports_kills_not_max_events(tmp_path):
             watch.remove("c1")
 
 
+def test_over_the_descriptor_budget_a_watch_is_polled(tmp_path, monkeypatch):
+    """runtime/fdbudget.py: a watch beyond the budget keeps no descriptor and is
+    read by sweep(); its kill is reported as a kept watch's is."""
+    from runtime import fdbudget
+    held = fdbudget.OOM.held
+    monkeypatch.setattr(fdbudget.OOM, "limit", held + 1)                  # one v2 watch
+    dirs = {}
+    for key in ("kept", "polled"):
+        (tmp_path / key).mkdir()
+        (tmp_path / key / "memory.events").write_text(_events())
+        dirs[key] = str(tmp_path / key)
+    fds = len(os.listdir("/proc/self/fd"))
+    with CgroupOomWatch(dirs, settle=0.05) as watch:
+        assert len(os.listdir("/proc/self/fd")) == fds + 3          # epoll, inotify, one counter file
+        assert [w.polled for w in watch._watches.values()] == [False, True]
+        assert watch.sweep() is False
+        Path(dirs["polled"], "memory.events").write_text(_events(max_=3, oom=1, kill=1))
+        assert watch.wait(0.05) == []                               # no wake without a descriptor
+        assert watch.sweep() is True
+        (ev,) = watch.wait(1)
+        assert (ev.key, ev.new_kills, ev.counts.oom_kill) == ("polled", 1, 1)
+        watch.remove("polled")
+    assert fdbudget.OOM.held == held                                    # given back
+
+
 def test_watch_works_under_asyncio_add_reader(tmp_path):
     import asyncio
     events = tmp_path / "memory.events"
