@@ -110,7 +110,7 @@ class ContainerCollector(Collector):
         self._labels: dict[str, tuple[str, str, str]] = {}     # id -> labels_of()
         self._strays: set[str] = set()       # container cgroups the list did not show running
         self._metrics: tuple = ()
-        self._lines: dict[str, tuple] = {}   # id -> (raw, labels, ((metric index, line), ...))
+        self._lines: dict[str, tuple] = {}   # id -> (raw, labels, ((metric index, line), ...), prefixes)
         self.lists = 0                       # Runtime.list() calls, for tests and bench/
 
     def _running(self) -> list[tuple[str, tuple[str, str, str]]]:
@@ -170,8 +170,14 @@ class ContainerCollector(Collector):
             columns: list[list[str]] = [[] for _ in metrics]
             for cid, labels, raw in rows:
                 kept = self._lines.get(cid)
-                if kept is None or kept[0] is not raw or kept[1] != labels:
-                    kept = self._lines[cid] = (raw, labels, _series_lines(metrics, labels, raw))
+                if kept is None or kept[1] != labels:
+                    prefixes = _prefixes(metrics, labels)
+                elif kept[0] is not raw:
+                    prefixes = kept[3]
+                else:
+                    prefixes = None                   # the same sample: the same lines
+                if prefixes is not None:
+                    kept = self._lines[cid] = (raw, labels, _series_lines(metrics, prefixes, raw), prefixes)
                 for i, line in kept[2]:
                     columns[i].append(line)
         out = []
@@ -182,7 +188,7 @@ class ContainerCollector(Collector):
                 out.extend(lines)
         out.append(_header("container_scrape_error", "container_scrape_error", ERROR_HELP, "gauge",
                            openmetrics))
-        out.append(f"container_scrape_error {floatToGoString(error)}\n")
+        out.append(f"container_scrape_error {_go(error)}\n")
         if openmetrics:
             out.append("# EOF\n")
         return "".join(out).encode()
@@ -205,21 +211,51 @@ def _header(family: str, sample: str, help_: str, kind: str, openmetrics: bool) 
     return f"# HELP {sample} {help_}\n# TYPE {sample} {kind}\n"
 
 
-def _series_lines(metrics, labels: tuple[str, str, str], raw: dict) -> tuple[tuple[int, str], ...]:
-    """One container's sample lines, (metric index, line), of the metrics it has a value for."""
+def _prefixes(metrics, labels: tuple[str, str, str]) -> tuple[str, ...]:
+    """Each metric's ``name{labels} `` for one container (made once per container)."""
     pairs = dict(zip(LABELS, labels))
     base = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(pairs.items()))
     out = []
-    for i, m in enumerate(metrics):
-        v = m.value(raw)
-        if v is None:
-            continue
+    for m in metrics:
+        lab = base
         if m.labels:
-            lab = ",".join(f'{k}="{_escape(v2)}"' for k, v2 in sorted({**pairs, **dict(m.labels)}.items()))
-        else:
-            lab = base
-        out.append((i, f"{m.name}{{{lab}}} {floatToGoString(v)}\n"))
+            lab = ",".join(f'{k}="{_escape(x)}"' for k, x in sorted({**pairs, **dict(m.labels)}.items()))
+        out.append(f"{m.name}{{{lab}}} ")
     return tuple(out)
+
+
+def _series_lines(metrics, prefixes: tuple[str, ...], raw: dict) -> tuple[tuple[int, str], ...]:
+    """One container's sample lines, (metric index, line), of the metrics it
+    has a value for (Metric.value, inlined for the plain ones)."""
+    get = raw.get
+    out = []
+    for i, m in enumerate(metrics):
+        if m.derive is None and m.needs is None:
+            v = get(m.figure)
+            if v is None:
+                v = m.unset
+                if v is None:
+                    continue
+            elif m.scale != 1.0:
+                v = v * m.scale
+        else:
+            v = m.value(raw)
+            if v is None:
+                continue
+        out.append((i, f"{prefixes[i]}{_go(v)}\n"))
+    return tuple(out)
+
+
+def _go(v) -> str:
+    """floatToGoString (the client library's value format), without the float
+    round trip for the integers most figures are: 7 -> "7.0", 12345678 ->
+    "1.2345678e+07" (Go's exponent from 7 digits on)."""
+    if type(v) is int and -10**15 < v < 10**15:
+        s = str(v)
+        if v > 0 and len(s) > 6:
+            return f"{(s[0] + '.' + s[1:]).rstrip('0.')}e+{len(s) - 1:02d}"
+        return s + ".0"
+    return floatToGoString(v)
 
 
 _lock = threading.Lock()
