@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -109,20 +110,27 @@ class ContainerCollector(Collector):
         self._seen: set[str] = set()
         self._labels: dict[str, tuple[str, str, str]] = {}     # id -> labels_of()
         self._strays: set[str] = set()       # container cgroups the list did not show running
+        self._backoff, self._retry_at = 0.5, 0.0
         self._metrics: tuple = ()
         self._lines: dict[str, tuple] = {}   # id -> (raw, labels, ((metric index, line), ...), prefixes)
         self.lists = 0                       # Runtime.list() calls, for tests and bench/
 
     def _running(self) -> list[tuple[str, tuple[str, str, str]]]:
-        """(id, labels) of the running (and paused) containers."""
+        """(id, labels) of the running (and paused) containers.  A cgroup the
+        list does not show running (one being started or removed right then,
+        or left behind) is a stray: listed again after 1, 2, 4 ... 300 s."""
         ids = selectors.live_cgroup_ids()
-        if ids is None or any(c not in self._labels and c not in self._strays for c in ids):
+        now = time.monotonic()
+        if (ids is None or any(c not in self._labels and c not in self._strays for c in ids)
+                or (self._strays and now >= self._retry_at)):
             self.lists += 1
             listed = {c.id: labels_of(c) for c in selectors.running_containers()}
             if ids is None:
                 return list(listed.items())
             self._labels = listed
             self._strays = set(ids) - set(listed)
+            self._backoff = min(self._backoff * 2, 300.0) if self._strays else 0.5
+            self._retry_at = now + self._backoff
         else:
             self._strays &= set(ids)
         return [(c, self._labels[c]) for c in ids if c in self._labels]
