@@ -196,15 +196,24 @@ class _NetDev:
     never a reused pid (a lookup under it fails once the process is gone,
     and the next read picks a process again).  A process in the reader's own
     namespace (``--network host``) gives None, with no read at all."""
-    __slots__ = ("procs", "proc", "fd", "dir", "reads")
+    __slots__ = ("procs", "proc", "fd", "dir", "reads", "keep")
 
-    def __init__(self, procs: _File, proc: str):
+    def __init__(self, procs: _File, proc: str, keep: bool = True):
         self.procs, self.proc = procs, proc
         self.fd: int | None = None        # O_PATH of /proc/<pid>
         self.dir: str | None = None       # "/proc/<pid>" while that namespace is not ours
         self.reads = 0                    # net/dev reads and cgroup.procs reads to pick a process
+        self.keep = keep                  # False: over the descriptor budget, the O_PATH is not kept
 
     def read(self) -> bytes | None:
+        try:
+            return self._read()
+        finally:
+            if not self.keep and self.fd is not None:
+                os.close(self.fd)             # picked again next read (``dir`` stays)
+                self.fd = None
+
+    def _read(self) -> bytes | None:
         for _ in (0, 1):
             if self.fd is None and not self._pick():
                 return None
@@ -275,12 +284,12 @@ class CgroupFiles:
         # listing processes long gone and never saw the new ones.
         procs_dir = next((paths[c] for c in ("pids", "memory", "unified") if c in paths), self.dirs[0])
         self.procs = _File(os.path.join(procs_dir, "cgroup.procs"), keep=False, whole=True)
-        self.net = _NetDev(self.procs, proc)
         rows = self.table.rows
-        # Kept open within the process's descriptor budget (runtime/fdbudget.py);
-        # beyond it every file is opened and closed per read.
-        n = sum(r.controller in paths for r in rows)
+        # Kept open within the process's descriptor budget (runtime/fdbudget.py;
+        # net/dev's O_PATH counts one); beyond it every file is opened and closed per read.
+        n = sum(r.controller in paths for r in rows) + any(r.controller == figures.NETNS for r in rows)
         self.kept = n if fdbudget.STATS.take(n) else 0
+        self.net = _NetDev(self.procs, proc, keep=self.kept > 0)
         self._rows = tuple((r, _Knob(None, r.parse, self.net) if r.controller == figures.NETNS
                             else _Knob(os.path.join(paths[r.controller], r.file), r.parse, keep=self.kept > 0)
                             if r.controller in paths else None, figures.absent(r)) for r in rows)

@@ -348,3 +348,26 @@ def test_v1_a_thousand_processes_are_all_read_within_the_descriptor_budget(rt, c
     assert r.containers[c.id].table.open_files == stats.KEEP_OPEN
     r.forget(c.id)
     assert _fds() == fds
+
+
+def test_over_the_process_descriptor_budget_nothing_is_kept_open(rt, cleanup, name, monkeypatch):
+    """runtime/fdbudget.py: a reader past the process's budget opens every
+    file per read (cgroup files, /proc/<pid>/stat, net/dev's /proc/<pid>)
+    and holds no descriptor between reads, with the same figures."""
+    from runtime import fdbudget
+    c = rt.run(Spec(image="busybox", name=name, cmd=("sleep", "100"), limits=Limits(memory=64 << 20)))
+    cleanup.append(c.id)
+    monkeypatch.setattr(fdbudget.STATS, "limit", fdbudget.STATS.held)
+    r = stats.StatsReader(rt.cgroups)
+    try:
+        fds = len(os.listdir("/proc/self/fd"))
+        for _ in range(3):
+            raw, forest = r.read(c.id)
+            assert len(os.listdir("/proc/self/fd")) == fds
+        ref = rt.cgroups.sample(c.id)
+        assert set(raw) == set(ref) and raw["memory_limit"] == ref["memory_limit"] == 64 << 20
+        assert [n.info.pid for _, n in walk(forest)] == [c.pid]
+        assert (raw["net_rx_bytes"] is None) == (ref["net_rx_bytes"] is None)      # net/dev read the same way
+    finally:
+        r.close()
+    assert fdbudget.STATS.refused > 0
