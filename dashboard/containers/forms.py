@@ -51,7 +51,7 @@ class ContainerCreateForm(LimitsForm):
                    "memory", "memory_swap", "cpus", "pids",
                    "volumes", "binds", "tmpfs", "read_only", "seccomp", "setuid", "restart", "restart_max",
                    "health_cmd", "health_interval", "health_timeout", "health_retries", "health_start_period",
-                   "auto_remove", "start"]
+                   "no_healthcheck", "auto_remove", "start"]
 
     image = forms.ChoiceField(choices=())
     name = forms.CharField(required=False, max_length=128,
@@ -105,6 +105,9 @@ class ContainerCreateForm(LimitsForm):
                                      widget=forms.TextInput(attrs={"placeholder": "3", "inputmode": "numeric"}))
     health_start_period = forms.CharField(required=False, max_length=16, label="Health start period",
                                           widget=forms.TextInput(attrs={"placeholder": "0s"}))
+    no_healthcheck = forms.BooleanField(
+        required=False, initial=False, label="No health check (--no-healthcheck)",
+        help_text="Not even the image's HEALTHCHECK is run. Leave the health fields above empty.")
     # -- working directory, --rm, --memory-swap, and what lies outside the overlay
     workdir = forms.CharField(required=False, max_length=4096, label="Working directory",
                               widget=forms.TextInput(attrs={"placeholder": "the image's", "class": "mono"}))
@@ -213,7 +216,8 @@ class ContainerCreateForm(LimitsForm):
         try:
             data["healthcheck"] = healthcheck_from_options(
                 *(data.get(f) for f in ("health_cmd", "health_interval", "health_timeout",
-                                        "health_retries", "health_start_period")))
+                                        "health_retries", "health_start_period")),
+                disabled=bool(data.get("no_healthcheck")))
         except InvalidArgument as e:
             self.add_error("health_cmd", str(e))
         if data.get("ports") and data.get("network") in ("none", "host"):
