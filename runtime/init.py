@@ -197,37 +197,63 @@ def _mount_net_files(root: str, net: dict) -> None:
 
 
 def _mount_system(root: str) -> None:
-    def target(path: str) -> str:
-        full = root + path
-        os.makedirs(full, exist_ok=True)
-        return full
+    """/proc, /sys and /dev (with its devices, devpts, shm), each made from
+    descriptors as runtime/mounts.py makes volumes: the target is resolved by
+    the kernel inside the root (openat2 RESOLVE_IN_ROOT), so an image whose
+    /proc or /dev is a symlink (`/dev -> /host-path`, `../../etc`) gets the
+    mount at that place inside its own root, never on a host path; the file
+    systems come from fsopen/fsmount and are attached with move_mount."""
+    from .mounts import IN_ROOT
+    nosuid_nodev_noexec = linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        # /proc must come from a process inside the new PID namespace: that is us
+        # (fsopen takes the caller's PID namespace, as mount(2) does).
+        _attach(root_fd, "/proc", linux.fs_mount("proc", {}, nosuid_nodev_noexec), "proc")
+        _attach(root_fd, "/sys", linux.fs_mount("sysfs", {}, nosuid_nodev_noexec | linux.MOUNT_ATTR_RDONLY),
+                "sysfs")
+        # /dev is nodev like the root, and the few devices a container may use are
+        # bind mounts of the host's nodes (each its own mount, so usable): mknod
+        # stays allowed, as in Docker, but a node made inside cannot be opened.
+        # cgroup v1's devices controller says the same; cgroup v2 has none (it
+        # would take a BPF program), so on v2 this is the only guard.
+        _attach(root_fd, "/dev", linux.fs_mount("tmpfs", {"mode": "755", "size": "65536k"},
+                                                linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV
+                                                | linux.MOUNT_ATTR_STRICTATIME), "tmpfs on /dev")
+        # the tmpfs just attached: what /dev names inside the root now
+        dev = linux.openat2(root_fd, "dev", os.O_PATH | os.O_DIRECTORY, IN_ROOT)
+    finally:
+        os.close(root_fd)
+    try:
+        for name in DEVICES:
+            node = linux.open_tree(linux.AT_FDCWD, f"/dev/{name}", linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC)
+            _attach(dev, name, node, f"/dev/{name}", is_dir=False)     # on an empty file made for it
+        _attach(dev, "pts", linux.fs_mount("devpts", {"ptmxmode": "0666", "mode": "0620"},
+                                           linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NOEXEC), "devpts")
+        os.symlink("pts/ptmx", "ptmx", dir_fd=dev)
+        _attach(dev, "shm", linux.fs_mount("tmpfs", {"mode": "1777", "size": "65536k"}, nosuid_nodev_noexec),
+                "shm")
+        os.mkdir("mqueue", 0o755, dir_fd=dev)
+        for link, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+            os.symlink(to, link, dir_fd=dev)
+    finally:
+        os.close(dev)
 
-    nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
-    # /proc must come from a process inside the new PID namespace: that is us.
-    linux.mount("proc", target("/proc"), "proc", nosuid_nodev_noexec)
-    linux.mount("sysfs", target("/sys"), "sysfs", nosuid_nodev_noexec | linux.MS_RDONLY)
-    # /dev is nodev like the root, and the few devices a container may use are
-    # bind mounts of the host's nodes (each its own mount, so usable): mknod
-    # stays allowed, as in Docker, but a node made inside cannot be opened.
-    # cgroup v1's devices controller says the same; cgroup v2 has none (it
-    # would take a BPF program), so on v2 this is the only guard.
-    dev = target("/dev")
-    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_STRICTATIME,
-                "mode=755,size=65536k")
-    for name in DEVICES:
-        path = f"{dev}/{name}"
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666))
-        linux.mount(f"/dev/{name}", path, None, linux.MS_BIND)
-    os.mkdir(f"{dev}/pts")
-    linux.mount("devpts", f"{dev}/pts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
-                "newinstance,ptmxmode=0666,mode=0620")
-    os.symlink("pts/ptmx", f"{dev}/ptmx")
-    os.mkdir(f"{dev}/shm")
-    linux.mount("shm", f"{dev}/shm", "tmpfs", nosuid_nodev_noexec, "mode=1777,size=65536k")
-    os.mkdir(f"{dev}/mqueue")
-    for link, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                     ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
-        os.symlink(to, f"{dev}/{link}")
+
+def _attach(dir_fd: int, target: str, mnt: int, what: str, is_dir: bool = True) -> None:
+    """move_mount the detached mount mnt onto target resolved inside dir_fd
+    (runtime/mounts.py's target_fd: a directory, else an empty file, made if
+    missing); mnt is closed."""
+    from .mounts import target_fd
+    try:
+        dest = target_fd(linux, dir_fd, target, is_dir)
+        try:
+            linux.move_mount(mnt, dest, what)
+        finally:
+            os.close(dest)
+    finally:
+        os.close(mnt)
 
 
 def _mask_paths() -> None:

@@ -252,7 +252,7 @@ def mount_all(rootfs: str, mounts: list[dict]) -> None:
         os.close(root_fd)
 
 
-_IN_ROOT = 0x10 | 0x02       # RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
+IN_ROOT = 0x10 | 0x02        # RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
 
 
 def _mount_one(linux, root_fd: int, m: dict) -> None:
@@ -280,7 +280,7 @@ def _mount_one(linux, root_fd: int, m: dict) -> None:
     try:
         if m["type"] != "tmpfs":
             linux.mount_setattr(mnt, "", nosuid_nodev | ro, recursive=True, flags=linux.AT_EMPTY_PATH)
-        dest = _target_fd(linux, root_fd, target, is_dir)
+        dest = target_fd(linux, root_fd, target, is_dir)
         try:
             linux.move_mount(mnt, dest, f"{m['type']} on {target}")
         finally:
@@ -289,7 +289,7 @@ def _mount_one(linux, root_fd: int, m: dict) -> None:
         os.close(mnt)
 
 
-def _target_fd(linux, root_fd: int, target: str, is_dir: bool, _links: int = 0) -> int:
+def target_fd(linux, root_fd: int, target: str, is_dir: bool, _links: int = 0) -> int:
     """An O_PATH descriptor on target inside the root (made if missing: a
     directory, or an empty file for a file's bind mount), every component
     resolved by the kernel as if root_fd were /.  A dangling symlink on the
@@ -300,14 +300,14 @@ def _target_fd(linux, root_fd: int, target: str, is_dir: bool, _links: int = 0) 
         sub = "/".join(parts[:i])
         last = i == len(parts)
         try:
-            fd = linux.openat2(root_fd, sub, os.O_PATH, _IN_ROOT)
+            fd = linux.openat2(root_fd, sub, os.O_PATH, IN_ROOT)
         except OSError as e:
             if e.errno != errno.ENOENT:
                 raise
             fd = None
         if fd is None:
             parent_path = "/".join(parts[:i - 1])
-            parent = linux.openat2(root_fd, parent_path or ".", os.O_PATH | os.O_DIRECTORY, _IN_ROOT)
+            parent = linux.openat2(root_fd, parent_path or ".", os.O_PATH | os.O_DIRECTORY, IN_ROOT)
             try:
                 link = os.readlink(parts[i - 1], dir_fd=parent)
             except OSError:
@@ -317,7 +317,7 @@ def _target_fd(linux, root_fd: int, target: str, is_dir: bool, _links: int = 0) 
                 if _links >= 40:
                     raise KernelError(errno.ELOOP, f"mount target {target}")
                 base = link if link.startswith("/") else posixpath.join("/" + parent_path, link)
-                return _target_fd(linux, root_fd, posixpath.join(base, *parts[i:]), is_dir, _links + 1)
+                return target_fd(linux, root_fd, posixpath.join(base, *parts[i:]), is_dir, _links + 1)
             try:
                 if last and not is_dir:
                     os.close(os.open(parts[i - 1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
@@ -328,7 +328,7 @@ def _target_fd(linux, root_fd: int, target: str, is_dir: bool, _links: int = 0) 
                 pass                                  # made meanwhile: opened below
             finally:
                 os.close(parent)
-            fd = linux.openat2(root_fd, sub, os.O_PATH, _IN_ROOT)
+            fd = linux.openat2(root_fd, sub, os.O_PATH, IN_ROOT)
         if not last:
             os.close(fd)
     kind = os.fstat(fd).st_mode
@@ -347,7 +347,7 @@ def bind_file_in_root(rootfs: str, source: str, target: str) -> None:
     from . import linux
     root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        parent = _target_fd(linux, root_fd, posixpath.dirname(target), True)
+        parent = target_fd(linux, root_fd, posixpath.dirname(target), True)
     finally:
         os.close(root_fd)
     name = posixpath.basename(target)
@@ -383,7 +383,7 @@ def _fill_volume(linux, root_fd: int, target: str, src: int) -> None:
     sides, never following a symlink."""
     from . import fswalk
     try:
-        image_dir = linux.openat2(root_fd, target.lstrip("/"), os.O_RDONLY | os.O_DIRECTORY, _IN_ROOT)
+        image_dir = linux.openat2(root_fd, target.lstrip("/"), os.O_RDONLY | os.O_DIRECTORY, IN_ROOT)
     except OSError:
         return                                        # nothing there (or not a directory)
     try:

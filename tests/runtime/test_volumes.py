@@ -241,3 +241,30 @@ def test_mounts_through_the_agent(rt, session_root, cgroup_parent, name, cleanup
         a.remove(name)
     finally:
         a.close()
+
+
+def test_an_images_symlinked_proc_and_dev_are_mounted_inside_its_root(rt, name, cleanup, tmp_path):
+    """/proc an absolute symlink to a host directory, /dev a relative one that
+    climbs out of the root (runtime/init.py _mount_system): both resolve
+    inside the container's root, where the mounts land; the host's
+    directories stay empty and unmounted."""
+    host_proc, host_dev = tmp_path / "host-proc", tmp_path / "host-dev"
+    host_proc.mkdir()
+    host_dev.mkdir()
+    cleanup.append(name)
+    c = rt.create(Spec(image="busybox", name=name, cmd=(
+        "sh", "-c", "cat /proc/1/comm; readlink /proc; readlink /dev; echo hi > /dev/null && test -c /dev/null "
+                    "&& test -d /dev/pts && echo devices-ok; grep -c ' - devpts ' /proc/self/mountinfo")))
+    upper = c.upperdir
+    os.symlink(str(host_proc), os.path.join(upper, "proc"))
+    os.symlink("../" * 40 + str(host_dev).lstrip("/"), os.path.join(upper, "dev"))
+    rt.start(c.id)
+    c = rt.wait(c.id, timeout=60)
+    out = rt.logs(c.id).decode().split("\n")
+    assert c.exit_code == 0, out
+    assert out[:5] == ["sh", str(host_proc), "../" * 40 + str(host_dev).lstrip("/"), "devices-ok", "1"]
+    # the mount points were made inside the root (in its writable layer), not on the host
+    assert os.listdir(host_proc) == [] and os.listdir(host_dev) == []
+    assert os.path.isdir(upper + str(host_proc)) and os.path.isdir(upper + str(host_dev))
+    with open("/proc/self/mountinfo") as f:
+        assert str(tmp_path) not in f.read()
