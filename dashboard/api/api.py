@@ -305,12 +305,90 @@ def container_limits(request, ref: str, body: s.LimitsIn):
     return _after(request, c.id)
 
 
-@containers.get("/{ref}/logs", response={200: s.LogsOut, **E}, summary="The last lines of its log")
-def container_logs(request, ref: str, lines: int = Query(50, ge=1, le=10_000)):
+LOG_JSON_BYTES = 1 << 20         # of a JSON answer; format=text streams any size
+
+
+@containers.get("/{ref}/logs", response={200: s.LogsOut, **E},
+                summary="Its log, filtered as the logs page and `terrarium logs` filter it",
+                openapi_extra={"responses": {200: {"content": {"text/plain": {"schema": {
+                    "type": "string",
+                    "description": "format=text: the filtered log, streamed at the client's pace"}}}}}})
+def container_logs(request, ref: str,
+                   tail: str = Query("", description="the last N lines of the log (counted before the "
+                                                     "filters, as `terrarium logs --tail`), or all; "
+                                                     "default 50 (JSON) or all (text)"),
+                   lines: int | None = Query(None, ge=1, le=100_000, description="the same as tail (older name)"),
+                   stream: Literal["", "stdout", "stderr"] = Query("", description="one stream; empty: both"),
+                   q: str = Query("", description="only lines holding this text, ignoring case"),
+                   since: str = Query("", description="from this time: 2026-11-30T20:00:00Z, a unix time "
+                                                      "or a duration back from now (10m)"),
+                   until: str = Query("", description="before this time (same forms as since)"),
+                   timestamps: bool = Query(False, description="each line led by its record time"),
+                   format: Literal["json", "text"] = Query(  # noqa: A002 - the query parameter's name
+                       "json", description=f"json: the text in a JSON object (at most {LOG_JSON_BYTES >> 20} "
+                                           "MiB, then truncated); text: a text/plain download of any size")):
+    from dashboard.containers.logviews import log_download, log_query
     _may(request, CAN_VIEW)
     c = _container(ref)
-    return {"container_id": c.id, "lines": lines,
-            "text": selectors.container_logs(container_id=c.id, lines=lines)}
+    query = {"stream": stream, "q": q, "since": since, "until": until, "tail": tail or (str(lines) if lines else ""),
+             "timestamps": "1" if timestamps else ""}
+    try:
+        filters = log_query(query, tail_default=None if format == "text" else 50)
+    except TerrariumError as e:
+        raise HttpError(400, str(e)) from None
+    if format == "text":
+        return log_download(c, filters)
+    out, size, truncated = [], 0, False
+    gen = selectors.container_log_lines(container_id=c.id, **filters)
+    try:
+        for chunk in gen:
+            if size + len(chunk) > LOG_JSON_BYTES:
+                out.append(chunk[:LOG_JSON_BYTES - size])
+                truncated = True
+                break
+            out.append(chunk)
+            size += len(chunk)
+    except (TerrariumError, OSError) as e:
+        raise _failed(e, 404) from None
+    finally:
+        gen.close()
+    return {"container_id": c.id, "lines": filters["tail"], "truncated": truncated,
+            "text": b"".join(out).decode("utf-8", "replace")}
+
+
+TERMINAL_DOC = """A shell in the running container, over a **websocket** at this path
+(`ws://HOST/api/containers/{ref}/terminal?rows=24&cols=80`), for operators and
+administrators; every session is audited (who, container, shell, size, start,
+end, duration, exit code), as the page's terminal is.  The token goes in the
+upgrade request's `Authorization: Bearer` header, never in the URL (closed
+with 4400).
+
+Client → server, JSON text: `{"input": "ls\\r"}`, `{"resize": [cols, rows]}`,
+`{"ack": n}` (n more output bytes consumed: at most TERRARIUM_TERMINAL_WINDOW
+bytes are sent ahead of the acknowledgements).
+Server → client: the output as binary frames; JSON text
+`{"type": "terminal.ready", "rows", "cols", "container"}`,
+`{"type": "terminal.exit", "code"}`, `{"type": "terminal.error", "message"}`.
+
+Close codes: 1000 the shell exited, 4400 token in the URL, 4401 no or bad
+token (or revoked since), 4403 not an operator, 4404 no such container, 4409
+not running or no shell, 4429 too many terminals open.  A plain GET (no
+upgrade) gets 426.
+
+    websocat -H 'Authorization: Bearer trm_...' ws://127.0.0.1:8000/api/containers/web/terminal
+"""
+
+
+@containers.get("/{ref}/terminal", response={426: s.Error, **E}, summary="The web terminal (a websocket)",
+                description=TERMINAL_DOC,
+                openapi_extra={"responses": {101: {"description": "Switching Protocols: the terminal's "
+                                                                  "websocket (see above)"}}})
+def container_terminal(request, ref: str):
+    _may(request, CAN_OPERATE)
+    c = _container(ref)
+    return Status(426, {"detail": f"the terminal is a websocket: connect to ws://{request.get_host()}"
+                                  f"/api/containers/{c.name or c.id}/terminal with the same Authorization "
+                                  "header"})
 
 
 @containers.get("/{ref}/diff", response={200: s.DiffOut, **E},

@@ -155,8 +155,11 @@ class ContainerDetail(ContainerOut):
 
 class LogsOut(Schema):
     container_id: str
-    lines: int
-    text: str = Field(description="the last lines of its log, stdout and stderr as the page shows them")
+    lines: int | None = Field(description="the tail asked for (null: the whole log)")
+    truncated: bool = Field(False, description="the text stops at the JSON answer's size limit: "
+                                               "use format=text for all of it")
+    text: str = Field(description="the log's lines that pass the filters, stdout and stderr as the page "
+                                  "shows them")
 
 
 class Change(Schema):

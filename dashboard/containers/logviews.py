@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET
 from runtime import TerrariumError, logfilter
 
 from . import selectors
-from .logsocket import DEFAULT_TAIL, parse_time
+from .logsocket import DEFAULT_TAIL, parse_tail, parse_time
 from .views import _container_or_404, _refreshed, can_view
 
 TAILS = (100, 1000, 10000)
@@ -32,25 +32,40 @@ def container_logs(request, container_id):
     })
 
 
-@require_GET
-@can_view
-def container_logs_download(request, container_id):
-    """GET ?stream=stdout|stderr&q=TEXT&since=&until=&timestamps=1: a text file."""
-    c = _container_or_404(container_id, refresh=True)
-    q = request.GET
-    try:
-        streams = logfilter.check_stream(q.get("stream") or None)
-        grep = logfilter.check_grep(q.get("q") or None)
-        since, until = parse_time(q.get("since"), "since"), parse_time(q.get("until"), "until")
-    except TerrariumError as e:
-        return HttpResponse(f"{e}\n", status=400, content_type="text/plain; charset=utf-8")
-    lines = selectors.container_log_lines(container_id=c.id, since=since, until=until, streams=streams,
-                                          grep=grep, timestamps=q.get("timestamps") == "1")
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", c.name) or c.id[:12]
+def log_query(q, *, tail_default: int | None = None) -> dict:
+    """The filters of a log request (the download, the API's logs): stream=stdout|stderr,
+    q=TEXT (only lines holding it, any case), since=/until= (as `terrarium logs`
+    takes them), tail=N|all (counted before the filter), timestamps=1|true; the
+    keyword arguments of selectors.container_log_lines.  TerrariumError if one is bad."""
+    return {"streams": logfilter.check_stream(q.get("stream") or None),
+            "grep": logfilter.check_grep(q.get("q") or None),
+            "since": parse_time(q.get("since"), "since"), "until": parse_time(q.get("until"), "until"),
+            "tail": parse_tail(q.get("tail", ""), tail_default),
+            "timestamps": (q.get("timestamps") or "").lower() in ("1", "true", "on", "yes")}
+
+
+def log_download(container, filters: dict) -> StreamingHttpResponse:
+    """The filtered log as a text file, streamed: each chunk is read from the
+    runtime only when the last one has left (dashboard/serve.py holds Daphne
+    to the client's pace), so a slow reader costs bounded memory."""
+    lines = selectors.container_log_lines(container_id=container.id, **filters)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", container.name) or container.id[:12]
     response = StreamingHttpResponse(_in_threads(lines), content_type="text/plain; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{name}.log"'
     response["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+@require_GET
+@can_view
+def container_logs_download(request, container_id):
+    """GET ?stream=stdout|stderr&q=TEXT&since=&until=&tail=&timestamps=1: a text file."""
+    c = _container_or_404(container_id, refresh=True)
+    try:
+        filters = log_query(request.GET)
+    except TerrariumError as e:
+        return HttpResponse(f"{e}\n", status=400, content_type="text/plain; charset=utf-8")
+    return log_download(c, filters)
 
 
 async def _in_threads(gen):

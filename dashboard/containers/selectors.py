@@ -125,17 +125,19 @@ def _stopped(on_wait):
 
 
 def container_log_lines(*, container_id: str, since: bytes | None, until: bytes | None,
-                        streams, grep: str | None, timestamps: bool):
-    """The whole log (no follow), filtered, as the bytes to download, a few
-    lines at a time (runtime/logfilter.py); the runtime reads it in bounded memory."""
+                        streams, grep: str | None, timestamps: bool, tail: int | None = None):
+    """The whole log (no follow), or its last `tail` lines (counted before the
+    filter, as `terrarium logs --tail` counts), filtered, as the bytes to
+    download, a few lines at a time (runtime/logfilter.py); the runtime reads
+    it in bounded memory."""
     from runtime import logfilter
 
     from .runtime_client import get_runtime
     since_text = since.decode() if since else None
     if "-" in container_id:                 # another owner's, through its engine's logs API
-        pieces = get_runtime().discovery().logs(container_id, since=since_text)
+        pieces = get_runtime().discovery().logs(container_id, since=since_text, tail=tail)
     else:
-        pieces = get_runtime().log_output(container_id, since=since_text, timestamps=True)
+        pieces = get_runtime().log_output(container_id, since=since_text, timestamps=True, tail=tail)
     try:
         batch, size = [], 0
         for line in logfilter.filtered(pieces, streams=streams, grep=grep, until=until):
