@@ -13,12 +13,22 @@ class that:
   TERRARIUM_MAX_BODY (1m) for every other URL, logged in or not;
 - answers 408 when the head and body take longer than TERRARIUM_BODY_TIMEOUT
   seconds (30) plus one second per BODY_MIN_RATE bytes received, so a big
-  upload on a decent link finishes and a trickle does not hold on forever.
+  upload on a decent link finishes and a trickle does not hold on forever;
+- sends a streamed response at the client's pace.  Daphne writes each body
+  chunk an application sends into Twisted's buffer for the connection and
+  returns at once, so a download to a slow reader (a big log) would be read
+  from the runtime as fast as it can be and held here, all of it.  Each
+  request registers a producer with its connection, which Twisted pauses
+  while the connection's write buffer is full (64 KiB past the kernel's
+  socket buffer) and resumes once it drains; the server's `send` for a body
+  chunk waits while it is paused, so the application's `await send(...)`
+  (Django's StreamingHttpResponse loop) waits too, and reads nothing more.
 
     python -m dashboard.serve -b 127.0.0.1 -p 8000 dashboard.asgi:application
 """
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -29,6 +39,8 @@ from daphne import server as daphne_server
 from daphne.cli import CommandLineInterface
 from daphne.http_protocol import HTTPFactory, WebRequest
 from twisted.internet import reactor
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
 
 logger = logging.getLogger("dashboard.serve")
 
@@ -66,10 +78,32 @@ def _size(n: int) -> str:
     return str(filesizeformat(n)).replace("\xa0", " ")
 
 
+@implementer(IPushProducer)
+class _Pace:
+    """A response's producer: Twisted pauses it while the connection's write
+    buffer is full and resumes it when the buffer drains; `ready` is set
+    while more may be written."""
+
+    def __init__(self):
+        self.ready = asyncio.Event()
+        self.ready.set()
+
+    def pauseProducing(self):
+        self.ready.clear()
+
+    def resumeProducing(self):
+        self.ready.set()
+
+    def stopProducing(self):             # the connection is going: let the sender go on (to nothing)
+        self.ready.set()
+
+
 class LimitedRequest(WebRequest):
-    """Daphne's request with a size limit and a deadline on head and body."""
+    """Daphne's request with a size limit and a deadline on head and body,
+    whose response is written at the client's pace."""
 
     def __init__(self, *args, **kwargs):
+        self.pace = None
         self._refused = False
         self._received = 0
         self._limit, self._setting = None, None
@@ -105,7 +139,34 @@ class LimitedRequest(WebRequest):
 
     def connectionLost(self, reason):
         self._cancel_deadline()
+        self._stop_pacing()
         super().connectionLost(reason)
+
+    def handle_reply(self, message):
+        if message.get("type") == "http.response.start" and self.pace is None and not self.finished \
+                and self.channel is not None:
+            self.pace = _Pace()
+            self.registerProducer(self.pace, True)
+            if getattr(self.channel, "_waitingForTransport", False):    # full already (a pipelined answer)
+                self.pace.pauseProducing()
+        super().handle_reply(message)
+
+    def finish(self):
+        self._stop_pacing()                     # before: the channel takes the next request's producer
+        super().finish()
+
+    def _stop_pacing(self):
+        pace, self.pace = self.pace, None
+        if pace is not None:
+            if self.producer is pace and self.channel is not None:
+                self.unregisterProducer()
+            pace.ready.set()
+
+    async def writable(self):
+        """Until the connection's write buffer has room (at once if it has, or if it is gone)."""
+        pace = self.pace
+        if pace is not None:
+            await pace.ready.wait()
 
     def _too_large(self, length: int | None) -> str:
         limit = _size(self._limit)
@@ -158,6 +219,18 @@ class LimitedRequest(WebRequest):
             channel.transport.loseConnection()
 
 
+class PacedServer(daphne_server.Server):
+    """Daphne's server whose `send` of a body chunk returns once the
+    connection can take more (LimitedRequest.writable)."""
+
+    async def handle_reply(self, protocol, message):
+        await super().handle_reply(protocol, message)
+        if message.get("type") == "http.response.body" and message.get("more_body"):
+            writable = getattr(protocol, "writable", None)
+            if writable is not None:
+                await writable()
+
+
 class LimitedHTTPFactory(HTTPFactory):
     def __init__(self, server):
         super().__init__(server)
@@ -176,8 +249,10 @@ def main(argv: list[str] | None = None) -> None:
     from django.core.exceptions import ImproperlyConfigured
     # Server.run() builds its factory from this module global: the one hook there is
     daphne_server.HTTPFactory = LimitedHTTPFactory
+    cli = CommandLineInterface()
+    cli.server_class = PacedServer
     try:
-        CommandLineInterface().run(sys.argv[1:] if argv is None else argv)
+        cli.run(sys.argv[1:] if argv is None else argv)
     except ImproperlyConfigured as e:     # a setting refused (dashboard/settings.py): one line
         sys.exit(f"serve: {e}")
 

@@ -33,6 +33,7 @@ def server(rt, tmp_path_factory):
         pass
     s = Server(web.urls[0])
     s.users, s.env, s.log_path = web.users, web.env, web.log_path("daphne0")
+    s.web = web                      # its processes (e.g. Daphne's pid, to read its memory)
     try:
         yield s
     finally:

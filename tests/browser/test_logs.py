@@ -145,3 +145,57 @@ def test_a_flood_to_clients_that_do_not_read(login, server, rt, made, name):
     stats = page.evaluate("({r: terrariumLogs.received, s: terrariumLogs.skipped, h: terrariumLogs.held_max})")
     print(f"page: {stats['r']} lines received, {stats['s']} skipped, held at most {stats['h']} bytes")
     assert stats["h"] <= bound and stats["s"] > 0
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) << 10 for line in f if line.startswith("VmRSS:"))
+
+
+def test_a_filtered_download_to_a_slow_reader_costs_the_server_bounded_memory(server, rt, made, name):
+    """8 MiB of log, downloaded filtered through Daphne (dashboard/serve.py) by
+    a client with a small receive buffer that stalls for two seconds: the
+    server reads the log only as fast as the client takes it, so Daphne's
+    memory stays far below the log's size (measured: its RSS)."""
+    import http.client
+    import socket
+    line, n = "y" * 63, 131_072                                   # 64-byte lines: 8 MiB
+    c = rt.run(Spec(image="busybox", name=name, cmd=("sh", "-c", f"yes {line} | head -n {n}"),
+                    log=LogConfig(24 << 20, 1)))       # (records: ~104 bytes a line)
+    rt.wait(c.id, timeout=60)
+    port = int(server.rsplit(":", 1)[1])
+    cookie = login_cookie(port, *server.users["viewer"])
+    pid = server.web.daphnes[0].pid
+
+    def get(query: str, rcvbuf: int | None = None):
+        sock = socket.socket()
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.connect(("127.0.0.1", port))
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.sock = sock
+        conn.request("GET", f"/containers/{c.id}/logs/download/?{query}", headers={"Cookie": cookie})
+        r = conn.getresponse()
+        assert r.status == 200
+        return conn, r
+
+    conn, r = get("q=YY&tail=1000")                                # warm up: threads, caches
+    assert r.read() == (line + "\n").encode() * 1000
+    conn.close()
+    base = peak = _rss(pid)
+    conn, r = get("q=YY&stream=stdout", rcvbuf=16 << 10)
+    got = len(r.read(64 << 10))
+    try:
+        for _ in range(20):                                        # a reader that stalls for 2 s...
+            time.sleep(0.1)
+            peak = max(peak, _rss(pid))
+        while chunk := r.read(64 << 10):                           # ...then takes the rest
+            got += len(chunk)
+            if got % (1 << 20) < len(chunk):
+                peak = max(peak, _rss(pid))
+    finally:
+        conn.close()
+    assert got == n * 64
+    print(f"log {n * 64 >> 20} MiB downloaded slowly: Daphne RSS {base >> 20} MiB before, "
+          f"at most +{(peak - base) / (1 << 20):.1f} MiB while sending")
+    assert peak - base < 4 << 20
