@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 
 from ..layers import services as layer_services
 from . import services
-from .models import AuditEntry, Container, Image, ImageLayer, Layer, OomEvent
+from .models import AuditEntry, Container, Image, ImageLayer, Layer, OomEvent, Volume
 from .roles import CAN_OPERATE
 from .selectors import retention_notes
 
@@ -101,6 +101,37 @@ class LayerAdmin(RuntimeOwned, admin.ModelAdmin):
     list_display = ("digest", "size", "files", "created_by")
     search_fields = ("digest", "created_by")
     list_filter = ("images",)
+
+
+@admin.register(Volume)
+class VolumeAdmin(RuntimeOwned, admin.ModelAdmin):
+    """Named volumes, read from the runtime on every visit of the list."""
+    list_display = ("name", "in_use_by", "size", "files", "anonymous", "created", "mountpoint")
+    list_filter = ("anonymous",)
+    search_fields = ("name",)
+    readonly_fields = ("name", "created", "anonymous", "size", "files", "mountpoint", "containers")
+    actions = ["remove_selected"]
+
+    def changelist_view(self, request, extra_context=None):
+        self._sync(request)
+        return super().changelist_view(request, extra_context=extra_context)
+
+    def _sync(self, request) -> None:
+        from runtime import TerrariumError
+        try:
+            services.volumes_sync()
+        except (TerrariumError, OSError) as e:
+            self.message_user(request, f"Could not read the volumes: {e}", messages.ERROR)
+
+    @admin.display(description="in use by")
+    def in_use_by(self, obj):
+        return obj.in_use_by
+
+    @admin.action(description="Remove selected volumes (unused ones, through the runtime)",
+                  permissions=["operate"])
+    def remove_selected(self, request, queryset):
+        self._each(request, queryset, lambda v: services.volume_remove(user=request.user, name=v.name),
+                   "volume")            # (the list it goes back to reads the runtime again)
 
 
 @admin.register(AuditEntry)

@@ -1,4 +1,4 @@
-"""What the dashboard stores.  Container/Image/Layer mirror the runtime (the
+"""What the dashboard stores.  Container/Image/Layer/Volume mirror the runtime (the
 runtime is the truth; the reconciler keeps these rows in step); AuditEntry
 and OomEvent are the dashboard's own history."""
 from django.conf import settings
@@ -88,6 +88,29 @@ class Layer(models.Model):
 
     def __str__(self):
         return self.digest[:19]
+
+
+class Volume(models.Model):
+    """A named volume (runtime/volumes.py), mirrored for the Django admin
+    (services.volumes_sync, on each visit of its list): the runtime's
+    directory is the truth; the /volumes/ page reads the runtime directly."""
+    name = models.CharField(max_length=128, unique=True)
+    created = models.DateTimeField(null=True, blank=True)
+    anonymous = models.BooleanField(default=False, help_text="made by -v /path, for one container")
+    size = models.BigIntegerField(null=True, blank=True, help_text="bytes")
+    files = models.IntegerField(null=True, blank=True)
+    mountpoint = models.CharField(max_length=1024, blank=True)
+    containers = models.JSONField(default=list, blank=True, help_text="[{id, name}] of the containers naming it")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def in_use_by(self) -> str:
+        return ", ".join(c.get("name") or c.get("id", "")[:12] for c in self.containers) or "—"
 
 
 class Image(models.Model):

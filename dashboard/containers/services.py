@@ -166,6 +166,20 @@ def images_sync() -> None:
         Layer.objects.filter(images__isnull=True).delete()
 
 
+def volumes_sync() -> None:
+    """Mirror the named volumes (the Django admin's read-only list)."""
+    from .models import Volume
+    volumes = get_runtime().volumes.list()
+    with transaction.atomic():
+        for v in volumes:
+            Volume.objects.update_or_create(name=v["name"], defaults={
+                "created": _ts(v.get("created_at")),
+                "anonymous": v.get("anonymous", False), "size": v.get("size"), "files": v.get("files"),
+                "mountpoint": v.get("mountpoint", ""),
+                "containers": [{"id": c.get("id", ""), "name": c.get("name", "")} for c in v.get("containers", ())]})
+        Volume.objects.exclude(name__in=[v["name"] for v in volumes]).delete()
+
+
 # ----------------------------------------------------------------- actions
 def _audit(user, action: str, *, container_id: str = "", container_name: str = "",
            result: str, message: str = "", details: dict | None = None) -> AuditEntry:
