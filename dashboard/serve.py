@@ -145,10 +145,15 @@ class LimitedRequest(WebRequest):
     def handle_reply(self, message):
         if message.get("type") == "http.response.start" and self.pace is None and not self.finished \
                 and self.channel is not None:
-            self.pace = _Pace()
-            self.registerProducer(self.pace, True)
-            if getattr(self.channel, "_waitingForTransport", False):    # full already (a pipelined answer)
-                self.pace.pauseProducing()
+            pace = _Pace()
+            try:
+                self.registerProducer(pace, True)
+            except (RuntimeError, ValueError) as e:     # another producer on the channel: unpaced, said
+                logger.warning("response to %s not paced: %s", self.client_addr, e)
+            else:
+                self.pace = pace
+                if getattr(self.channel, "_waitingForTransport", False):   # full already
+                    pace.pauseProducing()
         super().handle_reply(message)
 
     def finish(self):
