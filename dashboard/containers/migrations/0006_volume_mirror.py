@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('containers', '0004_container_lifecycle'),
+        ('containers', '0005_wider_container_keys'),
     ]
 
     operations = [
