@@ -112,7 +112,9 @@ def discover(sources: Iterable[Source]) -> tuple[list[Found], list[Availability]
     pidns: set[int] = set()
     for source in sources:
         states.append(source.availability())
-        for item in source.list():
+        # the bare source reads every process of a namespace: not those claimed already
+        items = source.list(skip=frozenset(pidns)) if source.engine == "bare" else source.list()
+        for item in items:
             if item.cgroup and item.cgroup in cgroups:
                 continue
             ns = item.namespaces.get("pid") if item.namespaces else None

@@ -104,13 +104,16 @@ class BareSource:
             return Availability("bare", "refused", f"cannot read the PID namespaces under {self.proc}")
         return Availability("bare", "up")
 
-    def list(self) -> list[Found]:
+    def list(self, skip=frozenset()) -> list[Found]:
+        """Every PID namespace but the host's and those in ``skip`` (inodes an
+        earlier source already claimed: discover() passes them, so a Docker
+        container's processes are not read again only to be dropped)."""
         host = host_pidns(self.proc)
         if host is None:
             return []
         out = []
         for ino, pids in sorted(pid_namespaces(self.proc).items()):
-            if ino == host:
+            if ino == host or ino in skip:
                 continue
             f = self.found(ino, sorted(pids))
             if f is not None:

@@ -75,12 +75,23 @@ class Discovery:
     def source(self, engine: str):
         return next((s for s in self.sources if s.engine == engine), None)
 
-    def discover(self):
-        """(found, availabilities): every source asked now."""
-        found, states = discover(self.sources)
+    def discover(self, engines=None):
+        """(found, availabilities): every source asked now, or only those of
+        ``engines`` (the page filtered to Docker; a pass over Docker's
+        containers alone need not read every process on the host for bare
+        namespaces).  A partial pass replaces only its engines' keys."""
+        if engines is None:
+            found, states = discover(self.sources)
+            with self._lock:
+                self._by_key = {f.key: f for f in found}
+                self._at = time.monotonic()
+            return found, states
+        engines = frozenset(engines)
+        found, states = discover([s for s in self.sources if s.engine in engines])
         with self._lock:
-            self._by_key = {f.key: f for f in found}
-            self._at = time.monotonic()
+            by_key = {k: f for k, f in self._by_key.items() if f.engine not in engines}
+            by_key.update((f.key, f) for f in found)
+            self._by_key = by_key
         return found, states
 
     def get(self, key: str, fresh: bool = True) -> Found:

@@ -9,7 +9,8 @@ class _Fixed:
     def availability(self):
         return Availability(self.engine, self._state)
 
-    def list(self):
+    def list(self, skip=None):
+        self.skip = skip                    # what discover() passed (the bare source's claimed namespaces)
         return list(self._items)
 
 
@@ -26,8 +27,24 @@ def test_an_earlier_source_claims_a_cgroup_and_a_pid_namespace():
     systemd_view = Found(make_key("systemd", "x"), "systemd", "x", "x", cgroup="/docker/d1")
     bare_same = Found("bare-pidns-401", "bare", "pidns-401", "pidns-401", namespaces={"pid": 401})
     bare_other = Found("bare-pidns-402", "bare", "pidns-402", "pidns-402", namespaces={"pid": 402})
+    bare = _Fixed("bare", [bare_same, bare_other])
     found, states = discover([_Fixed("docker", [docker]), _Fixed("systemd", [systemd_view]),
-                              _Fixed("podman", [], "absent"), _Fixed("bare", [bare_same, bare_other])])
+                              _Fixed("podman", [], "absent"), bare])
     assert [f.key for f in found] == [docker.key, "bare-pidns-402"]
+    assert bare.skip == {401}               # told, so it need not read docker's processes at all
     assert [(s.engine, s.state) for s in states] == [
         ("docker", "up"), ("systemd", "up"), ("podman", "absent"), ("bare", "up")]
+
+
+def test_a_pass_over_some_engines_keeps_the_others_last_answer():
+    from runtime.discovery.registry import Discovery
+    d1 = Found(make_key("docker", "d1"), "docker", "d1", "web", pid=10)
+    unit = Found(make_key("systemd", "a.service"), "systemd", "a.service", "a.service")
+    docker, systemd = _Fixed("docker", [d1]), _Fixed("systemd", [unit])
+    disc = Discovery([docker, systemd])
+    disc.discover()
+    d2 = Found(make_key("docker", "d2"), "docker", "d2", "db", pid=11)
+    docker._items, systemd._items = [d2], []
+    found, states = disc.discover(["docker"])
+    assert found == [d2] and [s.engine for s in states] == ["docker"]
+    assert disc._by_key == {unit.key: unit, d2.key: d2}   # systemd not asked; docker's answer replaced

@@ -205,6 +205,8 @@ def test_unshare_demo_is_a_bare_namespace_with_no_cgroup_of_its_own(unshared, ca
     # it shares the cgroup of the test that started it: no cgroup of its own, no limits
     assert bare.cgroup == "" and "no limit" in bare.owner_note
     assert not any(f.pid == outer for f in found)
+    # a namespace an earlier source claimed is not read again (discover() passes them)
+    assert not any(f.pid == inner for f in BareSource().list(skip={bare.namespaces["pid"]}))
     assert ("bare", "up") in [(s.engine, s.state) for s in states]
     assert found_pids(bare) == [inner]                         # its tree: the namespace's, not the cgroup's
     marks = Marks(found)
