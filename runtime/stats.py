@@ -623,9 +623,16 @@ class StatsReader:
         # key, "docker-<id>") lives under a parent of its own
         self.resolve = resolve or (lambda name: (self.driver, name))
         self.containers: dict[str, ContainerStats] = {}
+        # name -> ContainerStats of the last one-off pass (keep=False), every
+        # file closed: where its cgroup is and which files to read were worked
+        # out once (resolving another owner's cgroup, building its rows: a
+        # fifth of a fresh reading) and serve the next pass again
+        self._closed: dict[str, ContainerStats] = {}
 
     def read(self, name: str, tree: bool = True) -> tuple[dict, list | None]:
         c = self.containers.get(name)
+        if c is None and name in self._closed:
+            c = self.containers[name] = self._closed.pop(name)
         if c is None:
             driver, cg = self.resolve(name)
             if not driver.exists(cg):
@@ -644,20 +651,28 @@ class StatsReader:
         answers it.  keep=False: a one-off pass (history's once a minute),
         each container's files closed again right after its read."""
         out: dict = {}
+        closed: dict[str, ContainerStats] = {}
         for name in names:
             try:
                 out[name] = self.read(name, tree)
             except (TerrariumError, OSError) as e:
                 out[name] = e
             if not keep:
-                self.forget(name)
+                c = self.containers.pop(name, None)
+                if c is not None:
+                    c.close()                   # no descriptor stays; the next pass starts afresh
+                    closed[name] = c
+        if not keep:
+            self._closed = closed               # only the last pass's: nothing piles up
         return out
 
     def forget(self, name: str) -> None:
+        self._closed.pop(name, None)
         c = self.containers.pop(name, None)
         if c is not None:
             c.close()
 
     def close(self) -> None:
+        self._closed = {}
         for name in list(self.containers):
             self.forget(name)

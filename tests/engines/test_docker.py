@@ -406,3 +406,29 @@ def test_an_engine_log_follow_ends_when_its_reader_goes_though_the_container_is_
     gone.set()
     assert ended.wait(5.0)                              # the closer shuts the stream within half a second
     source.close()
+
+
+def test_the_docker_source_inspects_only_what_changed(docker):
+    """A discovery pass is one containers/json call: a container it shows
+    unchanged, with the init it was inspected with, is not inspected again
+    (bench/docker_bench.py's warm pass); a restart (a new init) or a rename is."""
+    from runtime.discovery.docker import EngineSource
+    src = EngineSource(docker.env["DOCKER_HOST"])
+    dname, cid = _run(docker, "busybox", "sleep", "300")
+    api, asked = src._client(), []
+    inspect = api.inspect_container
+    api.inspect_container = lambda ident: asked.append(ident) or inspect(ident)
+    try:
+        first = next(f for f in src.list() if f.id == cid)
+        assert cid in asked and first.pid and first.name == dname
+        asked.clear()
+        assert next(f for f in src.list() if f.id == cid) is first and cid not in asked
+        docker("restart", "-t", "0", cid)
+        again = next(f for f in src.list() if f.id == cid)
+        assert cid in asked and again.pid != first.pid and again.state == "running"
+        asked.clear()
+        docker("rename", dname, dname + "-b")
+        assert next(f for f in src.list() if f.id == cid).name == dname + "-b" and cid in asked
+    finally:
+        src.close()
+        docker("rm", "-f", cid)

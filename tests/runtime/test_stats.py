@@ -212,6 +212,27 @@ def test_v2_forget_closes_every_descriptor_and_a_missing_cgroup_is_not_found(cg,
     assert r.containers == {} and _fds() == fds
 
 
+def test_one_off_passes_hold_no_descriptor_and_resolve_a_cgroup_once(cg, fake):
+    """keep=False: every file closed after the pass; the next pass reuses what
+    the first worked out (no second resolve) and reads the files afresh; a
+    container left out of a pass, or gone, is not kept."""
+    cg.create("abc", Limits())
+    cg.create("def", Limits())
+    asked = []
+    fds = _fds()
+    r = stats.StatsReader(cg, resolve=lambda name: asked.append(name) or (cg, name))
+    first = r.read_many(["abc", "def"], tree=False, keep=False)
+    assert r.containers == {} and _fds() == fds and sorted(asked) == ["abc", "def"]
+    fake.set("terrarium/abc/memory.current", "7777\n")
+    again = r.read_many(["abc"], tree=False, keep=False)
+    assert sorted(asked) == ["abc", "def"] and _fds() == fds
+    assert again["abc"][0]["memory_usage"] == 7777 != first["abc"][0]["memory_usage"]
+    assert list(r._closed) == ["abc"]                    # "def" was left out: dropped
+    cg.remove("abc")
+    assert isinstance(r.read_many(["abc"], keep=False)["abc"], NotFound)
+    assert r._closed == {} and r.containers == {} and _fds() == fds
+
+
 # --- v1, on this kernel's real files ------------------------------------------------
 
 def _file(paths, controller, knob):
