@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from playwright.sync_api import expect
 
 from runtime import Spec
 
@@ -140,6 +141,11 @@ def test_docker_detail_graphs_tree_and_stop_through_the_engine(docker, web, page
     assert "Docker owns this container" in page.locator("#owner-note").inner_text()
     page.wait_for_function("(document.getElementById('graphs') || {dataset: {}}).dataset.live === 'on'")
     page.wait_for_function("+(document.getElementById('graphs').dataset.points || 0) >= 3")
+    # its network namespace's figures (#13), read as for ours: --network none has lo alone, so zero
+    page.wait_for_function("() => window.terrariumLive.points.some(function (p) { return p.net_rx === 0 "
+                           "&& p.net_tx === 0 && p.net_rx_p === 0; })")
+    expect(page.locator("#net-now dd[data-key=net_rx]")).to_have_attribute(
+        "title", re.compile(r"^/proc/\d+/net/dev Receive bytes \(every interface but lo\)$"))
     docker("exec", "-d", dname, "sleep", "4321")
     page.locator("#ptree", has_text="sleep 4321").wait_for()
     pid = json.loads(docker("inspect", cid).stdout)[0]["State"]["Pid"]
