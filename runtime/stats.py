@@ -631,9 +631,8 @@ class StatsReader:
 
     def read(self, name: str, tree: bool = True) -> tuple[dict, list | None]:
         c = self.containers.get(name)
-        if c is None and name in self._closed:
-            c = self.containers[name] = self._closed.pop(name)
         if c is None:
+            self._closed.pop(name, None)            # a kept reading starts afresh, within the budget
             driver, cg = self.resolve(name)
             if not driver.exists(cg):
                 raise NotFound(f"cgroup '{driver.parent}/{cg}' not found")
@@ -653,6 +652,10 @@ class StatsReader:
         out: dict = {}
         closed: dict[str, ContainerStats] = {}
         for name in names:
+            if not keep and name not in self.containers and name in self._closed:
+                # the last one-off pass's: its files (closed, their budget given
+                # back) are open only during this read, then closed again
+                self.containers[name] = self._closed.pop(name)
             try:
                 out[name] = self.read(name, tree)
             except (TerrariumError, OSError) as e:

@@ -228,6 +228,10 @@ def test_one_off_passes_hold_no_descriptor_and_resolve_a_cgroup_once(cg, fake):
     assert sorted(asked) == ["abc", "def"] and _fds() == fds
     assert again["abc"][0]["memory_usage"] == 7777 != first["abc"][0]["memory_usage"]
     assert list(r._closed) == ["abc"]                    # "def" was left out: dropped
+    r.read("abc")                                        # a kept reading: made afresh (in the budget)
+    assert sorted(asked) == ["abc", "abc", "def"] and r._closed == {}
+    r.forget("abc")
+    r.read_many(["abc"], tree=False, keep=False)
     cg.remove("abc")
     assert isinstance(r.read_many(["abc"], keep=False)["abc"], NotFound)
     assert r._closed == {} and r.containers == {} and _fds() == fds
