@@ -219,3 +219,7 @@ LOGGING = {
 
 if os.environ.get("TERRARIUM_SETTINGS") == "production":
     from .production import *  # noqa: E402,F401,F403
+
+# The container list asks the other engines (discovery) at most this often
+# (seconds); a change event about one of their containers asks again at once.
+TERRARIUM_LIST_DISCOVERY_AGE = float(os.environ.get("TERRARIUM_LIST_DISCOVERY_AGE", "5"))

@@ -752,15 +752,49 @@ class Runtime:
         return c
 
     def list(self, all: bool = True) -> list[Container]:  # noqa: A002 - docker's word
+        """Every container, newest first.  A container whose state no longer
+        depends on a process (created and never started, or exited, with no
+        restart policy or health check) is read again only when one of its
+        state files changed (their inode, mtime and size): at 1,000 such
+        containers a list costs a stat of three files each, not three JSON
+        reads and a Container built again."""
         out = []
+        cache = getattr(self, "_list_cache", {})
+        kept: dict[str, tuple] = {}
         for cid in os.listdir(self.containers_dir):
             if not _ID_RE.match(cid):
                 continue
-            c = self._read_state(cid)
+            c = self._read_state_cached(cid, cache, kept)
             if c is not None and (all or c.status in ("running", "paused")):
                 out.append(c)
+        self._list_cache = kept               # only what is still there
         out.sort(key=lambda c: c.created_at, reverse=True)
         return out
+
+    def _read_state_cached(self, cid: str, cache: dict, kept: dict) -> Container | None:
+        cdir = self._dir(cid)
+        key = []
+        for f in (disk.CONFIG, disk.RUN, disk.EXIT):
+            try:
+                st = os.stat(os.path.join(cdir, f))
+                key.append((st.st_ino, st.st_mtime_ns, st.st_size))
+            except OSError:
+                key.append(None)
+        key = tuple(key)
+        hit = cache.get(cid)
+        if hit is not None and hit[0] == key:
+            kept[cid] = hit
+            return hit[1]
+        try:
+            config = disk.read_config(cdir)
+        except disk.Unreadable as e:
+            return self._broken(cid, str(e))
+        if config is None:
+            return None
+        c = self._state(cid, config)
+        if key[0] is not None and _settled(c, config):
+            kept[cid] = (key, c)
+        return c
 
     def oom_counts(self, ref: str):
         """A running container's OOM counters now (runtime.oom.OomCounts)."""
@@ -1361,6 +1395,16 @@ def _merge_env(base, extra, hostname: str) -> tuple[str, ...]:
 
 _ADJ = ("brave", "calm", "eager", "fond", "keen", "merry", "quiet", "swift", "tidy", "wise")
 _NOUN = ("ant", "bee", "fern", "moss", "newt", "snail", "toad", "wren", "yew", "vole")
+
+
+def _settled(c: Container, config: dict) -> bool:
+    """Whether c's state follows from its files alone, with no process to
+    look at (Runtime.list may keep it until a file changes): created and never
+    asked to start, or exited, with no restart policy or health check (a
+    restarter's wait and health results live outside those files)."""
+    if c.restart_policy != "no" or c.healthcheck:
+        return False
+    return c.status == "exited" or (c.status == "created" and not config.get("generation") and not c.error)
 
 
 def _random_name(cid: str) -> str:

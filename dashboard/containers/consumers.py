@@ -13,6 +13,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.db import DatabaseError
 
+from dashboard.live.listusage import UsageWatch
+
 from . import access, events, reconciler
 from .access import CLOSE_FORBIDDEN, CLOSE_TOO_MANY, CLOSE_UNAUTHENTICATED
 from .roles import CAN_VIEW
@@ -140,14 +142,25 @@ class ViewerSocket(AsyncJsonWebsocketConsumer):
         await self.recheck()
 
 
-class ContainersConsumer(ViewerSocket):
-    """Live list: every `containers` group event, as JSON."""
+class ContainersConsumer(UsageWatch, ViewerSocket):
+    """Live list: every `containers` group event, as JSON; and the usage of the
+    rows the page names ({"type": "watch", "ids": [...]}: dashboard/live/listusage.py)."""
 
     def group_name(self) -> str:
         return events.GROUP
 
     async def on_join(self):
         reconciler.ensure_started()
+
+    async def on_leave(self):
+        await self.unwatch_all()
+
+    async def receive_json(self, content, **kwargs):
+        """{"type": "watch", "ids": [...]}: the only thing a page says."""
+        if isinstance(content, dict) and content.get("type") == "watch":
+            await self.watch(content.get("ids"))
+        else:
+            await self.send_json({"error": "only watch"})
 
     container_changed = ViewerSocket.forward
     container_removed = ViewerSocket.forward

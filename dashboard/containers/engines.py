@@ -43,15 +43,33 @@ def is_other(key: str) -> bool:
     return is_key(key) and "-" in key
 
 
-def discovered(*, engine: str | None = None):
-    """(other owners' containers, [Availability], error text or "").  Never raises."""
-    try:
-        found, states = get_runtime().discovery().discover()
-    except (TerrariumError, OSError) as e:
-        return [], [], str(e)
+_recent: tuple | None = None        # (monotonic time, found, states) of the last pass
+
+
+def discovered(*, engine: str | None = None, max_age: float = 0.0):
+    """(other owners' containers, [Availability], error text or "").  Never raises.
+    max_age: a pass at most that many seconds old will do (the list page's; a
+    change event about another owner's container forgets it: forget())."""
+    global _recent
+    import time
+    recent = _recent
+    if max_age > 0 and recent is not None and time.monotonic() - recent[0] <= max_age:
+        found, states = recent[1], recent[2]
+    else:
+        try:
+            found, states = get_runtime().discovery().discover()
+        except (TerrariumError, OSError) as e:
+            return [], [], str(e)
+        _recent = (time.monotonic(), found, states)
     found = [f for f in found if f.engine != "terrarium" and (engine is None or f.engine == engine)]
     found.sort(key=lambda f: (f.engine, f.name))
     return found, states, ""
+
+
+def forget() -> None:
+    """Another owner's container changed: the next discovered() asks again."""
+    global _recent
+    _recent = None
 
 
 def get(*, key: str):

@@ -27,6 +27,7 @@ from .runtime_client import get_runtime
 log = logging.getLogger(__name__)
 _task: asyncio.Task | None = None
 _warned = False                 # the fall back to polling was logged
+_in_step = False                # the last pass succeeded and changes are followed
 ALL = None                      # a batch meaning "list everything"
 
 
@@ -40,6 +41,12 @@ def ensure_started() -> asyncio.Task | None:
     if _task is None or _task.done() or _task.get_loop() is not loop:
         _task = loop.create_task(_run(interval), name="terrarium-reconciler")
     return _task
+
+
+def in_step() -> bool:
+    """The mirror follows the runtime now (this process's reconciler runs, its
+    last pass succeeded): a page may read the mirror without a pass of its own."""
+    return _in_step and _task is not None and not _task.done()
 
 
 async def stop() -> None:
@@ -109,6 +116,7 @@ class _Changes:
 
 
 async def _run(interval: float) -> None:
+    global _in_step
     # A worker thread, not the loop: the runtime reads files and the ORM blocks.
     reconcile = database_sync_to_async(services.containers_reconcile, thread_sensitive=False)
     prune = database_sync_to_async(services.records_prune, thread_sensitive=False)
@@ -126,13 +134,16 @@ async def _run(interval: float) -> None:
                     pruned_at = loop.time()            # retention: old audit and OOM rows go
                     await prune()
                 failing = False
+                _in_step = changes.alive
             except asyncio.CancelledError:
                 raise
             except Exception:
+                _in_step = False
                 if not failing:   # log the first of a run of failures, not one a second
                     log.exception("reconcile with the runtime failed; retrying every %.1fs", interval)
                 failing = True
             if not changes.alive:                      # polling until changes can be followed again
+                _in_step = False
                 await asyncio.sleep(interval)
                 changes = _Changes(loop)
                 await changes.started()
@@ -140,4 +151,5 @@ async def _run(interval: float) -> None:
                 continue
             batch = await changes.next(interval if failing else full_every)
     finally:
+        _in_step = False
         changes.close()

@@ -275,6 +275,37 @@ def audit_list(*, query: str = "", limit: int = 500) -> tuple[list, str]:
     return rows[:limit], note
 
 
+def container_page(*, query, user) -> dict:
+    """One page of the container list for ``query`` (listing.ListQuery): the
+    page's rows loaded whole, (c, actions, other) each; the counts, images and
+    engines over every container; the engines' error text or ""."""
+    from . import engines, listing
+    from .engine_views import Shown
+    items = listing.ours() if query.engine in ("", "terrarium") else []
+    found, states, error = ([], [], "") if query.engine == "terrarium" else \
+        engines.discovered(max_age=settings.TERRARIUM_LIST_DISCOVERY_AGE)
+    theirs = listing.others(found)
+    present = {"terrarium"} if items else set()
+    present.update(i.other.engine for i in theirs)
+    if query.engine:
+        theirs = [i for i in theirs if i.other.engine == query.engine]
+    every = items + theirs
+    page = listing.paginate(listing.ordered([i for i in every if listing.matches(i, query)], query), query)
+    rows = Container.objects.in_bulk([i.key for i in page.items if i.other is None])
+    shown = []
+    for i in page.items:
+        if i.other is None:
+            if i.key in rows:
+                shown.append((rows[i.key], container_actions(container=rows[i.key], user=user), False))
+        else:
+            shown.append((Shown(i.other), engines.actions(found=i.other, user=user), True))
+    return {"rows": shown, "page": page, "total": len(every), "counts": listing.counts(every),
+            "images": sorted({i.image for i in every if i.image}),
+            "page_numbers": listing.page_numbers(page),
+            "engines": [e for e in states if e.state != "absent" or e.engine in present],
+            "error": error}
+
+
 def container_counts() -> dict:
     return dict(Container.objects.values_list("status").annotate(n=Count("id")))
 

@@ -101,20 +101,36 @@ def containers_reconcile(ids=None) -> list[dict]:
 
         from .engines import changed_event
         others = [changed_event(k) for k in ids if not ID_RE.match(k)]    # other owners': not mirrored
+        if others:
+            from .engines import forget
+            forget()
         return _reconcile_some([k for k in ids if ID_RE.match(k)]) + others
     states = get_runtime().list(all=True)
     out = []
     with transaction.atomic():
-        rows = {r.id: r for r in Container.objects.all()}
-        for c in states:
-            row = _upsert(c, rows.pop(c.id, None))
+        # A container the runtime gives back as the very object we last synced
+        # (Runtime.list keeps settled ones until a file changes), whose row
+        # nobody wrote since, is in step: only the others are compared.
+        stamps = dict(Container.objects.values_list("id", "synced_at"))
+        todo = [c for c in states if _synced.get(c.id) != (c, stamps.get(c.id))]
+        rows = Container.objects.in_bulk([c.id for c in todo])
+        for c in todo:
+            row = _upsert(c, rows.get(c.id))
             if row:
                 out.append(events.changed_event(row))
-        for gone in rows.values():
-            out.append(events.removed_event(gone.id, gone.name))
-        Container.objects.filter(id__in=list(rows)).delete()
+            _synced[c.id] = (c, row.synced_at if row else stamps.get(c.id))
+        live = {c.id for c in states}
+        gone = [cid for cid in stamps if cid not in live]
+        names = dict(Container.objects.filter(id__in=gone).values_list("id", "name"))
+        for cid in gone:
+            out.append(events.removed_event(cid, names.get(cid, "")))
+            _synced.pop(cid, None)
+        Container.objects.filter(id__in=gone).delete()
     signals.reconciled.send(sender=containers_reconcile, containers=states)
     return out
+
+
+_synced: dict = {}      # id → (the runtime's Container last synced, its row's synced_at)
 
 
 def _reconcile_some(ids) -> list[dict]:
@@ -353,6 +369,49 @@ ACTIONS = {
     "restart": container_restart, "pause": container_pause, "resume": container_resume,
     "remove": container_remove,
 }
+
+BULK_ACTIONS = ("stop", "remove")
+BULK_MAX = 1000                 # containers in one request
+BULK_WORKERS = 8                # stops at once (each may wait out its SIGTERM timeout)
+
+
+def containers_bulk(*, user, action: str, container_ids, timeout: float = 10.0) -> list[dict]:
+    """One action on many containers, each through the same service (and audit
+    row) as its single button: {"id", "name", "ok", "message"} per container,
+    in the order given.  A failure is reported and the rest go on; stops run
+    BULK_WORKERS at a time, since each may wait out its timeout."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import close_old_connections
+    from runtime.state import ID_RE
+    if action not in BULK_ACTIONS:
+        raise ServiceError(f"no bulk action {action[:20]!r} (only {', '.join(BULK_ACTIONS)})")
+    ids = list(dict.fromkeys(container_ids))
+    if len(ids) > BULK_MAX:
+        raise ServiceError(f"{len(ids)} containers in one request: at most {BULK_MAX}")
+    names = dict(Container.objects.filter(id__in=[i for i in ids if ID_RE.match(i)]).values_list("id", "name"))
+
+    def one(cid: str) -> dict:
+        out = {"id": cid[:64], "name": names.get(cid, cid[:12]), "ok": False}
+        if not ID_RE.match(cid):
+            out["message"] = "not a container id"
+            return out
+        try:
+            if action == "stop":
+                container_stop(user=user, container_id=cid, timeout=timeout)
+            else:
+                container_remove(user=user, container_id=cid)
+        except ServiceError as e:
+            out["message"] = str(e)
+        else:
+            out.update(ok=True, message="done")
+        finally:
+            close_old_connections()
+        return out
+    if action == "remove" or len(ids) == 1:
+        return [one(cid) for cid in ids]
+    with ThreadPoolExecutor(max_workers=BULK_WORKERS, thread_name_prefix="terrarium-bulk") as pool:
+        return list(pool.map(one, ids))
 
 
 # --------------------------------------------------------------- retention

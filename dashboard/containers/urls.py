@@ -12,6 +12,7 @@ KEY = r"(?P<container_id>(?:%s)-[A-Za-z0-9._@-]{1,200})" % "|".join(e for e in E
 urlpatterns = [
     path("", views.container_list, name="list"),
     path("containers/new/", views.container_create, name="create"),
+    re_path(r"^containers/bulk/(?P<action>stop|remove)/$", views.container_bulk, name="bulk"),
     re_path(rf"^containers/{ID}/$", views.container_detail, name="detail"),
     re_path(rf"^containers/{ID}/row/$", views.container_row, name="row"),
     re_path(rf"^containers/{ID}/head/$", views.container_head, name="head"),

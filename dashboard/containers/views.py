@@ -83,28 +83,26 @@ def _wants_json(request) -> bool:
 # ------------------------------------------------------------------ pages
 @require_GET
 @can_view
-@_refreshed
 def container_list(request):
     """Ours (the mirror) and every other owner's (discovery, dashboard/containers/
-    engines.py), each with its engine; ?engine=NAME shows one engine's."""
-    from runtime.discovery import ENGINES
-
-    from . import engines
-    from .engine_views import Shown
-    engine = request.GET.get("engine") or None
-    if engine is not None and engine not in ENGINES:
-        messages.error(request, f"No engine {engine[:40]!r}: showing every engine "
-                                f"(known: {', '.join(ENGINES)}).")
-        engine = None
-    rows = [(c, selectors.container_actions(container=c, user=request.user))
-            for c in selectors.container_list()] if engine in (None, "terrarium") else []
-    others, states, error = ([], [], "") if engine == "terrarium" else engines.discovered(engine=engine)
-    if error:
-        messages.error(request, f"Could not ask the container engines: {error}")
-    shown = [(Shown(f), engines.actions(found=f, user=request.user)) for f in others]
-    return render(request, "containers/list.html", {
-        "rows": rows, "others": shown, "engine": engine, "engines": states,
-        "total": len(rows) + len(shown), "counts": selectors.container_counts()})
+    engines.py), each with its engine: searched, filtered, sorted and one page of
+    them (dashboard/containers/listing.py; the URL holds the query).  The page's
+    own fetches (X-Requested-With: fetch) get the parts that change, and skip
+    the reconcile while the reconciler keeps the mirror in step."""
+    from . import listing, reconciler
+    query, notes = listing.parse(request.GET)
+    partial = _wants_json(request)
+    if not (partial and reconciler.in_step()):
+        try:
+            services.containers_refresh()
+        except (TerrariumError, OSError) as e:
+            notes.append(f"Could not read the runtime's state: {e}")
+    context = selectors.container_page(query=query, user=request.user)
+    if context["error"]:
+        notes.append(f"Could not ask the container engines: {context['error']}")
+    context.update(query=query, notes=notes, engine=query.engine or None,
+                   page_sizes=listing.PAGE_SIZES, states=listing.STATES)
+    return render(request, "containers/_list_body.html" if partial else "containers/list.html", context)
 
 
 @require_GET
@@ -204,6 +202,34 @@ def container_action(request, container_id, action):
     default = reverse("containers:list") if action == "remove" and ok else \
         reverse("containers:detail", args=[container_id])
     return _back(request, default)
+
+
+@require_POST
+@operates()
+def container_bulk(request, action):
+    """Stop or remove the selected containers (POST id=... repeated): one
+    result per container; JSON for fetch(), else a message and back to the list."""
+    timeout = 10.0
+    try:
+        if action == "stop" and request.POST.get("timeout", "").strip():
+            timeout = stop_timeout(request.POST["timeout"])
+        results = services.containers_bulk(user=request.user, action=action,
+                                           container_ids=request.POST.getlist("id"), timeout=timeout)
+    except (ValueError, services.ServiceError) as e:
+        text = f"{action.capitalize()} refused: {e}"
+        if _wants_json(request):
+            return JsonResponse({"ok": False, "message": text, "results": []}, status=400)
+        messages.error(request, text)
+        return _back(request, reverse("containers:list"))
+    failed = [r for r in results if not r["ok"]]
+    text = f"{action.capitalize()}: {len(results) - len(failed)} of {len(results)} done."
+    if failed:
+        text += " Failed: " + "; ".join(f"{r['name']}: {r['message']}" for r in failed[:10])
+        text += f" (and {len(failed) - 10} more)" if len(failed) > 10 else ""
+    if _wants_json(request):
+        return JsonResponse({"ok": not failed and bool(results), "message": text, "results": results})
+    (messages.error if failed or not results else messages.success)(request, text)
+    return _back(request, reverse("containers:list"))
 
 
 @require_POST

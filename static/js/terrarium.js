@@ -62,6 +62,7 @@
   }
 
   function emptyNote() {
+    rows = document.getElementById("container-rows") || rows;      // the list swaps its table in
     var note = document.getElementById("no-containers");
     if (note && rows) note.hidden = rows.children.length > 0;
   }
@@ -89,6 +90,7 @@
   // one more after it, so the last change is never missed.
   function refresh(id) {
     if (pending[id]) { pending[id] = "again"; return; }
+    if (rows) rows = document.getElementById("container-rows") || rows;
     var url, el;
     if (rows) {
       el = rows.querySelector('tr[data-container-id="' + id + '"]');
@@ -113,6 +115,7 @@
 
   // After a drop (or when the server says we fell behind): fetch it all again.
   function resync() {
+    if (T.list) { T.list.resync(); return; }      // the paged list (list.js) refetches its page
     if (head) { refresh(head.dataset.containerId); return; }
     fetch(location.href, { credentials: "same-origin" }).then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
@@ -122,6 +125,7 @@
   }
 
   function onEvent(msg) {
+    if (T.list && msg) { T.list.event(msg); return; }     // the paged list: list.js
     if (!msg || !msg.container) return;
     var id = msg.container.id;
     if (msg.type === "container.removed") {
@@ -143,8 +147,8 @@
     document.body.dataset.live = on ? "on" : "off";
   }
   if (rows || head) {
-    T.socket("/ws/containers/", { message: onEvent, resync: resync,
-                                  open: function () { live(true); }, close: function () { live(false); } });
+    T.containers = T.socket("/ws/containers/", { message: onEvent, resync: resync,
+      open: function () { live(true); if (T.list) T.list.opened(); }, close: function () { live(false); } });
   }
 
   // ---- uptime cells count up between events

@@ -115,3 +115,21 @@ def healthcheck_h(hc):
     """A health check as one line: 'wget -q -O- localhost every 30s (timeout 30s, 3 retries)'."""
     from runtime.lifecycle import describe_healthcheck
     return describe_healthcheck(hc)
+
+
+@register.simple_tag
+def list_url(query, **change):
+    """The container list's "?..." with some of its query changed (dashboard/containers/listing.py)."""
+    return query.url(**change)
+
+
+@register.simple_tag
+def sort_th(query, column, label, cls=""):
+    """A sortable column head: a link that sorts by it (flipping when it is the
+    sort already), with aria-sort saying how the list is sorted now."""
+    from django.utils.html import format_html
+    aria, mark = "none", ""
+    if query.sort_key == column:
+        aria, mark = ("descending", " ▼") if query.descending else ("ascending", " ▲")
+    return format_html('<th class="{}" aria-sort="{}" data-sort="{}"><a href="{}" class="sort">{}{}</a></th>',
+                       cls, aria, column, query.sort_url(column), label, mark)
