@@ -84,7 +84,8 @@
   });
   window.addEventListener("popstate", function () {
     var p = new URLSearchParams(location.search);
-    form.elements.q.value = p.get("q") || "";
+    ["q", "state", "image"].forEach(function (k) { form.elements[k].value = p.get(k) || ""; });
+    form.elements.per.value = p.get("per") || DEFAULTS.per;
     load(location.pathname + location.search, "keep");
   });
 
@@ -101,6 +102,7 @@
   function usage(msg) {
     var tr = document.querySelector('#container-rows tr[data-container-id="' + msg.id + '"]');
     if (!tr) return;
+    tr.dataset.samples = String(+(tr.dataset.samples || 0) + 1);
     var mem = tr.querySelector(".usage-mem"), cpu = tr.querySelector(".usage-cpu");
     if (mem) {
       mem.querySelector(".mem-used").textContent = T.bytes(msg.mem);
@@ -178,7 +180,8 @@
         .then(function (data) {
           T.toast({ text: data.message, kind: data.ok ? "success" : "error", ttl: data.ok ? 4000 : 10000 });
           report(verb, data.results || []);
-          (data.results || []).forEach(function (r) { if (r.ok) picked.delete(r.id); });
+          // removed ones leave the selection; stopped ones stay in it (remove may follow)
+          if (action === "remove") (data.results || []).forEach(function (r) { if (r.ok) picked.delete(r.id); });
           refetchSoon();
         })
         .catch(function (e) { T.toast({ text: verb + " not sent: " + T.failure(e), kind: "error" }); })
