@@ -47,3 +47,4 @@ have redis-server || echo "bench: redis-server missing (scripts/setup.sh install
 .venv/bin/python bench/live_bench.py 200
 .venv/bin/python bench/metrics_bench.py 100 1000
 .venv/bin/python bench/discovery_cost.py
+.venv/bin/python bench/list_scale.py --rounds 9

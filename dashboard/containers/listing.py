@@ -118,8 +118,26 @@ def _t(d: dt.datetime | None) -> float | None:
     return d.timestamp() if d else None
 
 
+_ours: tuple | None = None          # (version of the mirror, its items)
+
+
 def ours() -> list[Item]:
-    """Our containers from the mirror, as light tuples (one query)."""
+    """Our containers from the mirror, as light tuples.  Kept while the mirror
+    is unchanged: every write of a row sets its synced_at (auto_now) and a
+    removal lowers the count, so (count, newest synced_at) is one cheap
+    aggregate that says whether the 1,000 tuples must be read again."""
+    global _ours
+    from django.db.models import Count, Max
+    version = tuple(Container.objects.aggregate(n=Count("id"), at=Max("synced_at")).values())
+    kept = _ours
+    if kept is not None and kept[0] == version:
+        return kept[1]
+    items = _read_ours()
+    _ours = (version, items)
+    return items
+
+
+def _read_ours() -> list[Item]:
     rows = Container.objects.values_list("id", "name", "image", "cmd", "status", "started_at", "created_at",
                                          "memory_limit", "cpus_limit", "pids_limit")
     return [Item(cid, None, name, image, " ".join(map(str, cmd or ())), status,

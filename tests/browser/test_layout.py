@@ -55,6 +55,15 @@ def test_no_page_is_wider_than_the_screen(browser, server, box, width, height):
             got = page.evaluate(OVERFLOW)
             if got["scroll"] > got["width"] or got["wide"]:
                 bad[path.replace(box.id, "ID")] = f'{got["scroll"]} > {got["width"]}: {got["wide"]}'
+            if path == "/":
+                # the container list fits its card: no sideways scroll inside it, its buttons inside it
+                fit = page.evaluate("""() => { const c = document.getElementById('list-card');
+                    const r = c.getBoundingClientRect();
+                    const out = [...c.querySelectorAll('button, .pick-one')].filter(b => {
+                        const q = b.getBoundingClientRect(); return q.width && (q.right > r.right + 1 || q.left < r.left - 1); });
+                    return {scroll: c.scrollWidth, width: c.clientWidth, out: out.length}; }""")
+                if fit["scroll"] > fit["width"] + 1 or fit["out"]:
+                    bad["/ (the list's card)"] = str(fit)
         assert not bad, "\n".join(f"{k}: {v}" for k, v in bad.items())
         if width == 390:
             page.goto(server + f"/containers/{box.id}/")
