@@ -156,11 +156,12 @@ class ContainersConsumer(UsageWatch, ViewerSocket):
         await self.unwatch_all()
 
     async def receive_json(self, content, **kwargs):
-        """{"type": "watch", "ids": [...]}: the only thing a page says."""
+        """{"type": "watch", "ids": [...]}: the only thing a page says; the rest is
+        refused as on every read-only socket."""
         if isinstance(content, dict) and content.get("type") == "watch":
             await self.watch(content.get("ids"))
         else:
-            await self.send_json({"error": "only watch"})
+            await super().receive_json(content, **kwargs)
 
     container_changed = ViewerSocket.forward
     container_removed = ViewerSocket.forward
