@@ -2,6 +2,7 @@
 the URL (search, filters, sort, page), bad values answered with a message and
 never a 500, the page's own fetch, and bulk stop/remove with its permissions
 and audit rows.  Containers are created, never started: cheap."""
+import asyncio
 import re
 import secrets
 
@@ -127,3 +128,48 @@ def test_bulk_remove_reports_each_container_and_goes_on_after_an_error(operator_
     bad = operator_client.post(reverse("containers:bulk", args=["stop"]), {"id": [cs[1].id], "timeout": "soon"},
                                HTTP_X_REQUESTED_WITH="fetch")
     assert bad.status_code == 400 and "invalid timeout" in bad.json()["message"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_list_socket_samples_the_running_rows_it_names_and_releases_them(viewer, rt, made, settings):
+    """watch → the sampler samples those rows (running ones only), sends their
+    usage, and lets them go when the page names others or closes."""
+    from asgiref.sync import async_to_sync
+    from channels.testing import WebsocketCommunicator
+
+    from dashboard.asgi import application
+    from dashboard.containers import services
+    from dashboard.live import sampler
+    from tests.dashboard.test_consumers import _headers
+    settings.TERRARIUM_RECONCILE_INTERVAL = 0
+    settings.TERRARIUM_LIVE_TICK = 0.2
+    sampler.reset_sampler()
+    busy = rt.create(Spec(image="busybox", name=f"w{secrets.token_hex(3)}", cmd=("sleep", "300")))
+    rt.start(busy.id)
+    idle = rt.create(Spec(image="busybox", name=f"w{secrets.token_hex(3)}", cmd=("sleep", "300")))
+    services.containers_refresh()
+    headers = _headers(viewer)
+
+    async def run():
+        comm = WebsocketCommunicator(application, "/ws/containers/", headers=headers)
+        assert (await comm.connect())[0]
+        await comm.send_json_to({"type": "watch", "ids": [busy.id, idle.id, "nope"]})
+        got = await comm.receive_json_from(timeout=5)
+        while got.get("type") != "usage":
+            got = await comm.receive_json_from(timeout=5)
+        assert got["id"] == busy.id and got["mem"] > 0
+        assert set(sampler.get_sampler().subscribers) == {busy.id}          # not the created one
+        await comm.send_json_to({"type": "watch", "ids": []})              # the row left the page
+        for _ in range(50):
+            if not sampler.get_sampler().subscribers:
+                break
+            await asyncio.sleep(0.02)
+        assert not sampler.get_sampler().subscribers
+        await comm.send_json_to({"type": "watch", "ids": "all"})
+        assert await comm.receive_json_from(timeout=2) == {"type": "error",
+                                                          "error": "watch takes a list of container ids"}
+        await comm.send_json_to({"type": "watch", "ids": [busy.id]})
+        await comm.disconnect()                                             # closing releases it too
+        assert not sampler.get_sampler().subscribers
+    async_to_sync(run)()
+    sampler.reset_sampler()
