@@ -280,6 +280,8 @@ class Session:
         # then neither parsed nor checked again.
         self.line: bytes | None = None
         self.parsed: tuple | None = None
+        self.conn: socket.socket | None = None    # the connection and its request reader,
+        self.lines: _Reader | None = None         # for a verb that reads more of it (sample-stream)
 
     def get(self, key: str, make: Callable | None = None):
         """The session's object under key, made by make() if there is none yet (None without make)."""
@@ -528,6 +530,35 @@ def _sample(rt, session, ids=None, tree=True, keep=True):
                                   f"at most {MAX_SAMPLED}: forget some first (sample-forget)")
         sender.ids = ids
     return sender.sample(ids, tree, keep)
+
+
+MAX_SAMPLE_STREAMS = 64         # sample-stream subscriptions at once, for every client (one per
+_sample_streams = threading.BoundedSemaphore(MAX_SAMPLE_STREAMS)   # connection: a thread each)
+
+
+def _interval(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.05 <= v <= 60:
+        raise InvalidArgument(f"invalid interval {v!r}: 0.05 to 60 seconds")
+    return float(v)
+
+
+def _sample_stream(rt, session, ids, tree=True, interval=1.0):
+    """A subscription: the watch set's readings pushed every interval seconds
+    as what changed, until the client hangs up; a line the client sends
+    meanwhile is the new watch set (runtime/sampling.py stream()).  One per
+    connection (it holds the connection), MAX_SAMPLE_STREAMS in all; the
+    connection's end closes every file it kept open."""
+    from .sampling import stream
+    if session.conn is None:
+        raise InvalidArgument("sample-stream: needs a connection of its own")
+    if not _sample_streams.acquire(blocking=False):
+        raise Conflict(f"{MAX_SAMPLE_STREAMS} sampling streams are open already")
+    try:
+        verb = VERBS["sample-stream"]
+        yield from stream(_sampler(rt, session), session.conn, session.lines,
+                          lambda obj: _check_args("sample-stream", verb, obj), ids, tree, interval)
+    finally:
+        _sample_streams.release()
 
 
 def _sample_forget(rt, session, ids):
@@ -823,6 +854,9 @@ VERBS: dict[str, Verb] = {
     "sample": Verb(_sample, {"ids": (_container_ids(MAX_SAMPLE_IDS), False), "tree": (_bool, False),
                              "keep": (_bool, False)}, session=True),
     "sample-forget": Verb(_sample_forget, {"ids": (_container_ids(MAX_SAMPLED), True)}, session=True),
+    # The live sampler's subscription: frames pushed on the agent's clock (runtime/sampling.py).
+    "sample-stream": Verb(_sample_stream, {"ids": (_container_ids(MAX_SAMPLE_IDS), True), "tree": (_bool, False),
+                                           "interval": (_interval, False)}, session=True, stream=True),
     # ROOT/audit.log's newest records (the dashboard shows the CLI's next to its own)
     "audit-recent": Verb(lambda rt, limit=500, others_only=False: rt.audit_recent(limit, others_only),
                          {"limit": (_count(_audit_log.RECENT_MAX), False), "others_only": (_bool, False)}),
@@ -1064,6 +1098,7 @@ class Agent:
                 return
             stream = _Reader(conn)
             session = Session()
+            session.conn, session.lines = conn, stream
             while True:
                 line, fds = stream.readline(MAX_LINE + 1)
                 try:
@@ -1228,7 +1263,11 @@ class _Reader:
     def __init__(self, conn: socket.socket):
         self.conn, self.buf, self.fds = conn, b"", []
 
-    def readline(self, limit: int) -> tuple[bytes, list[int]]:
+    def pending(self) -> bool:
+        """A whole line is buffered already (a select on the socket would not show it)."""
+        return b"\n" in self.buf
+
+    def readline(self, limit: int = MAX_LINE + 1) -> tuple[bytes, list[int]]:
         while True:
             end = self.buf.find(b"\n")
             if end >= 0 or len(self.buf) >= limit:

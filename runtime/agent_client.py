@@ -448,6 +448,150 @@ class AgentStatsReader:
         raise AgentUnavailable(f"the Terrarium agent at {self._pool.path} does not answer")
 
 
+class AgentSampleStream:
+    """The live sampler's subscription (runtime/agent.py ``sample-stream``):
+    the agent reads the watch set on its own clock and pushes a frame per
+    tick (runtime/sampling.py), so a tick costs this side a read and a
+    decode, no request.  read_many(ids) sends the watch set when it changed,
+    then waits for the next frame (it paces the caller: ``paced``) and
+    returns the readings as AgentStatsReader's do, with the tick's times in
+    ``taken`` ((monotonic, wall) when the agent's read began).  A connection
+    lost (the agent restarted) is made again, the session starting over.
+    Not thread-safe: one per sampling thread."""
+
+    paced = True
+
+    def __init__(self, pool: _Pool, user: str, interval: float):
+        from .sampling import Receiver
+        self._pool, self._user, self.interval = pool, user, float(interval)
+        self._sock: socket.socket | None = None
+        self._buf = b""
+        self._got = Receiver(error_of)
+        self._ids: list | None = None          # the watch set sent last on _sock
+        self._tree = True
+        self._watch = 0                        # watch sets sent on _sock (the agent's "w")
+        self.taken: tuple[float, float] | None = None
+
+    @property
+    def containers(self) -> dict:
+        return self._got.got
+
+    def read_many(self, ids, tree: bool = True, keep: bool = True) -> dict:
+        """{id: (raw, forest), or the error of that id} from the next frame
+        (and any that came before it, applied in order).  An id that is not
+        one gets InvalidArgument and is not watched."""
+        if not keep:
+            raise InvalidArgument("a sampling stream keeps what it watches (keep=False: stats_reader())")
+        from .discovery.registry import is_key
+        out: dict = {}
+        ask = []
+        for cid in dict.fromkeys(ids):
+            if is_key(cid):
+                ask.append(cid)
+            else:
+                out[cid] = InvalidArgument(f"invalid container id {cid!r}: 64 hex digits")
+        if len(ask) > _agent.MAX_SAMPLE_IDS:
+            raise InvalidArgument(f"a sampling stream watches at most {_agent.MAX_SAMPLE_IDS} containers")
+        self.taken = None
+        if not ask:
+            if self._sock is not None and self._ids:
+                self._send_watch([], tree)     # nothing to watch: the agent stops ticking
+            return out
+        for _ in range(3):
+            try:
+                if self._sock is None:
+                    self._open(ask, tree)
+                elif ask != self._ids or tree != self._tree:
+                    self._send_watch(ask, tree)
+                frames = self._frames()
+            except OSError:
+                frames = None
+            if frames is None:
+                self.close()                   # the agent ended or is leaving: a new session
+                continue
+            out.update(self._apply(frames, ask, tree))
+            return out
+        raise AgentUnavailable(f"the Terrarium agent at {self._pool.path} does not answer")
+
+    def forget(self, cid: str) -> None:
+        """Stop watching cid: the agent closes its files before its next frame."""
+        self._got.forget(cid)
+        if self._sock is not None and self._ids and cid in self._ids:
+            try:
+                self._send_watch([c for c in self._ids if c != cid], self._tree)
+            except OSError:
+                self.close()
+
+    def fileno(self) -> int:
+        return self._sock.fileno() if self._sock is not None else -1
+
+    def close(self) -> None:
+        """Hang up: the agent stops and closes every file of the session."""
+        sock, self._sock = self._sock, None
+        self._buf, self._ids, self._watch, self.taken = b"", None, 0, None
+        if sock is not None:
+            sock.close()
+        self._got.clear()
+
+    # ------------------------------------------------------------ internals
+    def _args(self, ids: list, tree: bool) -> dict:
+        return {"ids": ids, "tree": tree, "interval": self.interval}
+
+    def _open(self, ids: list, tree: bool) -> None:
+        self._sock = self._pool._open()
+        self._got.clear()                      # a new session: nothing was sent on it
+        self._sock.sendall(json.dumps({"verb": "sample-stream", "args": self._args(ids, tree),
+                                       "user": self._user}, separators=(",", ":")).encode() + b"\n")
+        self._ids, self._tree, self._watch = ids, tree, 1
+
+    def _send_watch(self, ids: list, tree: bool) -> None:
+        for cid in self._ids or ():
+            if cid not in ids:
+                self._got.forget(cid)          # the agent forgets it too, before its next frame
+        self._sock.sendall(json.dumps(self._args(ids, tree), separators=(",", ":")).encode() + b"\n")
+        self._ids, self._tree = ids, tree
+        self._watch += 1
+
+    def _frames(self) -> list | None:
+        """Every frame that has come in, waiting for one of the current watch
+        set; None when the stream ended (the agent gone or leaving)."""
+        frames = []
+        sock = self._sock
+        while True:
+            *lines, self._buf = self._buf.split(b"\n")
+            for line in lines:
+                reply = json.loads(line)
+                item = reply.get("more")
+                if item is None:
+                    if reply.get("ok") or reply.get("kind") == "Leaving":
+                        return None            # the stream ended: ask the next agent
+                    raise_reply(reply)
+                frames.append(item)
+            if frames and frames[-1]["w"] == self._watch:
+                return frames                  # (one recv takes every frame already there)
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                return None
+            self._buf += chunk
+
+    def _apply(self, frames: list, ask: list, tree: bool) -> dict:
+        """The readings of ask after the frames, applied in order.  Frames of
+        an earlier watch set only update containers still watched."""
+        got, decode, out = self._got.got, self._got.decode, {}
+        for f in frames:
+            current = f["w"] == self._watch
+            for cid, e in f["r"].items():
+                if current or cid in got:
+                    out[cid] = decode(cid, e, tree, True)
+        for cid in ask:
+            if cid not in out:
+                out[cid] = (decode(cid, None, tree, True) if cid in got
+                            else AgentUnavailable(f"no reading of {cid} in the agent's frame"))
+        last = frames[-1]
+        self.taken = (last["m"], last["t"])
+        return out
+
+
 # ------------------------------------------------------------------ facade
 
 class AgentRuntime:
@@ -533,6 +677,10 @@ class AgentRuntime:
     def stats_reader(self) -> AgentStatsReader:
         """Runtime.stats_reader() through the agent: a sampling session on a connection of its own."""
         return AgentStatsReader(self._pool, self.user)
+
+    def sample_stream(self, interval: float) -> AgentSampleStream:
+        """A subscription to the agent's readings every interval seconds (the live sampler's)."""
+        return AgentSampleStream(self._pool, self.user, interval)
 
     @property
     def cgroup_parent(self) -> str:

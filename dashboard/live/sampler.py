@@ -17,14 +17,17 @@ Where it runs (setting TERRARIUM_SAMPLER):
 
 Blocking reads run in a worker thread, never on the event loop, one
 ``read_many`` per tick for every watched container.  They go through the
-runtime's reader (dashboard.containers.runtime_client.stats_reader():
-runtime.stats' kept-open descriptors re-read with pread, unchanged process
-sets and processes skipped; in agent mode the same reader in the root agent,
-one request per tick), or, with TERRARIUM_SAMPLER_READER="selectors", through
-dashboard.live.selectors (every file opened and read again each time: the
-reference path, and the seam tests replace).  A point's ``t`` is when the
-tick's read began, so sample → browser delay counts the read (and the round
-trip to the agent).
+runtime's reader (runtime.stats' kept-open descriptors re-read with pread,
+unchanged process sets and processes skipped), or, with
+TERRARIUM_SAMPLER_READER="selectors", through dashboard.live.selectors (every
+file opened and read again each time: the reference path, and the seam tests
+replace).  In agent mode the reader is a subscription
+(selectors.sample_stream): the agent reads the watched set on its own clock,
+every tick, and pushes what changed; the sampler sends the set only when it
+changes, and its ticks follow the agent's frames (``paced``) instead of a
+timer of its own.  A point's ``t`` is when the tick's read began (the
+agent's, through the agent), so sample → browser delay counts the read and
+the way to the web tier.
 
 Each event is published as ``{"type", "id", "json"}``: the event is encoded to
 JSON once per tick, whatever the number of viewers, and consumers forward the
@@ -120,10 +123,22 @@ class SelectorsReader(Reader):
 
 class StatsReader(Reader):
     """Reads through the runtime's reader (runtime.stats, in-process or in the
-    agent): kept-open descriptors, unchanged work skipped."""
+    agent): kept-open descriptors, unchanged work skipped.  Through the agent
+    the reader is a subscription (selectors.sample_stream(interval)): the
+    agent ticks and pushes, a read waits for its next frame (``paced``) and
+    ``taken`` is when the agent's read began."""
 
-    def __init__(self, reader=None):
+    def __init__(self, reader=None, interval: float | None = None):
         self._reader = reader
+        self.interval = interval          # the sampler's tick (set by the Sampler)
+
+    @property
+    def paced(self) -> bool:
+        return getattr(self._reader, "paced", False)
+
+    @property
+    def taken(self):
+        return getattr(self._reader, "taken", None)
 
     def read(self, cid: str, tree: bool = True) -> tuple[dict, list | None]:
         got = self.read_many([cid], tree)[cid]
@@ -134,7 +149,8 @@ class StatsReader(Reader):
     def read_many(self, ids, tree: bool = True) -> dict:
         try:
             if self._reader is None:
-                self._reader = selectors.stats_reader()
+                self._reader = (selectors.sample_stream(self.interval) if self.interval
+                                else selectors.stats_reader())
             got = self._reader.read_many(ids, tree)
         except (TerrariumError, OSError) as e:        # the agent is not there
             return {cid: selectors.NotSampled(str(e)) for cid in ids}
@@ -195,6 +211,8 @@ class Sampler:
         self.tick = tick or tick_seconds()
         self.keep = keep or history_seconds()
         self.reader = reader or make_reader()
+        if getattr(self.reader, "interval", 0) is None:
+            self.reader.interval = self.tick      # a subscription ticks with the sampler
         self._reader_lock = threading.Lock()     # the reader is not thread-safe
         self.subscribers: dict[str, int] = {}
         self.leases: dict[str, dict[str, float]] = {}   # external: container -> {channel: expiry}
@@ -211,6 +229,7 @@ class Sampler:
         self.minute_pass = minute_pass or None
         self.passes = 0                       # minute passes run, for tests
         self._pass_at: float | None = None    # loop time of the next one
+        self._paced = False                   # the last tick waited for the reader's clock
 
     # ------------------------------------------------------- subscriptions
     async def subscribe(self, container_id: str) -> dict:
@@ -345,6 +364,10 @@ class Sampler:
                     await self.run_minute_pass()
             except Exception:                      # noqa: BLE001 - keep the feed alive, say why
                 log.exception("sampler tick failed")
+            if self._paced:                        # the reader's clock paces the ticks
+                next_at = loop.time()
+                await asyncio.sleep(0)
+                continue
             next_at += self.tick
             delay = next_at - loop.time()
             if delay < 0:                          # fell behind: skip, don't burst
@@ -364,6 +387,7 @@ class Sampler:
         """Sample every watched container once (in a thread) and publish."""
         ids = list(self.subscribers)
         now = time.time()
+        self._paced = False
         gone = []
         for cid in [c for c in self.state if c not in self.subscribers]:
             if not self._prune(self.state[cid], now):
@@ -396,6 +420,10 @@ class Sampler:
             ids = [cid for cid in ids if cid in self.subscribers]
             mono, wall = time.monotonic(), time.time()
             got = self.reader.read_many(ids) if ids else {}
+            taken = getattr(self.reader, "taken", None) if ids else None
+            self._paced = taken is not None
+            if taken is not None:                 # a subscription's frame: when the agent read
+                mono, wall = taken
             read = [(cid, self._sample_one(cid, got[cid], mono, wall)) for cid in ids]
         out = []
         for cid, evs in read:

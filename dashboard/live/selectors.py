@@ -81,6 +81,15 @@ def stats_reader():
     return get_runtime().stats_reader()
 
 
+def sample_stream(interval: float):
+    """The live sampler's reader: through the root agent, a subscription
+    (AgentRuntime.sample_stream: the agent reads every interval seconds and
+    pushes what changed, pacing the sampler); in-process, stats_reader()."""
+    rt = get_runtime()
+    make = getattr(rt, "sample_stream", None)
+    return make(interval) if make is not None else rt.stats_reader()
+
+
 def _read_once(container_id: str, tree: bool):
     """One reading with every file opened for it and closed again (nothing kept)."""
     reader = stats_reader()

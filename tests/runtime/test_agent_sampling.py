@@ -277,3 +277,110 @@ def test_a_one_off_read_between_kept_ones_leaves_both_sides_in_step(rt, idle):
             assert [n.info.pid for _, n in procs.walk(forest)] == rt.cgroups.procs(idle.id)
     finally:
         sender.close()
+
+
+# ------------------------------------------------------- the live sampler's subscription
+
+def _stream_session(path: str, args: dict):
+    """A raw sample-stream connection: (socket, next line as a dict, send a watch-set line)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    s.settimeout(10)
+    f = s.makefile("rb")
+    s.sendall(json.dumps({"verb": "sample-stream", "args": args}).encode() + b"\n")
+    return s, lambda: json.loads(f.readline()), lambda obj: s.sendall(json.dumps(obj).encode() + b"\n")
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_a_subscription_pushes_what_changed_follows_its_watch_set_and_goes_with_the_connection(
+        rt, agent_rt, idle, session_root):
+    pid = agent_rt.call("info")["pid"]
+    pids = rt.cgroups.procs(idle.id)
+    threads = _threads(pid)
+    st = agent_rt.sample_stream(0.05)
+    try:
+        raw, forest = st.read_many([idle.id])[idle.id]
+        mono, wall = st.taken                                   # when the agent's read began
+        assert abs(wall - time.time()) < 5 and mono <= time.monotonic()
+        assert [n.info.pid for _, n in procs.walk(forest)] == pids
+        for _ in range(6):                    # the agent's next ticks: nothing moved, the same objects
+            raw2, forest2 = st.read_many([idle.id])[idle.id]
+            assert st.taken[0] > mono and forest2 is forest and raw2["sources"] is raw["sources"]
+            mono = st.taken[0]
+        assert len(_holding(pid, idle.id, pids)) >= 10
+        assert _threads(pid) == threads + 1                     # the subscription's thread
+        got = st.read_many([idle.id, "not-an-id", "f" * 64])     # a new watch set: its frame at once
+        assert isinstance(got["not-an-id"], InvalidArgument) and isinstance(got["f" * 64], NotFound)
+        assert got[idle.id][1] is forest
+        st.forget(idle.id)                                      # out of the set: its files closed
+        _wait(lambda: not _holding(pid, idle.id, pids), "the agent to close a forgotten container's files")
+        st.read_many([idle.id])
+        assert _holding(pid, idle.id, pids)
+    finally:
+        st.close()
+    _wait(lambda: not _holding(pid, idle.id, pids) and _threads(pid) == threads,
+          "the agent to close the subscription's files and end its thread")
+
+    # on the wire: a tick of an idle container is a frame with nothing in it
+    s, frame, _ = _stream_session(socket_path(session_root), {"ids": [idle.id], "interval": 0.05})
+    with s:
+        first = frame()["more"]
+        assert first["w"] == 1 and {"raw", "src", "procs", "full"} <= set(first["r"][idle.id])
+        for _ in range(50):
+            nxt = frame()["more"]
+            if not nxt["r"]:
+                break
+        assert nxt == {"w": 1, "t": nxt["t"], "m": nxt["m"], "r": {}}
+
+
+def test_malformed_subscriptions_are_refused_and_their_number_is_capped(agent_rt, idle, session_root):
+    from runtime.agent import MAX_SAMPLE_STREAMS
+    agent_rt.call("info")
+    path = socket_path(session_root)
+    for args, message in (
+            ({"ids": ["../../../sys/fs/cgroup"]}, "invalid container id"),
+            ({"ids": ["a" * 64] * (MAX_SAMPLE_IDS + 1)}, f"a list of at most {MAX_SAMPLE_IDS}"),
+            ({"ids": [idle.id], "interval": 0.001}, "0.05 to 60 seconds"),
+            ({"ids": [idle.id], "interval": True}, "invalid interval"),
+            ({"ids": [idle.id], "path": "/sys"}, "unknown argument 'path'"),
+            ({}, "argument 'ids' is required")):
+        s, frame, _ = _stream_session(path, args)
+        with s:
+            reply = frame()
+            assert (reply["ok"], reply["kind"]) == (False, "InvalidArgument"), args
+            assert message in reply["error"], (args, reply)
+    for line in ({"ids": ["web"]}, {"ids": [idle.id], "verb": "rm"}, "not an object"):
+        s, frame, send = _stream_session(path, {"ids": [idle.id], "interval": 0.05})
+        with s:
+            assert frame()["more"]["w"] == 1
+            send(line)                              # a bad watch-set line ends the stream with why
+            while "more" in (reply := frame()):
+                pass
+            assert (reply["ok"], reply["kind"]) == (False, "InvalidArgument"), (line, reply)
+    held = []
+    try:
+        for _ in range(MAX_SAMPLE_STREAMS):         # empty watch sets: a thread each, no ticks
+            s, frame, send = _stream_session(path, {"ids": []})
+            held.append(s)
+        send({"ids": [idle.id]})                    # the last one, given a set, ticks
+        assert idle.id in frame()["more"]["r"]
+        s, frame, _ = _stream_session(path, {"ids": [idle.id]})
+        with s:
+            reply = frame()
+            assert (reply["ok"], reply["kind"]) == (False, "Conflict"), reply
+            assert f"{MAX_SAMPLE_STREAMS} sampling streams" in reply["error"]
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 10                # their slots come back with the connections
+    while True:
+        s, frame, _ = _stream_session(path, {"ids": [idle.id], "interval": 0.05})
+        with s:
+            reply = frame()
+        if reply.get("more") or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert reply["more"]["w"] == 1, reply
