@@ -10,8 +10,9 @@
 2. Delay: from a sample (``point.t``, when the tick's read began) to its
    arrival at a real websocket client (the `websockets` library) through
    Daphne, in the single-process setup (in-memory layer, sampler in Daphne)
-   read in-process and read through the root agent (TERRARIUM_AGENT=1: one
-   `sample` request per tick), both Daphnes up at once and their rounds
+   read in-process and read through the root agent (TERRARIUM_AGENT=1: the
+   sampler's subscription, `sample-stream`, the agent pushing a frame per
+   tick), both Daphnes up at once and their rounds
    interleaved, order rotating; and, if redis-server is installed, in the
    scale-out one (Redis layer, two Daphne workers, `manage.py sampler`).
    p50 and p99 in ms.

@@ -35,14 +35,14 @@ that connection* (kept-open cgroup and /proc files, unchanged work skipped),
 and answers all of them in one reply, each as what changed since the last
 reply on that connection (runtime/sampling.py); ``sample-forget`` closes the
 files of containers nobody watches, and the end of the connection closes
-everything the session held.  The consumer (the dashboard's sampler) drives
-the tick rather than the agent pushing samples on a timer of its own: a
-sample is then read when the consumer wants it, so sample → browser costs
-one round trip and no wait for the agent's next tick; the consumer's tick,
-its watched set and its pauses are the only ones (no second clock to keep in
-step, no subscription to renew); and the descriptors a viewer caused live
-and die with the connection of the one process that watches, so a web tier
-that dies or restarts leaves nothing open in the agent.
+everything the session held.  The dashboard's live sampler subscribes
+instead (``sample-stream``): it sends its watch set once and again when it
+changes, and the agent reads it on its own clock and pushes a frame of what
+changed each tick, which the sampler's ticks follow (one clock, the agent's;
+a request per tick cost ~400 µs a tick more on both sides, bench/README.md).
+The descriptors a viewer caused live and die with the connection of the one
+process that watches, so a web tier that dies or restarts leaves nothing
+open in the agent.
 
 Started on first use by a root client (runtime/daemons.py, like the fork
 server), as `terrarium agent` in the foreground, or from
