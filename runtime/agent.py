@@ -39,7 +39,7 @@ everything the session held.  The dashboard's live sampler subscribes
 instead (``sample-stream``): it sends its watch set once and again when it
 changes, and the agent reads it on its own clock and pushes a frame of what
 changed each tick, which the sampler's ticks follow (one clock, the agent's;
-a request per tick cost ~400 µs a tick more on both sides, bench/README.md).
+no request, wake-up, parse or dispatch per tick: bench/README.md).
 The descriptors a viewer caused live and die with the connection of the one
 process that watches, so a web tier that dies or restarts leaves nothing
 open in the agent.

@@ -58,9 +58,9 @@ the watch set by sending its arguments again as a line of their own
 (``{"ids": [...], "tree": true, "interval": 1.0}``); the containers it
 leaves out are forgotten (their files closed) before the next frame, which
 comes at once.  An empty set stops the ticks.  The connection's end ends it
-all.  Measured (bench/README.md "Sampling through the agent"): a request per
-tick cost ~400 µs a tick on both sides together beyond the reads, most of it
-the request's way in (encode, send, the agent's receive, parse, dispatch).
+all.  What a tick through the agent still costs beyond the reads is mostly
+the agent's wake-up (two processes wake per tick instead of one): see
+bench/README.md "Sampling through the agent".
 """
 from __future__ import annotations
 
