@@ -122,7 +122,10 @@ class WebStack:
         self.wanted_users = tuple(users)
         self.env = dict(os.environ, TERRARIUM_DB=os.path.join(self.tmp, "db.sqlite3"),
                         DJANGO_SECRET_KEY=secrets.token_urlsafe(50), TERRARIUM_DEBUG="0",
-                        DJANGO_SETTINGS_MODULE="dashboard.settings", PYTHONUNBUFFERED="1",
+                        PYTHONUNBUFFERED="1",
+                        # the calling process's settings (pytest's tests.settings: a fast password
+                        # hasher), else the dashboard's own (bench/ sets dashboard.settings)
+                        DJANGO_SETTINGS_MODULE=os.environ.get("DJANGO_SETTINGS_MODULE") or "dashboard.settings",
                         **(env or {}))
         self.users: dict[str, tuple[str, str]] = {}
         self.ports: list[int] = []
