@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import http.cookiejar
+import json
 import os
 import re
 import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -53,6 +55,25 @@ def manage(env: dict, *args: str) -> str:
     if r.returncode != 0:
         raise RuntimeError(f"manage.py {' '.join(args)} failed: {r.stderr[-3000:]}")
     return r.stdout
+
+
+def manage_all(env: dict, *commands: tuple[str, ...]) -> None:
+    """Several `manage.py` commands (each the tuple of its arguments) run in
+    order in one Python process (call_command): one Django start-up instead
+    of one per command.  RuntimeError with stderr if one fails."""
+    script = ("import json, sys, django; django.setup()\n"
+              "from django.core.management import call_command\n"
+              "for args in json.loads(sys.argv[1]): call_command(*args)\n")
+    r = subprocess.run([sys.executable, "-c", script, json.dumps(commands)], env=env, cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(f"manage.py {commands} failed: {r.stderr[-3000:]}")
+
+
+# A freshly migrated database per settings module, as bytes (sqlite3's
+# serialize()): later stacks of the same process start from a copy of it
+# instead of running every migration again.
+_MIGRATED: dict[str, bytes] = {}
 
 
 def wait_port(port: int, proc: subprocess.Popen, what: str, log_path: str, timeout: float = 30) -> None:
@@ -160,10 +181,13 @@ class WebStack:
     def _start(self) -> None:
         if self.redis:
             self._start_redis()
-        manage(self.env, "migrate", "--noinput")
+        self._migrate()
+        made = []
         for username, role in self.wanted_users:
             self.users[role] = (username, f"pw-{secrets.token_hex(8)}")
-            manage(self.env, "terrarium_user", username, "--role", role, "--password", self.users[role][1])
+            made.append(("terrarium_user", username, "--role", role, "--password", self.users[role][1]))
+        if made:
+            manage_all(self.env, *made)
         if self.redis:
             self.sampler = self._spawn([sys.executable, os.path.join(REPO, "manage.py"), "sampler"],
                                        "sampler")
@@ -174,6 +198,21 @@ class WebStack:
         self.daphnes = [proc for _, proc in daphnes]
         if self.sampler is not None:
             self._wait_sampler_ready()
+
+    def _migrate(self) -> None:
+        """`manage.py migrate` into the new database, or a copy of the one an
+        earlier stack of this process migrated with the same settings."""
+        db, key = self.env["TERRARIUM_DB"], self.env["DJANGO_SETTINGS_MODULE"]
+        if key not in _MIGRATED:
+            manage(self.env, "migrate", "--noinput")
+            con = sqlite3.connect(db)
+            try:
+                _MIGRATED[key] = con.serialize()
+            finally:
+                con.close()
+            return
+        with open(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+            f.write(_MIGRATED[key])
 
     def _spawn_daphne(self, i: int, port: int) -> tuple[int, subprocess.Popen]:
         # as scripts/run.sh starts it (dashboard/serve.py: Daphne with body limits)
