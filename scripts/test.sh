@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Run Terrarium's tests: setup, then ruff (on a full run), then pytest (arguments
-# passed through), then the cgroup v2 VM tier (tests/vm/run_vm_tier.sh) when it exists.
+# passed through), and the cgroup v2 VM tier (tests/vm/run_vm_tier.sh) when it exists.
 # Output is also written to test-output/.
 #
 #   scripts/test.sh                      # everything
 #   scripts/test.sh tests/runtime -k oom # a subset (VM tier skipped)
 #   TERRARIUM_VM_TIER=0 scripts/test.sh  # skip the VM tier; =1 forces it
+#   TERRARIUM_VM_PARALLEL=0 scripts/test.sh   # the VM tier after pytest, not beside it
+#
+# The VM tier runs beside lint and pytest (niced: pytest, mostly waiting on
+# servers, containers and Chromium, keeps its CPU), its output held in
+# test-output/vm-tier.log and shown after pytest's.  It is a VM: it touches
+# nothing on the host that the leak check looks at.
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -25,6 +31,15 @@ scripts/setup.sh "${setup_args[@]}" || { echo "test: setup failed" >&2; exit 1; 
 out=test-output
 mkdir -p "$out"
 
+vm_pid=
+if [ "$run_vm" = 1 ] && [ "${TERRARIUM_VM_PARALLEL:-1}" = 1 ]; then
+    # Beside pytest the tier gets only spare CPU: a longer time limit than alone.
+    TERRARIUM_VM_TIMEOUT=${TERRARIUM_VM_TIMEOUT:-900} nice -n 19 "$vm_tier" >"$out/vm-tier.log" 2>&1 &
+    vm_pid=$!
+    trap '[ -n "$vm_pid" ] && kill "$vm_pid" 2>/dev/null' EXIT
+    echo "test: the cgroup v2 VM tier runs beside pytest (pid $vm_pid; TERRARIUM_VM_PARALLEL=0: after it)"
+fi
+
 # Lint first (pyproject's [tool.ruff]): quick, and a finding fails the run.
 lint_rc=0
 if [ "$#" -eq 0 ]; then
@@ -42,9 +57,17 @@ if [ "$rc" -eq 5 ]; then
 fi
 
 if [ "$run_vm" = 1 ]; then
-    echo "test: running the cgroup v2 VM tier ($vm_tier)"
-    "$vm_tier" 2>&1 | tee "$out/vm-tier.log"
-    vm_rc=${PIPESTATUS[0]}
+    if [ -n "$vm_pid" ]; then
+        echo "test: waiting for the cgroup v2 VM tier ($vm_tier)"
+        wait "$vm_pid"
+        vm_rc=$?
+        vm_pid=
+        cat "$out/vm-tier.log"
+    else
+        echo "test: running the cgroup v2 VM tier ($vm_tier)"
+        "$vm_tier" 2>&1 | tee "$out/vm-tier.log"
+        vm_rc=${PIPESTATUS[0]}
+    fi
     summary=$(grep -Ei '[0-9]+ (passed|failed)' "$out/vm-tier.log" | tail -n 1 || true)
     echo "test: VM tier: ${summary:-no passed/failed line} (exit $vm_rc)"
     if [ "$vm_rc" -ne 0 ]; then
