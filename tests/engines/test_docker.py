@@ -243,7 +243,7 @@ def test_a_podman_container_in_the_list_its_page_and_its_controls(podman, web, p
                  "sh", "-c", "echo podman-says-hi; trap 'exit 0' TERM; while :; do sleep 1; done").stdout.strip()
     key = f"podman-{cid}"
     row = page.locator(f'tr[data-container-id="{key}"]')
-    row.wait_for(timeout=5_000)                             # its event stream, not a reload
+    row.wait_for(timeout=2_000)                             # within 2 s of `podman run`: its event stream
     assert row.get_attribute("data-name") == pname
     assert row.locator(".engine").inner_text().lower() == "podman"
     page.goto(f"{page.base}/containers/{key}/")
