@@ -84,21 +84,22 @@ def private_dockerd(cgroup_parent: str | None = None, timeout: float = 60.0, sto
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _tail(base: str) -> str:
+def _tail(base: str, log: str = "dockerd.log") -> str:
+    """The end of a private engine's log under its dir, for a failure message."""
     try:
-        with open(os.path.join(base, "dockerd.log"), "rb") as f:
+        with open(os.path.join(base, log), "rb") as f:
             return f.read()[-2000:].decode("utf-8", "replace")
     except OSError:
         return ""
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the dockerd we started (it stops its own containerd), then
-    SIGKILL to its process group if it hangs."""
+def _stop(proc: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM to the engine we started (dockerd stops its own containerd),
+    then SIGKILL to its process group if it hangs."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(30)
+            proc.wait(grace)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
@@ -131,15 +132,36 @@ def _reap_under(base: str, grace: float = 10.0) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _remove_cgroups(parent: str) -> None:
+def _remove_cgroups(parent: str, grace: float = 5.0) -> None:
+    """Remove the engine's cgroup dirs under `parent` (ours by name), deepest
+    first.  A process just killed (a lingering conmon of a finished exec) can
+    still be in one for a moment: retry until `grace`, then SIGKILL whatever
+    those cgroups still hold and try once more."""
     base = "/sys/fs/cgroup"
-    tops = [base] + [os.path.join(base, h) for h in os.listdir(base)]
-    for top in tops:
-        path = os.path.join(top, parent)
-        if os.path.isdir(path):
-            for dirpath, _dirs, _files in sorted(os.walk(path), key=lambda w: -len(w[0])):
-                with contextlib.suppress(OSError):
-                    os.rmdir(dirpath)
+    paths = [os.path.join(top, parent) for top in [base] + [os.path.join(base, h) for h in os.listdir(base)]]
+
+    def left() -> list[str]:
+        out = []
+        for path in paths:
+            if os.path.isdir(path):
+                for dirpath, _dirs, _files in sorted(os.walk(path), key=lambda w: -len(w[0])):
+                    try:
+                        os.rmdir(dirpath)
+                    except OSError:
+                        out.append(dirpath)
+        return out
+
+    deadline = time.monotonic() + grace
+    while (busy := left()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for dirpath in busy:
+        with contextlib.suppress(OSError), open(os.path.join(dirpath, "cgroup.procs")) as f:
+            for pid in f.read().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+    if busy:
+        time.sleep(0.2)
+        left()
 
 
 def _unmount_under(base: str) -> None:

@@ -31,12 +31,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 
-from tests.dockerd import _remove_cgroups, _reap_under, _unmount_under
+from tests.dockerd import _remove_cgroups, _reap_under, _stop, _tail, _unmount_under
 
 PODMAN = "/usr/bin/podman"
 RUNC = "/usr/sbin/runc"
@@ -116,7 +115,7 @@ image_copy_tmp_dir = "{tmp}"
     finally:
         with contextlib.suppress(Exception):
             podman("rm", "-f", "-a", "-t", "0", check=False, timeout=60)
-        _stop(proc)
+        _stop(proc, grace=15)
         _reap_under(base, grace=2.0)
         log.close()
         _remove_cgroups(cgroup_parent)
@@ -129,7 +128,7 @@ def _wait_answers(proc, sock: str, timeout: float, base: str) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            raise AssertionError(f"podman system service exited {proc.returncode}: {_tail(base)}")
+            raise AssertionError(f"podman system service exited {proc.returncode}: {_tail(base, 'service.log')}")
         if os.path.exists(sock):
             api = docker.APIClient(base_url=f"unix://{sock}", version="1.41", timeout=5)
             try:
@@ -140,25 +139,7 @@ def _wait_answers(proc, sock: str, timeout: float, base: str) -> None:
             finally:
                 api.close()
         if time.monotonic() > deadline:
-            raise AssertionError(f"podman system service did not answer within {timeout}s: {_tail(base)}")
+            raise AssertionError(f"podman system service did not answer within {timeout}s: {_tail(base, 'service.log')}")
         time.sleep(0.1)
 
 
-def _tail(base: str) -> str:
-    try:
-        with open(os.path.join(base, "service.log"), "rb") as f:
-            return f.read()[-2000:].decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)

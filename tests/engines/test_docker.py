@@ -232,8 +232,8 @@ def test_a_podman_container_in_the_list_its_page_and_its_controls(podman, web, p
     """Podman through its Docker-compatible API (the same EngineSource as
     dockerd's): the row and badge, the live page's processes and cgroup
     figures, its log (Podman's times, which drop trailing zeros, made whole),
-    Stop and Start through the API (podman inspect agrees), and a viewer's
-    page without buttons."""
+    Stop and Start through the API (podman inspect agrees), a web terminal
+    through its exec, and a viewer's page without buttons."""
     if podman is None:
         pytest.skip("needs Debian's podman (scripts/setup.sh installs it)")
     page.goto(page.base + "/")
@@ -271,6 +271,18 @@ def test_a_podman_container_in_the_list_its_page_and_its_controls(podman, web, p
         rows = db.execute("select action, result from containers_auditentry where container_id=? "
                           "order by id", (cid,)).fetchall()
     assert rows == [("stop", "ok"), ("start", "ok")]
+    # the web terminal through Podman's exec (the same code as Docker's)
+    from playwright.sync_api import expect
+    page.click("#terminal-link")
+    expect(page.locator("#term-status")).to_have_attribute("data-state", "open")
+    page.locator("#terminal .xterm-helper-textarea").press_sequentially("echo $((6*7)) > /tmp/answer; exit 3")
+    page.keyboard.press("Enter")
+    expect(page.locator("#term-status")).to_have_text("Session ended (exit 3).")
+    assert podman("exec", pname, "cat", "/tmp/answer").stdout == "42\n"
+    with sqlite3.connect(web.env["TERRARIUM_DB"]) as db:
+        rows = db.execute("select result, details from containers_auditentry where action='terminal' "
+                          "and container_id=?", (cid,)).fetchall()
+    assert len(rows) == 1 and rows[0][0] == "ok" and json.loads(rows[0][1])["engine"] == "podman"
     cookie = login_cookie(web.ports[0], *web.users["viewer"])
     req = urllib.request.Request(f"{web.urls[0]}/containers/{key}/", headers={"Cookie": cookie})
     html = urllib.request.urlopen(req, timeout=10).read().decode()
