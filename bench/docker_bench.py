@@ -93,10 +93,7 @@ def main(n_docker=50, n_ours=20, ticks=20, rounds=5) -> dict:
     try:
         with dockerd.private_dockerd(f"{parent}-dockerd") as docker:
             os.environ["TERRARIUM_DOCKER_HOST"] = docker.env["DOCKER_HOST"]
-            tar = os.path.join(root, "busybox.tar")
-            with open(tar, "wb") as f:
-                rt.save_image("busybox", f)
-            docker("load", "-i", tar)
+            dockerd.load_image(docker, rt)
             ids = [docker("run", "-d", "--network", "none", "busybox", "sleep", "3600").stdout.strip()
                    for _ in range(n_docker)]
             ours = [rt.run(Spec(image="busybox", name=f"b{i}-{secrets.token_hex(2)}",

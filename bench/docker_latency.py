@@ -68,10 +68,7 @@ def main(n=20) -> dict:
     try:
         with dockerd.private_dockerd(f"{parent}-dockerd") as docker:
             os.environ["TERRARIUM_DOCKER_HOST"] = docker.env["DOCKER_HOST"]
-            tar = os.path.join(root, "busybox.tar")
-            with open(tar, "wb") as f:
-                rt.save_image("busybox", f)
-            docker("load", "-i", tar)
+            dockerd.load_image(docker, rt)
             disc = rt.discovery()
             disc.discover()
             disc.follow(stop.is_set, on_key)

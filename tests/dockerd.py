@@ -84,6 +84,17 @@ def private_dockerd(cgroup_parent: str | None = None, timeout: float = 60.0, sto
         shutil.rmtree(base, ignore_errors=True)
 
 
+def load_image(engine, rt, name: str = "busybox") -> None:
+    """Our image `name` (from Runtime `rt`) loaded into a private engine (this
+    dockerd, or tests/podman.py's service) by its own `load`, through a tar
+    under the engine's dir."""
+    tar = os.path.join(engine.base, f"{name}.tar")
+    with open(tar, "wb") as f:
+        rt.save_image(name, f)
+    engine("load", "-i", tar)
+    os.unlink(tar)
+
+
 def _tail(base: str, log: str = "dockerd.log") -> str:
     """The end of a private engine's log under its dir, for a failure message."""
     try:

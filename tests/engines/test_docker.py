@@ -23,7 +23,7 @@ from playwright.sync_api import expect
 from runtime import Spec
 
 from tests import podman as podman_fixture
-from tests.dockerd import private_dockerd
+from tests.dockerd import load_image, private_dockerd
 from tests.fixtures_web import CHROMIUM_ARGS
 from tests.webstack import WebStack, login_cookie
 
@@ -31,14 +31,11 @@ pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason=
 
 
 @pytest.fixture(scope="module")
-def docker(rt, session_root, tmp_path_factory):
+def docker(rt, session_root):
     """The private dockerd (our busybox loaded as `busybox`), its socket the agent's."""
     from runtime.agent import stop_agent
     with private_dockerd(storage_driver="overlay2") as d:      # overlay roots: the layer view
-        tar = tmp_path_factory.mktemp("dk") / "busybox.tar"
-        with open(tar, "wb") as f:
-            rt.save_image("busybox", f)
-        d("load", "-i", str(tar))
+        load_image(d, rt)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("TERRARIUM_DOCKER_HOST", d.env["DOCKER_HOST"])
             stop_agent(session_root)            # the next one inherits the socket
@@ -51,7 +48,7 @@ def docker(rt, session_root, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def podman(rt, session_root, docker, tmp_path_factory):
+def podman(rt, session_root, docker):
     """The private Podman service (our busybox loaded as `busybox`), its socket
     the agent's; None where podman is not installed (its tests skip)."""
     from runtime.agent import stop_agent
@@ -59,10 +56,7 @@ def podman(rt, session_root, docker, tmp_path_factory):
         yield None
         return
     with podman_fixture.private_podman() as p:
-        tar = tmp_path_factory.mktemp("pm") / "busybox.tar"
-        with open(tar, "wb") as f:
-            rt.save_image("busybox", f)
-        p("load", "-i", str(tar))
+        load_image(p, rt)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("TERRARIUM_PODMAN_HOST", p.url)
             stop_agent(session_root)            # the next one inherits the socket
