@@ -338,6 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def _print_table(table: list[tuple[str, ...]]) -> None:
+    """Rows (the first the header) in columns as wide as their widest cell, three spaces apart."""
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        print("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
 def _say(message: str) -> None:
     """One line on stderr, however many lines the message came with (tarfile
     explains itself over several)."""
@@ -495,9 +502,7 @@ def _ps(rt, args) -> int:
         cmd = " ".join(c.cmd)
         table.append((c.id[:12], c.image, f'"{cmd[:20]}…"' if len(cmd) > 20 else f'"{cmd}"',
                       f"{_ago(now - c.created_at)} ago", status_text(c, now), c.name))
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    for r in table:
-        print("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    _print_table(table)
     return 0
 
 
@@ -521,9 +526,7 @@ def _ps_engines(rt, args) -> int:
         ident = f.id[:12] if len(f.id) == 64 else f.id
         name = f.name if len(f.name) <= 40 else f.name[:39] + "…"
         table.append((f.engine, ident, name, f.state, str(f.pid or "-"), f.cgroup or "-"))
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    for r in table:
-        print("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    _print_table(table)
     for state in ("absent", "refused"):
         missing = [f"{s.engine} ({s.detail})" if s.detail else s.engine for s in states if s.state == state]
         if missing:
@@ -655,9 +658,7 @@ def _images(rt, args) -> int:
         size = sum(layer.size for layer in image.layers)
         table.append((image.name or "<none>", image.id[7:19], str(len(image.layers)), _size(size),
                       " ".join(image.config.cmd)))
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    for r in table:
-        print("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    _print_table(table)
     return 0
 
 
@@ -767,9 +768,7 @@ def _network(rt, args) -> int:
         table = [("NAME", "BRIDGE", "SUBNET", "GATEWAY", "CONTAINERS")]
         for n in rt.networks.list():
             table.append((n["name"], n["bridge"], n["subnet"], n["gateway"], str(len(n["containers"]))))
-        widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-        for r in table:
-            print("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+        _print_table(table)
         return 0
     if verb == "inspect":
         print(json.dumps([rt.networks.inspect(n) for n in args.names], indent=2))
@@ -794,9 +793,7 @@ def _volume(rt, args) -> int:
         table = [("VOLUME NAME", "SIZE", "CONTAINERS")]
         for v in rt.volumes.list():
             table.append((v["name"], _size(v.get("size")), ", ".join(u["name"] for u in v["containers"]) or "-"))
-        widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-        for r in table:
-            print("   ".join(val.ljust(w) for val, w in zip(r, widths)).rstrip())
+        _print_table(table)
         return 0
     if verb == "inspect":
         print(json.dumps([rt.volumes.inspect(n) for n in args.names], indent=2))
