@@ -28,13 +28,9 @@ def _with_api(key):
 @can_view
 def engine_logs(request, container_id):
     """Its logs page (logs.html, read over ws/containers/<key>/logs/: the engine's logs API)."""
-    from .logsocket import DEFAULT_TAIL
-    from .logviews import TAILS
+    from .logviews import logs_form
     found = _with_api(container_id)
-    q = request.GET
-    return render(request, "containers/logs.html", {
-        **_context(request, found), "tails": TAILS, "tail": q.get("tail", str(DEFAULT_TAIL)),
-        "since": q.get("since", ""), "until": q.get("until", ""), "search": q.get("q", "")})
+    return render(request, "containers/logs.html", {**_context(request, found), **logs_form(request.GET)})
 
 
 @require_GET

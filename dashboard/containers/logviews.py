@@ -24,12 +24,14 @@ TAILS = (100, 1000, 10000)
 @_refreshed
 def container_logs(request, container_id):
     c = _container_or_404(container_id)
-    q = request.GET
     return render(request, "containers/logs.html", {
-        "c": c, "actions": selectors.container_actions(container=c, user=request.user),
-        "tails": TAILS, "tail": q.get("tail", str(DEFAULT_TAIL)), "since": q.get("since", ""),
-        "until": q.get("until", ""), "search": q.get("q", ""),
-    })
+        "c": c, "actions": selectors.container_actions(container=c, user=request.user), **logs_form(request.GET)})
+
+
+def logs_form(q) -> dict:
+    """The logs page's form as the query string fills it in (ours and another engine's container)."""
+    return {"tails": TAILS, "tail": q.get("tail", str(DEFAULT_TAIL)), "since": q.get("since", ""),
+            "until": q.get("until", ""), "search": q.get("q", "")}
 
 
 def log_query(q, *, tail_default: int | None = None) -> dict:
