@@ -13,17 +13,18 @@ whose message names what it is about.
 __all__ = [
     "Runtime", "Container", "Image", "ImageConfig", "Layer", "Limits", "LogConfig", "Spec", "Healthcheck",
     "TerrariumError", "InvalidArgument", "NotFound", "Conflict", "KernelError",
-    "ExecFailed",
+    "ExecFailed", "Sample",
 ]
 
 _HOME = {"Runtime": "containers",
          "Container": "model", "Image": "model", "ImageConfig": "model", "Layer": "model",
          "Limits": "model", "LogConfig": "model", "Spec": "model", "Healthcheck": "model",
          "TerrariumError": "errors", "InvalidArgument": "errors", "NotFound": "errors",
-         "Conflict": "errors", "KernelError": "errors", "ExecFailed": "errors", "Forbidden": "errors"}
+         "Conflict": "errors", "KernelError": "errors", "ExecFailed": "errors", "Forbidden": "errors",
+         "Sample": "cgroups.record"}
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> object:
     # Lazy, so that `import runtime.forkserver` in the fork server and the
     # `terrarium` command (runtime.client) load only what they use.
     home = _HOME.get(name)

@@ -5,16 +5,82 @@ command imports this module, and `dataclasses` pulls in `inspect`, `ast` and
 `dis` and generates code per class — about 35 ms of a CLI start that is
 meant to compete with runc (bench/start_latency.py).  Named tuples are just
 as frozen, hashable and comparable; `to_dict()` turns one into JSON-ready data.
+Their fields are declared with types, in typing.NamedTuple's class syntax:
+mypy reads them as NamedTuples, and at run time TypedRecord's metaclass
+makes the same collections.namedtuple without importing typing.
 """
 from __future__ import annotations
 
 from collections import namedtuple
 from types import MappingProxyType
 
-_EMPTY = MappingProxyType({})
+TYPE_CHECKING = False       # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, NamedTuple as TypedRecord, TypedDict
+
+    class HealthcheckDict(TypedDict):
+        """A Healthcheck as config.json and Container.healthcheck hold it."""
+        test: list[str] | tuple[str, ...]
+        interval: float
+        timeout: float
+        retries: int
+        start_period: float
+
+    class HealthResult(TypedDict):
+        """One run of a health check (runtime/lifecycle.py)."""
+        start: float
+        end: float
+        exit_code: int
+        output: str
+
+    class Health(TypedDict):
+        status: str | None              # None only from a health.json without one
+        failing_streak: int
+        log: list[HealthResult]
+
+    class Stopping(TypedDict):
+        since: float
+        timeout: float
+
+    class Restarting(TypedDict):
+        due: float | None
+        delay: float | None
+
+    class RestartRecord(TypedDict):
+        exit_code: int | None
+        finished_at: float | None
+        delay: float
+        restarted_at: float
+else:
+    class _RecordMeta(type):
+        """typing.NamedTuple's class syntax without importing typing (2 ms of
+        a cold command): the annotated names, in order, are the fields, and
+        the values given to the last of them their defaults.  A docstring,
+        nothing else: a method would be lost, so it is refused."""
+
+        def __new__(mcs, name, bases, ns):
+            if not bases:
+                return super().__new__(mcs, name, bases, ns)
+            fields = tuple(ns["__annotations__"])
+            defaults = tuple(ns[f] for f in fields if f in ns)
+            if any(f in ns for f in fields[:len(fields) - len(defaults)]):
+                raise TypeError(f"{name}: a field without a default follows one with a default")
+            if any(k not in fields and not k.startswith("__") for k in ns):
+                raise TypeError(f"{name}: a record has fields and a docstring only")
+            cls = namedtuple(name, fields, defaults=defaults, module=ns["__module__"])
+            cls.__doc__ = ns.get("__doc__")
+            cls.__qualname__ = ns["__qualname__"]
+            return cls
+
+    class TypedRecord(metaclass=_RecordMeta):
+        """Base of a record declared with typing.NamedTuple's class syntax (other
+        modules: `from typing import NamedTuple as TypedRecord` for mypy)."""
+
+_EMPTY: Mapping[str, int] = MappingProxyType({})
 
 
-class Limits(namedtuple("Limits", "memory memory_swap cpus pids", defaults=(None, None, None, None))):
+class Limits(TypedRecord):
     """Resource limits of one container; None means unlimited.
 
     memory        bytes
@@ -24,39 +90,54 @@ class Limits(namedtuple("Limits", "memory memory_swap cpus pids", defaults=(None
     cpus          fraction of cores, e.g. 0.5
     pids          the most processes at once
     """
-    __slots__ = ()
+    memory: int | None = None
+    memory_swap: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
 
 
-class ImageConfig(namedtuple("ImageConfig", "cmd env workdir healthcheck", defaults=(
-        ("sh",), ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",), "/", None))):
+class ImageConfig(TypedRecord):
     """What an image runs by default: argv, KEY=VALUE env, working directory, and
     the health check its containers get unless they say otherwise (a
     Healthcheck, defined below; None: none)."""
-    __slots__ = ()
+    cmd: tuple[str, ...] = ("sh",)
+    env: tuple[str, ...] = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
+    workdir: str = "/"
+    healthcheck: Healthcheck | None = None
 
 
-class Layer(namedtuple("Layer", "digest size files created_by path", defaults=("", ""))):
+class Layer(TypedRecord):
     """One unpacked layer: digest "sha256:<hex>" of its uncompressed tar, bytes of
     content, entries, the instruction or source that made it, its directory."""
-    __slots__ = ()
+    digest: str
+    size: int
+    files: int
+    created_by: str = ""
+    path: str = ""
 
 
-class Image(namedtuple("Image", "name layers config created history id replaced",
-                       defaults=(0.0, (), "", ""))):
+class Image(TypedRecord):
     """name ("busybox"; "" for an image no name points at any more), layers
     bottom first, ImageConfig, unix time, how each layer was made (bottom
     first), id ("sha256:<hex>", runtime/images/store.py image_id), and, when
     this write moved the name off another image, that image's id (replaced)."""
-    __slots__ = ()
+    name: str
+    layers: tuple[Layer, ...]
+    config: ImageConfig
+    created: float = 0.0
+    history: tuple[str, ...] = ()
+    id: str = ""
+    replaced: str = ""
 
 
-class LogConfig(namedtuple("LogConfig", "max_size max_file", defaults=(10 << 20, 3))):
+class LogConfig(TypedRecord):
     """A container's log (runtime/logs.py): rotated when a file would pass
     max_size bytes, max_file files kept (the live one included)."""
-    __slots__ = ()
+    max_size: int = 10 << 20
+    max_file: int = 3
 
 
-class Mount(namedtuple("Mount", "type source target read_only size mode", defaults=(False, None, None))):
+class Mount(TypedRecord):
     """One mount outside the overlay (runtime/mounts.py).
 
     type      volume | bind | tmpfs
@@ -66,28 +147,27 @@ class Mount(namedtuple("Mount", "type source target read_only size mode", defaul
     read_only mounted read-only
     size      tmpfs only: bytes (None: the kernel's default, half the RAM)
     mode      tmpfs only: permission bits of its root (None: 1777)"""
-    __slots__ = ()
+    type: str
+    source: str
+    target: str
+    read_only: bool = False
+    size: int | None = None
+    mode: int | None = None
 
 
-class Healthcheck(namedtuple("Healthcheck", "test interval timeout retries start_period",
-                             defaults=((), 30.0, 30.0, 3, 0.0))):
+class Healthcheck(TypedRecord):
     """A container's health check (runtime/lifecycle.py), Docker's fields: test is
     the argv run in the container through exec (`--health-cmd` is sh -c CMD);
     empty test: none at all (--no-healthcheck).  Seconds; retries failures in a
     row make it unhealthy; failures within start_period do not count."""
-    __slots__ = ()
+    test: tuple[str, ...] = ()
+    interval: float = 30.0
+    timeout: float = 30.0
+    retries: int = 3
+    start_period: float = 0.0
 
 
-_SPEC_FIELDS = (
-    "image name cmd env hostname workdir limits auto_remove seccomp log network ports "
-    "restart healthcheck "      # lifecycle (runtime/lifecycle.py)
-    "mounts read_only"          # volumes and mounts (runtime/mounts.py)
-)
-
-
-class Spec(namedtuple("Spec", _SPEC_FIELDS,
-                      defaults=(None, (), (), None, None, Limits(), False, None, LogConfig(), "none", (),
-                                "no", None, (), False))):
+class Spec(TypedRecord):
     """What `create` needs; runtime.spec.make_spec() builds a checked one.
 
     cmd empty: the image's cmd.  env: "K=V" added to the image's.  hostname
@@ -99,23 +179,27 @@ class Spec(namedtuple("Spec", _SPEC_FIELDS,
     always | unless-stopped; healthcheck: a Healthcheck, None for the image's
     (runtime/lifecycle.py).  mounts: Mount records (volumes,
     bind mounts, tmpfs); read_only: the root filesystem is mounted read-only."""
-    __slots__ = ()
+    image: str
+    name: str | None = None
+    cmd: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    hostname: str | None = None
+    workdir: str | None = None
+    limits: Limits = Limits()
+    auto_remove: bool = False
+    seccomp: Mapping[str, Any] | None = None
+    log: LogConfig = LogConfig()
+    network: str = "none"
+    ports: tuple[str, ...] = ()
+    # lifecycle (runtime/lifecycle.py)
+    restart: str = "no"
+    healthcheck: Healthcheck | None = None
+    # volumes and mounts (runtime/mounts.py)
+    mounts: tuple[Mount, ...] = ()
+    read_only: bool = False
 
 
-_CONTAINER_FIELDS = (
-    "id name image cmd env hostname workdir limits status created_at "
-    "layers pid shim_pid started_at finished_at exit_code oom_killed oom_kills error "
-    "cgroup namespaces rootfs upperdir workdir_overlay log_path auto_remove restart_count seccomp log_config "
-    "no_new_privileges network address ports "
-    "restart_policy restart_history healthcheck health stopping restarting"     # lifecycle (runtime/lifecycle.py)
-    " mounts read_only"     # volumes and mounts (runtime/mounts.py)
-)
-
-
-class Container(namedtuple("Container", _CONTAINER_FIELDS, defaults=(
-        (), None, None, None, None, None, False, 0, None,
-        None, _EMPTY, "", "", "", "", False, 0, "default", LogConfig(), True, "none", None, (),
-        "no", (), None, None, None, None, (), False))):
+class Container(TypedRecord):
     """What inspect and list report.
 
     status        created | running | paused | exited | broken (config.json unreadable;
@@ -146,10 +230,52 @@ class Container(namedtuple("Container", _CONTAINER_FIELDS, defaults=(
     mounts        Mount records: volumes (by name), bind mounts (resolved host path), tmpfs
     read_only     its root filesystem is mounted read-only
     """
-    __slots__ = ()
+    id: str
+    name: str
+    image: str
+    cmd: tuple[str, ...]
+    env: tuple[str, ...]
+    hostname: str
+    workdir: str
+    limits: Limits
+    status: str
+    created_at: float
+    layers: tuple[str, ...] = ()
+    pid: int | None = None
+    shim_pid: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    oom_killed: bool = False
+    oom_kills: int = 0
+    error: str | None = None
+    cgroup: str | None = None
+    namespaces: Mapping[str, int] = _EMPTY
+    rootfs: str = ""
+    upperdir: str = ""
+    workdir_overlay: str = ""
+    log_path: str = ""
+    auto_remove: bool = False
+    restart_count: int = 0
+    seccomp: str = "default"
+    log_config: LogConfig = LogConfig()
+    no_new_privileges: bool = True
+    network: str = "none"
+    address: str | None = None
+    ports: tuple[str, ...] = ()
+    # lifecycle (runtime/lifecycle.py)
+    restart_policy: str = "no"
+    restart_history: tuple[RestartRecord, ...] = ()
+    healthcheck: HealthcheckDict | None = None
+    health: Health | None = None
+    stopping: Stopping | None = None
+    restarting: Restarting | None = None
+    # volumes and mounts (runtime/mounts.py)
+    mounts: tuple[Mount, ...] = ()
+    read_only: bool = False
 
 
-def to_dict(value):
+def to_dict(value: object) -> Any:
     """A record (recursively) as plain dicts, lists and scalars, for JSON."""
     if hasattr(value, "_asdict"):
         return {k: to_dict(v) for k, v in value._asdict().items()}

@@ -6,8 +6,8 @@ container's reading as the difference from what it last sent *on that
 connection*; the client (runtime/agent_client.AgentStatsReader) keeps what it
 received and rebuilds the reading whole:
 
-    {"<id>": {"raw": {...the keys whose value changed...},   # only when some did
-              "src": {...}            # raw["sources"], only when it is a new object
+    {"<id>": {"raw": {...the figures whose value changed...},   # only when some did
+              "src": {...}            # the sample's sources, only when it is a new object
               "procs": [...]}}        # the forest, only when it is a new object
     {"<id>": {"error": {"ok": false, "kind": "NotFound", "error": "..."}}}
 
@@ -18,10 +18,13 @@ back its last reading, the same objects.  A request without ``ids`` repeats
 the connection's previous ``ids`` (the dashboard's watched set, most ticks),
 so neither side encodes, parses nor checks the ids again.
 
-- ``raw``: every key of the first reading (with ``full: true``, also when the
-  keys themselves changed), then only those whose value differs from the last
-  one sent (an idle container that ran: its CPU time and little else).  Left
-  out when no value changed; the client then hands back the same raw dict.
+- ``raw``: the sample's ``kind`` and every figure of the first reading (with
+  ``full: true``, also when the figures themselves changed), then only the
+  figures whose value differs from the last one sent (an idle container that
+  ran: its CPU time and little else).  Left out when no value changed; the
+  client then hands back the same record.  The client rebuilds the typed
+  record (runtime/cgroups/record.py ``Sample``) from the figures, as the
+  readers do, so a row added to the table needs no edit here either.
 - ``src``: sent again only when the reader made a new ``sources`` dict
   (runtime.stats shares one per container), so the client hands back the same
   object tick after tick, and dashboard/live/sampler.py, which rebuilds a
@@ -67,10 +70,30 @@ from __future__ import annotations
 import json
 import os
 import select
+import socket
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol, TypedDict, TypeVar
 
 from . import procs as _procs
-from .errors import InvalidArgument
+from .cgroups.record import Figure, Sample
+from .errors import InvalidArgument, TerrariumError
+from .stats import Forest, Reading, StatsReader
+
+_T = TypeVar("_T")
+# A process on the wire: a JSON array [children, pid, start, ...] of one of
+# three lengths (see the module docstring), so its items are of mixed types.
+WireProc = list[Any]
+InfoKey = tuple[int, int]                       # (pid, start ticks)
+
+
+class Entry(TypedDict, total=False):
+    """One container's part of a reply or frame (the module docstring)."""
+    raw: Mapping[str, Figure | str]     # what changed; with "full", "kind" and every figure
+    full: bool
+    src: Mapping[str, str]
+    procs: list[WireProc]
+    error: dict[str, Any]               # runtime/agent.error_reply: JSON of an exception
 
 # A ProcessInfo in full, in this order, after its number of children: two items
 # ([n, pid, start_ticks]) name one sent before, four ([n, pid, start_ticks,
@@ -83,7 +106,7 @@ _TUPLES = ("ns_pids", "cmdline")                # JSON lists that are tuples in 
 _SAME, _CHANGED, _FULL = 3, 5, 1 + len(PROC_FIELDS)    # the lengths of a process's three forms
 
 
-def _frozen(cls, fields: dict):
+def _frozen(cls: type[_T], fields: Mapping[str, Any]) -> _T:
     """What cls(**fields) makes, for a frozen dataclass without __post_init__
     (ProcessInfo, ProcessNode): the instance dict filled in one update, not
     through object.__setattr__ field by field (dataclasses.replace and the
@@ -93,7 +116,7 @@ def _frozen(cls, fields: dict):
     return obj
 
 
-def _delta(old: _procs.ProcessInfo, new: _procs.ProcessInfo) -> list | None:
+def _delta(old: _procs.ProcessInfo, new: _procs.ProcessInfo) -> list[dict[str, Any]] | None:
     """[{field: value}, {source: text}] from ``old`` to ``new``; None when the
     sources lost a key (then the process goes in full)."""
     a, b = old.__dict__, new.__dict__
@@ -110,11 +133,11 @@ class _Sent:
     """What one connection last sent (agent side) or received (client side) of one container."""
     __slots__ = ("raw", "sources", "forest", "infos")
 
-    def __init__(self):
-        self.raw: dict | None = None
-        self.sources = None
-        self.forest = None
-        self.infos: dict = {}               # (pid, start) -> ProcessInfo
+    def __init__(self) -> None:
+        self.raw: Sample | None = None
+        self.sources: Mapping[str, str] | None = None
+        self.forest: Forest | None = None
+        self.infos: dict[InfoKey, _procs.ProcessInfo] = {}
 
 
 # ------------------------------------------------------------------ agent side
@@ -123,8 +146,8 @@ class Sender:
     """The agent's half: a StatsReader, what was sent of each container, and
     the ids of the last request (which a request without ids repeats)."""
 
-    def __init__(self, reader, error_reply):
-        self.reader = reader                  # runtime.stats.StatsReader
+    def __init__(self, reader: StatsReader, error_reply: Callable[[BaseException], dict[str, Any]]):
+        self.reader = reader
         self.error_reply = error_reply        # exception -> the agent's error reply
         self.sent: dict[str, _Sent] = {}
         self.ids: list[str] | None = None
@@ -132,8 +155,8 @@ class Sender:
     def __len__(self) -> int:
         return len(self.reader.containers)
 
-    def sample(self, ids, tree: bool, keep: bool) -> dict:
-        out = {}
+    def sample(self, ids: Iterable[str], tree: bool, keep: bool) -> dict[str, Entry]:
+        out: dict[str, Entry] = {}
         sent = self.sent
         for cid, got in self.reader.read_many(ids, tree, keep).items():
             if isinstance(got, BaseException):
@@ -157,7 +180,7 @@ class Sender:
                 out[cid] = e
         return out
 
-    def forget(self, ids) -> None:
+    def forget(self, ids: Iterable[str]) -> None:
         for cid in ids:
             self.reader.forget(cid)
             self.sent.pop(cid, None)
@@ -167,7 +190,22 @@ class Sender:
         self.sent.clear()
 
 
-def stream(sender: Sender, conn, lines, check, ids: list, tree: bool, interval: float):
+class Lines(Protocol):
+    """The agent's request reader of a connection (runtime/agent._Reader)."""
+    def pending(self) -> bool: ...
+    def readline(self) -> tuple[bytes, list[int]]: ...
+
+
+class Frame(TypedDict):
+    """One tick of a ``sample-stream`` (the module docstring)."""
+    w: int
+    t: float
+    m: float
+    r: dict[str, Entry]
+
+
+def stream(sender: Sender, conn: socket.socket, lines: Lines, check: Callable[[object], dict[str, Any]],
+           ids: list[str], tree: bool, interval: float) -> Iterator[Frame]:
     """The agent's ``sample-stream``: frames (see the module docstring) every
     ``interval`` seconds for the watch set ``ids``, until the client hangs up.
     conn: the connection (waited on between ticks); lines: its request reader
@@ -177,6 +215,7 @@ def stream(sender: Sender, conn, lines, check, ids: list, tree: bool, interval: 
     watch = 1
     due = time.monotonic()
     while True:
+        wait: float | None
         if ids:
             now = time.monotonic()
             if now >= due:
@@ -209,25 +248,21 @@ def stream(sender: Sender, conn, lines, check, ids: list, tree: bool, interval: 
         due = time.monotonic()                     # the new set's first frame at once
 
 
-def encode(s: _Sent, raw: dict, forest) -> dict:
+def encode(s: _Sent, raw: Sample, forest: Forest | None) -> Entry:
     """One reading as the change from ``s`` (updated to it); {} if nothing changed."""
-    e: dict = {}
+    e: Entry = {}
     last = s.raw
     if raw is not last:
-        changed = None
-        if last is not None and len(last) == len(raw):
-            try:                              # the same keys (runtime.stats: always, in one version)
-                changed = {k: v for k, v in raw.items() if last[k] != v}
-            except KeyError:
-                pass
+        # the same figures (runtime.stats: always, in one version): what changed
+        changed = raw.changes(last) if last is not None and last.kind == raw.kind else None
         if changed is None:
-            e["raw"], e["full"] = {k: v for k, v in raw.items() if k != "sources"}, True
-        else:
-            changed.pop("sources", None)
-            if changed:
-                e["raw"] = changed
+            full: dict[str, Figure | str] = {"kind": raw.kind}
+            full.update(raw.figures)
+            e["raw"], e["full"] = full, True
+        elif changed:
+            e["raw"] = changed
         s.raw = raw
-    sources = raw.get("sources")
+    sources = raw.sources
     if sources is not s.sources or last is None:
         e["src"] = s.sources = sources
     if forest is not None and forest is not s.forest:
@@ -236,10 +271,12 @@ def encode(s: _Sent, raw: dict, forest) -> dict:
     return e
 
 
-def _encode_forest(forest, sent: dict) -> tuple[list, dict]:
+def _encode_forest(forest: Forest, sent: dict[InfoKey, _procs.ProcessInfo]
+                   ) -> tuple[list[WireProc], dict[InfoKey, _procs.ProcessInfo]]:
     """The forest's processes in display order, each as [children, ...] (see the
     module docstring), against ``sent``; and the new (pid, start) -> ProcessInfo."""
-    now, out = {}, []
+    now: dict[InfoKey, _procs.ProcessInfo] = {}
+    out: list[WireProc] = []
     stack = list(reversed(forest))
     while stack:
         node = stack.pop()
@@ -264,33 +301,31 @@ def _encode_forest(forest, sent: dict) -> tuple[list, dict]:
 class Receiver:
     """The client's half: what was received of each container, and the readings rebuilt."""
 
-    def __init__(self, error_of):
+    def __init__(self, error_of: Callable[[dict[str, Any]], Exception]):
         self.error_of = error_of              # the agent's error reply -> its exception
         self.got: dict[str, _Sent] = {}
 
-    def decode(self, cid: str, e: dict | None, tree: bool, keep: bool):
-        """→ (raw, forest), with the previous objects where nothing changed
+    def decode(self, cid: str, e: Entry | None, tree: bool, keep: bool) -> Reading | Exception:
+        """→ (sample, forest), with the previous objects where nothing changed
         (e None: the container was left out of the reply, nothing changed); an
         error entry → the exception it stands for (not raised)."""
         if e is None:                       # the very same reading, as runtime.stats gives it back
             s = self.got[cid]
+            if s.raw is None:                   # (the agent repeats only what it sent)
+                return TerrariumError(f"sample: no reading of {cid} to repeat")
             return s.raw, (s.forest if tree else None)
         if "error" in e:
             self.got.pop(cid, None)
             return self.error_of(e["error"])
-        s = self.got.get(cid)
-        if s is None:
-            s = _Sent()
-            if keep:
-                self.got[cid] = s
-        elif not keep:
-            del self.got[cid]
-        src = e.get("src", s.sources)
-        if "raw" in e or src is not s.sources:      # a new dict: the consumers keep the last one
-            raw = {} if e.get("full") or s.raw is None else dict(s.raw)
-            raw.update(e.get("raw", ()))
-            raw["sources"] = s.sources = src
-            s.raw = raw
+        s = self.got.get(cid) or _Sent()
+        if keep:
+            self.got[cid] = s
+        else:
+            self.got.pop(cid, None)
+        src = e.get("src", s.sources) or {}
+        if "raw" in e or src is not s.sources or s.raw is None:    # a new record: the consumers keep the last one
+            s.raw = _record(s.raw, e, src)
+            s.sources = src
         if "procs" in e:
             s.forest, s.infos = _decode_forest(e["procs"], s.infos)
         return s.raw, (s.forest if tree else None)
@@ -302,10 +337,22 @@ class Receiver:
         self.got.clear()
 
 
-def _decode_forest(items: list, got: dict) -> tuple[list, dict]:
+def _record(last: Sample | None, e: Entry, sources: Mapping[str, str]) -> Sample:
+    """The record an entry's ``raw`` (and ``src``) make of the last one received."""
+    got = e.get("raw", {})
+    if e.get("full") or last is None:
+        figures = {k: v for k, v in got.items() if not isinstance(v, str)}
+        kind = got.get("kind")
+        return Sample.of(kind if isinstance(kind, str) else "v1", figures, sources)
+    return last.updated({k: v for k, v in got.items() if not isinstance(v, str)}, sources)
+
+
+def _decode_forest(items: list[WireProc], got: dict[InfoKey, _procs.ProcessInfo]
+                   ) -> tuple[Forest, dict[InfoKey, _procs.ProcessInfo]]:
     """The forest _encode_forest sent, against the ProcessInfos ``got`` before;
     and the new (pid, start) -> ProcessInfo."""
-    now, infos = {}, []
+    now: dict[InfoKey, _procs.ProcessInfo] = {}
+    infos: list[tuple[int, _procs.ProcessInfo]] = []
     for p in items:
         n = len(p)
         if n == _SAME:
@@ -327,7 +374,7 @@ def _decode_forest(items: list, got: dict) -> tuple[list, dict]:
         infos.append((p[0], info))
     # Link bottom-up: in display order a node's children are the subtrees right
     # after it, so walking backwards they are on the stack when it comes.
-    stack: list = []
+    stack: list[_procs.ProcessNode] = []
     for n, info in reversed(infos):
         if n:
             kids = tuple(stack[:-n - 1:-1])

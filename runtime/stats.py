@@ -2,7 +2,7 @@
 
     from runtime import stats
     reader = stats.StatsReader(rt.cgroups)           # one per sampler
-    raw, forest = reader.read(cid)                   # == cg.sample(cid), procs.container_tree(...)
+    sample, forest = reader.read(cid)                # == cg.sample(cid), procs.container_tree(...)
     reader.forget(cid)                               # the container is no longer watched
 
 ``CgroupDriver.sample`` and ``procs.container_tree`` open, read and close
@@ -59,21 +59,29 @@ RSS here is stat field 24 (pages, the kernel's fast per-mm counter) rather
 than status VmRSS: they count the same pages, VmRSS summed exactly, so they
 can differ by the per-CPU batch (a few hundred kB at most).
 
-The raw dict has exactly the keys and ``sources`` of the driver's
-``sample()`` (v1 and v2; tests compare them).  Not thread-safe: one reader
-per sampler thread.
+The reading is the driver's ``sample()`` record (runtime/cgroups/record.py
+``Sample``: the same figures and ``sources``, v1 and v2; tests compare them).
+Not thread-safe: one reader per sampler thread.
 """
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 from . import fdbudget
 from . import procs as _procs
 from .cgroups import figures, parse
-from .cgroups.base import same_netns
+from .cgroups.base import CgroupDriver, same_netns
+from .cgroups.record import Figure, Sample
 from .errors import NotFound, TerrariumError
+from .pidinfo import StatFields, parse_nspid, parse_stat, parse_status, parse_uid
+from .procs import ProcessInfo, ProcessNode
+
+Forest = list[ProcessNode]
+# One container's reading: its cgroup's record and its processes (None: not read).
+Reading = tuple[Sample, Forest | None]
 
 _REOPEN = (errno.ENOENT, errno.ESTALE, errno.ENODEV)
 _GONE = (errno.ENOENT, errno.ESRCH)
@@ -94,7 +102,8 @@ class _File:
     __slots__ = ("path", "fd", "keep", "whole")
 
     def __init__(self, path: str, keep: bool = True, whole: bool = False):
-        self.path, self.fd, self.keep, self.whole = path, None, keep, whole
+        self.path, self.keep, self.whole = path, keep, whole
+        self.fd: int | None = None
 
     def read(self) -> bytes | None:
         """The file's bytes now; None if it does not exist (a knob not offered)."""
@@ -147,7 +156,7 @@ class _File:
 
 
 def _read_rest(fd: int, offset: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = os.pread(fd, _BUF, offset)
         if not chunk:
@@ -163,14 +172,22 @@ def _read_rest(fd: int, offset: int) -> bytes:
 # the next slow tick.
 
 
+class _Source(Protocol):
+    """What a _Knob reads: a _File, or the _NetDev of a container."""
+    def read(self) -> bytes | None: ...
+    def close(self) -> None: ...
+
+
 class _Knob:
     """A kept-open cgroup file with its last bytes and the figures parsed from
     them: the row's parser runs only when the bytes changed (most files, most
     ticks, do not).  ``value`` is None while the file is absent."""
     __slots__ = ("file", "parse", "raw", "value")
 
-    def __init__(self, path: str | None, parser, file=None, keep: bool = True):
-        self.file, self.parse, self.raw, self.value = file or _File(path, keep), parser, None, None
+    def __init__(self, file: _Source, parser: figures.Parse):
+        self.file, self.parse = file, parser
+        self.raw: bytes | None = None
+        self.value: dict[str, Figure] | None = None
 
     def get(self) -> bool:
         """Re-read; → whether the bytes changed."""
@@ -269,7 +286,7 @@ class CgroupFiles:
     time or task count moved since the previous one, ``tasks_changed`` whether
     its task count did, and ``slow`` whether this was a slow tick (everything read)."""
 
-    def __init__(self, driver, name: str, slow_every: int = 5, proc: str = _procs.PROC):
+    def __init__(self, driver: CgroupDriver, name: str, slow_every: int = 5, proc: str = _procs.PROC):
         self.table = figures.table("v2" if driver.kind == "v2" else "v1")
         self.kind = self.table.kind
         self.name = name
@@ -290,10 +307,10 @@ class CgroupFiles:
         n = sum(r.controller in paths for r in rows) + any(r.controller == figures.NETNS for r in rows)
         self.kept = n if fdbudget.STATS.take(n) else 0
         self.net = _NetDev(self.procs, proc, keep=self.kept > 0)
-        self._rows = tuple((r, _Knob(None, r.parse, self.net) if r.controller == figures.NETNS
-                            else _Knob(os.path.join(paths[r.controller], r.file), r.parse, keep=self.kept > 0)
+        self._rows = tuple((r, _Knob(self.net, r.parse) if r.controller == figures.NETNS
+                            else _Knob(_File(os.path.join(paths[r.controller], r.file), self.kept > 0), r.parse)
                             if r.controller in paths else None, figures.absent(r)) for r in rows)
-        groups: dict[str, list] = {"tick": [], "always": [], "active": [], "slow": []}
+        groups: dict[str, list[_Knob]] = {"tick": [], "always": [], "active": [], "slow": []}
         for r, k, _ in self._rows:
             if k is not None and k.file is not self.net:
                 groups[r.when].append(k)
@@ -308,12 +325,12 @@ class CgroupFiles:
         self._sources_netns: str | None = None        # the net.dir self.sources names
         self.slow_every, self._ticks = max(int(slow_every), 1), 0
         self.active = self.tasks_changed = self.slow = True
-        self._tasks_raw = None
-        self._last: dict | None = None   # the last sample, returned again while no file changes
+        self._tasks_raw: bytes | None = None
+        self._last: Sample | None = None   # the last sample, returned again while no file changes
         self.reads = 0                # preads of cgroup files (cgroup.procs too), for tests and bench/
 
     @property
-    def files(self):
+    def files(self) -> list[tuple[str, _Source | None]]:
         """(file name, _File or None) of every row, in the table's order."""
         return [(r.file, k.file if k else None) for r, k, _ in self._rows]
 
@@ -331,11 +348,11 @@ class CgroupFiles:
     def _gone(self) -> bool:
         return not any(os.path.isdir(d) for d in self.dirs)
 
-    def sample(self) -> dict:
-        """Raw numbers of one moment, as the driver's sample() gives them.
-        The dict, ``sources`` and the parsed dicts (memory_events) are shared
-        between calls -- while no file's bytes change the same dict comes back
-        (so a consumer can tell "nothing moved" by identity): do not change them."""
+    def sample(self) -> Sample:
+        """One reading, as the driver's sample() gives it.  ``sources`` and
+        the parsed dicts (memory_events) are shared between calls, and while no
+        file's bytes change the same record comes back (so a consumer can tell
+        "nothing moved" by identity)."""
         slow = self.slow = self._ticks % self.slow_every == 0
         self._ticks += 1
         try:
@@ -381,13 +398,12 @@ class CgroupFiles:
             raise NotFound(f"cgroup of {self.name} not found")
         if not moved and self._last is not None:
             return self._last                 # no file changed: the same sample (and object)
-        out: dict = {"kind": self.kind}
-        for _, k, none in self._rows:
-            out.update(none if k is None or k.value is None else k.value)
+        out: dict[str, Figure] = {}
+        for _, row, none in self._rows:
+            out.update(none if row is None or row.value is None else row.value)
         out.update(self.table.constants)
-        out["sources"] = self.sources
-        self._last = out
-        return out
+        self._last = last = Sample.of(self.kind, out, self.sources)
+        return last
 
     def procs_bytes(self) -> bytes:
         self.reads += 1
@@ -410,12 +426,22 @@ class _Proc:
         self.stat = _File(f"{self.base}/stat", keep)
         self.status = _File(f"{self.base}/status", keep=False)
         self.cmdline = _File(f"{self.base}/cmdline", keep=False)
-        self.raw = self.start = self.comm = self.info = None
-        self.ns_pids = self.uid = self.cmd_raw = None
+        self.raw: bytes | None = None
+        self.start: int | None = None
+        self.comm: str | None = None
+        self.info: ProcessInfo | None = None
+        self.ns_pids: tuple[int, ...] | None = None
+        self.uid: int | None = None
+        self.cmd_raw: bytes | None = None
+        self.cmd: tuple[str, ...] = ()
+        self.ns_src: str | None = None
+        self.uid_src: str | None = None
         self.ident_at = 0
 
     def close(self) -> None:
-        self.stat.close(), self.status.close(), self.cmdline.close()
+        self.stat.close()
+        self.status.close()
+        self.cmdline.close()
         if self.stat.keep:                        # its descriptor back to the budget
             self.stat.keep = False
             fdbudget.STATS.give(1)
@@ -441,7 +467,7 @@ class ProcessTable:
         self.keep_open = KEEP_OPEN if keep_open is None else keep_open
         self.by_pid: dict[int, _Proc] = {}
         self._procs_raw: bytes | None = None
-        self._forest: list | None = None
+        self._forest: Forest | None = None
         self.ticks = 0
         self.reads = {"procs_changed": 0, "stat": 0, "status": 0}   # for tests and bench/
 
@@ -461,7 +487,7 @@ class ProcessTable:
         """Descriptors held now (for tests and bench/)."""
         return sum(f.fd is not None for p in self.by_pid.values() for f in (p.stat, p.status, p.cmdline))
 
-    def forest(self, procs_raw: bytes | None) -> list:
+    def forest(self, procs_raw: bytes | None) -> Forest:
         """The container's forest (runtime.procs.ProcessNode) from cgroup.procs'
         bytes; None: the same processes as last time (the task count stood still)."""
         changed = False
@@ -488,7 +514,7 @@ class ProcessTable:
             elif p.info is not before:
                 changed = True
         if changed or self._forest is None:
-            self._forest = _procs.build_forest(p.info for p in self.by_pid.values())
+            self._forest = _procs.build_forest(p.info for p in self.by_pid.values() if p.info is not None)
         return self._forest
 
     def _update(self, p: _Proc) -> bool:
@@ -505,7 +531,7 @@ class ProcessTable:
         due = self.ticks - p.ident_at >= self.refresh
         if raw == p.raw and not due:
             return True                                   # nothing changed: same ProcessInfo
-        st = _procs.parse_stat(raw.decode("utf-8", "replace"))
+        st = parse_stat(raw.decode("utf-8", "replace"))
         if p.start is not None and st.start_ticks != p.start:
             return False                                  # the pid was reused: a new process
         if p.start is None or st.comm != p.comm or due:
@@ -535,18 +561,19 @@ class ProcessTable:
             raise
         if status is None or cmd is None:
             return False
-        lines = _procs.parse_status(status.decode("utf-8", "replace"), ("NSpid", "Uid"))
-        p.ns_pids = _procs.parse_nspid(lines["NSpid"]) if "NSpid" in lines else None
+        lines = parse_status(status.decode("utf-8", "replace"), ("NSpid", "Uid"))
+        p.ns_pids = parse_nspid(lines["NSpid"]) if "NSpid" in lines else None
         p.ns_src = f"{p.base}/status: {lines['NSpid']}" if "NSpid" in lines else None
-        p.uid = _procs.parse_uid(lines["Uid"]) if "Uid" in lines else -1
+        p.uid = parse_uid(lines["Uid"]) if "Uid" in lines else -1
         p.uid_src = f"{p.base}/status: {lines['Uid']}" if "Uid" in lines else None
         p.cmd_raw, p.cmd = cmd, _procs.parse_cmdline(cmd)
         return True
 
-    def _info(self, p: _Proc, st) -> _procs.ProcessInfo:
+    def _info(self, p: _Proc, st: StatFields) -> ProcessInfo:
         sf = f"{p.base}/stat"
+        uid = -1 if p.uid is None else p.uid             # both set by _identity first
         sources = {"pid": f"{sf}: field 1 pid={st.pid}", "comm": f"{sf}: field 2 comm=({st.comm})",
-                   "cmdline": f"{p.base}/cmdline: {p.cmd_raw[:200]!r}",
+                   "cmdline": f"{p.base}/cmdline: {(p.cmd_raw or b'')[:200]!r}",
                    "cpu_ticks": f"{sf}: field 14 utime={st.utime}, field 15 stime={st.stime}",
                    "start_ticks": f"{sf}: field 22 starttime={st.start_ticks}",
                    "ppid": f"{sf}: field 4 ppid={st.ppid}",
@@ -557,9 +584,9 @@ class ProcessTable:
             sources["ns_pid"] = p.ns_src
         if p.uid_src:
             sources["uid"] = p.uid_src
-        return _procs.ProcessInfo(
-            pid=st.pid, ppid=st.ppid, ns_pids=p.ns_pids or (st.pid,), uid=p.uid,
-            user=self.users.get(p.uid) if self.users is not None else None,
+        return ProcessInfo(
+            pid=st.pid, ppid=st.ppid, ns_pids=p.ns_pids or (st.pid,), uid=uid,
+            user=self.users.get(uid) if self.users is not None else None,
             state=st.state, comm=st.comm, cmdline=p.cmd, rss=st.rss_pages * _PAGE,
             cpu_ticks=st.utime + st.stime, start_ticks=st.start_ticks, threads=st.threads,
             kthread=bool(st.flags & _procs.PF_KTHREAD), sources=sources)
@@ -568,14 +595,14 @@ class ProcessTable:
 class ContainerStats:
     """Kept-open cgroup files and process table of one container."""
 
-    def __init__(self, driver, name: str, proc: str = _procs.PROC, slow_every: int = 5,
+    def __init__(self, driver: CgroupDriver, name: str, proc: str = _procs.PROC, slow_every: int = 5,
                  keep_open: int | None = None):
         self.cgroup = CgroupFiles(driver, name, slow_every, proc)
         self.table = ProcessTable(proc, keep_open=keep_open)
         self._missed = False          # a read without the tree saw activity
 
-    def read(self, tree: bool = True) -> tuple[dict, list | None]:
-        """(raw sample, forest); the forest is None with ``tree=False`` (no
+    def read(self, tree: bool = True) -> Reading:
+        """(sample, forest); the forest is None with ``tree=False`` (no
         process is read: what a pass that only records history needs).
 
         The processes are re-read only when the cgroup says something happened:
@@ -601,8 +628,9 @@ class ContainerStats:
             return raw, t._forest
         relist = cg.tasks_changed or cg.slow or t.needs_list
         forest = t.forest(cg.procs_bytes() if relist else None)
-        tasks = raw["pids_current"]
-        if tasks is not None and not relist and tasks != sum(p.info.threads for p in t.by_pid.values()):
+        tasks = raw.pids_current
+        if tasks is not None and not relist and \
+                tasks != sum(p.info.threads for p in t.by_pid.values() if p.info is not None):
             t._procs_raw = None                        # list again next tick
         return raw, forest
 
@@ -615,13 +643,14 @@ class StatsReader:
     """Per-container ContainerStats, made on first read, closed by forget()
     or when the cgroup is gone (NotFound propagates)."""
 
-    def __init__(self, driver, proc: str = _procs.PROC, slow_every: int = 5,
-                 keep_open: int | None = None, resolve=None):
+    def __init__(self, driver: CgroupDriver, proc: str = _procs.PROC, slow_every: int = 5,
+                 keep_open: int | None = None,
+                 resolve: Callable[[str], tuple[CgroupDriver, str]] | None = None):
         self.driver, self.proc, self.slow_every = driver, proc, slow_every
         self.keep_open = keep_open
         # name -> (driver, cgroup name): another owner's container (a discovery
         # key, "docker-<id>") lives under a parent of its own
-        self.resolve = resolve or (lambda name: (self.driver, name))
+        self.resolve = resolve or self._ours
         self.containers: dict[str, ContainerStats] = {}
         # name -> ContainerStats of the last one-off pass (keep=False), every
         # file closed: where its cgroup is and which files to read were worked
@@ -629,7 +658,10 @@ class StatsReader:
         # fifth of a fresh reading) and serve the next pass again
         self._closed: dict[str, ContainerStats] = {}
 
-    def read(self, name: str, tree: bool = True) -> tuple[dict, list | None]:
+    def _ours(self, name: str) -> tuple[CgroupDriver, str]:
+        return self.driver, name
+
+    def read(self, name: str, tree: bool = True) -> Reading:
         c = self.containers.get(name)
         if c is None:
             self._closed.pop(name, None)            # a kept reading starts afresh, within the budget
@@ -644,12 +676,13 @@ class StatsReader:
             self.forget(name)
             raise
 
-    def read_many(self, names, tree: bool = True, keep: bool = True) -> dict:
+    def read_many(self, names: Iterable[str], tree: bool = True,
+                  keep: bool = True) -> dict[str, Reading | TerrariumError | OSError]:
         """{name: (raw, forest), or the error (NotFound, ...) that name's read
         raised}: one pass over many containers, as the agent's ``sample`` verb
         answers it.  keep=False: a one-off pass (history's once a minute),
         each container's files closed again right after its read."""
-        out: dict = {}
+        out: dict[str, Reading | TerrariumError | OSError] = {}
         closed: dict[str, ContainerStats] = {}
         for name in names:
             if not keep and name not in self.containers and name in self._closed:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run Terrarium's tests: setup, then ruff (on a full run), then pytest (arguments
+# Run Terrarium's tests: setup, then ruff and mypy (on a full run), then pytest (arguments
 # passed through), and the cgroup v2 VM tier (tests/vm/run_vm_tier.sh) when it exists.
 # Output is also written to test-output/.
 #
@@ -49,6 +49,9 @@ if [ "$#" -eq 0 ]; then
     .venv/bin/ruff check runtime dashboard tests bench 2>&1 | tee "$out/lint.log"
     lint_rc=${PIPESTATUS[0]}
     [ "$lint_rc" -eq 0 ] || echo "test: FAILED: ruff found problems (see above)" >&2
+    # Types (pyproject's [tool.mypy]: runtime/, strict).
+    .venv/bin/mypy 2>&1 | tee "$out/mypy.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || { lint_rc=1; echo "test: FAILED: mypy found problems (see above)" >&2; }
 fi
 
 .venv/bin/python -m pytest --junitxml="$out/junit.xml" "$@" 2>&1 | tee "$out/pytest.log"

@@ -16,9 +16,10 @@ from .base import FS, CgroupDriver, Layout, layout_from_mounts
 from .v1 import V1Driver
 from .v2 import V2Driver
 from . import parse
+from .record import Sample
 from ..pidinfo import parse_mountinfo
 
-__all__ = ["detect", "driver", "Layout", "CgroupDriver", "V1Driver", "V2Driver", "FS"]
+__all__ = ["detect", "driver", "Layout", "CgroupDriver", "V1Driver", "V2Driver", "FS", "Sample"]
 
 
 def detect(mountinfo: str = "/proc/self/mountinfo", *, text: str | None = None,
@@ -35,7 +36,7 @@ def detect(mountinfo: str = "/proc/self/mountinfo", *, text: str | None = None,
     if text is None:
         text = fs.read(mountinfo)
     mounts = parse_mountinfo(text)
-    v2_controllers: tuple = ()
+    v2_controllers: tuple[str, ...] = ()
     for m in mounts:
         if m.fstype == "cgroup2":
             path = os.path.join(m.mount_point, "cgroup.controllers")
@@ -46,7 +47,7 @@ def detect(mountinfo: str = "/proc/self/mountinfo", *, text: str | None = None,
 
 
 def driver(parent: str = "terrarium", layout: Layout | None = None,
-           root_override: str | dict | None = None, *, fs: FS | None = None) -> CgroupDriver:
+           root_override: str | dict[str, str] | None = None, *, fs: FS | None = None) -> CgroupDriver:
     """The driver for this host (or for a fake tree).
 
     parent: path relative to the ROOT of every hierarchy (absolute, never

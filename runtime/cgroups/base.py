@@ -20,12 +20,17 @@ import os
 import signal as _signal
 import time
 from collections import namedtuple
+from collections.abc import Hashable, Iterable
 from types import MappingProxyType
+from typing import TypeVar
 
 from ..errors import InvalidArgument, KernelError, NotFound
 from ..model import Limits
-from ..pidinfo import parse_cgroup
+from ..pidinfo import MountInfo, parse_cgroup
 from . import parse
+from .record import Sample
+
+_H = TypeVar("_H", bound=Hashable)
 
 CFS_PERIOD_US = 100_000
 MIN_QUOTA_US = 1_000        # the kernel refuses a smaller cfs quota / cpu.max
@@ -111,7 +116,7 @@ class Layout(namedtuple("Layout", "kind v1 v2 v2_controllers named",
     __slots__ = ()
 
 
-def layout_from_mounts(mounts, v2_controllers: tuple = ()) -> Layout:
+def layout_from_mounts(mounts: Iterable[MountInfo], v2_controllers: tuple[str, ...] = ()) -> Layout:
     """Decide the layout from parsed mountinfo entries (pidinfo.parse_mountinfo)."""
     v1: dict[str, str] = {}
     v1_root: dict[str, str] = {}
@@ -174,7 +179,8 @@ def swap_bytes(limits: Limits) -> int | None:
         return None
     if limits.memory_swap is None:
         return 0
-    return limits.memory_swap - limits.memory
+    swap: int = limits.memory_swap - limits.memory
+    return swap
 
 
 # --- the driver protocol
@@ -231,6 +237,10 @@ class CgroupDriver:
     def update(self, name: str, limits: Limits) -> None:
         raise NotImplementedError
 
+    def sample(self, name: str) -> Sample:
+        """One reading of the cgroup (runtime/cgroups/figures.py's table of this kind)."""
+        raise NotImplementedError
+
     def attach(self, name: str, pid: int) -> None:
         """Move ``pid`` (0 = the calling process) into the cgroup, in every hierarchy."""
         if not isinstance(pid, int) or pid < 0:
@@ -281,6 +291,19 @@ class CgroupDriver:
             except OSError as e:
                 raise KernelError(e.errno or errno.EIO, f"kill({pid}, {sig})") from None
         return n
+
+    # each kind's own (the docstring's list; declared here for the callers' types)
+    def freeze(self, name: str, timeout: float = 5.0) -> None:
+        raise NotImplementedError
+
+    def thaw(self, name: str, timeout: float = 5.0) -> None:
+        raise NotImplementedError
+
+    def is_frozen(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def oom_kills(self, name: str) -> int:
+        raise NotImplementedError
 
     def remove(self, name: str, timeout: float = 2.0) -> None:
         """rmdir the cgroup everywhere; EBUSY is retried while its processes exit.
@@ -496,7 +519,8 @@ def _open_dir(path: str) -> int:
 
 def _unique_roots(roots: dict[str, str]) -> list[tuple[str, str]]:
     """(key, root) once per root: co-mounted controllers share a hierarchy."""
-    seen, out = set(), []
+    seen: set[str] = set()
+    out: list[tuple[str, str]] = []
     for key, root in roots.items():
         if root not in seen:
             seen.add(root)
@@ -518,8 +542,8 @@ def _check_parent(parent: str) -> str:
     return "/".join(parts)
 
 
-def _unique(items) -> list:
-    out = []
+def _unique(items: Iterable[_H]) -> list[_H]:
+    out: list[_H] = []
     for x in items:
         if x not in out:
             out.append(x)

@@ -12,7 +12,9 @@ the live page's "kernel files" panel take every figure the table yields;
 row's metrics default to cAdvisor's for its figures (``CADVISOR``: one list
 for both versions' tables); a row of a new file names its own with
 ``metrics=`` (``Metric``), so the row is still the one edit.  Not one series
-per figure: a scrape of 1,000 containers must stay cheap.
+per figure: a scrape of 1,000 containers must stay cheap.  A reading is a
+runtime/cgroups/record.py ``Sample``, made from the figures in one place
+(``Sample.of``).
 
 Cadence (``when``), for the fast reader:
 
@@ -39,17 +41,18 @@ i.e. a setns, per tick).
 
 A row's ``parse`` takes the file's bytes and returns {figure: value}; a file
 that is absent (a controller not mounted, a knob this kernel does not offer)
-gives None for each of its figures.  Values are ints, None, or (for
-``memory_events``) the whole flat-keyed dict.
+gives None for each of its figures.  Values are ints, floats (PSI averages),
+None, or (for ``memory_events``) the whole flat-keyed dict: record.Figure.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Collection, Mapping
+from typing import NamedTuple
 
 from . import parse
+from .record import Figure, Sample
 
-Parse = Callable[[bytes], dict[str, Any]]
+Parse = Callable[[bytes], dict[str, Figure]]
 NS, US = 1e-9, 1e-6                 # raw unit -> seconds
 
 
@@ -67,14 +70,17 @@ class Metric(NamedTuple):
     unset: float | None = None
     needs: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
-    derive: Callable[[Mapping], Any] | None = None
+    derive: Callable[[Sample], int | float | None] | None = None
 
-    def value(self, sample: Mapping) -> float | None:
-        if self.needs is not None and sample.get(self.needs) is None:
+    def value(self, sample: Sample) -> float | None:
+        get = sample.figures.get
+        if self.needs is not None and get(self.needs) is None:
             return None
-        v = self.derive(sample) if self.derive is not None else sample.get(self.figure)
+        v = self.derive(sample) if self.derive is not None else get(self.figure)
         if v is None:
             return self.unset
+        if not isinstance(v, (int, float)):
+            return None                     # a dict figure (memory_events) is no series
         return v * self.scale if self.scale != 1.0 else v
 
 
@@ -94,19 +100,19 @@ class Row(NamedTuple):
 class Table(NamedTuple):
     kind: str                       # "v1" | "v2"
     rows: tuple[Row, ...]
-    constants: Mapping[str, Any]    # figures this version never has (v2's failcnt)
+    constants: Mapping[str, Figure]     # figures this version never has (v2's failcnt)
 
     def figures(self) -> tuple[str, ...]:
-        """Every key a sample of this kind carries, "kind" and "sources" aside."""
+        """Every figure a sample of this kind carries (the keys of Sample.figures)."""
         return tuple(f for r in self.rows for f in r.figures) + tuple(self.constants)
 
 
 # --- row builders -------------------------------------------------------------
 
-def one(figure: str, file: str, controller: str, when: str, conv: Callable[[str], Any] = parse.integer,
+def one(figure: str, file: str, controller: str, when: str, conv: Callable[[str], int | None] = parse.integer,
         metrics: Metric | tuple[Metric, ...] | None = None) -> Row:
     """A file holding one value."""
-    def read(data: bytes) -> dict:
+    def read(data: bytes) -> dict[str, Figure]:
         return {figure: conv(data.decode())}
     if isinstance(metrics, Metric):
         metrics = (metrics,)
@@ -115,21 +121,22 @@ def one(figure: str, file: str, controller: str, when: str, conv: Callable[[str]
     return _row(file, controller, when, read, {figure: file}, metrics)
 
 
-def _row(file, controller, when, read, sources, metrics) -> Row:
+def _row(file: str, controller: str, when: str, read: Parse, sources: Mapping[str, str],
+         metrics: tuple[Metric, ...] | None) -> Row:
     """The row, with cAdvisor's metrics of its figures unless it names its own."""
     if metrics is None:
         metrics = tuple(m for m in CADVISOR if m.figure in sources)
     return Row(file, controller, when, read, sources, tuple(metrics))
 
 
-def picker(keys: tuple[str, ...]) -> Callable[[bytes], tuple]:
+def picker(keys: tuple[str, ...]) -> Callable[[bytes], tuple[int | None, ...]]:
     """A parser of ``key value`` lines (memory.stat, cpu.stat) on bytes → the
     integer values of ``keys`` as a tuple, None for a key not there.  bytes.find
     with precomputed needles: ~3 µs on a 750-byte v1 memory.stat (a regex: 6)."""
     needles = tuple((k.encode() + b" ", b"\n" + k.encode() + b" ") for k in keys)
 
-    def pick(data: bytes) -> tuple:
-        out = []
+    def pick(data: bytes) -> tuple[int | None, ...]:
+        out: list[int | None] = []
         for head, needle in needles:
             if data.startswith(head):
                 i = len(head)
@@ -145,7 +152,6 @@ def picker(keys: tuple[str, ...]) -> Callable[[bytes], tuple]:
             except ValueError:
                 out.append(None)
         return tuple(out)
-    pick.keys = keys
     return pick
 
 
@@ -158,25 +164,25 @@ def keyed(file: str, controller: str, when: str, fields: Mapping[str, str | tupl
     scales = tuple(s for _, s in spec.values())
     pick = picker(tuple(f for f, _ in spec.values()))
 
-    def read(data: bytes) -> dict:
+    def read(data: bytes) -> dict[str, Figure]:
         return {fig: None if v is None else v * s for fig, v, s in zip(figs, pick(data), scales)}
     return _row(file, controller, when, read, {fig: f"{file} {f}" for fig, (f, _) in spec.items()}, metrics)
 
 
 def events(file: str, controller: str, when: str) -> Row:
     """memory.oom_control (v1) / memory.events (v2): the whole dict, and its oom_kill."""
-    def read(data: bytes) -> dict:
+    def read(data: bytes) -> dict[str, Figure]:
         d = parse.flat_keyed(data.decode())
         return {"memory_events": d, "oom_kills": d.get("oom_kill")}
     return _row(file, controller, when, read, {"memory_events": file, "oom_kills": f"{file} oom_kill"}, None)
 
 
-def pair(file: str, controller: str, when: str, conv: Callable[[str], tuple],
+def pair(file: str, controller: str, when: str, conv: Callable[[str], tuple[int | None, int | None]],
          figures: tuple[str, str], labels: tuple[str, str], metrics: tuple[Metric, ...] | None = None) -> Row:
     """A file parsed into two figures (io read/write; cpu.max quota/period)."""
     a, b = figures
 
-    def read(data: bytes) -> dict:
+    def read(data: bytes) -> dict[str, Figure]:
         x, y = conv(data.decode())
         return {a: x, b: y}
     return _row(file, controller, when, read, {a: labels[0], b: labels[1]}, metrics)
@@ -188,7 +194,7 @@ def pressure(resource: str) -> Row:
     names = [(f"psi_{resource}_{kind}_{field}", kind, field)
              for kind in ("some", "full") for field in ("avg10", "avg60", "avg300", "total")]
 
-    def read(data: bytes) -> dict:
+    def read(data: bytes) -> dict[str, Figure]:
         got = parse.pressure(data.decode())
         return {fig: got.get(kind, {}).get(field) for fig, kind, field in names}
     return _row(file, "unified", "always", read,
@@ -199,10 +205,10 @@ def pressure(resource: str) -> Row:
 # Its names, help texts and units, so Grafana dashboards made for cAdvisor work
 # unchanged; a row gets those of its figures (both tables share them).
 
-def working_set(s: Mapping) -> int | None:
+def working_set(s: Sample) -> int | None:
     """usage - inactive file cache, as kubelet and cAdvisor count it (never negative)."""
-    usage = s.get("memory_usage")
-    return None if usage is None else max(usage - (s.get("memory_inactive_file") or 0), 0)
+    usage = s.memory_usage
+    return None if usage is None else max(usage - (s.memory_inactive_file or 0), 0)
 
 
 def _psi(resource: str) -> tuple[Metric, Metric]:
@@ -265,7 +271,7 @@ def net_dev() -> Row:
     names = [(f"net_{d}_{what}", f"{d}_{what}", f"net/dev {head} {what} (every interface but lo)")
              for d, head in halves for what, _ in parse.NET_DEV_FIELDS]
 
-    def read(data: bytes) -> dict:
+    def read(data: bytes) -> dict[str, Figure]:
         got = parse.net_dev(data.decode())
         return {fig: got[key] for fig, key, _ in names}
     # cAdvisor's container_network_*, summed over the interfaces (no
@@ -364,10 +370,10 @@ def metrics() -> tuple[Metric, ...]:
     return tuple(seen.values())
 
 
-def sources(t: Table, mounted, netns: str | None = None) -> dict[str, str]:
+def sources(t: Table, mounted: Collection[str], netns: str | None = None) -> dict[str, str]:
     """{figure: label} of the rows whose controller is there; the NETNS rows'
     labels under ``netns`` ("/proc/<pid>"), when the container has its own."""
-    out = {}
+    out: dict[str, str] = {}
     for r in t.rows:
         if r.controller == NETNS:
             if netns:
@@ -377,19 +383,19 @@ def sources(t: Table, mounted, netns: str | None = None) -> dict[str, str]:
     return out
 
 
-def absent(row: Row) -> dict[str, None]:
+def absent(row: Row) -> dict[str, Figure]:
     return dict.fromkeys(row.sources)
 
 
-def sample_from(t: Table, read: Callable[[Row], bytes | None], mounted, netns: str | None = None) -> dict:
+def sample_from(t: Table, read: Callable[[Row], bytes | None], mounted: Collection[str],
+                netns: str | None = None) -> Sample:
     """One sample: each row's file through ``read`` (None: absent; a NETNS
     row's file is under ``netns``).  The driver's ``sample()``; the fast
     reader builds the same from kept values."""
-    out: dict = {"kind": t.kind}
+    out: dict[str, Figure] = {}
     for row in t.rows:
         there = bool(netns) if row.controller == NETNS else row.controller in mounted
         data = read(row) if there else None
         out.update(absent(row) if data is None else row.parse(data))
     out.update(t.constants)
-    out["sources"] = sources(t, mounted, netns)
-    return out
+    return Sample.of(t.kind, out, sources(t, mounted, netns))

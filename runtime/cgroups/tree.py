@@ -17,24 +17,26 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from collections.abc import Mapping
 
 from . import parse
 from .base import Layout
 
 V1_WALKED = ("memory", "cpuacct", "pids")
+# (knob file, CgroupNode field, parser)
+Knob = tuple[str, str, Callable[[str], int | None]]
 
 # knob -> (field, parser), per kind of tree.  Absent files leave the field None
 # (a v1 root has no memory.limit_in_bytes limit; a v2 root has no memory.current).
-_V1_KNOBS = {
+_V1_KNOBS: dict[str, tuple[Knob, ...]] = {
     "memory": (("memory.usage_in_bytes", "memory_usage", parse.integer),
                ("memory.limit_in_bytes", "memory_limit", parse.limit_v1)),
     "cpuacct": (("cpuacct.usage", "cpu_usage_ns", parse.integer),),
     "pids": (("pids.current", "pids_current", parse.integer),
              ("pids.max", "pids_max", parse.max_or_int)),
 }
-_V2_KNOBS = (("memory.current", "memory_usage", parse.integer),
+_V2_KNOBS: tuple[Knob, ...] = (("memory.current", "memory_usage", parse.integer),
              ("memory.max", "memory_limit", parse.max_or_int),
              ("pids.current", "pids_current", parse.integer),
              ("pids.max", "pids_max", parse.max_or_int))
@@ -62,7 +64,7 @@ class Hierarchy:
     nodes: tuple[CgroupNode, ...]
 
 
-def hierarchies(layout: Layout, controllers=V1_WALKED) -> dict[str, str]:
+def hierarchies(layout: Layout, controllers: tuple[str, ...] = V1_WALKED) -> dict[str, str]:
     """{hierarchy name: mount point} to walk.  v1: one per distinct mount of
     the wanted controllers, named by every controller sharing that mount."""
     if layout.kind == "v2":
@@ -70,7 +72,7 @@ def hierarchies(layout: Layout, controllers=V1_WALKED) -> dict[str, str]:
     by_mount: dict[str, list[str]] = {}
     for c, mount in sorted(layout.v1.items()):
         by_mount.setdefault(mount, []).append(c)
-    out = {}
+    out: dict[str, str] = {}
     for c in controllers:
         mount = layout.v1.get(c)
         if mount is not None:
@@ -78,7 +80,8 @@ def hierarchies(layout: Layout, controllers=V1_WALKED) -> dict[str, str]:
     return out
 
 
-def walk(layout: Layout, controllers=V1_WALKED, max_depth: int | None = None) -> list[Hierarchy]:
+def walk(layout: Layout, controllers: tuple[str, ...] = V1_WALKED,
+         max_depth: int | None = None) -> list[Hierarchy]:
     """Every cgroup of the hierarchies to show, depth-first with children sorted."""
     out = []
     for name, mount in hierarchies(layout, controllers).items():
@@ -88,7 +91,7 @@ def walk(layout: Layout, controllers=V1_WALKED, max_depth: int | None = None) ->
     return out
 
 
-def _walk_one(mount: str, knobs, max_depth: int | None):
+def _walk_one(mount: str, knobs: tuple[Knob, ...], max_depth: int | None) -> Iterator[CgroupNode]:
     stack = [("/", mount, 0)]
     while stack:                                   # iterative: depth is not bounded by us
         rel, directory, depth = stack.pop()
@@ -107,9 +110,9 @@ def _walk_one(mount: str, knobs, max_depth: int | None):
             stack.append((rel.rstrip("/") + "/" + k, os.path.join(directory, k), depth + 1))
 
 
-def read_node(directory: str, rel: str, depth: int, knobs) -> CgroupNode | None:
+def read_node(directory: str, rel: str, depth: int, knobs: tuple[Knob, ...]) -> CgroupNode | None:
     """One cgroup's figures; None if its directory is gone."""
-    values: dict = {}
+    values: dict[str, int | None] = {}
     sources: dict[str, str] = {}
     procs = _read(os.path.join(directory, "cgroup.procs"))
     if procs is _GONE:
@@ -137,7 +140,7 @@ def _usage_usec_ns(text: str) -> int:
 _GONE = object()
 
 
-def _read(path: str):
+def _read(path: str) -> str | object | None:
     """The file's text; None if unreadable or absent; _GONE if the cgroup vanished."""
     try:
         with open(path, "rb", buffering=0) as f:

@@ -15,7 +15,8 @@ import time
 from ..errors import KernelError, NotFound
 from ..model import Limits
 from . import figures, parse
-from .base import CFS_PERIOD_US, CgroupDriver, check_limits, cpu_quota_us, read_netns_file, swap_bytes
+from .base import FS, CFS_PERIOD_US, CgroupDriver, check_limits, cpu_quota_us, read_netns_file, swap_bytes
+from .record import Sample
 
 CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer", "blkio", "devices")
 
@@ -36,7 +37,7 @@ class V1Driver(CgroupDriver):
     kind = "v1"
     can_rename = True
 
-    def __init__(self, mounts: dict[str, str], parent: str = "terrarium", fs=None,
+    def __init__(self, mounts: dict[str, str], parent: str = "terrarium", fs: FS | None = None,
                  tracking: dict[str, str] | None = None):
         super().__init__(parent, fs)
         self.mounts = {c: mounts[c] for c in CONTROLLERS if c in mounts}
@@ -197,15 +198,15 @@ class V1Driver(CgroupDriver):
         text = self.fs.read(self._knob(name, "memory", "memory.oom_control"))
         return parse.flat_keyed(text).get("oom_kill", 0)
 
-    def sample(self, name: str) -> dict:
-        """Raw numbers of one moment (runtime/cgroups/figures.py's V1 table);
-        ``sources`` maps each value to its file."""
+    def sample(self, name: str) -> Sample:
+        """One reading (runtime/cgroups/figures.py's V1 table); its
+        ``sources`` map each figure to its file."""
         self._existing_dirs(name)
         netns = self.netns(name)
 
-        def read(row):
+        def read(row: figures.Row) -> bytes | None:
             if row.controller == figures.NETNS:
-                return read_netns_file(netns, row.file)
+                return None if netns is None else read_netns_file(netns, row.file)
             text = self._read_opt(self._knob(name, row.controller, row.file))
             return None if text is None else text.encode()
         return figures.sample_from(figures.V1, read, self.mounts, netns)

@@ -17,7 +17,8 @@ import time
 from ..errors import KernelError, NotFound
 from ..model import Limits
 from . import figures, parse
-from .base import CFS_PERIOD_US, CgroupDriver, check_limits, cpu_quota_us, read_netns_file, swap_bytes
+from .base import FS, CFS_PERIOD_US, CgroupDriver, check_limits, cpu_quota_us, read_netns_file, swap_bytes
+from .record import Sample
 
 WANTED = ("memory", "cpu", "pids", "io")
 
@@ -28,7 +29,7 @@ class V2Driver(CgroupDriver):
     # cgroup2 refuses rename(2) of a cgroup (EPERM; kernel 6.1 in the VM tier)
     can_rename = False
 
-    def __init__(self, root: str, parent: str = "terrarium", fs=None):
+    def __init__(self, root: str, parent: str = "terrarium", fs: FS | None = None):
         super().__init__(parent, fs)
         self.root = root
 
@@ -155,15 +156,15 @@ class V2Driver(CgroupDriver):
         self._require(name)
         return parse.flat_keyed(self.fs.read(self._file(name, "memory.events"))).get("oom_kill", 0)
 
-    def sample(self, name: str) -> dict:
-        """Raw numbers of one moment (runtime/cgroups/figures.py's V2 table);
-        ``sources`` maps each value to its file."""
+    def sample(self, name: str) -> Sample:
+        """One reading (runtime/cgroups/figures.py's V2 table); its
+        ``sources`` map each figure to its file."""
         self._require(name)
         netns = self.netns(name)
 
-        def read(row):
+        def read(row: figures.Row) -> bytes | None:
             if row.controller == figures.NETNS:
-                return read_netns_file(netns, row.file)
+                return None if netns is None else read_netns_file(netns, row.file)
             text = self._read_opt(self._file(name, row.file))
             return None if text is None else text.encode()
         return figures.sample_from(figures.V2, read, ("unified",), netns)

@@ -231,11 +231,11 @@ def test_real_oom_kill_is_sigkill_and_counted(cg):
     assert p.wait(timeout=30) == -signal.SIGKILL
     assert cg.oom_kills("oom") == 1
     s = cg.sample("oom")
-    assert s["oom_kills"] == 1
-    assert s["memory_max_usage"] == 20 * MB          # it did reach the limit
+    assert s.oom_kills == 1
+    assert s.memory_max_usage == 20 * MB          # it did reach the limit
     # failcnt is reported, but kernel 6.18 keeps it at 0 even through an OOM
-    assert s["memory_failcnt"] is not None and s["memsw_failcnt"] is not None
-    assert s["memory_limit"] == 20 * MB
+    assert s.memory_failcnt is not None and s.memsw_failcnt is not None
+    assert s.memory_limit == 20 * MB
 
 
 def test_sample_shows_cpu_throttling(cg):
@@ -249,16 +249,16 @@ def test_sample_shows_cpu_throttling(cg):
     s = cg.sample("cpu")
     cg.kill_all("cpu")
     p.wait(timeout=5)
-    assert 0 < s["cpu_usage_ns"] < 0.3e9         # 10% of one core over 0.6 s ~ 60 ms
-    assert s["cpu_nr_throttled"] >= 1 and s["cpu_throttled_ns"] > 0
-    assert (s["cpu_quota_us"], s["cpu_period_us"]) == (10000, 100000)
-    assert (s["pids_current"], s["pids_max"]) == (1, 5)
+    assert 0 < s.cpu_usage_ns < 0.3e9         # 10% of one core over 0.6 s ~ 60 ms
+    assert s.cpu_nr_throttled >= 1 and s.cpu_throttled_ns > 0
+    assert (s.cpu_quota_us, s.cpu_period_us) == (10000, 100000)
+    assert (s.pids_current, s.pids_max) == (1, 5)
     # memory charged before the attach stays with the old cgroup (v1 does
     # not move charges by default): the busy shell has charged nothing here
-    assert s["memory_usage"] is not None
-    assert s["sources"]["cpu_usage_ns"] == "cpuacct.usage"
-    assert s["sources"]["memory_failcnt"] == "memory.failcnt"
-    assert s["io_read_bytes"] is not None
+    assert s.memory_usage is not None
+    assert s.sources["cpu_usage_ns"] == "cpuacct.usage"
+    assert s.sources["memory_failcnt"] == "memory.failcnt"
+    assert s.io_read_bytes is not None
 
 
 def test_host_layout_is_parsed_not_hard_coded():

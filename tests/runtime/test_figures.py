@@ -1,12 +1,15 @@
 """runtime/cgroups/figures.py: the one table of cgroup files, the parsers of
-its new rows (PSI), and on the real kernel (v1 here; v2 in the VM tier) the
-memory anatomy of a container whose tmpfs holds most of its limit."""
+its new rows (PSI), the typed record both readers return
+(runtime/cgroups/record.py), and on the real kernel (v1 here; v2 in the VM
+tier) the memory anatomy of a container whose tmpfs holds most of its limit."""
 import time
+import typing
 
 import pytest
 
 from runtime import Spec, stats
 from runtime.cgroups import figures, parse
+from runtime.cgroups.record import TYPED, Sample
 from runtime.model import Limits
 
 PRESSURE = ("some avg10=1.25 avg60=0.40 avg300=0.08 total=123456\n"
@@ -35,6 +38,45 @@ def test_a_figure_comes_from_one_row_only(table):
     assert len(names) == len(set(names))
     assert not set(names) & {"kind", "sources"}
     assert all(r.when in ("tick", "always", "active", "slow") for r in table.rows)
+
+
+def test_each_typed_field_of_the_record_is_a_figure_of_a_table():
+    """A field names a figure some table yields (a misspelt one would read None
+    for ever); the mapping carries every figure, the fields copy theirs."""
+    assert set(TYPED) <= set(figures.V1.figures()) | set(figures.V2.figures())
+    s = Sample.of("v2", {"memory_usage": 5, "psi_cpu_some_avg10": 0.5, "new_knob": 7}, {"memory_usage": "memory.current"})
+    assert (s.memory_usage, s.memory_limit, s.get("psi_cpu_some_avg10"), s.get("new_knob")) == (5, None, 0.5, 7)
+    t = s.updated({"memory_usage": 6, "new_knob": 8})
+    assert (t.memory_usage, t.get("new_knob"), s.memory_usage) == (6, 8, 5) and t.sources is s.sources
+    assert t.changes(s) == {"memory_usage": 6, "new_knob": 8} and s.changes(s) == {}
+    assert Sample.of("v2", {"memory_usage": 5}).changes(s) is None           # not the same figures
+
+
+def _holds(value, hint) -> bool:
+    """Whether value is of a field's declared type (int | None, Mapping[str, int] | None)."""
+    kinds = tuple(typing.get_origin(a) or a for a in typing.get_args(hint))
+    return isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+
+
+def test_a_real_reading_fills_the_typed_fields_with_their_declared_types(rt, cleanup, name):
+    """Both readers' records: each typed field is the mapping's figure, of the
+    type mypy is told it has, and the limits read back as set."""
+    c = rt.run(Spec(image="lab", name=name, cmd=("sleep", "100"),
+                    limits=Limits(memory=64 << 20, cpus=0.5, pids=50)))
+    cleanup.append(c.id)
+    hints = typing.get_type_hints(Sample)
+    r = stats.StatsReader(rt.cgroups)
+    try:
+        for s in (rt.cgroups.sample(c.id), r.read(c.id, tree=False)[0]):
+            assert s.kind == rt.cgroups.kind and set(s.figures) == set(figures.table(s.kind).figures())
+            for f in TYPED:
+                v = getattr(s, f)
+                assert v == s.figures.get(f) and _holds(v, hints[f]), (f, v)
+            assert (s.memory_limit, s.cpu_quota_us, s.pids_max) == (64 << 20, 50_000, 50)
+            assert s.memory_usage > 0 and s.cpu_usage_ns > 0 and s.pids_current == 1
+            assert isinstance(s.memory_events, dict) and s.oom_kills == s.memory_events.get("oom_kill")
+    finally:
+        r.close()
 
 
 def test_every_v1_row_parses_its_real_file_into_its_figures(rt, cleanup, name):
@@ -83,14 +125,14 @@ def test_memory_anatomy_shows_a_tmpfs_filled_to_most_of_the_limit(rt, cleanup, n
     from dashboard.oom import memrecord
     c = _fill_shm(rt, name, 28)
     cleanup.append(c.id)
-    raw = _until(lambda: (s := rt.cgroups.sample(c.id))["memory_shmem"] >= 28 << 20 and s)
-    assert raw["sources"]["memory_shmem"] in ("memory.stat total_shmem", "memory.stat shmem")
-    assert raw["memory_cache"] >= raw["memory_shmem"]           # tmpfs pages are page cache
-    assert raw["memory_anon"] < 8 << 20                          # sh, dd and sleep: little anon
+    raw = _until(lambda: (s := rt.cgroups.sample(c.id)).memory_shmem >= 28 << 20 and s)
+    assert raw.sources["memory_shmem"] in ("memory.stat total_shmem", "memory.stat shmem")
+    assert raw.memory_cache >= raw.memory_shmem           # tmpfs pages are page cache
+    assert raw.memory_anon < 8 << 20                          # sh, dd and sleep: little anon
     r = stats.StatsReader(rt.cgroups)
     try:
         fast, _ = r.read(c.id, tree=False)
-        assert abs(fast["memory_shmem"] - raw["memory_shmem"]) < 1 << 20
+        assert abs(fast.memory_shmem - raw.memory_shmem) < 1 << 20
     finally:
         r.close()
     point = memrecord.point_from_sample(raw, time.time())
@@ -121,15 +163,15 @@ def test_a_row_added_to_the_table_reaches_both_readers_the_live_figures_and_metr
     with open(f"{rt.cgroups.paths(c.id)[ctl]}/{file}") as f:
         want = int(f.read())
     raw = rt.cgroups.sample(c.id)
-    assert raw["extra_knob"] == want and raw["sources"]["extra_knob"] == file
+    assert raw.figures["extra_knob"] == want and raw.sources["extra_knob"] == file
     r = stats.StatsReader(rt.cgroups)
     try:
         fast, _ = r.read(c.id, tree=False)
     finally:
         r.close()
-    assert fast["extra_knob"] == want
+    assert fast.figures["extra_knob"] == want
     # what the live page gets: the sampler's sample event, its "kernel files" figures
-    s = sampler.Sampler(tick=1.0, keep=10.0, reader=sampler.Reader(), record=False)
+    s = sampler.Sampler(tick=1.0, keep=10.0, reader=sampler.Reader())
     s.state[c.id] = sampler._Watched(points=deque())
     ev = s._sample_one(c.id, (fast, []), time.monotonic(), time.time())[0]
     assert ev["figures"]["extra_knob"] == want and ev["figure_sources"]["extra_knob"] == file

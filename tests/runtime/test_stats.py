@@ -62,19 +62,19 @@ def test_v2_values_are_parsed_as_the_driver_parses_them(cg, fake):
     raw, forest = r.read("abc")
     assert raw == cg.sample("abc")                       # every key, value and source
     assert forest == []                                  # the fake's cgroup.procs is empty
-    assert raw["memory_usage"] == 6615040 and raw["memory_limit"] == 64 << 20
-    assert (raw["memory_cache"], raw["memory_rss"], raw["memory_inactive_file"]) == \
+    assert raw.memory_usage == 6615040 and raw.memory_limit == 64 << 20
+    assert (raw.memory_cache, raw.figures["memory_rss"], raw.memory_inactive_file) == \
         (2162688, 4423680, 1622016)
-    assert raw["memory_swap"] == 4096 and raw["memory_swap_limit"] == 0
-    assert raw["memory_events"]["max"] == 9 and raw["oom_kills"] == 1 and raw["memory_failcnt"] is None
-    assert raw["cpu_usage_ns"] == 1_500_000
-    assert (raw["cpu_nr_periods"], raw["cpu_nr_throttled"], raw["cpu_throttled_ns"]) == (40, 7, 2_500_000)
-    assert (raw["cpu_quota_us"], raw["cpu_period_us"]) == (50000, 100000)
-    assert (raw["pids_current"], raw["pids_max"]) == (3, 100)
-    assert (raw["io_read_bytes"], raw["io_write_bytes"]) == (1048576 + 4096, 8192)
-    assert raw["sources"]["cpu_usage_ns"] == "cpu.stat usage_usec"
-    assert raw["sources"]["memory_inactive_file"] == "memory.stat inactive_file"
-    assert raw["sources"]["io_read_bytes"] == "io.stat rbytes"
+    assert raw.memory_swap == 4096 and raw.memory_swap_limit == 0
+    assert raw.memory_events["max"] == 9 and raw.oom_kills == 1 and raw.memory_failcnt is None
+    assert raw.cpu_usage_ns == 1_500_000
+    assert (raw.cpu_nr_periods, raw.cpu_nr_throttled, raw.cpu_throttled_ns) == (40, 7, 2_500_000)
+    assert (raw.cpu_quota_us, raw.cpu_period_us) == (50000, 100000)
+    assert (raw.pids_current, raw.pids_max) == (3, 100)
+    assert (raw.io_read_bytes, raw.io_write_bytes) == (1048576 + 4096, 8192)
+    assert raw.sources["cpu_usage_ns"] == "cpu.stat usage_usec"
+    assert raw.sources["memory_inactive_file"] == "memory.stat inactive_file"
+    assert raw.sources["io_read_bytes"] == "io.stat rbytes"
     r.close()
 
 
@@ -84,9 +84,9 @@ def test_v2_unlimited_and_missing_files_read_as_the_driver_reads_them(cg, fake):
     r = stats.StatsReader(cg)
     raw, _ = r.read("abc")
     assert raw == cg.sample("abc")
-    assert raw["memory_limit"] is None and raw["pids_max"] is None and raw["memory_swap"] is None
-    assert (raw["cpu_quota_us"], raw["cpu_period_us"]) == (None, 100000)
-    assert (raw["io_read_bytes"], raw["io_write_bytes"]) == (0, 0)             # an empty io.stat
+    assert raw.memory_limit is None and raw.pids_max is None and raw.memory_swap is None
+    assert (raw.cpu_quota_us, raw.cpu_period_us) == (None, 100000)
+    assert (raw.io_read_bytes, raw.io_write_bytes) == (0, 0)             # an empty io.stat
     r.close()
 
 
@@ -104,18 +104,18 @@ def test_v2_what_is_reread_when(cg, fake):
     # memory.stat moves while memory.current stands still (LRU aging from outside):
     # carried over until the next slow tick
     fake.set("terrarium/abc/memory.stat", MEMORY_STAT.replace("inactive_file 1622016", "inactive_file 4096"))
-    assert r.read("abc")[0]["memory_inactive_file"] == 1622016
+    assert r.read("abc")[0].memory_inactive_file == 1622016
     # the container charges memory: an active tick reads memory.stat and memory.events too
     fake.set("terrarium/abc/memory.current", "7000000\n")
     fake.set("terrarium/abc/memory.events", "low 0\nhigh 0\nmax 10\noom 2\noom_kill 2\noom_group_kill 0\n")
     raw = r.read("abc")[0]
-    assert files.active and raw["memory_usage"] == 7000000
-    assert raw["memory_inactive_file"] == 4096 and raw["oom_kills"] == 2
+    assert files.active and raw.memory_usage == 7000000
+    assert raw.memory_inactive_file == 4096 and raw.oom_kills == 2
     # a limit changed while it runs shows on the next slow tick (tick 5)
     cg.update("abc", Limits(memory=96 << 20, cpus=1.5))
     seen = [r.read("abc")[0] for _ in range(2)]          # ticks 4 and 5
-    assert seen[0]["memory_limit"] == 64 << 20 and seen[1]["memory_limit"] == 96 << 20
-    assert (seen[1]["cpu_quota_us"], seen[1]["cpu_period_us"]) == (150000, 100000)
+    assert seen[0].memory_limit == 64 << 20 and seen[1].memory_limit == 96 << 20
+    assert (seen[1].cpu_quota_us, seen[1].cpu_period_us) == (150000, 100000)
     assert seen[1] == cg.sample("abc")
     r.close()
 
@@ -226,7 +226,7 @@ def test_one_off_passes_hold_no_descriptor_and_resolve_a_cgroup_once(cg, fake):
     fake.set("terrarium/abc/memory.current", "7777\n")
     again = r.read_many(["abc"], tree=False, keep=False)
     assert sorted(asked) == ["abc", "def"] and _fds() == fds
-    assert again["abc"][0]["memory_usage"] == 7777 != first["abc"][0]["memory_usage"]
+    assert again["abc"][0].memory_usage == 7777 != first["abc"][0].memory_usage
     assert list(r._closed) == ["abc"]                    # "def" was left out: dropped
     r.read("abc")                                        # a kept reading: made afresh (in the budget)
     assert sorted(asked) == ["abc", "abc", "def"] and r._closed == {}
@@ -272,27 +272,27 @@ def test_v1_values_agree_with_the_driver_and_the_files(rt, cleanup, name):
         if raw == ref == again:
             break
         time.sleep(0.2)
-    assert set(raw) == set(ref)
-    assert raw == ref, {k: (raw[k], ref[k]) for k in raw if raw[k] != ref[k]}
+    assert set(raw.figures) == set(ref.figures)
+    assert raw == ref, {k: (v, ref.figures[k]) for k, v in raw.figures.items() if v != ref.figures[k]}
     # and what the files say, read here directly
     mem = _file(paths, "memory", "memory.stat")
-    assert raw["memory_usage"] == int(_file(paths, "memory", "memory.usage_in_bytes"))
-    assert raw["memory_usage"] >= 8 << 20                # memhog's 2 x 4 MB
-    assert raw["memory_limit"] == int(_file(paths, "memory", "memory.limit_in_bytes")) == 64 << 20
-    assert raw["memory_cache"] == _stat(mem, "total_cache")
-    assert raw["memory_rss"] == _stat(mem, "total_rss") and raw["memory_rss"] >= 8 << 20
-    assert raw["memory_inactive_file"] == _stat(mem, "total_inactive_file")
-    assert raw["memory_swap"] == _stat(mem, "total_swap")
-    assert raw["memory_failcnt"] == int(_file(paths, "memory", "memory.failcnt"))
-    assert raw["oom_kills"] == _stat(_file(paths, "memory", "memory.oom_control"), "oom_kill")
-    assert raw["cpu_usage_ns"] == int(_file(paths, "cpuacct", "cpuacct.usage")) > 0
-    assert raw["cpu_nr_periods"] == _stat(_file(paths, "cpu", "cpu.stat"), "nr_periods")
-    assert (raw["cpu_quota_us"], raw["cpu_period_us"]) == (50000, 100000)
-    assert raw["pids_current"] == int(_file(paths, "pids", "pids.current")) >= 3
-    assert raw["pids_max"] == 50
-    assert raw["sources"]["memory_usage"] == "memory.usage_in_bytes"
-    assert raw["sources"]["memory_inactive_file"] == "memory.stat total_inactive_file"
-    assert raw["sources"]["cpu_usage_ns"] == "cpuacct.usage"
+    assert raw.memory_usage == int(_file(paths, "memory", "memory.usage_in_bytes"))
+    assert raw.memory_usage >= 8 << 20                # memhog's 2 x 4 MB
+    assert raw.memory_limit == int(_file(paths, "memory", "memory.limit_in_bytes")) == 64 << 20
+    assert raw.memory_cache == _stat(mem, "total_cache")
+    assert raw.figures["memory_rss"] == _stat(mem, "total_rss") and raw.figures["memory_rss"] >= 8 << 20
+    assert raw.memory_inactive_file == _stat(mem, "total_inactive_file")
+    assert raw.memory_swap == _stat(mem, "total_swap")
+    assert raw.memory_failcnt == int(_file(paths, "memory", "memory.failcnt"))
+    assert raw.oom_kills == _stat(_file(paths, "memory", "memory.oom_control"), "oom_kill")
+    assert raw.cpu_usage_ns == int(_file(paths, "cpuacct", "cpuacct.usage")) > 0
+    assert raw.cpu_nr_periods == _stat(_file(paths, "cpu", "cpu.stat"), "nr_periods")
+    assert (raw.cpu_quota_us, raw.cpu_period_us) == (50000, 100000)
+    assert raw.pids_current == int(_file(paths, "pids", "pids.current")) >= 3
+    assert raw.pids_max == 50
+    assert raw.sources["memory_usage"] == "memory.usage_in_bytes"
+    assert raw.sources["memory_inactive_file"] == "memory.stat total_inactive_file"
+    assert raw.sources["cpu_usage_ns"] == "cpuacct.usage"
     # removed while kept open (ENODEV from kernfs): NotFound, and its descriptors closed
     rt.remove(c.id, force=True)
     with pytest.raises(NotFound):
@@ -390,9 +390,9 @@ def test_over_the_process_descriptor_budget_nothing_is_kept_open(rt, cleanup, na
             raw, forest = r.read(c.id)
             assert len(os.listdir("/proc/self/fd")) == fds
         ref = rt.cgroups.sample(c.id)
-        assert set(raw) == set(ref) and raw["memory_limit"] == ref["memory_limit"] == 64 << 20
+        assert set(raw.figures) == set(ref.figures) and raw.memory_limit == ref.memory_limit == 64 << 20
         assert [n.info.pid for _, n in walk(forest)] == [c.pid]
-        assert (raw["net_rx_bytes"] is None) == (ref["net_rx_bytes"] is None)      # net/dev read the same way
+        assert (raw.figures["net_rx_bytes"] is None) == (ref.figures["net_rx_bytes"] is None)      # net/dev read the same way
     finally:
         r.close()
     assert fdbudget.STATS.refused > 0

@@ -21,14 +21,14 @@ def rt(module_runtime):
 def _grows(reader, cid, key, timeout=30.0):
     """The figure's first reading and a later, larger one (ticking as the sampler does)."""
     first = reader.read(cid, tree=False)[0]
-    assert first[key] is not None, f"{key} missing: no PSI in this kernel? {first['sources']}"
+    assert first.get(key) is not None, f"{key} missing: no PSI in this kernel? {first.sources}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(0.5)
         raw = reader.read(cid, tree=False)[0]
-        if raw[key] > first[key]:
+        if raw.figures[key] > first.figures[key]:
             return first, raw
-    pytest.fail(f"{key} stayed at {first[key]} for {timeout}s")
+    pytest.fail(f"{key} stayed at {first.get(key)} for {timeout}s")
 
 
 def test_cpu_pressure_moves_under_a_cpu_hog_with_a_quota(rt):
@@ -40,9 +40,9 @@ def test_cpu_pressure_moves_under_a_cpu_hog_with_a_quota(rt):
     reader = stats.StatsReader(r.cgroups)
     try:
         first, raw = _grows(reader, c.id, "psi_cpu_some_total")
-        assert raw["sources"]["psi_cpu_some_total"] == "cpu.pressure some total"
-        assert raw["cpu_nr_throttled"] > first["cpu_nr_throttled"]        # and throttled under the quota
-        assert 0 <= raw["psi_cpu_some_avg10"] <= 100
+        assert raw.sources["psi_cpu_some_total"] == "cpu.pressure some total"
+        assert raw.cpu_nr_throttled > first.cpu_nr_throttled        # and throttled under the quota
+        assert 0 <= raw.figures["psi_cpu_some_avg10"] <= 100
     finally:
         reader.close()
         r.remove(c.id, force=True)
@@ -62,9 +62,9 @@ def test_memory_pressure_moves_when_the_kernel_throttles_a_hog(rt):
     reader = stats.StatsReader(r.cgroups)
     try:
         first, raw = _grows(reader, c.id, "psi_memory_some_total")
-        assert raw["sources"]["psi_memory_some_total"] == "memory.pressure some total"
-        assert raw["memory_high"] == 8 * MB and raw["memory_limit"] == 64 * MB
-        events = r.cgroups.sample(c.id)["memory_events"]
+        assert raw.sources["psi_memory_some_total"] == "memory.pressure some total"
+        assert raw.figures["memory_high"] == 8 * MB and raw.memory_limit == 64 * MB
+        events = r.cgroups.sample(c.id).memory_events
         assert events["high"] > 0 and events["oom_kill"] == 0
     finally:
         reader.close()

@@ -352,18 +352,18 @@ def test_driver_sample_reads_v2_files(drv):
         d.attach("c1", pid)
         os.write(w, b"g")
         os.close(w)
-        _wait_for(lambda: (d.sample("c1")["memory_usage"] or 0) >= 4 * MB, what="memory.current")
-        _wait_for(lambda: (d.sample("c1")["cpu_usage_ns"] or 0) > 0, what="cpu.stat usage_usec")
+        _wait_for(lambda: (d.sample("c1").memory_usage or 0) >= 4 * MB, what="memory.current")
+        _wait_for(lambda: (d.sample("c1").cpu_usage_ns or 0) > 0, what="cpu.stat usage_usec")
         s = d.sample("c1")
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-    assert s["kind"] == "v2"
-    assert s["memory_limit"] == 64 * MB
-    assert s["memory_usage"] > 0
-    assert s["memory_swap_limit"] == 0
-    assert (s["cpu_quota_us"], s["cpu_period_us"]) == (50000, 100000)
-    assert s["pids_max"] == 10 and s["pids_current"] == 1
-    assert s["oom_kills"] == 0
-    assert s["sources"]["memory_usage"] == "memory.current"
+    assert s.kind == "v2"
+    assert s.memory_limit == 64 * MB
+    assert s.memory_usage > 0
+    assert s.memory_swap_limit == 0
+    assert (s.cpu_quota_us, s.cpu_period_us) == (50000, 100000)
+    assert s.pids_max == 10 and s.pids_current == 1
+    assert s.oom_kills == 0
+    assert s.sources["memory_usage"] == "memory.current"
     d.remove("c1")
