@@ -40,10 +40,17 @@ def _read_password(path: str) -> str:
     return password
 
 
+REPLY_TIMEOUT = 30.0              # seconds; over channels-redis' BZPOPMIN wait (5 s)
+
+
 def channel_host(env=os.environ) -> dict:
     """The channels-redis `hosts` entry for TERRARIUM_REDIS_URL (see the module)."""
     url = env["TERRARIUM_REDIS_URL"]
-    host: dict = {"address": url}
+    # channels-redis waits for a message with BZPOPMIN of 5 s; redis-py 8 reads
+    # every reply with a 5 s socket timeout by default (before: none), so an
+    # idle channel's wait timed out at the socket and the websocket closed 1011.
+    # A reply later than this still fails, rather than hang a worker for good.
+    host: dict = {"address": url, "socket_timeout": REPLY_TIMEOUT}
     password_file = env.get("TERRARIUM_REDIS_PASSWORD_FILE")
     if password_file:
         host["username"] = env.get("TERRARIUM_REDIS_USER") or "terrarium"

@@ -20,7 +20,7 @@ def _password_file(tmp_path, mode=0o600, text="s3cret\n"):
 
 def test_the_password_comes_from_a_private_file(tmp_path):
     host = channel_host({"TERRARIUM_REDIS_URL": URL, "TERRARIUM_REDIS_PASSWORD_FILE": _password_file(tmp_path)})
-    assert host == {"address": URL, "username": "terrarium", "password": "s3cret"}
+    assert host == {"address": URL, "username": "terrarium", "password": "s3cret", "socket_timeout": 30.0}
     host = channel_host({"TERRARIUM_REDIS_URL": URL, "TERRARIUM_REDIS_USER": "web",
                          "TERRARIUM_REDIS_PASSWORD_FILE": _password_file(tmp_path)})
     assert host["username"] == "web"
@@ -34,9 +34,10 @@ def test_a_url_without_credentials_is_refused():
 
 def test_the_insecure_override_and_a_password_in_the_url_are_accepted():
     plain = "redis://127.0.0.1:6379/0"
-    assert channel_host({"TERRARIUM_REDIS_URL": plain, "TERRARIUM_REDIS_INSECURE": "1"}) == {"address": plain}
+    assert channel_host({"TERRARIUM_REDIS_URL": plain, "TERRARIUM_REDIS_INSECURE": "1"}) == {"address": plain,
+                                                                                       "socket_timeout": 30.0}
     with_pw = "redis://terrarium:pw@127.0.0.1:6379/0"
-    assert channel_host({"TERRARIUM_REDIS_URL": with_pw}) == {"address": with_pw}
+    assert channel_host({"TERRARIUM_REDIS_URL": with_pw}) == {"address": with_pw, "socket_timeout": 30.0}
 
 
 @pytest.mark.parametrize("mode,text,says", [
