@@ -31,7 +31,7 @@ import select
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Hashable, Iterable, Iterator, Mapping
+from typing import Hashable, Iterable, Iterator, Mapping, NotRequired, TypedDict
 
 from . import fdbudget
 from . import inotify as _inotify_mod
@@ -71,7 +71,7 @@ def kmsg_clock_offset(path: str = "/dev/kmsg", probes: int = 3) -> int:
         try:
             wfd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         except OSError as e:
-            raise KernelError(e.errno, f"open {path} for writing") from None
+            raise KernelError(e.errno or errno.EIO, f"open {path} for writing") from None
         try:
             for _ in range(probes):
                 tag = f"terrarium: clock probe {os.urandom(4).hex()}"
@@ -166,7 +166,7 @@ class KmsgReader:
         try:
             self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as e:
-            raise KernelError(e.errno, f"open {path}") from None
+            raise KernelError(e.errno or errno.EIO, f"open {path}") from None
         if not from_start:
             os.lseek(self._fd, 0, os.SEEK_END)
 
@@ -181,7 +181,7 @@ class KmsgReader:
     def __enter__(self) -> "KmsgReader":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def read_one(self) -> KmsgRecord | None:
@@ -199,7 +199,7 @@ class KmsgReader:
             except InterruptedError:
                 continue
             except OSError as e:
-                raise KernelError(e.errno, f"read {self.path}") from None
+                raise KernelError(e.errno or errno.EIO, f"read {self.path}") from None
             if not raw:
                 return None
             rec = parse_kmsg_record(raw)
@@ -259,7 +259,46 @@ _KILL_CHOSEN = re.compile(r"^(?P<message>.*): Kill process (?P<pid>\d+) \((?P<co
                           r"score (?P<score>\d+) or sacrifice child$")
 
 
-def parse_invoked_line(text: str) -> dict | None:
+class InvokedLine(TypedDict):
+    invoker_comm: str
+    gfp_mask: str | None
+    order: int | None
+    invoker_oom_score_adj: int | None
+
+
+class OomKillLine(TypedDict):
+    constraint: str
+    nodemask: str
+    cpuset: str | None
+    mems_allowed: str | None
+    oom_memcg: str | None
+    task_memcg: str | None
+    comm: str
+    pid: int
+    uid: int
+    is_global: bool
+
+
+class KilledLine(TypedDict):
+    message: str | None
+    pid: int
+    comm: str
+    total_vm_kb: int
+    anon_rss_kb: int
+    file_rss_kb: int
+    shmem_rss_kb: int | None
+    uid: int | None
+    pgtables_kb: int | None
+    oom_score_adj: int | None
+    is_global: bool | None
+
+
+class TaskInLine(TypedDict):
+    task_memcg: str | None
+    oom_memcg: str
+
+
+def parse_invoked_line(text: str) -> InvokedLine | None:
     """``X invoked oom-killer: gfp_mask=..., order=N, oom_score_adj=N``."""
     m = _INVOKED.match(text)
     if not m:
@@ -280,7 +319,7 @@ def parse_memory_line(text: str) -> tuple[str, int, int, int] | None:
     return m["what"], int(m["usage"]), int(m["limit"]), int(m["failcnt"])
 
 
-def parse_oom_kill_line(text: str) -> dict | None:
+def parse_oom_kill_line(text: str) -> OomKillLine | None:
     """The one-line summary ``oom-kill:constraint=...,task=...,pid=...,uid=...``.
 
     A host-wide OOM prints ``global_oom`` instead of ``oom_memcg=``; its
@@ -299,12 +338,13 @@ def parse_oom_kill_line(text: str) -> dict | None:
             "is_global": oom_memcg is None}
 
 
-def parse_killed_line(text: str) -> dict | None:
+def parse_killed_line(text: str) -> KilledLine | None:
     """``[Memory cgroup out of memory: |Out of memory: ]Killed process N (comm) total-vm:...``."""
     m = _KILLED.match(text)
     if not m:
         return None
-    opt = lambda k: int(m[k]) if m[k] is not None else None  # noqa: E731
+    def opt(k: str) -> int | None:
+        return int(m[k]) if m[k] is not None else None
     message = m["message"]
     return {"message": message, "pid": int(m["pid"]), "comm": m["comm"],
             "total_vm_kb": int(m["total_vm"]), "anon_rss_kb": int(m["anon_rss"]),
@@ -314,7 +354,7 @@ def parse_killed_line(text: str) -> dict | None:
             "is_global": None if message is None else not message.startswith("Memory cgroup")}
 
 
-def parse_task_in_line(text: str) -> dict | None:
+def parse_task_in_line(text: str) -> TaskInLine | None:
     """Older kernels: ``Task in /x killed as a result of limit of /y``."""
     m = _TASK_IN.match(text)
     if not m:
@@ -357,6 +397,22 @@ class OomReport:
     lines: tuple[str, ...] = ()       # the report's records' text, capped at MAX_REPORT_LINES
 
 
+class _Partial(TypedDict):
+    """A report being assembled: its records so far, and what their lines said."""
+    started_usec: int
+    first_seq: int
+    last_seq: int
+    missed_records: int
+    lines: list[str]
+    invoked: NotRequired[InvokedLine]
+    invoker_pid: NotRequired[int]
+    memory: NotRequired[tuple[int, int, int]]        # usage, limit (kB), failcnt
+    memsw: NotRequired[tuple[int, int]]              # v1 memory+swap usage, limit (kB)
+    oom_kill: NotRequired[OomKillLine]
+    task_in: NotRequired[TaskInLine]
+    chosen_message: NotRequired[str]
+
+
 class OomAssembler:
     """Feed kmsg records in order; ``feed()`` returns an OomReport when one completes.
 
@@ -368,9 +424,9 @@ class OomAssembler:
 
     def __init__(self, max_lines: int = MAX_REPORT_LINES):
         self.max_lines = max_lines
-        self._cur: dict | None = None
+        self._cur: _Partial | None = None
 
-    def _open(self, rec: KmsgRecord) -> dict:
+    def _open(self, rec: KmsgRecord) -> _Partial:
         self._cur = {"started_usec": rec.usec, "first_seq": rec.seq, "last_seq": rec.seq,
                      "missed_records": 0, "lines": []}
         return self._cur
@@ -379,7 +435,7 @@ class OomAssembler:
         text = rec.text
         if (inv := parse_invoked_line(text)) is not None:
             cur = self._open(rec)          # a report that never completed is dropped
-            cur.update(inv)
+            cur["invoked"] = inv
         elif self._cur is None:
             if not text.startswith(("oom-kill:", "Task in ", "Memory limit reached",
                                     "Memory cgroup out of memory", "Out of memory",
@@ -400,9 +456,9 @@ class OomAssembler:
         elif (mem := parse_memory_line(text)) is not None:
             what, usage, limit, failcnt = mem
             if what == "memory":
-                cur.update(usage_kb=usage, limit_kb=limit, failcnt=failcnt)
+                cur["memory"] = (usage, limit, failcnt)
             elif what == "memory+swap":
-                cur.update(memsw_usage_kb=usage, memsw_limit_kb=limit)
+                cur["memsw"] = (usage, limit)
         elif (ok := parse_oom_kill_line(text)) is not None:
             cur["oom_kill"] = ok
         elif (ti := parse_task_in_line(text)) is not None:
@@ -415,8 +471,11 @@ class OomAssembler:
         return None
 
     @staticmethod
-    def _build(rec: KmsgRecord, cur: dict, kl: dict) -> OomReport:
+    def _build(rec: KmsgRecord, cur: _Partial, kl: KilledLine) -> OomReport:
         ok, ti = cur.get("oom_kill"), cur.get("task_in")
+        constraint: str | None
+        oom_memcg: str | None
+        task_memcg: str | None
         if ok is not None:
             constraint, is_global = ok["constraint"], ok["is_global"]
             oom_memcg, task_memcg = ok["oom_memcg"], ok["task_memcg"]
@@ -432,6 +491,9 @@ class OomAssembler:
             message = kl["message"] or cur.get("chosen_message")
             is_global = message is None or not message.startswith("Memory cgroup")
         uid = kl["uid"] if kl["uid"] is not None else (ok["uid"] if ok else None)
+        inv = cur.get("invoked")
+        usage, limit, failcnt = cur.get("memory", (None, None, None))
+        memsw_usage, memsw_limit = cur.get("memsw", (None, None))
         return OomReport(
             usec=rec.usec, pid=kl["pid"], comm=kl["comm"], is_global=is_global,
             oom_memcg=None if is_global else oom_memcg, task_memcg=task_memcg,
@@ -439,11 +501,10 @@ class OomAssembler:
             total_vm_kb=kl["total_vm_kb"], anon_rss_kb=kl["anon_rss_kb"],
             file_rss_kb=kl["file_rss_kb"], shmem_rss_kb=kl["shmem_rss_kb"],
             pgtables_kb=kl["pgtables_kb"], oom_score_adj=kl["oom_score_adj"],
-            usage_kb=cur.get("usage_kb"), limit_kb=cur.get("limit_kb"),
-            failcnt=cur.get("failcnt"), memsw_usage_kb=cur.get("memsw_usage_kb"),
-            memsw_limit_kb=cur.get("memsw_limit_kb"),
-            invoker_comm=cur.get("invoker_comm"), invoker_pid=cur.get("invoker_pid"),
-            gfp_mask=cur.get("gfp_mask"), order=cur.get("order"),
+            usage_kb=usage, limit_kb=limit, failcnt=failcnt,
+            memsw_usage_kb=memsw_usage, memsw_limit_kb=memsw_limit,
+            invoker_comm=inv["invoker_comm"] if inv else None, invoker_pid=cur.get("invoker_pid"),
+            gfp_mask=inv["gfp_mask"] if inv else None, order=inv["order"] if inv else None,
             started_usec=cur["started_usec"], first_seq=cur["first_seq"],
             last_seq=cur["last_seq"], missed_records=cur["missed_records"],
             lines=tuple(cur["lines"]))
@@ -541,7 +602,7 @@ def read_counts(cgroup_dir: str) -> OomCounts:
         with open(path) as f:
             return _counts_from(version, f.read())
     except OSError as e:
-        raise KernelError(e.errno, f"read {path}") from None
+        raise KernelError(e.errno or errno.EIO, f"read {path}") from None
 
 
 # --- cgroup OOM watch ----------------------------------------------------------
@@ -561,7 +622,8 @@ class CgroupOomEvent:
     cgroup_dir: str
     counts: OomCounts
     new_kills: int                    # oom_kill now minus oom_kill at the previous event
-    woke_ns: int                      # CLOCK_MONOTONIC when the eventfd/inotify woke us
+    woke_ns: int | None               # CLOCK_MONOTONIC when the eventfd/inotify woke us (None: a
+                                      # cgroup gone, or read before any wake)
     seen_ns: int                      # CLOCK_MONOTONIC when these counts were read
     gone: bool = False                # the cgroup was removed (v1 signals the eventfd on rmdir)
 
@@ -607,6 +669,10 @@ class CgroupOomWatch:
     def fileno(self) -> int:
         return self._epoll.fileno()
 
+    def polled(self) -> bool:
+        """Whether any watch is kept without a descriptor (sweep() reads those)."""
+        return any(w.polled for w in self._watches.values())
+
     def keys(self) -> list[Hashable]:
         return list(self._watches)
 
@@ -633,11 +699,11 @@ class CgroupOomWatch:
             fdbudget.OOM.give(fds)
             raise
 
-    def _add(self, key, cgroup_dir: str, version: int, path: str) -> OomCounts:
+    def _add(self, key: Hashable, cgroup_dir: str, version: int, path: str) -> OomCounts:
         try:
             counter_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
-            raise KernelError(e.errno, f"open {path}") from None
+            raise KernelError(e.errno or errno.EIO, f"open {path}") from None
         try:
             last = _counts_from(version, os.pread(counter_fd, 4096, 0).decode())
             if version == 1:
@@ -650,7 +716,7 @@ class CgroupOomWatch:
         self._watches[key] = w
         return last
 
-    def _add_v1(self, key, cgroup_dir, counter_fd, last) -> _Watch:
+    def _add_v1(self, key: Hashable, cgroup_dir: str, counter_fd: int, last: OomCounts) -> _Watch:
         efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         control = os.path.join(cgroup_dir, "cgroup.event_control")
         try:
@@ -660,12 +726,12 @@ class CgroupOomWatch:
             self._epoll.register(efd, select.EPOLLIN)
         except OSError as e:
             os.close(efd)
-            raise KernelError(e.errno, f"register eventfd in {control}") from None
+            raise KernelError(e.errno or errno.EIO, f"register eventfd in {control}") from None
         w = _Watch(key, cgroup_dir, 1, counter_fd, efd, -1, last)
         self._by_fd[efd] = w
         return w
 
-    def _add_v2(self, key, cgroup_dir, path, counter_fd, last) -> _Watch:
+    def _add_v2(self, key: Hashable, cgroup_dir: str, path: str, counter_fd: int, last: OomCounts) -> _Watch:
         libc = _inotify()
         if self._inotify_fd < 0:
             fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
@@ -715,7 +781,7 @@ class CgroupOomWatch:
     def __enter__(self) -> "CgroupOomWatch":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- events
@@ -785,8 +851,11 @@ class CgroupOomWatch:
         """Read the counters of the watches kept without descriptors (over the
         budget: open, read, close each); those that moved are marked as a
         wake would.  → whether any did (call read_events() then).  The caller
-        sweeps as often as it re-lists (every refresh, 0.5 s): such a cgroup's
-        kill is seen that much later from its counters, at once from kmsg."""
+        sweeps every refresh (0.5 s) while polled() says there are such watches:
+        such a cgroup's kill is seen that much later from its counters, at once
+        from kmsg.  A watch that did not move is given descriptors again as
+        soon as the budget has room (other watches removed), so polling lasts
+        only as long as the crowd that caused it."""
         now, moved = time.monotonic_ns(), False
         for w in list(self._watches.values()):
             if not w.polled or w.pending_since is not None:
@@ -800,7 +869,30 @@ class CgroupOomWatch:
             if counts != w.last:
                 self._mark(w, now)
                 moved = True
+            elif self._promote(w, now):
+                moved = True
         return moved
+
+    def _promote(self, w: _Watch, now: int) -> bool:
+        """Give polled watch w its descriptors if the budget allows; → whether
+        its counters moved between the sweep's read and the new watch's (it
+        is then marked, and read_events() reports against the old counts)."""
+        fds = 2 if w.version == 1 else 1
+        if not fdbudget.OOM.take(fds):
+            return False
+        del self._watches[w.key]
+        try:
+            counts = self._add(w.key, w.cgroup_dir, w.version, w.path)
+        except (OSError, KernelError, InvalidArgument):
+            fdbudget.OOM.give(fds)                   # (_add gives nothing back itself)
+            self._watches[w.key] = w                 # still polled; a gone cgroup shows next sweep
+            return False
+        if counts == w.last:
+            return False
+        new = self._watches[w.key]
+        new.last = w.last
+        self._mark(new, now)
+        return True
 
     def _check(self, w: _Watch) -> CgroupOomEvent | None:
         seen = time.monotonic_ns()

@@ -31,38 +31,108 @@ import dataclasses
 import os
 import select
 import time
-from typing import Callable, Iterator
+from collections.abc import Hashable, Iterable
+from typing import Any, Callable, Iterator, Literal, Protocol, TypedDict, Union
 
-from .errors import KernelError, TerrariumError
+from .cgroups import CgroupDriver
+from .errors import KernelError, NotFound, TerrariumError
 from .oom import CgroupOomWatch, KmsgReader, OomAssembler, OomCounts, OomReport, read_counts
 from .pidinfo import memory_cgroup_of
 
 KMSG_PATH = "/dev/kmsg"
 
+class _Listed(Protocol):
+    """What the feed reads of a listed container (runtime.model.Container)."""
+    @property
+    def id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+
+
+class Runtime(Protocol):
+    """What the feed uses of a runtime (runtime.containers.Runtime)."""
+    @property
+    def cgroup_parent(self) -> str: ...
+    @property
+    def cgroups(self) -> CgroupDriver: ...
+    @property
+    def containers_dir(self) -> str: ...
+
+    def list(self, all: bool = True) -> Iterable[_Listed]: ...  # noqa: A002 - the runtime's word
+    def resolve(self, ref: str) -> str: ...
+    def inspect(self, ref: str) -> _Listed: ...
+
+
+# An OomReport / OomCounts as JSON: its fields by name (dataclasses.asdict).
+ReportDict = dict[str, Any]
+CountsDict = dict[str, Any]
+
+
+class ReadyItem(TypedDict):
+    kind: Literal["ready"]
+    parent: str
+    memory_root: str
+    kmsg: str | None
+
+
+class ReportItem(TypedDict):
+    kind: Literal["report"]
+    report: ReportDict
+    memcg: str | None
+    counts: CountsDict | None
+    proc_memcg: str | None
+
+
+class CounterEvent(TypedDict):
+    key: Hashable
+    new_kills: int
+    counts: CountsDict | None
+    gone: bool
+
+
+class CountersItem(TypedDict):
+    kind: Literal["counters"]
+    pending: list[Hashable]
+    events: list[CounterEvent]
+
+
+class KmsgLostItem(TypedDict):
+    kind: Literal["kmsg-lost"]
+    error: str
+
+
+Item = Union[ReadyItem, ReportItem, CountersItem, KmsgLostItem]
+
+
+class Scope(TypedDict):
+    parent: str             # the runtime's cgroup parent
+    parent_dir: str         # its memory directory
+    memory_root: str        # the memory hierarchy's mount point
+
 
 # ------------------------------------------------------------ values as JSON
 
-def report_to_dict(report: OomReport) -> dict:
+def report_to_dict(report: OomReport) -> ReportDict:
     d = dataclasses.asdict(report)
     d["lines"] = list(report.lines)
     return d
 
 
-def report_from_dict(d: dict) -> OomReport:
+def report_from_dict(d: ReportDict) -> OomReport:
     return OomReport(**{**d, "lines": tuple(d.get("lines") or ())})
 
 
-def counts_to_dict(counts: OomCounts | None) -> dict | None:
+def counts_to_dict(counts: OomCounts | None) -> CountsDict | None:
     return dataclasses.asdict(counts) if counts is not None else None
 
 
-def counts_from_dict(d: dict | None) -> OomCounts | None:
+def counts_from_dict(d: CountsDict | None) -> OomCounts | None:
     return OomCounts(**d) if d else None
 
 
 # ----------------------------------------------------------------- the scope
 
-def memory_scope(rt) -> dict:
+def memory_scope(rt: Runtime) -> Scope:
     """The runtime's cgroup parent, its memory directory and the memory
     hierarchy's mount point (what attribution and counter paths start from)."""
     parent = rt.cgroup_parent.strip("/")
@@ -71,12 +141,12 @@ def memory_scope(rt) -> dict:
     return {"parent": parent, "parent_dir": parent_dir, "memory_root": memory_root}
 
 
-def container_counts(rt, ref: str) -> OomCounts:
+def container_counts(rt: Runtime, ref: str) -> OomCounts:
     """A running container's OOM counters now (NotFound/KernelError when it has none)."""
     return read_counts(rt.cgroups.paths(rt.resolve(ref))["memory"])
 
 
-def _running(rt) -> dict[str, str]:
+def _running(rt: Runtime) -> dict[str, str]:
     """id -> memory cgroup directory of each running (or paused) container."""
     return {c.id: rt.cgroups.paths(c.id)["memory"] for c in rt.list(all=True)
             if c.status in ("running", "paused")}
@@ -84,14 +154,21 @@ def _running(rt) -> dict[str, str]:
 
 # -------------------------------------------------------------------- follow
 
-def follow(rt, gone: Callable[[], bool], *, refresh: float = 0.5, settle: float = 0.25,
-           kmsg_path: str = KMSG_PATH) -> Iterator[dict]:
+def follow(rt: Runtime, gone: Callable[[], bool], *, refresh: float = 0.5, settle: float = 0.25,
+           kmsg_path: str = KMSG_PATH, full: float = 30.0) -> Iterator[Item]:
     """Yield the feed's items (see the module docstring) until ``gone()``,
     which is asked at least every ``refresh`` seconds; every descriptor is
-    closed when the generator ends or is closed."""
+    closed when the generator ends or is closed.  Which containers run is
+    listed once, then followed from the state root's changes (runtime/
+    changes.py: an inspect of each container that changed), with a full
+    list every ``full`` seconds (what no record shows) -- or every
+    ``refresh`` seconds when changes cannot be followed."""
+    from .changes import ALL, StateWatch
     scope = memory_scope(rt)
     counters = CgroupOomWatch(settle=settle)
-    kmsg, why = None, None
+    kmsg: KmsgReader | None = None
+    why: str | None = None
+    watch: StateWatch | None = None
     poller = select.epoll()
     try:
         try:
@@ -100,12 +177,18 @@ def follow(rt, gone: Callable[[], bool], *, refresh: float = 0.5, settle: float 
         except TerrariumError as e:
             why = str(e)
         poller.register(counters.fileno(), select.EPOLLIN)
+        try:
+            watch = StateWatch(rt.containers_dir)
+            poller.register(watch.fileno(), select.EPOLLIN)
+        except OSError:
+            watch = None                                 # no inotify: a list every refresh
         assembler = OomAssembler()
         _sync(rt, counters)
+        next_full = time.monotonic() + full
         yield {"kind": "ready", "parent": scope["parent"], "memory_root": scope["memory_root"],
                "kmsg": why}
         next_sync = time.monotonic() + refresh
-        pending: set = set()
+        pending: set[Hashable] = set()
         while True:
             hint = counters.timeout_hint()
             wait = max(0.0, next_sync - time.monotonic())
@@ -123,11 +206,20 @@ def follow(rt, gone: Callable[[], bool], *, refresh: float = 0.5, settle: float 
                     report = assembler.feed(rec)
                     if report is not None:
                         yield _report_item(report, scope["memory_root"])
+            if watch is not None and watch.fileno() in ready:
+                changed = watch.read(0)
+                try:
+                    if changed is ALL:
+                        _sync(rt, counters)
+                    else:
+                        _sync_some(rt, counters, changed)
+                except TerrariumError:
+                    pass                                 # the next full list tries again
             if counters.fileno() in ready or hint is not None:
                 evs = counters.read_events()
                 now_pending = set(counters.pending())
                 if evs or now_pending - pending:
-                    yield {"kind": "counters", "pending": sorted(now_pending),
+                    yield {"kind": "counters", "pending": sorted(now_pending, key=str),
                            "events": [{"key": ev.key, "new_kills": ev.new_kills,
                                        "counts": counts_to_dict(ev.counts), "gone": ev.gone}
                                       for ev in evs]}
@@ -135,20 +227,24 @@ def follow(rt, gone: Callable[[], bool], *, refresh: float = 0.5, settle: float 
             if time.monotonic() >= next_sync:
                 if gone():
                     return
-                try:
-                    _sync(rt, counters)
-                except TerrariumError:
-                    pass                                 # the next refresh tries again
+                if watch is None or time.monotonic() >= next_full:
+                    try:
+                        _sync(rt, counters)
+                        next_full = time.monotonic() + full
+                    except TerrariumError:
+                        pass                             # the next refresh tries again
                 counters.sweep()                         # over the descriptor budget: read now
                 next_sync = time.monotonic() + refresh
     finally:
+        if watch is not None:
+            watch.close()
         if kmsg is not None:
             kmsg.close()
         counters.close()
         poller.close()
 
 
-def _report_item(report: OomReport, memory_root: str) -> dict:
+def _report_item(report: OomReport, memory_root: str) -> ReportItem:
     """A report, with what only root can read while it is still there."""
     proc_memcg = None
     memcg = None if report.is_global else (report.oom_memcg or report.task_memcg)
@@ -165,7 +261,7 @@ def _report_item(report: OomReport, memory_root: str) -> dict:
             "counts": counts_to_dict(counts), "proc_memcg": proc_memcg}
 
 
-def _sync(rt, counters: CgroupOomWatch) -> None:
+def _sync(rt: Runtime, counters: CgroupOomWatch) -> None:
     """Watch the counters of running containers; drop the rest."""
     wanted = _running(rt)
     for key in counters.keys():
@@ -176,4 +272,22 @@ def _sync(rt, counters: CgroupOomWatch) -> None:
             try:
                 counters.add(path, cid)
             except TerrariumError:                       # it exited between the list and now
+                pass
+
+
+def _sync_some(rt: Runtime, counters: CgroupOomWatch, ids: Iterable[str]) -> None:
+    """The containers ``ids`` changed: watch each one's counters while it runs."""
+    for cid in ids:
+        try:
+            c = rt.inspect(cid)
+        except NotFound:
+            c = None
+        running = c is not None and c.status in ("running", "paused")
+        if not running:
+            if cid in counters.keys():
+                counters.remove(cid)
+        elif cid not in counters.keys():
+            try:
+                counters.add(rt.cgroups.paths(cid)["memory"], cid)
+            except TerrariumError:                       # it exited meanwhile
                 pass

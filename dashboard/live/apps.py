@@ -8,7 +8,5 @@ class LiveConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from dashboard.containers.signals import reconciled
-
-        from .history import keep_history_between_viewers
-        reconciled.connect(keep_history_between_viewers, dispatch_uid="live-history")
+        from .wiring import wire
+        wire()

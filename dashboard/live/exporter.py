@@ -4,7 +4,9 @@ work unchanged.
 
 Read on scrape, nothing in the background: a scrape lists the running (and
 paused) containers, reads each one's raw cgroup sample with ``tree=False``
-(no process is read) and walks the metrics of the figure table's rows
+(no process is read) through the process's one sampler
+(``Sampler.read_now``: a container one of its ticks read less than half a
+tick ago is not read again; the files stay open between scrapes) and walks the metrics of the figure table's rows
 (runtime/cgroups/figures.py: each row carries its metrics, cAdvisor's by
 default), so a new cgroup file is one row there and nothing here.  A figure
 the sample lacks (v1 has no PSI, v2 no failcnt) or holds as None yields no
@@ -24,13 +26,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from runtime import Sample
 from runtime.cgroups import figures
 
 from . import sampler, selectors
@@ -38,6 +41,7 @@ from . import sampler, selectors
 log = logging.getLogger(__name__)
 
 LABELS = ("id", "image", "name")
+HOLDER = "metrics"          # what the sampler knows /metrics' kept files by
 
 
 def labels_of(c) -> tuple[str, str, str]:
@@ -45,7 +49,7 @@ def labels_of(c) -> tuple[str, str, str]:
     return ("/" + (c.cgroup or c.id), c.image or "", c.name)
 
 
-def families(rows: Iterable[tuple[tuple[str, ...], Mapping]], table: tuple[figures.Metric, ...] | None = None):
+def families(rows: Iterable[tuple[tuple[str, ...], Sample]], table: tuple[figures.Metric, ...] | None = None):
     """The metric families of (labels, raw sample) pairs, one per metric
     (figures.metrics() unless given) that any container has a value for.
 
@@ -84,9 +88,10 @@ def _escape(v: str) -> str:
 
 
 class ContainerCollector(Collector):
-    """Reads on scrape; one reader (see sampler.make_reader) for all scrapes,
-    under a lock: a reader is not thread-safe.  Containers that stopped since
-    the last scrape are forgotten (their kept-open files closed).
+    """Reads on scrape through the sampler (``read_now``, as holder
+    "metrics"), or through ``reader`` if one is given (tests, bench/), under a
+    lock: a reader is not thread-safe.  Containers that stopped since the
+    last scrape are forgotten (their kept-open files closed).
 
     What a scrape costs at 1,000 containers (bench/metrics_bench.py) is kept
     down three ways:
@@ -98,7 +103,7 @@ class ContainerCollector(Collector):
     - every container is read with one read_many(tree=False);
     - ``encode`` writes the text (or OpenMetrics) body itself, from each
       container's series lines, kept between scrapes and made again only when
-      its sample changed (runtime.stats returns the very same dict while none
+      its sample changed (runtime.stats returns the very same record while none
       of a container's files changed: an idle container costs no formatting).
       Its output is byte for byte what the client library's encoders write
       for ``collect()``'s families (tests/live/test_exporter.py); the client
@@ -135,7 +140,7 @@ class ContainerCollector(Collector):
             self._strays &= set(ids)
         return [(c, self._labels[c]) for c in ids if c in self._labels]
 
-    def scrape(self) -> tuple[list[tuple[str, tuple, dict]], float]:
+    def scrape(self) -> tuple[list[tuple[str, tuple, Sample]], float]:
         """([(id, labels, raw sample)], container_scrape_error's value)."""
         rows: list = []
         with self._lock:
@@ -144,9 +149,11 @@ class ContainerCollector(Collector):
             except selectors.NotListed as e:
                 log.warning("/metrics: cannot list the containers: %s", e)
                 return rows, 1.0
+            ids = [c for c, _ in running]
             if self._reader is None:
-                self._reader = sampler.make_reader()
-            got = self._reader.read_many([c for c, _ in running], tree=False) if running else {}
+                got = sampler.get_sampler().read_now(HOLDER, ids)
+            else:
+                got = self._reader.read_many(ids, tree=False) if ids else {}
             now = set()
             for cid, labels in running:
                 r = got.get(cid)
@@ -155,7 +162,8 @@ class ContainerCollector(Collector):
                 now.add(cid)
                 rows.append((cid, labels, r[0]))
             for cid in self._seen - now:
-                self._reader.forget(cid)
+                if self._reader is not None:
+                    self._reader.forget(cid)
                 self._lines.pop(cid, None)
             self._seen = now
         return rows, 0.0
@@ -207,6 +215,8 @@ class ContainerCollector(Collector):
             if self._reader is not None:
                 for cid in self._seen:
                     self._reader.forget(cid)
+            else:
+                sampler.get_sampler().release_holder(HOLDER)
             self._seen, self._lines = set(), {}
 
 
@@ -232,10 +242,10 @@ def _prefixes(metrics, labels: tuple[str, str, str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _series_lines(metrics, prefixes: tuple[str, ...], raw: dict) -> tuple[tuple[int, str], ...]:
+def _series_lines(metrics, prefixes: tuple[str, ...], raw: Sample) -> tuple[tuple[int, str], ...]:
     """One container's sample lines, (metric index, line), of the metrics it
     has a value for (Metric.value, inlined for the plain ones)."""
-    get = raw.get
+    get = raw.figures.get
     out = []
     for i, m in enumerate(metrics):
         if m.derive is None and m.needs is None:

@@ -5,12 +5,16 @@ The sampler calls ``record(container_id, point)`` for every point it takes
 of a watched container (from its worker thread, never the event loop).  A
 minute is written once the first point of a later minute arrives; rows older
 than ``KEEP`` are pruned at most once a minute.  So that the 24 h view has no
-holes for containers nobody watches, the sampler also runs ``minute_pass``
-once a minute, just after the minute turns, while it runs (inside Daphne
-while anyone watches anything; always in `manage.py sampler`): one cgroup read
-of every running container not watched, folded by ``fold_pass``.  The
-folding (``downsample``, ``Recorder``, ``fold_pass``, ``merge``) is pure and
-tested from numbers; ``save`` and ``prune`` are the only DB writes.
+holes for containers nobody watches, ``MinuteHistory`` is one of the
+sampler's consumers (dashboard/live/wiring.py declares both): once a minute,
+just after the minute turns, while the sampler runs, one cgroup read of
+every running container not watched (no process, nothing kept open; the
+readings of containers another consumer read that tick are reused), folded
+by ``fold_pass``.  While the sampler is stopped the wiring runs
+``minute_pass`` from the reconciler's signal instead.  The folding
+(``downsample``, ``Recorder``, ``fold_pass``, ``merge``) is pure and tested
+from numbers; ``save`` and ``prune`` are the only DB writes.  This module
+imports no sampler.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
+
+from runtime import Sample
 
 from . import metrics
 
@@ -101,10 +107,10 @@ def merge(a: Minute, b: Minute) -> Minute:
                    io_r=wavg(a.io_r, b.io_r, 1), io_w=wavg(a.io_w, b.io_w, 1))
 
 
-def fold_pass(prev: Mapping[str, tuple[float, Mapping]], samples: Mapping[str, Mapping], t: float
-              ) -> tuple[list[Minute], dict[str, tuple[float, Mapping]]]:
+def fold_pass(prev: Mapping[str, tuple[float, Sample]], samples: Mapping[str, Sample], t: float
+              ) -> tuple[list[Minute], dict[str, tuple[float, Sample]]]:
     """One minute pass (one raw sample per container, ``Runtime.cgroups.sample``
-    dicts, taken at ``t``) → one Minute per container, and the state for the next pass.
+    records, taken at ``t``) → one Minute per container, and the state for the next pass.
 
     The sampler runs a pass once a minute, just after the minute turns, over
     the running containers nobody watches (the watched ones get a point every
@@ -204,7 +210,7 @@ def _running() -> list[str]:
     return [c.id for c in get_runtime().list(all=True) if c.status in ("running", "paused")]
 
 
-def _samples(ids: list[str]) -> dict[str, Mapping]:
+def _samples(ids: list[str]) -> dict[str, Sample]:
     """One raw sample (no process) of each container, through the runtime's
     reader with nothing kept open (in agent mode: a request per 512
     containers); those gone since they were listed are left out."""
@@ -217,21 +223,25 @@ def _samples(ids: list[str]) -> dict[str, Mapping]:
     return {cid: r[0] for cid, r in got.items() if not isinstance(r, BaseException)}
 
 
-def minute_pass(skip=(), *, now: float | None = None, running=None, sample=None) -> list[Minute]:
+def minute_pass(skip=(), *, now: float | None = None, running=None, sample=None,
+                samples: Mapping[str, Mapping] | None = None) -> list[Minute]:
     """The sampler's once-a-minute pass (blocking: call it from a thread):
     one cgroup read (no process) of every running container not in ``skip``
     (the watched ones), folded by ``fold_pass`` and saved; minutes still
     pending for containers no longer watched are written too, and old rows
     pruned.  ~16 files per container, open+read+close: 200 containers cost a
     few tens of ms a minute.  ``sample(cid)``: read one container another way
-    (tests).  Never raises (history must not stop the feed).  → the minutes
-    written."""
+    (tests); ``samples``: the raw samples already read (the sampler's
+    consumer: nothing is listed or read here).  Never raises (history must
+    not stop the feed).  → the minutes written."""
     global _pass_state, _last_prune
     t = time.time() if now is None else now
     try:
         skip = set(skip)
-        ids = [cid for cid in (running or _running)() if cid not in skip]
-        if sample is None:
+        ids = [] if samples is not None else [cid for cid in (running or _running)() if cid not in skip]
+        if samples is not None:
+            samples = {cid: raw for cid, raw in samples.items() if cid not in skip}
+        elif sample is None:
             samples = _samples(ids)
         else:
             samples = {}
@@ -259,21 +269,65 @@ def _when(epoch: int) -> datetime:
 _VALUE_FIELDS = [f.name for f in fields(Minute) if f.name not in ("container_id", "minute")]
 
 
+def _combine(minutes: Iterable[Minute]) -> dict[tuple[str, int], Minute]:
+    """Minutes by (container, minute), two of the same key merged in order."""
+    out: dict[tuple[str, int], Minute] = {}
+    for m in minutes:
+        key = (m.container_id, m.minute)
+        out[key] = m if key not in out else merge(out[key], m)
+    return out
+
+
 def save(minutes: Iterable[Minute]) -> None:
-    """Write minutes; one already stored for the same container and minute is merged."""
-    from django.db import transaction
+    """Write minutes in one transaction; one already stored for the same
+    container and minute is merged (so is a second of the same key in
+    ``minutes``).  A pass of 1,000 containers is one read of the rows of its
+    minutes, one bulk insert and, for the few already stored (a container
+    watched during that minute), one bulk update: one commit, where a
+    transaction per container made 1,000 commits a minute (1.3 s of CPU)."""
+    from django.db import IntegrityError, transaction
 
     from .models import MinutePoint
-    for m in minutes:
-        with transaction.atomic():
-            row = MinutePoint.objects.select_for_update().filter(
-                container_id=m.container_id, minute=_when(m.minute)).first()
-            if row is not None:
-                old = Minute(m.container_id, m.minute, **{k: getattr(row, k) for k in _VALUE_FIELDS})
-                m = merge(old, m)
-            MinutePoint.objects.update_or_create(
-                container_id=m.container_id, minute=_when(m.minute),
-                defaults={k: getattr(m, k) for k in _VALUE_FIELDS})
+    todo = _combine(minutes)
+    if not todo:
+        return
+    for attempt in (1, 2):
+        try:
+            with transaction.atomic():
+                _save_once(MinutePoint, todo)
+            return
+        except IntegrityError:
+            # another process inserted one of these rows between our read
+            # and our insert (not on SQLite, whose write transactions start
+            # IMMEDIATE): read again, it is merged this time
+            if attempt == 2:
+                raise
+
+
+def _save_once(model, todo: dict[tuple[str, int], Minute]) -> None:
+    when = {m: _when(m) for m in {k[1] for k in todo}}
+    ids = {k[0] for k in todo}
+    # by minute only (a pass has one or two): no 1,000-name IN list, whose
+    # bound parameters some backends cap; rows of containers not in this
+    # batch are skipped here
+    stored = {(r.container_id, int(r.minute.timestamp())): r
+              for r in model.objects.select_for_update().filter(minute__in=list(when.values()))
+              if r.container_id in ids}
+    new, changed = [], []
+    for key, m in todo.items():
+        row = stored.get(key)
+        if row is None:
+            new.append(model(container_id=m.container_id, minute=when[m.minute],
+                             **{k: getattr(m, k) for k in _VALUE_FIELDS}))
+            continue
+        m = merge(Minute(m.container_id, m.minute, **{k: getattr(row, k) for k in _VALUE_FIELDS}), m)
+        for k in _VALUE_FIELDS:
+            setattr(row, k, getattr(m, k))
+        changed.append(row)
+    if new:
+        model.objects.bulk_create(new)
+    if changed:
+        model.objects.bulk_update(changed, _VALUE_FIELDS)
 
 
 def keep_seconds() -> float:
@@ -290,23 +344,61 @@ def prune(*, now: float | None = None) -> int:
     return MinutePoint.objects.filter(minute__lt=cutoff).delete()[0]
 
 
+class MinuteHistory:
+    """The minute pass as one of the sampler's consumers (dashboard/live/
+    sampler.Consumer's protocol: this module imports no sampler): once a
+    minute, just after it turns, every running container no viewer watches,
+    no tree, nothing kept open; ``passive``: it reads while the sampler runs
+    for someone else.  ``pass_`` folds and saves (minute_pass; tests give
+    another); ``running()`` lists the ids."""
+
+    name = "history"
+    every = float(MINUTE)
+    keep = False
+    passive = True
+
+    def __init__(self, pass_=None, running=None):
+        self.pass_ = pass_                      # None: minute_pass
+        self.running = running or _running
+        self.passes = 0                         # passes run, for tests
+
+    def wants(self, watched) -> dict[str, bool]:
+        try:
+            ids = self.running()
+        except Exception:                      # noqa: BLE001 - history must not stop the feed
+            log.exception("the minute pass could not list the containers")
+            return {}
+        self._skip = set(watched)
+        return {cid: False for cid in ids if cid not in self._skip}
+
+    def holds(self) -> set[str]:
+        return set()
+
+    def take(self, got: Mapping, mono: float, wall: float) -> None:
+        self.passes += 1
+        (self.pass_ or minute_pass)(self._skip, now=wall,
+                   samples={cid: r[0] for cid, r in got.items() if not isinstance(r, BaseException)})
+
+    async def after(self) -> None:
+        pass
+
+    def next_after(self, now: float) -> float:
+        """Loop time just after the next minute turns."""
+        wall = time.time()
+        return now + (wall // MINUTE * MINUTE + MINUTE + 1 - wall)
+
+
 _kept_at = 0.0
 
 
-def keep_history_between_viewers(sender, **kwargs) -> None:
-    """Receiver of containers.signals.reconciled: while this process's sampler
-    is stopped (nobody watches anything) run the minute pass here, at most once
-    a minute, so the 24 h history has no holes.  With an external sampler
-    (`manage.py sampler`) that process keeps the history instead."""
+def keep_between_viewers(*, now: float | None = None) -> bool:
+    """The minute pass while no sampler keeps the history (called by the
+    wiring on the reconciler's signal): at most once a minute.  → whether it ran."""
     global _kept_at
-    from django.conf import settings
-
-    from .sampler import get_sampler
-    if getattr(settings, "TERRARIUM_SAMPLER", "internal") == "external" or get_sampler().running:
-        return
-    now = time.time()
+    now = time.time() if now is None else now
     with _lock:
         if now - _kept_at < 60:
-            return
+            return False
         _kept_at = now
     minute_pass(now=now)
+    return True

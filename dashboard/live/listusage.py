@@ -3,8 +3,9 @@ shows, from the one sampler, for those rows only.
 
 The list page's socket (ws/containers/) says which of its rows are running,
 ``{"type": "watch", "ids": [...]}``, each time its rows change; the socket
-subscribes the sampler to them (as a detail page's live socket does, so a
-container on screen in both is sampled once), joins their `container.<id>`
+subscribes the sampler to them without the process tree (as a detail
+page's live socket does with it, so a container on screen in both is
+sampled once), joins their `container.<id>`
 groups and sends each sample on as ``{"type": "usage", "id", "mem",
 "mem_limit", "cpu", "cpu_limit"}``.  Rows that leave the page, and the whole
 set when the socket closes, are unsubscribed: containers off screen cost the
@@ -57,7 +58,7 @@ class UsageWatch:
             if _sampler.external():
                 await self._ask(_sampler.SUBSCRIBE, cid)       # the history comes as container.history
             else:
-                await self.container_history(await get_sampler().subscribe(cid))
+                await self.container_history(await get_sampler().subscribe(cid, tree=False))
         if _sampler.external() and self.watched and getattr(self, "_renew", None) is None:
             self._renew = asyncio.get_running_loop().create_task(self._renew_leases())
 
@@ -74,11 +75,12 @@ class UsageWatch:
         if _sampler.external():
             await self._ask(_sampler.UNSUBSCRIBE, cid)
         else:
-            await get_sampler().unsubscribe(cid)
+            await get_sampler().unsubscribe(cid, tree=False)
 
     async def _ask(self, kind: str, cid: str) -> None:
         await self.channel_layer.send(_sampler.SAMPLER_CHANNEL, {
-            "type": kind, "container": cid, "reply": self.channel_name, "lease": _sampler.lease_seconds()})
+            "type": kind, "container": cid, "reply": self.channel_name, "lease": _sampler.lease_seconds(),
+            "tree": False})
 
     async def _renew_leases(self) -> None:
         while self.watched:

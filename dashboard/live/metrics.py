@@ -1,14 +1,17 @@
 """Pure arithmetic of the live feed: raw cgroup counters and process snapshots
 in, the figures a graph shows out.  No I/O here; tested from numbers.
 
-A raw sample is the dict ``Runtime.cgroups.sample(id)`` returns (v1 and v2
-give the same keys); a *point* is one tick of one container as the browser
-plots it.
+A raw sample is the record ``Runtime.cgroups.sample(id)`` returns
+(runtime.Sample: typed fields for the figures read here by name, ``figures``
+for every figure of the table, ``sources``); a *point* is one tick of one
+container as the browser plots it.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+
+from runtime import Sample
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -45,8 +48,8 @@ _COMPUTED = ("mem", "ws", "cpu", "cpu_limit", "throttled", "throttled_s", "io_r"
 _ALWAYS = ("mem_limit", "cache", "inactive_file", "swap", "failcnt", "oom_kills", "pids", "pids_max")
 _COPIED = tuple((k, POINT_SOURCES[k]) for k in _ALWAYS)
 _OPTIONAL = tuple((k, r) for k, r in POINT_SOURCES.items() if k not in _COMPUTED and k not in _ALWAYS)
-# Raw keys that are not figures: what kind of sample, where each came from, a dict.
-_NOT_FIGURES = frozenset(("kind", "sources", "memory_events"))
+# A figure that is no number: memory.events / memory.oom_control whole (flattened below).
+_NOT_FIGURES = frozenset(("memory_events",))
 
 
 def working_set(usage: int | None, inactive_file: int | None) -> int | None:
@@ -58,13 +61,17 @@ def working_set(usage: int | None, inactive_file: int | None) -> int | None:
     return max(usage - (inactive_file or 0), 0)
 
 
-def cpu_share(prev_ns: int | None, now_ns: int | None, seconds: float) -> float | None:
-    """CPU used between two cumulative readings (ns) as a share of one core
-    (1.0 = one core busy).  None without a previous reading; a counter that went
-    backwards (the cgroup was recreated) counts as no use."""
-    if prev_ns is None or now_ns is None or seconds <= 0:
+def cpu_share(prev: int | None, now: int | None, seconds: float, per_second: float = 1e9
+              ) -> float | None:
+    """CPU used between two cumulative readings as a share of one core (1.0 =
+    one core busy): a cgroup's nanoseconds (``per_second`` 1e9) or a process's
+    clock ticks (CLK_TCK).  None without a previous reading; a counter that
+    went backwards (the cgroup was recreated, the pid reused) counts as no
+    use.  The one place the dashboard computes a CPU share: the live point,
+    the process tree, the history's passes and the host's cgroup page."""
+    if prev is None or now is None or seconds <= 0:
         return None
-    return max(now_ns - prev_ns, 0) / 1e9 / seconds
+    return max(now - prev, 0) / per_second / seconds
 
 
 def rate(prev: int | None, now: int | None, seconds: float) -> float | None:
@@ -87,38 +94,38 @@ def cpu_limit(quota_us: int | None, period_us: int | None) -> float | None:
     return quota_us / period_us
 
 
-def point(prev: Mapping | None, raw: Mapping, seconds: float, t: float) -> dict:
+def point(prev: Sample | None, raw: Sample, seconds: float, t: float) -> dict:
     """One graph point from this tick's raw sample and the previous one
     (``seconds`` apart).  Rates and shares are None on the first tick.
-    (The same arithmetic as working_set, cpu_share, rate, delta and cpu_limit,
-    inlined: it runs once per container per tick.)"""
-    g = raw.get
-    usage, inactive = g("memory_usage"), g("memory_inactive_file")
+    (The same arithmetic as working_set, rate, delta and cpu_limit, inlined:
+    it runs once per container per tick.)"""
+    g = raw.figures.get
+    usage, inactive = raw.memory_usage, raw.memory_inactive_file
     ws = None if usage is None else max(usage - (inactive or 0), 0)
-    quota, period = g("cpu_quota_us"), g("cpu_period_us")
+    quota, period = raw.cpu_quota_us, raw.cpu_period_us
     cpu = thr = thr_s = io_r = io_w = None
     if prev:
-        pg = prev.get
         ok = seconds > 0
-        a, b = pg("cpu_usage_ns"), g("cpu_usage_ns")
-        if ok and a is not None and b is not None:
-            cpu = round(max(b - a, 0) / 1e9 / seconds, 4)
-        a, b = pg("cpu_nr_throttled"), g("cpu_nr_throttled")
+        cpu = cpu_share(prev.cpu_usage_ns, raw.cpu_usage_ns, seconds)
+        if cpu is not None:
+            cpu = round(cpu, 4)
+        a, b = prev.cpu_nr_throttled, raw.cpu_nr_throttled
         if a is not None and b is not None:
             thr = max(b - a, 0)
-        a, b = pg("cpu_throttled_ns"), g("cpu_throttled_ns")
+        a, b = prev.cpu_throttled_ns, raw.cpu_throttled_ns
         if a is not None and b is not None:
             thr_s = round(max(b - a, 0) / 1e9, 4)
-        a, b = pg("io_read_bytes"), g("io_read_bytes")
+        a, b = prev.io_read_bytes, raw.io_read_bytes
         if ok and a is not None and b is not None:
             io_r = round(max(b - a, 0) / seconds, 4)
-        a, b = pg("io_write_bytes"), g("io_write_bytes")
+        a, b = prev.io_write_bytes, raw.io_write_bytes
         if ok and a is not None and b is not None:
             io_w = round(max(b - a, 0) / seconds, 4)
     out = {k: g(r) for k, r in _COPIED}
     if g("net_rx_bytes") is not None:
+        pg = prev.figures.get if prev else None
         for k, r in _NET_RATES:
-            a, b = prev.get(r) if prev else None, g(r)
+            a, b = pg(r) if pg else None, g(r)
             out[k] = round(max(b - a, 0) / seconds, 2) if a is not None and seconds > 0 else None
     for k, r in _OPTIONAL:
         v = g(r)
@@ -132,29 +139,29 @@ def point(prev: Mapping | None, raw: Mapping, seconds: float, t: float) -> dict:
     return out
 
 
-def figures(raw: Mapping) -> dict:
+def figures(raw: Sample) -> dict:
     """Every figure of the raw sample as it was read, memory.events (v2) /
     memory.oom_control (v1) flattened to ``memory_events_<key>``: the page's
     "kernel files" panel shows them all, so a row added to
     runtime/cgroups/figures.py reaches it with no other edit."""
-    out = {k: v for k, v in raw.items() if k not in _NOT_FIGURES}
-    for k, v in (raw.get("memory_events") or {}).items():
+    out = {k: v for k, v in raw.figures.items() if k not in _NOT_FIGURES}
+    for k, v in (raw.memory_events or {}).items():
         out[f"memory_events_{k}"] = v
     return out
 
 
-def figure_sources(raw: Mapping) -> dict[str, str]:
-    src = raw.get("sources") or {}
+def figure_sources(raw: Sample) -> dict[str, str]:
+    src = raw.sources
     out = {k: v for k, v in src.items() if k not in _NOT_FIGURES}
     if "memory_events" in src:
-        for k in raw.get("memory_events") or {}:
+        for k in raw.memory_events or {}:
             out[f"memory_events_{k}"] = f"{src['memory_events']} {k}"
     return out
 
 
-def point_sources(raw: Mapping) -> dict[str, str]:
+def point_sources(raw: Sample) -> dict[str, str]:
     """{point key: "file [key]"} from the raw sample's ``sources``."""
-    src = raw.get("sources") or {}
+    src = raw.sources
     out = {k: src[r] for k, r in POINT_SOURCES.items() if r in src}
     if "memory_usage" in src and "memory_inactive_file" in src:
         out["ws"] = f"{src['memory_usage']} - {src['memory_inactive_file']}"
@@ -167,11 +174,13 @@ def _round(x: float | None, digits: int = 4) -> float | None:
 
 # --- process trees ------------------------------------------------------------
 
-def tree_payload(forest: Iterable, prev_ticks: Mapping[tuple[int, int], int], seconds: float
-                 ) -> tuple[list[dict], dict[tuple[int, int], int]]:
-    """JSON-safe nested nodes from runtime.procs ProcessNodes, with each
-    process's CPU share since the last tick (paired by (pid, start time), so a
-    reused pid starts afresh); and this tick's ticks for the next call."""
+def forest_json(forest: Iterable, prev_ticks: Mapping[tuple[int, int], int] | None = None,
+                seconds: float = 0.0) -> tuple[list[dict], dict[tuple[int, int], int]]:
+    """JSON-safe nested nodes from runtime.procs ProcessNodes -- the live
+    page's tree and the OOM card's, one payload -- with each process's CPU
+    share since ``prev_ticks`` (paired by (pid, start time), so a reused pid
+    starts afresh; None without them); and this reading's ticks for the next call."""
+    prev_ticks = prev_ticks or {}
     now_ticks: dict[tuple[int, int], int] = {}
     out: list[dict] = []
     stack = [(node, out) for node in reversed(list(forest))]
@@ -179,13 +188,11 @@ def tree_payload(forest: Iterable, prev_ticks: Mapping[tuple[int, int], int], se
         node, siblings = stack.pop()
         i = node.info
         now_ticks[i.key] = i.cpu_ticks
-        before = prev_ticks.get(i.key)
-        cpu = None
-        if before is not None and seconds > 0:
-            cpu = round(max(i.cpu_ticks - before, 0) / CLK_TCK / seconds, 4)
+        cpu = cpu_share(prev_ticks.get(i.key), i.cpu_ticks, seconds, CLK_TCK)
         entry = {"pid": i.pid, "ns_pid": i.ns_pid, "ppid": i.ppid, "uid": i.uid,
                  "user": i.user, "state": i.state, "comm": i.comm,
-                 "cmdline": " ".join(i.cmdline) or f"[{i.comm}]", "rss": i.rss, "cpu": cpu,
+                 "cmdline": " ".join(i.cmdline) or f"[{i.comm}]", "rss": i.rss,
+                 "cpu": None if cpu is None else round(cpu, 4),
                  "threads": i.threads, "sources": dict(i.sources), "children": []}
         siblings.append(entry)
         stack.extend((c, entry["children"]) for c in reversed(node.children))

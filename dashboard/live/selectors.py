@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
-from runtime import NotFound, TerrariumError
+from runtime import NotFound, Sample, TerrariumError
 from runtime import procs as _procs
 
 from dashboard.containers.runtime_client import get_runtime
@@ -104,8 +104,8 @@ def _read_once(container_id: str, tree: bool):
     return got
 
 
-def container_raw_sample(*, container_id: str) -> dict:
-    """One raw cgroup sample (runtime.stats; the keys of runtime.cgroups .sample)."""
+def container_raw_sample(*, container_id: str) -> Sample:
+    """One cgroup sample (runtime.stats; the record runtime.cgroups .sample returns)."""
     return _read_once(container_id, False)[0]
 
 

@@ -2,20 +2,24 @@
 limit: what the OOM card shows around a kill, and what the near-OOM warning
 watches.
 
-The OOM watcher owns one ``MemRecorder``.  Every ``interval`` seconds
-(TERRARIUM_OOM_SAMPLE, default 0.5) it reads each limited container's memory
-counters through the runtime's kept-open reader (``rt.stats_reader()``, in
-the root agent in agent mode: one request per tick for all of them) into a
-ring of the last ``keep`` seconds; every ``tree_every``-th sample, and at
-once when the OOM counter's eventfd fires (the start of an OOM, before the
-kill, with a reader of its own), it also keeps the container's process tree.  When a kill is recorded, the ~60 s
-before it go into the event row, and ~10 s later the seconds after it.
+The OOM watcher owns one ``MemRecorder``, a consumer of the dashboard's one
+sampler (dashboard/live/sampler.py) while the watcher runs: every
+``interval`` seconds (TERRARIUM_OOM_SAMPLE, default 0.5) the sampler reads
+the memory counters of the running containers with a memory limit (the
+watcher's ``targets``, kept in step with the runtime's change events) into
+a ring of the last ``keep`` seconds -- a container a viewer watches too is
+read once for both.  The process tree is kept on a container's first
+sample, then every ``tree_every``-th sample (default: each) while usage is
+at or above ``tree_at`` of the limit (TERRARIUM_OOM_TREE_PERCENT, default
+80) or rising fast enough to be there by the next sample, or an OOM is
+under way, and at once when the OOM counter's eventfd fires (the start
+of an OOM, before the kill: ``snapshot_tree``, a one-off read).  When a kill
+is recorded, the ~60 s before it go into the event row, and ~10 s later the
+seconds after it.
 
-The dashboard's live sampler (dashboard/live) samples only containers someone
-is looking at; OOM kills happen while nobody looks, so the record is our own.
-
-Pure parts (no I/O, tested directly): ``point_from_sample``, ``tree_json``,
-``PressureTracker`` (the warning rule) and ``swap_verdict``.
+Pure parts (no I/O, tested directly): ``point_from_sample``,
+``PressureTracker`` (the warning rule) and ``swap_verdict``; the tree's JSON
+is the live page's (dashboard/live/metrics.forest_json).
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from runtime import TerrariumError
+from dashboard.live.metrics import forest_json
+from runtime import Sample
 
 log = logging.getLogger(__name__)
 
@@ -34,43 +39,41 @@ AFTER_S = 10.0                # ... and after it
 
 
 # ------------------------------------------------------------------- pure parts
-def point_from_sample(raw: dict, t: float) -> dict | None:
+def point_from_sample(raw: Sample, t: float) -> dict | None:
     """One ring point from ``rt.cgroups.sample()`` (v1 or v2); None without a limit.
 
     ``ws`` is the working set as cAdvisor/Docker count it: usage minus
     inactive file pages (what the kernel can drop without swap).
     """
-    limit = raw.get("memory_limit")
-    usage = raw.get("memory_usage")
+    limit = raw.memory_limit
+    usage = raw.memory_usage
     if not limit or usage is None:
         return None
-    ev = raw.get("memory_events") or {}
-    inactive = raw.get("memory_inactive_file") or 0
-    swap = raw.get("memory_swap")
-    if swap is None and raw.get("memsw_usage") is not None:
-        swap = max(raw["memsw_usage"] - usage, 0)
+    ev = raw.memory_events or {}
+    inactive = raw.memory_inactive_file or 0
+    swap = raw.memory_swap
+    if swap is None and raw.memsw_usage is not None:
+        swap = max(raw.memsw_usage - usage, 0)
     return {
         "t": round(t, 3), "usage": usage, "limit": limit, "ws": max(usage - inactive, 0),
-        "max_usage": raw.get("memory_max_usage"),
-        "failcnt": raw.get("memory_failcnt"), "memsw_failcnt": raw.get("memsw_failcnt"),
-        "swap": swap, "memsw_usage": raw.get("memsw_usage"), "memsw_limit": raw.get("memsw_limit"),
-        "swap_limit": raw.get("memory_swap_limit"),
+        "max_usage": raw.memory_max_usage,
+        "failcnt": raw.memory_failcnt, "memsw_failcnt": raw.memsw_failcnt,
+        "swap": swap, "memsw_usage": raw.memsw_usage, "memsw_limit": raw.memsw_limit,
+        "swap_limit": raw.memory_swap_limit,
         "under_oom": bool(ev.get("under_oom", 0)), "oom_kill": ev.get("oom_kill", 0),
         "high": ev.get("high"), "max": ev.get("max"),
         "anatomy": anatomy(raw),
     }
 
 
-# Where the charged memory was, from memory.stat (v1 total_*, v2) and the kmem
-# counters: what "why was I OOM-killed when usage looked low?" needs.
-ANATOMY = (("anon", "memory_anon"), ("shmem", "memory_shmem"), ("file", "memory_cache"),
-           ("kernel", "memory_kernel"), ("sock", "memory_sock"))
-
-
-def anatomy(raw: dict) -> dict:
-    """{part: bytes} of the parts the sample has.  ``file`` is the page cache
+def anatomy(raw: Sample) -> dict:
+    """{part: bytes} of the parts the sample has, from memory.stat (v1 total_*,
+    v2) and the kmem counters: where the charged memory was, what "why was I
+    OOM-killed when usage looked low?" needs.  ``file`` is the page cache
     and includes shmem (tmpfs pages live in it), as the kernel counts both."""
-    return {part: raw[key] for part, key in ANATOMY if raw.get(key) is not None}
+    parts = {"anon": raw.memory_anon, "shmem": raw.memory_shmem, "file": raw.memory_cache,
+             "kernel": raw.memory_kernel, "sock": raw.memory_sock}
+    return {part: v for part, v in parts.items() if v is not None}
 
 
 def largest_part(anat: dict, limit: int | None) -> str | None:
@@ -91,23 +94,6 @@ def largest_part(anat: dict, limit: int | None) -> str | None:
 
 def _mib(n: int) -> str:
     return f"{n / 1048576:.1f} MiB"
-
-
-def tree_json(forest, victim_pid: int | None = None) -> list[dict]:
-    """runtime.procs ProcessNodes → nested JSON nodes; the victim gets ``victim: True``."""
-    out: list[dict] = []
-    stack = [(n, out) for n in reversed(list(forest))]
-    while stack:
-        node, siblings = stack.pop()
-        i = node.info
-        entry = {"pid": i.pid, "ns_pid": i.ns_pid, "comm": i.comm,
-                 "cmdline": " ".join(i.cmdline) or f"[{i.comm}]", "rss": i.rss,
-                 "state": i.state, "children": []}
-        if victim_pid is not None and i.pid == victim_pid:
-            entry["victim"] = True
-        siblings.append(entry)
-        stack.extend((c, entry["children"]) for c in reversed(node.children))
-    return out
 
 
 def walk_json(tree: list[dict]):
@@ -250,101 +236,123 @@ class _Ring:
 
 
 class MemRecorder:
-    """The rings of every limited running container (thread-safe: sampled in a
-    worker thread, read on the loop).  ``rt``: the runtime whose
-    stats_reader() it reads through (get_runtime(): in-process or the agent)."""
+    """The rings of every limited running container (thread-safe: fed in the
+    sampler's worker thread, read on the loop), and a consumer of the
+    sampler (dashboard/live/sampler.Consumer's protocol).  ``targets``: {id:
+    WatchTarget} of the limited running containers (the watcher sets it);
+    ``read_once(ids, tree)``: a one-off reading (the sampler's), for the
+    tree at an OOM's start; ``publish(warnings)``: an async callable, after
+    each reading that raised warnings."""
 
-    def __init__(self, rt, *, interval: float = 0.5, keep: float = 75.0, tree_every: int = 2,
-                 rule: PressureRule | None = None):
-        self.rt = rt
-        self._reader = None                          # the ticks' (kept open), under _read_lock
-        self._read_lock = threading.Lock()
-        self._snap_reader = None                     # snapshot_tree's (nothing kept), under _snap_lock
-        self._snap_lock = threading.Lock()
-        self._unlimited: set[str] = set()            # no limit at the last read: no tree wanted
-        self.interval = interval
-        self.keep = keep
+    name = "oom-record"
+    keep = True
+    passive = False
+
+    def __init__(self, *, interval: float = 0.5, keep: float = 75.0, tree_every: int = 1,
+                 tree_at: float = 0.8, rule: PressureRule | None = None, read_once=None, publish=None):
+        self.interval = self.every = interval
+        self.keep_s = keep
         self.tree_every = max(1, tree_every)
+        self.tree_at = tree_at
+        self.read_once = read_once
+        self.publish = publish
+        self.targets: dict = {}
         self.pressure = PressureTracker(rule)
         self.swap_total = host_swap_total()
         self.verdicts: dict[str, dict] = {}          # container id → swap_verdict()
         self._rings: dict[str, _Ring] = {}
         self._lock = threading.Lock()
+        self._warnings: list[dict] = []
+        self._trees_asked: set[str] = set()
 
-    # -- sampling (worker thread)
-    def _read(self, targets: dict) -> dict:
-        """{id: (raw, forest or None)} of every target (errors left out): one
-        read_many with the trees due (the first sample, then every
-        tree_every-th), one without; the files of containers no longer
-        targeted are closed."""
+    # -- the sampler's consumer
+    def holds(self) -> set[str]:
+        return set(self.targets)
+
+    def next_after(self, now: float) -> float:
+        return now + self.every
+
+    def wants(self, watched=()) -> dict[str, bool]:
+        """{id: with the tree} of every target: the tree on the first sample,
+        then every tree_every-th while near the limit -- at ``tree_at`` of it,
+        or rising fast enough to be there by the next sample -- or while an
+        OOM is under way."""
         with self._lock:
-            n = {cid: r.n for cid, r in self._rings.items()}
-        due = {c for c in targets if c not in self._unlimited and (n.get(c, 0) == 0 or
-                                                                 (n.get(c, 0) + 1) % self.tree_every == 0)}
-        rest = [c for c in targets if c not in due]
-        with self._read_lock:
-            try:
-                if self._reader is None:
-                    self._reader = self.rt.stats_reader()
-                gone = [c for c in self._reader.containers if c not in targets]
-                for cid in gone:
-                    self._reader.forget(cid)
-                got = {}
-                for ids, tree in ((list(due), True), (rest, False)):
-                    if ids:
-                        got.update(self._reader.read_many(ids, tree))
-            except (TerrariumError, OSError) as e:       # the agent is not there
-                log.warning("OOM memory record: could not sample: %s", e)
-                return {}
-        self._unlimited &= set(targets)
-        return {cid: r for cid, r in got.items() if not isinstance(r, BaseException)}
+            out = {}
+            for cid in self.targets:
+                ring = self._rings.get(cid)
+                if ring is None or ring.n == 0 or not ring.points:
+                    out[cid] = True
+                    continue
+                out[cid] = self._near(ring.points) and ring.n % self.tree_every == 0
+        self._trees_asked = {cid for cid, t in out.items() if t}
+        return out
 
-    def tick(self, targets: dict) -> list[dict]:
-        """Sample every target once; → warnings (each with container_id and name)."""
-        now = time.time()
+    def _near(self, points) -> bool:
+        last = points[-1]
+        at = self.tree_at * last["limit"]
+        if last["under_oom"] or last["usage"] >= at:
+            return True
+        if len(points) < 2:
+            return False
+        return 2 * last["usage"] - points[-2]["usage"] >= at     # where it will be next sample
+
+    def take(self, got: dict, mono: float, wall: float) -> None:
+        """The sampler's readings of the targets: points, trees asked for, warnings."""
+        readings = {cid: r for cid, r in got.items() if not isinstance(r, BaseException)}
+        self._warnings.extend(self.tick(readings, wall))
+
+    async def after(self) -> None:
+        warnings, self._warnings = self._warnings, []
+        if warnings and self.publish is not None:
+            await self.publish(warnings)
+
+    def tick(self, readings: dict, t: float | None = None) -> list[dict]:
+        """Fold one reading of each target ({id: (raw, forest)}); → warnings
+        (each with container_id and name)."""
+        now = time.time() if t is None else t
         warnings = []
-        for cid, (raw, forest) in self._read(targets).items():
-            t = targets[cid]
-            p = point_from_sample(raw, time.time())
+        targets = self.targets
+        for cid, (raw, forest) in readings.items():
+            target = targets.get(cid)
+            name = target.name if target is not None else ""
+            p = point_from_sample(raw, now)
             if p is None:
-                self._unlimited.add(cid)
                 continue
-            self._unlimited.discard(cid)
             with self._lock:
                 ring = self._rings.get(cid)
                 if ring is None:
-                    ring = self._rings[cid] = _Ring(deque(maxlen=int(self.keep / self.interval) + 20),
-                                                    deque(maxlen=int(self.keep / self.interval) + 20))
-                ring.name, ring.last_seen = t.name, now
+                    ring = self._rings[cid] = _Ring(deque(maxlen=int(self.keep_s / self.interval) + 20),
+                                                    deque(maxlen=int(self.keep_s / self.interval) + 20))
+                ring.name, ring.last_seen = name, now
                 ring.points.append(p)
                 ring.n += 1
-            if forest is not None:
-                self._keep_tree(cid, tree_json(forest))
+            if forest is not None and cid in self._trees_asked:
+                self._keep_tree(cid, forest_json(forest)[0])
             for w in self.pressure.feed(cid, p):
-                warnings.append(dict(w, container_id=cid, container_name=t.name))
-            v = swap_verdict(list(ring.points), host_swap_total=self.swap_total)
-            if v is not None:
-                self.verdicts[cid] = dict(v, container_name=t.name)
+                warnings.append(dict(w, container_id=cid, container_name=name))
+            # The verdict needs swap in use: a container that never swapped
+            # costs no walk of its ring every sample.
+            if self.swap_total != 0 and (p["swap"] or cid in self.verdicts):
+                v = swap_verdict(list(ring.points), host_swap_total=self.swap_total)
+                if v is not None:
+                    self.verdicts[cid] = dict(v, container_name=name)
         with self._lock:                             # forget containers gone for a whole window
-            for cid in [c for c, r in self._rings.items() if now - r.last_seen > self.keep]:
+            for cid in [c for c, r in self._rings.items() if now - r.last_seen > self.keep_s]:
                 del self._rings[cid]
                 self.pressure.forget(cid)
         return warnings
 
     def snapshot_tree(self, cid: str) -> list[dict] | None:
         """Keep the container's process tree now (a few /proc reads: ~1 ms),
-        with a reader of its own (a tick may be reading meanwhile), files
-        opened for it and closed again."""
-        with self._snap_lock:
-            try:
-                if self._snap_reader is None:
-                    self._snap_reader = self.rt.stats_reader()
-                got = self._snap_reader.read_many([cid], True, keep=False)[cid]
-            except (TerrariumError, OSError):
-                return None
-        if isinstance(got, BaseException):
+        a one-off reading (files opened for it and closed again) beside the
+        sampler's ticks."""
+        if self.read_once is None:
             return None
-        tree = tree_json(got[1])
+        got = self.read_once([cid], True).get(cid)
+        if got is None or isinstance(got, BaseException) or got[1] is None:
+            return None
+        tree = forest_json(got[1])[0]
         self._keep_tree(cid, tree)
         return tree
 
@@ -353,15 +361,6 @@ class MemRecorder:
             ring = self._rings.get(cid)
             if ring is not None and tree:
                 ring.trees.append((round(time.time(), 3), tree))
-
-    def close(self) -> None:
-        """Close the readers (and what they hold open)."""
-        for lock, name in ((self._read_lock, "_reader"), (self._snap_lock, "_snap_reader")):
-            with lock:
-                reader = getattr(self, name)
-                setattr(self, name, None)
-                if reader is not None:
-                    reader.close()
 
     # -- reading
     def tracked(self) -> list[str]:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from django.db.models import Q
 from django.utils import timezone
 
+from runtime import NotFound
+
 from dashboard.containers.models import OomEvent
 from dashboard.containers.runtime_client import get_runtime
 
@@ -22,6 +24,7 @@ class WatchTarget:
     name: str
     pid: int | None                    # host pid of its init
     memory_dir: str                    # its memory cgroup directory
+    limited: bool = False              # it has a memory limit (the memory record follows it)
 
 
 @dataclass(frozen=True)
@@ -29,18 +32,49 @@ class WatchScope:
     parent: str                        # the runtime's cgroup parent ("terrarium")
     memory_root: str                   # the memory hierarchy's mount point
     targets: dict                      # container id -> WatchTarget
+    parent_dir: str = ""               # our memory cgroup parent's directory
+
+    def limited(self) -> dict:
+        """{id: WatchTarget} of the targets with a memory limit."""
+        return {cid: t for cid, t in self.targets.items() if t.limited}
+
+
+def _target(c, parent_dir: str) -> WatchTarget | None:
+    if c.status not in ("running", "paused"):
+        return None
+    return WatchTarget(c.id, c.name, c.pid, os.path.join(parent_dir, c.id),
+                       bool(getattr(c.limits, "memory", None)))
 
 
 def oom_watch_scope() -> WatchScope:
-    """Our cgroup parent, the memory hierarchy root, and the running containers."""
+    """Our cgroup parent, the memory hierarchy root, and the running
+    containers (one list of every container: at start, and now and then)."""
     rt = get_runtime()
     where = rt.oom_scope()                 # through the agent when the runtime is
     parent, parent_dir, memory_root = where["parent"], where["parent_dir"], where["memory_root"]
     targets = {}
     for c in rt.list(all=True):
-        if c.status in ("running", "paused"):
-            targets[c.id] = WatchTarget(c.id, c.name, c.pid, os.path.join(parent_dir, c.id))
-    return WatchScope(parent, memory_root, targets)
+        t = _target(c, parent_dir)
+        if t is not None:
+            targets[c.id] = t
+    return WatchScope(parent, memory_root, targets, parent_dir)
+
+
+def oom_watch_scope_update(scope: WatchScope, ids) -> WatchScope:
+    """The scope after the containers ``ids`` changed (Runtime.changes): one
+    inspect of each, not a list of all."""
+    rt = get_runtime()
+    targets = dict(scope.targets)
+    for cid in ids:
+        try:
+            t = _target(rt.inspect(cid), scope.parent_dir)
+        except NotFound:
+            t = None
+        if t is None:
+            targets.pop(cid, None)
+        else:
+            targets[cid] = t
+    return WatchScope(scope.parent, scope.memory_root, targets, scope.parent_dir)
 
 
 def oom_event_list(*, container: str = "", scope: str = "", since: str = "",

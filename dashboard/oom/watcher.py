@@ -7,9 +7,18 @@ oom_watch` runs the same watcher on its own (for the Redis channel layer).
 
 Everything that waits on the kernel is non-blocking on the event loop:
 /dev/kmsg and the counters' epoll descriptor are registered with
-loop.add_reader, and both are read only when ready.  The ORM and rt.list()
-run in worker threads.  Counters are read on the loop, at the moment of
-detection, because a container's cgroup is removed as soon as it exits.
+loop.add_reader, and both are read only when ready.  The ORM and the
+runtime's list run in worker threads.  Counters are read on the loop, at the
+moment of detection, because a container's cgroup is removed as soon as it
+exits.
+
+Which containers to watch (the scope) is listed once at start, then kept in
+step with the runtime's change events (Runtime.changes: inotify on the state
+root, through the agent when there is one), one inspect per changed
+container; a full list only every TERRARIUM_RECONCILE_FULL seconds (what no
+event shows), or every ``refresh`` seconds while events cannot be followed.
+The memory record (memrecord.MemRecorder) is a consumer of the dashboard's
+one sampler (dashboard/live/sampler.py), given the limited running containers.
 
 When the runtime is the root agent (runtime_client: TERRARIUM_AGENT), this
 process reads no kernel file: the agent follows the kernel log and the
@@ -32,6 +41,9 @@ from runtime.agent_client import AgentRuntime
 from runtime.oom import CgroupOomWatch, KmsgReader, OomAssembler, monotonic_usec, read_counts
 from runtime.oomfeed import counts_from_dict, report_from_dict
 from runtime.pidinfo import memory_cgroup_of
+
+from dashboard.containers.reconciler import ALL, ChangeFeed
+from dashboard.live.sampler import get_sampler
 
 from . import events, mapping, memrecord, selectors, services
 
@@ -72,6 +84,7 @@ _record = database_sync_to_async(services.oom_record, thread_sensitive=False)
 _confirm = database_sync_to_async(services.oom_confirm, thread_sensitive=False)
 _catch_up = database_sync_to_async(services.oom_catch_up, thread_sensitive=False)
 _scope = database_sync_to_async(selectors.oom_watch_scope, thread_sensitive=False)
+_scope_update = database_sync_to_async(selectors.oom_watch_scope_update, thread_sensitive=False)
 _card = database_sync_to_async(services.oom_card_update, thread_sensitive=False)
 
 
@@ -82,6 +95,10 @@ def _setting(name: str, default: float) -> float:
 def pressure_rule() -> memrecord.PressureRule:
     return memrecord.PressureRule(percent=_setting("TERRARIUM_OOM_WARN_PERCENT", 90),
                                   consecutive=int(_setting("TERRARIUM_OOM_WARN_SAMPLES", 3)))
+
+
+async def _publish_warnings(warnings: list[dict]) -> None:
+    await events.apublish([events.warning_event(w) for w in warnings])
 
 
 class OomWatcher:
@@ -113,52 +130,54 @@ class OomWatcher:
         rt = get_runtime()
         self.source = AgentFeed(self, rt) if isinstance(rt, AgentRuntime) else LocalReaders(self)
         drain = loop.create_task(self._drain(), name="terrarium-oom-save")
-        record = None
+        sampler = None
+        changes = ChangeFeed(loop, engines=False)
+        full_every = float(getattr(settings, "TERRARIUM_RECONCILE_FULL", 30.0))
         try:
             await self.source.attach()
+            await changes.started()                   # a change from now on is seen
             self.scope = await _scope()
             self.source.sync(self.scope)
             if self.sample_interval > 0:
-                self.recorder = memrecord.MemRecorder(rt, interval=self.sample_interval,
-                                                      rule=pressure_rule())
-                record = loop.create_task(self._record(), name="terrarium-oom-record")
+                sampler = get_sampler()
+                self.recorder = memrecord.MemRecorder(
+                    interval=self.sample_interval, rule=pressure_rule(),
+                    tree_at=_setting("TERRARIUM_OOM_TREE_PERCENT", 80) / 100,
+                    read_once=sampler.read_once, publish=_publish_warnings)
+                self.recorder.targets = self.scope.limited()
+                sampler.add(self.recorder)
+                sampler.start()
             await self._catch_up()
             self.ready.set()
             while True:
-                await asyncio.sleep(self.refresh)
+                if changes.alive:
+                    batch = await changes.next(full_every)
+                else:                                  # polling until changes can be followed again
+                    await asyncio.sleep(self.refresh)
+                    changes.close()
+                    changes = ChangeFeed(loop, engines=False)
+                    await changes.started()
+                    batch = ALL
                 try:
-                    self.scope = await _scope()
+                    self.scope = await (_scope() if batch is ALL else _scope_update(self.scope, batch))
                     self.source.sync(self.scope)
+                    if self.recorder is not None:
+                        self.recorder.targets = self.scope.limited()
+                        sampler.start()               # a first limited container: the loop runs
                 except TerrariumError as e:
                     log.warning("OOM watcher could not list containers: %s", e)
         finally:
+            changes.close()
             drain.cancel()
-            if record is not None:
-                record.cancel()
+            if sampler is not None and self.recorder is not None:
+                sampler.remove(self.recorder)
             self.source.close()
-            if self.recorder is not None:
-                await asyncio.to_thread(self.recorder.close)
             if self._timer:
                 self._timer.cancel()
 
     async def _catch_up(self) -> None:
         """Record the kills the counters know of and the history does not."""
         await events.apublish([events.killed_event(e) for e in await _catch_up()])
-
-    async def _record(self) -> None:
-        """The memory record: sample limited containers, publish near-OOM warnings."""
-        next_at = self._loop.time()
-        while True:
-            if self.scope is not None and self.scope.targets:
-                try:
-                    warnings = await asyncio.to_thread(self.recorder.tick, dict(self.scope.targets))
-                    await events.apublish([events.warning_event(w) for w in warnings])
-                except asyncio.CancelledError:
-                    raise
-                except Exception:                      # noqa: BLE001 - keep recording
-                    log.exception("OOM memory record tick failed")
-            next_at = max(next_at + self.sample_interval, self._loop.time())
-            await asyncio.sleep(next_at - self._loop.time())
 
     def _snapshot(self, keys) -> None:
         """An OOM started (eventfd) in these containers: keep their trees now,
@@ -296,6 +315,7 @@ class LocalReaders:
         self.assembler = OomAssembler()
         self.kmsg: KmsgReader | None = None
         self.counters = CgroupOomWatch(settle=0.25)
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def attach(self) -> None:
         loop = self.w._loop
@@ -319,10 +339,23 @@ class LocalReaders:
                     self.counters.add(t.memory_dir, cid)
                 except TerrariumError as e:   # it exited between the list and now
                     log.debug("no OOM watch on %s: %s", cid[:12], e)
-        if self.counters.sweep():             # the watches over the descriptor budget
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Read the counters watched without a descriptor (over the budget),
+        every ``refresh`` seconds while there are any: no event wakes for them."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if not self.counters.polled():
+            return
+        if self.counters.sweep():
             self._on_counters()
+        self._sweeper = self.w._loop.call_later(self.w.refresh, self._sweep)
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         loop = self.w._loop
         if self.kmsg is not None:
             loop.remove_reader(self.kmsg.fileno())

@@ -9,6 +9,7 @@ from asgiref.sync import async_to_sync
 
 from dashboard.asgi import application
 from dashboard.live import events, sampler as sampler_mod, selectors
+from runtime import Sample
 from tests.dashboard.test_consumers import _headers
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,9 +27,9 @@ class FakeKernel:
     def sample(self, *, container_id):
         self.reads += 1
         self.ns += 100_000_000
-        return {"memory_usage": self.reads << 20, "memory_inactive_file": 0, "memory_limit": 64 << 20,
-                "cpu_usage_ns": self.ns, "pids_current": 1, "pids_max": None,
-                "sources": {"memory_usage": "memory.usage_in_bytes"}}
+        return Sample.of("v1", {"memory_usage": self.reads << 20, "memory_inactive_file": 0,
+                                "memory_limit": 64 << 20, "cpu_usage_ns": self.ns, "pids_current": 1,
+                                "pids_max": None}, {"memory_usage": "memory.usage_in_bytes"})
 
     def forest(self, *, container_id):
         return []
@@ -48,7 +49,7 @@ def kernel(monkeypatch, settings):
     # over the session's real containers wrote the shared in-memory test database
     # in a thread while a test logged out, and SQLite's shared cache answered
     # "database table is locked" to the logout.
-    monkeypatch.setattr(sampler_mod, "_history_hook", lambda name="record": None)
+    monkeypatch.setattr(sampler_mod, "_factory", sampler_mod.Sampler)   # no consumer declared
     yield k
     sampler_mod.reset_sampler()
 

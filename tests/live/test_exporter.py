@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dashboard import webstate
 from dashboard.live import exporter
-from runtime import Limits, Spec
+from runtime import Limits, Sample, Spec
 from runtime.cgroups import figures
 
 TOKEN = "t0ken-for-the-metrics-tests-0123456789"
@@ -230,8 +230,9 @@ def test_metrics_come_from_the_figure_table(monkeypatch):
     row = figures.one("test_knob", "memory.test_knob", "memory", "slow",
                       metrics=figures.Metric("container_test_knob_bytes", "gauge", "A knob."))
     monkeypatch.setattr(figures, "V1", figures.V1._replace(rows=figures.V1.rows + (row,)))
-    sample = {"memory_usage": 100, "memory_inactive_file": 40, "test_knob": 7,
-              "psi_cpu_some_total": 2_500_000, "psi_cpu_full_total": 500_000, "psi_io_some_total": None}
+    sample = Sample.of("v2", {"memory_usage": 100, "memory_inactive_file": 40, "test_knob": 7,
+                              "psi_cpu_some_total": 2_500_000, "psi_cpu_full_total": 500_000,
+                              "psi_io_some_total": None})
     fams = {f.name: f for f in exporter.families([(("/p/x", "busybox", "x"), sample)])}
     assert fams["container_test_knob_bytes"].samples[0].value == 7
     assert fams["container_memory_working_set_bytes"].samples[0].value == 60
@@ -255,9 +256,10 @@ def test_the_body_is_what_the_client_library_writes(monkeypatch):
                          "test_odd", labels=(("zone", 'a"b'),))
     row = figures.one("test_odd", "memory.test_odd", "memory", "slow", metrics=odd)
     monkeypatch.setattr(figures, "V1", figures.V1._replace(rows=figures.V1.rows + (row,)))
-    s1 = {"memory_usage": 123456789, "memory_inactive_file": 40, "memory_limit": None, "cpu_usage_ns": 5,
-          "cpu_quota_us": 50_000, "cpu_nr_periods": 3, "psi_io_some_total": 1, "test_odd": 2.5}
-    s2 = {"memory_usage": 0, "pids_current": 1 << 40, "test_odd": float("inf")}
+    s1 = Sample.of("v2", {"memory_usage": 123456789, "memory_inactive_file": 40, "memory_limit": None,
+                          "cpu_usage_ns": 5, "cpu_quota_us": 50_000, "cpu_nr_periods": 3,
+                          "psi_io_some_total": 1, "test_odd": 2.5})
+    s2 = Sample.of("v2", {"memory_usage": 0, "pids_current": 1 << 40, "test_odd": float("inf")})
     rows = [("a" * 64, ("/p/" + "a" * 64, 'img"x\\y', "we\nird"), s1),
             ("b" * 64, ("/p/" + "b" * 64, "busybox", "plain"), s2)]
     col = exporter.ContainerCollector()

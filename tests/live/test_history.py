@@ -76,3 +76,31 @@ def test_rows_saved_merged_pruned_and_served(viewer):
     client.force_login(viewer)
     d = client.get(url).json()                            # only the last 24 h
     assert (d["t"], d["mem_avg"], d["cpu_avg"], d["pids_max"]) == ([recent], [4 << 20], [0.25], [3])
+
+
+def test_a_pass_is_written_in_one_transaction_and_merged(viewer):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    history.reset()
+    ids = [f"{i:064x}" for i in range(300)]
+    stored = history.aggregate(ids[0], T0, [pt(T0 + 1, 10, 0.5, 2), pt(T0 + 2, 30, 0.5, 2)])
+    history.save([stored])                                  # a watched container's minute
+    batch = [history.aggregate(cid, T0, [pt(T0 + 59, 100 + i, 0.25, 4)]) for i, cid in enumerate(ids)]
+    batch.append(history.aggregate(ids[1], T0, [pt(T0 + 30, 300, None, 9)]))  # the same key twice
+    batch.append(history.aggregate(ids[2], T0 + 60, [pt(T0 + 61, 5)]))        # another minute
+    with CaptureQueriesContext(connection) as q:
+        history.save(batch)
+    sql = [x["sql"].split()[0].upper() for x in q.captured_queries]
+    # one transaction: one read of the stored rows, then inserts and one update batched
+    # (SQLite: at most 999 parameters a statement, so 300 rows are a few INSERTs), not 300
+    assert sql.count("SELECT") == 1 and sql.count("UPDATE") == 1 and sql.count("INSERT") <= 6, sql
+    # (inside the test's own transaction the one atomic block is a savepoint)
+    assert sql[0] in ("BEGIN", "SAVEPOINT") and sql.count("BEGIN") + sql.count("SAVEPOINT") == 1, sql
+    assert MinutePoint.objects.count() == 301
+    rows = {(r.container_id, int(r.minute.timestamp())): r for r in MinutePoint.objects.all()}
+    a = rows[(ids[0], T0)]                                  # merged with the stored one
+    assert (a.samples, a.mem_avg, a.mem_max, a.cpu_avg, a.pids_max) == (3, 47, 100, 0.4167, 4)
+    b = rows[(ids[1], T0)]                                  # merged within the batch
+    assert (b.samples, b.mem_avg, b.mem_max, b.cpu_avg, b.pids_max) == (2, 200, 300, 0.25, 9)
+    assert rows[(ids[2], T0 + 60)].mem_max == 5 and rows[(ids[2], T0)].mem_max == 102
+    history.save([])                                        # nothing: no query

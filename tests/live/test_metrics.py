@@ -1,7 +1,10 @@
 """The live feed's arithmetic, from numbers: CPU share, working set, rates, trees."""
+import os
+
 import pytest
 
 from dashboard.live import metrics
+from runtime import Sample
 from runtime.procs import ProcessInfo, ProcessNode
 
 V1_SOURCES = {"memory_usage": "memory.usage_in_bytes", "memory_inactive_file": "memory.stat total_inactive_file",
@@ -23,6 +26,14 @@ def test_cpu_share_from_cumulative_nanoseconds():
     assert metrics.cpu_share(0, 5, 0) is None
 
 
+def test_cpu_share_from_clock_ticks():
+    """A process's share from its utime+stime ticks: the same function."""
+    assert metrics.cpu_share(100, 150, 1.0, per_second=100) == 0.5
+    assert metrics.cpu_share(0, 400, 2.0, per_second=100) == 2.0      # two cores busy
+    assert metrics.cpu_share(500, 20, 1.0, per_second=100) == 0.0     # pid reused: no negative share
+    assert metrics.cpu_share(0, 100, 1.0, metrics.CLK_TCK) == 100 / os.sysconf("SC_CLK_TCK")
+
+
 def test_cpu_limit_in_cores():
     assert metrics.cpu_limit(50_000, 100_000) == 0.5
     assert metrics.cpu_limit(None, 100_000) is None
@@ -30,12 +41,12 @@ def test_cpu_limit_in_cores():
 
 
 def test_point_from_two_raw_samples():
-    prev = {"cpu_usage_ns": 1_000_000_000, "io_read_bytes": 0, "io_write_bytes": 4096,
-            "cpu_nr_throttled": 3, "cpu_throttled_ns": 1_000_000}
-    raw = {"memory_usage": 64 << 20, "memory_inactive_file": 16 << 20, "memory_limit": 128 << 20,
-           "cpu_usage_ns": 1_250_000_000, "cpu_quota_us": 25_000, "cpu_period_us": 100_000,
-           "cpu_nr_throttled": 5, "cpu_throttled_ns": 201_000_000, "pids_current": 3, "pids_max": 64,
-           "io_read_bytes": 2048, "io_write_bytes": 4096, "sources": V1_SOURCES}
+    prev = Sample.of("v1", {"cpu_usage_ns": 1_000_000_000, "io_read_bytes": 0, "io_write_bytes": 4096,
+                            "cpu_nr_throttled": 3, "cpu_throttled_ns": 1_000_000})
+    raw = Sample.of("v1", {"memory_usage": 64 << 20, "memory_inactive_file": 16 << 20, "memory_limit": 128 << 20,
+                           "cpu_usage_ns": 1_250_000_000, "cpu_quota_us": 25_000, "cpu_period_us": 100_000,
+                           "cpu_nr_throttled": 5, "cpu_throttled_ns": 201_000_000, "pids_current": 3,
+                           "pids_max": 64, "io_read_bytes": 2048, "io_write_bytes": 4096}, V1_SOURCES)
     p = metrics.point(prev, raw, 0.5, 1000.0)
     assert p["ws"] == 48 << 20 and p["mem"] == 64 << 20 and p["mem_limit"] == 128 << 20
     assert p["cpu"] == pytest.approx(0.5) and p["cpu_limit"] == 0.25
@@ -57,14 +68,14 @@ def _info(pid, ppid, ticks, start=100, ns=None):
                        sources={"ns_pid": f"/proc/{pid}/status: NSpid:\t{pid}\t{ns or pid - 99}"})
 
 
-def test_tree_payload_nests_and_pairs_cpu_ticks_by_pid_and_start_time():
+def test_forest_json_nests_and_pairs_cpu_ticks_by_pid_and_start_time():
     forest = [ProcessNode(_info(100, 99, 10), (ProcessNode(_info(101, 100, 20)),))]
-    tree, ticks = metrics.tree_payload(forest, {}, 1.0)
+    tree, ticks = metrics.forest_json(forest, {}, 1.0)
     assert tree[0]["pid"] == 100 and tree[0]["ns_pid"] == 1 and tree[0]["cpu"] is None
     assert tree[0]["children"][0]["pid"] == 101 and tree[0]["children"][0]["ns_pid"] == 2
     assert "NSpid" in tree[0]["sources"]["ns_pid"]
     later = [ProcessNode(_info(100, 99, 10 + metrics.CLK_TCK // 2),
                          (ProcessNode(_info(101, 100, 5, start=999)),))]   # 101 reused
-    tree2, _ = metrics.tree_payload(later, ticks, 1.0)
+    tree2, _ = metrics.forest_json(later, ticks, 1.0)
     assert tree2[0]["cpu"] == pytest.approx(0.5)
     assert tree2[0]["children"][0]["cpu"] is None

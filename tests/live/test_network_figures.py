@@ -6,15 +6,16 @@ from __future__ import annotations
 import pytest
 
 from dashboard.live import exporter, metrics
+from runtime import Sample
 from runtime.cgroups import figures
 
 SRC = figures.sources(figures.V1, {}, "/proc/4242")
 
 
-def _raw(rx, tx, rxp, txp, rxd=0, txd=0) -> dict:
-    return {"net_rx_bytes": rx, "net_tx_bytes": tx, "net_rx_packets": rxp, "net_tx_packets": txp,
-            "net_rx_errors": 0, "net_tx_errors": 0, "net_rx_dropped": rxd, "net_tx_dropped": txd,
-            "sources": SRC}
+def _raw(rx, tx, rxp, txp, rxd=0, txd=0) -> Sample:
+    return Sample.of("v1", {"net_rx_bytes": rx, "net_tx_bytes": tx, "net_rx_packets": rxp, "net_tx_packets": txp,
+                            "net_rx_errors": 0, "net_tx_errors": 0, "net_rx_dropped": rxd,
+                            "net_tx_dropped": txd}, SRC)
 
 
 def test_points_carry_network_rates_and_their_sources():
@@ -26,7 +27,7 @@ def test_points_carry_network_rates_and_their_sources():
     src = metrics.point_sources(raw)
     assert src["net_rx"] == "/proc/4242/net/dev Receive bytes (every interface but lo)"
     assert src["net_tx_drop"] == "/proc/4242/net/dev Transmit dropped (every interface but lo)"
-    host = {**raw, **dict.fromkeys(k for k in raw if k.startswith("net_")), "sources": {}}
+    host = Sample.of("v1", dict.fromkeys(k for k in raw.figures if k.startswith("net_")), {})
     assert not [k for k in metrics.point(raw, host, 1.0, 1001.0) if k.startswith("net")]  # --network host
     assert metrics.figures(raw)["net_rx_dropped"] == 2                     # the kernel files panel
 
@@ -43,5 +44,5 @@ def test_metrics_export_the_counters_under_cadvisors_names():
         assert fams[name].type == "counter" and s.name == name + "_total"
         got[name] = s.value
     assert got == pytest.approx(want)
-    assert not [n for n in exporter.families([(("/p/y", "busybox", "y"), {"net_rx_bytes": None})])
+    assert not [n for n in exporter.families([(("/p/y", "busybox", "y"), Sample.of("v1", {"net_rx_bytes": None}))])
                 if n.name.startswith("container_network")]

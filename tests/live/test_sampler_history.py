@@ -5,18 +5,19 @@ import asyncio
 
 import pytest
 
-from dashboard.live import history, sampler
+from dashboard.live import history, sampler, wiring
 from dashboard.live.models import MinutePoint
 from dashboard.live.sampler import Sampler
+from runtime import Sample
 
 A, B = "a" * 64, "b" * 64
 T0 = 1_700_000_040          # a minute boundary
 
 
 def raw(mem=64 << 20, cpu_ns=0, io_r=0, io_w=0, pids=3, limit=128 << 20, inactive=0):
-    return {"kind": "v1", "memory_usage": mem, "memory_inactive_file": inactive, "memory_limit": limit,
-            "cpu_usage_ns": cpu_ns, "io_read_bytes": io_r, "io_write_bytes": io_w,
-            "pids_current": pids, "pids_max": 100, "sources": {}}
+    return Sample.of("v1", {"memory_usage": mem, "memory_inactive_file": inactive, "memory_limit": limit,
+                            "cpu_usage_ns": cpu_ns, "io_read_bytes": io_r, "io_write_bytes": io_w,
+                            "pids_current": pids, "pids_max": 100})
 
 
 def test_first_pass_has_levels_and_no_rates_for_the_minute_that_ended():
@@ -87,12 +88,15 @@ def test_the_sampler_runs_a_pass_on_start_and_then_once_a_minute(settings):
     calls = []
 
     async def main():
-        s = Sampler(tick=0.01, reader=_Reader(), record=False, minute_pass=lambda skip: calls.append(skip))
+        s = Sampler(tick=0.01, reader=_Reader(), once=_Reader)
+        s.add(history.MinuteHistory(pass_=lambda skip, **kw: calls.append((skip, set(kw["samples"]))),
+                                    running=lambda: [A, B]))
         await s.subscribe(A)
         await asyncio.sleep(0.2)                               # ~20 ticks, one pass
         await s.unsubscribe(A)
         return s
     s = asyncio.run(main())
-    assert s.ticks >= 5 and s.passes == 1 and calls == [{A}]   # the watched one is skipped
+    assert s.ticks >= 5 and calls == [({A}, {B})]              # the watched one is skipped
     assert not s.running
-    assert Sampler(tick=1, reader=_Reader(), record=False).minute_pass is None   # off with record=False
+    assert wiring.make_sampler(keep_history=False).consumers == []   # no history: none declared
+    assert [c.name for c in wiring.make_sampler(keep_history=True).consumers] == ["history"]

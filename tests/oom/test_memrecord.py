@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.oom import mapping, memrecord
+from runtime import Sample
 from runtime.oom import parse_oom_reports, split_kmsg_records
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "kmsg"
@@ -18,13 +19,27 @@ def pt(t, usage, limit=20 * MB, **kw):
 
 
 def test_point_from_a_v1_sample():
-    raw = {"memory_usage": 18 * MB, "memory_limit": 20 * MB, "memory_inactive_file": 2 * MB,
-           "memory_failcnt": 3, "memsw_usage": 19 * MB, "memory_swap": None,
-           "memory_events": {"oom_kill_disable": 0, "under_oom": 1, "oom_kill": 2}}
+    raw = Sample.of("v1", {"memory_usage": 18 * MB, "memory_limit": 20 * MB, "memory_inactive_file": 2 * MB,
+                           "memory_failcnt": 3, "memsw_usage": 19 * MB, "memory_swap": None,
+                           "memory_events": {"oom_kill_disable": 0, "under_oom": 1, "oom_kill": 2}})
     p = memrecord.point_from_sample(raw, 100.0)
     assert (p["usage"], p["ws"], p["limit"], p["failcnt"]) == (18 * MB, 16 * MB, 20 * MB, 3)
     assert p["under_oom"] and p["oom_kill"] == 2 and p["swap"] == 1 * MB
-    assert memrecord.point_from_sample(dict(raw, memory_limit=None), 1.0) is None   # unlimited
+    assert memrecord.point_from_sample(raw.updated({"memory_limit": None}), 1.0) is None   # unlimited
+
+
+def test_the_record_wants_the_tree_first_and_then_only_near_the_limit():
+    """The sampler reads a limited container's tree on its first sample, then
+    only while usage is at 80 % of the limit or rising fast enough to be
+    there by the next sample (the process that will be killed is in it)."""
+    rec = memrecord.MemRecorder(interval=0.5)
+    rec.targets = {"c": None}
+    assert rec.wants() == {"c": True}
+
+    def at(mb):
+        rec.tick({"c": (Sample.of("v1", {"memory_usage": mb * MB, "memory_limit": 20 * MB}), None)})
+        return rec.wants()["c"]
+    assert [at(mb) for mb in (2, 3, 10, 4, 17, 12)] == [False, False, True, False, True, False]
 
 
 def test_near_limit_fires_after_n_samples_once_then_rearms():

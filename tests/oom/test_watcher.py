@@ -4,6 +4,7 @@ command, its counters agree with memory.oom_control, and `oom.killed` is
 published on the `events` group."""
 import asyncio
 import os
+import time
 
 import pytest
 
@@ -134,3 +135,39 @@ def test_detection_stays_on_with_no_descriptor_to_keep(rt, name, cleanup, monkey
     if rt.inspect(c.id).status == "running":   # the kernel may take the init too: then gone first
         assert ev.detected_by == "kmsg+counter" and ev.counters["oom_kill"] == 1
     assert ev.memory_window["points"]                 # read with its files opened per read
+
+
+def test_the_scope_follows_the_runtimes_changes_without_listing(rt, name, cleanup, monkeypatch):
+    """The watcher lists the containers once, at start; a container started
+    later reaches its scope by the runtime's change events (an inspect of
+    that one), the memory record only if it has a memory limit, and the
+    sampler reads it; its exit takes it out again.  No list meanwhile."""
+    from dashboard.oom import watcher as wmod
+    lists = []
+    real = wmod._scope
+
+    async def counting():
+        lists.append(1)
+        return await real()
+    monkeypatch.setattr(wmod, "_scope", counting)
+    cleanup += [f"{name}-lim", f"{name}-free"]
+
+    async def until(cond, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while not cond():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+
+    async def main():
+        async with watching() as (w, _, _ch):
+            lim, free = await asyncio.gather(
+                asyncio.to_thread(rt.run, Spec(image="busybox", name=f"{name}-lim", cmd=("sleep", "60"),
+                                               limits=Limits(memory=32 << 20))),
+                asyncio.to_thread(rt.run, Spec(image="busybox", name=f"{name}-free", cmd=("sleep", "60"))))
+            await until(lambda: lim.id in w.recorder.targets and free.id in w.scope.targets)
+            assert free.id not in w.recorder.targets
+            await until(lambda: w.recorder.points(lim.id))       # read by the sampler
+            await asyncio.to_thread(rt.kill, lim.id)
+            await until(lambda: lim.id not in w.scope.targets and lim.id not in w.recorder.targets)
+    asyncio.run(main())
+    assert lists == [1]

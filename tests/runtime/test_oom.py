@@ -346,6 +346,30 @@ def test_over_the_descriptor_budget_a_watch_is_polled(tmp_path, monkeypatch):
     assert fdbudget.OOM.held == held                                    # given back
 
 
+def test_a_polled_watch_gets_its_descriptor_back_once_the_budget_has_room(tmp_path, monkeypatch):
+    """Polling lasts only as long as the crowd: after the kept watch is
+    removed, the next sweep() gives the polled one a descriptor, and a kill
+    after that wakes it without a sweep."""
+    from runtime import fdbudget
+    held = fdbudget.OOM.held
+    monkeypatch.setattr(fdbudget.OOM, "limit", held + 1)                  # one v2 watch
+    dirs = {}
+    for key in ("kept", "polled"):
+        (tmp_path / key).mkdir()
+        (tmp_path / key / "memory.events").write_text(_events())
+        dirs[key] = str(tmp_path / key)
+    with CgroupOomWatch(dirs, settle=0.05) as watch:
+        assert watch.sweep() is False
+        assert watch.polled()                                       # no room yet
+        watch.remove("kept")
+        assert watch.sweep() is False                               # promoted, nothing moved
+        assert not watch.polled() and fdbudget.OOM.held == held + 1
+        Path(dirs["polled"], "memory.events").write_text(_events(max_=3, oom=1, kill=1))
+        (ev,) = watch.wait(1)                                       # woken by inotify
+        assert (ev.key, ev.new_kills, ev.counts.oom_kill) == ("polled", 1, 1)
+    assert fdbudget.OOM.held == held
+
+
 def test_watch_works_under_asyncio_add_reader(tmp_path):
     import asyncio
     events = tmp_path / "memory.events"

@@ -13,7 +13,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from dashboard.live.sampler import Sampler
+from dashboard.live.wiring import make_sampler
 
 
 class Command(BaseCommand):
@@ -31,7 +31,7 @@ class Command(BaseCommand):
         asyncio.run(self._main(tick))
 
     async def _main(self, tick):
-        sampler = Sampler(tick=tick)
+        sampler = make_sampler(tick=tick, keep_history=True)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
