@@ -19,7 +19,7 @@ from .views import _back, _wants_json, can_view, operates
 def _with_api(key):
     """The container, if its owner has an API to read logs or run a shell through; else 404."""
     found = _found_or_404(key)
-    if not found.controls:
+    if not engines.has_api(found):
         raise Http404(f"{found.engine} container {found.name}: no API here ({found.owner_note})")
     return found
 
@@ -27,9 +27,13 @@ def _with_api(key):
 @require_GET
 @can_view
 def engine_logs(request, container_id):
-    """Its logs page (logs.html, read over ws/containers/<key>/logs/: the engine's logs API)."""
+    """Its logs page (logs.html, read over ws/containers/<key>/logs/: the engine's
+    logs API); for a source with none (systemd, a pod, a bare namespace) the same
+    page says so and who owns it, with no log view (so no socket)."""
     from .logviews import logs_form
-    found = _with_api(container_id)
+    found = _found_or_404(container_id)
+    if not engines.has_api(found):
+        return render(request, "containers/logs.html", {**_context(request, found), "no_logs": True})
     return render(request, "containers/logs.html", {**_context(request, found), **logs_form(request.GET)})
 
 

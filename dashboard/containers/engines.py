@@ -14,6 +14,8 @@ not the web tier's: runtime.agent_client.AgentDiscovery.
 """
 from __future__ import annotations
 
+import time
+
 from runtime import TerrariumError
 from runtime.discovery.registry import is_key
 
@@ -44,14 +46,24 @@ def is_other(key: str) -> bool:
 
 
 _recent: tuple | None = None        # (monotonic time, found, states) of the last pass
+# The containers of the last discovery pass, kept for owner_of_memcg: unlike
+# _recent, a change event does not forget it (an OOM kill is such a change) and
+# no age makes it wrong -- an engine's cgroup path names its container's id, so
+# a container the pass saw is still the owner of that path after it exited.
+_known: list = []
+
+
+def has_api(found) -> bool:
+    """Whether its owner has an API here (Docker, Podman): its logs and
+    terminal go through it.  The kernel's own sources have none."""
+    return bool(found.controls)
 
 
 def discovered(*, engine: str | None = None, max_age: float = 0.0):
     """(other owners' containers, [Availability], error text or "").  Never raises.
     max_age: a pass at most that many seconds old will do (the list page's; a
     change event about another owner's container forgets it: forget())."""
-    global _recent
-    import time
+    global _recent, _known
     recent = _recent
     if max_age > 0 and recent is not None and time.monotonic() - recent[0] <= max_age:
         found, states = recent[1], recent[2]
@@ -61,6 +73,7 @@ def discovered(*, engine: str | None = None, max_age: float = 0.0):
         except (TerrariumError, OSError) as e:
             return [], [], str(e)
         _recent = (time.monotonic(), found, states)
+        _known = [f for f in found if f.engine != "terrarium"]
     found = [f for f in found if f.engine != "terrarium" and (engine is None or f.engine == engine)]
     found.sort(key=lambda f: (f.engine, f.name))
     return found, states, ""
@@ -98,15 +111,13 @@ def tree(*, key: str, with_cmdline: bool = True) -> list:
     return rows if with_cmdline else [(d, replace(i, cmdline=i.cmdline[:1])) for d, i in rows]
 
 
-def owner_of_memcg(memcg: str):
-    """The other owner's container a memory cgroup belongs to (an OOM report's
-    oom_memcg), or None: its cgroup or one below it, or, once it has exited
-    (a killed init: the cgroup is gone), the one whose engine id names a
-    component of the path ("/docker/<id>", "docker-<id>.scope")."""
-    if not memcg:
-        return None
-    found, _, _ = discovered()
-    memcg = "/" + memcg.strip("/")
+# memcgs a fresh pass did not know (a service's, a session's: not a container)
+# → when; asked again after UNKNOWN_FOR seconds
+_unknown: dict[str, float] = {}
+UNKNOWN_FOR = 60.0
+
+
+def _owner_in(found, memcg: str):
     for f in found:
         if f.cgroup and (memcg == f.cgroup or memcg.startswith(f.cgroup.rstrip("/") + "/")):
             return f
@@ -115,6 +126,40 @@ def owner_of_memcg(memcg: str):
         if len(f.id) >= 12 and any(f.id in p for p in parts):
             return f
     return None
+
+
+def owner_of_memcg(memcg: str):
+    """The other owner's container a memory cgroup belongs to (an OOM report's
+    oom_memcg), or None: its cgroup or one below it, or, once it has exited
+    (a killed init: the cgroup is gone), the one whose engine id names a
+    component of the path ("/docker/<id>", "docker-<id>.scope").
+
+    The last discovery pass's containers are asked first (any page's or an
+    earlier kill's); a fresh pass (~0.5 s at 1,000 containers) only when they
+    do not know the memcg, and not again for the same unknown memcg within
+    UNKNOWN_FOR seconds: every OOM kill outside any container (another
+    program's, a test's) cost a full pass."""
+    if not memcg:
+        return None
+    memcg = "/" + memcg.strip("/")
+    # A bare namespace's claim is provisional: an engine's container is one
+    # while runc sets it up (its init "runc init", not yet in the engine's
+    # list), so only an engine's claim from the last pass is taken as it is.
+    owner = _owner_in([f for f in _known if f.engine != "bare"], memcg)
+    if owner is not None:
+        return owner
+    now = time.monotonic()
+    if now - _unknown.get(memcg, -UNKNOWN_FOR) < UNKNOWN_FOR:
+        return None
+    found, _, err = discovered()
+    if err:
+        return None
+    owner = _owner_in(found, memcg)
+    if owner is None:
+        if len(_unknown) >= 256:                     # bounded: drop the oldest
+            del _unknown[min(_unknown, key=_unknown.__getitem__)]
+        _unknown[memcg] = now
+    return owner
 
 
 def actions(*, found, user) -> tuple[str, ...]:
@@ -193,7 +238,6 @@ MAX_CHANGES = 2000              # a page shows at most this many changes
 def layers(*, key: str) -> dict:
     """Its layers and writable-layer changes in the shape of dashboard.layers'
     changes JSON (static/layers/layers.js draws both); EngineError with the reason."""
-    import time
     try:
         got = get_runtime().discovery().layers(key, MAX_CHANGES + 1)
     except (TerrariumError, OSError) as e:

@@ -48,7 +48,7 @@ from urllib.parse import parse_qs
 from runtime import TerrariumError, logs
 from runtime.logfilter import STAMP, stamp_of
 
-from . import reconciler, selectors
+from . import engines, reconciler, selectors
 from . import events as container_events
 from .access import CLOSE_NOT_FOUND
 from .consumers import ViewerSocket
@@ -195,6 +195,12 @@ class ContainerLogsConsumer(ViewerSocket):
         self.container_id = self.scope["url_route"]["kwargs"]["container_id"]
         if await self._run() is None:
             return CLOSE_NOT_FOUND
+        if engines.is_other(self.container_id):
+            # a source with no logs API (systemd, a pod, a bare namespace): no log to
+            # follow, now or after a retry (its logs page says so and opens no socket)
+            found = await asyncio.to_thread(engines.get, key=self.container_id)
+            if found is None or not engines.has_api(found):
+                return CLOSE_NOT_FOUND
         return None
 
     async def on_join(self):

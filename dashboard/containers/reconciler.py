@@ -61,11 +61,16 @@ async def stop() -> None:
             pass
 
 
-class _Changes:
-    """Runtime.changes in a thread of its own, its batches put on the loop's queue."""
+class ChangeFeed:
+    """Runtime.changes in a thread of its own, its batches put on the loop's
+    queue (the reconciler's, and the OOM watcher's scope).  ``engines``: other
+    owners' containers too (TERRARIUM_ENGINE_EVENTS by default)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop):
+    def __init__(self, loop: asyncio.AbstractEventLoop, engines: bool | None = None):
         self.loop, self.queue = loop, asyncio.Queue()
+        if engines is None:
+            engines = getattr(settings, "TERRARIUM_ENGINE_EVENTS", True)
+        self.engines = engines
         self.stopping = threading.Event()
         self.watching = threading.Event()      # the watch is in place: changes from now on are seen
         self.alive = True
@@ -75,7 +80,7 @@ class _Changes:
     def _follow(self):
         global _warned
         try:
-            engines = {"engines": True} if getattr(settings, "TERRARIUM_ENGINE_EVENTS", True) else {}
+            engines = {"engines": True} if self.engines else {}
             for batch in get_runtime().changes(self.stopping.is_set, **engines):
                 if not self.watching.is_set():
                     self.watching.set()                 # the first, empty batch
@@ -123,7 +128,7 @@ async def _run(interval: float) -> None:
     full_every = float(getattr(settings, "TERRARIUM_RECONCILE_FULL", 30.0))
     failing, pruned_at = False, None
     loop = asyncio.get_running_loop()
-    changes = _Changes(loop)
+    changes = ChangeFeed(loop)
     await changes.started()
     batch = ALL
     try:
@@ -145,7 +150,7 @@ async def _run(interval: float) -> None:
             if not changes.alive:                      # polling until changes can be followed again
                 _in_step = False
                 await asyncio.sleep(interval)
-                changes = _Changes(loop)
+                changes = ChangeFeed(loop)
                 await changes.started()
                 batch = ALL
                 continue

@@ -38,14 +38,17 @@ def operates(action: str | None = None):
 
 
 def _refreshed(view):
-    """Reconcile with the runtime before the page is drawn; report, never 500."""
+    """Bring the page's container (container_id) in step with the runtime before
+    the page is drawn -- that one, not all of them (at 1,000 containers a
+    full reconcile made every detail page cost a list of the runtime); report,
+    never 500."""
     @wraps(view)
-    def wrapper(request, *args, **kwargs):
+    def wrapper(request, container_id, *args, **kwargs):
         try:
-            services.containers_refresh()
+            services.container_refresh(container_id=container_id)
         except (TerrariumError, OSError) as e:
             messages.error(request, f"Could not read the runtime's state: {e}")
-        return view(request, *args, **kwargs)
+        return view(request, container_id, *args, **kwargs)
     return wrapper
 
 

@@ -25,11 +25,19 @@ asks it through the agent's verbs like everything else.
 """
 from __future__ import annotations
 
-from collections import namedtuple
 from types import MappingProxyType
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, NamedTuple, Protocol, cast
 
-_EMPTY = MappingProxyType({})
+_EMPTY_NS: MappingProxyType[str, int] = MappingProxyType({})
+_EMPTY_LABELS: MappingProxyType[str, str] = MappingProxyType({})
+
+# a source's follow(stop, on_key, on_up): stop() says when to return; on_key(key)
+# for a container that changed (None: anything may have, a stream came back); on_up()
+# each time its stream (re)connects
+Stop = Callable[[], bool]
+OnKey = Callable[[str | None], None]
+OnUp = Callable[[], None]
+Follow = Callable[[Stop, OnKey, OnUp | None], None]
 
 # engines in the order discover() asks them; the first to claim a cgroup or a
 # PID namespace owns it.
@@ -40,10 +48,7 @@ ENGINES = ("terrarium", "docker", "podman", "kubernetes", "containerd", "crio",
 CONTROLS = frozenset({"start", "stop", "restart", "pause", "unpause", "kill", "remove", "update"})
 
 
-class Found(namedtuple("Found", (
-        "key engine id name image state pid cgroup namespaces rootfs upperdir "
-        "labels created_at controls owner_note"),
-        defaults=("", "unknown", None, "", _EMPTY, "", "", _EMPTY, None, frozenset(), ""))):
+class Found(NamedTuple):
     """One container as a source sees it.
 
     key         unique across sources and safe in a URL path: our own
@@ -63,22 +68,40 @@ class Found(namedtuple("Found", (
     namespaces  {"pid": inode, "mnt": inode, ...} of its init, when running;
                 every source that knows the pid fills at least "pid", so the
                 bare source does not report the same namespace again
-    rootfs      the mount point of its root filesystem ("" when unknown)
-    upperdir    the writable layer of an overlay root ("" when not overlay)
+    rootfs      the mount point of its root filesystem ("" when unknown;
+                an engine's list() leaves it so, its get() asks for it)
+    upperdir    the writable layer of an overlay root ("" when not overlay,
+                or not known: as rootfs)
     labels      the owner's labels / annotations, str -> str
     created_at  unix time, or None
     controls    which of CONTROLS its owner's API offers here (empty: read-only)
     owner_note  one sentence for the page: who owns it and, when controls
                 is empty, why there are no buttons
     """
-    __slots__ = ()
+    key: str
+    engine: str
+    id: str
+    name: str = ""
+    image: str = ""
+    state: str = "unknown"
+    pid: int | None = None
+    cgroup: str = ""
+    namespaces: MappingProxyType[str, int] = _EMPTY_NS
+    rootfs: str = ""
+    upperdir: str = ""
+    labels: MappingProxyType[str, str] = _EMPTY_LABELS
+    created_at: float | None = None
+    controls: frozenset[str] = frozenset()
+    owner_note: str = ""
 
 
-class Availability(namedtuple("Availability", "engine state detail", defaults=("",))):
+class Availability(NamedTuple):
     """Whether a source could be asked: state "up" | "absent" (nothing
     installed or no socket: not an error) | "refused" (a socket that refused
     or answered wrongly; detail says what happened)."""
-    __slots__ = ()
+    engine: str
+    state: str
+    detail: str = ""
 
 
 class Source(Protocol):
@@ -92,6 +115,15 @@ class Source(Protocol):
         an absent or refusing engine: availability() says so and list()
         returns []."""
         ...
+
+
+class SkippingSource(Protocol):
+    """A source that can leave out PID namespaces claimed already (bare)."""
+    engine: str
+
+    def availability(self) -> Availability: ...
+
+    def list(self, skip: frozenset[int] = frozenset()) -> list[Found]: ...
 
 
 def make_key(engine: str, ident: str) -> str:
@@ -113,7 +145,10 @@ def discover(sources: Iterable[Source]) -> tuple[list[Found], list[Availability]
     for source in sources:
         states.append(source.availability())
         # the bare source reads every process of a namespace: not those claimed already
-        items = source.list(skip=frozenset(pidns)) if source.engine == "bare" else source.list()
+        if source.engine == "bare":
+            items = cast(SkippingSource, source).list(skip=frozenset(pidns))
+        else:
+            items = source.list()
         for item in items:
             if item.cgroup and item.cgroup in cgroups:
                 continue

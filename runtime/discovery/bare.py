@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 from types import MappingProxyType
+from typing import Sequence
 
 from ..pidinfo import memory_cgroup, namespace_inodes, parse_ns_link, parse_nspid, parse_status
 from ..procs import parse_cmdline
@@ -97,14 +98,14 @@ class BareSource:
 
     def __init__(self, proc: str = "/proc", cgroup_root: str | None = None):
         self.proc, self.cgroup_root = proc, cgroup_root
-        self._roots = None
+        self._roots: tuple[str, list[str], str | None] | None = None
 
     def availability(self) -> Availability:
         if host_pidns(self.proc) is None:
             return Availability("bare", "refused", f"cannot read the PID namespaces under {self.proc}")
         return Availability("bare", "up")
 
-    def list(self, skip=frozenset()) -> list[Found]:
+    def list(self, skip: frozenset[int] = frozenset()) -> list[Found]:
         """Every PID namespace but the host's and those in ``skip`` (inodes an
         earlier source already claimed: discover() passes them, so a Docker
         container's processes are not read again only to be dropped)."""
@@ -120,7 +121,7 @@ class BareSource:
                 out.append(f)
         return out
 
-    def found(self, ino: int, pids: list[int]) -> Found | None:
+    def found(self, ino: int, pids: Sequence[int]) -> Found | None:
         init, lowest = None, None
         for pid in pids:
             nspid = _nspid(pid, self.proc)
@@ -144,10 +145,10 @@ class BareSource:
                      labels=MappingProxyType({"processes": str(len(pids)), "pidns": str(ino)}),
                      owner_note=NOTE + ("" if cgroup else NOTE_NO_CGROUP))
 
-    def own_cgroup(self, pids: list[int]) -> str:
+    def own_cgroup(self, pids: Sequence[int]) -> str:
         """The cgroup all of pids are in when it holds nothing else (its
         subtree included) and is not a hierarchy's root; else ""."""
-        paths = set()
+        paths: set[str | None] = set()
         for pid in pids:
             text = _read(f"{self.proc}/{pid}/cgroup")
             if text is None:

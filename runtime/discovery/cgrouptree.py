@@ -35,30 +35,37 @@ import os
 import re
 import threading
 import time
-from collections import namedtuple
 from types import MappingProxyType
+from typing import NamedTuple
 
 from ..pidinfo import namespace_inodes, parse_nspid, parse_stat, parse_status
-from . import ENGINES, Availability, Found, make_key
+from . import ENGINES, Availability, Follow, Found, OnKey, OnUp, Stop, make_key
 
 # engines this module recognises, in ENGINES order
 TREE_ENGINES = tuple(e for e in ENGINES if e in ("kubernetes", "containerd", "crio", "nspawn",
                                                  "lxc", "systemd"))
 
-Match = namedtuple("Match", "kind engine id name labels", defaults=("", "", "", MappingProxyType({})))
-Match.__doc__ = """What a cgroup path is.  kind:
-    container   a container of `engine`: its whole subtree is its
-    unit        a systemd service or scope: its processes outside any
-                deeper unit or container are its
-    pass        an owner's inner cgroup that is nothing by itself (a pod's
-                slice, kubepods, the QoS slices): walk on, count nothing
-    skip        an owner's helper (LXC's monitor, CRI-O's conmon): not
-                reported, not walked
-    foreign     another engine's container (docker-<id>.scope, /docker/<id>,
-                libpod-<id>.scope: its API source claims it, or else it is
-                seen as a bare namespace): not reported; walked only for
-                Kubernetes nodes inside it (kind, minikube), never for units
-                (those are the node container's own systemd's)"""
+
+class Match(NamedTuple):
+    """What a cgroup path is.  kind:
+        container   a container of `engine`: its whole subtree is its
+        unit        a systemd service or scope: its processes outside any
+                    deeper unit or container are its
+        pass        an owner's inner cgroup that is nothing by itself (a pod's
+                    slice, kubepods, the QoS slices): walk on, count nothing
+        skip        an owner's helper (LXC's monitor, CRI-O's conmon): not
+                    reported, not walked
+        foreign     another engine's container (docker-<id>.scope, /docker/<id>,
+                    libpod-<id>.scope: its API source claims it, or else it is
+                    seen as a bare namespace): not reported; walked only for
+                    Kubernetes nodes inside it (kind, minikube), never for units
+                    (those are the node container's own systemd's)"""
+    kind: str
+    engine: str = ""
+    id: str = ""
+    name: str = ""
+    labels: MappingProxyType[str, str] = MappingProxyType({})
+
 
 PASS = Match("pass")
 SKIP = Match("skip")
@@ -221,8 +228,11 @@ def owner_path(path: str) -> tuple[str, Match] | None:
 
 # --- the node's own records: pod and container names ------------------------------
 
-def kubelet_names(log_root: str = "/var/log") -> tuple[dict[str, tuple[str, str, tuple[str, ...]]],
-                                                       dict[str, tuple[str, str, str]]]:
+# ({pod uid: (namespace, pod, container names)}, {container id: (namespace, pod, container)})
+KubeletNames = tuple[dict[str, tuple[str, str, tuple[str, ...]]], dict[str, tuple[str, str, str]]]
+
+
+def kubelet_names(log_root: str = "/var/log") -> KubeletNames:
     """({pod uid: (namespace, pod, container names)}, {container id:
     (namespace, pod, container)}) from the kubelet's log files:
 
@@ -278,6 +288,21 @@ def read_procs(directory: str) -> list[int]:
     return [int(v) for v in text.split()] if text else []
 
 
+def pidns_init(pids: list[int], proc: str = "/proc") -> int | None:
+    """The one of ``pids`` that is PID 1 of a PID namespace below the host's
+    (last NSpid field 1, more than one field), lowest pid first (an init is
+    usually its container's oldest); None when none is (--pid host, a
+    namespace shared with another container, an init just gone)."""
+    for pid in sorted(pids):
+        status = _read(f"{proc}/{pid}/status")
+        line = parse_status(status, ("NSpid",)).get("NSpid") if status else None
+        if line:
+            nspid = parse_nspid(line)
+            if len(nspid) > 1 and nspid[-1] == 1:
+                return pid
+    return None
+
+
 def init_of(pids: list[int], proc: str = "/proc") -> int | None:
     """The init of a container's processes: the one that is PID 1 of a PID
     namespace below the host's (last NSpid field 1, more than one field); else
@@ -309,10 +334,14 @@ def init_of(pids: list[int], proc: str = "/proc") -> int | None:
 
 # --- the walk -----------------------------------------------------------------------
 
-Entry = namedtuple("Entry", "path match directory pids")
-Entry.__doc__ = """One recognised cgroup of a pass: path (as /proc/<pid>/cgroup
-shows it), its Match, the directory read, and the pids it holds (a
-container: its whole subtree; a unit: its own and its plain children's)."""
+class Entry(NamedTuple):
+    """One recognised cgroup of a pass: path (as /proc/<pid>/cgroup
+    shows it), its Match, the directory read, and the pids it holds (a
+    container: its whole subtree; a unit: its own and its plain children's)."""
+    path: str
+    match: Match
+    directory: str
+    pids: list[int]
 
 
 def hierarchy_roots(cgroup_root: str | None = None) -> tuple[str, list[str], str | None]:
@@ -350,9 +379,9 @@ class CgroupTree:
         self._lock = threading.Lock()
         self._entries: list[Entry] = []
         self._at = -1e9
-        self._roots_cache = None
+        self._roots_cache: tuple[str, list[str], str | None] | None = None
 
-    def roots(self):
+    def roots(self) -> tuple[str, list[str], str | None]:
         if self._roots_cache is None:
             self._roots_cache = hierarchy_roots(self.cgroup_root)
         return self._roots_cache
@@ -373,7 +402,7 @@ class CgroupTree:
             self._walk(root, "", None, out, True)
         return list(out.values())
 
-    def _walk(self, directory: str, path: str, unit: list | None, out: dict[str, Entry],
+    def _walk(self, directory: str, path: str, unit: tuple[str, list[int]] | None, out: dict[str, Entry],
               units: bool) -> None:
         """Depth first.  ``unit``: the [path, pids] of the enclosing unit that
         collects the processes of plain directories below it; ``units``:
@@ -398,7 +427,7 @@ class CgroupTree:
                 if sub not in out:
                     out[sub] = Entry(sub, m, d, subtree_procs(d))
             elif m.kind == "unit":
-                mine = [sub, read_procs(d)]
+                mine = (sub, read_procs(d))
                 self._walk(d, sub, mine, out, units)
                 if sub in out:                       # seen in an earlier hierarchy
                     old = out[sub]
@@ -428,7 +457,7 @@ class CgroupTree:
                 out.append(f)
         return out
 
-    def _found(self, e: Entry, names) -> Found | None:
+    def _found(self, e: Entry, names: KubeletNames | None) -> Found | None:
         m = e.match
         if m.kind == "unit" and not e.pids:
             return None                              # an empty unit cgroup: nothing runs there
@@ -503,7 +532,7 @@ class CgroupTree:
 
     # --- following changes ------------------------------------------------------
 
-    def follow(self, stop, on_key, on_up=None) -> None:
+    def follow(self, stop: Stop, on_key: OnKey, on_up: OnUp | None = None) -> None:
         """Call on_key(key) when a recognised cgroup appears or goes (inotify
         on every directory of the walked hierarchies; new directories are
         watched as they come), until stop() is true.  on_up() once the watches
@@ -600,10 +629,12 @@ def subtree_procs(directory: str) -> list[int]:
 class TreeSource:
     """One engine's containers out of a shared CgroupTree (Source protocol)."""
 
-    def __init__(self, engine: str, tree: CgroupTree):
+    def __init__(self, engine: str, tree: CgroupTree, follows: bool = False):
         if engine not in TREE_ENGINES:
             raise ValueError(f"not a cgroup-tree engine: {engine!r}")
         self.engine, self.tree = engine, tree
+        # the tree's inotify watch, on one source of the tree only (Discovery.follow)
+        self.follow: Follow | None = tree.follow if follows else None
 
     def availability(self) -> Availability:
         try:
@@ -624,6 +655,4 @@ def tree_sources(cgroup_root: str | None = None, proc: str = "/proc",
     """A TreeSource per engine over one CgroupTree, in ENGINES order; the
     first (it walks the tree fresh in each pass) also follows it."""
     tree = CgroupTree(cgroup_root, proc, log_root)
-    sources = [TreeSource(e, tree) for e in TREE_ENGINES]
-    sources[0].follow = tree.follow
-    return sources
+    return [TreeSource(e, tree, follows=i == 0) for i, e in enumerate(TREE_ENGINES)]

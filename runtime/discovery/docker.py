@@ -12,30 +12,82 @@ answer as an engine), and list() is then [].  Control (start, stop, ...)
 goes through the same API and raises runtime.errors kinds (NotFound,
 Conflict, TerrariumError) with the engine's own message.
 
-Figures and process trees are not taken from here: the engine gives the
-container's init pid, and its cgroup, namespaces and root are read from
+Figures and process trees are not taken from here: the container's init pid
+is found in its cgroup, and its cgroup, namespaces and root are read from
 /proc/<pid> like any other process's (the engine's stats API is what makes
 `docker stats` cost what it costs).
+
+A discovery pass (list()) is one containers/json call: it gives id, names,
+image, state, labels and creation time, but not the init pid, which only an
+inspect gives (one call, and dockerd's CPU, per container).  So the init is
+looked for where the engine puts a container's cgroup, named after its id
+(CgroupFinder: /docker/<id> or system.slice/docker-<id>.scope for Docker's
+cgroupfs and systemd drivers, libpod_parent/libpod-<id> or
+machine.slice/libpod-<id>.scope for Podman's, under any --cgroup-parent;
+v1 and v2): the process of its cgroup.procs that is PID 1 of its PID
+namespace.  A container the tree does not answer for (--pid host, a PID
+namespace shared with another container, a layout not known) is inspected.
+The storage driver's directories (rootfs, upperdir) are inspect's alone:
+list() leaves them "" unless it inspected; get() and layers() ask for them.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
+import re
+import socket
 import threading
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol, Sequence, TypedDict, cast
 
 from ..errors import Conflict, InvalidArgument, NotFound, TerrariumError
-from . import CONTROLS, Availability, Found, make_key
+from ..pidinfo import namespace_inodes
+from . import CONTROLS, Availability, Found, OnKey, OnUp, Stop, make_key
+from .cgrouptree import pidns_init, read_procs, subtree_procs
+from .engine_terminal import Closable, ExecState
+
+if TYPE_CHECKING:
+    from docker import APIClient
+    from requests import Response
 
 DEFAULT_DOCKER = "unix:///var/run/docker.sock"
 DEFAULT_PODMAN = "unix:///run/podman/podman.sock"
-API_TIMEOUT = 10.0              # seconds for one API call (stop waits its own timeout on top)
+API_TIMEOUT = 10                # seconds for one API call (stop waits its own timeout on top)
+
+Mark = tuple[str | None, tuple[str, ...]]     # (State, Names) of a containers/json row
 
 _STATES = {"created": "created", "running": "running", "paused": "paused", "restarting": "running",
            "exited": "exited", "dead": "exited", "removing": "exited"}
 # container events that change what the list shows (exec_*, attach, top... do not)
 _EVENTS = frozenset({"create", "start", "restart", "die", "stop", "kill", "pause", "unpause",
                      "destroy", "rename", "update", "oom"})
+
+
+class Row(TypedDict, total=False):
+    """A containers/json row, the fields read here."""
+    Id: str
+    Names: list[str]
+    Image: str
+    State: str
+    Labels: dict[str, str] | None
+    Created: int
+
+
+class Layers(TypedDict, total=False):
+    """The storage driver's directories (EngineSource.layers)."""
+    driver: str
+    lower: list[str]
+    upper: str
+    base: str
+
+
+class UpdateLimits(TypedDict, total=False):
+    """Our Limits fields a live update changes (control(..., "update", limits=...))."""
+    memory: int | None
+    memory_swap: int | None
+    cpus: float | None
+    pids: int | None
 
 
 def docker_host() -> str:
@@ -46,7 +98,94 @@ def podman_host() -> str:
     return os.environ.get("TERRARIUM_PODMAN_HOST") or os.environ.get("CONTAINER_HOST") or DEFAULT_PODMAN
 
 
-def _sdk():
+def _live(state: str | None) -> bool:
+    """Whether a containers/json State has an init to find (running or paused)."""
+    return _STATES.get(state or "", "") in ("running", "paused")
+
+
+# A container's cgroup directory as the engines name it: Docker's cgroupfs
+# driver "<id>", its systemd driver "docker-<id>.scope"; Podman's cgroupfs
+# "libpod-<id>", its systemd "libpod-<id>.scope" (not libpod-conmon-<id>: its monitor)
+_CGROUP_NAME = re.compile(r"(?:docker-|libpod-)?([0-9a-f]{64})(?:\.scope)?")
+# where they go without a --cgroup-parent (the daemon's or the container's own)
+_DEFAULT_PARENTS = {"docker": ("docker", "system.slice"), "podman": ("libpod_parent", "machine.slice")}
+
+
+class CgroupFinder:
+    """Where an engine's containers' cgroups are, found by their ids.
+
+    locate(ids) looks first in the parent directories where this engine's
+    containers were found before and in its defaults (one scandir each),
+    then, for ids still missing, walks the tree breadth first (MAX_DEPTH
+    levels; not into another container's directory: its inner cgroups are
+    its own) until it has them all, and remembers the parents it found them
+    in.  One hierarchy is looked in:
+    v1's pids (the fewest files per directory to list; an engine makes the
+    same path in every controller's, relative to its own cgroup there), else
+    memory, else the v2 tree; ``root`` points it at a fake tree."""
+
+    MAX_DEPTH = 6
+    MAX_PARENTS = 8
+
+    def __init__(self, engine: str = "docker", root: str | None = None):
+        self.defaults = _DEFAULT_PARENTS.get(engine, ())
+        self.parents: list[str] = []        # learnt, most recent first, relative to the root
+        self._root = root
+
+    def root(self) -> str | None:
+        if self._root is None:
+            from ..cgroups import detect
+            layout = detect()
+            if layout.kind == "v2":
+                self._root = layout.v2 or ""
+            else:
+                self._root = layout.v1.get("pids") or layout.v1.get("memory") or ""
+        return self._root or None
+
+    def locate(self, ids: Iterable[str]) -> dict[str, str]:
+        """{id: its cgroup directory} of those of ``ids`` found."""
+        root, want, out = self.root(), set(ids), dict[str, str]()
+        if root is None or not want:
+            return out
+        for parent in [*self.parents, *(d for d in self.defaults if d not in self.parents)]:
+            self._scan(root, parent, want, out)
+            if len(out) == len(want):
+                return out
+        level = [""]
+        for _ in range(self.MAX_DEPTH):
+            below: list[str] = []
+            for parent in level:
+                below.extend(self._scan(root, parent, want, out))
+                if len(out) == len(want):
+                    return out
+            level = below
+        return out
+
+    def _scan(self, root: str, parent: str, want: set[str], out: dict[str, str]) -> list[str]:
+        """Record the directories in root/parent named after a wanted id;
+        → the others to look in next (not other containers')."""
+        try:
+            it = os.scandir(os.path.join(root, parent) if parent else root)
+        except OSError:
+            return []
+        with it:
+            dirs = [e.name for e in it if e.is_dir(follow_symlinks=False)]
+        rest = []
+        for name in dirs:
+            m = _CGROUP_NAME.fullmatch(name)
+            if m is None:
+                rest.append(f"{parent}/{name}" if parent else name)
+            elif m[1] in want and m[1] not in out:
+                out[m[1]] = os.path.join(root, parent, name)
+                self._learn(parent)
+        return rest
+
+    def _learn(self, parent: str) -> None:
+        if self.parents[:1] != [parent]:
+            self.parents = [parent, *(p for p in self.parents if p != parent)][:self.MAX_PARENTS]
+
+
+def _sdk() -> ModuleType:
     """The docker SDK; the agent runs `python -I -S` (no site-packages), so
     the venv's are added on first need."""
     try:
@@ -64,14 +203,15 @@ class EngineSource:
     def __init__(self, base_url: str | None = None, engine: str = "docker"):
         self.engine = engine
         self.base_url = base_url or (podman_host() if engine == "podman" else docker_host())
-        self._api = None
+        self._api: APIClient | None = None
         self._lock = threading.Lock()
         # id -> ((State, Names) as the list showed them, Found): a container
         # the list shows unchanged, whose init (when running) is still the one
-        # inspected (same pid, same PID namespace), is not inspected again; an
+        # found (same pid, same PID namespace), is not looked for again; an
         # event about it (follow) drops it.  Not the Status text: "Up 5
         # minutes" moves on by itself; a restart is a new init.
-        self._seen: dict[str, tuple[tuple, Found]] = {}
+        self._seen: dict[str, tuple[Mark, Found]] = {}
+        self.cgroups = CgroupFinder(engine)
 
     # -- connection
     def _socket_path(self) -> str | None:
@@ -79,17 +219,28 @@ class EngineSource:
             return self.base_url[len("unix://"):]
         return None
 
-    def _client(self):
-        """A connected APIClient, made once; raises docker.errors.DockerException."""
+    def _client(self) -> APIClient:
+        """A connected APIClient, made once (its API version agreed with the
+        engine: one /_ping); raises docker.errors.DockerException."""
         with self._lock:
             if self._api is None:
                 docker = _sdk()
-                self._api = docker.APIClient(base_url=self.base_url, timeout=API_TIMEOUT,
-                                             version="auto")
+                # not version="auto": that asks GET /version, which dockerd answers by
+                # asking containerd and running runc and docker-init for theirs (a
+                # third of a cold pass's dockerd CPU here); the docker CLI agrees on
+                # the version the way done below, from the ping's Api-Version header
+                api: APIClient = docker.APIClient(base_url=self.base_url, timeout=API_TIMEOUT,
+                                                  version=docker.constants.MINIMUM_DOCKER_API_VERSION)
                 if self._socket_path() is not None:
                     # requests looks up proxy settings in the environment on every
                     # call (a third of a list's CPU here); none applies to a unix socket
-                    self._api.trust_env = False
+                    api.trust_env = False
+                try:
+                    _negotiate(api, docker)
+                except BaseException:
+                    api.close()
+                    raise
+                self._api = api
             return self._api
 
     def close(self) -> None:
@@ -103,8 +254,10 @@ class EngineSource:
         if path is not None and not os.path.exists(path):
             return Availability(self.engine, "absent", f"no socket at {path}")
         try:
+            fresh = self._api is None
             api = self._client()
-            api.ping()
+            if not fresh:
+                api.ping()                          # a new client has just pinged
         except Exception as e:  # noqa: BLE001 - whatever the SDK raises: the engine refused
             self.close()
             return Availability(self.engine, "refused", f"{self.base_url}: {_reason(e)}")
@@ -114,17 +267,27 @@ class EngineSource:
     def list(self) -> list[Found]:
         try:
             api = self._client()
-            rows = api.containers(all=True)
+            rows = cast(list[Row], api.containers(all=True))
         except Exception:  # noqa: BLE001 - absent or refusing: availability() says which
             self.close()
             return []
-        out, seen = [], {}
-        for row in rows:
-            mark = (row.get("State"), tuple(row.get("Names") or ()))
+        marks = [(row, (row.get("State"), tuple(row.get("Names") or ()))) for row in rows]
+        seen: dict[str, tuple[Mark, Found]] = {}
+        for row, mark in marks:
             hit = self._seen.get(row["Id"])
             if hit is not None and hit[0] == mark and _same_init(hit[1]):
-                found = hit[1]
-            else:
+                seen[row["Id"]] = hit
+        # the rest: their inits from the cgroup tree, in one look for all of them
+        live = {row["Id"] for row, _ in marks if row["Id"] not in seen and _live(row.get("State"))}
+        where = self.cgroups.locate(live) if live else {}
+        out = []
+        for row, mark in marks:
+            hit = seen.get(row["Id"])
+            if hit is not None:
+                out.append(hit[1])
+                continue
+            found: Found | None = self.listed(row, where.get(row["Id"]))
+            if found is None:                       # the tree did not say: the API does
                 try:
                     found = self.found(api.inspect_container(row["Id"]))
                 except Exception:  # noqa: BLE001 - removed between the list and the inspect
@@ -141,7 +304,7 @@ class EngineSource:
         except Exception as e:  # noqa: BLE001
             raise _error(e, self.engine, ident) from None
 
-    def layers(self, ident: str) -> dict:
+    def layers(self, ident: str) -> Layers:
         """The storage driver's directories as the API gives them: {"driver",
         and for overlay2 "lower" (bottom first), "upper", "base" (what the
         mount's relative lowerdirs are relative to)}."""
@@ -156,7 +319,8 @@ class EngineSource:
         return {"driver": name, "lower": lower[::-1], "upper": data["UpperDir"],
                 "base": os.path.dirname(os.path.dirname(data["UpperDir"]))}
 
-    def found(self, attrs: dict) -> Found:
+    def found(self, attrs: dict[str, Any]) -> Found:
+        """A container from its inspect."""
         state = attrs.get("State") or {}
         config = attrs.get("Config") or {}
         graph = attrs.get("GraphDriver") or {}
@@ -164,29 +328,58 @@ class EngineSource:
         status = _STATES.get(state.get("Status", ""), "unknown")
         if status not in ("running", "paused"):
             pid = None
-        cgroup, namespaces = "", {}
+        cgroup, namespaces = "", dict[str, int]()
         if pid:
             cgroup = _cgroup_of(pid)
-            try:
-                from ..pidinfo import namespace_inodes
-                namespaces = namespace_inodes(pid)
-            except OSError:
+            namespaces = namespace_inodes(pid)
+            if not namespaces:
                 pid = None                          # ended between inspect and now
         data = graph.get("Data") or {}
         rootfs = data.get("MergedDir", "") if graph.get("Name") in ("overlay2", "overlay") else ""
         ident = attrs["Id"]
+        return self._found(ident, (attrs.get("Name") or ident[:12]).lstrip("/"), config.get("Image", ""),
+                           status, pid, cgroup, namespaces, rootfs,
+                           data.get("UpperDir", "") if rootfs else "", config.get("Labels"),
+                           _unix_time(attrs.get("Created")))
+
+    def listed(self, row: Row, directory: str | None) -> Found | None:
+        """A container from its containers/json row and, when it runs, its
+        cgroup directory (CgroupFinder.locate); None when its init is not
+        found there (the caller inspects it)."""
+        status = _STATES.get(row.get("State") or "", "unknown")
+        pid: int | None = None
+        cgroup, namespaces = "", dict[str, int]()
+        if _live(row.get("State")):
+            if directory is None:
+                return None
+            pid = pidns_init(read_procs(directory)) or pidns_init(subtree_procs(directory))
+            if pid is None:
+                return None
+            cgroup, namespaces = _cgroup_of(pid), namespace_inodes(pid)
+            if not cgroup or not namespaces:
+                return None                         # ended meanwhile
+        ident = row["Id"]
+        names = [n for n in row.get("Names") or () if isinstance(n, str)]
+        # a legacy link adds "/<other>/<alias>": its own name is the one with one "/"
+        name = next((n for n in names if n.count("/") <= 1), names[0] if names else ident[:12])
+        created = row.get("Created")
+        return self._found(ident, name.lstrip("/"), row.get("Image") or "", status, pid, cgroup,
+                           namespaces, "", "", row.get("Labels"),
+                           float(created) if isinstance(created, (int, float)) else _unix_time(created))
+
+    def _found(self, ident: str, name: str, image: str, state: str, pid: int | None, cgroup: str,
+               namespaces: dict[str, int], rootfs: str, upperdir: str, labels: Mapping[str, str] | None,
+               created_at: float | None) -> Found:
         return Found(
-            key=make_key(self.engine, ident), engine=self.engine, id=ident,
-            name=(attrs.get("Name") or ident[:12]).lstrip("/"), image=config.get("Image", ""),
-            state=status, pid=pid, cgroup=cgroup, namespaces=MappingProxyType(namespaces),
-            rootfs=rootfs, upperdir=data.get("UpperDir", "") if rootfs else "",
-            labels=MappingProxyType(dict(config.get("Labels") or {})),
-            created_at=_unix_time(attrs.get("Created")), controls=CONTROLS,
+            key=make_key(self.engine, ident), engine=self.engine, id=ident, name=name, image=image,
+            state=state, pid=pid, cgroup=cgroup, namespaces=MappingProxyType(namespaces),
+            rootfs=rootfs, upperdir=upperdir, labels=MappingProxyType(dict(labels or {})),
+            created_at=created_at, controls=CONTROLS,
             owner_note=f"{self.engine.capitalize()} owns this container ({self.base_url}); "
                        f"the buttons act through its Engine API, never on its cgroup files.")
 
     # -- events
-    def follow(self, stop, on_key, on_up=None) -> None:
+    def follow(self, stop: Stop, on_key: OnKey, on_up: OnUp | None = None) -> None:
         """Call on_key(key) for each container event until stop() is true; on_up()
         each time the event stream (re)connects (what changed meanwhile was missed).
         Reconnects every second or so while the engine is away."""
@@ -226,7 +419,7 @@ class EngineSource:
 
     # -- logs and exec
     def logs(self, ident: str, *, tail: int | None = None, since: str | None = None, follow: bool = False,
-             stop=None):
+             stop: Stop | None = None) -> Iterator[tuple[str, bytes]]:
         """Its log through the API (GET /containers/{id}/logs), as (stream,
         bytes) pieces, each line led by its time as our logs lead theirs
         ("2026-11-30T20:00:00.123456789Z "); since: such a time (the API takes
@@ -235,19 +428,21 @@ class EngineSource:
         try:
             api = self._client()
             tty = bool((api.inspect_container(ident).get("Config") or {}).get("Tty"))
-            params = {"stdout": 1, "stderr": 1, "timestamps": 1, "follow": int(follow),
-                      "tail": "all" if tail is None else str(int(tail))}
+            params: dict[str, int | str] = {"stdout": 1, "stderr": 1, "timestamps": 1, "follow": int(follow),
+                                            "tail": "all" if tail is None else str(int(tail))}
             if since:
                 params["since"] = _api_time(since)
-            res = api._get(api._url("/containers/{0}/logs", ident), params=params, stream=True,
-                           timeout=None if follow else API_TIMEOUT)
-            api._raise_for_status(res)
-            raw = api._get_raw_response_socket(res)
+            private = _raw(api)
+            res = private._get(private._url("/containers/{0}/logs", ident), params=params, stream=True,
+                               timeout=None if follow else API_TIMEOUT)
+            private._raise_for_status(res)
+            raw = private._get_raw_response_socket(res)
         except Exception as e:  # noqa: BLE001
             raise _error(e, self.engine, ident) from None
         return _log_pieces(res, tty, stop, getattr(raw, "_sock", raw))
 
-    def exec_tty(self, ident: str, argv, env, rows: int, cols: int):
+    def exec_tty(self, ident: str, argv: Sequence[str], env: Sequence[str], rows: int,
+                 cols: int) -> tuple[Closable, socket.socket, str]:
         """A process on a terminal in the container (POST /containers/{id}/exec,
         then its start with the connection taken over): (the connection, a
         raw stream both ways, as a socket; the exec's id)."""
@@ -258,13 +453,17 @@ class EngineSource:
         except Exception as e:  # noqa: BLE001
             raise _error(e, self.engine, ident) from None
         sock = getattr(io, "_sock", io)
+        exec_id = str(ex["Id"])
+        if not isinstance(sock, socket.socket):     # the SDK's SocketIO wraps one (unix, tcp, ssh)
+            io.close()
+            raise TerrariumError(f"{self.engine}: the exec's connection is not a socket ({type(sock).__name__})")
         try:
-            api.exec_resize(ex["Id"], height=rows, width=cols)
+            api.exec_resize(exec_id, height=rows, width=cols)
         except Exception:  # noqa: BLE001, S110 - the first size is a nicety; the page sends it again
             pass
-        return io, sock, ex["Id"]
+        return io, sock, exec_id
 
-    def exec_state(self, exec_id: str) -> dict:
+    def exec_state(self, exec_id: str) -> ExecState:
         """{"running", "pid" (host), "exit_code"} of an exec."""
         try:
             got = self._client().exec_inspect(exec_id)
@@ -281,7 +480,7 @@ class EngineSource:
 
     # -- control
     def control(self, ident: str, action: str, *, timeout: float = 10.0, signal: str = "SIGKILL",
-                limits: dict | None = None) -> None:
+                limits: UpdateLimits | None = None) -> None:
         """start | stop | restart | pause | unpause | kill | remove | update, through the API."""
         if action not in CONTROLS:
             raise InvalidArgument(f"unknown action {action!r}")
@@ -290,10 +489,10 @@ class EngineSource:
             if action == "start":
                 api.start(ident)
             elif action == "stop":
-                api.timeout = API_TIMEOUT + timeout
+                api.timeout = math.ceil(API_TIMEOUT + timeout)
                 api.stop(ident, timeout=int(timeout))
             elif action == "restart":
-                api.timeout = API_TIMEOUT + timeout
+                api.timeout = math.ceil(API_TIMEOUT + timeout)
                 api.restart(ident, timeout=int(timeout))
             elif action == "pause":
                 api.pause(ident)
@@ -307,24 +506,62 @@ class EngineSource:
                 # POST /containers/{id}/update with the Engine API's own names: the
                 # SDK's update_container() has no PidsLimit
                 body = _update_body(limits or {})
-                api._raise_for_status(api._post_json(api._url("/containers/{0}/update", ident), data=body))
+                raw = _raw(api)
+                raw._raise_for_status(raw._post_json(raw._url("/containers/{0}/update", ident), data=body))
         except Exception as e:  # noqa: BLE001
             raise _error(e, self.engine, ident) from None
         finally:
             if self._api is not None:
-                self._api.timeout = API_TIMEOUT
+                self._api.timeout = int(API_TIMEOUT)
 
 
-def _update_body(limits: dict) -> dict:
+class _PrivateAPI(Protocol):
+    """The SDK's own helpers used here (not in its stubs): a request to any
+    endpoint (update's PidsLimit, logs' raw stream), its status raised as the
+    SDK's errors, the socket under a streamed response; the API version it
+    speaks (no setter: it is set once, from the engine's ping)."""
+
+    _version: str
+
+    def _url(self, pathfmt: str, *args: str, versioned_api: bool = True) -> str: ...
+
+    def _get(self, url: str, **kwargs: Any) -> Response: ...
+
+    def _post_json(self, url: str, data: Mapping[str, object], **kwargs: Any) -> Response: ...
+
+    def _raise_for_status(self, response: Response) -> None: ...
+
+    def _get_raw_response_socket(self, response: Response) -> socket.socket: ...
+
+
+def _raw(api: APIClient) -> _PrivateAPI:
+    return cast(_PrivateAPI, api)
+
+
+def _negotiate(api: APIClient, docker: ModuleType) -> None:
+    """Set api's version to the engine's (the Api-Version header of its /_ping,
+    as the docker CLI does), at most the SDK's own; the SDK's minimum if the
+    engine does not say."""
+    raw = _raw(api)
+    res = raw._get(raw._url("/_ping", versioned_api=False))
+    raw._raise_for_status(res)
+    server = res.headers.get("Api-Version") or ""
+    if re.fullmatch(r"\d+\.\d+", server) and not docker.utils.version_lt(server, api.api_version):
+        newest = docker.constants.DEFAULT_DOCKER_API_VERSION
+        raw._version = newest if docker.utils.version_lt(newest, server) else server
+
+
+def _update_body(limits: UpdateLimits) -> dict[str, int]:
     """Our Limits fields (memory bytes, cpus, pids) as the update endpoint's body."""
-    out = {}
-    if limits.get("memory") is not None:
-        out["Memory"] = int(limits["memory"])
+    out: dict[str, int] = {}
+    memory, cpus, pids = limits.get("memory"), limits.get("cpus"), limits.get("pids")
+    if memory is not None:
+        out["Memory"] = int(memory)
         out["MemorySwap"] = int(limits.get("memory_swap") or -1)
-    if limits.get("cpus") is not None:
-        out["CpuPeriod"], out["CpuQuota"] = 100000, int(round(float(limits["cpus"]) * 100000))
-    if limits.get("pids") is not None:
-        out["PidsLimit"] = int(limits["pids"])
+    if cpus is not None:
+        out["CpuPeriod"], out["CpuQuota"] = 100000, int(round(float(cpus) * 100000))
+    if pids is not None:
+        out["PidsLimit"] = int(pids)
     if not out:
         raise InvalidArgument("update: no limit given")
     return out
@@ -336,7 +573,7 @@ _STREAMS = {1: "stdout", 2: "stderr"}
 class _Shut:
     """close() shuts a socket down both ways: a thread blocked reading it wakes."""
 
-    def __init__(self, sock):
+    def __init__(self, sock: socket.socket):
         self.sock = sock
 
     def close(self) -> None:
@@ -347,7 +584,7 @@ class _Shut:
             pass
 
 
-def _log_pieces(res, tty: bool, stop, sock):
+def _log_pieces(res: Response, tty: bool, stop: Stop | None, sock: socket.socket) -> Iterator[tuple[str, bytes]]:
     """The logs endpoint's body as (stream, bytes): a tty's raw output is all
     stdout; otherwise its frames (8-byte header: stream, 0, 0, 0, size)."""
     done, shut = threading.Event(), _Shut(sock)
@@ -406,7 +643,7 @@ def _api_time(stamp: str) -> str:
     return f"{secs}.{digits.ljust(9, '0')}"
 
 
-def _close_when(stop, stream) -> None:
+def _close_when(stop: Stop, stream: Closable) -> None:
     """Close the event stream once stop() is true (the reader is blocked in it)."""
     import time
     while not stop():
@@ -445,7 +682,7 @@ def _cgroup_of(pid: int) -> str:
     return next(iter(paths.values()), "")
 
 
-def _unix_time(text) -> float | None:
+def _unix_time(text: object) -> float | None:
     """Docker's RFC 3339 time with nanoseconds -> unix seconds."""
     if not isinstance(text, str) or not text:
         return None

@@ -31,7 +31,34 @@ import socket
 import threading
 import time
 
+from typing import Callable, Protocol, Sequence, TypedDict, runtime_checkable
+
 from ..terminal import ENV, HANGUP_GRACE, Terminal, check_shell, check_size
+from . import Found
+
+
+class ExecState(TypedDict):
+    """An exec as its engine reports it: whether it runs, its host pid, its exit code."""
+    running: bool
+    pid: int | None
+    exit_code: int | None
+
+
+class Closable(Protocol):
+    def close(self) -> object: ...
+
+
+@runtime_checkable
+class ExecSource(Protocol):
+    """A source whose engine runs a process on a terminal in a container
+    (docker.EngineSource: Docker's exec API, or Podman's)."""
+
+    def exec_tty(self, ident: str, argv: Sequence[str], env: Sequence[str], rows: int,
+                 cols: int) -> tuple[Closable, socket.socket, str]: ...
+
+    def exec_state(self, exec_id: str) -> ExecState: ...
+
+    def exec_resize(self, exec_id: str, rows: int, cols: int) -> None: ...
 
 
 class EngineTerminal(Terminal):
@@ -62,12 +89,16 @@ class EngineTerminal(Terminal):
             return len(data)              # the process is gone: drop it
 
 
-def open_terminal(source, found, *, shell: str = "auto", rows: int = 24, cols: int = 80) -> EngineTerminal:
-    """A shell (runtime.terminal.SHELLS) on a terminal in running container found."""
+def open_terminal(source: object, found: Found, *, shell: str = "auto", rows: int = 24,
+                  cols: int = 80, on_end: Callable[[], None] | None = None) -> EngineTerminal:
+    """A shell (runtime.terminal.SHELLS) on a terminal in running container found.
+    on_end() is called once the watcher is done with it (the process ended and
+    the caller went, or it was hung up), as runtime.terminal's on_end is once
+    its helper is reaped: the agent counts both kinds toward one cap."""
     from ..errors import Conflict, InvalidArgument
     argv = check_shell(shell)
     rows, cols = check_size(rows, cols)
-    if not hasattr(source, "exec_tty"):
+    if not isinstance(source, ExecSource):
         raise InvalidArgument(f"{found.engine} container {found.name!r}: no API to run a shell through "
                               f"({found.owner_note})")
     if found.state != "running":
@@ -81,14 +112,15 @@ def open_terminal(source, found, *, shell: str = "auto", rows: int = 24, cols: i
         theirs.close()
         io.close()
         raise
-    threading.Thread(target=_watch, args=(source, exec_id, io, conn, ours), daemon=True,
+    threading.Thread(target=_watch, args=(source, exec_id, io, conn, ours, on_end), daemon=True,
                      name=f"{found.engine}-terminal").start()
     return EngineTerminal(master, theirs, {"id": found.id, "key": found.key, "name": found.name,
                                            "engine": found.engine, "shell": shell, "exec": exec_id,
                                            "rows": rows, "cols": cols})
 
 
-def _watch(source, exec_id: str, io, conn: socket.socket, ctl: socket.socket) -> None:
+def _watch(source: ExecSource, exec_id: str, io: Closable, conn: socket.socket, ctl: socket.socket,
+           on_end: Callable[[], None] | None = None) -> None:
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLRDHUP)
     poller.register(ctl.fileno(), select.POLLIN)
@@ -119,9 +151,11 @@ def _watch(source, exec_id: str, io, conn: socket.socket, ctl: socket.socket) ->
         except OSError:
             pass
         io.close()
+        if on_end is not None:
+            on_end()
 
 
-def _resize(source, exec_id: str, msg: bytes) -> None:
+def _resize(source: ExecSource, exec_id: str, msg: bytes) -> None:
     try:
         rows, cols = json.loads(msg)["resize"]
         source.exec_resize(exec_id, *check_size(rows, cols))
@@ -129,7 +163,7 @@ def _resize(source, exec_id: str, msg: bytes) -> None:
         pass
 
 
-def _exit_code(source, exec_id: str) -> int:
+def _exit_code(source: ExecSource, exec_id: str) -> int:
     """Its exit code once the engine has it (-1 if it cannot say)."""
     deadline = time.monotonic() + 5.0
     while True:
@@ -144,7 +178,7 @@ def _exit_code(source, exec_id: str) -> int:
         time.sleep(0.05)
 
 
-def _hang_up(source, exec_id: str) -> None:
+def _hang_up(source: ExecSource, exec_id: str) -> None:
     """SIGHUP, then SIGKILL after HANGUP_GRACE, to the exec's process while the engine says it runs."""
     for sig, wait in ((signal.SIGHUP, HANGUP_GRACE), (signal.SIGKILL, 0.0)):
         try:

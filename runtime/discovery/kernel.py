@@ -5,16 +5,22 @@ parameters so tests can point them at fake trees."""
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from . import Found
+    from .bare import BareSource
+    from .cgrouptree import TreeSource
 
 
 def kernel_sources(cgroup_root: str | None = None, proc: str = "/proc",
-                   log_root: str = "/var/log") -> list:
+                   log_root: str = "/var/log") -> list[TreeSource | BareSource]:
     from .bare import BareSource
     from .cgrouptree import tree_sources
     return tree_sources(cgroup_root, proc, log_root) + [BareSource(proc, cgroup_root)]
 
 
-def found_pids(found, proc: str = "/proc", cgroup_root: str | None = None) -> list[int]:
+def found_pids(found: Found, proc: str = "/proc", cgroup_root: str | None = None) -> list[int]:
     """The host pids of a discovered container's processes, for its process
     tree: its cgroup's (the subtree, in the memory hierarchy on v1, the one
     tree on v2) when it has one of its own, else its PID namespace's (a bare
@@ -28,5 +34,5 @@ def found_pids(found, proc: str = "/proc", cgroup_root: str | None = None) -> li
             if os.path.isdir(directory):
                 return sorted(subtree_procs(directory))
         return []
-    ino = (found.namespaces or {}).get("pid")
+    ino = found.namespaces.get("pid")
     return members(ino, proc) if ino is not None else []

@@ -2,8 +2,21 @@
 from __future__ import annotations
 
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Protocol
 
 from . import Availability, Found, make_key
+
+if TYPE_CHECKING:
+    from ..model import Container
+
+
+class Lister(Protocol):
+    """What this source needs of a runtime: the in-process one, the agent's
+    client or the CLI's audited wrapper."""
+    @property
+    def root(self) -> str: ...
+
+    def list(self, all: bool = ...) -> list[Container]: ...  # noqa: A002 - docker's word
 
 _STATES = {"created": "created", "running": "running", "paused": "paused", "exited": "exited"}
 
@@ -11,7 +24,7 @@ _STATES = {"created": "created", "running": "running", "paused": "paused", "exit
 class TerrariumSource:
     engine = "terrarium"
 
-    def __init__(self, rt):
+    def __init__(self, rt: Lister):
         self.rt = rt
 
     def availability(self) -> Availability:
@@ -20,7 +33,7 @@ class TerrariumSource:
     def list(self) -> list[Found]:
         return [self.found(c) for c in self.rt.list(all=True)]
 
-    def found(self, c) -> Found:
+    def found(self, c: Container) -> Found:
         return Found(
             key=make_key(self.engine, c.id), engine=self.engine, id=c.id, name=c.name,
             image=c.image, state=_STATES.get(c.status, "unknown"), pid=c.pid,

@@ -106,6 +106,10 @@ def test_a_flood_to_clients_that_do_not_read(login, server, rt, made, name):
     ws = connect(f"ws://127.0.0.1:{port}/ws/containers/{c.id}/logs/?tail=0", max_size=None, max_queue=1,
                  additional_headers={"Cookie": cookie, "Origin": server})
     try:
+        # tail=0 follows from where the log is when the socket opens it: start the
+        # container only once it has (else the first chunk is before "now", in neither count)
+        m = json.loads(ws.recv(timeout=30))
+        assert (m["type"], m["status"], m["following"]) == ("state", "created", False)
         rt.start(c.id)
         rt.wait(c.id, timeout=60)
         msgs = []

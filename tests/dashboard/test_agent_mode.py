@@ -159,28 +159,37 @@ def limited(rt, cleanup, name):
 
 def test_the_oom_record_history_and_selectors_sample_through_the_agent(through_agent, limited):
     """No local Runtime is made for any of them (AgentRuntime's fallback for
-    `cgroups` would need root)."""
+    `cgroups` would need root).  The OOM record reads through the one
+    sampler (with no viewer, not through the viewers' subscription)."""
+    import asyncio
+
     from dashboard.live import history, selectors
+    from dashboard.live.sampler import Sampler
     from dashboard.oom.memrecord import MemRecorder
     from dashboard.oom.selectors import WatchTarget
     rt = get_runtime()
-    rec = MemRecorder(rt, interval=0.5, tree_every=2)
+    s = Sampler(tick=0.5)
+    rec = MemRecorder(interval=0.5, tree_every=2, read_once=s.read_once)
+    rec.targets = {limited.id: WatchTarget(limited.id, limited.name, limited.pid, "", True)}
+    s.add(rec)
     try:
-        target = WatchTarget(limited.id, limited.name, limited.pid, "")
         for _ in range(3):
-            rec.tick({limited.id: target})
+            asyncio.run(s.tick_once())
+        assert s.reads == 3                         # no viewer: beside the subscription, one reader
         points = rec.points(limited.id)
         assert len(points) == 3 and {p["limit"] for p in points} == {64 << 20}
         t, tree = rec.tree_before(limited.id, points[-1]["t"])
         assert [n["ns_pid"] for n in tree] == [1] and len(tree[0]["children"]) == 2
         assert rec.snapshot_tree(limited.id)[0]["pid"] == limited.pid
-        assert selectors.container_raw_sample(container_id=limited.id)["memory_limit"] == 64 << 20
+        assert selectors.container_raw_sample(container_id=limited.id).memory_limit == 64 << 20
         assert selectors.container_process_forest(container_id=limited.id)[0].info.pid == limited.pid
         history.reset()
         minutes = history.minute_pass(now=time.time(), running=lambda: [limited.id])
         assert [m.container_id for m in minutes] == [limited.id] and minutes[0].mem_limit == 64 << 20
     finally:
-        rec.close()
+        s.remove(rec)
+        s._release_unheld()
+        s.reader.close()
         history.reset()
     assert rt._local is None
 

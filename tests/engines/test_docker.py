@@ -330,7 +330,8 @@ def test_a_bare_namespace_page_says_why_it_has_no_buttons_and_shows_its_tree(web
     """A source with no API (the seed's `unshare --pid --fork --mount-proc`
     demo, found from the kernel alone): its page renders for an operator with
     no control, logs or terminal, says why, and shows its PID namespace's
-    process tree (it has no cgroup of its own to sample)."""
+    process tree (it has no cgroup of its own to sample); its logs page says
+    it has none, and its logs socket is refused rather than retried."""
     proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
                              "sh", "-c", "sleep 4321 & exec sleep 600"])
     try:
@@ -344,6 +345,19 @@ def test_a_bare_namespace_page_says_why_it_has_no_buttons_and_shows_its_tree(web
         assert init.get_attribute("data-ns-pid") == "1" and "sleep 600" in init.inner_text()
         child = page.locator("#ptree li", has_text="sleep 4321")
         assert child.get_attribute("data-ns-pid") == "2"
+        # its logs page (by URL: no page links it) says there are none and why, and opens
+        # no socket; a socket asked for anyway is closed for good (4404), not retried
+        res = page.goto(f"{page.base}/containers/bare-pidns-{ino}/logs/")
+        assert res.status == 200 and page.locator("#log-view").count() == 0
+        assert "No engine owns this PID namespace" in page.locator("#no-logs-owner").inner_text()
+        from websockets.exceptions import ConnectionClosed
+        from websockets.sync.client import connect
+        cookie = login_cookie(web.ports[0], *web.users["viewer"])
+        with connect(f"ws://127.0.0.1:{web.ports[0]}/ws/containers/bare-pidns-{ino}/logs/",
+                     additional_headers={"Cookie": cookie, "Origin": web.urls[0]}, open_timeout=10) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4404
     finally:
         proc.kill()                     # --kill-child takes the namespace with it
         proc.wait(10)
@@ -420,27 +434,101 @@ def test_an_engine_log_follow_ends_when_its_reader_goes_though_the_container_is_
     source.close()
 
 
-def test_the_docker_source_inspects_only_what_changed(docker):
-    """A discovery pass is one containers/json call: a container it shows
-    unchanged, with the init it was inspected with, is not inspected again
-    (bench/docker_bench.py's warm pass); a restart (a new init) or a rename is."""
+@pytest.mark.parametrize("engine", ["docker", "podman"])
+def test_a_cold_pass_takes_inits_from_the_cgroup_tree_and_inspects_only_what_it_must(engine, docker, podman):
+    """A discovery pass from nothing (a new source) is one containers/json
+    call: each running or paused container's init is the process of its
+    cgroup that is PID 1 of its namespace -- the pid `inspect` gives -- and
+    the only container inspected is one whose cgroup has no such process
+    (--pid host).  The next pass asks nothing but the list; a restart (a new
+    init) and a rename are seen without an inspect either
+    (bench/docker_bench.py's cold and warm passes)."""
     from runtime.discovery.docker import EngineSource
-    src = EngineSource(docker.env["DOCKER_HOST"])
-    dname, cid = _run(docker, "busybox", "sleep", "300")
-    api, asked = src._client(), []
-    inspect = api.inspect_container
-    api.inspect_container = lambda ident: asked.append(ident) or inspect(ident)
+    eng = docker if engine == "docker" else podman
+    if eng is None:
+        pytest.skip("podman is not installed")
+    tag = secrets.token_hex(3)
+
+    def run(name, *args):
+        return eng("run", "-d", "--name", f"{name}-{tag}", "--network", "none", *args).stdout.strip()
+
+    def inspected(ident):
+        return json.loads(eng("inspect", ident).stdout)[0]
+
+    ids = {"a": run("a", "busybox", "sleep", "300"), "b": run("b", "busybox", "sleep", "300"),
+           "paused": run("paused", "busybox", "sleep", "300"),
+           "hostpid": run("hostpid", "--pid", "host", "busybox", "sleep", "300"),
+           "exited": run("exited", "busybox", "true")}
+    eng("pause", ids["paused"])
+    eng("wait", ids["exited"])
+    src = EngineSource(eng.env["DOCKER_HOST"] if engine == "docker" else eng.url, engine=engine)
+    api, urls = src._client(), []
+    get = api.get                       # every GET of the SDK (_get) goes through the session's get
+    api.get = lambda url, **kw: urls.append(url) or get(url, **kw)
+    inspects = lambda: [u for u in urls if re.search(r"/containers/[0-9a-f]{64}/json", u)]  # noqa: E731
     try:
-        first = next(f for f in src.list() if f.id == cid)
-        assert cid in asked and first.pid and first.name == dname
-        asked.clear()
-        assert next(f for f in src.list() if f.id == cid) is first and cid not in asked
-        docker("restart", "-t", "0", cid)
-        again = next(f for f in src.list() if f.id == cid)
-        assert cid in asked and again.pid != first.pid and again.state == "running"
-        asked.clear()
-        docker("rename", dname, dname + "-b")
-        assert next(f for f in src.list() if f.id == cid).name == dname + "-b" and cid in asked
+        found = {f.id: f for f in src.list() if f.id in ids.values()}
+        assert [u for u in urls if u.endswith("/containers/json")] and len(found) == len(ids), urls
+        assert inspects() == [u for u in urls if ids["hostpid"] in u] and len(inspects()) == 1, urls
+        for what in ("a", "b", "paused", "hostpid"):
+            f, attrs = found[ids[what]], inspected(ids[what])
+            assert f.pid == attrs["State"]["Pid"] and f.pid, (what, f, attrs["State"])
+            assert f.namespaces["pid"] == os.stat(f"/proc/{f.pid}/ns/pid").st_ino
+            assert f.name == f"{what}-{tag}" and f.image == attrs["Config"]["Image"] and f.cgroup
+        assert ids["a"] in found[ids["a"]].cgroup and found[ids["paused"]].state == "paused"
+        assert found[ids["exited"]].state == "exited" and found[ids["exited"]].pid is None
+        urls.clear()
+        again = {f.id: f for f in src.list()}
+        assert all(again[i] is found[i] for i in ids.values()) and not inspects(), urls
+        eng("restart", "-t", "0", ids["a"])
+        eng("rename", f"b-{tag}", f"b2-{tag}")
+        urls.clear()
+        after = {f.id: f for f in src.list()}
+        assert after[ids["a"]].pid == inspected(ids["a"])["State"]["Pid"] != found[ids["a"]].pid
+        assert after[ids["a"]].state == "running" and after[ids["b"]].name == f"b2-{tag}"
+        assert not inspects(), urls
     finally:
         src.close()
-        docker("rm", "-f", cid)
+        for ident in ids.values():
+            eng("rm", "-f", ident, check=False)
+
+
+def test_an_engine_terminal_counts_toward_the_agents_terminal_cap(docker, monkeypatch):
+    """The agent's engine-terminal verb holds one of MAX_TERMINALS, as a
+    terminal in our own containers does, until its watcher is done: at the
+    cap the next is refused (Conflict), and the place comes back once the
+    client closes its descriptors (the shell hung up)."""
+    import threading
+    import types
+
+    from runtime import Conflict, agent
+    from runtime.discovery.docker import EngineSource
+    from runtime.discovery.registry import Discovery
+    source = EngineSource(docker.env["DOCKER_HOST"])
+    fake_rt = types.SimpleNamespace(discovery=lambda: Discovery([source]))
+    monkeypatch.setattr(agent, "_terminals", threading.BoundedSemaphore(1))
+    _, cid = _run(docker, "busybox", "sleep", "300")
+    key = f"docker-{cid}"
+    first = agent._engine_terminal(fake_rt, key, shell="sh")
+    try:
+        with pytest.raises(Conflict, match="terminals are open already"):
+            agent._engine_terminal(fake_rt, key, shell="sh")
+    finally:
+        for fd in first.fds:
+            os.close(fd)
+    deadline, again = time.monotonic() + 10, None
+    while again is None:
+        try:
+            again = agent._engine_terminal(fake_rt, key, shell="sh")
+        except Conflict:
+            assert time.monotonic() < deadline, "the closed terminal's place did not come back"
+            time.sleep(0.1)
+    for fd in again.fds:
+        os.close(fd)
+    places, deadline = agent._terminals, time.monotonic() + 10
+    while not places.acquire(blocking=False):           # its watcher gives it back, then the test ends
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    places.release()
+    source.close()
+    docker("rm", "-f", cid)

@@ -91,3 +91,23 @@ def test_engine_events_wake_the_state_watch(tmp_path):
     finally:
         feed.close()
     feed.push("docker-x")                         # after close: dropped, no write to a stale fd
+
+
+def test_a_containers_cgroup_is_found_by_its_id_where_the_engines_put_it(tmp_path):
+    """CgroupFinder on a fake hierarchy: Docker's cgroupfs (/docker/<id>) and
+    systemd (system.slice/docker-<id>.scope) names, a --cgroup-parent found by
+    walking and then looked in first, Podman's libpod-<id> (never its
+    libpod-conmon-<id> monitor); an id that is nowhere is simply missing."""
+    from runtime.discovery.docker import CgroupFinder
+    a, b, c, d, p = ("a" * 64, "b" * 64, "c" * 64, "d" * 64, "e" * 64)
+    for path in (f"docker/{a}", f"system.slice/docker-{b}.scope", f"x/y/custom/{c}",
+                 f"machine.slice/libpod-conmon-{p}.scope", f"pod-parent/libpod-{p}", "system.slice/cron.service"):
+        (tmp_path / path).mkdir(parents=True)
+    docker = CgroupFinder("docker", root=str(tmp_path))
+    assert docker.locate({a, b}) == {a: f"{tmp_path}/docker/{a}", b: f"{tmp_path}/system.slice/docker-{b}.scope"}
+    assert docker.locate({a, c, d}) == {a: f"{tmp_path}/docker/{a}", c: f"{tmp_path}/x/y/custom/{c}"}
+    assert docker.parents[0] == "x/y/custom"
+    (tmp_path / f"x/y/custom/{d}").mkdir()
+    assert docker.locate({d}) == {d: f"{tmp_path}/x/y/custom/{d}"}   # the learnt parent, first
+    podman = CgroupFinder("podman", root=str(tmp_path))
+    assert podman.locate({p}) == {p: f"{tmp_path}/pod-parent/libpod-{p}"}
