@@ -18,14 +18,20 @@ to a private Debian docker-registry on 127.0.0.1 (tests/registry.py).  Then
   order into one rootfs): the same work a pull must do, by Debian's tools;
 - skopeo alone (the copy step), for where the time goes.
 The emptying is not timed.  Medians and the ratios terrarium / peer (the
-goal: <= 1) and terrarium / skopeo alone.  Root needed.  Writes
-bench/results/registry.json; removes its temp dirs and stops its registry.
+goal: <= 1) and terrarium / skopeo alone.  Also the CPU each one used (the
+commands' own, as reaped, and for terrarium its CLI server's worker, read
+from the helpers' cgroup <parent>/_daemons): on a loaded machine wall times
+follow how the scheduler shares the cores out (the worker runs in a cgroup
+of its own, the peers as plain tasks), CPU time much less so.  Root needed.
+Writes bench/results/registry.json; removes its temp dirs and stops its
+registry.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -49,6 +55,42 @@ UMOCI = "/usr/bin/umoci"
 PEER = os.path.join(BENCH, "pull_peer.sh")
 
 
+def children_cpu_ms() -> float:
+    """User + system CPU of the reaped children (and what they reaped) so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (ru.ru_utime + ru.ru_stime) * 1e3
+
+
+def daemons_cpu_ms(parent: str) -> float | None:
+    """CPU used so far in <parent>/_daemons (the CLI server and its workers):
+    cpuacct.usage on cgroup v1, cpu.stat usage_usec on v2; None if neither."""
+    try:
+        with open(f"/sys/fs/cgroup/cpuacct/{parent}/_daemons/cpuacct.usage") as f:
+            return int(f.read()) / 1e6
+    except OSError:
+        pass
+    try:
+        with open(f"/sys/fs/cgroup/{parent}/_daemons/cpu.stat") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("usage_usec")) / 1e3
+    except (OSError, StopIteration):
+        return None
+
+
+def timed_cpu(argv: list[str], env: dict, parent: str | None = None) -> tuple[float, float | None]:
+    """(wall ms, CPU ms) of one command: its own CPU, plus with `parent` the
+    CPU its CLI server's worker used meanwhile."""
+    c0 = children_cpu_ms()
+    d0 = (daemons_cpu_ms(parent) or 0.0) if parent else 0.0     # none yet: the command starts the server
+    wall = timed(argv, env)
+    cpu = children_cpu_ms() - c0
+    if parent:
+        d1 = daemons_cpu_ms(parent)
+        if d1 is None:
+            return wall, None
+        cpu += d1 - d0
+    return wall, cpu
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=100)
@@ -62,6 +104,7 @@ def main() -> int:
     src_root, dst_root = os.path.join(work, "src-root"), os.path.join(work, "dst-root")
     env = {**os.environ, "TERRARIUM_ROOT": dst_root, "TERRARIUM_CGROUP_PARENT": "terrarium-bench-registry"}
     ours, peer, theirs = [], [], []
+    cpu: dict[str, list] = {"terrarium": [], "peer": [], "skopeo": []}
     try:
         make_image(src_root, work, args.mb, args.layers)
         load = []
@@ -83,29 +126,41 @@ def main() -> int:
                 if os.path.isdir(dst_root):        # the image and its layers gone; the CLI server stays
                     subprocess.run([CLI, "rmi", ref], check=True, env=env, capture_output=True)
                     subprocess.run([CLI, "image-gc"], check=True, env=env, capture_output=True)
-                ours.append(timed([CLI, "pull", "-q", ref], env))
-                shutil.rmtree(peer_dir, ignore_errors=True)
-                os.mkdir(peer_dir)
-                peer.append(timed([PEER, ref, peer_dir], env))
-                shutil.rmtree(oci, ignore_errors=True)
-                theirs.append(timed([SKOPEO, "copy", "--quiet", "--src-tls-verify=false",
-                                     f"docker://{ref}", f"oci:{oci}:img"], env))
+                for name, rows, argv, parent in (
+                        ("terrarium", ours, [CLI, "pull", "-q", ref], env["TERRARIUM_CGROUP_PARENT"]),
+                        ("peer", peer, [PEER, ref, peer_dir], None),
+                        ("skopeo", theirs, [SKOPEO, "copy", "--quiet", "--src-tls-verify=false",
+                                            f"docker://{ref}", f"oci:{oci}:img"], None)):
+                    if name == "peer":
+                        shutil.rmtree(peer_dir, ignore_errors=True)
+                        os.mkdir(peer_dir)
+                    elif name == "skopeo":
+                        shutil.rmtree(oci, ignore_errors=True)
+                    wall, used = timed_cpu(argv, env, parent)
+                    rows.append(wall)
+                    cpu[name].append(used)
     finally:
         from runtime import Runtime
         if os.path.isdir(dst_root):
             Runtime(dst_root, env["TERRARIUM_CGROUP_PARENT"]).shutdown_servers()
         shutil.rmtree(work, ignore_errors=True)
     m_ours, m_peer, m_theirs = (statistics.median(x) for x in (ours, peer, theirs))
+    m_cpu = {k: statistics.median(v) if None not in v else None for k, v in cpu.items()}
     result = {"mb": args.mb, "layers": args.layers, "runs": args.runs, "registry_bytes": pushed,
               "loadavg": load, "terrarium_ms": ours, "peer_ms": peer, "skopeo_ms": theirs,
               "terrarium_median_ms": m_ours, "peer_median_ms": m_peer, "skopeo_median_ms": m_theirs,
-              "ratio": m_ours / m_peer, "ratio_skopeo_alone": m_ours / m_theirs}
+              "ratio": m_ours / m_peer, "ratio_skopeo_alone": m_ours / m_theirs,
+              "cpu_ms": cpu, "cpu_median_ms": m_cpu}
     print(f"registry_bench: {args.layers} gzip layers, {pushed / 1e6:.0f} MB in the registry "
           f"({args.mb} MB unpacked); medians of {args.runs}, interleaved; load average "
           f"{statistics.median(load):.1f}")
     print(f"  terrarium pull                       {m_ours:6.0f} ms (download + verify + unpack)")
     print(f"  skopeo copy + umoci raw unpack (peer) {m_peer:5.0f} ms   ratio {m_ours / m_peer:.2f}x")
     print(f"  skopeo copy alone                    {m_theirs:6.0f} ms   ratio {m_ours / m_theirs:.2f}x")
+    if None not in m_cpu.values():
+        print(f"  CPU: terrarium {m_cpu['terrarium']:.0f} ms, peer {m_cpu['peer']:.0f} ms "
+              f"(ratio {m_cpu['terrarium'] / m_cpu['peer']:.2f}x), skopeo alone {m_cpu['skopeo']:.0f} ms "
+              f"(ratio {m_cpu['terrarium'] / m_cpu['skopeo']:.2f}x)")
     os.makedirs(os.path.join(BENCH, "results"), exist_ok=True)
     with open(os.path.join(BENCH, "results", "registry.json"), "w") as f:
         json.dump(result, f, indent=1)

@@ -14,9 +14,15 @@ from __future__ import annotations
 import io
 import re
 import struct
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import InvalidArgument, NotFound
 from ..model import ImageConfig
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
+    from .store import ImageStore
 
 BUSYBOX = "/bin/busybox"
 MTIME = 1672531200          # 2023-01-01T00:00:00Z, for every entry
@@ -98,7 +104,15 @@ LAB_FILES = {"usr/local/bin/memhog": MEMHOG, "usr/local/bin/cpuburn": CPUBURN,
              "usr/local/bin/spawn": SPAWN}
 
 
-def ensure(store, busybox: str = BUSYBOX) -> None:
+class _Entry(NamedTuple):
+    """One member of a built-in layer's tar."""
+    kind: str               # "file", "symlink" or "dir"
+    mode: int
+    data: bytes = b""       # a file's content
+    linkname: str = ""      # a symlink's target
+
+
+def ensure(store: ImageStore, busybox: str = BUSYBOX) -> None:
     """Build whichever built-in image is missing; two stats when both exist."""
     import os
     missing = [n for n in ("busybox", "lab") if not os.path.exists(store._image_path(n))]
@@ -109,7 +123,8 @@ def ensure(store, busybox: str = BUSYBOX) -> None:
                 build(store, busybox, only=missing)
 
 
-def build(store, busybox: str = BUSYBOX, only=("busybox", "lab")) -> None:
+def build(store: ImageStore, busybox: str = BUSYBOX,
+          only: Collection[str] = ("busybox", "lab")) -> None:
     """(Re)build the built-in images into `store`."""
     data, applets, version = _read_busybox(busybox)
     base = store.add_layer_from_tar(io.BytesIO(busybox_tar(data, applets)),
@@ -125,44 +140,43 @@ def build(store, busybox: str = BUSYBOX, only=("busybox", "lab")) -> None:
 
 def busybox_tar(data: bytes, applets: list[str]) -> bytes:
     """The busybox layer: the binary, applet symlinks, a minimal tree."""
-    entries: dict[str, tuple] = {}
+    entries: dict[str, _Entry] = {}
     for d, mode in DIRS.items():
-        entries[d] = ("dir", mode, None)
+        entries[d] = _Entry("dir", mode)
     for path in applets:
-        entries[path] = ("symlink", 0o777, "/bin/busybox")
+        entries[path] = _Entry("symlink", 0o777, linkname="/bin/busybox")
         parent = path.rpartition("/")[0]
         while parent and parent not in entries:
-            entries[parent] = ("dir", 0o755, None)
+            entries[parent] = _Entry("dir", 0o755)
             parent = parent.rpartition("/")[0]
-    entries["bin/busybox"] = ("file", 0o755, data)
+    entries["bin/busybox"] = _Entry("file", 0o755, data)
     for name, text in (("etc/passwd", PASSWD), ("etc/group", GROUP), ("etc/hostname", ""),
                        ("etc/hosts", HOSTS)):
-        entries[name] = ("file", 0o644, text.encode())
+        entries[name] = _Entry("file", 0o644, text.encode())
     return _tar(entries)
 
 
 def lab_tar() -> bytes:
-    entries: dict[str, tuple] = {d: ("dir", DIRS[d], None)
-                                 for d in ("etc", "usr", "usr/local", "usr/local/bin")}
+    entries = {d: _Entry("dir", DIRS[d]) for d in ("etc", "usr", "usr/local", "usr/local/bin")}
     for name, text in LAB_FILES.items():
-        entries[name] = ("file", 0o755, text.encode())
-    entries["etc/motd"] = ("file", 0o644, MOTD.encode())
+        entries[name] = _Entry("file", 0o755, text.encode())
+    entries["etc/motd"] = _Entry("file", 0o644, MOTD.encode())
     return _tar(entries)
 
 
-def _tar(entries: dict[str, tuple]) -> bytes:
+def _tar(entries: dict[str, _Entry]) -> bytes:
     from .tarsafe import open_writer, sort_key, tarinfo
     buf = io.BytesIO()
     with open_writer(buf) as tf:
         for name in sorted(entries, key=sort_key):
-            kind, mode, payload = entries[name]
-            if kind == "file":
-                tf.addfile(tarinfo(name, "file", mode=mode, mtime=MTIME, size=len(payload)),
-                           io.BytesIO(payload))
-            elif kind == "symlink":
-                tf.addfile(tarinfo(name, "symlink", mode=mode, mtime=MTIME, linkname=payload))
+            e = entries[name]
+            if e.kind == "file":
+                tf.addfile(tarinfo(name, "file", mode=e.mode, mtime=MTIME, size=len(e.data)),
+                           io.BytesIO(e.data))
+            elif e.kind == "symlink":
+                tf.addfile(tarinfo(name, "symlink", mode=e.mode, mtime=MTIME, linkname=e.linkname))
             else:
-                tf.addfile(tarinfo(name, "dir", mode=mode, mtime=MTIME))
+                tf.addfile(tarinfo(name, "dir", mode=e.mode, mtime=MTIME))
     return buf.getvalue()
 
 

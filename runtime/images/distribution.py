@@ -20,17 +20,20 @@ Pull:
 - a manifest list / OCI index picks linux/<this machine's arch> or
   `platform` ("os/arch[/variant]"); Docker schema 2 and OCI manifests;
   gzip, zstd and plain tar layers; schema 1 and foreign layers are refused;
-- every blob is hashed while it streams (and its size checked) and kept
-  under ROOT/distribution/blobs/sha256/ only once its digest matches; a blob
-  cut short stays as `<hex>.partial` and the next pull asks for the rest
-  with a Range request after hashing what it has; a verified blob is never
-  fetched again (an interrupted pull resumes), and is deleted once its layer
-  is in the store;
-- layers download in parallel (TERRARIUM_PULL_PARALLEL, default 3, like
-  Docker's max-concurrent-downloads) and are unpacked as each arrives, under
-  the image store's lock and import journal (a killed pull leaves no layer
-  behind, see ImageStore.sweep_tmp); the name is written last, so no partial
-  image is ever visible.
+- each layer is unpacked while its blob downloads, in one pass (_Blob):
+  socket -> sha256 of the blob and a copy in ROOT/distribution/blobs/sha256/
+  `<hex>.partial` -> gunzip/zstd -> sha256 of the tar (the diff_id) -> the
+  safe unpack into a work dir (tarsafe).  The layer goes into the store only
+  once both digests (and the size) match; the copy is renamed `<hex>` when
+  its digest does, kept if the pull fails later (never fetched again: an
+  interrupted pull resumes), deleted once the image is in.  A blob cut short
+  stays `.partial`; the next pull reads it through the same pass, then asks
+  for the rest with a Range request;
+- layers come in parallel (TERRARIUM_PULL_PARALLEL, default 3, like Docker's
+  max-concurrent-downloads), under the image store's lock and import journal
+  from the first layer ready to go in (a killed pull leaves no layer behind,
+  see ImageStore.sweep_tmp); the name is written last, so no partial image
+  is ever visible.
 Push: layers are re-packed from the store as plain tars (their digest is
 their diff_id: no gzip pass in Python on the way out); a blob the registry
 has (HEAD) is skipped, one another repository of the same registry has (as
@@ -55,15 +58,41 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import re
 import threading
 import time
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict
 
 from ..errors import InvalidArgument, NotFound, RegistryError
 from . import reference
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+    from contextlib import AbstractContextManager
+    from types import ModuleType
+
+    import httpx
+    from _typeshed import SupportsRead
+
+    from ..model import Image
+    from _hashlib import HASH
+
+    from .importers import JSONObject, Plan, PlannedLayer
+    from .store import ImageStore
+
+    Emit = Callable[[Mapping[str, object]], object]    # progress(event)
+    Platform = tuple[str, str, str | None]              # (os, arch, variant)
+
+    class RegistryLayer(PlannedLayer):
+        """A layer of a pull's Plan: its blob as the manifest describes it."""
+        path: None
+        blob_digest: str
+        size: int
+        mediaType: str
 
 MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -97,7 +126,7 @@ _PLATFORM = re.compile(r"([a-z0-9_]+)/([a-z0-9_]+)(?:/([a-z0-9_]+))?")
 AUTH_FILE = "registry-auth.json"
 
 
-def _lib(name: str):
+def _lib(name: str) -> ModuleType:
     """A third-party module (httpx, zstandard): the CLI server and the agent
     run as `python -I -S`, which finds the venv's packages only when told."""
     import importlib
@@ -107,6 +136,16 @@ def _lib(name: str):
         from ..daemons import use_venv_packages
         use_venv_packages()
         return importlib.import_module(name)
+
+
+def warm() -> None:
+    """Import what a pull or push loads: httpx, the transport (httpcore, h11)
+    it imports only when its first client is made, zlib-ng and zstandard.
+    The CLI server does, once its root has pulled (runtime/cliserver.py):
+    ~50 ms a fresh command would otherwise spend before its first request."""
+    for name in ("httpx", "httpcore", "zlib_ng.zlib_ng", "zstandard"):
+        _lib(name)
+    from . import importers, tarsafe  # noqa: F401
 
 
 # --------------------------------------------------------------- credentials
@@ -136,7 +175,7 @@ def _auth_key(domain: str) -> str:
     return _DOCKER_AUTH_KEY if domain == reference.DEFAULT_DOMAIN else domain
 
 
-def _read_auths(root: str) -> dict:
+def _read_auths(root: str) -> dict[str, Any]:
     try:
         with open(auth_path(root)) as f:
             doc = json.load(f)
@@ -160,7 +199,7 @@ def credentials(root: str, domain: str) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
-def _write_auths(root: str, auths: dict) -> None:
+def _write_auths(root: str, auths: dict[str, Any]) -> None:
     path = auth_path(root)
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -177,7 +216,7 @@ def _write_auths(root: str, auths: dict) -> None:
         raise
 
 
-def _auth_lock(root: str):
+def _auth_lock(root: str) -> AbstractContextManager[bool]:
     from ..fsutil import locked
     os.makedirs(root, mode=0o700, exist_ok=True)
     return locked(os.path.join(root, AUTH_FILE + ".lock"))
@@ -200,9 +239,14 @@ def login(root: str, server: str | None, user: str, password: str, *, insecure: 
     return domain
 
 
-def logins(root: str) -> list[dict]:
+class Login(TypedDict):
+    server: str
+    username: str
+
+
+def logins(root: str) -> list[Login]:
     """The registries with kept credentials and their user names (never the passwords)."""
-    out = []
+    out: list[Login] = []
     for key, entry in sorted(_read_auths(root).items()):
         server = reference.DEFAULT_DOMAIN if key == _DOCKER_AUTH_KEY else key
         creds = credentials(root, server)
@@ -238,7 +282,7 @@ def _loopback(domain: str) -> bool:
         return False
 
 
-def _challenge(header: str) -> tuple[str, dict] | None:
+def _challenge(header: str) -> tuple[str, dict[str, str]] | None:
     """'Bearer realm="...",service="...",scope="..."' -> ('bearer', {...})."""
     m = re.match(r"\s*(\w+)\s*(.*)", header or "", re.S)
     if not m:
@@ -248,7 +292,7 @@ def _challenge(header: str) -> tuple[str, dict] | None:
     return m.group(1).lower(), params
 
 
-def _error_text(resp) -> str:
+def _error_text(resp: httpx.Response) -> str:
     """The registry's own words: its errors[].code/message, or the status."""
     try:
         errors = resp.json().get("errors") or []
@@ -265,6 +309,8 @@ class Registry:
     """One registry's API, with its authentication, for one pull or push.
     Thread-safe: the download threads share it."""
 
+    _http: httpx.Client
+
     def __init__(self, domain: str, *, creds: tuple[str, str] | None = None, insecure: bool = False,
                  timeout: float = 60.0):
         httpx = _lib("httpx")
@@ -273,7 +319,7 @@ class Registry:
         self.insecure = insecure or _loopback(domain)
         self._creds = creds
         self._lock = threading.Lock()
-        self._challenge: tuple[str, dict] | None = None
+        self._challenge: tuple[str, dict[str, str]] | None = None
         self._tokens: dict[str, str] = {}            # scope -> Authorization value
         self._base: str | None = None
         self._http = httpx.Client(verify=not self.insecure, follow_redirects=True,
@@ -281,10 +327,10 @@ class Registry:
                                   limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
                                   headers={"User-Agent": "terrarium"})
 
-    def __enter__(self):
+    def __enter__(self) -> Registry:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -297,7 +343,7 @@ class Registry:
             return self._base
         httpx = _lib("httpx")
         schemes = ("https", "http") if self.insecure else ("https",)
-        last = None
+        last: Exception | None = None
         for scheme in schemes:
             try:
                 r = self._http.get(f"{scheme}://{self.host}/v2/")
@@ -329,7 +375,7 @@ class Registry:
         if scheme == "basic":
             if self._creds is None:
                 return None
-            if not self._base.startswith("https:") and not self.insecure:
+            if not self.base().startswith("https:") and not self.insecure:
                 return None
             return "Basic " + base64.b64encode(":".join(self._creds).encode()).decode()
         if scheme != "bearer":
@@ -343,12 +389,12 @@ class Registry:
                 self._tokens[scope] = token
         return token
 
-    def _fetch_token(self, params: dict, scope: str) -> str:
+    def _fetch_token(self, params: dict[str, str], scope: str) -> str:
         httpx = _lib("httpx")
         realm = params.get("realm")
         if not realm or not re.match(r"https?://", realm):
             raise RegistryError(f"registry {self.domain} gave no usable token realm")
-        query = []
+        query: list[tuple[str, str]] = []
         if params.get("service"):
             query.append(("service", params["service"]))
         for s in scope.split():
@@ -360,7 +406,7 @@ class Registry:
                                     f"a plain-HTTP token service")
             auth = self._creds
         try:
-            r = self._http.get(realm, params=query, auth=auth)
+            r = self._http.get(realm, params=tuple(query), auth=auth)
         except httpx.TransportError as e:
             raise RegistryError(f"token service of {self.domain} is unreachable: {_one_line(e)}") from None
         if r.status_code in (401, 403):
@@ -377,8 +423,10 @@ class Registry:
             raise RegistryError(f"token service of {self.domain} sent no token")
         return token
 
-    def request(self, method: str, path: str, *, scope: str, headers=None, stream: bool = False,
-                content=None, params=None, retry_auth: bool = True):
+    def request(self, method: str, path: str, *, scope: str,
+                headers: Mapping[str, str] | None = None, stream: bool = False,
+                content: bytes | Iterator[bytes] | None = None,
+                params: Mapping[str, str] | None = None, retry_auth: bool = True) -> httpx.Response:
         """One request (path '/v2/...' or an absolute upload URL), answering
         a 401 once with the registry's challenge; the response (streamed:
         close it).  Transport errors become RegistryError."""
@@ -406,7 +454,8 @@ class Registry:
                 self._tokens.pop(scope, None)
         return resp
 
-    def get_small(self, path: str, scope: str, limit: int, accept: str | None = None):
+    def get_small(self, path: str, scope: str, limit: int,
+                  accept: str | None = None) -> tuple[bytes, str]:
         """GET a document of at most `limit` bytes: (bytes, content type)."""
         r = self.request("GET", path, scope=scope, stream=True,
                          headers={"Accept": accept} if accept else None)
@@ -424,7 +473,7 @@ class Registry:
             r.close()
 
 
-def _status_error(reg: Registry, r, what: str) -> Exception:
+def _status_error(reg: Registry, r: httpx.Response, what: str) -> Exception:
     text, domain = _error_text(r), reg.domain
     if r.status_code == 404:
         return NotFound(f"{domain}: {what}: {text}")
@@ -437,7 +486,7 @@ def _status_error(reg: Registry, r, what: str) -> Exception:
     return RegistryError(f"{domain}: {what}: {text}")
 
 
-def _one_line(e) -> str:
+def _one_line(e: object) -> str:
     s = str(e).strip().splitlines()
     return (s[0] if s else type(e).__name__)[:200]
 
@@ -451,12 +500,13 @@ class Progress:
 
     interval = 0.2
 
-    def __init__(self, emit):
+    def __init__(self, emit: Emit | None):
         self._emit = emit
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
 
-    def __call__(self, digest: str, status: str, current: int = 0, total: int = 0, force=True) -> None:
+    def __call__(self, digest: str, status: str, current: int = 0, total: int = 0,
+                 force: bool = True) -> None:
         if self._emit is None:
             return
         ident = digest.partition(":")[2][:12] if digest else ""
@@ -467,7 +517,7 @@ class Progress:
             self._last[ident] = now
             self._emit({"id": ident, "status": status, "current": current, "total": total})
 
-    def note(self, event: dict) -> None:
+    def note(self, event: Mapping[str, object]) -> None:
         if self._emit is not None:
             with self._lock:
                 self._emit(event)
@@ -475,7 +525,7 @@ class Progress:
 
 # --------------------------------------------------------------- pull
 
-def parse_platform(text: str | None) -> tuple[str, str, str | None]:
+def parse_platform(text: object) -> Platform:
     """'linux/amd64' / 'linux/arm/v7' -> (os, arch, variant); None: this machine's."""
     from .store import arch
     if text is None or text == "":
@@ -487,7 +537,7 @@ def parse_platform(text: str | None) -> tuple[str, str, str | None]:
     return m.group(1), m.group(2), m.group(3)
 
 
-def _pick(index: dict, want: tuple[str, str, str | None], where: str) -> dict:
+def _pick(index: JSONObject, want: Platform, where: str) -> JSONObject:
     options = index.get("manifests")
     if not isinstance(options, list) or not options:
         raise RegistryError(f"{where}: the manifest list is empty")
@@ -496,7 +546,9 @@ def _pick(index: dict, want: tuple[str, str, str | None], where: str) -> dict:
     for d in options:
         if not isinstance(d, dict):
             continue
-        p = d.get("platform") if isinstance(d.get("platform"), dict) else {}
+        p = d.get("platform")
+        if not isinstance(p, dict):
+            p = {}
         seen.append("/".join(x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x))
         if p.get("os") == os_ and p.get("architecture") == arch_ \
                 and (variant is None or p.get("variant") == variant):
@@ -506,7 +558,7 @@ def _pick(index: dict, want: tuple[str, str, str | None], where: str) -> dict:
                    f"{', '.join(s for s in seen if s)[:200] or 'none'})")
 
 
-def _json_doc(data: bytes, what: str) -> dict:
+def _json_doc(data: bytes, what: str) -> JSONObject:
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError):
@@ -520,10 +572,18 @@ def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _check_digest(d, what: str) -> str:
+def _check_digest(d: object, what: str) -> str:
     if not isinstance(d, str) or not reference._DIGEST.fullmatch(d):
         raise RegistryError(f"{what}: digest {ascii(d)[:80]} is not sha256:<64 hex>")
     return d
+
+
+class Blob(TypedDict):
+    """A layer's blob in a registry: what _Dist remembers and push sends."""
+    digest: str
+    size: int
+    mediaType: str
+    diff_id: str
 
 
 class _Dist:
@@ -540,7 +600,7 @@ class _Dist:
     def blob(self, digest: str) -> str:
         return os.path.join(self.blobs, digest[7:])
 
-    def known(self, diff_id: str) -> list[dict]:
+    def known(self, diff_id: str) -> list[JSONObject]:
         try:
             with open(os.path.join(self.layers, diff_id[7:] + ".json")) as f:
                 doc = json.load(f)
@@ -548,7 +608,7 @@ class _Dist:
         except (OSError, ValueError):
             return []
 
-    def remember(self, diff_id: str, blob: dict, domain: str, repo: str) -> None:
+    def remember(self, diff_id: str, blob: Blob, domain: str, repo: str) -> None:
         """Note that `domain/repo` holds `blob` ({digest, size, mediaType,
         diff_id}) for the stored layer diff_id (the most recent first, at most 20)."""
         from ..fsutil import locked
@@ -569,7 +629,7 @@ def sweep(root: str, max_age: float = 86400.0) -> list[str]:
     pull given up on: a pull that ends deletes its own); image-gc calls it.
     A partial blob another pull is writing (flocked) is left alone."""
     blobs = os.path.join(root, "distribution", "blobs", "sha256")
-    removed = []
+    removed: list[str] = []
     now = time.time()
     try:
         entries = list(os.scandir(blobs))
@@ -601,8 +661,8 @@ def _parallel() -> int:
     return min(max(n, 1), 16)
 
 
-def pull(store, ref_text: str, *, platform: str | None = None, insecure: bool = False,
-         progress=None, creds: tuple[str, str] | None = None):
+def pull(store: ImageStore, ref_text: str, *, platform: str | None = None, insecure: bool = False,
+         progress: Emit | None = None, creds: tuple[str, str] | None = None) -> Image:
     """Pull `ref_text` into the image store; returns the Image (its
     `replaced` says which image the name moved off).  `progress(event)` gets
     per-layer events.  Credentials: `creds`, else those `login` kept."""
@@ -624,7 +684,7 @@ def pull(store, ref_text: str, *, platform: str | None = None, insecure: bool = 
         if _sha256(data) != cfg_digest:
             raise RegistryError(f"config {cfg_digest}: digest mismatch (got {_sha256(data)})")
         config = _json_doc(data, f"config {cfg_digest}")
-        layers = []
+        layers: list[RegistryLayer] = []
         descs = manifest.get("layers")
         if not isinstance(descs, list):
             raise RegistryError(f"manifest {mdigest} has no layer list")
@@ -649,9 +709,10 @@ def pull(store, ref_text: str, *, platform: str | None = None, insecure: bool = 
         return _fetch_and_apply(store, reg, repo, scope, plan, report, ref, mdigest)
 
 
-def _manifest(reg: Registry, ref, repo: str, scope: str, want) -> tuple[dict, str]:
+def _manifest(reg: Registry, ref: reference.Reference, repo: str, scope: str,
+              want: Platform) -> tuple[JSONObject, str]:
     """The image manifest ref names (through a manifest list), and its digest."""
-    target = ref.digest or ref.tag
+    target = ref.digest or ref.tag or reference.DEFAULT_TAG    # parse() gives one or the other
     for depth in range(3):
         data, ctype = reg.get_small(f"/v2/{repo}/manifests/{target}", scope, _MAX_MANIFEST, _ACCEPT)
         digest = _sha256(data)
@@ -672,165 +733,286 @@ def _manifest(reg: Registry, ref, repo: str, scope: str, want) -> tuple[dict, st
     raise RegistryError(f"{ref.familiar}: manifest lists nest too deep")
 
 
-def _download(reg: Registry, repo: str, scope: str, layer: dict, dist: _Dist, report: Progress,
-              stop: threading.Event) -> str:
-    """The verified blob's path in the cache: kept from an earlier pull, or
-    fetched now (the rest of a `.partial` one with a Range request)."""
-    digest, size = layer["blob_digest"], layer["size"]
-    final = dist.blob(digest)
-    if os.path.exists(final):
-        report(digest, "Verified earlier", size, size)
-        return final
-    part = final + ".partial"
-    fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "r+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)       # another pull of the same blob: wait for it
-        if os.path.exists(final):
-            report(digest, "Verified earlier", size, size)
-            return final
-        h = hashlib.sha256()
-        have = 0
+class _Blob:
+    """One layer blob as its unpack reads it, in one pass (read(n), as
+    tarsafe.Decompressed wants): what an earlier pull left of it (a verified
+    file, or a `.partial` one), then the rest from the registry (a Range
+    request after a partial one).  Each byte is hashed, counted against the
+    manifest's size and appended to `<hex>.partial` as it goes by, so a pull
+    cut off resumes.  At the end the digest is checked: a match renames the
+    file to its verified name (the layer is committed after that, see
+    verify()), a mismatch deletes it and raises RegistryError.
+
+    open() takes the partial file's flock: a second pull of the same blob
+    waits for the first, then finds it verified or stored.  It is let go as
+    soon as the blob is settled (verified or refused), before the layer goes
+    into the store under the store's lock: a pull waiting for that lock
+    never holds a blob another pull waits for."""
+
+    def __init__(self, reg: Registry, repo: str, scope: str, layer: RegistryLayer, dist: _Dist,
+                 report: Progress, stop: threading.Event):
+        self.digest, self.size = layer["blob_digest"], layer["size"]
+        self._reg, self._repo, self._scope = reg, repo, scope
+        self._report, self._stop = report, stop
+        self.final = dist.blob(self.digest)
+        self._part = self.final + ".partial"
+        self._fd: int | None = None
+        self._resp: httpx.Response | None = None
+        self._chunks: Iterator[bytes] | None = None
+        self._pending = b""
+        self._file_left = 0                  # bytes of the file on disk not yet read
+        self._h: HASH | None = None          # sha256 of every byte read so far; None: verified earlier
+        self.have = 0                        # bytes of the blob read so far
+        self.verified = False
+
+    def open(self, stored: Callable[[], bool]) -> str:
+        """'earlier' (a verified file), 'stored' (the layer is in the store
+        by now: nothing to read) or 'fetch'."""
         while True:
-            chunk = f.read(_CHUNK)
-            if not chunk:
-                break
-            h.update(chunk)
-            have += len(chunk)
-        if have > size:
-            f.seek(0)
-            f.truncate()
-            h, have = hashlib.sha256(), 0
-        if have < size or size == 0:
-            headers = {"Range": f"bytes={have}-"} if have else None
-            r = reg.request("GET", f"/v2/{repo}/blobs/{digest}", scope=scope, stream=True, headers=headers)
+            if self._open_verified():
+                return "earlier"
+            fd = os.open(self._part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)       # another pull of the same blob: wait for it
             try:
-                if r.status_code == 200 and have:        # no range support: from the start
-                    f.seek(0)
-                    f.truncate()
-                    h, have = hashlib.sha256(), 0
-                elif r.status_code == 206 and not r.headers.get("content-range", "").startswith(
-                        f"bytes {have}-"):
-                    f.seek(0)                            # not the part asked for: start again next time
-                    f.truncate()
-                    raise RegistryError(f"blob {digest}: the registry answered a Range request with "
-                                        f"another range ({r.headers.get('content-range', 'none')[:60]})")
-                elif r.status_code not in (200, 206):
-                    r.read()
-                    raise _status_error(reg, r, f"blob {digest}")
-                report(digest, "Downloading", have, size)
-                for chunk in r.iter_raw(_CHUNK):
-                    if stop.is_set():
-                        raise RegistryError("pull cancelled")
-                    have += len(chunk)
-                    if have > size:
-                        break
-                    f.write(chunk)
-                    h.update(chunk)
-                    report(digest, "Downloading", have, size, force=False)
-            finally:
-                r.close()
-        got = "sha256:" + h.hexdigest()
-        if have != size or got != digest:
-            os.unlink(part)                      # nothing of it is worth keeping
-            if have != size:
-                raise RegistryError(f"blob {digest}: size mismatch: the manifest says {size} bytes, "
-                                    f"the registry sent {'more' if have > size else have}")
-            raise RegistryError(f"blob {digest}: digest mismatch: the registry sent {got}; "
-                                "refusing the image")
-        f.flush()
-        os.rename(part, final)
-    report(digest, "Verified", size, size)
-    return final
+                same = os.fstat(fd).st_ino == os.stat(self._part).st_ino
+            except FileNotFoundError:
+                same = False                     # renamed or deleted while we waited: look again
+            if same:
+                break
+            os.close(fd)
+            if stored():
+                return "stored"
+        self._fd = fd
+        if stored() or os.path.exists(self.final):
+            if os.fstat(fd).st_size == 0:
+                os.unlink(self._part)            # made by the open above: nothing in it
+            self._settle()
+            return "stored" if stored() else self.open(stored)    # verified meanwhile: read that
+        import hashlib
+        self._h = hashlib.sha256()
+        have = os.fstat(fd).st_size
+        if have > self.size:
+            os.ftruncate(fd, 0)
+            have = 0
+        if have < self.size or self.size == 0:
+            self._request(have)
+        else:
+            self._file_left = have               # complete but not renamed: check it
+        self._report(self.digest, "Downloading", self._file_left, self.size)
+        return "fetch"
+
+    def _open_verified(self) -> bool:
+        try:
+            self._fd = os.open(self.final, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False                         # none, or deleted by a pull that stored its layer
+        self._file_left = self.size
+        self.verified = True
+        self._report(self.digest, "Verified earlier", self.size, self.size)
+        return True
+
+    def _request(self, have: int) -> None:
+        assert self._fd is not None              # open() holds the partial file
+        headers = {"Range": f"bytes={have}-"} if have else None
+        r = self._reg.request("GET", f"/v2/{self._repo}/blobs/{self.digest}", scope=self._scope,
+                              stream=True, headers=headers)
+        self._resp = r
+        if r.status_code == 200 and have:        # no range support: from the start
+            os.ftruncate(self._fd, 0)
+            have = 0
+        elif r.status_code == 206 and not r.headers.get("content-range", "").startswith(f"bytes {have}-"):
+            os.ftruncate(self._fd, 0)            # not the part asked for: start again next time
+            raise RegistryError(f"blob {self.digest}: the registry answered a Range request with "
+                                f"another range ({r.headers.get('content-range', 'none')[:60]})")
+        elif r.status_code not in (200, 206):
+            r.read()
+            raise _status_error(self._reg, r, f"blob {self.digest}")
+        self._file_left = have
+        self._chunks = r.iter_raw(_CHUNK)
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            n = _CHUNK
+        if self._file_left:
+            assert self._fd is not None          # bytes left in the file: it is open
+            data = os.read(self._fd, min(n, self._file_left))
+            if not data:
+                raise RegistryError(f"blob {self.digest}: {self._part} was cut short while read")
+            self._file_left -= len(data)
+            self.have += len(data)
+            if self._h is not None:
+                self._h.update(data)
+            return data
+        if not self._pending:
+            if self._chunks is None:
+                return self._end()
+            if self._stop.is_set():
+                raise RegistryError("pull cancelled")
+            try:
+                chunk = next(self._chunks, None)
+            except _lib("httpx").TransportError as e:
+                raise RegistryError(f"{self._reg.domain}: blob {self.digest}: {_one_line(e)}") from None
+            if chunk is None:
+                return self._end()
+            self.have += len(chunk)
+            if self.have > self.size:
+                self._mismatch()
+            assert self._fd is not None and self._h is not None   # fetching: see _request
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(self._fd, view):]
+            self._h.update(chunk)
+            self._report(self.digest, "Downloading", self.have, self.size, force=False)
+            self._pending = chunk
+        data, self._pending = self._pending[:n], self._pending[n:]
+        return data
+
+    def _end(self) -> bytes:
+        if self.verified or self._h is None:
+            return b""
+        if self.have != self.size or "sha256:" + self._h.hexdigest() != self.digest:
+            self._mismatch()
+        os.rename(self._part, self.final)
+        self.verified = True
+        self._settle()
+        self._report(self.digest, "Verified", self.size, self.size)
+        return b""
+
+    def _mismatch(self) -> NoReturn:
+        assert self._h is not None               # only a fetched blob is checked
+        got = "sha256:" + self._h.hexdigest()
+        os.unlink(self._part)                    # nothing of it is worth keeping
+        self._settle()
+        self._h = None
+        if self.have != self.size:
+            raise RegistryError(f"blob {self.digest}: size mismatch: the manifest says {self.size} bytes, "
+                                f"the registry sent {'more' if self.have > self.size else self.have}")
+        raise RegistryError(f"blob {self.digest}: digest mismatch: the registry sent {got}; "
+                            "refusing the image")
+
+    def verify(self, limit: int | None = None) -> bool:
+        """Read what the unpack left unread (what may follow the tar's end
+        marker; after a failed unpack, the rest of the blob: its digest says
+        whether the registry sent it damaged) and check the digest.  False,
+        leaving it unchecked, if more than `limit` bytes are left."""
+        if self._h is None:
+            return self.verified
+        if limit is not None and self.size - self.have > limit:
+            return False
+        while self.read(_CHUNK):
+            pass
+        return self.verified
+
+    def _settle(self) -> None:
+        """Nothing more to read: the response and the file closed, the flock let go."""
+        self._chunks = None
+        self._file_left = 0
+        self.close()
+
+    def close(self) -> None:
+        if self._resp is not None:
+            self._resp.close()
+            self._resp = None
+        if self._fd is not None:
+            os.close(self._fd)                   # and with it the flock
+            self._fd = None
 
 
-def _unpack_workers() -> int:
-    return min(2, max(1, os.cpu_count() or 1))
+_VERIFY_AFTER_ERROR = 256 << 20      # after a refused layer, read at most this much more to tell a damaged blob
 
 
-def _fetch_and_apply(store, reg, repo, scope, plan, report, ref, mdigest):
-    """Download the missing layers in parallel and unpack each as it
-    arrives, in a second pool (zlib, zstd and sha256 let go of the GIL, so
-    two layers unpack on two cores).  The store's lock and import journal
-    are taken when the first blob is in (not while the network is slow),
-    the name is written last; on any failure the layers this pull added are
-    removed again and only verified blobs stay, for the next pull."""
+def _fetch_and_apply(store: ImageStore, reg: Registry, repo: str, scope: str,
+                     plan: Plan[RegistryLayer], report: Progress, ref: reference.Reference,
+                     mdigest: str) -> Image:
+    """Fetch the missing layers, a few at a time (TERRARIUM_PULL_PARALLEL),
+    each unpacked while it downloads: one pass from the socket through the
+    blob's sha256 (and its `.partial` copy, for a resume) and the
+    decompressor to the diff_id's sha256 and the safe unpack (tarsafe) into
+    a work dir of the store.  A layer is committed to the store only once
+    both digests match, under the store's lock and import journal, taken
+    when the first layer is ready (not while the network is slow); the name
+    is written last.  On any failure the layers this pull added are removed
+    again and only verified blobs stay, for the next pull."""
     import contextlib
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from . import tarsafe
     dist = _Dist(store.root)
-    needed = []
+    store._make_dirs()
+    keep = {layer["diff_id"] for layer in plan["layers"]}
+    with store.lock(blocking=False) as free:
+        if free:                 # a killed pull's layers go first: they come again from their verified blobs
+            store.sweep_tmp()
+    needed: list[RegistryLayer] = []
     for layer in plan["layers"]:
         if store.has_layer(layer["diff_id"]):
             report(layer["blob_digest"], "Already exists", layer["size"], layer["size"])
         elif layer["blob_digest"] not in {n["blob_digest"] for n in needed}:
             needed.append(layer)
             report(layer["blob_digest"], "Waiting", 0, layer["size"])
-    store._make_dirs()
-    downloads = ThreadPoolExecutor(max_workers=_parallel(), thread_name_prefix="pull")
-    unpacks = ThreadPoolExecutor(max_workers=_unpack_workers(), thread_name_prefix="unpack")
+    budget = tarsafe.Budget(store.root)
     cancelled = threading.Event()
     added: list[str] = []
     done_blobs: list[str] = []
-    state: dict = {}
+    journal: list[Callable[[str], int]] = []    # note(), once the store's lock is held
     guard = threading.Lock()
 
-    def fetch(layer):
-        if cancelled.is_set():
-            raise RegistryError("pull cancelled")
-        return _download(reg, repo, scope, layer, dist, report, cancelled)
-
-    def unpack(layer, path):
-        if cancelled.is_set():
-            raise RegistryError("pull cancelled")
-        if store.has_layer(layer["diff_id"]):
-            return
-        report(layer["blob_digest"], "Extracting", 0, layer["size"])
-        state["note"](layer["diff_id"])
-        budget = state["budget"]
-        try:
-            _, created = store.import_layer(path, layer["created_by"], expect_digest=layer["diff_id"],
-                                            budget=budget, compression=_LAYER_TYPES[layer["mediaType"]])
-        except InvalidArgument as e:
-            raise RegistryError(f"layer {layer['blob_digest']}: {e}") from None
-        with guard:
-            if created:
-                added.append(layer["diff_id"])
-            done_blobs.append(path)
-        report(layer["blob_digest"], "Pull complete", layer["size"], layer["size"])
-
-    def hold(stack):
-        if not state:
-            stack.enter_context(store.lock())
-            store.sweep_tmp()
-            state["budget"] = tarsafe.Budget(store.root)
-            state["note"] = stack.enter_context(store.import_journal())
-
-    futures = {downloads.submit(fetch, layer): layer for layer in needed}
     with contextlib.ExitStack() as stack:
+        def commit(blob: _Blob, layer: RegistryLayer) -> None:
+            """Both digests match: the layer may go into the store (called
+            just before it is renamed in)."""
+            if not blob.verify():
+                raise RegistryError(f"blob {blob.digest}: not read to its end")
+            with guard:
+                if cancelled.is_set():
+                    raise RegistryError("pull cancelled")
+                if not journal:
+                    stack.enter_context(store.lock())
+                    store.sweep_tmp(keep=keep)
+                    journal.append(stack.enter_context(store.import_journal()))
+                journal[0](layer["diff_id"])
+
+        def fetch(layer: RegistryLayer) -> None:
+            if cancelled.is_set():
+                raise RegistryError("pull cancelled")
+            blob = _Blob(reg, repo, scope, layer, dist, report, cancelled)
+            try:
+                if blob.open(lambda: store.has_layer(layer["diff_id"])) == "stored":
+                    report(blob.digest, "Already exists", blob.size, blob.size)
+                    return
+                try:
+                    _, created = store.import_layer(
+                        blob, layer["created_by"], expect_digest=layer["diff_id"], budget=budget,
+                        compression=_LAYER_TYPES[layer["mediaType"]], _before_commit=lambda: commit(blob, layer))
+                except InvalidArgument as e:
+                    blob.verify(limit=_VERIFY_AFTER_ERROR)   # a damaged blob says so (RegistryError)
+                    raise RegistryError(f"layer {blob.digest}: {e}") from None
+            finally:
+                blob.close()
+            with guard:
+                if created:
+                    added.append(layer["diff_id"])
+                done_blobs.append(blob.final)
+            report(blob.digest, "Pull complete", blob.size, blob.size)
+
+        pool = ThreadPoolExecutor(max_workers=_parallel(), thread_name_prefix="pull")
         try:
-            pending = set(futures)
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    result = fut.result()
-                    if fut in futures:               # a download: unpack it next
-                        hold(stack)
-                        pending.add(unpacks.submit(unpack, futures[fut], result))
-            hold(stack)
+            for fut in as_completed([pool.submit(fetch, layer) for layer in needed]):
+                fut.result()
+            with guard:
+                if not journal:              # every layer was here already
+                    stack.enter_context(store.lock())
             image = store.add_images([(ref.key, [la["diff_id"] for la in plan["layers"]],
                                        plan["config"], plan["history"], plan["created"])],
                                      by_digest=True)[0]
         except BaseException:
             cancelled.set()
-            downloads.shutdown(wait=True, cancel_futures=True)
-            unpacks.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
             for d in added:
                 store.remove_layer(d)
             raise
         finally:
-            downloads.shutdown(wait=True)
-            unpacks.shutdown(wait=True)
+            pool.shutdown(wait=True)
     for layer in plan["layers"]:
         dist.remember(layer["diff_id"], {"digest": layer["blob_digest"], "size": layer["size"],
                                          "mediaType": layer["mediaType"], "diff_id": layer["diff_id"]},
@@ -847,7 +1029,7 @@ def _fetch_and_apply(store, reg, repo, scope, plan, report, ref, mdigest):
 
 # --------------------------------------------------------------- push
 
-def push(store, ref_text: str, *, insecure: bool = False, progress=None,
+def push(store: ImageStore, ref_text: str, *, insecure: bool = False, progress: Emit | None = None,
          creds: tuple[str, str] | None = None) -> str:
     """Push the local image `ref_text` to the registry its name says; returns
     the manifest digest."""
@@ -863,7 +1045,8 @@ def push(store, ref_text: str, *, insecure: bool = False, progress=None,
     dist = _Dist(store.root)
     with Registry(ref.domain, creds=creds, insecure=insecure) as reg:
         push_scope = f"repository:{repo}:pull,push"
-        descs, diff_ids = [], []
+        descs: list[JSONObject] = []
+        diff_ids: list[str] = []
         for layer in image.layers:
             blob = _reuse(reg, repo, layer.digest, dist, report)
             if blob is None:
@@ -873,14 +1056,15 @@ def push(store, ref_text: str, *, insecure: bool = False, progress=None,
                     with open(tmp, "wb") as f:
                         w = _HashWriter(f)
                         tarsafe.pack(layer.path, w)
-                    blob = {"digest": w.digest, "size": w.size, "mediaType": MT_OCI_LAYER,
-                            "diff_id": w.digest}
+                    blob = Blob(digest=w.digest, size=w.size, mediaType=MT_OCI_LAYER,
+                                diff_id=w.digest)
                     if _exists(reg, repo, push_scope, blob["digest"]):
                         report(layer.digest, "Layer already exists", w.size, w.size)
                     else:
                         with open(tmp, "rb") as f:
                             _upload(reg, repo, push_scope, blob["digest"], blob["size"], f,
-                                    lambda n, d=layer.digest, s=w.size: report(d, "Pushing", n, s, force=False))
+                                    functools.partial(report, layer.digest, "Pushing", total=w.size,
+                                                      force=False))
                         report(layer.digest, "Pushed", w.size, w.size)
             dist.remember(layer.digest, blob, reg.domain, repo)
             descs.append({"mediaType": blob["mediaType"], "digest": blob["digest"], "size": blob["size"]})
@@ -912,7 +1096,7 @@ def _exists(reg: Registry, repo: str, scope: str, digest: str) -> bool:
     raise _status_error(reg, r, f"blob {digest}")
 
 
-def _reuse(reg: Registry, repo: str, diff_id: str, dist: _Dist, report: Progress) -> dict | None:
+def _reuse(reg: Registry, repo: str, diff_id: str, dist: _Dist, report: Progress) -> Blob | None:
     """A blob of this layer the registry has in `repo` already, or mounts
     from another repository of its own; None if it has to be uploaded."""
     push_scope = f"repository:{repo}:pull,push"
@@ -945,8 +1129,9 @@ def _reuse(reg: Registry, repo: str, diff_id: str, dist: _Dist, report: Progress
     return None
 
 
-def _clean(blob: dict) -> dict:
-    return {k: blob[k] for k in ("digest", "size", "mediaType", "diff_id")}
+def _clean(blob: JSONObject) -> Blob:
+    return Blob(digest=blob["digest"], size=blob["size"], mediaType=blob["mediaType"],
+                diff_id=blob["diff_id"])
 
 
 def _absolute(reg: Registry, location: str) -> str:
@@ -955,7 +1140,8 @@ def _absolute(reg: Registry, location: str) -> str:
     return reg.base() + ("" if location.startswith("/") else "/") + location
 
 
-def _upload(reg: Registry, repo: str, scope: str, digest: str, size: int, f, on_progress) -> None:
+def _upload(reg: Registry, repo: str, scope: str, digest: str, size: int, f: SupportsRead[bytes],
+            on_progress: Callable[[int], object] | None) -> None:
     """A monolithic upload: POST for a session, then one PUT with the bytes."""
     r = reg.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope)
     r.close()
@@ -963,7 +1149,7 @@ def _upload(reg: Registry, repo: str, scope: str, digest: str, size: int, f, on_
         raise _status_error(reg, r, "blob upload")
     url = _absolute(reg, r.headers["location"])
 
-    def body():
+    def body() -> Iterator[bytes]:
         sent = 0
         while True:
             chunk = f.read(_CHUNK)

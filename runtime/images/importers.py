@@ -22,10 +22,21 @@ from __future__ import annotations
 import json
 import os
 import re
+from typing import (IO, TYPE_CHECKING, Any, BinaryIO, Generic, NotRequired, TypedDict, TypeVar,
+                    overload)
 
 from ..errors import InvalidArgument, NotFound
 from ..model import Image, ImageConfig
 from .store import ImageStore, arch, config_document, digest_hex, normalize_name
+
+if TYPE_CHECKING:
+    import tarfile
+    from collections.abc import Callable
+
+    from _typeshed import SupportsRead
+
+    from ..model import Healthcheck
+    from .tarsafe import Budget
 
 _DEFAULT_PATH = ImageConfig().env[0]
 _MT_INDEX = ("application/vnd.oci.image.index.v1+json",
@@ -38,9 +49,49 @@ _MAX_JSON_TOTAL = 64 << 20    # all documents of one load: 1000 entries naming o
 _MAX_IMAGES = 1000            # entries of manifest.json or index.json
 _MAX_LAYERS = 500             # layers of one image
 
+_T = TypeVar("_T")
+_D = TypeVar("_D")
+JSONObject = dict[str, Any]    # a JSON object as json.loads gives it: checked where it is read
 
-def load(store: ImageStore, path, name: str | None = None, *,
-         budget=None, label: str | None = None, check_names=None) -> list[Image]:
+
+class PlannedLayer(TypedDict):
+    """What _plan adds to each layer of a Plan, from the image config."""
+    diff_id: NotRequired[str]
+    created_by: NotRequired[str]
+
+
+class ArchiveLayer(PlannedLayer):
+    """A layer in an archive: its member, the blob's digest (None: a docker
+    save `<id>/layer.tar`, not content-addressed), its size if a descriptor says."""
+    path: str
+    blob_digest: str | None
+    size: int | None
+
+
+_L = TypeVar("_L", bound=PlannedLayer)
+
+
+class Plan(TypedDict, Generic[_L]):
+    """One image, read and checked, before anything is unpacked: from an
+    archive (ArchiveLayer) or a registry (distribution.RegistryLayer)."""
+    names: list[str]
+    layers: list[_L]
+    config: ImageConfig
+    created: float
+    history: list[str]
+
+
+class _Descriptor(TypedDict, total=False):
+    """An OCI descriptor as save_to writes it."""
+    mediaType: str
+    digest: str
+    size: int
+    annotations: dict[str, str]
+
+
+def load(store: ImageStore, path: str | os.PathLike[str] | IO[bytes], name: str | None = None, *,
+         budget: Budget | None = None, label: str | None = None,
+         check_names: Callable[[list[str]], object] | None = None) -> list[Image]:
     """Import every image in the archive or layout at `path`; `name` renames a single one.
     check_names(names), when given, sees the names the images will take before
     anything is unpacked, and may refuse them by raising.
@@ -54,11 +105,11 @@ def load(store: ImageStore, path, name: str | None = None, *,
     `budget` (tarsafe.Budget): by default the environment's limits and the
     free space under the root."""
     from . import tarsafe
-    fileobj = None
-    if hasattr(path, "read"):
-        fileobj, path = path, label or "the archive"
-    else:
+    fileobj: IO[bytes] | None = None
+    if isinstance(path, (str, os.PathLike)):
         path = os.fspath(path)
+    else:
+        fileobj, path = path, label or "the archive"
     if "\0" in path:
         raise InvalidArgument(f"invalid path {ascii(path)[:80]}: contains a NUL byte")
     store._make_dirs()
@@ -106,7 +157,7 @@ def _corrupt_errors() -> tuple[type[BaseException], ...]:
 _CORRUPT = _corrupt_errors()
 
 
-def _rel(value, what: str) -> str:
+def _rel(value: object, what: str) -> str:
     """A member path named by the archive's JSON: a string, no NUL, short."""
     if not isinstance(value, str) or not value or "\0" in value or len(value) > 4096:
         raise InvalidArgument(f"{what} is not a valid path: {ascii(value)[:80]}")
@@ -122,7 +173,7 @@ class _DirSource:
     def exists(self, rel: str) -> bool:
         return os.path.isfile(self._abs(rel))
 
-    def open(self, rel: str):
+    def open(self, rel: str) -> IO[bytes]:
         try:
             return open(self._abs(rel), "rb")
         except FileNotFoundError:
@@ -147,12 +198,13 @@ class _TarSource:
     json_bytes = 0
     _borrowed = False         # self.plain is the caller's file: closed by its owner, not by us
 
-    def __init__(self, path: str, store: ImageStore, budget, fileobj=None):
+    def __init__(self, path: str, store: ImageStore, budget: Budget,
+                 fileobj: IO[bytes] | None = None):
         import contextlib
         import tarfile
         self.path = path
-        self.tf = None
-        self.plain = None
+        self.tf: tarfile.TarFile | None = None
+        self.plain: IO[bytes] | None = None
         try:
             with (contextlib.nullcontext(fileobj) if fileobj else open(path, "rb")) as f:
                 head = f.read(6)
@@ -164,7 +216,7 @@ class _TarSource:
                 self.plain, self._borrowed = fileobj, True
             self.tf = tarfile.open(path if self.plain is None else None, "r:",
                                    fileobj=self.plain, tarinfo=bounded_tarinfo())
-            self.members = {}
+            self.members: dict[str, tarfile.TarInfo] = {}
             for m in self.tf:
                 budget.entry(_tar_key(m.name), f"{path}: member {m.name[:64]!r}")
                 if m.isreg():
@@ -180,11 +232,14 @@ class _TarSource:
     def exists(self, rel: str) -> bool:
         return _tar_key(rel) in self.members
 
-    def open(self, rel: str):
+    def open(self, rel: str) -> IO[bytes]:
         m = self.members.get(_tar_key(rel))
         if m is None:
             raise InvalidArgument(f"{self.path}: {rel} is missing")
-        return self.tf.extractfile(m)
+        assert self.tf is not None
+        f = self.tf.extractfile(m)
+        assert f is not None                  # members holds regular files only
+        return f
 
     def close(self) -> None:
         if self.tf is not None:
@@ -193,7 +248,8 @@ class _TarSource:
             self.plain.close()
 
 
-def _decompressed(f, head: bytes, store: ImageStore, budget, path: str):
+def _decompressed(f: IO[bytes], head: bytes, store: ImageStore, budget: Budget,
+                  path: str) -> IO[bytes]:
     """The outer archive decompressed into an unnamed temp file, within `budget`."""
     import bz2
     import gzip
@@ -201,12 +257,15 @@ def _decompressed(f, head: bytes, store: ImageStore, budget, path: str):
     import tempfile
     from .store import _Counter
     raw = _Counter(f)
+    # (typeshed asks these for a file that seeks: they seek it only to seek
+    # themselves, and this stream is read once, forward)
+    stream: gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile
     if head[:2] == b"\x1f\x8b":
-        stream = gzip.GzipFile(fileobj=raw, mode="rb")
+        stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[call-overload]
     elif head[:3] == b"BZh":
-        stream = bz2.BZ2File(raw, "rb")
+        stream = bz2.BZ2File(raw, "rb")  # type: ignore[call-overload]
     else:
-        stream = lzma.LZMAFile(raw, "rb")
+        stream = lzma.LZMAFile(raw, "rb")  # type: ignore[arg-type]
     out = tempfile.TemporaryFile(dir=store.tmp_dir)   # O_TMPFILE: no name to leave behind
     counted = _Counted()
     budget.watch(raw, counted)
@@ -243,7 +302,7 @@ def _tar_key(name: str) -> str:
     return "/".join(p for p in name.split("/") if p not in ("", "."))
 
 
-def _open_source(path: str, store: ImageStore, budget):
+def _open_source(path: str, store: ImageStore, budget: Budget) -> _Source:
     if os.path.isdir(path):
         return _DirSource(path)
     if os.path.isfile(path):
@@ -253,17 +312,10 @@ def _open_source(path: str, store: ImageStore, budget):
 
 # --- reading and checking ---------------------------------------------------
 
-def _sha256_of(f) -> tuple[str, int]:
-    import hashlib
-    h, n = hashlib.sha256(), 0
-    with f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            n += len(chunk)
-    return "sha256:" + h.hexdigest(), n
+_Source = _DirSource | _TarSource
 
 
-def _json(src, rel: str, digest: str | None = None):
+def _json(src: _Source, rel: str, digest: str | None = None) -> Any:
     with src.open(rel) as f:
         data = f.read(_MAX_JSON + 1)
     if len(data) > _MAX_JSON:
@@ -286,13 +338,17 @@ def _json(src, rel: str, digest: str | None = None):
 
 # --- JSON shapes: what each document must be, said in one sentence ----------
 
-def _obj(value, what: str) -> dict:
+def _obj(value: object, what: str) -> JSONObject:
     if not isinstance(value, dict):
         raise InvalidArgument(f"{what} is not a JSON object (got {_kind(value)})")
     return value
 
 
-def _field(doc: dict, key: str, kind, what: str, default=None):
+@overload
+def _field(doc: JSONObject, key: str, kind: type[_T], what: str) -> _T | None: ...
+@overload
+def _field(doc: JSONObject, key: str, kind: type[_T], what: str, default: _D) -> _T | _D: ...
+def _field(doc: JSONObject, key: str, kind: type[_T], what: str, default: object = None) -> object:
     """doc[key] of JSON type `kind` (str, list, dict, int); `default` when absent or null."""
     value = doc.get(key)
     if value is None:
@@ -303,38 +359,30 @@ def _field(doc: dict, key: str, kind, what: str, default=None):
     return value
 
 
-def _strings(doc: dict, key: str, what: str) -> list[str]:
+def _strings(doc: JSONObject, key: str, what: str) -> list[str]:
     items = _field(doc, key, list, what, [])
     if not all(isinstance(i, str) for i in items):
         raise InvalidArgument(f"{what}: {key!r} is not a list of strings")
     return items
 
 
-def _limited(layers: list, what: str) -> list:
+def _limited(layers: list[_T], what: str) -> list[_T]:
     if len(layers) > _MAX_LAYERS:
         raise InvalidArgument(f"{what} has {len(layers)} layers; at most {_MAX_LAYERS} are supported")
     return layers
 
 
-def _kind(value) -> str:
+def _kind(value: object) -> str:
     return {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number",
             bool: "a boolean", type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def _digest(desc: dict, what: str) -> str:
+def _digest(desc: JSONObject, what: str) -> str:
     digest = _field(desc, "digest", str, what)
     if digest is None:
         raise InvalidArgument(f"{what} has no 'digest'")
     _blob_path(digest)                    # sha256:<64 hex> or InvalidArgument
     return digest
-
-
-def _check_blob(src, rel: str, digest: str, size: int | None = None) -> None:
-    got, n = _sha256_of(src.open(rel))
-    if got != digest:
-        raise InvalidArgument(f"blob {rel} does not match its digest: expected {digest}, got {got}")
-    if size is not None and n != size:
-        raise InvalidArgument(f"blob {rel} is {n} bytes, its descriptor says {size}")
 
 
 def _blob_path(digest: str) -> str:
@@ -350,14 +398,14 @@ _BLOB_RE = re.compile(r"(?:\./)?blobs/sha256/([0-9a-f]{64})")
 _CONFIG_RE = re.compile(r"(?:\./)?([0-9a-f]{64})\.json")
 
 
-def _docker_plans(src) -> list[dict]:
+def _docker_plans(src: _Source) -> list[Plan[ArchiveLayer]]:
     manifest = _json(src, "manifest.json")
     if not isinstance(manifest, list) or not manifest:
         raise InvalidArgument("manifest.json is not a list of images")
     if len(manifest) > _MAX_IMAGES:
         raise InvalidArgument(f"manifest.json lists {len(manifest)} images; at most {_MAX_IMAGES} "
                               "are taken at once")
-    plans = []
+    plans: list[Plan[ArchiveLayer]] = []
     for i, entry in enumerate(manifest):
         what = f"manifest.json entry {i}"
         entry = _obj(entry, what)
@@ -367,7 +415,7 @@ def _docker_plans(src) -> list[dict]:
             raise InvalidArgument(f"manifest.json names config {ascii(cfg_path)[:80]}, not a sha256 blob")
         cfg_digest = "sha256:" + m.group(1)
         config = _obj(_json(src, cfg_path, cfg_digest), f"config {cfg_path}")
-        layers = []
+        layers: list[ArchiveLayer] = []
         for rel in _limited(_strings(entry, "Layers", what), what):
             _rel(rel, f"{what}: a layer")
             bm = _BLOB_RE.fullmatch(rel)
@@ -383,13 +431,13 @@ def _docker_plans(src) -> list[dict]:
 _MAX_INDEX_DEPTH = 4       # index -> index -> manifest is the deepest seen in practice
 
 
-def _oci_plans(src) -> list[dict]:
+def _oci_plans(src: _Source) -> list[Plan[ArchiveLayer]]:
     layout = _obj(_json(src, "oci-layout"), "oci-layout")
     version = layout.get("imageLayoutVersion")
     if not isinstance(version, str) or not version.startswith("1."):
         raise InvalidArgument(f"unsupported OCI layout version {ascii(version)[:40]}")
     index = _obj(_json(src, "index.json"), "index.json")
-    plans = []
+    plans: list[Plan[ArchiveLayer]] = []
     descs = _field(index, "manifests", list, "index.json", [])
     if len(descs) > _MAX_IMAGES:
         raise InvalidArgument(f"index.json lists {len(descs)} images; at most {_MAX_IMAGES} "
@@ -408,7 +456,7 @@ def _oci_plans(src) -> list[dict]:
         cfg_digest = _digest(cfg, f"manifest {digest}: 'config'")
         cfg_path = _blob_path(cfg_digest)
         config = _obj(_json(src, cfg_path, cfg_digest), f"config {cfg_path}")
-        layers = []
+        layers: list[ArchiveLayer] = []
         for j, ld in enumerate(_limited(_field(manifest, "layers", list, f"manifest {digest}", []),
                                         f"manifest {digest}")):
             lwhat = f"manifest {digest}: layer {j}"
@@ -426,7 +474,7 @@ def _oci_plans(src) -> list[dict]:
     return plans
 
 
-def _manifest(src, desc: dict, what: str, depth: int = 0) -> dict:
+def _manifest(src: _Source, desc: JSONObject, what: str, depth: int = 0) -> JSONObject:
     """The image manifest `desc` points at; an index picks this machine's platform."""
     digest = _digest(desc, what)
     if depth >= _MAX_INDEX_DEPTH:
@@ -439,7 +487,7 @@ def _manifest(src, desc: dict, what: str, depth: int = 0) -> dict:
         options = [_obj(d, f"image index {digest}: an entry") for d in options]
         arch_ = arch()
 
-        def platform(d):
+        def platform(d: JSONObject) -> JSONObject:
             return _field(d, "platform", dict, f"image index {digest}: an entry", {})
         chosen = next((d for d in options if platform(d).get("architecture") == arch_
                        and platform(d).get("os", "linux") == "linux"), options[0])
@@ -456,7 +504,7 @@ def _short_name(name: str) -> str:
 
 # --- the common part --------------------------------------------------------
 
-def _plan(names: list[str], config: dict, layers: list[dict], cfg_path: str) -> dict:
+def _plan(names: list[str], config: JSONObject, layers: list[_L], cfg_path: str) -> Plan[_L]:
     what = f"config {cfg_path}"
     diff_ids = _strings(_field(config, "rootfs", dict, what, {}), "diff_ids", f"{what}: 'rootfs'")
     if len(diff_ids) != len(layers):
@@ -497,7 +545,7 @@ def _plan(names: list[str], config: dict, layers: list[dict], cfg_path: str) -> 
             "created": _parse_time(config.get("created")), "history": made}
 
 
-def _healthcheck(h, what: str):
+def _healthcheck(h: object, what: str) -> Healthcheck | None:
     """The image config's Healthcheck (Docker's form: Test ["CMD", ...], ["CMD-SHELL",
     "cmd"] or ["NONE"]; durations in nanoseconds, 0 for the default) as a Healthcheck."""
     if h is None:
@@ -509,6 +557,7 @@ def _healthcheck(h, what: str):
     test = h.get("Test") or []
     if not isinstance(test, list) or not all(isinstance(a, str) for a in test):
         raise InvalidArgument(f"{what}: Healthcheck Test is not a list of strings")
+    argv: tuple[str, ...]
     if not test or test[0] == "NONE":
         argv = ()
     elif test[0] == "CMD" and len(test) > 1:
@@ -519,7 +568,7 @@ def _healthcheck(h, what: str):
         raise InvalidArgument(f"{what}: Healthcheck Test {test[:3]!r} is not CMD, CMD-SHELL or NONE")
     d = Healthcheck()
 
-    def seconds(key, default):
+    def seconds(key: str, default: float) -> float:
         v = h.get(key) or 0
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise InvalidArgument(f"{what}: Healthcheck {key} is not a whole number of nanoseconds")
@@ -532,17 +581,12 @@ def _healthcheck(h, what: str):
         raise InvalidArgument(f"{what}: Healthcheck: {e}") from None
 
 
-def _apply(store: ImageStore, src, plans: list[dict], budget) -> list[Image]:
-    """Check every blob, unpack the missing layers, write all records; called
-    with the store locked.  On failure, removes the layers it put in place."""
-    for p in plans:                       # every blob checked before anything is unpacked
-        for layer in p["layers"]:
-            # An uncompressed blob (digest == diff_id) is checked by the unpack
-            # itself, which hashes what it reads and, on a mismatch, is rolled
-            # back with the rest: reading it twice would only cost the time.
-            if layer["blob_digest"] and layer["blob_digest"] != layer["diff_id"] \
-                    and not store.has_layer(layer["diff_id"]):
-                _check_blob(src, layer["path"], layer["blob_digest"], layer["size"])
+def _apply(store: ImageStore, src: _Source, plans: list[Plan[ArchiveLayer]],
+           budget: Budget) -> list[Image]:
+    """Unpack the missing layers, write all records; called with the store
+    locked.  A compressed blob's digest is checked in the pass that unpacks
+    it (an uncompressed one's is its diff_id, which the unpack checks),
+    before its layer goes in.  On failure, removes the layers it put in place."""
     added: list[str] = []
     with store.import_journal() as note:     # what a SIGKILL here leaves, the next sweep removes
         try:
@@ -551,13 +595,20 @@ def _apply(store: ImageStore, src, plans: list[dict], budget) -> list[Image]:
                     if store.has_layer(layer["diff_id"]):
                         continue
                     note(layer["diff_id"])
-                    try:
-                        with src.open(layer["path"]) as f:
-                            _, created = store.import_layer(f, layer["created_by"],
-                                                            expect_digest=layer["diff_id"],
-                                                            budget=budget)
-                    except InvalidArgument as e:
-                        raise InvalidArgument(f"blob {layer['path']}: {e}") from None
+                    with src.open(layer["path"]) as f:
+                        blob: _HashReader | None = None
+                        reader: SupportsRead[bytes] = f
+                        if layer["blob_digest"] and layer["blob_digest"] != layer["diff_id"]:
+                            reader = blob = _HashReader(f, layer["path"], layer["blob_digest"],
+                                                        layer["size"])
+                        try:
+                            _, created = store.import_layer(reader, layer["created_by"],
+                                                            expect_digest=layer["diff_id"], budget=budget,
+                                                            _before_commit=blob.check if blob else None)
+                        except InvalidArgument as e:
+                            if blob is not None and not blob.checked:
+                                blob.check()       # a damaged blob says so, rather than what its tar looked like
+                            raise InvalidArgument(f"blob {layer['path']}: {e}") from None
                     if created:
                         added.append(layer["diff_id"])
             return store.add_images([(n, [layer["diff_id"] for layer in p["layers"]], p["config"],
@@ -569,7 +620,7 @@ def _apply(store: ImageStore, src, plans: list[dict], budget) -> list[Image]:
             raise
 
 
-def _parse_time(value) -> float:
+def _parse_time(value: object) -> float:
     """RFC 3339 ('2024-01-02T03:04:05.123456789Z') -> unix time; 0.0 if absent."""
     if not value:
         return 0.0
@@ -583,12 +634,40 @@ def _parse_time(value) -> float:
 
 # --- export -----------------------------------------------------------------
 
+class _HashReader:
+    """Reads through to `f`, hashing and counting what goes by; check():
+    the rest read too, the blob's digest and size as its descriptor says."""
+
+    def __init__(self, f: SupportsRead[bytes], rel: str, digest: str, size: int | None):
+        import hashlib
+        self._f, self._h, self.size = f, hashlib.sha256(), 0
+        self._rel, self._digest, self._size = rel, digest, size
+        self.checked = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._h.update(data)
+        self.size += len(data)
+        return data
+
+    def check(self) -> None:
+        while self.read(1 << 20):
+            pass
+        got = "sha256:" + self._h.hexdigest()
+        if got != self._digest:
+            raise InvalidArgument(f"blob {self._rel} does not match its digest: expected "
+                                  f"{self._digest}, got {got}")
+        if self._size is not None and self.size != self._size:
+            raise InvalidArgument(f"blob {self._rel} is {self.size} bytes, its descriptor says {self._size}")
+        self.checked = True
+
+
 class _HashWriter:
-    def __init__(self, f):
+    def __init__(self, f: BinaryIO):
         import hashlib
         self._f, self._h, self.size = f, hashlib.sha256(), 0
 
-    def write(self, data) -> int:
+    def write(self, data: bytes) -> int:
         self._h.update(data)
         self.size += len(data)
         return self._f.write(data)
@@ -598,7 +677,8 @@ class _HashWriter:
         return "sha256:" + self._h.hexdigest()
 
 
-def save(store: ImageStore, name: str, path: str | os.PathLike, *, writer=None) -> str:
+def save(store: ImageStore, name: str, path: str | os.PathLike[str], *,
+         writer: Callable[[BinaryIO], str] | None = None) -> str:
     """Write image `name` as an OCI image layout tar at `path`; returns the manifest digest.
 
     The tar goes to a temp file beside `path`, renamed over it once whole.
@@ -622,7 +702,7 @@ def save(store: ImageStore, name: str, path: str | os.PathLike, *, writer=None) 
     return digest
 
 
-def save_to(store: ImageStore, name: str, out) -> str:
+def save_to(store: ImageStore, name: str, out: BinaryIO) -> str:
     """Write image `name` (a name or an id) as an OCI layout + docker-archive
     tar to the binary file `out` (from where it stands); returns the manifest digest."""
     import contextlib
@@ -636,8 +716,9 @@ def save_to(store: ImageStore, name: str, out) -> str:
     with store.lock():                   # made and flocked where no sweep (under the lock) sees it
         work = stack.enter_context(store._work_dir("save-"))
     try:
-        blobs: dict[str, tuple[str, int]] = {}        # digest -> (file, size)
-        layer_descs, diff_ids = [], []
+        blobs: dict[str, tuple[str | bytes, int]] = {}  # digest -> (file or content, size)
+        layer_descs: list[_Descriptor] = []
+        diff_ids: list[str] = []
         for layer in image.layers:
             tmp = os.path.join(work, f"layer-{len(blobs)}")
             with open(tmp, "wb") as f:
@@ -647,31 +728,34 @@ def save_to(store: ImageStore, name: str, out) -> str:
             diff_ids.append(w.digest)
             layer_descs.append({"mediaType": _MT_LAYER, "digest": w.digest, "size": w.size})
 
-        def add_blob(data: bytes) -> dict:
+        def add_blob(data: bytes) -> _Descriptor:
             import hashlib
             digest = "sha256:" + hashlib.sha256(data).hexdigest()
             blobs[digest] = (data, len(data))
             return {"digest": digest, "size": len(data)}
 
-        def add_json(obj) -> dict:
+        def add_json(obj: object) -> _Descriptor:
             return add_blob(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode())
 
         config = add_blob(config_document(image.config, diff_ids, image.history, image.created))
         manifest = {"schemaVersion": 2, "mediaType": _MT_MANIFEST,
                     "config": {"mediaType": _MT_CONFIG, **config},
                     "layers": layer_descs}
-        mdesc = {"mediaType": _MT_MANIFEST, **add_json(manifest)}
+        mdesc: _Descriptor = {"mediaType": _MT_MANIFEST, **add_json(manifest)}
+        # An image pulled by digest alone has no tag: saved as Docker saves an
+        # untagged one (no RepoTags, no repositories, no ref.name annotation)
         docker = {"Config": f"blobs/sha256/{config['digest'][7:]}",
                   "Layers": [f"blobs/sha256/{d['digest'][7:]}" for d in layer_descs],
-                  "RepoTags": [ref.familiar] if ref else []}
+                  "RepoTags": [ref.familiar] if ref and ref.tag else []}
         if ref:
-            mdesc["annotations"] = {"io.containerd.image.name": ref.full,
-                                    "org.opencontainers.image.ref.name": ref.tag}
+            mdesc["annotations"] = {"io.containerd.image.name": ref.full}
+            if ref.tag:
+                mdesc["annotations"]["org.opencontainers.image.ref.name"] = ref.tag
         index = {"schemaVersion": 2, "mediaType": _MT_INDEX[0], "manifests": [mdesc]}
         files = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}',
                  "index.json": json.dumps(index, sort_keys=True, separators=(",", ":")).encode(),
                  "manifest.json": json.dumps([docker], separators=(",", ":")).encode()}
-        if ref and layer_descs:          # the pre-manifest.json file: repository -> tag -> top layer
+        if ref and ref.tag and layer_descs:  # the pre-manifest.json file: repository -> tag -> top layer
             files["repositories"] = json.dumps(
                 {ref.familiar_repository: {ref.tag: layer_descs[-1]["digest"][7:]}},
                 separators=(",", ":")).encode()
@@ -687,8 +771,8 @@ def save_to(store: ImageStore, name: str, out) -> str:
                 if isinstance(content, bytes):
                     tf.addfile(ti, io.BytesIO(content))
                 else:
-                    with open(content, "rb") as f:
-                        tf.addfile(ti, f)
+                    with open(content, "rb") as blob:
+                        tf.addfile(ti, blob)
             for n, data in files.items():
                 tf.addfile(tarsafe.tarinfo(n, "file", mode=0o644, mtime=mtime, size=len(data)),
                            io.BytesIO(data))

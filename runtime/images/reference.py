@@ -99,8 +99,9 @@ def _error(ref: str) -> InvalidArgument:
     return InvalidArgument(f"invalid reference format: {ascii(ref)[:140]}")
 
 
-def parse(ref) -> Reference:
-    """Parse `ref` as `docker pull` does; InvalidArgument with Docker's kind of message."""
+def parse(ref: object) -> Reference:
+    """Parse `ref` as `docker pull` does; InvalidArgument with Docker's kind of message
+    (for anything but a string too: `ref` may come straight from a request)."""
     if not isinstance(ref, str) or not ref:
         raise InvalidArgument("invalid reference format: the image reference is empty"
                               if ref == "" else f"invalid reference format: {ascii(ref)[:80]}")
@@ -152,7 +153,7 @@ def parse(ref) -> Reference:
     return Reference(domain, path, tag, digest)
 
 
-def parse_name(ref) -> Reference:
+def parse_name(ref: object) -> Reference:
     """parse(), for a reference that names an image (a tag to write): no digest."""
     r = parse(ref)
     if r.digest is not None:
@@ -161,7 +162,7 @@ def parse_name(ref) -> Reference:
     return r
 
 
-def normalize(ref, *, by_digest: bool = False) -> str:
+def normalize(ref: str, *, by_digest: bool = False) -> str:
     """The store key of a name: parse_name(ref).key; with `by_digest`, a
     digest reference with no tag too (what a pull by digest records)."""
     if by_digest:

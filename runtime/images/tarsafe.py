@@ -45,8 +45,17 @@ import errno
 import functools
 import os
 import stat
+from typing import TYPE_CHECKING, BinaryIO, Protocol, TypedDict
 
 from ..errors import InvalidArgument, KernelError
+
+if TYPE_CHECKING:
+    import queue
+    import tarfile
+    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from types import ModuleType
+
+    from _typeshed import SupportsRead, SupportsWrite
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -66,22 +75,23 @@ def sort_key(path: str) -> tuple[str, ...]:
 
 
 @functools.cache
-def bounded_tarinfo():
+def bounded_tarinfo() -> type[tarfile.TarInfo]:
     """A TarInfo class whose PAX and GNU long-name headers are at most
     MAX_HEADER bytes: tarfile reads such a header whole into memory before
     it yields the member, so a tar could otherwise ask for gigabytes of it."""
     import tarfile
 
+    # _proc_pax and _proc_gnulong are tarfile's own (private, not in typeshed)
     class Bounded(tarfile.TarInfo):
-        def _proc_pax(self, tf):
+        def _proc_pax(self, tf: tarfile.TarFile) -> tarfile.TarInfo:
             self._check_size()
-            return super()._proc_pax(tf)
+            return super()._proc_pax(tf)  # type: ignore[misc, no-any-return]  # private, see above
 
-        def _proc_gnulong(self, tf):
+        def _proc_gnulong(self, tf: tarfile.TarFile) -> tarfile.TarInfo:
             self._check_size()
-            return super()._proc_gnulong(tf)
+            return super()._proc_gnulong(tf)  # type: ignore[misc, no-any-return]  # private, see above
 
-        def _check_size(self):
+        def _check_size(self) -> None:
             if self.size > MAX_HEADER:
                 raise InvalidArgument(f"the tar has an extended header (PAX or GNU long name) of "
                                       f"{self.size} bytes; at most {MAX_HEADER} are taken")
@@ -113,7 +123,7 @@ def xattr_kept(name: str) -> bool:
     return name.startswith("user.") and not name.startswith("user.overlay.")
 
 
-def _pax_xattrs(m, what: str) -> dict[str, bytes]:
+def _pax_xattrs(m: tarfile.TarInfo, what: str) -> dict[str, bytes]:
     """The kept xattrs of member m, from its PAX records, after checking
     the count and size of all of them (kept or not) against the caps."""
     records = [(k[len(XATTR_PAX):], v) for k, v in m.pax_headers.items() if k.startswith(XATTR_PAX)]
@@ -122,7 +132,8 @@ def _pax_xattrs(m, what: str) -> dict[str, bytes]:
     if len(records) > MAX_XATTRS:
         raise InvalidArgument(f"{what} carries {len(records)} extended attributes; at most "
                               f"{MAX_XATTRS} are taken")
-    out, total = {}, 0
+    out: dict[str, bytes] = {}
+    total = 0
     for name, text in records:
         # tarfile gives each value as text; surrogateescape gives back the
         # very bytes when they were not UTF-8 (a capability mask often is not).
@@ -142,6 +153,11 @@ def _pax_xattrs(m, what: str) -> dict[str, bytes]:
 
 # --- budget -----------------------------------------------------------------
 
+class Counted(Protocol):
+    """A byte counter a Budget watches: Count, LayerStream, store._Counter."""
+    count: int
+
+
 class Budget:
     """What one import may cost: unpacked bytes, entries, directory depth and
     decompression ratio, each with a default and an environment override,
@@ -157,12 +173,13 @@ class Budget:
     RATIO_AFTER = 64 << 20
     BLOCK = 4096
 
-    def __init__(self, root: str, *, max_bytes=None, max_entries=None, max_ratio=None,
-                 max_depth=None, environ=None):
+    def __init__(self, root: str, *, max_bytes: int | None = None, max_entries: int | None = None,
+                 max_ratio: int | None = None, max_depth: int | None = None,
+                 environ: Mapping[str, str] | None = None):
         from ..spec import parse_size
         env = os.environ if environ is None else environ
 
-        def setting(name, given, parse):
+        def setting(name: str, given: int | None, parse: Callable[[str], int]) -> int:
             if given is not None:
                 return given
             text = env.get(name) or self.DEFAULTS[name]
@@ -182,9 +199,9 @@ class Budget:
         self.free_inodes = st.f_favail if st.f_files else None   # tmpfs/btrfs may report 0: no limit
         self.bytes = 0
         self.entries = 0
-        self.streams: list = []               # (compressed counter, uncompressed counter)
+        self.streams: list[tuple[Counted, Counted]] = []   # (compressed, uncompressed)
 
-    def watch(self, compressed, uncompressed) -> None:
+    def watch(self, compressed: Counted, uncompressed: Counted) -> None:
         """Check the ratio of these two byte counters (objects with .count) as data flows."""
         self.streams.append((compressed, uncompressed))
 
@@ -234,7 +251,7 @@ class Count:
     count = 0
 
 
-def _zlib():
+def _zlib() -> ModuleType:
     """zlib-ng's Python binding (zlib's API; inflates 4-5x faster than the
     system zlib, which `tar -xzf`'s gzip uses), else zlib itself."""
     try:
@@ -264,7 +281,7 @@ class Decompressed:
     `compressed.count`: bytes read from `f`, for the budget's ratio check.
     Corrupt data raises one of decompress_errors(), a cut EOFError."""
 
-    def __init__(self, f, kind: str):
+    def __init__(self, f: SupportsRead[bytes], kind: str):
         if kind not in ("tar", "gzip", "zstd"):
             raise ValueError(kind)
         self._f, self.kind = f, kind
@@ -275,7 +292,7 @@ class Decompressed:
         self.compressed.count += len(data)
         return data
 
-    def chunks(self):
+    def chunks(self) -> Iterator[bytes]:
         if self.kind == "tar":
             while data := self._raw():
                 yield data
@@ -293,7 +310,7 @@ class Decompressed:
         self.compressed.count += len(data)
         return data
 
-    def _gunzip(self):
+    def _gunzip(self) -> Iterator[bytes]:
         zlib = _zlib()
         d = zlib.decompressobj(31)
         data = self._raw()
@@ -321,7 +338,7 @@ class Decompressed:
                     raise EOFError("the gzip stream ends early")
 
 
-def sniff(f) -> tuple[str, object]:
+def sniff(f: SupportsRead[bytes]) -> tuple[str, _Prefixed]:
     """(kind, reader) of a blob of unknown compression, by its magic: 'gzip',
     'zstd' or 'tar'; the reader gives back the bytes read to sniff."""
     head = b""
@@ -335,7 +352,7 @@ def sniff(f) -> tuple[str, object]:
 
 
 class _Prefixed:
-    def __init__(self, head: bytes, f):
+    def __init__(self, head: bytes, f: SupportsRead[bytes]):
         self._head, self._f = head, f
 
     def read(self, n: int = -1) -> bytes:
@@ -360,13 +377,13 @@ class LayerStream:
 
     DEPTH = 8                             # chunks read ahead of the unpack
 
-    def __init__(self, chunks):
+    def __init__(self, chunks: Iterable[bytes]):
         import hashlib
         import queue
         import threading
         self.count = 0
         self._h = hashlib.sha256()
-        self._q = queue.Queue(self.DEPTH)
+        self._q: queue.Queue[bytes | BaseException | None] = queue.Queue(self.DEPTH)
         self._stop = False
         self._chunk = b""
         self._pos = 0
@@ -376,7 +393,7 @@ class LayerStream:
                                         daemon=True)
         self._thread.start()
 
-    def _produce(self, chunks) -> None:
+    def _produce(self, chunks: Iterable[bytes]) -> None:
         try:
             for c in chunks:
                 if self._stop:
@@ -388,10 +405,10 @@ class LayerStream:
         except BaseException as e:        # noqa: BLE001 -- handed to the unpacking thread, raised there
             self._q.put(e)
 
-    def __enter__(self):
+    def __enter__(self) -> LayerStream:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -419,7 +436,7 @@ class LayerStream:
         self._chunk, self._pos = item, 0
         return True
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int | None = -1) -> bytes:
         if n is None or n < 0:
             parts = [self._chunk[self._pos:]]
             self._pos = len(self._chunk)
@@ -457,7 +474,7 @@ class LayerStream:
         self._pos = offset - self._base
         return offset
 
-    def copy_to(self, out_fd: int, size: int, check=None) -> None:
+    def copy_to(self, out_fd: int, size: int, check: Callable[[], object] | None = None) -> None:
         """Write the next `size` bytes to out_fd; EOFError if the stream ends first."""
         while size:
             if self._pos == len(self._chunk) and not self._next():
@@ -470,7 +487,7 @@ class LayerStream:
             if check is not None:
                 check()
 
-    def drain(self, budget=None) -> None:
+    def drain(self, budget: Budget | None = None) -> None:
         """Read to the end (the digest covers the padding after the end marker)."""
         self._pos = len(self._chunk)
         while self._next():
@@ -486,7 +503,7 @@ class LayerStream:
 
 # --- unpack -----------------------------------------------------------------
 
-def unpack(stream, dest: str, budget: Budget | None = None) -> tuple[int, int]:
+def unpack(stream: SupportsRead[bytes], dest: str, budget: Budget | None = None) -> tuple[int, int]:
     """Unpack the uncompressed tar read from `stream` into the empty dir `dest`.
 
     Returns (bytes of file content, entries).  `stream` is a LayerStream,
@@ -506,7 +523,9 @@ def unpack(stream, dest: str, budget: Budget | None = None) -> tuple[int, int]:
         # they come, and content is copied by _Unpacker straight from the
         # stream's chunks (the stream mode re-slices a 10 KiB buffer for
         # every read and copies each piece three times).
-        with tarfile.open(fileobj=stream, mode="r:", tarinfo=bounded_tarinfo()) as tf:
+        # (typeshed wants a fileobj that can write too; reading never calls it)
+        with tarfile.open(fileobj=stream, mode="r:",  # type: ignore[call-overload]
+                          tarinfo=bounded_tarinfo()) as tf:
             for member in tf:
                 u.member(tf, member)
     except (tarfile.TarError, EOFError) as e:
@@ -550,7 +569,7 @@ class _Unpacker:
         self.checked = {""}                            # rel dirs known to be real dirs
 
     # One member, checked first, then written.
-    def member(self, tf, m) -> None:
+    def member(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         rel = clean_name(m.name)
         if not rel:                       # "./": the layer root itself; overlay ignores it
             return
@@ -610,8 +629,9 @@ class _Unpacker:
                 check = functools.partial(self.budget.check_ratio, f"layer tar member {m.name[:64]!r}")
             with os.fdopen(fd, "wb") as out:
                 if m.issparse():
-                    src = tf.extractfile(m)
-                    while chunk := src.read(_CHUNK):
+                    content = tf.extractfile(m)
+                    assert content is not None        # a regular member's: never None
+                    while chunk := content.read(_CHUNK):
                         _write_sparse(out, chunk)     # holes come as zeros: keep them holes
                         if check is not None:
                             check()
@@ -644,7 +664,7 @@ class _Unpacker:
             os.utime(path, ns=(mtime * 10**9, mtime * 10**9), follow_symlinks=False)
 
     # --- checks
-    def _check_type(self, m) -> None:
+    def _check_type(self, m: tarfile.TarInfo) -> None:
         if (m.ischr() or m.isblk()) and not (0 <= m.devmajor < 1 << 12 and 0 <= m.devminor < 1 << 20):
             raise InvalidArgument(f"layer tar member {m.name!r} is a device {m.devmajor}:{m.devminor}, "
                                   "out of Linux's range")
@@ -653,7 +673,7 @@ class _Unpacker:
             kind = m.type.decode("latin-1", "replace") if isinstance(m.type, bytes) else m.type
             raise InvalidArgument(f"layer tar member {m.name!r} has unsupported type {kind!r}")
 
-    def _check_symlink(self, rel: str, m) -> None:
+    def _check_symlink(self, rel: str, m: tarfile.TarInfo) -> None:
         target = m.linkname
         if not target:
             raise InvalidArgument(f"layer tar member {m.name!r} is a symlink with an empty target")
@@ -667,7 +687,7 @@ class _Unpacker:
             raise InvalidArgument(f"layer tar member {m.name!r} is a symlink to {target!r}, "
                                   "outside the layer")
 
-    def _check_hardlink(self, m) -> str:
+    def _check_hardlink(self, m: tarfile.TarInfo) -> str:
         if m.linkname.startswith("/"):
             raise InvalidArgument(f"layer tar member {m.name!r} is a hardlink to {m.linkname!r}, "
                                   "outside the layer")
@@ -737,11 +757,11 @@ class _Unpacker:
     def _abs(self, rel: str) -> str:
         return os.path.join(self.dest, rel) if rel else self.dest
 
-    def _chown(self, path: str, m) -> None:
+    def _chown(self, path: str, m: tarfile.TarInfo) -> None:
         if os.geteuid() == 0:
             os.chown(path, m.uid, m.gid, follow_symlinks=False)
 
-    def _attrs(self, rel: str, m, link: bool) -> None:
+    def _attrs(self, rel: str, m: tarfile.TarInfo, link: bool) -> None:
         path = self._abs(rel)
         self._chown(path, m)            # before chmod: chown clears setuid bits
         if not link:
@@ -761,7 +781,7 @@ class _Unpacker:
                 if e.errno in (errno.EINVAL, errno.ERANGE, errno.E2BIG):
                     raise InvalidArgument(f"{what}: the kernel refuses its extended attribute "
                                           f"{name!r}: {os.strerror(e.errno)}") from None
-                raise KernelError(e.errno, f"{what}: set its extended attribute {name!r} "
+                raise KernelError(e.errno or 0, f"{what}: set its extended attribute {name!r} "
                                            "under the state root") from None
 
 
@@ -769,13 +789,13 @@ def _mknod_whiteout(path: str) -> None:
     try:
         os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
     except PermissionError as e:
-        raise KernelError(e.errno, f"mknod whiteout {path} (needs root)") from None
+        raise KernelError(e.errno or 0, f"mknod whiteout {path} (needs root)") from None
 
 
 _HOLE = 64 << 10
 
 
-def _write_sparse(out, chunk: bytes) -> None:
+def _write_sparse(out: BinaryIO, chunk: bytes) -> None:
     """Write `chunk`, seeking over each 64 KiB run of zeros instead (a hole)."""
     view = memoryview(chunk)
     for i in range(0, len(view), _HOLE):
@@ -791,21 +811,21 @@ def _mknod(path: str, kind: int, major: int, minor: int) -> None:
     try:
         os.mknod(path, 0o600 | kind, os.makedev(major, minor))
     except PermissionError as e:
-        raise KernelError(e.errno, f"mknod {path} (needs root)") from None
+        raise KernelError(e.errno or 0, f"mknod {path} (needs root)") from None
 
 
 def _setxattr(path: str, name: str, value: bytes) -> None:
     try:
         os.setxattr(path, name, value, follow_symlinks=False)
     except OSError as e:
-        raise KernelError(e.errno, f"setxattr {name} on {path} (needs root)") from None
+        raise KernelError(e.errno or 0, f"setxattr {name} on {path} (needs root)") from None
 
 
 # --- pack -------------------------------------------------------------------
 
 def tarinfo(name: str, kind: str, *, mode: int, mtime: int = 0, uid: int = 0, gid: int = 0,
             size: int = 0, linkname: str = "", xattrs: dict[str, bytes] | None = None,
-            rdev: int = 0):
+            rdev: int = 0) -> tarfile.TarInfo:
     """One deterministic header. kind: dir|file|symlink|hardlink|fifo|chr|blk
     (rdev: the device number).  xattrs become PAX SCHILY.xattr.<name>
     records, sorted by name."""
@@ -830,21 +850,25 @@ def tarinfo(name: str, kind: str, *, mode: int, mtime: int = 0, uid: int = 0, gi
     return ti
 
 
-def open_writer(out):
+def open_writer(out: SupportsWrite[bytes]) -> tarfile.TarFile:
     """A tarfile writer with the settings every tar of ours uses."""
     import tarfile
-    return tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
+    # (typeshed wants a fileobj that reads and seeks too; the stream mode only writes)
+    tf: tarfile.TarFile = tarfile.open(fileobj=out, mode="w|",  # type: ignore[call-overload]
+                                       format=tarfile.PAX_FORMAT)
+    return tf
 
 
-def open_file_writer(out):
+def open_file_writer(out: BinaryIO) -> tarfile.TarFile:
     """open_writer for a regular file: the same bytes, written straight to it
     1 MiB at a time (the stream mode re-slices its buffer for every 10 KiB
-    record, which makes large copies slow)."""
+    record, which makes large copies slow).  TarFile() itself, as open() with
+    mode "w" calls it: typeshed's open() does not pass copybufsize on."""
     import tarfile
-    return tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT, copybufsize=_CHUNK)
+    return tarfile.TarFile(fileobj=out, mode="w", format=tarfile.PAX_FORMAT, copybufsize=_CHUNK)
 
 
-def pack(src: str, out) -> None:
+def pack(src: str, out: SupportsWrite[bytes]) -> None:
     """Write the tree `src` (an overlay layer dir) as an OCI layer tar to `out`.
 
     Walked by directory fds (runtime/fswalk.py), and files opened relative to
@@ -863,12 +887,20 @@ def pack(src: str, out) -> None:
             raise InvalidArgument(f"cannot pack {src}: {e}") from None
 
 
-def _pack_one(tf, src: str, rel: str, st: os.stat_result, dir_fd: int, name: str, fd: int | None,
-              seen_inodes: dict) -> None:
+class _Header(TypedDict):
+    """What tarinfo() takes from a stat."""
+    mode: int
+    mtime: int
+    uid: int
+    gid: int
+
+
+def _pack_one(tf: tarfile.TarFile, src: str, rel: str, st: os.stat_result, dir_fd: int, name: str,
+              fd: int | None, seen_inodes: dict[tuple[int, int], str]) -> None:
     """One entry.  One that vanishes or changes kind between the walk's look
     and the read (only in a layer that is not frozen) is skipped, as if it
     had changed a moment earlier."""
-    kw = dict(mode=stat.S_IMODE(st.st_mode), mtime=int(st.st_mtime), uid=st.st_uid, gid=st.st_gid)
+    kw = _Header(mode=stat.S_IMODE(st.st_mode), mtime=int(st.st_mtime), uid=st.st_uid, gid=st.st_gid)
     m = st.st_mode
     if stat.S_ISDIR(m):
         if fd is None:
@@ -904,8 +936,8 @@ def _pack_one(tf, src: str, rel: str, st: os.stat_result, dir_fd: int, name: str
             st = os.fstat(ffd)                  # what was opened, not what was looked at
             if not stat.S_ISREG(st.st_mode):
                 return
-            kw.update(mode=stat.S_IMODE(st.st_mode), mtime=int(st.st_mtime), uid=st.st_uid,
-                      gid=st.st_gid)
+            kw = _Header(mode=stat.S_IMODE(st.st_mode), mtime=int(st.st_mtime), uid=st.st_uid,
+                         gid=st.st_gid)
             key = (st.st_dev, st.st_ino)
             if st.st_nlink > 1 and key in seen_inodes:
                 tf.addfile(tarinfo(rel, "hardlink", linkname=seen_inodes[key], **kw))
@@ -931,8 +963,8 @@ def _fd_xattrs(fd: int, src: str, rel: str) -> dict[str, bytes]:
     except OSError as e:
         if e.errno == errno.ENOTSUP:            # a filesystem without xattrs: none to carry
             return {}
-        raise KernelError(e.errno, f"list the extended attributes of {src}/{rel}") from None
-    out = {}
+        raise KernelError(e.errno or 0, f"list the extended attributes of {src}/{rel}") from None
+    out: dict[str, bytes] = {}
     for name in names:
         if not xattr_kept(name):
             continue
@@ -941,6 +973,6 @@ def _fd_xattrs(fd: int, src: str, rel: str) -> dict[str, bytes]:
         except OSError as e:
             if e.errno == errno.ENODATA:        # removed since the list: as if a moment earlier
                 continue
-            raise KernelError(e.errno, f"read the extended attribute {name!r} of "
+            raise KernelError(e.errno or 0, f"read the extended attribute {name!r} of "
                                        f"{src}/{rel}") from None
     return out

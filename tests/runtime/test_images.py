@@ -62,6 +62,30 @@ def test_layer_digest_is_sha256_of_the_uncompressed_tar_plain_and_gzip(store, tm
     assert meta["created_by"] == "plain" and meta["created"] > 0
 
 
+def test_layers_unpack_in_a_tmp_dir_whose_subdirs_are_spread(store, tmp_path):
+    """tmp/ carries FS_TOPDIR_FL (`chattr +T`) where the file system has it
+    (ext2/3/4), so each layer's unpack dir gets a block group of its own."""
+    import fcntl
+    import struct
+
+    from runtime import fsutil
+    store.add_layer_from_tar(io.BytesIO(b"\0" * 1024))
+    fd = os.open(store.tmp_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            flags = struct.unpack("i", fcntl.ioctl(fd, fsutil.FS_IOC_GETFLAGS, bytes(4)))[0]
+        except OSError:
+            pytest.skip("no inode flags on this file system")
+    finally:
+        os.close(fd)
+    with open("/proc/self/mountinfo") as f:         # the file system tmp_path is on
+        mounts = [line.split(" - ")[1].split()[0] for line in f
+                  if str(tmp_path).startswith(line.split()[4].rstrip("/") + "/")]
+    if not mounts or not mounts[-1].startswith("ext"):
+        pytest.skip("FS_TOPDIR_FL is ext2/3/4's")
+    assert flags & fsutil.FS_TOPDIR_FL
+
+
 def test_gzip_layer_digest(store):
     data = small_tar(b"zipped\n")
     layer = store.add_layer_from_tar(io.BytesIO(gzip.compress(data)))

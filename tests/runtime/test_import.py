@@ -321,6 +321,27 @@ def test_file_capabilities_go_out_as_they_came_in(store, tmp_path):
     assert os.getxattr(bundle / "rootfs/bin/su", "security.capability") == CAP_SETUID_EP
 
 
+@root_only
+def test_save_of_an_image_pulled_by_digest_alone_names_no_tag(built, tmp_path):
+    """Its store key is repo@digest, with no tag: the archive must not invent
+    one (a null ref.name, a "null" tag in repositories, a digest in RepoTags,
+    which docker load and our own load refuse); it loads back untagged."""
+    busybox = built.get("busybox")
+    key = "localhost:5000/x@sha256:" + "ab" * 32
+    built.add_images([(key, [l.digest for l in busybox.layers], busybox.config, busybox.history,
+                       busybox.created)], by_digest=True)
+    out = tmp_path / "x.tar"
+    importers.save(built, key, out)
+    with tarfile.open(out) as tf:
+        index = json.load(tf.extractfile("index.json"))
+        [entry] = json.load(tf.extractfile("manifest.json"))
+        assert "repositories" not in tf.getnames()
+    assert index["manifests"][0]["annotations"] == {"io.containerd.image.name": key}
+    assert entry["RepoTags"] == []
+    [img] = importers.load(ImageStore(tmp_path / "other"), out)
+    assert img.id == busybox.id and [l.digest for l in img.layers] == [l.digest for l in busybox.layers]
+
+
 def _manifest_of(layout) -> dict:
     index = json.loads((layout / "index.json").read_text())
     digest = index["manifests"][0]["digest"]

@@ -198,7 +198,7 @@ def debian_minbase_layer() -> str:
         pytest.skip("apt-get install debootstrap")
     os.makedirs(f"{CACHE}/debs", mode=0o700, exist_ok=True)
     year, week, _ = datetime.date.today().isocalendar()
-    key = f"debian-bookworm-minbase-{year}w{week:02d}.tar"
+    key = f"debian-bookworm-minbase-{year}w{week:02d}-v2.tar"
     path = os.path.join(CACHE, key)
     if os.path.exists(path):
         return path
@@ -211,6 +211,14 @@ def debian_minbase_layer() -> str:
                              capture_output=True, text=True, timeout=600)
         if res.returncode != 0:
             pytest.skip(f"debootstrap failed (mirror unreachable?): {res.stdout[-300:]}{res.stderr[-300:]}")
+        # On some hosts (this machine kind, 2026-12) the first stage leaves
+        # `proc -> /proc`, a link to itself inside the root; the second stage
+        # and Debian's own images have a directory there, which is what
+        # runtimes mount on (runc refuses anything else; ours says it loops).
+        proc = f"{work}/rootfs/proc"
+        if os.path.islink(proc):
+            os.unlink(proc)
+            os.mkdir(proc, 0o555)
         partial = path + ".partial"
         subprocess.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-cf", partial,
                         "-C", f"{work}/rootfs", "."], check=True)

@@ -442,6 +442,37 @@ def test_pull_killed_halfway_resumes(rt, registry, remote):
         rt.remove_image(ref)
 
 
+def test_two_pulls_of_one_image_at_once_both_finish(rt, registry, remote):
+    """Two processes pull the same layers at once (each unpacks a blob while
+    it downloads, holding the blob's flock, and takes the store's lock to put
+    a layer in): both end, one layer each, nothing left in the blob cache."""
+    import subprocess
+
+    from tests.conftest import CLI
+    tars = [layer_tar({f"part{i}.bin": os.urandom(3 << 20)}) for i in range(3)]
+    gzs = [gzip.compress(t, compresslevel=1) for t in tars]
+    remote.image("twice/app", "v1", [(g, "application/vnd.oci.image.layer.v1.tar+gzip", sha(t))
+                                     for g, t in zip(gzs, tars)])
+    ref = f"{registry.addr}/twice/app:v1"
+    env = {**os.environ, "TERRARIUM_CLI_LOCAL": "1"}
+    procs = [subprocess.Popen([CLI, "pull", ref], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for _ in range(2)]
+    try:
+        outs = [p.communicate(timeout=60) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outs
+        image = rt.images.get(ref)
+        assert [la.digest for la in image.layers[1:]] == [sha(t) for t in tars]
+        blobs = os.path.join(rt.root, "distribution", "blobs", "sha256")
+        assert [f for f in os.listdir(blobs) if f.startswith(tuple(sha(g)[7:] for g in gzs))] == []
+        assert len(registry.requests("GET", f"/blobs/{sha(gzs[0])}")) in (1, 2)   # each fetched at most once a pull
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        rt.remove_image(ref)
+
+
 def test_image_gc_sweeps_blobs_of_abandoned_pulls(rt, tmp_path):
     """Verified or partial blobs a pull left a day ago go with image-gc;
     newer ones (a pull may come back for them) stay."""
