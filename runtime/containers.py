@@ -39,12 +39,40 @@ from .fsutil import locked, private_dir
 from .model import Container, Limits, LogConfig, Mount, Spec
 from .spec import check_limits, check_spec, make_spec
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import builtins
+    from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+    from contextlib import AbstractContextManager as ContextManager
+    from typing import IO, Any, BinaryIO, TypeVar
+    from .cgroups.base import CgroupDriver
+    from .cgroups.tree import Hierarchy
+    from .discovery.registry import Discovery
+    from .execute import HandOff
+    from .lifecycle import RunEnded
+    from .images.store import ImageStore
+    from .logs import Record
+    from .model import Healthcheck, HealthcheckDict, Image
+    from .network import Networks
+    from .oom import OomCounts
+    from .overlay import Changes, Origin, UpperSize
+    from .procs import NamespaceInfo, ProcessNode
+    from .state import ContainerConfig
+    from .stats import StatsReader
+    from .terminal import Terminal
+    from .volumes import Volumes
+
+    _T = TypeVar("_T")
+    # Runtime.list's cache: (inode, mtime, size) of config.json, run.json, exit.json; the Container;
+    # for a running one, (init's pid, its start time in clock ticks), else None
+    _Cached = tuple[tuple[tuple[int, int, int] | None, ...], Container, tuple[int, int] | None]
+
 DEFAULT_ROOT = "/var/lib/terrarium"
 DEFAULT_STOP_TIMEOUT = 10.0
 _ID_RE = disk.ID_RE
 
 
-def _log_config(config: dict) -> LogConfig:
+def _log_config(config: ContainerConfig) -> LogConfig:
     """The container's log settings (containers made before they existed: the defaults)."""
     return LogConfig(**config.get("log", {}))
 
@@ -72,21 +100,21 @@ class Runtime:
                 private_dir(os.path.join(self.root, d))
         except OSError as e:
             raise KernelError(e.errno or errno.EIO, f"make the state root {self.root} private (0700)") from None
-        self._images = None
-        self._cgroups = None
-        self._networks = None
-        self._volumes = None
+        self._images: ImageStore | None = None
+        self._cgroups: CgroupDriver | None = None
+        self._networks: Networks | None = None
+        self._volumes: Volumes | None = None
 
     # ------------------------------------------------------------ helpers
     @property
-    def images(self):
+    def images(self) -> ImageStore:
         if self._images is None:
             from .images import ImageStore
             self._images = ImageStore(self.root)
         return self._images
 
     @property
-    def networks(self):
+    def networks(self) -> Networks:
         """runtime.network.Networks of this root (pyroute2 is loaded on first use)."""
         if self._networks is None:
             from .network import Networks
@@ -94,7 +122,7 @@ class Runtime:
         return self._networks
 
     @property
-    def volumes(self):
+    def volumes(self) -> Volumes:
         """runtime.volumes.Volumes of this root: create, list, inspect, remove."""
         if self._volumes is None:
             from .volumes import Volumes
@@ -102,20 +130,20 @@ class Runtime:
         return self._volumes
 
     @property
-    def cgroups(self):
+    def cgroups(self) -> CgroupDriver:
         if self._cgroups is None:
             from . import cgroups
             self._cgroups = cgroups.driver(parent=self.cgroup_parent)
         return self._cgroups
 
-    def stats_reader(self, **kw):
+    def stats_reader(self, **kw: Any) -> StatsReader:
         """A kept-open sampler of this runtime's containers (runtime.stats.StatsReader:
         read, read_many, forget, close); one per sampling thread.  Through the
         agent, AgentRuntime.stats_reader() answers the same calls."""
         from .stats import StatsReader
         return StatsReader(self.cgroups, resolve=self._sampled_cgroup, **kw)
 
-    def _sampled_cgroup(self, name: str):
+    def _sampled_cgroup(self, name: str) -> tuple[CgroupDriver, str]:
         """(driver, cgroup name) of a container to sample: ours by id, another
         owner's by its discovery key (its cgroup as /proc/<pid>/cgroup says)."""
         if disk.ID_RE.match(name):
@@ -136,35 +164,38 @@ class Runtime:
         # v1: an engine's relative cgroup parent lands under the engine's own
         # cgroup of each hierarchy, which need not be the same one in all:
         # each hierarchy's root is moved to the parent's parent there.
+        from .cgroups.v1 import V1Driver
+        v1 = self.cgroups
+        if not isinstance(v1, V1Driver):
+            raise missing
         ref = [p for p in paths.get("memory", paths.get("pids", "")).strip("/").split("/") if p]
         if len(ref) < 2:
             raise missing
         parent, leaf = ref[-2], ref[-1]
-        mounts = {}
-        for c, mount in self.cgroups.mounts.items():
+        mounts: dict[str, str] = {}
+        for c, mount in v1.mounts.items():
             parts = [p for p in paths.get(c, "").strip("/").split("/") if p]
             if parts[-2:] == [parent, leaf]:
                 mounts[c] = os.path.join(mount, *parts[:-2])
-        from .cgroups.v1 import V1Driver
         return V1Driver(mounts, parent), leaf
 
-    def _cg(self, config: dict):
+    def _cg(self, config: Mapping[str, Any]) -> CgroupDriver:
         """The cgroup driver of the parent the container was made under (stored
         in its config), whatever this Runtime's own parent is."""
         parent = config.get("cgroup_parent") or self.cgroup_parent
         if parent == self.cgroup_parent:
             return self.cgroups
-        drivers = self.__dict__.setdefault("_other_cgroups", {})
+        drivers: dict[str, CgroupDriver] = self.__dict__.setdefault("_other_cgroups", {})
         if parent not in drivers:
             from . import cgroups
             drivers[parent] = cgroups.driver(parent=parent)
         return drivers[parent]
 
-    def cgroup_driver(self, c: Container):
+    def cgroup_driver(self, c: Container) -> CgroupDriver:
         """The cgroup driver for container c (c.cgroup is "<parent>/<id>")."""
-        return self._cg({"cgroup_parent": c.cgroup.rpartition("/")[0]})
+        return self._cg({"cgroup_parent": (c.cgroup or "").rpartition("/")[0]})
 
-    def _image(self, name: str):
+    def _image(self, name: str) -> Image:
         try:
             return self.images.get(name)
         except NotFound:
@@ -192,7 +223,7 @@ class Runtime:
                 raise InvalidArgument(f"container id prefix {ref!r} is ambiguous: {len(hits)} match")
         raise NotFound(f"container {ref!r} not found")
 
-    def _config(self, cid: str) -> dict:
+    def _config(self, cid: str) -> ContainerConfig:
         """The container's config; NotFound if gone, Conflict if it is broken."""
         try:
             config = disk.read_config(self._dir(cid))
@@ -202,15 +233,24 @@ class Runtime:
             raise NotFound(f"container {cid[:12]!r} not found")
         return config
 
-    def _lock(self, cid: str):
-        return locked(os.path.join(self._dir(cid), "lock"))
+    def _lock(self, cid: str) -> ContextManager[bool]:
+        """The container's lock.  Its file is made with the container
+        (state.register) and made here only while config.json is there (a
+        container made before register made it): opened with O_CREAT while a
+        removal's rmtree runs, it would be made again in the directory being
+        emptied, which is then left behind."""
+        cdir = self._dir(cid)
+        return locked(os.path.join(cdir, disk.LOCK), create=os.path.exists(os.path.join(cdir, disk.CONFIG)))
 
-    def _locked_config(self, ref: str, allow_broken: bool = False):
+    def _locked_config(self, ref: str) -> _LockedConfig:
         """Resolve ref, take its lock; yields (id, config).  Re-checks after the wait:
         the container may have been removed while we queued for it.  A broken
-        container is a Conflict, or (allow_broken) yields config None."""
-        cid = self.resolve(ref)
-        return _LockedConfig(self, cid, ref, allow_broken)
+        container is a Conflict."""
+        return _LockedConfig(self, self.resolve(ref), ref)
+
+    def _locked_config_or_broken(self, ref: str) -> _LockedConfigOrBroken:
+        """_locked_config, but a broken container yields config None."""
+        return _LockedConfigOrBroken(self, self.resolve(ref), ref)
 
     # ------------------------------------------------------------- create
     def create(self, spec: Spec, allow_host_network: bool = False, allow_bind_mounts: bool = False) -> Container:
@@ -232,7 +272,7 @@ class Runtime:
             raise InvalidArgument(f"no command given and image {spec.image!r} has none")
         hostname = spec.hostname or name     # sethostname takes any name up to 64 bytes
         env = _merge_env(image.config.env, spec.env, hostname)
-        config = {
+        config: ContainerConfig = {
             "id": cid, "name": name, "image": image.name or image.id[7:19],
             "cmd": list(cmd), "env": list(env),
             "hostname": hostname, "workdir": spec.workdir or image.config.workdir or "/",
@@ -244,16 +284,17 @@ class Runtime:
             "log": LogConfig(*spec.log)._asdict(),
             "network": network, "ports": list(spec.ports),
         }
-        config.update(_lifecycle_config(spec, image.config.healthcheck))
+        _add_lifecycle(config, spec, image.config.healthcheck)
         if mounts or spec.read_only:
-            config.update(mounts=[m._asdict() for m in mounts], read_only=spec.read_only)
+            config["mounts"] = [m._asdict() for m in mounts]
+            config["read_only"] = spec.read_only
         if not any(m.type == "volume" for m in mounts):
             self._register(cid, name, config)
             return self.inspect(cid)
         # volumes are made (Docker: on first use) and named by the config under
         # one lock, so a `volume rm` never removes one between the two
         with self.volumes.lock():
-            made = []
+            made: builtins.list[str] = []
             try:
                 for i, m in enumerate(mounts):
                     if m.type == "volume":
@@ -267,7 +308,7 @@ class Runtime:
                 raise
         return self.inspect(cid)
 
-    def _register(self, cid: str, name: str, config: dict) -> None:
+    def _register(self, cid: str, name: str, config: ContainerConfig) -> None:
         with locked(os.path.join(self.containers_dir, disk.NAMES_LOCK)):
             if os.path.lexists(os.path.join(self.names_dir, name)):
                 raise Conflict(f"container name {name!r} is already in use")
@@ -275,10 +316,10 @@ class Runtime:
                            subdirs=("upper", "work", "rootfs"))
             open(os.path.join(self._dir(cid), "container.log"), "ab").close()
 
-    def _bind_sources(self, mounts, allowed: bool) -> tuple:
+    def _bind_sources(self, mounts: Iterable[Mount], allowed: bool) -> tuple[Mount, ...]:
         """The spec's mounts with each bind source checked and resolved on the host."""
         from .mounts import check_bind_source
-        out = []
+        out: builtins.list[Mount] = []
         for m in mounts:
             if m.type == "bind":
                 if not allowed:
@@ -319,15 +360,16 @@ class Runtime:
     def start(self, ref: str) -> Container:
         return self._start(ref)
 
-    def _start(self, ref: str, after: dict | None = None) -> Container | None:
+    def _start(self, ref: str, after: RunEnded | None = None) -> Container:
         """after: the ended run a restart policy starts the container again after
-        (runtime/lifecycle.py); then only if nothing happened since (else None)."""
+        (runtime/lifecycle.py); then only if nothing happened since (else it
+        returns the container as it is)."""
         with self._locked_config(ref) as (cid, config):
             state = self._state(cid, config)
             if after is not None:
                 from .lifecycle import still_due
                 if not still_due(config, state.status, after):
-                    return None
+                    return state
             elif state.status in ("running", "paused"):
                 return state
             self._settle(cid)
@@ -351,7 +393,8 @@ class Runtime:
                              reply.get("exit_code", 125))
         return self.inspect(cid)
 
-    def _network_for_start(self, cid: str, config: dict):
+    def _network_for_start(self, cid: str, config: ContainerConfig
+                           ) -> tuple[dict[str, Any] | None, Callable[[int], object] | None]:
         """What init needs to know of its network (the start request's "net"),
         and for a bridged container the callback that connects its namespace
         once the shim has init waiting (forkserver_call's on_init)."""
@@ -381,7 +424,8 @@ class Runtime:
                                f"{target['name']!r}, which is not running")
             run = disk.read_run(self._dir(other))
             odir = self._dir(other)
-            net = {"join_pid": state.pid, "join_start": run.get("pid_start"), "join_name": target["name"]}
+            net: dict[str, Any] = {"join_pid": state.pid, "join_start": run.get("pid_start"),
+                                   "join_name": target["name"]}
             for key, name in (("hosts", "hosts"), ("resolv", "resolv.conf")):
                 if os.path.exists(os.path.join(odir, name)):
                     net[key] = os.path.join(odir, name)
@@ -396,9 +440,10 @@ class Runtime:
                 net["forward"] = [{**p, "address": lease["address"]} for p in lease["ports"]]
         return net, lambda pid: self.networks.attach(pid, cid, lease)
 
-    def _start_request(self, cid: str, config: dict) -> dict:
+    def _start_request(self, cid: str, config: ContainerConfig) -> dict[str, Any]:
         layers_dir = os.path.join(self.root, "layers")
         cdir = self._dir(cid)
+        check = config.get("healthcheck")
         return {
             "op": "start", "id": cid, "dir": cdir, "generation": config["generation"],
             "containers_dir": self.containers_dir, "names_dir": self.names_dir,
@@ -413,18 +458,19 @@ class Runtime:
             "auto_remove": config["auto_remove"],
             "seccomp": seccomp.program_path(self.root, config.get("seccomp")),
             "no_new_privs": seccomp.no_new_privs(config.get("seccomp")),
-            **({"healthcheck": config["healthcheck"]} if (config.get("healthcheck") or {}).get("test") else {}),
+            **({"healthcheck": check} if check and check.get("test") else {}),
             **self._mounts_for_start(config),
         }
 
-    def _mounts_for_start(self, config: dict) -> dict:
+    def _mounts_for_start(self, config: ContainerConfig) -> dict[str, Any]:
         """The start request's mounts (runtime.mounts.mount_all), with each host
         path checked again now: a bind source must still be the path checked at
         create, outside every protected path; a volume must still exist."""
         if not config.get("mounts") and not config.get("read_only"):
             return {}
         from .mounts import protected_paths, refuse_protected
-        items, anonymous = [], []
+        items: builtins.list[dict[str, Any]] = []
+        anonymous: builtins.list[str] = []
         for m in config.get("mounts", ()):
             item = {"type": m["type"], "target": m["target"], "read_only": bool(m.get("read_only"))}
             if m["type"] == "volume":
@@ -445,12 +491,14 @@ class Runtime:
             else:
                 item.update(size=m.get("size"), mode=m.get("mode"))
             items.append(item)
-        out = {"mounts": items, "read_only": bool(config.get("read_only"))}
+        out: dict[str, Any] = {"mounts": items, "read_only": bool(config.get("read_only"))}
         if config.get("auto_remove") and anonymous:
             out.update(volumes_root=self.root, anon_volumes=anonymous)   # the shim's --rm
         return out
 
-    def _request_start(self, cid: str, config: dict, while_waiting=None, net=None, on_init=None) -> dict:
+    def _request_start(self, cid: str, config: ContainerConfig, while_waiting: Callable[[], object] | None = None,
+                       net: dict[str, Any] | None = None,
+                       on_init: Callable[[int], object] | None = None) -> dict[str, Any]:
         for layer in config["layers"]:
             if not os.path.isdir(os.path.join(self.root, "layers", layer, "fs")):
                 raise NotFound(f"layer sha256:{layer[:12]} of container {config['name']!r} is missing")
@@ -476,7 +524,7 @@ class Runtime:
                 self._mark_manual_stop(cid, config)
             return self._finish_locked(cid, config)
 
-    def _mark_manual_stop(self, cid: str, config: dict, write: bool = True) -> bool:
+    def _mark_manual_stop(self, cid: str, config: ContainerConfig, write: bool = True) -> bool:
         """A person stopped (or killed, or removes) this run: its restart policy
         must not start it again (runtime/lifecycle.py).  True if config changed."""
         if config.get("restart", "no") == "no":
@@ -488,7 +536,7 @@ class Runtime:
             disk.write_config(self._dir(cid), config)
         return True
 
-    def _stop_locked(self, cid: str, config: dict, state: Container, timeout: float) -> None:
+    def _stop_locked(self, cid: str, config: ContainerConfig, state: Container, timeout: float) -> None:
         pidfd = _pidfd(state.shim_pid)
         # PID 1 of a namespace never gets a signal it has no handler for
         # (the kernel drops it, even from the host): if init does not catch
@@ -518,7 +566,7 @@ class Runtime:
             if config.pop("stopping", None):
                 disk.write_config(self._dir(cid), config)
 
-    def _cgroup_op(self, op, cid: str, *args) -> None:
+    def _cgroup_op(self, op: Callable[..., object], cid: str, *args: object) -> None:
         """A cgroup operation on a container that may be exiting: once its init is
         gone the shim removes the cgroup, and a missing cgroup (ENOENT) or one
         being removed (its files answer ENODEV) then means done."""
@@ -530,7 +578,7 @@ class Runtime:
             if e.code not in (errno.ENOENT, errno.ENODEV):
                 raise
 
-    def _finish_locked(self, cid: str, config: dict) -> Container:
+    def _finish_locked(self, cid: str, config: ContainerConfig) -> Container:
         """After a run has ended under our lock: clear flags, honour --rm."""
         if config.get("paused"):
             config["paused"] = False
@@ -568,7 +616,8 @@ class Runtime:
         return self.start(c.id)
 
     # --------------------------------------------------------- pause/resume
-    def changes(self, stop=None, *, heartbeat: bool = False, engines: bool = False):
+    def changes(self, stop: Callable[[], bool] | None = None, *, heartbeat: bool = False,
+                engines: bool = False) -> Iterator[set[str] | None]:
         """Batches of the ids whose state changed on disk, as they change
         (runtime/changes.py: inotify, not a poll); None after an overflow
         (list everything again).  The first batch is empty and comes as soon
@@ -590,7 +639,7 @@ class Runtime:
             if feed is not None:
                 feed.close()
 
-    def discovery(self):
+    def discovery(self) -> Discovery:
         """This process's runtime.discovery.registry.Discovery over every source."""
         from .discovery.registry import shared
         return shared(self)
@@ -638,9 +687,9 @@ class Runtime:
                     raise Conflict(f"container {config['name']!r} removes itself when it exits (--rm): "
                                    "it cannot have a restart policy")
                 config["restart"] = restart
-                if limits is None:
-                    disk.write_config(self._dir(cid), config)
-                    return self._state(cid, config)
+            if limits is None:                      # (then a restart policy was given)
+                disk.write_config(self._dir(cid), config)
+                return self._state(cid, config)
             if state.status in ("running", "paused"):
                 try:
                     self._cg(config).update(cid, limits)
@@ -657,7 +706,7 @@ class Runtime:
     def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         """volumes: also its anonymous volumes (`rm -v`; always with --rm) that no
         other container names.  Named volumes are never removed with a container."""
-        with self._locked_config(ref, allow_broken=True) as (cid, config):
+        with self._locked_config_or_broken(ref) as (cid, config):
             if config is None:
                 self._remove_broken(cid, ref, force)
                 return
@@ -686,7 +735,7 @@ class Runtime:
                 finally:
                     os.close(fd)
 
-    def _remove_locked(self, cid: str, config: dict, volumes: bool = False) -> None:
+    def _remove_locked(self, cid: str, config: ContainerConfig, volumes: bool = False) -> None:
         self._settle(cid)
         disk.remove(self.containers_dir, self.names_dir, cid,
                     remove_cgroup=lambda cfg: self._cg(cfg).remove(cid))
@@ -752,15 +801,18 @@ class Runtime:
         return c
 
     def list(self, all: bool = True) -> list[Container]:  # noqa: A002 - docker's word
-        """Every container, newest first.  A container whose state no longer
-        depends on a process (created and never started, or exited, with no
-        restart policy or health check) is read again only when one of its
-        state files changed (their inode, mtime and size): at 1,000 such
-        containers a list costs a stat of three files each, not three JSON
-        reads and a Container built again."""
+        """Every container, newest first.  A container is read again only when
+        one of its state files changed (their inode, mtime and size) -- and,
+        if it runs, when its init is no longer the process it was (the start
+        time in /proc/<pid>/stat) -- unless its state depends on more than that
+        (a health check, a restart policy's wait, a stop under way): at 1,000
+        containers a list costs three stats each (and a read of init's stat if
+        it runs), not three JSON reads, seven namespace links and a Container
+        built again.  A kept container is the same object as last time, so a
+        caller can tell "unchanged" by identity."""
         out = []
-        cache = getattr(self, "_list_cache", {})
-        kept: dict[str, tuple] = {}
+        cache: dict[str, _Cached] = getattr(self, "_list_cache", {})
+        kept: dict[str, _Cached] = {}
         for cid in os.listdir(self.containers_dir):
             if not _ID_RE.match(cid):
                 continue
@@ -771,18 +823,19 @@ class Runtime:
         out.sort(key=lambda c: c.created_at, reverse=True)
         return out
 
-    def _read_state_cached(self, cid: str, cache: dict, kept: dict) -> Container | None:
+    def _read_state_cached(self, cid: str, cache: dict[str, _Cached], kept: dict[str, _Cached]) -> Container | None:
         cdir = self._dir(cid)
-        key = []
+        stats: builtins.list[tuple[int, int, int] | None] = []
         for f in (disk.CONFIG, disk.RUN, disk.EXIT):
             try:
                 st = os.stat(os.path.join(cdir, f))
-                key.append((st.st_ino, st.st_mtime_ns, st.st_size))
+                stats.append((st.st_ino, st.st_mtime_ns, st.st_size))
             except OSError:
-                key.append(None)
-        key = tuple(key)
+                stats.append(None)
+        key = tuple(stats)
         hit = cache.get(cid)
-        if hit is not None and hit[0] == key:
+        if hit is not None and hit[0] == key and (
+                hit[2] is None or pidinfo.process_start_time(hit[2][0]) == hit[2][1]):
             kept[cid] = hit
             return hit[1]
         try:
@@ -792,16 +845,21 @@ class Runtime:
         if config is None:
             return None
         c = self._state(cid, config)
-        if key[0] is not None and _settled(c, config):
-            kept[cid] = (key, c)
+        if key[0] is not None:
+            if _settled(c, config):
+                kept[cid] = (key, c, None)
+            elif _steady(c) and c.pid:
+                start = pidinfo.process_start_time(c.pid)
+                if start is not None and start == disk.read_run(cdir).get("pid_start"):
+                    kept[cid] = (key, c, (c.pid, start))
         return c
 
-    def oom_counts(self, ref: str):
+    def oom_counts(self, ref: str) -> OomCounts:
         """A running container's OOM counters now (runtime.oom.OomCounts)."""
         from .oomfeed import container_counts
         return container_counts(self, ref)
 
-    def oom_scope(self) -> dict:
+    def oom_scope(self) -> Mapping[str, Any]:
         """The cgroup parent, its memory directory and the memory hierarchy's root."""
         from .oomfeed import memory_scope
         return memory_scope(self)
@@ -829,12 +887,13 @@ class Runtime:
             upperdir=f"{cdir}/upper", workdir_overlay=f"{cdir}/work",
             log_path=f"{cdir}/container.log")
 
-    def _state(self, cid: str, config: dict) -> Container:
+    def _state(self, cid: str, config: ContainerConfig) -> Container:
         cdir = self._dir(cid)
         run = disk.read_run(cdir)
         ended = disk.read_exit(cdir)
         gen = config.get("generation", 0)
-        status, pid, shim_pid, namespaces = "created", None, None, {}
+        status, pid, shim_pid = "created", None, None
+        namespaces: dict[str, int] = {}
         exit_code = finished_at = error = None
         oom, oom_kills = False, 0
         if run.get("generation") == gen and gen > 0 and ended.get("generation") != gen:
@@ -857,10 +916,14 @@ class Runtime:
             finished_at, error = ended.get("finished_at"), ended.get("error")
         elif gen > 0 and run.get("generation") != gen:
             # asked to start, no run record yet: a start still under way (it holds
-            # the lock) reads as created; one that died on the way says so
-            with locked(os.path.join(cdir, "lock"), blocking=False) as free:
-                if free:
-                    error = "the last start did not complete"
+            # the lock) reads as created; one that died on the way says so.  Never
+            # made here: a read racing a removal's rmtree would leave the directory.
+            try:
+                with locked(os.path.join(cdir, disk.LOCK), blocking=False, create=False) as free:
+                    if free:
+                        error = "the last start did not complete"
+            except FileNotFoundError:
+                pass                               # being removed (a start makes it first)
         limits = Limits(**config["limits"])
         stopping = config.get("stopping")
         if stopping and (stopping.get("generation") != gen or status not in ("running", "paused")
@@ -891,7 +954,7 @@ class Runtime:
             ports=tuple(config.get("ports", ())),
             restart_policy=policy, restart_history=tuple(config.get("restart_history", ())),
             healthcheck=check, health=health,
-            stopping=stopping and {"since": stopping["since"], "timeout": stopping["timeout"]},
+            stopping={"since": stopping["since"], "timeout": stopping["timeout"]} if stopping else None,
             restarting=restarting,
             mounts=tuple(Mount(**m) for m in config.get("mounts", ())), read_only=bool(config.get("read_only")),
         )
@@ -922,8 +985,8 @@ class Runtime:
                 if fd is not None:
                     os.close(fd)
 
-    def log_records(self, ref: str, *, tail: int | None = None, since=None, follow: bool = False,
-                    on_wait=None):
+    def log_records(self, ref: str, *, tail: int | None = None, since: str | float | bytes | None = None,
+                    follow: bool = False, on_wait: Callable[[], object] | None = None) -> Iterator[Record]:
         """The container's log records (runtime.logs.Record), oldest first, in
         bounded memory whatever the log's size.
 
@@ -935,8 +998,9 @@ class Runtime:
         from . import logs
         return self._read_log(logs.read, ref, tail, since, follow, on_wait)
 
-    def log_output(self, ref: str, *, tail: int | None = None, since=None, follow: bool = False,
-                   timestamps: bool = False, attach: bool = False, on_wait=None):
+    def log_output(self, ref: str, *, tail: int | None = None, since: str | float | bytes | None = None,
+                   follow: bool = False, timestamps: bool = False, attach: bool | IO[bytes] = False,
+                   on_wait: Callable[[], object] | None = None) -> Generator[tuple[str, bytes], None, None]:
         """What to print of the log, as (stream, bytes): each line's content
         (with its time first if timestamps), stdout's and stderr's apart.  The
         arguments are log_records'; this is the fast way to read a lot.
@@ -947,14 +1011,16 @@ class Runtime:
         return self._read_log(logs.read_output, ref, tail, since, follow, on_wait, timestamps=timestamps,
                               attach=attach)
 
-    def hold_log(self, ref: str):
+    def hold_log(self, ref: str) -> IO[bytes] | None:
         """The container's live log file, held so rotation cannot drop it,
         for log_output(attach=...) once the container has started (None if
         it has no log yet).  Close it if it is not handed over."""
         from . import logs
         return logs.hold(self.inspect(ref).log_path)
 
-    def _read_log(self, reader, ref, tail, since, follow, on_wait, **kw):
+    def _read_log(self, reader: Callable[..., Iterator[_T]], ref: str, tail: int | None,
+                  since: str | float | bytes | None, follow: bool, on_wait: Callable[[], object] | None,
+                  **kw: object) -> Generator[_T, None, None]:
         from . import logs
         c = self.inspect(ref)
         if since is not None and not isinstance(since, bytes):
@@ -973,8 +1039,8 @@ class Runtime:
             if pidfd is not None:
                 os.close(pidfd)
 
-    def logs(self, ref: str, tail: int | None = None, *, since=None, timestamps: bool = False,
-             max_bytes: int | None = None) -> bytes:
+    def logs(self, ref: str, tail: int | None = None, *, since: str | float | bytes | None = None,
+             timestamps: bool = False, max_bytes: int | None = None) -> bytes:
         """The log's content, stdout's and stderr's together in the order the
         shim read them (see log_records); with max_bytes, only its last max_bytes."""
         out = bytearray()
@@ -984,14 +1050,15 @@ class Runtime:
                 del out[:-max_bytes]
         return bytes(out[-max_bytes:] if max_bytes is not None else out)
 
-    def follow_logs(self, ref: str, from_start: bool = True):
+    def follow_logs(self, ref: str, from_start: bool = True) -> Iterator[bytes]:
         """Yield log content as it is written until the container stops."""
         for _, data in self.log_output(ref, tail=None if from_start else 0, follow=True):
             yield data
 
     # ------------------------------------------------------------------ exec
-    def exec(self, ref: str, argv: list[str], *, env=(), tty: bool = False, interactive: bool = False,
-             workdir: str | None = None, size: bytes | None = None, hand_off=None) -> int:
+    def exec(self, ref: str, argv: builtins.list[str], *, env: Iterable[str] = (), tty: bool = False,
+             interactive: bool = False, workdir: str | None = None, size: bytes | None = None,
+             hand_off: HandOff | None = None) -> int:
         """Run argv inside a running container; returns its exit code.
 
         The process joins the container's cgroup and namespaces, gets its
@@ -1009,16 +1076,17 @@ class Runtime:
         if not argv:
             raise InvalidArgument("exec needs a command")
         asked = make_spec(image="x", cmd=argv, env=env, workdir=workdir)   # NUL, bad keys, '..'
-        env = _merge_env(c.env, asked.env, c.hostname)
+        merged = _merge_env(c.env, asked.env, c.hostname)
         run = disk.read_run(self._dir(c.id))
         pid_start = run.get("pid_start") if run.get("pid") == c.pid else None
         setting = self._config(c.id).get("seccomp")
         program = seccomp.read_program(seccomp.program_path(self.root, setting))
-        return exec_in(self, c, list(asked.cmd), list(env), pid_start=pid_start, tty=tty,
+        return exec_in(self, c, list(asked.cmd), list(merged), pid_start=pid_start, tty=tty,
                        interactive=interactive, workdir=asked.workdir or c.workdir, seccomp=program,
                        no_new_privs=seccomp.no_new_privs(setting), size=size, hand_off=hand_off)
 
-    def terminal(self, ref: str, *, shell: str = "auto", rows: int = 24, cols: int = 80, on_end=None):
+    def terminal(self, ref: str, *, shell: str = "auto", rows: int = 24, cols: int = 80,
+                 on_end: Callable[..., object] | None = None) -> Terminal:
         """A shell on a terminal in running container ref, for a caller with
         threads (the web tier, the agent): a runtime.terminal.Terminal (the
         pty master, and the process's exit code when it ends).  shell: one of
@@ -1026,7 +1094,7 @@ class Runtime:
         from .terminal import open_terminal
         return open_terminal(self, ref, shell=shell, rows=rows, cols=cols, on_end=on_end)
 
-    def audit_recent(self, limit: int = 500, others_only: bool = False) -> list[dict]:
+    def audit_recent(self, limit: int = 500, others_only: bool = False) -> builtins.list[dict[str, Any]]:
         """The newest records of ROOT/audit.log, newest first (runtime.audit.recent)."""
         from . import audit
         return audit.recent(audit.path_of(self.root), limit, others_only=others_only)
@@ -1034,19 +1102,19 @@ class Runtime:
     # --- the host, as the dashboard's host pages show it.  Read-only, but
     # root's: every process's /proc/<pid>/ns links, and cmdlines, cgroups of
     # processes that are not ours (the agent serves these to the web tier).
-    def host_namespaces(self) -> list:
+    def host_namespaces(self) -> builtins.list[NamespaceInfo]:
         """Every namespace with a process in it (runtime.procs.namespaces, like
         lsns), each marked with the id of the container that unshared it."""
         from . import procs
         owned = {c.id: c.namespaces for c in self.list(all=True) if c.namespaces}
         return procs.namespaces(owners=procs.namespace_owners(owned))
 
-    def host_processes(self) -> list:
+    def host_processes(self) -> builtins.list[ProcessNode]:
         """The host PID namespace as a forest of runtime.procs.ProcessNode (pstree -p)."""
         from . import procs
         return procs.host_tree()
 
-    def host_cgroups(self) -> list:
+    def host_cgroups(self) -> builtins.list[Hierarchy]:
         """Every cgroup of the walked hierarchies with its figures, as
         runtime.cgroups.tree.Hierarchy records (systemd-cgtop's view)."""
         from .cgroups import detect, tree
@@ -1070,7 +1138,7 @@ class Runtime:
     # writes and gc hold ROOT/images.lock, so a gc never sees a committed
     # layer before its image record.
 
-    def diff(self, ref: str, implicit: bool = True, limit: int | None = None):
+    def diff(self, ref: str, implicit: bool = True, limit: int | None = None) -> Changes:
         """The container's changes against its image: overlay.Changes (a list of
         overlay.Change, sorted by path; .truncated past limit, overlay.DIFF_LIMIT)."""
         from . import overlay
@@ -1078,13 +1146,13 @@ class Runtime:
         return overlay.diff(c.upperdir, c.layers, implicit=implicit,
                             limit=overlay.DIFF_LIMIT if limit is None else limit)
 
-    def layer_of(self, ref: str, path: str):
+    def layer_of(self, ref: str, path: str) -> Origin:
         """overlay.Origin of `path` in the container's view: "upper", a layer index, or None."""
         from . import overlay
         c = self.inspect(ref)
         return overlay.layer_of(path, c.upperdir, c.layers)
 
-    def mount_info(self, ref: str) -> dict:
+    def mount_info(self, ref: str) -> Mapping[str, Any]:
         """The overlay mount as the container's /proc/<pid>/mountinfo reports it."""
         from . import overlay
         c = self.inspect(ref)
@@ -1093,13 +1161,13 @@ class Runtime:
                            "while it runs")
         return overlay.mount_info(c.pid, lower_base=os.path.join(self.root, "layers"))
 
-    def upper_size(self, ref: str):
+    def upper_size(self, ref: str) -> UpperSize:
         """overlay.UpperSize (bytes, files) of the container's writable layer."""
         from . import overlay
         return overlay.upper_size(self.inspect(ref).upperdir)
 
     def commit(self, ref: str, image_name: str, message: str = "", pause: bool = True,
-               replace: bool = True):
+               replace: bool = True) -> Image:
         """Make the container's writable layer the top layer of a new image `image_name`.
 
         A running container is paused while its layer is packed (as Docker
@@ -1154,7 +1222,7 @@ class Runtime:
                                                healthcheck=_healthcheck_of(c.healthcheck)),
                                    history=[*self._history_of(config), created_by])
 
-    def _history_of(self, config: dict) -> list[str]:
+    def _history_of(self, config: ContainerConfig) -> builtins.list[str]:
         """How each layer of a container's image was made, bottom first."""
         digests = [f"sha256:{d}" for d in config["layers"]]
         try:
@@ -1165,7 +1233,7 @@ class Runtime:
             pass
         return [self.images.layer(d).created_by for d in digests]
 
-    def image_users(self, name: str) -> list[Container]:
+    def image_users(self, name: str) -> builtins.list[Container]:
         """Containers that use image `name`: made from that name, or running its very
         layers when no other image name has them (removing it would orphan them)."""
         image = self.images.get(name)
@@ -1179,10 +1247,10 @@ class Runtime:
                 users.append(c)
         return users
 
-    def _refuse_taken(self, names) -> None:
+    def _refuse_taken(self, names: Iterable[str]) -> None:
         """Conflict if one of `names` already names an image, saying which
         containers use it: for callers that must not move a name silently."""
-        taken = []
+        taken: builtins.list[str] = []
         for name in dict.fromkeys(names):
             try:
                 image = self.images.get(name)
@@ -1217,10 +1285,10 @@ class Runtime:
                                    "remove the container first, or use force")
             self.images.remove_image(image.name)
 
-    def image_gc(self) -> list[str]:
+    def image_gc(self) -> builtins.list[str]:
         """Remove the layers no image and no container uses; returns their digests."""
         with locked(os.path.join(self.root, "images.lock")):
-            used = set()
+            used: set[str] = set()
             for cid in os.listdir(self.containers_dir):
                 if _ID_RE.match(cid):
                     try:
@@ -1235,8 +1303,8 @@ class Runtime:
             distribution.sweep(self.root)        # blobs of pulls given up on a day ago
             return self.images.gc(used)
 
-    def load_image(self, src, name: str | None = None, *, label: str | None = None,
-                   replace: bool = True):
+    def load_image(self, src: str | IO[bytes], name: str | None = None, *, label: str | None = None,
+                   replace: bool = True) -> builtins.list[Image]:
         """Import the images of a docker save archive or OCI layout (importers.load):
         a path, or an open binary file of a tar that messages call `label`.
         replace=False: Conflict, before anything is unpacked, if a name the
@@ -1245,47 +1313,53 @@ class Runtime:
         return importers.load(self.images, src, name=name, label=label,
                               check_names=None if replace else self._refuse_taken)
 
-    def pull_image(self, ref: str, *, platform: str | None = None, insecure: bool = False, progress=None):
+    def pull_image(self, ref: str, *, platform: str | None = None, insecure: bool = False,
+                   progress: Callable[[Mapping[str, object]], object] | None = None) -> Image:
         """Pull an image from its registry (images.distribution.pull): the Image."""
         from .images import distribution
-        return distribution.pull(self.images, ref, platform=platform, insecure=insecure, progress=progress)
+        image: Image = distribution.pull(self.images, ref, platform=platform, insecure=insecure, progress=progress)
+        return image
 
-    def push_image(self, ref: str, *, insecure: bool = False, progress=None) -> str:
+    def push_image(self, ref: str, *, insecure: bool = False,
+                   progress: Callable[[Mapping[str, object]], object] | None = None) -> str:
         """Push the image `ref` names to its registry; the manifest digest."""
         from .images import distribution
         return distribution.push(self.images, ref, insecure=insecure, progress=progress)
 
-    def registry_logins(self) -> list[dict]:
+    def registry_logins(self) -> Sequence[Mapping[str, Any]]:
         """[{"server", "username"}] of the kept registry credentials (no passwords)."""
         from .images import distribution
         return distribution.logins(self.root)
 
-    def registry_login(self, server: str, username: str, password: str, insecure: bool = False) -> str:
+    def registry_login(self, server: str | None, username: str, password: str, insecure: bool = False) -> str:
         """Check the credentials with the registry and keep them (ROOT/registry-auth.json, 0600)."""
         from .images import distribution
         return distribution.login(self.root, server, username, password, insecure=insecure)
 
-    def registry_logout(self, server: str) -> bool:
+    def registry_logout(self, server: str | None) -> bool:
         from .images import distribution
         return distribution.logout(self.root, server)
 
-    def tag_image(self, source: str, target: str):
+    def tag_image(self, source: str, target: str) -> Image:
         """Point the name `target` at the image `source` (`docker tag`)."""
-        return self.images.tag(source, target)
+        image: Image = self.images.tag(source, target)
+        return image
 
-    def save_image(self, name: str, out) -> str:
+    def save_image(self, name: str, out: BinaryIO) -> str:
         """Write image `name` as an OCI layout tar to the binary file `out`; the manifest digest."""
         from .images import importers
         return importers.save_to(self.images, name, out)
 
 
-class _LockedConfig:
-    def __init__(self, rt: Runtime, cid: str, ref: str, allow_broken: bool = False):
-        self.rt, self.cid, self.ref, self.allow_broken = rt, cid, ref, allow_broken
-        self._cm = None
+class _LockedConfigOrBroken:
+    """Runtime._locked_config_or_broken: the container's lock held, (id, config)
+    with config None for a broken container."""
 
-    def __enter__(self):
-        self._cm = self.rt._lock(self.cid)
+    def __init__(self, rt: Runtime, cid: str, ref: str):
+        self.rt, self.cid, self.ref = rt, cid, ref
+        self._cm = rt._lock(cid)                 # the flock is taken on __enter__
+
+    def __enter__(self) -> tuple[str, ContainerConfig | None]:
         try:
             self._cm.__enter__()
         except FileNotFoundError:
@@ -1293,7 +1367,7 @@ class _LockedConfig:
         try:
             config = disk.read_config(self.rt._dir(self.cid))
         except disk.Unreadable as e:
-            if self.allow_broken:
+            if self._broken_ok():
                 return self.cid, None
             self._cm.__exit__(None, None, None)
             raise Conflict(f"container {self.ref!r} is broken ({e}): remove it with rm -f") from None
@@ -1302,8 +1376,23 @@ class _LockedConfig:
             raise NotFound(f"container {self.ref!r} not found")
         return self.cid, config
 
-    def __exit__(self, *exc):
+    def _broken_ok(self) -> bool:
+        return True
+
+    def __exit__(self, *exc: Any) -> bool | None:
         return self._cm.__exit__(*exc)
+
+
+class _LockedConfig(_LockedConfigOrBroken):
+    """Runtime._locked_config: a broken container is a Conflict."""
+
+    def __enter__(self) -> tuple[str, ContainerConfig]:
+        cid, config = super().__enter__()
+        assert config is not None               # _broken_ok() is false: never None here
+        return cid, config
+
+    def _broken_ok(self) -> bool:
+        return False
 
 
 # ----------------------------------------------------------------- helpers
@@ -1339,7 +1428,7 @@ def _catches(pid: int | None, sig: int) -> bool:
     return pid is None or pidinfo.catches_signal(pid, sig) is not False
 
 
-def parse_signal(sig) -> int:
+def parse_signal(sig: int | str) -> int:
     if isinstance(sig, int) and not isinstance(sig, bool):
         value = sig
     else:
@@ -1356,24 +1445,24 @@ def parse_signal(sig) -> int:
     return value
 
 
-def _lifecycle_config(spec: Spec, image_check=None) -> dict:
+def _add_lifecycle(config: ContainerConfig, spec: Spec, image_check: Healthcheck | None = None) -> None:
     """config.json's restart policy and health check (runtime/lifecycle.py): the
     spec's check, else the image's; none when neither is set."""
-    out = {}
     if spec.restart != "no":
-        out["restart"] = spec.restart
+        config["restart"] = spec.restart
     check = spec.healthcheck if spec.healthcheck is not None else image_check
     if check is not None:
-        out["healthcheck"] = check._asdict() | {"test": list(check.test)}
-    return out
+        config["healthcheck"] = {"test": list(check.test), "interval": check.interval, "timeout": check.timeout,
+                                 "retries": check.retries, "start_period": check.start_period}
 
 
-def _healthcheck_of(d: dict | None):
+def _healthcheck_of(d: HealthcheckDict | None) -> Healthcheck | None:
     """A container's health check (a dict, as inspect shows it) as a Healthcheck, for commit."""
     if d is None:
         return None
     from .model import Healthcheck
-    return Healthcheck(**{**d, "test": tuple(d["test"])})
+    fields: dict[str, Any] = {**d, "test": tuple(d["test"])}
+    return Healthcheck(**fields)
 
 
 def _unlink(path: str) -> None:
@@ -1383,7 +1472,7 @@ def _unlink(path: str) -> None:
         pass
 
 
-def _merge_env(base, extra, hostname: str) -> tuple[str, ...]:
+def _merge_env(base: Iterable[str], extra: Iterable[str], hostname: str) -> tuple[str, ...]:
     env: dict[str, str] = {}
     for item in (*base, f"HOSTNAME={hostname}", *extra):
         k, _, v = item.partition("=")
@@ -1397,7 +1486,7 @@ _ADJ = ("brave", "calm", "eager", "fond", "keen", "merry", "quiet", "swift", "ti
 _NOUN = ("ant", "bee", "fern", "moss", "newt", "snail", "toad", "wren", "yew", "vole")
 
 
-def _settled(c: Container, config: dict) -> bool:
+def _settled(c: Container, config: ContainerConfig) -> bool:
     """Whether c's state follows from its files alone, with no process to
     look at (Runtime.list may keep it until a file changes): created and never
     asked to start, or exited, with no restart policy or health check (a
@@ -1405,6 +1494,14 @@ def _settled(c: Container, config: dict) -> bool:
     if c.restart_policy != "no" or c.healthcheck:
         return False
     return c.status == "exited" or (c.status == "created" and not config.get("generation") and not c.error)
+
+
+def _steady(c: Container) -> bool:
+    """Whether a running (or paused) c's state follows from its files and its
+    init being alive: init alive (its namespaces read), no health check, no
+    stop under way.  (A restart policy matters only once it has exited.)"""
+    return (c.status in ("running", "paused") and bool(c.pid) and bool(c.namespaces)
+            and not c.healthcheck and c.stopping is None)
 
 
 def _random_name(cid: str) -> str:

@@ -29,6 +29,53 @@ from .errors import KernelError, TerrariumError
 from .fsutil import fsync_dir, locked, read_json, write_json
 from .model import Limits
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+    from typing import Any, NotRequired, TypedDict, TypeGuard
+    from .cgroups.base import CgroupDriver
+    from .model import HealthcheckDict, RestartRecord
+
+    class StopRecord(TypedDict):
+        """config "stopping": a stop waits for SIGTERM to work (runtime/containers.py)."""
+        generation: int
+        since: float
+        timeout: float
+
+    class ContainerConfig(TypedDict):
+        """config.json.  The first fields are what create() always writes and
+        read_config checks (_CONFIG_FIELDS); the rest came later, or are set
+        by a verb, so an older container's config may lack them."""
+        id: str
+        name: str
+        image: str
+        cmd: list[str]
+        env: list[str]
+        hostname: str
+        workdir: str
+        limits: dict[str, Any]              # Limits._asdict()
+        created_at: float
+        layers: list[str]                   # digests' hex, bottom first
+        generation: int                     # runs asked for; run.json and exit.json carry theirs
+        auto_remove: NotRequired[bool]
+        paused: NotRequired[bool]
+        seccomp: NotRequired[Mapping[str, Any] | None]  # runtime.seccomp's setting
+        cgroup_parent: NotRequired[str]
+        log: NotRequired[dict[str, Any]]    # LogConfig._asdict()
+        network: NotRequired[str]
+        address: NotRequired[str]
+        ports: NotRequired[list[str]]
+        mounts: NotRequired[list[dict[str, Any]]]   # Mount._asdict() each
+        read_only: NotRequired[bool]
+        # runtime/lifecycle.py
+        restart: NotRequired[str]
+        healthcheck: NotRequired[HealthcheckDict]
+        manual_stop: NotRequired[int]       # the generation a person stopped
+        policy_restarts: NotRequired[int]
+        backoff: NotRequired[float]
+        restart_history: NotRequired[list[RestartRecord]]
+        stopping: NotRequired[StopRecord]
+
 CONFIG, RUN, EXIT, LOCK = "config.json", "run.json", "exit.json", "lock"
 NAMES_LOCK = ".lock"
 ID_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -36,9 +83,9 @@ _TMP_RE = re.compile(r"\.tmp\d+$")            # fsutil.write_json's (and the shi
 STALE_SECONDS = 60.0                           # older than this, a half-made thing is a leftover
 
 # What create() writes; a config without these (or of other types) is broken.
-_CONFIG_FIELDS = {"id": str, "name": str, "image": str, "cmd": list, "env": list, "hostname": str,
-                  "workdir": str, "limits": dict, "created_at": (int, float), "layers": list,
-                  "generation": int}
+_CONFIG_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": str, "name": str, "image": str, "cmd": list, "env": list, "hostname": str, "workdir": str,
+    "limits": dict, "created_at": (int, float), "layers": list, "generation": int}
 
 
 class Unreadable(TerrariumError):
@@ -47,7 +94,7 @@ class Unreadable(TerrariumError):
 
 # ------------------------------------------------------------------ records
 
-def read_config(cdir: str) -> dict | None:
+def read_config(cdir: str) -> ContainerConfig | None:
     """The container's config; None if it has none (never made, or removed).
 
     Unreadable if config.json exists but is not a config (torn, empty,
@@ -64,17 +111,25 @@ def read_config(cdir: str) -> dict | None:
         config = json.loads(data)
     except ValueError:
         raise Unreadable(f"config.json is not valid JSON ({len(data)} bytes)") from None
-    if not isinstance(config, dict):
+    if not _is_config(config):
         raise Unreadable("config.json is not a JSON object")
+    return config
+
+
+def _is_config(config: object) -> TypeGuard[ContainerConfig]:
+    """Whether config is a JSON object; Unreadable if it is one without the
+    shape create() writes."""
+    if not isinstance(config, dict):
+        return False
     for key, kind in _CONFIG_FIELDS.items():
         if not isinstance(config.get(key), kind):
             raise Unreadable(f"config.json has no valid {key!r}")
     if set(config["limits"]) - set(Limits._fields) or not all(isinstance(d, str) for d in config["layers"]):
         raise Unreadable("config.json has invalid limits or layers")
-    return config
+    return True
 
 
-def write_config(cdir: str, config: dict, new: bool = False) -> None:
+def write_config(cdir: str, config: ContainerConfig, new: bool = False) -> None:
     """Replace config.json atomically and durably: its data is on disk before
     the rename, so a power cut never leaves it torn.  The directory is synced
     only for a new one (create): a rewrite (pause, update) then survives as
@@ -89,7 +144,7 @@ class DeferredSync:
     on the other core instead of before the request.  A power cut in that
     window can at worst tear the file, which then reads as broken, not gone."""
 
-    def __init__(self, cdir: str, config: dict):
+    def __init__(self, cdir: str, config: ContainerConfig):
         self.path = os.path.join(cdir, CONFIG)
         write_json(self.path, config)
         self.done = False
@@ -105,13 +160,13 @@ class DeferredSync:
             os.close(fd)
 
 
-def read_run(cdir: str) -> dict:
+def read_run(cdir: str) -> dict[str, Any]:
     """run.json, or {} (none yet, or torn: reads as a start that did not complete)."""
     run = read_json(os.path.join(cdir, RUN))
     return run if isinstance(run, dict) else {}
 
 
-def read_exit(cdir: str) -> dict:
+def read_exit(cdir: str) -> dict[str, Any]:
     """exit.json, or {} (none yet, or torn: reads as a shim that died)."""
     ended = read_json(os.path.join(cdir, EXIT))
     return ended if isinstance(ended, dict) else {}
@@ -124,7 +179,7 @@ def has_config(cdir: str) -> bool:
 
 def names_of(names_dir: str, cid: str) -> list[str]:
     """The names that point at cid (for a broken container, whose config cannot tell)."""
-    out = []
+    out: list[str] = []
     try:
         entries = os.listdir(names_dir)
     except FileNotFoundError:
@@ -140,12 +195,14 @@ def names_of(names_dir: str, cid: str) -> list[str]:
 
 # ------------------------------------------------------------------ create/remove
 
-def register(containers_dir: str, names_dir: str, cid: str, config: dict, subdirs=()) -> None:
+def register(containers_dir: str, names_dir: str, cid: str, config: ContainerConfig,
+             subdirs: Iterable[str] = ()) -> None:
     """Make the container's directory, durable config and name; the caller holds
     the names lock and has checked the name is free.  A crash part way leaves a
     directory without config.json, which sweep() removes."""
     cdir = os.path.join(containers_dir, cid)
     os.makedirs(cdir, mode=0o700)
+    os.close(os.open(os.path.join(cdir, LOCK), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
     for sub in subdirs:
         os.mkdir(os.path.join(cdir, sub), 0o755)
     write_config(cdir, config, new=True)
@@ -154,7 +211,8 @@ def register(containers_dir: str, names_dir: str, cid: str, config: dict, subdir
     fsync_dir(names_dir)
 
 
-def remove(containers_dir: str, names_dir: str, cid: str, remove_cgroup=None) -> bool:
+def remove(containers_dir: str, names_dir: str, cid: str,
+           remove_cgroup: Callable[[Mapping[str, Any]], object] | None = None) -> bool:
     """Remove container cid: free its name and drop its config under the names
     lock (whoever queued on the container's lock then sees it gone), then
     remove_cgroup(config) if given, then the directory.  False if it was gone.
@@ -163,6 +221,7 @@ def remove(containers_dir: str, names_dir: str, cid: str, remove_cgroup=None) ->
     (its names are found by where they point)."""
     cdir = os.path.join(containers_dir, cid)
     with locked(os.path.join(containers_dir, NAMES_LOCK)):
+        config: Mapping[str, Any] | None
         try:
             config = read_config(cdir)
         except Unreadable:
@@ -186,7 +245,7 @@ def remove(containers_dir: str, names_dir: str, cid: str, remove_cgroup=None) ->
 
 # ------------------------------------------------------------------ sweep
 
-def sweep(containers_dir: str, cgroups=None, *, min_age: float = STALE_SECONDS) -> list[str]:
+def sweep(containers_dir: str, cgroups: CgroupDriver | None = None, *, min_age: float = STALE_SECONDS) -> list[str]:
     """Remove what a crash left: container directories without config.json
     (a create or remove cut short), write_json temp files, and under the
     cgroup driver's parent, spare shims' cgroups whose shim is gone and
@@ -225,7 +284,7 @@ def _older(path: str, now: float, min_age: float) -> bool:
 
 
 def _sweep_tmp(cdir: str, now: float, min_age: float) -> list[str]:
-    out = []
+    out: list[str] = []
     try:
         names = [n for n in os.listdir(cdir) if _TMP_RE.search(n)]
     except OSError:
@@ -241,14 +300,14 @@ def _sweep_tmp(cdir: str, now: float, min_age: float) -> list[str]:
     return out
 
 
-def _sweep_cgroups(containers_dir: str, drv, now: float, min_age: float) -> list[str]:
-    names = set()
+def _sweep_cgroups(containers_dir: str, drv: CgroupDriver, now: float, min_age: float) -> list[str]:
+    names: set[str] = set()
     for d in set(drv.parent_paths().values()):
         try:
             names.update(n for n in os.listdir(d) if os.path.isdir(os.path.join(d, n)))
         except FileNotFoundError:
             continue
-    out = []
+    out: list[str] = []
     for name in sorted(names):
         if name.startswith("spare-") and name[6:].isdigit():
             orphan = not _is_spare_shim(int(name[6:]))
