@@ -19,6 +19,16 @@ import threading
 
 from .errors import InvalidArgument
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import IO, Any, BinaryIO, TypeVar
+    from .containers import Runtime
+    from .model import Container, Image, Limits, Spec
+
+    _T = TypeVar("_T")
+    AuditRecord = dict[str, Any]      # see the module's docstring
+
 AUDIT_MAX_SIZE = 10 << 20       # bytes of audit.log before it is rotated
 AUDIT_MAX_FILE = 5              # files kept, audit.log and audit.log.1 .. .4
 RECENT_MAX = 2000               # records `recent` returns at most
@@ -32,7 +42,7 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def change(before: dict, after: dict) -> dict:
+def change(before: Mapping[str, object], after: Mapping[str, object]) -> dict[str, list[object]]:
     """{field: [before, after]} for the fields whose value differs."""
     return {k: [before.get(k), after.get(k)] for k in sorted(set(before) | set(after))
             if before.get(k) != after.get(k)}
@@ -62,7 +72,7 @@ class AuditLog:
                                   "TERRARIUM_AUDIT_LOG_MAX_SIZE at least 4k, _MAX_FILE 1 to 100")
         return cls(path, max_size, int(count))
 
-    def write(self, record: dict) -> None:
+    def write(self, record: AuditRecord) -> None:
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         with self._lock:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -88,13 +98,13 @@ class AuditLog:
                 pass
 
 
-def recent(path: str, limit: int = 500, *, others_only: bool = False) -> list[dict]:
+def recent(path: str, limit: int = 500, *, others_only: bool = False) -> list[AuditRecord]:
     """The newest `limit` records, newest first, from audit.log and its rotated
     files.  others_only: only those of clients other than the dashboard (users
     "cli:<uid>" or "uid:<uid>"), which the dashboard's own table lacks.  A
     line that is not a JSON object (a torn write) is skipped."""
     limit = max(0, min(limit, RECENT_MAX))
-    out: list[dict] = []
+    out: list[AuditRecord] = []
     n = 0
     while len(out) < limit:
         name = path if n == 0 else f"{path}.{n}"
@@ -131,17 +141,18 @@ class Audited:
     so `terrarium stop web` typed as root is in the log like a click is.
     Everything else is the Runtime's own (attribute access passes through)."""
 
-    def __init__(self, rt, user: str, log: AuditLog | None = None):
+    def __init__(self, rt: Runtime, user: str, log: AuditLog | None = None):
         self._rt, self._user = rt, user
         self._log = log if log is not None else AuditLog.from_env(path_of(rt.root))
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._rt, name)
 
-    def _do(self, verb: str, target: str, call, *, before: dict | None = None, after=None,
-            extra=None):
+    def _do(self, verb: str, target: str, call: Callable[[], _T], *, before: Mapping[str, object] | None = None,
+            after: Callable[[_T], Mapping[str, object]] | None = None,
+            extra: Callable[[_T], Mapping[str, object]] | None = None) -> _T:
         from .errors import TerrariumError
-        record = {"time": now(), "user": self._user, "peer_uid": os.getuid(), "peer_pid": os.getpid(),
+        record: AuditRecord = {"time": now(), "user": self._user, "peer_uid": os.getuid(), "peer_pid": os.getpid(),
                   "verb": verb, "target": target}
         try:
             result = call()
@@ -159,7 +170,7 @@ class Audited:
         self._write(record)
         return result
 
-    def _write(self, record: dict) -> None:
+    def _write(self, record: AuditRecord) -> None:
         try:
             self._log.write(record)
         except OSError as e:
@@ -167,40 +178,40 @@ class Audited:
             print(f"terrarium: warning: could not write the audit log {self._log.path}: {e}",
                   file=sys.stderr)
 
-    def create(self, spec, allow_host_network: bool = False, allow_bind_mounts: bool = False):
+    def create(self, spec: Spec, allow_host_network: bool = False, allow_bind_mounts: bool = False) -> Container:
         return self._do("create", spec.name or "",
                         lambda: self._rt.create(spec, allow_host_network, allow_bind_mounts),
                         extra=lambda c: {"target": c.name, "id": c.id})
 
-    def start(self, ref):
+    def start(self, ref: str) -> Container:
         return self._do("start", ref, lambda: self._rt.start(ref))
 
-    def stop(self, ref, timeout=10.0):
+    def stop(self, ref: str, timeout: float = 10.0) -> Container:
         return self._do("stop", ref, lambda: self._rt.stop(ref, timeout))
 
-    def restart(self, ref, timeout=10.0):
+    def restart(self, ref: str, timeout: float = 10.0) -> Container:
         return self._do("restart", ref, lambda: self._rt.restart(ref, timeout))
 
-    def kill(self, ref, sig=9):
+    def kill(self, ref: str, sig: int | str = 9) -> Container:
         return self._do("kill", ref, lambda: self._rt.kill(ref, sig))
 
-    def pause(self, ref):
+    def pause(self, ref: str) -> Container:
         return self._do("pause", ref, lambda: self._rt.pause(ref))
 
-    def resume(self, ref):
+    def resume(self, ref: str) -> Container:
         return self._do("resume", ref, lambda: self._rt.resume(ref))
 
-    def remove(self, ref, force: bool = False, volumes: bool = False):
+    def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         return self._do("remove", ref, lambda: self._rt.remove(ref, force=force, volumes=volumes))
 
     @property
-    def volumes(self):
+    def volumes(self) -> _AuditedVolumes:
         return _AuditedVolumes(self)
 
-    def update(self, ref, limits=None, *, restart=None):
+    def update(self, ref: str, limits: Limits | None = None, *, restart: str | None = None) -> Container:
         from .model import to_dict
 
-        def seen(c):               # the limits, and the restart policy when one is set
+        def seen(c: Container) -> dict[str, Any]:      # the limits, and the restart policy when one is set
             return {**to_dict(c.limits), **({"restart": c.restart_policy} if restart is not None else {})}
         try:
             before = seen(self._rt.inspect(ref))
@@ -209,47 +220,51 @@ class Audited:
         return self._do("update", ref, lambda: self._rt.update(ref, limits, restart=restart), before=before,
                         after=seen)
 
-    def commit(self, ref, image_name, message: str = "", pause: bool = True, replace: bool = True):
+    def commit(self, ref: str, image_name: str, message: str = "", pause: bool = True,
+               replace: bool = True) -> Image:
         return self._do("commit", ref, lambda: self._rt.commit(ref, image_name, message=message, pause=pause,
                                                                replace=replace),
                         extra=lambda image: {"digests": {image.name: image.id}})
 
-    def remove_image(self, name, force: bool = False):
+    def remove_image(self, name: str, force: bool = False) -> None:
         return self._do("rmi", name, lambda: self._rt.remove_image(name, force=force))
 
-    def image_gc(self):
+    def image_gc(self) -> list[str]:
         return self._do("image-gc", "", self._rt.image_gc)
 
-    def load_image(self, src, name=None, *, label=None, replace: bool = True):
+    def load_image(self, src: str | IO[bytes], name: str | None = None, *, label: str | None = None,
+                   replace: bool = True) -> list[Image]:
         return self._do("load", label or name or "", lambda: self._rt.load_image(src, name, label=label,
                                                                                  replace=replace),
                         extra=lambda images: {"images": [i.name for i in images]})
 
-    def save_image(self, name, out):
+    def save_image(self, name: str, out: BinaryIO) -> str:
         return self._do("save", name, lambda: self._rt.save_image(name, out))
 
     # registries (runtime/images/distribution.py): the target is the reference
     # or the registry; a password is never part of a record
-    def pull_image(self, ref, *, platform=None, insecure=False, progress=None):
+    def pull_image(self, ref: str, *, platform: str | None = None, insecure: bool = False,
+                   progress: Callable[[Mapping[str, object]], object] | None = None) -> Image:
         return self._do("pull", ref, lambda: self._rt.pull_image(ref, platform=platform, insecure=insecure,
                                                                  progress=progress),
                         extra=lambda image: {"digests": {image.name: image.id},
                                              **({"moved": [{"name": image.name, "old": image.replaced,
                                                             "new": image.id}]} if image.replaced else {})})
 
-    def push_image(self, ref, *, insecure=False, progress=None):
+    def push_image(self, ref: str, *, insecure: bool = False,
+                   progress: Callable[[Mapping[str, object]], object] | None = None) -> str:
         return self._do("push", ref, lambda: self._rt.push_image(ref, insecure=insecure, progress=progress),
                         extra=lambda digest: {"digest": digest})
 
-    def tag_image(self, source, target):
+    def tag_image(self, source: str, target: str) -> Image:
         return self._do("tag", target, lambda: self._rt.tag_image(source, target),
                         extra=lambda image: {"digests": {image.name: image.id}})
 
-    def registry_login(self, server, username, password, insecure=False):
+    def registry_login(self, server: str | None, username: str, password: str, insecure: bool = False) -> str:
         return self._do("registry-login", server or "", lambda: self._rt.registry_login(
             server, username, password, insecure), extra=lambda _: {"username": username})
 
-    def registry_logout(self, server):
+    def registry_logout(self, server: str | None) -> bool:
         return self._do("registry-logout", server or "", lambda: self._rt.registry_logout(server))
 
 
@@ -259,12 +274,12 @@ class _AuditedVolumes:
     def __init__(self, audited: Audited):
         self._a = audited
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._a._rt.volumes, name)
 
-    def create(self, name=None):
+    def create(self, name: str | None = None) -> Mapping[str, Any]:
         return self._a._do("volume-create", name or "", lambda: self._a._rt.volumes.create(name),
                            extra=lambda v: {"target": v["name"]})
 
-    def remove(self, name):
+    def remove(self, name: str) -> None:
         return self._a._do("volume-remove", name, lambda: self._a._rt.volumes.remove(name))

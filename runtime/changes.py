@@ -61,7 +61,7 @@ class StateWatch:
     def __enter__(self) -> "StateWatch":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     @property
@@ -136,7 +136,7 @@ class KeyFeed:
     """Keys pushed from other threads (an engine's event stream), read by a
     StateWatch beside its inotify events: a pipe wakes its poll."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._lock = threading.Lock()
         self._keys: set[str] | None = set()

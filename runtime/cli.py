@@ -19,11 +19,27 @@ from .errors import ExecFailed, InvalidArgument, TerrariumError
 from .model import Limits
 from . import cli_registry as _cli_registry
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from types import FrameType
+    from typing import IO, NoReturn, TypeAlias
+    from .agent_client import AgentRuntime
+    from .audit import Audited
+    from .containers import Runtime
+    from .model import Container, Image, Spec
+
+    # what a verb drives: the runtime in this process (audited when it changes
+    # something), or the root agent's (TERRARIUM_AGENT=1)
+    CliRuntime: TypeAlias = "Runtime | AgentRuntime | Audited"
+    Subparsers: TypeAlias = "argparse._SubParsersAction[_Parser]"
+    Verb = Callable[[CliRuntime, argparse.Namespace], int]
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse with Docker's answer to a usage mistake: one line, exit 125."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         self.exit(125, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -83,50 +99,50 @@ def _add_lifecycle(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-healthcheck", action="store_true", help="no health check, not even the image's")
 
 
-def _p_run(sub):
+def _p_run(sub: Subparsers) -> None:
     p = sub.add_parser("run", help="create and start a container")
     p.add_argument("-d", "--detach", action="store_true")
     _add_create(p)
 
 
-def _p_create(sub):
+def _p_create(sub: Subparsers) -> None:
     _add_create(sub.add_parser("create", help="create a container"))
 
 
-def _p_start(sub):
+def _p_start(sub: Subparsers) -> None:
     p = sub.add_parser("start", help="start containers")
     p.add_argument("-a", "--attach", action="store_true", help="follow the output and return its exit code")
     p.add_argument("containers", nargs="+")
 
 
-def _p_stop_like(verb):
-    def add(sub):
+def _p_stop_like(verb: str) -> Callable[[Subparsers], None]:
+    def add(sub: Subparsers) -> None:
         p = sub.add_parser(verb, help=f"{verb} containers")
         p.add_argument("-t", "--time", type=_seconds, default=10.0, help="seconds before SIGKILL")
         p.add_argument("containers", nargs="+")
     return add
 
 
-def _p_kill(sub):
+def _p_kill(sub: Subparsers) -> None:
     p = sub.add_parser("kill", help="send a signal (default SIGKILL)")
     p.add_argument("-s", "--signal", default="KILL")
     p.add_argument("containers", nargs="+")
 
 
-def _p_many(verb, text):
-    def add(sub):
+def _p_many(verb: str, text: str) -> Callable[[Subparsers], None]:
+    def add(sub: Subparsers) -> None:
         sub.add_parser(verb, help=text).add_argument("containers", nargs="+")
     return add
 
 
-def _p_rm(sub):
+def _p_rm(sub: Subparsers) -> None:
     p = sub.add_parser("rm", help="remove containers")
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("-v", "--volumes", action="store_true", help="also remove its anonymous volumes")
     p.add_argument("containers", nargs="+")
 
 
-def _p_ps(sub):
+def _p_ps(sub: Subparsers) -> None:
     p = sub.add_parser("ps", help="list containers")
     p.add_argument("-a", "--all", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -134,7 +150,7 @@ def _p_ps(sub):
                    help="every container on the host, whoever owns it (Docker, Kubernetes, systemd, bare ...)")
 
 
-def _p_logs(sub):
+def _p_logs(sub: Subparsers) -> None:
     p = sub.add_parser("logs", help="show a container's output")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--tail", help='the last N lines only ("all": every line)')
@@ -147,7 +163,7 @@ def _p_logs(sub):
     p.add_argument("container")
 
 
-def _p_exec(sub):
+def _p_exec(sub: Subparsers) -> None:
     p = sub.add_parser("exec", help="run a command in a running container")
     p.add_argument("-i", "--interactive", action="store_true")
     p.add_argument("-t", "--tty", action="store_true")
@@ -157,30 +173,30 @@ def _p_exec(sub):
     p.add_argument("cmd", nargs=argparse.REMAINDER)
 
 
-def _p_update(sub):
+def _p_update(sub: Subparsers) -> None:
     p = sub.add_parser("update", help="change the limits or restart policy of containers")
     _add_limits(p)
     p.add_argument("--restart", metavar="POLICY", help="no, on-failure[:N], always or unless-stopped")
     p.add_argument("containers", nargs="+")
 
 
-def _p_images(sub):
+def _p_images(sub: Subparsers) -> None:
     sub.add_parser("images", help="list images (builds the built-in ones if missing)")
 
 
-def _p_load(sub):
+def _p_load(sub: Subparsers) -> None:
     p = sub.add_parser("load", help="import images from a docker save archive or an OCI layout")
     p.add_argument("-i", "--input", required=True, metavar="FILE", help="tar, tar.gz or layout directory")
     p.add_argument("--name", help="name for the image (the archive must hold only one)")
 
 
-def _p_save(sub):
+def _p_save(sub: Subparsers) -> None:
     p = sub.add_parser("save", help="write an image as an OCI layout tar")
     p.add_argument("-o", "--output", required=True, metavar="FILE")
     p.add_argument("image")
 
 
-def _p_commit(sub):
+def _p_commit(sub: Subparsers) -> None:
     p = sub.add_parser("commit", help="make a container's writable layer a new image")
     p.add_argument("-m", "--message", default="")
     p.add_argument("--no-pause", dest="pause", action="store_false",
@@ -189,22 +205,22 @@ def _p_commit(sub):
     p.add_argument("image")
 
 
-def _p_rmi(sub):
+def _p_rmi(sub: Subparsers) -> None:
     p = sub.add_parser("rmi", help="remove images (their layers stay until image-gc)")
     p.add_argument("-f", "--force", action="store_true", help="remove even if a container uses it")
     p.add_argument("images", nargs="+")
 
 
-def _p_diff(sub):
+def _p_diff(sub: Subparsers) -> None:
     p = sub.add_parser("diff", help="files added (A), changed (C) and deleted (D) in a container")
     p.add_argument("container")
 
 
-def _p_image_gc(sub):
+def _p_image_gc(sub: Subparsers) -> None:
     sub.add_parser("image-gc", help="remove layers no image and no container uses")
 
 
-def _p_network(sub):
+def _p_network(sub: Subparsers) -> None:
     p = sub.add_parser("network", help="manage networks: create, ls, inspect, rm")
     verbs = p.add_subparsers(dest="network_verb", metavar="COMMAND")
     verbs.required = True
@@ -218,7 +234,7 @@ def _p_network(sub):
     verbs.add_parser("rm", help="remove networks no container uses").add_argument("names", nargs="+")
 
 
-def _p_volume(sub):
+def _p_volume(sub: Subparsers) -> None:
     p = sub.add_parser("volume", help="manage volumes: create, ls, inspect, rm")
     verbs = p.add_subparsers(dest="volume_verb", metavar="COMMAND")
     verbs.required = True
@@ -232,12 +248,12 @@ def _p_volume(sub):
     r.add_argument("names", nargs="+")
 
 
-def _p_port(sub):
+def _p_port(sub: Subparsers) -> None:
     p = sub.add_parser("port", help="list a container's published ports")
     p.add_argument("container")
 
 
-def _p_agent(sub):
+def _p_agent(sub: Subparsers) -> None:
     p = sub.add_parser("agent", help="serve the runtime on a local socket in the foreground (root)")
     p.add_argument("--socket", help="socket path (default: $TERRARIUM_AGENT_SOCKET or ROOT/run/agent.sock)")
     p.add_argument("--group", help="group that may reach the socket (default: $TERRARIUM_AGENT_GROUP)")
@@ -249,7 +265,7 @@ def _p_agent(sub):
 
 # verb -> adds its subparser.  Only the verb asked for is built: argparse
 # takes about a millisecond per subparser, which a CLI start can't spare.
-_PARSERS = {
+_PARSERS: dict[str, Callable[[Subparsers], None]] = {
     "run": _p_run, "create": _p_create, "start": _p_start,
     "stop": _p_stop_like("stop"), "restart": _p_stop_like("restart"), "kill": _p_kill,
     "pause": _p_many("pause", "pause containers"), "unpause": _p_many("unpause", "unpause containers"),
@@ -338,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _print_table(table: list[tuple[str, ...]]) -> None:
+def _print_table(table: Sequence[tuple[str, ...]]) -> None:
     """Rows (the first the header) in columns as wide as their widest cell, three spaces apart."""
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
@@ -358,7 +374,7 @@ def _say(message: str) -> None:
         pass                                   # stderr gone: the exit code still tells
 
 
-def _dispatch(args) -> int:
+def _dispatch(args: argparse.Namespace) -> int:
     from .containers import Runtime
     if args.verb != "agent" and os.environ.get("TERRARIUM_AGENT"):
         from .agent_client import AgentRuntime, wanted
@@ -367,13 +383,13 @@ def _dispatch(args) -> int:
     rt = Runtime(args.root)
     if args.verb in _AUDITED:             # in the audit log as the agent would record it
         from .audit import Audited
-        rt = Audited(rt, f"cli:{os.getuid()}")
+        return _VERBS[args.verb](Audited(rt, f"cli:{os.getuid()}"), args)
     return _VERBS[args.verb](rt, args)
 
 
 # ------------------------------------------------------------------- verbs
 
-def _spec(args, auto_remove: bool):
+def _spec(args: argparse.Namespace, auto_remove: bool) -> Spec:
     from .spec import make_limits, make_spec, parse_log_opts
     limits = make_limits(args.memory, args.memory_swap, args.cpus, args.pids)
     seccomp = None
@@ -394,7 +410,7 @@ def _spec(args, auto_remove: bool):
                      mounts=mounts, read_only=args.read_only)
 
 
-def _create_container(rt, spec):
+def _create_container(rt: CliRuntime, spec: Spec) -> Container:
     # `--network host` and `-v /host/path:...` typed here are the explicit consent
     # create() asks for: the CLI runs as root, or as a user the agent trusts as it
     # trusts the dashboard.
@@ -402,7 +418,7 @@ def _create_container(rt, spec):
                      allow_bind_mounts=any(m.type == "bind" for m in spec.mounts))
 
 
-def _run(rt, args) -> int:
+def _run(rt: CliRuntime, args: argparse.Namespace) -> int:
     # Foreground --rm is done here, after the exit code is read (as Docker's client did).
     spec = _spec(args, auto_remove=args.rm and args.detach)
     c = _create_container(rt, spec)
@@ -425,12 +441,12 @@ def _run(rt, args) -> int:
             rt.remove(c.id, force=True, volumes=True)
 
 
-def _attach(rt, c, held=None) -> int:
+def _attach(rt: CliRuntime, c: Container, held: IO[bytes] | None = None) -> int:
     """Print the output as it comes; pass Ctrl-C on as SIGINT (twice: SIGKILL).
     held: the log file rt.hold_log() took before the start (it is closed here)."""
     interrupts = 0
 
-    def forward(signum, _frame):
+    def forward(signum: int, _frame: FrameType | None) -> None:
         nonlocal interrupts
         interrupts += 1
         try:
@@ -452,12 +468,12 @@ def _attach(rt, c, held=None) -> int:
     return end.exit_code if end.exit_code is not None else 255
 
 
-def _create(rt, args) -> int:
+def _create(rt: CliRuntime, args: argparse.Namespace) -> int:
     print(_create_container(rt, _spec(args, auto_remove=args.rm)).id)
     return 0
 
 
-def _start(rt, args) -> int:
+def _start(rt: CliRuntime, args: argparse.Namespace) -> int:
     code = 0
     for ref in args.containers:
         held = rt.hold_log(ref) if args.attach else None
@@ -474,8 +490,8 @@ def _start(rt, args) -> int:
     return code
 
 
-def _each(action):
-    def verb(rt, args) -> int:
+def _each(action: Callable[[CliRuntime, argparse.Namespace, str], object]) -> Verb:
+    def verb(rt: CliRuntime, args: argparse.Namespace) -> int:
         failed = 0
         for ref in args.containers:
             try:
@@ -488,7 +504,7 @@ def _each(action):
     return verb
 
 
-def _ps(rt, args) -> int:
+def _ps(rt: CliRuntime, args: argparse.Namespace) -> int:
     if args.all_engines:
         return _ps_engines(rt, args)
     rows = rt.list(all=args.all)
@@ -506,7 +522,7 @@ def _ps(rt, args) -> int:
     return 0
 
 
-def _ps_engines(rt, args) -> int:
+def _ps_engines(rt: CliRuntime, args: argparse.Namespace) -> int:
     """`ps --all-engines`: one discovery pass; engines that are not there
     said in one line after the table (not an error)."""
     if hasattr(rt, "discovery"):            # the runtime's own Discovery (the agent's, through it)
@@ -534,7 +550,7 @@ def _ps_engines(rt, args) -> int:
     return 0
 
 
-def status_text(c, now: float | None = None) -> str:
+def status_text(c: Container, now: float | None = None) -> str:
     now = now or time.time()
     if c.stopping:
         left = c.stopping["since"] + c.stopping["timeout"] - now
@@ -555,7 +571,7 @@ def status_text(c, now: float | None = None) -> str:
     return "Created"
 
 
-def _logs(rt, args) -> int:
+def _logs(rt: CliRuntime, args: argparse.Namespace) -> int:
     tail = args.tail
     if tail is not None:
         if tail.strip() == "all":
@@ -573,7 +589,7 @@ def _logs(rt, args) -> int:
     return 0
 
 
-def _print_filtered(rt, args, tail) -> None:
+def _print_filtered(rt: CliRuntime, args: argparse.Namespace, tail: int | None) -> None:
     """`logs` with --stream, --grep or --until: whole lines (runtime/logfilter.py).
     --tail counts the log's lines before the filter, as Docker's does."""
     from . import logfilter, logs
@@ -594,7 +610,7 @@ def _flush() -> None:
     sys.stderr.flush()
 
 
-def _print_output(pieces) -> None:
+def _print_output(pieces: Iterable[tuple[str, bytes]]) -> None:
     """A log's content as `docker logs` prints it: stdout's on stdout, stderr's on stderr."""
     out = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
     last = None
@@ -608,17 +624,17 @@ def _print_output(pieces) -> None:
         _flush()
 
 
-def _exec(rt, args) -> int:
+def _exec(rt: CliRuntime, args: argparse.Namespace) -> int:
     return rt.exec(args.container, args.cmd, env=args.env, tty=args.tty,
                    interactive=args.interactive, workdir=args.workdir)
 
 
-def _inspect(rt, args) -> int:
+def _inspect(rt: CliRuntime, args: argparse.Namespace) -> int:
     print(json.dumps([to_dict(rt.inspect(ref)) for ref in args.containers], indent=2))
     return 0
 
 
-def _update(rt, args) -> int:
+def _update(rt: CliRuntime, args: argparse.Namespace) -> int:
     from .spec import make_limits
     change = make_limits(args.memory, args.memory_swap, args.cpus, args.pids)
     failed = 0
@@ -645,13 +661,13 @@ def _update(rt, args) -> int:
     return failed
 
 
-def _wait(rt, args) -> int:
+def _wait(rt: CliRuntime, args: argparse.Namespace) -> int:
     for ref in args.containers:
         print(rt.wait(ref).exit_code)
     return 0
 
 
-def _images(rt, args) -> int:
+def _images(rt: CliRuntime, args: argparse.Namespace) -> int:
     rt.images.ensure_builtin()
     table = [("IMAGE", "ID", "LAYERS", "SIZE", "CMD")]
     for image in [*rt.images.list(), *rt.images.dangling()]:
@@ -673,7 +689,7 @@ def _ago(seconds: float) -> str:
     return f"{s // 86400} days"
 
 
-def _size(n: int | None) -> str:
+def _size(n: float | None) -> str:
     if n is None:
         return "unlimited"
     for unit in ("B", "KB", "MB", "GB"):
@@ -686,7 +702,7 @@ def _size(n: int | None) -> str:
 # --------------------------------------------------------- images and layers
 
 @contextmanager
-def _file_errors(what: str):
+def _file_errors(what: str) -> Iterator[None]:
     """OSError from a file the person named -> one TerrariumError line."""
     try:
         yield
@@ -696,11 +712,12 @@ def _file_errors(what: str):
         raise TerrariumError(f"{what}: {e.strerror or e}") from None
 
 
-def _load(rt, args) -> int:
+def _load(rt: CliRuntime, args: argparse.Namespace) -> int:
     from .images import importers
     with _file_errors(args.input):
         if os.path.isdir(args.input):    # a layout directory: read in this process (root)
-            images = importers.load(rt.images, args.input, name=args.name)
+            # (the agent's images pass what load uses on to a local store)
+            images = importers.load(rt.images, args.input, name=args.name)  # type: ignore[arg-type]
         else:                            # through the agent: sent as a descriptor
             images = rt.load_image(args.input, name=args.name)
     for image in images:
@@ -709,29 +726,29 @@ def _load(rt, args) -> int:
     return 0
 
 
-def _say_moved(image) -> None:
+def _say_moved(image: Image) -> None:
     """What Docker says when a load moves a name, and where the old image went."""
     if image.replaced:
         print(f"The image {image.name} already exists, renaming the old one with ID "
               f"{image.replaced} to empty string (kept by id until image-gc)")
 
 
-def _save(rt, args) -> int:
+def _save(rt: CliRuntime, args: argparse.Namespace) -> int:
     from .images import importers
     with _file_errors(args.output):
-        importers.save(rt.images, args.image, args.output,
+        importers.save(rt.images, args.image, args.output,  # type: ignore[arg-type]  # (as in _load)
                        writer=lambda out: rt.save_image(args.image, out))
     return 0
 
 
-def _commit(rt, args) -> int:
+def _commit(rt: CliRuntime, args: argparse.Namespace) -> int:
     image = rt.commit(args.container, args.image, message=args.message, pause=args.pause)
     _say_moved(image)
     print(f"{image.name} {image.layers[-1].digest}")
     return 0
 
 
-def _rmi(rt, args) -> int:
+def _rmi(rt: CliRuntime, args: argparse.Namespace) -> int:
     failed = 0
     for name in args.images:
         try:
@@ -743,7 +760,7 @@ def _rmi(rt, args) -> int:
     return failed
 
 
-def _diff(rt, args) -> int:
+def _diff(rt: CliRuntime, args: argparse.Namespace) -> int:
     changes = rt.diff(args.container)
     for ch in changes:
         print(f"{ch.kind} {ch.path}")
@@ -753,13 +770,13 @@ def _diff(rt, args) -> int:
     return 0
 
 
-def _image_gc(rt, args) -> int:
+def _image_gc(rt: CliRuntime, args: argparse.Namespace) -> int:
     for digest in rt.image_gc():
         print(f"Deleted: {digest}")
     return 0
 
 
-def _network(rt, args) -> int:
+def _network(rt: CliRuntime, args: argparse.Namespace) -> int:
     verb = args.network_verb
     if verb == "create":
         print(rt.networks.create(args.name, subnet=args.subnet, mtu=args.mtu, nat=args.nat)["name"])
@@ -784,7 +801,7 @@ def _network(rt, args) -> int:
     return failed
 
 
-def _volume(rt, args) -> int:
+def _volume(rt: CliRuntime, args: argparse.Namespace) -> int:
     verb = args.volume_verb
     if verb == "create":
         print(rt.volumes.create(args.name)["name"])
@@ -809,7 +826,7 @@ def _volume(rt, args) -> int:
     return failed
 
 
-def _port(rt, args) -> int:
+def _port(rt: CliRuntime, args: argparse.Namespace) -> int:
     """As `docker port`: CONTAINER_PORT/PROTO -> HOST_IP:HOST_PORT."""
     from .network import parse_port
     for text in rt.inspect(args.container).ports:
@@ -818,7 +835,7 @@ def _port(rt, args) -> int:
     return 0
 
 
-def _agent(rt, args) -> int:
+def _agent(rt: CliRuntime, args: argparse.Namespace) -> int:
     from .agent import Agent, ensure_agent
     if args.background:
         # the detached agent takes its settings from the environment
@@ -838,7 +855,7 @@ _AUDITED = frozenset({"run", "create", "start", "stop", "restart", "kill", "paus
                       "update", "load", "save", "commit", "rmi", "image-gc",
                       "pull", "push", "tag", "login", "logout", "volume"})
 
-_VERBS = {
+_VERBS: dict[str, Verb] = {
     "run": _run, "create": _create, "start": _start,
     "stop": _each(lambda rt, a, ref: rt.stop(ref, a.time)),
     "restart": _each(lambda rt, a, ref: rt.restart(ref, a.time)),

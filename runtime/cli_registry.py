@@ -12,8 +12,15 @@ import sys
 
 from .errors import InvalidArgument
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, TextIO
+    import argparse
+    from .cli import CliRuntime, Subparsers
 
-def p_pull(sub):
+
+def p_pull(sub: Subparsers) -> None:
     p = sub.add_parser("pull", help="pull an image from a registry")
     p.add_argument("--platform", help="os/arch[/variant] to pick from a manifest list (default: this machine's)")
     p.add_argument("--insecure-registry", action="store_true",
@@ -22,7 +29,7 @@ def p_pull(sub):
     p.add_argument("image")
 
 
-def p_push(sub):
+def p_push(sub: Subparsers) -> None:
     p = sub.add_parser("push", help="push an image to the registry its name says")
     p.add_argument("--insecure-registry", action="store_true",
                    help="allow plain HTTP and unchecked TLS (always allowed for localhost and 127.0.0.0/8)")
@@ -30,7 +37,7 @@ def p_push(sub):
     p.add_argument("image")
 
 
-def p_login(sub):
+def p_login(sub: Subparsers) -> None:
     p = sub.add_parser("login", help="check and keep credentials for a registry (ROOT/registry-auth.json)")
     p.add_argument("-u", "--username")
     p.add_argument("-p", "--password", help="insecure: prefer --password-stdin")
@@ -39,12 +46,12 @@ def p_login(sub):
     p.add_argument("server", nargs="?", help="host[:port] (default: Docker Hub)")
 
 
-def p_logout(sub):
+def p_logout(sub: Subparsers) -> None:
     p = sub.add_parser("logout", help="forget a registry's credentials")
     p.add_argument("server", nargs="?")
 
 
-def p_tag(sub):
+def p_tag(sub: Subparsers) -> None:
     p = sub.add_parser("tag", help="give an image another name (as docker tag)")
     p.add_argument("source")
     p.add_argument("target")
@@ -53,7 +60,7 @@ def p_tag(sub):
 PARSERS = {"pull": p_pull, "push": p_push, "login": p_login, "logout": p_logout, "tag": p_tag}
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
@@ -64,7 +71,7 @@ def _size(n: int) -> str:
 class Renderer:
     """Layer lines: redrawn in place on a terminal, a line per status change otherwise."""
 
-    def __init__(self, out=None, quiet: bool = False):
+    def __init__(self, out: TextIO | None = None, quiet: bool = False):
         self.out = out or sys.stdout
         self.quiet = quiet
         self.tty = not quiet and self.out.isatty()
@@ -72,7 +79,7 @@ class Renderer:
         self.status: dict[str, str] = {}
         self.drawn = 0
 
-    def __call__(self, ev: dict) -> None:
+    def __call__(self, ev: Mapping[str, Any]) -> None:
         if self.quiet or ev.get("status") == "done":
             return
         ident, status = ev.get("id", ""), ev.get("status", "")
@@ -92,7 +99,7 @@ class Renderer:
             print(f"{ident}: {status}", file=self.out, flush=True)
 
 
-def pull(rt, args) -> int:
+def pull(rt: CliRuntime, args: argparse.Namespace) -> int:
     show = Renderer(quiet=args.quiet)
     image = rt.pull_image(args.image, platform=args.platform, insecure=args.insecure_registry, progress=show)
     if args.quiet:
@@ -105,14 +112,14 @@ def pull(rt, args) -> int:
     return 0
 
 
-def push(rt, args) -> int:
+def push(rt: CliRuntime, args: argparse.Namespace) -> int:
     show = Renderer(quiet=args.quiet)
     digest = rt.push_image(args.image, insecure=args.insecure_registry, progress=show)
     print(digest if args.quiet else f"Pushed {args.image}: digest: {digest}")
     return 0
 
 
-def _local_needs_root(rt) -> None:
+def _local_needs_root(rt: CliRuntime) -> None:
     """In-process, the credentials file is the state root's: root only.
     (Through the agent, TERRARIUM_AGENT=1, the agent keeps it.)"""
     if getattr(rt, "call", None) is None and os.geteuid() != 0:
@@ -120,7 +127,7 @@ def _local_needs_root(rt) -> None:
                               "(0600), which only root and the agent read")
 
 
-def login(rt, args) -> int:
+def login(rt: CliRuntime, args: argparse.Namespace) -> int:
     from .images import distribution
     _local_needs_root(rt)
     user = args.username
@@ -145,7 +152,7 @@ def login(rt, args) -> int:
     return 0
 
 
-def logout(rt, args) -> int:
+def logout(rt: CliRuntime, args: argparse.Namespace) -> int:
     from .images import distribution
     _local_needs_root(rt)
     domain = distribution.server_of(args.server)
@@ -156,7 +163,7 @@ def logout(rt, args) -> int:
     return 0
 
 
-def tag(rt, args) -> int:
+def tag(rt: CliRuntime, args: argparse.Namespace) -> int:
     rt.tag_image(args.source, args.target)
     return 0
 

@@ -28,6 +28,12 @@ import sys
 import _signal
 import _socket
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import FrameType
+    from typing import NoReturn
+
 PROTOCOL = b"terrarium-cli/1"
 SOCKET = "cli.sock"
 FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT)
@@ -38,7 +44,7 @@ class _Declined(Exception):
     """The server did not take the request: run it here instead."""
 
 
-def main(argv=None):
+def main(argv: "Sequence[str] | None" = None) -> "NoReturn":
     """Exit with the command's code; never a traceback (TERRARIUM_DEBUG=1 shows one)."""
     try:
         _main(argv)
@@ -52,10 +58,10 @@ def main(argv=None):
         sys.exit(125)
 
 
-def _main(argv):
+def _main(argv: "Sequence[str] | None") -> "NoReturn":
     argv = sys.argv[1:] if argv is None else list(argv)
     if os.environ.get("TERRARIUM_CLI_LOCAL") == "1" or _verb(argv) in (None, "exec", "agent"):
-        return _local(argv)
+        _local(argv)
     run_dir = os.path.join(os.path.abspath(_root(argv)), "run")
     try:
         sock = _connect(run_dir)
@@ -64,22 +70,22 @@ def _main(argv):
             _start_server(run_dir)
             sock = _connect(run_dir)
         except Exception:  # noqa: BLE001 - no server: the command still works
-            return _local(argv)
+            _local(argv)
     try:
         code = _remote(sock, argv)
     except _Declined:
-        return _local(argv)
+        _local(argv)
     finally:
         sock.close()
     sys.exit(code)
 
 
-def _local(argv):
+def _local(argv: list[str]) -> "NoReturn":
     from .cli import main as cli_main
     sys.exit(cli_main(argv))
 
 
-def _verb(argv):
+def _verb(argv: list[str]) -> str | None:
     """The first word that is not --root or its value (None: let argparse say)."""
     i = 0
     while i < len(argv):
@@ -95,7 +101,7 @@ def _verb(argv):
     return None
 
 
-def _root(argv):
+def _root(argv: list[str]) -> str:
     """The state root as runtime.cli will see it: --root, $TERRARIUM_ROOT, the default."""
     for i, arg in enumerate(argv):
         if arg == "--root" and i + 1 < len(argv):
@@ -107,7 +113,7 @@ def _root(argv):
     return os.environ.get("TERRARIUM_ROOT") or _DEFAULT_ROOT
 
 
-def _connect(run_dir):
+def _connect(run_dir: str) -> _socket.socket:
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     try:
         s.connect(os.path.join(run_dir, SOCKET))
@@ -117,12 +123,12 @@ def _connect(run_dir):
     return s
 
 
-def _start_server(run_dir):
+def _start_server(run_dir: str) -> None:
     from .cliserver import ensure_server
     ensure_server(run_dir)
 
 
-def _request(argv):
+def _request(argv: list[str]) -> bytes:
     umask = os.umask(0o022)
     os.umask(umask)
     env = [k + b"=" + v for k, v in os.environb.items()]
@@ -130,7 +136,7 @@ def _request(argv):
     return b"\0".join(fields)
 
 
-def _remote(sock, argv):
+def _remote(sock: _socket.socket, argv: list[str]) -> int:
     """Hand the command to the server; returns its exit code."""
     fds = [0, 1, 2]
     opened = []
@@ -159,7 +165,7 @@ def _remote(sock, argv):
     except OSError:
         pass                                    # already done and gone: nothing to signal
 
-    def forward(signum, _frame):
+    def forward(signum: int, _frame: "FrameType | None") -> None:
         if pidfd is not None:
             try:
                 _signal.pidfd_send_signal(pidfd, signum)
@@ -179,7 +185,7 @@ def _remote(sock, argv):
     return 125
 
 
-def _recv(sock):
+def _recv(sock: _socket.socket) -> bytes:
     """One message from the server; b"" when it went away.  (A forwarded
     signal interrupts recv; Python runs the handler and resumes, PEP 475.)"""
     try:

@@ -38,6 +38,14 @@ import time
 from . import daemons, linux
 from .client import PROTOCOL, SOCKET
 
+TYPE_CHECKING = False       # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import NoReturn
+
+# What a server's code was loaded from: (directory, file name, mtime_ns, size) of each runtime/*.py
+CodeSignature = tuple[tuple[str, str, int, int], ...]
+
 IDLE_EXIT_SECONDS = 60.0    # a server with no command for this long leaves
 SPARE_DELAY = 0.05          # seconds after a worker turns busy before the next fork
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))     # for code_signature()
@@ -77,6 +85,7 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     _warm(run_dir)
+    pull_warm = _warm_pull(run_dir)
     signature = code_signature()
     with open(os.path.join(run_dir, "cli.pid"), "w") as f:
         f.write(str(os.getpid()))
@@ -95,6 +104,10 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
         while True:
             now = time.monotonic()
             if spare is None and now >= spare_due:
+                if not pull_warm:               # the root pulled since: the next workers have it loaded
+                    pull_warm = _warm_pull(run_dir)
+                    if pull_warm:
+                        gc.freeze()
                 # SIGTERM (stop_server) held off from the fork to the assignment:
                 # between the two it would leave a worker the finally below does
                 # not know to dismiss, waiting on the socket for ever.
@@ -104,6 +117,7 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
                 finally:
                     signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             waits = list(busy.values()) + ([spare.report] if spare else [])
+            timeout: float | None
             if spare is None:
                 timeout = max(0.0, spare_due - now)
             else:
@@ -159,7 +173,7 @@ def _idle_exit_seconds() -> float:
         return IDLE_EXIT_SECONDS
 
 
-def _exit_on_signal(signum, frame):
+def _exit_on_signal(signum: int, frame: FrameType | None) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
@@ -200,9 +214,23 @@ def _warm(run_dir: str) -> None:
         os.close(null)
 
 
-def code_signature() -> tuple:
+def _warm_pull(run_dir: str) -> bool:
+    """Once the root has pulled or pushed (ROOT/distribution exists), import
+    what those load (runtime.images.distribution.warm); True once done."""
+    root = os.path.dirname(os.path.abspath(run_dir))
+    if not os.path.isdir(os.path.join(root, "distribution")):
+        return False
+    try:
+        from .images import distribution
+        distribution.warm()
+    except ImportError:
+        pass                                    # a command that needs them says so
+    return True
+
+
+def code_signature() -> CodeSignature:
     """What a server's code was loaded from: every runtime/*.py's mtime and size."""
-    sig = []
+    sig: list[tuple[str, str, int, int]] = []
     for dirpath, dirnames, filenames in os.walk(_PACKAGE_DIR):
         dirnames[:] = [d for d in dirnames if d != "__pycache__"]
         for name in filenames:
@@ -216,7 +244,7 @@ def code_signature() -> tuple:
 class _Worker:
     """The server's handle on its spare worker: pid and a pipe it reports on."""
 
-    def __init__(self, listener: socket.socket, signature: tuple):
+    def __init__(self, listener: socket.socket, signature: CodeSignature) -> None:
         report_r, report_w = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -256,7 +284,7 @@ class _Worker:
 
 # ------------------------------------------------------------------- worker
 
-def _work(listener: socket.socket, report: int, signature: tuple) -> None:
+def _work(listener: socket.socket, report: int, signature: CodeSignature) -> None:
     """A spare worker: take one connection, become that command, exit."""
     signal.signal(signal.SIGUSR1, _leave_if_idle)
     signal.signal(signal.SIGTERM, _leave_if_idle)
@@ -299,14 +327,14 @@ def _work(listener: socket.socket, report: int, signature: tuple) -> None:
     _exit_worker()
 
 
-def _exit_worker() -> None:
+def _exit_worker() -> NoReturn:
     """A worker that took a command ends; it may be the last helper if its
     server has left meanwhile (then it removes their cgroup, see daemons.leave)."""
     daemons.leave()
     os._exit(0)
 
 
-def _leave_if_idle(signum, frame):
+def _leave_if_idle(signum: int, frame: FrameType | None) -> NoReturn:
     os._exit(0)
 
 

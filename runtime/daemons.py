@@ -24,6 +24,12 @@ import sys
 
 from .fsutil import locked, private_dir
 
+TYPE_CHECKING = False       # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from .cgroups.base import CgroupDriver
+
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # for `python -I -S` boots
 
 
@@ -32,7 +38,7 @@ def default_cgroup_parent() -> str:
     return os.environ.get("TERRARIUM_CGROUP_PARENT") or "terrarium"
 
 
-def start(run_dir: str, *, name: str, module: str, answers, cgroup_parent: str,
+def start(run_dir: str, *, name: str, module: str, answers: Callable[[], bool], cgroup_parent: str,
           sealed: bool = False) -> None:
     """Start `runtime.<module>`'s server for run_dir unless answers() says one
     already does (True), holding RUN_DIR/<name>.lock so that only one starts.
@@ -105,7 +111,7 @@ def stop(run_dir: str, *, name: str, comm: str, timeout: float = 5.0) -> None:
         os.close(fd)
 
 
-def wait_readable(fds, timeout: float | None) -> list[int]:
+def wait_readable(fds: Iterable[int], timeout: float | None) -> list[int]:
     """The fds of `fds` that are readable (a pidfd: its process ended), waiting up
     to timeout seconds (None: until one is).  poll(), not select(): select
     cannot watch a descriptor numbered 1024 or more (ValueError), and a
@@ -168,7 +174,7 @@ def detach() -> int:
     return w
 
 
-_settled = None     # (cgroup driver, lock descriptor) once settle() ran; forks inherit both
+_settled: tuple[CgroupDriver, int] | None = None    # (driver, lock descriptor) once settle() ran; forks inherit both
 
 
 def settle(run_dir: str, cgroup_parent: str) -> None:

@@ -49,6 +49,17 @@ from . import daemons, linux, pidinfo, sealed
 from .errors import Conflict, ExecFailed
 from .init import RESET_SIGNALS, exec_command, limit_capabilities_under_filter
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
+    from typing import Any, NoReturn
+    from .containers import Runtime
+    from .model import Container
+
+    # hand_off(master, process, joiner): see exec_in
+    HandOff = Callable[[int, int, int], object]
+
 # What the init has: the namespaces it made (init is in the container's PID
 # namespace; it shares the host's cgroup and user namespaces).  One setns()
 # with a pidfd joins them together, mount last, as the kernel orders them.
@@ -61,10 +72,10 @@ _TIOCGPTPEER = 0x5441          # open the pty's other side by the master, not by
 _PTMX_RDEV = os.makedev(5, 2)
 
 
-def exec_in(rt, c, argv: list[str], env: list[str], *, pid_start: int | None,
+def exec_in(rt: Runtime, c: Container, argv: list[str], env: list[str], *, pid_start: int | None,
             tty: bool = False, interactive: bool = False, workdir: str = "/",
             seccomp: bytes | None = None, no_new_privs: bool = True,
-            size: bytes | None = None, hand_off=None) -> int:
+            size: bytes | None = None, hand_off: HandOff | None = None) -> int:
     """Run argv in container c, whose init is c.pid started at pid_start
     (clock ticks, as recorded at start); returns its exit code.  seccomp:
     the container's filter program (runtime.seccomp), loaded last, after
@@ -96,8 +107,10 @@ def exec_in(rt, c, argv: list[str], env: list[str], *, pid_start: int | None,
         os.close(init)
 
 
-def _start(rt, c, init, ctl, ctl_child, pipes, argv, env, *, tty, interactive, workdir,
-           seccomp=None, exe: int, no_new_privs: bool = True, size=None, hand_off=None) -> int:
+def _start(rt: Runtime, c: Container, init: int, ctl: socket.socket, ctl_child: socket.socket, pipes: _Pipes,
+           argv: list[str], env: list[str], *, tty: bool, interactive: bool, workdir: str,
+           seccomp: bytes | None = None, exe: int, no_new_privs: bool = True, size: bytes | None = None,
+           hand_off: HandOff | None = None) -> int:
     if tty and size is None and hand_off is None:
         size = _window_size()
     relay = _Relay(tty, interactive)
@@ -118,8 +131,11 @@ def _start(rt, c, init, ctl, ctl_child, pipes, argv, env, *, tty, interactive, w
             if error is None and tty and relay.master is None:
                 error = ("the process made no terminal", 126)
             if error is None and hand_off is not None:
-                master, relay.master = relay.master, None
-                hand_off(master, relay.process, joiner)
+                if relay.master is None or relay.process is None:   # a joiner killed before it sent them
+                    error = ("the process was not started", 126)
+                else:
+                    master, relay.master = relay.master, None
+                    hand_off(master, relay.process, joiner)
             elif error is None:
                 relay.run(pipes, joiner)
             code = _reap(pid)
@@ -134,7 +150,7 @@ def _start(rt, c, init, ctl, ctl_child, pipes, argv, env, *, tty, interactive, w
     return code
 
 
-def _forkserver_pid(rt) -> int | None:
+def _forkserver_pid(rt: Runtime) -> int | None:
     """The root's fork server, whose sealed interpreter exec can borrow."""
     try:
         with open(os.path.join(rt.run_dir, "forkserver.pid")) as f:
@@ -154,8 +170,10 @@ def _fill_stdio() -> None:
             os.open(os.devnull, os.O_RDWR)       # the lowest free number: fd
 
 
-def _open_init(c, pid_start: int | None) -> int:
+def _open_init(c: Container, pid_start: int | None) -> int:
     """A pidfd of the container's init, refused unless the pid still names it."""
+    if c.pid is None:
+        raise Conflict(f"container {c.name!r} is not running")
     try:
         fd = os.pidfd_open(c.pid)
     except ProcessLookupError:
@@ -188,7 +206,8 @@ def _reap(pid: int) -> int:
 
 # ----------------------------------------------------------------- joiner
 
-def _join(rt, c, init: int, ctl: int, stdio: tuple[int, int, int], exe: int, what: dict) -> None:
+def _join(rt: Runtime, c: Container, init: int, ctl: int, stdio: tuple[int, ...], exe: int,
+          what: dict[str, Any]) -> NoReturn:
     """In the fork, on the host side: leave the caller's session, take the
     pipes, join the container's cgroup, then become a sealed copy of the
     interpreter (runtime/sealed.py) and go on in _joined.  Never returns.
@@ -224,7 +243,7 @@ def _join(rt, c, init: int, ctl: int, stdio: tuple[int, int, int], exe: int, wha
         os._exit(126)
 
 
-def _joined(args_fd: int) -> None:
+def _joined(args_fd: int) -> NoReturn:
     """The joiner again, from the sealed copy: join the container's
     namespaces through the init's pidfd, fork the process, pass the caller
     its pidfd, wait, and exit with its code.  Never returns."""
@@ -274,8 +293,8 @@ def _report(ctl: int, code: int, message: str) -> None:
 
 # ---------------------------------------------------------------- process
 
-def _become(argv, env, workdir, ctl: int, tty: bool, size: bytes | None, seccomp=None,
-            no_new_privs: bool = True) -> None:
+def _become(argv: list[str], env: list[str], workdir: str, ctl: int, tty: bool, size: bytes | None,
+            seccomp: bytes | None = None, no_new_privs: bool = True) -> NoReturn:
     """The process, in the container's namespaces and cgroup: exec argv.  Never returns."""
     try:
         for sig in RESET_SIGNALS:
@@ -332,12 +351,15 @@ class _Pipes:
     """The process's stdin/stdout/stderr: pipes whose other ends the caller
     keeps (not blocking, so one stalled stream never holds another).  With -t
     only the joiner has them: the process takes the pty."""
+    stdin: int | None
+    stdout: int | None
+    stderr: int | None
 
     def __init__(self, tty: bool, interactive: bool):
         stdin_r, self.stdin = os.pipe()
         self.stdout, out_w = os.pipe()
         self.stderr, err_w = os.pipe()
-        self.child = (stdin_r, out_w, err_w)
+        self.child: tuple[int, ...] = (stdin_r, out_w, err_w)
         if tty or not interactive:
             self.close_stdin()               # an empty stdin: reads end at once
         if tty:
@@ -375,7 +397,7 @@ def _send_fd(ctl: int, tag: bytes, fd: int) -> None:
         sock.detach()                        # ctl stays open: it is closed by exec or _exit
 
 
-def _handshake(ctl: socket.socket, relay: "_Relay"):
+def _handshake(ctl: socket.socket, relay: _Relay) -> tuple[str, int] | None:
     """Read the joiner's and the process's messages until exec (EOF): the
     process's pidfd, the pty master with -t.  Returns (message, code) on failure."""
     while True:
@@ -399,13 +421,14 @@ class _Relay:
 
     def __init__(self, tty: bool, interactive: bool):
         self.tty, self.interactive = tty, interactive
-        self.process = self.master = None
+        self.process: int | None = None
+        self.master: int | None = None
         self.pending: list[int] = []
-        self.saved_mode = None
+        self.saved_mode: list[Any] | None = None
 
     # signal handlers: they run in the main thread, and a poll they
     # interrupt resumes after them (PEP 475)
-    def forward(self, signum, _frame) -> None:
+    def forward(self, signum: int, _frame: FrameType | None) -> None:
         if self.process is None:
             self.pending.append(signum)
             return
@@ -414,7 +437,7 @@ class _Relay:
         except ProcessLookupError:
             pass
 
-    def resize(self, _signum, _frame) -> None:
+    def resize(self, _signum: int, _frame: FrameType | None) -> None:
         size = _window_size()
         if self.master is not None and size is not None:
             try:
@@ -451,7 +474,8 @@ class _Relay:
             outputs = {self.master: 1}
             feed = _Feed(self.master, b"\x04", None) if self.interactive else None
         else:
-            outputs = {pipes.stdout: 1, pipes.stderr: 2}
+            # both open here: only -t closes them, and with -t there is a master
+            outputs = {fd: n for fd, n in ((pipes.stdout, 1), (pipes.stderr, 2)) if fd is not None}
             feed = _Feed(pipes.stdin, b"", pipes.close_stdin) if pipes.stdin is not None else None
         if feed is not None and self.tty and os.isatty(0):
             import tty as _tty
@@ -479,7 +503,7 @@ class _Relay:
             sel.close()
 
 
-def _watch(sel, joiner: int, outputs: set[int], feed) -> None:
+def _watch(sel: selectors.BaseSelector, joiner: int, outputs: set[int], feed: _Feed | None) -> None:
     """Set what poll watches: the joiner's exit, the outputs not at EOF, and
     our stdin while the feed is empty, or its target while it is not."""
     want = dict.fromkeys(outputs, selectors.EVENT_READ)
@@ -505,7 +529,9 @@ class _Feed:
     a process that does not read its stdin cannot make us stop copying its
     output.  At our EOF a pipe is closed, a terminal gets its EOF character."""
 
-    def __init__(self, target: int, eof: bytes, close_target):
+    target: int | None                       # None once our stdin is done with
+
+    def __init__(self, target: int, eof: bytes, close_target: Callable[[], None] | None):
         self.target, self.eof, self.close_target = target, eof, close_target
         self.buf = b""
         self.done = False
@@ -523,6 +549,8 @@ class _Feed:
         self.write()
 
     def write(self) -> None:
+        if self.target is None:
+            return
         try:
             while self.buf:
                 self.buf = self.buf[os.write(self.target, self.buf):]

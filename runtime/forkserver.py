@@ -27,6 +27,12 @@ import time
 from . import daemons
 from .errors import TerrariumError
 
+TYPE_CHECKING = False       # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
+    from typing import Any, NoReturn
+
 SOCKET = "forkserver.sock"
 IDLE_EXIT_SECONDS = 60.0
 SPARES = 2                    # spare shims kept ready (one is made at once when none is left)
@@ -35,7 +41,8 @@ REFILL_QUIET_SECONDS = 0.03   # the second only after this long without a reques
 
 # --------------------------------------------------------------- the client
 
-def ensure_forkserver(run_dir: str, cgroup_parent: str | None = None, on_start=None) -> None:
+def ensure_forkserver(run_dir: str, cgroup_parent: str | None = None,
+                      on_start: Callable[[], object] | None = None) -> None:
     """Start run_dir's fork server unless one answers (runtime/daemons.py); its
     cgroup is <cgroup_parent>/_daemons.
 
@@ -64,7 +71,9 @@ def _connect(path: str) -> _socket.socket:
     return s
 
 
-def forkserver_call(run_dir: str, request: dict, on_start=None, while_waiting=None, on_init=None) -> dict:
+def forkserver_call(run_dir: str, request: dict[str, Any], on_start: Callable[[], object] | None = None,
+                    while_waiting: Callable[[], object] | None = None,
+                    on_init: Callable[[int], object] | None = None) -> dict[str, Any]:
     """Send the fork server a request and return its answer; while_waiting()
     runs between the two (work that can overlap the server's).
 
@@ -83,6 +92,7 @@ def forkserver_call(run_dir: str, request: dict, on_start=None, while_waiting=No
             while_waiting()
         buf = _read_line(s)
         if on_init is not None and buf.startswith(b'{"net":'):
+            answer: dict[str, object]
             try:
                 on_init(json.loads(buf)["net"])
                 answer = {"go": True}
@@ -94,10 +104,11 @@ def forkserver_call(run_dir: str, request: dict, on_start=None, while_waiting=No
         s.close()
     if not buf:
         raise TerrariumError("the fork server closed the connection without an answer")
-    return json.loads(buf)
+    reply: dict[str, Any] = json.loads(buf)           # the shim's (runtime/shim.py send_reply)
+    return reply
 
 
-def _read_line(s) -> bytes:
+def _read_line(s: _socket.socket) -> bytes:
     buf = b""
     while chunk := s.recv(65536):
         buf += chunk
@@ -119,7 +130,7 @@ def stop_forkserver(run_dir: str) -> None:
 
 def _accept(server: socket.socket) -> _socket.socket:
     """server.accept()'s connection, blocking, without the Python wrapper."""
-    fd, _ = server._accept()
+    fd, _ = server._accept()  # type: ignore[attr-defined]  # CPython's, not in typeshed: (fd, address)
     return _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)
 
 
@@ -137,7 +148,7 @@ class Spare:
         theirs.close()
         self.pid, self.channel = pid, ours
 
-    def hand_over(self, request: bytes, conn: socket.socket) -> bool:
+    def hand_over(self, request: bytes, conn: _socket.socket) -> bool:
         """Give the spare a request and the caller's connection; False if it is gone."""
         try:
             self.channel.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [conn.fileno()]))])
@@ -252,11 +263,11 @@ def serve(run_dir: str, ready_fd: int | None = None) -> None:
 _last_parent: str | None = None      # the cgroup parent the next spare prepares under
 
 
-def _exit_on_signal(signum, frame):
+def _exit_on_signal(signum: int, frame: FrameType | None) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
-def _handle(conn: socket.socket, server: socket.socket, spares: list[Spare]) -> None:
+def _handle(conn: _socket.socket, server: socket.socket, spares: list[Spare]) -> None:
     """Answer one connection; a start takes the oldest spare from spares."""
     from .shim import cgroup_driver, send_reply
     try:
@@ -293,7 +304,7 @@ def _handle(conn: socket.socket, server: socket.socket, spares: list[Spare]) -> 
     conn.close()
 
 
-def _release_lease(run_dir: str, cid) -> None:
+def _release_lease(run_dir: str, cid: object) -> None:
     """A --rm shim removed its bridged container: free the network lease (and
     its hosts entries and published ports' rules), which the shim cannot do
     itself: its PID namespace died with init, so it can neither fork (nft) nor

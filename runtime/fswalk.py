@@ -14,6 +14,13 @@ import errno
 import os
 import stat
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    # (rel, lstat, dir_fd, name, fd): see walk()
+    Entry = tuple[str, os.stat_result, int, str, int | None]
+
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_DEPTH = 512          # directories open at once (one fd per level) at most
 
@@ -49,7 +56,7 @@ class TooDeep(Exception):
     """The tree nests deeper than MAX_DEPTH directories."""
 
 
-def walk(root: str, *, sort: bool = False, max_depth: int = MAX_DEPTH):
+def walk(root: str, *, sort: bool = False, max_depth: int = MAX_DEPTH) -> Iterator[Entry]:
     """Every entry below directory `root`, depth first, a directory before
     its contents: yields (rel, st, dir_fd, name, fd) where st is its lstat,
     dir_fd the open directory holding it, and fd an open fd on it when it is

@@ -20,6 +20,10 @@ import signal
 from . import linux, pidinfo
 from .errors import KernelError, TerrariumError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
 # Paths Docker hides or makes read-only (moby oci/defaults.go), kept in step.
 MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
                 "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
@@ -130,7 +134,7 @@ def limit_capabilities_under_filter() -> None:
                           f"{e.what}") from None
 
 
-def _read_request(fd: int) -> dict | None:
+def _read_request(fd: int) -> dict[str, Any] | None:
     data = b""
     while chunk := os.read(fd, 65536):
         data += chunk
@@ -151,7 +155,7 @@ def _read_file(path: str | None) -> bytes | None:
         os.close(fd)
 
 
-def _mount_overlay(req: dict) -> None:
+def _mount_overlay(req: dict[str, Any]) -> None:
     # Relative lowerdirs after a chdir keep the options under one page
     # (4096 bytes) for images with many layers; see FACTS.md.
     os.chdir(req["layers_dir"])
@@ -162,7 +166,7 @@ def _mount_overlay(req: dict) -> None:
     linux.mount("overlay", req["rootfs"], "overlay", linux.MS_NODEV, data)
 
 
-def _join_network(net: dict, host_net: int) -> None:
+def _join_network(net: dict[str, Any], host_net: int) -> None:
     if net.get("host"):
         linux.setns(host_net, linux.CLONE_NEWNET)
     elif net.get("join_pid"):
@@ -183,7 +187,7 @@ def _join_network(net: dict, host_net: int) -> None:
                 os.close(fd)
 
 
-def _mount_net_files(root: str, net: dict) -> None:
+def _mount_net_files(root: str, net: dict[str, Any]) -> None:
     """/etc/hosts and /etc/resolv.conf: the runtime's files for this container,
     bind-mounted over the image's (made empty in the writable layer if the
     image has none)."""
@@ -278,7 +282,7 @@ class _ExecError(TerrariumError):
         self.exit_code = exit_code
 
 
-def exec_command(argv: list[str], env: list[str]) -> None:
+def exec_command(argv: list[str], env: list[str]) -> NoReturn:
     """execve argv[0] found on the container's PATH; 127/126 like Docker on failure."""
     envd = dict(e.split("=", 1) for e in env)
     prog = argv[0]

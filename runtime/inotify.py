@@ -26,10 +26,10 @@ IN_IGNORED = 0x00008000
 IN_ONLYDIR = 0x01000000
 
 _HEADER = struct.Struct("iIII")
-_libc = None
+_libc: ctypes.CDLL | None = None
 
 
-def libc():
+def libc() -> ctypes.CDLL:
     """libc with inotify_init1/add_watch/rm_watch typed (shared with runtime/oom.py)."""
     global _libc
     if _libc is None:
@@ -51,18 +51,18 @@ class Event(NamedTuple):
 class Inotify:
     """One inotify descriptor (non-blocking, close-on-exec)."""
 
-    def __init__(self):
-        fd = libc().inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    def __init__(self) -> None:
+        fd: int = libc().inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
             e = ctypes.get_errno()
             raise OSError(e, f"inotify_init1: {os.strerror(e)}")
-        self.fd = fd
+        self.fd: int = fd
 
     def fileno(self) -> int:
         return self.fd
 
     def add_watch(self, path: str, mask: int) -> int:
-        wd = libc().inotify_add_watch(self.fd, os.fsencode(path), mask)
+        wd: int = libc().inotify_add_watch(self.fd, os.fsencode(path), mask)
         if wd < 0:
             e = ctypes.get_errno()
             raise OSError(e, f"inotify_add_watch {path}: {os.strerror(e)}", path)

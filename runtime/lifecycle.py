@@ -40,6 +40,20 @@ import time
 from .errors import InvalidArgument
 from .model import Healthcheck
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any, NoReturn, TypedDict
+    from .model import Health, HealthcheckDict, Restarting
+    from .state import ContainerConfig
+
+    class RunEnded(TypedDict):
+        """The run a restart policy starts the container again after (`after`)."""
+        generation: int
+        delay: float
+        exit_code: int
+        finished_at: float
+
 BACKOFF_FIRST = 0.1          # seconds: Docker's restart manager's numbers
 BACKOFF_FACTOR = 2
 BACKOFF_MAX = 60.0
@@ -59,14 +73,14 @@ _DURATION_RE = re.compile(r"(?:[0-9]{1,9}(?:\.[0-9]{1,9})?(?:h|m|s|ms|us|µs|ns)
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 
 
-def _show(value) -> str:
+def _show(value: object) -> str:
     text = ascii(value)
     return text if len(text) <= 60 else text[:60] + "..."
 
 
 # ------------------------------------------------------------------ checks
 
-def check_restart(text) -> str:
+def check_restart(text: object) -> str:
     """'on-failure:3' -> 'on-failure:3'; 'on-failure:0' -> 'on-failure' (no maximum)."""
     m = _RESTART_RE.fullmatch(text) if isinstance(text, str) else None
     if not m or (m.group(2) is not None and m.group(1) != "on-failure"):
@@ -83,7 +97,7 @@ def parse_restart(policy: str) -> tuple[str, int]:
     return name, int(count or 0)
 
 
-def parse_duration(text, what: str = "duration") -> float:
+def parse_duration(text: object, what: str = "duration") -> float:
     """Seconds from '30s', '1m30s', '500ms' (Go's units, as Docker takes them) or a bare number."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         value = float(text)
@@ -101,7 +115,7 @@ def parse_duration(text, what: str = "duration") -> float:
     return value
 
 
-def check_healthcheck(hc) -> Healthcheck:
+def check_healthcheck(hc: Healthcheck | Mapping[str, Any]) -> Healthcheck:
     """A Healthcheck (or a dict of its fields, from the API) checked; test () means none."""
     if isinstance(hc, dict):
         unknown = set(hc) - set(Healthcheck._fields)
@@ -128,7 +142,9 @@ def check_healthcheck(hc) -> Healthcheck:
                        start_period=parse_duration(hc.start_period, "health check start period"))
 
 
-def healthcheck_from_options(cmd=None, interval=None, timeout=None, retries=None, start_period=None,
+def healthcheck_from_options(cmd: str | None = None, interval: str | float | None = None,
+                             timeout: str | float | None = None, retries: str | int | None = None,
+                             start_period: str | float | None = None,
                              disabled: bool = False) -> Healthcheck | None:
     """The CLI's and the form's --health-* options: None when none was given
     (the image's check applies); a Healthcheck with no test for --no-healthcheck."""
@@ -147,15 +163,15 @@ def healthcheck_from_options(cmd=None, interval=None, timeout=None, retries=None
         if not (text.isascii() and text.isdigit() and len(text) <= 6):
             raise InvalidArgument(f"invalid health check retries {_show(retries)}: a whole number")
         retries = int(text)
-    return check_healthcheck(Healthcheck(
-        test=("/bin/sh", "-c", str(cmd)),
-        interval=d.interval if interval in (None, "") else interval,
-        timeout=d.timeout if timeout in (None, "") else timeout,
-        retries=d.retries if retries in (None, "") else retries,
-        start_period=d.start_period if start_period in (None, "") else start_period))
+    return check_healthcheck({          # unchecked values: a dict, which the check makes a record
+        "test": ("/bin/sh", "-c", str(cmd)),
+        "interval": d.interval if interval in (None, "") else interval,
+        "timeout": d.timeout if timeout in (None, "") else timeout,
+        "retries": d.retries if retries in (None, "") else retries,
+        "start_period": d.start_period if start_period in (None, "") else start_period})
 
 
-def describe_healthcheck(hc: dict | None) -> str:
+def describe_healthcheck(hc: HealthcheckDict | None) -> str:
     """'sh -c "curl -f localhost" every 30s (timeout 30s, 3 retries)' for pages and inspect."""
     if not hc or not hc.get("test"):
         return "none"
@@ -167,7 +183,7 @@ def describe_healthcheck(hc: dict | None) -> str:
 
 # ---------------------------------------------------------------- restarts
 
-def restart_delay(policy: str, exit_code: int, ran_for: float, config: dict) -> float | None:
+def restart_delay(policy: str, exit_code: int, ran_for: float, config: ContainerConfig) -> float | None:
     """Seconds to wait before the policy starts the container again, or None:
     config is config.json as the run ended (its policy restarts in a row,
     last delay and manual stop mark)."""
@@ -176,18 +192,20 @@ def restart_delay(policy: str, exit_code: int, ran_for: float, config: dict) -> 
         return None
     if name == "on-failure" and (exit_code == 0 or (maximum and config.get("policy_restarts", 0) >= maximum)):
         return None
-    last = config.get("backoff", 0.0)
+    last: float = config.get("backoff", 0.0)
     if ran_for >= BACKOFF_RESET_AFTER or not last:
         return BACKOFF_FIRST
     return min(last * BACKOFF_FACTOR, BACKOFF_MAX)
 
 
-def note_start(config: dict, after: dict | None) -> None:
+def note_start(config: ContainerConfig, after: RunEnded | None) -> None:
     """Before a start, under the container's lock: a policy restart (after: the
     run it follows) counts and keeps its delay; a person's start begins afresh."""
     if after is None:
-        for key in ("policy_restarts", "backoff", "manual_stop", "restart_history"):
-            config.pop(key, None)
+        config.pop("policy_restarts", None)
+        config.pop("backoff", None)
+        config.pop("manual_stop", None)
+        config.pop("restart_history", None)
         return
     config["policy_restarts"] = config.get("policy_restarts", 0) + 1
     config["backoff"] = after["delay"]
@@ -197,14 +215,14 @@ def note_start(config: dict, after: dict | None) -> None:
     config["restart_history"] = history
 
 
-def still_due(config: dict, status: str, after: dict) -> bool:
+def still_due(config: ContainerConfig, status: str, after: RunEnded) -> bool:
     """Whether a waiting restart may go ahead: nothing has happened since its run ended."""
     return (status == "exited" and config.get("generation") == after["generation"]
             and config.get("manual_stop") != after["generation"]
             and config.get("restart", "no") != "no")
 
 
-def pending(cdir: str, generation: int) -> dict | None:
+def pending(cdir: str, generation: int) -> Restarting | None:
     """{"due", "delay"} while a restarter waits to start this container's next run."""
     from . import pidinfo
     try:
@@ -256,7 +274,7 @@ def _host_pid_namespace() -> None:
         os.close(fd)
 
 
-def spawn_restarter(req: dict, exit_code: int, started_at: float, finished_at: float) -> None:
+def spawn_restarter(req: dict[str, Any], exit_code: int, started_at: float, finished_at: float) -> None:
     """In the shim, after the exit is recorded: fork the restarter if the policy wants it."""
     from . import state
     try:
@@ -277,7 +295,7 @@ def spawn_restarter(req: dict, exit_code: int, started_at: float, finished_at: f
                          "finished_at": finished_at})
 
 
-def _restarter(req: dict, after: dict) -> None:
+def _restarter(req: dict[str, Any], after: RunEnded) -> NoReturn:
     """The restarter: never returns."""
     from . import daemons, linux, logs, pidinfo
     from .shim import _write_json
@@ -308,7 +326,7 @@ def _restarter(req: dict, after: dict) -> None:
 
 # ----------------------------------------------------------- health checks
 
-def read_health(cdir: str, generation: int) -> dict | None:
+def read_health(cdir: str, generation: int) -> Health | None:
     try:
         with open(os.path.join(cdir, HEALTH), "rb") as f:
             h = json.loads(f.read())
@@ -316,10 +334,12 @@ def read_health(cdir: str, generation: int) -> dict | None:
         return None
     if not isinstance(h, dict) or h.get("generation") != generation:
         return None
-    return {"status": h.get("status"), "failing_streak": h.get("failing_streak", 0), "log": h.get("log", [])}
+    health: Health = {"status": h.get("status"), "failing_streak": h.get("failing_streak", 0),
+                      "log": h.get("log", [])}
+    return health
 
 
-def spawn_checker(req: dict, init_pid: int, close_fds=()) -> int | None:
+def spawn_checker(req: dict[str, Any], init_pid: int, close_fds: Iterable[int] = ()) -> int | None:
     """In the shim, once the container runs: fork its health checker (its pid), if it has one."""
     hc = req.get("healthcheck")
     if not hc or not hc.get("test"):
@@ -331,7 +351,7 @@ def spawn_checker(req: dict, init_pid: int, close_fds=()) -> int | None:
     return pid
 
 
-def _checker(req: dict, init_pid: int, hc: Healthcheck, close_fds) -> None:
+def _checker(req: dict[str, Any], init_pid: int, hc: Healthcheck, close_fds: Iterable[int]) -> NoReturn:
     """The health checker: never returns; SIGKILLed by the shim when init exits."""
     import select
     import signal
@@ -376,7 +396,7 @@ def _paused(cdir: str) -> bool:
         return False
 
 
-def _probe(req: dict, hc: Healthcheck) -> tuple[int, str]:
+def _probe(req: dict[str, Any], hc: Healthcheck) -> tuple[int, str]:
     """Run the test once in the container: (exit code, output); -1 past the timeout.
     Its output comes through a pipe read all along: the first HEALTH_OUTPUT
     bytes are kept, the rest read and dropped (never held)."""

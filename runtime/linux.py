@@ -15,6 +15,11 @@ import struct
 
 from .errors import KernelError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import NoReturn
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
@@ -85,18 +90,18 @@ DEFAULT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW",
                 "SYS_CHROOT", "KILL", "AUDIT_WRITE")
 
 
-def caps_mask(names=DEFAULT_CAPS) -> int:
+def caps_mask(names: Iterable[str] = DEFAULT_CAPS) -> int:
     mask = 0
     for name in names:
         mask |= 1 << CAPS[name]
     return mask
 
 
-def _fail(what: str):
+def _fail(what: str) -> NoReturn:
     raise KernelError(ctypes.get_errno(), what)
 
 
-def _b(s) -> bytes | None:
+def _b(s: str | bytes | None) -> bytes | None:
     if s is None:
         return None
     return s if isinstance(s, bytes) else os.fsencode(s)
@@ -121,17 +126,18 @@ def set_dumpable(on: bool) -> None:
     prctl(PR_SET_DUMPABLE, int(on))
 
 
-def mount(source, target, fstype=None, flags: int = 0, data=None) -> None:
+def mount(source: str | None, target: str, fstype: str | None = None, flags: int = 0,
+          data: str | bytes | None = None) -> None:
     if _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
         _fail(f"mount {fstype or source} on {target}")
 
 
-def umount2(target, flags: int = 0) -> None:
+def umount2(target: str, flags: int = 0) -> None:
     if _libc.umount2(_b(target), flags) != 0:
         _fail(f"umount {target}")
 
 
-def pivot_root(new_root, put_old) -> None:
+def pivot_root(new_root: str, put_old: str) -> None:
     if _libc.syscall(_SYS_pivot_root, _b(new_root), _b(put_old)) != 0:
         _fail(f"pivot_root {new_root}")
 
@@ -165,7 +171,7 @@ def populate_private_memory() -> int:
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    rc = _libc.prctl(option, arg2, arg3, arg4, arg5)
+    rc: int = _libc.prctl(option, arg2, arg3, arg4, arg5)
     if rc < 0:
         _fail(f"prctl({option})")
     return rc
@@ -316,8 +322,8 @@ RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_IN_ROOT = 0x10
 
 
-def _fd_call(what: str, nr: int, *args) -> int:
-    rc = _libc.syscall(nr, *args)
+def _fd_call(what: str, nr: int, *args: object) -> int:
+    rc: int = _libc.syscall(nr, *args)
     if rc < 0:
         _fail(what)
     return rc
@@ -352,7 +358,7 @@ def mount_setattr(dir_fd: int, path: str, attr_set: int, *, recursive: bool = Fa
              ctypes.c_uint(flags | (AT_RECURSIVE if recursive else 0)), buf, ctypes.c_size_t(len(attr)))
 
 
-def fs_mount(fstype: str, options: dict, attrs: int) -> int:
+def fs_mount(fstype: str, options: Mapping[str, object], attrs: int) -> int:
     """A new detached mount of a fresh file system (fsopen, fsconfig, fsmount)."""
     fs = _fd_call(f"fsopen {fstype}", _SYS_fsopen, _b(fstype), ctypes.c_uint(1))        # FSOPEN_CLOEXEC
     try:

@@ -17,6 +17,12 @@ from __future__ import annotations
 
 from .errors import InvalidArgument
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Iterable, Iterator
+
+    Line = tuple[bytes, str, bytes]         # (time, stream, content)
+
 STAMP = 30                  # "2026-11-30T20:00:00.123456789Z"
 MAX_LINE = 1 << 20          # bytes of one line held before it is given in parts
 STREAMS = ("stdout", "stderr")
@@ -39,7 +45,7 @@ class Lines:
         self._held = {s: b"" for s in STREAMS}
         self._time = {s: b"" for s in STREAMS}
 
-    def feed(self, stream: str, data: bytes) -> list:
+    def feed(self, stream: str, data: bytes) -> list[Line]:
         held = self._held.get(stream, b"")
         if held:
             data = held + data
@@ -51,12 +57,12 @@ class Lines:
         self._held[stream] = rest
         return [self._line(stream, p) for p in parts]
 
-    def rest(self) -> list:
+    def rest(self) -> list[Line]:
         out = [self._line(s, held) for s, held in self._held.items() if held]
         self._held = {s: b"" for s in STREAMS}
         return out
 
-    def _line(self, stream: str, line: bytes):
+    def _line(self, stream: str, line: bytes) -> Line:
         stamp = stamp_of(line)
         if stamp:
             self._time[stream] = stamp
@@ -64,7 +70,7 @@ class Lines:
         return self._time.get(stream, b""), stream, line     # the part after a cut
 
 
-def check_stream(value) -> tuple[str, ...]:
+def check_stream(value: str | None) -> tuple[str, ...]:
     """--stream: "stdout", "stderr", or None/"" for both."""
     if value in (None, "", "all", "both"):
         return STREAMS
@@ -73,7 +79,7 @@ def check_stream(value) -> tuple[str, ...]:
     return (value,)
 
 
-def check_grep(text) -> str | None:
+def check_grep(text: str | None) -> str | None:
     if text is None or text == "":
         return None
     if len(text) > MAX_GREP or "\0" in text:
@@ -81,7 +87,7 @@ def check_grep(text) -> str | None:
     return text
 
 
-def matcher(text: str | None):
+def matcher(text: str | None) -> Callable[[bytes], bool] | None:
     """content bytes -> whether it contains text, ignoring case (None: everything)."""
     if text is None:
         return None
@@ -92,14 +98,15 @@ def matcher(text: str | None):
     return lambda content: needle_s in content.decode("utf-8", "replace").lower()
 
 
-def filtered(pieces, *, streams=STREAMS, grep: str | None = None, until: bytes | None = None):
+def filtered(pieces: Iterable[tuple[str, bytes]], *, streams: Iterable[str] = STREAMS, grep: str | None = None,
+             until: bytes | None = None) -> Iterator[Line]:
     """The (time, stream, content) of the whole lines of pieces (log_output with
     timestamps) that are of streams, contain grep and are stamped before until
     (the first line at or after it ends the walk: a log is in time order)."""
     lines, match = Lines(), matcher(grep)
     wanted = set(streams)
 
-    def kept(batch):
+    def kept(batch: list[Line]) -> Generator[Line, None, bool]:
         for line in batch:
             if until and line[0] >= until:
                 return False
@@ -117,7 +124,7 @@ def filtered(pieces, *, streams=STREAMS, grep: str | None = None, until: bytes |
     yield from kept(lines.rest())
 
 
-def render(line, timestamps: bool) -> bytes:
+def render(line: Line, timestamps: bool) -> bytes:
     """A line as `terrarium logs` prints it (with -t, its time first)."""
     time, _, content = line
     if timestamps and time:

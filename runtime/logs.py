@@ -42,10 +42,23 @@ import fcntl
 import os
 import select
 import time
-from collections import namedtuple
 
 from .errors import InvalidArgument
 from .model import LogConfig
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import IO, NamedTuple as TypedRecord, TypeVar
+
+    _T = TypeVar("_T")
+    Position = tuple[int, int]          # (index in the files opened, offset)
+    # keep(k, offset, record): whether a record is wanted (see _walk)
+    Keep = Callable[[int | None, int, "Record"], bool]
+    # follow(timeout) -> True once the writer is gone (see read)
+    Follow = Callable[[float], bool]
+else:
+    from .model import TypedRecord
 
 DEFAULT_MAX_SIZE, DEFAULT_MAX_FILE = LogConfig()      # 10m x 3, Docker's `local` convention
 READ_SIZE = 16384                     # one pipe read; containerd caps a CRI line at 16 KiB too
@@ -70,7 +83,7 @@ def open_log(path: str) -> int:
 
 
 def relay(out_r: int, err_r: int, pidfd: int, path: str, max_size: int, max_file: int,
-          trim=None) -> None:
+          trim: Callable[[], object] | None = None) -> None:
     """Copy the container's stdout and stderr pipes into the log at path as
     records until both reach EOF, or, once pidfd (init) is readable, until
     they have been quiet for DRAIN_MS (a process outside the container may
@@ -142,7 +155,7 @@ def relay(out_r: int, err_r: int, pidfd: int, path: str, max_size: int, max_file
     os.close(fd)
 
 
-def _release(held: dict, fd: int, size: int, out_r: int, path: str, max_size: int,
+def _release(held: dict[int, bytes], fd: int, size: int, out_r: int, path: str, max_size: int,
              max_file: int) -> tuple[int, int]:
     """Write the pieces relay() held back, as P records."""
     for r, data in held.items():
@@ -230,11 +243,14 @@ def write_message(path: str, text: str, stream: str = "stderr") -> None:
 
 # ------------------------------------------------------------------- format
 
-class Record(namedtuple("Record", "time stream partial content")):
+class Record(TypedRecord):
     """One record: time (the RFC 3339 bytes as written, b"" if none), stream
     ("stdout" or "stderr"), partial (a P record: the line goes on in the next
     one), content (bytes, without the newline)."""
-    __slots__ = ()
+    time: bytes
+    stream: str
+    partial: bool
+    content: bytes
 
 
 _STREAMS = {b"stdout": "stdout", b"stderr": "stderr"}
@@ -256,7 +272,7 @@ def format_time(ns: int) -> bytes:
     return b"%s.%09dZ" % (stamp.encode(), ns % 1000000000)
 
 
-def parse_since(text: str, now_ns: int | None = None) -> bytes:
+def parse_since(text: str | float, now_ns: int | None = None) -> bytes:
     """`--since` as docker takes it: RFC 3339 (2026-11-30T20:00:00Z, a date,
     a time without zone is local), a unix time (1764532800.5) or a duration
     back from now (10m, 1h30m, 45s) -> a record timestamp to compare with."""
@@ -289,8 +305,8 @@ def _since(text: str, now_ns: int) -> bytes:
     if when.tzinfo is None:
         when = when.astimezone()            # docker: no zone means the local time
     when = when.astimezone(timezone.utc)
-    frac = re.search(r"\.([0-9]+)", text.split("T")[-1].split(" ")[-1])
-    ns = frac.group(1)[:9].ljust(9, "0") if frac else "000000000"
+    m = re.search(r"\.([0-9]+)", text.split("T")[-1].split(" ")[-1])
+    ns = m.group(1)[:9].ljust(9, "0") if m else "000000000"
     return when.strftime("%Y-%m-%dT%H:%M:%S").encode() + b"." + ns.encode() + b"Z"
 
 
@@ -311,10 +327,11 @@ def log_files(path: str) -> list[str]:
     return out
 
 
-def _open_all(path: str) -> list:
+def _open_all(path: str) -> list[IO[bytes]]:
     """Open the log's files oldest first (each inode once: during a rotation a
     file can briefly have two names)."""
-    files, seen = [], set()
+    files: list[IO[bytes]] = []
+    seen: set[int] = set()
     for name in log_files(path):
         try:
             f = open(name, "rb")
@@ -329,7 +346,7 @@ def _open_all(path: str) -> list:
     return files
 
 
-def _backwards(files: list):
+def _backwards(files: list[IO[bytes]]) -> Iterator[tuple[Position, bytes]]:
     """((index in files, offset), first bytes) of each record, newest first,
     reading a BLOCK at a time from the end."""
     for i in range(len(files) - 1, -1, -1):
@@ -354,13 +371,16 @@ def _backwards(files: list):
             pos = start
 
 
-def _tail_starts(files: list, n: int) -> tuple[dict, tuple[int, int]]:
+def _tail_starts(files: list[IO[bytes]], n: int) -> tuple[dict[str, Position], Position]:
     """Where the last n lines begin: ({stream: (index in files, offset) of its
     first record to show}, the position from which every stream's records
     are shown).  A line is the P records of one stream up to its F record (or
     a run still open at the end); lines are counted by where they end, and
     the streams' lines interleave, so each stream has its own start."""
-    found, starts, inside, done = 0, {}, set(), set()
+    found = 0
+    starts: dict[str, Position] = {}
+    inside: set[str] = set()
+    done: set[str] = set()
     complete = False            # the n lines were found before the log's start
     for pos, header in _backwards(files):
         rec = parse(header)
@@ -386,7 +406,7 @@ def _tail_starts(files: list, n: int) -> tuple[dict, tuple[int, int]]:
     return starts, end if complete else (0, 0)          # (0, 0): fewer lines than n, all of them
 
 
-def _since_start(files: list, since: bytes) -> int:
+def _since_start(files: list[IO[bytes]], since: bytes) -> int:
     """The index of the newest file that begins before since: older ones hold
     only older records (the writer stamps records in order)."""
     for i in range(len(files) - 1, -1, -1):
@@ -396,7 +416,7 @@ def _since_start(files: list, since: bytes) -> int:
     return 0
 
 
-def _records(f, hold_torn: bool):
+def _records(f: IO[bytes], hold_torn: bool) -> Iterator[tuple[int, Record]]:
     """(offset, record) from f's position to its end.  A last line without its
     newline is still being written: with hold_torn it is left for the next
     call (the file position stays before it)."""
@@ -420,7 +440,7 @@ def _records(f, hold_torn: bool):
         offset += len(line)
 
 
-def _successor(path: str, f):
+def _successor(path: str, f: IO[bytes]) -> IO[bytes] | None:
     """The file that replaced f as the live one, opened, or None if f is still
     live.  Rotation only moves an inode to an older name, so it is the name
     just newer than where f is now (the oldest name if f was dropped)."""
@@ -435,7 +455,7 @@ def _successor(path: str, f):
         return None
     while True:
         names = log_files(path)
-        inos = []
+        inos: list[int | None] = []
         for name in names:
             try:
                 inos.append(os.stat(name).st_ino)
@@ -455,23 +475,25 @@ def _successor(path: str, f):
         nxt.close()             # renamed between the stat and the open
 
 
-def read(path: str, *, tail: int | None = None, since: bytes | None = None, follow=None,
-         poll: float = 0.1, attach: bool = False):
+def read(path: str, *, tail: int | None = None, since: bytes | None = None, follow: Follow | None = None,
+         poll: float = 0.1, attach: bool | IO[bytes] = False) -> Iterator[Record]:
     """The records of the log at path, oldest first, in bounded memory.
 
     tail: only the last N lines.  since: only records stamped at or after it
     (parse_since).  follow: a function(timeout) -> True once the writer is
     gone; then records are yielded as they come, across rotations, until it
     says so and the files are read to their end.  attach: see _walk."""
-    def emit(f, k, hold_torn, keep, fast_from):
+    def emit(f: IO[bytes], k: int | None, hold_torn: bool, keep: Keep,
+             fast_from: Position | None) -> Iterator[Record]:
         for off, rec in _records(f, hold_torn):
             if keep(k, off, rec):
                 yield rec
     return _walk(path, tail, since, follow, poll, emit, attach)
 
 
-def read_output(path: str, *, tail: int | None = None, since: bytes | None = None, follow=None,
-                timestamps: bool = False, poll: float = 0.1, attach: bool = False):
+def read_output(path: str, *, tail: int | None = None, since: bytes | None = None, follow: Follow | None = None,
+                timestamps: bool = False, poll: float = 0.1,
+                attach: bool | IO[bytes] = False) -> Iterator[tuple[str, bytes]]:
     """What render(read(...)) gives, (stream, bytes) to print, but a block of
     full lines of one stream at a time where it can: turning each record into
     Python objects reads ~45 MB/s, slower than a shim writes (so `run` in the
@@ -479,7 +501,8 @@ def read_output(path: str, *, tail: int | None = None, since: bytes | None = Non
     width prefixes off a block's lines reads ~600 MB/s."""
     line_start = {"stdout": True, "stderr": True}
 
-    def emit(f, k, hold_torn, keep, fast_from):
+    def emit(f: IO[bytes], k: int | None, hold_torn: bool, keep: Keep,
+             fast_from: Position | None) -> Iterator[tuple[str, bytes]]:
         while True:
             pos = f.tell()
             data = f.read(BLOCK)
@@ -511,7 +534,7 @@ def read_output(path: str, *, tail: int | None = None, since: bytes | None = Non
     return _walk(path, tail, since, follow, poll, emit, attach)
 
 
-def _full_block(block: bytes):
+def _full_block(block: bytes) -> tuple[str, bytes] | None:
     """(stream, content) if block is full records of one stream, else None,
     without a Python step per line: the relay stamps every record of one
     read alike, so a block has a few distinct 40-byte prefixes, each cut
@@ -542,7 +565,7 @@ def _full_block(block: bytes):
     return stream, out[1:]
 
 
-def _full_lines(lines: list, timestamps: bool, line_start: dict):
+def _full_lines(lines: list[bytes], timestamps: bool, line_start: dict[str, bool]) -> tuple[str, bytes] | None:
     """(stream, output) if the lines are all records of one stream with our
     fixed-width timestamp (and, with timestamps, all full lines), else None."""
     mark = lines[0][29:38]
@@ -561,7 +584,7 @@ _MARKS = {b"Z stdout ": "stdout", b"Z stderr ": "stderr"}
 _TAGS = (b"F ", b"P ")
 
 
-def _kept(lines: list, k, pos: int, keep):
+def _kept(lines: list[bytes], k: int | None, pos: int, keep: Keep) -> Iterator[Record]:
     off = pos
     for line in lines:
         rec = parse(line)
@@ -570,7 +593,9 @@ def _kept(lines: list, k, pos: int, keep):
         off += len(line) + 1
 
 
-def _walk(path: str, tail, since, follow, poll: float, emit, attach: bool = False):
+def _walk(path: str, tail: int | None, since: bytes | None, follow: Follow | None, poll: float,
+          emit: Callable[[IO[bytes], int | None, bool, Keep, Position | None], Iterator[_T]],
+          attach: bool | IO[bytes] = False) -> Iterator[_T]:
     """read()'s walk over the files: where to begin (tail, since), then on
     through the newer files, then (follow) across rotations.  emit(f, k,
     hold_torn, keep, fast_from) yields what to give for file f (index k in
@@ -603,7 +628,8 @@ def _walk(path: str, tail, since, follow, poll: float, emit, attach: bool = Fals
         if attach is not True:
             attach.close()      # a file held since before the start (hold): ours are locked now
     try:
-        starts, everyone = {}, (0, 0)
+        starts: dict[str, Position] = {}
+        everyone = (0, 0)
         if tail is not None and tail <= 0:
             everyone = (len(files) - 1, os.fstat(files[-1].fileno()).st_size) if files else (0, 0)
         elif tail is not None:
@@ -613,7 +639,7 @@ def _walk(path: str, tail, since, follow, poll: float, emit, attach: bool = Fals
         first = min([everyone, *starts.values()])
         fast_from = max([everyone, *starts.values()])
 
-        def keep(k, off, rec) -> bool:
+        def keep(k: int | None, off: int, rec: Record) -> bool:
             if k is not None and (k, off) < starts.get(rec.stream, everyone):
                 return False
             return not since or rec.time >= since
@@ -657,7 +683,7 @@ def _walk(path: str, tail, since, follow, poll: float, emit, attach: bool = Fals
             f.close()
 
 
-def hold(path: str):
+def hold(path: str) -> IO[bytes] | None:
     """The live log file, open, with the shared flock an attached reader
     takes: taken before a start and handed to read_output(attach=...), it
     keeps rotation from dropping what the container writes first, before
@@ -670,13 +696,13 @@ def hold(path: str):
     return f
 
 
-def render(records, timestamps: bool = False):
+def render(records: Iterable[Record], timestamps: bool = False) -> Iterator[tuple[str, bytes]]:
     """(stream, bytes) to print for each record: its content, the newline once
     its line is full, and with timestamps the time at the start of a line."""
     return _render(records, timestamps, {"stdout": True, "stderr": True})
 
 
-def _render(records, timestamps: bool, line_start: dict):
+def _render(records: Iterable[Record], timestamps: bool, line_start: dict[str, bool]) -> Iterator[tuple[str, bytes]]:
     for rec in records:
         out = rec.content if rec.partial else rec.content + _NL
         if timestamps and line_start[rec.stream] and rec.time:

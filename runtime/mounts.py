@@ -27,6 +27,24 @@ import stat
 from .errors import Forbidden, InvalidArgument
 from .model import Mount
 
+TYPE_CHECKING = False       # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from types import ModuleType
+    from typing import Required, TypedDict
+
+    class MountRequest(TypedDict, total=False):
+        """One mount of a start request, as mount_all makes it (runtime/containers.py
+        writes them): a volume's data or a bind source is "path"."""
+        type: Required[str]                # volume, bind or tmpfs
+        target: Required[str]
+        read_only: bool
+        path: str                          # volume, bind: the host directory or file
+        copy: bool                         # volume: fill it from the image when empty
+        size: int | None                   # tmpfs: bytes
+        mode: int | None                   # tmpfs
+
+
 VOLUME_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{1,127}", re.ASCII)   # Docker's, at most 128
 
 # Host paths a bind mount refuses, with everything under them and every
@@ -51,12 +69,12 @@ _FORBIDDEN_TARGETS = ("/proc", "/sys")
 _TMPFS_FLAGS = {"ro", "rw"}
 
 
-def _show(value) -> str:
+def _show(value: object) -> str:
     text = ascii(value)
     return text if len(text) <= 80 else text[:80] + "..."
 
 
-def check_target(path, what: str = "mount") -> str:
+def check_target(path: object, what: str = "mount") -> str:
     """An absolute path inside the container, normalised; not / and not in /proc or /sys."""
     if not isinstance(path, str) or not path.startswith("/"):
         raise InvalidArgument(f"invalid {what} target {_show(path)}: must be an absolute path "
@@ -78,7 +96,7 @@ def check_target(path, what: str = "mount") -> str:
     return path
 
 
-def check_volume_name(name) -> str:
+def check_volume_name(name: object) -> str:
     if not isinstance(name, str) or not VOLUME_NAME_RE.fullmatch(name):
         raise InvalidArgument(f"invalid volume name {_show(name)}: use 2-128 ASCII letters, digits, "
                               "'_', '.' or '-', starting with a letter or digit (a host path must be "
@@ -98,7 +116,7 @@ def _mode_flags(opts: list[str], text: str, allowed: set[str]) -> set[str]:
     return flags
 
 
-def parse_volume(text) -> Mount:
+def parse_volume(text: object) -> Mount:
     """`-v` as Docker reads it on Linux: NAME:/path[:ro|rw], /host/path:/path[:ro|rw],
     or /path alone (a new anonymous volume)."""
     if not isinstance(text, str) or not text or "\0" in text:
@@ -117,15 +135,16 @@ def parse_volume(text) -> Mount:
     return Mount("volume", check_volume_name(source), check_target(target, "volume"), "ro" in flags)
 
 
-def parse_tmpfs(text) -> Mount:
+def parse_tmpfs(text: object) -> Mount:
     """`--tmpfs /path[:size=64m,mode=1770,ro|rw]`: always nosuid,nodev,noexec
     (Docker's default for --tmpfs)."""
     from .spec import parse_size
     if not isinstance(text, str) or not text or "\0" in text:
         raise InvalidArgument(f"invalid tmpfs specification {_show(text)}")
     target, _, opts = text.partition(":")
-    size = mode = None
-    flags = []
+    size: int | None = None
+    mode: int | None = None
+    options: list[str] = []
     for o in filter(None, opts.split(",")):
         key, eq, value = o.partition("=")
         if key == "size" and eq:
@@ -135,12 +154,12 @@ def parse_tmpfs(text) -> Mount:
                 raise InvalidArgument(f"invalid tmpfs mode {_show(value)}: octal, e.g. 1777")
             mode = int(value, 8)
         else:
-            flags.append(o)
-    flags = _mode_flags(flags, text, _TMPFS_FLAGS)
+            options.append(o)
+    flags = _mode_flags(options, text, _TMPFS_FLAGS)
     return Mount("tmpfs", "", check_target(target, "tmpfs"), "ro" in flags, size, mode)
 
 
-def check_bind_path(path) -> str:
+def check_bind_path(path: object) -> str:
     if not isinstance(path, str) or not path.startswith("/"):
         raise InvalidArgument(f"invalid bind mount source {_show(path)}: must be an absolute host path")
     if "\0" in path or len(path.encode("utf-8", "surrogateescape")) > 4096:
@@ -148,12 +167,13 @@ def check_bind_path(path) -> str:
     return posixpath.normpath(path)
 
 
-def check_mounts(mounts) -> tuple[Mount, ...]:
+def check_mounts(mounts: object) -> tuple[Mount, ...]:
     """Mount records (or dicts of their fields, from the agent) checked as the parsers check
     typed ones; one mount per target."""
     if isinstance(mounts, (str, bytes, dict)) or not isinstance(mounts, (list, tuple)):
         raise InvalidArgument("mounts: give a list of runtime.Mount")
-    out, seen = [], set()
+    out: list[Mount] = []
+    seen: set[str] = set()
     for m in mounts:
         if isinstance(m, dict):
             if set(m) - set(Mount._fields) or not {"type", "target"} <= set(m):
@@ -207,7 +227,7 @@ def check_bind_source(path: str, state_root: str) -> str:
     return real
 
 
-def refuse_protected(real: str, protected, shown: str | None = None) -> None:
+def refuse_protected(real: str, protected: Iterable[str], shown: str | None = None) -> None:
     shown = _show(shown or real)
     for p in protected:
         if real == p or real.startswith(p.rstrip("/") + "/"):
@@ -235,7 +255,7 @@ def _reason(p: str) -> str:
 
 # ----------------------------------------------------- inside the container
 
-def mount_all(rootfs: str, mounts: list[dict]) -> None:
+def mount_all(rootfs: str, mounts: list[MountRequest]) -> None:
     """Make the start request's mounts under rootfs, parents first.  Runs in
     init, in its own mount namespace, before pivot_root.  Each item: type,
     target, read_only, and "path" (the host directory or file: a volume's
@@ -255,14 +275,16 @@ def mount_all(rootfs: str, mounts: list[dict]) -> None:
 IN_ROOT = 0x10 | 0x02        # RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
 
 
-def _mount_one(linux, root_fd: int, m: dict) -> None:
+def _mount_one(linux: ModuleType, root_fd: int, m: MountRequest) -> None:
     target = m["target"]
     nosuid_nodev = linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV
     ro = linux.MOUNT_ATTR_RDONLY if m.get("read_only") else 0
     if m["type"] == "tmpfs":
-        options = {"mode": format(m["mode"] if m.get("mode") is not None else 0o1777, "o")}
-        if m.get("size"):
-            options["size"] = m["size"]
+        mode = m.get("mode")
+        options: dict[str, str | int] = {"mode": format(0o1777 if mode is None else mode, "o")}
+        size = m.get("size")
+        if size:
+            options["size"] = size
         mnt = linux.fs_mount("tmpfs", options, nosuid_nodev | linux.MOUNT_ATTR_NOEXEC | ro)
         is_dir = True
     else:
@@ -289,23 +311,29 @@ def _mount_one(linux, root_fd: int, m: dict) -> None:
         os.close(mnt)
 
 
-def target_fd(linux, root_fd: int, target: str, is_dir: bool, _links: int = 0) -> int:
+def target_fd(linux: ModuleType, root_fd: int, target: str, is_dir: bool, _links: int = 0) -> int:
     """An O_PATH descriptor on target inside the root (made if missing: a
     directory, or an empty file for a file's bind mount), every component
     resolved by the kernel as if root_fd were /.  A dangling symlink on the
     way is followed inside the root, and what it names is made."""
     from .errors import KernelError, TerrariumError
     parts = [p for p in target.split("/") if p]
+    fd: int = -1
+    if not parts:                                     # the root itself (a file's parent may be /)
+        fd = linux.openat2(root_fd, ".", os.O_PATH, IN_ROOT)
     for i in range(1, len(parts) + 1):
         sub = "/".join(parts[:i])
         last = i == len(parts)
         try:
             fd = linux.openat2(root_fd, sub, os.O_PATH, IN_ROOT)
         except OSError as e:
+            if e.errno == errno.ELOOP:                # e.g. debootstrap's `proc -> /proc`
+                raise KernelError(errno.ELOOP, f"mount target {target}: a symlink in the image "
+                                               f"at /{sub} loops") from None
             if e.errno != errno.ENOENT:
                 raise
-            fd = None
-        if fd is None:
+            fd = -1
+        if fd < 0:
             parent_path = "/".join(parts[:i - 1])
             parent = linux.openat2(root_fd, parent_path or ".", os.O_PATH | os.O_DIRECTORY, IN_ROOT)
             try:
@@ -354,12 +382,12 @@ def bind_file_in_root(rootfs: str, source: str, target: str) -> None:
     try:
         try:
             st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-            if not stat.S_ISREG(st.st_mode):
+            missing = not stat.S_ISREG(st.st_mode)
+            if missing:
                 os.unlink(name, dir_fd=parent)
-                st = None
         except FileNotFoundError:
-            st = None
-        if st is None:
+            missing = True
+        if missing:
             os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
                              dir_fd=parent))
         dest = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
@@ -375,7 +403,7 @@ def bind_file_in_root(rootfs: str, source: str, target: str) -> None:
         os.close(dest)
 
 
-def _fill_volume(linux, root_fd: int, target: str, src: int) -> None:
+def _fill_volume(linux: ModuleType, root_fd: int, target: str, src: int) -> None:
     """Docker's rule for a volume: when it is empty, what the image has at
     the target is copied into it (files, directories, symlinks, FIFOs; owner,
     mode and times; not xattrs or device nodes), and the volume's root takes
@@ -403,7 +431,7 @@ def _fill_volume(linux, root_fd: int, target: str, src: int) -> None:
         os.close(data)
 
 
-def _copy_dir(fswalk, src: int, dst: int, depth: int) -> None:
+def _copy_dir(fswalk: ModuleType, src: int, dst: int, depth: int) -> None:
     if depth >= fswalk.MAX_DEPTH:
         return
     for name, st in fswalk.entries(src):
@@ -446,7 +474,7 @@ def _copy_dir(fswalk, src: int, dst: int, depth: int) -> None:
             os.chmod(name, stat.S_IMODE(mode), dir_fd=dst)
 
 
-def _own(fd: int, st, times) -> None:
+def _own(fd: int, st: os.stat_result, times: tuple[int, int]) -> None:
     os.fchown(fd, st.st_uid, st.st_gid)               # before the mode: chown clears setuid
     os.fchmod(fd, stat.S_IMODE(st.st_mode))
     os.utime(fd, ns=times)

@@ -37,6 +37,7 @@ container's shim forwards them in userland instead (runtime/portfwd.py).
 """
 from __future__ import annotations
 
+import builtins
 import errno
 import hashlib
 import ipaddress
@@ -50,6 +51,122 @@ import time
 
 from .errors import Conflict, InvalidArgument, KernelError, NotFound, TerrariumError
 from .fsutil import locked, private_dir, read_json, write_json
+
+TYPE_CHECKING = False       # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Container, Iterable, Mapping
+    from concurrent.futures import ThreadPoolExecutor
+    from types import ModuleType
+    from typing import Any, ParamSpec, Protocol, TypedDict, TypeVar
+
+    _P = ParamSpec("_P")
+    _R = TypeVar("_R")
+
+    # The records' shapes, for mypy only (import them under TYPE_CHECKING too):
+    # a command that names a network must not pay for importing typing.
+    class PortMap(TypedDict):
+        """A published port, `-p [IP:]HOST:CONTAINER[/proto]` parsed."""
+        host_ip: str                       # "": every address of the host
+        host_port: int
+        container_port: int
+        proto: str                         # "tcp" or "udp"
+
+    class Forward(PortMap):
+        """A published port the shim forwards in userland (runtime/portfwd.py)."""
+        address: str                       # the container's
+
+    class NetworkRecord(TypedDict):
+        """nets/<name>.json."""
+        name: str
+        id: str
+        bridge: str
+        subnet: str                        # CIDR
+        gateway: str
+        mtu: int
+        nat: bool
+        created_at: float
+
+    class Lease(TypedDict):
+        """A container's entry in leases.json."""
+        network: str
+        address: str
+        name: str                          # the container's
+        hostname: str
+        ports: list[PortMap]
+        at: float
+
+    class LeaseView(Lease):
+        """What Networks.lease returns: the lease and what attach() needs of its network."""
+        prefixlen: int
+        gateway: str
+        bridge: str
+        mtu: int
+
+    class Member(TypedDict):
+        """A container on a network, as Networks.inspect shows it."""
+        id: str
+        name: str
+        address: str
+        veth: str
+        ports: list[PortMap]
+
+    class NetworkView(NetworkRecord):
+        """Networks.inspect and .list: the record, its table, its containers."""
+        table: str
+        containers: list[Member]
+        bridge_up: bool
+
+    class NsLink(TypedDict):
+        index: int
+        name: str | None
+        mtu: int | None
+        state: str | None
+        mac: str | None
+        rx_bytes: int | None
+        tx_bytes: int | None
+
+    class NsAddress(TypedDict):
+        index: int
+        address: str | None
+        prefixlen: int
+
+    class NsRoute(TypedDict):
+        dst: str
+        gateway: str | None
+        oif: int | None
+
+    class NamespaceView(TypedDict):
+        """read_namespace: a network namespace as `ip link/addr/route` would show it."""
+        links: list[NsLink]
+        addresses: list[NsAddress]
+        routes: list[NsRoute]
+
+    class _NlMsg(Protocol):
+        """A pyroute2 netlink message (pyroute2 has no type hints): the parts used here."""
+
+        def get_attr(self, name: str) -> Any: ...
+
+        def __getitem__(self, key: str) -> Any: ...
+
+    class _IPRoute(Protocol):
+        """pyroute2.IPRoute: the calls made here."""
+
+        def link_lookup(self, *, ifname: str) -> list[int]: ...
+
+        def link(self, command: str, **kwargs: Any) -> Any: ...
+
+        def addr(self, command: str, **kwargs: Any) -> Any: ...
+
+        def route(self, command: str, **kwargs: Any) -> Any: ...
+
+        def get_links(self) -> Iterable[_NlMsg]: ...
+
+        def get_addr(self, **kwargs: Any) -> Iterable[_NlMsg]: ...
+
+        def get_routes(self, **kwargs: Any) -> Iterable[_NlMsg]: ...
+
+        def close(self) -> None: ...
+
 
 DEFAULT_NETWORK = "bridge"
 MODES = ("none", "host", DEFAULT_NETWORK)
@@ -97,7 +214,7 @@ def veth_name(root: str, cid: str) -> str:
 
 # --------------------------------------------------------------- checking input
 
-def check_network(value) -> str:
+def check_network(value: object) -> str:
     """What `--network` takes: none, host, bridge, a network name or container:REF."""
     if not isinstance(value, str) or not value or "\0" in value:
         raise InvalidArgument(f"invalid network {value!r}")
@@ -112,7 +229,7 @@ def check_network(value) -> str:
     return value
 
 
-def check_network_name(name) -> str:
+def check_network_name(name: object) -> str:
     if not isinstance(name, str) or not NETWORK_NAME_RE.fullmatch(name):
         raise InvalidArgument(f"invalid network name {ascii(name)[:80]}: use 1-64 ASCII letters, digits, "
                               "'_', '.' or '-', starting with a letter or digit")
@@ -121,8 +238,9 @@ def check_network_name(name) -> str:
     return name
 
 
-def parse_port(text) -> dict:
-    """'8080:80', '127.0.0.1:8080:80/udp' -> {host_ip, host_port, container_port, proto}."""
+def parse_port(text: object) -> PortMap:
+    """'8080:80', '127.0.0.1:8080:80/udp' -> {host_ip, host_port, container_port, proto}
+    (a PortMap given is checked again)."""
     if isinstance(text, dict):
         text = format_port(text)
     m = _PORT_RE.fullmatch(text) if isinstance(text, str) else None
@@ -144,14 +262,15 @@ def parse_port(text) -> dict:
             "proto": m.group("proto") or "tcp"}
 
 
-def format_port(p: dict) -> str:
+def format_port(p: Mapping[str, object]) -> str:
+    """A PortMap as `-p` takes it."""
     ip = f"{p['host_ip']}:" if p.get("host_ip") else ""
     return f"{ip}{p['host_port']}:{p['container_port']}/{p['proto']}"
 
 
-def check_ports(ports) -> tuple:
+def check_ports(ports: Iterable[object] | None) -> tuple[str, ...]:
     out = tuple(format_port(parse_port(p)) for p in ports or ())
-    seen = set()
+    seen: set[tuple[str, int, str]] = set()
     for text in out:
         p = parse_port(text)
         key = (p["host_ip"], p["host_port"], p["proto"])
@@ -165,11 +284,11 @@ def check_ports(ports) -> tuple:
 # --------------------------------------------------------------- netlink
 
 _worker_lock = threading.Lock()
-_worker: dict = {"pid": None, "pool": None}
+_worker: tuple[int, ThreadPoolExecutor] | None = None       # (the pid it serves, the pool of one thread)
 _WORKER_NAME = "terrarium-netlink"
 
 
-def _in_netlink_thread(fn):
+def _in_netlink_thread(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Run fn in this process's one netlink thread.
 
     pyroute2's synchronous API keeps an asyncio loop and a netlink socket
@@ -181,19 +300,20 @@ def _in_netlink_thread(fn):
     import functools
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        global _worker
         if threading.current_thread().name.startswith(_WORKER_NAME):
             return fn(*args, **kwargs)
         from concurrent.futures import ThreadPoolExecutor
         with _worker_lock:
-            if _worker["pid"] != os.getpid():
-                _worker.update(pid=os.getpid(), pool=ThreadPoolExecutor(1, thread_name_prefix=_WORKER_NAME))
-            pool = _worker["pool"]
+            if _worker is None or _worker[0] != os.getpid():
+                _worker = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix=_WORKER_NAME))
+            pool = _worker[1]
         return pool.submit(fn, *args, **kwargs).result()
     return wrapper
 
 
-def pyroute2():
+def pyroute2() -> ModuleType:
     """The pyroute2 package, also in the `python -I -S` servers (the CLI
     server's workers, the agent), which find it in the venv."""
     try:
@@ -202,13 +322,14 @@ def pyroute2():
         from .daemons import use_venv_packages
         use_venv_packages()
         import pyroute2 as p
-    return p
+    module: ModuleType = p
+    return module
 
 
-_ipr: dict[int, object] = {}            # pid -> IPRoute, used in the netlink thread only
+_ipr: dict[int, _IPRoute] = {}            # pid -> IPRoute, used in the netlink thread only
 
 
-def _iproute():
+def _iproute() -> _IPRoute:
     IPRoute = pyroute2().IPRoute
     pid = os.getpid()
     ipr = _ipr.get(pid)
@@ -217,12 +338,12 @@ def _iproute():
     return ipr
 
 
-def _netlink_error(e, what: str) -> KernelError:
+def _netlink_error(e: Exception, what: str) -> KernelError:
     code = getattr(e, "code", None) or getattr(e, "errno", None) or errno.EIO
     return KernelError(code, what)
 
 
-def _ipr_in(nsfd: int):
+def _ipr_in(nsfd: int) -> _IPRoute:
     """An IPRoute whose netlink socket lives in the namespace behind nsfd.
 
     The socket is made in a short-lived thread that setns()es first (a
@@ -230,23 +351,25 @@ def _ipr_in(nsfd: int):
     which a threaded web server must not), then used from this thread."""
     IPRoute = pyroute2().IPRoute
     from . import linux
-    box: dict = {}
+    sock: list[socket.socket] = []
+    error: list[BaseException] = []
 
-    def make():
+    def make() -> None:
         try:
             linux.setns(nsfd, linux.CLONE_NEWNET)
-            box["sock"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0)
+            sock.append(socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0))
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = e
+            error.append(e)
     t = threading.Thread(target=make, name="terrarium-netns")
     t.start()
     t.join()
-    if "error" in box:
-        raise box["error"]
-    return IPRoute(use_socket=box["sock"])
+    if error:
+        raise error[0]
+    ipr: _IPRoute = IPRoute(use_socket=sock[0])
+    return ipr
 
 
-def _host_routes() -> list:
+def _host_routes() -> list[ipaddress.IPv4Network]:
     """Every IPv4 destination the host routes (all tables), as networks."""
     out = []
     routes = _iproute().get_routes(family=socket.AF_INET)      # every table
@@ -263,15 +386,16 @@ def _link_index(ifname: str) -> int | None:
 
 
 @_in_netlink_thread
-def list_links(prefixes=IFACE_PREFIXES, kinds=("bridge", "veth")) -> dict[str, str]:
+def list_links(prefixes: Iterable[str] = IFACE_PREFIXES,
+               kinds: Container[str] = ("bridge", "veth")) -> dict[str, str]:
     """name -> kind of the host's links whose names start with one of prefixes."""
-    out = {}
+    out: dict[str, str] = {}
     links = _iproute().get_links()
     for link in links:
         name = link.get_attr("IFLA_IFNAME") or ""
         info = link.get_attr("IFLA_LINKINFO")
         kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-        if kind in kinds and name.startswith(tuple(prefixes)):
+        if isinstance(kind, str) and kind in kinds and name.startswith(tuple(prefixes)):
             out[name] = kind
     return out
 
@@ -301,21 +425,21 @@ class Networks:
         except OSError as e:
             raise KernelError(e.errno or errno.EIO, f"make {self.dir}") from None
 
-    def _records(self) -> dict[str, dict]:
-        out = {}
+    def _records(self) -> dict[str, NetworkRecord]:
+        out: dict[str, NetworkRecord] = {}
         try:
             names = sorted(os.listdir(os.path.join(self.dir, "nets")))
         except FileNotFoundError:
             return out
         for n in names:
             if n.endswith(".json"):
-                rec = read_json(os.path.join(self.dir, "nets", n))
-                if isinstance(rec, dict) and rec.get("name") == n[:-5]:
+                rec: NetworkRecord | None = read_json(os.path.join(self.dir, "nets", n))   # or garbage:
+                if isinstance(rec, dict) and rec.get("name") == n[:-5]:                   # skipped
                     out[rec["name"]] = rec
         return out
 
-    def _leases(self) -> dict[str, dict]:
-        leases = read_json(self.leases_path, {})
+    def _leases(self) -> dict[str, Lease]:
+        leases: dict[str, Lease] | None = read_json(self.leases_path, {})      # or garbage: ignored
         return leases if isinstance(leases, dict) else {}
 
     def _default_bridge(self) -> str:
@@ -328,7 +452,8 @@ class Networks:
 
     # --------------------------------------------------------- networks
     @_in_netlink_thread
-    def create(self, name: str, subnet: str | None = None, mtu: int | None = None, nat: bool = False) -> dict:
+    def create(self, name: str, subnet: str | None = None, mtu: int | None = None,
+               nat: bool = False) -> NetworkView:
         """Make a network: its record, its bridge with the gateway address, its
         nftables rules.  subnet None: the first free /16 of AUTO_SUBNETS."""
         check_network_name(name)
@@ -341,7 +466,7 @@ class Networks:
             self._sync_nft_locked()
         return self.inspect(rec["name"])
 
-    def _create_locked(self, name, subnet, mtu, nat) -> dict:
+    def _create_locked(self, name: str, subnet: str | None, mtu: int | None, nat: bool) -> NetworkRecord:
         mtu = DEFAULT_MTU if mtu is None else mtu
         if isinstance(mtu, bool) or not isinstance(mtu, int) or not 576 <= mtu <= 65535:
             raise InvalidArgument(f"invalid MTU {mtu!r}: 576 to 65535")
@@ -361,23 +486,24 @@ class Networks:
         with locked(GLOBAL_LOCK):              # other roots choose subnets too
             taken = _host_routes() + [ipaddress.IPv4Network(r["subnet"]) for r in self._records().values()]
             if subnet is None:
-                net = next((ipaddress.IPv4Network(c) for c in AUTO_SUBNETS
-                            if not any(ipaddress.IPv4Network(c).overlaps(t) for t in taken)), None)
-                if net is None:
+                free = next((ipaddress.IPv4Network(c) for c in AUTO_SUBNETS
+                             if not any(ipaddress.IPv4Network(c).overlaps(t) for t in taken)), None)
+                if free is None:
                     raise Conflict("no free subnet for a new network: give one with --subnet")
+                net = free
             else:
                 net = ipaddress.IPv4Network(subnet, strict=False)
                 clash = next((t for t in taken if net.overlaps(t)), None)
                 if clash is not None:
                     raise Conflict(f"subnet {net} overlaps {clash}, already routed on this host")
-            rec = {"name": name, "id": os.urandom(32).hex(), "bridge": bridge, "subnet": str(net),
+            rec: NetworkRecord = {"name": name, "id": os.urandom(32).hex(), "bridge": bridge, "subnet": str(net),
                    "gateway": str(net.network_address + 1), "mtu": mtu, "nat": bool(nat),
                    "created_at": time.time()}
             self._ensure_bridge(rec)
             write_json(self._path(name), rec, durable=True)
         return rec
 
-    def _ensure_bridge(self, rec: dict) -> None:
+    def _ensure_bridge(self, rec: NetworkRecord) -> None:
         """The network's bridge, up, with the gateway address (made again after a reboot)."""
         NetlinkError = pyroute2().NetlinkError
         net = ipaddress.IPv4Network(rec["subnet"])
@@ -415,13 +541,13 @@ class Networks:
                     raise _netlink_error(e, f"delete bridge {bridge}") from None
 
     @_in_netlink_thread
-    def ensure(self, name: str) -> dict:
+    def ensure(self, name: str) -> NetworkRecord:
         """The network's record, the default one made on first use; its bridge up."""
         self._make_dir()
         with locked(self.lock_path):
             return self._ensure_locked(name)
 
-    def _ensure_locked(self, name: str) -> dict:
+    def _ensure_locked(self, name: str) -> NetworkRecord:
         rec = self._records().get(name)
         if rec is None:
             if name != DEFAULT_NETWORK:
@@ -434,23 +560,24 @@ class Networks:
         return rec
 
     @_in_netlink_thread
-    def list(self) -> list[dict]:
+    def list(self) -> builtins.list[NetworkView]:
         self._sweep()
         leases = self._leases()
         return [self._view(rec, leases) for rec in self._records().values()]
 
     @_in_netlink_thread
-    def inspect(self, name: str) -> dict:
+    def inspect(self, name: str) -> NetworkView:
         rec = self._records().get(name)
         if rec is None:
             raise NotFound(f"network {name!r} not found")
         return self._view(rec, self._leases())
 
-    def _view(self, rec: dict, leases: dict) -> dict:
-        members = [{"id": cid, "name": lease["name"], "address": lease["address"],
-                    "veth": veth_name(self.root, cid), "ports": lease.get("ports", [])}
-                   for cid, lease in sorted(leases.items(), key=lambda kv: kv[1]["address"])
-                   if lease.get("network") == rec["name"]]
+    def _view(self, rec: NetworkRecord, leases: dict[str, Lease]) -> NetworkView:
+        members: builtins.list[Member] = [
+            {"id": cid, "name": lease["name"], "address": lease["address"],
+             "veth": veth_name(self.root, cid), "ports": lease.get("ports", [])}
+            for cid, lease in sorted(leases.items(), key=lambda kv: kv[1]["address"])
+            if lease.get("network") == rec["name"]]
         return {**rec, "table": self.table, "containers": members,
                 "bridge_up": _link_index(rec["bridge"]) is not None}
 
@@ -474,7 +601,8 @@ class Networks:
 
     # --------------------------------------------------------- leases
     @_in_netlink_thread
-    def lease(self, cid: str, cname: str, hostname: str, network: str, ports=()) -> dict:
+    def lease(self, cid: str, cname: str, hostname: str, network: str,
+              ports: Iterable[object] = ()) -> LeaseView:
         """The container's lease on network (made on its first start, the same
         one after): {network, address, prefixlen, gateway, bridge, mtu, ports}.
         Writes the hosts files of every container on that network."""
@@ -488,20 +616,20 @@ class Networks:
                 del leases[cid]
                 lease = None
             if lease is None:
-                ports = [parse_port(p) for p in ports]
-                self._check_ports_free(cid, ports, leases)
+                parsed = [parse_port(p) for p in ports]
+                self._check_ports_free(cid, parsed, leases)
                 lease = {"network": network, "address": self._free_address(rec, leases), "name": cname,
-                         "hostname": hostname, "ports": ports, "at": time.time()}
+                         "hostname": hostname, "ports": parsed, "at": time.time()}
                 leases[cid] = lease
                 write_json(self.leases_path, leases)
-                if ports:
+                if parsed:
                     self._sync_nft_locked(leases)
             self._write_hosts_locked(network, leases)
         net = ipaddress.IPv4Network(rec["subnet"])
         return {**lease, "prefixlen": net.prefixlen, "gateway": rec["gateway"], "bridge": rec["bridge"],
                 "mtu": rec["mtu"]}
 
-    def _check_ports_free(self, cid: str, ports: list, leases: dict) -> None:
+    def _check_ports_free(self, cid: str, ports: builtins.list[PortMap], leases: dict[str, Lease]) -> None:
         for p in ports:
             for other, lease in leases.items():
                 for q in lease.get("ports", []):
@@ -511,7 +639,7 @@ class Networks:
                                        f"already published by container {lease['name']!r}")
 
     @staticmethod
-    def _free_address(rec: dict, leases: dict) -> str:
+    def _free_address(rec: NetworkRecord, leases: dict[str, Lease]) -> str:
         net = ipaddress.IPv4Network(rec["subnet"])
         used = {lease["address"] for lease in leases.values() if lease.get("network") == rec["name"]}
         used.add(rec["gateway"])
@@ -536,11 +664,11 @@ class Networks:
             self._write_hosts_locked(lease["network"], leases)
         return True
 
-    def lease_of(self, cid: str) -> dict | None:
+    def lease_of(self, cid: str) -> Lease | None:
         return self._leases().get(cid)
 
     # --------------------------------------------------------- /etc/hosts
-    def _write_hosts_locked(self, network: str, leases: dict) -> None:
+    def _write_hosts_locked(self, network: str, leases: dict[str, Lease]) -> None:
         """Each container on network gets a hosts file naming all of them.
 
         Rewritten in place (not renamed over): init bind-mounts the file, and
@@ -568,7 +696,7 @@ class Networks:
 
     # --------------------------------------------------------- the veth
     @_in_netlink_thread
-    def attach(self, pid: int, cid: str, lease: dict) -> str:
+    def attach(self, pid: int, cid: str, lease: LeaseView) -> str:
         """Join init `pid`'s namespace to the lease's bridge: a veth pair, the
         host end on the bridge, `eth0` inside with the address, MTU and default
         route.  Returns the host end's name."""
@@ -606,20 +734,20 @@ class Networks:
 
     # --------------------------------------------------------- sweep
     @_in_netlink_thread
-    def sweep(self) -> list[str]:
+    def sweep(self) -> builtins.list[str]:
         """Free the leases of containers that are gone, and bring the nftables
         table in line with what is left.  Returns what was removed."""
         if not os.path.isdir(self.dir):
             return []
         return self._sweep()
 
-    def _sweep(self) -> list[str]:
+    def _sweep(self) -> builtins.list[str]:
         if not os.path.isdir(self.dir):
             return []
         with locked(self.lock_path):
             return self._sweep_locked()
 
-    def _sweep_locked(self) -> list[str]:
+    def _sweep_locked(self) -> builtins.list[str]:
         leases = self._leases()
         gone = [cid for cid in leases
                 if not os.path.lexists(os.path.join(self.containers_dir, cid, "config.json"))]
@@ -650,13 +778,17 @@ class Networks:
             self._sync_nft_locked({})
 
     # --------------------------------------------------------- nftables
-    def nft_rules(self, leases: dict | None = None) -> str:
+    def nft_rules(self, leases: dict[str, Lease] | None = None) -> str:
         """The whole table as `nft -f` reads it ("" when nothing needs one)."""
         leases = self._leases() if leases is None else leases
         records = self._records()
         if not records:
             return ""
-        pre, out, post, fwd, guard = [], [], [], [], []
+        pre: builtins.list[str] = []
+        out: builtins.list[str] = []
+        post: builtins.list[str] = []
+        fwd: builtins.list[str] = []
+        guard: builtins.list[str] = []
         bridges = ", ".join(f'"{rec["bridge"]}"' for rec in records.values())
         for rec in records.values():
             br = rec["bridge"]
@@ -676,7 +808,7 @@ class Networks:
                 out.append(rule)
         t = f"inet {self.table}"
 
-        def chain(name, hook, rules):
+        def chain(name: str, hook: str, rules: builtins.list[str]) -> str:
             return f"  chain {name} {{\n    {hook}\n" + "".join(f"    {r}\n" for r in rules) + "  }\n"
         return (f"table {t} {{\n"
                 + chain("prerouting", "type nat hook prerouting priority dstnat; policy accept;", pre)
@@ -686,7 +818,7 @@ class Networks:
                 + chain("guard", "type filter hook prerouting priority raw; policy accept;", guard)
                 + "}\n")
 
-    def _sync_nft_locked(self, leases: dict | None = None) -> None:
+    def _sync_nft_locked(self, leases: dict[str, Lease] | None = None) -> None:
         """Replace our table with nft_rules() in one transaction (or delete it)."""
         body = self.nft_rules(leases)
         t = f"inet {self.table}"
@@ -721,7 +853,7 @@ def _rewrite(path: str, text: str) -> None:
 
 
 @_in_netlink_thread
-def read_namespace(pid: int) -> dict:
+def read_namespace(pid: int) -> NamespaceView:
     """Interfaces, addresses and routes as seen inside pid's network namespace."""
     nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -729,18 +861,20 @@ def read_namespace(pid: int) -> dict:
     finally:
         os.close(nsfd)
     try:
-        links = []
+        links: list[NsLink] = []
         for link in ipr.get_links():
             stats = link.get_attr("IFLA_STATS64") or {}
             links.append({"index": link["index"], "name": link.get_attr("IFLA_IFNAME"),
                           "mtu": link.get_attr("IFLA_MTU"), "state": link.get_attr("IFLA_OPERSTATE"),
                           "mac": link.get_attr("IFLA_ADDRESS"),
                           "rx_bytes": stats.get("rx_bytes"), "tx_bytes": stats.get("tx_bytes")})
-        addrs = [{"index": a["index"], "address": a.get_attr("IFA_ADDRESS"), "prefixlen": a["prefixlen"]}
-                 for a in ipr.get_addr()]
-        routes = [{"dst": f"{r.get_attr('RTA_DST') or '0.0.0.0'}/{r['dst_len']}",
-                   "gateway": r.get_attr("RTA_GATEWAY"), "oif": r.get_attr("RTA_OIF")}
-                  for r in ipr.get_routes(family=socket.AF_INET, table=254)]     # main, as `ip route`
+        addrs: list[NsAddress] = [
+            {"index": a["index"], "address": a.get_attr("IFA_ADDRESS"), "prefixlen": a["prefixlen"]}
+            for a in ipr.get_addr()]
+        routes: list[NsRoute] = [
+            {"dst": f"{r.get_attr('RTA_DST') or '0.0.0.0'}/{r['dst_len']}",
+             "gateway": r.get_attr("RTA_GATEWAY"), "oif": r.get_attr("RTA_OIF")}
+            for r in ipr.get_routes(family=socket.AF_INET, table=254)]     # main, as `ip route`
     finally:
         ipr.close()
     return {"links": links, "addresses": addrs, "routes": routes}

@@ -27,14 +27,16 @@ The image layers below are the store's, and read by path.
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypedDict
 
 from . import fswalk
 from .errors import InvalidArgument, KernelError, NotFound
-from .pidinfo import parse_mountinfo
+from .pidinfo import MountInfo, parse_mountinfo
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 
@@ -76,10 +78,28 @@ class Origin(NamedTuple):
     hidden: list[int]
 
 
-class Changes(list):
+class Changes(list[Change]):
     """diff()'s list of Change; truncated: the walk stopped at its limit (or at
     fswalk.MAX_DEPTH), so the list is partial and in walk order, not sorted."""
     truncated = False
+
+
+class OverlayMount(TypedDict):
+    """mount_info: a process's root overlay mount."""
+    mount_id: int
+    source: str
+    fstype: str
+    mount_options: str
+    lowerdir: list[str]                # top first, relative ones joined to lower_base
+    lowerdir_raw: str
+    upperdir: str
+    workdir: str
+    options: dict[str, str]            # the other superblock options
+    line: str
+
+
+_Layer = str | int                     # "upper" or a lower index (bottom first)
+_Copy = tuple[_Layer, str, str | int | None]      # (layer, kind, path or fd: None unless a directory)
 
 
 class UpperSize(NamedTuple):
@@ -89,7 +109,8 @@ class UpperSize(NamedTuple):
 
 # --- diff -------------------------------------------------------------------
 
-def diff(upperdir: str, lowerdirs, implicit: bool = True, limit: int = DIFF_LIMIT) -> Changes:
+def diff(upperdir: str, lowerdirs: Iterable[str | os.PathLike[str]], implicit: bool = True,
+         limit: int = DIFF_LIMIT) -> Changes:
     """The changes of the writable layer, sorted by path (docker diff, and more).
 
     Every entry of `upperdir` is one Change (its parents, copied up to hold
@@ -123,7 +144,7 @@ class _Stop(Exception):
 
 
 class _DiffWalk:
-    def __init__(self, roots: list[str], out: Changes, implicit: bool, limit: int):
+    def __init__(self, roots: list[str], out: Changes, implicit: bool, limit: int) -> None:
         self.roots, self.out, self.implicit, self.limit = roots, out, implicit, limit
 
     def add(self, change: Change) -> None:
@@ -146,22 +167,25 @@ class _DiffWalk:
         for name, st in entries:
             path = f"{rel}/{name}"
             seen = below.get(name)              # (index, kind, path) of the copy the image shows
-            visible = seen is not None and seen[1] != _WHITEOUT
-            frm = dict(from_layer=seen[0], from_dir=self.roots[seen[0]]) if visible else {}
+            if seen is not None and seen[1] == _WHITEOUT:
+                seen = None                     # the image shows nothing there
+            from_layer = None if seen is None else seen[0]
+            from_dir = None if seen is None else self.roots[seen[0]]
             if _is_whiteout(st):
-                if visible:
-                    self.add(Change(path, "D", seen[1] == _DIR, whiteout=True, **frm))
+                if seen is not None:
+                    self.add(Change(path, "D", seen[1] == _DIR, whiteout=True, from_layer=from_layer,
+                                    from_dir=from_dir))
                 continue
-            kind = "C" if visible else "A"
+            kind = "C" if seen is not None else "A"
             child = fswalk.open_dir(name, fd) if stat.S_ISDIR(st.st_mode) else None
             if child is None:                   # not a directory (or no longer one)
                 size = st.st_size if stat.S_ISREG(st.st_mode) else 0
-                self.add(Change(path, kind, False, size=size, **frm))
+                self.add(Change(path, kind, False, size=size, from_layer=from_layer, from_dir=from_dir))
                 continue
             try:
                 opaque = _opaque(child)
-                self.add(Change(path, kind, True, opaque=opaque, **frm))
-                merged = _child_lowers(lowers, name) if visible and seen[1] == _DIR else []
+                self.add(Change(path, kind, True, opaque=opaque, from_layer=from_layer, from_dir=from_dir))
+                merged = _child_lowers(lowers, name) if seen is not None and seen[1] == _DIR else []
                 self.dir(child, path, merged, hiding or opaque, depth + 1)
             finally:
                 os.close(child)
@@ -190,7 +214,7 @@ def _merged_names(lowers: list[tuple[int, str]]) -> dict[str, tuple[int, str, st
 
 def _child_lowers(lowers: list[tuple[int, str]], name: str) -> list[tuple[int, str]]:
     """The lower dirs merged at <dir>/name: top down until an opaque dir, a whiteout or a file."""
-    out = []
+    out: list[tuple[int, str]] = []
     for idx, d in lowers:
         p = os.path.join(d, name)
         try:
@@ -205,7 +229,7 @@ def _child_lowers(lowers: list[tuple[int, str]], name: str) -> list[tuple[int, s
     return out
 
 
-def _kind(e: os.DirEntry) -> str:
+def _kind(e: os.DirEntry[str]) -> str:
     if e.is_dir(follow_symlinks=False):
         return _DIR
     if e.is_file(follow_symlinks=False) or e.is_symlink():
@@ -232,7 +256,7 @@ def _opaque(path: str | int) -> bool:
 
 # --- which layer a path comes from -----------------------------------------
 
-def layer_of(path: str, upperdir: str, lowerdirs) -> Origin:
+def layer_of(path: str, upperdir: str, lowerdirs: Iterable[str | os.PathLike[str]]) -> Origin:
     """The layer that shows `path` in the container's view, and the lower copies it hides.
 
     Follows overlayfs's lookup one component at a time: a whiteout or a
@@ -244,16 +268,16 @@ def layer_of(path: str, upperdir: str, lowerdirs) -> Origin:
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise InvalidArgument(f"path {path!r} has a '..' component")
-    lowerdirs = [os.fspath(d) for d in lowerdirs]
+    lowers = [os.fspath(d) for d in lowerdirs]
     if not parts:
         return Origin("upper", [])
-    shown = _lookup(parts, os.fspath(upperdir), lowerdirs)
-    hidden = [i for i in reversed(range(len(lowerdirs)))
-              if i not in shown and _copy_kind(lowerdirs[i], parts) not in (None, _WHITEOUT)]
+    shown = _lookup(parts, os.fspath(upperdir), lowers)
+    hidden = [i for i in reversed(range(len(lowers)))
+              if i not in shown and _copy_kind(lowers[i], parts) not in (None, _WHITEOUT)]
     return Origin(shown[0] if shown else None, hidden)
 
 
-def _lookup(parts: list[str], upperdir: str, lowerdirs: list[str]) -> list:
+def _lookup(parts: list[str], upperdir: str, lowerdirs: list[str]) -> list[_Layer]:
     """The layers that make up the path in the view, top first; [] if it does not exist.
 
     The writable layer is stepped through by directory fd (the container may
@@ -261,10 +285,11 @@ def _lookup(parts: list[str], upperdir: str, lowerdirs: list[str]) -> list:
     upper = fswalk.open_dir(upperdir)
     opened = [upper] if upper is not None else []
     try:
-        active = ([("upper", upper)] if upper is not None else []) + \
-            [(i, lowerdirs[i]) for i in reversed(range(len(lowerdirs)))]
+        # (layer, path or fd) of each directory merged at this depth, top first
+        active: list[tuple[_Layer, str | int]] = [("upper", upper)] if upper is not None else []
+        active += [(i, lowerdirs[i]) for i in reversed(range(len(lowerdirs)))]
         for depth, name in enumerate(parts):
-            found = []                       # (layer, kind, path or fd) of each copy, top first
+            found: list[_Copy] = []          # (layer, kind, path or fd) of each copy, top first
             for layer, d in active:
                 try:
                     if isinstance(d, int):
@@ -274,6 +299,7 @@ def _lookup(parts: list[str], upperdir: str, lowerdirs: list[str]) -> list:
                 except (FileNotFoundError, NotADirectoryError):
                     continue
                 kind = _WHITEOUT if _is_whiteout(st) else _DIR if stat.S_ISDIR(st.st_mode) else _OTHER
+                where: str | int | None
                 if isinstance(d, int):
                     where = fswalk.open_dir(name, d) if kind == _DIR else None
                     if kind == _DIR and where is None:
@@ -308,11 +334,11 @@ def _copy_kind(root: str, parts: list[str]) -> str | None:
     return _WHITEOUT if _is_whiteout(st) else _DIR if stat.S_ISDIR(st.st_mode) else _OTHER
 
 
-def _merge(found) -> list[tuple[object, str]]:
+def _merge(found: list[_Copy]) -> list[tuple[_Layer, str | int]]:
     """Of the copies of one directory, top first: the ones overlay merges."""
-    merged = []
+    merged: list[tuple[_Layer, str | int]] = []
     for layer, kind, p in found:
-        if kind != _DIR:
+        if kind != _DIR or p is None:                 # (a directory always has its path or fd)
             break
         merged.append((layer, p))
         if _opaque(p):
@@ -322,7 +348,7 @@ def _merge(found) -> list[tuple[object, str]]:
 
 # --- the mount ----------------------------------------------------------------
 
-def mount_info(pid: int, lower_base: str | None = None, proc: str = "/proc") -> dict:
+def mount_info(pid: int, lower_base: str | None = None, proc: str = "/proc") -> OverlayMount:
     """The root overlay mount of process `pid`, from its /proc/<pid>/mountinfo.
 
     Returns {"mount_id", "source", "fstype", "mount_options", "lowerdir"
@@ -336,8 +362,8 @@ def mount_info(pid: int, lower_base: str | None = None, proc: str = "/proc") -> 
     except (FileNotFoundError, ProcessLookupError):
         raise NotFound(f"process {pid} not found (no {proc}/{pid}/mountinfo)") from None
     except PermissionError as e:
-        raise KernelError(e.errno, f"read {proc}/{pid}/mountinfo") from None
-    root = None
+        raise KernelError(e.errno or errno.EACCES, f"read {proc}/{pid}/mountinfo") from None
+    root: MountInfo | None = None
     for m in parse_mountinfo(text):
         if m.mount_point == "/":
             root = m                              # the last one is on top

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import namedtuple
+from collections.abc import Iterable
 
 from .errors import InvalidArgument
 
@@ -40,7 +41,8 @@ def parse_stat(text: str) -> StatFields:
     try:
         lpar = text.index("(")
         rpar, rest = _stat_rest(text)
-        f = lambda n: int(rest[n - 3])          # noqa: E731 - proc(5) field numbers
+        def f(n: int) -> int:                   # proc(5) field numbers
+            return int(rest[n - 3])
         return StatFields(pid=int(text[:lpar]), comm=text[lpar + 1:rpar], state=rest[0],
                           ppid=f(4), flags=f(9), utime=f(14), stime=f(15), threads=f(20),
                           start_ticks=f(22), rss_pages=f(24))
@@ -64,7 +66,7 @@ def process_start_time(pid: int) -> int | None:
 
 # --- /proc/<pid>/status -------------------------------------------------------
 
-def parse_status(text: str, keys=None) -> dict[str, str]:
+def parse_status(text: str, keys: Iterable[str] | None = None) -> dict[str, str]:
     """/proc/<pid>/status -> {key: raw line}, e.g. {"NSpid": "NSpid:\\t123\\t1"}.
     With ``keys``, only those (absent ones left out): finding six keys in the
     ~57 lines is 3x cheaper than splitting them all."""

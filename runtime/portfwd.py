@@ -31,16 +31,23 @@ import socket
 import threading
 import time
 
+TYPE_CHECKING = False       # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .network import Forward
+
 UDP_IDLE = 60.0
 CONNECT_TIMEOUT = 5.0
 BUF = 65536
+_Address = tuple[str, int]            # an IPv4 socket address
 
 
-def bind(forwards: list[dict]) -> list[tuple[socket.socket, dict]]:
+def bind(forwards: list[Forward]) -> list[tuple[socket.socket, Forward]]:
     """Listening sockets for the start request's ``net["forward"]`` entries
     ({proto, host_ip, host_port, container_port, address}); the error names
     the port that could not be bound, and no socket is left open."""
-    out: list[tuple[socket.socket, dict]] = []
+    out: list[tuple[socket.socket, Forward]] = []
     try:
         for f in forwards:
             udp = f["proto"] == "udp"
@@ -61,7 +68,7 @@ def bind(forwards: list[dict]) -> list[tuple[socket.socket, dict]]:
     return out
 
 
-def spawn(listeners: list[tuple[socket.socket, dict]], init_pid: int, close_fds=()) -> int:
+def spawn(listeners: list[tuple[socket.socket, Forward]], init_pid: int, close_fds: Iterable[int] = ()) -> int:
     """In the shim, once the container runs: fork the forwarder (its pid).
     The shim's copies of the listening sockets are closed here."""
     from .lifecycle import _host_pid_namespace
@@ -82,7 +89,7 @@ def spawn(listeners: list[tuple[socket.socket, dict]], init_pid: int, close_fds=
     return pid
 
 
-def _serve(listeners, init_pid: int) -> None:
+def _serve(listeners: list[tuple[socket.socket, Forward]], init_pid: int) -> None:
     from . import linux
     linux.set_name("terrarium-ports")
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -91,7 +98,7 @@ def _serve(listeners, init_pid: int) -> None:
     pidfd = os.pidfd_open(init_pid)
     poll = select.poll()
     poll.register(pidfd, select.POLLIN)
-    by_fd = {}
+    by_fd: dict[int, tuple[socket.socket, Forward, _Udp | None]] = {}
     for s, f in listeners:
         s.setblocking(False)
         poll.register(s.fileno(), select.POLLIN)
@@ -115,7 +122,7 @@ def _serve(listeners, init_pid: int) -> None:
                 udp.expire()
 
 
-def _accept(listener: socket.socket, f: dict) -> None:
+def _accept(listener: socket.socket, f: Forward) -> None:
     try:
         client, _ = listener.accept()
     except (BlockingIOError, InterruptedError, ConnectionAbortedError):
@@ -123,7 +130,7 @@ def _accept(listener: socket.socket, f: dict) -> None:
     threading.Thread(target=_connect, args=(client, (f["address"], f["container_port"])), daemon=True).start()
 
 
-def _connect(client: socket.socket, target: tuple[str, int]) -> None:
+def _connect(client: socket.socket, target: _Address) -> None:
     client.setblocking(True)
     try:
         upstream = socket.create_connection(target, timeout=CONNECT_TIMEOUT)
@@ -156,14 +163,14 @@ def _copy(src: socket.socket, dst: socket.socket) -> None:
 class _Udp:
     """One published UDP port: a socket per client towards the container."""
 
-    def __init__(self, listener: socket.socket, f: dict, poll):
+    def __init__(self, listener: socket.socket, f: Forward, poll: select.poll) -> None:
         self.listener, self.target, self.poll = listener, (f["address"], f["container_port"]), poll
-        self.by_client: dict[tuple, tuple[socket.socket, float]] = {}
-        self.by_fd: dict[int, tuple] = {}
+        self.by_client: dict[_Address, tuple[socket.socket, float]] = {}
+        self.by_fd: dict[int, _Address] = {}
 
     def from_client(self) -> None:
         try:
-            data, client = self.listener.recvfrom(BUF)
+            data, client = self.listener.recvfrom(BUF)            # an _Address: AF_INET
         except (BlockingIOError, InterruptedError):
             return
         got = self.by_client.get(client)

@@ -31,7 +31,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from .errors import InvalidArgument, KernelError
+from .errors import KernelError
 from .pidinfo import (NS_TYPES, StatFields, parse_kb, parse_ns_link, parse_nspid,  # noqa: F401 - procs' API too
                       parse_stat, parse_status, parse_uid, status_value)
 
@@ -122,18 +122,6 @@ def parse_passwd(text: str) -> dict[int, str]:
     return out
 
 
-def cpu_share(prev_ticks: int, now_ticks: int, seconds: float, clk_tck: int | None = None) -> float:
-    """CPU used between two samples as a share of one core (1.0 = one core busy).
-
-    Pair samples by ProcessInfo.key: a pid reused by a new process starts from
-    fewer ticks; a negative delta is treated as no use rather than a wrong figure.
-    """
-    if seconds <= 0:
-        raise InvalidArgument(f"interval must be positive, got {seconds} s")
-    tck = clk_tck or os.sysconf("SC_CLK_TCK")
-    return max(now_ticks - prev_ticks, 0) / tck / seconds
-
-
 # --- reading one process ------------------------------------------------------
 
 def _read(path: str) -> bytes:
@@ -169,13 +157,14 @@ def read_process(pid: int, proc: str = PROC, users: Mapping[int, str] | None = N
     status = parse_status(status_raw.decode("utf-8", "replace"), _STATUS_KEYS)
 
     sf = f"{base}/stat"
-    s = lambda key: f"{base}/status: {status[key]}"  # noqa: E731
+    def s(key: str) -> str:
+        return f"{base}/status: {status[key]}"
     sources = {"pid": f"{sf}: field 1 pid={st.pid}", "comm": f"{sf}: field 2 comm=({st.comm})",
                "cmdline": f"{base}/cmdline: {cmd_raw[:200]!r}",
                "cpu_ticks": f"{sf}: field 14 utime={st.utime}, field 15 stime={st.stime}",
                "start_ticks": f"{sf}: field 22 starttime={st.start_ticks}"}
 
-    ns_pids = (st.pid,)
+    ns_pids: tuple[int, ...] = (st.pid,)
     if "NSpid" in status:                       # since Linux 4.1
         ns_pids = parse_nspid(status["NSpid"])
         sources["ns_pid"] = s("NSpid")

@@ -55,7 +55,7 @@ def interpreter_fd(donor: int | None = None) -> int:
     return fd
 
 
-def _sealed_exe(pid) -> int | None:
+def _sealed_exe(pid: int | str) -> int | None:
     """An O_RDONLY descriptor of pid's image if that is a fully sealed copy."""
     try:
         fd = os.open(f"/proc/{pid}/exe", os.O_RDONLY | os.O_CLOEXEC)

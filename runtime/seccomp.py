@@ -37,6 +37,44 @@ import os
 
 from .errors import InvalidArgument, TerrariumError
 
+TYPE_CHECKING = False       # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from types import ModuleType
+    from typing import Any, BinaryIO, Protocol, Required, TypedDict
+
+    # Docker's seccomp JSON as the person gave it: open-ended, read by _rules
+    Profile = dict[str, Any]
+
+    class Setting(TypedDict, total=False):
+        """A container's seccomp setting (its config.json "seccomp"); see above."""
+        mode: Required[str]                # default, unconfined or custom
+        profile: Profile                   # custom
+        no_new_privileges: bool            # only ever False (absent: on)
+
+    _Arg = tuple[int, int, int, int]       # (index, op, value, valueTwo) of one comparison
+    _Rule = tuple[list[str], str, "int | None", list[_Arg]]   # (names, action, errno, args)
+    _Rules = tuple[str, "int | None", list[str], list[_Rule]]  # (default, its errno, arches, rules)
+
+    class _Filter(Protocol):
+        """pyseccomp.SyscallFilter (no type hints of its own): the calls made here."""
+
+        def add_rule(self, action: int, syscall: str, *args: Any) -> None: ...
+
+        def add_rule_exactly(self, action: int, syscall: int, *args: Any) -> None: ...
+
+        def merge(self, other: _Filter) -> None: ...
+
+        def export_bpf(self, file: BinaryIO) -> None: ...
+
+        def set_attr(self, attr: int, value: int) -> None: ...
+
+        def exist_arch(self, arch: int) -> bool: ...
+
+        def add_arch(self, arch: int) -> None: ...
+
+        def remove_arch(self, arch: int) -> None: ...
+
 DEFAULT_PROFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seccomp_default.json")
 MODES = ("default", "unconfined", "custom")
 # Part of every cache key: change it when compile_profile() changes what it emits.
@@ -57,13 +95,14 @@ class ProfileError(InvalidArgument):
 
 # ------------------------------------------------------------- the setting
 
-def setting_from_options(options) -> dict:
+def setting_from_options(options: Iterable[object] | None) -> Setting:
     """--security-opt values -> the container's seccomp setting.
 
     Accepts seccomp=unconfined, seccomp=default, seccomp=PATH (Docker's JSON
     format, read and checked now) and no-new-privileges[=true|false] (on
     unless the last one says false)."""
-    setting, nnp = {"mode": "default"}, True
+    setting: Setting = {"mode": "default"}
+    nnp = True
     for opt in options or ():
         opt = str(opt)
         key, sep, value = opt.partition("=")
@@ -80,7 +119,7 @@ def setting_from_options(options) -> dict:
             setting = {"mode": value}
         else:
             setting = {"mode": "custom", "profile": read_profile(value)}
-    return setting if nnp else dict(setting, no_new_privileges=False)
+    return setting if nnp else {**setting, "no_new_privileges": False}
 
 
 def _bool(value: str, opt: str) -> bool:
@@ -92,7 +131,7 @@ def _bool(value: str, opt: str) -> bool:
     raise InvalidArgument(f"invalid security option {opt!r}: no-new-privileges takes true or false")
 
 
-def check_setting(setting, full: bool = True) -> dict:
+def check_setting(setting: object, full: bool = True) -> Setting:
     """A passed-in setting, checked; a custom profile is compiled unless full is
     False (create, after make_spec did it, checks only the shape)."""
     if setting is None:
@@ -103,26 +142,29 @@ def check_setting(setting, full: bool = True) -> dict:
     nnp = setting.get("no_new_privileges", True)
     if not isinstance(nnp, bool):
         raise InvalidArgument(f"invalid seccomp setting: no_new_privileges {nnp!r} must be true or false")
-    extra = {} if nnp else {"no_new_privileges": False}
-    if setting["mode"] != "custom":
-        return {"mode": setting["mode"], **extra}
-    profile = setting.get("profile")
-    if full:
-        check_profile(profile, "the seccomp profile")
-        if not nnp:
-            _check_the_drop(profile)
-    elif not isinstance(profile, dict):
-        raise InvalidArgument("a custom seccomp setting needs its profile")
-    return {"mode": "custom", "profile": profile, **extra}
+    out: Setting = {"mode": setting["mode"]}
+    if setting["mode"] == "custom":
+        profile = setting.get("profile")
+        if full:
+            check_profile(profile, "the seccomp profile")        # a ProfileError unless an object
+            if not nnp:
+                _check_the_drop(profile)
+        if not isinstance(profile, dict):
+            raise InvalidArgument("a custom seccomp setting needs its profile")
+        out["profile"] = profile
+    if not nnp:
+        out["no_new_privileges"] = False
+    return out
 
 
-def mode_of(setting) -> str:
+def mode_of(setting: Mapping[str, Any] | None) -> str:
     """"default", "unconfined" or "custom"; containers made before seccomp existed
     read as "default" (they get the filter on their next start)."""
-    return (setting or {}).get("mode", "default")
+    mode: str = (setting or {}).get("mode", "default")
+    return mode
 
 
-def _check_the_drop(profile: dict) -> None:
+def _check_the_drop(profile: object) -> None:
     """Without no_new_privs, init drops its capabilities (prctl, capset) under
     the filter: refuse a profile that kills for them, which would leave only
     a SIGSYS exit status.  (One that answers an errno fails the start with a
@@ -138,12 +180,12 @@ def _check_the_drop(profile: dict) -> None:
                                "init needs after loading it when no-new-privileges=false")
 
 
-def no_new_privs(setting) -> bool:
+def no_new_privs(setting: Mapping[str, Any] | None) -> bool:
     """Whether the container's processes run with no_new_privs (the default)."""
     return (setting or {}).get("no_new_privileges", True) is not False
 
 
-def read_profile(path: str) -> dict:
+def read_profile(path: str) -> Profile:
     """Read and check a profile file; one sentence on any problem."""
     try:
         with open(path, "rb") as f:
@@ -153,14 +195,14 @@ def read_profile(path: str) -> dict:
     if len(raw) > 1 << 20:
         raise ProfileError(f"seccomp profile {path!r} is larger than 1 MiB")
     try:
-        profile = json.loads(raw)
+        profile: Profile = json.loads(raw)         # an object: _rules checks it below
     except (ValueError, UnicodeDecodeError) as e:
         raise ProfileError(f"seccomp profile {path!r} is not valid JSON: {e}") from None
     _rules(profile, f"seccomp profile {path!r}")     # make_spec compiles it (check_setting)
     return profile
 
 
-def check_profile(profile, what: str = "the seccomp profile") -> None:
+def check_profile(profile: object, what: str = "the seccomp profile") -> None:
     """Compile it (the cheapest complete check: libseccomp has the last word)."""
     _rules(profile, what)
     compile_profile(profile, what)
@@ -168,13 +210,14 @@ def check_profile(profile, what: str = "the seccomp profile") -> None:
 
 # ------------------------------------------------------------ the program
 
-def program_path(root: str, setting) -> str | None:
+def program_path(root: str, setting: Mapping[str, Any] | None) -> str | None:
     """The cached BPF file for a container's setting (made if missing); None
     when unconfined.  Runs in the caller (CLI server, dashboard), never in init."""
     mode = mode_of(setting)
     if mode == "unconfined":
         return None
-    if mode == "default":
+    profile: object
+    if mode == "default" or setting is None:        # (mode_of(None) is "default")
         with open(DEFAULT_PROFILE, "rb") as f:
             text = f.read()
         profile = None
@@ -214,7 +257,7 @@ def read_program(path: str | None) -> bytes | None:
         return f.read()
 
 
-def compile_profile(profile, what: str = "the seccomp profile") -> bytes:
+def compile_profile(profile: object, what: str = "the seccomp profile") -> bytes:
     """The profile as a classic BPF program (struct sock_filter[]), by libseccomp.
 
     Two things beyond a plain rule-by-rule translation, both as runc does for
@@ -289,9 +332,9 @@ _UNIFIED = {"statmount": 457, "listmount": 458, "lsm_get_self_attr": 459,
 _NATIVE_END = 512
 
 
-def _new_filter(sc, default_action: int, arches: list[int]):
+def _new_filter(sc: ModuleType, default_action: int, arches: list[int]) -> _Filter:
     """A libseccomp filter over arches, or over the native one alone if empty."""
-    filt = sc.SyscallFilter(default_action)
+    filt: _Filter = sc.SyscallFilter(default_action)
     # A binary tree over syscall numbers rather than a linear list: every
     # syscall of the container runs this program.
     filt.set_attr(sc.Attr.CTL_OPTIMIZE, 2)
@@ -303,7 +346,7 @@ def _new_filter(sc, default_action: int, arches: list[int]):
     return filt
 
 
-def _libseccomp():
+def _libseccomp() -> ModuleType:
     try:
         import pyseccomp
     except ImportError:
@@ -317,36 +360,40 @@ def _libseccomp():
         raise TerrariumError("compiling a seccomp profile needs the pyseccomp package and "
                              "Debian's libseccomp2 (scripts/setup.sh installs both); or use "
                              "--security-opt seccomp=unconfined") from None
-    return pyseccomp
+    module: ModuleType = pyseccomp
+    return module
 
 
-def _action(sc, name: str, errno_ret: int | None) -> int:
+def _action(sc: ModuleType, name: str, errno_ret: int | None) -> int:
+    action: int
     if name == "SCMP_ACT_ERRNO":
-        return sc.ERRNO(errno.EPERM if errno_ret is None else errno_ret)
+        action = sc.ERRNO(errno.EPERM if errno_ret is None else errno_ret)
+        return action
     if name == "SCMP_ACT_TRACE":
-        return sc.TRACE(errno.EPERM if errno_ret is None else errno_ret)
-    return {"SCMP_ACT_KILL": sc.KILL, "SCMP_ACT_KILL_THREAD": sc.KILL_THREAD,
+        action = sc.TRACE(errno.EPERM if errno_ret is None else errno_ret)
+        return action
+    actions: dict[str, int] = {"SCMP_ACT_KILL": sc.KILL, "SCMP_ACT_KILL_THREAD": sc.KILL_THREAD,
             "SCMP_ACT_KILL_PROCESS": sc.KILL_PROCESS, "SCMP_ACT_TRAP": sc.TRAP,
-            "SCMP_ACT_ALLOW": sc.ALLOW, "SCMP_ACT_LOG": sc.LOG}[name]
+            "SCMP_ACT_ALLOW": sc.ALLOW, "SCMP_ACT_LOG": sc.LOG}
+    return actions[name]
 
 
 # --------------------------------------------------------- Docker's format
 
-def _rules(profile, what: str):
+def _rules(profile: object, what: str) -> _Rules:
     """(default action, its errno, architectures, [(names, action, errno, args)]),
     with Docker's includes/excludes resolved for this host and our capabilities."""
     if not isinstance(profile, dict):
         raise ProfileError(f"{what} must be a JSON object")
     if profile.get("listenerPath") or profile.get("flags"):
         raise ProfileError(f"{what}: listenerPath and flags are not supported")
-    default = profile.get("defaultAction")
-    _check_action(default, f"{what}: defaultAction")
+    default = _check_action(profile.get("defaultAction"), f"{what}: defaultAction")
     default_errno = _errno(profile.get("defaultErrnoRet"), default, f"{what}: defaultErrnoRet")
     arches = _arches(profile, what)
     syscalls = profile.get("syscalls") or []
     if not isinstance(syscalls, list):
         raise ProfileError(f"{what}: syscalls must be a list")
-    rules = []
+    rules: list[_Rule] = []
     for i, rule in enumerate(syscalls):
         where = f"{what}: syscalls[{i}]"
         if not isinstance(rule, dict):
@@ -356,8 +403,7 @@ def _rules(profile, what: str):
             names = [rule["name"]]
         if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
             raise ProfileError(f"{where}: names must be a non-empty list of syscall names")
-        action = rule.get("action")
-        _check_action(action, f"{where}.action")
+        action = _check_action(rule.get("action"), f"{where}.action")
         errno_ret = _errno(rule.get("errnoRet"), action, f"{where}.errnoRet")
         args = [_arg(a, f"{where}.args[{j}]") for j, a in enumerate(rule.get("args") or [])]
         if len(args) > 6:
@@ -367,14 +413,15 @@ def _rules(profile, what: str):
     return default, default_errno, arches, rules
 
 
-def _check_action(action, where: str) -> None:
+def _check_action(action: object, where: str) -> str:
     if action == "SCMP_ACT_NOTIFY":
         raise ProfileError(f"{where}: SCMP_ACT_NOTIFY is not supported")
-    if action not in _ACTIONS:
+    if not isinstance(action, str) or action not in _ACTIONS:
         raise ProfileError(f"{where} {action!r} is not one of " + ", ".join(_ACTIONS))
+    return action
 
 
-def _errno(value, action: str, where: str) -> int | None:
+def _errno(value: object, action: str, where: str) -> int | None:
     if value is None:
         return None
     if action not in ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE"):
@@ -384,14 +431,14 @@ def _errno(value, action: str, where: str) -> int | None:
     return value
 
 
-def _arg(a, where: str) -> tuple[int, int, int, int]:
+def _arg(a: object, where: str) -> _Arg:
     if not isinstance(a, dict):
         raise ProfileError(f"{where} must be an object")
     index, op = a.get("index"), a.get("op")
     value, value_two = a.get("value", 0), a.get("valueTwo", 0)
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= 5:
         raise ProfileError(f"{where}.index {index!r} must be 0 to 5")
-    if op not in _OPS:
+    if not isinstance(op, str) or op not in _OPS:        # (a list is not hashable: no `in` test)
         raise ProfileError(f"{where}.op {op!r} is not one of " + ", ".join(_OPS))
     for v, name in ((value, "value"), (value_two, "valueTwo")):
         if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 64:
@@ -399,14 +446,14 @@ def _arg(a, where: str) -> tuple[int, int, int, int]:
     return index, _OPS[op], value, value_two
 
 
-def _arches(profile: dict, what: str) -> list[str]:
+def _arches(profile: Profile, what: str) -> list[str]:
     """Docker's archMap: the entry of this machine, with its sub-architectures;
     or the plain architectures list; or just this machine's."""
     sc = _libseccomp()
     native = {v: k for k, v in vars(sc.Arch).items() if isinstance(v, int) and k != "NATIVE"}
     this = "SCMP_ARCH_" + native.get(sc.system_arch(), "NATIVE")
     known = {f"SCMP_ARCH_{k}" for k in native.values()}
-    names = []
+    names: list[str] = []
     for entry in profile.get("archMap") or []:
         if not isinstance(entry, dict):
             raise ProfileError(f"{what}: archMap entries must be objects")
@@ -420,7 +467,7 @@ def _arches(profile: dict, what: str) -> list[str]:
     return names
 
 
-def _applies(rule: dict, where: str) -> bool:
+def _applies(rule: dict[str, Any], where: str) -> bool:
     """Docker's includes/excludes: caps (ours are fixed), arches, minKernel."""
     from .linux import DEFAULT_CAPS
     import platform
@@ -430,7 +477,7 @@ def _applies(rule: dict, where: str) -> bool:
         cond = rule.get(key) or {}
         if not isinstance(cond, dict):
             raise ProfileError(f"{where}.{key} must be an object")
-        checks = []
+        checks: list[bool] = []
         if cond.get("caps"):
             hits = [c in caps for c in cond["caps"]]
             checks.append(all(hits) if want else any(hits))
@@ -447,7 +494,7 @@ def _applies(rule: dict, where: str) -> bool:
 
 def _kernel_at_least(version: str, where: str) -> bool:
     def parts(text: str) -> tuple[int, ...]:
-        out = []
+        out: list[int] = []
         for p in text.split("-")[0].split(".")[:2]:
             digits = "".join(ch for ch in p if ch.isdigit())
             out.append(int(digits) if digits else 0)

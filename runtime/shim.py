@@ -28,10 +28,17 @@ from . import daemons, linux, logs, pidinfo
 from .errors import TerrariumError
 from .init import container_init
 
-_drivers: dict = {}
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+    from .cgroups.base import CgroupDriver
+    from .model import Limits
+
+_drivers: dict[str, CgroupDriver] = {}
 
 
-def cgroup_driver(parent: str):
+def cgroup_driver(parent: str) -> CgroupDriver:
     """One cgroup driver per parent, made once in the server and shared by forks."""
     drv = _drivers.get(parent)
     if drv is None:
@@ -46,7 +53,7 @@ class _Prepared:
     def __init__(self, pid: int, err_r: int, go_w: int, in_cgroup_w: int, out_r: int, stderr_r: int):
         self.pid, self.err_r, self.go_w, self.in_cgroup_w = pid, err_r, go_w, in_cgroup_w
         self.out_r, self.stderr_r = out_r, stderr_r      # init's stdout and stderr, for the log
-        self.parent = self.cgroup = None
+        self.parent = self.cgroup = ""                   # the spare cgroup, when it made one
 
 
 # The same as signal.signal() on these, without its enum conversions: Python
@@ -55,7 +62,7 @@ _SHIM_IGNORED = tuple(int(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIG
 _SIGCHLD = int(signal.SIGCHLD)
 
 
-def run_spare(channel: socket.socket, cgroup_parent: str | None) -> None:
+def run_spare(channel: _socket.socket, cgroup_parent: str | None) -> None:
     """A shim made ahead of need.  Runs in a child of the fork server; never returns.
 
     It forks its init into a new PID namespace at once (init makes the other
@@ -99,7 +106,7 @@ _SOL_SOCKET, _SCM_RIGHTS = socket.SOL_SOCKET, socket.SCM_RIGHTS
 _FD_CMSG_LEN = socket.CMSG_LEN(array.array("i").itemsize)      # room for one fd, as recv_fds(.., 1)
 
 
-def _received_fds(ancdata) -> list[int]:
+def _received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
     """The descriptors in recvmsg()'s ancillary data, as socket.recv_fds returns them."""
     fds = array.array("i")
     for level, kind, data in ancdata:
@@ -139,19 +146,19 @@ def _prepare(cgroup_parent: str | None) -> _Prepared:
     return prepared
 
 
-def _no_limits():
+def _no_limits() -> Limits:
     from .model import Limits
     return Limits()
 
 
-def _quietly(fn, *args) -> None:
+def _quietly(fn: Callable[..., object], *args: object) -> None:
     try:
         fn(*args)
     except TerrariumError:
         pass
 
 
-def send_reply(sock: socket.socket | None, msg: dict) -> None:
+def send_reply(sock: _socket.socket | None, msg: dict[str, Any]) -> None:
     if sock is None:
         return
     try:
@@ -161,7 +168,7 @@ def send_reply(sock: socket.socket | None, msg: dict) -> None:
         pass        # the caller went away; the state files still tell
 
 
-def _supervise(req: dict, raw: bytes, reply: socket.socket, prepared: _Prepared) -> int:
+def _supervise(req: dict[str, Any], raw: bytes, reply: _socket.socket, prepared: _Prepared) -> int:
     """req is the start request, raw the JSON it was read from: init gets raw
     as it came (the same request, without encoding it again here)."""
     cid, cdir, pid = req["id"], req["dir"], prepared.pid
@@ -213,7 +220,7 @@ def _supervise(req: dict, raw: bytes, reply: socket.socket, prepared: _Prepared)
                                     "shim_start": pidinfo.process_start_time(os.getpid()),
                                     "started_at": started_at})
     send_reply(reply, {"ok": True, "pid": pid, "shim_pid": os.getpid()})
-    reply = None
+    del reply
     forwarder = checker = None
     if listeners:
         from .portfwd import spawn
@@ -267,7 +274,7 @@ def _has_restart_policy(cdir: str) -> bool:
     loading that module for the containers that have none."""
     try:
         with open(f"{cdir}/config.json", "rb") as f:
-            return json.loads(f.read()).get("restart", "no") != "no"
+            return bool(json.loads(f.read()).get("restart", "no") != "no")
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -275,7 +282,7 @@ def _has_restart_policy(cdir: str) -> bool:
 NETWORK_WAIT_SECONDS = 60.0
 
 
-def _await_network(reply, pid: int) -> str | None:
+def _await_network(reply: _socket.socket, pid: int) -> str | None:
     """A bridged container: tell the starter init's pid, so that it connects
     the namespace (runtime/network.py, with pyroute2, which a shim does not
     load), and wait for its word.  None when done; else why not (the
@@ -299,7 +306,7 @@ def _await_network(reply, pid: int) -> str | None:
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))     # made once, in the server
 
 
-def _write_json(path: str, obj) -> None:
+def _write_json(path: str, obj: object) -> None:
     """fsutil.write_json(path, obj): the same bytes, written to a temporary
     file and renamed over path, with os calls only (no text file object, no
     new encoder: Python a shim would otherwise run on its way to idle)."""
@@ -314,7 +321,7 @@ def _write_json(path: str, obj) -> None:
     os.rename(tmp, path)
 
 
-def _place_in_cgroup(drv, req: dict, prepared: _Prepared, limits) -> None:
+def _place_in_cgroup(drv: CgroupDriver, req: dict[str, Any], prepared: _Prepared, limits: Limits) -> None:
     """Give init its container's cgroup: the spare's, renamed, when there is
     one under the same parent; otherwise a new one it is moved into."""
     cid = req["id"]
@@ -331,15 +338,21 @@ def _place_in_cgroup(drv, req: dict, prepared: _Prepared, limits) -> None:
         _quietly(cgroup_driver(prepared.parent).remove, prepared.cgroup)
 
 
-def _auto_remove(req: dict) -> None:
+def _auto_remove(req: dict[str, Any]) -> None:
     """--rm: remove the container unless an API call holds its lock (it will do it).
     This shim has removed the cgroup already.  A bridged container's network
     lease (hosts entries, published ports' rules) is freed by the fork server
     on our behalf: with init gone, this process can neither fork nor start a
     thread (the PID namespace it unshared for init is dead)."""
+    from contextlib import ExitStack
+
     from . import state
     from .fsutil import locked
-    with locked(f"{req['dir']}/{state.LOCK}", blocking=False) as held:
+    with ExitStack() as stack:
+        try:        # (never made here: see Runtime._lock)
+            held = stack.enter_context(locked(f"{req['dir']}/{state.LOCK}", blocking=False, create=False))
+        except FileNotFoundError:                   # an API call has removed it meanwhile
+            held = False
         if held:
             state.remove(req["containers_dir"], req["names_dir"], req["id"])
             if req.get("anon_volumes"):             # --rm takes its anonymous volumes along

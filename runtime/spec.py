@@ -14,6 +14,20 @@ import re
 from .errors import InvalidArgument
 from .model import Limits, LogConfig, Spec
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any, TypedDict
+    from .model import Healthcheck, Mount
+
+    class NetworkOptions(TypedDict):
+        network: str
+        ports: tuple[str, ...]
+
+    class LifecycleOptions(TypedDict):
+        restart: str
+        healthcheck: Healthcheck | None
+
 # Patterns are used with fullmatch (`$` also matches before a final newline)
 # and re.ASCII (`\d` and `\s` would take any Unicode digit or space: '٦٤m').
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}", re.ASCII)
@@ -37,14 +51,14 @@ MAX_PIDS = 1 << 22
 MAX_PATH = 4096
 
 
-def _show(value, limit: int = 80) -> str:
+def _show(value: object, limit: int = 80) -> str:
     """The value as the message shows it: ASCII escapes (homoglyphs, bidi
     controls and NUL stand out), cut short when long."""
     text = ascii(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def check_name(name: str) -> str:
+def check_name(name: object) -> str:
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidArgument(
             f"invalid container name {_show(name)}: use 1-64 ASCII letters, digits, '_', '.' or '-', "
@@ -52,14 +66,14 @@ def check_name(name: str) -> str:
     return name
 
 
-def check_hostname(hostname: str) -> str:
+def check_hostname(hostname: object) -> str:
     if not isinstance(hostname, str) or len(hostname) > 64 or not HOSTNAME_RE.fullmatch(hostname):
         raise InvalidArgument(f"invalid hostname {_show(hostname)}: use at most 64 ASCII letters, "
                               "digits, '-' and '.'")
     return hostname
 
 
-def parse_size(text, what: str = "size") -> int:
+def parse_size(text: object, what: str = "size") -> int:
     """'64m' -> 67108864.  Accepts b, k, m, g, t (optionally 'kb'/'mib'), or bytes.
 
     Exact integer arithmetic (a float round-trip made a 32-digit value
@@ -84,7 +98,7 @@ def parse_size(text, what: str = "size") -> int:
     return value
 
 
-def parse_memory(text) -> int:
+def parse_memory(text: object) -> int:
     value = parse_size(text, "memory limit")
     if value < MIN_MEMORY:
         raise InvalidArgument(f"memory limit {text!r} is too small: the minimum is 6m")
@@ -96,7 +110,7 @@ def host_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def parse_cpus(text, available: int | None = None) -> float:
+def parse_cpus(text: object, available: int | None = None) -> float:
     """'0.5' -> 0.5; between 0.01 and the host's CPU count, as Docker has it."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         value = float(text)
@@ -114,7 +128,7 @@ def parse_cpus(text, available: int | None = None) -> float:
     return value
 
 
-def parse_pids(text) -> int:
+def parse_pids(text: object) -> int:
     if isinstance(text, int) and not isinstance(text, bool):
         value = text
     else:
@@ -127,10 +141,10 @@ def parse_pids(text) -> int:
     return value
 
 
-def check_env(items) -> tuple[str, ...]:
+def check_env(items: Iterable[object]) -> tuple[str, ...]:
     if isinstance(items, (str, bytes)):
         raise InvalidArgument("environment: give a list of KEY=VALUE strings")
-    out = []
+    out: list[str] = []
     for item in items:
         if not isinstance(item, str):
             raise InvalidArgument(f"invalid environment variable {_show(item)}: use KEY=VALUE")
@@ -144,7 +158,7 @@ def check_env(items) -> tuple[str, ...]:
     return tuple(out)
 
 
-def check_workdir(path: str) -> str:
+def check_workdir(path: object) -> str:
     """An absolute path that stays inside the container's root once normalised."""
     if not isinstance(path, str) or not path.startswith("/"):
         raise InvalidArgument(f"invalid working directory {_show(path)}: must be absolute")
@@ -157,18 +171,19 @@ def check_workdir(path: str) -> str:
     return posixpath.normpath(path)
 
 
-def check_cmd(cmd) -> tuple[str, ...]:
+def check_cmd(cmd: Iterable[object]) -> tuple[str, ...]:
     if isinstance(cmd, (str, bytes)):
         raise InvalidArgument("invalid command: give a list of arguments, not one string")
-    cmd = tuple(a if isinstance(a, str) else str(a) for a in cmd)
-    if any("\0" in a for a in cmd):
+    argv = tuple(a if isinstance(a, str) else str(a) for a in cmd)
+    if any("\0" in a for a in argv):
         raise InvalidArgument("invalid command: an argument contains a NUL byte")
-    if cmd and not cmd[0]:
+    if argv and not argv[0]:
         raise InvalidArgument("invalid command: the program name is empty")
-    return cmd
+    return argv
 
 
-def make_limits(memory=None, memory_swap=None, cpus=None, pids=None) -> Limits:
+def make_limits(memory: object = None, memory_swap: object = None, cpus: object = None,
+                pids: object = None) -> Limits:
     """Limits from loose input ('64m', '0.5', '64', '' or None)."""
     blank = (None, "")
     mem = None if memory in blank else parse_memory(memory)
@@ -213,7 +228,7 @@ MIN_LOG_SIZE = 32 << 10   # a file must hold the longest record (runtime/logs.py
 MAX_LOG_FILES = 100
 
 
-def parse_log_opts(opts) -> LogConfig:
+def parse_log_opts(opts: Iterable[object] | None) -> LogConfig:
     """`--log-opt KEY=VALUE` items (max-size, max-file, as Docker's) -> LogConfig."""
     max_size, max_file = LogConfig()
     for opt in opts or ():
@@ -235,18 +250,19 @@ def parse_log_opts(opts) -> LogConfig:
     return LogConfig(max_size, max_file)
 
 
-def check_log_config(log) -> LogConfig:
+def check_log_config(log: object) -> LogConfig:
     """A LogConfig built by hand (the API) checked as parse_log_opts checks typed options."""
     if not isinstance(log, LogConfig):
         raise InvalidArgument("log: give a runtime.LogConfig")
     return parse_log_opts([f"max-size={log.max_size}", f"max-file={log.max_file}"])
 
 
-def make_spec(*, image: str, name: str | None = None, cmd=(), env=(), hostname: str | None = None,
-              workdir: str | None = None, limits: Limits | None = None, auto_remove: bool = False,
-              seccomp: dict | None = None, log: LogConfig | None = None, network: str | None = None,
-              ports=(), restart: str = "no", healthcheck=None,
-              mounts=(), read_only: bool = False) -> Spec:
+def make_spec(*, image: str, name: str | None = None, cmd: Iterable[object] = (), env: Iterable[object] = (),
+              hostname: str | None = None, workdir: str | None = None, limits: Limits | None = None,
+              auto_remove: bool = False, seccomp: Mapping[str, Any] | None = None, log: LogConfig | None = None,
+              network: str | None = None, ports: object = (), restart: str | None = "no",
+              healthcheck: Healthcheck | Mapping[str, Any] | None = None,
+              mounts: Iterable[object] = (), read_only: bool = False) -> Spec:
     if not image or not isinstance(image, str):
         raise InvalidArgument("an image is required")
     if "\0" in image:
@@ -275,7 +291,8 @@ def make_spec(*, image: str, name: str | None = None, cmd=(), env=(), hostname: 
     )
 
 
-def check_lifecycle_options(restart, healthcheck) -> dict:
+def check_lifecycle_options(restart: str | None,
+                            healthcheck: Healthcheck | Mapping[str, Any] | None) -> LifecycleOptions:
     """--restart and the health check (runtime/lifecycle.py)."""
     if (restart in (None, "", "no")) and healthcheck is None:
         return {"restart": "no", "healthcheck": None}
@@ -284,7 +301,7 @@ def check_lifecycle_options(restart, healthcheck) -> dict:
             "healthcheck": None if healthcheck is None else check_healthcheck(healthcheck)}
 
 
-def _check_mounts(mounts) -> tuple:
+def _check_mounts(mounts: Iterable[object]) -> tuple[Mount, ...]:
     """Volumes, bind mounts and tmpfs (runtime/mounts.py), one per target."""
     if not mounts:
         return ()
@@ -292,7 +309,7 @@ def _check_mounts(mounts) -> tuple:
     return check_mounts(mounts)
 
 
-def check_network_options(network: str | None, ports) -> dict:
+def check_network_options(network: str | None, ports: object) -> NetworkOptions:
     """--network and -p (runtime/network.py); ports only on a bridged network."""
     if (network is None or network == "none") and not ports:
         return {"network": "none", "ports": ()}

@@ -41,6 +41,13 @@ import time
 
 from .errors import Conflict, InvalidArgument, TerrariumError
 
+TYPE_CHECKING = False       # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
+    from .containers import Runtime
+
 # The commands a terminal may run: a small fixed set, never one a client names.
 # "auto" is the image's shell: bash where the image has one, else sh.
 SHELLS = {
@@ -56,17 +63,20 @@ HANGUP_GRACE = 2.0              # seconds between SIGHUP and SIGKILL once the ca
 READ_SIZE = 1 << 16
 
 
-def check_shell(shell) -> tuple[str, ...]:
+def check_shell(shell: object) -> tuple[str, ...]:
     if not isinstance(shell, str) or shell not in SHELLS:
         raise InvalidArgument(f"invalid shell {shell!r}: one of {', '.join(SHELLS)}")
     return SHELLS[shell]
 
 
-def check_size(rows, cols) -> tuple[int, int]:
-    for what, v, top in (("rows", rows, MAX_ROWS), ("cols", cols, MAX_COLS)):
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
-            raise InvalidArgument(f"invalid terminal {what} {v!r}: 1 to {top}")
-    return rows, cols
+def check_size(rows: object, cols: object) -> tuple[int, int]:
+    return _check_side("rows", rows, MAX_ROWS), _check_side("cols", cols, MAX_COLS)
+
+
+def _check_side(what: str, v: object, top: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
+        raise InvalidArgument(f"invalid terminal {what} {v!r}: 1 to {top}")
+    return v
 
 
 def winsize(rows: int, cols: int) -> bytes:
@@ -79,9 +89,10 @@ class Terminal:
     process has exited (exit_code() then has its code) or the helper is gone;
     close() ends the session (the helper hangs the process up)."""
 
-    def __init__(self, master: int, ctl: socket.socket, info: dict | None = None):
+    def __init__(self, master: int, ctl: socket.socket, info: Mapping[str, object] | None = None) -> None:
         self.master, self.ctl = master, ctl
-        self.info = dict(info or {})
+        # what its maker says of it: id, name, shell, helper (its pid); an engine's its own, rows, cols
+        self.info: dict[str, Any] = dict(info or {})
         os.set_blocking(master, False)
         ctl.setblocking(False)
         self._code: int | None = None
@@ -151,8 +162,8 @@ class Terminal:
 
 # ------------------------------------------------------------------ caller
 
-def open_terminal(rt, ref: str, *, shell: str = "auto", rows: int = 24, cols: int = 80,
-                  on_end=None) -> Terminal:
+def open_terminal(rt: Runtime, ref: str, *, shell: str = "auto", rows: int = 24, cols: int = 80,
+                  on_end: Callable[[int], object] | None = None) -> Terminal:
     """Start the helper for a shell in running container ref; returns once the
     process runs on its terminal (or raises the runtime's error: NotFound,
     Conflict when it is not running, ExecFailed when the shell is missing).
@@ -188,7 +199,7 @@ def open_terminal(rt, ref: str, *, shell: str = "auto", rows: int = 24, cols: in
     return Terminal(master, ours, {"id": c.id, "name": c.name, "shell": shell, "helper": proc.pid})
 
 
-def _first_message(ctl: socket.socket, proc: subprocess.Popen) -> int:
+def _first_message(ctl: socket.socket, proc: subprocess.Popen[bytes]) -> int:
     """The master the helper sends, or its error raised as the runtime's."""
     from .agent_client import error_of
     if not _readable(ctl, START_TIMEOUT):
@@ -214,10 +225,10 @@ def _readable(sock: socket.socket, timeout: float) -> bool:
     return bool(p.poll(timeout * 1000))
 
 
-def _reap_later(proc: subprocess.Popen, on_end) -> None:
+def _reap_later(proc: subprocess.Popen[bytes], on_end: Callable[[int], object] | None) -> None:
     """Reap the helper when it exits (a thread: the caller has an event loop
     or a thread per connection, no SIGCHLD handler of its own)."""
-    def reap():
+    def reap() -> None:
         code = proc.wait()
         if on_end is not None:
             on_end(code)
@@ -259,7 +270,7 @@ def _helper(raw: str) -> None:
     os._exit(code & 0xFF)
 
 
-def _say(ctl: socket.socket, message: dict) -> None:
+def _say(ctl: socket.socket, message: Mapping[str, Any]) -> None:
     try:
         ctl.send(json.dumps(message).encode())
     except OSError:

@@ -13,6 +13,7 @@ other container names them.
 """
 from __future__ import annotations
 
+import builtins
 import os
 import shutil
 import time
@@ -25,13 +26,41 @@ from .mounts import VOLUME_NAME_RE, check_volume_name
 LOCK = ".lock"                 # a name no volume can have (they start with a letter or digit)
 META = "volume.json"
 
+TYPE_CHECKING = False       # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from contextlib import AbstractContextManager
+    from typing import NotRequired, TypedDict
+
+    class VolumeMeta(TypedDict, total=False):
+        """<name>/volume.json (read with .get: written by older code too)."""
+        name: str
+        created_at: float
+        anonymous: bool
+
+    class VolumeUser(TypedDict):
+        """A container that names a volume (id, name), as Volumes.users() gives it."""
+        id: str
+        name: str
+
+    class VolumeView(TypedDict):
+        """Volumes.inspect and .list: a volume and its containers; size and files
+        (of its data, runtime.overlay.upper_size) when asked for."""
+        name: str
+        mountpoint: str
+        created_at: float | None
+        anonymous: bool
+        containers: list[VolumeUser]
+        size: NotRequired[int]
+        files: NotRequired[int]
+
 
 class Volumes:
-    def __init__(self, root: str, containers_dir: str):
+    def __init__(self, root: str, containers_dir: str) -> None:
         self.dir = os.path.join(root, "volumes")
         self.containers_dir = containers_dir
 
-    def lock(self):
+    def lock(self) -> AbstractContextManager[bool]:
         private_dir(self.dir)
         return locked(os.path.join(self.dir, LOCK))
 
@@ -39,39 +68,40 @@ class Volumes:
         return os.path.join(self.dir, name, "_data")
 
     # ------------------------------------------------------------ reading
-    def _meta(self, name: str) -> dict | None:
+    def _meta(self, name: str) -> VolumeMeta | None:
         if not VOLUME_NAME_RE.fullmatch(name) or not os.path.isdir(os.path.join(self.dir, name)):
             return None                                 # the lock, a removal under way
-        meta = read_json(os.path.join(self.dir, name, META))
-        if meta is None or not os.path.isdir(self.data_path(name)):
+        meta: VolumeMeta | None = read_json(os.path.join(self.dir, name, META))     # or garbage:
+        if not isinstance(meta, dict) or not os.path.isdir(self.data_path(name)):  # none
             return None
         return meta
 
     def exists(self, name: str) -> bool:
         return self._meta(name) is not None
 
-    def inspect(self, name: str, size: bool = True) -> dict:
+    def inspect(self, name: str, size: bool = True) -> VolumeView:
         check_volume_name(name)
         meta = self._meta(name)
         if meta is None:
             raise NotFound(f"volume {name!r} not found")
         return self._record(name, meta, self.users(), size)
 
-    def list(self, size: bool = True) -> list[dict]:
+    def list(self, size: bool = True) -> builtins.list[VolumeView]:
         try:
             names = sorted(os.listdir(self.dir))
         except FileNotFoundError:
             return []
         users = self.users()
-        out = []
+        out: builtins.list[VolumeView] = []
         for name in names:
             meta = self._meta(name)
             if meta is not None:
                 out.append(self._record(name, meta, users, size))
         return out
 
-    def _record(self, name: str, meta: dict, users: dict, size: bool) -> dict:
-        rec = {"name": name, "mountpoint": self.data_path(name), "created_at": meta.get("created_at"),
+    def _record(self, name: str, meta: VolumeMeta, users: dict[str, builtins.list[VolumeUser]],
+                size: bool) -> VolumeView:
+        rec: VolumeView = {"name": name, "mountpoint": self.data_path(name), "created_at": meta.get("created_at"),
                "anonymous": bool(meta.get("anonymous")), "containers": users.get(name, [])}
         if size:
             from .overlay import upper_size
@@ -79,10 +109,10 @@ class Volumes:
             rec["size"], rec["files"] = used.bytes, used.files
         return rec
 
-    def users(self) -> dict[str, list[dict]]:
+    def users(self) -> dict[str, builtins.list[VolumeUser]]:
         """volume name -> [{"id", "name"}] of the containers that name it.  A
         broken container's config cannot be read: it is listed under "*"."""
-        out: dict[str, list[dict]] = {}
+        out: dict[str, list[VolumeUser]] = {}
         try:
             ids = os.listdir(self.containers_dir)
         except FileNotFoundError:
@@ -95,13 +125,15 @@ class Volumes:
             except disk.Unreadable:
                 out.setdefault("*", []).append({"id": cid, "name": cid[:12]})
                 continue
-            for m in (config or {}).get("mounts", ()):
+            if config is None:
+                continue                                # removed meanwhile
+            for m in config.get("mounts", ()):
                 if m.get("type") == "volume":
                     out.setdefault(m["source"], []).append({"id": cid, "name": config["name"]})
         return out
 
     # ------------------------------------------------------------ writing
-    def create(self, name: str | None = None, *, anonymous: bool = False, exist_ok: bool = False) -> dict:
+    def create(self, name: str | None = None, *, anonymous: bool = False, exist_ok: bool = False) -> VolumeView:
         """Make a volume (a new anonymous one when name is None).  exist_ok: an
         existing one is returned as is (what `-v NAME:/path` does)."""
         with self.lock():
@@ -140,16 +172,16 @@ class Volumes:
                                "broken and its mounts cannot be read; remove it first with rm -f")
             self.delete_locked(name)
 
-    def remove_anonymous(self, names) -> list[str]:
+    def remove_anonymous(self, names: Iterable[str | None]) -> builtins.list[str]:
         """Remove these anonymous volumes where no container names them any more
         (after their container's removal); the ones removed."""
-        names = [n for n in names if n]
-        if not names:
+        wanted = [n for n in names if n]
+        if not wanted:
             return []
         out = []
         with self.lock():
             users = self.users()
-            for name in names:
+            for name in wanted:
                 meta = self._meta(name)
                 if meta and meta.get("anonymous") and not users.get(name) and not users.get("*"):
                     self.delete_locked(name)

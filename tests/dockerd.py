@@ -150,6 +150,14 @@ def _remove_cgroups(parent: str, grace: float = 5.0) -> None:
     those cgroups still hold and try once more."""
     base = "/sys/fs/cgroup"
     paths = [os.path.join(top, parent) for top in [base] + [os.path.join(base, h) for h in os.listdir(base)]]
+    # a relative --cgroup-parent is relative to the engine's own cgroup in each
+    # hierarchy (ours: it is our child), which is not always the root
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, ctrls, own = line.rstrip("\n").split(":", 2)
+            if own != "/":
+                for c in ctrls.split(",") if ctrls else ["unified"]:
+                    paths.append(os.path.join(base, c.removeprefix("name="), own.lstrip("/"), parent))
 
     def left() -> list[str]:
         out = []

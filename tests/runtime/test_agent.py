@@ -467,7 +467,9 @@ def test_sigterm_lets_a_request_under_way_finish_and_the_next_goes_to_a_new_agen
     deadline = time.monotonic() + 10
     while b"term" not in rt.logs(name) and time.monotonic() < deadline:   # the stop is under way
         time.sleep(0.01)
+    assert b"term" in rt.logs(name), got                # else the stop failed or never came: say how
     os.kill(old, signal.SIGTERM)
+    deadline = time.monotonic() + 10
     while os.path.exists(socket_path(session_root)) and time.monotonic() < deadline:
         time.sleep(0.01)                              # the old agent is leaving
     assert not os.path.exists(socket_path(session_root))
@@ -797,8 +799,13 @@ def test_log_output_and_wait_through_the_agent_equal_in_process(rt, agent_rt, na
     assert ("stderr", b"two\n") in followed
     ended = agent_rt.wait(name)
     assert ended == rt.inspect(name) and (ended.status, ended.exit_code) == ("exited", 0)
-    for kw in ({"tail": 1}, {"timestamps": True}, {"since": "1h"}, {}):
+    # since as each type log_output takes: text, a unix time, a record time (bytes)
+    stamped = b"".join(d for _, d in rt.log_output(name, timestamps=True)).splitlines()
+    third = stamped[2].split(b" ", 1)[0]                # the record time of "three"
+    for kw in ({"tail": 1}, {"timestamps": True}, {"since": "1h"}, {"since": time.time() - 3600},
+               {"since": third}, {}):
         assert list(agent_rt.log_output(name, **kw)) == list(rt.log_output(name, **kw)), kw
+    assert b"".join(d for _, d in agent_rt.log_output(name, since=third)) == b"three\n"
     assert b"".join(agent_rt.follow_logs(name)) == b"one\ntwo\nthree\n"
     with pytest.raises(NotFound):
         list(agent_rt.log_output("no-such-container", follow=True))
@@ -927,6 +934,43 @@ def _feed_until(stream, want, timeout=20.0) -> list[dict]:
         if select.select([stream], [], [], left)[0]:
             got += stream.read_available()
     return got
+
+
+def test_the_oom_feed_follows_state_changes_instead_of_listing_every_refresh(rt, name, cleanup):
+    """oomfeed.follow (the agent's oom-events) lists the containers once; one
+    started later has its counters watched from the state root's change (an
+    inspect of it), not from a list every refresh."""
+    import threading
+
+    from runtime import oomfeed
+    lists = []
+
+    class Counting:
+        def __getattr__(self, attr):
+            return getattr(rt, attr)
+
+        def list(self, *args, **kwargs):
+            lists.append(1)
+            return rt.list(*args, **kwargs)
+    stop, got = threading.Event(), []
+    feed = oomfeed.follow(Counting(), stop.is_set, refresh=0.05)
+    assert next(feed)["kind"] == "ready"
+    cleanup.append(name)
+    c = rt.run(Spec(image="busybox", name=name, cmd=("sh", "-c", f"sleep 1; {HOG}; sleep 30"),
+                    limits=Limits(memory=20 << 20)))
+
+    def read():
+        for item in feed:
+            got.append(item)
+            if item["kind"] == "counters" and any(e["key"] == c.id and e["new_kills"] for e in item["events"]):
+                return
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(20)
+    stop.set()
+    t.join(5)
+    assert not t.is_alive() and got[-1]["kind"] == "counters", got
+    assert lists == [1]
 
 
 def test_oom_events_streams_the_kill_with_what_attribution_needs(rt, agent_rt, name, cleanup,

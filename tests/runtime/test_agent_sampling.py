@@ -84,18 +84,19 @@ def test_a_sample_through_the_agent_equals_the_in_process_one(rt, agent_rt, idle
         for _ in range(50):                     # a moment when nothing moves between the two reads
             raw, forest = remote.read(idle.id)
             ref, ref_forest = local.read(idle.id)
-            if all(raw[k] == ref[k] for k in STATIC if k in ref):
+            if all(raw.get(k) == ref.get(k) for k in STATIC if k in ref.figures):
                 break
             time.sleep(0.1)
-        assert list(raw) == list(ref)                               # keys, in the same order
-        assert raw["sources"] == ref["sources"]
+        assert type(raw) is type(ref) and raw.kind == ref.kind
+        assert list(raw.figures) == list(ref.figures)               # figures, in the same order
+        assert raw.sources == ref.sources
         for k in STATIC:
             assert raw.get(k) == ref.get(k), k
         assert _shape(forest) == _shape(ref_forest)
         assert [n.info.ns_pid for _, n in procs.walk(forest)] == [1, 2, 3]
         assert "NSpid" in forest[0].info.sources["ns_pid"]
         got = remote.read_many([idle.id, "not-an-id", "f" * 64], tree=False)
-        assert got[idle.id][1] is None and set(got[idle.id][0]) == set(ref)
+        assert got[idle.id][1] is None and set(got[idle.id][0].figures) == set(ref.figures)
         assert isinstance(got["not-an-id"], InvalidArgument)         # refused without asking
         assert isinstance(got["f" * 64], NotFound)                    # the others still answered
     finally:
@@ -110,7 +111,7 @@ def test_unchanged_forests_and_sources_keep_their_identity_and_are_not_sent_agai
         raw, forest = r.read(idle.id)
         for _ in range(6):                      # a slow tick among them: still nothing changed
             raw2, forest2 = r.read(idle.id)
-            assert forest2 is forest and raw2["sources"] is raw["sources"]
+            assert forest2 is forest and raw2.sources is raw.sources
         execp = subprocess.Popen([CLI, "exec", name, "sleep", "30"], stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL, env=os.environ.copy())
         try:
@@ -200,7 +201,7 @@ def test_a_session_picks_up_after_a_kill_9_of_the_agent(agent_rt, idle):
             os.close(fd)
         raw2, forest2 = r.read(idle.id)                         # a new agent, a new session
         assert agent_rt.call("info")["pid"] != old
-        assert set(raw2) == set(raw) and _shape(forest2) == _shape(forest)
+        assert set(raw2.figures) == set(raw.figures) and _shape(forest2) == _shape(forest)
     finally:
         r.close()
 
@@ -255,6 +256,34 @@ def test_a_busy_process_goes_as_what_changed_and_is_rebuilt_whole(rt, cleanup, n
         sender.close()
 
 
+def test_the_record_crosses_the_wire_whole_and_an_unchanged_one_is_the_same_object(rt, idle):
+    """The client rebuilds the agent's very record (kind, every figure, the
+    typed fields, sources) from what changed; a reading the agent left out is
+    handed back as the same object, as runtime.stats does in process."""
+    from runtime import Sample, stats
+    from runtime.errors import TerrariumError
+    from runtime.sampling import Receiver, Sender
+    sender = Sender(stats.StatsReader(rt.cgroups), lambda e: {"ok": False, "error": str(e)})
+    receiver = Receiver(lambda reply: TerrariumError(reply["error"]))
+    try:
+        prev, sizes = None, []
+        for _ in range(40):
+            wire = json.loads(json.dumps(sender.sample([idle.id], tree=False, keep=True)))
+            raw, _ = receiver.decode(idle.id, wire.get(idle.id), tree=False, keep=True)
+            assert type(raw) is Sample and raw == sender.sent[idle.id].raw
+            if idle.id not in wire:
+                assert raw is prev                          # nothing changed: nothing sent, the same record
+                break
+            sizes.append(len(wire[idle.id].get("raw", ())))
+            prev = raw
+            time.sleep(0.05)
+        else:
+            pytest.fail("the idle container's reading never stood still")
+        assert sizes[0] == 1 + len(raw.figures)             # in full once: kind and every figure
+    finally:
+        sender.close()
+
+
 def test_a_one_off_read_between_kept_ones_leaves_both_sides_in_step(rt, idle):
     """keep=False forgets the container on both sides: the next kept read goes
     in full, and the client rebuilds the same reading as the agent read."""
@@ -273,7 +302,8 @@ def test_a_one_off_read_between_kept_ones_leaves_both_sides_in_step(rt, idle):
                 ref_raw, _ = ref.read(idle.id)
             finally:
                 ref.close()
-            assert list(raw) == list(ref_raw)                  # every key, in the reader's order
+            assert list(raw.figures) == list(ref_raw.figures)  # every figure, in the reader's order
+            assert raw.kind == ref_raw.kind and raw.sources == ref_raw.sources
             assert [n.info.pid for _, n in procs.walk(forest)] == rt.cgroups.procs(idle.id)
     finally:
         sender.close()
@@ -308,7 +338,7 @@ def test_a_subscription_pushes_what_changed_follows_its_watch_set_and_goes_with_
         assert [n.info.pid for _, n in procs.walk(forest)] == pids
         for _ in range(6):                    # the agent's next ticks: nothing moved, the same objects
             raw2, forest2 = st.read_many([idle.id])[idle.id]
-            assert st.taken[0] > mono and forest2 is forest and raw2["sources"] is raw["sources"]
+            assert st.taken[0] > mono and forest2 is forest and raw2.sources is raw.sources
             mono = st.taken[0]
         assert len(_holding(pid, idle.id, pids)) >= 10
         assert _threads(pid) == threads + 1                     # the subscription's thread

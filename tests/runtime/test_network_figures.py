@@ -56,8 +56,8 @@ def test_both_readers_count_a_bridged_containers_traffic_and_let_its_namespace_g
     r = stats.StatsReader(rt.cgroups)
     try:
         first, _ = r.read(web.id, tree=False)
-        assert first["sources"]["net_rx_bytes"] == f"{src} Receive bytes (every interface but lo)"
-        assert first["sources"]["net_tx_packets"] == f"{src} Transmit packets (every interface but lo)"
+        assert first.sources["net_rx_bytes"] == f"{src} Receive bytes (every interface but lo)"
+        assert first.sources["net_tx_packets"] == f"{src} Transmit packets (every interface but lo)"
         body = http_get(f"http://{web.address}/")            # host → bridge → the container's eth0
         assert body == f"served-by-{name}\n"
         raw, _ = r.read(web.id, tree=False)
@@ -65,11 +65,11 @@ def test_both_readers_count_a_bridged_containers_traffic_and_let_its_namespace_g
         with open(src) as f:
             direct = parse.net_dev(f.read())
         for fig in NET_FIGURES:                              # one moment, three reads: nothing moves now
-            assert raw[fig] == ref[fig] == direct[fig[4:]], fig
-        assert raw["sources"] == ref["sources"]
-        assert raw["net_rx_bytes"] - first["net_rx_bytes"] > 70      # at least the GET request
-        assert raw["net_tx_bytes"] - first["net_tx_bytes"] > len(body)
-        assert raw["net_rx_packets"] > first["net_rx_packets"] and raw["net_tx_packets"] > first["net_tx_packets"]
+            assert raw.figures[fig] == ref.figures[fig] == direct[fig[4:]], fig
+        assert raw.sources == ref.sources
+        assert raw.figures["net_rx_bytes"] - first.figures["net_rx_bytes"] > 70      # at least the GET request
+        assert raw.figures["net_tx_bytes"] - first.figures["net_tx_bytes"] > len(body)
+        assert raw.figures["net_rx_packets"] > first.figures["net_rx_packets"] and raw.figures["net_tx_packets"] > first.figures["net_tx_packets"]
         # only an O_PATH of /proc/<pid> stays open, never the namespace's file:
         # removing the container while the reader still watches it frees its veth
         assert src not in _fd_targets() and f"/proc/{web.pid}" in _fd_targets()
@@ -87,7 +87,7 @@ def test_a_container_on_the_hosts_network_has_no_network_figures(rt, name, clean
     r = stats.StatsReader(rt.cgroups)
     try:
         for raw in (rt.cgroups.sample(c.id), r.read(c.id, tree=False)[0], r.read(c.id, tree=False)[0]):
-            assert all(raw[f] is None for f in NET_FIGURES) and "net_rx_bytes" not in raw["sources"]
+            assert all(raw.figures[f] is None for f in NET_FIGURES) and "net_rx_bytes" not in raw.sources
         assert r.containers[c.id].cgroup.net.reads == 1      # one look at cgroup.procs, then no read
     finally:
         r.close()

@@ -17,9 +17,8 @@ import time
 import pytest
 
 from runtime import Spec
-from runtime.errors import InvalidArgument
 from runtime.procs import (NS_TYPES, ProcessInfo, build_forest, container_tree,
-                           cpu_share, host_tree, list_pids, namespace_owners, namespaces,
+                           host_tree, list_pids, namespace_owners, namespaces,
                            parse_cmdline, parse_passwd, read_process, role, terrarium_roles, walk)
 from tests.fakeproc import FakeProc
 
@@ -36,15 +35,6 @@ def test_cmdline():
 def test_passwd():
     assert parse_passwd("root:x:0:0:root:/root:/bin/sh\n# comment\nwww:x:33:33::/:/bin/false\n"
                         "dup:x:33:33::/:/bin/false\n") == {0: "root", 33: "www"}
-
-
-def test_cpu_share():
-    assert cpu_share(100, 150, 1.0, clk_tck=100) == 0.5
-    assert cpu_share(0, 400, 2.0, clk_tck=100) == 2.0     # two cores busy
-    assert cpu_share(500, 20, 1.0, clk_tck=100) == 0.0    # pid reused: no negative share
-    assert cpu_share(0, 100, 1.0) == 100 / os.sysconf("SC_CLK_TCK")
-    with pytest.raises(InvalidArgument):
-        cpu_share(0, 1, 0, clk_tck=100)
 
 
 # --- trees from ProcessInfo -----------------------------------------------------

@@ -201,6 +201,9 @@ def test_a_profile_that_refuses_execve_fails_the_start(rt, name, cleanup):
     ('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mount"], "action": '
      '"SCMP_ACT_ERRNO", "args": [{"index": 9, "op": "SCMP_CMP_EQ", "value": 1}]}]}',
      "args[0].index 9 must be 0 to 5"),
+    ('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mount"], "action": '
+     '"SCMP_ACT_ERRNO", "args": [{"index": 0, "op": ["SCMP_CMP_EQ"], "value": 1}]}]}',
+     "args[0].op ['SCMP_CMP_EQ'] is not one of"),
     ('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": [], "action": "SCMP_ACT_ERRNO"}]}',
      "names must be a non-empty list"),
     ('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_KILL", '

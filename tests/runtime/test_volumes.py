@@ -10,7 +10,7 @@ import select
 
 import pytest
 
-from runtime import Conflict, InvalidArgument, NotFound, Spec
+from runtime import Conflict, InvalidArgument, NotFound, Spec, TerrariumError
 from runtime.errors import Forbidden
 from runtime.model import Mount
 from runtime.mounts import parse_tmpfs, parse_volume
@@ -268,3 +268,14 @@ def test_an_images_symlinked_proc_and_dev_are_mounted_inside_its_root(rt, name, 
     assert os.path.isdir(upper + str(host_proc)) and os.path.isdir(upper + str(host_dev))
     with open("/proc/self/mountinfo") as f:
         assert str(tmp_path) not in f.read()
+
+
+def test_an_images_proc_that_links_to_itself_fails_the_start_saying_so(rt, name, cleanup):
+    """`proc -> /proc` (what debootstrap's first stage leaves on some hosts) is
+    a link to itself inside the root: the start fails naming the loop, and the
+    host's /proc is not mounted over."""
+    cleanup.append(name)
+    c = rt.create(Spec(image="busybox", name=name, cmd=("true",)))
+    os.symlink("/proc", os.path.join(c.upperdir, "proc"))
+    with pytest.raises(TerrariumError, match=r"mount target /proc: a symlink in the image at /proc loops"):
+        rt.start(c.id)
