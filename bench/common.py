@@ -303,3 +303,18 @@ def tree_fingerprint(root: str) -> str:
 
 if __name__ == "__main__" and sys.argv[1:] == ["timer"]:
     timer_main()
+
+
+# ---------------------------------------------------------------- web pages
+
+
+def page_get(url: str, cookie: str, fetch: bool = False) -> tuple[float, int]:
+    """One GET of a dashboard page with a session cookie (``fetch``: as the
+    page's own script asks, for the rows alone) -> (milliseconds, bytes)."""
+    import urllib.request                 # not at the top: the crun timer imports this file
+    headers = {"Cookie": cookie}
+    if fetch:
+        headers["X-Requested-With"] = "fetch"
+    t0 = time.perf_counter()
+    body = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=120).read()
+    return (time.perf_counter() - t0) * 1e3, len(body)

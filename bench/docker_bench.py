@@ -17,19 +17,27 @@ interleaved, medians reported:
    (one discover(["docker"]) through the Engine API), then one reading of each with a
    fresh reader (keep=False) -- against `docker stats --no-stream` for the
    same containers.  Discovery asks Docker alone (discover(["docker"]), as
-   `docker stats` asks dockerd alone).  "cold": from nothing (list + one
-   inspect each, a new reader); "warm": as the dashboard has it after its
-   first look (the list, and no inspect of a container the list shows
-   unchanged with the same init; its one-off reader, which closes every file
-   after a pass but keeps where each cgroup is); "warm_no_tree": warm
+   `docker stats` asks dockerd alone).  "cold": from nothing (a new
+   Discovery: the list, each init found in its cgroup, no inspect; a new
+   reader; "cold_discovery": that pass's discovery alone, the reading left
+   out); "warm": as the dashboard has it after its first look (the list,
+   nothing looked for again for a container the list shows unchanged with
+   the same init; its one-off reader, which closes every file after a pass
+   but keeps where each cgroup is); "warm_no_tree": warm
    without the process tree (what `docker stats` shows: figures and a PIDS
    count, no processes); "warm_all_engines": warm, but discovery asks every source (the
    cgroup tree and every bare PID namespace on the host too: what the
    unfiltered list page pays, and it grows with the host, not with Docker);
    "kept_open_tick": one tick of the kept-open reader over all N (what the
    live sampler pays each tick).  Both sides count this process's or
-   the CLI's CPU *and* dockerd's and its containerd's (their /proc/<pid>/stat
-   utime+stime), since each asks dockerd.  Goal: under one tenth.
+   the CLI's CPU *and* dockerd's and its containerd's (every thread's
+   schedstat run time, in ns), since each asks dockerd.  Goal: under one
+   tenth.  What the containers' shims spend while `docker stats` runs is
+   printed beside it (docker_stats_shims_cpu_s; dockerd has each shim read
+   its container's cgroup files, the work our passes do themselves), with
+   the shims' idle CPU over as long a window after it (shims_idle_cpu_s);
+   once_ratio_host divides by `docker stats` plus what it made the shims
+   spend beyond idle: the host's whole cost of the same figures.
 
 Prints a JSON summary; TERRARIUM_BENCH_JSON=path also writes it.
 """
@@ -37,6 +45,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import secrets
 import shutil
 import statistics
@@ -55,20 +64,39 @@ TICK_HZ = os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_of(pids) -> float:
-    """utime + stime seconds of these processes (and their threads)."""
-    total = 0
+    """CPU seconds of these processes, all their threads: the sum of each
+    thread's /proc/<pid>/task/<tid>/schedstat run time (nanoseconds; utime +
+    stime in /proc/<pid>/stat move in 10 ms ticks, as much as a whole warm
+    pass costs dockerd), else that."""
+    total = 0.0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
             continue
-    return total / TICK_HZ
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0]) / 1e9
+            except (OSError, ValueError, IndexError):
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    total += (int(fields[11]) + int(fields[12])) / TICK_HZ
+                except OSError:
+                    continue
+    return total
 
 
-def _engine_pids(base: str) -> list[int]:
-    """dockerd and its containerd: the processes whose command line names its dir, not shims."""
+def _children_cpu() -> float:
+    """CPU seconds of this process's waited-for children (getrusage: µs, not os.times()'s ticks)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _engine_pids(base: str, shims: bool = False) -> list[int]:
+    """dockerd and its containerd: the processes whose command line names its
+    dir, not shims (with ``shims``: only the containers' containerd-shims)."""
     out = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -77,7 +105,7 @@ def _engine_pids(base: str) -> list[int]:
                     cmd = f.read()
             except OSError:
                 continue
-            if base.encode() in cmd and b"shim" not in cmd:
+            if base.encode() in cmd and (b"shim" in cmd) == shims:
                 out.append(int(pid))
     return out
 
@@ -101,12 +129,15 @@ def main(n_docker=50, n_ours=20, ticks=20, rounds=5) -> dict:
             keys = [f"docker-{cid}" for cid in ids]
             rt.discovery().discover()
             engine = _engine_pids(docker.base)
+            shims = _engine_pids(docker.base, shims=True)
             once_reader = rt.stats_reader()
             once_reader.read_many(keys, keep=False)
 
             tick = {"docker": [], "ours": []}
-            once = {f"terrarium_{k}": [] for k in ("cold", "warm", "warm_no_tree", "warm_all_engines")}
+            once = {f"terrarium_{k}": [] for k in ("cold", "warm", "warm_no_tree", "warm_all_engines",
+                                                   "cold_discovery")}
             once["docker_stats"] = []
+            shim_cpu, shim_idle = [], []
             for _ in range(rounds):
                 for what, names in (("docker", keys), ("ours", ours)):
                     reader = rt.stats_reader()
@@ -117,29 +148,37 @@ def main(n_docker=50, n_ours=20, ticks=20, rounds=5) -> dict:
                     tick[what].append((time.thread_time() - t0) / ticks / len(names) * 1e6)
                     reader.close()
                 # once: who they are (the Engine API), then one reading each; cold: from
-                # nothing (a new Discovery: 1 list + N inspects, a new reader); warm: as
-                # the dashboard has it after its first look (1 list, the unchanged ones
-                # not inspected again; its one-off reader, every file closed between passes)
+                # nothing (a new Discovery: 1 list, each init from its cgroup, a new
+                # reader); warm: as the dashboard has it after its first look (1 list,
+                # the unchanged ones not looked for again; its one-off reader, every
+                # file closed between passes)
                 for what in ("cold", "warm", "warm_no_tree", "warm_all_engines"):
                     if what == "cold":
                         registry._shared.clear()
                     e0, c0 = _cpu_of(engine), time.process_time()
                     found, _ = rt.discovery().discover(None if what == "warm_all_engines" else ["docker"])
+                    skip = 0.0                          # the CPU of looking at dockerd's midway
+                    if what == "cold":                  # its discovery alone, then the reading
+                        c1 = time.process_time()
+                        e1 = _cpu_of(engine)
+                        skip = time.process_time() - c1
+                        once["terrarium_cold_discovery"].append(c1 - c0 + e1 - e0)
                     reader = rt.stats_reader() if what == "cold" else once_reader
                     got = reader.read_many([f.key for f in found if f.engine == "docker"],
                                            tree=what != "warm_no_tree", keep=False)
                     if what == "cold":
                         reader.close()
-                    once[f"terrarium_{what}"].append(time.process_time() - c0 + _cpu_of(engine) - e0)
+                    once[f"terrarium_{what}"].append(time.process_time() - c0 - skip + _cpu_of(engine) - e0)
                     assert len(got) == n_docker and not [v for v in got.values() if isinstance(v, Exception)]
-                ch0 = os.times()
-                e0 = _cpu_of(engine)
+                ch0, e0, s0, w0 = _children_cpu(), _cpu_of(engine), _cpu_of(shims), time.monotonic()
                 subprocess.run([dockerd.DOCKER, "stats", "--no-stream", *ids], env=docker.env,
                                capture_output=True, check=True, timeout=120)
-                ch1 = os.times()
-                once["docker_stats"].append((ch1.children_user - ch0.children_user)
-                                            + (ch1.children_system - ch0.children_system)
-                                            + _cpu_of(engine) - e0)
+                once["docker_stats"].append(_children_cpu() - ch0 + _cpu_of(engine) - e0)
+                shim_cpu.append(_cpu_of(shims) - s0)
+                # the shims' own idle CPU over as long a window, nothing asking them
+                wall, s1 = time.monotonic() - w0, _cpu_of(shims)
+                time.sleep(wall)
+                shim_idle.append(_cpu_of(shims) - s1)
             once_reader.close()
             for cid in ours:
                 rt.remove(cid, force=True)
@@ -155,6 +194,15 @@ def main(n_docker=50, n_ours=20, ticks=20, rounds=5) -> dict:
         "n_docker": n_docker, "n_ours": n_ours, "ticks": ticks, "rounds": rounds,
         "tick_us_per_container": {"docker": round(med["docker"], 1), "ours": round(med["ours"], 1)},
         "once_cpu_s": {k: round(med[k], 4) for k in once},
+        # not in docker_stats: what the containers' containerd-shims spent meanwhile
+        # (dockerd asks each for its cgroup's figures)
+        "docker_stats_shims_cpu_s": round(statistics.median(shim_cpu), 4),
+        "shims_idle_cpu_s": round(statistics.median(shim_idle), 4),
+        # what `docker stats` costs the host: the CLI, dockerd and containerd, and the
+        # cgroup reads it makes each shim do (less what the shims spend idle in as
+        # long); our passes read those same files themselves and count it
+        "once_ratio_host": {k: round(med[k] / (med["docker_stats"] + max(statistics.median(
+            [a - b for a, b in zip(shim_cpu, shim_idle)]), 0.0)), 4) for k in once if k != "docker_stats"},
         "once_ratio": {**{k: round(med[k] / med["docker_stats"], 4) for k in once if k != "docker_stats"},
                        # the sampler's steady state: one tick of the kept-open reader over all N
                        "kept_open_tick": round(med["docker"] * n_docker / 1e6 / med["docker_stats"], 5)},

@@ -27,13 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import summary  # noqa: E402
+from common import page_get as get, summary  # noqa: E402
 from tests.webstack import WebStack, login_cookie, manage  # noqa: E402
 
 BASE = "/tmp/terrarium-listscale-bench"
@@ -51,15 +50,6 @@ def make_containers(n: int):
     for i in range(have, n):
         rt.create(make_spec(image="busybox", name=f"svc-{i:04d}", cmd=["sleep", "300"]))
     return rt, time.perf_counter() - t0
-
-
-def get(url: str, cookie: str, fetch: bool = False) -> tuple[float, int]:
-    headers = {"Cookie": cookie}
-    if fetch:
-        headers["X-Requested-With"] = "fetch"
-    t0 = time.perf_counter()
-    body = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=120).read()
-    return (time.perf_counter() - t0) * 1e3, len(body)
 
 
 def ms(xs):

@@ -80,7 +80,7 @@ async def _viewers(cid: str, n: int, ticks: int, sampler: Sampler) -> float:
 
 def viewers(cid: str, ticks: int) -> dict:
     async def run():
-        s = Sampler(tick=1.0, record=False)
+        s = Sampler(tick=1.0)
         await _viewers(cid, 1, 5, s)                 # warm up
         res = {1: [], 100: []}
         for _ in range(5):                            # alternate rounds: noise hits both

@@ -70,10 +70,10 @@ BUSY = ("sh", "-c", "sleep 3600 & while :; do sleep 0.3; done")
 
 
 def _sampler(reader, ids):
-    s = Sampler(tick=1.0, reader=reader, record=False)
+    s = Sampler(tick=1.0, reader=reader)
     for cid in ids:
         s.state[cid] = _Watched(points=deque(maxlen=10))
-        s.subscribers[cid] = 1                        # one viewer each: the sampler reads only those
+        s.subscribers[cid] = s.tree_viewers[cid] = 1  # one viewer each, with the tree: the sampler reads only those
     s._collect(ids)                                   # warm up: open files, first tree
     return s
 
@@ -247,9 +247,9 @@ def measure_loop(ids, ticks, tick=TICK):
     import asyncio
 
     def run(reader):
-        s = Sampler(tick=tick, reader=reader, record=False)
+        s = Sampler(tick=tick, reader=reader)
         for cid in ids:
-            s.subscribers[cid] = 1
+            s.subscribers[cid] = s.tree_viewers[cid] = 1
 
         async def go():
             task = asyncio.get_running_loop().create_task(s._run())
