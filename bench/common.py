@@ -252,6 +252,28 @@ def remove_cgroup_tree(rel: str, timeout: float = 3.0) -> list[str]:
     return left
 
 
+def teardown_runtime(rt, tmp: str, workers: int = 1) -> tuple[int, bool]:
+    """Remove every container of a bench's private runtime root (all are the
+    bench's), its servers, its cgroup parent and the root itself.
+    Returns (containers that could not be removed, whether the parent went)."""
+    from concurrent.futures import ThreadPoolExecutor
+    failed = 0
+
+    def one(cid: str) -> None:
+        nonlocal failed
+        try:
+            rt.remove(cid, force=True)
+        except Exception as e:  # noqa: BLE001 - remove the rest, say which stayed
+            failed += 1
+            print(f"could not remove {cid[:12]}: {e}", file=sys.stderr)
+    with ThreadPoolExecutor(max(workers, 1)) as ex:
+        list(ex.map(one, [c.id for c in rt.list(all=True)]))
+    rt.shutdown_servers()
+    gone = rt.cgroups.remove_parent(wait=5)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return failed, bool(gone)
+
+
 # ------------------------------------------------------------------ machine
 
 

@@ -41,7 +41,6 @@ import asyncio
 import json
 import os
 import secrets
-import shutil
 import signal
 import sys
 import tempfile
@@ -53,7 +52,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import page_get as get, summary  # noqa: E402
+from common import page_get as get, summary, teardown_runtime  # noqa: E402
 from tests.webstack import WebStack, login_cookie  # noqa: E402
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -119,22 +118,6 @@ def start_all(rt, n: int) -> float:
         for f in [ex.submit(one, i) for i in range(n)]:
             f.result()
     return time.monotonic() - t0
-
-
-def remove_all(rt) -> int:
-    """Every container of the private root (all of them are this bench's)."""
-    failed = 0
-
-    def one(cid: str) -> None:
-        nonlocal failed
-        try:
-            rt.remove(cid, force=True)
-        except Exception as e:  # noqa: BLE001 - remove the rest, say which stayed
-            failed += 1
-            print(f"could not remove {cid[:12]}: {e}", file=sys.stderr)
-    with ThreadPoolExecutor(WORKERS) as ex:
-        list(ex.map(one, [c.id for c in rt.list(all=True)]))
-    return failed
 
 
 # ------------------------------------------------------------------- viewers
@@ -398,10 +381,7 @@ def main() -> None:
         if web is not None:
             web.stop()
         t0 = time.monotonic()
-        failed = remove_all(rt)
-        rt.shutdown_servers()
-        gone = rt.cgroups.remove_parent(wait=5)
-        shutil.rmtree(tmp, ignore_errors=True)
+        failed, gone = teardown_runtime(rt, tmp, WORKERS)
         print(f"removed everything in {time.monotonic() - t0:.0f} s"
               + (f"; {failed} containers could not be removed" if failed else "")
               + ("" if gone else f"; the cgroup parent {parent} is still there"), flush=True)

@@ -28,10 +28,12 @@ import json
 import os
 import resource
 import secrets
-import shutil
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import teardown_runtime  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -150,14 +152,7 @@ def main(n: int = 1000, limit: int = 1024) -> dict:
                 if k not in ("budget", "hog")))
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-        for cid in ids:
-            try:
-                rt.remove(cid, force=True)
-            except Exception as e:                     # noqa: BLE001 - remove the rest
-                print(f"could not remove {cid[:12]}: {e}")
-        rt.shutdown_servers()
-        rt.cgroups.remove_parent(wait=5)
-        shutil.rmtree(TMP, ignore_errors=True)
+        teardown_runtime(rt, TMP)
     out = {"n": n, "limit": limit, "start_s": started, "loadavg": open("/proc/loadavg").read().split()[:3],
            "results": results}
     if os.environ.get("TERRARIUM_BENCH_JSON"):

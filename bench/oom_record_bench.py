@@ -20,12 +20,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import teardown_runtime  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -111,14 +113,7 @@ def main(n: int = 200, seconds: float = 30.0, rounds: int = 3, before: str = "ma
                 print(f"  round {r + 1} {label:14s} {got['cpu_s_per_min']:6.2f} CPU s/min "
                       f"({got['points']} points kept)")
     finally:
-        for cid in ids:
-            try:
-                rt.remove(cid, force=True)
-            except Exception as e:                     # noqa: BLE001 - remove the rest
-                print(f"could not remove {cid[:12]}: {e}")
-        rt.shutdown_servers()
-        rt.cgroups.remove_parent(wait=5)
-        shutil.rmtree(tmp, ignore_errors=True)
+        teardown_runtime(rt, tmp)
     medians = {k: statistics.median(x["cpu_s_per_min"] for x in v) for k, v in runs.items()}
     print("medians: " + ", ".join(f"{k} {v:.2f} CPU s/min" for k, v in medians.items()))
     result = {"n": n, "seconds": seconds, "runs": runs, "median_cpu_s_per_min": medians,
