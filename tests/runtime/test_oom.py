@@ -321,17 +321,25 @@ def test_v2_watch_reports_kills_not_max_events(tmp_path):
             watch.remove("c1")
 
 
-def test_over_the_descriptor_budget_a_watch_is_polled(tmp_path, monkeypatch):
-    """runtime/fdbudget.py: a watch beyond the budget keeps no descriptor and is
-    read by sweep(); its kill is reported as a kept watch's is."""
+def _room_for_one_watch(tmp_path, monkeypatch) -> dict[str, str]:
+    """Two v2 counter dirs, "kept" and "polled", and a descriptor budget with
+    room for one watch: the second one made is polled."""
     from runtime import fdbudget
-    held = fdbudget.OOM.held
-    monkeypatch.setattr(fdbudget.OOM, "limit", held + 1)                  # one v2 watch
+    monkeypatch.setattr(fdbudget.OOM, "limit", fdbudget.OOM.held + 1)
     dirs = {}
     for key in ("kept", "polled"):
         (tmp_path / key).mkdir()
         (tmp_path / key / "memory.events").write_text(_events())
         dirs[key] = str(tmp_path / key)
+    return dirs
+
+
+def test_over_the_descriptor_budget_a_watch_is_polled(tmp_path, monkeypatch):
+    """runtime/fdbudget.py: a watch beyond the budget keeps no descriptor and is
+    read by sweep(); its kill is reported as a kept watch's is."""
+    from runtime import fdbudget
+    held = fdbudget.OOM.held
+    dirs = _room_for_one_watch(tmp_path, monkeypatch)
     fds = len(os.listdir("/proc/self/fd"))
     with CgroupOomWatch(dirs, settle=0.05) as watch:
         assert len(os.listdir("/proc/self/fd")) == fds + 3          # epoll, inotify, one counter file
@@ -352,12 +360,7 @@ def test_a_polled_watch_gets_its_descriptor_back_once_the_budget_has_room(tmp_pa
     after that wakes it without a sweep."""
     from runtime import fdbudget
     held = fdbudget.OOM.held
-    monkeypatch.setattr(fdbudget.OOM, "limit", held + 1)                  # one v2 watch
-    dirs = {}
-    for key in ("kept", "polled"):
-        (tmp_path / key).mkdir()
-        (tmp_path / key / "memory.events").write_text(_events())
-        dirs[key] = str(tmp_path / key)
+    dirs = _room_for_one_watch(tmp_path, monkeypatch)
     with CgroupOomWatch(dirs, settle=0.05) as watch:
         assert watch.sweep() is False
         assert watch.polled()                                       # no room yet
