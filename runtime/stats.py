@@ -279,6 +279,50 @@ class _NetDev:
                 self.fd = self.dir = None
 
 
+class _Layout:
+    """What the fast reader reads of a cgroup of one table version with a given
+    set of controllers: the table's rows that are there, by cadence (indices
+    into ``table.rows``), each row's figures as None for when its file is not
+    there, the sources.  Worked out once per layout (``layout()``) and shared
+    by every container that has it -- all of one engine's, all of ours -- so a
+    new container's reading builds only its own files."""
+    __slots__ = ("table", "files", "net", "by_when", "absent", "sources", "row_of", "open")
+
+    def __init__(self, table: figures.Table, controllers: frozenset[str]):
+        self.table = table
+        rows = table.rows
+        self.files = tuple(i for i, r in enumerate(rows) if r.controller in controllers)
+        self.net = tuple(i for i, r in enumerate(rows) if r.controller == figures.NETNS)
+        self.by_when = {w: tuple(i for i in self.files if rows[i].when == w)
+                        for w in ("tick", "always", "active", "slow")}
+        self.absent = tuple(figures.absent(r) for r in rows)
+        self.sources = figures.sources(table, controllers)
+        self.row_of = {f: i for i, r in enumerate(rows) for f in r.figures}     # figure -> its row
+        # descriptors a kept-open reading holds: its files and net/dev's O_PATH
+        self.open = len(self.files) + bool(self.net)
+
+
+_LAYOUTS: dict[tuple[str, frozenset[str]], _Layout] = {}
+
+
+def layout(kind: str, controllers: frozenset[str]) -> _Layout:
+    """The shared _Layout of a ``kind`` cgroup with these controllers."""
+    table = figures.table(kind)
+    lay = _LAYOUTS.get((kind, controllers))
+    if lay is None or lay.table is not table:           # new, or the table was replaced (a test's row)
+        lay = _LAYOUTS[kind, controllers] = _Layout(table, controllers)
+    return lay
+
+
+def _reread(knobs: tuple[_Knob, ...]) -> bool:
+    """Re-read each of them (all: no short cut); → whether any one's bytes changed."""
+    changed = False
+    for k in knobs:
+        if k.get():
+            changed = True
+    return changed
+
+
 class CgroupFiles:
     """The kept-open cgroup files of one container; ``sample()`` = driver.sample().
 
@@ -287,10 +331,10 @@ class CgroupFiles:
     its task count did, and ``slow`` whether this was a slow tick (everything read)."""
 
     def __init__(self, driver: CgroupDriver, name: str, slow_every: int = 5, proc: str = _procs.PROC):
-        self.table = figures.table("v2" if driver.kind == "v2" else "v1")
-        self.kind = self.table.kind
         self.name = name
         paths = self._paths = driver.paths(name)      # controller -> directory
+        lay = self.layout = layout("v2" if driver.kind == "v2" else "v1", frozenset(paths))
+        self.table, self.kind = lay.table, lay.table.kind
         self.dirs = list(dict.fromkeys(paths.values()))
         # cgroup.procs of one hierarchy: every hierarchy holds the same processes
         # (attach writes them all); pids is the one a container must have.
@@ -301,27 +345,26 @@ class CgroupFiles:
         # listing processes long gone and never saw the new ones.
         procs_dir = next((paths[c] for c in ("pids", "memory", "unified") if c in paths), self.dirs[0])
         self.procs = _File(os.path.join(procs_dir, "cgroup.procs"), keep=False, whole=True)
-        rows = self.table.rows
-        # Kept open within the process's descriptor budget (runtime/fdbudget.py;
-        # net/dev's O_PATH counts one); beyond it every file is opened and closed per read.
-        n = sum(r.controller in paths for r in rows) + any(r.controller == figures.NETNS for r in rows)
-        self.kept = n if fdbudget.STATS.take(n) else 0
-        self.net = _NetDev(self.procs, proc, keep=self.kept > 0)
-        self._rows = tuple((r, _Knob(self.net, r.parse) if r.controller == figures.NETNS
-                            else _Knob(_File(os.path.join(paths[r.controller], r.file), self.kept > 0), r.parse)
-                            if r.controller in paths else None, figures.absent(r)) for r in rows)
-        groups: dict[str, list[_Knob]] = {"tick": [], "always": [], "active": [], "slow": []}
-        for r, k, _ in self._rows:
-            if k is not None and k.file is not self.net:
-                groups[r.when].append(k)
+        # Kept open within the process's descriptor budget (runtime/fdbudget.py);
+        # beyond it every file is opened and closed per read.
+        self.kept = lay.open if fdbudget.STATS.take(lay.open) else 0
+        keep = self.kept > 0
+        self.net = _NetDev(self.procs, proc, keep=keep)
+        rows = lay.table.rows
+        knobs: list[_Knob | None] = [None] * len(rows)      # by row; None: not there
+        for i in lay.files:
+            knobs[i] = _Knob(_File(f"{paths[rows[i].controller]}/{rows[i].file}", keep), rows[i].parse)
+        for i in lay.net:
+            knobs[i] = _Knob(self.net, rows[i].parse)
+        self._knobs = tuple(knobs)
+        tick, io, active, slow = (tuple(k for i in lay.by_when[w] if (k := knobs[i]) is not None)
+                                  for w in ("tick", "always", "active", "slow"))
+        self._tick_knobs, self._io_knobs, self._active_knobs, self._slow_knobs = tick, io, active, slow
         # net/dev: every tick, counted in self.net.reads, not in self.reads (cgroup files)
-        self._net_knobs = tuple(k for _, k, _ in self._rows if k is not None and k.file is self.net)
-        self._tick_knobs, self._io_knobs = tuple(groups["tick"]), tuple(groups["always"])
-        self._active_knobs, self._slow_knobs = tuple(groups["active"]), tuple(groups["slow"])
-        self.knobs = {f: k for r, k, _ in self._rows for f in r.figures}     # figure -> its file's _Knob
-        self._tasks = self.knobs.get("pids_current")
-        self._first = self.knobs.get("memory_usage") or next(iter(groups["tick"]), None)
-        self.sources = figures.sources(self.table, paths)
+        self._net_knobs = tuple(k for i in lay.net if (k := knobs[i]) is not None)
+        self._tasks = self._knob("pids_current")
+        self._first = self._knob("memory_usage") or next(iter(tick), None)
+        self.sources = lay.sources
         self._sources_netns: str | None = None        # the net.dir self.sources names
         self.slow_every, self._ticks = max(int(slow_every), 1), 0
         self.active = self.tasks_changed = self.slow = True
@@ -329,15 +372,24 @@ class CgroupFiles:
         self._last: Sample | None = None   # the last sample, returned again while no file changes
         self.reads = 0                # preads of cgroup files (cgroup.procs too), for tests and bench/
 
+    def _knob(self, figure: str) -> _Knob | None:
+        i = self.layout.row_of.get(figure)
+        return None if i is None else self._knobs[i]
+
+    @property
+    def knobs(self) -> dict[str, _Knob | None]:
+        """figure -> its file's _Knob (None: not there), for tests and bench/."""
+        return {f: self._knobs[i] for f, i in self.layout.row_of.items()}
+
     @property
     def files(self) -> list[tuple[str, _Source | None]]:
         """(file name, _File or None) of every row, in the table's order."""
-        return [(r.file, k.file if k else None) for r, k, _ in self._rows]
+        return [(r.file, k.file if k else None) for r, k in zip(self.table.rows, self._knobs)]
 
     def close(self) -> None:
         self._ticks, self._tasks_raw, self._last = 0, None, None
         self.active = self.tasks_changed = self.slow = True
-        for _, k, _ in self._rows:
+        for k in self._knobs:
             if k is not None:
                 k.close()
         self.procs.close()
@@ -356,35 +408,21 @@ class CgroupFiles:
         slow = self.slow = self._ticks % self.slow_every == 0
         self._ticks += 1
         try:
-            changed = False
-            for k in self._tick_knobs:
-                if k.get():
-                    changed = True
-            moved = changed                                   # any file's bytes, this tick
+            changed = _reread(self._tick_knobs)
             tasks = self._tasks
             if tasks is None or tasks.value is None:          # no pids controller: always list
                 self.tasks_changed = True
             else:
                 self.tasks_changed = tasks.raw is not self._tasks_raw
                 self._tasks_raw = tasks.raw
-            for k in self._io_knobs:
-                if k.get():
-                    moved = True
-            for k in self._net_knobs:
-                if k.get():
-                    moved = True
+            # every file's bytes, this tick (not short-circuited: each is read)
+            moved = _reread(self._io_knobs) | _reread(self._net_knobs) | changed
             n = len(self._tick_knobs) + len(self._io_knobs)
             active = self.active = changed or slow
-            if active:
-                for k in self._active_knobs:
-                    if k.get():
-                        moved = True
-                n += len(self._active_knobs)
-            if slow:
-                for k in self._slow_knobs:
-                    if k.get():
-                        moved = True
-                n += len(self._slow_knobs)
+            for knobs, due in ((self._active_knobs, active), (self._slow_knobs, slow)):
+                if due:
+                    moved = _reread(knobs) | moved
+                    n += len(knobs)
             self.reads += n
             if self.net.dir != self._sources_netns:     # a process (another one) to read net/dev of
                 self._sources_netns = self.net.dir
@@ -399,8 +437,8 @@ class CgroupFiles:
         if not moved and self._last is not None:
             return self._last                 # no file changed: the same sample (and object)
         out: dict[str, Figure] = {}
-        for _, row, none in self._rows:
-            out.update(none if row is None or row.value is None else row.value)
+        for k, none in zip(self._knobs, self.layout.absent):
+            out.update(none if k is None or k.value is None else k.value)
         out.update(self.table.constants)
         self._last = last = Sample.of(self.kind, out, self.sources)
         return last
