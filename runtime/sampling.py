@@ -42,7 +42,8 @@ so neither side encodes, parses nor checks the ids again.
   one in full (``[n, *PROC_FIELDS]``).
 
 A reading taken with ``keep=False`` (a one-off pass) is forgotten on both
-sides once sent.  A connection lost means a new session: the client starts
+sides once sent: it goes in full (the agent's reader keeps no descriptor of
+it, only its files' last bytes, for its next one-off pass).  A connection lost means a new session: the client starts
 from nothing, as the agent does.
 
 The dashboard's live sampler does not ask each tick: it subscribes

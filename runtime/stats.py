@@ -28,6 +28,11 @@ its bytes changed, and reads only what can have changed:
   pids.max; memory.max, cpu.max ... on v2) included.  What an idle tick can
   miss -- LRU aging or RSS shrunk by reclaim from outside, a limit changed --
   shows within that many ticks;
+- a one-off pass (``read_many(keep=False)``: a page's reading, history's
+  minute) keeps no descriptor but keeps the last bytes, and reads the next
+  pass as a tick, plus the limits every pass (figures.py "limit"): its
+  passes are far apart, and a limit just changed (``docker update``) shows
+  on the next;
 - a process: only ``/proc/<pid>/stat`` is re-read (CPU ticks, RSS, state,
   threads, ppid); when its bytes equal last tick's, or only figures a
   ProcessInfo does not hold moved (page faults, children's times), the
@@ -293,8 +298,7 @@ class _Layout:
         rows = table.rows
         self.files = tuple(i for i, r in enumerate(rows) if r.controller in controllers)
         self.net = tuple(i for i, r in enumerate(rows) if r.controller == figures.NETNS)
-        self.by_when = {w: tuple(i for i in self.files if rows[i].when == w)
-                        for w in ("tick", "always", "active", "slow")}
+        self.by_when = {w: tuple(i for i in self.files if rows[i].when == w) for w in figures.WHEN}
         self.absent = tuple(figures.absent(r) for r in rows)
         self.sources = figures.sources(table, controllers)
         self.row_of = {f: i for i, r in enumerate(rows) for f in r.figures}     # figure -> its row
@@ -328,10 +332,17 @@ class CgroupFiles:
 
     After a sample, ``active`` says whether the container's memory usage, CPU
     time or task count moved since the previous one, ``tasks_changed`` whether
-    its task count did, and ``slow`` whether this was a slow tick (everything read)."""
+    its task count did, and ``slow`` whether this was a slow tick (everything read).
 
-    def __init__(self, driver: CgroupDriver, name: str, slow_every: int = 5, proc: str = _procs.PROC):
-        self.name = name
+    ``once``: the files of a one-off reader's container (``read_many(keep=False)``):
+    none is kept open -- each is opened, read and closed -- but their last
+    bytes are, so the next one-off pass over it reads what a tick of a kept-open
+    reader would, plus its limits ("limit" rows: passes are far apart, and a
+    limit changed since must show on the next one)."""
+
+    def __init__(self, driver: CgroupDriver, name: str, slow_every: int = 5, proc: str = _procs.PROC,
+                 once: bool = False):
+        self.name, self.once = name, once
         paths = self._paths = driver.paths(name)      # controller -> directory
         lay = self.layout = layout("v2" if driver.kind == "v2" else "v1", frozenset(paths))
         self.table, self.kind = lay.table, lay.table.kind
@@ -346,8 +357,8 @@ class CgroupFiles:
         procs_dir = next((paths[c] for c in ("pids", "memory", "unified") if c in paths), self.dirs[0])
         self.procs = _File(os.path.join(procs_dir, "cgroup.procs"), keep=False, whole=True)
         # Kept open within the process's descriptor budget (runtime/fdbudget.py);
-        # beyond it every file is opened and closed per read.
-        self.kept = lay.open if fdbudget.STATS.take(lay.open) else 0
+        # beyond it, or ``once``, every file is opened and closed per read.
+        self.kept = lay.open if not once and fdbudget.STATS.take(lay.open) else 0
         keep = self.kept > 0
         self.net = _NetDev(self.procs, proc, keep=keep)
         rows = lay.table.rows
@@ -357,9 +368,10 @@ class CgroupFiles:
         for i in lay.net:
             knobs[i] = _Knob(self.net, rows[i].parse)
         self._knobs = tuple(knobs)
-        tick, io, active, slow = (tuple(k for i in lay.by_when[w] if (k := knobs[i]) is not None)
-                                  for w in ("tick", "always", "active", "slow"))
-        self._tick_knobs, self._io_knobs, self._active_knobs, self._slow_knobs = tick, io, active, slow
+        tick, io, active, slow, limit = (tuple(k for i in lay.by_when[w] if (k := knobs[i]) is not None)
+                                         for w in ("tick", "always", "active", "slow", "limit"))
+        self._tick_knobs, self._io_knobs, self._active_knobs = tick, io, active
+        self._slow_knobs, self._limit_knobs = slow, limit
         # net/dev: every tick, counted in self.net.reads, not in self.reads (cgroup files)
         self._net_knobs = tuple(k for i in lay.net if (k := knobs[i]) is not None)
         self._tasks = self._knob("pids_current")
@@ -419,7 +431,8 @@ class CgroupFiles:
             moved = _reread(self._io_knobs) | _reread(self._net_knobs) | changed
             n = len(self._tick_knobs) + len(self._io_knobs)
             active = self.active = changed or slow
-            for knobs, due in ((self._active_knobs, active), (self._slow_knobs, slow)):
+            for knobs, due in ((self._active_knobs, active), (self._slow_knobs, slow),
+                               (self._limit_knobs, slow or self.once)):
                 if due:
                     moved = _reread(knobs) | moved
                     n += len(knobs)
@@ -631,12 +644,13 @@ class ProcessTable:
 
 
 class ContainerStats:
-    """Kept-open cgroup files and process table of one container."""
+    """Kept-open cgroup files and process table of one container (``once``:
+    none kept open, their last bytes kept: see CgroupFiles)."""
 
     def __init__(self, driver: CgroupDriver, name: str, proc: str = _procs.PROC, slow_every: int = 5,
-                 keep_open: int | None = None):
-        self.cgroup = CgroupFiles(driver, name, slow_every, proc)
-        self.table = ProcessTable(proc, keep_open=keep_open)
+                 keep_open: int | None = None, once: bool = False):
+        self.cgroup = CgroupFiles(driver, name, slow_every, proc, once)
+        self.table = ProcessTable(proc, keep_open=0 if once else keep_open)
         self._missed = False          # a read without the tree saw activity
 
     def read(self, tree: bool = True) -> Reading:
@@ -679,7 +693,15 @@ class ContainerStats:
 
 class StatsReader:
     """Per-container ContainerStats, made on first read, closed by forget()
-    or when the cgroup is gone (NotFound propagates)."""
+    or when the cgroup is gone (NotFound propagates).
+
+    A one-off pass (``read_many(keep=False)``) reads through ContainerStats of
+    its own, made with ``once``: no descriptor outlives a container's read,
+    but where its cgroup is, its files and their last bytes, and its
+    processes' do, for the next one-off pass -- which then reads what a tick
+    of a kept-open reader reads (an idle container: its tick files, io,
+    net/dev and its limits; no process), not every file again.  Only the last
+    pass's containers are kept so: nothing piles up."""
 
     def __init__(self, driver: CgroupDriver, proc: str = _procs.PROC, slow_every: int = 5,
                  keep_open: int | None = None,
@@ -690,24 +712,22 @@ class StatsReader:
         # key, "docker-<id>") lives under a parent of its own
         self.resolve = resolve or self._ours
         self.containers: dict[str, ContainerStats] = {}
-        # name -> ContainerStats of the last one-off pass (keep=False), every
-        # file closed: where its cgroup is and which files to read were worked
-        # out once (resolving another owner's cgroup, building its rows: a
-        # fifth of a fresh reading) and serve the next pass again
-        self._closed: dict[str, ContainerStats] = {}
+        self._once: dict[str, ContainerStats] = {}     # the last one-off pass's, holding no descriptor
 
     def _ours(self, name: str) -> tuple[CgroupDriver, str]:
         return self.driver, name
 
+    def _open(self, name: str, once: bool) -> ContainerStats:
+        driver, cg = self.resolve(name)
+        if not driver.exists(cg):
+            raise NotFound(f"cgroup '{driver.parent}/{cg}' not found")
+        return ContainerStats(driver, cg, self.proc, self.slow_every, self.keep_open, once)
+
     def read(self, name: str, tree: bool = True) -> Reading:
         c = self.containers.get(name)
         if c is None:
-            self._closed.pop(name, None)            # a kept reading starts afresh, within the budget
-            driver, cg = self.resolve(name)
-            if not driver.exists(cg):
-                raise NotFound(f"cgroup '{driver.parent}/{cg}' not found")
-            c = self.containers[name] = ContainerStats(driver, cg, self.proc, self.slow_every,
-                                                       self.keep_open)
+            self._once.pop(name, None)              # a kept reading starts afresh, within the budget
+            c = self.containers[name] = self._open(name, once=False)
         try:
             return c.read(tree)
         except NotFound:
@@ -719,34 +739,34 @@ class StatsReader:
         """{name: (raw, forest), or the error (NotFound, ...) that name's read
         raised}: one pass over many containers, as the agent's ``sample`` verb
         answers it.  keep=False: a one-off pass (history's once a minute),
-        each container's files closed again right after its read."""
+        each container's files opened for its read and closed again; a
+        container read with keep=True before is forgotten (its files closed)."""
         out: dict[str, Reading | TerrariumError | OSError] = {}
-        closed: dict[str, ContainerStats] = {}
+        once: dict[str, ContainerStats] = {}
         for name in names:
-            if not keep and name not in self.containers and name in self._closed:
-                # the last one-off pass's: its files (closed, their budget given
-                # back) are open only during this read, then closed again
-                self.containers[name] = self._closed.pop(name)
             try:
-                out[name] = self.read(name, tree)
+                if keep:
+                    out[name] = self.read(name, tree)
+                    continue
+                kept = self.containers.pop(name, None)
+                if kept is not None:
+                    kept.close()
+                c = self._once.pop(name, None) or self._open(name, once=True)
+                out[name] = c.read(tree)
+                once[name] = c                  # an error: not kept, the next pass starts afresh
             except (TerrariumError, OSError) as e:
                 out[name] = e
-            if not keep:
-                c = self.containers.pop(name, None)
-                if c is not None:
-                    c.close()                   # no descriptor stays; the next pass starts afresh
-                    closed[name] = c
         if not keep:
-            self._closed = closed               # only the last pass's: nothing piles up
+            self._once = once                   # only this pass's
         return out
 
     def forget(self, name: str) -> None:
-        self._closed.pop(name, None)
+        self._once.pop(name, None)
         c = self.containers.pop(name, None)
         if c is not None:
             c.close()
 
     def close(self) -> None:
-        self._closed = {}
+        self._once = {}
         for name in list(self.containers):
             self.forget(name)

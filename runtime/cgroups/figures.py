@@ -25,7 +25,14 @@ Cadence (``when``), for the fast reader:
     "active"  only on active ticks (and slow ones): what cannot move while usage,
               CPU time and the task count stand still -- memory.stat's LRU sizes,
               failcnt and OOM kills, CFS throttling;
-    "slow"    every ``slow_every`` ticks: limits and figures no graph plots.
+    "slow"    every ``slow_every`` ticks: figures no graph plots (v1's
+              max_usage, memsw usage and failcnt);
+    "limit"   a limit (what ``docker update`` or ``terrarium update`` changes):
+              on every slow tick of a kept-open reader, and on every pass of a
+              one-off one (``read_many(keep=False)``), whose passes are far
+              apart and whose next pass must show a limit just changed.
+
+``WHEN`` lists them.
 
 One row is not a cgroup file: ``NET_DEV``, /proc/<pid>/net/dev of a process
 of the cgroup (the first cgroup.procs lists), whose "controller" is NETNS:
@@ -84,10 +91,13 @@ class Metric(NamedTuple):
         return v * self.scale if self.scale != 1.0 else v
 
 
+WHEN = ("tick", "always", "active", "slow", "limit")     # a row's cadence (see above)
+
+
 class Row(NamedTuple):
     file: str                       # the file's name in the cgroup directory
     controller: str                 # v1 hierarchy, or "unified"
-    when: str                       # tick | always | active | slow
+    when: str                       # one of WHEN
     parse: Parse                    # bytes -> {figure: value}
     sources: Mapping[str, str]      # figure -> label ("memory.stat total_cache")
     metrics: tuple[Metric, ...] = ()   # what /metrics exports of it
@@ -292,13 +302,13 @@ NET_DEV = net_dev()
 
 V1 = Table("v1", (
     one("memory_usage", "memory.usage_in_bytes", "memory", "tick"),
-    one("memory_limit", "memory.limit_in_bytes", "memory", "slow", parse.limit_v1),
-    one("memory_low", "memory.soft_limit_in_bytes", "memory", "slow", parse.limit_v1),
+    one("memory_limit", "memory.limit_in_bytes", "memory", "limit", parse.limit_v1),
+    one("memory_low", "memory.soft_limit_in_bytes", "memory", "limit", parse.limit_v1),
     one("memory_max_usage", "memory.max_usage_in_bytes", "memory", "slow"),
     # Note: kernel 6.18 left both failcnt at 0 through a real OOM kill here.
     one("memory_failcnt", "memory.failcnt", "memory", "active"),
     one("memsw_usage", "memory.memsw.usage_in_bytes", "memory", "slow"),
-    one("memsw_limit", "memory.memsw.limit_in_bytes", "memory", "slow", parse.limit_v1),
+    one("memsw_limit", "memory.memsw.limit_in_bytes", "memory", "limit", parse.limit_v1),
     # With memsw == memory the memsw counter is usually the one that hits.
     one("memsw_failcnt", "memory.memsw.failcnt", "memory", "slow"),
     keyed("memory.stat", "memory", "active", {
@@ -315,10 +325,10 @@ V1 = Table("v1", (
     keyed("cpu.stat", "cpu", "active", {
         "cpu_nr_periods": "nr_periods", "cpu_nr_throttled": "nr_throttled",
         "cpu_throttled_ns": "throttled_time"}),                 # v1 reports ns
-    one("cpu_quota_us", "cpu.cfs_quota_us", "cpu", "slow", parse.quota_v1),
-    one("cpu_period_us", "cpu.cfs_period_us", "cpu", "slow"),
+    one("cpu_quota_us", "cpu.cfs_quota_us", "cpu", "limit", parse.quota_v1),
+    one("cpu_period_us", "cpu.cfs_period_us", "cpu", "limit"),
     one("pids_current", "pids.current", "pids", "tick"),
-    one("pids_max", "pids.max", "pids", "slow", parse.max_or_int),
+    one("pids_max", "pids.max", "pids", "limit", parse.max_or_int),
     pair("blkio.throttle.io_service_bytes_recursive", "blkio", "always", parse.blkio_bytes,
          ("io_read_bytes", "io_write_bytes"), ("blkio.throttle.io_service_bytes_recursive",) * 2),
     NET_DEV,
@@ -326,12 +336,12 @@ V1 = Table("v1", (
 
 V2 = Table("v2", (
     one("memory_usage", "memory.current", "unified", "tick"),
-    one("memory_limit", "memory.max", "unified", "slow", parse.max_or_int),
-    one("memory_high", "memory.high", "unified", "slow", parse.max_or_int),
-    one("memory_low", "memory.low", "unified", "slow"),
-    one("memory_min", "memory.min", "unified", "slow"),
+    one("memory_limit", "memory.max", "unified", "limit", parse.max_or_int),
+    one("memory_high", "memory.high", "unified", "limit", parse.max_or_int),
+    one("memory_low", "memory.low", "unified", "limit"),
+    one("memory_min", "memory.min", "unified", "limit"),
     one("memory_swap", "memory.swap.current", "unified", "active"),
-    one("memory_swap_limit", "memory.swap.max", "unified", "slow", parse.max_or_int),
+    one("memory_swap_limit", "memory.swap.max", "unified", "limit", parse.max_or_int),
     keyed("memory.stat", "unified", "active", {
         "memory_cache": "file", "memory_rss": "anon", "memory_inactive_file": "inactive_file",
         "memory_active_file": "active_file", "memory_anon": "anon", "memory_shmem": "shmem",
@@ -343,9 +353,9 @@ V2 = Table("v2", (
     keyed("cpu.stat", "unified", "tick", {
         "cpu_usage_ns": ("usage_usec", 1000), "cpu_nr_periods": "nr_periods",
         "cpu_nr_throttled": "nr_throttled", "cpu_throttled_ns": ("throttled_usec", 1000)}),
-    pair("cpu.max", "unified", "slow", parse.cpu_max, ("cpu_quota_us", "cpu_period_us"), ("cpu.max", "cpu.max")),
+    pair("cpu.max", "unified", "limit", parse.cpu_max, ("cpu_quota_us", "cpu_period_us"), ("cpu.max", "cpu.max")),
     one("pids_current", "pids.current", "unified", "tick"),
-    one("pids_max", "pids.max", "unified", "slow", parse.max_or_int),
+    one("pids_max", "pids.max", "unified", "limit", parse.max_or_int),
     pair("io.stat", "unified", "always", parse.io_stat_bytes,
          ("io_read_bytes", "io_write_bytes"), ("io.stat rbytes", "io.stat wbytes")),
     pressure("cpu"),

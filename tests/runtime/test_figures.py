@@ -37,7 +37,7 @@ def test_a_figure_comes_from_one_row_only(table):
     names = [f for r in table.rows for f in r.figures]
     assert len(names) == len(set(names))
     assert not set(names) & {"kind", "sources"}
-    assert all(r.when in ("tick", "always", "active", "slow") for r in table.rows)
+    assert all(r.when in figures.WHEN for r in table.rows)
 
 
 def test_each_typed_field_of_the_record_is_a_figure_of_a_table():

@@ -214,7 +214,7 @@ def test_v2_forget_closes_every_descriptor_and_a_missing_cgroup_is_not_found(cg,
 
 def test_one_off_passes_hold_no_descriptor_and_resolve_a_cgroup_once(cg, fake):
     """keep=False: every file closed after the pass; the next pass reuses what
-    the first worked out (no second resolve) and reads the files afresh; a
+    the first worked out (no second resolve) and reads what moved; a
     container left out of a pass, or gone, is not kept."""
     cg.create("abc", Limits())
     cg.create("def", Limits())
@@ -227,14 +227,65 @@ def test_one_off_passes_hold_no_descriptor_and_resolve_a_cgroup_once(cg, fake):
     again = r.read_many(["abc"], tree=False, keep=False)
     assert sorted(asked) == ["abc", "def"] and _fds() == fds
     assert again["abc"][0].memory_usage == 7777 != first["abc"][0].memory_usage
-    assert list(r._closed) == ["abc"]                    # "def" was left out: dropped
+    assert list(r._once) == ["abc"]                      # "def" was left out: dropped
     r.read("abc")                                        # a kept reading: made afresh (in the budget)
-    assert sorted(asked) == ["abc", "abc", "def"] and r._closed == {}
+    assert sorted(asked) == ["abc", "abc", "def"] and r._once == {}
     r.forget("abc")
     r.read_many(["abc"], tree=False, keep=False)
     cg.remove("abc")
     assert isinstance(r.read_many(["abc"], keep=False)["abc"], NotFound)
-    assert r._closed == {} and r.containers == {} and _fds() == fds
+    assert r._once == {} and r.containers == {} and _fds() == fds
+
+
+def test_a_one_off_pass_reads_what_a_tick_reads_and_every_limit(cg, fake):
+    """The next one-off pass over an idle container reads its tick files and
+    its limits, no more, and holds no descriptor after; a limit changed
+    (our update) shows on that very pass, not on the next slow one."""
+    cg.create("abc", Limits(memory=64 << 20))
+    fill_sample_files(fake)
+    fds = _fds()
+    r = stats.StatsReader(cg, slow_every=1000)         # no slow pass after the first
+    first = r.read_many(["abc"], keep=False)["abc"][0]
+    files = r._once["abc"].cgroup
+    n = files.reads
+    assert r.read_many(["abc"], keep=False)["abc"][0] is first      # nothing moved: the same record
+    # memory.current, cpu.stat, pids.current, io.stat, the three pressure files;
+    # memory.max, .high, .low, .min, .swap.max, cpu.max, pids.max
+    assert files.reads - n == 7 + 7 and not files.active and _fds() == fds
+    assert [f for f, k in files.knobs.items() if k in files._limit_knobs] == [
+        "memory_limit", "memory_high", "memory_low", "memory_min", "memory_swap_limit",
+        "cpu_quota_us", "cpu_period_us", "pids_max"]
+    cg.update("abc", Limits(memory=96 << 20, cpus=1.5, pids=40))
+    raw = r.read_many(["abc"], keep=False)["abc"][0]
+    assert (raw.memory_limit, raw.cpu_quota_us, raw.cpu_period_us, raw.pids_max) == \
+        (96 << 20, 150000, 100000, 40)
+    assert raw == cg.sample("abc") and _fds() == fds and r.containers == {}
+    r.close()
+
+
+def test_a_one_off_pass_over_an_idle_container_reads_no_process(cg, fake):
+    """Its processes' last readings are kept too (no descriptor): an idle
+    pass gives the same forest without a /proc read; a busy one re-reads them."""
+    cg.create("abc", Limits())
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        fake.set("terrarium/abc/cgroup.procs", f"{child.pid}\n")
+        fake.set("terrarium/abc/pids.current", "1\n")
+        fds = _fds()
+        r = stats.StatsReader(cg, slow_every=1000)
+        _, forest = r.read_many(["abc"], keep=False)["abc"]
+        t = r._once["abc"].table
+        n = dict(t.reads)
+        assert [x.info.pid for x in forest] == [child.pid] and t.open_files == 0 and _fds() == fds
+        assert r.read_many(["abc"], keep=False)["abc"][1] is forest and t.reads == n
+        fake.set("terrarium/abc/memory.current", "12345\n")       # it ran: its stat is read again
+        _, again = r.read_many(["abc"], keep=False)["abc"]
+        assert t.reads["stat"] == n["stat"] + 1 and t.reads["status"] == n["status"]
+        assert [x.info.pid for x in again] == [child.pid] and _fds() == fds
+        r.close()
+    finally:
+        child.kill()
+        child.wait()
 
 
 # --- v1, on this kernel's real files ------------------------------------------------
@@ -298,6 +349,29 @@ def test_v1_values_agree_with_the_driver_and_the_files(rt, cleanup, name):
     with pytest.raises(NotFound):
         r.read(c.id)
     assert r.containers == {} and _fds() == fds
+
+
+@needs_v1
+@pytest.mark.root
+def test_v1_limits_updated_show_on_the_next_one_off_pass(rt, cleanup, name):
+    """terrarium update between two one-off passes, on this kernel's files:
+    the next pass has the new limits though no slow pass is due, and no
+    descriptor stays after either."""
+    c = rt.run(Spec(image="lab", name=name, cmd=("sleep", "100"),
+                    limits=Limits(memory=64 << 20, cpus=0.5, pids=50)))
+    cleanup.append(c.id)
+    fds = _fds()
+    r = rt.stats_reader(slow_every=1000)
+    try:
+        raw = r.read_many([c.id], keep=False)[c.id][0]
+        assert (raw.memory_limit, raw.cpu_quota_us, raw.pids_max) == (64 << 20, 50000, 50)
+        assert _fds() == fds
+        rt.update(c.id, Limits(memory=96 << 20, cpus=1.5, pids=60))
+        raw = r.read_many([c.id], keep=False)[c.id][0]
+        assert (raw.memory_limit, raw.cpu_quota_us, raw.pids_max) == (96 << 20, 150000, 60)
+        assert not r._once[c.id].cgroup.slow and r.containers == {} and _fds() == fds
+    finally:
+        r.close()
 
 
 @needs_v1
