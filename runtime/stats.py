@@ -217,8 +217,14 @@ class _NetDev:
     kept is an O_PATH descriptor of ``/proc/<pid>``: it follows that process,
     never a reused pid (a lookup under it fails once the process is gone,
     and the next read picks a process again).  A process in the reader's own
-    namespace (``--network host``) gives None, with no read at all."""
-    __slots__ = ("procs", "proc", "fd", "dir", "reads", "keep")
+    namespace (``--network host``) gives None, with no read at all.
+
+    Not kept (``keep=False``: a one-off reader, or over the budget), the
+    O_PATH is closed after each read; the next read opens that pid's again and
+    keeps it if its ns/net is still the same namespace (a reused pid of
+    another namespace is not: cgroup.procs is read for a process then), so a
+    one-off pass does not list the cgroup's processes again for it."""
+    __slots__ = ("procs", "proc", "fd", "dir", "reads", "keep", "last")
 
     def __init__(self, procs: _File, proc: str, keep: bool = True):
         self.procs, self.proc = procs, proc
@@ -226,13 +232,14 @@ class _NetDev:
         self.dir: str | None = None       # "/proc/<pid>" while that namespace is not ours
         self.reads = 0                    # net/dev reads and cgroup.procs reads to pick a process
         self.keep = keep                  # False: over the descriptor budget, the O_PATH is not kept
+        self.last: tuple[int, tuple[int, int]] | None = None     # (pid, its ns/net's (dev, ino))
 
     def read(self) -> bytes | None:
         try:
             return self._read()
         finally:
             if not self.keep and self.fd is not None:
-                os.close(self.fd)             # picked again next read (``dir`` stays)
+                os.close(self.fd)             # opened again next read (``dir`` and ``last`` stay)
                 self.fd = None
 
     def _read(self) -> bytes | None:
@@ -259,24 +266,32 @@ class _NetDev:
         return None
 
     def _pick(self) -> bool:
+        if self.last is not None and self._open(*self.last):
+            return True                       # the process of the last read, same namespace
         self.reads += 1
         data = self.procs.read()
         pid = next(iter(parse.pids(data.decode())), None) if data else None
-        if pid is None:
-            return False
+        return pid is not None and self._open(pid)
+
+    def _open(self, pid: int, ns: tuple[int, int] | None = None) -> bool:
+        """Take /proc/<pid> (if its ns/net is ``ns``, when given)."""
         try:
             fd = os.open(f"{self.proc}/{pid}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
             return False
         try:
-            shared = same_netns(os.stat("ns/net", dir_fd=fd))
+            st = os.stat("ns/net", dir_fd=fd)
         except OSError:
+            st = None
+        if st is None or (ns is not None and (st.st_dev, st.st_ino) != ns):
             os.close(fd)
             return False
-        self.fd, self.dir = fd, None if shared else f"{self.proc}/{pid}"
+        self.fd, self.dir = fd, None if same_netns(st) else f"{self.proc}/{pid}"
+        self.last = (pid, (st.st_dev, st.st_ino))
         return True
 
     def close(self) -> None:
+        self.last = None
         if self.fd is not None:
             try:
                 os.close(self.fd)

@@ -278,6 +278,7 @@ def test_a_one_off_pass_over_an_idle_container_reads_no_process(cg, fake):
         n = dict(t.reads)
         assert [x.info.pid for x in forest] == [child.pid] and t.open_files == 0 and _fds() == fds
         assert r.read_many(["abc"], keep=False)["abc"][1] is forest and t.reads == n
+        assert r._once["abc"].cgroup.net.reads == 1          # (our namespace) cgroup.procs read once for it
         fake.set("terrarium/abc/memory.current", "12345\n")       # it ran: its stat is read again
         _, again = r.read_many(["abc"], keep=False)["abc"]
         assert t.reads["stat"] == n["stat"] + 1 and t.reads["status"] == n["status"]
@@ -370,6 +371,8 @@ def test_v1_limits_updated_show_on_the_next_one_off_pass(rt, cleanup, name):
         raw = r.read_many([c.id], keep=False)[c.id][0]
         assert (raw.memory_limit, raw.cpu_quota_us, raw.pids_max) == (96 << 20, 150000, 60)
         assert not r._once[c.id].cgroup.slow and r.containers == {} and _fds() == fds
+        # net/dev of its own namespace read twice, its process picked from cgroup.procs once
+        assert r._once[c.id].cgroup.net.reads == 3 and raw.get("net_rx_bytes") is not None
     finally:
         r.close()
 
