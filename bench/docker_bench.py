@@ -23,7 +23,8 @@ interleaved, medians reported:
    out); "warm": as the dashboard has it after its first look (the list,
    nothing looked for again for a container the list shows unchanged with
    the same init; its one-off reader, which closes every file after a pass
-   but keeps where each cgroup is); "warm_no_tree": warm
+   but keeps where each cgroup is and each file's last bytes, so a pass
+   reads what a live tick reads, plus the limits); "warm_no_tree": warm
    without the process tree (what `docker stats` shows: figures and a PIDS
    count, no processes); "warm_all_engines": warm, but discovery asks every source (the
    cgroup tree and every bare PID namespace on the host too: what the
@@ -151,7 +152,7 @@ def main(n_docker=50, n_ours=20, ticks=20, rounds=5) -> dict:
                 # nothing (a new Discovery: 1 list, each init from its cgroup, a new
                 # reader); warm: as the dashboard has it after its first look (1 list,
                 # the unchanged ones not looked for again; its one-off reader, every
-                # file closed between passes)
+                # file closed between passes, their last bytes kept)
                 for what in ("cold", "warm", "warm_no_tree", "warm_all_engines"):
                     if what == "cold":
                         registry._shared.clear()
