@@ -446,11 +446,15 @@ class CgroupFiles:
             moved = _reread(self._io_knobs) | _reread(self._net_knobs) | changed
             n = len(self._tick_knobs) + len(self._io_knobs)
             active = self.active = changed or slow
-            for knobs, due in ((self._active_knobs, active), (self._slow_knobs, slow),
-                               (self._limit_knobs, slow or self.once)):
-                if due:
-                    moved = _reread(knobs) | moved
-                    n += len(knobs)
+            if active:
+                moved = _reread(self._active_knobs) | moved
+                n += len(self._active_knobs)
+            if slow:
+                moved = _reread(self._slow_knobs) | moved
+                n += len(self._slow_knobs)
+            if slow or self.once:
+                moved = _reread(self._limit_knobs) | moved
+                n += len(self._limit_knobs)
             self.reads += n
             if self.net.dir != self._sources_netns:     # a process (another one) to read net/dev of
                 self._sources_netns = self.net.dir
