@@ -9,7 +9,8 @@
 
 The skipping rules (docs in runtime/stats.py): an idle tick -- memory usage,
 CPU time and task count unchanged -- reads 4 files; memory.stat, failcnt,
-events and cpu.stat follow on active ticks; limits every ``slow_every`` ticks.
+events and cpu.stat follow on active ticks; limits every ``slow_every`` ticks
+(and on every pass of a one-off reader, which keeps the last bytes, no descriptor).
 """
 import os
 import subprocess
