@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
@@ -710,6 +711,11 @@ class ContainerStats:
         self.table.close()
 
 
+# seconds a one-off pass's container is remembered after its last read (its
+# cgroup, files and last bytes; no descriptor): the minute history passes every 60 s
+ONCE_FOR = 300.0
+
+
 class StatsReader:
     """Per-container ContainerStats, made on first read, closed by forget()
     or when the cgroup is gone (NotFound propagates).
@@ -719,19 +725,26 @@ class StatsReader:
     but where its cgroup is, its files and their last bytes, and its
     processes' do, for the next one-off pass -- which then reads what a tick
     of a kept-open reader reads (an idle container: its tick files, io,
-    net/dev and its limits; no process), not every file again.  Only the last
-    pass's containers are kept so: nothing piles up."""
+    net/dev and its limits; no process), not every file again.  A container
+    is kept so for ``once_for`` seconds after its last one-off read: passes
+    split into parts (the agent's, 512 containers a request) and a single
+    container's reading between two passes (an OOM's tree) keep what the
+    others need, and a container no pass names any more is dropped."""
 
     def __init__(self, driver: CgroupDriver, proc: str = _procs.PROC, slow_every: int = 5,
                  keep_open: int | None = None,
-                 resolve: Callable[[str], tuple[CgroupDriver, str]] | None = None):
+                 resolve: Callable[[str], tuple[CgroupDriver, str]] | None = None,
+                 once_for: float = ONCE_FOR):
         self.driver, self.proc, self.slow_every = driver, proc, slow_every
+        self.once_for = once_for
         self.keep_open = keep_open
         # name -> (driver, cgroup name): another owner's container (a discovery
         # key, "docker-<id>") lives under a parent of its own
         self.resolve = resolve or self._ours
         self.containers: dict[str, ContainerStats] = {}
-        self._once: dict[str, ContainerStats] = {}     # the last one-off pass's, holding no descriptor
+        # name -> (ContainerStats holding no descriptor, monotonic time of its
+        # last one-off read)
+        self._once: dict[str, tuple[ContainerStats, float]] = {}
 
     def _ours(self, name: str) -> tuple[CgroupDriver, str]:
         return self.driver, name
@@ -761,7 +774,7 @@ class StatsReader:
         each container's files opened for its read and closed again; a
         container read with keep=True before is forgotten (its files closed)."""
         out: dict[str, Reading | TerrariumError | OSError] = {}
-        once: dict[str, ContainerStats] = {}
+        now = time.monotonic()
         for name in names:
             try:
                 if keep:
@@ -770,13 +783,14 @@ class StatsReader:
                 kept = self.containers.pop(name, None)
                 if kept is not None:
                     kept.close()
-                c = self._once.pop(name, None) or self._open(name, once=True)
+                was = self._once.pop(name, None)
+                c = was[0] if was is not None else self._open(name, once=True)
                 out[name] = c.read(tree)
-                once[name] = c                  # an error: not kept, the next pass starts afresh
+                self._once[name] = (c, now)     # an error: not kept, the next pass starts afresh
             except (TerrariumError, OSError) as e:
                 out[name] = e
         if not keep:
-            self._once = once                   # only this pass's
+            self._once = {n: v for n, v in self._once.items() if now - v[1] <= self.once_for}
         return out
 
     def forget(self, name: str) -> None:

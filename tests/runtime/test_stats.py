@@ -213,22 +213,27 @@ def test_v2_forget_closes_every_descriptor_and_a_missing_cgroup_is_not_found(cg,
     assert r.containers == {} and _fds() == fds
 
 
-def test_one_off_passes_hold_no_descriptor_and_resolve_a_cgroup_once(cg, fake):
+def test_one_off_passes_hold_no_descriptor_and_resolve_a_cgroup_once(cg, fake, monkeypatch):
     """keep=False: every file closed after the pass; the next pass reuses what
     the first worked out (no second resolve) and reads what moved; a
-    container left out of a pass, or gone, is not kept."""
+    container left out of passes for ``once_for`` seconds, or gone, is not kept."""
     cg.create("abc", Limits())
     cg.create("def", Limits())
     asked = []
     fds = _fds()
-    r = stats.StatsReader(cg, resolve=lambda name: asked.append(name) or (cg, name))
+    clock = [1000.0]
+    monkeypatch.setattr(stats.time, "monotonic", lambda: clock[0])
+    r = stats.StatsReader(cg, resolve=lambda name: asked.append(name) or (cg, name), once_for=300)
     first = r.read_many(["abc", "def"], tree=False, keep=False)
     assert r.containers == {} and _fds() == fds and sorted(asked) == ["abc", "def"]
     fake.set("terrarium/abc/memory.current", "7777\n")
     again = r.read_many(["abc"], tree=False, keep=False)
     assert sorted(asked) == ["abc", "def"] and _fds() == fds
     assert again["abc"][0].memory_usage == 7777 != first["abc"][0].memory_usage
-    assert list(r._once) == ["abc"]                      # "def" was left out: dropped
+    assert sorted(r._once) == ["abc", "def"]            # "def" left out of one pass: still known
+    clock[0] += 301
+    r.read_many(["abc"], tree=False, keep=False)
+    assert list(r._once) == ["abc"]                      # ... but not for five minutes: dropped
     r.read("abc")                                        # a kept reading: made afresh (in the budget)
     assert sorted(asked) == ["abc", "abc", "def"] and r._once == {}
     r.forget("abc")
@@ -247,7 +252,7 @@ def test_a_one_off_pass_reads_what_a_tick_reads_and_every_limit(cg, fake):
     fds = _fds()
     r = stats.StatsReader(cg, slow_every=1000)         # no slow pass after the first
     first = r.read_many(["abc"], keep=False)["abc"][0]
-    files = r._once["abc"].cgroup
+    files = r._once["abc"][0].cgroup
     n = files.reads
     assert r.read_many(["abc"], keep=False)["abc"][0] is first      # nothing moved: the same record
     # memory.current, cpu.stat, pids.current, io.stat, the three pressure files;
@@ -275,11 +280,11 @@ def test_a_one_off_pass_over_an_idle_container_reads_no_process(cg, fake):
         fds = _fds()
         r = stats.StatsReader(cg, slow_every=1000)
         _, forest = r.read_many(["abc"], keep=False)["abc"]
-        t = r._once["abc"].table
+        t = r._once["abc"][0].table
         n = dict(t.reads)
         assert [x.info.pid for x in forest] == [child.pid] and t.open_files == 0 and _fds() == fds
         assert r.read_many(["abc"], keep=False)["abc"][1] is forest and t.reads == n
-        assert r._once["abc"].cgroup.net.reads == 1          # (our namespace) cgroup.procs read once for it
+        assert r._once["abc"][0].cgroup.net.reads == 1          # (our namespace) cgroup.procs read once for it
         fake.set("terrarium/abc/memory.current", "12345\n")       # it ran: its stat is read again
         _, again = r.read_many(["abc"], keep=False)["abc"]
         assert t.reads["stat"] == n["stat"] + 1 and t.reads["status"] == n["status"]
@@ -371,9 +376,9 @@ def test_v1_limits_updated_show_on_the_next_one_off_pass(rt, cleanup, name):
         rt.update(c.id, Limits(memory=96 << 20, cpus=1.5, pids=60))
         raw = r.read_many([c.id], keep=False)[c.id][0]
         assert (raw.memory_limit, raw.cpu_quota_us, raw.pids_max) == (96 << 20, 150000, 60)
-        assert not r._once[c.id].cgroup.slow and r.containers == {} and _fds() == fds
+        assert not r._once[c.id][0].cgroup.slow and r.containers == {} and _fds() == fds
         # net/dev of its own namespace read twice, its process picked from cgroup.procs once
-        assert r._once[c.id].cgroup.net.reads == 3 and raw.get("net_rx_bytes") is not None
+        assert r._once[c.id][0].cgroup.net.reads == 3 and raw.get("net_rx_bytes") is not None
     finally:
         r.close()
 
