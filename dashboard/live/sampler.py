@@ -259,6 +259,7 @@ class Sampler:
             self.reader.interval = self.tick      # a subscription ticks with the sampler
         self._reader_lock = threading.Lock()     # the reader is not thread-safe
         self._once_lock = threading.Lock()       # read_once's reader (nothing kept open)
+        self._once_reader = None
         self.subscribers: dict[str, int] = {}
         self.tree_viewers: dict[str, int] = {}   # subscribers that show the tree (not the list's)
         self.tree_leases: dict[str, set[str]] = {}   # external: container -> channels with the tree
@@ -377,19 +378,25 @@ class Sampler:
 
     def read_once(self, ids, tree: bool = False) -> dict:
         """{id: (raw, forest) or NotSampled} with every file opened for it and
-        closed again (a one-off: the minute pass, the tree at an OOM's start),
-        beside the ticks' reader (in agent mode that one is a subscription)."""
+        closed again (a one-off: the due consumers' pass, the tree at an OOM's
+        start), beside the ticks' reader (in agent mode that one is a
+        subscription).  Through one reader kept between calls: it holds no
+        descriptor, but remembers each container's cgroup, files and last
+        bytes for a few minutes (runtime.stats.StatsReader, ``once_for``), so
+        the next minute's pass over containers that stood still reads what a
+        tick reads, not every file again (bench/README.md, docker_bench)."""
         ids = list(ids)
         if not ids:
             return {}
         with self._once_lock:
-            reader = self.once()
+            if self._once_reader is None:
+                self._once_reader = self.once()
             try:
-                got = reader.read_many(ids, tree, keep=False)
-            except (TerrariumError, OSError) as e:
+                got = self._once_reader.read_many(ids, tree, keep=False)
+            except (TerrariumError, OSError) as e:     # the agent is not there: a new session next time
+                self._once_reader.close()
+                self._once_reader = None
                 return {cid: selectors.NotSampled(str(e)) for cid in ids}
-            finally:
-                reader.close()
         return {cid: selectors.NotSampled(str(r)) if isinstance(r, BaseException) else r
                 for cid, r in got.items()}
 

@@ -262,3 +262,36 @@ def test_a_first_viewer_wakes_a_loop_asleep_until_a_once_a_minute_consumer(monke
         await s.handle({"type": SUBSCRIBE, "container": "a", "reply": "ch1", "lease": 30})
     assert async_to_sync(run)(internal) >= 3
     assert async_to_sync(run)(external) >= 3
+
+
+def test_one_off_readings_share_a_reader_until_it_fails():
+    """read_once (the minute pass, an OOM's tree) goes through one reader made
+    on first use and kept (runtime.stats remembers each container's files and
+    last bytes there, with no descriptor); a reader that fails (the agent went)
+    is closed and the next call makes another."""
+    from runtime import TerrariumError
+    made = []
+
+    class Once(Reader):
+        broken, closed = False, False
+
+        def read_many(self, ids, tree=True, keep=True):
+            assert keep is False
+            if self.broken:
+                raise TerrariumError("agent went away")
+            return super().read_many(ids, tree, keep)
+
+        def close(self):
+            self.closed = True
+
+    def once():
+        made.append(Once())
+        return made[-1]
+    s = Sampler(tick=0.01, keep=60, reader=Reader(), once=once)
+    assert set(s.read_once(["a", "b"])) == {"a", "b"}
+    assert set(s.read_once(["c"], tree=True)) == {"c"}
+    assert len(made) == 1 and made[0].reads == [("a", False), ("b", False), ("c", True)]
+    made[0].broken = True
+    got = s.read_once(["a"])
+    assert isinstance(got["a"], sampler.selectors.NotSampled) and made[0].closed
+    assert set(s.read_once(["a"])) == {"a"} and len(made) == 2 and not made[1].closed
