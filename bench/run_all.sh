@@ -49,6 +49,7 @@ have redis-server || echo "bench: redis-server missing (scripts/setup.sh install
 .venv/bin/python bench/discovery_cost.py
 .venv/bin/python bench/list_scale.py --rounds 9
 .venv/bin/python bench/oom_record_bench.py 200 30 3
+.venv/bin/python bench/once_pass.py 100 11
 .venv/bin/python bench/daphne_scale.py
 if have dockerd; then
     .venv/bin/python bench/docker_bench.py 50 20 20 5
