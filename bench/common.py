@@ -274,6 +274,15 @@ def teardown_runtime(rt, tmp: str, workers: int = 1) -> tuple[int, bool]:
     return failed, bool(gone)
 
 
+def save_if_asked(result: dict) -> None:
+    """Write a bench's figures as JSON to $TERRARIUM_BENCH_JSON when it is set
+    (bench/run_all.sh's results)."""
+    path = os.environ.get("TERRARIUM_BENCH_JSON")
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=1)
+
+
 # ------------------------------------------------------------------ machine
 
 

@@ -52,7 +52,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import page_get as get, summary, teardown_runtime  # noqa: E402
+from common import page_get as get, save_if_asked, summary, teardown_runtime  # noqa: E402
 from tests.webstack import WebStack, login_cookie  # noqa: E402
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -387,9 +387,7 @@ def main() -> None:
               + ("" if gone else f"; the cgroup parent {parent} is still there"), flush=True)
     out["load_after"] = load()
     print(f"load average after: {out['load_after']}")
-    if os.environ.get("TERRARIUM_BENCH_JSON"):
-        with open(os.environ["TERRARIUM_BENCH_JSON"], "w") as f:
-            json.dump(out, f, indent=1)
+    save_if_asked(out)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ scrape at 1,000 containers.  Also shown:
 the descriptors the default reader keeps open per container, and the body's
 size.  Set TERRARIUM_BENCH_JSON=path to also write the figures as JSON.
 """
-import json
 import os
 import secrets
 import shutil
@@ -58,7 +57,7 @@ from django.test.utils import setup_test_environment  # noqa: E402
 from prometheus_client import generate_latest  # noqa: E402
 from prometheus_client.registry import CollectorRegistry  # noqa: E402
 
-from bench.common import summary  # noqa: E402
+from bench.common import save_if_asked, summary  # noqa: E402
 from dashboard.containers.runtime_client import get_runtime  # noqa: E402
 from dashboard.live import exporter, selectors  # noqa: E402
 from dashboard.live.sampler import StatsReader  # noqa: E402
@@ -219,9 +218,7 @@ def main(sizes=(100, 1000)) -> dict:
             left.remove(t)
     assert _fds() <= base_fds + 2, f"descriptors left open: {left[:20]} ({len(left)})"
     out = {"results": results}
-    if os.environ.get("TERRARIUM_BENCH_JSON"):
-        with open(os.environ["TERRARIUM_BENCH_JSON"], "w") as f:
-            json.dump(out, f, indent=1)
+    save_if_asked(out)
     return out
 
 

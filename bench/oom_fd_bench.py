@@ -24,7 +24,6 @@ container started.  Set TERRARIUM_BENCH_JSON=path to also write the figures.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import resource
 import secrets
@@ -33,7 +32,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import teardown_runtime  # noqa: E402
+from common import save_if_asked, teardown_runtime  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -155,9 +154,7 @@ def main(n: int = 1000, limit: int = 1024) -> dict:
         teardown_runtime(rt, TMP)
     out = {"n": n, "limit": limit, "start_s": started, "loadavg": open("/proc/loadavg").read().split()[:3],
            "results": results}
-    if os.environ.get("TERRARIUM_BENCH_JSON"):
-        with open(os.environ["TERRARIUM_BENCH_JSON"], "w") as f:
-            json.dump(out, f, indent=1)
+    save_if_asked(out)
     return out
 
 

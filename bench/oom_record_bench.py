@@ -27,7 +27,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import teardown_runtime  # noqa: E402
+from common import save_if_asked, teardown_runtime  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -118,9 +118,7 @@ def main(n: int = 200, seconds: float = 30.0, rounds: int = 3, before: str = "ma
     print("medians: " + ", ".join(f"{k} {v:.2f} CPU s/min" for k, v in medians.items()))
     result = {"n": n, "seconds": seconds, "runs": runs, "median_cpu_s_per_min": medians,
               "loadavg": open("/proc/loadavg").read().split()[:3]}
-    if os.environ.get("TERRARIUM_BENCH_JSON"):
-        with open(os.environ["TERRARIUM_BENCH_JSON"], "w") as f:
-            json.dump(result, f, indent=1)
+    save_if_asked(result)
     return result
 
 

@@ -37,7 +37,6 @@ Target (issue 4): below 100 µs per container per tick with its tree, so 200
 containers at 1 Hz cost < 2 % of one core.  Set TERRARIUM_BENCH_JSON=path to
 also write the figures as JSON.
 """
-import json
 import os
 import secrets
 import shutil
@@ -57,6 +56,7 @@ django.setup()
 
 from collections import deque  # noqa: E402
 
+from bench.common import save_if_asked  # noqa: E402
 from dashboard.containers.runtime_client import get_runtime  # noqa: E402
 from dashboard.live import metrics  # noqa: E402
 from dashboard.live.sampler import Sampler, SelectorsReader, StatsReader, _Watched, wire  # noqa: E402
@@ -362,9 +362,7 @@ def main(n: int = 50, ticks: int = 100, n_busy: int = 10) -> dict:
     out = {"n": n, "ticks": ticks, "us_per_container": per, "loop_us_per_container": loop,
            "preads_per_container": preads,
            "parts_us": parts, "busy": {"n": n_busy, "us_per_container": busy, "preads": busy_preads}}
-    if os.environ.get("TERRARIUM_BENCH_JSON"):
-        with open(os.environ["TERRARIUM_BENCH_JSON"], "w") as f:
-            json.dump(out, f, indent=1)
+    save_if_asked(out)
     return out
 
 
