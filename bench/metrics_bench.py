@@ -63,6 +63,7 @@ from dashboard.live import exporter, selectors  # noqa: E402
 from dashboard.live.sampler import StatsReader  # noqa: E402
 from dashboard.rlimits import raise_nofile  # noqa: E402
 from runtime import Spec, fdbudget  # noqa: E402
+from tests.fds import count as _fds, targets as _fd_targets  # noqa: E402
 
 ROUNDS = 15
 
@@ -108,21 +109,6 @@ def _registry(collector) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(collector)
     return reg
-
-
-def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def _fd_targets() -> list[str]:
-    """What this process's descriptors point at (the clue when some are left)."""
-    out = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            out.append(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            pass
-    return sorted(out)
 
 
 def measure(client: Client) -> dict:

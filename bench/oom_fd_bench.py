@@ -46,13 +46,11 @@ import django  # noqa: E402
 django.setup()
 from django.conf import settings  # noqa: E402
 
+from tests.fds import count as _fds  # noqa: E402
+
 settings.TERRARIUM_OOM_WATCH = False          # the bench runs its own watcher
 
 HOG = "sleep 1; head -c 100m /dev/zero | tail; sleep 30"
-
-
-def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 async def _run(rt, budget: bool, tag: str, n: int) -> dict:

@@ -9,15 +9,12 @@ import pytest
 from runtime import Spec, procs, stats
 from runtime.errors import NotFound
 from tests.conftest import CLI, wait_settled
+from tests.fds import count as _fds
 
 pytestmark = pytest.mark.root
 
 STATIC = ("kind", "memory_limit", "memsw_limit", "cpu_quota_us", "cpu_period_us", "pids_current",
           "pids_max", "sources")
-
-
-def _fds():
-    return len(os.listdir("/proc/self/fd"))
 
 
 def test_fast_reader_matches_the_reference_reads(rt, cleanup, name):

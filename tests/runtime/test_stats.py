@@ -24,6 +24,7 @@ from runtime.errors import NotFound
 from runtime.model import Limits
 from runtime.procs import walk
 from tests.conftest import CLI, is_root, wait_settled
+from tests.fds import count as _fds
 from tests.runtime.test_cgroups_v2 import MEMORY_STAT, fill_sample_files
 
 try:
@@ -33,10 +34,6 @@ except Exception:       # noqa: BLE001 - no cgroups at all: the v1 tests skip
 
 needs_v1 = pytest.mark.skipif(not is_root() or LAYOUT is None or LAYOUT.kind == "v2"
                               or "memory" not in LAYOUT.v1, reason="needs root and cgroup v1")
-
-
-def _fds():
-    return len(os.listdir("/proc/self/fd"))
 
 
 # --- parsers --------------------------------------------------------------------
