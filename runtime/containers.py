@@ -145,21 +145,25 @@ class Runtime:
 
     def _sampled_cgroup(self, name: str) -> tuple[CgroupDriver, str]:
         """(driver, cgroup name) of a container to sample: ours by id, another
-        owner's by its discovery key (its cgroup as /proc/<pid>/cgroup says)."""
+        owner's by its discovery key (its cgroup as /proc/<pid>/cgroup says:
+        Found.cgroups, read when it was found, or the file now)."""
         if disk.ID_RE.match(name):
             return self.cgroups, name
         found = self.discovery().cached(name)
-        missing = NotFound(f"{found.engine} container {found.name!r} has no cgroup to sample "
-                           f"({found.state})")
-        try:
-            with open(f"/proc/{found.pid}/cgroup") as f:
-                paths = pidinfo.parse_cgroup(f.read()) if found.pid else {}
-        except OSError:
-            raise missing from None
+
+        def missing() -> NotFound:
+            return NotFound(f"{found.engine} container {found.name!r} has no cgroup to sample ({found.state})")
+        paths: Mapping[str, str] = found.cgroups if found.pid else {}
+        if found.pid and not paths:                 # a source that did not read them
+            try:
+                with open(f"/proc/{found.pid}/cgroup") as f:
+                    paths = pidinfo.parse_cgroup(f.read())
+            except OSError:
+                raise missing() from None
         if self.cgroups.kind == "v2":
             parent, _, leaf = paths.get("", "").strip("/").rpartition("/")
             if not parent or not leaf:
-                raise missing
+                raise missing()
             return self._cg({"cgroup_parent": parent}), leaf
         # v1: an engine's relative cgroup parent lands under the engine's own
         # cgroup of each hierarchy, which need not be the same one in all:
@@ -167,17 +171,24 @@ class Runtime:
         from .cgroups.v1 import V1Driver
         v1 = self.cgroups
         if not isinstance(v1, V1Driver):
-            raise missing
+            raise missing()
         ref = [p for p in paths.get("memory", paths.get("pids", "")).strip("/").split("/") if p]
         if len(ref) < 2:
-            raise missing
+            raise missing()
         parent, leaf = ref[-2], ref[-1]
         mounts: dict[str, str] = {}
         for c, mount in v1.mounts.items():
             parts = [p for p in paths.get(c, "").strip("/").split("/") if p]
             if parts[-2:] == [parent, leaf]:
                 mounts[c] = os.path.join(mount, *parts[:-2])
-        return V1Driver(mounts, parent), leaf
+        # one driver for all of an engine's containers (they share their parent)
+        drivers: dict[tuple[str, tuple[tuple[str, str], ...]], CgroupDriver] = \
+            self.__dict__.setdefault("_engine_cgroups", {})
+        key = (parent, tuple(sorted(mounts.items())))
+        driver = drivers.get(key)
+        if driver is None:
+            driver = drivers[key] = V1Driver(mounts, parent)
+        return driver, leaf
 
     def _cg(self, config: Mapping[str, Any]) -> CgroupDriver:
         """The cgroup driver of the parent the container was made under (stored

@@ -30,6 +30,7 @@ from typing import Callable, Iterable, NamedTuple, Protocol, cast
 
 _EMPTY_NS: MappingProxyType[str, int] = MappingProxyType({})
 _EMPTY_LABELS: MappingProxyType[str, str] = MappingProxyType({})
+_EMPTY_CGROUPS: MappingProxyType[str, str] = MappingProxyType({})
 
 # a source's follow(stop, on_key, on_up): stop() says when to return; on_key(key)
 # for a container that changed (None: anything may have, a stream came back); on_up()
@@ -77,6 +78,11 @@ class Found(NamedTuple):
     controls    which of CONTROLS its owner's API offers here (empty: read-only)
     owner_note  one sentence for the page: who owns it and, when controls
                 is empty, why there are no buttons
+    cgroups     every hierarchy's path of its init as /proc/<pid>/cgroup
+                showed it when found (pidinfo.parse_cgroup: {"memory": ...,
+                "": ... on v2}), so a reader that starts on it need not read
+                that file again; empty when the source did not read it (the
+                reader then does).  In-process only: not in to_json
     """
     key: str
     engine: str
@@ -93,6 +99,7 @@ class Found(NamedTuple):
     created_at: float | None = None
     controls: frozenset[str] = frozenset()
     owner_note: str = ""
+    cgroups: MappingProxyType[str, str] = _EMPTY_CGROUPS
 
 
 class Availability(NamedTuple):

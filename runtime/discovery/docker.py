@@ -328,9 +328,9 @@ class EngineSource:
         status = _STATES.get(state.get("Status", ""), "unknown")
         if status not in ("running", "paused"):
             pid = None
-        cgroup, namespaces = "", dict[str, int]()
+        cgroups, namespaces = dict[str, str](), dict[str, int]()
         if pid:
-            cgroup = _cgroup_of(pid)
+            cgroups = _cgroups_of(pid)
             namespaces = namespace_inodes(pid)
             if not namespaces:
                 pid = None                          # ended between inspect and now
@@ -338,7 +338,7 @@ class EngineSource:
         rootfs = data.get("MergedDir", "") if graph.get("Name") in ("overlay2", "overlay") else ""
         ident = attrs["Id"]
         return self._found(ident, (attrs.get("Name") or ident[:12]).lstrip("/"), config.get("Image", ""),
-                           status, pid, cgroup, namespaces, rootfs,
+                           status, pid, cgroups, namespaces, rootfs,
                            data.get("UpperDir", "") if rootfs else "", config.get("Labels"),
                            _unix_time(attrs.get("Created")))
 
@@ -348,31 +348,32 @@ class EngineSource:
         found there (the caller inspects it)."""
         status = _STATES.get(row.get("State") or "", "unknown")
         pid: int | None = None
-        cgroup, namespaces = "", dict[str, int]()
+        cgroups, namespaces = dict[str, str](), dict[str, int]()
         if _live(row.get("State")):
             if directory is None:
                 return None
             pid = pidns_init(read_procs(directory)) or pidns_init(subtree_procs(directory))
             if pid is None:
                 return None
-            cgroup, namespaces = _cgroup_of(pid), namespace_inodes(pid)
-            if not cgroup or not namespaces:
+            cgroups, namespaces = _cgroups_of(pid), namespace_inodes(pid)
+            if not _cgroup_path(cgroups) or not namespaces:
                 return None                         # ended meanwhile
         ident = row["Id"]
         names = [n for n in row.get("Names") or () if isinstance(n, str)]
         # a legacy link adds "/<other>/<alias>": its own name is the one with one "/"
         name = next((n for n in names if n.count("/") <= 1), names[0] if names else ident[:12])
         created = row.get("Created")
-        return self._found(ident, name.lstrip("/"), row.get("Image") or "", status, pid, cgroup,
+        return self._found(ident, name.lstrip("/"), row.get("Image") or "", status, pid, cgroups,
                            namespaces, "", "", row.get("Labels"),
                            float(created) if isinstance(created, (int, float)) else _unix_time(created))
 
-    def _found(self, ident: str, name: str, image: str, state: str, pid: int | None, cgroup: str,
-               namespaces: dict[str, int], rootfs: str, upperdir: str, labels: Mapping[str, str] | None,
-               created_at: float | None) -> Found:
+    def _found(self, ident: str, name: str, image: str, state: str, pid: int | None,
+               cgroups: dict[str, str], namespaces: dict[str, int], rootfs: str, upperdir: str,
+               labels: Mapping[str, str] | None, created_at: float | None) -> Found:
         return Found(
             key=make_key(self.engine, ident), engine=self.engine, id=ident, name=name, image=image,
-            state=state, pid=pid, cgroup=cgroup, namespaces=MappingProxyType(namespaces),
+            state=state, pid=pid, cgroup=_cgroup_path(cgroups), cgroups=MappingProxyType(cgroups),
+            namespaces=MappingProxyType(namespaces),
             rootfs=rootfs, upperdir=upperdir, labels=MappingProxyType(dict(labels or {})),
             created_at=created_at, controls=CONTROLS,
             owner_note=f"{self.engine.capitalize()} owns this container ({self.base_url}); "
@@ -667,15 +668,19 @@ def _same_init(found: Found) -> bool:
     return target == f"pid:[{found.namespaces.get('pid')}]"
 
 
-def _cgroup_of(pid: int) -> str:
-    """The container's cgroup path as /proc/<pid>/cgroup shows it (the memory
-    hierarchy on v1, the one v2 hierarchy otherwise)."""
+def _cgroups_of(pid: int) -> dict[str, str]:
+    """/proc/<pid>/cgroup, parsed (pidinfo.parse_cgroup); {} once the process is gone."""
     from ..pidinfo import parse_cgroup
     try:
         with open(f"/proc/{pid}/cgroup") as f:
-            paths = parse_cgroup(f.read())
+            return parse_cgroup(f.read())
     except OSError:
-        return ""
+        return {}
+
+
+def _cgroup_path(paths: Mapping[str, str]) -> str:
+    """The container's cgroup path among _cgroups_of's (the memory hierarchy
+    on v1, the one v2 hierarchy otherwise); "" when there is none."""
     for key in ("memory", "pids", ""):
         if paths.get(key):
             return paths[key]

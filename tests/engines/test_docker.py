@@ -21,6 +21,7 @@ import pytest
 from playwright.sync_api import expect
 
 from runtime import Spec
+from runtime.pidinfo import parse_cgroup
 
 from tests import podman as podman_fixture
 from tests.dockerd import load_image, private_dockerd
@@ -475,6 +476,8 @@ def test_a_cold_pass_takes_inits_from_the_cgroup_tree_and_inspects_only_what_it_
             assert f.pid == attrs["State"]["Pid"] and f.pid, (what, f, attrs["State"])
             assert f.namespaces["pid"] == os.stat(f"/proc/{f.pid}/ns/pid").st_ino
             assert f.name == f"{what}-{tag}" and f.image == attrs["Config"]["Image"] and f.cgroup
+            with open(f"/proc/{f.pid}/cgroup") as cg:    # every hierarchy's, for the reader
+                assert dict(f.cgroups) == parse_cgroup(cg.read()) and f.cgroup in f.cgroups.values()
         assert ids["a"] in found[ids["a"]].cgroup and found[ids["paused"]].state == "paused"
         assert found[ids["exited"]].state == "exited" and found[ids["exited"]].pid is None
         urls.clear()
