@@ -225,7 +225,7 @@ class _NetDev:
     keeps it if its ns/net is still the same namespace (a reused pid of
     another namespace is not: cgroup.procs is read for a process then), so a
     one-off pass does not list the cgroup's processes again for it."""
-    __slots__ = ("procs", "proc", "fd", "dir", "reads", "keep", "last")
+    __slots__ = ("procs", "proc", "fd", "dir", "reads", "keep", "last", "seen")
 
     def __init__(self, procs: _File, proc: str, keep: bool = True):
         self.procs, self.proc = procs, proc
@@ -234,6 +234,7 @@ class _NetDev:
         self.reads = 0                    # net/dev reads and cgroup.procs reads to pick a process
         self.keep = keep                  # False: over the descriptor budget, the O_PATH is not kept
         self.last: tuple[int, tuple[int, int]] | None = None     # (pid, its ns/net's (dev, ino))
+        self.seen: bytes | None = None    # cgroup.procs as _pick read it this tick (CgroupFiles resets it)
 
     def read(self) -> bytes | None:
         try:
@@ -270,7 +271,7 @@ class _NetDev:
         if self.last is not None and self._open(*self.last):
             return True                       # the process of the last read, same namespace
         self.reads += 1
-        data = self.procs.read()
+        data = self.seen = self.procs.read()
         pid = next(iter(parse.pids(data.decode())), None) if data else None
         return pid is not None and self._open(pid)
 
@@ -435,6 +436,7 @@ class CgroupFiles:
         "nothing moved" by identity)."""
         slow = self.slow = self._ticks % self.slow_every == 0
         self._ticks += 1
+        self.net.seen = None
         try:
             changed = _reread(self._tick_knobs)
             tasks = self._tasks
@@ -465,7 +467,7 @@ class CgroupFiles:
             if e.errno in _REOPEN and self._gone():
                 raise NotFound(f"cgroup of {self.name} not found") from None
             raise
-        if self._first is not None and self._first.raw is None and self._gone():
+        if (self._first is None or self._first.raw is None) and self._gone():
             raise NotFound(f"cgroup of {self.name} not found")
         if not moved and self._last is not None:
             return self._last                 # no file changed: the same sample (and object)
@@ -477,8 +479,12 @@ class CgroupFiles:
         return last
 
     def procs_bytes(self) -> bytes:
-        self.reads += 1
-        data = self.procs.read()
+        """cgroup.procs now: as net/dev's pick read it this tick (a container
+        first seen, or whose process for net/dev ended), else read again."""
+        data, self.net.seen = self.net.seen, None
+        if data is None:
+            self.reads += 1
+            data = self.procs.read()
         if data is None:
             raise NotFound(f"cgroup of {self.name} not found")
         return data
@@ -750,9 +756,10 @@ class StatsReader:
         return self.driver, name
 
     def _open(self, name: str, once: bool) -> ContainerStats:
+        # no exists() first: a cgroup that is not there raises NotFound at its
+        # first sample (its usage file absent and its directories gone), and a
+        # cold pass would pay a stat per hierarchy per container for it
         driver, cg = self.resolve(name)
-        if not driver.exists(cg):
-            raise NotFound(f"cgroup '{driver.parent}/{cg}' not found")
         return ContainerStats(driver, cg, self.proc, self.slow_every, self.keep_open, once)
 
     def read(self, name: str, tree: bool = True) -> Reading:

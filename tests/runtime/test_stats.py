@@ -382,6 +382,37 @@ def test_v1_limits_updated_show_on_the_next_one_off_pass(rt, cleanup, name):
 
 @needs_v1
 @pytest.mark.root
+def test_a_first_reading_lists_cgroup_procs_once(rt, cleanup, name, monkeypatch):
+    """A container read for the first time (kept or one-off) needs cgroup.procs
+    twice over: a process to read net/dev of, and the process list.  Both come
+    from one read of the file; the next tick that relists reads it again."""
+    c = rt.run(Spec(image="lab", name=name, cmd=("sh", "-c", "sleep 100 & sleep 100 & wait")))
+    cleanup.append(c.id)
+    wait_settled(rt, c.id, 3)
+    procs: list[str] = []
+    read = stats._File.read
+
+    def counted(self):
+        if self.path.endswith("/cgroup.procs"):
+            procs.append(self.path)
+        return read(self)
+    monkeypatch.setattr(stats._File, "read", counted)
+    for keep in (True, False):
+        r = rt.stats_reader(slow_every=1)                # every tick relists
+        try:
+            procs.clear()
+            got = r.read_many([c.id], keep=keep)[c.id]
+            assert not isinstance(got, Exception) and len(procs) == 1, procs
+            assert [n.info.cmdline for _, n in walk(got[1])].count(("sleep", "100")) == 2
+            procs.clear()
+            r.read_many([c.id], keep=keep)
+            assert len(procs) == 1, procs                # net/dev's process kept: the list alone
+        finally:
+            r.close()
+
+
+@needs_v1
+@pytest.mark.root
 def test_v1_idle_ticks_read_four_files_and_activity_reads_the_rest(rt, cleanup, name):
     c = rt.run(Spec(image="lab", name=name, cmd=("sh", "-c", "sleep 100 & sleep 100 & wait")))
     cleanup.append(c.id)
