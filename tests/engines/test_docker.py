@@ -159,6 +159,36 @@ def test_docker_detail_graphs_tree_and_stop_through_the_engine(docker, web, page
     assert json.loads(details) == {"engine": "docker", "key": key}
 
 
+def test_bulk_stop_and_remove_of_docker_containers_go_through_the_engine(docker, web, page):
+    """The list's bulk bar takes Docker containers as it takes ours: one
+    confirmation, each container stopped and then removed through the Engine
+    API (docker inspect agrees), one audit row per container and action."""
+    made = [_run(docker, "busybox", "sleep", "300") for _ in range(2)]
+    page.goto(page.base + "/?engine=docker")
+    page.wait_for_function("document.body.dataset.live === 'on'")
+    for dname, cid in made:
+        page.locator(f'tr[data-container-id="docker-{cid}"] .pick-one').check()
+    expect(page.locator("#bulk-count")).to_have_text("2 selected")
+    page.fill("#bulk-timeout", "0")
+    asked = []
+    page.once("dialog", lambda d: (asked.append(d.message), d.accept()))
+    page.click("#bulk-stop")
+    expect(page.locator("#bulk-results")).to_contain_text("Stop: 2 of 2 done", timeout=20_000)
+    assert asked == [f"Stop 2 containers: {', '.join(n for n, _ in made)}?"]
+    for _, cid in made:
+        assert json.loads(docker("inspect", cid).stdout)[0]["State"]["Running"] is False
+    page.once("dialog", lambda d: d.accept())
+    page.click("#bulk-remove")
+    expect(page.locator("#bulk-results")).to_contain_text("Remove: 2 of 2 done", timeout=20_000)
+    for _, cid in made:
+        expect(page.locator(f'tr[data-container-id="docker-{cid}"]')).to_have_count(0)
+        assert docker("inspect", cid, check=False).returncode != 0
+    with sqlite3.connect(web.env["TERRARIUM_DB"]) as db:
+        rows = db.execute("select action, container_id, result from containers_auditentry "
+                          "where container_id in (?, ?)", tuple(cid for _, cid in made)).fetchall()
+    assert sorted(rows) == sorted((a, cid, "ok") for a in ("stop", "remove") for _, cid in made)
+
+
 def test_a_viewer_sees_who_owns_it_and_no_buttons(docker, web):
     dname, cid = _run(docker, "busybox", "sleep", "300")
     cookie = login_cookie(web.ports[0], *web.users["viewer"])
