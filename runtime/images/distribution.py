@@ -71,6 +71,7 @@ from ..errors import InvalidArgument, NotFound, RegistryError
 from . import reference
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Callable, Iterator, Mapping
     from contextlib import AbstractContextManager
     from types import ModuleType
@@ -322,6 +323,7 @@ class Registry:
         self._challenge: tuple[str, dict[str, str]] | None = None
         self._tokens: dict[str, str] = {}            # scope -> Authorization value
         self._base: str | None = None
+        self.read_timeout = timeout
         self._http = httpx.Client(verify=not self.insecure, follow_redirects=True,
                                   timeout=httpx.Timeout(timeout, connect=15.0),
                                   limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
@@ -759,8 +761,11 @@ class _Blob:
         self._fd: int | None = None
         self._resp: httpx.Response | None = None
         self._chunks: Iterator[bytes] | None = None
-        self._pending = b""                  # a chunk received, not yet read
+        self._pending: bytes | bytearray = b""   # a chunk received, not yet read
         self._carry = b""                    # a received piece that did not fit in the last chunk
+        self._asked_socket = False           # _body_socket() asked (after the body's first piece)
+        self._sock: socket.socket | None = None   # the connection, once the body is read from it directly
+        self._left = 0                       # bytes of the body still to read from _sock
         self._file_left = 0                  # bytes of the file on disk not yet read
         self._h: HASH | None = None          # sha256 of every byte read so far; None: verified earlier
         self.have = 0                        # bytes of the blob read so far
@@ -831,7 +836,7 @@ class _Blob:
         self._file_left = have
         self._chunks = r.iter_raw()
 
-    def read(self, n: int | None = -1) -> bytes:
+    def read(self, n: int | None = -1) -> bytes | bytearray:
         if n is None or n < 0:
             n = _CHUNK
         if self._file_left:
@@ -862,21 +867,34 @@ class _Blob:
             self._h.update(chunk)
             self._report(self.digest, "Downloading", self.have, self.size, force=False)
             self._pending = chunk
-        data, self._pending = self._pending[:n], self._pending[n:]
-        return data
+        out = self._pending
+        if len(out) <= n:                        # the whole chunk: no copy (a bytearray's slice is one)
+            self._pending = b""
+        else:
+            out, self._pending = out[:n], out[n:]
+        return out
 
-    def _receive(self) -> bytes:
+    def _receive(self) -> bytes | bytearray:
         """The next up to _CHUNK bytes of the body (b"" at its end): the
         pieces httpx hands over as each socket read gives them (at most 64
         KiB) joined, so that the hash, the write and the inflate run once a
         MiB.  Not iter_raw(_CHUNK): its re-chunking copies every byte twice
         more through a BytesIO, holding the GIL (55 against 22 ms CPU for a
         13 MB blob from a registry on loopback)."""
-        assert self._chunks is not None
+        assert self._chunks is not None and self._resp is not None
+        if self._sock is not None:
+            return self._recv()
         parts = [self._carry] if self._carry else []
         size = len(self._carry)
         self._carry = b""
         try:
+            if not self._asked_socket:           # the first piece: what came with the headers
+                self._asked_socket = True
+                first = next(self._chunks, b"")
+                self._sock, self._left = _body_socket(self._resp, len(first), self._reg.read_timeout)
+                if self._sock is not None or not first:
+                    return first
+                parts, size = [first], len(first)
             for piece in self._chunks:
                 if size + len(piece) > _CHUNK and parts:
                     self._carry = piece              # the start of the next chunk
@@ -887,7 +905,30 @@ class _Blob:
             raise RegistryError(f"{self._reg.domain}: blob {self.digest}: {_one_line(e)}") from None
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _end(self) -> bytes:
+    def _recv(self) -> bytes | bytearray:
+        """The next up to _CHUNK bytes of the body straight from the socket
+        (b"" at its end), into a fresh buffer: one copy, the kernel's."""
+        assert self._sock is not None
+        n = min(_CHUNK, self._left)
+        if not n:
+            return b""
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        try:
+            while got < n:
+                k = self._sock.recv_into(view[got:])
+                if not k:
+                    raise RegistryError(f"{self._reg.domain}: blob {self.digest}: the connection "
+                                        f"closed {self._left - got} bytes before the body's end")
+                got += k
+        except OSError as e:                     # a timeout, a reset, TLS
+            raise RegistryError(f"{self._reg.domain}: blob {self.digest}: "
+                                f"{_one_line(e) if str(e) else type(e).__name__}") from None
+        self._left -= n
+        return buf            # bytes-like: what hashlib, os.write and the decompressors take
+
+    def _end(self) -> bytes | bytearray:
         if self.verified or self._h is None:
             return b""
         if self.have != self.size or "sha256:" + self._h.hexdigest() != self.digest:
@@ -927,6 +968,7 @@ class _Blob:
         """Nothing more to read: the response and the file closed, the flock let go."""
         self._chunks = None
         self._carry = b""
+        self._sock = None                        # the response's close() closes it
         self._file_left = 0
         self.close()
 
@@ -937,6 +979,40 @@ class _Blob:
         if self._fd is not None:
             os.close(self._fd)                   # and with it the flock
             self._fd = None
+
+
+def _body_socket(r: httpx.Response, taken: int, timeout: float) -> tuple[socket.socket | None, int]:
+    """The socket of r's connection, to read the rest of its body from
+    directly, and how many bytes of it are left, once `taken` bytes came
+    through httpx; (None, 0) where that is not the same bytes.
+
+    httpx hands a body over as h11 parses it: a piece per socket read of at
+    most 64 KiB, each copied three times (into h11's buffer, out of it, into
+    bytes) with Python between, holding the GIL: 22 ms of CPU for a 13 MB
+    blob from a registry on loopback, where recv_into a 1 MiB buffer takes
+    5.  The first piece (what h11 holds past the headers, all of it: its
+    Content-Length reader hands over what it has) comes through httpx; the
+    rest is read from the connection's socket (httpcore's "network_stream"
+    extension), a plain or TLS socket of an HTTP/1.1 response with a
+    Content-Length and no Transfer-Encoding.  Not through a TLS-in-TLS
+    proxy tunnel, whose socket is the outer one.  h11 never sees that rest,
+    so the response's close() closes the connection rather than pooling it."""
+    import socket
+    import ssl
+    left = r.headers.get("content-length", "")
+    if r.http_version != "HTTP/1.1" or "transfer-encoding" in r.headers or not left.isdigit():
+        return None, 0
+    stream = r.extensions.get("network_stream")
+    if stream is None:
+        return None, 0
+    sock, tls = stream.get_extra_info("socket"), stream.get_extra_info("ssl_object")
+    if not isinstance(sock, socket.socket) or isinstance(tls, ssl.SSLObject) \
+            or (tls is None) == isinstance(sock, ssl.SSLSocket):
+        return None, 0
+    if int(left) < taken:
+        return None, 0
+    sock.settimeout(timeout)
+    return sock, int(left) - taken
 
 
 _VERIFY_AFTER_ERROR = 256 << 20      # after a refused layer, read at most this much more to tell a damaged blob

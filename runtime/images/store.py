@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from . import tarsafe
 
     # What add_layer_from_tar reads: a path, or a binary file object.
-    LayerSource = str | os.PathLike[str] | SupportsRead[bytes]
+    LayerSource = str | os.PathLike[str] | SupportsRead[bytes | bytearray]
     # One image for add_images: (name, layer digests bottom first, config, history, created).
     ImageArgs = tuple[str, Sequence[str], ImageConfig | None, Sequence[str], float | None]
 
@@ -262,7 +262,7 @@ class ImageStore:
                     raise KernelError(e.errno, f"unpack a layer under {self.root}") from None
                 raise
 
-    def _unpack_into(self, work: str, src: SupportsRead[bytes], created_by: str,
+    def _unpack_into(self, work: str, src: SupportsRead[bytes | bytearray], created_by: str,
                      expect_digest: str | None, budget: tarsafe.Budget,
                      _before_commit: Callable[[], object] | None,
                      compression: str | None) -> tuple[Layer, bool]:

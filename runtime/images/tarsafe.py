@@ -281,13 +281,13 @@ class Decompressed:
     `compressed.count`: bytes read from `f`, for the budget's ratio check.
     Corrupt data raises one of decompress_errors(), a cut EOFError."""
 
-    def __init__(self, f: SupportsRead[bytes], kind: str):
+    def __init__(self, f: SupportsRead[bytes | bytearray], kind: str):
         if kind not in ("tar", "gzip", "zstd"):
             raise ValueError(kind)
         self._f, self.kind = f, kind
         self.compressed = Count()
 
-    def _raw(self) -> bytes:
+    def _raw(self) -> bytes | bytearray:
         data = self._f.read(_CHUNK)
         self.compressed.count += len(data)
         return data
@@ -295,7 +295,7 @@ class Decompressed:
     def chunks(self) -> Iterator[bytes]:
         if self.kind == "tar":
             while data := self._raw():
-                yield data
+                yield bytes(data) if isinstance(data, bytearray) else data   # a pull's: see _Blob._recv
         elif self.kind == "zstd":
             from .distribution import _lib
             z = _lib("zstandard").ZstdDecompressor().stream_reader(self, read_size=_CHUNK,
@@ -305,7 +305,7 @@ class Decompressed:
         else:
             yield from self._gunzip()
 
-    def read(self, n: int = -1) -> bytes:          # for zstandard's stream_reader
+    def read(self, n: int = -1) -> bytes | bytearray:     # for zstandard's stream_reader
         data = self._f.read(n)
         self.compressed.count += len(data)
         return data
@@ -338,7 +338,7 @@ class Decompressed:
                     raise EOFError("the gzip stream ends early")
 
 
-def sniff(f: SupportsRead[bytes]) -> tuple[str, _Prefixed]:
+def sniff(f: SupportsRead[bytes | bytearray]) -> tuple[str, _Prefixed]:
     """(kind, reader) of a blob of unknown compression, by its magic: 'gzip',
     'zstd' or 'tar'; the reader gives back the bytes read to sniff."""
     head = b""
@@ -352,10 +352,10 @@ def sniff(f: SupportsRead[bytes]) -> tuple[str, _Prefixed]:
 
 
 class _Prefixed:
-    def __init__(self, head: bytes, f: SupportsRead[bytes]):
+    def __init__(self, head: bytes, f: SupportsRead[bytes | bytearray]):
         self._head, self._f = head, f
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int = -1) -> bytes | bytearray:
         if self._head:
             data, self._head = self._head, b""
             return data
