@@ -26,7 +26,7 @@ from .fsutil import locked, private_dir
 
 TYPE_CHECKING = False       # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
     from .cgroups.base import CgroupDriver
 
@@ -39,12 +39,13 @@ def default_cgroup_parent() -> str:
 
 
 def start(run_dir: str, *, name: str, module: str, answers: Callable[[], bool], cgroup_parent: str,
-          sealed: bool = False) -> None:
+          sealed: bool = False, environ: Mapping[str, str] | None = None) -> None:
     """Start `runtime.<module>`'s server for run_dir unless answers() says one
     already does (True), holding RUN_DIR/<name>.lock so that only one starts.
     Its cgroup will be <cgroup_parent>/_daemons.  sealed: run it from a
     sealed copy of the interpreter (runtime/sealed.py), as the fork server
-    must, since its forks become containers.
+    must, since its forks become containers.  environ: variables added to
+    the server's environment (this process's).
 
     Returns once the new server says it is ready; OSError if it did not start."""
     private_dir(os.path.dirname(run_dir))
@@ -69,6 +70,7 @@ def start(run_dir: str, *, name: str, module: str, answers: Callable[[], bool], 
                 proc = subprocess.run([exe, "-I", "-S", "-c", code, run_dir, cgroup_parent],
                                       executable=exe, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.DEVNULL, stderr=log, close_fds=True,
+                                      env={**os.environ, **environ} if environ else None,
                                       pass_fds=() if fd is None else (fd,), timeout=30)
         finally:
             if fd is not None:

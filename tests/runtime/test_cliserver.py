@@ -149,6 +149,21 @@ def test_cwd_umask_environment_and_stdin_are_the_clients(rt, session_root, tmp_p
         cli("rmi", "via-stdin")
 
 
+def test_the_server_has_its_malloc_tunables_and_a_command_the_clients_environment(rt, session_root):
+    """GLIBC_TUNABLES (cliserver.MALLOC_TUNABLES) is set for the server, which
+    its workers inherit; what a command runs gets the client's environment."""
+    if "GLIBC_TUNABLES" in os.environ:
+        pytest.skip("the caller set GLIBC_TUNABLES: the server keeps theirs")
+    server = started_server(session_root)
+    with open(f"/proc/{server}/environ", "rb") as f:
+        env = dict(item.partition(b"=")[::2] for item in f.read().split(b"\0") if item)
+    # glibc rewrites the variable in place as it parses it (2.36 leaves the first setting there)
+    assert env[b"GLIBC_TUNABLES"].decode() in cliserver.MALLOC_TUNABLES.split(":")
+    r = cli("run", "--rm", "-e", "SEEN=1", "busybox", "sh", "-c", "env")
+    assert r.returncode == 0, r.stderr
+    assert "SEEN=1" in r.stdout and "GLIBC_TUNABLES" not in r.stdout
+
+
 def test_parallel_commands_each_get_their_own_answer(rt, session_root):
     started_server(session_root)
     results: dict[int, subprocess.CompletedProcess] = {}
