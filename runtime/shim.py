@@ -174,7 +174,7 @@ def _supervise(req: dict[str, Any], raw: bytes, reply: _socket.socket, prepared:
     cid, cdir, pid = req["id"], req["dir"], prepared.pid
     drv = cgroup_driver(req["cgroup_parent"])
     from .model import Limits
-    os.write(prepared.go_w, raw)
+    told = _tell_init(prepared.go_w, raw)
     os.close(prepared.go_w)
     setup_error = None
     net = req.get("net") or {}
@@ -189,8 +189,8 @@ def _supervise(req: dict[str, Any], raw: bytes, reply: _socket.socket, prepared:
                 listeners = bind(net["forward"])
             except OSError as e:
                 setup_error = e.strerror or str(e)
-        if setup_error is None:
-            os.write(prepared.in_cgroup_w, b"1")
+        if setup_error is None and told:
+            told = _tell_init(prepared.in_cgroup_w, b"1")
     except TerrariumError as e:
         setup_error = str(e)                       # init sees EOF and gives up
     finally:
@@ -200,11 +200,13 @@ def _supervise(req: dict[str, Any], raw: bytes, reply: _socket.socket, prepared:
     while chunk := os.read(prepared.err_r, 4096):   # EOF: exec succeeded
         error += chunk
     os.close(prepared.err_r)
+    if not told and not error and not setup_error:  # gone without a word (a signal)
+        setup_error = "the container's init ended before it started the command"
     if error or setup_error:
         for s, _ in listeners or ():
             s.close()
         code_s, _, message = error.decode(errors="replace").partition(":")
-        if setup_error:
+        if setup_error and (told or not error):     # gone before told: its own error is the cause
             code_s, message = "125", setup_error
         os.waitpid(pid, 0)
         drv.remove(cid)
@@ -319,6 +321,18 @@ def _write_json(path: str, obj: object) -> None:
     finally:
         os.close(fd)
     os.rename(tmp, path)
+
+
+def _tell_init(fd: int, data: bytes) -> bool:
+    """Write data to init over one of its pipes; False if init has gone
+    already (EPIPE).  Init builds the root while the shim places it in its
+    cgroup, so a mount that fails can end it before it is told it is there:
+    its error then waits on err_r, and is the one to report, not the pipe's."""
+    try:
+        os.write(fd, data)               # blocking: all of it, or the error
+    except BrokenPipeError:
+        return False
+    return True
 
 
 def _place_in_cgroup(drv: CgroupDriver, req: dict[str, Any], prepared: _Prepared, limits: Limits) -> None:

@@ -279,3 +279,22 @@ def test_an_images_proc_that_links_to_itself_fails_the_start_saying_so(rt, name,
     os.symlink("/proc", os.path.join(c.upperdir, "proc"))
     with pytest.raises(TerrariumError, match=r"mount target /proc: a symlink in the image at /proc loops"):
         rt.start(c.id)
+
+
+def test_telling_an_init_that_has_gone_is_no_error_of_its_own():
+    """runtime.shim._tell_init: a pipe whose reader (init) has ended is
+    reported as False, not raised, so that the shim reads init's own error
+    instead of reporting "Broken pipe" and leaving the container's cgroup
+    behind (seen under load in the test above: init's mount failed before the
+    shim told it that it was in its cgroup)."""
+    from runtime.shim import _tell_init
+    r, w = os.pipe()
+    try:
+        assert _tell_init(w, b"1") is True and os.read(r, 1) == b"1"
+        os.close(r)
+        r = -1
+        assert _tell_init(w, b"1") is False
+    finally:
+        os.close(w)
+        if r >= 0:
+            os.close(r)
