@@ -74,6 +74,7 @@ from . import reference
 
 if TYPE_CHECKING:
     import socket
+    import ssl
     from collections.abc import Callable, Iterator, Mapping
     from contextlib import AbstractContextManager
     from types import ModuleType
@@ -149,6 +150,27 @@ def warm() -> None:
     for name in ("httpx", "httpcore", "zlib_ng.zlib_ng", "zstandard"):
         _lib(name)
     from . import importers, tarsafe  # noqa: F401
+    _verifying_context()                  # the CA bundle, for the workers it forks
+
+
+# (SSL_CERT_FILE, SSL_CERT_DIR) -> the context that checks registries' certificates
+_CONTEXTS: dict[tuple[str, str], ssl.SSLContext] = {}
+_CONTEXTS_LOCK = threading.Lock()
+
+
+def _verifying_context() -> ssl.SSLContext:
+    """The SSLContext a registry's certificate is checked with, made once a
+    process for the CA settings in force (SSL_CERT_FILE, SSL_CERT_DIR, else
+    certifi's bundle: httpx.create_ssl_context's choice).  Loading the bundle
+    is most of what making an httpx client costs (~55 ms here), and every
+    pull, push and login makes one; one context serves every connection and
+    thread (httpx sets the same ALPN on it each time)."""
+    key = (os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""))
+    with _CONTEXTS_LOCK:
+        ctx = _CONTEXTS.get(key)
+        if ctx is None:
+            ctx = _CONTEXTS[key] = _lib("httpx").create_ssl_context(verify=True, trust_env=True)
+        return ctx
 
 
 # --------------------------------------------------------------- credentials
@@ -326,7 +348,8 @@ class Registry:
         self._tokens: dict[str, str] = {}            # scope -> Authorization value
         self._base: str | None = None
         self.read_timeout = timeout
-        self._http = httpx.Client(verify=not self.insecure, follow_redirects=True,
+        self._http = httpx.Client(verify=False if self.insecure else _verifying_context(),
+                                  follow_redirects=True,
                                   timeout=httpx.Timeout(timeout, connect=15.0),
                                   limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
                                   headers={"User-Agent": "terrarium"})

@@ -172,3 +172,35 @@ def test_body_cut_short_is_refused_and_resumes_with_a_range(tmp_path):
         assert server.ranges == [f"bytes={kept}-"]
     finally:
         server.close()
+
+
+def test_registries_share_one_verifying_context_per_ca_setting(monkeypatch):
+    """Loading the CA bundle is most of what a registry client costs (~55 ms
+    here): an HTTPS registry's client takes the process's one verifying
+    context for the CA settings in force (another SSL_CERT_FILE: another
+    context), and a loopback registry (plain HTTP allowed) makes none."""
+    import ssl
+
+    import certifi
+    import httpx
+
+    from runtime.images import distribution
+    made = []
+    create = httpx.create_ssl_context
+
+    def counted(*args, **kw):
+        made.append(os.environ.get("SSL_CERT_FILE", ""))
+        return create(*args, **kw)
+    monkeypatch.setattr(httpx, "create_ssl_context", counted)
+    monkeypatch.setattr(distribution, "_CONTEXTS", {})
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    for domain in ("registry.example.com", "ghcr.io", "registry.example.com:5000"):
+        distribution.Registry(domain).close()
+    ctx = distribution._verifying_context()
+    assert made == [""] and ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    distribution.Registry("127.0.0.1:5000").close()
+    assert made == [""]
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
+    distribution.Registry("ghcr.io").close()
+    assert made == ["", certifi.where()] and distribution._verifying_context() is not ctx
