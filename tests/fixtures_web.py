@@ -81,6 +81,24 @@ def login(browser, server):
         ctx.close()
 
 
+def bulk(page, action: str, rows=(), stop_timeout: str = "0") -> list[str]:
+    """On the container list: tick the rows (CSS selectors of their <tr>)
+    and check the bar counts them, then click the bulk bar's `action` ("stop":
+    with stop_timeout seconds), accepting its one confirmation.  → the
+    confirmations' texts (filled once the click has run)."""
+    from playwright.sync_api import expect
+    for row in rows:
+        page.locator(f"{row} .pick-one").check()
+    if rows:
+        expect(page.locator("#bulk-count")).to_have_text(f"{len(rows)} selected")
+    if action == "stop":
+        page.fill("#bulk-timeout", stop_timeout)
+    asked: list[str] = []
+    page.once("dialog", lambda d: (asked.append(d.message), d.accept()))
+    page.click(f"#bulk-{action}")
+    return asked
+
+
 @pytest.fixture(scope="session")
 def shots():
     os.makedirs(SHOTS, exist_ok=True)

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from runtime.spec import make_spec
-from tests.fixtures_web import log_in
+from tests.fixtures_web import bulk, log_in
 
 pytestmark = pytest.mark.browser
 N = 30
@@ -117,20 +117,12 @@ def test_bulk_stop_then_remove_with_one_confirmation(page, server, fleet, rt):
     chosen = [made[7], made[8], made[9]]                   # two running, one created
     page.goto(f"{server}/?q={prefix}&per=50&sort=name")
     page.wait_for_function("document.body.dataset.live === 'on'")
-    for c in chosen:
-        page.locator(f'tr[data-name="{c.name}"] .pick-one').check()
-    expect(page.locator("#bulk-count")).to_have_text("3 selected")
-    page.fill("#bulk-timeout", "0")
-    asked = []
-    page.once("dialog", lambda d: (asked.append(d.message), d.accept()))
-    page.click("#bulk-stop")
+    asked = bulk(page, "stop", [f'tr[data-name="{c.name}"]' for c in chosen])
     expect(page.locator("#bulk-results")).to_contain_text("Stop: 3 of 3 done")
     assert asked == [f"Stop 3 containers: {', '.join(c.name for c in chosen)}?"]
     for c in chosen[:2]:
         expect(page.locator(f'tr[data-name="{c.name}"] [data-state]')).to_have_text(re.compile(r"exited"))
-    asked.clear()
-    page.once("dialog", lambda d: (asked.append(d.message), d.accept()))
-    page.click("#bulk-remove")
+    asked = bulk(page, "remove")
     expect(page.locator("#bulk-results")).to_contain_text("Remove: 3 of 3 done")
     assert asked == [f"Remove 3 containers: {', '.join(c.name for c in chosen)}?"]
     for c in chosen:

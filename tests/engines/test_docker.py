@@ -25,7 +25,7 @@ from runtime.pidinfo import parse_cgroup
 
 from tests import podman as podman_fixture
 from tests.dockerd import load_image, private_dockerd
-from tests.fixtures_web import CHROMIUM_ARGS
+from tests.fixtures_web import CHROMIUM_ARGS, bulk
 from tests.webstack import WebStack, login_cookie
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="needs Debian's chromium")
@@ -166,19 +166,12 @@ def test_bulk_stop_and_remove_of_docker_containers_go_through_the_engine(docker,
     made = [_run(docker, "busybox", "sleep", "300") for _ in range(2)]
     page.goto(page.base + "/?engine=docker")
     page.wait_for_function("document.body.dataset.live === 'on'")
-    for dname, cid in made:
-        page.locator(f'tr[data-container-id="docker-{cid}"] .pick-one').check()
-    expect(page.locator("#bulk-count")).to_have_text("2 selected")
-    page.fill("#bulk-timeout", "0")
-    asked = []
-    page.once("dialog", lambda d: (asked.append(d.message), d.accept()))
-    page.click("#bulk-stop")
+    asked = bulk(page, "stop", [f'tr[data-container-id="docker-{cid}"]' for _, cid in made])
     expect(page.locator("#bulk-results")).to_contain_text("Stop: 2 of 2 done", timeout=20_000)
     assert asked == [f"Stop 2 containers: {', '.join(n for n, _ in made)}?"]
     for _, cid in made:
         assert json.loads(docker("inspect", cid).stdout)[0]["State"]["Running"] is False
-    page.once("dialog", lambda d: d.accept())
-    page.click("#bulk-remove")
+    bulk(page, "remove")
     expect(page.locator("#bulk-results")).to_contain_text("Remove: 2 of 2 done", timeout=20_000)
     for _, cid in made:
         expect(page.locator(f'tr[data-container-id="docker-{cid}"]')).to_have_count(0)
