@@ -349,16 +349,16 @@ def fill_sample_files(fake, name="abc"):
              "8:16 rbytes=4096 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n")
 
 
-def test_sample_reads_raw_numbers_with_sources(cg, fake):
-    cg.create("abc", Limits(memory=64 << 20, cpus=0.5, pids=100))
-    fill_sample_files(fake)
-    s = cg.sample("abc")
+def check_sample_of_the_files(s):
+    """What a sample of fill_sample_files' cgroup (made with Limits(memory=64
+    MiB, cpus=0.5, pids=100)) must say, figures and sources (shared with
+    test_stats: the driver and the kept-open reader read the same)."""
     assert s.memory_usage == 6615040
     assert s.memory_limit == 64 << 20
     assert s.memory_swap == 4096 and s.memory_swap_limit == 0
     assert s.memory_cache == 2162688 and s.memory_inactive_file == 1622016
     assert s.figures["memory_rss"] == 4423680
-    assert s.memory_events["max"] == 9 and s.oom_kills == 1
+    assert s.memory_events["max"] == 9 and s.oom_kills == 1 and s.memory_failcnt is None
     assert s.cpu_usage_ns == 1_500_000
     assert (s.cpu_nr_periods, s.cpu_nr_throttled, s.cpu_throttled_ns) == (40, 7, 2_500_000)
     assert (s.cpu_quota_us, s.cpu_period_us) == (50000, 100000)
@@ -367,6 +367,13 @@ def test_sample_reads_raw_numbers_with_sources(cg, fake):
     assert s.sources["cpu_usage_ns"] == "cpu.stat usage_usec"
     assert s.sources["memory_inactive_file"] == "memory.stat inactive_file"
     assert s.sources["memory_usage"] == "memory.current"
+    assert s.sources["io_read_bytes"] == "io.stat rbytes"
+
+
+def test_sample_reads_raw_numbers_with_sources(cg, fake):
+    cg.create("abc", Limits(memory=64 << 20, cpus=0.5, pids=100))
+    fill_sample_files(fake)
+    check_sample_of_the_files(cg.sample("abc"))
 
 
 # --- remove

@@ -25,7 +25,7 @@ from runtime.model import Limits
 from runtime.procs import walk
 from tests.conftest import CLI, is_root, wait_settled
 from tests.fds import count as _fds
-from tests.runtime.test_cgroups_v2 import MEMORY_STAT, fill_sample_files
+from tests.runtime.test_cgroups_v2 import MEMORY_STAT, check_sample_of_the_files, fill_sample_files
 
 try:
     LAYOUT = detect()
@@ -60,19 +60,7 @@ def test_v2_values_are_parsed_as_the_driver_parses_them(cg, fake):
     raw, forest = r.read("abc")
     assert raw == cg.sample("abc")                       # every key, value and source
     assert forest == []                                  # the fake's cgroup.procs is empty
-    assert raw.memory_usage == 6615040 and raw.memory_limit == 64 << 20
-    assert (raw.memory_cache, raw.figures["memory_rss"], raw.memory_inactive_file) == \
-        (2162688, 4423680, 1622016)
-    assert raw.memory_swap == 4096 and raw.memory_swap_limit == 0
-    assert raw.memory_events["max"] == 9 and raw.oom_kills == 1 and raw.memory_failcnt is None
-    assert raw.cpu_usage_ns == 1_500_000
-    assert (raw.cpu_nr_periods, raw.cpu_nr_throttled, raw.cpu_throttled_ns) == (40, 7, 2_500_000)
-    assert (raw.cpu_quota_us, raw.cpu_period_us) == (50000, 100000)
-    assert (raw.pids_current, raw.pids_max) == (3, 100)
-    assert (raw.io_read_bytes, raw.io_write_bytes) == (1048576 + 4096, 8192)
-    assert raw.sources["cpu_usage_ns"] == "cpu.stat usage_usec"
-    assert raw.sources["memory_inactive_file"] == "memory.stat inactive_file"
-    assert raw.sources["io_read_bytes"] == "io.stat rbytes"
+    check_sample_of_the_files(raw)
     r.close()
 
 
