@@ -20,6 +20,31 @@ from .errors import InvalidArgument
 NS_TYPES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
 
 
+# --- reading ------------------------------------------------------------------
+
+def read_text(path: str) -> str | None:
+    """A small kernel file's text, read to its end; None when it cannot be
+    read (the process or cgroup is gone).  os.open and os.read, not open():
+    a text-mode open() builds a FileIO, a buffer and a decoder for each file,
+    which cost more than the syscalls on discovery's per-container reads
+    (cgroup.procs, status, cgroup; bench/README.md, docker_bench).  Read
+    until an empty read: a seq_file may answer with less than was asked
+    before its end."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 65536)
+        while data and (more := os.read(fd, 65536)):
+            data += more
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", "replace")
+
+
 # --- /proc/<pid>/stat ---------------------------------------------------------
 
 StatFields = namedtuple("StatFields", "pid comm state ppid flags utime stime threads start_ticks rss_pages")

@@ -38,7 +38,7 @@ import time
 from types import MappingProxyType
 from typing import NamedTuple
 
-from ..pidinfo import namespace_inodes, parse_nspid, parse_stat, parse_status
+from ..pidinfo import namespace_inodes, parse_nspid, parse_stat, parse_status, read_text
 from . import ENGINES, Availability, Follow, Found, OnKey, OnUp, Stop, make_key
 
 # engines this module recognises, in ENGINES order
@@ -274,12 +274,7 @@ def kubelet_names(log_root: str = "/var/log") -> KubeletNames:
 
 # --- reading one cgroup -------------------------------------------------------------
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path, "rb", buffering=0) as f:
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
+_read = read_text
 
 
 def read_procs(directory: str) -> list[int]:

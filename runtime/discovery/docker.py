@@ -42,7 +42,7 @@ from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol, Sequence, TypedDict, cast
 
 from ..errors import Conflict, InvalidArgument, NotFound, TerrariumError
-from ..pidinfo import namespace_inodes
+from ..pidinfo import namespace_inodes, parse_cgroup, read_text
 from . import CONTROLS, Availability, Found, OnKey, OnUp, Stop, make_key
 from .cgrouptree import pidns_init, read_procs, subtree_procs
 from .engine_terminal import Closable, ExecState
@@ -670,12 +670,8 @@ def _same_init(found: Found) -> bool:
 
 def _cgroups_of(pid: int) -> dict[str, str]:
     """/proc/<pid>/cgroup, parsed (pidinfo.parse_cgroup); {} once the process is gone."""
-    from ..pidinfo import parse_cgroup
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            return parse_cgroup(f.read())
-    except OSError:
-        return {}
+    text = read_text(f"/proc/{pid}/cgroup")
+    return parse_cgroup(text) if text else {}
 
 
 def _cgroup_path(paths: Mapping[str, str]) -> str:

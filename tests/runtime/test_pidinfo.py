@@ -11,8 +11,34 @@ from runtime.errors import InvalidArgument
 from runtime.pidinfo import (NS_TYPES, catches_signal, memory_cgroup, memory_cgroup_of,
                              namespace_inodes, parse_cgroup, parse_kb, parse_mountinfo,
                              parse_mountinfo_line, parse_ns_link, parse_nspid, parse_sigmask,
-                             parse_stat, parse_status, parse_uid, process_start_time)
+                             parse_stat, parse_status, parse_uid, process_start_time, read_text)
 from tests.fakeproc import stat_line
+
+# --- reading ------------------------------------------------------------------
+
+
+def test_read_text_reads_a_seq_file_to_its_end_and_none_when_gone():
+    # a process that stands still: its smaps does not change between reads.
+    # smaps answers one read with about a page however much is asked for, so
+    # a single read would return a fraction of it
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        path = f"/proc/{sleeper.pid}/smaps"
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            first = os.read(fd, 65536)
+        finally:
+            os.close(fd)
+        with open(path) as f:
+            whole = f.read()
+        assert len(first) < len(whole)
+        assert read_text(path) == whole
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert read_text(path) is None                     # the process is gone
+    assert read_text("/proc/self") is None              # a directory: the read fails, None
+
 
 # --- stat ---------------------------------------------------------------------
 
