@@ -45,7 +45,13 @@ def is_other(key: str) -> bool:
     return is_key(key) and "-" in key
 
 
-_recent: tuple | None = None        # (monotonic time, found, states) of the last pass
+_recent: tuple | None = None        # (monotonic time it began, found, states) of the last pass
+# forget() moves it on.  A pass is kept for the next ones only if no forget()
+# came while it ran: a change event (a `docker run`'s "start") that arrives
+# during a pass begun before it (on its "create") would otherwise be
+# overwritten by that pass, and the list drawn again on the event would show
+# the container "created" until the pass aged out.
+_generation = 0
 # The containers of the last discovery pass, kept for owner_of_memcg: unlike
 # _recent, a change event does not forget it (an OOM kill is such a change) and
 # no age makes it wrong -- an engine's cgroup path names its container's id, so
@@ -68,11 +74,13 @@ def discovered(*, engine: str | None = None, max_age: float = 0.0):
     if max_age > 0 and recent is not None and time.monotonic() - recent[0] <= max_age:
         found, states = recent[1], recent[2]
     else:
+        begun, generation = time.monotonic(), _generation
         try:
             found, states = get_runtime().discovery().discover()
         except (TerrariumError, OSError) as e:
             return [], [], str(e)
-        _recent = (time.monotonic(), found, states)
+        if generation == _generation:           # no change event came while it ran
+            _recent = (begun, found, states)
         _known = [f for f in found if f.engine != "terrarium"]
     found = [f for f in found if f.engine != "terrarium" and (engine is None or f.engine == engine)]
     found.sort(key=lambda f: (f.engine, f.name))
@@ -80,8 +88,10 @@ def discovered(*, engine: str | None = None, max_age: float = 0.0):
 
 
 def forget() -> None:
-    """Another owner's container changed: the next discovered() asks again."""
-    global _recent
+    """Another owner's container changed: the next discovered() asks again,
+    and a pass running now is not kept."""
+    global _recent, _generation
+    _generation += 1
     _recent = None
 
 

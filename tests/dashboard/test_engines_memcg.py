@@ -2,7 +2,8 @@
 asks the last discovery pass first: a full pass (~0.5 s at 1,000 containers)
 only for a memcg that pass does not know, and not again for the same unknown
 memcg within UNKNOWN_FOR.  The passes are the real discovery of this host,
-counted; one Docker container is added to what they find (no Docker here)."""
+counted; one Docker container is added to what they find (no Docker here).
+The list page's pass, kept across page loads until a change event, too."""
 import secrets
 
 from dashboard.containers import engines
@@ -73,3 +74,36 @@ def test_a_bare_namespace_seen_mid_start_is_asked_again(monkeypatch):
     monkeypatch.setattr(Discovery, "discover", counted)
     assert engines.owner_of_memcg(memcg) == docker and len(passes) == 1
     assert engines.owner_of_memcg(memcg) == docker and len(passes) == 1      # known now
+
+
+def test_a_pass_that_a_change_event_overtook_is_not_kept(monkeypatch):
+    """The list's pass (discovered with a max age) is kept for the next page
+    loads, and a change event forgets it.  A pass begun before the event and
+    ended after it (a `docker run`: the list drawn again on "create" while
+    "start" comes) saw the container as it was: the next load asks again
+    rather than show it "created" until the pass ages out."""
+    monkeypatch.setattr(engines, "_recent", None)
+    ident = secrets.token_hex(32)
+    state = ["created"]
+    passes = []
+    real = Discovery.discover
+
+    def racing(self, *a, **kw):
+        found, states = real(self, *a, **kw)
+        seen = _docker(ident)._replace(state=state[0])
+        passes.append(seen.state)
+        if len(passes) == 1:                    # the "start" event, while this pass runs
+            state[0] = "running"
+            engines.forget()
+        return [seen, *found], states
+    monkeypatch.setattr(Discovery, "discover", racing)
+
+    def shown() -> str:
+        found, _, error = engines.discovered(max_age=60)
+        assert error == ""
+        return next(f.state for f in found if f.id == ident)
+    assert shown() == "created"                 # what that pass saw
+    assert shown() == "running" and len(passes) == 2      # not kept: asked again
+    assert shown() == "running" and len(passes) == 2      # this one is kept
+    engines.forget()
+    assert shown() == "running" and len(passes) == 3
