@@ -156,12 +156,23 @@ class ContainersConsumer(UsageWatch, ViewerSocket):
         await self.unwatch_all()
 
     async def receive_json(self, content, **kwargs):
-        """{"type": "watch", "ids": [...]}: the only thing a page says; the rest is
-        refused as on every read-only socket."""
-        if isinstance(content, dict) and content.get("type") == "watch":
+        """{"type": "watch", "ids": [...]} and {"type": "since", "at": unix
+        time}: all a page says; the rest is refused as on every read-only socket."""
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "watch":
             await self.watch(content.get("ids"))
+        elif kind == "since":
+            await self.since(content.get("at"))
         else:
             await super().receive_json(content, **kwargs)
+
+    async def since(self, at) -> None:
+        """The page's data was taken at ``at``: {"type": "resync"} if a change
+        was published since (before this socket joined, so it did not get it)."""
+        if isinstance(at, bool) or not isinstance(at, (int, float)):
+            await self.send_json({"type": "error", "error": "since takes a unix time"})
+        elif events.changed_at() > at:
+            await self.send_json({"type": "resync"})
 
     container_changed = ViewerSocket.forward
     container_removed = ViewerSocket.forward

@@ -4,13 +4,27 @@
     {"type": "container.removed", "container": {"id": ..., "name": ...}}
 
 Producers (services, the reconciler) publish; consumers only forward.
+
+A page drawn before an event and joined to the group after it would miss it:
+it says when its data was taken ({"type": "since", "at": unix time}, on
+opening its socket) and gets {"type": "resync"} when this process published
+to the group since then (changed_at()).
 """
+import time
+
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 GROUP = "containers"
 CHANGED = "container.changed"
 REMOVED = "container.removed"
+
+_changed_at = 0.0           # unix time this process last published to GROUP
+
+
+def changed_at() -> float:
+    """When this process last published a change to the group (unix time; 0: never)."""
+    return _changed_at
 
 
 def container_payload(row) -> dict:
@@ -49,6 +63,10 @@ async def agroup_send(group: str, events) -> None:
 
 
 async def apublish(events) -> None:
+    global _changed_at
+    events = list(events)
+    if events:
+        _changed_at = time.time()       # before the send: a socket that joins meanwhile asks since
     await agroup_send(GROUP, events)
 
 

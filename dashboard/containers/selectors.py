@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import NamedTuple
 
 from django.conf import settings
@@ -281,6 +282,7 @@ def container_page(*, query, user) -> dict:
     engines over every container; the engines' error text or ""."""
     from . import engines, listing
     from .engine_views import Shown
+    taken_at = time.time()          # before reading anything: a change after it makes the page ask again
     items = listing.ours() if query.engine in ("", "terrarium") else []
     found, states, error = ([], [], "") if query.engine == "terrarium" else \
         engines.discovered(max_age=settings.TERRARIUM_LIST_DISCOVERY_AGE)
@@ -303,7 +305,7 @@ def container_page(*, query, user) -> dict:
             "images": sorted({i.image for i in every if i.image}),
             "page_numbers": listing.page_numbers(page),
             "engines": [e for e in states if e.state != "absent" or e.engine in present],
-            "error": error}
+            "error": error, "taken_at": taken_at}
 
 
 def container_counts() -> dict:

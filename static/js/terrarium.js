@@ -148,7 +148,13 @@
   }
   if (rows || head) {
     T.containers = T.socket("/ws/containers/", { message: onEvent, resync: resync,
-      open: function () { live(true); if (T.list) T.list.opened(); }, close: function () { live(false); } });
+      open: function () {
+        live(true);
+        if (T.list) T.list.opened();
+        // a change published between this page's data and its socket: the server says resync
+        var taken = document.querySelector("[data-taken-at]");
+        if (taken) T.containers.send({ type: "since", at: +taken.dataset.takenAt });
+      }, close: function () { live(false); } });
   }
 
   // ---- uptime cells count up between events

@@ -90,6 +90,28 @@ def test_group_events_arrive_and_the_group_is_left(viewer):
     assert _group_empty()
 
 
+def test_a_page_drawn_before_a_change_its_socket_missed_is_told_to_resync(viewer):
+    """A page says when its data was taken; a change published after that but
+    before its socket joined the group never reaches it, so it gets a resync."""
+    import time
+    headers = _headers(viewer)
+
+    async def run():
+        taken = time.time()
+        await events.apublish([events.removed_event("b" * 64, "gone")])    # no socket open yet
+        comm = WebsocketCommunicator(application, URL, headers=headers)
+        assert (await comm.connect())[0]
+        await comm.send_json_to({"type": "since", "at": taken})
+        assert await comm.receive_json_from(timeout=2) == {"type": "resync"}
+        await comm.send_json_to({"type": "since", "at": time.time()})      # drawn after it: nothing missed
+        assert await comm.receive_nothing(timeout=0.2)
+        for bad in ("yesterday", True, None):
+            await comm.send_json_to({"type": "since", "at": bad})
+            assert await comm.receive_json_from(timeout=2) == {"type": "error", "error": "since takes a unix time"}
+        await comm.disconnect()
+    async_to_sync(run)()
+
+
 def test_reconciler_publishes_outside_changes(viewer, rt, made, name, settings):
     """A container made outside the dashboard (as by the CLI) reaches an open socket."""
     from runtime import Spec
