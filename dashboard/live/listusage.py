@@ -1,5 +1,7 @@
 """Usage columns of the container list: memory and CPU of the rows a page
-shows, from the one sampler, for those rows only.
+shows, from the one sampler, for those rows only -- ours and every other
+owner's that runs in a cgroup of its own (Docker, Podman, a pod, a unit),
+read from that cgroup's files as ours are, never from an engine's stats.
 
 The list page's socket (ws/containers/) says which of its rows are running,
 ``{"type": "watch", "ids": [...]}``, each time its rows change; the socket
@@ -36,6 +38,18 @@ def _running(ids: list[str]) -> set[str]:
     return set(Container.objects.filter(id__in=ids, status="running").values_list("id", flat=True))
 
 
+def _running_theirs(keys: list[str]) -> set[str]:
+    """Those of another owner's containers (discovery keys) that run in a
+    cgroup of their own, as the list's discovery pass saw them (the pass the
+    page was drawn from, while it is young enough): a bare namespace has no
+    cgroup of its own to show the usage of."""
+    from django.conf import settings
+
+    from dashboard.containers import engines
+    found, _, _ = engines.discovered(max_age=settings.TERRARIUM_LIST_DISCOVERY_AGE)
+    return {f.key for f in found if f.key in keys and f.state == "running" and f.cgroup}
+
+
 class UsageWatch:
     """A mixin for the containers socket (dashboard/containers/consumers.py)."""
 
@@ -47,8 +61,12 @@ class UsageWatch:
         if not isinstance(ids, list):
             await self.send_json({"type": "error", "error": "watch takes a list of container ids"})
             return
-        wanted = [i for i in ids[:MAX_WATCHED] if isinstance(i, str) and ID_RE.match(i)]
-        wanted = await database_sync_to_async(_running)(wanted) if wanted else set()
+        from dashboard.containers.engines import is_other
+        ids = [i for i in ids[:MAX_WATCHED] if isinstance(i, str)]
+        ours, theirs = [i for i in ids if ID_RE.match(i)], [i for i in ids if is_other(i)]
+        wanted = await database_sync_to_async(_running)(ours) if ours else set()
+        if theirs:                                  # Docker's, Podman's, a unit's: their own cgroup
+            wanted |= await asyncio.to_thread(_running_theirs, theirs)
         gone, new = self.watched - wanted, wanted - self.watched
         self.watched = frozenset(wanted)
         for cid in gone:

@@ -106,6 +106,8 @@
     var mem = tr.querySelector(".usage-mem"), cpu = tr.querySelector(".usage-cpu");
     if (mem) {
       mem.querySelector(".mem-used").textContent = T.bytes(msg.mem);
+      var memLimit = mem.querySelector(".mem-limit");    // another owner's row: its limit as sampled
+      if (memLimit) memLimit.textContent = T.bytes(msg.mem_limit);
       mem.dataset.used = msg.mem == null ? "" : String(msg.mem);
       var lim = msg.mem_limit, cls = "";
       if (msg.mem != null && lim) cls = msg.mem / lim > 0.9 ? "hot" : msg.mem / lim > 0.7 ? "warm" : "";
@@ -115,6 +117,8 @@
     if (cpu) {
       cpu.querySelector(".cpu-used").textContent = msg.cpu == null ? "…" : (msg.cpu * 100).toFixed(1) + " %";
       cpu.dataset.used = msg.cpu == null ? "" : String(msg.cpu);
+      var cpuLimit = cpu.querySelector(".cpu-limit");
+      if (cpuLimit) cpuLimit.textContent = msg.cpu_limit == null ? "—" : String(+msg.cpu_limit.toPrecision(6));
     }
   }
 

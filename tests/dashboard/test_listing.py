@@ -158,7 +158,8 @@ def test_the_list_socket_samples_the_running_rows_it_names_and_releases_them(vie
     async def run():
         comm = WebsocketCommunicator(application, "/ws/containers/", headers=headers)
         assert (await comm.connect())[0]
-        await comm.send_json_to({"type": "watch", "ids": [busy.id, idle.id, "nope"]})
+        # another owner's key that discovery does not know is not sampled either
+        await comm.send_json_to({"type": "watch", "ids": [busy.id, idle.id, "nope", "docker-" + "0" * 64]})
         got = await comm.receive_json_from(timeout=5)
         while got.get("type") != "usage":
             got = await comm.receive_json_from(timeout=5)

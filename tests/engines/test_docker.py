@@ -129,6 +129,29 @@ def test_a_docker_run_shows_in_the_list_at_once_beside_ours(docker, web, page, r
         rt.remove(ours.id, force=True)
 
 
+def test_the_list_shows_a_docker_containers_usage_and_limits_from_its_cgroup(docker, web, page):
+    dname, cid = _run(docker, "-m", "64m", "--cpus", "0.5", "busybox", "sh", "-c", "while :; do :; done")
+    key = f"docker-{cid}"
+    try:
+        page.goto(page.base + "/?engine=docker")
+        page.wait_for_function("document.body.dataset.live === 'on'")
+        row = page.locator(f'tr[data-container-id="{key}"]')
+        expect(row).to_have_attribute("data-sampled", "1")     # once the list has it running (its events)
+        page.wait_for_function(f"""() => {{
+            const tr = document.querySelector('tr[data-container-id="{key}"]');
+            return tr && +(tr.dataset.samples || 0) >= 2 && +tr.querySelector('.usage-cpu').dataset.used > 0.1; }}""",
+                               timeout=15_000)
+        assert re.fullmatch(r"[\d.]+ (B|KiB|MiB)", row.locator(".mem-used").inner_text())
+        assert row.locator(".mem-limit").inner_text() == "64 MiB"             # docker run -m, as its cgroup has it
+        assert row.locator(".cpu-limit").inner_text() == "0.5"                # --cpus: its CFS quota / period
+        docker("stop", "-t", "0", dname)
+        expect(row.locator("[data-state]")).to_have_text("exited", timeout=10_000)
+        expect(row.locator(".usage-mem")).to_have_text("—")                   # not running: not sampled
+        assert row.get_attribute("data-sampled") is None
+    finally:
+        docker("rm", "-f", cid)
+
+
 def test_docker_detail_graphs_tree_and_stop_through_the_engine(docker, web, page):
     dname, cid = _run(docker, "busybox", "sh", "-c", "trap 'exit 0' TERM; while :; do :; done")
     key = f"docker-{cid}"
