@@ -19,7 +19,10 @@ interleaved, medians reported:
    same containers.  Discovery asks Docker alone (discover(["docker"]), as
    `docker stats` asks dockerd alone).  "cold": from nothing (a new
    Discovery: the list, each init found in its cgroup, no inspect; a new
-   reader; "cold_discovery": that pass's discovery alone, the reading left
+   reader; "cold_no_tree": the same without the process tree: what `docker
+   stats` shows, figures and a PIDS count (the list page's usage columns
+   among them), and no more; "cold_discovery": the
+   cold pass's discovery alone, the reading left
    out; "cold_engine": dockerd's and containerd's CPU in that discovery;
    "cold_floor": what the cold pass cannot do without, whatever its code:
    opening, reading and closing once each file it read, parsing nothing,
@@ -175,8 +178,9 @@ def main(n_docker=50, n_ours=20, ticks=20, rounds=5) -> dict:
             once_reader.read_many(keys, keep=False)
 
             tick = {"docker": [], "ours": []}
-            once = {f"terrarium_{k}": [] for k in ("cold", "warm", "warm_no_tree", "warm_all_engines",
-                                                   "cold_discovery", "cold_engine", "cold_floor")}
+            once = {f"terrarium_{k}": [] for k in ("cold", "cold_no_tree", "warm", "warm_no_tree",
+                                                   "warm_all_engines", "cold_discovery", "cold_engine",
+                                                   "cold_floor")}
             once["docker_stats"] = []
             shim_cpu, shim_idle = [], []
             for _ in range(rounds):
@@ -193,8 +197,9 @@ def main(n_docker=50, n_ours=20, ticks=20, rounds=5) -> dict:
                 # reader); warm: as the dashboard has it after its first look (1 list,
                 # the unchanged ones not looked for again; its one-off reader, every
                 # file closed between passes, their last bytes kept)
-                for what in ("cold", "warm", "warm_no_tree", "warm_all_engines"):
-                    if what == "cold":
+                for what in ("cold", "cold_no_tree", "warm", "warm_no_tree", "warm_all_engines"):
+                    cold = what.startswith("cold")
+                    if cold:
                         registry._shared.clear()
                     e0, c0 = _cpu_of(engine), time.process_time()
                     found, _ = rt.discovery().discover(None if what == "warm_all_engines" else ["docker"])
@@ -205,11 +210,12 @@ def main(n_docker=50, n_ours=20, ticks=20, rounds=5) -> dict:
                         skip = time.process_time() - c1
                         once["terrarium_cold_discovery"].append(c1 - c0 + e1 - e0)
                         once["terrarium_cold_engine"].append(e1 - e0)
-                    reader = rt.stats_reader() if what == "cold" else once_reader
+                    reader = rt.stats_reader() if cold else once_reader
                     got = reader.read_many([f.key for f in found if f.engine == "docker"],
-                                           tree=what != "warm_no_tree", keep=False)
+                                           tree=not what.endswith("no_tree"), keep=False)
                     if what == "cold":
                         skip += _floor(reader, found, once, e1 - e0)
+                    if cold:
                         reader.close()
                     once[f"terrarium_{what}"].append(time.process_time() - c0 - skip + _cpu_of(engine) - e0)
                     assert len(got) == n_docker and not [v for v in got.values() if isinstance(v, Exception)]
