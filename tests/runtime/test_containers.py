@@ -107,9 +107,9 @@ def test_device_nodes_made_inside_cannot_be_opened(rt, name, cleanup):
               "echo x > /dev/null && echo null-ok; head -c 4 /dev/zero | wc -c")
     c, out = run_fg(rt, name, ["sh", "-c", script], cleanup)
     lines = out.split()
-    assert "made" in lines                       # mknod itself is allowed, as in Docker
-    assert "wrote-tmp" not in lines and "wrote-dev" not in lines
-    assert "null-ok" in lines and stdout_lines(rt, c)[-1] == "4"
+    assert "made" in lines, out                  # mknod itself is allowed, as in Docker
+    assert "wrote-tmp" not in lines and "wrote-dev" not in lines, out
+    assert "null-ok" in lines and stdout_lines(rt, c)[-1] == "4", (out, c.exit_code)
 
 
 def test_namespaces_differ_from_the_host(rt, name, cleanup):
