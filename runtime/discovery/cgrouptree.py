@@ -274,12 +274,9 @@ def kubelet_names(log_root: str = "/var/log") -> KubeletNames:
 
 # --- reading one cgroup -------------------------------------------------------------
 
-_read = read_text
-
-
 def read_procs(directory: str) -> list[int]:
     """cgroup.procs of one directory (not its children); [] when unreadable."""
-    text = _read(os.path.join(directory, "cgroup.procs"))
+    text = read_text(os.path.join(directory, "cgroup.procs"))
     return [int(v) for v in text.split()] if text else []
 
 
@@ -289,7 +286,7 @@ def pidns_init(pids: list[int], proc: str = "/proc") -> int | None:
     usually its container's oldest); None when none is (--pid host, a
     namespace shared with another container, an init just gone)."""
     for pid in sorted(pids):
-        status = _read(f"{proc}/{pid}/status")
+        status = read_text(f"{proc}/{pid}/status")
         line = parse_status(status, ("NSpid",)).get("NSpid") if status else None
         if line:
             nspid = parse_nspid(line)
@@ -307,7 +304,7 @@ def init_of(pids: list[int], proc: str = "/proc") -> int | None:
     members = set(pids)
     best: tuple[int, int] | None = None              # (start ticks, pid) of the oldest root
     for pid in pids:
-        status = _read(f"{proc}/{pid}/status")
+        status = read_text(f"{proc}/{pid}/status")
         if status is None:
             continue
         line = parse_status(status, ("NSpid",)).get("NSpid")
@@ -315,7 +312,7 @@ def init_of(pids: list[int], proc: str = "/proc") -> int | None:
             nspid = parse_nspid(line)
             if len(nspid) > 1 and nspid[-1] == 1:
                 return pid
-        stat = _read(f"{proc}/{pid}/stat")
+        stat = read_text(f"{proc}/{pid}/stat")
         if stat is None:
             continue
         try:
@@ -494,15 +491,15 @@ class CgroupTree:
                      owner_note=NOTES[m.engine])
 
     def _comm(self, pid: int) -> str:
-        return (_read(f"{self.proc}/{pid}/comm") or "").strip()
+        return (read_text(f"{self.proc}/{pid}/comm") or "").strip()
 
     def _frozen(self, e: Entry) -> bool:
         kind, _, freezer = self.roots()
         if kind == "v2":
-            events = _read(os.path.join(e.directory, "cgroup.events")) or ""
+            events = read_text(os.path.join(e.directory, "cgroup.events")) or ""
             return "frozen 1" in events.splitlines()
         if freezer:
-            return (_read(freezer + e.path + "/freezer.state") or "").strip() == "FROZEN"
+            return (read_text(freezer + e.path + "/freezer.state") or "").strip() == "FROZEN"
         return False
 
     def present(self, engine: str) -> tuple[bool, str]:
