@@ -1,4 +1,4 @@
-"""Usage columns of the container list: memory and CPU of the rows a page
+"""Usage columns of the container list: memory, CPU and tasks of the rows a page
 shows, from the one sampler, for those rows only -- ours and every other
 owner's that runs in a cgroup of its own (Docker, Podman, a pod, a unit),
 read from that cgroup's files as ours are, never from an engine's stats.
@@ -9,7 +9,7 @@ subscribes the sampler to them without the process tree (as a detail
 page's live socket does with it, so a container on screen in both is
 sampled once), joins their `container.<id>`
 groups and sends each sample on as ``{"type": "usage", "id", "mem",
-"mem_limit", "cpu", "cpu_limit"}``.  Rows that leave the page, and the whole
+"mem_limit", "cpu", "cpu_limit", "pids", "pids_max"}``.  Rows that leave the page, and the whole
 set when the socket closes, are unsubscribed: containers off screen cost the
 sampler nothing because of the list.
 """
@@ -30,7 +30,8 @@ MAX_WATCHED = 200           # the largest page (dashboard/containers/listing.PAG
 def usage(cid: str, point: dict) -> dict:
     """The list's usage message from a sample point (dashboard/live/metrics.point)."""
     return {"type": "usage", "id": cid, "mem": point.get("mem"), "mem_limit": point.get("mem_limit"),
-            "cpu": point.get("cpu"), "cpu_limit": point.get("cpu_limit")}
+            "cpu": point.get("cpu"), "cpu_limit": point.get("cpu_limit"),
+            "pids": point.get("pids"), "pids_max": point.get("pids_max")}
 
 
 def _running(ids: list[str]) -> set[str]:
@@ -126,5 +127,4 @@ class UsageWatch:
     async def container_gone(self, event) -> None:
         ev = json.loads(event["json"]) if "json" in event else event
         if ev.get("id") in self.watched:
-            await self.send_json({"type": "usage", "id": ev["id"], "mem": None, "mem_limit": None,
-                                  "cpu": None, "cpu_limit": None})
+            await self.send_json(usage(ev["id"], {}))

@@ -120,6 +120,12 @@
       var cpuLimit = cpu.querySelector(".cpu-limit");
       if (cpuLimit) cpuLimit.textContent = msg.cpu_limit == null ? "—" : String(+msg.cpu_limit.toPrecision(6));
     }
+    var pids = tr.querySelector(".usage-pids");
+    if (pids) {
+      pids.querySelector(".pids-used").textContent = msg.pids == null ? "…" : String(msg.pids);
+      var pidsLimit = pids.querySelector(".pids-limit");  // another owner's row: pids.max as sampled
+      if (pidsLimit) pidsLimit.textContent = msg.pids_max == null ? "—" : String(msg.pids_max);
+    }
   }
 
   T.list = {

@@ -101,7 +101,9 @@ def test_usage_of_a_running_row_moves_and_counts_follow_a_start(page, server, fl
                            timeout=15_000)
     assert re.fullmatch(r"[\d.]+ (B|KiB|MiB)", busy.locator(".mem-used").inner_text())
     idle = page.locator(f'tr[data-name="{made[8].name}"]')
+    assert re.fullmatch(r"[1-9]\d*", busy.locator(".pids-used").inner_text())  # pids.current
     assert idle.locator(".mem-used").inner_text() == "—"                   # not running: not sampled
+    assert idle.locator(".pids-used").inner_text() == "—"
     running = int(page.locator("#list-counts").get_attribute("data-running"))
     page.evaluate("window.__noReload = true")
     rt.start(made[8].id)                                                    # as the CLI would

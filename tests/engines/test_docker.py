@@ -130,7 +130,8 @@ def test_a_docker_run_shows_in_the_list_at_once_beside_ours(docker, web, page, r
 
 
 def test_the_list_shows_a_docker_containers_usage_and_limits_from_its_cgroup(docker, web, page):
-    dname, cid = _run(docker, "-m", "64m", "--cpus", "0.5", "busybox", "sh", "-c", "while :; do :; done")
+    dname, cid = _run(docker, "-m", "64m", "--cpus", "0.5", "--pids-limit", "50", "busybox", "sh", "-c",
+                      "while :; do :; done")
     key = f"docker-{cid}"
     try:
         page.goto(page.base + "/?engine=docker")
@@ -144,9 +145,12 @@ def test_the_list_shows_a_docker_containers_usage_and_limits_from_its_cgroup(doc
         assert re.fullmatch(r"[\d.]+ (B|KiB|MiB)", row.locator(".mem-used").inner_text())
         assert row.locator(".mem-limit").inner_text() == "64 MiB"             # docker run -m, as its cgroup has it
         assert row.locator(".cpu-limit").inner_text() == "0.5"                # --cpus: its CFS quota / period
+        assert row.locator(".pids-used").inner_text() == "1"                  # sh alone: pids.current
+        assert row.locator(".pids-limit").inner_text() == "50"                # --pids-limit: pids.max
         docker("stop", "-t", "0", dname)
         expect(row.locator("[data-state]")).to_have_text("exited", timeout=10_000)
         expect(row.locator(".usage-mem")).to_have_text("—")                   # not running: not sampled
+        assert row.locator(".col-pids").inner_text() == "—"
         assert row.get_attribute("data-sampled") is None
     finally:
         docker("rm", "-f", cid)
