@@ -2,6 +2,7 @@
 detail page, the list row and the detail head for live updates, and the
 actions through the owner's engine.  Thin, as views.py."""
 import datetime as dt
+import time
 
 from django.contrib import messages
 from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -31,10 +32,11 @@ def engine_logs(request, container_id):
     logs API); for a source with none (systemd, a pod, a bare namespace) the same
     page says so and who owns it, with no log view (so no socket)."""
     from .logviews import logs_form
+    taken_at = time.time()
     found = _found_or_404(container_id)
     if not engines.has_api(found):
-        return render(request, "containers/logs.html", {**_context(request, found), "no_logs": True})
-    return render(request, "containers/logs.html", {**_context(request, found), **logs_form(request.GET)})
+        return render(request, "containers/logs.html", {**_context(request, found, taken_at), "no_logs": True})
+    return render(request, "containers/logs.html", {**_context(request, found, taken_at), **logs_form(request.GET)})
 
 
 @require_GET
@@ -93,8 +95,10 @@ def _found_or_404(key):
     return found
 
 
-def _context(request, found) -> dict:
-    return {"c": Shown(found), "actions": engines.actions(found=found, user=request.user),
+def _context(request, found, taken_at: float | None = None) -> dict:
+    """taken_at: when found was asked of its owner (the head says so; its
+    socket is told to resync if a change was published after it)."""
+    return {"c": Shown(found), "taken_at": taken_at, "actions": engines.actions(found=found, user=request.user),
             "limits_form": LimitsForm() if "update" in found.controls else None}
 
 
@@ -102,8 +106,9 @@ def _context(request, found) -> dict:
 @can_view
 def engine_detail(request, container_id):
     from .roles import CAN_OPERATE
+    taken_at = time.time()
     found = _found_or_404(container_id)
-    ctx = _context(request, found)
+    ctx = _context(request, found, taken_at)
     if not found.cgroup and found.pid:          # nothing to sample: its namespace's processes, now
         ctx["tree"] = engines.tree(key=found.key, with_cmdline=request.user.has_perm(CAN_OPERATE))
     return render(request, "containers/engine_detail.html", ctx)
@@ -118,7 +123,8 @@ def engine_row(request, container_id):
 @require_GET
 @can_view
 def engine_head(request, container_id):
-    return render(request, "containers/_engine_live.html", _context(request, _found_or_404(container_id)))
+    taken_at = time.time()
+    return render(request, "containers/_engine_live.html", _context(request, _found_or_404(container_id), taken_at))
 
 
 @require_POST

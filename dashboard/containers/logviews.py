@@ -5,6 +5,7 @@ the page and send the whole log, filtered as the page filters it: stream,
 search (only matching lines), since/until, with or without times."""
 import asyncio
 import re
+import time
 
 from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
@@ -23,9 +24,10 @@ TAILS = (100, 1000, 10000)
 @can_view
 @_refreshed
 def container_logs(request, container_id):
+    taken_at = time.time()
     c = _container_or_404(container_id)
     return render(request, "containers/logs.html", {
-        "c": c, "actions": selectors.container_actions(container=c, user=request.user), **logs_form(request.GET)})
+        "c": c, "taken_at": taken_at, "actions": selectors.container_actions(container=c, user=request.user), **logs_form(request.GET)})
 
 
 def logs_form(q) -> dict:

@@ -1,4 +1,5 @@
 """Thin views: check permission, call a selector or a service, render."""
+import time
 from functools import wraps
 
 from django.contrib import messages
@@ -121,9 +122,10 @@ def container_row(request, container_id):
 @can_view
 @_refreshed
 def container_detail(request, container_id):
+    taken_at = time.time()          # before the row is read: a change published after it makes the page ask again
     c = _container_or_404(container_id)
     return render(request, "containers/detail.html", {
-        "c": c, "actions": selectors.container_actions(container=c, user=request.user),
+        "c": c, "taken_at": taken_at, "actions": selectors.container_actions(container=c, user=request.user),
         "layers": selectors.container_layers(container=c),
         "seccomp": selectors.container_seccomp(container_id=c.id),
         "net": selectors.container_network(container_id=c.id),
@@ -139,9 +141,10 @@ def container_detail(request, container_id):
 def container_head(request, container_id):
     """The detail page's state: its head (badge, buttons) and the cards that
     show the container's state, rendered from one fresh row, for live updates."""
+    taken_at = time.time()
     c = _container_or_404(container_id, refresh=True)
     return render(request, "containers/_live.html", {
-        "c": c, "actions": selectors.container_actions(container=c, user=request.user),
+        "c": c, "taken_at": taken_at, "actions": selectors.container_actions(container=c, user=request.user),
         "seccomp": selectors.container_seccomp(container_id=c.id)})
 
 

@@ -2,6 +2,7 @@
 policy on the detail page, and the "stopping" state (runtime/lifecycle.py)."""
 import os
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -81,3 +82,26 @@ def test_a_bad_stop_timeout_is_refused_clearly(login, server, rt, made, name):
 
 def _csrf(page):
     return next(ck["value"] for ck in page.context.cookies() if ck["name"] == "csrftoken")
+
+
+def test_a_detail_page_drawn_before_a_change_its_socket_missed_catches_up(login, server, rt, made, name):
+    """The page is drawn with the container running; before its socket joins,
+    the container is stopped outside the dashboard and the server publishes
+    it.  That event is lost to the page, but the head says when its data was
+    taken, and the socket is told to resync."""
+    c = rt.run(Spec(image="busybox", name=name, cmd=("sleep", "300")))
+    page = login("viewer")
+    head_url = f"{server}/containers/{c.id}/head/"
+
+    def late(ws):                                # the socket joins only after the change is published
+        rt.stop(c.id, timeout=0)
+        deadline = time.monotonic() + 10
+        while "exited" not in page.context.request.get(head_url).text():  # the server has it (and published)
+            assert time.monotonic() < deadline, "the server never saw the stop"
+            time.sleep(0.1)
+        ws.connect_to_server()
+    page.route_web_socket(re.compile(r"/ws/containers/$"), late)
+    page.goto(f"{server}/containers/{c.id}/")
+    taken = float(page.locator("#detail-head").get_attribute("data-taken-at"))
+    assert abs(taken - time.time()) < 60
+    expect(page.locator("#detail-head [data-state]")).to_contain_text("exited", timeout=10_000)

@@ -186,6 +186,33 @@ def test_docker_detail_graphs_tree_and_stop_through_the_engine(docker, web, page
     assert json.loads(details) == {"engine": "docker", "key": key}
 
 
+def test_a_docker_detail_page_drawn_before_a_stop_its_socket_missed_catches_up(docker, web, page):
+    """Drawn running; before its socket joins, `docker stop` and the server
+    publishes it (the list, open in another tab, shows it).  The detail page
+    missed that event, but its head says when its data was taken and its
+    socket is told to resync."""
+    dname, cid = _run(docker, "busybox", "sleep", "300")
+    key = f"docker-{cid}"
+    page.goto(page.base + "/?engine=docker")
+    page.wait_for_function("document.body.dataset.live === 'on'")
+    listed = page.locator(f'tr[data-container-id="{key}"] [data-state]')
+    expect(listed).to_have_text("running")
+    detail = page.context.new_page()
+
+    def late(ws):                                # joins only once the stop is published
+        docker("stop", "-t", "0", dname)
+        expect(listed).to_have_text("exited", timeout=10_000)
+        ws.connect_to_server()
+    try:
+        detail.route_web_socket(re.compile(r"/ws/containers/$"), late)
+        detail.goto(f"{page.base}/containers/{key}/")
+        assert detail.locator("#detail-head").get_attribute("data-taken-at")
+        expect(detail.locator("#detail-head [data-state]")).to_have_text("exited", timeout=10_000)
+    finally:
+        detail.close()
+        docker("rm", "-f", cid)
+
+
 def test_bulk_stop_and_remove_of_docker_containers_go_through_the_engine(docker, web, page):
     """The list's bulk bar takes Docker containers as it takes ours: one
     confirmation, each container stopped and then removed through the Engine
