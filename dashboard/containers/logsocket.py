@@ -305,9 +305,10 @@ class ContainerLogsConsumer(ViewerSocket):
         differs from run (a look every RECHECK seconds: an event can be missed)."""
         while True:
             try:
-                await asyncio.wait_for(self.changed.wait(), RECHECK)
+                async with asyncio.timeout(RECHECK):     # not wait_for: on 3.11 it can drop a cancel
+                    await self.changed.wait()
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if await self._run() != run:
                     return
 

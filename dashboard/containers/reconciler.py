@@ -110,9 +110,13 @@ class ChangeFeed:
 
     async def next(self, timeout: float):
         """The changed ids (merged over every batch waiting), ALL, or ALL after ``timeout``."""
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for returns a batch
+        # that arrives with a cancel and drops the cancel, and stop() then
+        # waited for a reconciler that went on (a test hung 300 s on it in CI)
         try:
-            batch = await asyncio.wait_for(self.queue.get(), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):
+                batch = await self.queue.get()
+        except TimeoutError:
             return ALL
         while batch is not ALL and not self.queue.empty():
             more = self.queue.get_nowait()

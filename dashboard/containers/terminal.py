@@ -192,8 +192,9 @@ class TerminalConsumer(ViewerSocket):
         code = self.term.exit_code()
         pump = self.tasks[0]
         try:
-            await asyncio.wait_for(asyncio.shield(pump), timeout=1.0)   # what it wrote last
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(1.0):        # not wait_for: on 3.11 it can drop a cancel
+                await asyncio.shield(pump)          # what it wrote last
+        except TimeoutError:
             pass                                  # a background child keeps the pty open
         await self._finish(code, "exited")           # recorded before the page says so
         if getattr(self, "joined", False):

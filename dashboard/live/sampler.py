@@ -560,8 +560,9 @@ class Sampler:
             await asyncio.sleep(seconds)
             return
         try:
-            await asyncio.wait_for(wake.wait(), seconds)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(seconds):       # not wait_for: on 3.11 it can drop a cancel
+                await wake.wait()
+        except TimeoutError:
             pass
         wake.clear()
 

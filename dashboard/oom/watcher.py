@@ -430,7 +430,8 @@ class AgentFeed:
         self.stream, self._ready = stream, self.w._loop.create_future()
         self.w._loop.add_reader(stream.fileno(), self._on_readable)
         try:
-            note = await asyncio.wait_for(asyncio.shield(self._ready), 15)
+            async with asyncio.timeout(15):         # not wait_for: on 3.11 it can drop a cancel
+                note = await asyncio.shield(self._ready)
         except BaseException:
             self._drop()
             raise

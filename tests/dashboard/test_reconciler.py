@@ -73,3 +73,25 @@ def test_changes_reach_the_list_without_polling(mode, rt, cleanup, name, monkeyp
     assert passes[0] is None and all(p is not None for p in passes[1:]), passes   # one full pass only
     assert set().union(*passes[1:]) == {c for c in set().union(*passes[1:])} and \
         all(len(p) == 1 for p in passes[1:]), passes                             # only the one container
+
+
+def test_a_stop_that_arrives_with_a_batch_is_not_lost():
+    """stop() cancels the reconciler while it waits for the next batch; on
+    Python 3.11 asyncio.wait_for returned a batch that arrived in the same
+    turn and dropped the cancel, so the reconciler went on and stop() waited
+    for it for ever.  Only the feed's queue is used (no thread follows)."""
+    feed = object.__new__(reconciler.ChangeFeed)
+
+    async def run():
+        feed.queue = asyncio.Queue()
+        waiting = asyncio.create_task(feed.next(10))
+        await asyncio.sleep(0.01)
+        feed.queue.put_nowait({"a" * 64})
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert await feed.next(0.01) == {"a" * 64}               # the batch itself stays queued
+        feed.queue.put_nowait({"b" * 64})
+        feed.queue.put_nowait(reconciler.ALL)
+        assert await feed.next(0.01) is reconciler.ALL          # merged: everything
+    asyncio.run(run())
