@@ -8,6 +8,7 @@ so subprocesses (the CLI, Daphne) use them too.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import secrets
@@ -28,6 +29,19 @@ _SESSION_ROOT = tempfile.mkdtemp(prefix="terrarium-test-")
 _CGROUP_PARENT = f"terrarium-test-{secrets.token_hex(4)}"
 os.environ["TERRARIUM_ROOT"] = _SESSION_ROOT
 os.environ["TERRARIUM_CGROUP_PARENT"] = _CGROUP_PARENT
+
+
+def _remove_unused_root() -> None:
+    """A run that ends before its session begins (pytest refused an option)
+    made the root at import and never used it: remove it if it is empty
+    (a full one is the session's to clear, or evidence of a run cut short)."""
+    try:
+        os.rmdir(_SESSION_ROOT)
+    except OSError:
+        pass
+
+
+atexit.register(_remove_unused_root)
 
 
 def is_root() -> bool:
