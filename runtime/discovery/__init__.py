@@ -138,6 +138,8 @@ def make_key(engine: str, ident: str) -> str:
     prefixed with their engine and limited to URL-safe characters."""
     if engine == "terrarium":
         return ident
+    if ident.isascii() and ident.isalnum():        # an engine's hex id: as it is, no walk per character
+        return f"{engine}-{ident}"
     safe = "".join(c if c.isalnum() or c in "._@-" else "_" for c in ident)
     return f"{engine}-{safe}"
 

@@ -19,6 +19,8 @@ def test_keys_keep_our_ids_and_prefix_others_url_safely():
     assert make_key("docker", "cd" * 32) == "docker-" + "cd" * 32
     assert make_key("systemd", "getty@tty1.service") == "systemd-getty@tty1.service"
     assert make_key("kubernetes", "ns/pod/c") == "kubernetes-ns_pod_c"
+    assert make_key("systemd", "café") == "systemd-café"           # letters are kept, any alphabet
+    assert make_key("podman", "x y\n") == "podman-x_y_"
 
 
 def test_an_earlier_source_claims_a_cgroup_and_a_pid_namespace():
