@@ -27,7 +27,8 @@ def container_logs(request, container_id):
     taken_at = time.time()
     c = _container_or_404(container_id)
     return render(request, "containers/logs.html", {
-        "c": c, "taken_at": taken_at, "actions": selectors.container_actions(container=c, user=request.user), **logs_form(request.GET)})
+        "c": c, "taken_at": taken_at, "actions": selectors.container_actions(container=c, user=request.user),
+        **logs_form(request.GET)})
 
 
 def logs_form(q) -> dict:

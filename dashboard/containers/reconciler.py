@@ -112,7 +112,7 @@ class ChangeFeed:
         """The changed ids (merged over every batch waiting), ALL, or ALL after ``timeout``."""
         # asyncio.timeout, not wait_for: Python 3.11's wait_for returns a batch
         # that arrives with a cancel and drops the cancel, and stop() then
-        # waited for a reconciler that went on (a test hung 300 s on it in CI)
+        # waits for a reconciler that goes on (likely a test's 300 s hang in CI)
         try:
             async with asyncio.timeout(timeout):
                 batch = await self.queue.get()
