@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import time
 
 from .errors import InvalidArgument
@@ -66,6 +67,7 @@ MAX_RETRIES = 1000
 
 HEALTH = "health.json"
 PENDING = "restart.json"
+CANCEL_WAIT = 2.0       # seconds cancel_pending waits for the restarter it killed to be gone
 
 _RESTART_RE = re.compile(r"(no|always|unless-stopped|on-failure)(?::([0-9]{1,6}))?", re.ASCII)
 _DURATION_RE = re.compile(r"(?:[0-9]{1,9}(?:\.[0-9]{1,9})?(?:h|m|s|ms|us|µs|ns))+|[0-9]{1,9}(?:\.[0-9]{1,9})?",
@@ -257,6 +259,9 @@ def cancel_pending(cdir: str) -> None:
     try:
         if pidinfo.process_start_time(pid) == p.get("pid_start"):
             signal.pidfd_send_signal(fd, signal.SIGKILL)
+            # a SIGKILL takes effect when the process next runs: gone before
+            # the stop returns (its pidfd reads ready once it has exited)
+            select.select([fd], [], [], CANCEL_WAIT)
     except OSError:
         pass
     finally:

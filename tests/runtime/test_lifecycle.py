@@ -161,6 +161,29 @@ def test_a_stop_cancels_the_pending_restart_and_update_changes_the_policy(rt, na
     assert rt.inspect(name).restart_count == count + 2
 
 
+def test_a_cancelled_restarter_is_gone_when_the_cancel_returns(tmp_path):
+    """A SIGKILL takes effect when its process next runs: the restarter was
+    still alive when a stop returned (seen in CI as a restarter left after
+    the stop).  Here a child stands in for it (a child of ours: it stays a
+    zombie, state Z, once it has exited)."""
+    import json
+    import subprocess
+
+    from runtime import lifecycle, pidinfo
+    for _ in range(20):
+        waiter = subprocess.Popen(["sleep", "60"])
+        try:
+            (tmp_path / lifecycle.PENDING).write_text(json.dumps(
+                {"pid": waiter.pid, "pid_start": pidinfo.process_start_time(waiter.pid)}))
+            lifecycle.cancel_pending(str(tmp_path))
+            with open(f"/proc/{waiter.pid}/stat") as f:
+                assert f.read().rsplit(")", 1)[1].split()[0] == "Z"
+            assert not (tmp_path / lifecycle.PENDING).exists()
+        finally:
+            waiter.kill()
+            waiter.wait()
+
+
 @root
 def test_health_checks_healthy_unhealthy_and_timed_out(rt, name, cleanup):
     checks = {
