@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import time
 
 from .errors import InvalidArgument
@@ -243,6 +242,7 @@ def cancel_pending(cdir: str) -> None:
     container meanwhile): by its pidfd, checked against its start time."""
     import signal
     from . import pidinfo
+    from .daemons import wait_readable
     try:
         with open(os.path.join(cdir, PENDING), "rb") as f:
             p = json.loads(f.read())
@@ -261,7 +261,7 @@ def cancel_pending(cdir: str) -> None:
             signal.pidfd_send_signal(fd, signal.SIGKILL)
             # a SIGKILL takes effect when the process next runs: gone before
             # the stop returns (its pidfd reads ready once it has exited)
-            select.select([fd], [], [], CANCEL_WAIT)
+            wait_readable((fd,), CANCEL_WAIT)
     except OSError:
         pass
     finally:
