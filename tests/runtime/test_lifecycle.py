@@ -176,8 +176,7 @@ def test_a_cancelled_restarter_is_gone_when_the_cancel_returns(tmp_path):
             (tmp_path / lifecycle.PENDING).write_text(json.dumps(
                 {"pid": waiter.pid, "pid_start": pidinfo.process_start_time(waiter.pid)}))
             lifecycle.cancel_pending(str(tmp_path))
-            with open(f"/proc/{waiter.pid}/stat") as f:
-                assert f.read().rsplit(")", 1)[1].split()[0] == "Z"
+            assert pidinfo.parse_stat(pidinfo.read_text(f"/proc/{waiter.pid}/stat") or "").state == "Z"
             assert not (tmp_path / lifecycle.PENDING).exists()
         finally:
             waiter.kill()

@@ -28,7 +28,8 @@ def test_read_text_reads_a_seq_file_to_its_end_and_none_when_gone():
         # Popen returns once exec has begun, when the new mm may hold its stack
         # alone (one mapping, under a page): wait until sleep itself sleeps
         deadline = time.monotonic() + 10
-        while not (_state(sleeper.pid) == "S" and len(_text(path)) > 8192):
+        while not (parse_stat(read_text(f"/proc/{sleeper.pid}/stat") or "").state == "S"
+                   and len(read_text(path) or "") > 8192):
             assert time.monotonic() < deadline, "sleep never got to sleep"
             time.sleep(0.01)
         fd = os.open(path, os.O_RDONLY)
@@ -47,13 +48,6 @@ def test_read_text_reads_a_seq_file_to_its_end_and_none_when_gone():
     assert read_text("/proc/self") is None              # a directory: the read fails, None
 
 
-def _state(pid: int) -> str:
-    return _text(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()[0]
-
-
-def _text(path: str) -> str:
-    with open(path) as f:
-        return f.read()
 
 
 # --- stat ---------------------------------------------------------------------
