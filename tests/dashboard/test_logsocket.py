@@ -118,7 +118,11 @@ def test_a_client_that_does_not_ack_costs_a_bounded_buffer_and_learns_what_it_mi
     held_max = max(m["held_max"] for m in msgs)
     received = _lines(msgs)
     print(f"lines {chunk * n_chunks}: received {len(received)}, skipped {skipped}; held at most {held_max} bytes")
-    assert skipped > 0 and rest[0]["skipped"] == skipped        # said at once, before what follows
+    # said at once, on the message after the gap: the first after the acks; on
+    # a loaded machine the socket can fall behind before its first message too,
+    # which then says so (seq 1: skipped 1,260-3,150 of the 163,840 lines here)
+    assert skipped > 0 and rest[0]["skipped"] > 0
+    assert sum(m["skipped"] for m in before) + rest[0]["skipped"] == skipped
     assert len(received) + skipped == chunk * n_chunks            # every line shown or counted
     assert set(received) == {line}
     bound = logsocket.HOLD + (logsocket.WINDOW + 1) * logsocket.PIECE_MAX
